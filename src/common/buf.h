@@ -1,0 +1,34 @@
+/* buf.h: a growable byte buffer, always NUL-terminated so it can be used as a string.
+ * Allocation failure aborts (there is no sensible recovery from OOM mid-request). */
+#ifndef SG_BUF_H
+#define SG_BUF_H
+
+#include <stddef.h>
+
+typedef struct sg_buf {
+    char  *data;
+    size_t len;
+    size_t cap;
+} sg_buf;
+
+void sg_buf_init(sg_buf *b);
+void sg_buf_free(sg_buf *b);
+void sg_buf_reset(sg_buf *b);                        /* len = 0, keeps the memory */
+void sg_buf_reserve(sg_buf *b, size_t extra);        /* room for len + extra + NUL */
+void sg_buf_append(sg_buf *b, const void *p, size_t n);
+void sg_buf_puts(sg_buf *b, const char *s);
+void sg_buf_putc(sg_buf *b, char c);
+void sg_buf_printf(sg_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Appends s as a JSON string literal, quotes included. */
+void sg_buf_json_str(sg_buf *b, const char *s, size_t n);
+/* Hands the memory to the caller (who frees it) and resets b. */
+char *sg_buf_steal(sg_buf *b);
+
+/* Allocation helpers that abort on OOM. */
+void *sg_xmalloc(size_t n);
+void *sg_xcalloc(size_t count, size_t size);
+void *sg_xrealloc(void *p, size_t n);
+char *sg_xstrdup(const char *s);
+char *sg_xstrndup(const char *s, size_t n);
+
+#endif

@@ -1,0 +1,18 @@
+#!/bin/sh
+# Installs the Debian packages smolgate builds and tests with (a no-op when present).
+# Build: a C11 compiler, make, pkg-config and the -dev packages of the libraries below.
+# Tests: redis-server and postgresql (started by the tests themselves on loopback ports),
+# nodejs/npm for the official-SDK client tests, nginx-light and wrk for the benchmarks.
+set -e
+pkgs="build-essential pkg-config libjansson-dev libpcre2-dev libcurl4-openssl-dev \
+libsqlite3-dev libpq-dev libhiredis-dev libyaml-dev"
+[ "${1:-}" = "--test" ] && pkgs="$pkgs redis-server postgresql nodejs npm nginx-light wrk python3 curl"
+missing=
+for p in $pkgs; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+SUDO=; [ "$(id -u)" -ne 0 ] && SUDO=sudo
+echo "installing:$missing"
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $missing >/dev/null
