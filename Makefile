@@ -31,7 +31,19 @@ BENCH_SRC := $(wildcard bench/bench_*.c)
 BENCH_BIN := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
 
-.PHONY: all test check bench clean compdb fuzz
+.PHONY: all test check bench clean fuzz deps deps-test serve
+
+# Debian packages (and the npm test clients), installed only when missing.
+deps:
+	@tools/install-deps.sh
+deps-test:
+	@tools/install-deps.sh --test
+	@[ -d tests/node/node_modules ] || (cd tests/node && npm ci --no-audit --no-fund --loglevel=error)
+
+# The main job: the gateway with its embedded defaults.
+serve: deps
+	$(MAKE) $(BUILD)/smolgate
+	$(BUILD)/smolgate serve
 all: $(BUILD)/smolgate $(TEST_BIN) $(BENCH_BIN) compile_commands.json
 
 $(BUILD)/obj/%_avx2.o: %_avx2.c
@@ -60,7 +72,7 @@ $(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(BUILD)/libsmolgate.a
 	$(CC) $(LDSAN) -pthread -o $@ $^ $(LDLIBS)
 
 # The test suite: sanitizer build, unit tests, then end-to-end scripts.
-test:
+test: deps-test
 	$(MAKE) SAN=1 all
 	$(MAKE) all
 	tests/run.sh
