@@ -1,0 +1,31 @@
+/* cli.h: the subcommands of the smolgate binary. Each takes argc/argv after the
+ * subcommand name and returns the process exit status; main() dispatches. */
+#ifndef SG_CLI_H
+#define SG_CLI_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "engine/tokenizer.h"
+
+int cli_run(int argc, char **argv);
+int cli_chat(int argc, char **argv);
+int cli_eval(int argc, char **argv);
+int cli_tokenize(int argc, char **argv);
+int cli_convert(int argc, char **argv);
+int cli_make_model(int argc, char **argv);
+int cli_info(int argc, char **argv);
+
+/* Shared helpers. */
+/* Parses "1,2,3" into ids; returns -1 on a malformed list. */
+int cli_parse_ids(const char *s, sg_ids *out);
+/* Prints ids as a JSON array and a newline. */
+void cli_print_ids(const int32_t *ids, size_t n);
+/* Reads all of stdin. */
+char *cli_read_stdin(size_t *len);
+/* Integer / float option values with range checks; print an error and return -1. */
+int cli_int(const char *opt, const char *v, long lo, long hi, long *out);
+int cli_float(const char *opt, const char *v, double *out);
+
+#endif

@@ -1,0 +1,41 @@
+/* main.c: the smolgate command line. One binary: the inference engine's commands
+ * (run, chat, eval, tokenize, convert, make-model, info) and the gateway (serve). */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "common/log.h"
+#include "engine/kernels.h"
+
+static void usage(FILE *f) {
+    fputs("usage: smolgate COMMAND [options]\n"
+          "\n"
+          "engine:\n"
+          "  run MODEL -p TEXT | --ids 1,2,3   generate a completion (streams to stdout)\n"
+          "  chat MODEL                         interactive chat\n"
+          "  eval MODEL --ids 1,2,3 --logits F  write every position's logits (float32)\n"
+          "  tokenize MODEL|tokenizer.json      text on stdin -> ids (JSON array)\n"
+          "  convert HF_FOLDER OUT.gguf [TYPE]  Hugging Face folder -> GGUF (F32 F16 BF16 Q8_0)\n"
+          "  make-model OUT [options]           write a random-weight model (GGUF or HF)\n"
+          "  info MODEL                         print a model's configuration\n"
+          "\n"
+          "MODEL is a .gguf file or a Hugging Face folder. `smolgate COMMAND --help` lists\n"
+          "a command's options; docs/engine.md documents them all.\n", f);
+}
+
+int main(int argc, char **argv) {
+    sg_log_init_from_env();
+    kern_select(NULL);
+    if (argc < 2) { usage(stderr); return 2; }
+    const char *cmd = argv[1];
+    static const struct { const char *name; int (*fn)(int, char **); } cmds[] = {
+        {"run", cli_run}, {"chat", cli_chat}, {"eval", cli_eval}, {"tokenize", cli_tokenize},
+        {"convert", cli_convert}, {"make-model", cli_make_model}, {"info", cli_info},
+    };
+    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
+        if (!strcmp(cmd, cmds[i].name)) return cmds[i].fn(argc - 2, argv + 2);
+    if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help") || !strcmp(cmd, "help")) { usage(stdout); return 0; }
+    fprintf(stderr, "smolgate: unknown command \"%s\"\n", cmd);
+    usage(stderr);
+    return 2;
+}

@@ -1,0 +1,46 @@
+/* generate.h: the generation loop shared by the command line and the gateway's local
+ * provider: evaluate the prompt, then sample, stream-decode and check stop conditions
+ * (EOS / end-of-turn tokens, stop strings, max tokens) one token at a time. */
+#ifndef SG_GENERATE_H
+#define SG_GENERATE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/error.h"
+#include "engine/infer.h"
+#include "engine/sampler.h"
+
+typedef struct sg_gen_params {
+    sg_sampler_params sampling;
+    int max_tokens;                 /* <= 0: until the context is full */
+    const char *const *stops;       /* stop strings (not included in the output) */
+    size_t n_stops;
+    const int32_t *stop_ids;        /* extra end tokens (e.g. <|im_end|>); EOS always ends */
+    size_t n_stop_ids;
+    bool ignore_eos;                /* generate through EOS (benchmarks, reference checks) */
+} sg_gen_params;
+
+void gen_params_default(sg_gen_params *p);
+
+/* Called for each generated token: text is the newly releasable text (UTF-8 complete,
+ * stop strings held back), possibly empty; NULL when the model has no tokenizer. A last
+ * call with id -1 and info NULL delivers text held back until the end.
+ * Return nonzero to stop generating ("cancelled"). */
+typedef int (*sg_gen_token_fn)(void *ctx, int32_t id, const char *text, size_t len,
+                               const sg_sample_info *info);
+
+typedef struct sg_gen_result {
+    int n_prompt, n_generated;
+    double prompt_ms, gen_ms;        /* wall time of prompt processing / generation */
+    const char *finish_reason;       /* "stop", "length", "cancelled" */
+} sg_gen_result;
+
+/* Appends prompt[n_prompt] to the sequence in inf and generates. */
+int gen_run(sg_infer *inf, const int32_t *prompt, int n_prompt, const sg_gen_params *p,
+            sg_gen_token_fn on_token, void *ctx, sg_gen_result *res, sg_error *err);
+
+double gen_now_ms(void);
+
+#endif

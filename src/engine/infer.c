@@ -1,0 +1,314 @@
+/* infer.c: the forward pass (see infer.h). Shapes in comments use n = tokens in the
+ * micro-batch, d = hidden size, hd = head dim, nh / nkv = query / KV heads. */
+#include "engine/infer.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/buf.h"
+#include "engine/kernels.h"
+#include "engine/threadpool.h"
+
+struct sg_infer {
+    const sg_model *m;
+    const kern_table *k;
+    sg_threadpool *tp;
+    int n_ctx, n_batch, n_past;
+    sg_dtype kv_type;
+    size_t kv_elem;            /* bytes per cache element */
+    void *k_cache, *v_cache;   /* (n_layers, n_ctx, nkv * hd) */
+    float *x;                  /* (n, d) residual stream */
+    float *xb;                 /* (n, d) normed input */
+    float *q;                  /* (n, nh * hd) */
+    float *kv_k, *kv_v;        /* (n, nkv * hd) this batch's keys / values */
+    float *att_out;            /* (n, nh * hd) */
+    float *gate, *up;          /* (n, ffn) */
+    float *att;                /* (n_threads, n_ctx) attention scores */
+    float *inv_freq;           /* (hd / 2) */
+    float rope_scale;          /* YaRN attention factor applied to cos / sin */
+};
+
+void infer_params_default(sg_infer_params *p) {
+    memset(p, 0, sizeof *p);
+    p->kv_type = SG_F16;
+}
+
+/* ---- RoPE frequencies, as transformers' ROPE_INIT_FUNCTIONS compute them ---- */
+
+static double yarn_correction_dim(double rot, int dim, double base, int max_pos) {
+    return (dim * log(max_pos / (rot * 2 * M_PI))) / (2 * log(base));
+}
+
+static void rope_init(sg_infer *s) {
+    const sg_model_config *c = &s->m->cfg;
+    int hd = c->head_dim, half = hd / 2;
+    s->inv_freq = sg_xmalloc((size_t)half * sizeof(float));
+    s->rope_scale = 1.0f;
+    for (int i = 0; i < half; i++)   /* float32 arithmetic, as torch does it */
+        s->inv_freq[i] = 1.0f / powf((float)c->rope_theta, (float)(2 * i) / (float)hd);
+    switch (c->rope_scaling) {
+    case ROPE_SCALING_NONE: break;
+    case ROPE_SCALING_LINEAR:
+        for (int i = 0; i < half; i++) s->inv_freq[i] /= (float)c->rope_factor;
+        break;
+    case ROPE_SCALING_YARN: {
+        double factor = c->rope_factor;
+        double low = floor(yarn_correction_dim(c->yarn_beta_fast, hd, c->rope_theta, c->rope_orig_ctx));
+        double high = ceil(yarn_correction_dim(c->yarn_beta_slow, hd, c->rope_theta, c->rope_orig_ctx));
+        if (low < 0) low = 0;
+        if (high > hd - 1) high = hd - 1;
+        if (low == high) high += 0.001;
+        for (int i = 0; i < half; i++) {
+            float extrap = s->inv_freq[i], interp = extrap / (float)factor;
+            float ramp = (float)((i - low) / (high - low));
+            ramp = ramp < 0 ? 0 : ramp > 1 ? 1 : ramp;
+            float extrap_factor = 1.0f - ramp;
+            s->inv_freq[i] = interp * (1 - extrap_factor) + extrap * extrap_factor;
+        }
+        s->rope_scale = c->yarn_attn_factor > 0 ? (float)c->yarn_attn_factor
+                        : factor <= 1 ? 1.0f : (float)(0.1 * log(factor) + 1.0);
+        break;
+    }
+    case ROPE_SCALING_LLAMA3: {
+        double factor = c->rope_factor, lf = c->llama3_low_freq, hf = c->llama3_high_freq;
+        double old = c->rope_orig_ctx, low_wl = old / lf, high_wl = old / hf;
+        for (int i = 0; i < half; i++) {
+            double f = s->inv_freq[i], wl = 2 * M_PI / f;
+            if (wl > low_wl) f /= factor;
+            else if (wl >= high_wl) {
+                double smooth = (old / wl - lf) / (hf - lf);
+                f = (1 - smooth) * f / factor + smooth * f;
+            }
+            s->inv_freq[i] = (float)f;
+        }
+        break;
+    }
+    }
+}
+
+/* Rotates one head vector v (hd) for position pos. */
+static void rope_apply(const sg_infer *s, float *v, int pos) {
+    int hd = s->m->cfg.head_dim, half = hd / 2;
+    bool inter = s->m->cfg.rope_interleaved;
+    for (int i = 0; i < half; i++) {
+        float ang = (float)pos * s->inv_freq[i];
+        float c = cosf(ang) * s->rope_scale, sn = sinf(ang) * s->rope_scale;
+        int a = inter ? 2 * i : i, b = inter ? 2 * i + 1 : i + half;
+        float x0 = v[a], x1 = v[b];
+        v[a] = x0 * c - x1 * sn;
+        v[b] = x1 * c + x0 * sn;
+    }
+}
+
+/* ---- state ---- */
+
+sg_infer *infer_new(const sg_model *m, const sg_infer_params *p, sg_error *err) {
+    const sg_model_config *c = &m->cfg;
+    sg_infer *s = sg_xcalloc(1, sizeof *s);
+    s->m = m;
+    s->k = kern_active();
+    s->n_ctx = p->n_ctx > 0 ? p->n_ctx : (c->max_ctx < 4096 ? c->max_ctx : 4096);
+    if (s->n_ctx > c->max_ctx && c->max_ctx > 0) s->n_ctx = c->max_ctx;
+    s->n_batch = p->n_batch > 0 ? p->n_batch : 64;
+    s->kv_type = p->kv_type == SG_F32 ? SG_F32 : SG_F16;
+    s->kv_elem = s->kv_type == SG_F32 ? 4 : 2;
+    int threads = p->n_threads > 0 ? p->n_threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    if (threads < 1) threads = 1;
+    size_t kv_dim = (size_t)c->n_kv_heads * c->head_dim;
+    size_t cache_bytes = (size_t)c->n_layers * (size_t)s->n_ctx * kv_dim * s->kv_elem;
+    s->k_cache = calloc(1, cache_bytes);
+    s->v_cache = calloc(1, cache_bytes);
+    if (!s->k_cache || !s->v_cache) {
+        sg_fail(err, "cannot allocate a KV cache of 2 x %zu MiB for %d positions", cache_bytes >> 20, s->n_ctx);
+        infer_free(s);
+        return NULL;
+    }
+    size_t nb = (size_t)s->n_batch, qd = (size_t)c->n_heads * c->head_dim;
+    s->x = sg_xmalloc(nb * (size_t)c->dim * sizeof(float));
+    s->xb = sg_xmalloc(nb * (size_t)c->dim * sizeof(float));
+    s->q = sg_xmalloc(nb * qd * sizeof(float));
+    s->kv_k = sg_xmalloc(nb * kv_dim * sizeof(float));
+    s->kv_v = sg_xmalloc(nb * kv_dim * sizeof(float));
+    s->att_out = sg_xmalloc(nb * qd * sizeof(float));
+    s->gate = sg_xmalloc(nb * (size_t)c->ffn_dim * sizeof(float));
+    s->up = sg_xmalloc(nb * (size_t)c->ffn_dim * sizeof(float));
+    s->tp = tp_new(threads);
+    s->att = sg_xmalloc((size_t)threads * (size_t)s->n_ctx * sizeof(float));
+    rope_init(s);
+    return s;
+}
+
+void infer_free(sg_infer *s) {
+    if (!s) return;
+    if (s->tp) tp_free(s->tp);
+    free(s->k_cache); free(s->v_cache);
+    free(s->x); free(s->xb); free(s->q); free(s->kv_k); free(s->kv_v);
+    free(s->att_out); free(s->gate); free(s->up); free(s->att); free(s->inv_freq);
+    free(s);
+}
+
+int infer_n_past(const sg_infer *s) { return s->n_past; }
+int infer_n_ctx(const sg_infer *s) { return s->n_ctx; }
+const sg_model *infer_model(const sg_infer *s) { return s->m; }
+void infer_truncate(sg_infer *s, int n_past) {
+    if (n_past >= 0 && n_past < s->n_past) s->n_past = n_past;
+}
+
+/* ---- parallel matmul: y (n, rows) = x (n, cols) . W^T ---- */
+
+typedef struct matmul_job {
+    const kern_table *k;
+    const sg_tensor *w;
+    const float *x;
+    int n;
+    float *y;
+    int64_t y_stride;
+} matmul_job;
+
+static void matmul_worker(void *p, int ith, int nth) {
+    const matmul_job *j = p;
+    int64_t rows = j->w->rows;
+    int64_t chunk = ((rows + nth - 1) / nth + 7) & ~(int64_t)7;   /* whole cache lines of y */
+    int64_t r0 = chunk * ith, r1 = r0 + chunk < rows ? r0 + chunk : rows;
+    if (r0 >= r1) return;
+    kern_matmul_rows(j->k, j->w->type, j->w->data, dtype_row_bytes(j->w->type, (uint64_t)j->w->cols),
+                     j->w->cols, j->x, j->w->cols, j->n, j->y, j->y_stride, r0, r1);
+}
+
+static void matmul(sg_infer *s, const sg_tensor *w, const float *x, int n, float *y, int64_t y_stride) {
+    matmul_job j = {s->k, w, x, n, y, y_stride};
+    tp_run(s->tp, matmul_worker, &j);
+}
+
+/* ---- attention ---- */
+
+typedef struct attn_job {
+    sg_infer *s;
+    int layer, n, pos0;
+} attn_job;
+
+static float cache_dot(sg_dtype t, const void *k, const float *q, int n) {
+    if (t == SG_F32) { const float *a = k; float d = 0; for (int i = 0; i < n; i++) d += a[i] * q[i]; return d; }
+    const uint16_t *a = k;
+    float d = 0;
+    for (int i = 0; i < n; i++) d += sg_f16_to_f32(a[i]) * q[i];
+    return d;
+}
+
+static void cache_axpy(sg_dtype t, float *out, float p, const void *v, int n) {
+    if (t == SG_F32) { const float *a = v; for (int i = 0; i < n; i++) out[i] += p * a[i]; return; }
+    const uint16_t *a = v;
+    for (int i = 0; i < n; i++) out[i] += p * sg_f16_to_f32(a[i]);
+}
+
+static void attn_worker(void *p, int ith, int nth) {
+    const attn_job *j = p;
+    sg_infer *s = j->s;
+    const sg_model_config *c = &s->m->cfg;
+    int hd = c->head_dim, nh = c->n_heads, group = c->n_heads / c->n_kv_heads;
+    size_t kv_dim = (size_t)c->n_kv_heads * hd;
+    const kern_table *k = s->k;
+    kern_dot_fn dot = k->dot[s->kv_type] ? k->dot[s->kv_type] : kern_scalar.dot[s->kv_type];
+    float *att = s->att + (size_t)ith * s->n_ctx;
+    float scale = 1.0f / sqrtf((float)hd);
+    const unsigned char *kc = (const unsigned char *)s->k_cache + (size_t)j->layer * s->n_ctx * kv_dim * s->kv_elem;
+    const unsigned char *vc = (const unsigned char *)s->v_cache + (size_t)j->layer * s->n_ctx * kv_dim * s->kv_elem;
+    for (int task = ith; task < j->n * nh; task += nth) {
+        int t = task / nh, h = task % nh, kvh = h / group, pos = j->pos0 + t;
+        const float *q = s->q + (size_t)t * nh * hd + (size_t)h * hd;
+        for (int i = 0; i <= pos; i++) {
+            const void *kr = kc + ((size_t)i * kv_dim + (size_t)kvh * hd) * s->kv_elem;
+            att[i] = (dot ? dot(kr, q, hd) : cache_dot(s->kv_type, kr, q, hd)) * scale;
+        }
+        kern_softmax(att, pos + 1);
+        float *out = s->att_out + (size_t)t * nh * hd + (size_t)h * hd;
+        memset(out, 0, (size_t)hd * sizeof(float));
+        for (int i = 0; i <= pos; i++)
+            cache_axpy(s->kv_type, out, att[i], vc + ((size_t)i * kv_dim + (size_t)kvh * hd) * s->kv_elem, hd);
+    }
+}
+
+/* ---- one micro-batch ---- */
+
+static void forward_batch(sg_infer *s, const int32_t *ids, int n, float *logits, bool all_logits) {
+    const sg_model *m = s->m;
+    const sg_model_config *c = &m->cfg;
+    int d = c->dim, hd = c->head_dim, nh = c->n_heads, nkv = c->n_kv_heads, pos0 = s->n_past;
+    size_t kv_dim = (size_t)nkv * hd, qd = (size_t)nh * hd;
+    uint64_t emb_row = dtype_row_bytes(m->tok_embd.type, (uint64_t)d);
+
+    /* token embedding */
+    for (int t = 0; t < n; t++)
+        kern_to_f32(m->tok_embd.type, (const unsigned char *)m->tok_embd.data + (uint64_t)ids[t] * emb_row,
+                    s->x + (size_t)t * d, d);
+
+    for (int l = 0; l < c->n_layers; l++) {
+        const sg_layer *L = &m->layers[l];
+        /* attention rmsnorm */
+        for (int t = 0; t < n; t++) kern_rmsnorm(s->xb + (size_t)t * d, s->x + (size_t)t * d, L->attn_norm, d, c->norm_eps);
+        /* qkv matmuls */
+        matmul(s, &L->wq, s->xb, n, s->q, (int64_t)qd);
+        matmul(s, &L->wk, s->xb, n, s->kv_k, (int64_t)kv_dim);
+        matmul(s, &L->wv, s->xb, n, s->kv_v, (int64_t)kv_dim);
+        /* RoPE, on the layers that use it (SmolLM3 leaves every 4th layer without) */
+        if (c->rope_layer[l]) {
+            for (int t = 0; t < n; t++) {
+                for (int h = 0; h < nh; h++) rope_apply(s, s->q + (size_t)t * qd + (size_t)h * hd, pos0 + t);
+                for (int h = 0; h < nkv; h++) rope_apply(s, s->kv_k + (size_t)t * kv_dim + (size_t)h * hd, pos0 + t);
+            }
+        }
+        /* append this batch's keys and values to the cache */
+        size_t layer_off = (size_t)l * s->n_ctx * kv_dim;
+        for (int t = 0; t < n; t++) {
+            size_t off = (layer_off + (size_t)(pos0 + t) * kv_dim) * s->kv_elem;
+            kern_from_f32(s->kv_type, s->kv_k + (size_t)t * kv_dim, (unsigned char *)s->k_cache + off, (int64_t)kv_dim);
+            kern_from_f32(s->kv_type, s->kv_v + (size_t)t * kv_dim, (unsigned char *)s->v_cache + off, (int64_t)kv_dim);
+        }
+        /* causal grouped-query attention */
+        attn_job aj = {s, l, n, pos0};
+        tp_run(s->tp, attn_worker, &aj);
+        /* output projection and residual */
+        matmul(s, &L->wo, s->att_out, n, s->xb, d);
+        for (size_t i = 0; i < (size_t)n * d; i++) s->x[i] += s->xb[i];
+        /* MLP rmsnorm, SwiGLU, down projection and residual */
+        for (int t = 0; t < n; t++) kern_rmsnorm(s->xb + (size_t)t * d, s->x + (size_t)t * d, L->ffn_norm, d, c->norm_eps);
+        matmul(s, &L->w_gate, s->xb, n, s->gate, c->ffn_dim);
+        matmul(s, &L->w_up, s->xb, n, s->up, c->ffn_dim);
+        for (size_t i = 0; i < (size_t)n * c->ffn_dim; i++) {
+            float g = s->gate[i];
+            s->gate[i] = g / (1.0f + expf(-g)) * s->up[i];
+        }
+        matmul(s, &L->w_down, s->gate, n, s->xb, d);
+        for (size_t i = 0; i < (size_t)n * d; i++) s->x[i] += s->xb[i];
+    }
+    s->n_past += n;
+
+    if (!logits) return;
+    /* final rmsnorm and LM head: every token, or only the last one */
+    int first = all_logits ? 0 : n - 1;
+    for (int t = first; t < n; t++) kern_rmsnorm(s->xb + (size_t)t * d, s->x + (size_t)t * d, m->output_norm, d, c->norm_eps);
+    matmul(s, &m->output, s->xb + (size_t)first * d, n - first, logits, c->n_vocab);
+}
+
+int infer_eval(sg_infer *s, const int32_t *ids, int n, float *logits, bool all_logits, sg_error *err) {
+    const sg_model_config *c = &s->m->cfg;
+    if (n <= 0) return sg_fail(err, "nothing to evaluate");
+    if (n > s->n_ctx - s->n_past)
+        return sg_fail(err, "context is full: %d positions used, %d more needed, the KV cache holds %d",
+                       s->n_past, n, s->n_ctx);
+    for (int i = 0; i < n; i++)
+        if (ids[i] < 0 || ids[i] >= c->n_vocab)
+            return sg_fail(err, "token id %d is out of range (vocabulary of %d)", ids[i], c->n_vocab);
+    for (int done = 0; done < n;) {
+        int b = n - done < s->n_batch ? n - done : s->n_batch;
+        bool last = done + b == n;
+        float *out = NULL;
+        if (logits && all_logits) out = logits + (size_t)done * c->n_vocab;
+        else if (logits && last) out = logits;
+        forward_batch(s, ids + done, b, out, all_logits);
+        done += b;
+    }
+    return 0;
+}

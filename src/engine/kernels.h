@@ -1,0 +1,50 @@
+/* kernels.h: the numeric kernels of the forward pass, with SIMD variants chosen once
+ * at start-up.
+ *
+ * Every weight type has a scalar reference path (kernels.c) that dequantizes exactly
+ * as GGUF defines the block format and accumulates in float; the AVX2 and AVX-512
+ * variants (kernels_avx2.c, kernels_avx512.c) must agree with it to float rounding,
+ * which the tests check on random data. kern_select() picks the best variant the CPU
+ * supports; SMOLGATE_SIMD=scalar|avx2|avx512 forces one. */
+#ifndef SG_KERNELS_H
+#define SG_KERNELS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "engine/dtype.h"
+
+/* One dot product of a weight row of type t (n weights) with an f32 vector. */
+typedef float (*kern_dot_fn)(const void *w, const float *x, int64_t n);
+
+typedef struct kern_table {
+    const char *name;                  /* "scalar", "avx2", "avx512" */
+    kern_dot_fn dot[SG_DTYPE_COUNT];   /* NULL: type not supported */
+} kern_table;
+
+extern const kern_table kern_scalar;
+extern const kern_table kern_avx2;     /* fields NULL when not compiled for x86 */
+extern const kern_table kern_avx512;
+
+/* Chooses the table (force: NULL or "" for the best the CPU has). Returns its name. */
+const char *kern_select(const char *force);
+const kern_table *kern_active(void);
+
+bool kern_supports(sg_dtype t);
+/* Dequantizes / converts n values of type t to f32 (n a multiple of the block size). */
+void kern_to_f32(sg_dtype t, const void *src, float *dst, int64_t n);
+/* Converts n f32 values to type t (F32, F16, BF16, Q8_0). Returns 0, -1 if unsupported. */
+int kern_from_f32(sg_dtype t, const float *src, void *dst, int64_t n);
+
+/* y[t * y_stride + r] = dot(W row r, x[t * x_stride ...]) for t < n_tok, r0 <= r < r1.
+ * w_type, w_row_bytes describe W; cols is the row length. */
+void kern_matmul_rows(const kern_table *k, sg_dtype w_type, const void *w, uint64_t w_row_bytes,
+                      int64_t cols, const float *x, int64_t x_stride, int n_tok,
+                      float *y, int64_t y_stride, int64_t r0, int64_t r1);
+
+/* o = x / sqrt(mean(x^2) + eps) * w   (n) */
+void kern_rmsnorm(float *o, const float *x, const float *w, int64_t n, float eps);
+/* x = softmax(x) in place (n) */
+void kern_softmax(float *x, int64_t n);
+
+#endif
