@@ -360,7 +360,7 @@ static int normalise(const json_t *messages, chat_msg **out, size_t *n_out, sg_e
             return sg_fail(err, "messages[%zu]: unsupported role \"%.40s\"", i, role);
         }
         if (content_text(json_object_get(msg, "content"), i, &m[i].content, err) < 0 ||
-            (m[i].role[0] == 'a' &&
+            (!strcmp(m[i].role, "assistant") &&
              fold_tool_calls(json_object_get(msg, "tool_calls"), i, &m[i].content, err) < 0)) {
             free_msgs(m, i + 1);
             return -1;
@@ -448,9 +448,12 @@ static void render_smollm3(const chat_msg *m, size_t n, const json_t *xml_tools,
         b->data[b->len] = 0;
         sg_buf_puts(b, "<|im_end|>\n");
     } else {
-        char today[64];
-        if (opt->today) snprintf(today, sizeof today, "%s", opt->today);
-        else today_utc(today, sizeof today);
+        char now[64];
+        const char *today = opt->today;
+        if (!today) {
+            today_utc(now, sizeof now);
+            today = now;
+        }
         sg_buf_puts(b, "## Metadata\n\nKnowledge Cutoff Date: June 2025\n");
         sg_buf_printf(b, "Today Date: %s\n", today);
         sg_buf_printf(b, "Reasoning Mode: %s\n\n", think ? "/think" : "/no_think");
@@ -559,8 +562,8 @@ int chat_render(chat_kind kind, const json_t *messages, const json_t *tools,
     if (opt.python_tools && !json_is_array(opt.python_tools))
         return sg_fail(err, "python_tools must be an array");
 
-    chat_msg *m;
-    size_t n;
+    chat_msg *m = NULL;
+    size_t n = 0;
     if (normalise(messages, &m, &n, err) < 0) return -1;
     json_t *xml_tools;
     if (xml_tools_of(tools, &xml_tools, err) < 0) {
@@ -700,8 +703,10 @@ static bool tool_call(chat_stream *s, const char *body, size_t n) {
     else sg_buf_puts(&a, "{}");
 
     int index = s->n_calls++;
+    char num[16];
+    int num_len = snprintf(num, sizeof num, "%d", index);
     uint64_t h = 0xcbf29ce484222325ull;
-    h = fnv1a(h, &index, sizeof index);
+    h = fnv1a(h, num, (size_t)num_len + 1);
     h = fnv1a(h, json_string_value(name), json_string_length(name) + 1);
     h = fnv1a(h, a.data, a.len);
     char id[32];
