@@ -369,6 +369,7 @@ static void roundtrip_tensors(uint32_t align) {
     /* llama.cpp pads after every tensor, the last one included. */
     CHECK_EQ_INT(f.map.size % a, 0);
     gguf_close(&f);
+    remove(path);   /* 6 MiB */
 }
 
 static void test_roundtrip_tensors(void) {
@@ -919,6 +920,7 @@ static void test_many(void) {
     uint64_t u;
     CHECK(gguf_get_u64(&f, "key.29", &u) == 0 && u == 29);
     gguf_close(&f);
+    remove(path);
     for (int i = 0; i < NV; i++) free(toks[i]);
     free(toks);
 }
