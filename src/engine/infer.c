@@ -28,11 +28,20 @@ struct sg_infer {
     float *att;                /* (n_threads, n_ctx) attention scores */
     float *inv_freq;           /* (hd / 2) */
     float rope_scale;          /* YaRN attention factor applied to cos / sin */
+    bool bf16;                 /* round activations to bf16 where transformers does in bf16 */
 };
+
+/* transformers running a bf16 model keeps every activation in bf16: each op rounds its
+ * result. Emulating those roundings is what makes a bf16 snapshot's logits match. */
+static inline float bf16r(float x) { return sg_bf16_to_f32(sg_f32_to_bf16(x)); }
+static void round_bf16(float *x, size_t n) {
+    for (size_t i = 0; i < n; i++) x[i] = bf16r(x[i]);
+}
 
 void infer_params_default(sg_infer_params *p) {
     memset(p, 0, sizeof *p);
     p->kv_type = SG_F16;
+    p->bf16_activations = -1;
 }
 
 /* ---- RoPE frequencies, as transformers' ROPE_INIT_FUNCTIONS compute them ---- */
@@ -97,6 +106,13 @@ static void rope_apply(const sg_infer *s, float *v, int pos) {
         float c = cosf(ang) * s->rope_scale, sn = sinf(ang) * s->rope_scale;
         int a = inter ? 2 * i : i, b = inter ? 2 * i + 1 : i + half;
         float x0 = v[a], x1 = v[b];
+        if (s->bf16) {   /* (q * cos) + (rotate_half(q) * sin), each product rounded */
+            c = bf16r(c);
+            sn = bf16r(sn);
+            v[a] = bf16r(bf16r(x0 * c) + bf16r(-x1 * sn));
+            v[b] = bf16r(bf16r(x1 * c) + bf16r(x0 * sn));
+            continue;
+        }
         v[a] = x0 * c - x1 * sn;
         v[b] = x1 * c + x0 * sn;
     }
@@ -134,9 +150,13 @@ sg_infer *infer_new(const sg_model *m, const sg_infer_params *p, sg_error *err) 
     s->att_out = sg_xmalloc(nb * qd * sizeof(float));
     s->gate = sg_xmalloc(nb * (size_t)c->ffn_dim * sizeof(float));
     s->up = sg_xmalloc(nb * (size_t)c->ffn_dim * sizeof(float));
+    s->bf16 = p->bf16_activations > 0 ||
+              (p->bf16_activations < 0 && m->src == MODEL_SRC_HF && m->layers[0].wq.type == SG_BF16);
     s->tp = tp_new(threads);
     s->att = sg_xmalloc((size_t)threads * (size_t)s->n_ctx * sizeof(float));
     rope_init(s);
+    /* transformers casts a bf16 model's inv_freq buffer to bf16 as well. */
+    if (s->bf16) round_bf16(s->inv_freq, (size_t)c->head_dim / 2);
     return s;
 }
 
@@ -180,6 +200,23 @@ static void matmul_worker(void *p, int ith, int nth) {
 static void matmul(sg_infer *s, const sg_tensor *w, const float *x, int n, float *y, int64_t y_stride) {
     matmul_job j = {s->k, w, x, n, y, y_stride};
     tp_run(s->tp, matmul_worker, &j);
+    if (s->bf16) round_bf16(y, (size_t)n * (size_t)y_stride);
+}
+
+/* RMSNorm of n rows of d; in bf16 mode as transformers: weight * normed.to(bf16). */
+static void rmsnorm_rows(sg_infer *s, float *o, const float *x, const float *w, int n, int d, float eps) {
+    for (int t = 0; t < n; t++) {
+        float *ot = o + (size_t)t * d;
+        if (!s->bf16) { kern_rmsnorm(ot, x + (size_t)t * d, w, d, eps); continue; }
+        kern_rmsnorm(ot, x + (size_t)t * d, NULL, d, eps);
+        for (int i = 0; i < d; i++) ot[i] = bf16r(w[i] * bf16r(ot[i]));
+    }
+}
+
+/* x += y, rounded to bf16 in bf16 mode */
+static void residual_add(sg_infer *s, float *x, const float *y, size_t n) {
+    for (size_t i = 0; i < n; i++) x[i] += y[i];
+    if (s->bf16) round_bf16(x, n);
 }
 
 /* ---- attention ---- */
@@ -188,14 +225,6 @@ typedef struct attn_job {
     sg_infer *s;
     int layer, n, pos0;
 } attn_job;
-
-static float cache_dot(sg_dtype t, const void *k, const float *q, int n) {
-    if (t == SG_F32) { const float *a = k; float d = 0; for (int i = 0; i < n; i++) d += a[i] * q[i]; return d; }
-    const uint16_t *a = k;
-    float d = 0;
-    for (int i = 0; i < n; i++) d += sg_f16_to_f32(a[i]) * q[i];
-    return d;
-}
 
 static void cache_axpy(sg_dtype t, float *out, float p, const void *v, int n) {
     if (t == SG_F32) { const float *a = v; for (int i = 0; i < n; i++) out[i] += p * a[i]; return; }
@@ -210,7 +239,7 @@ static void attn_worker(void *p, int ith, int nth) {
     int hd = c->head_dim, nh = c->n_heads, group = c->n_heads / c->n_kv_heads;
     size_t kv_dim = (size_t)c->n_kv_heads * hd;
     const kern_table *k = s->k;
-    kern_dot_fn dot = k->dot[s->kv_type] ? k->dot[s->kv_type] : kern_scalar.dot[s->kv_type];
+    kern_dot_fn dot = k->dot[s->kv_type] ? k->dot[s->kv_type] : kern_scalar.dot[s->kv_type];   /* F16 / F32 */
     float *att = s->att + (size_t)ith * s->n_ctx;
     float scale = 1.0f / sqrtf((float)hd);
     const unsigned char *kc = (const unsigned char *)s->k_cache + (size_t)j->layer * s->n_ctx * kv_dim * s->kv_elem;
@@ -220,13 +249,25 @@ static void attn_worker(void *p, int ith, int nth) {
         const float *q = s->q + (size_t)t * nh * hd + (size_t)h * hd;
         for (int i = 0; i <= pos; i++) {
             const void *kr = kc + ((size_t)i * kv_dim + (size_t)kvh * hd) * s->kv_elem;
-            att[i] = (dot ? dot(kr, q, hd) : cache_dot(s->kv_type, kr, q, hd)) * scale;
+            att[i] = dot(kr, q, hd) * scale;
         }
-        kern_softmax(att, pos + 1);
+        float norm = 1.0f;
+        if (s->bf16) {
+            /* As PyTorch's CPU flash attention does for bf16: scores and the softmax sum
+             * in float, the exponentials rounded to bf16 for the product with V, the
+             * division by the sum last. */
+            float max = att[0], sum = 0;
+            for (int i = 1; i <= pos; i++) max = att[i] > max ? att[i] : max;
+            for (int i = 0; i <= pos; i++) { float e = expf(att[i] - max); sum += e; att[i] = bf16r(e); }
+            norm = 1.0f / sum;
+        } else {
+            kern_softmax(att, pos + 1);
+        }
         float *out = s->att_out + (size_t)t * nh * hd + (size_t)h * hd;
         memset(out, 0, (size_t)hd * sizeof(float));
         for (int i = 0; i <= pos; i++)
             cache_axpy(s->kv_type, out, att[i], vc + ((size_t)i * kv_dim + (size_t)kvh * hd) * s->kv_elem, hd);
+        if (s->bf16) for (int i = 0; i < hd; i++) out[i] = bf16r(out[i] * norm);
     }
 }
 
@@ -247,7 +288,7 @@ static void forward_batch(sg_infer *s, const int32_t *ids, int n, float *logits,
     for (int l = 0; l < c->n_layers; l++) {
         const sg_layer *L = &m->layers[l];
         /* attention rmsnorm */
-        for (int t = 0; t < n; t++) kern_rmsnorm(s->xb + (size_t)t * d, s->x + (size_t)t * d, L->attn_norm, d, c->norm_eps);
+        rmsnorm_rows(s, s->xb, s->x, L->attn_norm, n, d, c->norm_eps);
         /* qkv matmuls */
         matmul(s, &L->wq, s->xb, n, s->q, (int64_t)qd);
         matmul(s, &L->wk, s->xb, n, s->kv_k, (int64_t)kv_dim);
@@ -271,24 +312,24 @@ static void forward_batch(sg_infer *s, const int32_t *ids, int n, float *logits,
         tp_run(s->tp, attn_worker, &aj);
         /* output projection and residual */
         matmul(s, &L->wo, s->att_out, n, s->xb, d);
-        for (size_t i = 0; i < (size_t)n * d; i++) s->x[i] += s->xb[i];
+        residual_add(s, s->x, s->xb, (size_t)n * d);
         /* MLP rmsnorm, SwiGLU, down projection and residual */
-        for (int t = 0; t < n; t++) kern_rmsnorm(s->xb + (size_t)t * d, s->x + (size_t)t * d, L->ffn_norm, d, c->norm_eps);
+        rmsnorm_rows(s, s->xb, s->x, L->ffn_norm, n, d, c->norm_eps);
         matmul(s, &L->w_gate, s->xb, n, s->gate, c->ffn_dim);
         matmul(s, &L->w_up, s->xb, n, s->up, c->ffn_dim);
         for (size_t i = 0; i < (size_t)n * c->ffn_dim; i++) {
             float g = s->gate[i];
-            s->gate[i] = g / (1.0f + expf(-g)) * s->up[i];
+            s->gate[i] = s->bf16 ? bf16r(bf16r(g / (1.0f + expf(-g))) * s->up[i]) : g / (1.0f + expf(-g)) * s->up[i];
         }
         matmul(s, &L->w_down, s->gate, n, s->xb, d);
-        for (size_t i = 0; i < (size_t)n * d; i++) s->x[i] += s->xb[i];
+        residual_add(s, s->x, s->xb, (size_t)n * d);
     }
     s->n_past += n;
 
     if (!logits) return;
     /* final rmsnorm and LM head: every token, or only the last one */
     int first = all_logits ? 0 : n - 1;
-    for (int t = first; t < n; t++) kern_rmsnorm(s->xb + (size_t)t * d, s->x + (size_t)t * d, m->output_norm, d, c->norm_eps);
+    rmsnorm_rows(s, s->xb + (size_t)first * d, s->x + (size_t)first * d, m->output_norm, n - first, d, c->norm_eps);
     matmul(s, &m->output, s->xb + (size_t)first * d, n - first, logits, c->n_vocab);
 }
 

@@ -22,6 +22,9 @@ typedef struct sg_infer_params {
     int n_threads;      /* 0: all online CPUs */
     int n_batch;        /* tokens per prompt-processing step; 0: 64 */
     sg_dtype kv_type;   /* SG_F16 (default) or SG_F32 */
+    int bf16_activations; /* 1: round activations to bf16 as transformers does for a bf16
+                             model; 0: f32 activations; -1 (default): on for Hugging Face
+                             folders with bf16 weights, off otherwise */
 } sg_infer_params;
 
 void infer_params_default(sg_infer_params *p);

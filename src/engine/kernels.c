@@ -149,7 +149,8 @@ void kern_rmsnorm(float *o, const float *x, const float *w, int64_t n, float eps
     double ss = 0;   /* double: the mean of squares over thousands of values */
     for (int64_t i = 0; i < n; i++) ss += (double)x[i] * x[i];
     float scale = (float)(1.0 / sqrt(ss / (double)n + eps));
-    for (int64_t i = 0; i < n; i++) o[i] = w[i] * (x[i] * scale);
+    if (w) for (int64_t i = 0; i < n; i++) o[i] = w[i] * (x[i] * scale);
+    else for (int64_t i = 0; i < n; i++) o[i] = x[i] * scale;
 }
 
 void kern_softmax(float *x, int64_t n) {

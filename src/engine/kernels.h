@@ -42,7 +42,7 @@ void kern_matmul_rows(const kern_table *k, sg_dtype w_type, const void *w, uint6
                       int64_t cols, const float *x, int64_t x_stride, int n_tok,
                       float *y, int64_t y_stride, int64_t r0, int64_t r1);
 
-/* o = x / sqrt(mean(x^2) + eps) * w   (n) */
+/* o = x / sqrt(mean(x^2) + eps) * w   (n); w NULL: no weight */
 void kern_rmsnorm(float *o, const float *x, const float *w, int64_t n, float eps);
 /* x = softmax(x) in place (n) */
 void kern_softmax(float *x, int64_t n);
