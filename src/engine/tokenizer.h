@@ -35,6 +35,9 @@ enum { TOK_NORMAL = 1, TOK_UNKNOWN = 2, TOK_CONTROL = 3, TOK_USER_DEFINED = 4,
 /* tokenizer_json: path to tokenizer.json; config_json: tokenizer_config.json or NULL
  * (used for bos/eos names and the chat template). */
 sg_tokenizer *tok_load_json(const char *tokenizer_json, const char *config_json, sg_error *err);
+/* The same from memory (config may be NULL). Any bytes give a tokenizer or an error. */
+sg_tokenizer *tok_load_json_mem(const char *json, size_t len, const char *config, size_t config_len,
+                                sg_error *err);
 
 /* From GGUF arrays: tokens are byte-level strings as in tokenizer.json, types as
  * above (NULL: all normal), merges "a b". pre is tokenizer.ggml.pre ("llama-bpe",
@@ -54,21 +57,28 @@ void tok_free(sg_tokenizer *t);
 size_t tok_n_vocab(const sg_tokenizer *t);
 int32_t tok_bos(const sg_tokenizer *t);      /* -1 when the vocabulary has none */
 int32_t tok_eos(const sg_tokenizer *t);
-/* The id whose content is exactly s (e.g. "<|im_end|>"), or -1. */
+/* The id whose content is exactly s (e.g. "<|im_end|>"), or -1. Content is the string
+ * as tokenizer.json / GGUF writes it (byte-level form for regular tokens: "Ġthe"). */
 int32_t tok_find(const sg_tokenizer *t, const char *s);
 bool tok_is_special(const sg_tokenizer *t, int32_t id);  /* control / added special */
 /* The chat template string from the tokenizer's files, or NULL. */
 const char *tok_chat_template(const sg_tokenizer *t);
 
 /* Encodes text (len bytes, any bytes including invalid UTF-8) and appends ids to out.
- * parse_special: when true, added/special token strings in the text become their ids
- * (what Hugging Face does by default); when false they are encoded as plain text. */
+ * parse_special: when true, special token strings in the text become their ids (what
+ * Hugging Face does by default); when false they are encoded as plain text. Added tokens
+ * that are not special (USER_DEFINED) are matched either way, as in Hugging Face with
+ * split_special_tokens and in llama.cpp. Each maximal run of invalid UTF-8 is encoded as
+ * a piece of its own, so decoding gives the bytes back. Never adds BOS/EOS. On error
+ * (a split pattern that fails to match: hostile files only) out is left as it was. */
 int tok_encode(const sg_tokenizer *t, const char *text, size_t len, bool parse_special,
                sg_ids *out, sg_error *err);
 
 /* The raw bytes of one token (byte-level mapping undone). NULL for an invalid id. */
 const char *tok_piece(const sg_tokenizer *t, int32_t id, size_t *len);
-/* Appends the decoded bytes of ids to out. skip_special drops control tokens. */
+/* Appends the decoded bytes of ids to out. skip_special drops control tokens. The bytes
+ * are raw: a sequence of ids that splits a character, or that came from invalid input,
+ * gives invalid UTF-8 back (Hugging Face would write U+FFFD; the stream decoder does). */
 void tok_decode(const sg_tokenizer *t, const int32_t *ids, size_t n, bool skip_special, sg_buf *out);
 
 /* Streaming decode: push ids one at a time, get text that ends on a UTF-8 boundary. */
