@@ -199,7 +199,9 @@ static void matmul_worker(void *p, int ith, int nth) {
 
 static void matmul(sg_infer *s, const sg_tensor *w, const float *x, int n, float *y, int64_t y_stride) {
     matmul_job j = {s->k, w, x, n, y, y_stride};
-    tp_run(s->tp, matmul_worker, &j);
+    /* Below ~256k multiply-adds a fork/join costs more than it saves. */
+    if ((int64_t)n * w->rows * w->cols < (1 << 18)) matmul_worker(&j, 0, 1);
+    else tp_run(s->tp, matmul_worker, &j);
     if (s->bf16) round_bf16(y, (size_t)n * (size_t)y_stride);
 }
 
@@ -309,7 +311,8 @@ static void forward_batch(sg_infer *s, const int32_t *ids, int n, float *logits,
         }
         /* causal grouped-query attention */
         attn_job aj = {s, l, n, pos0};
-        tp_run(s->tp, attn_worker, &aj);
+        if ((int64_t)n * nh * (pos0 + n) * hd < (1 << 16)) attn_worker(&aj, 0, 1);
+        else tp_run(s->tp, attn_worker, &aj);
         /* output projection and residual */
         matmul(s, &L->wo, s->att_out, n, s->xb, d);
         residual_add(s, s->x, s->xb, (size_t)n * d);
