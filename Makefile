@@ -2,8 +2,8 @@
 # AddressSanitizer + UndefinedBehaviorSanitizer and runs the test suite; `make bench`
 # prints figures. New .c files are picked up by wildcard: no list to maintain.
 #
-# Files named *_avx2.c / *_avx512.c hold SIMD kernels; they alone are compiled with
-# those instruction sets, and the kernel table picks one at run time (src/engine/kernels.h).
+# SIMD kernels (src/engine/kernels_*.c) carry target attributes on each function, so
+# every file builds with the same flags; the kernel table picks a variant at run time.
 
 CC      ?= cc
 BUILD   ?= build
@@ -20,8 +20,6 @@ ifeq ($(SAN),1)
 endif
 CFLAGS  = $(CFLAGS_BASE) $(OPT) $(EXTRA_CFLAGS)
 LDLIBS  = -ljansson -lpcre2-8 -lcurl -lsqlite3 -lpq -lhiredis -lyaml -lm -lpthread
-AVX2_FLAGS   = -mavx2 -mfma -mf16c
-AVX512_FLAGS = -mavx2 -mfma -mf16c -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vnni -mavx512bf16
 
 LIB_SRC  := $(filter-out src/cli/main.c,$(wildcard src/*/*.c))
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
@@ -46,12 +44,6 @@ serve: deps
 	$(BUILD)/smolgate serve
 all: $(BUILD)/smolgate $(TEST_BIN) $(BENCH_BIN) compile_commands.json
 
-$(BUILD)/obj/%_avx2.o: %_avx2.c
-	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(AVX2_FLAGS) -MMD -MP -c $< -o $@
-$(BUILD)/obj/%_avx512.o: %_avx512.c
-	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(AVX512_FLAGS) -MMD -MP -c $< -o $@
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
@@ -84,7 +76,7 @@ bench: all
 
 # compile_commands.json for clangd / clang-tidy, written from the same flags make uses.
 compile_commands.json: Makefile $(LIB_SRC) src/cli/main.c $(TEST_SRC) $(BENCH_SRC)
-	@tools/compdb.sh "$(CC)" "$(CFLAGS)" "$(AVX2_FLAGS)" "$(AVX512_FLAGS)" \
+	@tools/compdb.sh "$(CC)" "$(CFLAGS)" \
 	   $(LIB_SRC) src/cli/main.c $(TEST_SRC) tests/testutil.c $(BENCH_SRC) > $@.tmp && mv $@.tmp $@
 
 clean:

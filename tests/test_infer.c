@@ -360,6 +360,58 @@ static void test_eval_errors(void) {
     model_free(m);
 }
 
+/* RoPE scaling from config.json, in both key layouts, as transformers computes it. */
+static void test_rope_scaling(void) {
+    const char *src = tu_path("%s/reference/llama-tiny/f32", tu_shared());
+    const char *d = tu_path("%s/yarn", tu_tmpdir());
+    mkdir(d, 0755);
+    size_t n;
+    void *st = tu_read(tu_path("%s/model.safetensors", src), &n);
+    tu_write(tu_path("%s/model.safetensors", d), st, n);
+    free(st);
+    static const char *configs[] = {
+        /* transformers 4 layout */
+        "\"rope_theta\": 10000.0, \"rope_scaling\": {\"type\": \"yarn\", \"factor\": 2.0, \"original_max_position_embeddings\": 64}",
+        /* transformers 5 layout */
+        "\"rope_parameters\": {\"rope_theta\": 10000.0, \"rope_type\": \"yarn\", \"factor\": 2.0, \"original_max_position_embeddings\": 64}",
+    };
+    for (int k = 0; k < 2; k++) {
+        char cfg[2048];
+        snprintf(cfg, sizeof cfg,
+                 "{\"model_type\": \"llama\", \"vocab_size\": 1024, \"hidden_size\": 256, \"intermediate_size\": 512, "
+                 "\"num_hidden_layers\": 3, \"num_attention_heads\": 4, \"num_key_value_heads\": 2, \"head_dim\": 64, "
+                 "\"max_position_embeddings\": 128, \"rms_norm_eps\": 1e-5, \"tie_word_embeddings\": true, %s}", configs[k]);
+        tu_write(tu_path("%s/config.json", d), cfg, strlen(cfg));
+        sg_error err = {{0}};
+        sg_model *m = model_load(d, &err);
+        CHECK_MSG(m != NULL, "%s", err.msg);
+        if (!m) continue;
+        CHECK_EQ_INT(m->cfg.rope_scaling, ROPE_SCALING_YARN);
+        CHECK_EQ_INT(m->cfg.rope_orig_ctx, 64);
+        sg_infer_params p;
+        infer_params_default(&p);
+        sg_infer *s = infer_new(m, &p, &err);
+        float scale;
+        const float *f = infer_rope_freqs(s, &scale);
+        /* correction range for beta 32 / 1 over 64 original positions, head dim 64:
+         * low = floor(64 ln(64 / (32 * 2 pi)) / (2 ln 10000)) < 0 -> 0,
+         * high = ceil(64 ln(64 / (2 pi)) / (2 ln 10000)) */
+        int high = (int)ceil(64 * log(64 / (2 * M_PI)) / (2 * log(10000.0)));
+        CHECK(fabsf(scale - (float)(0.1 * log(2.0) + 1)) < 1e-6f);
+        for (int i = 0; i < 32; i++) {
+            float base = 1.0f / powf(10000.0f, (float)(2 * i) / 64.0f);
+            if (i == 0) CHECK(fabsf(f[i] - base) <= 1e-7f * base);           /* extrapolated */
+            else if (i >= high) CHECK(fabsf(f[i] - base / 2) <= 1e-6f * base); /* interpolated */
+            else CHECK(f[i] < base && f[i] > base / 2);                      /* blended */
+        }
+        /* it still runs */
+        int32_t ids[4] = {1, 2, 3, 4};
+        CHECK(infer_eval(s, ids, 4, NULL, false, &err) == 0);
+        infer_free(s);
+        model_free(m);
+    }
+}
+
 int main(int argc, char **argv) {
     (void)argc;
     kern_select(NULL);
@@ -370,5 +422,6 @@ int main(int argc, char **argv) {
     RUN(test_model_maker_round_trip);
     RUN(test_bad_models);
     RUN(test_eval_errors);
+    RUN(test_rope_scaling);
     return tu_finish(argv[0]);
 }

@@ -172,6 +172,10 @@ void infer_free(sg_infer *s) {
 int infer_n_past(const sg_infer *s) { return s->n_past; }
 int infer_n_ctx(const sg_infer *s) { return s->n_ctx; }
 const sg_model *infer_model(const sg_infer *s) { return s->m; }
+const float *infer_rope_freqs(const sg_infer *s, float *scale) {
+    if (scale) *scale = s->rope_scale;
+    return s->inv_freq;
+}
 void infer_truncate(sg_infer *s, int n_past) {
     if (n_past >= 0 && n_past < s->n_past) s->n_past = n_past;
 }

@@ -44,5 +44,7 @@ int  infer_n_ctx(const sg_infer *s);
 /* Forgets positions >= n_past (to reuse a shared prefix). */
 void infer_truncate(sg_infer *s, int n_past);
 const sg_model *infer_model(const sg_infer *s);
+/* The RoPE inverse frequencies (head_dim / 2) and the factor applied to cos / sin. */
+const float *infer_rope_freqs(const sg_infer *s, float *scale);
 
 #endif

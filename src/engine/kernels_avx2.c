@@ -5,14 +5,17 @@
 #if defined(__x86_64__)
 #include <immintrin.h>
 
-static inline float hsum(__m256 v) {
+/* Every function here is compiled for these instructions whatever the file's flags. */
+#define SIMD __attribute__((target("avx2,fma,f16c")))
+
+SIMD static inline float hsum(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     s = _mm_add_ss(s, _mm_movehdup_ps(s));
     return _mm_cvtss_f32(s);
 }
 
-static float dot_f32(const void *w, const float *x, int64_t n) {
+SIMD static float dot_f32(const void *w, const float *x, int64_t n) {
     const float *a = w;
     __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
     int64_t i = 0;
@@ -25,7 +28,7 @@ static float dot_f32(const void *w, const float *x, int64_t n) {
     return s;
 }
 
-static float dot_f16(const void *w, const float *x, int64_t n) {
+SIMD static float dot_f16(const void *w, const float *x, int64_t n) {
     const uint16_t *a = w;
     __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
     int64_t i = 0;
@@ -38,12 +41,12 @@ static float dot_f16(const void *w, const float *x, int64_t n) {
     return s;
 }
 
-static inline __m256 load_bf16(const uint16_t *p) {
+SIMD static inline __m256 load_bf16(const uint16_t *p) {
     __m256i v = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p));
     return _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
 }
 
-static float dot_bf16(const void *w, const float *x, int64_t n) {
+SIMD static float dot_bf16(const void *w, const float *x, int64_t n) {
     const uint16_t *a = w;
     __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
     int64_t i = 0;
@@ -56,7 +59,7 @@ static float dot_bf16(const void *w, const float *x, int64_t n) {
     return s;
 }
 
-static float dot_q8_0(const void *w, const float *x, int64_t n) {
+SIMD static float dot_q8_0(const void *w, const float *x, int64_t n) {
     const unsigned char *b = w;
     __m256 acc = _mm256_setzero_ps();
     for (int64_t i = 0; i < n / 32; i++, b += 34, x += 32) {

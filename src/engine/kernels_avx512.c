@@ -6,11 +6,14 @@
 #if defined(__x86_64__)
 #include <immintrin.h>
 
-static inline __mmask16 tail_mask(int64_t left) {
+/* Every function here is compiled for these instructions whatever the file's flags. */
+#define SIMD __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")))
+
+SIMD static inline __mmask16 tail_mask(int64_t left) {
     return left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1);
 }
 
-static float dot_f32(const void *w, const float *x, int64_t n) {
+SIMD static float dot_f32(const void *w, const float *x, int64_t n) {
     const float *a = w;
     __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
     int64_t i = 0;
@@ -25,11 +28,11 @@ static float dot_f32(const void *w, const float *x, int64_t n) {
     return _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
 }
 
-static inline __m512 load_f16(const uint16_t *p, __mmask16 m) {
+SIMD static inline __m512 load_f16(const uint16_t *p, __mmask16 m) {
     return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p));
 }
 
-static float dot_f16(const void *w, const float *x, int64_t n) {
+SIMD static float dot_f16(const void *w, const float *x, int64_t n) {
     const uint16_t *a = w;
     __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
     int64_t i = 0;
@@ -44,12 +47,12 @@ static float dot_f16(const void *w, const float *x, int64_t n) {
     return _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
 }
 
-static inline __m512 load_bf16(const uint16_t *p, __mmask16 m) {
+SIMD static inline __m512 load_bf16(const uint16_t *p, __mmask16 m) {
     __m512i v = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, p));
     return _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
 }
 
-static float dot_bf16(const void *w, const float *x, int64_t n) {
+SIMD static float dot_bf16(const void *w, const float *x, int64_t n) {
     const uint16_t *a = w;
     __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
     int64_t i = 0;
@@ -64,7 +67,7 @@ static float dot_bf16(const void *w, const float *x, int64_t n) {
     return _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
 }
 
-static float dot_q8_0(const void *w, const float *x, int64_t n) {
+SIMD static float dot_q8_0(const void *w, const float *x, int64_t n) {
     const unsigned char *b = w;
     __m512 acc = _mm512_setzero_ps();
     for (int64_t i = 0; i < n / 32; i++, b += 34, x += 32) {
