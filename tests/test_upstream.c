@@ -1,0 +1,736 @@
+/* test_upstream.c: outbound requests through libcurl's multi interface on our loop,
+ * against a scripted raw-socket server on 127.0.0.1 (a thread per connection) that can
+ * answer normally, stream slowly, stall, delay its first byte, reset or close the
+ * connection before or after the first chunk. Checks the reported error kinds, timeouts,
+ * cancellation, pause/resume and connection reuse (accepts counted on the server). */
+#include <errno.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/buf.h"
+#include "gateway/loop.h"
+#include "gateway/upstream.h"
+#include "testutil.h"
+
+/* ------------------------------------------------------------------------------------ */
+/* scripted server */
+
+#define MAX_CONNS 256
+
+typedef struct server {
+    int        lfd;
+    int        port;
+    pthread_t  th;
+    atomic_int stop;
+    atomic_int accepts;
+    pthread_t  conn_th[MAX_CONNS];
+    int        conn_fd[MAX_CONNS];
+    int        n_conn;
+    char       last_head[4096];  /* the last request head, for header checks */
+    pthread_mutex_t mu;
+} server;
+
+static server S;
+
+static uint64_t now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static int send_all(int fd, const char *p, size_t n) {
+    while (n) {
+        ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+        if (w <= 0) return -1;
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+static int send_str(int fd, const char *s) { return send_all(fd, s, strlen(s)); }
+
+/* Sleeps ms, or less if the peer closes. Returns -1 if it did. */
+static int nap(int fd, int ms) {
+    uint64_t until = now_ms() + (uint64_t)ms;
+    while (!atomic_load(&S.stop)) {
+        uint64_t now = now_ms();
+        if (now >= until) return 0;
+        struct pollfd p = {fd, POLLIN, 0};
+        int r = poll(&p, 1, (int)(until - now < 50 ? until - now : 50));
+        if (r > 0) {
+            char tmp[256];
+            ssize_t n = recv(fd, tmp, sizeof tmp, MSG_PEEK | MSG_DONTWAIT);
+            if (n == 0 || (n < 0 && errno != EAGAIN)) return -1;
+            if (n > 0) return 0;  /* next request pipelined: let the caller go on */
+        }
+    }
+    return -1;
+}
+
+static void hard_reset(int fd) {
+    struct linger lg = {1, 0};
+    setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+}
+
+static int send_chunk(int fd, const char *s) {
+    char line[32];
+    snprintf(line, sizeof line, "%zx\r\n", strlen(s));
+    if (send_str(fd, line) < 0 || send_str(fd, s) < 0) return -1;
+    return send_str(fd, "\r\n");
+}
+
+/* Serves requests on one connection until EOF or a scripted close. */
+static void *conn_main(void *arg) {
+    int fd = (int)(intptr_t)arg;
+    char buf[1 << 16];
+    size_t len = 0;
+    for (;;) {
+        char *end;
+        while (!(end = memmem(buf, len, "\r\n\r\n", 4))) {
+            if (len > 0 && (unsigned char)buf[0] == 0x16) {  /* a TLS ClientHello */
+                send_str(fd, "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n");
+                goto out;
+            }
+            struct pollfd p = {fd, POLLIN, 0};
+            if (poll(&p, 1, 100) == 0) {
+                if (atomic_load(&S.stop)) goto out;
+                continue;
+            }
+            ssize_t n = recv(fd, buf + len, sizeof buf - len - 1, 0);
+            if (n <= 0) goto out;
+            len += (size_t)n;
+        }
+        size_t hl = (size_t)(end - buf) + 4;
+        buf[hl - 1] = 0;
+        pthread_mutex_lock(&S.mu);
+        size_t keep = hl < sizeof S.last_head - 1 ? hl : sizeof S.last_head - 1;
+        memcpy(S.last_head, buf, keep);
+        S.last_head[keep] = 0;
+        pthread_mutex_unlock(&S.mu);
+        size_t cl = 0;
+        const char *clh = strcasestr(buf, "\r\ncontent-length:");
+        if (clh) cl = strtoul(clh + 17, NULL, 10);
+        while (len < hl + cl) {
+            ssize_t n = recv(fd, buf + len, sizeof buf - len, 0);
+            if (n <= 0) goto out;
+            len += (size_t)n;
+        }
+        char path[256] = "";
+        sscanf(buf, "%*s %255s", path);
+        char body[8192];
+        size_t bl = cl < sizeof body - 1 ? cl : sizeof body - 1;
+        memcpy(body, buf + hl, bl);
+        body[bl] = 0;
+        memmove(buf, buf + hl + cl, len - hl - cl);
+        len -= hl + cl;
+
+        if (!strcmp(path, "/ok")) {
+            send_str(fd, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nX-Multi: a\r\nContent-Length: 5\r\n\r\nhello");
+        } else if (!strcmp(path, "/echo")) {
+            char hdr[512];
+            const char *xt = strcasestr(S.last_head, "\r\nx-test:");
+            char xv[64] = "-";
+            if (xt) sscanf(xt + 9, " %63[^\r]", xv);
+            int saw_expect = strcasestr(S.last_head, "\r\nexpect:") != NULL;
+            snprintf(hdr, sizeof hdr, "HTTP/1.1 200 OK\r\nX-Seen-Test: %s\r\nX-Saw-Expect: %d\r\nContent-Length: %zu\r\n\r\n",
+                     xv, saw_expect, bl);
+            send_str(fd, hdr);
+            send_all(fd, body, bl);
+        } else if (!strcmp(path, "/429")) {
+            send_str(fd, "HTTP/1.1 429 Too Many Requests\r\nRetry-After: 7\r\nContent-Type: application/json\r\n"
+                         "Content-Length: 2\r\n\r\n{}");
+        } else if (!strcmp(path, "/continue")) {
+            send_str(fd, "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok");
+        } else if (!strcmp(path, "/slow-stream")) {
+            send_str(fd, "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n");
+            int dead = 0;
+            for (int i = 0; i < 5 && !dead; i++) {
+                char ev[64];
+                snprintf(ev, sizeof ev, "data: %d\n\n", i);
+                if (send_chunk(fd, ev) < 0 || nap(fd, 40) < 0) dead = 1;
+            }
+            if (dead) goto out;
+            send_str(fd, "0\r\n\r\n");
+        } else if (!strcmp(path, "/stall")) {
+            send_str(fd, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
+            send_chunk(fd, "data: first\n\n");
+            nap(fd, 3000);
+            goto out;
+        } else if (!strcmp(path, "/slow-head")) {
+            if (nap(fd, 1500) < 0) goto out;
+            send_str(fd, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+        } else if (!strcmp(path, "/reset-before")) {
+            hard_reset(fd);
+            goto out;
+        } else if (!strcmp(path, "/close-before")) {
+            goto out;
+        } else if (!strcmp(path, "/reset-after")) {
+            send_str(fd, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
+            send_chunk(fd, "data: first\n\n");
+            usleep(50 * 1000);
+            hard_reset(fd);
+            goto out;
+        } else if (!strcmp(path, "/short-body")) {
+            send_str(fd, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly this");
+            usleep(20 * 1000);
+            goto out;
+        } else if (!strncmp(path, "/big", 4)) {
+            size_t n = 4u << 20;
+            char hdr[128];
+            snprintf(hdr, sizeof hdr, "HTTP/1.1 200 OK\r\nContent-Length: %zu\r\n\r\n", n);
+            send_str(fd, hdr);
+            static char block[65536];
+            memset(block, 'b', sizeof block);
+            for (size_t sent = 0; sent < n; sent += sizeof block)
+                if (send_all(fd, block, sizeof block) < 0) goto out;
+        } else {
+            send_str(fd, "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
+        }
+    }
+out:
+    close(fd);
+    return NULL;
+}
+
+static void *server_main(void *arg) {
+    (void)arg;
+    while (!atomic_load(&S.stop)) {
+        struct pollfd p = {S.lfd, POLLIN, 0};
+        if (poll(&p, 1, 50) <= 0) continue;
+        int fd = accept(S.lfd, NULL, NULL);
+        if (fd < 0) continue;
+        atomic_fetch_add(&S.accepts, 1);
+        if (S.n_conn == MAX_CONNS) { close(fd); continue; }
+        pthread_create(&S.conn_th[S.n_conn++], NULL, conn_main, (void *)(intptr_t)fd);
+    }
+    return NULL;
+}
+
+static int listen_any(int backlog, int *port) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    struct sockaddr_in a = {.sin_family = AF_INET};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    bind(fd, (struct sockaddr *)&a, sizeof a);
+    listen(fd, backlog);
+    socklen_t sl = sizeof a;
+    getsockname(fd, (struct sockaddr *)&a, &sl);
+    *port = ntohs(a.sin_port);
+    return fd;
+}
+
+static void server_start(void) {
+    memset(&S, 0, sizeof S);
+    pthread_mutex_init(&S.mu, NULL);
+    S.lfd = listen_any(128, &S.port);
+    pthread_create(&S.th, NULL, server_main, NULL);
+}
+
+static void server_stop(void) {
+    atomic_store(&S.stop, 1);
+    pthread_join(S.th, NULL);
+    for (int i = 0; i < S.n_conn; i++) pthread_join(S.conn_th[i], NULL);
+    close(S.lfd);
+    pthread_mutex_destroy(&S.mu);
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* client side */
+
+static loop *L;
+static upstream *U;
+
+typedef struct result {
+    int      done;
+    int      headers_calls, data_calls;
+    int      status;
+    char     retry_after[32];
+    char     content_type[64];
+    char     seen_test[64];
+    char     saw_expect[8];
+    sg_buf   body;
+    upstream_done d;
+    char     error[256];
+    uint64_t first_data_ms, last_data_ms;
+    /* behaviours */
+    int      cancel_on_headers, cancel_on_data_n;
+    int      pause_ms;           /* pause after the first chunk, resume after this long */
+    int      data_while_paused;
+    int      paused_now;
+    loop_timer resume_timer;
+    upstream_xfer *t;
+    const char *chain_url;       /* on_done starts this next */
+    struct result *chained;
+} result;
+
+static void res_init(result *r) {
+    memset(r, 0, sizeof *r);
+    sg_buf_init(&r->body);
+}
+
+static void on_headers(upstream_xfer *t, const upstream_response *resp, void *arg) {
+    result *r = arg;
+    r->headers_calls++;
+    r->status = resp->status;
+    const char *v;
+    if ((v = upstream_response_header(resp, "retry-after"))) snprintf(r->retry_after, sizeof r->retry_after, "%s", v);
+    if ((v = upstream_response_header(resp, "Content-Type"))) snprintf(r->content_type, sizeof r->content_type, "%s", v);
+    if ((v = upstream_response_header(resp, "x-seen-test"))) snprintf(r->seen_test, sizeof r->seen_test, "%s", v);
+    if ((v = upstream_response_header(resp, "x-saw-expect"))) snprintf(r->saw_expect, sizeof r->saw_expect, "%s", v);
+    if (r->cancel_on_headers) {
+        upstream_cancel(t);
+        r->done = 1;
+    }
+}
+
+static void resume_fire(loop *l, loop_timer *tm, void *arg) {
+    (void)l; (void)tm;
+    result *r = arg;
+    r->paused_now = 0;
+    upstream_resume(r->t);
+}
+
+static void on_data(upstream_xfer *t, const char *data, size_t len, void *arg) {
+    result *r = arg;
+    if (r->paused_now) r->data_while_paused++;
+    r->data_calls++;
+    uint64_t now = now_ms();
+    if (!r->first_data_ms) r->first_data_ms = now;
+    r->last_data_ms = now;
+    sg_buf_append(&r->body, data, len);
+    if (r->cancel_on_data_n && r->data_calls == r->cancel_on_data_n) {
+        upstream_cancel(t);
+        r->done = 1;
+        return;
+    }
+    if (r->pause_ms && r->data_calls == 1) {
+        upstream_pause(t);
+        r->paused_now = 1;
+        loop_timer_init(&r->resume_timer, resume_fire, r);
+        loop_timer_start(L, &r->resume_timer, (uint64_t)r->pause_ms);
+    }
+}
+
+static upstream_xfer *start(const char *path_or_url, result *r, const char *method, const char *body,
+                            upstream_timeouts to);
+static int g_evil;  /* send a header with CR/LF in it (must be dropped) */
+
+static void on_done(upstream_xfer *t, const upstream_done *d, void *arg) {
+    (void)t;
+    result *r = arg;
+    r->d = *d;
+    snprintf(r->error, sizeof r->error, "%s", d->error);
+    r->d.error = r->error;
+    r->done = 1;
+    if (r->chain_url) start(r->chain_url, r->chained, "GET", NULL, (upstream_timeouts){0});
+}
+
+static upstream_xfer *start(const char *path_or_url, result *r, const char *method, const char *body,
+                            upstream_timeouts to) {
+    static char url[512];
+    if (path_or_url[0] == '/') snprintf(url, sizeof url, "http://127.0.0.1:%d%s", S.port, path_or_url);
+    else snprintf(url, sizeof url, "%s", path_or_url);
+    static const upstream_header hs[] = {{"Content-Type", "application/json"}, {"X-Test", "42"},
+                                         {"X-Evil", "a\r\nX-Injected: 1"}};
+    upstream_request req = {
+        .method = method, .url = url, .headers = hs, .n_headers = g_evil ? 3 : 2,
+        .body = body, .body_len = body ? strlen(body) : 0, .timeouts = to,
+        .cb = {on_headers, on_data, on_done}, .arg = r,
+    };
+    sg_error err;
+    upstream_xfer *t = upstream_start(U, &req, &err);
+    if (!t) fprintf(stderr, "upstream_start: %s\n", err.msg);
+    r->t = t;
+    return t;
+}
+
+/* Runs the loop until every result is done (or 10 s). */
+static int wait_all(result **rs, int n) {
+    uint64_t until = now_ms() + 10000;
+    sg_error err;
+    for (;;) {
+        int all = 1;
+        for (int i = 0; i < n; i++) all &= rs[i]->done;
+        if (all) return 1;
+        if (now_ms() > until) return 0;
+        loop_run_once(L, 50, &err);
+    }
+}
+static int wait1(result *r) { return wait_all(&r, 1); }
+
+/* Lets the loop run a little (stray callbacks would show up). */
+static void spin(int ms) {
+    uint64_t until = now_ms() + (uint64_t)ms;
+    sg_error err;
+    while (now_ms() < until) loop_run_once(L, 10, &err);
+}
+
+static void setup(void) {
+    sg_error err;
+    server_start();
+    L = loop_new(&err);
+    upstream_config cfg;
+    upstream_config_defaults(&cfg);
+    U = upstream_new(L, &cfg, &err);
+}
+
+static void teardown(void) {
+    upstream_free(U);
+    loop_free(L);
+    server_stop();
+}
+
+/* ------------------------------------------------------------------------------------ */
+
+static void test_basic(void) {
+    setup();
+    result r;
+    res_init(&r);
+    start("/ok", &r, "GET", NULL, (upstream_timeouts){0});
+    CHECK(wait1(&r));
+    CHECK_EQ_INT(r.d.result, UPSTREAM_OK);
+    CHECK_EQ_STR(upstream_result_name(r.d.result), "ok");
+    CHECK_EQ_INT(r.status, 200);
+    CHECK_EQ_INT(r.d.status, 200);
+    CHECK_EQ_INT(r.headers_calls, 1);
+    CHECK_EQ_STR(r.content_type, "text/plain");
+    CHECK_EQ_STR(r.body.data, "hello");
+    CHECK_EQ_INT(r.d.body_bytes, 5);
+    CHECK_EQ_INT(r.d.new_connection, 1);
+    CHECK_EQ_STR(r.d.error, "");
+    sg_buf_free(&r.body);
+
+    res_init(&r);
+    g_evil = 1;
+    start("/echo", &r, "POST", "{\"q\":1}", (upstream_timeouts){0});
+    g_evil = 0;
+    CHECK(wait1(&r));
+    CHECK_EQ_INT(r.d.result, UPSTREAM_OK);
+    CHECK_EQ_STR(r.body.data, "{\"q\":1}");
+    CHECK_EQ_STR(r.seen_test, "42");
+    CHECK_EQ_STR(r.saw_expect, "0");
+    CHECK_EQ_INT(r.d.new_connection, 0);
+    pthread_mutex_lock(&S.mu);
+    CHECK(!strcasestr(S.last_head, "X-Injected") && !strcasestr(S.last_head, "X-Evil"));
+    pthread_mutex_unlock(&S.mu);
+    sg_buf_free(&r.body);
+
+    /* after a POST, a GET on the same pooled handle is a GET again */
+    res_init(&r);
+    start("/ok", &r, "GET", NULL, (upstream_timeouts){0});
+    CHECK(wait1(&r));
+    pthread_mutex_lock(&S.mu);
+    CHECK(!strncmp(S.last_head, "GET /ok ", 8));
+    pthread_mutex_unlock(&S.mu);
+    sg_buf_free(&r.body);
+
+    res_init(&r);
+    start("/429", &r, "POST", "{}", (upstream_timeouts){0});
+    CHECK(wait1(&r));
+    CHECK_EQ_INT(r.d.result, UPSTREAM_OK);
+    CHECK_EQ_INT(r.status, 429);
+    CHECK_EQ_STR(r.retry_after, "7");
+    sg_buf_free(&r.body);
+
+    res_init(&r);
+    start("/continue", &r, "GET", NULL, (upstream_timeouts){0});
+    CHECK(wait1(&r));
+    CHECK_EQ_INT(r.status, 201);
+    CHECK_EQ_INT(r.headers_calls, 1);
+    CHECK_EQ_STR(r.body.data, "ok");
+    sg_buf_free(&r.body);
+    teardown();
+}
+
+static void test_connection_reuse(void) {
+    setup();
+    int ok = 0, fresh = 0;
+    for (int i = 0; i < 50; i++) {
+        result r;
+        res_init(&r);
+        start(i % 2 ? "/ok" : "/echo", &r, i % 2 ? "GET" : "POST", "x", (upstream_timeouts){0});
+        if (wait1(&r) && r.d.result == UPSTREAM_OK && r.status == 200) ok++;
+        fresh += r.d.new_connection;
+        sg_buf_free(&r.body);
+    }
+    CHECK_EQ_INT(ok, 50);
+    CHECK_EQ_INT(fresh, 1);
+    CHECK_EQ_INT(atomic_load(&S.accepts), 1);
+    upstream_stats st = upstream_get_stats(U);
+    CHECK_EQ_INT(st.connections, 1);
+    CHECK_EQ_INT(st.completed, 50);
+    CHECK_EQ_INT(st.in_flight, 0);
+    /* concurrent requests open parallel connections, then stay pooled */
+    result rs[16];
+    result *ps[16];
+    for (int round = 0; round < 3; round++) {
+        for (int i = 0; i < 16; i++) {
+            res_init(&rs[i]);
+            ps[i] = &rs[i];
+            start("/ok", &rs[i], "GET", NULL, (upstream_timeouts){0});
+        }
+        CHECK(wait_all(ps, 16));
+        int good = 0;
+        for (int i = 0; i < 16; i++) {
+            good += rs[i].d.result == UPSTREAM_OK && !strcmp(rs[i].body.data, "hello");
+            sg_buf_free(&rs[i].body);
+        }
+        CHECK_EQ_INT(good, 16);
+    }
+    CHECK_MSG(atomic_load(&S.accepts) <= 17, "accepts %d", atomic_load(&S.accepts));
+    teardown();
+}
+
+static void test_streaming(void) {
+    setup();
+    result r;
+    res_init(&r);
+    uint64_t t0 = now_ms();
+    start("/slow-stream", &r, "POST", "{}", (upstream_timeouts){0});
+    CHECK(wait1(&r));
+    CHECK_EQ_INT(r.d.result, UPSTREAM_OK);
+    CHECK_EQ_INT(r.status, 200);
+    CHECK_EQ_STR(r.content_type, "text/event-stream");
+    CHECK_EQ_STR(r.body.data, "data: 0\n\ndata: 1\n\ndata: 2\n\ndata: 3\n\ndata: 4\n\n");
+    CHECK_MSG(r.data_calls >= 4, "data_calls %d", r.data_calls);
+    /* delivered as they came, not at the end */
+    CHECK(r.first_data_ms - t0 < 100);
+    CHECK(r.last_data_ms - r.first_data_ms >= 120);
+    sg_buf_free(&r.body);
+    teardown();
+}
+
+static void test_timeouts(void) {
+    setup();
+    result r;
+    /* idle gap */
+    res_init(&r);
+    uint64_t t0 = now_ms();
+    start("/stall", &r, "GET", NULL, (upstream_timeouts){.idle_ms = 200});
+    CHECK(wait1(&r));
+    uint64_t took = now_ms() - t0;
+    CHECK_EQ_STR(upstream_result_name(r.d.result), "idle_timeout");
+    CHECK_EQ_INT(r.d.status, 200);
+    CHECK_EQ_STR(r.body.data, "data: first\n\n");
+    CHECK_MSG(took >= 195 && took < 1000, "idle timeout after %llu ms", (unsigned long long)took);
+    CHECK(strstr(r.d.error, "stalled") != NULL);
+    sg_buf_free(&r.body);
+    /* first byte */
+    res_init(&r);
+    t0 = now_ms();
+    start("/slow-head", &r, "GET", NULL, (upstream_timeouts){.ttfb_ms = 200});
+    CHECK(wait1(&r));
+    took = now_ms() - t0;
+    CHECK_EQ_STR(upstream_result_name(r.d.result), "ttfb_timeout");
+    CHECK_EQ_INT(r.d.status, 0);
+    CHECK_EQ_INT(r.headers_calls, 0);
+    CHECK_MSG(took >= 195 && took < 1000, "ttfb timeout after %llu ms", (unsigned long long)took);
+    sg_buf_free(&r.body);
+    /* total */
+    res_init(&r);
+    t0 = now_ms();
+    start("/slow-stream", &r, "GET", NULL, (upstream_timeouts){.total_ms = 100});
+    CHECK(wait1(&r));
+    took = now_ms() - t0;
+    CHECK_EQ_STR(upstream_result_name(r.d.result), "total_timeout");
+    CHECK(r.data_calls >= 1);
+    CHECK_MSG(took >= 95 && took < 1000, "total timeout after %llu ms", (unsigned long long)took);
+    sg_buf_free(&r.body);
+    /* connect: a listener whose accept queue is full drops further SYNs */
+    int qport;
+    int qfd = listen_any(0, &qport);
+    int fillers[4];
+    for (int i = 0; i < 4; i++) {
+        fillers[i] = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+        struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)qport)};
+        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        connect(fillers[i], (struct sockaddr *)&a, sizeof a);
+    }
+    usleep(50 * 1000);
+    char url[128];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/x", qport);
+    res_init(&r);
+    t0 = now_ms();
+    start(url, &r, "GET", NULL, (upstream_timeouts){.connect_ms = 200});
+    CHECK(wait1(&r));
+    took = now_ms() - t0;
+    CHECK_EQ_STR(upstream_result_name(r.d.result), "connect_timeout");
+    CHECK_MSG(took >= 195 && took < 1000, "connect timeout after %llu ms", (unsigned long long)took);
+    sg_buf_free(&r.body);
+    for (int i = 0; i < 4; i++) close(fillers[i]);
+    close(qfd);
+    /* the connection that timed out mid-response was dropped, the rest still work */
+    res_init(&r);
+    start("/ok", &r, "GET", NULL, (upstream_timeouts){0});
+    CHECK(wait1(&r) && r.d.result == UPSTREAM_OK);
+    sg_buf_free(&r.body);
+    teardown();
+}
+
+static void test_failures(void) {
+    setup();
+    result r;
+    res_init(&r);
+    start("/reset-before", &r, "POST", "{}", (upstream_timeouts){0});
+    CHECK(wait1(&r));
+    CHECK_MSG(r.d.result == UPSTREAM_ERR_RESET_BEFORE_RESPONSE, "reset-before: %s (%s)",
+              upstream_result_name(r.d.result), r.d.error);
+    CHECK_EQ_INT(r.headers_calls, 0);
+    sg_buf_free(&r.body);
+
+    res_init(&r);
+    start("/close-before", &r, "POST", "{}", (upstream_timeouts){0});
+    CHECK(wait1(&r));
+    CHECK_MSG(r.d.result == UPSTREAM_ERR_RESET_BEFORE_RESPONSE, "close-before: %s (%s)",
+              upstream_result_name(r.d.result), r.d.error);
+    sg_buf_free(&r.body);
+
+    res_init(&r);
+    start("/reset-after", &r, "POST", "{}", (upstream_timeouts){0});
+    CHECK(wait1(&r));
+    CHECK_MSG(r.d.result == UPSTREAM_ERR_RESET_DURING_RESPONSE, "reset-after: %s (%s)",
+              upstream_result_name(r.d.result), r.d.error);
+    CHECK_EQ_INT(r.d.status, 200);
+    CHECK_EQ_STR(r.body.data, "data: first\n\n");
+    sg_buf_free(&r.body);
+
+    res_init(&r);
+    start("/short-body", &r, "GET", NULL, (upstream_timeouts){0});
+    CHECK(wait1(&r));
+    CHECK_MSG(r.d.result == UPSTREAM_ERR_RESET_DURING_RESPONSE, "short-body: %s (%s)",
+              upstream_result_name(r.d.result), r.d.error);
+    sg_buf_free(&r.body);
+
+    /* refused: a port with nothing listening */
+    int port;
+    int fd = listen_any(1, &port);
+    close(fd);
+    char url[128];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/x", port);
+    res_init(&r);
+    start(url, &r, "GET", NULL, (upstream_timeouts){0});
+    CHECK(wait1(&r));
+    CHECK_EQ_STR(upstream_result_name(r.d.result), "connect_refused");
+    CHECK(r.d.error[0] != 0);
+    CHECK(upstream_result_is_transport_error(r.d.result));
+    sg_buf_free(&r.body);
+
+    /* DNS: the .invalid TLD never resolves */
+    res_init(&r);
+    start("http://no-such-host.invalid/x", &r, "GET", NULL, (upstream_timeouts){0});
+    CHECK(wait1(&r));
+    CHECK_EQ_STR(upstream_result_name(r.d.result), "dns");
+    sg_buf_free(&r.body);
+
+    /* TLS: https to a plain HTTP server fails the handshake */
+    snprintf(url, sizeof url, "https://127.0.0.1:%d/ok", S.port);
+    res_init(&r);
+    start(url, &r, "GET", NULL, (upstream_timeouts){0});
+    CHECK(wait1(&r));
+    CHECK_MSG(r.d.result == UPSTREAM_ERR_TLS, "tls: %s (%s)", upstream_result_name(r.d.result), r.d.error);
+    sg_buf_free(&r.body);
+
+    /* malformed URL / unsupported scheme */
+    res_init(&r);
+    start("ftp://127.0.0.1/x", &r, "GET", NULL, (upstream_timeouts){0});
+    CHECK(wait1(&r));
+    CHECK_EQ_STR(upstream_result_name(r.d.result), "bad_request");
+    CHECK(!upstream_result_is_transport_error(r.d.result));
+    sg_buf_free(&r.body);
+
+    upstream_stats st = upstream_get_stats(U);
+    CHECK_EQ_INT(st.in_flight, 0);
+    CHECK_EQ_INT(st.completed, 0);
+    teardown();
+}
+
+static void test_cancel(void) {
+    setup();
+    result r;
+    /* from on_data: no on_done afterwards */
+    res_init(&r);
+    r.cancel_on_data_n = 1;
+    start("/slow-stream", &r, "GET", NULL, (upstream_timeouts){0});
+    CHECK(wait1(&r));
+    spin(300);
+    CHECK_EQ_INT(r.data_calls, 1);
+    CHECK_EQ_INT(r.d.result, 0);
+    CHECK(r.d.error == NULL);
+    sg_buf_free(&r.body);
+    /* from on_headers */
+    res_init(&r);
+    r.cancel_on_headers = 1;
+    start("/slow-stream", &r, "GET", NULL, (upstream_timeouts){0});
+    CHECK(wait1(&r));
+    spin(100);
+    CHECK_EQ_INT(r.data_calls, 0);
+    CHECK(r.d.error == NULL);
+    sg_buf_free(&r.body);
+    /* right after starting */
+    res_init(&r);
+    upstream_xfer *t = start("/slow-head", &r, "GET", NULL, (upstream_timeouts){0});
+    upstream_cancel(t);
+    spin(100);
+    CHECK_EQ_INT(r.done, 0);
+    upstream_stats st = upstream_get_stats(U);
+    CHECK_EQ_INT(st.cancelled, 3);
+    CHECK_EQ_INT(st.in_flight, 0);
+    /* and everything still works, including a request chained from on_done */
+    result a, b;
+    res_init(&a);
+    res_init(&b);
+    a.chain_url = "/echo";
+    a.chained = &b;
+    start("/ok", &a, "GET", NULL, (upstream_timeouts){0});
+    CHECK(wait1(&a) && wait1(&b));
+    CHECK_EQ_INT(a.d.result, UPSTREAM_OK);
+    CHECK_EQ_INT(b.d.result, UPSTREAM_OK);
+    CHECK_EQ_INT(b.status, 200);
+    sg_buf_free(&a.body);
+    sg_buf_free(&b.body);
+    /* a request still running when the upstream is freed: no callback, no leak */
+    res_init(&r);
+    start("/slow-head", &r, "GET", NULL, (upstream_timeouts){0});
+    spin(50);
+    teardown();
+    CHECK_EQ_INT(r.done, 0);
+}
+
+static void test_pause_resume(void) {
+    setup();
+    result r;
+    res_init(&r);
+    r.pause_ms = 300;
+    uint64_t t0 = now_ms();
+    /* an idle timeout shorter than the pause must not fire while paused */
+    start("/big", &r, "GET", NULL, (upstream_timeouts){.idle_ms = 150});
+    CHECK(wait1(&r));
+    CHECK_MSG(r.d.result == UPSTREAM_OK, "%s (%s)", upstream_result_name(r.d.result), r.d.error);
+    CHECK_EQ_INT(r.body.len, 4u << 20);
+    CHECK_EQ_INT(r.data_while_paused, 0);
+    CHECK(now_ms() - t0 >= 300);
+    sg_buf_free(&r.body);
+    teardown();
+}
+
+int main(int argc, char **argv) {
+    (void)argc;
+    fprintf(stderr, "%s\n", upstream_version());
+    RUN(test_basic);
+    RUN(test_connection_reuse);
+    RUN(test_streaming);
+    RUN(test_timeouts);
+    RUN(test_failures);
+    RUN(test_cancel);
+    RUN(test_pause_resume);
+    return tu_finish(argv[0]);
+}
