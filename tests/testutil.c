@@ -1,6 +1,7 @@
 /* testutil.c: see testutil.h. */
 #include "testutil.h"
 
+#include <ftw.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -48,13 +49,25 @@ char *tu_path(const char *fmt, ...) {
     return p;
 }
 
+static char g_tmpdir[256];
+
+static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
+    (void)st; (void)flag; (void)ftw;
+    return remove(path);
+}
+
+/* The scratch folder goes when the test binary exits (kept with TU_KEEP=1). */
+static void remove_tmpdir(void) {
+    if (g_tmpdir[0] && !getenv("TU_KEEP")) nftw(g_tmpdir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
 const char *tu_tmpdir(void) {
-    static char dir[256];
-    if (!dir[0]) {
-        snprintf(dir, sizeof dir, "/tmp/smolgate-test-XXXXXX");
-        if (!mkdtemp(dir)) { perror("mkdtemp"); abort(); }
+    if (!g_tmpdir[0]) {
+        snprintf(g_tmpdir, sizeof g_tmpdir, "/tmp/smolgate-test-XXXXXX");
+        if (!mkdtemp(g_tmpdir)) { perror("mkdtemp"); abort(); }
+        atexit(remove_tmpdir);
     }
-    return dir;
+    return g_tmpdir;
 }
 
 void *tu_read(const char *path, size_t *len) {

@@ -27,7 +27,7 @@ int tu_finish(const char *binary);
 /* Paths. */
 const char *tu_shared(void);                 /* "../shared" unless overridden */
 char *tu_path(const char *fmt, ...);         /* formatted path; static buffer ring */
-const char *tu_tmpdir(void);                 /* a fresh directory for this test binary */
+const char *tu_tmpdir(void);                 /* a fresh directory, removed at exit */
 /* Reads a whole file; returns NULL if missing. */
 void *tu_read(const char *path, size_t *len);
 /* Writes bytes to a file; returns 0 on success. */

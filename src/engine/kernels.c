@@ -112,7 +112,7 @@ static bool cpu_has_avx512(void) {
 static bool cpu_has_avx2(void) {
 #if defined(__x86_64__)
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");   /* every AVX2 CPU has F16C */
 #else
     return false;
 #endif
