@@ -17,9 +17,9 @@
  * patterns use (ordered alternation, lazy/greedy repeats, lookahead, \p{L}/\p{N}, scoped
  * (?i:...) with Unicode case folding) and a JIT that keeps a megabyte of text well under a
  * second. POSIX regex has no \p{..} or lookahead, and a hand-written splitter would fix
- * the pattern in code when tokenizer.json carries it as data. One difference is patched:
- * PCRE2's \s also matches U+180E, Oniguruma's (Unicode White_Space) does not, so \s and
- * \S are rewritten to an explicit class before compiling (see pattern_rewrite).
+ * the pattern in code when tokenizer.json carries it as data. Where the two engines read
+ * an escape differently (\s: PCRE2 also matches U+180E; \w, \h) the pattern is rewritten
+ * to Oniguruma's meaning before compiling (see pattern_rewrite).
  *
  * Invalid UTF-8: `tokenizers` only sees valid strings, so there is no reference. Each
  * maximal run of bytes that are not valid UTF-8 becomes a piece of its own, skipping the
@@ -79,8 +79,9 @@ typedef struct strmap {
     size_t mask, n;
 } strmap;
 
+/* Linear probing, kept at most 3/4 full. */
 static void strmap_init(strmap *m, size_t expect) {
-    size_t cap = pow2_at_least(expect * 2 + 1);
+    size_t cap = pow2_at_least(expect / 3 * 4 + 4);
     m->slots = sg_xmalloc(cap * sizeof *m->slots);
     for (size_t i = 0; i < cap; i++) m->slots[i].val = -1;
     m->mask = cap - 1;
@@ -104,7 +105,7 @@ static void strmap_grow(strmap *m);
 
 /* Inserts or overwrites (a later entry wins, like a HashMap built from a list). */
 static void strmap_put(strmap *m, const char *pool, uint32_t off, uint32_t len, int32_t val) {
-    if ((m->n + 1) * 2 > m->mask + 1) strmap_grow(m);
+    if ((m->n + 1) * 4 > (m->mask + 1) * 3) strmap_grow(m);
     uint64_t h = hash_bytes(pool + off, len);
     for (size_t i = h & m->mask;; i = (i + 1) & m->mask) {
         strmap_slot *s = &m->slots[i];
@@ -150,8 +151,8 @@ typedef struct mergemap {
 static uint64_t merge_key(int32_t a, int32_t b) { return (uint64_t)(uint32_t)a << 32 | (uint32_t)b; }
 static size_t merge_hash(uint64_t k) { return (size_t)((k * 0x9E3779B97F4A7C15ull) >> 20); }
 
-static void mergemap_init(mergemap *m, size_t expect) {
-    size_t cap = pow2_at_least(expect * 2 + 1);
+static void mergemap_init(mergemap *m, size_t expect) {   /* expect: an upper bound */
+    size_t cap = pow2_at_least(expect / 3 * 4 + 4);
     m->slots = sg_xmalloc(cap * sizeof *m->slots);
     for (size_t i = 0; i < cap; i++) m->slots[i].key = UINT64_MAX;
     m->mask = cap - 1;
@@ -418,11 +419,20 @@ static int add_merge_str(sg_tokenizer *t, size_t rank, const char *s, size_t n, 
     return add_merge(t, rank, s, (size_t)(sp - s), sp + 1, n - (size_t)(sp - s) - 1, tmp, err);
 }
 
-/* Rewrites \s and \S into Oniguruma's meaning (Unicode White_Space: \t-\r, U+0085, Z*),
- * which PCRE2 widens with U+180E. Inside a class \S is left alone (not used by any
- * tokenizer we know). */
+/* Rewrites the escapes whose meaning differs between Oniguruma (what tokenizers runs, in
+ * its Ruby-style syntax) and PCRE2: \s is \t-\r, U+0085 and Z* in Oniguruma (PCRE2 adds
+ * U+180E), \w is L, M, N and Pc (PCRE2 10.42: L, N and '_'), \h is a hex digit (PCRE2:
+ * horizontal space). Negated forms inside a class (\S, \W, \H in [...]) are left alone:
+ * no tokenizer we know uses them. */
+static void class_escape(sg_buf *out, const char *members, bool in_class, bool negated) {
+    if (in_class) { sg_buf_puts(out, members); return; }
+    sg_buf_puts(out, negated ? "[^" : "[");
+    sg_buf_puts(out, members);
+    sg_buf_putc(out, ']');
+}
+
 static void pattern_rewrite(const char *p, size_t n, sg_buf *out) {
-    static const char ws[] = "\\t-\\r\\x{85}\\p{Z}";
+    static const char ws[] = "\\t-\\r\\x{85}\\p{Z}", word[] = "\\p{L}\\p{M}\\p{N}\\p{Pc}", hex[] = "0-9a-fA-F";
     bool in_class = false;
     for (size_t i = 0; i < n; i++) {
         char c = p[i];
@@ -436,14 +446,10 @@ static void pattern_rewrite(const char *p, size_t n, sg_buf *out) {
                 i = j - 1;
                 continue;
             }
-            if (d == 's') {
-                if (in_class) sg_buf_puts(out, ws);
-                else { sg_buf_putc(out, '['); sg_buf_puts(out, ws); sg_buf_putc(out, ']'); }
-            } else if (d == 'S' && !in_class) {
-                sg_buf_puts(out, "[^"); sg_buf_puts(out, ws); sg_buf_putc(out, ']');
-            } else {
-                sg_buf_append(out, p + i, 2);
-            }
+            const char *members = d == 's' || d == 'S' ? ws : d == 'w' || d == 'W' ? word : d == 'h' || d == 'H' ? hex : NULL;
+            bool negated = d == 'S' || d == 'W' || d == 'H';
+            if (members && !(negated && in_class)) class_escape(out, members, in_class, negated);
+            else sg_buf_append(out, p + i, 2);
             i++;
             continue;
         }
@@ -479,8 +485,10 @@ static int add_stage(sg_tokenizer *t, const char *pat, size_t n, bool literal, b
         else pattern_rewrite(pat, n, &b);
         int code;
         PCRE2_SIZE at;
+        /* MULTILINE: ^ and $ are line anchors in Oniguruma's Ruby-style syntax. */
         st->re = pcre2_compile((PCRE2_SPTR)b.data, b.len,
-                               PCRE2_UTF | PCRE2_UCP | (literal ? PCRE2_LITERAL : 0), &code, &at, NULL);
+                               literal ? PCRE2_UTF | PCRE2_LITERAL : PCRE2_UTF | PCRE2_UCP | PCRE2_MULTILINE,
+                               &code, &at, NULL);
         sg_buf_free(&b);
         if (!st->re) {
             PCRE2_UCHAR msg[256];
@@ -848,6 +856,7 @@ typedef struct enc {
     sg_ids *out;
     sg_error *err;
     pcre2_match_data *md;
+    pcre2_match_context *mctx;
     bpe_sym *sym;
     size_t cap_sym;
     bpe_cand *heap;
@@ -945,9 +954,13 @@ static int stage_run(enc *c, size_t k, const char *s, size_t n);
 static int stage_split(enc *c, size_t k, const char *s, size_t n) {
     const tok_stage *st = &c->t->stages[k];
     if (!st->re) return stage_run(c, k + 1, s, n);
+    /* The real patterns take about one step per character of a whitespace run; a
+     * pattern from a hostile file that backtracks past this fails instead of hanging. */
+    uint32_t limit = n < (UINT32_MAX - 100000) / 2 ? (uint32_t)(100000 + 2 * n) : UINT32_MAX;
     size_t off = 0, gap = 0;
     while (off < n) {
-        int r = pcre2_match(st->re, (PCRE2_SPTR)s, n, off, PCRE2_NO_UTF_CHECK, c->md, NULL);
+        pcre2_set_match_limit(c->mctx, limit);     /* the next stage sets its own */
+        int r = pcre2_match(st->re, (PCRE2_SPTR)s, n, off, PCRE2_NO_UTF_CHECK, c->md, c->mctx);
         if (r == PCRE2_ERROR_NOMATCH) break;
         if (r < 0) {
             PCRE2_UCHAR msg[128];
@@ -957,6 +970,7 @@ static int stage_split(enc *c, size_t k, const char *s, size_t n) {
         PCRE2_SIZE *ov = pcre2_get_ovector_pointer(c->md);
         size_t a = ov[0], b = ov[1];
         if (a == b) {                        /* an empty match splits nothing: step over a character */
+            if (a >= n) break;
             size_t l;
             utf8_classify((const unsigned char *)s + a, n - a, &l);
             off = a + l;
@@ -1041,11 +1055,17 @@ int tok_encode(const sg_tokenizer *t, const char *text, size_t len, bool parse_s
     if (len == 0) return 0;
     enc c = {.t = t, .parse_special = parse_special, .out = out, .err = err};
     c.md = pcre2_match_data_create(1, NULL);   /* only the whole match is read */
-    if (!c.md) return sg_fail(err, "out of memory");
+    c.mctx = pcre2_match_context_create(NULL);
+    if (!c.md || !c.mctx) {
+        pcre2_match_data_free(c.md);
+        pcre2_match_context_free(c.mctx);
+        return sg_fail(err, "out of memory");
+    }
     size_t n0 = out->n;
     int rc = split_added(&c, text, len, 0);
     if (rc) out->n = n0;
     pcre2_match_data_free(c.md);
+    pcre2_match_context_free(c.mctx);
     free(c.sym);
     free(c.heap);
     return rc;
