@@ -1,0 +1,56 @@
+/* local.h: the local model as a gateway provider: the in-process engine behind a
+ * bounded queue, answering canonical (OpenAI-shaped) chat requests with canonical events.
+ *
+ * Each served model has one worker thread that owns the model and its KV cache and runs
+ * jobs one after another (the cache of a prompt prefix shared with the previous job, such
+ * as the same system prompt, is reused). The worker applies the model's chat template
+ * (SmolLM3's, tools included, or ChatML), samples with the request's parameters, and
+ * turns the answer into events: reasoning (<think>...</think>), content, and tool calls
+ * (<tool_call>{...}</tool_call> -> OpenAI tool_calls).
+ *
+ * Threading: local_submit and local_cancel are called on the loop thread; events and
+ * the completion are delivered on the loop thread too (the worker hands them over with
+ * loop_post), in order, and never after local_cancel returns. */
+#ifndef SG_GATEWAY_LOCAL_H
+#define SG_GATEWAY_LOCAL_H
+
+#include <jansson.h>
+#include <stdbool.h>
+
+#include "common/error.h"
+#include "engine/model.h"
+#include "gateway/chat.h"
+#include "gateway/loop.h"
+
+typedef struct local_opts {
+    int threads;        /* engine threads (0: all CPUs) */
+    int queue;          /* jobs waiting at most (0: 16); beyond it local_submit refuses */
+    int ctx;            /* KV cache positions (0: min(model, 8192)) */
+} local_opts;
+
+typedef struct gw_local gw_local;
+typedef struct local_job local_job;
+
+/* Loads the model at path (GGUF or Hugging Face folder) and starts its worker. */
+gw_local *local_new(loop *l, const char *path, const local_opts *o, sg_error *err);
+void local_free(gw_local *lm);
+const sg_model *local_model(const gw_local *lm);
+/* Jobs queued or running now. */
+int local_load(const gw_local *lm);
+
+/* How a job ended. status: 200, or the HTTP status of the failure (400 bad request,
+ * 429 queue full, 500 engine error); message when status != 200. */
+typedef void (*local_done_fn)(void *ctx, int status, const char *message, const gw_usage *usage);
+
+/* Queues a request (OpenAI chat-completions shape: messages, tools, max_tokens /
+ * max_completion_tokens, temperature, top_p, seed, stop, presence_penalty,
+ * frequency_penalty; SmolLM3 reasoning from chat_template_kwargs.enable_thinking or
+ * reasoning_effort "none"). Returns NULL with err (and *status) when it cannot be
+ * queued: 429 when the queue is full, 400 for a request the template cannot render. */
+local_job *local_submit(gw_local *lm, const json_t *request, gw_event_fn on_event, local_done_fn on_done,
+                        void *ctx, int *status, sg_error *err);
+/* Stops a job (client gone); no callback runs after this returns. A job whose on_done
+ * has run is gone: do not cancel it then. */
+void local_cancel(local_job *j);
+
+#endif
