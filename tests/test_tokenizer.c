@@ -487,17 +487,44 @@ static void test_load_vocab(void) {
     d.pre = "no-such-pre";
     t = tok_load_vocab(&d, &err);
     CHECK(t == NULL && strstr(err.msg, "no-such-pre"));
-    /* A merge whose part is not a token. */
+    /* A merge that is not "a b". */
     d.pre = "llama-bpe";
-    const char *bad_merge = "zzzzqqqq \xC4\xA0";
     const char *saved = va.merges[5];
-    va.merges[5] = bad_merge;
+    va.merges[5] = "nospace";
     t = tok_load_vocab(&d, &err);
     CHECK(t == NULL && strstr(err.msg, "merge 5"));
     va.merges[5] = saved;
     tok_vocab_desc empty = {0};
     CHECK(tok_load_vocab(&empty, &err) == NULL);
     arrays_free(&va);
+
+    /* reference/llama-tiny's GGUF: a placeholder vocabulary whose one merge makes a string
+     * that is not a token. llama.cpp loads it; so do we (the merge can never apply). */
+    char names[1024][8];
+    const char *tiny[1024];
+    for (int i = 0; i < 1024; i++) {
+        snprintf(names[i], sizeof names[i], "<t%d>", i);
+        tiny[i] = names[i];
+    }
+    tiny[5] = "";                           /* an empty CONTROL token, as padding */
+    int32_t tiny_types[1024];
+    for (int i = 0; i < 1024; i++) tiny_types[i] = i == 5 || i < 3 ? TOK_CONTROL : TOK_NORMAL;
+    const char *tiny_merges[] = {"<t3> <t4>"};
+    tok_vocab_desc td = {tiny, NULL, 1024, tiny_types, tiny_merges, NULL, 1, "default", 1, 2, NULL};
+    t = tok_load_vocab(&td, &err);
+    CHECK_MSG(t != NULL, "%s", err.msg);
+    if (t) {
+        CHECK_EQ_INT(tok_bos(t), 1);
+        CHECK_EQ_INT(tok_find(t, "<t7>"), 7);
+        sg_ids ids = {0};
+        CHECK(tok_encode(t, "<t7>", 4, true, &ids, &err) == 0);
+        CHECK_EQ_INT(ids.n, 0);             /* no byte tokens: nothing can be spelled */
+        CHECK(tok_encode(t, "a<t1>b<t1>", 10, true, &ids, &err) == 0);
+        CHECK(ids.n == 2 && ids.ids[0] == 1 && ids.ids[1] == 1);
+        CHECK(tok_is_special(t, 5));
+        sg_ids_free(&ids);
+        tok_free(t);
+    }
 }
 
 /* ---------------------------------------------------------------------------------- */

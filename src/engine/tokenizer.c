@@ -214,6 +214,7 @@ struct sg_tokenizer {
     size_t n_stages;
     trie_node *trie;                /* added tokens; node 0 is the root */
     size_t n_trie, cap_trie;
+    int32_t trie_first[256];        /* the root's child for each first byte, -1 none */
     bool has_pass[2];               /* some added token is matched in pass 0 / 1 */
     int32_t bos, eos;
     char *chat_template;
@@ -313,6 +314,7 @@ static sg_tokenizer *tok_alloc(size_t n_vocab, size_t n_merges) {
     t->trie = sg_xmalloc(t->cap_trie * sizeof *t->trie);
     t->trie[0] = (trie_node){-1, -1, -1, 0};
     t->n_trie = 1;
+    memset(t->trie_first, 0xFF, sizeof t->trie_first);
     return t;
 }
 
@@ -366,6 +368,7 @@ static void trie_insert(sg_tokenizer *t, const unsigned char *s, size_t n, int32
             c = (int32_t)t->n_trie++;
             t->trie[c] = (trie_node){-1, t->trie[node].child, -1, s[i]};
             t->trie[node].child = c;
+            if (node == 0) t->trie_first[s[i]] = c;
         }
         node = c;
     }
@@ -390,12 +393,13 @@ static int set_added_token(sg_tokenizer *t, int32_t id, const char *s, size_t n,
     return 0;
 }
 
-/* Splits merge i, "a b" (at the first space after the first byte, as llama.cpp does), or
- * ["a", "b"], and records it. Parts outside the byte-level alphabet can never meet in a
- * byte-level word, so such a merge is dropped; a part or result missing from the
- * vocabulary is an error, as in tokenizers. */
+/* Records merge `rank` of a and b. Parts outside the byte-level alphabet can never meet
+ * in a byte-level word, so such a merge is dropped. A part or result missing from the
+ * vocabulary is an error when strict (tokenizers refuses such a tokenizer.json); from
+ * GGUF it is dropped, as llama.cpp loads such files (reference/llama-tiny's placeholder
+ * vocabulary has one) and the merge can never apply anyway. */
 static int add_merge(sg_tokenizer *t, size_t rank, const char *a, size_t na, const char *b, size_t nb,
-                     sg_buf *tmp, sg_error *err) {
+                     bool strict, sg_buf *tmp, sg_error *err) {
     sg_buf_reset(tmp);
     if (byte_level_decode(a, na, tmp) < 0) return 0;
     size_t ra = tmp->len;
@@ -403,6 +407,7 @@ static int add_merge(sg_tokenizer *t, size_t rank, const char *a, size_t na, con
     int32_t ia = strmap_get(&t->bpe, t->pool.data, tmp->data, ra);
     int32_t ib = strmap_get(&t->bpe, t->pool.data, tmp->data + ra, tmp->len - ra);
     int32_t ic = strmap_get(&t->bpe, t->pool.data, tmp->data, tmp->len);
+    if (!strict && (ia < 0 || ib < 0 || ic < 0)) return 0;
     if (ia < 0 || ib < 0)
         return sg_fail(err, "merge %zu (\"%.*s %.*s\"): part not in the vocabulary", rank,
                        (int)(na > 64 ? 64 : na), a, (int)(nb > 64 ? 64 : nb), b);
@@ -413,10 +418,12 @@ static int add_merge(sg_tokenizer *t, size_t rank, const char *a, size_t na, con
     return 0;
 }
 
-static int add_merge_str(sg_tokenizer *t, size_t rank, const char *s, size_t n, sg_buf *tmp, sg_error *err) {
+/* "a b", split at the first space after the first byte (as llama.cpp does). */
+static int add_merge_str(sg_tokenizer *t, size_t rank, const char *s, size_t n, bool strict, sg_buf *tmp,
+                         sg_error *err) {
     const char *sp = n > 1 ? memchr(s + 1, ' ', n - 1) : NULL;
     if (!sp) return sg_fail(err, "merge %zu is not \"a b\"", rank);
-    return add_merge(t, rank, s, (size_t)(sp - s), sp + 1, n - (size_t)(sp - s) - 1, tmp, err);
+    return add_merge(t, rank, s, (size_t)(sp - s), sp + 1, n - (size_t)(sp - s) - 1, strict, tmp, err);
 }
 
 /* Rewrites the escapes whose meaning differs between Oniguruma (what tokenizers runs, in
@@ -501,8 +508,8 @@ static int add_stage(sg_tokenizer *t, const char *pat, size_t n, bool literal, b
     return 0;
 }
 
-/* The single-byte tokens, and a check that BPE can spell every byte (a byte-level
- * vocabulary has all 256). */
+/* The single-byte tokens BPE starts from. A byte-level vocabulary has all 256; a byte
+ * without one is dropped, as tokenizers does when there is no unk token. */
 static void finish(sg_tokenizer *t) {
     for (int b = 0; b < 256; b++) {
         unsigned char c = (unsigned char)b;
@@ -670,12 +677,12 @@ static sg_tokenizer *load_json(const json_t *root, sg_error *err) {
     json_array_foreach((json_t *)merges, i, v) {
         int rc;
         if (json_is_string(v)) {
-            rc = add_merge_str(t, i, json_string_value(v), json_string_length(v), &tmp, err);
+            rc = add_merge_str(t, i, json_string_value(v), json_string_length(v), true, &tmp, err);
         } else if (json_is_array(v) && json_array_size(v) == 2 && json_is_string(json_array_get(v, 0)) &&
                    json_is_string(json_array_get(v, 1))) {
             const json_t *a = json_array_get(v, 0), *b = json_array_get(v, 1);
             rc = add_merge(t, i, json_string_value(a), json_string_length(a), json_string_value(b),
-                           json_string_length(b), &tmp, err);
+                           json_string_length(b), true, &tmp, err);
         } else {
             rc = sg_fail(err, "merge %zu is neither \"a b\" nor [\"a\", \"b\"]", i);
         }
@@ -774,8 +781,9 @@ sg_tokenizer *tok_load_vocab(const tok_vocab_desc *d, sg_error *err) {
         int type = d->types ? d->types[i] : TOK_NORMAL;
         if (type < TOK_NORMAL || type > TOK_BYTE) type = TOK_NORMAL;   /* 0 "undefined" and the like */
         int rc;
-        /* CONTROL and USER_DEFINED are the converter's added tokens (special or not). */
-        if (type == TOK_CONTROL || type == TOK_USER_DEFINED)
+        /* CONTROL and USER_DEFINED are the converter's added tokens (special or not); an
+         * empty one (padding in some files) cannot be matched, so it is kept unmatched. */
+        if ((type == TOK_CONTROL || type == TOK_USER_DEFINED) && n > 0)
             rc = set_added_token(t, (int32_t)i, s, n, type == TOK_CONTROL, false, err);
         else
             rc = set_model_token(t, (int32_t)i, s, n, type, err);
@@ -784,7 +792,7 @@ sg_tokenizer *tok_load_vocab(const tok_vocab_desc *d, sg_error *err) {
     for (size_t i = 0; i < d->n_merges; i++) {
         const char *s = d->merges[i];
         if (!s) { sg_fail(err, "merge %zu is missing", i); goto fail; }
-        if (add_merge_str(t, i, s, d->merge_lens ? d->merge_lens[i] : strlen(s), &tmp, err)) goto fail;
+        if (add_merge_str(t, i, s, d->merge_lens ? d->merge_lens[i] : strlen(s), false, &tmp, err)) goto fail;
     }
     if (pre_from_name(t, d->pre, err)) goto fail;
     if (d->bos_id >= 0 && (size_t)d->bos_id < d->n_tokens) t->bos = d->bos_id;
@@ -1018,8 +1026,8 @@ static size_t added_match(const sg_tokenizer *t, const unsigned char *s, size_t 
     size_t best = 0;
     int32_t node = 0;
     for (size_t j = 0; j < n; j++) {
-        int32_t ch = t->trie[node].child;
-        while (ch >= 0 && t->trie[ch].byte != s[j]) ch = t->trie[ch].sibling;
+        int32_t ch = j == 0 ? t->trie_first[s[0]] : t->trie[node].child;
+        while (j > 0 && ch >= 0 && t->trie[ch].byte != s[j]) ch = t->trie[ch].sibling;
         if (ch < 0) break;
         node = ch;
         int32_t tid = t->trie[node].id;
