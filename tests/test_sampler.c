@@ -258,6 +258,44 @@ static void test_min_p(void) {
     sampler_free(s);
 }
 
+/* top-k's bar comes from block and group maxima: the k best must all be drawable,
+ * wherever they sit (several in one block, several in one group of 8, one per block,
+ * in the partial last block), and with their softmax shares. */
+static void test_top_k_placement(void) {
+    size_t n = 5000;   /* 78 full blocks of 64 and a partial one */
+    int32_t places[2][10] = {
+        {640, 641, 642, 643, 644, 700, 708, 716, 2345, 4996},
+        {5, 100, 300, 1000, 1500, 2000, 2600, 3100, 4000, 4999},
+    };
+    float *l = malloc(n * sizeof *l);
+    int *counts = malloc(n * sizeof *counts);
+    double *want = malloc(n * sizeof *want);
+    for (int pl = 0; pl < 2; pl++) {
+        const int32_t *top = places[pl];
+        lcg_seed(4242);
+        random_logits(l, n, -10, 0);
+        for (int j = 0; j < 10; j++) l[top[j]] = 5.0f + 0.1f * (float)j;
+        memset(want, 0, n * sizeof *want);
+        double z = 0;
+        for (int j = 0; j < 10; j++) z += exp(l[top[j]]);
+        for (int j = 0; j < 10; j++) want[top[j]] = exp(l[top[j]]) / z;
+        sg_sampler *s = make(1, 10, 1, 0, 31, n);
+        draw_counts(s, l, n, 20000, counts);
+        int outside = 0;
+        for (size_t i = 0; i < n; i++) outside += want[i] == 0 ? counts[i] : 0;
+        CHECK_EQ_INT(outside, 0);
+        for (int j = 0; j < 10; j++) {
+            double f = counts[top[j]] / 20000.0;
+            CHECK_MSG(fabs(f - want[top[j]]) < 0.012, "placement %d, id %d: frequency %.4f, expected %.4f",
+                      pl, top[j], f, want[top[j]]);
+        }
+        sampler_free(s);
+    }
+    free(l);
+    free(counts);
+    free(want);
+}
+
 /* Rank of every id under (logit desc, id asc), by a full sort. */
 static const float *g_sort_logits;
 static int by_logit(const void *a, const void *b) {
@@ -829,6 +867,7 @@ int main(int argc, char **argv) {
     RUN(test_top_k_distribution);
     RUN(test_top_p_distribution);
     RUN(test_min_p);
+    RUN(test_top_k_placement);
     RUN(test_selection_large);
     RUN(test_temperature_frequencies);
     RUN(test_temperature_large_vocab);

@@ -98,24 +98,26 @@ static inline float fast_exp(float z, float z_floor) {
 
 static size_t n_blocks(size_t n) { return (n + SG_BLK - 1) / SG_BLK; }
 
-/* Maximum of each block of x (n) into bmax (n_blocks(n)); returns the overall maximum,
- * -inf when there is none. NaNs are never a maximum. */
-static float kern_block_max(const float *restrict x, size_t n, float *restrict bmax) {
+/* Maximum of each block of x (n) into bmax (n_blocks(n)), and of each of its eight
+ * interleaved groups (elements j, j + 8, j + 16, ...) into gmax (8 * n_blocks(n));
+ * returns the overall maximum, -inf when there is none. NaNs are never a maximum. */
+static float kern_block_max(const float *restrict x, size_t n, float *restrict bmax,
+                            float *restrict gmax) {
     float m = -INFINITY;
-    size_t b = 0, i = 0;
-    for (; i + SG_BLK <= n; i += SG_BLK, b++) {
+    for (size_t b = 0, i = 0; i < n; i += SG_BLK, b++) {
         float lane[8];
         for (int k = 0; k < 8; k++) lane[k] = -INFINITY;
-        for (int j = 0; j < SG_BLK; j += 8)
-            for (int k = 0; k < 8; k++) lane[k] = x[i + j + k] > lane[k] ? x[i + j + k] : lane[k];
+        if (i + SG_BLK <= n) {
+            for (int j = 0; j < SG_BLK; j += 8)
+                for (int k = 0; k < 8; k++) lane[k] = x[i + j + k] > lane[k] ? x[i + j + k] : lane[k];
+        } else {   /* the last, partial block */
+            for (size_t j = 0; i + j < n; j++) lane[j % 8] = x[i + j] > lane[j % 8] ? x[i + j] : lane[j % 8];
+        }
         float bm = lane[0];
-        for (int k = 1; k < 8; k++) bm = lane[k] > bm ? lane[k] : bm;
-        bmax[b] = bm;
-        m = bm > m ? bm : m;
-    }
-    if (i < n) {
-        float bm = -INFINITY;
-        for (; i < n; i++) bm = x[i] > bm ? x[i] : bm;
+        for (int k = 0; k < 8; k++) {
+            gmax[8 * b + (size_t)k] = lane[k];
+            bm = lane[k] > bm ? lane[k] : bm;
+        }
         bmax[b] = bm;
         m = bm > m ? bm : m;
     }
@@ -194,8 +196,9 @@ struct sg_sampler {
     cand *cand;        /* (n_vocab) candidate scratch */
     float *prob;       /* (n_vocab) exp(z) of every token */
     float *bmax;       /* (n_blocks) maximum logit of each block of SG_BLK tokens */
+    float *gmax;       /* (8 * n_blocks) maximum logit of each group of 8 (see kern_block_max) */
     float *bsum;       /* (n_blocks) sum of prob over each block */
-    float *btmp;       /* (n_blocks) scratch for top-k's threshold */
+    float *btmp;       /* (8 * n_blocks) scratch for top-k's threshold */
     cand *edge;        /* (edge_cap) top-p's boundary slice, grown on demand */
     size_t edge_cap;
     bool penalties;    /* any penalty on; the three arrays below exist only then */
@@ -220,7 +223,8 @@ sg_sampler *sampler_new(const sg_sampler_params *p, size_t n_vocab) {
     s->prob = sg_xmalloc(n_vocab * sizeof *s->prob);
     s->bmax = sg_xmalloc(nb * sizeof *s->bmax);
     s->bsum = sg_xmalloc(nb * sizeof *s->bsum);
-    s->btmp = sg_xmalloc(nb * sizeof *s->btmp);
+    s->gmax = sg_xmalloc(8 * nb * sizeof *s->gmax);
+    s->btmp = sg_xmalloc(8 * nb * sizeof *s->btmp);
     s->penalties = (p->repetition_penalty > 0 && p->repetition_penalty != 1) ||
                    p->presence_penalty != 0 || p->frequency_penalty != 0;
     if (s->penalties) {   /* 1.5 MB for this vocabulary: only when asked for */
@@ -238,6 +242,7 @@ void sampler_free(sg_sampler *s) {
     free(s->prob);
     free(s->bmax);
     free(s->bsum);
+    free(s->gmax);
     free(s->btmp);
     free(s->edge);
     free(s->count);
@@ -301,7 +306,7 @@ static int32_t argmax_in_blocks(const float *logits, size_t n, const float *bmax
  * token's logprob is logit - (*shift). */
 static void logprobs_raw(sg_sampler *s, const float *logits, sg_sample_info *info, double *shift) {
     size_t n = s->n_vocab;
-    float m = kern_block_max(logits, n, s->bmax);
+    float m = kern_block_max(logits, n, s->bmax, s->gmax);
     if (m > -INFINITY && m < INFINITY)
         *shift = (double)m + log(kern_exp(logits, n, m, 1.0f, s->z_floor, s->prob, s->bsum));
     else
@@ -457,8 +462,10 @@ static size_t select_top_p(sg_sampler *s, cand *c, size_t n, double need, float 
 }
 
 /* top-k: the k best tokens by logit into c, with z and p filled in; returns how many
- * (fewer than k only when the rest are below p_cut). The k-th largest block maximum is
- * a threshold at least k tokens reach, so only blocks above it are scanned. */
+ * (fewer than k only when the rest are below p_cut). A value that k groups of tokens
+ * have a member at or above is a bar at least k tokens reach: the k-th largest block
+ * maximum is one, and the k-th largest of the group maxima above it (see
+ * kern_block_max) a tighter one. Only blocks reaching the bar are scanned. */
 static size_t gather_top_k(sg_sampler *s, const float *logits, float m, float inv_t, size_t k) {
     size_t n = s->n_vocab, nb = n_blocks(n), nc = 0;
     cand *c = s->cand;
@@ -466,6 +473,12 @@ static size_t gather_top_k(sg_sampler *s, const float *logits, float m, float in
     if (k <= nb) {
         memcpy(s->btmp, s->bmax, nb * sizeof *s->btmp);
         t = kth_largest(s->btmp, nb, k);
+    }
+    if (k <= 8 * nb) {   /* empty groups of a partial last block are -inf: never above a bar */
+        size_t g = 0;
+        for (size_t i = 0; i < 8 * nb; i++)
+            if (s->gmax[i] >= t) s->btmp[g++] = s->gmax[i];
+        if (g >= k) t = kth_largest(s->btmp, g, k);
     }
     float z_cut = logf(s->p_cut);
     for (size_t b = 0; b < nb; b++) {
@@ -544,7 +557,7 @@ static int32_t draw_all(const sg_sampler *s, double total, double u, int32_t fal
 static int32_t sample_filtered(sg_sampler *s, const float *logits) {
     const sg_sampler_params *p = &s->p;
     size_t n = s->n_vocab;
-    float m = kern_block_max(logits, n, s->bmax);
+    float m = kern_block_max(logits, n, s->bmax, s->gmax);
     int32_t best = argmax_in_blocks(logits, n, s->bmax, m);
     if (!(p->temperature > 0)) return best;
     double u = rng_uniform(s->rng);   /* drawn first so that every call advances by one */
