@@ -500,7 +500,7 @@ static void test_load_vocab(void) {
 
     /* reference/llama-tiny's GGUF: a placeholder vocabulary whose one merge makes a string
      * that is not a token. llama.cpp loads it; so do we (the merge can never apply). */
-    char names[1024][8];
+    char names[1024][16];
     const char *tiny[1024];
     for (int i = 0; i < 1024; i++) {
         snprintf(names[i], sizeof names[i], "<t%d>", i);
