@@ -56,8 +56,9 @@ int gen_run(sg_infer *inf, const int32_t *prompt, int n_prompt, const sg_gen_par
     int room = infer_n_ctx(inf) - infer_n_past(inf);
     int limit = p->max_tokens > 0 && p->max_tokens < room + 1 ? p->max_tokens : room + 1;
     for (int i = 0; i < limit; i++) {
-        sg_sample_info info;
-        int32_t id = sampler_sample(smp, logits, hist.ids, hist.n, &info);
+        sg_sample_info info = {0};
+        /* log-probabilities cost a pass over the vocabulary: only when asked for */
+        int32_t id = sampler_sample(smp, logits, hist.ids, hist.n, p->sampling.n_logprobs > 0 ? &info : NULL);
         sg_ids_push(&hist, id);
         if (is_stop_id(p, m, id)) { res->finish_reason = "stop"; break; }
         res->n_generated++;
@@ -69,7 +70,8 @@ int gen_run(sg_infer *inf, const int32_t *prompt, int n_prompt, const sg_gen_par
             if (stop) stopped = stop_feed(stop, piece.data ? piece.data : "", piece.len, &text);
             else sg_buf_append(&text, piece.data ? piece.data : "", piece.len);
         }
-        if (on_token && on_token(ctx, id, m->tok ? (text.data ? text.data : "") : NULL, text.len, &info)) {
+        if (on_token && on_token(ctx, id, m->tok ? (text.data ? text.data : "") : NULL, text.len,
+                                 p->sampling.n_logprobs > 0 ? &info : NULL)) {
             res->finish_reason = "cancelled";
             break;
         }

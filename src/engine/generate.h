@@ -26,7 +26,8 @@ void gen_params_default(sg_gen_params *p);
 
 /* Called for each generated token: text is the newly releasable text (UTF-8 complete,
  * stop strings held back), possibly empty; NULL when the model has no tokenizer. A last
- * call with id -1 and info NULL delivers text held back until the end.
+ * call with id -1 and info NULL delivers text held back until the end. info is NULL
+ * unless sampling.n_logprobs > 0.
  * Return nonzero to stop generating ("cancelled"). */
 typedef int (*sg_gen_token_fn)(void *ctx, int32_t id, const char *text, size_t len,
                                const sg_sample_info *info);
