@@ -25,7 +25,7 @@ typedef struct run_opts {
     sg_gen_params gp;
     const char *stops[16];
     int n_stops;
-    bool print_ids, special, bos, chat_template, no_think, quiet;
+    bool print_ids, special, bos, chat_template, no_think, quiet, logprobs;
 } run_opts;
 
 static void run_usage(const char *cmd) {
@@ -41,6 +41,7 @@ static void run_usage(const char *cmd) {
             "  --stop TEXT             stop string (repeatable)\n"
             "  --ignore-eos            keep generating after the end-of-sequence token\n"
             "  --print-ids             print generated ids as a JSON array instead of text\n"
+            "  --logprobs N            print OpenAI-style logprobs (chosen token + N alternatives) as JSON\n"
             "  --special               parse special tokens in the prompt text\n"
             "  --bos                   start the prompt with the BOS token\n"
             "  --chat                  wrap the prompt in the model's chat template (run)\n"
@@ -81,6 +82,7 @@ static int parse_run_opts(int argc, char **argv, run_opts *o, const char *cmd) {
         else if (!strcmp(a, "--stop")) { NEEDV(); if (o->n_stops < 16) o->stops[o->n_stops++] = v; }
         else if (!strcmp(a, "--ignore-eos")) o->gp.ignore_eos = true;
         else if (!strcmp(a, "--print-ids")) o->print_ids = true;
+        else if (!strcmp(a, "--logprobs")) { NEEDV(); if (cli_int(a, v, 0, SG_MAX_LOGPROBS, &l)) return -1; o->logprobs = true; o->gp.sampling.n_logprobs = (int)l; }
         else if (!strcmp(a, "--special")) o->special = true;
         else if (!strcmp(a, "--bos")) o->bos = true;
         else if (!strcmp(a, "--chat")) o->chat_template = true;
@@ -125,14 +127,35 @@ static void add_turn_end_ids(const sg_model *m, sg_ids *ids) {
 
 typedef struct print_ctx {
     bool print_ids;
+    const sg_tokenizer *tok;
+    json_t *logprobs;     /* OpenAI's choice.logprobs.content, when asked for */
     sg_ids gen;
 } print_ctx;
 
+/* {"token", "logprob", "bytes"} as OpenAI writes one entry */
+static json_t *logprob_entry(const sg_tokenizer *tok, int32_t id, float lp) {
+    size_t n = 0;
+    const char *p = tok ? tok_piece(tok, id, &n) : NULL;
+    json_t *bytes = json_array();
+    for (size_t i = 0; i < n; i++) json_array_append_new(bytes, json_integer((unsigned char)p[i]));
+    json_t *e = json_object();
+    json_object_set_new(e, "token", p ? json_stringn_nocheck(p, n) : json_sprintf("<%d>", id));
+    json_object_set_new(e, "logprob", json_real(lp));
+    json_object_set_new(e, "bytes", bytes);
+    return e;
+}
+
 static int print_token(void *p, int32_t id, const char *text, size_t len, const sg_sample_info *info) {
     print_ctx *pc = p;
-    (void)info;
     if (id >= 0) sg_ids_push(&pc->gen, id);
-    if (!pc->print_ids && text && len) {
+    if (pc->logprobs && info && id >= 0) {
+        json_t *e = logprob_entry(pc->tok, id, info->logprob), *top = json_array();
+        for (int i = 0; i < info->n_top; i++)
+            json_array_append_new(top, logprob_entry(pc->tok, info->top[i].id, info->top[i].logprob));
+        json_object_set_new(e, "top_logprobs", top);
+        json_array_append_new(pc->logprobs, e);
+    }
+    if (!pc->print_ids && !pc->logprobs && text && len) {
         fwrite(text, 1, len, stdout);
         fflush(stdout);
     }
@@ -179,7 +202,7 @@ int cli_run(int argc, char **argv) {
     sg_ids prompt = {0}, stop_ids = {0};
     int rc = 1;
     sg_infer *inf = NULL;
-    print_ctx pc = {.print_ids = o.print_ids};
+    print_ctx pc = {.print_ids = o.print_ids, .tok = m->tok, .logprobs = o.logprobs ? json_array() : NULL};
     sg_error err = {{0}};
     if (build_prompt(&o, m, &prompt)) goto out;
     if (o.chat_template) add_turn_end_ids(m, &stop_ids);
@@ -191,8 +214,17 @@ int cli_run(int argc, char **argv) {
         fprintf(stderr, "smolgate: %s\n", err.msg);
         goto out;
     }
-    if (o.print_ids) cli_print_ids(pc.gen.ids, pc.gen.n);
-    else putchar('\n');
+    if (o.logprobs) {
+        json_t *doc = json_pack("{s:O}", "content", pc.logprobs);
+        char *js = json_dumps(doc, JSON_COMPACT);
+        puts(js ? js : "{}");
+        free(js);
+        json_decref(doc);
+    } else if (o.print_ids) {
+        cli_print_ids(pc.gen.ids, pc.gen.n);
+    } else {
+        putchar('\n');
+    }
     if (!o.quiet) print_stats(&res);
     rc = 0;
 out:
@@ -200,6 +232,7 @@ out:
     sg_ids_free(&prompt);
     sg_ids_free(&stop_ids);
     sg_ids_free(&pc.gen);
+    json_decref(pc.logprobs);
     model_free(m);
     return rc;
 }

@@ -45,6 +45,21 @@ PY
   check "$m converted file runs" [ -n "$got" ]
 done
 
+# logprobs: OpenAI's shape; greedy picks the most likely token, probabilities are <= 1
+$bin run $ref/llama-tiny/f32 --ids 1,2,3 -n 4 --logprobs 3 -q > $tmp/lp.json 2>/dev/null
+python3 - $tmp/lp.json <<'PY'
+import json, math, sys
+d = json.load(open(sys.argv[1]))["content"]
+assert len(d) == 4
+for e in d:
+    tops = e["top_logprobs"]
+    assert len(tops) == 3 and e["logprob"] <= 0
+    assert tops[0]["token"] == e["token"] and abs(tops[0]["logprob"] - e["logprob"]) < 1e-6
+    assert all(tops[i]["logprob"] >= tops[i + 1]["logprob"] for i in range(2))
+    assert sum(math.exp(t["logprob"]) for t in tops) <= 1.0 + 1e-6
+PY
+check "run --logprobs" [ $? -eq 0 ]
+
 # tokenize: a few cases from the Hugging Face tokenizer's own output
 if [ -f "$tok" ]; then
   got=$(printf 'The capital of France is Paris.' | $bin tokenize $tok)
