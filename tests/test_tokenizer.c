@@ -656,7 +656,7 @@ static void test_pre_tokenizers(void) {
         tok_free(t);
     }
     /* The same through GGUF names. */
-    const char *toks[] = {"1", "2", "12", "\xC4\xA0", "\xC4\xA0" "1", "a"};
+    const char *toks[] = {"1", "2", "12", "\xC4\xA0", ("\xC4\xA0" "1"), "a"};
     const char *mg[] = {"1 2", "\xC4\xA0 1"};
     tok_vocab_desc d = {toks, NULL, 6, NULL, mg, NULL, 2, "smollm", -1, -1, NULL};
     t = tok_load_vocab(&d, &err);
