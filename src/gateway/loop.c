@@ -332,7 +332,8 @@ int loop_run_once(loop *l, int timeout_ms, sg_error *err) {
 
     int wait = timeout_ms;
     if (l->heap_len) {
-        l->now_ms = clock_ms();
+        /* now_ms is from the end of the last wait: stale by this iteration's work, which
+         * can only make us wait a little longer, never fire early. */
         uint64_t d = l->heap[0]->deadline_ms;
         int until = d <= l->now_ms ? 0 : (d - l->now_ms > 86400000u ? 86400000 : (int)(d - l->now_ms));
         if (wait < 0 || until < wait) wait = until;

@@ -79,6 +79,7 @@ struct upstream {
     CURLM         *multi;
     upstream_config cfg;
     char          *ca_file;
+    char          *proxy;         /* CURLOPT_PROXY for every handle; NULL: curl reads env */
     loop_timer     timer;         /* curl's single timeout */
     int            in_curl;       /* depth of calls into curl */
     int            in_check;      /* check_done running */
@@ -420,7 +421,7 @@ static void xfer_finish(upstream_xfer *t, CURLcode rc) {
     else d.error = "";
     if (d.result == UPSTREAM_OK && !t->head_done) d.result = UPSTREAM_ERR_PROTOCOL;
     d.body_bytes = t->body_bytes;
-    uint64_t now = loop_update_now(u->l);
+    uint64_t now = loop_now_ms(u->l);
     d.elapsed_ms = (uint32_t)(now - t->start_ms);
     d.ttfb_ms = t->first_byte_ms ? (uint32_t)(t->first_byte_ms - t->start_ms) : 0;
     long nconn = 0;
@@ -500,6 +501,8 @@ static int xfer_setup_easy(upstream_xfer *t) {
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
     if (u->ca_file) curl_easy_setopt(e, CURLOPT_CAINFO, u->ca_file);
+    /* An explicit proxy setting ("" = none) spares curl its getenv() calls per transfer. */
+    if (u->proxy) curl_easy_setopt(e, CURLOPT_PROXY, u->proxy);
     curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(e, CURLOPT_HTTP_VERSION, u->http2 ? (long)CURL_HTTP_VERSION_2TLS : (long)CURL_HTTP_VERSION_1_1);
@@ -699,7 +702,7 @@ upstream_xfer *upstream_start(upstream *u, const upstream_request *req, sg_error
     if (!to.ttfb_ms) to.ttfb_ms = u->cfg.timeouts.ttfb_ms;
     if (!to.idle_ms) to.idle_ms = u->cfg.timeouts.idle_ms;
     if (!to.total_ms) to.total_ms = u->cfg.timeouts.total_ms;
-    uint64_t now = loop_update_now(u->l);
+    uint64_t now = loop_update_now(u->l);  /* callers may have been busy since the loop woke */
     t->start_ms = now;
     t->phase = PH_CONNECT;
     t->phase_deadline = after(now, to.connect_ms);
@@ -759,7 +762,7 @@ void upstream_resume(upstream_xfer *t) {
     if (!t->paused || t->state != X_RUNNING || t->cancelled) return;
     t->paused = 0;
     upstream *u = t->u;
-    t->last_byte_ms = loop_now_ms(u->l);  /* the idle clock restarts now */
+    t->last_byte_ms = loop_update_now(u->l);  /* the idle clock restarts now */
     u_enter(u);
     curl_easy_pause(t->easy, CURLPAUSE_CONT);
     u_leave(u);
@@ -801,11 +804,23 @@ upstream *upstream_new(loop *l, const upstream_config *cfg, sg_error *err) {
     }
     if (u->cfg.ca_file) u->ca_file = sg_xstrdup(u->cfg.ca_file);
     u->cfg.ca_file = u->ca_file;
+    if (u->cfg.proxy) {
+        u->proxy = sg_xstrdup(u->cfg.proxy);
+    } else {
+        /* The variables curl itself honours; with none set, say so once ("" = no proxy)
+         * instead of letting curl look them up on every transfer. */
+        static const char *const vars[] = {"http_proxy", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"};
+        int any = 0;
+        for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++) any |= getenv(vars[i]) != NULL;
+        if (!any) u->proxy = sg_xstrdup("");
+    }
+    u->cfg.proxy = u->proxy;
     curl_version_info_data *vi = curl_version_info(CURLVERSION_NOW);
     u->http2 = u->cfg.http2 && (vi->features & CURL_VERSION_HTTP2);
     u->multi = curl_multi_init();
     if (!u->multi) {
         free(u->ca_file);
+        free(u->proxy);
         free(u);
         sg_fail(err, "curl_multi_init failed");
         return NULL;
@@ -851,5 +866,6 @@ void upstream_free(upstream *u) {
     }
     free(u->socks);
     free(u->ca_file);
+    free(u->proxy);
     free(u);
 }

@@ -130,6 +130,9 @@ typedef struct upstream_config {
     size_t   max_pooled_handles;      /* idle easy handles kept; default 1024 */
     int      http2;                   /* negotiate HTTP/2 over TLS if available; default 1 */
     const char *ca_file;              /* PEM bundle instead of the system store; NULL */
+    const char *proxy;                /* proxy URL, "" for none; NULL (default): the
+                                         environment (http_proxy, https_proxy, all_proxy,
+                                         no_proxy) as curl reads it */
     upstream_timeouts timeouts;       /* defaults for requests that leave fields 0 */
 } upstream_config;
 
