@@ -18,6 +18,8 @@
 #include "common/buf.h"
 #include "common/error.h"
 
+/* A loaded tokenizer is read-only: encode and decode may run on many threads at once. */
+
 typedef struct sg_tokenizer sg_tokenizer;
 
 /* A growable list of token ids. */
@@ -40,8 +42,12 @@ sg_tokenizer *tok_load_json_mem(const char *json, size_t len, const char *config
                                 sg_error *err);
 
 /* From GGUF arrays: tokens are byte-level strings as in tokenizer.json, types as
- * above (NULL: all normal), merges "a b". pre is tokenizer.ggml.pre ("llama-bpe",
- * "smollm", "gpt2", ...). The arrays are copied. */
+ * above (NULL: all normal; CONTROL and USER_DEFINED tokens are the added tokens, special
+ * or not), merges "a b". pre is tokenizer.ggml.pre, mapped as llama.cpp maps it:
+ * "llama-bpe"/"llama3"/... the Llama-3 split with ignore_merges, "smaug-bpe"/"dbrx" the
+ * same split without, "smollm"/"starcoder"/... digits one by one then the GPT-2 split,
+ * "gpt2"/"default"/NULL the GPT-2 split; other names are an error. The arrays are
+ * copied. */
 typedef struct tok_vocab_desc {
     const char *const *tokens;  const size_t *token_lens; size_t n_tokens;
     const int32_t *types;
