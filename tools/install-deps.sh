@@ -6,8 +6,13 @@
 set -e
 pkgs="build-essential pkg-config libjansson-dev libpcre2-dev libcurl4-openssl-dev \
 libsqlite3-dev libpq-dev libhiredis-dev libyaml-dev"
-[ "${1:-}" = "--test" ] && pkgs="$pkgs redis-server postgresql nodejs npm nginx-light wrk python3 curl"
+[ "${1:-}" = "--test" ] && pkgs="$pkgs redis-server postgresql nginx-light wrk python3 curl clang"
 missing=
+# Node.js 18+ with npm runs the official SDK clients; it may come from elsewhere than
+# Debian (then it is used as it is).
+if [ "${1:-}" = "--test" ] && ! { command -v node >/dev/null && command -v npm >/dev/null; }; then
+  pkgs="$pkgs nodejs npm"
+fi
 for p in $pkgs; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing="$missing $p"
 done
