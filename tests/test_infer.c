@@ -289,7 +289,10 @@ static void test_model_maker_round_trip(void) {
     model_free(mh);
 }
 
-static void copy_tree_with_config(const char *from, const char *to, const char *key, int value) {
+static void copy_tree_with_config(const char *from_path, const char *to_path, const char *key, int value) {
+    char from[512], to[512];   /* tu_path's buffers are reused: keep our own copies */
+    snprintf(from, sizeof from, "%s", from_path);
+    snprintf(to, sizeof to, "%s", to_path);
     mkdir(to, 0755);
     json_t *cfg = json_load_file(tu_path("%s/config.json", from), 0, NULL);
     json_object_set_new(cfg, key, json_integer(value));
@@ -297,20 +300,23 @@ static void copy_tree_with_config(const char *from, const char *to, const char *
     json_decref(cfg);
     size_t n;
     void *st = tu_read(tu_path("%s/model.safetensors", from), &n);
-    tu_write(tu_path("%s/model.safetensors", to), st, n);
+    CHECK(st != NULL);
+    if (st) tu_write(tu_path("%s/model.safetensors", to), st, n);
     free(st);
 }
 
 static void test_bad_models(void) {
     sg_error err = {{0}};
-    const char *src = tu_path("%s/reference/smollm3-tiny/f32", tu_shared());
+    char src[512];
+    snprintf(src, sizeof src, "%s/reference/smollm3-tiny/f32", tu_shared());
     /* shapes that disagree with the config */
-    const char *d = tu_path("%s/bad-hidden", tu_tmpdir());
+    char d[512];
+    snprintf(d, sizeof d, "%s/bad-hidden", tu_tmpdir());
     copy_tree_with_config(src, d, "intermediate_size", 640);
     sg_model *m = model_load(d, &err);
     CHECK(m == NULL);
     CHECK_MSG(strstr(err.msg, "gate_proj") && strstr(err.msg, "shape"), "message: %s", err.msg);
-    d = tu_path("%s/bad-layers", tu_tmpdir());
+    snprintf(d, sizeof d, "%s/bad-layers", tu_tmpdir());
     copy_tree_with_config(src, d, "num_hidden_layers", 5);
     err.msg[0] = 0;
     CHECK(model_load(d, &err) == NULL);
@@ -362,8 +368,9 @@ static void test_eval_errors(void) {
 
 /* RoPE scaling from config.json, in both key layouts, as transformers computes it. */
 static void test_rope_scaling(void) {
-    const char *src = tu_path("%s/reference/llama-tiny/f32", tu_shared());
-    const char *d = tu_path("%s/yarn", tu_tmpdir());
+    char src[512], d[512];
+    snprintf(src, sizeof src, "%s/reference/llama-tiny/f32", tu_shared());
+    snprintf(d, sizeof d, "%s/yarn", tu_tmpdir());
     mkdir(d, 0755);
     size_t n;
     void *st = tu_read(tu_path("%s/model.safetensors", src), &n);
