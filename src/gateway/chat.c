@@ -183,24 +183,27 @@ gw_failure gw_classify_error(gw_wire wire, int status, const char *body, size_t 
         e->message[n] = 0;
     } else snprintf(e->message, sizeof e->message, "upstream answered HTTP %d", e->status);
     const char *m = e->message;
-    json_decref(root);
-
+    gw_failure f;
     /* Context first: a too-long prompt is a 400 that another target may accept. */
-    if (status != 429 && status < 500) {
-        if ((code && strcmp(code, "context_length_exceeded") == 0) || context_message(m))
-            return GW_FAIL_CONTEXT;
-    }
+    if (status != 429 && status < 500 &&
+        ((code && strcmp(code, "context_length_exceeded") == 0) || context_message(m)))
+        f = GW_FAIL_CONTEXT;
     /* Quota: 429s (or 400/402s) that will not clear by waiting minutes. */
-    if ((code && (strcmp(code, "insufficient_quota") == 0 || strcmp(code, "billing_hard_limit_reached") == 0)) ||
-        (type && strcmp(type, "insufficient_quota") == 0) ||
-        (detail_code && strcmp(detail_code, "enforced_spend_limit_reached") == 0) ||
-        (type && strcmp(type, "billing_error") == 0) || status == 402 ||
-        has_ci(m, "credit balance is too low") || has_ci(m, "specified api usage limits") ||
-        has_ci(m, "specified workspace api usage limits") || per_day_quota)
-        return GW_FAIL_QUOTA;
-    if (status == 408 || status == 409 || status == 425 || status == 429 || status >= 500) return GW_FAIL_RETRYABLE;
-    if (status == 0 || (status >= 200 && status < 300)) return GW_FAIL_RETRYABLE;  /* unknown in-stream failure */
-    return GW_FAIL_CLIENT;
+    else if ((code && (strcmp(code, "insufficient_quota") == 0 || strcmp(code, "billing_hard_limit_reached") == 0)) ||
+             (type && strcmp(type, "insufficient_quota") == 0) ||
+             (detail_code && strcmp(detail_code, "enforced_spend_limit_reached") == 0) ||
+             (type && strcmp(type, "billing_error") == 0) || status == 402 ||
+             has_ci(m, "credit balance is too low") || has_ci(m, "specified api usage limits") ||
+             has_ci(m, "specified workspace api usage limits") || per_day_quota)
+        f = GW_FAIL_QUOTA;
+    else if (status == 408 || status == 409 || status == 425 || status == 429 || status >= 500)
+        f = GW_FAIL_RETRYABLE;
+    else if (status == 0 || (status >= 200 && status < 300))
+        f = GW_FAIL_RETRYABLE;   /* an unknown in-stream failure */
+    else
+        f = GW_FAIL_CLIENT;
+    json_decref(root);   /* type, code, detail_code point into it */
+    return f;
 }
 
 /* ---- finish reasons ------------------------------------------------------------------ */

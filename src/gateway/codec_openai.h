@@ -1,0 +1,176 @@
+/* codec_openai.h: OpenAI chat completions on the wire, both ways.
+ *
+ * Why: OpenAI's format is the gateway's canonical request (see chat.h) and the one most
+ * clients and providers speak, so this codec sits on the hot path twice: it validates
+ * every inbound /v1/chat/completions body, and, when the upstream is OpenAI-compatible
+ * too, it scans the upstream's bytes for events (usage, finish) while the caller passes
+ * those bytes through unchanged. The scanner is a small zero-allocation JSON reader (no
+ * jansson tree per chunk); the renderer writes JSON by hand. All functions are pure: no
+ * I/O, no clock, no randomness.
+ *
+ * Contract, in four parts:
+ * 1. Inbound requests: oai_parse_request validates a client's body enough to route it and
+ *    answers precise OpenAI-shaped errors (400, type invalid_request_error, with param and
+ *    code). The gateway's extensions "models" (fallback list) and "provider" ({order,
+ *    only, ignore}) are taken out of the body, so the canonical request never carries them.
+ *    n > 1 is refused (param "n", code "unsupported_value"): the event model has one choice.
+ * 2. Upstream requests: oai_build_upstream serialises a canonical request for an
+ *    OpenAI-compatible server with the target's model name.
+ * 3. Upstream responses: oai_scan_* turn a chat.completion body, or each `data:` payload of
+ *    a chat.completion.chunk stream, into canonical events (chat.h), with usage normalised:
+ *    OpenAI's prompt_tokens includes prompt_tokens_details.cached_tokens, so input =
+ *    prompt - cached and cache_read = cached (cache_write = 0: OpenAI charges none);
+ *    completion_tokens includes completion_tokens_details.reasoning_tokens (reasoning = -1
+ *    when the details are absent). DeepSeek's prompt_cache_hit_tokens counts as cached.
+ * 4. Rendering for OpenAI clients: oai_render_* turn canonical events into one
+ *    chat.completion or into chunk SSE (role chunk, deltas, finish chunk, usage chunk with
+ *    empty choices when include_usage, `data: [DONE]`). A failure after the first byte is
+ *    `data: {"error":{...}}` and no [DONE]: the official openai SDK throws APIError on a
+ *    chunk with an "error" key, so the client sees an error, never a clean end. */
+#ifndef SG_GATEWAY_CODEC_OPENAI_H
+#define SG_GATEWAY_CODEC_OPENAI_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "common/buf.h"
+#include "gateway/chat.h"
+
+/* ---- 1. inbound requests ------------------------------------------------------------- */
+
+#define OAI_MAX_MODELS 16      /* entries in "models" and in each provider list */
+
+typedef struct oai_request {
+    json_t *body;              /* the canonical request: the client's JSON without "models" and
+                                  "provider"; owned */
+    const char *model;         /* "model", else models[0]; valid while the request lives */
+    bool stream;
+    bool include_usage;        /* stream_options.include_usage */
+    int64_t max_tokens;        /* max_completion_tokens, else max_tokens; -1 when absent */
+    bool has_tools;
+    size_t n_models;           /* "models": the client's fallback list, in order */
+    const char *models[OAI_MAX_MODELS];
+    size_t n_order, n_only, n_ignore;   /* "provider" preferences: provider names */
+    const char *order[OAI_MAX_MODELS];
+    const char *only[OAI_MAX_MODELS];
+    const char *ignore[OAI_MAX_MODELS];
+    json_t *ext;               /* keeps the stripped extensions' strings alive; owned */
+} oai_request;
+
+/* Parses and validates body. On success fills out (free with oai_request_free) and returns
+ * 0; on failure returns -1 with err filled (status 400, message/param/code as OpenAI words
+ * them) and out left empty. Invalid JSON, and invalid UTF-8 (which jansson refuses), are
+ * "could not parse the JSON body" errors. */
+int oai_parse_request(const char *body, size_t len, oai_request *out, gw_api_error *err);
+void oai_request_free(oai_request *r);
+
+/* Validates a canonical request already parsed (what oai_parse_request checks, minus the
+ * extensions). */
+int oai_validate_request(const json_t *req, gw_api_error *err);
+
+/* ---- 2. upstream requests ------------------------------------------------------------ */
+
+#define OAI_UP_KEEP_EXTENSIONS 1u  /* keep "top_k" (vLLM, Ollama and llama.cpp take it) */
+
+/* Appends the body for an OpenAI-compatible upstream: req with "model" set to model and
+ * "stream" to stream; when streaming, stream_options.include_usage is forced on (the
+ * gateway needs the usage; oai_scan_chunk flags the usage-only chunk so that the caller can
+ * hold it back from a client that did not ask for it). The canonical extensions that
+ * api.openai.com would refuse ("thinking", and "top_k" unless OAI_UP_KEEP_EXTENSIONS) are
+ * left out. */
+void oai_build_upstream(const json_t *req, const char *model, bool stream, unsigned flags, sg_buf *out);
+
+/* ---- 3. upstream responses ----------------------------------------------------------- */
+
+/* Flags oai_scan_chunk returns (a payload can carry several). */
+enum {
+    OAI_CHUNK_DONE = 1,        /* the `[DONE]` sentinel */
+    OAI_CHUNK_USAGE_ONLY = 2,  /* "choices": [] with a usage object (the include_usage chunk) */
+    OAI_CHUNK_ERROR = 4,       /* an {"error":...} chunk, or a malformed one: an ERROR event
+                                  was emitted; the caller ends the stream with an error */
+    OAI_CHUNK_SKIP = 8,        /* nothing to forward: blank payload, or after [DONE]/error */
+};
+
+typedef struct oai_tool_slot {
+    int  provider_index;       /* the upstream's "index" */
+    char *id;                  /* the upstream's call id (to tell calls apart); owned */
+} oai_tool_slot;
+
+/* Stream scan state: a few flags, id/model copies and reusable buffers, so that scanning
+ * allocates nothing per chunk once warm. Fields are private. */
+typedef struct oai_scan {
+    bool started, finished, done, failed, usage_seen;
+    sg_buf scratch;            /* decoded strings of the current chunk */
+    sg_buf id, model;          /* from the first chunk, for START */
+    void *frags;               /* tool-call fragments of the current chunk */
+    size_t n_frags, cap_frags;
+    oai_tool_slot *tools;      /* provider index -> dense ordinal (position in the array) */
+    size_t n_tools, cap_tools;
+} oai_scan;
+
+void oai_scan_init(oai_scan *s);
+void oai_scan_free(oai_scan *s);
+/* Scans one SSE data payload (without the `data: ` prefix) and calls fn for each event in
+ * it: START (first chunk), REASONING ("reasoning_content" or "reasoning"), TEXT
+ * ("content", and "refusal"), TOOL_CALL fragments (dense ordinals; id and name on the first
+ * fragment of each call), FINISH (once), USAGE. Only choice 0 is read. Returns the
+ * OAI_CHUNK_* flags (>= 0), or -1 if fn returned non-zero. */
+int oai_scan_chunk(oai_scan *s, const char *data, size_t len, gw_event_fn fn, void *ctx);
+/* The upstream's stream ended. If it ended before any finish_reason or [DONE], emits an
+ * ERROR event ("upstream stream ended early") and returns 1; 0 if it was complete; -1 if fn
+ * stopped. */
+int oai_scan_end(oai_scan *s, gw_event_fn fn, void *ctx);
+/* A whole (non-streamed) chat.completion body: START, REASONING, TEXT, one TOOL_CALL per
+ * call with its whole arguments, FINISH, USAGE. Returns 0; 1 when the body was an error
+ * object or malformed (an ERROR event was emitted); -1 if fn stopped. */
+int oai_scan_response(const char *body, size_t len, gw_event_fn fn, void *ctx);
+
+/* ---- 4. rendering for OpenAI clients -------------------------------------------------- */
+
+typedef struct oai_render_tool {
+    char *id, *name;           /* owned */
+    sg_buf args;
+    int canon_index;
+} oai_render_tool;
+
+typedef struct oai_render {
+    sg_buf *out;               /* where output is appended (the caller sends and resets it) */
+    bool stream, include_usage;
+    char id[128], model[192];
+    int64_t created;           /* unix seconds */
+    bool head_sent, finish_sent, ended, failed;
+    char finish[24];
+    gw_usage usage;
+    bool have_usage;
+    gw_api_error error;        /* the failure, when failed */
+    sg_buf prefix;             /* stream: the chunk prefix up to "choices" */
+    sg_buf content, reasoning; /* non-stream accumulators */
+    oai_render_tool *tools;
+    size_t n_tools, cap_tools;
+} oai_render;
+
+/* id and model: what the client is shown (NULL: the START event's). created: unix time. */
+void oai_render_init(oai_render *r, sg_buf *out, bool stream, bool include_usage, const char *id,
+                     const char *model, int64_t created);
+/* A gw_event_fn: pass the oai_render as ctx. Streaming output is appended to out as the
+ * events come; an ERROR event renders the in-stream error and ends the stream. */
+int oai_render_event(void *r, const gw_event *ev);
+/* The end. Stream: the finish chunk if none came (finish_reason "stop"), the usage chunk
+ * (include_usage and a usage known), `data: [DONE]`; nothing after an error. Non-stream:
+ * the chat.completion JSON, or the error body after an ERROR event. Returns the HTTP
+ * status for a non-stream answer (200, or the error's), 200 for a stream. */
+int oai_render_end(oai_render *r);
+/* A failure after the first byte (stream: `data: {"error":...}`, ends the stream);
+ * non-stream: remembered for oai_render_end. */
+void oai_render_error(oai_render *r, const gw_api_error *e);
+void oai_render_free(oai_render *r);
+
+/* ---- errors --------------------------------------------------------------------------- */
+
+/* {"error":{"message","type","param","code"}}; type "" becomes the type for e->status. */
+void oai_error_body(sg_buf *out, const gw_api_error *e);
+
+#endif
