@@ -1,0 +1,333 @@
+// upstream.test.mjs: checks the fake upstreams themselves (tests/fakes/upstream.mjs) at
+// the wire level, with raw HTTP: the Gemini API (which no client test covers), the auth
+// and version checks, every fault kind as a client sees it (statuses and bodies, slow
+// first byte, slow chunks, stalls, resets before and after the first chunk, malformed
+// chunks, bodies cut short, mid-stream error events, hangs), the control API (queued
+// faults with count and match, rules, the request log, reset) and keep-alive.
+// It starts its own fake, so /control/reset here disturbs no other test file.
+// Run: node --test tests/fakes/upstream.test.mjs
+
+import test from 'node:test';
+import assert from 'node:assert/strict';
+import http from 'node:http';
+import { startFake } from '../clients/env.mjs';
+
+const ports = await startFake();
+const HOST = '127.0.0.1';
+const agent = new http.Agent({ keepAlive: true, maxSockets: 64 });
+
+// One request; collects the status, headers and body chunks (with arrival times) until
+// the response ends, fails, or `waitMs` passes (then timedOut, and the socket is cut).
+function raw(port, path, { method = 'POST', headers = {}, body, waitMs = 3000, useAgent = agent } = {}) {
+  return new Promise((resolve) => {
+    const t0 = Date.now();
+    const out = { status: null, headers: null, chunks: [], text: '', error: null, ended: false, timedOut: false, firstByteMs: null };
+    let done = false;
+    const finish = () => { if (!done) { done = true; clearTimeout(timer); out.text = out.chunks.map((c) => c.data).join(''); resolve(out); } };
+    const payload = body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body);
+    const req = http.request({ host: HOST, port, path, method, agent: useAgent, headers: { 'content-type': 'application/json', ...headers } }, (res) => {
+      out.status = res.statusCode;
+      out.headers = res.headers;
+      out.firstByteMs = Date.now() - t0;
+      res.setEncoding('utf8');
+      res.on('data', (d) => out.chunks.push({ t: Date.now() - t0, data: d }));
+      res.on('end', () => { out.ended = true; finish(); });
+      res.on('error', (e) => { out.error = e; finish(); });
+      res.on('aborted', () => { out.error ??= new Error('aborted'); });
+      res.on('close', finish);
+    });
+    req.on('error', (e) => { out.error = e; finish(); });
+    const timer = setTimeout(() => { out.timedOut = true; req.destroy(); finish(); }, waitMs);
+    req.end(payload);
+  });
+}
+
+async function ctl(path, body) {
+  const r = await fetch(`http://${HOST}:${ports.control}${path}`, body === undefined ? {} : { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+  return { status: r.status, json: await r.json() };
+}
+
+const OA = { authorization: 'Bearer sk-test' };
+const AN = { 'x-api-key': 'sk-ant-test', 'anthropic-version': '2023-06-01' };
+const GE = { 'x-goog-api-key': 'g-test' };
+const oaBody = (content, extra = {}) => ({ model: 'gpt-4o-mini', messages: [{ role: 'user', content }], ...extra });
+const anBody = (content, extra = {}) => ({ model: 'claude-haiku-4-5', max_tokens: 100, messages: [{ role: 'user', content }], ...extra });
+const geBody = (text, extra = {}) => ({ contents: [{ role: 'user', parts: [{ text }] }], ...extra });
+const GEN = '/v1beta/models/gemini-2.5-flash:generateContent';
+const SGEN = '/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse';
+const sseData = (text) => text.split(/\r?\n\r?\n/).filter(Boolean).map((ev) => ev.split(/\r?\n/).filter((l) => l.startsWith('data: ')).map((l) => l.slice(6)).join('\n'));
+
+test.after(() => agent.destroy());
+
+test('the ports line names four distinct ports', () => {
+  const ps = [ports.openai, ports.anthropic, ports.gemini, ports.control];
+  assert.ok(ps.every((p) => Number.isInteger(p) && p > 0));
+  assert.equal(new Set(ps).size, 4);
+});
+
+test('gemini generateContent: candidates, usageMetadata, modelVersion; key by query or header', async () => {
+  for (const [path, headers] of [[`${GEN}?key=abc`, {}], [GEN, GE]]) {
+    const r = await raw(ports.gemini, path, { headers, body: geBody('one two three', { systemInstruction: { parts: [{ text: 'be kind' }] } }) });
+    assert.equal(r.status, 200);
+    const j = JSON.parse(r.text);
+    assert.deepEqual(j.candidates[0].content, { parts: [{ text: 'echo: one two three' }], role: 'model' });
+    assert.equal(j.candidates[0].finishReason, 'STOP');
+    assert.equal(j.candidates[0].index, 0);
+    assert.equal(j.usageMetadata.promptTokenCount, 5);
+    assert.equal(j.usageMetadata.candidatesTokenCount, 4);
+    assert.equal(j.usageMetadata.totalTokenCount, 9);
+    assert.equal(j.modelVersion, 'gemini-2.5-flash');
+  }
+});
+
+test('gemini streamGenerateContent?alt=sse: CRLF-framed chunks, cumulative usage, functionCall', async () => {
+  const r = await raw(ports.gemini, SGEN, { headers: GE, body: geBody('a b c d e') });
+  assert.equal(r.status, 200);
+  assert.match(r.headers['content-type'], /^text\/event-stream/);
+  assert.ok(r.text.includes('\r\n\r\n'));
+  const cs = sseData(r.text).map((d) => JSON.parse(d));
+  assert.ok(cs.length > 1);
+  assert.equal(cs.map((c) => c.candidates[0].content.parts[0].text).join(''), 'echo: a b c d e');
+  assert.equal(cs.at(-1).candidates[0].finishReason, 'STOP');
+  assert.ok(cs.slice(0, -1).every((c) => !c.candidates[0].finishReason));
+  const counts = cs.map((c) => c.usageMetadata.candidatesTokenCount);
+  assert.deepEqual(counts, [...counts].sort((a, b) => a - b), 'cumulative');
+  assert.equal(counts.at(-1), 6);
+
+  const tools = [{ functionDeclarations: [{ name: 'get_weather', parameters: { type: 'object' } }] }];
+  const t = await raw(ports.gemini, SGEN, { headers: GE, body: geBody('call:get_weather {"city":"Rome"}', { tools }) });
+  const last = JSON.parse(sseData(t.text).at(-1));
+  assert.deepEqual(last.candidates[0].content.parts, [{ functionCall: { name: 'get_weather', args: { city: 'Rome' } } }]);
+  assert.equal(last.candidates[0].finishReason, 'STOP');
+
+  // A functionResponse as the last turn is answered.
+  const fr = await raw(ports.gemini, GEN, {
+    headers: GE,
+    body: { tools, contents: [{ role: 'user', parts: [{ text: 'call:get_weather {"city":"Rome"}' }] }, { role: 'model', parts: [{ functionCall: { name: 'get_weather', args: { city: 'Rome' } } }] }, { role: 'user', parts: [{ functionResponse: { name: 'get_weather', response: { temp: 30 } } }] }] },
+  });
+  assert.equal(JSON.parse(fr.text).candidates[0].content.parts[0].text, 'tool result: {"temp":30}');
+});
+
+test('gemini streamGenerateContent without alt=sse streams one JSON array', async () => {
+  const r = await raw(ports.gemini, '/v1beta/models/gemini-2.5-flash:streamGenerateContent', { headers: GE, body: geBody('x y z') });
+  const arr = JSON.parse(r.text);
+  assert.ok(Array.isArray(arr) && arr.length >= 2);
+});
+
+test('gemini errors: RESOURCE_EXHAUSTED with RetryInfo, UNAVAILABLE, missing and wrong keys', async () => {
+  let r = await raw(ports.gemini, GEN, { headers: { ...GE, 'x-fake-fault': '429:9' }, body: geBody('x') });
+  assert.equal(r.status, 429);
+  let e = JSON.parse(r.text).error;
+  assert.equal(e.code, 429);
+  assert.equal(e.status, 'RESOURCE_EXHAUSTED');
+  assert.equal(e.details[0].retryDelay, '9s');
+  r = await raw(ports.gemini, GEN, { headers: { ...GE, 'x-fake-fault': '503' }, body: geBody('x') });
+  assert.equal(r.status, 503);
+  assert.equal(JSON.parse(r.text).error.status, 'UNAVAILABLE');
+  r = await raw(ports.gemini, GEN, { body: geBody('x') });
+  assert.equal(r.status, 403);
+  assert.equal(JSON.parse(r.text).error.status, 'PERMISSION_DENIED');
+  r = await raw(ports.gemini, GEN, { headers: GE, body: { contents: [] } });
+  assert.equal(r.status, 400);
+  assert.equal(JSON.parse(r.text).error.status, 'INVALID_ARGUMENT');
+});
+
+test('anthropic: 401 without a key, 400 without anthropic-version, both in the error shape with request-id', async () => {
+  let r = await raw(ports.anthropic, '/v1/messages', { headers: { 'anthropic-version': '2023-06-01' }, body: anBody('x') });
+  assert.equal(r.status, 401);
+  let j = JSON.parse(r.text);
+  assert.equal(j.type, 'error');
+  assert.equal(j.error.type, 'authentication_error');
+  assert.match(r.headers['request-id'], /^req_/);
+  r = await raw(ports.anthropic, '/v1/messages', { headers: { 'x-api-key': 'k' }, body: anBody('x') });
+  assert.equal(r.status, 400);
+  j = JSON.parse(r.text);
+  assert.deepEqual(j.error, { type: 'invalid_request_error', message: 'anthropic-version: header is required' });
+  r = await raw(ports.anthropic, '/v1/messages', { headers: AN, body: { model: 'claude-haiku-4-5', messages: [{ role: 'user', content: 'x' }] } });
+  assert.equal(r.status, 400);
+  assert.match(JSON.parse(r.text).error.message, /max_tokens/);
+});
+
+test('anthropic stream: the event sequence and framing', async () => {
+  const r = await raw(ports.anthropic, '/v1/messages', { headers: AN, body: anBody('hi there', { stream: true }) });
+  assert.equal(r.status, 200);
+  const events = r.text.split('\n\n').filter(Boolean).map((ev) => ev.split('\n')[0].replace('event: ', ''));
+  assert.deepEqual(events, ['message_start', 'content_block_start', 'ping', 'content_block_delta', 'content_block_delta', 'content_block_delta', 'content_block_stop', 'message_delta', 'message_stop']);
+  const delta = JSON.parse(sseData(r.text)[7]);
+  assert.deepEqual(delta.usage, { input_tokens: 2, cache_creation_input_tokens: 0, cache_read_input_tokens: 0, output_tokens: 3 });
+});
+
+test('openai: 401 without a key; 404 for an unknown model; usage without include_usage is absent', async () => {
+  let r = await raw(ports.openai, '/v1/chat/completions', { body: oaBody('x') });
+  assert.equal(r.status, 401);
+  assert.equal(JSON.parse(r.text).error.type, 'invalid_request_error');
+  r = await raw(ports.openai, '/v1/chat/completions', { headers: OA, body: { ...oaBody('x'), model: 'gpt-nonexistent' } });
+  assert.equal(r.status, 404);
+  assert.equal(JSON.parse(r.text).error.code, 'model_not_found');
+  r = await raw(ports.openai, '/v1/chat/completions', { headers: OA, body: oaBody('a b', { stream: true }) });
+  const data = sseData(r.text);
+  assert.equal(data.at(-1), '[DONE]');
+  assert.ok(data.slice(0, -1).every((d) => !('usage' in JSON.parse(d))));
+});
+
+test('status faults carry each provider\'s error shape and headers', async () => {
+  const cases = [
+    ['openai', '/v1/chat/completions', OA, oaBody('x'), 'insufficient_quota', 429, (j) => j.error.code === 'insufficient_quota'],
+    ['openai', '/v1/chat/completions', OA, oaBody('x'), 'context_length_exceeded', 400, (j) => j.error.code === 'context_length_exceeded'],
+    ['openai', '/v1/chat/completions', OA, oaBody('x'), '500', 500, (j) => j.error.type === 'server_error'],
+    ['openai', '/v1/chat/completions', OA, oaBody('x'), '502', 502, (j) => typeof j.error.message === 'string'],
+    ['openai', '/v1/chat/completions', OA, oaBody('x'), '401', 401, (j) => j.error.code === 'invalid_api_key'],
+    ['anthropic', '/v1/messages', AN, anBody('x'), '500', 500, (j) => j.error.type === 'api_error'],
+    ['anthropic', '/v1/messages', AN, anBody('x'), 'insufficient_quota', 400, (j) => /credit balance/.test(j.error.message)],
+    ['anthropic', '/v1/messages', AN, anBody('x'), 'context_length_exceeded', 400, (j) => /prompt is too long/.test(j.error.message)],
+    ['gemini', GEN, GE, geBody('x'), 'insufficient_quota', 429, (j) => j.error.status === 'RESOURCE_EXHAUSTED'],
+    ['gemini', GEN, GE, geBody('x'), '500', 500, (j) => j.error.status === 'INTERNAL'],
+  ];
+  for (const [prov, path, h, body, fault, status, check] of cases) {
+    const r = await raw(ports[prov], path, { headers: { ...h, 'x-fake-fault': fault }, body });
+    assert.equal(r.status, status, `${prov} ${fault}`);
+    assert.ok(check(JSON.parse(r.text)), `${prov} ${fault}: ${r.text}`);
+  }
+  const r = await raw(ports.openai, '/v1/chat/completions', { headers: { ...OA, 'x-fake-fault': '{"status":503,"retryAfter":2,"retryAfterMs":2500,"headers":{"x-extra":"1"}}' }, body: oaBody('x') });
+  assert.equal(r.status, 503);
+  assert.equal(r.headers['retry-after'], '2');
+  assert.equal(r.headers['retry-after-ms'], '2500');
+  assert.equal(r.headers['x-extra'], '1');
+});
+
+test('slow first byte and slow chunks', async () => {
+  let r = await raw(ports.openai, '/v1/chat/completions', { headers: { ...OA, 'x-fake-fault': 'slow_first_byte:250' }, body: oaBody('x') });
+  assert.equal(r.status, 200);
+  assert.ok(r.firstByteMs >= 240, `first byte after ${r.firstByteMs} ms`);
+  r = await raw(ports.openai, '/v1/chat/completions', { headers: { ...OA, 'x-fake-fault': 'slow_chunks:60' }, body: oaBody('a b', { stream: true }) });
+  assert.ok(r.ended);
+  assert.equal(sseData(r.text).at(-1), '[DONE]');
+  const span = r.chunks.at(-1).t - r.chunks[0].t;
+  assert.ok(span >= 4 * 55, `chunks spread over ${span} ms`);
+});
+
+test('stall: headers and N chunks, then silence with the connection open', async () => {
+  const r = await raw(ports.openai, '/v1/chat/completions', { headers: { ...OA, 'x-fake-fault': 'stall:2' }, body: oaBody('a b c d', { stream: true }), waitMs: 1000 });
+  assert.equal(r.status, 200);
+  assert.ok(r.timedOut, 'still open');
+  assert.equal(sseData(r.text).length, 2);
+  const n = await raw(ports.anthropic, '/v1/messages', { headers: { ...AN, 'x-fake-fault': 'stall' }, body: anBody('x'), waitMs: 1000 });
+  assert.equal(n.status, 200);
+  assert.ok(n.timedOut);
+  assert.ok(n.text.length > 0 && n.text.length < Number(n.headers['content-length']), 'part of the body');
+});
+
+test('hang: nothing at all is sent', async () => {
+  const r = await raw(ports.gemini, GEN, { headers: { ...GE, 'x-fake-fault': 'hang' }, body: geBody('x'), waitMs: 300 });
+  assert.equal(r.status, null);
+  assert.ok(r.timedOut);
+});
+
+test('reset before any byte, and after the first chunk', async () => {
+  let r = await raw(ports.openai, '/v1/chat/completions', { headers: { ...OA, 'x-fake-fault': 'reset' }, body: oaBody('x'), useAgent: false });
+  assert.equal(r.status, null);
+  assert.equal(r.error?.code, 'ECONNRESET');
+  r = await raw(ports.anthropic, '/v1/messages', { headers: { ...AN, 'x-fake-fault': 'reset_after_first_chunk' }, body: anBody('a b c', { stream: true }), useAgent: false });
+  assert.equal(r.status, 200);
+  assert.ok(r.error, 'the response fails');
+  assert.ok(!r.ended);
+  assert.equal(sseData(r.text).length, 1);
+  assert.equal(JSON.parse(sseData(r.text)[0]).type, 'message_start');
+});
+
+test('malformed chunk: invalid JSON in a data: line, then the stream goes on', async () => {
+  const r = await raw(ports.openai, '/v1/chat/completions', { headers: { ...OA, 'x-fake-fault': 'malformed:1' }, body: oaBody('a b', { stream: true }) });
+  const data = sseData(r.text);
+  assert.doesNotThrow(() => JSON.parse(data[0]));
+  assert.throws(() => JSON.parse(data[1]));
+  assert.equal(data.at(-1), '[DONE]');
+  const nb = await raw(ports.gemini, GEN, { headers: { ...GE, 'x-fake-fault': 'malformed' }, body: geBody('x') });
+  assert.equal(nb.status, 200);
+  assert.throws(() => JSON.parse(nb.text));
+});
+
+test('close_mid_body: short non-streamed body; stream ends cleanly without its end marker', async () => {
+  const r = await raw(ports.openai, '/v1/chat/completions', { headers: { ...OA, 'x-fake-fault': 'close_mid_body' }, body: oaBody('x'), useAgent: false });
+  assert.equal(r.status, 200);
+  assert.ok(r.error || !r.ended, 'premature close');
+  assert.ok(r.text.length < Number(r.headers['content-length']));
+  const s = await raw(ports.anthropic, '/v1/messages', { headers: { ...AN, 'x-fake-fault': 'close_mid_body:3' }, body: anBody('a b c', { stream: true }) });
+  assert.ok(s.ended && !s.error, 'a clean end');
+  assert.equal(sseData(s.text).length, 3);
+  assert.ok(!s.text.includes('message_stop'));
+});
+
+test('error_event: the provider\'s in-stream error after N chunks', async () => {
+  const a = await raw(ports.anthropic, '/v1/messages', { headers: { ...AN, 'x-fake-fault': 'error_event:2' }, body: anBody('a b c', { stream: true }) });
+  assert.ok(a.text.includes('event: error\ndata: {"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}'));
+  const o = await raw(ports.openai, '/v1/chat/completions', { headers: { ...OA, 'x-fake-fault': 'error_event' }, body: oaBody('a b', { stream: true }) });
+  const d = sseData(o.text);
+  assert.equal(d.length, 2);
+  assert.equal(JSON.parse(d[1]).error.type, 'server_error');
+});
+
+test('control: queued faults are consumed in order, with count and match; the log records attempts', async () => {
+  await ctl('/control/reset', {});
+  let q = await ctl('/control', { provider: 'openai', faults: [{ status: 429, retryAfter: 0, count: 2 }, '503'] });
+  assert.deepEqual(q.json, { ok: true, queued: 3, rule: false });
+  q = await ctl('/control', { provider: 'openai', match: 'special', faults: ['500'] });
+  const statuses = [];
+  for (let i = 0; i < 4; i++) statuses.push((await raw(ports.openai, '/v1/chat/completions', { headers: OA, body: oaBody(`plain ${i}`) })).status);
+  assert.deepEqual(statuses, [429, 429, 503, 200]);
+  assert.equal((await raw(ports.openai, '/v1/chat/completions', { headers: OA, body: oaBody('the special one') })).status, 500);
+  assert.equal((await raw(ports.openai, '/v1/chat/completions', { headers: OA, body: oaBody('the special one') })).status, 200);
+  const log = (await ctl('/control/log?provider=openai')).json;
+  assert.deepEqual(log.map((e) => e.status), [429, 429, 503, 200, 500, 200]);
+  assert.deepEqual(log.map((e) => e.body.messages[0].content).slice(0, 2), ['plain 0', 'plain 1']);
+  assert.equal(log[0].headers.authorization, '[redacted]');
+  assert.equal(log[0].auth.present, true);
+  assert.equal((await ctl('/control/log?match=special')).json.length, 2);
+  const bad = await ctl('/control', { provider: 'nope', faults: ['500'] });
+  assert.equal(bad.status, 400);
+  const bad2 = await ctl('/control', { provider: 'openai', faults: ['explode'] });
+  assert.equal(bad2.status, 400);
+});
+
+test('control: rules for the reply, usage, context window and API key', async () => {
+  await ctl('/control/reset', {});
+  await ctl('/control', { provider: '*', reply: 'fixed answer here' });
+  let r = await raw(ports.gemini, GEN, { headers: GE, body: geBody('anything') });
+  assert.equal(JSON.parse(r.text).candidates[0].content.parts[0].text, 'fixed answer here');
+  await ctl('/control', { provider: 'gemini', usage: { cached: 1, reasoning: 4 } });
+  r = await raw(ports.gemini, GEN, { headers: GE, body: geBody('two words') });
+  const u = JSON.parse(r.text).usageMetadata;
+  assert.deepEqual([u.promptTokenCount, u.cachedContentTokenCount, u.candidatesTokenCount, u.thoughtsTokenCount, u.totalTokenCount], [2, 1, 3, 4, 9]);
+  await ctl('/control', { provider: 'anthropic', contextWindow: 3 });
+  r = await raw(ports.anthropic, '/v1/messages', { headers: AN, body: anBody('one two three four') });
+  assert.equal(r.status, 400);
+  assert.equal(JSON.parse(r.text).error.message, 'prompt is too long: 4 tokens > 3 maximum');
+  await ctl('/control', { provider: 'openai', apiKey: 'sk-right' });
+  r = await raw(ports.openai, '/v1/chat/completions', { headers: { authorization: 'Bearer sk-wrong' }, body: oaBody('x') });
+  assert.equal(r.status, 401);
+  r = await raw(ports.openai, '/v1/chat/completions', { headers: { authorization: 'Bearer sk-right' }, body: oaBody('x') });
+  assert.equal(r.status, 200);
+  const log = (await ctl('/control/log?provider=openai')).json;
+  assert.deepEqual(log.map((e) => e.auth.valid), [false, true]);
+  await ctl('/control/reset', {});
+  r = await raw(ports.openai, '/v1/chat/completions', { headers: { authorization: 'Bearer sk-wrong' }, body: oaBody('x') });
+  assert.equal(r.status, 200);
+  assert.equal(JSON.parse(r.text).choices[0].message.content, 'echo: x');
+});
+
+test('keep-alive: several requests share one connection', async () => {
+  const one = new http.Agent({ keepAlive: true, maxSockets: 1 });
+  const seen = new Set();
+  for (let i = 0; i < 3; i++) {
+    await new Promise((resolve, reject) => {
+      const req = http.request({ host: HOST, port: ports.openai, path: '/v1/chat/completions', method: 'POST', agent: one, headers: { ...OA, 'content-type': 'application/json' } }, (res) => {
+        seen.add(res.socket.localPort);
+        res.resume();
+        res.on('end', resolve);
+      });
+      req.on('error', reject);
+      req.end(JSON.stringify(oaBody(`k ${i}`)));
+    });
+  }
+  one.destroy();
+  assert.equal(seen.size, 1);
+});
