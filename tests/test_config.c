@@ -584,6 +584,40 @@ static void test_overrides(void) {
     free(m);
 }
 
+/* The well-known names take what the file leaves out from the environment. */
+static void test_well_known_env(void) {
+    char *m = make_file("home/models/a.gguf");
+    char home[512];
+    snprintf(home, sizeof home, "%s/home", tu_tmpdir());
+    const kv env[] = {{"OPENAI_API_KEY", "sk-env"}, {"OPENAI_BASE_URL", "http://env-host/v1"},
+                      {"ANTHROPIC_API_KEY", "sk-ant-env"}, {"GEMINI_API_KEY", "g-env"},
+                      {"GEMINI_BASE_URL", "http://gem-env"}, {"HOME", home}, {NULL, NULL}};
+    sg_error err = {{0}};
+    gw_config *c = load_text("providers:\n"
+                             "  openai: {base_url: \"http://file-host/v1\"}\n"   /* key still from the env */
+                             "  anthropic: {api_key: null}\n"                     /* explicitly none */
+                             "  google:\n"                                       /* all from the env */
+                             "  local: {models: {a: ~/models/a.gguf}}\n",
+                             env, &err);
+    CHECK_MSG(c != NULL, "%s", err.msg);
+    if (c) {
+        const gw_provider *oa = config_provider(c, "openai"), *an = config_provider(c, "anthropic"),
+                          *gg = config_provider(c, "google"), *lo = config_provider(c, "local");
+        CHECK_EQ_STR(oa->base_url, "http://file-host/v1");
+        CHECK_EQ_STR(oa->api_key, "sk-env");
+        CHECK(an->api_key == NULL && an->configured && an->declared);
+        CHECK_EQ_STR(an->base_url, "https://api.anthropic.com");
+        CHECK_EQ_STR(gg->api_key, "g-env");
+        CHECK_EQ_STR(gg->base_url, "http://gem-env");
+        CHECK_EQ_STR(lo->local.models[0].path, m);
+        config_free(c);
+    }
+    c = load_text("version: 2\n", env, &err);
+    CHECK(c == NULL);
+    CHECK(strstr(err.msg, "t.yaml:1: version: this smolgate reads version 1 (got 2)") != NULL);
+    free(m);
+}
+
 static void test_local_model_names(void) {
     static const struct { const char *path, *want; } cases[] = {
         {"SmolLM3-3B-Q4_K_M.gguf", "smollm3-3b-q4_k_m"},
@@ -737,6 +771,7 @@ int main(int argc, char **argv) {
     RUN(test_interpolation);
     RUN(test_defaults);
     RUN(test_overrides);
+    RUN(test_well_known_env);
     RUN(test_local_model_names);
     RUN(test_resolve);
     RUN(test_keys);

@@ -1031,10 +1031,12 @@ static int add_local_model(vctx *v, gw_provider *p, const char *name, const char
         if (!strcmp(p->local.models[i].name, name))
             return verr(v, line, at, "a local model named \"%s\" already exists", name);
     struct stat st;
-    if (stat(path, &st) != 0 || !(S_ISREG(st.st_mode) || S_ISDIR(st.st_mode))) {
-        int e = errno;
-        if (path_shown) return verr(v, line, at, "%s: %s", path, e ? strerror(e) : "not a file or folder");
-        return verr(v, line, at, "the model path (from the environment): %s", e ? strerror(e) : "not a file or folder");
+    const char *why = NULL;
+    if (stat(path, &st) != 0) why = strerror(errno);
+    else if (!S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode)) why = "not a file or folder";
+    if (why) {
+        if (path_shown) return verr(v, line, at, "%s: %s", path, why);
+        return verr(v, line, at, "the model path (from the environment): %s", why);
     }
     gw_local_model *m = &p->local.models[p->local.n_models++];
     m->name = arena_strdup(v->ca, name);
@@ -1218,9 +1220,8 @@ static int read_providers(vctx *v, const node *root, const config_overrides *ov)
     for (size_t i = 0; i < n_cli; i++)
         if (add_cli_model(v, local, ov->model_paths[i])) return -1;
     local_alias(local, v->ca);
-    for (size_t i = 0; i < c->n_providers; i++)
-        if (c->providers[i].type == GW_PROVIDER_LOCAL && !c->providers[i].declared)
-            c->providers[i].configured = c->providers[i].local.n_models > 0;
+    for (size_t i = 0; i < c->n_providers; i++)   /* a local provider without models serves nothing */
+        if (c->providers[i].type == GW_PROVIDER_LOCAL) c->providers[i].configured = c->providers[i].local.n_models > 0;
     return 0;
 }
 
@@ -1699,7 +1700,11 @@ static void config_defaults(gw_config *c, const config_env *env, arena *a) {
 static int read_top(vctx *v, const node *root) {
     gw_config *c = v->cfg;
     int64_t version = 1;
-    if (get_i64(v, root, NULL, "version", 1, 1, &version)) return -1;
+    if (get_i64(v, root, NULL, "version", 1, INT_MAX, &version)) return -1;
+    if (version != 1) {
+        vpath vp = {NULL, "version", -1};
+        return verr(v, mget(root, "version")->line, &vp, "this smolgate reads version 1 (got %lld)", (long long)version);
+    }
     const node *ln = mget(root, "listen");
     if (present(ln)) {
         vpath lp = {NULL, "listen", -1};

@@ -103,8 +103,9 @@ typedef struct gw_provider {
     char *name;               /* "openai", "groq", ...: the part before '/' in model ids */
     gw_provider_type type;
     bool declared;            /* written under providers: (else implicit) */
-    bool configured;          /* usable: declared, or implicit with a key (local: with
-                                 models). Targets on an unconfigured provider are errors. */
+    bool configured;          /* usable: remote ones declared, or implicit with a key in
+                                 the environment; local ones with at least one model.
+                                 Targets on an unconfigured provider are errors. */
     int  line;                /* in the file, 0 if implicit */
     /* remote types */
     char *base_url;           /* no trailing '/'; "https://api.openai.com/v1" */
