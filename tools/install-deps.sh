@@ -5,7 +5,7 @@
 # nodejs/npm for the official-SDK client tests, nginx-light and wrk for the benchmarks.
 set -e
 pkgs="build-essential pkg-config libjansson-dev libpcre2-dev libcurl4-openssl-dev \
-libsqlite3-dev libpq-dev libhiredis-dev libyaml-dev"
+libsqlite3-dev libpq-dev libhiredis-dev libyaml-dev libssl-dev"
 [ "${1:-}" = "--test" ] && pkgs="$pkgs redis-server postgresql nginx-light wrk python3 curl clang"
 missing=
 # Node.js 18+ with npm runs the official SDK clients; it may come from elsewhere than
