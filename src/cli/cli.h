@@ -16,6 +16,7 @@ int cli_tokenize(int argc, char **argv);
 int cli_convert(int argc, char **argv);
 int cli_make_model(int argc, char **argv);
 int cli_info(int argc, char **argv);
+int cli_serve(int argc, char **argv);
 
 /* Shared helpers. */
 /* Parses "1,2,3" into ids; returns -1 on a malformed list. */

@@ -19,6 +19,10 @@ static void usage(FILE *f) {
           "  make-model OUT [options]           write a random-weight model (GGUF or HF)\n"
           "  info MODEL                         print a model's configuration\n"
           "\n"
+          "gateway:\n"
+          "  serve [--config FILE] [--listen HOST:PORT] [--model PATH]...\n"
+          "                                     the AI gateway (OpenAI and Anthropic APIs)\n"
+          "\n"
           "MODEL is a .gguf file or a Hugging Face folder. `smolgate COMMAND --help` lists\n"
           "a command's options; docs/engine.md documents them all.\n", f);
 }
@@ -30,7 +34,7 @@ int main(int argc, char **argv) {
     const char *cmd = argv[1];
     static const struct { const char *name; int (*fn)(int, char **); } cmds[] = {
         {"run", cli_run}, {"chat", cli_chat}, {"eval", cli_eval}, {"tokenize", cli_tokenize},
-        {"convert", cli_convert}, {"make-model", cli_make_model}, {"info", cli_info},
+        {"convert", cli_convert}, {"make-model", cli_make_model}, {"info", cli_info}, {"serve", cli_serve},
     };
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
         if (!strcmp(cmd, cmds[i].name)) return cmds[i].fn(argc - 2, argv + 2);

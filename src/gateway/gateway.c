@@ -1,0 +1,354 @@
+/* gateway.c: `smolgate serve` (gateway.h): start-up, endpoints other than the two chat
+ * APIs, authentication, the circuit breakers, signals and configuration reload. */
+#include "gateway/gateway.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/buf.h"
+#include "common/log.h"
+#include "gateway/chat.h"
+#include "gateway/codec_openai.h"
+
+/* ---- small helpers ---- */
+
+uint64_t gateway_random(gateway *g) {   /* xorshift64*: jitter and weighted picks */
+    g->rng ^= g->rng >> 12;
+    g->rng ^= g->rng << 25;
+    g->rng ^= g->rng >> 27;
+    return g->rng * 0x2545F4914F6CDD1Dull;
+}
+
+gw_local *gateway_local(gateway *g, const char *name) {
+    for (size_t i = 0; i < g->n_locals; i++)
+        if (!strcmp(g->locals[i].name, name)) return g->locals[i].lm;
+    return NULL;
+}
+
+static void respond_json(http_exchange *x, int status, const char *body, size_t len) {
+    http_header h[1] = {{"content-type", "application/json"}};
+    http_respond(x, status, h, 1, body, len);
+}
+
+static void respond_error(http_exchange *x, int wire, int status, const char *code, const char *msg) {
+    gw_api_error e;
+    gw_api_fail(&e, status, code, NULL, "%s", msg);
+    sg_buf b;
+    sg_buf_init(&b);
+    (void)wire;
+    oai_error_body(&b, &e);
+    respond_json(x, status, b.data, b.len);
+    sg_buf_free(&b);
+}
+
+/* ---- circuit breakers ---- */
+
+gw_breaker_state *gateway_breaker(gateway *g, const char *provider, const char *model) {
+    char key[512];
+    snprintf(key, sizeof key, "%s/%s", provider, model);
+    for (size_t i = 0; i < g->n_breakers; i++)
+        if (!strcmp(g->breakers[i].target, key)) return &g->breakers[i];
+    g->breakers = sg_xrealloc(g->breakers, (g->n_breakers + 1) * sizeof *g->breakers);
+    gw_breaker_state *b = &g->breakers[g->n_breakers++];
+    memset(b, 0, sizeof *b);
+    b->target = sg_xstrdup(key);
+    b->cooldown_ms = g->cfg->circuit_breaker.cooldown_ms;
+    return b;
+}
+
+bool gateway_breaker_open(gateway *g, const gw_breaker_state *b) {
+    return b->open_until_ms && loop_now_ms(g->loop) < b->open_until_ms;
+}
+
+void gateway_breaker_result(gateway *g, gw_breaker_state *b, bool ok) {
+    const gw_breaker *cfg = &g->cfg->circuit_breaker;
+    uint64_t now = loop_now_ms(g->loop);
+    if (ok) {
+        if (b->open_until_ms) SG_INFO("circuit closed: %s answers again", b->target);
+        b->failures = 0;
+        b->open_until_ms = 0;
+        b->cooldown_ms = cfg->cooldown_ms;
+        return;
+    }
+    if (b->open_until_ms) {   /* a failed probe after the cooldown: a longer cooldown */
+        if (now >= b->open_until_ms) {
+            b->cooldown_ms = b->cooldown_ms * 2 > cfg->max_cooldown_ms ? cfg->max_cooldown_ms : b->cooldown_ms * 2;
+            b->open_until_ms = now + b->cooldown_ms;
+            SG_WARN("circuit open: %s failed its probe; cooldown %u ms", b->target, b->cooldown_ms);
+        }
+        return;
+    }
+    if (now - b->window_start_ms > cfg->window_ms) { b->window_start_ms = now; b->failures = 0; }
+    if (++b->failures >= cfg->failures) {
+        b->open_until_ms = now + b->cooldown_ms;
+        SG_WARN("circuit open: %s failed %d times in %u ms; cooldown %u ms", b->target, b->failures,
+                cfg->window_ms, b->cooldown_ms);
+    }
+}
+
+/* ---- endpoints ---- */
+
+static void handle_models(gateway *g, http_exchange *x) {
+    const gw_config *c = g->cfg;
+    json_t *data = json_array();
+    int64_t created = (int64_t)time(NULL);
+    for (size_t i = 0; i < c->n_routes; i++) {
+        const gw_route *r = &c->routes[i];
+        json_t *targets = json_array();
+        for (size_t t = 0; t < r->n_targets; t++) {
+            const gw_target *tg = &r->targets[t];
+            gw_breaker_state *b = tg->provider->type == GW_PROVIDER_LOCAL ? NULL : gateway_breaker(g, tg->provider->name, tg->model);
+            json_t *o = json_pack("{s:s,s:s,s:i}", "provider", tg->provider->name, "model", tg->model, "weight", (json_int_t)tg->weight);
+            if (b && gateway_breaker_open(g, b))
+                json_object_set_new(o, "cooldown_ms", json_integer((json_int_t)(b->open_until_ms - loop_now_ms(g->loop))));
+            json_array_append_new(targets, o);
+        }
+        json_array_append_new(data, json_pack("{s:s,s:s,s:I,s:s,s:o}", "id", r->name, "object", "model", "created",
+                                              (json_int_t)created, "owned_by", "smolgate", "targets", targets));
+    }
+    for (size_t i = 0; i < g->n_locals; i++) {
+        char id[256];
+        snprintf(id, sizeof id, "local/%s", g->locals[i].name);
+        json_array_append_new(data, json_pack("{s:s,s:s,s:I,s:s}", "id", id, "object", "model", "created",
+                                              (json_int_t)created, "owned_by", "local"));
+    }
+    for (size_t i = 0; i < c->n_models; i++)
+        json_array_append_new(data, json_pack("{s:s,s:s,s:I,s:s}", "id", c->models[i].id, "object", "model",
+                                              "created", (json_int_t)created, "owned_by", c->models[i].provider->name));
+    json_t *doc = json_pack("{s:s,s:o}", "object", "list", "data", data);
+    char *s = json_dumps(doc, JSON_COMPACT);
+    respond_json(x, 200, s, strlen(s));
+    free(s);
+    json_decref(doc);
+}
+
+static void handle_status(gateway *g, http_exchange *x) {
+    json_t *br = json_array();
+    for (size_t i = 0; i < g->n_breakers; i++) {
+        const gw_breaker_state *b = &g->breakers[i];
+        bool open = gateway_breaker_open(g, b);
+        json_array_append_new(br, json_pack("{s:s,s:s,s:i,s:I}", "target", b->target, "state", open ? "open" : "closed",
+                                            "failures", b->failures,
+                                            "cooldown_ms", open ? (json_int_t)(b->open_until_ms - loop_now_ms(g->loop)) : 0));
+    }
+    json_t *locals = json_array();
+    for (size_t i = 0; i < g->n_locals; i++)
+        json_array_append_new(locals, json_pack("{s:s,s:i}", "name", g->locals[i].name, "load", local_load(g->locals[i].lm)));
+    json_t *doc = json_pack("{s:o,s:o,s:{s:I,s:I,s:I,s:I}}", "targets", br, "local", locals, "stats",
+                            "requests", (json_int_t)g->stats.requests, "errors", (json_int_t)g->stats.errors,
+                            "fallbacks", (json_int_t)g->stats.fallbacks, "attempts", (json_int_t)g->stats.attempts);
+    char *s = json_dumps(doc, JSON_COMPACT);
+    respond_json(x, 200, s, strlen(s));
+    free(s);
+    json_decref(doc);
+}
+
+/* The gateway key a client presents (Authorization: Bearer or x-api-key). */
+static const gw_key *authenticate(gateway *g, const http_request *req, bool *ok) {
+    *ok = true;
+    if (!g->cfg->n_keys) return NULL;
+    const char *v = http_request_header(req, "authorization");
+    const char *k = NULL;
+    if (v && !strncasecmp(v, "Bearer ", 7)) k = v + 7;
+    if (!k) k = http_request_header(req, "x-api-key");
+    if (!k) k = http_request_header(req, "x-goog-api-key");
+    const gw_key *key = k ? config_key_find(g->cfg, k, strlen(k)) : NULL;
+    if (!key) *ok = false;
+    return key;
+}
+
+static void handler(http_exchange *x, const http_request *req, void *arg) {
+    gateway *g = arg;
+    const char *m = req->method, *path = req->path;
+    bool get = !strcmp(m, "GET") || !strcmp(m, "HEAD"), post = !strcmp(m, "POST");
+    if (!strcmp(path, "/healthz") && get) { respond_json(x, 200, "{\"status\":\"ok\"}", 15); return; }
+    if (!strcmp(path, "/readyz") && get) {
+        if (g->shutting_down) respond_json(x, 503, "{\"status\":\"shutting down\"}", 26);
+        else respond_json(x, 200, "{\"status\":\"ready\"}", 18);
+        return;
+    }
+    int wire = !strcmp(path, "/v1/messages") ? GW_WIRE_ANTHROPIC : GW_WIRE_OPENAI;
+    bool ok;
+    const gw_key *key = authenticate(g, req, &ok);
+    if (!ok) {
+        respond_error(x, wire, 401, "invalid_api_key", "a valid smolgate API key is required (Authorization: Bearer or x-api-key)");
+        return;
+    }
+    if (!strcmp(path, "/v1/chat/completions") || !strcmp(path, "/chat/completions")) {
+        if (!post) { respond_error(x, wire, 405, "method_not_allowed", "use POST"); return; }
+        proxy_handle(g, x, req, GW_WIRE_OPENAI, key);
+    } else if (!strcmp(path, "/v1/messages")) {
+        if (!post) { respond_error(x, wire, 405, "method_not_allowed", "use POST"); return; }
+        proxy_handle(g, x, req, GW_WIRE_ANTHROPIC, key);
+    } else if ((!strcmp(path, "/v1/models") || !strcmp(path, "/models")) && get) {
+        handle_models(g, x);
+    } else if (!strcmp(path, "/v1/status") && get) {
+        handle_status(g, x);
+    } else {
+        char msg[300];
+        snprintf(msg, sizeof msg, "unknown endpoint %s %.200s", m, path);
+        respond_error(x, wire, 404, "not_found", msg);
+    }
+}
+
+/* ---- local models ---- */
+
+static int start_locals(gateway *g, sg_error *err) {
+    for (size_t i = 0; i < g->cfg->n_providers; i++) {
+        const gw_provider *p = &g->cfg->providers[i];
+        if (p->type != GW_PROVIDER_LOCAL || !p->configured) continue;
+        for (size_t k = 0; k < p->local.n_models; k++) {
+            const gw_local_model *lm = &p->local.models[k];
+            if (gateway_local(g, lm->name)) continue;
+            local_opts o = {.threads = p->local.threads, .queue = p->local.queue, .ctx = p->local.ctx};
+            SG_INFO("loading local model %s from %s", lm->name, lm->path);
+            gw_local *l = local_new(g->loop, lm->path, &o, err);
+            if (!l) return sg_fail_wrap(err, "local model %s", lm->name);
+            g->locals = sg_xrealloc(g->locals, (g->n_locals + 1) * sizeof *g->locals);
+            g->locals[g->n_locals++] = (gw_local_entry){sg_xstrdup(lm->name), sg_xstrdup(lm->path), l};
+            if (lm->alias) {
+                g->locals = sg_xrealloc(g->locals, (g->n_locals + 1) * sizeof *g->locals);
+                g->locals[g->n_locals++] = (gw_local_entry){sg_xstrdup(lm->alias), sg_xstrdup(lm->path), l};
+            }
+        }
+    }
+    return 0;
+}
+
+/* ---- signals: SIGTERM/SIGINT shut down, SIGHUP reloads ---- */
+
+typedef struct signal_watch {
+    gateway *g;
+    loop_watch w;
+    int fd;
+} signal_watch;
+
+static void shutdown_done(http_server *s, void *arg) {
+    (void)s;
+    gateway *g = arg;
+    loop_stop(g->loop);
+}
+
+static void reload(gateway *g) {
+    gw_config *c = NULL;
+    sg_error err;
+    if (config_load_ex(&c, g->config_path, &g->overrides, NULL, &err)) {
+        SG_ERROR("reload refused, the running configuration stays: %s", err.msg);
+        return;
+    }
+    gw_config *old = g->cfg;
+    g->cfg = c;
+    if (start_locals(g, &err)) {   /* new local models load now; a failure keeps the old config */
+        SG_ERROR("reload refused, the running configuration stays: %s", err.msg);
+        g->cfg = old;
+        config_unref(c);
+        return;
+    }
+    config_unref(old);
+    sg_log_set_level(c->log_level);
+    SG_INFO("configuration reloaded from %s", g->config_path ? g->config_path : "the environment");
+}
+
+static void on_signal(loop *l, loop_watch *w, unsigned events, void *arg) {
+    (void)l; (void)w; (void)events;
+    signal_watch *sw = arg;
+    struct signalfd_siginfo si;
+    while (read(sw->fd, &si, sizeof si) == (ssize_t)sizeof si) {
+        if (si.ssi_signo == SIGHUP) { reload(sw->g); continue; }
+        if (sw->g->shutting_down) { loop_stop(sw->g->loop); return; }   /* a second signal: now */
+        sw->g->shutting_down = true;
+        SG_INFO("shutting down: letting requests in flight finish (up to %u ms)", sw->g->cfg->server.shutdown_grace_ms);
+        http_server_shutdown(sw->g->http, sw->g->cfg->server.shutdown_grace_ms, shutdown_done, sw->g);
+    }
+}
+
+/* ---- serve ---- */
+
+int gateway_serve(const gateway_opts *o, sg_error *err) {
+    gw_config *cfg = NULL;
+    int rc = config_load_ex(&cfg, o->config_path, &o->overrides, NULL, err);   /* no path: defaults */
+    if (rc) return -1;
+    if (o->check) {
+        sg_buf b;
+        sg_buf_init(&b);
+        config_describe(cfg, &b);
+        fwrite(b.data, 1, b.len, stdout);
+        sg_buf_free(&b);
+        config_unref(cfg);
+        return 0;
+    }
+    sg_log_set_level(cfg->log_level);
+    signal(SIGPIPE, SIG_IGN);
+    gateway *g = sg_xcalloc(1, sizeof *g);
+    g->cfg = cfg;
+    g->config_path = o->config_path ? sg_xstrdup(o->config_path) : NULL;
+    g->overrides = o->overrides;
+    g->rng = (uint64_t)time(NULL) * 0x9E3779B97F4A7C15ull | 1;
+    signal_watch sw = {.g = g, .fd = -1};
+    rc = -1;
+    if (!(g->loop = loop_new(err))) goto out;
+    upstream_config uc;
+    upstream_config_defaults(&uc);
+    if (!(g->up = upstream_new(g->loop, &uc, err))) goto out;
+    if (start_locals(g, err)) goto out;
+    http_server_config hc;
+    http_server_config_defaults(&hc);
+    hc.listen = cfg->listen;
+    hc.max_connections = cfg->server.max_connections;
+    hc.max_header_bytes = cfg->server.max_header_bytes;
+    hc.max_body_bytes = cfg->server.max_body_bytes;
+    hc.header_timeout_ms = cfg->server.header_timeout_ms;
+    hc.body_timeout_ms = cfg->server.body_timeout_ms;
+    hc.idle_timeout_ms = cfg->server.idle_timeout_ms;
+    hc.write_timeout_ms = cfg->server.write_timeout_ms;
+    hc.handler = handler;
+    hc.handler_arg = g;
+    if (!(g->http = http_server_new(g->loop, &hc, err))) goto out;
+
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    sw.fd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+    if (sw.fd < 0) { sg_fail(err, "signalfd: %s", strerror(errno)); goto out; }
+    loop_watch_init(&sw.w, sw.fd, on_signal, &sw);
+    if (loop_watch_set(g->loop, &sw.w, LOOP_READ, err)) goto out;
+
+    sg_buf b;
+    sg_buf_init(&b);
+    config_describe(cfg, &b);
+    SG_INFO("smolgate listening on %s (port %d); %s", cfg->listen, http_server_port(g->http), upstream_version());
+    if (sg_log_enabled(SG_LOG_DEBUG)) SG_DEBUG("configuration:\n%s", b.data ? b.data : "");
+    sg_buf_free(&b);
+    rc = loop_run(g->loop, err);
+    SG_INFO("stopped: %llu requests, %llu errors, %llu fallbacks", (unsigned long long)g->stats.requests,
+            (unsigned long long)g->stats.errors, (unsigned long long)g->stats.fallbacks);
+out:
+    if (sw.fd >= 0) { loop_watch_remove(g->loop, &sw.w); close(sw.fd); }
+    if (g->http) http_server_free(g->http);
+    if (g->up) upstream_free(g->up);
+    for (size_t i = 0; i < g->n_locals; i++) {
+        bool alias = false;   /* an alias shares its model's engine */
+        for (size_t k = 0; k < i; k++) alias |= g->locals[k].lm == g->locals[i].lm;
+        if (!alias) local_free(g->locals[i].lm);
+        free(g->locals[i].name);
+        free(g->locals[i].path);
+    }
+    free(g->locals);
+    for (size_t i = 0; i < g->n_breakers; i++) free(g->breakers[i].target);
+    free(g->breakers);
+    if (g->loop) loop_free(g->loop);
+    config_unref(g->cfg);
+    free(g->config_path);
+    free(g);
+    return rc;
+}

@@ -1,0 +1,80 @@
+/* gateway.h: `smolgate serve`: the AI gateway assembled from its parts.
+ *
+ * One event loop thread runs the HTTP server (http_server.h), the upstream client
+ * (upstream.h) and every request's state machine (proxy.c); the local models run on
+ * their own worker threads (local.h) and report back through the loop. The
+ * configuration (config.h) is immutable and reference-counted: SIGHUP builds a new one
+ * and swaps it in when it is valid (requests in flight keep theirs); SIGTERM / SIGINT
+ * stop accepting and let requests in flight finish within server.shutdown_grace_ms.
+ *
+ * Endpoints: POST /v1/chat/completions (OpenAI), POST /v1/messages (Anthropic),
+ * GET /v1/models, GET /v1/status (targets in cooldown), GET /healthz, GET /readyz. */
+#ifndef SG_GATEWAY_GATEWAY_H
+#define SG_GATEWAY_GATEWAY_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "common/error.h"
+#include "gateway/config.h"
+#include "gateway/http_server.h"
+#include "gateway/local.h"
+#include "gateway/loop.h"
+#include "gateway/upstream.h"
+
+typedef struct gateway_opts {
+    const char *config_path;        /* NULL: embedded defaults */
+    config_overrides overrides;     /* --listen, --model */
+    bool check;                     /* validate, print the summary, exit */
+} gateway_opts;
+
+/* Runs the gateway until SIGTERM / SIGINT. Returns 0 after a clean shutdown. */
+int gateway_serve(const gateway_opts *o, sg_error *err);
+
+/* ---- shared with proxy.c ---- */
+
+/* Circuit breaker state of one target ("provider/model"). */
+typedef struct gw_breaker_state {
+    char *target;
+    int failures;             /* in the current window */
+    uint64_t window_start_ms;
+    uint64_t open_until_ms;   /* cooldown end; 0 = closed */
+    uint32_t cooldown_ms;     /* the next cooldown (doubles on failed probes) */
+} gw_breaker_state;
+
+typedef struct gw_local_entry {
+    char *name;               /* local model name */
+    char *path;
+    gw_local *lm;
+} gw_local_entry;
+
+typedef struct gateway {
+    loop *loop;
+    http_server *http;
+    upstream *up;
+    gw_config *cfg;           /* current configuration (one reference held) */
+    gw_local_entry *locals;
+    size_t n_locals;
+    gw_breaker_state *breakers;
+    size_t n_breakers;
+    uint64_t rng;
+    bool shutting_down;
+    char *config_path;
+    config_overrides overrides;
+    struct {
+        uint64_t requests, errors, fallbacks, attempts;
+    } stats;
+} gateway;
+
+gw_local *gateway_local(gateway *g, const char *name);
+gw_breaker_state *gateway_breaker(gateway *g, const char *provider, const char *model);
+/* Records an attempt's outcome for the circuit breaker. */
+void gateway_breaker_result(gateway *g, gw_breaker_state *b, bool ok);
+bool gateway_breaker_open(gateway *g, const gw_breaker_state *b);
+uint64_t gateway_random(gateway *g);
+
+/* proxy.c: handles POST /v1/chat/completions (wire OPENAI) and /v1/messages (ANTHROPIC). */
+void proxy_handle(gateway *g, http_exchange *x, const http_request *req, int inbound_wire,
+                  const gw_key *key);
+
+#endif

@@ -1,0 +1,609 @@
+/* proxy.c: one client request through the gateway: parse, resolve the model to an
+ * ordered list of targets, try them (retries with backoff, fallback, circuit breaker),
+ * and answer in the client's format, streamed or not.
+ *
+ * States of a request:
+ *   attempt  -> a target is called (upstream transfer or local job)
+ *   success  -> events are rendered for the client; when client and provider both speak
+ *               OpenAI the provider's bytes pass through and are only scanned
+ *   failure before the client saw a byte -> classified: retry the same target after a
+ *               backoff (honouring retry-after), move to the next target, or relay a
+ *               client error (400, 401, quota) as it is
+ *   failure after the first byte -> the stream ends with an explicit error event in
+ *               the client's format: never a clean end that looks like success.
+ * Every response carries x-smolgate-provider, x-smolgate-model, x-smolgate-attempts (and
+ * x-request-id from the server); one log line per request says the same. */
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "common/buf.h"
+#include "common/log.h"
+#include "gateway/chat.h"
+#include "gateway/codec_openai.h"
+#include "gateway/gateway.h"
+#include "gateway/sse.h"
+
+#define MAX_TARGETS 32
+#define MAX_ERROR_BODY (64 * 1024)
+
+typedef struct candidate {
+    const gw_provider *provider;
+    const char *model;             /* upstream model name */
+    const gw_model_info *info;
+    int retries;                   /* retries made on this target */
+} candidate;
+
+typedef struct proxy_req {
+    gateway *gw;
+    gw_config *cfg;                /* a reference for the request's lifetime */
+    http_exchange *x;
+    const gw_key *key;
+    int wire;                      /* the client's API: GW_WIRE_OPENAI / GW_WIRE_ANTHROPIC */
+    oai_request oreq;              /* the canonical request */
+    const char *client_model;
+    char id[32];                   /* the request id (the exchange's is gone once answered) */
+    const gw_route *route;
+    candidate cands[MAX_TARGETS];
+    int n_cands, cur;
+    int attempts, retry_budget;
+    uint64_t t_start, deadline_ms;
+    bool done;
+
+    /* the attempt in flight */
+    upstream_xfer *xfer;
+    local_job *job;
+    sg_buf up_body;                /* request body sent upstream */
+    sg_buf url;
+    upstream_header up_headers[16];
+    char auth_header[1024];
+    size_t n_up_headers;
+    int up_status;
+    sg_buf resp;                   /* a non-streamed body, or an error body */
+    uint32_t retry_after_ms;       /* from the failed attempt's headers */
+    sse_parser sse;
+    oai_scan scan;
+    bool passthrough;              /* OpenAI client and OpenAI-compatible provider */
+    loop_timer backoff;
+    loop_timer defer;              /* a failure seen inside libcurl, handled outside it */
+    char defer_why[128];
+    gw_api_error last_error;
+    bool have_error;
+
+    /* towards the client */
+    bool client_started;           /* a byte (the head) went out */
+    oai_render orender;
+    bool render_init;
+    sg_buf out;
+    gw_usage usage;
+    const char *finish;
+} proxy_req;
+
+static void start_attempt(proxy_req *p);
+static void attempt_failed(proxy_req *p, int status, const char *why, gw_failure kind);
+
+/* ---- lifecycle ---- */
+
+static void proxy_free(proxy_req *p) {
+    if (p->xfer) upstream_cancel(p->xfer);
+    if (p->job) local_cancel(p->job);
+    loop_timer_stop(p->gw->loop, &p->backoff);
+    loop_timer_stop(p->gw->loop, &p->defer);
+    oai_request_free(&p->oreq);
+    sg_buf_free(&p->up_body);
+    sg_buf_free(&p->url);
+    sg_buf_free(&p->resp);
+    sg_buf_free(&p->out);
+    sse_free(&p->sse);
+    oai_scan_free(&p->scan);
+    if (p->render_init) oai_render_free(&p->orender);
+    config_unref(p->cfg);
+    free(p);
+}
+
+static const candidate *current(const proxy_req *p) {
+    return p->cur < p->n_cands ? &p->cands[p->cur] : NULL;
+}
+
+static void log_request(proxy_req *p, int status) {
+    const candidate *c = current(p);
+    uint64_t ms = loop_now_ms(p->gw->loop) - p->t_start;
+    SG_INFO("request id=%s model=%s route=%s provider=%s upstream_model=%s attempts=%d status=%d ms=%llu "
+            "input=%lld cache_read=%lld output=%lld",
+            p->id, p->client_model ? p->client_model : "-", p->route ? p->route->name : "-",
+            c ? c->provider->name : "-", c ? c->model : "-", p->attempts, status, (unsigned long long)ms,
+            (long long)p->usage.input, (long long)p->usage.cache_read, (long long)p->usage.output);
+}
+
+/* The x-smolgate-* headers of the response. */
+static size_t response_headers(proxy_req *p, http_header *h, char *attempts, size_t cap, const char *ctype) {
+    const candidate *c = current(p);
+    size_t n = 0;
+    snprintf(attempts, cap, "%d", p->attempts);
+    h[n++] = (http_header){"content-type", ctype};
+    if (c) {
+        h[n++] = (http_header){"x-smolgate-provider", c->provider->name};
+        h[n++] = (http_header){"x-smolgate-model", c->model};
+    }
+    h[n++] = (http_header){"x-smolgate-attempts", attempts};
+    return n;
+}
+
+/* A complete error answer in the client's format, before any byte went out. */
+static void respond_error(proxy_req *p, const gw_api_error *e) {
+    sg_buf b;
+    sg_buf_init(&b);
+    oai_error_body(&b, e);
+    http_header h[6];
+    char att[16];
+    size_t n = response_headers(p, h, att, sizeof att, "application/json");
+    char ra[16];
+    if (e->status == 429 && p->retry_after_ms) {
+        snprintf(ra, sizeof ra, "%u", (p->retry_after_ms + 999) / 1000);
+        h[n++] = (http_header){"retry-after", ra};
+    }
+    http_respond(p->x, e->status, h, n, b.data, b.len);
+    log_request(p, e->status);
+    sg_buf_free(&b);
+    p->gw->stats.errors++;
+    p->done = true;
+    proxy_free(p);
+}
+
+static void respond_simple_error(proxy_req *p, int status, const char *code, const char *param, const char *msg) {
+    gw_api_error e;
+    gw_api_fail(&e, status, code, param, "%s", msg);
+    respond_error(p, &e);
+}
+
+/* ---- output to the client ---- */
+
+static void client_begin(proxy_req *p) {
+    if (p->client_started) return;
+    p->client_started = true;
+    http_header h[6];
+    char att[16];
+    size_t n = response_headers(p, h, att, sizeof att, "text/event-stream");
+    h[n++] = (http_header){"cache-control", "no-cache"};
+    http_stream_begin(p->x, 200, h, n);
+}
+
+static void client_flush(proxy_req *p) {
+    if (!p->out.len) return;
+    client_begin(p);
+    http_stream_write(p->x, p->out.data, p->out.len);
+    sg_buf_reset(&p->out);
+}
+
+static void finish_ok(proxy_req *p) {
+    const candidate *c = current(p);
+    if (c && c->provider->type != GW_PROVIDER_LOCAL) {
+        gw_breaker_state *b = gateway_breaker(p->gw, c->provider->name, c->model);
+        gateway_breaker_result(p->gw, b, true);
+    }
+    if (p->oreq.stream) {
+        if (!p->passthrough) oai_render_end(&p->orender);
+        client_flush(p);
+        client_begin(p);
+        http_stream_end(p->x);
+        log_request(p, 200);
+    } else {
+        int status = 200;
+        if (!p->passthrough) {
+            status = oai_render_end(&p->orender);
+            sg_buf_reset(&p->resp);
+            sg_buf_append(&p->resp, p->out.data ? p->out.data : "", p->out.len);
+        }
+        http_header h[6];
+        char att[16];
+        size_t n = response_headers(p, h, att, sizeof att, "application/json");
+        http_respond(p->x, status, h, n, p->resp.data, p->resp.len);
+        log_request(p, status);
+    }
+    p->done = true;
+    proxy_free(p);
+}
+
+/* A failure after the client saw the head: an explicit error in the stream. */
+static void fail_mid_stream(proxy_req *p, const char *why) {
+    gw_api_error e;
+    gw_api_fail(&e, 502, "upstream_error", NULL, "the provider failed mid-response: %s", why);
+    oai_render_error(&p->orender, &e);
+    client_flush(p);
+    http_stream_end(p->x);
+    log_request(p, 502);
+    p->gw->stats.errors++;
+    p->done = true;
+    proxy_free(p);
+}
+
+/* Canonical events from any provider: usage is kept, the rest rendered. */
+static int on_event(void *ctx, const gw_event *ev) {
+    proxy_req *p = ctx;
+    if (ev->kind == GW_EV_USAGE) p->usage = ev->usage;
+    if (ev->kind == GW_EV_FINISH) p->finish = ev->finish;
+    if (p->passthrough) return 0;
+    if (ev->kind == GW_EV_ERROR) return 0;   /* handled by the attempt's end */
+    oai_render_event(&p->orender, ev);
+    if (p->oreq.stream) client_flush(p);
+    return 0;
+}
+
+/* ---- remote attempts (OpenAI-compatible) ---- */
+
+static int on_sse(void *ctx, const char *event, const char *data, size_t len) {
+    proxy_req *p = ctx;
+    (void)event;
+    int flags = oai_scan_chunk(&p->scan, data, len, on_event, p);
+    if (flags < 0) return -1;
+    if (flags & OAI_CHUNK_ERROR) return -1;
+    if (p->passthrough && !(flags & OAI_CHUNK_SKIP)) {
+        /* the usage-only chunk goes only to clients that asked for it */
+        if ((flags & OAI_CHUNK_USAGE_ONLY) && !p->oreq.include_usage) return 0;
+        sg_buf_puts(&p->out, "data: ");
+        sg_buf_append(&p->out, data, len);
+        sg_buf_puts(&p->out, "\n\n");
+    }
+    return 0;
+}
+
+static uint32_t parse_retry_after(const upstream_response *r) {
+    const char *ms = upstream_response_header(r, "retry-after-ms");
+    if (ms) return (uint32_t)strtoul(ms, NULL, 10);
+    const char *s = upstream_response_header(r, "retry-after");
+    if (s && *s >= '0' && *s <= '9') return (uint32_t)(strtod(s, NULL) * 1000);
+    return 0;
+}
+
+static void up_headers(upstream_xfer *t, const upstream_response *r, void *arg) {
+    (void)t;
+    proxy_req *p = arg;
+    p->up_status = r->status;
+    p->retry_after_ms = r->status == 200 ? 0 : parse_retry_after(r);
+}
+
+static void up_data(upstream_xfer *t, const char *data, size_t len, void *arg) {
+    (void)t;
+    proxy_req *p = arg;
+    if (p->up_status != 200 || !p->oreq.stream) {
+        if (p->resp.len + len <= (p->up_status == 200 ? SIZE_MAX / 2 : MAX_ERROR_BODY)) sg_buf_append(&p->resp, data, len);
+        return;
+    }
+    sg_error err;
+    if (sse_feed(&p->sse, data, len, &err) != 0) {
+        /* A malformed or failed stream: stop it now and decide outside libcurl's callback
+         * (a fallback starts a new transfer). */
+        upstream_cancel(p->xfer);
+        p->xfer = NULL;
+        snprintf(p->defer_why, sizeof p->defer_why, "%s", "the provider's stream failed or was malformed");
+        loop_timer_start(p->gw->loop, &p->defer, 0);
+        return;
+    }
+    client_flush(p);
+}
+
+static void deferred_failure(loop *l, loop_timer *t, void *arg) {
+    (void)l; (void)t;
+    proxy_req *p = arg;
+    if (p->client_started || p->out.len) { client_flush(p); fail_mid_stream(p, p->defer_why); }
+    else attempt_failed(p, 502, p->defer_why, GW_FAIL_RETRYABLE);
+}
+
+static void up_done(upstream_xfer *t, const upstream_done *d, void *arg) {
+    (void)t;
+    proxy_req *p = arg;
+    p->xfer = NULL;
+    if (d->result != UPSTREAM_OK) {
+        if (p->client_started) { fail_mid_stream(p, upstream_result_name(d->result)); return; }
+        attempt_failed(p, d->result == UPSTREAM_ERR_TTFB_TIMEOUT || d->result == UPSTREAM_ERR_TOTAL_TIMEOUT ? 504 : 502,
+                       d->error && *d->error ? d->error : upstream_result_name(d->result), GW_FAIL_RETRYABLE);
+        return;
+    }
+    if (p->up_status != 200) {
+        gw_api_error e;
+        gw_failure kind = gw_classify_error(GW_WIRE_OPENAI, p->up_status, p->resp.data, p->resp.len, &e);
+        p->last_error = e;
+        p->have_error = true;
+        attempt_failed(p, p->up_status, e.message, kind);
+        return;
+    }
+    if (p->oreq.stream) {
+        sse_finish(&p->sse);
+        if (oai_scan_end(&p->scan, on_event, p) == 1) {
+            if (p->client_started || p->out.len) { client_flush(p); fail_mid_stream(p, "the stream ended early"); }
+            else attempt_failed(p, 502, "the provider's stream ended early", GW_FAIL_RETRYABLE);
+            return;
+        }
+        finish_ok(p);
+        return;
+    }
+    int rc = oai_scan_response(p->resp.data ? p->resp.data : "", p->resp.len, on_event, p);
+    if (rc == 1) { attempt_failed(p, 502, "malformed response from the provider", GW_FAIL_RETRYABLE); return; }
+    finish_ok(p);
+}
+
+static void start_remote_openai(proxy_req *p, const candidate *c) {
+    const gw_provider *pv = c->provider;
+    sg_buf_reset(&p->up_body);
+    oai_build_upstream(p->oreq.body, c->model, p->oreq.stream, 0, &p->up_body);
+    sg_buf_reset(&p->url);
+    sg_buf_printf(&p->url, "%s/chat/completions", pv->base_url);
+    size_t n = 0;
+    p->up_headers[n++] = (upstream_header){"content-type", "application/json"};
+    if (pv->api_key) {
+        snprintf(p->auth_header, sizeof p->auth_header, "Bearer %s", pv->api_key);
+        p->up_headers[n++] = (upstream_header){"authorization", p->auth_header};
+    }
+    for (size_t i = 0; i < pv->n_headers && n < 16; i++)
+        p->up_headers[n++] = (upstream_header){pv->headers[i].name, pv->headers[i].value};
+    p->n_up_headers = n;
+    uint64_t left = p->deadline_ms - loop_now_ms(p->gw->loop);
+    upstream_request r = {
+        .method = "POST", .url = p->url.data, .headers = p->up_headers, .n_headers = n,
+        .body = p->up_body.data, .body_len = p->up_body.len,
+        .timeouts = {pv->timeouts.connect_ms, pv->timeouts.first_token_ms, pv->timeouts.idle_ms,
+                     (uint32_t)(left < pv->timeouts.total_ms ? left : pv->timeouts.total_ms)},
+        .cb = {up_headers, up_data, up_done}, .arg = p,
+    };
+    sg_error err;
+    p->xfer = upstream_start(p->gw->up, &r, &err);
+    if (!p->xfer) attempt_failed(p, 502, err.msg, GW_FAIL_RETRYABLE);
+}
+
+/* ---- local attempts ---- */
+
+static void local_done(void *ctx, int status, const char *message, const gw_usage *usage) {
+    proxy_req *p = ctx;
+    p->job = NULL;
+    if (status != 200) {
+        if (p->client_started) { fail_mid_stream(p, message); return; }
+        gw_failure kind = status == 429 || status >= 500 ? GW_FAIL_RETRYABLE : GW_FAIL_CLIENT;
+        gw_api_fail(&p->last_error, status, status == 429 ? "local_queue_full" : "local_error", NULL, "%s", message);
+        p->have_error = true;
+        attempt_failed(p, status, message, kind);
+        return;
+    }
+    if (usage) p->usage = *usage;
+    finish_ok(p);
+}
+
+static void start_local(proxy_req *p, const candidate *c) {
+    gw_local *lm = gateway_local(p->gw, c->model);
+    if (!lm) { attempt_failed(p, 503, "the local model is not loaded", GW_FAIL_RETRYABLE); return; }
+    int status;
+    sg_error err;
+    p->job = local_submit(lm, p->oreq.body, on_event, local_done, p, &status, &err);
+    if (!p->job) {
+        gw_api_fail(&p->last_error, status, status == 429 ? "local_queue_full" : "invalid_request", NULL, "%s", err.msg);
+        p->have_error = true;
+        attempt_failed(p, status, err.msg, status == 429 ? GW_FAIL_RETRYABLE : GW_FAIL_CLIENT);
+    }
+}
+
+/* ---- attempts, retries, fallback ---- */
+
+static void reset_attempt(proxy_req *p) {
+    p->up_status = 0;
+    p->retry_after_ms = 0;
+    sg_buf_reset(&p->resp);
+    sse_free(&p->sse);
+    sse_init(&p->sse, 8 << 20, on_sse, p);
+    oai_scan_free(&p->scan);
+    oai_scan_init(&p->scan);
+    if (p->render_init) oai_render_free(&p->orender);
+    sg_buf_reset(&p->out);
+    oai_render_init(&p->orender, &p->out, p->oreq.stream, p->oreq.include_usage, NULL, p->client_model, (int64_t)time(NULL));
+    p->render_init = true;
+    gw_usage_init(&p->usage);
+}
+
+static void backoff_fired(loop *l, loop_timer *t, void *arg) {
+    (void)l; (void)t;
+    start_attempt(arg);
+}
+
+/* Exponential backoff with full jitter, at least what the provider asked for. */
+static uint32_t backoff_ms(proxy_req *p, const candidate *c) {
+    const gw_retries *r = &c->provider->retries;
+    uint64_t cap = (uint64_t)r->base_ms << (c->retries < 16 ? c->retries : 16);
+    if (cap > r->max_ms) cap = r->max_ms;
+    uint64_t ms = cap / 2 + gateway_random(p->gw) % (cap / 2 + 1);
+    if (p->retry_after_ms > ms) ms = p->retry_after_ms;
+    return (uint32_t)ms;
+}
+
+static void no_more_targets(proxy_req *p, int status, const char *why) {
+    if (p->have_error) { respond_error(p, &p->last_error); return; }
+    gw_api_error e;
+    gw_api_fail(&e, status >= 400 ? status : 502, "all_targets_failed", NULL,
+                "every target for \"%s\" failed; last: %s", p->client_model, why);
+    respond_error(p, &e);
+}
+
+static void attempt_failed(proxy_req *p, int status, const char *why, gw_failure kind) {
+    candidate *c = &p->cands[p->cur];
+    SG_WARN("attempt failed id=%s provider=%s model=%s status=%d kind=%s: %s", p->id,
+            c->provider->name, c->model, status, gw_failure_name(kind), why);
+    if (kind == GW_FAIL_CLIENT || kind == GW_FAIL_QUOTA) {
+        if (!p->have_error) gw_api_fail(&p->last_error, status, NULL, NULL, "%s", why);
+        respond_error(p, &p->last_error);
+        return;
+    }
+    if (!p->have_error) {
+        gw_api_fail(&p->last_error, status, "upstream_error", NULL, "%s", why);
+        p->have_error = true;
+    }
+    if (c->provider->type != GW_PROVIDER_LOCAL && kind == GW_FAIL_RETRYABLE)
+        gateway_breaker_result(p->gw, gateway_breaker(p->gw, c->provider->name, c->model), false);
+    uint64_t now = loop_now_ms(p->gw->loop);
+    if (now >= p->deadline_ms) { no_more_targets(p, 504, "the request's deadline passed"); return; }
+    /* retry the same target while its retries and the request's budget last */
+    if (kind == GW_FAIL_RETRYABLE && c->retries < c->provider->retries.max && p->retry_budget > 0) {
+        uint32_t wait = backoff_ms(p, c);
+        if (now + wait < p->deadline_ms) {
+            c->retries++;
+            p->retry_budget--;
+            loop_timer_start(p->gw->loop, &p->backoff, wait);
+            return;
+        }
+    }
+    /* fall back to the next target (a context-length failure needs a larger window) */
+    int64_t window = c->info ? c->info->context_window : -1;
+    for (p->cur++; p->cur < p->n_cands; p->cur++) {
+        const candidate *n = &p->cands[p->cur];
+        if (kind != GW_FAIL_CONTEXT || window < 0 || !n->info || n->info->context_window < 0 ||
+            n->info->context_window > window)
+            break;
+    }
+    if (p->cur >= p->n_cands) { p->cur = p->n_cands - 1; no_more_targets(p, status, why); return; }
+    p->gw->stats.fallbacks++;
+    p->have_error = false;
+    start_attempt(p);
+}
+
+static void start_attempt(proxy_req *p) {
+    const candidate *c = &p->cands[p->cur];
+    p->attempts++;
+    p->gw->stats.attempts++;
+    reset_attempt(p);
+    p->passthrough = c->provider->type == GW_PROVIDER_OPENAI && p->wire == GW_WIRE_OPENAI;
+    switch (c->provider->type) {
+    case GW_PROVIDER_OPENAI: start_remote_openai(p, c); break;
+    case GW_PROVIDER_LOCAL: start_local(p, c); break;
+    default:
+        attempt_failed(p, 501, "this provider type is not available in this build", GW_FAIL_RETRYABLE);
+        break;
+    }
+}
+
+/* ---- targets ---- */
+
+static bool provider_listed(const char *const *list, size_t n, const char *name) {
+    for (size_t i = 0; i < n; i++) if (!strcmp(list[i], name)) return true;
+    return false;
+}
+
+static void add_candidate(proxy_req *p, const gw_provider *pv, const char *model, const gw_model_info *info) {
+    if (p->n_cands >= MAX_TARGETS) return;
+    if (p->oreq.n_only && !provider_listed(p->oreq.only, p->oreq.n_only, pv->name)) return;
+    if (provider_listed(p->oreq.ignore, p->oreq.n_ignore, pv->name)) return;
+    p->cands[p->n_cands++] = (candidate){.provider = pv, .model = model, .info = info};
+}
+
+/* A route's targets: groups in order; within a group, a weighted random order. */
+static void add_route(proxy_req *p, const gw_route *r) {
+    for (int g = 0; g < r->n_groups; g++) {
+        const gw_target *ts[MAX_TARGETS];
+        uint64_t w[MAX_TARGETS], total = 0;
+        size_t n = 0;
+        for (size_t i = 0; i < r->n_targets && n < MAX_TARGETS; i++)
+            if (r->targets[i].group == g) { ts[n] = &r->targets[i]; w[n] = r->targets[i].weight; total += w[n]; n++; }
+        while (n) {
+            uint64_t pick = total ? gateway_random(p->gw) % total : 0;
+            size_t k = 0;
+            while (k + 1 < n && pick >= w[k]) pick -= w[k++];
+            add_candidate(p, ts[k]->provider, ts[k]->model, ts[k]->info);
+            total -= w[k];
+            ts[k] = ts[n - 1];
+            w[k] = w[n - 1];
+            n--;
+        }
+    }
+}
+
+static int add_model_id(proxy_req *p, const char *id, sg_error *err) {
+    gw_resolved r;
+    if (config_resolve_model(p->cfg, id, &r, err)) return -1;
+    if (p->key && !config_key_allows(p->key, &r)) return sg_fail(err, "this API key may not use \"%s\"", id);
+    if (r.route) {
+        if (!p->route) p->route = r.route;
+        add_route(p, r.route);
+    } else {
+        add_candidate(p, r.provider, r.model, r.info);
+    }
+    return 0;
+}
+
+/* provider.order: listed providers first, in that order, the rest after (stable). */
+static void apply_order(proxy_req *p) {
+    if (!p->oreq.n_order) return;
+    candidate sorted[MAX_TARGETS];
+    int n = 0;
+    for (size_t o = 0; o < p->oreq.n_order; o++)
+        for (int i = 0; i < p->n_cands; i++)
+            if (!strcmp(p->cands[i].provider->name, p->oreq.order[o])) sorted[n++] = p->cands[i];
+    for (int i = 0; i < p->n_cands; i++)
+        if (!provider_listed(p->oreq.order, p->oreq.n_order, p->cands[i].provider->name)) sorted[n++] = p->cands[i];
+    memcpy(p->cands, sorted, (size_t)n * sizeof *sorted);
+}
+
+/* Targets in cooldown go to the back (still tried when nothing else is left: a probe). */
+static void apply_breakers(proxy_req *p) {
+    candidate open[MAX_TARGETS];
+    int n_open = 0, k = 0;
+    for (int i = 0; i < p->n_cands; i++) {
+        const candidate *c = &p->cands[i];
+        gw_breaker_state *b = c->provider->type == GW_PROVIDER_LOCAL ? NULL : gateway_breaker(p->gw, c->provider->name, c->model);
+        if (b && gateway_breaker_open(p->gw, b)) open[n_open++] = *c;
+        else p->cands[k++] = *c;
+    }
+    memcpy(p->cands + k, open, (size_t)n_open * sizeof *open);
+}
+
+/* ---- entry ---- */
+
+static void on_client_abort(http_exchange *x, void *arg) {
+    (void)x;
+    proxy_req *p = arg;
+    SG_INFO("client gone id=%s after %d attempts", p->id, p->attempts);
+    http_exchange_close(p->x);
+    p->done = true;
+    proxy_free(p);
+}
+
+void proxy_handle(gateway *g, http_exchange *x, const http_request *req, int inbound_wire, const gw_key *key) {
+    proxy_req *p = sg_xcalloc(1, sizeof *p);
+    p->gw = g;
+    p->cfg = config_ref(g->cfg);
+    p->x = x;
+    p->key = key;
+    p->wire = inbound_wire;
+    p->t_start = loop_now_ms(g->loop);
+    snprintf(p->id, sizeof p->id, "%s", http_exchange_id(x));
+    sg_buf_init(&p->up_body);
+    sg_buf_init(&p->url);
+    sg_buf_init(&p->resp);
+    sg_buf_init(&p->out);
+    sse_init(&p->sse, 8 << 20, on_sse, p);
+    oai_scan_init(&p->scan);
+    loop_timer_init(&p->backoff, backoff_fired, p);
+    loop_timer_init(&p->defer, deferred_failure, p);
+    gw_usage_init(&p->usage);
+    http_exchange_on_abort(x, on_client_abort, p);
+    g->stats.requests++;
+
+    gw_api_error e;
+    if (oai_parse_request(req->body, req->body_len, &p->oreq, &e)) { respond_error(p, &e); return; }
+    p->client_model = p->oreq.model;
+    if (!p->client_model) { respond_simple_error(p, 400, "missing_required_parameter", "model", "you must provide a model parameter"); return; }
+    sg_error err;
+    if (p->oreq.n_models) {
+        for (size_t i = 0; i < p->oreq.n_models; i++)
+            if (add_model_id(p, p->oreq.models[i], &err)) { respond_simple_error(p, 404, "model_not_found", "models", err.msg); return; }
+    } else if (add_model_id(p, p->client_model, &err)) {
+        respond_simple_error(p, 404, "model_not_found", "model", err.msg);
+        return;
+    }
+    apply_order(p);
+    apply_breakers(p);
+    if (!p->n_cands) {
+        respond_simple_error(p, 400, "no_target", "provider", "no target is left after the provider preferences");
+        return;
+    }
+    p->retry_budget = p->route ? p->route->retry_budget : 3;
+    p->deadline_ms = p->t_start + (p->route ? p->route->timeout_ms : 600000);
+    start_attempt(p);
+}
