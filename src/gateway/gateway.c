@@ -122,6 +122,25 @@ static void handle_models(gateway *g, http_exchange *x) {
     for (size_t i = 0; i < c->n_models; i++)
         json_array_append_new(data, json_pack("{s:s,s:s,s:I,s:s}", "id", c->models[i].id, "object", "model",
                                               "created", (json_int_t)created, "owned_by", c->models[i].provider->name));
+    /* Each configured remote provider's current models, as Vercel's gateway names them. */
+    static const struct { gw_provider_type type; const char *models[8]; } known[] = {
+        {GW_PROVIDER_OPENAI, {"gpt-4o-mini", "gpt-4o", "gpt-4.1", "gpt-4.1-mini", "gpt-4.1-nano", "o4-mini", "o3", NULL}},
+        {GW_PROVIDER_ANTHROPIC, {"claude-sonnet-4-5", "claude-haiku-4-5", "claude-opus-4-1", NULL}},
+        {GW_PROVIDER_GOOGLE, {"gemini-2.5-flash", "gemini-2.5-pro", "gemini-2.5-flash-lite", NULL}},
+    };
+    for (size_t i = 0; i < c->n_providers; i++) {
+        const gw_provider *p = &c->providers[i];
+        if (!p->configured || p->type == GW_PROVIDER_LOCAL || p->declared) continue;
+        for (size_t k = 0; k < sizeof known / sizeof known[0]; k++) {
+            if (known[k].type != p->type) continue;
+            for (const char *const *m = known[k].models; *m; m++) {
+                char id[256];
+                snprintf(id, sizeof id, "%s/%s", p->name, *m);
+                json_array_append_new(data, json_pack("{s:s,s:s,s:I,s:s}", "id", id, "object", "model", "created",
+                                                      (json_int_t)created, "owned_by", p->name));
+            }
+        }
+    }
     json_t *doc = json_pack("{s:s,s:o}", "object", "list", "data", data);
     char *s = json_dumps(doc, JSON_COMPACT);
     respond_json(x, 200, s, strlen(s));
