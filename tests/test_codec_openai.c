@@ -477,6 +477,7 @@ static void test_parse_request_errors(void) {
         {"{\"model\":", NULL, NULL, "could not parse the JSON body"},
         {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"bad \xff\"}]}", NULL, NULL, "could not parse"},
         {"[1]", NULL, NULL, "JSON object"},
+        {"42", NULL, NULL, "JSON scalar"},
         {"{\"model\":\"m\",\"model\":\"n\"," MSGS "}", NULL, NULL, "duplicate"},
         {"{\"model\":\"m\"}", "messages", "missing_required_parameter", "Missing required parameter: 'messages'."},
         {"{\"model\":\"m\",\"messages\":\"hi\"}", "messages", "invalid_type",

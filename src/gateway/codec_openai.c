@@ -1106,7 +1106,7 @@ int oai_parse_request(const char *body, size_t len, oai_request *out, gw_api_err
     memset(out, 0, sizeof *out);
     out->max_tokens = -1;
     json_error_t je;
-    json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &je);
+    json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &je);
     if (!root)
         return gw_api_fail(err, 400, NULL, NULL,
                            "We could not parse the JSON body of your request. (HINT: This likely means you aren't "
