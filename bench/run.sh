@@ -29,6 +29,8 @@ if [ "${BENCH_3B:-0}" = 1 ]; then
   engine "smollm3-3b F16" "$(model smollm3-3b-f16 smollm3-3b F16)"
   engine "smollm3-3b Q8_0" "$(model smollm3-3b-q8 smollm3-3b Q8_0)"
 fi
+echo "== gateway overhead (../shared/bench/gateway harness)"
+bench/gateway.sh
 for b in build/bench/bench_*; do
   [ -x "$b" ] || continue
   echo "== $(basename "$b")"

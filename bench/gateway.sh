@@ -1,0 +1,41 @@
+#!/bin/bash
+# Gateway overhead with the shared harness (../shared/bench/gateway): wrk -> target ->
+# nginx fake upstream, for the upstream directly, a bare nginx proxy hop, and smolgate,
+# non-streamed and streamed, at concurrency 1, 16 and 64. wrk and the upstream run on
+# core 0, the proxy under test on core 1. Prints the harness's lines (figures, no verdict).
+# Needs nginx-light and wrk (make deps-test installs them). BENCH_SECS sets seconds a row.
+set -u
+cd "$(dirname "$0")/.."
+harness=${SMOLGATE_SHARED:-../shared}/bench/gateway
+secs=${BENCH_SECS:-6}
+bin=$PWD/build/smolgate
+if ! command -v wrk >/dev/null || ! command -v nginx >/dev/null; then
+  echo "gateway bench: needs wrk and nginx (make deps-test)"; exit 0
+fi
+mkdir -p /tmp/gwbench/body
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
+  [ -f /tmp/gwbench/nginx-proxy.pid ] && kill "$(cat /tmp/gwbench/nginx-proxy.pid)" 2>/dev/null
+  [ -f /tmp/gwbench/nginx.pid ] && kill "$(cat /tmp/gwbench/nginx.pid)" 2>/dev/null
+}
+trap cleanup EXIT
+taskset -c 0 nginx -c "$harness/nginx.conf" 2>/dev/null &
+taskset -c 1 nginx -c "$harness/nginx-proxy.conf" 2>/dev/null &
+sleep 0.5
+
+gateway() {  # port upstream_port
+  OPENAI_API_KEY=sk-bench OPENAI_BASE_URL=http://127.0.0.1:$2/v1 SMOLGATE_LOG=warn \
+    taskset -c 1 "$bin" serve --listen 127.0.0.1:$1 >/tmp/gwbench/smolgate-$1.log 2>&1 &
+  pids+=($!)
+}
+gateway 18100 18080
+gateway 18101 18081
+sleep 0.5
+
+for stream in 0 1; do
+  up=$((18080 + stream)); px=$((18090 + stream)); sg=$((18100 + stream))
+  "$harness/run.sh" direct "http://127.0.0.1:$up/v1/chat/completions" $stream "" "$secs"
+  "$harness/run.sh" nginx "http://127.0.0.1:$px/v1/chat/completions" $stream "" "$secs"
+  "$harness/run.sh" smolgate "http://127.0.0.1:$sg/v1/chat/completions" $stream "" "$secs"
+done
