@@ -23,6 +23,8 @@
 #include "common/buf.h"
 #include "common/log.h"
 #include "gateway/chat.h"
+#include "gateway/codec_anthropic.h"
+#include "gateway/codec_gemini.h"
 #include "gateway/codec_openai.h"
 #include "gateway/gateway.h"
 #include "gateway/sse.h"
@@ -43,7 +45,8 @@ typedef struct proxy_req {
     http_exchange *x;
     const gw_key *key;
     int wire;                      /* the client's API: GW_WIRE_OPENAI / GW_WIRE_ANTHROPIC */
-    oai_request oreq;              /* the canonical request */
+    oai_request oreq;              /* the canonical request (its body, model, stream) */
+    anth_request areq;             /* an Anthropic client's request, translated */
     const char *client_model;
     char id[32];                   /* the request id (the exchange's is gone once answered) */
     const gw_route *route;
@@ -65,7 +68,10 @@ typedef struct proxy_req {
     sg_buf resp;                   /* a non-streamed body, or an error body */
     uint32_t retry_after_ms;       /* from the failed attempt's headers */
     sse_parser sse;
-    oai_scan scan;
+    oai_scan scan;                 /* the provider's stream, by its wire */
+    anth_scan ascan;
+    gem_scan gscan;
+    int up_wire;                   /* the current provider's wire format */
     bool passthrough;              /* OpenAI client and OpenAI-compatible provider */
     loop_timer backoff;
     loop_timer defer;              /* a failure seen inside libcurl, handled outside it */
@@ -75,7 +81,8 @@ typedef struct proxy_req {
 
     /* towards the client */
     bool client_started;           /* a byte (the head) went out */
-    oai_render orender;
+    oai_render orender;            /* for OpenAI clients */
+    anth_render arender;           /* for Anthropic clients */
     bool render_init;
     sg_buf out;
     gw_usage usage;
@@ -85,6 +92,42 @@ typedef struct proxy_req {
 static void start_attempt(proxy_req *p);
 static void attempt_failed(proxy_req *p, int status, const char *why, gw_failure kind);
 
+/* ---- the client's format ---- */
+
+static void render_free(proxy_req *p) {
+    if (!p->render_init) return;
+    if (p->wire == GW_WIRE_ANTHROPIC) anth_render_free(&p->arender);
+    else oai_render_free(&p->orender);
+    p->render_init = false;
+}
+
+static void render_init(proxy_req *p) {
+    render_free(p);
+    sg_buf_reset(&p->out);
+    if (p->wire == GW_WIRE_ANTHROPIC) anth_render_init(&p->arender, &p->out, p->oreq.stream, NULL, p->client_model);
+    else oai_render_init(&p->orender, &p->out, p->oreq.stream, p->oreq.include_usage, NULL, p->client_model, (int64_t)time(NULL));
+    p->render_init = true;
+}
+
+static void render_event(proxy_req *p, const gw_event *ev) {
+    if (p->wire == GW_WIRE_ANTHROPIC) anth_render_event(&p->arender, ev);
+    else oai_render_event(&p->orender, ev);
+}
+
+static int render_end(proxy_req *p) {
+    return p->wire == GW_WIRE_ANTHROPIC ? anth_render_end(&p->arender) : oai_render_end(&p->orender);
+}
+
+static void render_error(proxy_req *p, const gw_api_error *e) {
+    if (p->wire == GW_WIRE_ANTHROPIC) anth_render_error(&p->arender, e);
+    else oai_render_error(&p->orender, e);
+}
+
+static void error_body(const proxy_req *p, sg_buf *b, const gw_api_error *e) {
+    if (p->wire == GW_WIRE_ANTHROPIC) anth_error_body(b, e);
+    else oai_error_body(b, e);
+}
+
 /* ---- lifecycle ---- */
 
 static void proxy_free(proxy_req *p) {
@@ -93,13 +136,15 @@ static void proxy_free(proxy_req *p) {
     loop_timer_stop(p->gw->loop, &p->backoff);
     loop_timer_stop(p->gw->loop, &p->defer);
     oai_request_free(&p->oreq);
+    anth_request_free(&p->areq);
     sg_buf_free(&p->up_body);
     sg_buf_free(&p->url);
     sg_buf_free(&p->resp);
     sg_buf_free(&p->out);
     sse_free(&p->sse);
     oai_scan_free(&p->scan);
-    if (p->render_init) oai_render_free(&p->orender);
+    anth_scan_free(&p->ascan);
+    render_free(p);
     config_unref(p->cfg);
     free(p);
 }
@@ -136,7 +181,7 @@ static size_t response_headers(proxy_req *p, http_header *h, char *attempts, siz
 static void respond_error(proxy_req *p, const gw_api_error *e) {
     sg_buf b;
     sg_buf_init(&b);
-    oai_error_body(&b, e);
+    error_body(p, &b, e);
     http_header h[6];
     char att[16];
     size_t n = response_headers(p, h, att, sizeof att, "application/json");
@@ -185,7 +230,7 @@ static void finish_ok(proxy_req *p) {
         gateway_breaker_result(p->gw, b, true);
     }
     if (p->oreq.stream) {
-        if (!p->passthrough) oai_render_end(&p->orender);
+        if (!p->passthrough) render_end(p);
         client_flush(p);
         client_begin(p);
         http_stream_end(p->x);
@@ -193,7 +238,7 @@ static void finish_ok(proxy_req *p) {
     } else {
         int status = 200;
         if (!p->passthrough) {
-            status = oai_render_end(&p->orender);
+            status = render_end(p);
             sg_buf_reset(&p->resp);
             sg_buf_append(&p->resp, p->out.data ? p->out.data : "", p->out.len);
         }
@@ -211,7 +256,7 @@ static void finish_ok(proxy_req *p) {
 static void fail_mid_stream(proxy_req *p, const char *why) {
     gw_api_error e;
     gw_api_fail(&e, 502, "upstream_error", NULL, "the provider failed mid-response: %s", why);
-    oai_render_error(&p->orender, &e);
+    render_error(p, &e);
     client_flush(p);
     http_stream_end(p->x);
     log_request(p, 502);
@@ -227,7 +272,7 @@ static int on_event(void *ctx, const gw_event *ev) {
     if (ev->kind == GW_EV_FINISH) p->finish = ev->finish;
     if (p->passthrough) return 0;
     if (ev->kind == GW_EV_ERROR) return 0;   /* handled by the attempt's end */
-    oai_render_event(&p->orender, ev);
+    render_event(p, ev);
     if (p->oreq.stream) client_flush(p);
     return 0;
 }
@@ -236,7 +281,14 @@ static int on_event(void *ctx, const gw_event *ev) {
 
 static int on_sse(void *ctx, const char *event, const char *data, size_t len) {
     proxy_req *p = ctx;
-    (void)event;
+    if (p->up_wire == GW_WIRE_ANTHROPIC) {
+        int rc = anth_scan_event(&p->ascan, event, data, len, on_event, p);
+        return rc < 0 || p->ascan.failed ? -1 : 0;
+    }
+    if (p->up_wire == GW_WIRE_GEMINI) {
+        int rc = gem_scan_chunk(&p->gscan, data, len, on_event, p);
+        return rc < 0 || (rc & GEM_SCAN_ERROR) ? -1 : 0;
+    }
     int flags = oai_scan_chunk(&p->scan, data, len, on_event, p);
     if (flags < 0) return -1;
     if (flags & OAI_CHUNK_ERROR) return -1;
@@ -304,7 +356,7 @@ static void up_done(upstream_xfer *t, const upstream_done *d, void *arg) {
     }
     if (p->up_status != 200) {
         gw_api_error e;
-        gw_failure kind = gw_classify_error(GW_WIRE_OPENAI, p->up_status, p->resp.data, p->resp.len, &e);
+        gw_failure kind = gw_classify_error((gw_wire)p->up_wire, p->up_status, p->resp.data, p->resp.len, &e);
         p->last_error = e;
         p->have_error = true;
         attempt_failed(p, p->up_status, e.message, kind);
@@ -312,7 +364,10 @@ static void up_done(upstream_xfer *t, const upstream_done *d, void *arg) {
     }
     if (p->oreq.stream) {
         sse_finish(&p->sse);
-        if (oai_scan_end(&p->scan, on_event, p) == 1) {
+        int end = p->up_wire == GW_WIRE_ANTHROPIC ? anth_scan_end(&p->ascan, on_event, p)
+                : p->up_wire == GW_WIRE_GEMINI ? gem_scan_end(&p->gscan, on_event, p)
+                : oai_scan_end(&p->scan, on_event, p);
+        if (end == 1) {
             if (p->client_started || p->out.len) { client_flush(p); fail_mid_stream(p, "the stream ended early"); }
             else attempt_failed(p, 502, "the provider's stream ended early", GW_FAIL_RETRYABLE);
             return;
@@ -320,29 +375,65 @@ static void up_done(upstream_xfer *t, const upstream_done *d, void *arg) {
         finish_ok(p);
         return;
     }
-    int rc = oai_scan_response(p->resp.data ? p->resp.data : "", p->resp.len, on_event, p);
+    const char *body = p->resp.data ? p->resp.data : "";
+    int rc = p->up_wire == GW_WIRE_ANTHROPIC ? anth_scan_response(body, p->resp.len, on_event, p)
+           : p->up_wire == GW_WIRE_GEMINI ? gem_scan_response(body, p->resp.len, gateway_random(p->gw), on_event, p)
+           : oai_scan_response(body, p->resp.len, on_event, p);
     if (rc == 1) { attempt_failed(p, 502, "malformed response from the provider", GW_FAIL_RETRYABLE); return; }
     finish_ok(p);
 }
 
-static void start_remote_openai(proxy_req *p, const candidate *c) {
+/* The provider's URL, headers and body for the canonical request. */
+static int build_remote(proxy_req *p, const candidate *c, gw_api_error *e) {
     const gw_provider *pv = c->provider;
-    sg_buf_reset(&p->up_body);
-    oai_build_upstream(p->oreq.body, c->model, p->oreq.stream, 0, &p->up_body);
-    sg_buf_reset(&p->url);
-    sg_buf_printf(&p->url, "%s/chat/completions", pv->base_url);
     size_t n = 0;
+    sg_buf_reset(&p->up_body);
+    sg_buf_reset(&p->url);
     p->up_headers[n++] = (upstream_header){"content-type", "application/json"};
-    if (pv->api_key) {
-        snprintf(p->auth_header, sizeof p->auth_header, "Bearer %s", pv->api_key);
-        p->up_headers[n++] = (upstream_header){"authorization", p->auth_header};
+    switch (pv->type) {
+    case GW_PROVIDER_OPENAI:
+        oai_build_upstream(p->oreq.body, c->model, p->oreq.stream, 0, &p->up_body);
+        sg_buf_printf(&p->url, "%s/chat/completions", pv->base_url);
+        if (pv->api_key) {
+            snprintf(p->auth_header, sizeof p->auth_header, "Bearer %s", pv->api_key);
+            p->up_headers[n++] = (upstream_header){"authorization", p->auth_header};
+        }
+        break;
+    case GW_PROVIDER_ANTHROPIC: {
+        int64_t max_out = c->info && c->info->max_output_tokens > 0 ? c->info->max_output_tokens : 4096;
+        if (anth_build_upstream(p->oreq.body, c->model, p->oreq.stream, max_out, &p->up_body, e)) return -1;
+        sg_buf_printf(&p->url, "%s/v1/messages", pv->base_url);
+        if (pv->api_key) p->up_headers[n++] = (upstream_header){"x-api-key", pv->api_key};
+        p->up_headers[n++] = (upstream_header){"anthropic-version", pv->version ? pv->version : "2023-06-01"};
+        break;
+    }
+    case GW_PROVIDER_GOOGLE:
+        if (gem_build_request(p->oreq.body, &p->up_body, e)) return -1;
+        sg_buf_puts(&p->url, pv->base_url);
+        if (gem_url_path(&p->url, pv->version, c->model, p->oreq.stream, e)) return -1;
+        if (pv->api_key) p->up_headers[n++] = (upstream_header){"x-goog-api-key", pv->api_key};
+        break;
+    default:
+        return gw_api_fail(e, 500, "unsupported_provider", NULL, "provider %s cannot be called remotely", pv->name);
     }
     for (size_t i = 0; i < pv->n_headers && n < 16; i++)
         p->up_headers[n++] = (upstream_header){pv->headers[i].name, pv->headers[i].value};
     p->n_up_headers = n;
+    return 0;
+}
+
+static void start_remote(proxy_req *p, const candidate *c) {
+    const gw_provider *pv = c->provider;
+    gw_api_error e;
+    if (build_remote(p, c, &e)) {
+        p->last_error = e;
+        p->have_error = true;
+        attempt_failed(p, e.status, e.message, e.status >= 500 ? GW_FAIL_RETRYABLE : GW_FAIL_CLIENT);
+        return;
+    }
     uint64_t left = p->deadline_ms - loop_now_ms(p->gw->loop);
     upstream_request r = {
-        .method = "POST", .url = p->url.data, .headers = p->up_headers, .n_headers = n,
+        .method = "POST", .url = p->url.data, .headers = p->up_headers, .n_headers = p->n_up_headers,
         .body = p->up_body.data, .body_len = p->up_body.len,
         .timeouts = {pv->timeouts.connect_ms, pv->timeouts.first_token_ms, pv->timeouts.idle_ms,
                      (uint32_t)(left < pv->timeouts.total_ms ? left : pv->timeouts.total_ms)},
@@ -393,10 +484,10 @@ static void reset_attempt(proxy_req *p) {
     sse_init(&p->sse, 8 << 20, on_sse, p);
     oai_scan_free(&p->scan);
     oai_scan_init(&p->scan);
-    if (p->render_init) oai_render_free(&p->orender);
-    sg_buf_reset(&p->out);
-    oai_render_init(&p->orender, &p->out, p->oreq.stream, p->oreq.include_usage, NULL, p->client_model, (int64_t)time(NULL));
-    p->render_init = true;
+    anth_scan_free(&p->ascan);
+    anth_scan_init(&p->ascan);
+    gem_scan_init(&p->gscan, gateway_random(p->gw));
+    render_init(p);
     gw_usage_init(&p->usage);
 }
 
@@ -470,13 +561,10 @@ static void start_attempt(proxy_req *p) {
     p->gw->stats.attempts++;
     reset_attempt(p);
     p->passthrough = c->provider->type == GW_PROVIDER_OPENAI && p->wire == GW_WIRE_OPENAI;
-    switch (c->provider->type) {
-    case GW_PROVIDER_OPENAI: start_remote_openai(p, c); break;
-    case GW_PROVIDER_LOCAL: start_local(p, c); break;
-    default:
-        attempt_failed(p, 501, "this provider type is not available in this build", GW_FAIL_RETRYABLE);
-        break;
-    }
+    p->up_wire = c->provider->type == GW_PROVIDER_ANTHROPIC ? GW_WIRE_ANTHROPIC
+               : c->provider->type == GW_PROVIDER_GOOGLE ? GW_WIRE_GEMINI : GW_WIRE_OPENAI;
+    if (c->provider->type == GW_PROVIDER_LOCAL) start_local(p, c);
+    else start_remote(p, c);
 }
 
 /* ---- targets ---- */
@@ -586,7 +674,18 @@ void proxy_handle(gateway *g, http_exchange *x, const http_request *req, int inb
     g->stats.requests++;
 
     gw_api_error e;
-    if (oai_parse_request(req->body, req->body_len, &p->oreq, &e)) { respond_error(p, &e); return; }
+    anth_scan_init(&p->ascan);
+    if (inbound_wire == GW_WIRE_ANTHROPIC) {
+        if (anth_parse_request(req->body, req->body_len, &p->areq, &e)) { respond_error(p, &e); return; }
+        p->oreq.body = json_incref(p->areq.body);
+        p->oreq.model = p->areq.model;
+        p->oreq.stream = p->areq.stream;
+        p->oreq.include_usage = true;   /* Anthropic always reports usage */
+        p->oreq.max_tokens = p->areq.max_tokens;
+    } else if (oai_parse_request(req->body, req->body_len, &p->oreq, &e)) {
+        respond_error(p, &e);
+        return;
+    }
     p->client_model = p->oreq.model;
     if (!p->client_model) { respond_simple_error(p, 400, "missing_required_parameter", "model", "you must provide a model parameter"); return; }
     sg_error err;
