@@ -1,6 +1,9 @@
 /* cmd_serve.c: `smolgate serve`: the gateway (gateway.h). */
+#include <dirent.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "cli/cli.h"
 #include "common/buf.h"
@@ -14,7 +17,53 @@ static void serve_usage(FILE *f) {
           "  --listen HOST:PORT   address to listen on (default 127.0.0.1:8080)\n"
           "  --model PATH         serve a GGUF file or Hugging Face folder as local/NAME\n"
           "                       (repeatable; NAME=PATH names it)\n"
-          "  --check              validate the configuration, print a summary, exit\n", f);
+          "  --check              validate the configuration, print a summary, exit\n"
+          "With no --config and no --model, the local models in ./models/*.gguf and SmolLM\n"
+          "snapshots in the Hugging Face cache are served.\n", f);
+}
+
+/* With no file and no --model, the embedded default serves the local models it finds:
+ * models/NAME.gguf in the working folder, and SmolLM snapshots in the Hugging Face cache
+ * ($HF_HOME/hub or ~/.cache/huggingface/hub). */
+static size_t discover_models(char **out, size_t cap) {
+    size_t n = 0;
+    DIR *d = opendir("models");
+    struct dirent *e;
+    while (d && (e = readdir(d)) && n < cap) {
+        size_t l = strlen(e->d_name);
+        if (l > 5 && !strcmp(e->d_name + l - 5, ".gguf")) {
+            out[n] = sg_xmalloc(l + 8);
+            snprintf(out[n++], l + 8, "models/%s", e->d_name);
+        }
+    }
+    if (d) closedir(d);
+    char hub[4096];
+    const char *hf = getenv("HF_HOME"), *home = getenv("HOME");
+    if (hf) snprintf(hub, sizeof hub, "%s/hub", hf);
+    else if (home) snprintf(hub, sizeof hub, "%s/.cache/huggingface/hub", home);
+    else return n;
+    d = opendir(hub);
+    while (d && (e = readdir(d)) && n < cap) {
+        if (strncmp(e->d_name, "models--HuggingFaceTB--SmolLM", 29)) continue;
+        char snaps[4400];
+        snprintf(snaps, sizeof snaps, "%s/%s/snapshots", hub, e->d_name);
+        DIR *s2 = opendir(snaps);
+        struct dirent *f;
+        while (s2 && (f = readdir(s2)) && n < cap) {
+            if (f->d_name[0] == '.') continue;
+            char cfg[4800];
+            struct stat st;
+            snprintf(cfg, sizeof cfg, "%s/%s/config.json", snaps, f->d_name);
+            if (stat(cfg, &st) == 0) {
+                cfg[strlen(cfg) - strlen("/config.json")] = 0;
+                out[n++] = sg_xstrdup(cfg);
+                break;   /* one snapshot per repository */
+            }
+        }
+        if (s2) closedir(s2);
+    }
+    if (d) closedir(d);
+    return n;
 }
 
 int cli_serve(int argc, char **argv) {
@@ -38,10 +87,21 @@ int cli_serve(int argc, char **argv) {
             return 2;
         }
     }
+    char *found[16];
+    size_t n_found = 0;
+    if (!o.config_path && !n_models) {
+        n_found = discover_models(found, 16);
+        for (size_t i = 0; i < n_found; i++) {
+            models[n_models++] = found[i];
+            fprintf(stderr, "smolgate: serving the local model found at %s\n", found[i]);
+        }
+    }
     o.overrides.model_paths = models;
     o.overrides.n_model_paths = n_models;
     sg_error err;
-    if (gateway_serve(&o, &err)) {
+    int rc = gateway_serve(&o, &err);
+    for (size_t i = 0; i < n_found; i++) free(found[i]);
+    if (rc) {
         fprintf(stderr, "smolgate: %s\n", err.msg);
         return 1;
     }
