@@ -527,7 +527,7 @@ static void exchange_end(http_exchange *x) {
 int http_respond(http_exchange *x, int status, const http_header *headers, size_t n_headers,
                  const void *body, size_t len) {
     http_conn *c = x->c;
-    if (x->streaming) return -1;
+    if (!c->x_active || x->streaming) return -1;  /* already ended, or streaming */
     if (c->fd < 0 || x->aborted) {
         exchange_end(x);
         return -1;
@@ -566,7 +566,7 @@ int http_respond(http_exchange *x, int status, const http_header *headers, size_
 
 int http_stream_begin(http_exchange *x, int status, const http_header *headers, size_t n_headers) {
     http_conn *c = x->c;
-    if (x->streaming) return -1;
+    if (!c->x_active || x->streaming) return -1;
     if (c->fd < 0 || x->aborted) return -1;
     x->streaming = 1;
     x->chunked = c->version_minor >= 1 && !x->head_only;
@@ -577,7 +577,7 @@ int http_stream_begin(http_exchange *x, int status, const http_header *headers, 
 
 int http_stream_write(http_exchange *x, const void *data, size_t len) {
     http_conn *c = x->c;
-    if (!x->streaming || c->fd < 0 || x->aborted) return -1;
+    if (!c->x_active || !x->streaming || c->fd < 0 || x->aborted) return -1;
     if (!len || x->head_only) return 0;
     if (x->chunked) {
         char line[24];
@@ -595,6 +595,7 @@ int http_stream_write(http_exchange *x, const void *data, size_t len) {
 
 int http_stream_end(http_exchange *x) {
     http_conn *c = x->c;
+    if (!c->x_active) return -1;
     if (!x->streaming && !x->aborted && c->fd >= 0) return -1;
     int rc = 0;
     if (c->fd < 0 || x->aborted) rc = -1;
@@ -604,6 +605,7 @@ int http_stream_end(http_exchange *x) {
 }
 
 void http_exchange_close(http_exchange *x) {
+    if (!x->c->x_active) return;
     x->keep_alive = 0;
     exchange_end(x);
 }

@@ -37,6 +37,11 @@
  *   waits on is expensive. Requests already complete in the buffer are still answered
  *   first when their handler responds at once.
  *
+ * Misuse is refused where it can be seen: responding to an exchange that has ended, or
+ * writing to a stream that has not begun, returns -1 and changes nothing. (A handle kept
+ * after its exchange ended may already belong to the connection's next request: end
+ * each exchange once and drop the pointer.)
+ *
  * Threading: everything runs on the loop thread. Handlers and the functions below must be
  * called there; other threads use loop_post() to get back onto it.
  *
@@ -143,7 +148,9 @@ void http_server_shutdown(http_server *s, uint32_t deadline_ms,
 
 /* Closes the listener and every connection now. Exchanges still owned by a handler get
  * their abort callback first (owners should end them from there); any still not ended
- * afterwards are ended by the server, and their handles are invalid once this returns. */
+ * afterwards are ended by the server, and their handles are invalid once this returns.
+ * Call it on the loop thread but not from inside this server's callbacks (handlers,
+ * abort, drain); the shutdown done callback is fine. */
 void http_server_free(http_server *s);
 
 /* --- responding --- */

@@ -140,7 +140,8 @@ void upstream_config_defaults(upstream_config *cfg);
 
 /* Creates the client on loop l (calls curl_global_init once per process). */
 upstream *upstream_new(loop *l, const upstream_config *cfg, sg_error *err);
-/* Cancels every request in flight (no callbacks), closes cached connections, frees. */
+/* Cancels every request in flight (no callbacks), closes cached connections, frees.
+ * Not from inside one of this upstream's callbacks. */
 void upstream_free(upstream *u);
 
 /* Starts a request. Returns its handle, or NULL with err filled (then no callback runs).
