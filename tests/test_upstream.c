@@ -647,6 +647,12 @@ static void test_failures(void) {
     CHECK(!upstream_result_is_transport_error(r.d.result));
     sg_buf_free(&r.body);
 
+    /* a URL that does not parse is refused at once, with no callback */
+    res_init(&r);
+    CHECK(start("http://bad host/x", &r, "GET", NULL, (upstream_timeouts){0}) == NULL);
+    spin(20);
+    CHECK_EQ_INT(r.done, 0);
+
     upstream_stats st = upstream_get_stats(U);
     CHECK_EQ_INT(st.in_flight, 0);
     CHECK_EQ_INT(st.completed, 0);

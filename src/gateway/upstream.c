@@ -61,6 +61,8 @@ struct upstream_xfer {
     char           forced_msg[128];
     /* request */
     int            method_kind;   /* last method set on the easy handle */
+    CURLU         *cu;            /* the parsed URL, kept while requests repeat it */
+    char          *cu_url;
     sg_buf         reqh;          /* "name: value\0" strings */
     struct curl_slist *slist;     /* nodes pointing into reqh */
     size_t         slist_cap;
@@ -534,6 +536,8 @@ static upstream_xfer *xfer_get(upstream *u) {
 
 static void xfer_destroy(upstream_xfer *t) {
     curl_easy_cleanup(t->easy);
+    if (t->cu) curl_url_cleanup(t->cu);
+    free(t->cu_url);
     sg_buf_free(&t->reqh);
     sg_buf_free(&t->hbuf);
     free(t->slist);
@@ -664,7 +668,20 @@ upstream_xfer *upstream_start(upstream *u, const upstream_request *req, sg_error
         curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
     }
     t->method_kind = mk;
-    curl_easy_setopt(e, CURLOPT_URL, req->url);
+    /* Providers get the same URL over and over: parse it once per handle. */
+    if (!t->cu_url || strcmp(t->cu_url, req->url)) {
+        free(t->cu_url);
+        t->cu_url = NULL;
+        if (!t->cu) t->cu = curl_url();
+        CURLUcode uc = curl_url_set(t->cu, CURLUPART_URL, req->url, CURLU_NON_SUPPORT_SCHEME);
+        if (uc != CURLUE_OK) {
+            sg_fail(err, "invalid URL: %s", curl_url_strerror(uc));
+            xfer_recycle(t);
+            return NULL;
+        }
+        t->cu_url = sg_xstrdup(req->url);
+        curl_easy_setopt(e, CURLOPT_CURLU, t->cu);
+    }
 
     /* headers: our own curl_slist nodes over one buffer (no malloc per header) */
     size_t need = req->n_headers + 1;
