@@ -535,6 +535,16 @@ static void test_parse_request_errors(void) {
         CHECK_MSG(strcmp(e.param, c->param ? c->param : "") == 0, "case %zu: param '%s'", i, e.param);
         CHECK_MSG(strcmp(e.code, c->code ? c->code : "") == 0, "case %zu: code '%s'", i, e.code);
         if (c->msg_part) CHECK_MSG(strstr(e.message, c->msg_part) != NULL, "case %zu: message '%s'", i, e.message);
+        /* the fast path declines, unless the problem is one it leaves to the upstream */
+        oai_peek pk;
+        if (oai_peek_request(c->body, strlen(c->body), &pk) == 0) {
+            static const char *deep[] = {"messages[0].content[", "messages[0].tool_calls", "stop", "tools[",
+                                         "tool_choice", "response_format"};
+            bool ok = false;
+            for (size_t d = 0; d < sizeof deep / sizeof deep[0]; d++)
+                ok = ok || strncmp(e.param, deep[d], strlen(deep[d])) == 0;
+            CHECK_MSG(ok, "case %zu: the fast path accepted a request failing at '%s'", i, e.param);
+        }
         /* the body is OpenAI's error shape */
         sg_buf b;
         sg_buf_init(&b);
@@ -551,6 +561,92 @@ static void test_parse_request_errors(void) {
         json_decref(j);
         sg_buf_free(&b);
     }
+}
+
+/* The fast path reads what oai_parse_request reads and writes what oai_build_upstream writes. */
+static void check_fast_path_agrees(const char *body) {
+    oai_request rq;
+    gw_api_error e;
+    oai_peek pk;
+    CHECK_MSG(oai_parse_request(body, strlen(body), &rq, &e) == 0, "%s", e.message);
+    CHECK_MSG(oai_peek_request(body, strlen(body), &pk) == 0, "declined: %s", body);
+    CHECK_EQ_STR(pk.model, rq.model);
+    CHECK_EQ_INT(pk.stream, rq.stream);
+    CHECK_EQ_INT(pk.include_usage, rq.include_usage);
+    CHECK_EQ_INT(pk.has_tools, rq.has_tools);
+    CHECK_EQ_INT(pk.max_tokens, rq.max_tokens);
+    CHECK_EQ_INT(pk.n_models, rq.n_models);
+    for (size_t i = 0; i < pk.n_models && i < rq.n_models; i++) CHECK_EQ_STR(pk.models[i], rq.models[i]);
+    CHECK_EQ_INT(pk.n_order, rq.n_order);
+    CHECK_EQ_INT(pk.n_only, rq.n_only);
+    CHECK_EQ_INT(pk.n_ignore, rq.n_ignore);
+    for (size_t i = 0; i < pk.n_order && i < rq.n_order; i++) CHECK_EQ_STR(pk.order[i], rq.order[i]);
+    for (size_t i = 0; i < pk.n_ignore && i < rq.n_ignore; i++) CHECK_EQ_STR(pk.ignore[i], rq.ignore[i]);
+    for (int stream = 0; stream < 2; stream++)
+        for (unsigned flags = 0; flags < 2; flags++) {
+            sg_buf a, b;
+            sg_buf_init(&a);
+            sg_buf_init(&b);
+            oai_build_upstream(rq.body, "up-model", stream, flags, &a);
+            oai_splice_upstream(body, &pk, "up-model", stream, flags, &b);
+            json_error_t je;
+            json_t *ja = json_loads(a.data, 0, NULL), *jb = json_loads(b.data, JSON_REJECT_DUPLICATES, &je);
+            CHECK_MSG(jb != NULL, "splice output invalid (%s): %s", je.text, b.data);
+            CHECK_MSG(json_equal(ja, jb), "stream=%d flags=%u:\n%s\nvs\n%s", stream, flags, a.data, b.data);
+            json_decref(ja);
+            json_decref(jb);
+            sg_buf_free(&a);
+            sg_buf_free(&b);
+        }
+    oai_request_free(&rq);
+}
+
+static void test_fast_path(void) {
+    check_fast_path_agrees("{\"model\":\"gpt-4o-mini\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}");
+    check_fast_path_agrees(
+        " {\n \"messages\" : [ {\"role\":\"system\",\"content\":\"Be brief.\"}, {\"content\":[{\"type\":\"text\",\"text\":\"hi\"}],"
+        "\"role\":\"user\"}, {\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{\"id\":\"c\",\"type\":\"function\","
+        "\"function\":{\"name\":\"f\",\"arguments\":\"{}\"}}]}, {\"role\":\"tool\",\"tool_call_id\":\"c\",\"content\":\"1\"} ],"
+        " \"stream\" : true, \"stream_options\" : {\"include_usage\":false, \"include_obfuscation\": false},"
+        " \"mod\\u0065l\" : \"openai/gpt-\\u00e9\", \"max_tokens\": 10, \"max_completion_tokens\": 20,"
+        " \"temperature\": 1.5e0, \"top_p\": 1, \"n\": 1, \"tools\": [ ], \"top_k\": 5, \"thinking\": {\"type\":\"enabled\"},"
+        " \"models\": [\"a/b\", \"c\\/d\"], \"provider\": {\"order\":[\"x\"],\"ignore\":[\"y\",\"z\"],\"sort\":\"price\"},"
+        " \"seed\": 3, \"user\": \"u\", \"response_format\": {\"type\":\"json_object\"}, \"stop\": [\"a\"] } ");
+    check_fast_path_agrees("{\"models\":[\"only/this\"],\"messages\":[{\"role\":\"developer\",\"content\":\"x\"}],"
+                           "\"stream\":false,\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}}],"
+                           "\"model\":\"\",\"stream_options\":null,\"provider\":null}");
+
+    /* declines: anything the slow path must word, or that the fast path does not track */
+    const char *decline[] = {
+        "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"model\":\"n\"}",
+        "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"stream\":\"yes\"}",
+        "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"n\":2}",
+        "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"temperature\":2.5}",
+        "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"stream_options\":{}}",
+        "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"max_tokens\":1.5}",
+        "{\"model\":\"m\",\"messages\":[{\"role\":\"tool\",\"content\":\"hi\"}]}",
+        "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":null}]}",
+        "{\"model\":\"m\",\"messages\":[{\"role\":\"u\\u0073er\",\"content\":\"x\"}]}",
+        "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\xff\"}]}",
+        "{\"model\":\"m\",\"messages\":[]}",
+        "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}",
+        "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"models\":[\"\"]}",
+        "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]} x",
+        "[]",
+    };
+    for (size_t i = 0; i < sizeof decline / sizeof decline[0]; i++) {
+        oai_peek pk;
+        CHECK_MSG(oai_peek_request(decline[i], strlen(decline[i]), &pk) == 1, "case %zu accepted", i);
+    }
+    /* more members than it tracks: declines, the slow path takes it */
+    sg_buf big;
+    sg_buf_init(&big);
+    sg_buf_puts(&big, "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]");
+    for (int i = 0; i < OAI_PEEK_MAX_MEMBERS; i++) sg_buf_printf(&big, ",\"x%d\":%d", i, i);
+    sg_buf_putc(&big, '}');
+    oai_peek pk;
+    CHECK_EQ_INT(oai_peek_request(big.data, big.len, &pk), 1);
+    sg_buf_free(&big);
 }
 
 /* ---- rendering ---- */
@@ -859,6 +955,33 @@ static void test_scan_cost(void) {
     }
     double t3 = now_s();
     CHECK_EQ_INT(events, N + 1);   /* one TEXT per chunk, plus START */
+    const char *req = "{\"model\":\"openai/gpt-4o-mini\",\"messages\":[{\"role\":\"system\",\"content\":\"You are a "
+                      "helpful assistant.\"},{\"role\":\"user\",\"content\":\"Say hello in five words.\"}],\"stream\":true,"
+                      "\"stream_options\":{\"include_usage\":true},\"max_tokens\":64,\"temperature\":0.2}";
+    size_t rl = strlen(req);
+    const int R = 20000;
+    sg_buf out;
+    sg_buf_init(&out);
+    double t4 = now_s();
+    for (int i = 0; i < R; i++) {
+        oai_peek pk;
+        oai_peek_request(req, rl, &pk);
+        sg_buf_reset(&out);
+        oai_splice_upstream(req, &pk, "gpt-4o-mini", true, 0, &out);
+    }
+    double t5 = now_s();
+    for (int i = 0; i < R; i++) {
+        oai_request q;
+        gw_api_error e;
+        oai_parse_request(req, rl, &q, &e);
+        sg_buf_reset(&out);
+        oai_build_upstream(q.body, "gpt-4o-mini", true, 0, &out);
+        oai_request_free(&q);
+    }
+    double t6 = now_s();
+    sg_buf_free(&out);
+    printf("request to upstream body (%zu B): fast path %.3f us, jansson path %.3f us\n", rl, (t5 - t4) * 1e6 / R,
+           (t6 - t5) * 1e6 / R);
     printf("oai_scan_chunk: %.3f us per %zu-byte chunk (jansson json_loadb alone: %.3f us)\n",
            (t1 - t0) * 1e6 / N, len, (t3 - t2) * 1e6 / N);
 }
@@ -874,6 +997,7 @@ int main(int argc, char **argv) {
     RUN(test_scan_response);
     RUN(test_parse_request_ok);
     RUN(test_parse_request_errors);
+    RUN(test_fast_path);
     RUN(test_render_stream);
     RUN(test_render_stream_error);
     RUN(test_render_json);

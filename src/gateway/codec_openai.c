@@ -4,6 +4,7 @@
 #include "gateway/codec_openai.h"
 
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1190,6 +1191,271 @@ void oai_build_upstream(const json_t *req, const char *model, bool stream, unsig
     }
     json_dump_callback(b, dump_to_buf, out, JSON_COMPACT | JSON_PRESERVE_ORDER);
     json_decref(b);
+}
+
+/* ====================================================================================== */
+/* The pass-through fast path: oai_peek_request / oai_splice_upstream. Anything unusual
+ * declines (returns 1) so that oai_parse_request, the one place that words errors, decides. */
+
+enum { PK_KEEP, PK_MODEL, PK_STREAM, PK_SO, PK_MODELS, PK_PROVIDER, PK_THINKING, PK_TOP_K };
+
+/* Decodes a string into pk->strs; NULL when it does not fit. The sg_buf over the arena
+ * never grows: decoding never lengthens a string. */
+static const char *pk_str(oai_peek *pk, const jslice *js) {
+    size_t need = js->n + 1;
+    if (need > sizeof pk->strs - pk->strs_len) return NULL;
+    char *dst = pk->strs + pk->strs_len;
+    sg_buf b = {dst, 0, need};
+    decode_into(&b, js);
+    dst[b.len] = 0;
+    pk->strs_len += b.len + 1;
+    return dst;
+}
+
+/* null, or an array of non-empty strings (at most OAI_MAX_MODELS). */
+static bool pk_list(jr *r, oai_peek *pk, const char **out, size_t *n) {
+    *n = 0;
+    int c = jr_peek(r);
+    if (c == 'n') return jr_literal(r, "null", 4);
+    if (!jr_open(r, '[')) return false;
+    bool first = true;
+    while (jr_element(r, &first)) {
+        jslice v;
+        if (*n == OAI_MAX_MODELS || jr_peek(r) != '"' || !jr_string(r, &v)) return false;
+        const char *s = pk_str(pk, &v);
+        if (!s || !*s) return false;
+        out[(*n)++] = s;
+    }
+    r->depth--;
+    return !r->bad;
+}
+
+/* A number within [lo, hi], or null. */
+static bool pk_number(jr *r, double lo, double hi) {
+    int c = jr_peek(r);
+    if (c == 'n') return jr_literal(r, "null", 4);
+    if (c != '-' && (c < '0' || c > '9')) return false;
+    const unsigned char *start = r->p;
+    if (!jr_number(r, NULL, NULL)) return false;
+    char tmp[40];
+    size_t n = (size_t)(r->p - start);
+    if (n >= sizeof tmp) return false;
+    memcpy(tmp, start, n);
+    tmp[n] = 0;
+    double d = strtod(tmp, NULL);
+    return d >= lo && d <= hi;
+}
+
+/* An integer >= lo (<= hi), or null; *out gets it (-1 for null). */
+static bool pk_int(jr *r, int64_t lo, int64_t hi, int64_t *out) {
+    *out = -1;
+    int c = jr_peek(r);
+    if (c == 'n') return jr_literal(r, "null", 4);
+    bool is_int = false;
+    int64_t v = 0;
+    if (c != '-' && (c < '0' || c > '9')) return false;
+    if (!jr_number(r, &v, &is_int) || !is_int || v < lo || v > hi) return false;
+    *out = v;
+    return true;
+}
+
+static bool pk_messages(jr *r) {
+    if (!jr_open(r, '[')) return false;
+    bool first = true;
+    size_t n = 0;
+    while (jr_element(r, &first)) {
+        if (!jr_open(r, '{')) return false;
+        bool mfirst = true, has_tcid = false, content_null = true;
+        int role = -1;   /* 0 user, 1 system/developer, 2 assistant, 3 tool, 4 function */
+        jslice k;
+        while (jr_member(r, &mfirst, &k)) {
+            if (key_is(&k, "role")) {
+                jslice v;
+                if (role >= 0 || jr_peek(r) != '"' || !jr_string(r, &v) || v.esc) return false;
+                static const struct { const char *name; int role; } roles[] = {
+                    {"user", 0}, {"system", 1}, {"developer", 1}, {"assistant", 2}, {"tool", 3}, {"function", 4}};
+                for (size_t i = 0; i < sizeof roles / sizeof roles[0]; i++)
+                    if (v.n == strlen(roles[i].name) && memcmp(v.s, roles[i].name, v.n) == 0) role = roles[i].role;
+                if (role < 0) return false;
+            } else if (key_is(&k, "content")) {
+                int c = jr_peek(r);
+                if (c == 'n') { if (!jr_literal(r, "null", 4)) return false; }
+                else if (c == '"' || c == '[') { content_null = false; if (!jr_skip(r)) return false; }
+                else return false;
+            } else if (key_is(&k, "tool_call_id")) {
+                jslice v;
+                if (jr_peek(r) != '"' || !jr_string(r, &v)) return false;
+                has_tcid = true;
+            } else if (!jr_skip(r)) {
+                return false;
+            }
+        }
+        r->depth--;
+        if (r->bad || role < 0 || (content_null && role != 2) || (role == 3 && !has_tcid)) return false;
+        n++;
+    }
+    r->depth--;
+    return !r->bad && n > 0;
+}
+
+static bool pk_stream_options(jr *r, oai_peek *pk, const char *body, bool *present) {
+    *present = false;
+    int c = jr_peek(r);
+    if (c == 'n') return jr_literal(r, "null", 4);
+    if (!jr_open(r, '{')) return false;
+    *present = true;
+    bool first = true;
+    jslice k;
+    while (jr_member(r, &first, &k)) {
+        uint32_t start = (uint32_t)(k.s - 1 - body);
+        if (key_is(&k, "include_usage")) {
+            int v = jr_peek(r);
+            if (v == 't') { if (!jr_literal(r, "true", 4)) return false; pk->include_usage = true; }
+            else if (v == 'f') { if (!jr_literal(r, "false", 5)) return false; }
+            else return false;
+        } else {
+            if (!jr_skip(r) || pk->n_so == OAI_PEEK_MAX_SO) return false;
+            pk->so[pk->n_so].start = start;
+            pk->so[pk->n_so].end = (uint32_t)((const char *)r->p - body);
+            pk->n_so++;
+        }
+    }
+    r->depth--;
+    return !r->bad;
+}
+
+static bool pk_provider(jr *r, oai_peek *pk) {
+    int c = jr_peek(r);
+    if (c == 'n') return jr_literal(r, "null", 4);
+    if (!jr_open(r, '{')) return false;
+    bool first = true;
+    jslice k;
+    while (jr_member(r, &first, &k)) {
+        bool ok;
+        if (key_is(&k, "order")) ok = pk_list(r, pk, pk->order, &pk->n_order);
+        else if (key_is(&k, "only")) ok = pk_list(r, pk, pk->only, &pk->n_only);
+        else if (key_is(&k, "ignore")) ok = pk_list(r, pk, pk->ignore, &pk->n_ignore);
+        else ok = jr_skip(r);
+        if (!ok) return false;
+    }
+    r->depth--;
+    return !r->bad;
+}
+
+int oai_peek_request(const char *body, size_t len, oai_peek *pk) {
+    memset(pk, 0, offsetof(oai_peek, strs));
+    pk->max_tokens = -1;
+    if (len >= UINT32_MAX) return 1;
+    jr r = {(const unsigned char *)body, (const unsigned char *)body + len, 0, false, NULL};
+    if (!jr_open(&r, '{')) return 1;
+    bool first = true, have_messages = false, so_present = false;
+    unsigned seen = 0;   /* routing keys seen, to refuse duplicates */
+    int64_t mt = -1, mct = -1, ignored;
+    const char *model = NULL;
+    jslice k;
+    while (jr_member(&r, &first, &k)) {
+        uint32_t start = (uint32_t)(k.s - 1 - body);
+        int what = PK_KEEP;
+        unsigned bit = 0;
+        bool ok;
+        if (key_is(&k, "model")) {
+            what = PK_MODEL, bit = 1;
+            jslice v;
+            ok = jr_peek(&r) == '"' && jr_string(&r, &v) && (model = pk_str(pk, &v)) != NULL;
+        } else if (key_is(&k, "messages")) {
+            bit = 2;
+            ok = have_messages = pk_messages(&r);
+        } else if (key_is(&k, "stream")) {
+            what = PK_STREAM, bit = 4;
+            int c = jr_peek(&r);
+            if (c == 't') {
+                ok = jr_literal(&r, "true", 4);
+                pk->stream = true;
+            } else if (c == 'f') ok = jr_literal(&r, "false", 5);
+            else ok = c == 'n' && jr_literal(&r, "null", 4);
+        } else if (key_is(&k, "stream_options")) {
+            what = PK_SO, bit = 8;
+            ok = pk_stream_options(&r, pk, body, &so_present);
+        } else if (key_is(&k, "max_tokens")) {
+            bit = 16;
+            ok = pk_int(&r, 1, INT64_MAX, &mt);
+        } else if (key_is(&k, "max_completion_tokens")) {
+            bit = 32;
+            ok = pk_int(&r, 1, INT64_MAX, &mct);
+        } else if (key_is(&k, "models")) {
+            what = PK_MODELS, bit = 64;
+            ok = pk_list(&r, pk, pk->models, &pk->n_models);
+        } else if (key_is(&k, "provider")) {
+            what = PK_PROVIDER, bit = 128;
+            ok = pk_provider(&r, pk);
+        } else if (key_is(&k, "tools")) {
+            bit = 256;
+            int c = jr_peek(&r);
+            if (c == 'n') ok = jr_literal(&r, "null", 4);
+            else if (c == '[') {
+                const unsigned char *at = r.p;
+                ok = jr_skip(&r);
+                const unsigned char *q = at + 1;   /* non-empty when something follows '[' */
+                while (q < r.p && (*q == ' ' || *q == '\n' || *q == '\r' || *q == '\t')) q++;
+                pk->has_tools = *q != ']';
+            } else ok = false;
+        } else if (key_is(&k, "n")) {
+            ok = pk_int(&r, 1, 1, &ignored);
+        } else if (key_is(&k, "temperature")) {
+            ok = pk_number(&r, 0, 2);
+        } else if (key_is(&k, "top_p")) {
+            ok = pk_number(&r, 0, 1);
+        } else if (key_is(&k, "presence_penalty") || key_is(&k, "frequency_penalty")) {
+            ok = pk_number(&r, -2, 2);
+        } else if (key_is(&k, "thinking")) {
+            what = PK_THINKING;
+            ok = jr_skip(&r);
+        } else if (key_is(&k, "top_k")) {
+            what = PK_TOP_K;
+            ok = pk_int(&r, 0, INT64_MAX, &ignored);
+        } else {
+            ok = jr_skip(&r);
+        }
+        if (!ok || r.bad || (seen & bit) || pk->n_members == OAI_PEEK_MAX_MEMBERS) return 1;
+        seen |= bit;
+        pk->members[pk->n_members].start = start;
+        pk->members[pk->n_members].end = (uint32_t)((const char *)r.p - body);
+        pk->members[pk->n_members].what = (uint8_t)what;
+        pk->n_members++;
+    }
+    if (r.bad || !jr_end(&r) || !have_messages) return 1;
+    if (so_present && !pk->stream) return 1;   /* oai_parse_request words that error */
+    if (model && !*model) model = NULL;
+    pk->model = model ? model : pk->n_models ? pk->models[0] : NULL;
+    if (!pk->model) return 1;
+    pk->include_usage = pk->include_usage && pk->stream;
+    pk->max_tokens = mct >= 0 ? mct : mt;
+    return 0;
+}
+
+void oai_splice_upstream(const char *body, const oai_peek *pk, const char *model, bool stream, unsigned flags,
+                         sg_buf *out) {
+    size_t total = 64 + strlen(model);
+    for (uint32_t i = 0; i < pk->n_members; i++) total += pk->members[i].end - pk->members[i].start + 1;
+    sg_buf_reserve(out, total);
+    sg_buf_puts(out, "{\"model\":");
+    sg_buf_json_str(out, model, strlen(model));
+    sg_buf_puts(out, stream ? ",\"stream\":true" : ",\"stream\":false");
+    if (stream) {
+        sg_buf_puts(out, ",\"stream_options\":{\"include_usage\":true");
+        for (uint32_t i = 0; i < pk->n_so; i++) {
+            sg_buf_putc(out, ',');
+            sg_buf_append(out, body + pk->so[i].start, pk->so[i].end - pk->so[i].start);
+        }
+        sg_buf_putc(out, '}');
+    }
+    for (uint32_t i = 0; i < pk->n_members; i++) {
+        int what = pk->members[i].what;
+        if (what != PK_KEEP && !(what == PK_TOP_K && (flags & OAI_UP_KEEP_EXTENSIONS))) continue;
+        sg_buf_putc(out, ',');
+        sg_buf_append(out, body + pk->members[i].start, pk->members[i].end - pk->members[i].start);
+    }
+    sg_buf_putc(out, '}');
 }
 
 /* ====================================================================================== */

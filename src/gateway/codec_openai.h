@@ -71,6 +71,52 @@ void oai_request_free(oai_request *r);
  * extensions). */
 int oai_validate_request(const json_t *req, gw_api_error *err);
 
+/* ---- 1b. the pass-through fast path ------------------------------------------------- */
+
+/* When the first target speaks OpenAI too, the gateway need not build a jansson tree for
+ * the request at all: oai_peek_request reads the routing fields with the zero-allocation
+ * reader (~10x cheaper than oai_parse_request), and oai_splice_upstream writes the
+ * upstream body by copying the client's bytes member by member. The fast path never
+ * answers errors itself: it returns 1 ("decline") for anything it cannot vouch for
+ * (invalid JSON or UTF-8, a routing field of the wrong type or range, a duplicated routing
+ * key, an empty or malformed messages array, more members than it tracks...), and the
+ * caller then runs oai_parse_request, the single source of error messages. It checks
+ * messages down to each message's role, content type and tool_call_id; deeper fields
+ * (content parts, tools' schemas, tool_choice, response_format, stop...) are left to the
+ * OpenAI-compatible upstream, which answers its own 400 in the same shape. A route that
+ * falls back to another wire format calls oai_parse_request then (lazily). */
+
+#define OAI_PEEK_MAX_MEMBERS 48   /* top-level members tracked */
+#define OAI_PEEK_MAX_SO 8         /* stream_options members kept */
+
+typedef struct oai_peek {
+    const char *model;         /* "model", else models[0]; NUL-terminated, in strs */
+    bool stream;
+    bool include_usage;
+    bool has_tools;
+    int64_t max_tokens;        /* max_completion_tokens, else max_tokens; -1 absent */
+    size_t n_models, n_order, n_only, n_ignore;
+    const char *models[OAI_MAX_MODELS];
+    const char *order[OAI_MAX_MODELS];
+    const char *only[OAI_MAX_MODELS];
+    const char *ignore[OAI_MAX_MODELS];
+    /* private: where each top-level member sits in the body (key to end of value) */
+    uint32_t n_members;
+    struct { uint32_t start, end; uint8_t what; } members[OAI_PEEK_MAX_MEMBERS];
+    uint32_t n_so;
+    struct { uint32_t start, end; } so[OAI_PEEK_MAX_SO];
+    size_t strs_len;
+    char strs[2048];
+} oai_peek;
+
+/* 0: the request is fine for the fast path and out is filled; 1: use oai_parse_request. */
+int oai_peek_request(const char *body, size_t len, oai_peek *out);
+/* Appends what oai_build_upstream would for the same request (same members and values;
+ * "model" and "stream" first, the other members in the client's order and bytes). body
+ * is the one given to oai_peek_request. */
+void oai_splice_upstream(const char *body, const oai_peek *pk, const char *model, bool stream, unsigned flags,
+                         sg_buf *out);
+
 /* ---- 2. upstream requests ------------------------------------------------------------ */
 
 #define OAI_UP_KEEP_EXTENSIONS 1u  /* keep "top_k" (vLLM, Ollama and llama.cpp take it) */
