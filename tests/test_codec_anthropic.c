@@ -871,6 +871,92 @@ static void test_classify_anthropic(void) {
     CHECK_EQ_INT(gw_classify_error(GW_WIRE_ANTHROPIC, 500, api, strlen(api), &e), GW_FAIL_RETRYABLE);
 }
 
+/* ---- hostile input by mutation: no crash, no leak, at most one ERROR ---- */
+
+static uint64_t rng_state = 0x9876543;
+static uint32_t rnd(void) {
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return (uint32_t)rng_state;
+}
+
+static char *mutate(const char *s, size_t *len) {
+    size_t n = strlen(s);
+    char *m = malloc(n + 16);
+    memcpy(m, s, n);
+    int edits = 1 + (int)(rnd() % 3);
+    for (int e = 0; e < edits && n; e++) {
+        size_t at = rnd() % n;
+        static const char interesting[] = "{}[]\",:\\u0 \x80\xff\n";
+        switch (rnd() % 4) {
+        case 0: m[at] = interesting[rnd() % (sizeof interesting - 1)]; break;
+        case 1: m[at] = (char)(rnd() & 0xff); break;
+        case 2: memmove(m + at, m + at + 1, n - at - 1); n--; break;
+        case 3: n = at; break;
+        }
+    }
+    m[n] = 0;
+    *len = n;
+    return m;
+}
+
+static int count_errors(void *ctx, const gw_event *ev) {
+    if (ev->kind == GW_EV_ERROR) (*(int *)ctx)++;
+    return 0;
+}
+
+static int mut_sse(void *ctx, const char *event, const char *data, size_t len) {
+    anth_scan *s = ctx;
+    static int errors;
+    return anth_scan_event(s, event, data, len, count_errors, &errors) < 0;
+}
+
+static void test_mutations(void) {
+    for (int iter = 0; iter < 3000; iter++) {
+        size_t len;
+        char *m = mutate(STREAM, &len);
+        anth_scan s;
+        anth_scan_init(&s);
+        sse_parser p;
+        sse_init(&p, 0, mut_sse, &s);
+        sse_feed(&p, m, len, NULL);
+        sse_finish(&p);
+        int errors = 0;
+        anth_scan_end(&s, count_errors, &errors);
+        CHECK(errors <= 1);
+        sse_free(&p);
+        anth_scan_free(&s);
+        free(m);
+    }
+    const char *req =
+        "{\"model\":\"c\",\"max_tokens\":5,\"system\":[{\"type\":\"text\",\"text\":\"s\"}],\"messages\":[{\"role\":\"user\","
+        "\"content\":[{\"type\":\"text\",\"text\":\"hi\"},{\"type\":\"image\",\"source\":{\"type\":\"base64\",\"media_type\":"
+        "\"image/png\",\"data\":\"AA\"}}]},{\"role\":\"assistant\",\"content\":[{\"type\":\"tool_use\",\"id\":\"t\",\"name\":\"f\","
+        "\"input\":{}}]},{\"role\":\"user\",\"content\":[{\"type\":\"tool_result\",\"tool_use_id\":\"t\",\"content\":\"r\"}]}],"
+        "\"tools\":[{\"name\":\"f\",\"input_schema\":{\"type\":\"object\"}}],\"tool_choice\":{\"type\":\"auto\"}}";
+    int accepted = 0;
+    for (int iter = 0; iter < 5000; iter++) {
+        size_t len;
+        char *m = mutate(req, &len);
+        anth_request rq;
+        gw_api_error e;
+        if (anth_parse_request(m, len, &rq, &e) == 0) {
+            accepted++;
+            /* whatever is accepted converts onward without trouble */
+            sg_buf out;
+            sg_buf_init(&out);
+            anth_build_upstream(rq.body, "c", false, 0, &out, &e);
+            sg_buf_free(&out);
+            anth_request_free(&rq);
+        } else {
+            CHECK(e.status == 400 && e.message[0]);
+        }
+        free(m);
+    }
+    CHECK(accepted > 0);
+}
+
 int main(int argc, char **argv) {
     (void)argc;
     RUN(test_stream);
@@ -885,5 +971,6 @@ int main(int argc, char **argv) {
     RUN(test_render_json);
     RUN(test_openai_to_anthropic);
     RUN(test_classify_anthropic);
+    RUN(test_mutations);
     return tu_finish(argv[0]);
 }

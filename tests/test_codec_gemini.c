@@ -465,6 +465,84 @@ static void test_gemini_to_openai(void) {
     sg_buf_free(&out);
 }
 
+/* ---- hostile input by mutation: no crash, no leak, at most one ERROR ---- */
+
+static uint64_t rng_state = 0x9876543;
+static uint32_t rnd(void) {
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return (uint32_t)rng_state;
+}
+
+static char *mutate(const char *s, size_t *len) {
+    size_t n = strlen(s);
+    char *m = malloc(n + 16);
+    memcpy(m, s, n);
+    int edits = 1 + (int)(rnd() % 3);
+    for (int e = 0; e < edits && n; e++) {
+        size_t at = rnd() % n;
+        static const char interesting[] = "{}[]\",:\\u0 \x80\xff\n";
+        switch (rnd() % 4) {
+        case 0: m[at] = interesting[rnd() % (sizeof interesting - 1)]; break;
+        case 1: m[at] = (char)(rnd() & 0xff); break;
+        case 2: memmove(m + at, m + at + 1, n - at - 1); n--; break;
+        case 3: n = at; break;
+        }
+    }
+    m[n] = 0;
+    *len = n;
+    return m;
+}
+
+static int count_errors(void *ctx, const gw_event *ev) {
+    if (ev->kind == GW_EV_ERROR) (*(int *)ctx)++;
+    return 0;
+}
+
+static int mut_sse(void *ctx, const char *event, const char *data, size_t len) {
+    (void)event;
+    gem_scan *s = ctx;
+    static int errors;
+    return gem_scan_chunk(s, data, len, count_errors, &errors) < 0;
+}
+
+static void test_mutations(void) {
+    for (int iter = 0; iter < 3000; iter++) {
+        size_t len;
+        char *m = mutate(STREAM, &len);
+        gem_scan s;
+        gem_scan_init(&s, 1);
+        sse_parser p;
+        sse_init(&p, 0, mut_sse, &s);
+        sse_feed(&p, m, len, NULL);
+        sse_finish(&p);
+        int errors = 0;
+        gem_scan_end(&s, count_errors, &errors);
+        CHECK(errors <= 1);
+        sse_free(&p);
+        free(m);
+    }
+    const char *req = "{\"messages\":[{\"role\":\"system\",\"content\":\"s\"},{\"role\":\"user\",\"content\":[{\"type\":\"text\","
+                      "\"text\":\"hi\"}]},{\"role\":\"assistant\",\"tool_calls\":[{\"id\":\"c\",\"function\":{\"name\":\"f\","
+                      "\"arguments\":\"{}\"}}]},{\"role\":\"tool\",\"tool_call_id\":\"c\",\"content\":\"1\"}],\"tools\":[{\"type\":"
+                      "\"function\",\"function\":{\"name\":\"f\"}}],\"tool_choice\":\"auto\",\"max_tokens\":3}";
+    for (int iter = 0; iter < 5000; iter++) {
+        size_t len;
+        char *m = mutate(req, &len);
+        json_t *j = json_loadb(m, len, 0, NULL);
+        if (j) {   /* any JSON the router might hand over: built or refused, never a crash */
+            sg_buf out;
+            sg_buf_init(&out);
+            gw_api_error e;
+            if (gem_build_request(j, &out, &e) == 0) CHECK(out.len > 0);
+            sg_buf_free(&out);
+            json_decref(j);
+        }
+        free(m);
+    }
+}
+
 int main(int argc, char **argv) {
     (void)argc;
     RUN(test_build_request);
@@ -474,5 +552,6 @@ int main(int argc, char **argv) {
     RUN(test_scan_response);
     RUN(test_classify_gemini);
     RUN(test_gemini_to_openai);
+    RUN(test_mutations);
     return tu_finish(argv[0]);
 }

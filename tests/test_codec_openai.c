@@ -920,6 +920,100 @@ static void test_classify_openai(void) {
     CHECK_EQ_STR(gw_failure_name(GW_FAIL_CONTEXT), "context");
 }
 
+/* ---- hostile input by mutation: no crash, and the reader agrees with jansson ---- */
+
+static uint64_t rng_state = 0x1234567;
+static uint32_t rnd(void) {
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return (uint32_t)rng_state;
+}
+
+/* A copy of s with a few random byte edits (flip, insert, delete, truncate). */
+static char *mutate(const char *s, size_t *len) {
+    size_t n = strlen(s);
+    char *m = malloc(n + 16);
+    memcpy(m, s, n);
+    int edits = 1 + (int)(rnd() % 3);
+    for (int e = 0; e < edits && n; e++) {
+        size_t at = rnd() % n;
+        static const char interesting[] = "{}[]\",:\\u0 \x80\xff\n";
+        switch (rnd() % 4) {
+        case 0: m[at] = interesting[rnd() % (sizeof interesting - 1)]; break;
+        case 1: m[at] = (char)(rnd() & 0xff); break;
+        case 2: memmove(m + at, m + at + 1, n - at - 1); n--; break;
+        case 3: n = at; break;
+        }
+    }
+    m[n] = 0;
+    *len = n;
+    return m;
+}
+
+static int count_only(void *ctx, const gw_event *ev) {
+    (void)ev;
+    (*(int *)ctx)++;
+    return 0;
+}
+
+static void test_mutations(void) {
+    const char *chunks[] = {
+        "{\"id\":\"chatcmpl-9x\",\"object\":\"chat.completion.chunk\",\"created\":1717000000,\"model\":\"gpt-4o\","
+        "\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hel\\u00e9lo \\ud83d\\ude00\"},\"logprobs\":null,"
+        "\"finish_reason\":null}],\"usage\":null}",
+        "{\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"call_1\",\"type\":\"function\","
+        "\"function\":{\"name\":\"f\",\"arguments\":\"{\\\"a\\\":1}\"}}]},\"finish_reason\":\"tool_calls\"}],"
+        "\"usage\":{\"prompt_tokens\":12,\"completion_tokens\":3,\"prompt_tokens_details\":{\"cached_tokens\":2}}}",
+    };
+    int disagreements = 0;
+    for (int iter = 0; iter < 20000; iter++) {
+        size_t len;
+        char *m = mutate(chunks[iter % 2], &len);
+        oai_scan s;
+        oai_scan_init(&s);
+        int n = 0;
+        int f = oai_scan_chunk(&s, m, len, count_only, &n);
+        oai_scan_end(&s, count_only, &n);
+        oai_scan_free(&s);
+        json_t *j = json_loadb(m, len, 0, NULL);
+        bool mine_ok = f >= 0 && !(f & OAI_CHUNK_ERROR) && !(f & OAI_CHUNK_SKIP);
+        /* what jansson refuses, the reader refuses too (jansson also refuses \u0000) */
+        if (!j && mine_ok && !strstr(m, "\\u0000")) {
+            if (disagreements++ < 5) fprintf(stderr, "    accepted what jansson refuses: %s\n", m);
+        }
+        json_decref(j);
+        free(m);
+    }
+    CHECK_EQ_INT(disagreements, 0);
+
+    const char *req =
+        "{\"model\":\"gpt-4o\",\"messages\":[{\"role\":\"system\",\"content\":\"s\"},{\"role\":\"user\",\"content\":\"hi\"}],"
+        "\"stream\":true,\"stream_options\":{\"include_usage\":true},\"max_tokens\":5,\"temperature\":0.5,"
+        "\"models\":[\"a/b\"],\"provider\":{\"order\":[\"x\"]},\"tools\":[]}";
+    int fast_only = 0;
+    for (int iter = 0; iter < 20000; iter++) {
+        size_t len;
+        char *m = mutate(req, &len);
+        oai_peek pk;
+        oai_request rq;
+        gw_api_error e;
+        int fast = oai_peek_request(m, len, &pk);
+        int slow = oai_parse_request(m, len, &rq, &e);
+        if (slow == 0) oai_request_free(&rq);
+        if (fast == 0 && slow != 0) {
+            /* acceptable only for JSON jansson refuses but is valid (a NUL escape), or deep fields */
+            bool deep = strncmp(e.param, "messages[", 9) == 0 && strchr(e.param, '.') &&
+                        (strstr(e.param, ".content[") || strstr(e.param, ".tool_calls"));
+            if (!deep && !strstr(m, "\\u0000") && !strstr(e.message, "duplicate")) {
+                if (fast_only++ < 5) fprintf(stderr, "    fast path accepted (%s): %s\n", e.message, m);
+            }
+        }
+        free(m);
+    }
+    CHECK_EQ_INT(fast_only, 0);
+}
+
 /* ---- cost ---- */
 
 static int count_event(void *ctx, const gw_event *ev) {
@@ -1003,6 +1097,7 @@ int main(int argc, char **argv) {
     RUN(test_render_json);
     RUN(test_error_body_types);
     RUN(test_classify_openai);
+    RUN(test_mutations);
     RUN(test_scan_cost);
     return tu_finish(argv[0]);
 }
