@@ -9,9 +9,23 @@
  * the gateway passes the provider's bytes through and only scans them (usage, finish),
  * without re-serialising (the events still come out of the scan for accounting).
  *
+ * The canonical request is an OpenAI chat-completions body plus two extensions OpenAI's
+ * API lacks, which Anthropic clients send and each provider codec translates or drops:
+ * "thinking": {"type": "enabled", "budget_tokens": N} and "top_k". The gateway's own
+ * request extensions ("models", "provider") are never in it (oai_parse_request takes them
+ * out).
+ *
  * Usage is normalised into gw_usage so that every provider's counts mean the same:
  * uncached input, cache reads, cache writes, output (reasoning included) and, of the
- * output, reasoning. Token counts are integers; an unknown count is -1. */
+ * output, reasoning. Token counts are integers; an unknown count is -1. When a provider
+ * reports its prompt count, the cache fields it has no notion of are 0, not unknown
+ * (OpenAI and Gemini write no cache); reasoning stays -1 unless broken out. Each codec's
+ * header states its provider's arithmetic (codec_openai.h, codec_anthropic.h,
+ * codec_gemini.h).
+ *
+ * Event order from every scanner: START first, then REASONING / TEXT / TOOL_CALL as they
+ * come, FINISH at most once, USAGE any number of times (the last is the total), ERROR at
+ * most once and nothing after it. Strings in events are valid only during the call. */
 #ifndef SG_GATEWAY_CHAT_H
 #define SG_GATEWAY_CHAT_H
 

@@ -1017,13 +1017,21 @@ static anth_render_block *block_for(anth_render *r, anth_block_kind kind, const 
     return open_block(r, kind, ev->index, ev->id, ev->name);
 }
 
-static void delta(anth_render *r, const char *type, const char *field, const char *s, size_t n) {
-    ev_open(r, "content_block_delta");
-    sg_buf_printf(r->out, "{\"type\":\"content_block_delta\",\"index\":%zu,\"delta\":{\"type\":\"%s\",\"%s\":",
-                  r->n_blocks - 1, type, field);
+/* Appends a small unsigned number without printf (deltas are the hot path). */
+static void put_uint(sg_buf *b, size_t v) {
+    char tmp[24];
+    size_t i = sizeof tmp;
+    do { tmp[--i] = (char)('0' + v % 10); v /= 10; } while (v);
+    sg_buf_append(b, tmp + i, sizeof tmp - i);
+}
+
+static void delta(anth_render *r, const char *type_and_field, const char *s, size_t n) {
+    sg_buf_reserve(r->out, n + 128);
+    sg_buf_puts(r->out, "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":");
+    put_uint(r->out, r->n_blocks - 1);
+    sg_buf_puts(r->out, type_and_field);
     sg_buf_json_str(r->out, s, n);
-    sg_buf_puts(r->out, "}}");
-    ev_close(r);
+    sg_buf_puts(r->out, "}}\n\n");
 }
 
 void anth_render_error(anth_render *r, const gw_api_error *e) {
@@ -1052,8 +1060,10 @@ int anth_render_event(void *ctx, const gw_event *ev) {
         send_start(r);
         anth_block_kind k = ev->kind == GW_EV_TEXT ? ANTH_BLOCK_TEXT : ANTH_BLOCK_THINKING;
         anth_render_block *b = block_for(r, k, ev);
-        if (r->stream) delta(r, k == ANTH_BLOCK_TEXT ? "text_delta" : "thinking_delta",
-                             k == ANTH_BLOCK_TEXT ? "text" : "thinking", ev->text, ev->len);
+        if (r->stream)
+            delta(r, k == ANTH_BLOCK_TEXT ? ",\"delta\":{\"type\":\"text_delta\",\"text\":"
+                                          : ",\"delta\":{\"type\":\"thinking_delta\",\"thinking\":",
+                  ev->text, ev->len);
         else sg_buf_append(&b->text, ev->text, ev->len);
         break;
     }
@@ -1061,7 +1071,8 @@ int anth_render_event(void *ctx, const gw_event *ev) {
         send_start(r);
         anth_render_block *b = block_for(r, ANTH_BLOCK_TOOL, ev);
         if (!b || !ev->len) break;   /* (a stream cannot reopen a closed block: dropped) */
-        if (r->stream) delta(r, "input_json_delta", "partial_json", ev->text, ev->len);
+        if (r->stream)
+            delta(r, ",\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":", ev->text, ev->len);
         else sg_buf_append(&b->text, ev->text, ev->len);
         break;
     }

@@ -17,7 +17,11 @@
  * 2. Upstream requests: oai_build_upstream serialises a canonical request for an
  *    OpenAI-compatible server with the target's model name.
  * 3. Upstream responses: oai_scan_* turn a chat.completion body, or each `data:` payload of
- *    a chat.completion.chunk stream, into canonical events (chat.h), with usage normalised:
+ *    a chat.completion.chunk stream, into canonical events (chat.h). For an OpenAI client
+ *    the caller forwards each payload as it came (sse_write(out, NULL, data, len)) unless
+ *    the flags say SKIP, or USAGE_ONLY and the client did not ask for usage, or ERROR on a
+ *    malformed chunk (then it renders the error instead); the events only feed the
+ *    accounting. Usage is normalised:
  *    OpenAI's prompt_tokens includes prompt_tokens_details.cached_tokens, so input =
  *    prompt - cached and cache_read = cached (cache_write = 0: OpenAI charges none);
  *    completion_tokens includes completion_tokens_details.reasoning_tokens (reasoning = -1
