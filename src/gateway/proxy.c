@@ -47,6 +47,10 @@ typedef struct proxy_req {
     int wire;                      /* the client's API: GW_WIRE_OPENAI / GW_WIRE_ANTHROPIC */
     oai_request oreq;              /* the canonical request (its body, model, stream) */
     anth_request areq;             /* an Anthropic client's request, translated */
+    oai_peek peek;                 /* an OpenAI client's request read by the fast path:  */
+    bool peeked;                   /* the canonical body is then parsed only if needed   */
+    const char *body;              /* the client's body (valid while the exchange lives) */
+    size_t body_len;
     const char *client_model;
     char id[32];                   /* the request id (the exchange's is gone once answered) */
     const gw_route *route;
@@ -383,6 +387,19 @@ static void up_done(upstream_xfer *t, const upstream_done *d, void *arg) {
     finish_ok(p);
 }
 
+/* The canonical JSON body, parsed on first need when the fast path read the request. */
+static int ensure_canonical(proxy_req *p, gw_api_error *e) {
+    if (p->oreq.body) return 0;
+    oai_request full;
+    if (oai_parse_request(p->body, p->body_len, &full, e)) return -1;
+    p->oreq.body = full.body;        /* the routing fields stay the peek's */
+    p->oreq.ext = full.ext;
+    full.body = NULL;
+    full.ext = NULL;
+    oai_request_free(&full);
+    return 0;
+}
+
 /* The provider's URL, headers and body for the canonical request. */
 static int build_remote(proxy_req *p, const candidate *c, gw_api_error *e) {
     const gw_provider *pv = c->provider;
@@ -392,7 +409,8 @@ static int build_remote(proxy_req *p, const candidate *c, gw_api_error *e) {
     p->up_headers[n++] = (upstream_header){"content-type", "application/json"};
     switch (pv->type) {
     case GW_PROVIDER_OPENAI:
-        oai_build_upstream(p->oreq.body, c->model, p->oreq.stream, 0, &p->up_body);
+        if (p->peeked && !p->oreq.body) oai_splice_upstream(p->body, &p->peek, c->model, p->oreq.stream, 0, &p->up_body);
+        else oai_build_upstream(p->oreq.body, c->model, p->oreq.stream, 0, &p->up_body);
         sg_buf_printf(&p->url, "%s/chat/completions", pv->base_url);
         if (pv->api_key) {
             snprintf(p->auth_header, sizeof p->auth_header, "Bearer %s", pv->api_key);
@@ -400,6 +418,7 @@ static int build_remote(proxy_req *p, const candidate *c, gw_api_error *e) {
         }
         break;
     case GW_PROVIDER_ANTHROPIC: {
+        if (ensure_canonical(p, e)) return -1;
         int64_t max_out = c->info && c->info->max_output_tokens > 0 ? c->info->max_output_tokens : 4096;
         if (anth_build_upstream(p->oreq.body, c->model, p->oreq.stream, max_out, &p->up_body, e)) return -1;
         sg_buf_printf(&p->url, "%s/v1/messages", pv->base_url);
@@ -408,6 +427,7 @@ static int build_remote(proxy_req *p, const candidate *c, gw_api_error *e) {
         break;
     }
     case GW_PROVIDER_GOOGLE:
+        if (ensure_canonical(p, e)) return -1;
         if (gem_build_request(p->oreq.body, &p->up_body, e)) return -1;
         sg_buf_puts(&p->url, pv->base_url);
         if (gem_url_path(&p->url, pv->version, c->model, p->oreq.stream, e)) return -1;
@@ -464,6 +484,13 @@ static void local_done(void *ctx, int status, const char *message, const gw_usag
 static void start_local(proxy_req *p, const candidate *c) {
     gw_local *lm = gateway_local(p->gw, c->model);
     if (!lm) { attempt_failed(p, 503, "the local model is not loaded", GW_FAIL_RETRYABLE); return; }
+    gw_api_error e;
+    if (ensure_canonical(p, &e)) {
+        p->last_error = e;
+        p->have_error = true;
+        attempt_failed(p, e.status, e.message, GW_FAIL_CLIENT);
+        return;
+    }
     int status;
     sg_error err;
     p->job = local_submit(lm, p->oreq.body, on_event, local_done, p, &status, &err);
@@ -660,6 +687,8 @@ void proxy_handle(gateway *g, http_exchange *x, const http_request *req, int inb
     p->key = key;
     p->wire = inbound_wire;
     p->t_start = loop_now_ms(g->loop);
+    p->body = req->body;
+    p->body_len = req->body_len;
     snprintf(p->id, sizeof p->id, "%s", http_exchange_id(x));
     sg_buf_init(&p->up_body);
     sg_buf_init(&p->url);
@@ -682,6 +711,22 @@ void proxy_handle(gateway *g, http_exchange *x, const http_request *req, int inb
         p->oreq.stream = p->areq.stream;
         p->oreq.include_usage = true;   /* Anthropic always reports usage */
         p->oreq.max_tokens = p->areq.max_tokens;
+    } else if (oai_peek_request(req->body, req->body_len, &p->peek) == 0) {
+        /* the fast path: routing fields only, no JSON tree */
+        p->peeked = true;
+        p->oreq.model = p->peek.model;
+        p->oreq.stream = p->peek.stream;
+        p->oreq.include_usage = p->peek.include_usage;
+        p->oreq.max_tokens = p->peek.max_tokens;
+        p->oreq.has_tools = p->peek.has_tools;
+        p->oreq.n_models = p->peek.n_models;
+        memcpy(p->oreq.models, p->peek.models, sizeof p->peek.models);
+        p->oreq.n_order = p->peek.n_order;
+        memcpy(p->oreq.order, p->peek.order, sizeof p->peek.order);
+        p->oreq.n_only = p->peek.n_only;
+        memcpy(p->oreq.only, p->peek.only, sizeof p->peek.only);
+        p->oreq.n_ignore = p->peek.n_ignore;
+        memcpy(p->oreq.ignore, p->peek.ignore, sizeof p->peek.ignore);
     } else if (oai_parse_request(req->body, req->body_len, &p->oreq, &e)) {
         respond_error(p, &e);
         return;
