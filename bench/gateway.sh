@@ -6,7 +6,7 @@
 # Needs nginx-light and wrk (make deps-test installs them). BENCH_SECS sets seconds a row.
 set -u
 cd "$(dirname "$0")/.."
-harness=${SMOLGATE_SHARED:-../shared}/bench/gateway
+harness=$(cd "${SMOLGATE_SHARED:-../shared}/bench/gateway" && pwd)
 secs=${BENCH_SECS:-6}
 bin=$PWD/build/smolgate
 if ! command -v wrk >/dev/null || ! command -v nginx >/dev/null; then
