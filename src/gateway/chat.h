@@ -47,7 +47,8 @@ typedef enum gw_event_kind {
     GW_EV_TEXT,           /* text: content delta */
     GW_EV_REASONING,      /* text: reasoning delta (OpenAI-compatible "reasoning_content") */
     GW_EV_TOOL_CALL,      /* index, id (first fragment only), name (first only), text: arguments fragment */
-    GW_EV_FINISH,         /* finish: "stop" | "length" | "tool_calls" | "content_filter" */
+    GW_EV_FINISH,         /* finish: "stop" | "length" | "tool_calls" | "content_filter";
+                             text: the stop sequence that ended it, when the provider says */
     GW_EV_USAGE,          /* usage (cumulative: the latest event wins) */
     GW_EV_ERROR,          /* the provider failed mid-stream: text: message; err_type, status */
 } gw_event_kind;

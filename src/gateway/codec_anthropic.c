@@ -699,13 +699,17 @@ static int emit_usage(gw_event_fn fn, void *ctx, const gw_usage *acc) {
     return emit(fn, ctx, &ev);
 }
 
-static int emit_finish(anth_scan *s, gw_event_fn fn, void *ctx, const char *stop_reason) {
+static int emit_finish(anth_scan *s, gw_event_fn fn, void *ctx, const char *stop_reason, const char *stop_sequence) {
     if (s->finished) return 0;
     s->finished = true;
     gw_event ev;
     memset(&ev, 0, sizeof ev);
     ev.kind = GW_EV_FINISH;
     ev.finish = gw_finish_from_anthropic(stop_reason);
+    if (stop_sequence) {   /* which stop sequence ended it, for Anthropic clients */
+        ev.text = stop_sequence;
+        ev.len = strlen(stop_sequence);
+    }
     return emit(fn, ctx, &ev);
 }
 
@@ -810,7 +814,7 @@ static int scan_stream_event(anth_scan *s, const char *type, const json_t *d, gw
     if (strcmp(type, "content_block_stop") == 0) return 0;
     if (strcmp(type, "message_delta") == 0) {
         const char *sr = jstr(json_object_get(d, "delta"), "stop_reason");
-        if (sr && emit_finish(s, fn, ctx, sr)) return -1;
+        if (sr && emit_finish(s, fn, ctx, sr, jstr(json_object_get(d, "delta"), "stop_sequence"))) return -1;
         if (read_usage(json_object_get(d, "usage"), &s->usage) && emit_usage(fn, ctx, &s->usage)) return -1;
         return 0;
     }
@@ -888,7 +892,7 @@ int anth_scan_response(const char *body, size_t len, gw_event_fn fn, void *ctx) 
         else if (strcmp(bt, "tool_use") == 0) rc = emit_tool(fn, ctx, s.n_tools++, blk, true);
         if (rc) goto out;
     }
-    if (emit_finish(&s, fn, ctx, jstr(d, "stop_reason"))) { rc = -1; goto out; }
+    if (emit_finish(&s, fn, ctx, jstr(d, "stop_reason"), jstr(d, "stop_sequence"))) { rc = -1; goto out; }
     if (read_usage(json_object_get(d, "usage"), &s.usage) && emit_usage(fn, ctx, &s.usage)) rc = -1;
 out:
     anth_scan_free(&s);
@@ -1079,6 +1083,10 @@ int anth_render_event(void *ctx, const gw_event *ev) {
     case GW_EV_FINISH:
         r->have_finish = true;
         snprintf(r->finish, sizeof r->finish, "%s", ev->finish ? ev->finish : "stop");
+        if (ev->text && ev->len && ev->len < sizeof r->stop_sequence) {
+            memcpy(r->stop_sequence, ev->text, ev->len);
+            r->stop_sequence[ev->len] = 0;
+        }
         break;
     case GW_EV_USAGE:
         r->usage = ev->usage;
@@ -1114,6 +1122,16 @@ static void put_tool_input(sg_buf *o, const anth_render_block *b) {
     json_decref(input);
 }
 
+/* "stop_reason":..., "stop_sequence":... (stop_sequence when a stop sequence matched) */
+static void put_stop(sg_buf *o, const anth_render *r, const char *finish) {
+    bool seq = r->stop_sequence[0] && !strcmp(finish, "stop");
+    sg_buf_puts(o, "\"stop_reason\":");
+    put_str(o, seq ? "stop_sequence" : gw_finish_to_anthropic(finish));
+    sg_buf_puts(o, ",\"stop_sequence\":");
+    if (seq) put_str(o, r->stop_sequence);
+    else sg_buf_puts(o, "null");
+}
+
 int anth_render_end(anth_render *r) {
     if (r->ended) return r->failed && !r->stream ? r->error.status : 200;
     r->ended = true;
@@ -1126,9 +1144,9 @@ int anth_render_end(anth_render *r) {
         send_start(r);
         close_block(r);
         ev_open(r, "message_delta");
-        sg_buf_puts(r->out, "{\"type\":\"message_delta\",\"delta\":{\"stop_reason\":");
-        put_str(r->out, gw_finish_to_anthropic(finish));
-        sg_buf_puts(r->out, ",\"stop_sequence\":null},\"usage\":");
+        sg_buf_puts(r->out, "{\"type\":\"message_delta\",\"delta\":{");
+        put_stop(r->out, r, finish);
+        sg_buf_puts(r->out, "},\"usage\":");
         put_usage(r->out, &r->usage, false);
         sg_buf_putc(r->out, '}');
         ev_close(r);
@@ -1166,9 +1184,9 @@ int anth_render_end(anth_render *r) {
             sg_buf_putc(o, '}');
         }
     }
-    sg_buf_puts(o, "],\"stop_reason\":");
-    put_str(o, gw_finish_to_anthropic(finish));
-    sg_buf_puts(o, ",\"stop_sequence\":null,\"usage\":");
+    sg_buf_puts(o, "],");
+    put_stop(o, r, finish);
+    sg_buf_puts(o, ",\"usage\":");
     put_usage(o, &r->usage, false);
     sg_buf_putc(o, '}');
     return 200;

@@ -119,6 +119,7 @@ typedef struct anth_render {
     char id[128], model[192];
     bool start_sent, open, ended, failed, have_finish;
     char finish[24];
+    char stop_sequence[256];   /* the stop sequence that ended the answer, "" if none */
     gw_usage usage;
     gw_api_error error;
     anth_render_block *blocks; /* in order; the last is the open one when open */
