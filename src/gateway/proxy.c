@@ -61,6 +61,11 @@ typedef struct proxy_req {
     bool done;
 
     /* the attempt in flight */
+    int depth;                     /* > 0 inside upstream_start, which may finish the whole
+                                      transfer (and so this request) before returning */
+    bool zombie;                   /* freed while depth > 0: really freed on the way out */
+    unsigned attempt_gen;          /* bumped per start: a nested attempt supersedes */
+    bool xfer_done;
     upstream_xfer *xfer;
     local_job *job;
     sg_buf up_body;                /* request body sent upstream */
@@ -135,6 +140,7 @@ static void error_body(const proxy_req *p, sg_buf *b, const gw_api_error *e) {
 /* ---- lifecycle ---- */
 
 static void proxy_free(proxy_req *p) {
+    if (p->depth > 0) { p->zombie = true; return; }
     if (p->xfer) upstream_cancel(p->xfer);
     if (p->job) local_cancel(p->job);
     loop_timer_stop(p->gw->loop, &p->backoff);
@@ -315,15 +321,15 @@ static uint32_t parse_retry_after(const upstream_response *r) {
 }
 
 static void up_headers(upstream_xfer *t, const upstream_response *r, void *arg) {
-    (void)t;
     proxy_req *p = arg;
+    p->xfer = t;   /* callbacks may run inside upstream_start, before it returns t */
     p->up_status = r->status;
     p->retry_after_ms = r->status == 200 ? 0 : parse_retry_after(r);
 }
 
 static void up_data(upstream_xfer *t, const char *data, size_t len, void *arg) {
-    (void)t;
     proxy_req *p = arg;
+    p->xfer = t;
     if (p->up_status != 200 || !p->oreq.stream) {
         if (p->resp.len + len <= (p->up_status == 200 ? SIZE_MAX / 2 : MAX_ERROR_BODY)) sg_buf_append(&p->resp, data, len);
         return;
@@ -332,8 +338,9 @@ static void up_data(upstream_xfer *t, const char *data, size_t len, void *arg) {
     if (sse_feed(&p->sse, data, len, &err) != 0) {
         /* A malformed or failed stream: stop it now and decide outside libcurl's callback
          * (a fallback starts a new transfer). */
-        upstream_cancel(p->xfer);
+        upstream_cancel(t);
         p->xfer = NULL;
+        p->xfer_done = true;
         snprintf(p->defer_why, sizeof p->defer_why, "%s", "the provider's stream failed or was malformed");
         loop_timer_start(p->gw->loop, &p->defer, 0);
         return;
@@ -352,6 +359,7 @@ static void up_done(upstream_xfer *t, const upstream_done *d, void *arg) {
     (void)t;
     proxy_req *p = arg;
     p->xfer = NULL;
+    p->xfer_done = true;
     if (d->result != UPSTREAM_OK) {
         if (p->client_started) { fail_mid_stream(p, upstream_result_name(d->result)); return; }
         attempt_failed(p, d->result == UPSTREAM_ERR_TTFB_TIMEOUT || d->result == UPSTREAM_ERR_TOTAL_TIMEOUT ? 504 : 502,
@@ -460,8 +468,15 @@ static void start_remote(proxy_req *p, const candidate *c) {
         .cb = {up_headers, up_data, up_done}, .arg = p,
     };
     sg_error err;
-    p->xfer = upstream_start(p->gw->up, &r, &err);
-    if (!p->xfer) attempt_failed(p, 502, err.msg, GW_FAIL_RETRYABLE);
+    unsigned gen = ++p->attempt_gen;
+    p->xfer_done = false;
+    p->depth++;
+    upstream_xfer *t = upstream_start(p->gw->up, &r, &err);
+    p->depth--;
+    if (p->zombie) { proxy_free(p); return; }   /* it finished, and answered, inside */
+    if (gen != p->attempt_gen || p->xfer_done) return;   /* done, or a later attempt runs */
+    p->xfer = t;
+    if (!t) attempt_failed(p, 502, err.msg, GW_FAIL_RETRYABLE);
 }
 
 /* ---- local attempts ---- */
