@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <jansson.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +16,7 @@
 #include "common/buf.h"
 #include "common/log.h"
 #include "gateway/chat.h"
+#include "gateway/codec_anthropic.h"
 #include "gateway/codec_openai.h"
 
 /* ---- small helpers ---- */
@@ -42,8 +44,8 @@ static void respond_error(http_exchange *x, int wire, int status, const char *co
     gw_api_fail(&e, status, code, NULL, "%s", msg);
     sg_buf b;
     sg_buf_init(&b);
-    (void)wire;
-    oai_error_body(&b, &e);
+    if (wire == GW_WIRE_ANTHROPIC) anth_error_body(&b, &e);   /* each client its own shape */
+    else oai_error_body(&b, &e);
     respond_json(x, status, b.data, b.len);
     sg_buf_free(&b);
 }
@@ -305,6 +307,14 @@ int gateway_serve(const gateway_opts *o, sg_error *err) {
     }
     sg_log_set_level(cfg->log_level);
     signal(SIGPIPE, SIG_IGN);
+    /* Block the signals we read from a signalfd before any thread starts (the local
+     * models' workers, libcurl's resolver), so that no thread takes them by default. */
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
     gateway *g = sg_xcalloc(1, sizeof *g);
     g->cfg = cfg;
     g->config_path = o->config_path ? sg_xstrdup(o->config_path) : NULL;
@@ -331,12 +341,6 @@ int gateway_serve(const gateway_opts *o, sg_error *err) {
     hc.handler_arg = g;
     if (!(g->http = http_server_new(g->loop, &hc, err))) goto out;
 
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGHUP);
-    pthread_sigmask(SIG_BLOCK, &set, NULL);
     sw.fd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
     if (sw.fd < 0) { sg_fail(err, "signalfd: %s", strerror(errno)); goto out; }
     loop_watch_init(&sw.w, sw.fd, on_signal, &sw);

@@ -369,6 +369,7 @@ static void up_done(upstream_xfer *t, const upstream_done *d, void *arg) {
     if (p->up_status != 200) {
         gw_api_error e;
         gw_failure kind = gw_classify_error((gw_wire)p->up_wire, p->up_status, p->resp.data, p->resp.len, &e);
+        if (e.retry_after_ms > p->retry_after_ms) p->retry_after_ms = e.retry_after_ms;   /* Gemini's RetryInfo */
         p->last_error = e;
         p->have_error = true;
         attempt_failed(p, p->up_status, e.message, kind);
