@@ -10,6 +10,11 @@ void sg_log_set_level(sg_log_level level);
 void sg_log_init_from_env(void);
 int  sg_log_enabled(sg_log_level level);
 void sg_log(sg_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* For an event loop thread: the line goes into a per-thread buffer that sg_log_flush()
+ * writes out (the loop calls it once per iteration), so a busy server makes one write()
+ * per iteration instead of one per request. Lines stay whole and in order. */
+void sg_log_buffered(sg_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void sg_log_flush(void);
 
 #define SG_DEBUG(...) do { if (sg_log_enabled(SG_LOG_DEBUG)) sg_log(SG_LOG_DEBUG, __VA_ARGS__); } while (0)
 #define SG_INFO(...)  sg_log(SG_LOG_INFO, __VA_ARGS__)

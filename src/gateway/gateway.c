@@ -292,6 +292,11 @@ static void on_signal(loop *l, loop_watch *w, unsigned events, void *arg) {
 
 /* ---- serve ---- */
 
+static void flush_logs(loop *l, void *arg) {
+    (void)l; (void)arg;
+    sg_log_flush();
+}
+
 int gateway_serve(const gateway_opts *o, sg_error *err) {
     gw_config *cfg = NULL;
     int rc = config_load_ex(&cfg, o->config_path, &o->overrides, NULL, err);   /* no path: defaults */
@@ -345,6 +350,7 @@ int gateway_serve(const gateway_opts *o, sg_error *err) {
     if (sw.fd < 0) { sg_fail(err, "signalfd: %s", strerror(errno)); goto out; }
     loop_watch_init(&sw.w, sw.fd, on_signal, &sw);
     if (loop_watch_set(g->loop, &sw.w, LOOP_READ, err)) goto out;
+    loop_add_prepare(g->loop, flush_logs, NULL);   /* request log lines: one write per iteration */
 
     sg_buf b;
     sg_buf_init(&b);
@@ -353,6 +359,7 @@ int gateway_serve(const gateway_opts *o, sg_error *err) {
     if (sg_log_enabled(SG_LOG_DEBUG)) SG_DEBUG("configuration:\n%s", b.data ? b.data : "");
     sg_buf_free(&b);
     rc = loop_run(g->loop, err);
+    sg_log_flush();
     SG_INFO("stopped: %llu requests, %llu errors, %llu fallbacks", (unsigned long long)g->stats.requests,
             (unsigned long long)g->stats.errors, (unsigned long long)g->stats.fallbacks);
 out:

@@ -166,7 +166,7 @@ static const candidate *current(const proxy_req *p) {
 static void log_request(proxy_req *p, int status) {
     const candidate *c = current(p);
     uint64_t ms = loop_now_ms(p->gw->loop) - p->t_start;
-    SG_INFO("request id=%s model=%s route=%s provider=%s upstream_model=%s attempts=%d status=%d ms=%llu "
+    sg_log_buffered(SG_LOG_INFO, "request id=%s model=%s route=%s provider=%s upstream_model=%s attempts=%d status=%d ms=%llu "
             "input=%lld cache_read=%lld output=%lld",
             p->id, p->client_model ? p->client_model : "-", p->route ? p->route->name : "-",
             c ? c->provider->name : "-", c ? c->model : "-", p->attempts, status, (unsigned long long)ms,
@@ -559,7 +559,7 @@ static void no_more_targets(proxy_req *p, int status, const char *why) {
 
 static void attempt_failed(proxy_req *p, int status, const char *why, gw_failure kind) {
     candidate *c = &p->cands[p->cur];
-    SG_WARN("attempt failed id=%s provider=%s model=%s status=%d kind=%s: %s", p->id,
+    sg_log_buffered(SG_LOG_WARN, "attempt failed id=%s provider=%s model=%s status=%d kind=%s: %s", p->id,
             c->provider->name, c->model, status, gw_failure_name(kind), why);
     if (kind == GW_FAIL_CLIENT || kind == GW_FAIL_QUOTA) {
         if (!p->have_error) gw_api_fail(&p->last_error, status, NULL, NULL, "%s", why);
@@ -689,7 +689,7 @@ static void apply_breakers(proxy_req *p) {
 static void on_client_abort(http_exchange *x, void *arg) {
     (void)x;
     proxy_req *p = arg;
-    SG_INFO("client gone id=%s after %d attempts", p->id, p->attempts);
+    sg_log_buffered(SG_LOG_INFO, "client gone id=%s after %d attempts", p->id, p->attempts);
     http_exchange_close(p->x);
     p->done = true;
     proxy_free(p);
