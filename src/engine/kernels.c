@@ -5,36 +5,12 @@
 #include "engine/kernels.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
-/* ---- block formats ---- */
-
-typedef struct { uint16_t d; int8_t qs[32]; } block_q8_0;   /* 34 bytes */
-
-static void q8_0_to_f32(const void *src, float *dst, int64_t n) {
-    const block_q8_0 *b = src;
-    for (int64_t i = 0; i < n / 32; i++) {
-        float d = sg_f16_to_f32(b[i].d);
-        for (int j = 0; j < 32; j++) dst[i * 32 + j] = d * (float)b[i].qs[j];
-    }
-}
-
-/* As ggml quantizes: d = max|x| / 127, q = round(x / d). */
-static void f32_to_q8_0(const float *src, void *dst, int64_t n) {
-    block_q8_0 *b = dst;
-    for (int64_t i = 0; i < n / 32; i++) {
-        const float *x = src + i * 32;
-        float amax = 0;
-        for (int j = 0; j < 32; j++) amax = fmaxf(amax, fabsf(x[j]));
-        float d = amax / 127.0f, id = d ? 1.0f / d : 0.0f;
-        b[i].d = sg_f32_to_f16(d);
-        for (int j = 0; j < 32; j++) b[i].qs[j] = (int8_t)roundf(x[j] * id);
-    }
-}
-
 bool kern_supports(sg_dtype t) {
-    return t == SG_F32 || t == SG_F16 || t == SG_BF16 || t == SG_Q8_0;
+    return t == SG_F32 || t == SG_F16 || t == SG_BF16 || quant_supports(t);
 }
 
 void kern_to_f32(sg_dtype t, const void *src, float *dst, int64_t n) {
@@ -42,8 +18,7 @@ void kern_to_f32(sg_dtype t, const void *src, float *dst, int64_t n) {
     case SG_F32: memcpy(dst, src, (size_t)n * sizeof(float)); break;
     case SG_F16: for (int64_t i = 0; i < n; i++) dst[i] = sg_f16_to_f32(((const uint16_t *)src)[i]); break;
     case SG_BF16: for (int64_t i = 0; i < n; i++) dst[i] = sg_bf16_to_f32(((const uint16_t *)src)[i]); break;
-    case SG_Q8_0: q8_0_to_f32(src, dst, n); break;
-    default: memset(dst, 0, (size_t)n * sizeof(float)); break;
+    default: quant_dequantize_row(t, src, dst, n); break;   /* zeros for an unknown type */
     }
 }
 
@@ -52,8 +27,7 @@ int kern_from_f32(sg_dtype t, const float *src, void *dst, int64_t n) {
     case SG_F32: memcpy(dst, src, (size_t)n * sizeof(float)); return 0;
     case SG_F16: for (int64_t i = 0; i < n; i++) ((uint16_t *)dst)[i] = sg_f32_to_f16(src[i]); return 0;
     case SG_BF16: for (int64_t i = 0; i < n; i++) ((uint16_t *)dst)[i] = sg_f32_to_bf16(src[i]); return 0;
-    case SG_Q8_0: if (n % 32) return -1; f32_to_q8_0(src, dst, n); return 0;
-    default: return -1;
+    default: return quant_quantize_row(t, src, dst, n);
     }
 }
 
@@ -80,23 +54,19 @@ static float dot_bf16(const void *w, const float *x, int64_t n) {
     return s;
 }
 
-static float dot_q8_0(const void *w, const float *x, int64_t n) {
-    const block_q8_0 *b = w;
-    float s = 0;
-    for (int64_t i = 0; i < n / 32; i++) {
-        float d = sg_f16_to_f32(b[i].d);
-        for (int j = 0; j < 32; j++) s += d * (float)b[i].qs[j] * x[i * 32 + j];
-    }
-    return s;
-}
-
 const kern_table kern_scalar = {
     .name = "scalar",
-    .dot = {[SG_F32] = dot_f32, [SG_F16] = dot_f16, [SG_BF16] = dot_bf16, [SG_Q8_0] = dot_q8_0},
+    .dot = {[SG_F32] = dot_f32, [SG_F16] = dot_f16, [SG_BF16] = dot_bf16,
+            [SG_Q4_0] = quant_dot_q4_0, [SG_Q4_1] = quant_dot_q4_1, [SG_Q5_0] = quant_dot_q5_0,
+            [SG_Q5_1] = quant_dot_q5_1, [SG_Q8_0] = quant_dot_q8_0, [SG_Q4_K] = quant_dot_q4_K,
+            [SG_Q5_K] = quant_dot_q5_K, [SG_Q6_K] = quant_dot_q6_K},
+    /* no qdot: the scalar table is the float reference */
 };
 
 /* ---- selection ---- */
 
+/* kern_select's choice: a copy of a table with its integer entries adjusted. */
+static kern_table g_selected;
 static const kern_table *g_active = &kern_scalar;
 
 static bool cpu_has_avx512(void) {
@@ -104,6 +74,15 @@ static bool cpu_has_avx512(void) {
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
            __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+#else
+    return false;
+#endif
+}
+
+static bool cpu_has_avx512_vnni(void) {
+#if defined(__x86_64__)
+    __builtin_cpu_init();
+    return cpu_has_avx512() && __builtin_cpu_supports("avx512vnni");
 #else
     return false;
 #endif
@@ -120,23 +99,72 @@ static bool cpu_has_avx2(void) {
 
 const char *kern_select(const char *force) {
     if (!force || !*force) force = getenv("SMOLGATE_SIMD");
-    if (force && !strcmp(force, "scalar")) g_active = &kern_scalar;
-    else if (force && !strcmp(force, "avx2") && kern_avx2.name && cpu_has_avx2()) g_active = &kern_avx2;
-    else if ((!force || !*force || !strcmp(force, "avx512")) && kern_avx512.name && cpu_has_avx512()) g_active = &kern_avx512;
-    else if (kern_avx2.name && cpu_has_avx2()) g_active = &kern_avx2;
-    else g_active = &kern_scalar;
+    const kern_table *t;
+    if (force && !strcmp(force, "scalar")) t = &kern_scalar;
+    else if (force && !strcmp(force, "avx2") && kern_avx2.name && cpu_has_avx2()) t = &kern_avx2;
+    else if ((!force || !*force || !strcmp(force, "avx512")) && kern_avx512.name && cpu_has_avx512()) t = &kern_avx512;
+    else if (kern_avx2.name && cpu_has_avx2()) t = &kern_avx2;
+    else t = &kern_scalar;
+    g_selected = *t;
+    if (t == &kern_avx512 && !cpu_has_avx512_vnni())   /* AVX2's integer dots run on any AVX-512 CPU */
+        memcpy(g_selected.qdot, kern_avx2.qdot, sizeof g_selected.qdot);
+    const char *int8 = getenv("SMOLGATE_INT8");
+    if (int8 && !strcmp(int8, "0")) memset(g_selected.qdot, 0, sizeof g_selected.qdot);
+    g_active = &g_selected;
     return g_active->name;
 }
 
 const kern_table *kern_active(void) { return g_active; }
 
-/* ---- matmul, norms ---- */
+/* ---- matmul ---- */
+
+/* A per-thread buffer for the quantized activations of kern_matmul_rows: the matmul runs
+ * on the caller's worker threads, which each quantize the (small) activation rows
+ * themselves rather than synchronising on a shared copy. Freed when the thread ends. */
+typedef struct scratch { void *p; size_t cap; } scratch;
+static pthread_key_t g_scratch_key;
+static pthread_once_t g_scratch_once = PTHREAD_ONCE_INIT;
+
+static void scratch_destroy(void *p) {
+    scratch *s = p;
+    free(s->p);
+    free(s);
+}
+
+static void scratch_key_init(void) { pthread_key_create(&g_scratch_key, scratch_destroy); }
+
+static void *scratch_get(size_t bytes) {
+    pthread_once(&g_scratch_once, scratch_key_init);
+    scratch *s = pthread_getspecific(g_scratch_key);
+    if (!s) {
+        s = calloc(1, sizeof *s);
+        if (!s || pthread_setspecific(g_scratch_key, s)) { free(s); return NULL; }
+    }
+    if (s->cap < bytes) {
+        void *p = realloc(s->p, bytes);
+        if (!p) return NULL;
+        s->p = p;
+        s->cap = bytes;
+    }
+    return s->p;
+}
 
 void kern_matmul_rows(const kern_table *k, sg_dtype w_type, const void *w, uint64_t w_row_bytes,
                       int64_t cols, const float *x, int64_t x_stride, int n_tok,
                       float *y, int64_t y_stride, int64_t r0, int64_t r1) {
-    kern_dot_fn dot = k->dot[w_type] ? k->dot[w_type] : kern_scalar.dot[w_type];
     const unsigned char *wb = w;
+    kern_qdot_fn qdot = k->qdot[w_type];
+    int64_t groups = quant_act_groups(cols);
+    quant_q8_act *xq = qdot && cols % QUANT_QK == 0 ? scratch_get((size_t)(groups * n_tok) * sizeof(quant_q8_act)) : NULL;
+    if (xq) {
+        for (int t = 0; t < n_tok; t++) quant_act_quantize(x + t * x_stride, xq + t * groups, cols);
+        for (int64_t r = r0; r < r1; r++) {
+            const void *row = wb + (uint64_t)r * w_row_bytes;
+            for (int t = 0; t < n_tok; t++) y[t * y_stride + r] = qdot(row, xq + t * groups, cols);
+        }
+        return;
+    }
+    kern_dot_fn dot = k->dot[w_type] ? k->dot[w_type] : kern_scalar.dot[w_type];
     /* Rows outer, tokens inner: each weight row is read from memory once and reused
      * from L1 for every token of the batch. */
     for (int64_t r = r0; r < r1; r++) {
@@ -144,6 +172,8 @@ void kern_matmul_rows(const kern_table *k, sg_dtype w_type, const void *w, uint6
         for (int t = 0; t < n_tok; t++) y[t * y_stride + r] = dot(row, x + t * x_stride, cols);
     }
 }
+
+/* ---- norms ---- */
 
 void kern_rmsnorm(float *o, const float *x, const float *w, int64_t n, float eps) {
     double ss = 0;   /* double: the mean of squares over thousands of values */

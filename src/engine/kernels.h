@@ -1,11 +1,18 @@
 /* kernels.h: the numeric kernels of the forward pass, with SIMD variants chosen once
  * at start-up.
  *
- * Every weight type has a scalar reference path (kernels.c) that dequantizes exactly
- * as GGUF defines the block format and accumulates in float; the AVX2 and AVX-512
- * variants (kernels_avx2.c, kernels_avx512.c) must agree with it to float rounding,
- * which the tests check on random data. kern_select() picks the best variant the CPU
- * supports; SMOLGATE_SIMD=scalar|avx2|avx512 forces one. */
+ * Every weight type has a scalar reference path (kernels.c, quant.c) that dequantizes
+ * exactly as GGUF defines the block format and accumulates in float; the AVX2 and
+ * AVX-512 variants (kernels_avx2.c, kernels_avx512.c) must agree with it to float
+ * rounding, which the tests check on random data. kern_select() picks the best variant
+ * the CPU supports; SMOLGATE_SIMD=scalar|avx2|avx512 forces one.
+ *
+ * Block-quantized weights have a second, faster path in the SIMD tables (qdot): the
+ * activation row is quantized once per matmul to int8 (quant_q8_act: a float scale per
+ * 32 values) and the dot products run on integers (VNNI vpdpbusd, or AVX2 maddubs), as
+ * llama.cpp does. That changes the numerics slightly (activations carry ~7 bits), so it
+ * is a separate table entry: the float dot stays the reference, SMOLGATE_INT8=0 turns the
+ * integer path off, and the tests bound its effect on the reference models' logits. */
 #ifndef SG_KERNELS_H
 #define SG_KERNELS_H
 
@@ -13,21 +20,31 @@
 #include <stdint.h>
 
 #include "engine/dtype.h"
+#include "engine/quant.h"
 
 /* One dot product of a weight row of type t (n weights) with an f32 vector. */
 typedef float (*kern_dot_fn)(const void *w, const float *x, int64_t n);
 
+/* One dot product of a block-quantized weight row (n weights) with an int8 activation
+ * row from quant_act_quantize. */
+typedef float (*kern_qdot_fn)(const void *w, const quant_q8_act *a, int64_t n);
+
 typedef struct kern_table {
     const char *name;                  /* "scalar", "avx2", "avx512" */
-    kern_dot_fn dot[SG_DTYPE_COUNT];   /* NULL: type not supported */
+    kern_dot_fn dot[SG_DTYPE_COUNT];   /* NULL: type not supported (the scalar one is used) */
+    kern_qdot_fn qdot[SG_DTYPE_COUNT]; /* NULL: no integer path, the float dot is used */
 } kern_table;
 
 extern const kern_table kern_scalar;
 extern const kern_table kern_avx2;     /* fields NULL when not compiled for x86 */
 extern const kern_table kern_avx512;
 
-/* Chooses the table (force: NULL or "" for the best the CPU has). Returns its name. */
+/* Chooses the table (force: NULL or "" for the best the CPU has, else "scalar", "avx2",
+ * "avx512"; SMOLGATE_SIMD when force is NULL) and whether its integer path is used
+ * (SMOLGATE_INT8=0 turns it off; the AVX-512 integer dots need VNNI, without it the AVX2
+ * ones are used). Returns the table's name. Not thread-safe: call it at start-up. */
 const char *kern_select(const char *force);
+/* The chosen table (a copy of one of those above, integer entries adjusted). */
 const kern_table *kern_active(void);
 
 bool kern_supports(sg_dtype t);
@@ -37,7 +54,8 @@ void kern_to_f32(sg_dtype t, const void *src, float *dst, int64_t n);
 int kern_from_f32(sg_dtype t, const float *src, void *dst, int64_t n);
 
 /* y[t * y_stride + r] = dot(W row r, x[t * x_stride ...]) for t < n_tok, r0 <= r < r1.
- * w_type, w_row_bytes describe W; cols is the row length. */
+ * w_type, w_row_bytes describe W; cols is the row length. Uses k->qdot[w_type] when set
+ * (quantizing the n_tok activation rows into a per-thread buffer first), else k->dot. */
 void kern_matmul_rows(const kern_table *k, sg_dtype w_type, const void *w, uint64_t w_row_bytes,
                       int64_t cols, const float *x, int64_t x_stride, int n_tok,
                       float *y, int64_t y_stride, int64_t r0, int64_t r1);
