@@ -41,6 +41,7 @@
 #define ARENA_FIRST    4096
 #define CHUNK_LINE_MAX 4096          /* a chunk-size line (with extensions) */
 #define MAX_LEADING_CRLF 8
+#define BUF_KEEP       (256 * 1024)  /* idle connections give back buffers larger than this */
 
 enum { PS_HEAD, PS_BODY_CL, PS_BODY_CHUNKED };           /* parser state */
 enum { CK_SIZE, CK_DATA, CK_DATA_CRLF, CK_TRAILER };     /* chunked body state */
@@ -466,6 +467,7 @@ static void conn_flush(http_conn *c) {
     }
     if (!out_pending(c)) {
         c->out.len = c->out_off = 0;
+        if (c->out.cap > BUF_KEEP) sg_buf_free(&c->out);
         c->write_blocked = 0;
         loop_timer_stop(s->l, &c->wtimer);
     }
@@ -511,7 +513,14 @@ static void exchange_end(http_exchange *x) {
     x->c = c;
     if (c->fd >= 0) {
         c->in_off += c->req_end;
-        if (c->in_off == c->in_len) c->in_off = c->in_len = 0;
+        if (c->in_off == c->in_len) {
+            c->in_off = c->in_len = 0;
+            if (c->in_cap > BUF_KEEP) {  /* a big body came through: do not keep its room */
+                free(c->in);
+                c->in = NULL;
+                c->in_cap = 0;
+            }
+        }
         c->ps = PS_HEAD;
         c->scan = c->line_start = c->n_lines = 0;
         c->req_started = 0;
