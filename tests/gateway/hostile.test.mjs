@@ -16,8 +16,10 @@
 //     404 model_not_found; GET /healthz and /readyz -> 200
 //   - signals, on private gateways started here: SIGHUP with a broken file -> "reload
 //     refused", the old configuration serves; with a valid changed file -> the new route
-//     works; SIGTERM during a slow stream -> it completes, new connections are refused,
-//     exit 0; the same signals with a local model loaded
+//     works; SIGHUP during a stream -> it completes, new routes and keys apply after;
+//     SIGTERM during a slow stream -> it completes, /readyz says 503 (or the idle
+//     connection closes), new connections are refused, exit 0; SIGTERM with a stalled
+//     stream -> exit within shutdown_grace_ms; the same signals with a local model loaded
 //   - at the end: the main gateway still answers /healthz and its log shows no sanitizer
 //     report or crash.
 
@@ -395,23 +397,38 @@ test('[needs anthropic endpoint] /v1/messages errors in Anthropic\'s shape: malf
 // ---------------------------------------------------------------------------------------
 // Signals, on private gateways
 
-function privateConfig(routes) {
+function privateConfig(routes, { grace = 10000, key = KEY } = {}) {
   return `# hostile.test.mjs: a private gateway for the signal tests
 listen: 127.0.0.1:0
-server: {shutdown_grace_ms: 10000}
+server: {shutdown_grace_ms: ${grace}}
 providers:
   openai:
     base_url: http://127.0.0.1:${PORTS.openai}/v1
     api_key: sk-fake-openai-dummy
-    timeouts: {first_token_ms: 5000, idle_ms: 5000}
+    timeouts: {first_token_ms: 5000, idle_ms: 60000}
     retries: {max: 0}
 routes:
 ${routes}
 keys:
-  - {id: tests, key: ${KEY}}
+  - {id: tests, key: ${key}}
 ledger: {sqlite: smolgate.db, spool_dir: spool}
 `;
 }
+
+// Reads a streamed response to the end (bounded by the fetch's signal).
+async function readAll(res) {
+  const reader = res.body.getReader();
+  let text = '';
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return text;
+    text += Buffer.from(value).toString();
+  }
+}
+const streamReq = (url, model, user, key = KEY) => fetch(`${url}/v1/chat/completions`, {
+  method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${key}` },
+  body: JSON.stringify(chatBody(model, user, { stream: true })), signal: AbortSignal.timeout(20000),
+});
 
 test('SIGHUP: a broken file is refused ("reload refused"), the old configuration serves; a valid one takes over', async () => {
   const { dir, file } = writeConfig(privateConfig('  - {name: old-route, targets: [openai/m-hup-old]}'));
@@ -451,6 +468,60 @@ test('SIGHUP: a broken file is refused ("reload refused"), the old configuration
   }
 });
 
+test('SIGHUP during a slow stream: it finishes with its configuration; the new one (routes, keys) applies to new requests', async () => {
+  const { dir, file } = writeConfig(privateConfig('  - {name: old-route, targets: [openai/m-hup-inflight]}'));
+  const gw = await startGateway(file);
+  try {
+    const n = nonce('hhup');
+    await control('/control', { provider: 'openai', match: n, faults: [{ chunkDelayMs: 200 }] });
+    const user = `in flight ${n} one two three four five`;
+    const res = await streamReq(gw.url, 'old-route', user);
+    assert.equal(res.status, 200);
+    const all = readAll(res);
+    await sleep(300);
+    writeFileSync(file, privateConfig('  - {name: new-route, targets: [openai/m-hup-next]}', { key: 'sk-smolgate-rotated-key' }));
+    gw.proc.kill('SIGHUP');
+    await gw.waitLog(/configuration reloaded/, 5000);
+    const d = sseData(await all);
+    assert.equal(d[d.length - 1], '[DONE]', 'the stream in flight completed');
+    assert.equal(streamText(d), `echo: ${user}`);
+    const oldKey = await post(chatBody('new-route', 'x'), { base: gw.url });
+    assert.equal(oldKey.status, 401, 'the old key is gone after the reload');
+    const newKey = await post(chatBody('new-route', 'with the new key'), { base: gw.url, key: 'sk-smolgate-rotated-key' });
+    assert.equal(newKey.status, 200, newKey.text);
+  } finally {
+    const ex = await gw.stop('SIGTERM', 10000);
+    assert.equal(ex.code, 0, `exit: ${JSON.stringify(ex)}`);
+    assert.doesNotMatch(gw.log(), CRASH_RE);
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('SIGTERM with a stalled stream: shutdown_grace_ms (1000) bounds the wait, exit 0, the stream is not ended as a success', async () => {
+  const { dir, file } = writeConfig(privateConfig('  - {name: chat, targets: [openai/gpt-4o-mini]}', { grace: 1000 }));
+  const gw = await startGateway(file);
+  try {
+    const n = nonce('hgrace');
+    await control('/control', { provider: 'openai', match: n, faults: [{ kind: 'stall', afterChunks: 2 }] });
+    const res = await streamReq(gw.url, 'chat', `stalled ${n} one two three`);
+    assert.equal(res.status, 200);
+    const all = readAll(res).catch((e) => `read error: ${e}`);
+    await sleep(300);
+    const t0 = performance.now();
+    gw.proc.kill('SIGTERM');
+    const ex = await gw.stop('SIGTERM', 8000);
+    const ms = performance.now() - t0;
+    assert.equal(ex.code, 0, `exit: ${JSON.stringify(ex)}\n${gw.log()}`);
+    assert.ok(ms < 4000, `exited ${ms.toFixed(0)} ms after SIGTERM (grace 1000 ms)`);
+    const text = await all;
+    assert.ok(!sseData(typeof text === 'string' ? text : '').includes('[DONE]'), 'no [DONE] for a stream cut by the shutdown');
+    assert.doesNotMatch(gw.log(), CRASH_RE);
+  } finally {
+    await gw.stop('SIGKILL', 2000);
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test('SIGTERM during a slow stream: the stream completes, new connections are refused, exit 0', async () => {
   const { dir, file } = writeConfig(privateConfig('  - {name: chat, targets: [openai/gpt-4o-mini]}'));
   const gw = await startGateway(file);
@@ -467,9 +538,22 @@ test('SIGTERM during a slow stream: the stream completes, new connections are re
     let text = '';
     const first = await reader.read();
     text += Buffer.from(first.value).toString();
+    // an idle keep-alive connection, opened (and accepted) before the signal
+    const keep = net.connect(gw.port, '127.0.0.1');
+    const kept = { data: '', closed: false };
+    keep.on('data', (d) => { kept.data += d; });
+    keep.on('close', () => { kept.closed = true; });
+    keep.on('error', () => {});
+    await new Promise((r) => keep.on('connect', r));
+    await sleep(100);
     gw.proc.kill('SIGTERM');
     await gw.waitLog(/shutting down/, 3000);
     await sleep(100);
+    if (!kept.closed) keep.write('GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n');
+    for (let i = 0; i < 20 && !kept.closed && !/\r\n\r\n/.test(kept.data); i++) await sleep(100);
+    const ready = kept.data || (kept.closed ? 'closed' : 'timeout');
+    keep.destroy();
+    assert.ok(ready === 'closed' || /^HTTP\/1\.1 503 /.test(ready), `/readyz while shutting down: 503 or a closed connection, got ${JSON.stringify(ready.slice(0, 40))}`);
     // new connections are refused (or closed without an answer) while the stream goes on
     const refused = await new Promise((resolve) => {
       const s = net.connect(gw.port, '127.0.0.1');

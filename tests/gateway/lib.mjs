@@ -239,7 +239,11 @@ export function startGateway(configFile, args = [], { startMs = 15000 } = {}) {
     };
     proc.stdout.on('data', onData);
     proc.stderr.on('data', onData);
-    const exitP = new Promise((r) => proc.on('exit', (code, signal) => { exited = { code, signal }; for (const w of waiters) w(); r(exited); }));
+    const exitP = new Promise((r) => {
+      const done = (x) => { if (exited) return; exited = x; for (const w of waiters) w(); r(exited); };
+      proc.on('exit', (code, signal) => done({ code, signal }));
+      proc.on('error', (e) => { log += `spawn ${BIN}: ${e.message}\n`; done({ code: null, signal: null, error: e.message }); });
+    });
     process.on('exit', () => { if (!exited) proc.kill('SIGKILL'); });
 
     const waitLog = (re, ms = 10000) => new Promise((res, rej) => {
@@ -256,7 +260,7 @@ export function startGateway(configFile, args = [], { startMs = 15000 } = {}) {
     const stop = async (sig = 'SIGTERM', ms = 10000) => {
       if (!exited) proc.kill(sig);
       const r = await Promise.race([exitP, sleep(ms).then(() => null)]);
-      if (!r) { proc.kill('SIGKILL'); await exitP; return { code: null, signal: 'timeout' }; }
+      if (!r) { proc.kill('SIGKILL'); await Promise.race([exitP, sleep(5000)]); return { code: null, signal: 'timeout' }; }
       return r;
     };
 

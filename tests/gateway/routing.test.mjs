@@ -1,0 +1,108 @@
+// routing.test.mjs: what the gateway sends upstream and to whom, through smolgate and the
+// fakes (tests/e2e/gateway.sh's configuration):
+//   - each provider's own key goes upstream (checked by the fake's apiKey rule), with the
+//     provider's extra headers; the client's gateway key and its other headers (such as the
+//     fakes' x-fake-fault) are not forwarded
+//   - the gateway's own request fields ("models", "provider") are not sent upstream
+//   - stream_options.include_usage: the usage chunk reaches only clients that asked for it
+//   - a long answer (20 000 words) passes through intact, streamed and not
+//   - gateway keys: a key given as sha256 works; a key limited to routes [chat] may use
+//     that route and nothing else (refused before any upstream call)
+
+import test from 'node:test';
+import assert from 'node:assert/strict';
+import { post, chatBody, sseData, streamText, assertOpenAIError, assertGwHeaders, nonce, words, control, fakeLog } from './lib.mjs';
+
+test('each provider\'s own key and headers go upstream; the gateway key does not', async () => {
+  const n = nonce('rkey');
+  // the fake accepts only these keys for this nonce's requests
+  await control('/control', { provider: 'openai', match: `${n}-a`, apiKey: 'sk-fake-openai-dummy' });
+  await control('/control', { provider: 'openai', match: `${n}-b`, apiKey: 'sk-fake-backup-dummy' });
+  const a = await post(chatBody('chat', `keys ${n}-a`));
+  assert.equal(a.status, 200, `openai's key reached the fake: ${a.text.slice(0, 200)}`);
+  assertGwHeaders(a, { provider: 'openai' });
+  const b = await post({ ...chatBody('chat', `keys ${n}-b`), provider: { only: ['backup'] } });
+  assert.equal(b.status, 200, `backup's key reached the fake: ${b.text.slice(0, 200)}`);
+  const log = await fakeLog({ match: n });
+  assert.equal(log.length, 2);
+  for (const e of log) {
+    assert.equal(e.auth.present, true);
+    assert.equal(e.auth.valid, true, 'the provider key, not the gateway key');
+  }
+  assert.equal(log[1].headers['x-test-provider'], 'backup', 'the provider\'s configured header');
+  assert.equal(log[0].headers['x-test-provider'], undefined);
+});
+
+test('client headers are not forwarded upstream (x-fake-fault, cookies)', async () => {
+  const n = nonce('rhdr');
+  const user = `headers ${n}`;
+  const r = await post(chatBody('chat', user), { headers: { 'x-fake-fault': '500', cookie: 'session=secret', 'x-fake-reply': 'injected' } });
+  assert.equal(r.status, 200, r.text.slice(0, 200));
+  assert.equal(r.json.choices[0].message.content, `echo: ${user}`);
+  const [e] = await fakeLog({ match: n });
+  assert.equal(e.headers['x-fake-fault'], undefined);
+  assert.equal(e.headers.cookie, undefined);
+});
+
+test('the gateway\'s own fields ("models", "provider") are not sent upstream', async () => {
+  const n = nonce('rown');
+  const r = await post({ ...chatBody('chat', `own fields ${n}`), models: ['chat'], provider: { order: ['openai'] } });
+  assert.equal(r.status, 200, r.text.slice(0, 200));
+  const [e] = await fakeLog({ match: n });
+  assert.ok(!('models' in e.body) && !('provider' in e.body), JSON.stringify(e.body));
+  assert.equal(e.body.model, 'gpt-4o-mini', 'the upstream model name, not the route name');
+});
+
+test('streamed without include_usage: no usage chunk reaches the client; with it: exactly one, last', async () => {
+  const user = `usage or not ${nonce('ruse')}`;
+  const plain = await post(chatBody('chat', user, { stream: true }));
+  const d = sseData(plain.text);
+  assert.equal(d[d.length - 1], '[DONE]');
+  for (const x of d.slice(0, -1)) {
+    const c = JSON.parse(x);
+    assert.ok(c.choices.length > 0, `no choices-less (usage) chunk: ${x}`);
+    assert.ok(c.usage == null, `no usage: ${x}`);
+  }
+  assert.equal(streamText(d), `echo: ${user}`);
+  const withUsage = await post(chatBody('chat', user, { stream: true, stream_options: { include_usage: true } }));
+  const d2 = sseData(withUsage.text).slice(0, -1).map((x) => JSON.parse(x));
+  const usage = d2.filter((c) => c.usage);
+  assert.equal(usage.length, 1);
+  assert.equal(usage[0], d2[d2.length - 1]);
+  assert.equal(usage[0].usage.prompt_tokens, words(user));
+});
+
+test('a 20 000-word answer passes through intact, streamed and not', async () => {
+  const n = nonce('rbig');
+  const reply = Array.from({ length: 20000 }, (_, i) => `w${i}`).join(' ');
+  await control('/control', { provider: 'openai', match: n, reply });
+  const r = await post(chatBody('chat', `big ${n}`), { timeoutMs: 30000 });
+  assert.equal(r.status, 200);
+  assert.equal(r.json.choices[0].message.content, reply);
+  assert.equal(r.json.usage.completion_tokens, 20000);
+  const s = await post(chatBody('chat', `big streamed ${n}`, { stream: true, stream_options: { include_usage: true } }), { timeoutMs: 30000 });
+  const d = sseData(s.text);
+  assert.equal(d[d.length - 1], '[DONE]');
+  assert.equal(streamText(d), reply);
+  assert.equal(JSON.parse(d[d.length - 2]).usage.completion_tokens, 20000);
+});
+
+test('gateway keys: a key configured as sha256 authenticates', async () => {
+  const r = await post(chatBody('chat', `hashed ${nonce('rsha')}`), { key: 'sk-smolgate-hashed-key' });
+  assert.equal(r.status, 200, r.text.slice(0, 200));
+});
+
+test('gateway keys: a key limited to routes [chat] may use chat, and nothing else reaches upstream', async () => {
+  const key = 'sk-smolgate-limited-key';
+  const ok = await post(chatBody('chat', `limited ${nonce('rlim')}`), { key });
+  assert.equal(ok.status, 200, ok.text.slice(0, 200));
+  for (const model of ['f-order', 'gpt-4o-mini', 'openai/gpt-4o-mini', 'backup/gpt-4o-mini']) {
+    const n = nonce('rlimx');
+    const r = await post(chatBody(model, `limited ${n}`), { key });
+    assert.ok(r.status === 403 || r.status === 404 || r.status === 401, `${model}: ${r.status} ${r.text.slice(0, 200)}`);
+    assertOpenAIError(r.json);
+    assert.equal((await fakeLog({ match: n })).length, 0, `${model}: nothing sent upstream`);
+  }
+  const viaList = await post({ ...chatBody('chat', `limited list ${nonce('rliml')}`), models: ['chat', 'backup/gpt-4o-mini'] }, { key });
+  assert.ok(viaList.status >= 400 && viaList.status < 500, `"models" cannot widen a limited key: ${viaList.status}`);
+});
