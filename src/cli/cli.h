@@ -17,6 +17,8 @@ int cli_convert(int argc, char **argv);
 int cli_make_model(int argc, char **argv);
 int cli_info(int argc, char **argv);
 int cli_serve(int argc, char **argv);
+int cli_perplexity(int argc, char **argv);
+int cli_bench(int argc, char **argv);
 
 /* Shared helpers. */
 /* Parses "1,2,3" into ids; returns -1 on a malformed list. */

@@ -1,5 +1,6 @@
 /* main.c: the smolgate command line. One binary: the inference engine's commands
- * (run, chat, eval, tokenize, convert, make-model, info) and the gateway (serve). */
+ * (run, chat, eval, tokenize, convert, make-model, info, perplexity, bench) and the
+ * gateway (serve). */
 #include <stdio.h>
 #include <string.h>
 
@@ -18,6 +19,10 @@ static void usage(FILE *f) {
           "  convert HF_FOLDER OUT.gguf [TYPE]  Hugging Face folder -> GGUF (F32 F16 BF16 Q8_0)\n"
           "  make-model OUT [options]           write a random-weight model (GGUF or HF)\n"
           "  info MODEL                         print a model's configuration\n"
+          "  perplexity MODEL FILE              perplexity over a text; KL divergence from a\n"
+          "                                     reference model (--save-logits, --kl-base)\n"
+          "  bench MODEL                        prompt / generation tokens/s, memory bandwidth,\n"
+          "                                     decode roofline, concurrent sequences\n"
           "\n"
           "gateway:\n"
           "  serve [--config FILE] [--listen HOST:PORT] [--model PATH]...\n"
@@ -35,6 +40,7 @@ int main(int argc, char **argv) {
     static const struct { const char *name; int (*fn)(int, char **); } cmds[] = {
         {"run", cli_run}, {"chat", cli_chat}, {"eval", cli_eval}, {"tokenize", cli_tokenize},
         {"convert", cli_convert}, {"make-model", cli_make_model}, {"info", cli_info}, {"serve", cli_serve},
+        {"perplexity", cli_perplexity}, {"bench", cli_bench},
     };
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
         if (!strcmp(cmd, cmds[i].name)) return cmds[i].fn(argc - 2, argv + 2);

@@ -1,0 +1,202 @@
+/* cmd_bench.c: `smolgate bench MODEL`: prompt processing and generation tokens/s (as
+ * llama-bench -p 512 -n 128 prints them), peak RSS, the machine's memory read
+ * bandwidth and the decode roofline, and aggregate tokens/s of concurrent sequences
+ * (engine/benchmark.h measures; this file prints, as text or one JSON object). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "cli/cli.h"
+#include "common/buf.h"
+#include "engine/benchmark.h"
+#include "engine/dtype.h"
+#include "engine/model.h"
+
+enum { MAX_CONC = 16, MAX_REPS = 1000 };
+
+static void bench_usage(void) {
+    fputs("usage: smolgate bench MODEL [options]\n"
+          "  -p N              prompt tokens for pp (default 512; 0: skip)\n"
+          "  -n N              generated tokens for tg (default 128; 0: skip)\n"
+          "  -r N              repetitions (default 3)\n"
+          "  -t, --threads N   threads (default: all CPUs)\n"
+          "  --batch N         prompt tokens per step (default 64)\n"
+          "  --kv-type f16|f32 KV cache type (default f16)\n"
+          "  --conc LIST       concurrent sequences to measure (default 1,2,4,8; 0: skip)\n"
+          "  --conc-n N        tokens each concurrent sequence decodes (default 32)\n"
+          "  --conc-prompt N   prompt tokens of each concurrent sequence (default 32)\n"
+          "  --bw-mib N        bandwidth test buffer in MiB (default 1024; 0: skip)\n"
+          "  --bw-runs N       bandwidth passes, the best is kept (default 5)\n"
+          "  --json            print one JSON object\n", stderr);
+}
+
+typedef struct bench_cli {
+    const char *model;
+    bench_params p;
+    int conc[MAX_CONC], n_conc, conc_n, conc_prompt, bw_runs;
+    long bw_mib;
+    bool json;
+} bench_cli;
+
+static int parse(int argc, char **argv, bench_cli *o) {
+    memset(o, 0, sizeof *o);
+    bench_params_default(&o->p);
+    static const int conc_default[] = {1, 2, 4, 8};
+    memcpy(o->conc, conc_default, sizeof conc_default);
+    o->n_conc = 4;
+    o->conc_n = 32;
+    o->conc_prompt = 32;
+    o->bw_mib = 1024;
+    o->bw_runs = 5;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        long l;
+#define NEEDV() do { if (!v) { fprintf(stderr, "smolgate: %s needs a value\n", a); return -1; } i++; } while (0)
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) { bench_usage(); exit(0); }
+        else if (!strcmp(a, "-p")) { NEEDV(); if (cli_int(a, v, 0, 1 << 20, &l)) return -1; o->p.n_prompt = (int)l; }
+        else if (!strcmp(a, "-n")) { NEEDV(); if (cli_int(a, v, 0, 1 << 20, &l)) return -1; o->p.n_gen = (int)l; }
+        else if (!strcmp(a, "-r")) { NEEDV(); if (cli_int(a, v, 1, MAX_REPS, &l)) return -1; o->p.reps = (int)l; }
+        else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) { NEEDV(); if (cli_int(a, v, 1, 1024, &l)) return -1; o->p.infer.n_threads = (int)l; }
+        else if (!strcmp(a, "--batch")) { NEEDV(); if (cli_int(a, v, 1, 4096, &l)) return -1; o->p.infer.n_batch = (int)l; }
+        else if (!strcmp(a, "--kv-type")) {
+            NEEDV();
+            if (!strcasecmp(v, "f16")) o->p.infer.kv_type = SG_F16;
+            else if (!strcasecmp(v, "f32")) o->p.infer.kv_type = SG_F32;
+            else { fprintf(stderr, "smolgate: --kv-type is f16 or f32\n"); return -1; }
+        }
+        else if (!strcmp(a, "--conc")) {
+            NEEDV();
+            sg_ids ids = {0};
+            if (cli_parse_ids(v, &ids) || ids.n > MAX_CONC) {
+                fprintf(stderr, "smolgate: --conc is a list of up to %d counts, e.g. 1,2,4,8\n", MAX_CONC);
+                sg_ids_free(&ids);
+                return -1;
+            }
+            o->n_conc = 0;
+            for (size_t k = 0; k < ids.n; k++)
+                if (ids.ids[k] > 0) o->conc[o->n_conc++] = ids.ids[k] > 256 ? 256 : ids.ids[k];
+            sg_ids_free(&ids);
+        }
+        else if (!strcmp(a, "--conc-n")) { NEEDV(); if (cli_int(a, v, 1, 1 << 20, &l)) return -1; o->conc_n = (int)l; }
+        else if (!strcmp(a, "--conc-prompt")) { NEEDV(); if (cli_int(a, v, 1, 1 << 20, &l)) return -1; o->conc_prompt = (int)l; }
+        else if (!strcmp(a, "--bw-mib")) { NEEDV(); if (cli_int(a, v, 0, 1L << 20, &o->bw_mib)) return -1; }
+        else if (!strcmp(a, "--bw-runs")) { NEEDV(); if (cli_int(a, v, 1, 1000, &l)) return -1; o->bw_runs = (int)l; }
+        else if (!strcmp(a, "--json")) o->json = true;
+        else if (a[0] == '-' && a[1]) { fprintf(stderr, "smolgate: unknown option %s\n", a); bench_usage(); return -1; }
+        else if (!o->model) o->model = a;
+        else { fprintf(stderr, "smolgate: unexpected argument %s\n", a); return -1; }
+#undef NEEDV
+    }
+    if (!o->model) { bench_usage(); return -1; }
+    return 0;
+}
+
+typedef struct figures {
+    bool has_pp, has_tg, has_bw;
+    double pp, pp_sd, tg, tg_sd, bw, rss;
+    const char *bw_simd;
+    double conc[MAX_CONC];
+} figures;
+
+static void json_num(sg_buf *b, const char *key, bool has, double v) {
+    if (has) sg_buf_printf(b, ", \"%s\": %.3f", key, v);
+    else sg_buf_printf(b, ", \"%s\": null", key);
+}
+
+static void print_json(const bench_cli *o, const sg_model *m, int threads, const figures *f) {
+    uint64_t wb = model_weight_bytes(m);
+    double roof = f->has_bw ? f->bw * 1e9 / (double)wb : 0;
+    sg_buf b;
+    sg_buf_init(&b);
+    sg_buf_puts(&b, "{\"model\": ");
+    sg_buf_json_str(&b, o->model, strlen(o->model));
+    sg_buf_printf(&b, ", \"type\": \"%s\", \"threads\": %d, \"n_prompt\": %d, \"n_gen\": %d, \"reps\": %d, \"batch\": %d",
+                  dtype_info(m->layers[0].wq.type)->name, threads, o->p.n_prompt, o->p.n_gen, o->p.reps,
+                  o->p.infer.n_batch > 0 ? o->p.infer.n_batch : 64);
+    json_num(&b, "pp_tok_s", f->has_pp, f->pp);
+    json_num(&b, "pp_tok_s_sd", f->has_pp, f->pp_sd);
+    json_num(&b, "tg_tok_s", f->has_tg, f->tg);
+    json_num(&b, "tg_tok_s_sd", f->has_tg, f->tg_sd);
+    json_num(&b, "bandwidth_gbs", f->has_bw, f->bw);
+    json_num(&b, "roofline_tok_s", f->has_bw, roof);
+    json_num(&b, "roofline_pct", f->has_bw && f->has_tg, roof > 0 ? 100 * f->tg / roof : 0);
+    sg_buf_printf(&b, ", \"peak_rss_mb\": %.1f, \"weight_bytes\": %llu", f->rss, (unsigned long long)wb);
+    sg_buf_puts(&b, ", \"concurrency_mode\": ");
+    sg_buf_json_str(&b, bench_round_robin.name, strlen(bench_round_robin.name));
+    sg_buf_printf(&b, ", \"concurrency_tokens\": %d, \"concurrency\": {", o->conc_n);
+    for (int i = 0; i < o->n_conc; i++) sg_buf_printf(&b, "%s\"%d\": %.3f", i ? ", " : "", o->conc[i], f->conc[i]);
+    sg_buf_puts(&b, "}}");
+    puts(b.data);
+    sg_buf_free(&b);
+}
+
+static void print_text(const bench_cli *o, const sg_model *m, int threads, const figures *f) {
+    uint64_t wb = model_weight_bytes(m);
+    double roof = f->has_bw ? f->bw * 1e9 / (double)wb : 0;
+    printf("%s: %s, %s weights, %.3f GB read per generated token, %d threads\n", o->model, m->cfg.arch,
+           dtype_info(m->layers[0].wq.type)->name, (double)wb / 1e9, threads);
+    if (f->has_pp)
+        printf("  pp%-5d %9.2f ± %6.2f tok/s   (batches of %d, %d reps)\n", o->p.n_prompt, f->pp, f->pp_sd,
+               o->p.infer.n_batch > 0 ? o->p.infer.n_batch : 64, o->p.reps);
+    if (f->has_tg) printf("  tg%-5d %9.2f ± %6.2f tok/s\n", o->p.n_gen, f->tg, f->tg_sd);
+    printf("  peak RSS %.0f MB\n", f->rss);
+    if (f->has_bw) {
+        printf("  memory read bandwidth %.1f GB/s (%d threads, %ld MiB, %s loads, best of %d)\n", f->bw, threads,
+               o->bw_mib, f->bw_simd, o->bw_runs);
+        printf("  decode roofline %.2f tok/s", roof);
+        if (f->has_tg) printf(": tg reaches %.1f%%", 100 * f->tg / roof);
+        putchar('\n');
+    }
+    if (o->n_conc) {
+        printf("  concurrent sequences, aggregate tok/s (%s; %d prompt + %d generated tokens each):\n   ",
+               bench_round_robin.name, o->conc_prompt, o->conc_n);
+        for (int i = 0; i < o->n_conc; i++) printf(" %d: %.2f", o->conc[i], f->conc[i]);
+        putchar('\n');
+    }
+}
+
+int cli_bench(int argc, char **argv) {
+    bench_cli o;
+    if (parse(argc, argv, &o)) return 2;
+    sg_error err = {{0}};
+    sg_model *m = model_load(o.model, &err);
+    if (!m) { fprintf(stderr, "smolgate: %s\n", err.msg); return 1; }
+    int threads = o.p.infer.n_threads > 0 ? o.p.infer.n_threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    figures f = {0};
+    double *x = sg_xmalloc((size_t)o.p.reps * sizeof(double));
+    int rc = 1;
+    if (o.p.n_prompt) {
+        if (!o.json) fprintf(stderr, "pp%d...\n", o.p.n_prompt);
+        if (bench_pp(m, &o.p, x, &err)) goto fail;
+        bench_mean_sd(x, o.p.reps, &f.pp, &f.pp_sd);
+        f.has_pp = true;
+    }
+    if (o.p.n_gen) {
+        if (!o.json) fprintf(stderr, "tg%d...\n", o.p.n_gen);
+        if (bench_tg(m, &o.p, x, &err)) goto fail;
+        bench_mean_sd(x, o.p.reps, &f.tg, &f.tg_sd);
+        f.has_tg = true;
+    }
+    f.rss = bench_peak_rss_mb();   /* before the N contexts and the bandwidth buffer */
+    for (int i = 0; i < o.n_conc; i++) {
+        if (!o.json) fprintf(stderr, "%d concurrent sequences...\n", o.conc[i]);
+        if (bench_concurrency(m, &bench_round_robin, o.conc[i], o.conc_prompt, o.conc_n, &o.p, &f.conc[i], &err)) goto fail;
+    }
+    if (o.bw_mib) {
+        if (!o.json) fprintf(stderr, "memory bandwidth...\n");
+        if (bench_mem_bandwidth(threads, (size_t)o.bw_mib << 20, o.bw_runs, &f.bw, &f.bw_simd, &err)) goto fail;
+        f.has_bw = true;
+    }
+    if (o.json) print_json(&o, m, threads, &f);
+    else print_text(&o, m, threads, &f);
+    rc = 0;
+    goto out;
+fail:
+    fprintf(stderr, "smolgate: %s\n", err.msg);
+out:
+    free(x);
+    model_free(m);
+    return rc;
+}

@@ -1,0 +1,84 @@
+/* benchmark.h: the engine's speed, measured the way llama-bench measures it, and set
+ * against the machine's limit.
+ *
+ *   pp   prompt processing: n_prompt tokens evaluated from an empty cache in batches of
+ *        n_batch (the logits of the last one computed), tokens/s;
+ *   tg   generation: n_gen tokens evaluated one at a time from an empty cache, each with
+ *        its logits (the LM head included), tokens/s;
+ * both as mean and sample standard deviation over `reps` repetitions, after one
+ * untimed warm-up (which also pages in memory-mapped weights). Token ids are
+ * pseudo-random from a seed: speed does not depend on them.
+ *
+ * Decode is memory-bound: each generated token reads every weight once
+ * (model_weight_bytes()). bench_mem_bandwidth() measures what the machine can read
+ * (threads streaming through a buffer far larger than the caches, with the widest
+ * SIMD loads the kernel table uses), so bandwidth / weight bytes is the decode
+ * roofline, the tokens/s no engine can pass on this machine.
+ *
+ * Concurrent sequences: the aggregate tokens/s when N sequences decode at once.
+ * A bench_decoder is what advances N sequences by one token each; the one that
+ * exists today, bench_round_robin, steps N independent sg_infer contexts (each its own
+ * KV cache, all on one model) one after another, so it reads the weights N times per
+ * step and its aggregate cannot grow with N. It is the honest baseline a batched
+ * multi-sequence decoder (which reads the weights once per step for all N) will
+ * replace by supplying another bench_decoder. */
+#ifndef SG_BENCHMARK_H
+#define SG_BENCHMARK_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/error.h"
+#include "engine/infer.h"
+#include "engine/model.h"
+
+typedef struct bench_params {
+    int n_prompt;               /* pp tokens (llama-bench -p); 0: no pp test */
+    int n_gen;                  /* tg tokens (llama-bench -n); 0: no tg test */
+    int reps;                   /* repetitions of each (llama-bench -r) */
+    sg_infer_params infer;      /* threads, batch, KV type; n_ctx is set as needed */
+    uint64_t seed;              /* token ids */
+} bench_params;
+
+void bench_params_default(bench_params *p);   /* 512, 128, 3 reps, seed 1 */
+
+/* Mean and sample standard deviation (n - 1; 0 for n < 2) of x[n]. */
+void bench_mean_sd(const double *x, int n, double *mean, double *sd);
+
+/* tok_s[reps]: each repetition's tokens/s. */
+int bench_pp(const sg_model *m, const bench_params *p, double *tok_s, sg_error *err);
+int bench_tg(const sg_model *m, const bench_params *p, double *tok_s, sg_error *err);
+
+/* Read bandwidth in GB/s (1e9 bytes/s): n_threads threads sum a buffer of `bytes`
+ * bytes (filled first, so its pages are real), best of `runs` passes. Sets *simd to the
+ * loads used ("avx512", "avx2", "scalar"), following the active kernel table. Fails when
+ * the buffer cannot be allocated. */
+int bench_mem_bandwidth(int n_threads, size_t bytes, int runs, double *gbs, const char **simd, sg_error *err);
+
+/* Peak resident set size of this process so far, in MB (1e6 bytes). */
+double bench_peak_rss_mb(void);
+
+/* ---- concurrent sequences ---- */
+
+typedef struct bench_decoder_ops {
+    const char *name;       /* printed with the figures */
+    /* n_seq sequences of up to n_ctx positions each. */
+    void *(*open)(const sg_model *m, int n_seq, int n_ctx, const sg_infer_params *ip, sg_error *err);
+    /* Appends ids[n] to sequence `seq` (its prompt). */
+    int (*prefill)(void *d, int seq, const int32_t *ids, int n, sg_error *err);
+    /* Appends ids[i] to each sequence i and writes its next-token logits to
+     * logits + i * n_vocab: one decode step for all. */
+    int (*step)(void *d, const int32_t *ids, float *logits, sg_error *err);
+    void (*close)(void *d);
+} bench_decoder_ops;
+
+/* N independent sg_infer contexts stepped one after another. */
+extern const bench_decoder_ops bench_round_robin;
+
+/* n_seq sequences each prefilled with n_prompt pseudo-random tokens, then n_gen decode
+ * steps (each sequence's next token its greedy choice), timed after one untimed step;
+ * *tok_s = n_seq * n_gen / seconds. */
+int bench_concurrency(const sg_model *m, const bench_decoder_ops *ops, int n_seq, int n_prompt, int n_gen,
+                      const bench_params *p, double *tok_s, sg_error *err);
+
+#endif
