@@ -2,7 +2,7 @@
  *
  * Why it exists: every client request enters here; the OpenAI and Anthropic endpoints are
  * handlers on top of it. It is hand-written for the latency bar (one read, one parse pass
- * and one writev per request on a keep-alive connection, nothing allocated per request).
+ * and one write per request on a keep-alive connection, nothing allocated per request).
  * On a parser library: `apt-cache search` in this Debian (bookworm) finds no llhttp or
  * picohttpparser C library (only node-llhttp, the JavaScript sources); it does find
  * libhttp-parser-dev, Node's old http_parser 2.9, which upstream archived in favour of

@@ -8,8 +8,10 @@
  * Contract:
  * - One `upstream` per loop; everything runs on the loop thread.
  * - Connections are pooled in the multi handle's connection cache and reused by every
- *   request to the same host; easy handles are pooled too (options set once, only the
- *   per-request ones change). TLS peer and host verification are always on (the system CA
+ *   request to the same host (one multi handle per loop, so its connection and DNS caches
+ *   are shared by all requests; a CURLSH would only matter across several multi handles).
+ *   Easy handles are pooled too: options are set once, only the per-request ones change,
+ *   and a handle keeps its parsed URL while requests repeat it. TLS peer and host verification are always on (the system CA
  *   store, or cfg.ca_file). HTTP/2 is negotiated over TLS when libcurl has nghttp2;
  *   cleartext is HTTP/1.1. Redirects are not followed. `Expect: 100-continue` is never
  *   sent. No Accept-Encoding is added: compressed bodies pass through as they come.
@@ -144,8 +146,9 @@ upstream *upstream_new(loop *l, const upstream_config *cfg, sg_error *err);
  * Not from inside one of this upstream's callbacks. */
 void upstream_free(upstream *u);
 
-/* Starts a request. Returns its handle, or NULL with err filled (then no callback runs).
- * Failures to connect etc. are reported through on_done, never here. */
+/* Starts a request; it goes out in this loop iteration. Returns its handle, or NULL with
+ * err filled (no method, a URL that does not parse; then no callback runs). Failures to
+ * connect etc. are reported through on_done, never here. */
 upstream_xfer *upstream_start(upstream *u, const upstream_request *req, sg_error *err);
 
 /* Stops the request: no further callbacks; its connection is closed if mid-response. */
