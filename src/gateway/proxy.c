@@ -312,12 +312,44 @@ static int on_sse(void *ctx, const char *event, const char *data, size_t len) {
     return 0;
 }
 
+/* OpenAI's reset durations: "1s", "6m0s", "20ms", "1h2m3.5s". -1 when malformed. */
+static int64_t parse_go_duration(const char *s) {
+    double total = 0;
+    while (*s) {
+        char *end;
+        double v = strtod(s, &end);
+        if (end == s) return -1;
+        if (!strncmp(end, "ms", 2)) { total += v; end += 2; }
+        else if (*end == 'h') { total += v * 3600e3; end++; }
+        else if (*end == 'm') { total += v * 60e3; end++; }
+        else if (*end == 's') { total += v * 1e3; end++; }
+        else return -1;
+        s = end;
+    }
+    return (int64_t)total;
+}
+
+/* How long the provider asks us to wait: retry-after-ms, retry-after (seconds), or on a
+ * 429 without them, the reset of OpenAI's exhausted rate-limit window. */
 static uint32_t parse_retry_after(const upstream_response *r) {
     const char *ms = upstream_response_header(r, "retry-after-ms");
     if (ms) return (uint32_t)strtoul(ms, NULL, 10);
     const char *s = upstream_response_header(r, "retry-after");
     if (s && *s >= '0' && *s <= '9') return (uint32_t)(strtod(s, NULL) * 1000);
-    return 0;
+    if (r->status != 429) return 0;
+    int64_t wait = 0;
+    static const char *const pairs[][2] = {
+        {"x-ratelimit-remaining-requests", "x-ratelimit-reset-requests"},
+        {"x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens"},
+    };
+    for (size_t i = 0; i < 2; i++) {
+        const char *rem = upstream_response_header(r, pairs[i][0]), *reset = upstream_response_header(r, pairs[i][1]);
+        if (rem && reset && strtol(rem, NULL, 10) == 0) {
+            int64_t d = parse_go_duration(reset);
+            if (d > wait) wait = d;
+        }
+    }
+    return (uint32_t)wait;
 }
 
 static void up_headers(upstream_xfer *t, const upstream_response *r, void *arg) {
