@@ -456,7 +456,7 @@ static void check_done(upstream *u) {
     u->in_check = 0;
 }
 
-static void xfer_add(upstream_xfer *t);
+static CURLMcode xfer_add(upstream_xfer *t);
 
 /* Called when the outermost call into curl returns: carry out what curl's callbacks
  * asked for, then report finished transfers. */
@@ -474,7 +474,13 @@ static void u_leave(upstream *u) {
         u->pending_head = t->next;
         if (!u->pending_head) u->pending_tail = NULL;
         t->next = NULL;
-        xfer_add(t);
+        CURLMcode mc = xfer_add(t);
+        if (mc != CURLM_OK) {  /* upstream_start has returned: report through on_done */
+            t->forced = UPSTREAM_ERR_OTHER;
+            snprintf(t->forced_msg, sizeof t->forced_msg, "curl_multi_add_handle: %s", curl_multi_strerror(mc));
+            t->state = X_RUNNING;
+            xfer_finish(t, CURLE_FAILED_INIT);
+        }
     }
     check_done(u);
 }
@@ -607,17 +613,11 @@ static int header_ok(const upstream_header *h) {
     return !strpbrk(h->value, "\r\n");
 }
 
-static void xfer_add(upstream_xfer *t) {
+/* Hands t to curl. Returns the CURLMcode; on failure t is not in the multi handle. */
+static CURLMcode xfer_add(upstream_xfer *t) {
     upstream *u = t->u;
     CURLMcode mc = curl_multi_add_handle(u->multi, t->easy);
-    if (mc != CURLM_OK) {
-        /* Report it like any other failure, from outside curl. */
-        t->forced = UPSTREAM_ERR_OTHER;
-        snprintf(t->forced_msg, sizeof t->forced_msg, "curl_multi_add_handle: %s", curl_multi_strerror(mc));
-        t->state = X_RUNNING;
-        xfer_finish(t, CURLE_FAILED_INIT);
-        return;
-    }
+    if (mc != CURLM_OK) return mc;
     t->in_multi = 1;
     t->rprev = NULL;
     t->rnext = u->running;
@@ -629,6 +629,7 @@ static void xfer_add(upstream_xfer *t) {
      * this same loop iteration, after the I/O callbacks. Requests started by one batch of
      * client reads then go out together, which wakes the upstream once instead of once
      * per request (about 8% less CPU per proxied request at c=64 in bench_gateway_core). */
+    return CURLM_OK;
 }
 
 upstream_xfer *upstream_start(upstream *u, const upstream_request *req, sg_error *err) {
@@ -738,7 +739,14 @@ upstream_xfer *upstream_start(upstream *u, const upstream_request *req, sg_error
         u->pending_tail = t;
         return t;
     }
-    xfer_add(t);
+    CURLMcode mc = xfer_add(t);
+    if (mc != CURLM_OK) {
+        sg_fail(err, "curl_multi_add_handle: %s", curl_multi_strerror(mc));
+        u->stats.started--;
+        u->stats.in_flight--;
+        xfer_recycle(t);
+        return NULL;
+    }
     return t;
 }
 

@@ -148,7 +148,8 @@ void upstream_free(upstream *u);
 
 /* Starts a request; it goes out in this loop iteration. Returns its handle, or NULL with
  * err filled (no method, a URL that does not parse; then no callback runs). Failures to
- * connect etc. are reported through on_done, never here. */
+ * connect etc. are reported through on_done, never here: no callback of this request
+ * runs before upstream_start has returned. */
 upstream_xfer *upstream_start(upstream *u, const upstream_request *req, sg_error *err);
 
 /* Stops the request: no further callbacks; its connection is closed if mid-response. */
