@@ -1,5 +1,6 @@
 /* kernels_avx2.c: AVX2 + FMA + F16C dot products (see kernels.h), for x86 CPUs without
- * AVX-512. Tails fall back to scalar code. */
+ * AVX-512 (and the integer dots of AVX-512 CPUs without VNNI). Plain-type tails fall
+ * back to scalar code; block types take whole blocks. */
 #include "engine/kernels.h"
 
 #if defined(__x86_64__)
@@ -59,25 +60,310 @@ SIMD static float dot_bf16(const void *w, const float *x, int64_t n) {
     return s;
 }
 
+/* ---- block-quantized weights against f32 activations: blocks unpacked to exact float
+ * weights in registers, then FMA with x. ---- */
+
+SIMD static inline float f16s(const uint16_t *p) {
+    uint16_t h;
+    __builtin_memcpy(&h, p, 2);
+    return _cvtsh_ss(h);
+}
+
+/* 8 unsigned / signed bytes to 8 floats. */
+SIMD static inline __m256 u8x8_ps(__m128i v) { return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(v)); }
+SIMD static inline __m256 i8x8_ps(__m128i v) { return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v)); }
+
 SIMD static float dot_q8_0(const void *w, const float *x, int64_t n) {
-    const unsigned char *b = w;
-    __m256 acc = _mm256_setzero_ps();
-    for (int64_t i = 0; i < n / 32; i++, b += 34, x += 32) {
-        uint16_t dh;
-        __builtin_memcpy(&dh, b, 2);
-        __m256 bs = _mm256_setzero_ps();
-        for (int j = 0; j < 32; j += 8) {
-            __m256 q = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(b + 2 + j))));
-            bs = _mm256_fmadd_ps(q, _mm256_loadu_ps(x + j), bs);
+    const quant_q8_0 *b = w;
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    for (int64_t i = 0; i < n / 32; i++, x += 32) {
+        __m256 d = _mm256_set1_ps(f16s(&b[i].d));
+        for (int j = 0; j < 32; j += 16) {
+            __m256 q0 = i8x8_ps(_mm_loadl_epi64((const __m128i *)(b[i].qs + j)));
+            __m256 q1 = i8x8_ps(_mm_loadl_epi64((const __m128i *)(b[i].qs + j + 8)));
+            acc0 = _mm256_fmadd_ps(_mm256_mul_ps(d, q0), _mm256_loadu_ps(x + j), acc0);
+            acc1 = _mm256_fmadd_ps(_mm256_mul_ps(d, q1), _mm256_loadu_ps(x + j + 8), acc1);
         }
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(dh)), bs, acc);
     }
-    return hsum(acc);
+    return hsum(_mm256_add_ps(acc0, acc1));
+}
+
+SIMD static float dot_q4_0(const void *w, const float *x, int64_t n) {
+    const quant_q4_0 *b = w;
+    const __m128i m4 = _mm_set1_epi8(15);
+    const __m256 eight = _mm256_set1_ps(8);
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    for (int64_t i = 0; i < n / 32; i++, x += 32) {
+        __m128i q = _mm_loadu_si128((const __m128i *)b[i].qs);
+        __m128i lo = _mm_and_si128(q, m4), hi = _mm_and_si128(_mm_srli_epi16(q, 4), m4);
+        __m256 d = _mm256_set1_ps(f16s(&b[i].d));
+        __m128i parts[4] = {lo, _mm_srli_si128(lo, 8), hi, _mm_srli_si128(hi, 8)};
+        for (int k = 0; k < 4; k += 2) {
+            __m256 w0 = _mm256_mul_ps(_mm256_sub_ps(u8x8_ps(parts[k]), eight), d);
+            __m256 w1 = _mm256_mul_ps(_mm256_sub_ps(u8x8_ps(parts[k + 1]), eight), d);
+            acc0 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x + 8 * k), acc0);
+            acc1 = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x + 8 * k + 8), acc1);
+        }
+    }
+    return hsum(_mm256_add_ps(acc0, acc1));
+}
+
+/* acc += (dq * q - dm) * x over 32 weights q (bytes, 0..31) and x. */
+SIMD static inline __m256 fma_sub32(__m256i q, float dq, float dm, const float *x, __m256 acc) {
+    __m256 vd = _mm256_set1_ps(dq), vm = _mm256_set1_ps(dm);
+    __m128i lo = _mm256_castsi256_si128(q), hi = _mm256_extracti128_si256(q, 1);
+    __m128i parts[4] = {lo, _mm_srli_si128(lo, 8), hi, _mm_srli_si128(hi, 8)};
+    for (int k = 0; k < 4; k++)
+        acc = _mm256_fmadd_ps(_mm256_fmsub_ps(vd, u8x8_ps(parts[k]), vm), _mm256_loadu_ps(x + 8 * k), acc);
+    return acc;
+}
+
+SIMD static float dot_q4_K(const void *w, const float *x, int64_t n) {
+    const quant_q4_K *b = w;
+    const __m256i m4 = _mm256_set1_epi8(15);
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    for (int64_t i = 0; i < n / 256; i++, x += 256) {
+        float d = f16s(&b[i].d), dmin = f16s(&b[i].dmin);
+        for (int c = 0; c < 4; c++) {
+            uint8_t sc0, m0, sc1, m1;
+            quant_scale_min_k4(2 * c, b[i].scales, &sc0, &m0);
+            quant_scale_min_k4(2 * c + 1, b[i].scales, &sc1, &m1);
+            __m256i q = _mm256_loadu_si256((const __m256i *)(b[i].qs + 32 * c));
+            acc0 = fma_sub32(_mm256_and_si256(q, m4), d * sc0, dmin * m0, x + 64 * c, acc0);
+            acc1 = fma_sub32(_mm256_and_si256(_mm256_srli_epi16(q, 4), m4), d * sc1, dmin * m1, x + 64 * c + 32, acc1);
+        }
+    }
+    return hsum(_mm256_add_ps(acc0, acc1));
+}
+
+SIMD static float dot_q5_K(const void *w, const float *x, int64_t n) {
+    const quant_q5_K *b = w;
+    const __m256i m4 = _mm256_set1_epi8(15), one = _mm256_set1_epi8(1);
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    for (int64_t i = 0; i < n / 256; i++, x += 256) {
+        float d = f16s(&b[i].d), dmin = f16s(&b[i].dmin);
+        __m256i qh = _mm256_loadu_si256((const __m256i *)b[i].qh);
+        for (int c = 0; c < 4; c++) {
+            uint8_t sc0, m0, sc1, m1;
+            quant_scale_min_k4(2 * c, b[i].scales, &sc0, &m0);
+            quant_scale_min_k4(2 * c + 1, b[i].scales, &sc1, &m1);
+            __m256i q = _mm256_loadu_si256((const __m256i *)(b[i].qs + 32 * c));
+            __m256i h0 = _mm256_slli_epi16(_mm256_and_si256(qh, one), 4);                       /* bit 2c */
+            __m256i h1 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 1), one), 4);  /* bit 2c+1 */
+            qh = _mm256_srli_epi16(qh, 2);
+            acc0 = fma_sub32(_mm256_or_si256(_mm256_and_si256(q, m4), h0), d * sc0, dmin * m0, x + 64 * c, acc0);
+            acc1 = fma_sub32(_mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 4), m4), h1), d * sc1, dmin * m1,
+                             x + 64 * c + 32, acc1);
+        }
+    }
+    return hsum(_mm256_add_ps(acc0, acc1));
+}
+
+SIMD static float dot_q6_K(const void *w, const float *x, int64_t n) {
+    const quant_q6_K *b = w;
+    const __m256i m4 = _mm256_set1_epi8(15), m2 = _mm256_set1_epi8(3);
+    const __m256 off = _mm256_set1_ps(32);
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    for (int64_t i = 0; i < n / 256; i++) {
+        float d = f16s(&b[i].d);
+        for (int h = 0; h < 2; h++, x += 128) {
+            __m256i l0 = _mm256_loadu_si256((const __m256i *)(b[i].ql + 64 * h));
+            __m256i l1 = _mm256_loadu_si256((const __m256i *)(b[i].ql + 64 * h + 32));
+            __m256i qh = _mm256_loadu_si256((const __m256i *)(b[i].qh + 32 * h));
+            __m256i q[4] = {
+                _mm256_and_si256(l0, m4), _mm256_and_si256(l1, m4),
+                _mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), _mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
+            };
+            for (int k = 0; k < 4; k++) {   /* quarter k: weights 32k .. 32k + 31 of this half */
+                __m256i v = _mm256_or_si256(q[k], _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * k), m2), 4));
+                const int8_t *sc = b[i].scales + 8 * h + 2 * k;
+                __m128i lo = _mm256_castsi256_si128(v), hi = _mm256_extracti128_si256(v, 1);
+                __m128i parts[4] = {lo, _mm_srli_si128(lo, 8), hi, _mm_srli_si128(hi, 8)};
+                for (int j = 0; j < 4; j += 2) {
+                    __m256 f = _mm256_set1_ps(d * sc[j / 2]);
+                    __m256 w0 = _mm256_mul_ps(f, _mm256_sub_ps(u8x8_ps(parts[j]), off));
+                    __m256 w1 = _mm256_mul_ps(f, _mm256_sub_ps(u8x8_ps(parts[j + 1]), off));
+                    acc0 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x + 32 * k + 8 * j), acc0);
+                    acc1 = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x + 32 * k + 8 * j + 8), acc1);
+                }
+            }
+        }
+    }
+    return hsum(_mm256_add_ps(acc0, acc1));
+}
+
+/* ---- integer dots against quant_q8_act activations, with maddubs (unsigned bytes times
+ * signed bytes, adjacent pairs summed to int16: no pair here can reach 32767) and madd
+ * to int32. Each pair of int32 lanes covers one 8-value activation block and is scaled
+ * by its float factor (weight scale times activation scale), accumulated in float. ---- */
+
+/* Eight int32 lanes: sums of four u * s, u unsigned and s signed. */
+SIMD static inline __m256i dot_u8s8(__m256i u, __m256i s) {
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
+}
+
+/* Signed weights w times activations x: maddubs needs one unsigned side, so |w| against
+ * x with w's sign (|w| <= 128, |x| <= 127: a pair stays below 32767). */
+SIMD static inline __m256i dot_s8s8(__m256i w, __m256i x) {
+    return dot_u8s8(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w));
+}
+
+/* Lane l takes v[base + l / 2] (an 8-block's factor over its two lanes). */
+SIMD static inline __m256 dup2(__m256 v, int base) {
+    return _mm256_permutevar8x32_ps(v, _mm256_add_epi32(_mm256_set_epi32(3, 3, 2, 2, 1, 1, 0, 0), _mm256_set1_epi32(base)));
+}
+
+/* The factors of the 32-block at activation block j of group g with weight scale dw. */
+SIMD static inline __m256 block32_factor(const quant_q8_act *g, int j, float dw) {
+    __m256 dx = _mm256_castps128_ps256(_mm_loadu_ps(g->d + 4 * j));
+    return _mm256_mul_ps(dup2(dx, 0), _mm256_set1_ps(dw));
+}
+
+SIMD static float qdot_q4_0(const void *w, const quant_q8_act *a, int64_t n) {
+    const quant_q4_0 *b = w;
+    const __m256i m4 = _mm256_set1_epi8(15), eight = _mm256_set1_epi8(8);
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    for (int64_t i = 0; i < n / 32; i++) {
+        const quant_q8_act *g = &a[i / 8];
+        int j = (int)(i % 8);
+        __m128i q = _mm_loadu_si128((const __m128i *)b[i].qs);
+        __m256i v = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), m4);   /* 32 weights in order */
+        __m256i dot = dot_s8s8(_mm256_sub_epi8(v, eight), _mm256_loadu_si256((const __m256i *)(g->qs + 32 * j)));
+        __m256 f = block32_factor(g, j, f16s(&b[i].d));
+        if (i & 1) acc1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), f, acc1);
+        else acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), f, acc0);
+    }
+    return hsum(_mm256_add_ps(acc0, acc1));
+}
+
+SIMD static float qdot_q8_0(const void *w, const quant_q8_act *a, int64_t n) {
+    const quant_q8_0 *b = w;
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    for (int64_t i = 0; i < n / 32; i++) {
+        const quant_q8_act *g = &a[i / 8];
+        int j = (int)(i % 8);
+        __m256i dot = dot_s8s8(_mm256_loadu_si256((const __m256i *)b[i].qs), _mm256_loadu_si256((const __m256i *)(g->qs + 32 * j)));
+        __m256 f = block32_factor(g, j, f16s(&b[i].d));
+        if (i & 1) acc1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), f, acc1);
+        else acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), f, acc0);
+    }
+    return hsum(_mm256_add_ps(acc0, acc1));
+}
+
+/* Q4_K / Q5_K scales[12] to eight 6-bit scales and eight mins, one per byte. */
+SIMD static inline void scales_k4(const uint8_t *s, uint64_t *sc, uint64_t *m) {
+    uint32_t u[3];
+    __builtin_memcpy(u, s, 12);
+    uint32_t sc_lo = u[0] & 0x3f3f3f3f, m_lo = u[1] & 0x3f3f3f3f;
+    uint32_t sc_hi = (u[2] & 0x0f0f0f0f) | ((u[0] >> 2) & 0x30303030);
+    uint32_t m_hi = ((u[2] >> 4) & 0x0f0f0f0f) | ((u[1] >> 2) & 0x30303030);
+    *sc = sc_lo | (uint64_t)sc_hi << 32;
+    *m = m_lo | (uint64_t)m_hi << 32;
+}
+
+SIMD static inline __m256 u64x8_ps(uint64_t v) { return u8x8_ps(_mm_cvtsi64_si128((long long)v)); }
+
+/* Q4_K / Q5_K per super-block: fac[c] = the factors of 8-blocks 8c .. 8c + 7 (d * sc_j *
+ * dx); the mins' share dmin * m_j * sum_j(x) goes into acc_min. */
+SIMD static inline void k4_factors(uint16_t dh, uint16_t dminh, const uint8_t *scales, const quant_q8_act *g,
+                                   __m256 *fac, __m256 *acc_min) {
+    uint64_t sc, m;
+    scales_k4(scales, &sc, &m);
+    __m256 dsc = _mm256_mul_ps(u64x8_ps(sc), _mm256_set1_ps(_cvtsh_ss(dh)));
+    for (int c = 0; c < 4; c++) {   /* 8-blocks 8c.. belong to 32-blocks 2c (first four) and 2c + 1 */
+        __m256i idx = _mm256_set_epi32(2 * c + 1, 2 * c + 1, 2 * c + 1, 2 * c + 1, 2 * c, 2 * c, 2 * c, 2 * c);
+        fac[c] = _mm256_mul_ps(_mm256_loadu_ps(g->d + 8 * c), _mm256_permutevar8x32_ps(dsc, idx));
+    }
+    __m256 mins = _mm256_mul_ps(u64x8_ps(m), _mm256_set1_ps(_cvtsh_ss(dminh)));
+    *acc_min = _mm256_fmadd_ps(dup2(mins, 0), _mm256_loadu_ps(g->s), *acc_min);
+    *acc_min = _mm256_fmadd_ps(dup2(mins, 4), _mm256_loadu_ps(g->s + 8), *acc_min);
+}
+
+SIMD static float qdot_q4_K(const void *w, const quant_q8_act *a, int64_t n) {
+    const quant_q4_K *b = w;
+    const __m256i m4 = _mm256_set1_epi8(15);
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps(), acc_min = _mm256_setzero_ps();
+    for (int64_t i = 0; i < n / 256; i++) {
+        const quant_q8_act *g = &a[i];
+        __m256 fac[4];
+        k4_factors(b[i].d, b[i].dmin, b[i].scales, g, fac, &acc_min);
+        for (int c = 0; c < 4; c++) {
+            __m256i q = _mm256_loadu_si256((const __m256i *)(b[i].qs + 32 * c));
+            __m256i d0 = dot_u8s8(_mm256_and_si256(q, m4), _mm256_loadu_si256((const __m256i *)(g->qs + 64 * c)));
+            __m256i d1 = dot_u8s8(_mm256_and_si256(_mm256_srli_epi16(q, 4), m4),
+                                  _mm256_loadu_si256((const __m256i *)(g->qs + 64 * c + 32)));
+            acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d0), dup2(fac[c], 0), acc0);
+            acc1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d1), dup2(fac[c], 4), acc1);
+        }
+    }
+    return hsum(_mm256_add_ps(acc0, acc1)) - hsum(acc_min);
+}
+
+SIMD static float qdot_q5_K(const void *w, const quant_q8_act *a, int64_t n) {
+    const quant_q5_K *b = w;
+    const __m256i m4 = _mm256_set1_epi8(15), one = _mm256_set1_epi8(1);
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps(), acc_min = _mm256_setzero_ps();
+    for (int64_t i = 0; i < n / 256; i++) {
+        const quant_q8_act *g = &a[i];
+        __m256 fac[4];
+        k4_factors(b[i].d, b[i].dmin, b[i].scales, g, fac, &acc_min);
+        __m256i qh = _mm256_loadu_si256((const __m256i *)b[i].qh);
+        for (int c = 0; c < 4; c++) {
+            __m256i q = _mm256_loadu_si256((const __m256i *)(b[i].qs + 32 * c));
+            __m256i h0 = _mm256_slli_epi16(_mm256_and_si256(qh, one), 4);
+            __m256i h1 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 1), one), 4);
+            qh = _mm256_srli_epi16(qh, 2);
+            __m256i d0 = dot_u8s8(_mm256_or_si256(_mm256_and_si256(q, m4), h0),
+                                  _mm256_loadu_si256((const __m256i *)(g->qs + 64 * c)));
+            __m256i d1 = dot_u8s8(_mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 4), m4), h1),
+                                  _mm256_loadu_si256((const __m256i *)(g->qs + 64 * c + 32)));
+            acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d0), dup2(fac[c], 0), acc0);
+            acc1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d1), dup2(fac[c], 4), acc1);
+        }
+    }
+    return hsum(_mm256_add_ps(acc0, acc1)) - hsum(acc_min);
+}
+
+SIMD static float qdot_q6_K(const void *w, const quant_q8_act *a, int64_t n) {
+    const quant_q6_K *b = w;
+    const __m256i m4 = _mm256_set1_epi8(15), m2 = _mm256_set1_epi8(3);
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps(), acc_off = _mm256_setzero_ps();
+    for (int64_t i = 0; i < n / 256; i++) {
+        const quant_q8_act *g = &a[i];
+        /* d * scale_k per 16-block k (two vectors of 8); an 8-block's factor is that times its dx */
+        __m256 d = _mm256_set1_ps(f16s(&b[i].d));
+        __m256 sc[2], fac[4];
+        for (int h = 0; h < 2; h++) {
+            sc[h] = _mm256_mul_ps(i8x8_ps(_mm_loadl_epi64((const __m128i *)(b[i].scales + 8 * h))), d);
+            acc_off = _mm256_fmadd_ps(sc[h], _mm256_loadu_ps(g->s + 8 * h), acc_off);
+        }
+        for (int c = 0; c < 4; c++) fac[c] = _mm256_mul_ps(_mm256_loadu_ps(g->d + 8 * c), dup2(sc[c / 2], 4 * (c % 2)));
+        for (int h = 0; h < 2; h++) {
+            __m256i l0 = _mm256_loadu_si256((const __m256i *)(b[i].ql + 64 * h));
+            __m256i l1 = _mm256_loadu_si256((const __m256i *)(b[i].ql + 64 * h + 32));
+            __m256i qh = _mm256_loadu_si256((const __m256i *)(b[i].qh + 32 * h));
+            __m256i q[4] = {
+                _mm256_and_si256(l0, m4), _mm256_and_si256(l1, m4),
+                _mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), _mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
+            };
+            for (int k = 0; k < 4; k++) {   /* quarter k: 8-blocks 16h + 4k .. + 3 */
+                __m256i v = _mm256_or_si256(q[k], _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * k), m2), 4));
+                __m256i dot = dot_u8s8(v, _mm256_loadu_si256((const __m256i *)(g->qs + 128 * h + 32 * k)));
+                __m256 f = dup2(fac[2 * h + k / 2], 4 * (k % 2));
+                if (k & 1) acc1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), f, acc1);
+                else acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), f, acc0);
+            }
+        }
+    }
+    return hsum(_mm256_add_ps(acc0, acc1)) - 32 * hsum(acc_off);
 }
 
 const kern_table kern_avx2 = {
     .name = "avx2",
-    .dot = {[SG_F32] = dot_f32, [SG_F16] = dot_f16, [SG_BF16] = dot_bf16, [SG_Q8_0] = dot_q8_0},
+    .dot = {[SG_F32] = dot_f32, [SG_F16] = dot_f16, [SG_BF16] = dot_bf16, [SG_Q8_0] = dot_q8_0,
+            [SG_Q4_0] = dot_q4_0, [SG_Q4_K] = dot_q4_K, [SG_Q5_K] = dot_q5_K, [SG_Q6_K] = dot_q6_K},
+    .qdot = {[SG_Q4_0] = qdot_q4_0, [SG_Q8_0] = qdot_q8_0, [SG_Q4_K] = qdot_q4_K,
+             [SG_Q5_K] = qdot_q5_K, [SG_Q6_K] = qdot_q6_K},
 };
 #else
 const kern_table kern_avx2 = {0};

@@ -1,6 +1,6 @@
-/* kernels_avx512.c: AVX-512 dot products (see kernels.h). Compiled with AVX-512 flags;
- * only called when the CPU reports AVX-512F/BW/VL/DQ. Tails use masked loads, so any
- * row length works. */
+/* kernels_avx512.c: AVX-512 dot products (see kernels.h), called only when the CPU
+ * reports AVX-512F/BW/VL/DQ (and VNNI for the integer dots). Plain-type tails use masked
+ * loads, so any row length works; block types take whole blocks. */
 #include "engine/kernels.h"
 
 #if defined(__x86_64__)
@@ -67,24 +67,336 @@ SIMD static float dot_bf16(const void *w, const float *x, int64_t n) {
     return _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
 }
 
+/* ---- block-quantized weights against f32 activations: each block is unpacked to
+ * exact float weights in registers (as quant.c's scalar unpacking computes them) and
+ * multiplied with x by FMA. ---- */
+
+SIMD static inline float f16s(const uint16_t *p) {
+    uint16_t h;
+    __builtin_memcpy(&h, p, 2);
+    return _cvtsh_ss(h);
+}
+
+/* 16 unsigned bytes to 16 floats. */
+SIMD static inline __m512 u8x16_ps(__m128i v) { return _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(v)); }
+
 SIMD static float dot_q8_0(const void *w, const float *x, int64_t n) {
-    const unsigned char *b = w;
+    const quant_q8_0 *b = w;
+    __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+    for (int64_t i = 0; i < n / 32; i++, x += 32) {
+        __m512 q0 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)b[i].qs)));
+        __m512 q1 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(b[i].qs + 16))));
+        __m512 d = _mm512_set1_ps(f16s(&b[i].d));
+        acc0 = _mm512_fmadd_ps(_mm512_mul_ps(d, q0), _mm512_loadu_ps(x), acc0);
+        acc1 = _mm512_fmadd_ps(_mm512_mul_ps(d, q1), _mm512_loadu_ps(x + 16), acc1);
+    }
+    return _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
+}
+
+SIMD static float dot_q4_0(const void *w, const float *x, int64_t n) {
+    const quant_q4_0 *b = w;
+    const __m128i m4 = _mm_set1_epi8(15);
+    const __m512 eight = _mm512_set1_ps(8);
+    __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+    for (int64_t i = 0; i < n / 32; i++, x += 32) {
+        __m128i q = _mm_loadu_si128((const __m128i *)b[i].qs);
+        __m512 d = _mm512_set1_ps(f16s(&b[i].d));
+        __m512 lo = _mm512_sub_ps(u8x16_ps(_mm_and_si128(q, m4)), eight);
+        __m512 hi = _mm512_sub_ps(u8x16_ps(_mm_and_si128(_mm_srli_epi16(q, 4), m4)), eight);
+        acc0 = _mm512_fmadd_ps(_mm512_mul_ps(lo, d), _mm512_loadu_ps(x), acc0);
+        acc1 = _mm512_fmadd_ps(_mm512_mul_ps(hi, d), _mm512_loadu_ps(x + 16), acc1);
+    }
+    return _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
+}
+
+/* acc += (dq * q - dm) * x over 32 weights q (bytes, 0..31) and x. */
+SIMD static inline __m512 fma_sub32(__m256i q, float dq, float dm, const float *x, __m512 acc) {
+    __m512 vd = _mm512_set1_ps(dq), vm = _mm512_set1_ps(dm);
+    __m512 w0 = _mm512_fmsub_ps(vd, u8x16_ps(_mm256_castsi256_si128(q)), vm);
+    __m512 w1 = _mm512_fmsub_ps(vd, u8x16_ps(_mm256_extracti128_si256(q, 1)), vm);
+    acc = _mm512_fmadd_ps(w0, _mm512_loadu_ps(x), acc);
+    return _mm512_fmadd_ps(w1, _mm512_loadu_ps(x + 16), acc);
+}
+
+SIMD static float dot_q4_K(const void *w, const float *x, int64_t n) {
+    const quant_q4_K *b = w;
+    const __m256i m4 = _mm256_set1_epi8(15);
     __m512 acc = _mm512_setzero_ps();
-    for (int64_t i = 0; i < n / 32; i++, b += 34, x += 32) {
-        uint16_t dh;
-        __builtin_memcpy(&dh, b, 2);
-        __m512 q0 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(b + 2))));
-        __m512 q1 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(b + 18))));
-        __m512 bs = _mm512_mul_ps(q0, _mm512_loadu_ps(x));
-        bs = _mm512_fmadd_ps(q1, _mm512_loadu_ps(x + 16), bs);
-        acc = _mm512_fmadd_ps(_mm512_set1_ps(_cvtsh_ss(dh)), bs, acc);
+    for (int64_t i = 0; i < n / 256; i++, x += 256) {
+        float d = f16s(&b[i].d), dmin = f16s(&b[i].dmin);
+        for (int c = 0; c < 4; c++) {
+            uint8_t sc0, m0, sc1, m1;
+            quant_scale_min_k4(2 * c, b[i].scales, &sc0, &m0);
+            quant_scale_min_k4(2 * c + 1, b[i].scales, &sc1, &m1);
+            __m256i q = _mm256_loadu_si256((const __m256i *)(b[i].qs + 32 * c));
+            acc = fma_sub32(_mm256_and_si256(q, m4), d * sc0, dmin * m0, x + 64 * c, acc);
+            acc = fma_sub32(_mm256_and_si256(_mm256_srli_epi16(q, 4), m4), d * sc1, dmin * m1, x + 64 * c + 32, acc);
+        }
     }
     return _mm512_reduce_add_ps(acc);
 }
 
+SIMD static float dot_q5_K(const void *w, const float *x, int64_t n) {
+    const quant_q5_K *b = w;
+    const __m256i m4 = _mm256_set1_epi8(15), one = _mm256_set1_epi8(1);
+    __m512 acc = _mm512_setzero_ps();
+    for (int64_t i = 0; i < n / 256; i++, x += 256) {
+        float d = f16s(&b[i].d), dmin = f16s(&b[i].dmin);
+        __m256i qh = _mm256_loadu_si256((const __m256i *)b[i].qh);
+        for (int c = 0; c < 4; c++) {
+            uint8_t sc0, m0, sc1, m1;
+            quant_scale_min_k4(2 * c, b[i].scales, &sc0, &m0);
+            quant_scale_min_k4(2 * c + 1, b[i].scales, &sc1, &m1);
+            __m256i q = _mm256_loadu_si256((const __m256i *)(b[i].qs + 32 * c));
+            __m256i h0 = _mm256_slli_epi16(_mm256_and_si256(qh, one), 4);                       /* bit 2c */
+            __m256i h1 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 1), one), 4);  /* bit 2c+1 */
+            qh = _mm256_srli_epi16(qh, 2);
+            acc = fma_sub32(_mm256_or_si256(_mm256_and_si256(q, m4), h0), d * sc0, dmin * m0, x + 64 * c, acc);
+            acc = fma_sub32(_mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 4), m4), h1), d * sc1, dmin * m1,
+                            x + 64 * c + 32, acc);
+        }
+    }
+    return _mm512_reduce_add_ps(acc);
+}
+
+SIMD static float dot_q6_K(const void *w, const float *x, int64_t n) {
+    const quant_q6_K *b = w;
+    const __m256i m4 = _mm256_set1_epi8(15), m2 = _mm256_set1_epi8(3);
+    const __m512 off = _mm512_set1_ps(32);
+    __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+    for (int64_t i = 0; i < n / 256; i++) {
+        float d = f16s(&b[i].d);
+        for (int h = 0; h < 2; h++, x += 128) {
+            __m256i l0 = _mm256_loadu_si256((const __m256i *)(b[i].ql + 64 * h));
+            __m256i l1 = _mm256_loadu_si256((const __m256i *)(b[i].ql + 64 * h + 32));
+            __m256i qh = _mm256_loadu_si256((const __m256i *)(b[i].qh + 32 * h));
+            __m256i q[4] = {
+                _mm256_and_si256(l0, m4), _mm256_and_si256(l1, m4),
+                _mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), _mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
+            };
+            for (int k = 0; k < 4; k++) {   /* quarter k: weights 32k .. 32k + 31 of this half */
+                __m256i hb = _mm256_and_si256(_mm256_srli_epi16(qh, 2 * k), m2);
+                __m256i v = _mm256_or_si256(q[k], _mm256_slli_epi16(hb, 4));
+                const int8_t *sc = b[i].scales + 8 * h + 2 * k;
+                __m512 w0 = _mm512_mul_ps(_mm512_set1_ps(d * sc[0]), _mm512_sub_ps(u8x16_ps(_mm256_castsi256_si128(v)), off));
+                __m512 w1 = _mm512_mul_ps(_mm512_set1_ps(d * sc[1]), _mm512_sub_ps(u8x16_ps(_mm256_extracti128_si256(v, 1)), off));
+                acc0 = _mm512_fmadd_ps(w0, _mm512_loadu_ps(x + 32 * k), acc0);
+                acc1 = _mm512_fmadd_ps(w1, _mm512_loadu_ps(x + 32 * k + 16), acc1);
+            }
+        }
+    }
+    return _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
+}
+
+/* ---- integer dots against quant_q8_act activations, with AVX-512 VNNI (vpdpbusd:
+ * unsigned bytes times signed bytes, summed in fours into int32). Weights go in as the
+ * unsigned operand; their offsets (-8 for Q4_0, -32 for Q6_K, +128 for Q8_0's sign) and
+ * the k-quants' mins are folded in afterwards from the activations' float sums. Each
+ * pair of int32 lanes covers one 8-value activation block and is scaled by its float
+ * factor (weight scale times activation scale), accumulated in float. ---- */
+
+#define SIMD_VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")))
+
+/* Lane l of the result takes v[base + l / 2] (one 8-block's factor over its two lanes). */
+SIMD_VNNI static inline __m512i dup2_index(int base) {
+    return _mm512_add_epi32(_mm512_set_epi32(7, 7, 6, 6, 5, 5, 4, 4, 3, 3, 2, 2, 1, 1, 0, 0), _mm512_set1_epi32(base));
+}
+
+/* Lane l of the result takes v[base + l / 4]. */
+SIMD_VNNI static inline __m512i quad_index(int base) {
+    return _mm512_add_epi32(_mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0), _mm512_set1_epi32(base));
+}
+
+/* The factor of the 8 lanes pairs of a 64-value chunk c (0..3) of a group: 8-blocks
+ * 8c .. 8c + 7, from fac[0] (8-blocks 0..15) or fac[1] (16..31). */
+SIMD_VNNI static inline __m512 chunk_factor(const __m512 *fac, int c) {
+    return _mm512_permutexvar_ps(dup2_index(8 * (c & 1)), fac[c >> 1]);
+}
+
+/* The eight f16 scales of 32-blocks p[0..7] (stride bytes apart) as floats. */
+SIMD_VNNI static inline __m256 f16x8(const unsigned char *p, int stride) {
+    uint16_t h[8];
+    for (int k = 0; k < 8; k++) __builtin_memcpy(&h[k], p + k * stride, 2);
+    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)h));
+}
+
+/* Per 8-block factors of a group whose 32-blocks have scales w32 (8 floats in the low
+ * half): fac[h][k] = dx_(16h + k) * w32[(16h + k) / 4]. */
+SIMD_VNNI static inline void factors_32(__m512 w32, const quant_q8_act *g, __m512 *fac) {
+    fac[0] = _mm512_mul_ps(_mm512_loadu_ps(g->d), _mm512_permutexvar_ps(quad_index(0), w32));
+    fac[1] = _mm512_mul_ps(_mm512_loadu_ps(g->d + 16), _mm512_permutexvar_ps(quad_index(4), w32));
+}
+
+/* Q4_0 and Q8_0: groups of eight 32-blocks against one activation group, two blocks per
+ * vector; a partial last group is finished by the scalar reference. */
+SIMD_VNNI static float qdot_q4_0(const void *w, const quant_q8_act *a, int64_t n) {
+    const quant_q4_0 *b = w;
+    const __m512i m4 = _mm512_set1_epi8(15);
+    const __m512i shift = _mm512_set_epi64(4, 4, 0, 0, 4, 4, 0, 0);   /* per 16 bytes: low nibbles, then high */
+    __m512 acc = _mm512_setzero_ps(), acc_off = _mm512_setzero_ps();
+    int64_t groups = n / 256;
+    for (int64_t gi = 0; gi < groups; gi++) {
+        const quant_q4_0 *bb = b + 8 * gi;
+        const quant_q8_act *g = &a[gi];
+        __m512 dw = _mm512_castps256_ps512(f16x8((const unsigned char *)bb, sizeof *bb)), fac[2];
+        factors_32(dw, g, fac);
+        acc_off = _mm512_fmadd_ps(_mm512_permutexvar_ps(dup2_index(0), dw), _mm512_loadu_ps(g->s), acc_off);
+        for (int p = 0; p < 4; p++) {
+            __m256i q0 = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)bb[2 * p].qs));
+            __m256i q1 = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)bb[2 * p + 1].qs));
+            __m512i q = _mm512_inserti64x4(_mm512_castsi256_si512(q0), q1, 1);
+            q = _mm512_and_si512(_mm512_srlv_epi64(q, shift), m4);
+            __m512i dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q, _mm512_loadu_si512(g->qs + 64 * p));
+            acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), chunk_factor(fac, p), acc);
+        }
+    }
+    float s = _mm512_reduce_add_ps(acc) - 8 * _mm512_reduce_add_ps(acc_off);
+    if (n > groups * 256) s += quant_qdot_q4_0(b + 8 * groups, a + groups, n - groups * 256);
+    return s;
+}
+
+SIMD_VNNI static float qdot_q8_0(const void *w, const quant_q8_act *a, int64_t n) {
+    const quant_q8_0 *b = w;
+    const __m512i flip = _mm512_set1_epi8((char)0x80);   /* q + 128: the unsigned operand */
+    __m512 acc = _mm512_setzero_ps(), acc_off = _mm512_setzero_ps();
+    int64_t groups = n / 256;
+    for (int64_t gi = 0; gi < groups; gi++) {
+        const quant_q8_0 *bb = b + 8 * gi;
+        const quant_q8_act *g = &a[gi];
+        __m512 dw = _mm512_castps256_ps512(f16x8((const unsigned char *)bb, sizeof *bb)), fac[2];
+        factors_32(dw, g, fac);
+        acc_off = _mm512_fmadd_ps(_mm512_permutexvar_ps(dup2_index(0), dw), _mm512_loadu_ps(g->s), acc_off);
+        for (int p = 0; p < 4; p++) {
+            __m256i q0 = _mm256_loadu_si256((const __m256i *)bb[2 * p].qs);
+            __m256i q1 = _mm256_loadu_si256((const __m256i *)bb[2 * p + 1].qs);
+            __m512i q = _mm512_xor_si512(_mm512_inserti64x4(_mm512_castsi256_si512(q0), q1, 1), flip);
+            __m512i dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q, _mm512_loadu_si512(g->qs + 64 * p));
+            acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), chunk_factor(fac, p), acc);
+        }
+    }
+    float s = _mm512_reduce_add_ps(acc) - 128 * _mm512_reduce_add_ps(acc_off);
+    if (n > groups * 256) s += quant_qdot_q8_0(b + 8 * groups, a + groups, n - groups * 256);
+    return s;
+}
+
+/* Q4_K / Q5_K scales[12] to eight 6-bit scales and eight mins, one per byte. */
+SIMD_VNNI static inline void scales_k4(const uint8_t *s, uint64_t *sc, uint64_t *m) {
+    uint32_t u[3];
+    __builtin_memcpy(u, s, 12);
+    uint32_t sc_lo = u[0] & 0x3f3f3f3f, m_lo = u[1] & 0x3f3f3f3f;
+    uint32_t sc_hi = (u[2] & 0x0f0f0f0f) | ((u[0] >> 2) & 0x30303030);
+    uint32_t m_hi = ((u[2] >> 4) & 0x0f0f0f0f) | ((u[1] >> 2) & 0x30303030);
+    *sc = sc_lo | (uint64_t)sc_hi << 32;
+    *m = m_lo | (uint64_t)m_hi << 32;
+}
+
+SIMD_VNNI static inline __m512 u8x8_ps(uint64_t v) {
+    return _mm512_castps256_ps512(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)v))));
+}
+
+/* Q4_K / Q5_K per super-block: the 8-block factors d * sc_j * dx into fac, and the mins'
+ * share dmin * m_j * sum_j(x) into acc_min. */
+SIMD_VNNI static inline void k4_factors(uint16_t dh, uint16_t dminh, const uint8_t *scales,
+                                        const quant_q8_act *g, __m512 *fac, __m512 *acc_min) {
+    uint64_t sc, m;
+    scales_k4(scales, &sc, &m);
+    factors_32(_mm512_mul_ps(u8x8_ps(sc), _mm512_set1_ps(_cvtsh_ss(dh))), g, fac);
+    __m512 mins = _mm512_mul_ps(u8x8_ps(m), _mm512_set1_ps(_cvtsh_ss(dminh)));
+    *acc_min = _mm512_fmadd_ps(_mm512_permutexvar_ps(dup2_index(0), mins), _mm512_loadu_ps(g->s), *acc_min);
+}
+
+SIMD_VNNI static float qdot_q4_K(const void *w, const quant_q8_act *a, int64_t n) {
+    const quant_q4_K *b = w;
+    const __m512i m4 = _mm512_set1_epi8(15);
+    const __m512i shift = _mm512_set_epi64(4, 4, 4, 4, 0, 0, 0, 0);   /* low nibbles, then high */
+    __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps(), acc_min = _mm512_setzero_ps();
+    for (int64_t i = 0; i < n / 256; i++) {
+        const quant_q8_act *g = &a[i];
+        __m512 fac[2];
+        k4_factors(b[i].d, b[i].dmin, b[i].scales, g, fac, &acc_min);
+        for (int c = 0; c < 4; c += 2) {
+            __m512i q0 = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(b[i].qs + 32 * c)));
+            __m512i q1 = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(b[i].qs + 32 * c + 32)));
+            q0 = _mm512_and_si512(_mm512_srlv_epi64(q0, shift), m4);
+            q1 = _mm512_and_si512(_mm512_srlv_epi64(q1, shift), m4);
+            __m512i d0 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q0, _mm512_loadu_si512(g->qs + 64 * c));
+            __m512i d1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q1, _mm512_loadu_si512(g->qs + 64 * c + 64));
+            acc0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d0), chunk_factor(fac, c), acc0);
+            acc1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d1), chunk_factor(fac, c + 1), acc1);
+        }
+    }
+    return _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1)) - _mm512_reduce_add_ps(acc_min);
+}
+
+SIMD_VNNI static float qdot_q5_K(const void *w, const quant_q8_act *a, int64_t n) {
+    const quant_q5_K *b = w;
+    const __m512i m4 = _mm512_set1_epi8(15), sixteen = _mm512_set1_epi8(16);
+    const __m512i shift = _mm512_set_epi64(4, 4, 4, 4, 0, 0, 0, 0);
+    __m512i hmask[4];   /* chunk c: 5th bits are bit 2c (first 32 weights) and 2c+1 (next 32) of qh */
+    for (int c = 0; c < 4; c++)
+        hmask[c] = _mm512_inserti64x4(_mm512_set1_epi8((char)(1 << (2 * c))), _mm256_set1_epi8((char)(1 << (2 * c + 1))), 1);
+    __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps(), acc_min = _mm512_setzero_ps();
+    for (int64_t i = 0; i < n / 256; i++) {
+        const quant_q8_act *g = &a[i];
+        __m512 fac[2];
+        k4_factors(b[i].d, b[i].dmin, b[i].scales, g, fac, &acc_min);
+        __m512i qh = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)b[i].qh));
+        for (int c = 0; c < 4; c += 2) {
+            __m512i q0 = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(b[i].qs + 32 * c)));
+            __m512i q1 = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(b[i].qs + 32 * c + 32)));
+            q0 = _mm512_and_si512(_mm512_srlv_epi64(q0, shift), m4);
+            q1 = _mm512_and_si512(_mm512_srlv_epi64(q1, shift), m4);
+            q0 = _mm512_mask_add_epi8(q0, _mm512_test_epi8_mask(qh, hmask[c]), q0, sixteen);
+            q1 = _mm512_mask_add_epi8(q1, _mm512_test_epi8_mask(qh, hmask[c + 1]), q1, sixteen);
+            __m512i d0 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q0, _mm512_loadu_si512(g->qs + 64 * c));
+            __m512i d1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q1, _mm512_loadu_si512(g->qs + 64 * c + 64));
+            acc0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d0), chunk_factor(fac, c), acc0);
+            acc1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d1), chunk_factor(fac, c + 1), acc1);
+        }
+    }
+    return _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1)) - _mm512_reduce_add_ps(acc_min);
+}
+
+SIMD_VNNI static float qdot_q6_K(const void *w, const quant_q8_act *a, int64_t n) {
+    const quant_q6_K *b = w;
+    const __m512i m4 = _mm512_set1_epi8(15), m2 = _mm512_set1_epi8(3);
+    /* per 256-bit half of a vector: shift qh by 2k for quarter k (epi16 lanes) */
+    const __m512i sh01 = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(2), 1);
+    const __m512i sh23 = _mm512_inserti64x4(_mm512_set1_epi16(4), _mm256_set1_epi16(6), 1);
+    __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps(), acc_off = _mm512_setzero_ps();
+    for (int64_t i = 0; i < n / 256; i++) {
+        const quant_q8_act *g = &a[i];
+        /* d * scale_k per 16-block k; an 8-block's factor is that times its dx */
+        __m512 sc = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)b[i].scales))),
+                                  _mm512_set1_ps(f16s(&b[i].d)));
+        __m512 fac[2] = {
+            _mm512_mul_ps(_mm512_loadu_ps(g->d), _mm512_permutexvar_ps(dup2_index(0), sc)),
+            _mm512_mul_ps(_mm512_loadu_ps(g->d + 16), _mm512_permutexvar_ps(dup2_index(8), sc)),
+        };
+        acc_off = _mm512_fmadd_ps(sc, _mm512_loadu_ps(g->s), acc_off);
+        for (int h = 0; h < 2; h++) {
+            __m512i ql = _mm512_loadu_si512(b[i].ql + 64 * h);
+            __m512i qh = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(b[i].qh + 32 * h)));
+            __m512i h01 = _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi16(qh, sh01), m2), 4);
+            __m512i h23 = _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi16(qh, sh23), m2), 4);
+            __m512i q0 = _mm512_or_si512(_mm512_and_si512(ql, m4), h01);                        /* weights 0..63 */
+            __m512i q1 = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql, 4), m4), h23);  /* 64..127 */
+            __m512i d0 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q0, _mm512_loadu_si512(g->qs + 128 * h));
+            __m512i d1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q1, _mm512_loadu_si512(g->qs + 128 * h + 64));
+            acc0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d0), chunk_factor(fac, 2 * h), acc0);
+            acc1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d1), chunk_factor(fac, 2 * h + 1), acc1);
+        }
+    }
+    return _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1)) - 32 * _mm512_reduce_add_ps(acc_off);
+}
+
 const kern_table kern_avx512 = {
     .name = "avx512",
-    .dot = {[SG_F32] = dot_f32, [SG_F16] = dot_f16, [SG_BF16] = dot_bf16, [SG_Q8_0] = dot_q8_0},
+    .dot = {[SG_F32] = dot_f32, [SG_F16] = dot_f16, [SG_BF16] = dot_bf16, [SG_Q8_0] = dot_q8_0,
+            [SG_Q4_0] = dot_q4_0, [SG_Q4_K] = dot_q4_K, [SG_Q5_K] = dot_q5_K, [SG_Q6_K] = dot_q6_K},
+    /* the integer dots need AVX512-VNNI; kern_select substitutes AVX2's without it */
+    .qdot = {[SG_Q4_0] = qdot_q4_0, [SG_Q8_0] = qdot_q8_0, [SG_Q4_K] = qdot_q4_K,
+             [SG_Q5_K] = qdot_q5_K, [SG_Q6_K] = qdot_q6_K},
 };
 #else
 const kern_table kern_avx512 = {0};

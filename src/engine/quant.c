@@ -21,7 +21,7 @@ _Static_assert(sizeof(quant_q8_0) == 34, "Q8_0 block");
 _Static_assert(sizeof(quant_q4_K) == 144, "Q4_K block");
 _Static_assert(sizeof(quant_q5_K) == 176, "Q5_K block");
 _Static_assert(sizeof(quant_q6_K) == 210, "Q6_K block");
-_Static_assert(sizeof(quant_q8_act) == 320, "activation group");
+_Static_assert(sizeof(quant_q8_act) == 448, "activation group");
 
 bool quant_supports(sg_dtype t) {
     switch (t) {
@@ -478,41 +478,48 @@ int quant_quantize_row(sg_dtype t, const float *src, void *dst, int64_t n) {
 
 void quant_act_quantize(const float *x, quant_q8_act *dst, int64_t n) {
     assert(n % QUANT_QK == 0);
-    for (int64_t b = 0; b < n / QUANT_QK; b++) {
-        quant_q8_act *g = &dst[b / 8];
-        int k = (int)(b % 8);
-        const float *xb = x + 32 * b;
+    for (int64_t b = 0; b < n / 8; b++) {
+        quant_q8_act *g = &dst[b / 32];
+        int k = (int)(b % 32);
+        const float *xb = x + 8 * b;
         float amax = 0;
-        for (int j = 0; j < 32; j++) amax = fmaxf(amax, fabsf(xb[j]));
+        for (int j = 0; j < 8; j++) amax = fmaxf(amax, fabsf(xb[j]));
         float d = amax / 127, id = d != 0 ? 1.0f / d : 0.0f;
         g->d[k] = d;
-        int8_t *q = g->qs + 32 * k;
-        int s0 = 0, s1 = 0;
-        for (int j = 0; j < 32; j++) {
+        int8_t *q = g->qs + 8 * k;
+        int sum = 0;
+        for (int j = 0; j < 8; j++) {
             q[j] = (int8_t)clampi(nearest(xb[j] * id), -127, 127);
-            if (j < 16) s0 += q[j]; else s1 += q[j];
+            sum += q[j];
         }
-        g->sum[2 * k] = (int16_t)s0;
-        g->sum[2 * k + 1] = (int16_t)s1;
+        if (k % 2 == 0) g->s[k / 2] = 0;
+        g->s[k / 2] += d * (float)sum;
     }
 }
 
-/* Activation block b (32 values) of a row: its quants and scale. */
-static inline const int8_t *act_qs(const quant_q8_act *a, int64_t b) { return a[b / 8].qs + 32 * (b % 8); }
-static inline float act_d(const quant_q8_act *a, int64_t b) { return a[b / 8].d[b % 8]; }
-static inline int act_sum32(const quant_q8_act *a, int64_t b) {
-    return a[b / 8].sum[2 * (b % 8)] + a[b / 8].sum[2 * (b % 8) + 1];
+/* sum(u[i] * x[i]) over 8 weights and activations. */
+static inline int dot8(const int *u, const int8_t *x) {
+    int s = 0;
+    for (int i = 0; i < 8; i++) s += u[i] * x[i];
+    return s;
+}
+
+/* A 32-block's share: d_w * sum over its four 8s of dx_k * sum(u * x), with the
+ * weights' codes u; the offset (Q4_0's -8) is applied by the caller through s. */
+static float block32(const int *u, const quant_q8_act *g, int j) {
+    float s = 0;
+    for (int k = 0; k < 4; k++) s += g->d[4 * j + k] * (float)dot8(u + 8 * k, g->qs + 32 * j + 8 * k);
+    return s;
 }
 
 float quant_qdot_q4_0(const void *w, const quant_q8_act *a, int64_t n) {
     const quant_q4_0 *b = w;
     float s = 0;
     for (int64_t i = 0; i < n / 32; i++) {
-        const int8_t *q = act_qs(a, i);
-        int acc = 0;
-        for (int j = 0; j < 16; j++) acc += (b[i].qs[j] & 15) * q[j] + (b[i].qs[j] >> 4) * q[j + 16];
-        acc -= 8 * act_sum32(a, i);
-        s += h2f(b[i].d) * act_d(a, i) * (float)acc;
+        const quant_q8_act *g = &a[i / 8];
+        int j = (int)(i % 8), u[32];
+        for (int l = 0; l < 16; l++) { u[l] = b[i].qs[l] & 15; u[l + 16] = b[i].qs[l] >> 4; }
+        s += h2f(b[i].d) * (block32(u, g, j) - 8 * (g->s[2 * j] + g->s[2 * j + 1]));
     }
     return s;
 }
@@ -521,25 +528,20 @@ float quant_qdot_q8_0(const void *w, const quant_q8_act *a, int64_t n) {
     const quant_q8_0 *b = w;
     float s = 0;
     for (int64_t i = 0; i < n / 32; i++) {
-        const int8_t *q = act_qs(a, i);
-        int acc = 0;
-        for (int j = 0; j < 32; j++) acc += b[i].qs[j] * q[j];
-        s += h2f(b[i].d) * act_d(a, i) * (float)acc;
+        int u[32];
+        for (int l = 0; l < 32; l++) u[l] = b[i].qs[l];
+        s += h2f(b[i].d) * block32(u, &a[i / 8], (int)(i % 8));
     }
     return s;
 }
 
-/* Q4_K / Q5_K: per sub-block j, dx_j * (d * sc_j * sum(q * qx) - dmin * m_j * sum(qx)). */
-static float qdot_k4(const uint16_t *dp, const uint16_t *dminp, const uint8_t *scales, const int *q,
-                     const quant_q8_act *g) {
-    float d = h2f(*dp), dmin = h2f(*dminp), s = 0;
+/* Q4_K / Q5_K: per 32-block j, d * sc_j * sum_k(dx_k * sum(q * qx)) - dmin * m_j * sum(x). */
+static float qdot_k4(uint16_t dh, uint16_t dminh, const uint8_t *scales, const int *q, const quant_q8_act *g) {
+    float d = h2f(dh), dmin = h2f(dminh), s = 0;
     for (int j = 0; j < 8; j++) {
         uint8_t sc, m;
         quant_scale_min_k4(j, scales, &sc, &m);
-        int dot = 0;
-        for (int l = 0; l < 32; l++) dot += q[32 * j + l] * g->qs[32 * j + l];
-        int xs = g->sum[2 * j] + g->sum[2 * j + 1];
-        s += g->d[j] * (d * (float)(sc * dot) - dmin * (float)(m * xs));
+        s += d * sc * block32(q + 32 * j, g, j) - dmin * m * (g->s[2 * j] + g->s[2 * j + 1]);
     }
     return s;
 }
@@ -554,7 +556,7 @@ float quant_qdot_q4_K(const void *w, const quant_q8_act *a, int64_t n) {
                 q[64 * c + l] = b[i].qs[32 * c + l] & 15;
                 q[64 * c + 32 + l] = b[i].qs[32 * c + l] >> 4;
             }
-        s += qdot_k4(&b[i].d, &b[i].dmin, b[i].scales, q, &a[i]);
+        s += qdot_k4(b[i].d, b[i].dmin, b[i].scales, q, &a[i]);
     }
     return s;
 }
@@ -569,26 +571,24 @@ float quant_qdot_q5_K(const void *w, const quant_q8_act *a, int64_t n) {
                 q[64 * c + l] = (b[i].qs[32 * c + l] & 15) | ((b[i].qh[l] >> (2 * c)) & 1) << 4;
                 q[64 * c + 32 + l] = (b[i].qs[32 * c + l] >> 4) | ((b[i].qh[l] >> (2 * c + 1)) & 1) << 4;
             }
-        s += qdot_k4(&b[i].d, &b[i].dmin, b[i].scales, q, &a[i]);
+        s += qdot_k4(b[i].d, b[i].dmin, b[i].scales, q, &a[i]);
     }
     return s;
 }
 
-/* Q6_K: per 32 activations (scale dx_j), d * sum over its two 16s of sc_k * sum((q - 32) * qx). */
+/* Q6_K: per 16-block k, d * sc_k * (sum over its two 8s of dx * sum(q * qx) - 32 * sum(x)). */
 float quant_qdot_q6_K(const void *w, const quant_q8_act *a, int64_t n) {
     const quant_q6_K *b = w;
     float s = 0;
+    int q[256];
     for (int64_t i = 0; i < n / 256; i++) {
         const quant_q8_act *g = &a[i];
+        for (int l = 0; l < 256; l++) q[l] = q6_value(&b[i], l);
         float d = h2f(b[i].d);
-        for (int j = 0; j < 8; j++) {
-            int acc = 0;
-            for (int h = 0; h < 2; h++) {
-                int k = 2 * j + h, dot = 0;
-                for (int l = 0; l < 16; l++) dot += q6_value(&b[i], 16 * k + l) * g->qs[16 * k + l];
-                acc += b[i].scales[k] * (dot - 32 * g->sum[k]);
-            }
-            s += g->d[j] * d * (float)acc;
+        for (int k = 0; k < 16; k++) {
+            float t = g->d[2 * k] * (float)dot8(q + 16 * k, g->qs + 16 * k) +
+                      g->d[2 * k + 1] * (float)dot8(q + 16 * k + 8, g->qs + 16 * k + 8);
+            s += d * b[i].scales[k] * (t - 32 * g->s[k]);
         }
     }
     return s;

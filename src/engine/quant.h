@@ -27,10 +27,10 @@
  * accumulate w * x in float, in order: the reference every faster path is tested against.
  *
  * For the integer dot products (kernels.h's qdot), activations are quantized to
- * quant_q8_act: groups of 256 values in which every 32 share a float scale. The integer
+ * quant_q8_act: groups of 256 values in which every 8 share a float scale. The integer
  * reference dots here compute sum(w * x) from the weight blocks and that form exactly in
- * integers within each 32 (16 for Q6_K) and in float across them; the SIMD variants must
- * agree with them to float rounding. */
+ * integers within each 8 and in float across them (the weights' offsets and mins through
+ * the activations' float sums); the SIMD variants must agree with them to float rounding. */
 #ifndef SG_QUANT_H
 #define SG_QUANT_H
 
@@ -87,17 +87,19 @@ float quant_dot_q6_K(const void *w, const float *x, int64_t n);
 /* ---- int8 activations ---- */
 
 /* 256 activations (the last group of a row may be partly used): value i of the group is
- * d[i / 32] * qs[i]; sum[k] = qs[16k] + ... + qs[16k + 15], which lets the kernels fold
- * the weights' offsets and mins in without touching qs again. 320 bytes. */
+ * d[i / 8] * qs[i]. A scale per 8 values keeps the int8 rounding error well below what
+ * llama.cpp's 32- and 256-value blocks give (its deviation from exact logits is the bar);
+ * s[k] = sum of the dequantized values i in 16k .. 16k + 15, which lets the kernels fold
+ * the weights' offsets and mins in without touching qs again. 448 bytes. */
 typedef struct {
-    float d[8];
-    int16_t sum[16];
+    float d[32];
+    float s[16];
     int8_t qs[256];
 } quant_q8_act;
 
 /* Groups needed for a row of n values (n a multiple of 32). */
 static inline int64_t quant_act_groups(int64_t n) { return (n + QUANT_QK_K - 1) / QUANT_QK_K; }
-/* Quantizes n values (a multiple of 32): per 32, d = max|x| / 127, q = round(x / d). */
+/* Quantizes n values (a multiple of 32): per 8, d = max|x| / 127, q = round(x / d). */
 void quant_act_quantize(const float *x, quant_q8_act *dst, int64_t n);
 
 /* Integer reference dots of a weight row (n weights) with quantized activations. */
