@@ -1,8 +1,12 @@
 #!/bin/bash
-# make bench: prints figures (no pass/fail). Engine: prompt and generation tokens/s of
-# random-weight models written by `smolgate make-model` (the SmolLM2-135M shape always;
-# the full SmolLM3-3B shape when BENCH_3B=1, which writes ~10 GB of files to $BENCH_DIR).
-# Then every bench/bench_* program.
+# make bench: prints figures (no pass/fail). Engine: `smolgate bench` (prompt processing
+# and generation tokens/s, mean ± sd over 3 runs, peak RSS, the machine's memory read
+# bandwidth and the decode roofline, aggregate tokens/s of 1, 2, 4, 8 concurrent
+# sequences) on random-weight models written by `smolgate make-model`: the SmolLM2-135M
+# shape always; the full SmolLM3-3B shape when BENCH_3B=1, which writes ~10 GB of files
+# to $BENCH_DIR. Types beyond F16 and Q8_0 come from `smolgate quantize` when it is
+# there. Then the gateway harness and every bench/bench_* program.
+# Side by side with llama.cpp: bench/vs-llamacpp.sh (not run here).
 set -u
 cd "$(dirname "$0")/.."
 bin=build/smolgate
@@ -16,18 +20,34 @@ model() {  # name preset type
   echo "$f"
 }
 
-engine() {  # label file
-  local out
-  out=$($bin run "$2" --ids "$(seq -s, 1 128)" -n 64 --temp 0 --ignore-eos --print-ids -t "$threads" -c 512 2>&1 >/dev/null | grep prompt)
-  printf '%-24s %s\n' "$1" "$out"
+quantized() {  # name source.gguf type: prints the file, or nothing when it cannot be made
+  local f=$dir/$1.gguf
+  [ -s "$f" ] || $bin quantize "$2" "$f" "$3" >/dev/null 2>&1 || { rm -f "$f"; return; }
+  echo "$f"
 }
 
-echo "== engine ($threads threads; prompt 128 tokens, generation 64 tokens)"
-engine "smollm2-135m F16" "$(model smollm2-135m-f16 smollm2-135m F16)"
-engine "smollm2-135m Q8_0" "$(model smollm2-135m-q8 smollm2-135m Q8_0)"
+engine() {  # file, extra bench options...
+  local f=$1; shift
+  if [ -z "$f" ] || [ ! -s "$f" ]; then echo "(skipped: no file)"; return; fi
+  $bin bench "$f" -t "$threads" "$@" 2>/dev/null || echo "(bench failed on $f)"
+}
+
+has_quantize() { ! $bin quantize --help 2>&1 | grep -q 'unknown command'; }
+
+echo "== engine: smolgate bench ($threads threads)"
+f16=$(model smollm2-135m-f16 smollm2-135m F16)
+engine "$f16" -p 512 -n 128 -r 3
+engine "$(model smollm2-135m-q8 smollm2-135m Q8_0)" -p 512 -n 128 -r 3
+if has_quantize; then
+  for t in Q4_K_M Q4_0; do engine "$(quantized "smollm2-135m-${t,,}" "$f16" "$t")" -p 512 -n 128 -r 3; done
+fi
 if [ "${BENCH_3B:-0}" = 1 ]; then
-  engine "smollm3-3b F16" "$(model smollm3-3b-f16 smollm3-3b F16)"
-  engine "smollm3-3b Q8_0" "$(model smollm3-3b-q8 smollm3-3b Q8_0)"
+  f16=$(model smollm3-3b-f16 smollm3-3b F16)
+  engine "$f16" -p 512 -n 64 -r 3 --conc-n 16
+  engine "$(model smollm3-3b-q8 smollm3-3b Q8_0)" -p 512 -n 64 -r 3 --conc-n 16
+  if has_quantize; then
+    for t in Q4_K_M Q4_0; do engine "$(quantized "smollm3-3b-${t,,}" "$f16" "$t")" -p 512 -n 64 -r 3 --conc-n 16; done
+  fi
 fi
 echo "== gateway overhead (../shared/bench/gateway harness)"
 bench/gateway.sh
