@@ -46,8 +46,10 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 show_log() {
-  echo "gateway.sh: the gateway log ($tmp/gateway.log, last 150 lines):"
-  tail -n 150 "$tmp/gateway.log" 2>/dev/null | sed 's/^/  /'
+  local keep=${TMPDIR:-/tmp}/smolgate-gateway-failed.log
+  cp "$tmp/gateway.log" "$keep" 2>/dev/null
+  echo "gateway.sh: the gateway log (all of it kept in $keep; last 200 lines):"
+  tail -n 200 "$tmp/gateway.log" 2>/dev/null | sed 's/^/  /'
 }
 fail_early() {
   echo "gateway.sh: $*"
@@ -101,7 +103,7 @@ timeout 60 "$bin" make-model "$tmp/$local_name" --preset smollm3-tiny --vocab 12
 # their own circuit breakers, so tests cannot disturb each other.
 cases="429 429long 500 502 503 529 reset reset2 slow stall-body close-body malformed-body 400 401 404 422 quota
   all s-reset s-503 s-slow s-malformed0 s-after-reset s-after-stall s-after-malformed s-after-error s-after-truncate
-  hdr req-models order only ignore a-503 a-after-reset"
+  hdr req-models order only ignore a-503 a-after-reset cb400"
 cfg=$tmp/smolgate.yaml
 {
   cat <<EOF
@@ -236,10 +238,14 @@ export TARGET=gateway SMOLGATE_URL=$url SMOLGATE_API_KEY=sk-smolgate-test FAKE_P
 export SMOLGATE_BIN=$bin SMOLGATE_CONFIG=$cfg SMOLGATE_LOG_FILE=$tmp/gateway.log
 export SMOLGATE_LOCAL_MODEL=$local_name SMOLGATE_LOCAL_DIR=$tmp/$local_name
 
+deadline=$((SECONDS + 300))   # every test group together: 5 minutes at most (about 1 normally)
 run_node() {  # label, files...
   local label=$1; shift
-  echo "gateway.sh: ($label) node --test $*"
-  timeout 240 node --test --test-reporter=tap --test-timeout=60000 "$@" >"$tmp/out-$label" 2>&1
+  local left=$((deadline - SECONDS))
+  [ "$left" -gt 180 ] && left=180
+  if [ "$left" -lt 10 ]; then bad "($label) not run: the time for all tests ran out"; return; fi
+  echo "gateway.sh: ($label) node --test $* (at most ${left} s)"
+  timeout "$left" node --test --test-reporter=tap --test-timeout=60000 "$@" >"$tmp/out-$label" 2>&1
   local rc=$?
   cat "$tmp/out-$label"
   local p f c

@@ -454,6 +454,18 @@ test('circuit breaker: a failed probe doubles the cooldown', async () => {
   assert.ok(b.cooldown_ms > 2000 && b.cooldown_ms <= 4000, `the cooldown doubled to ~4000 ms: ${b.cooldown_ms}`);
 });
 
+test('circuit breaker: client errors (400) do not open it', async () => {
+  await queue('openai', 'm-cb400-primary', [{ status: 400, count: 4 }]);
+  for (let i = 0; i < 4; i++) {
+    const res = await post(chatBody('f-cb400', `bad request ${nonce('fcb4')}`));
+    assert.equal(res.status, 400);
+  }
+  const b = await breaker('openai/m-cb400-primary');
+  assert.ok(!b || b.state === 'closed', `still closed after 4 client errors: ${JSON.stringify(b)}`);
+  const res = await post(chatBody('f-cb400', `fine now ${nonce('fcb4')}`));
+  assertGwHeaders(res, { provider: 'openai', attempts: 1 });
+});
+
 // ---------------------------------------------------------------------------------------
 // Per-request fallback list and provider preferences
 
