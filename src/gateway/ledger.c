@@ -1,0 +1,909 @@
+/* ledger.c: see ledger.h. The spool (segments, lock files, checkpoints), the append path,
+ * and the writer thread that delivers batches to the database.
+ *
+ * Files in spool_dir, for a process whose prefix is P ("sg-<unix s>-<pid>-<random>"):
+ *   P.lock            flock()ed while P lives (created as P.lock.tmp, locked, then renamed,
+ *                     so nobody can see it unlocked)
+ *   P-000001.spool    records, one JSON line each, appended by ledger_append
+ *   P-000001.done     the byte offset delivered so far (20 digits and '\n', rewritten in
+ *                     place after each committed batch)
+ * A segment is sealed when the appender moves to the next one (past segment_bytes, or
+ * after a failed write); sealed and fully delivered, it is deleted with its checkpoint.
+ * When every segment of a dead process is gone, its lock file goes too. */
+#include "gateway/ledger.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/buf.h"
+#include "common/log.h"
+#include "gateway/ledger_db.h"
+#include "gateway/ledger_usage.h"
+
+#define READ_CHUNK (1u << 20)        /* bytes read from a segment per batch, at most */
+#define MAX_ID 128                   /* bytes kept of ids, names and models */
+#define MAX_NAME 256
+#define MAX_ERROR 63
+
+typedef struct group group;
+
+typedef struct segment {
+    struct segment *next;
+    char *path, *ckpt_path;
+    int rfd;                         /* read side (writer thread) */
+    int ckfd;                        /* checkpoint file, opened on first use; -1 */
+    uint64_t end;                    /* bytes of whole records: the appender's count for an
+                                        own segment (under mu), the file size for adopted */
+    uint64_t delivered;              /* writer only */
+    uint64_t synced;                 /* fdatasync()ed up to here (writer only) */
+    bool sealed;                     /* no more appends (under mu) */
+    bool own;
+    group *grp;                      /* adopted: the dead process's lock */
+} segment;
+
+struct group {                       /* the segments of one dead process, adopted */
+    group *next;
+    char *prefix, *lock_path;
+    int lock_fd;
+    int live;                        /* its segments not yet removed */
+};
+
+struct ledger {
+    ledger_opts o;                   /* strings owned (copies) */
+    char *prefix;
+    char *lock_path;
+    int lock_fd;
+
+    /* the append side (append_mu) */
+    pthread_mutex_t append_mu;
+    sg_buf line;
+    int wfd;
+    segment *cur;
+    unsigned seq;
+
+    /* shared (mu) */
+    pthread_mutex_t mu;
+    pthread_cond_t wake;             /* the writer: work, flush, stop */
+    pthread_cond_t done;             /* flush waiters */
+    segment *segs;                   /* in delivery order: adopted first, then own by seq */
+    group *groups;
+    uint64_t appended, delivered_own;
+    int flush_waiters;
+    bool stopping;
+    int64_t close_deadline_ms;
+    ledger_stats st;
+
+    /* writer thread only */
+    pthread_t writer;
+    bool writer_started;
+    ledger_db *db;
+    uint32_t backoff_ms;
+    int64_t next_retry_ms, last_delivery_ms, next_adopt_ms, last_fail_log_ms;
+    sg_buf rbuf;
+};
+
+static int64_t mono_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int64_t wall_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void deadline_ts(struct timespec *ts, int64_t mono_deadline_ms) {
+    /* the condition variables run on CLOCK_MONOTONIC (pthread_condattr_setclock) */
+    ts->tv_sec = mono_deadline_ms / 1000;
+    ts->tv_nsec = (mono_deadline_ms % 1000) * 1000000;
+}
+
+void ledger_opts_defaults(ledger_opts *o) {
+    memset(o, 0, sizeof *o);
+    o->kind = GW_LEDGER_SQLITE;
+    o->sqlite_path = "smolgate.db";
+    o->spool_dir = "smolgate-spool";
+    o->flush_ms = 1000;
+    o->batch_max = 500;
+    o->segment_bytes = 4u << 20;
+    o->retry_min_ms = 100;
+    o->retry_max_ms = 30000;
+    o->adopt_every_ms = 30000;
+}
+
+void ledger_opts_from_config(ledger_opts *o, const gw_config *cfg) {
+    ledger_opts_defaults(o);
+    const gw_ledger *g = &cfg->ledger;
+    o->kind = g->kind;
+    if (g->sqlite_path) o->sqlite_path = g->sqlite_path;
+    o->postgres_url = g->postgres_url;
+    if (g->spool_dir) o->spool_dir = g->spool_dir;
+    if (g->flush_ms) o->flush_ms = g->flush_ms;
+    if (g->batch_max) o->batch_max = g->batch_max;
+}
+
+int ledger_record_fallbacks(const ledger_record *r) {
+    int n = 0;
+    for (size_t i = 1; i < r->n_attempts; i++) {
+        const ledger_attempt *a = &r->attempts[i - 1], *b = &r->attempts[i];
+        if (strcmp(a->provider ? a->provider : "", b->provider ? b->provider : "") ||
+            strcmp(a->model ? a->model : "", b->model ? b->model : ""))
+            n++;
+    }
+    return n;
+}
+
+/* ---- the spool line ------------------------------------------------------------------- */
+
+/* A JSON string of at most max bytes of s; invalid UTF-8 becomes U+FFFD, so that the
+ * writer's parser (jansson: strict UTF-8) never refuses a line we wrote. */
+static void put_str(sg_buf *b, const char *s, size_t max) {
+    static const char hex[] = "0123456789abcdef";
+    if (!s) { sg_buf_append(b, "null", 4); return; }
+    size_t n = strnlen(s, max);
+    sg_buf_reserve(b, n + 8);
+    b->data[b->len++] = '"';
+    for (size_t i = 0; i < n;) {
+        unsigned char c = (unsigned char)s[i];
+        if (c >= 0x20 && c < 0x80 && c != '"' && c != '\\') {
+            sg_buf_reserve(b, 1);
+            b->data[b->len++] = (char)c;
+            i++;
+            continue;
+        }
+        if (c < 0x80) {
+            sg_buf_reserve(b, 6);
+            char *o = b->data + b->len;
+            if (c == '"' || c == '\\') { o[0] = '\\'; o[1] = (char)c; b->len += 2; }
+            else { memcpy(o, "\\u00", 4); o[4] = hex[c >> 4]; o[5] = hex[c & 15]; b->len += 6; }
+            i++;
+            continue;
+        }
+        /* a multi-byte sequence: copy it if valid and whole, else U+FFFD */
+        size_t k = c >= 0xF0 && c <= 0xF4 ? 4 : c >= 0xE0 ? 3 : c >= 0xC2 && c < 0xE0 ? 2 : 0;
+        bool ok = k && i + k <= n;
+        for (size_t j = 1; ok && j < k; j++) ok = ((unsigned char)s[i + j] & 0xC0) == 0x80;
+        if (ok && k == 3) {
+            unsigned char c1 = (unsigned char)s[i + 1];
+            ok = !(c == 0xE0 && c1 < 0xA0) && !(c == 0xED && c1 >= 0xA0);   /* overlong, surrogates */
+        }
+        if (ok && k == 4) {
+            unsigned char c1 = (unsigned char)s[i + 1];
+            ok = !(c == 0xF0 && c1 < 0x90) && !(c == 0xF4 && c1 >= 0x90);
+        }
+        sg_buf_reserve(b, 6);
+        if (ok) { memcpy(b->data + b->len, s + i, k); b->len += k; i += k; }
+        else { memcpy(b->data + b->len, "\\ufffd", 6); b->len += 6; i++; }
+    }
+    sg_buf_reserve(b, 1);
+    b->data[b->len++] = '"';
+    b->data[b->len] = 0;
+}
+
+static void put_int(sg_buf *b, int64_t v) {
+    char tmp[24];
+    char *p = tmp + sizeof tmp;
+    uint64_t u = v < 0 ? (uint64_t)(-(v + 1)) + 1 : (uint64_t)v;
+    do { *--p = (char)('0' + u % 10); u /= 10; } while (u);
+    if (v < 0) *--p = '-';
+    sg_buf_append(b, p, (size_t)(tmp + sizeof tmp - p));
+}
+
+static void put_key(sg_buf *b, const char *k) { sg_buf_append(b, k, strlen(k)); }
+
+void ledger_record_json(const ledger_record *r, sg_buf *b) {
+    put_key(b, "{\"v\":1,\"id\":"); put_str(b, r->request_id ? r->request_id : "", MAX_ID);
+    put_key(b, ",\"ts\":"); put_int(b, r->time_ms ? r->time_ms : wall_ms());
+    put_key(b, ",\"key\":"); put_str(b, r->key_id, MAX_ID);
+    put_key(b, ",\"route\":"); put_str(b, r->route, MAX_NAME);
+    put_key(b, ",\"req\":"); put_str(b, r->requested_model, MAX_NAME);
+    put_key(b, ",\"prov\":"); put_str(b, r->provider, MAX_ID);
+    put_key(b, ",\"model\":"); put_str(b, r->model, MAX_NAME);
+    put_key(b, ",\"status\":"); put_int(b, r->status);
+    put_key(b, ",\"err\":"); put_str(b, r->error, MAX_ERROR);
+    put_key(b, r->stream ? ",\"stream\":true" : ",\"stream\":false");
+    put_key(b, ",\"in\":"); put_int(b, r->usage.input);
+    put_key(b, ",\"cr\":"); put_int(b, r->usage.cache_read);
+    put_key(b, ",\"cw\":"); put_int(b, r->usage.cache_write);
+    put_key(b, ",\"out\":"); put_int(b, r->usage.output);
+    put_key(b, ",\"rs\":"); put_int(b, r->usage.reasoning);
+    put_key(b, r->usage.estimated ? ",\"est\":true" : ",\"est\":false");
+    put_key(b, ",\"cost\":"); put_int(b, r->cost_micro < 0 ? -1 : r->cost_micro);
+    put_key(b, ",\"lat\":"); put_int(b, r->latency_ms);
+    put_key(b, ",\"ttft\":"); put_int(b, r->ttft_ms);
+    put_key(b, ",\"att\":[");
+    size_t na = r->n_attempts < LEDGER_MAX_ATTEMPTS ? r->n_attempts : LEDGER_MAX_ATTEMPTS;
+    for (size_t i = 0; i < na; i++) {
+        const ledger_attempt *a = &r->attempts[i];
+        put_key(b, i ? ",[" : "[");
+        put_str(b, a->provider, MAX_ID); sg_buf_putc(b, ',');
+        put_str(b, a->model, MAX_NAME); sg_buf_putc(b, ',');
+        put_int(b, a->status); sg_buf_putc(b, ',');
+        put_str(b, a->error, MAX_ERROR); sg_buf_putc(b, ',');
+        put_int(b, a->latency_ms); sg_buf_putc(b, ']');
+    }
+    put_key(b, "]}\n");
+}
+
+/* One spool line back into a record whose strings point into *root (kept by the caller).
+ * attempts: room for LEDGER_MAX_ATTEMPTS. -1 when the line is not a record. */
+static int parse_line(const char *s, size_t n, json_t **root, ledger_record *r, ledger_attempt *attempts) {
+    json_error_t jerr;
+    *root = json_loadb(s, n, 0, &jerr);
+    json_t *o = *root;
+    if (!json_is_object(o)) return -1;
+    memset(r, 0, sizeof *r);
+#define S(k) (json_string_value(json_object_get(o, k)))
+#define I(k, d) (json_is_integer(json_object_get(o, k)) ? (int64_t)json_integer_value(json_object_get(o, k)) : (d))
+    r->request_id = S("id");
+    if (!r->request_id || !*r->request_id) return -1;
+    r->time_ms = I("ts", 0);
+    r->key_id = S("key");
+    r->route = S("route");
+    r->requested_model = S("req");
+    r->provider = S("prov");
+    r->model = S("model");
+    r->status = (int)I("status", 0);
+    r->error = S("err");
+    r->stream = json_is_true(json_object_get(o, "stream"));
+    r->usage.input = I("in", -1);
+    r->usage.cache_read = I("cr", -1);
+    r->usage.cache_write = I("cw", -1);
+    r->usage.output = I("out", -1);
+    r->usage.reasoning = I("rs", -1);
+    r->usage.estimated = json_is_true(json_object_get(o, "est"));
+    r->cost_micro = I("cost", -1);
+    r->latency_ms = I("lat", -1);
+    r->ttft_ms = I("ttft", -1);
+#undef S
+#undef I
+    json_t *att = json_object_get(o, "att");
+    size_t i, na = 0;
+    json_t *a;
+    json_array_foreach(att, i, a) {
+        if (na == LEDGER_MAX_ATTEMPTS || !json_is_array(a)) break;
+        ledger_attempt *t = &attempts[na++];
+        t->provider = json_string_value(json_array_get(a, 0));
+        t->model = json_string_value(json_array_get(a, 1));
+        t->status = (int)json_integer_value(json_array_get(a, 2));
+        t->error = json_string_value(json_array_get(a, 3));
+        json_t *lat = json_array_get(a, 4);
+        t->latency_ms = json_is_integer(lat) ? (int64_t)json_integer_value(lat) : -1;
+    }
+    r->attempts = attempts;
+    r->n_attempts = na;
+    return 0;
+}
+
+/* ---- segments ---------------------------------------------------------------------------- */
+
+static char *path_join(const char *dir, const char *name) {
+    size_t n = strlen(dir) + strlen(name) + 2;
+    char *p = sg_xmalloc(n);
+    snprintf(p, n, "%s/%s", dir, name);
+    return p;
+}
+
+static segment *segment_new(const char *dir, const char *prefix, unsigned seq) {
+    char name[256];
+    segment *s = sg_xcalloc(1, sizeof *s);
+    snprintf(name, sizeof name, "%s-%06u.spool", prefix, seq);
+    s->path = path_join(dir, name);
+    snprintf(name, sizeof name, "%s-%06u.done", prefix, seq);
+    s->ckpt_path = path_join(dir, name);
+    s->rfd = -1;
+    s->ckfd = -1;
+    return s;
+}
+
+static void segment_free(segment *s) {
+    if (s->rfd >= 0) close(s->rfd);
+    if (s->ckfd >= 0) close(s->ckfd);
+    free(s->path);
+    free(s->ckpt_path);
+    free(s);
+}
+
+/* Appends s to the delivery list (under mu). */
+static void segs_push(ledger *l, segment *s) {
+    segment **pp = &l->segs;
+    while (*pp) pp = &(*pp)->next;
+    *pp = s;
+}
+
+/* Opens the next own segment for writing and reading; the old one is sealed. Appender side
+ * (append_mu held). -1 when the file cannot be created (the old one stays in use). */
+static int rotate(ledger *l, sg_error *err) {
+    segment *s = segment_new(l->o.spool_dir, l->prefix, l->seq + 1);
+    int wfd = open(s->path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (wfd >= 0) s->rfd = open(s->path, O_RDONLY | O_CLOEXEC);
+    if (wfd < 0 || s->rfd < 0) {
+        sg_fail(err, "ledger spool: %s: %s", s->path, strerror(errno));
+        if (wfd >= 0) { close(wfd); unlink(s->path); }
+        segment_free(s);
+        return -1;
+    }
+    s->own = true;
+    pthread_mutex_lock(&l->mu);
+    if (l->cur) l->cur->sealed = true;
+    segs_push(l, s);
+    pthread_mutex_unlock(&l->mu);
+    if (l->wfd >= 0) close(l->wfd);
+    l->wfd = wfd;
+    l->cur = s;
+    l->seq++;
+    return 0;
+}
+
+int ledger_append(ledger *l, const ledger_record *r, sg_error *err) {
+    pthread_mutex_lock(&l->append_mu);
+    sg_buf_reset(&l->line);
+    ledger_record_json(r, &l->line);
+    size_t n = l->line.len;
+    if (l->cur->end > 0 && l->cur->end + n > l->o.segment_bytes) {
+        sg_error e2;
+        if (rotate(l, &e2)) SG_WARN("%s (still appending to the current segment)", e2.msg);
+    }
+    size_t off = 0;
+    while (off < n) {
+        ssize_t w = write(l->wfd, l->line.data + off, n - off);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) break;
+        off += (size_t)w;
+    }
+    if (off == n) {
+        pthread_mutex_lock(&l->mu);
+        l->cur->end += n;
+        uint64_t pending = ++l->appended - l->delivered_own;
+        l->st.appended++;
+        if (pending % l->o.batch_max == 0) pthread_cond_signal(&l->wake);   /* a batch is full */
+        pthread_mutex_unlock(&l->mu);
+        pthread_mutex_unlock(&l->append_mu);
+        return 0;
+    }
+    int e = errno;
+    /* A partial line may now follow the segment's last whole record: seal it there (the
+     * reader stops at `end`) and go on in a fresh segment. */
+    pthread_mutex_lock(&l->mu);
+    l->st.append_failures++;
+    pthread_mutex_unlock(&l->mu);
+    sg_error e2;
+    if (off > 0 && rotate(l, &e2)) SG_ERROR("%s", e2.msg);
+    pthread_mutex_unlock(&l->append_mu);
+    SG_ERROR("ledger spool: writing %s: %s: record %s lost", l->cur->path, e ? strerror(e) : "short write",
+             r->request_id ? r->request_id : "-");
+    return sg_fail(err, "ledger spool: %s", e ? strerror(e) : "short write");
+}
+
+/* ---- the writer thread ----------------------------------------------------------------- */
+
+static void write_checkpoint(segment *s) {
+    if (s->ckfd < 0) s->ckfd = open(s->ckpt_path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (s->ckfd < 0) return;   /* re-delivery after a crash is harmless: the key dedupes */
+    char b[24];
+    snprintf(b, sizeof b, "%020" PRIu64 "\n", s->delivered);
+    if (pwrite(s->ckfd, b, 21, 0) != 21) { /* same: at worst a re-delivery */ }
+}
+
+static uint64_t read_checkpoint(const char *path) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return 0;
+    char b[32] = {0};
+    ssize_t n = read(fd, b, sizeof b - 1);
+    close(fd);
+    if (n != 21 || b[20] != '\n') return 0;   /* torn or foreign: deliver from the start */
+    return strtoull(b, NULL, 10);
+}
+
+/* Removes a sealed, delivered segment (mu held), and its group's lock when it was the last. */
+static void segment_remove(ledger *l, segment *s) {
+    segment **pp = &l->segs;
+    while (*pp && *pp != s) pp = &(*pp)->next;
+    if (*pp) *pp = s->next;
+    unlink(s->path);
+    unlink(s->ckpt_path);
+    group *g = s->grp;
+    segment_free(s);
+    if (g && --g->live == 0) {
+        unlink(g->lock_path);
+        close(g->lock_fd);
+        group **gp = &l->groups;
+        while (*gp && *gp != g) gp = &(*gp)->next;
+        if (*gp) *gp = g->next;
+        SG_INFO("ledger: delivered everything a previous process (%s) left in the spool", g->prefix);
+        free(g->prefix);
+        free(g->lock_path);
+        free(g);
+    }
+}
+
+static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+/* Adopts the segments of spool prefixes whose owner is gone (writer thread; takes mu to
+ * publish them). */
+static void adopt_orphans(ledger *l) {
+    DIR *d = opendir(l->o.spool_dir);
+    if (!d) return;
+    char **names = NULL;
+    size_t n = 0, cap = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        size_t len = strlen(e->d_name);
+        if (len < 7 || strncmp(e->d_name, "sg-", 3)) continue;
+        if (!(len > 5 && !strcmp(e->d_name + len - 5, ".lock")) && !(len > 6 && !strcmp(e->d_name + len - 6, ".spool")))
+            continue;
+        if (n == cap) { cap = cap ? cap * 2 : 32; names = sg_xrealloc(names, cap * sizeof *names); }
+        names[n++] = sg_xstrdup(e->d_name);
+    }
+    closedir(d);
+    qsort(names, n, sizeof *names, cmp_str);
+    for (size_t i = 0; i < n; i++) {
+        /* the prefix: "P.lock" or "P-NNNNNN.spool" */
+        char prefix[256];
+        size_t len = strlen(names[i]);
+        if (!strcmp(names[i] + len - 5, ".lock")) snprintf(prefix, sizeof prefix, "%.*s", (int)(len - 5), names[i]);
+        else if (len > 13 && names[i][len - 13] == '-') snprintf(prefix, sizeof prefix, "%.*s", (int)(len - 13), names[i]);
+        else continue;
+        if (!strcmp(prefix, l->prefix) || (i > 0 && !strncmp(names[i - 1], prefix, strlen(prefix)) &&
+                                           (names[i - 1][strlen(prefix)] == '-' || names[i - 1][strlen(prefix)] == '.')))
+            continue;   /* ours, or this prefix was seen on the previous name */
+        bool known = false;
+        pthread_mutex_lock(&l->mu);
+        for (group *g = l->groups; g && !known; g = g->next) known = !strcmp(g->prefix, prefix);
+        pthread_mutex_unlock(&l->mu);
+        if (known) continue;
+        char lname[300];
+        snprintf(lname, sizeof lname, "%s.lock", prefix);
+        char *lock_path = path_join(l->o.spool_dir, lname);
+        int fd = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+        if (fd < 0 || flock(fd, LOCK_EX | LOCK_NB) != 0) {   /* alive (or being adopted) */
+            if (fd >= 0) close(fd);
+            free(lock_path);
+            continue;
+        }
+        group *g = sg_xcalloc(1, sizeof *g);
+        g->prefix = sg_xstrdup(prefix);
+        g->lock_path = lock_path;
+        g->lock_fd = fd;
+        uint64_t bytes = 0;
+        segment *list = NULL, **tail = &list;
+        for (size_t k = 0; k < n; k++) {
+            size_t kl = strlen(names[k]), pl = strlen(prefix);
+            if (kl != pl + 13 || strncmp(names[k], prefix, pl) || names[k][pl] != '-' || strcmp(names[k] + kl - 6, ".spool"))
+                continue;
+            unsigned seq = (unsigned)strtoul(names[k] + pl + 1, NULL, 10);
+            segment *s = segment_new(l->o.spool_dir, prefix, seq);
+            struct stat st;
+            s->rfd = open(s->path, O_RDONLY | O_CLOEXEC);
+            if (s->rfd < 0 || fstat(s->rfd, &st)) { segment_free(s); continue; }
+            s->end = (uint64_t)st.st_size;
+            s->delivered = read_checkpoint(s->ckpt_path);
+            if (s->delivered > s->end) s->delivered = 0;
+            s->sealed = true;
+            s->grp = g;
+            s->synced = s->end;
+            bytes += s->end - s->delivered;
+            g->live++;
+            *tail = s;
+            tail = &s->next;
+        }
+        if (!g->live) {   /* a lock without segments: an interrupted clean exit */
+            unlink(g->lock_path);
+            close(g->lock_fd);
+            free(g->prefix);
+            free(g->lock_path);
+            free(g);
+            continue;
+        }
+        pthread_mutex_lock(&l->mu);
+        g->next = l->groups;
+        l->groups = g;
+        *tail = l->segs;   /* adopted segments go before our own: older records first */
+        l->segs = list;
+        pthread_mutex_unlock(&l->mu);
+        SG_INFO("ledger: a previous process (%s) left %" PRIu64 " undelivered bytes in the spool: delivering them",
+                prefix, bytes);
+    }
+    for (size_t i = 0; i < n; i++) free(names[i]);
+    free(names);
+}
+
+static void db_down(ledger *l, const char *why) {
+    int64_t now = mono_ms();
+    if (l->db && !ledger_db_ok(l->db)) { ledger_db_close(l->db); l->db = NULL; }
+    l->backoff_ms = l->backoff_ms ? l->backoff_ms * 2 : l->o.retry_min_ms;
+    if (l->backoff_ms > l->o.retry_max_ms) l->backoff_ms = l->o.retry_max_ms;
+    l->next_retry_ms = now + l->backoff_ms;
+    pthread_mutex_lock(&l->mu);
+    l->st.db_failures++;
+    l->st.db_connected = l->db != NULL;
+    pthread_mutex_unlock(&l->mu);
+    if (now - l->last_fail_log_ms >= 10000 || l->backoff_ms == l->o.retry_min_ms) {
+        SG_WARN("ledger: %s; records stay in the spool, retrying in %u ms", why, l->backoff_ms);
+        l->last_fail_log_ms = now;
+    }
+}
+
+static bool db_ready(ledger *l) {
+    if (l->db) return true;
+    sg_error err;
+    const char *target = l->o.kind == GW_LEDGER_POSTGRES ? l->o.postgres_url : l->o.sqlite_path;
+    l->db = ledger_db_open(l->o.kind, target, false, &err);
+    if (!l->db) { db_down(l, err.msg); return false; }
+    if (l->backoff_ms) SG_INFO("ledger: the database answers again; delivering the spool");
+    l->backoff_ms = 0;
+    pthread_mutex_lock(&l->mu);
+    l->st.db_connected = true;
+    pthread_mutex_unlock(&l->mu);
+    return true;
+}
+
+/* The first segment with bytes to deliver, and its end (mu held). */
+static segment *next_work(ledger *l, uint64_t *end, bool *sealed) {
+    for (segment *s = l->segs; s; s = s->next) {
+        if (s->delivered < s->end || s->sealed) {   /* sealed and delivered: to remove */
+            *end = s->end;
+            *sealed = s->sealed;
+            return s;
+        }
+    }
+    return NULL;
+}
+
+/* Delivers up to batch_max whole lines of s from s->delivered. 1 when something was
+ * delivered or skipped, 0 when nothing to do, -1 on a database failure. */
+static int deliver(ledger *l, segment *s, uint64_t end, bool sealed) {
+    if (s->delivered >= end) {
+        if (sealed) { pthread_mutex_lock(&l->mu); segment_remove(l, s); pthread_mutex_unlock(&l->mu); return 1; }
+        return 0;
+    }
+    size_t want = end - s->delivered > READ_CHUNK ? READ_CHUNK : (size_t)(end - s->delivered);
+    sg_buf_reset(&l->rbuf);
+    sg_buf_reserve(&l->rbuf, want);
+    ssize_t got = pread(s->rfd, l->rbuf.data, want, (off_t)s->delivered);
+    if (got <= 0) {
+        SG_ERROR("ledger spool: reading %s: %s; skipping the segment", s->path, got < 0 ? strerror(errno) : "truncated");
+        s->delivered = end;
+        return 1;
+    }
+    const char *buf = l->rbuf.data;
+    size_t len = (size_t)got;
+    size_t cap = l->o.batch_max, n = 0, malformed = 0, own_lines = 0;
+    ledger_record *recs = sg_xcalloc(cap, sizeof *recs);
+    json_t **roots = sg_xcalloc(cap, sizeof *roots);
+    ledger_attempt *atts = sg_xcalloc(cap * LEDGER_MAX_ATTEMPTS, sizeof *atts);
+    size_t pos = 0;
+    while (pos < len && n < cap) {
+        const char *nl = memchr(buf + pos, '\n', len - pos);
+        if (!nl) {
+            if (pos == 0 && (len == READ_CHUNK || (sealed && s->delivered + len == end))) {
+                /* no newline in a whole chunk, or a torn last record of a dead process */
+                pos = len;
+                malformed++;
+            }
+            break;
+        }
+        size_t ll = (size_t)(nl - (buf + pos));
+        json_t *root = NULL;
+        if (parse_line(buf + pos, ll, &root, &recs[n], &atts[n * LEDGER_MAX_ATTEMPTS]) == 0) roots[n++] = root;
+        else { json_decref(root); malformed++; }
+        if (s->own) own_lines++;
+        pos += ll + 1;
+    }
+    if (sealed && n < cap && pos < len && !memchr(buf + pos, '\n', len - pos) && s->delivered + len == end) {
+        pos = len;   /* the torn tail of a sealed segment */
+        malformed++;
+    }
+    int rc = 1;
+    if (n) {
+        sg_error err;
+        int64_t added = ledger_db_insert(l->db, recs, n, &err);
+        if (added < 0) {
+            /* these records now wait in the spool: make them survive a power loss too */
+            if (s->synced < end) { fdatasync(s->rfd); s->synced = end; }
+            db_down(l, err.msg);
+            rc = -1;
+        } else {
+            pthread_mutex_lock(&l->mu);
+            l->st.delivered += n;
+            l->st.duplicates += n - (uint64_t)added;
+            l->st.batches++;
+            pthread_mutex_unlock(&l->mu);
+        }
+    }
+    if (rc == 1) {
+        s->delivered += pos;
+        write_checkpoint(s);
+        l->last_delivery_ms = mono_ms();
+        pthread_mutex_lock(&l->mu);
+        l->st.malformed += malformed;
+        if (s->own) {
+            l->delivered_own += own_lines;
+            pthread_cond_broadcast(&l->done);
+        }
+        pthread_mutex_unlock(&l->mu);
+        if (malformed) SG_WARN("ledger spool: %zu malformed line(s) in %s skipped", malformed, s->path);
+    }
+    for (size_t i = 0; i < n; i++) json_decref(roots[i]);
+    free(recs);
+    free(roots);
+    free(atts);
+    return rc;
+}
+
+static void *writer_main(void *arg) {
+    ledger *l = arg;
+    l->next_adopt_ms = 0;
+    l->last_delivery_ms = mono_ms();
+    pthread_mutex_lock(&l->mu);
+    for (;;) {
+        int64_t now = mono_ms();
+        if (now >= l->next_adopt_ms && !l->stopping) {
+            l->next_adopt_ms = now + l->o.adopt_every_ms;
+            pthread_mutex_unlock(&l->mu);
+            adopt_orphans(l);
+            pthread_mutex_lock(&l->mu);
+            continue;
+        }
+        uint64_t end = 0;
+        bool sealed = false;
+        segment *s = next_work(l, &end, &sealed);
+        if (l->stopping && (!s || now >= l->close_deadline_ms)) break;
+        int64_t wake_at = l->next_adopt_ms;
+        if (s) {
+            bool urgent = l->stopping || l->flush_waiters > 0 || sealed ||
+                          l->appended - l->delivered_own >= l->o.batch_max;
+            int64_t due = urgent ? now : l->last_delivery_ms + l->o.flush_ms;
+            if (!l->db && l->next_retry_ms > due) due = l->next_retry_ms;
+            if (l->stopping && due > l->close_deadline_ms) due = l->close_deadline_ms;
+            if (due <= now) {
+                pthread_mutex_unlock(&l->mu);
+                if (db_ready(l)) {
+                    if (deliver(l, s, end, sealed) == 0) l->last_delivery_ms = mono_ms();
+                } else if (l->stopping && l->next_retry_ms > l->close_deadline_ms) {
+                    pthread_mutex_lock(&l->mu);
+                    break;   /* the database will not be back in time: leave it spooled */
+                }
+                pthread_mutex_lock(&l->mu);
+                continue;
+            }
+            if (due < wake_at) wake_at = due;
+        } else {
+            l->last_delivery_ms = now;   /* idle: the next record waits at most flush_ms */
+        }
+        if (l->stopping && l->close_deadline_ms < wake_at) wake_at = l->close_deadline_ms;
+        struct timespec ts;
+        deadline_ts(&ts, wake_at);
+        pthread_cond_timedwait(&l->wake, &l->mu, &ts);
+    }
+    pthread_mutex_unlock(&l->mu);
+    ledger_db_close(l->db);
+    l->db = NULL;
+    return NULL;
+}
+
+/* ---- open, flush, close ------------------------------------------------------------------ */
+
+static int make_dir(const char *path, sg_error *err) {
+    if (mkdir(path, 0755) == 0 || errno == EEXIST) {
+        struct stat st;
+        if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) return 0;
+        return sg_fail(err, "ledger spool: %s is not a folder", path);
+    }
+    return sg_fail(err, "ledger spool: cannot create %s: %s", path, strerror(errno));
+}
+
+ledger *ledger_open(const ledger_opts *o, sg_error *err) {
+    ledger *l = sg_xcalloc(1, sizeof *l);
+    ledger_opts d;
+    ledger_opts_defaults(&d);
+    l->o = *o;
+    if (!l->o.sqlite_path) l->o.sqlite_path = d.sqlite_path;
+    if (!l->o.spool_dir) l->o.spool_dir = d.spool_dir;
+    if (!l->o.flush_ms) l->o.flush_ms = d.flush_ms;
+    if (!l->o.batch_max) l->o.batch_max = d.batch_max;
+    if (!l->o.segment_bytes) l->o.segment_bytes = d.segment_bytes;
+    if (!l->o.retry_min_ms) l->o.retry_min_ms = d.retry_min_ms;
+    if (!l->o.retry_max_ms) l->o.retry_max_ms = d.retry_max_ms;
+    if (!l->o.adopt_every_ms) l->o.adopt_every_ms = d.adopt_every_ms;
+    l->o.sqlite_path = sg_xstrdup(l->o.sqlite_path);
+    l->o.spool_dir = sg_xstrdup(l->o.spool_dir);
+    l->o.postgres_url = o->postgres_url ? sg_xstrdup(o->postgres_url) : NULL;
+    l->lock_fd = -1;
+    l->wfd = -1;
+    pthread_mutex_init(&l->append_mu, NULL);
+    pthread_mutex_init(&l->mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&l->wake, &ca);
+    pthread_cond_init(&l->done, &ca);
+    pthread_condattr_destroy(&ca);
+    sg_buf_init(&l->line);
+    sg_buf_init(&l->rbuf);
+
+    if (l->o.kind == GW_LEDGER_POSTGRES && !l->o.postgres_url) { sg_fail(err, "ledger: postgres without a URL"); goto fail; }
+    if (make_dir(l->o.spool_dir, err)) goto fail;
+    if (l->o.kind == GW_LEDGER_SQLITE) {   /* a wrong path fails now, not in the background */
+        l->db = ledger_db_open(GW_LEDGER_SQLITE, l->o.sqlite_path, false, err);
+        if (!l->db) goto fail;
+        l->st.db_connected = true;
+    }
+    /* this process's prefix and lock */
+    uint32_t rnd = 0;
+    if (getrandom(&rnd, sizeof rnd, 0) != sizeof rnd) rnd = (uint32_t)wall_ms() ^ (uint32_t)(uintptr_t)l;
+    char prefix[96], tmp[128];
+    snprintf(prefix, sizeof prefix, "sg-%" PRId64 "-%d-%08x", wall_ms() / 1000, (int)getpid(), rnd);
+    l->prefix = sg_xstrdup(prefix);
+    snprintf(tmp, sizeof tmp, "%s.lock", prefix);
+    l->lock_path = path_join(l->o.spool_dir, tmp);
+    snprintf(tmp, sizeof tmp, "%s.lock.tmp", prefix);
+    char *tmp_path = path_join(l->o.spool_dir, tmp);
+    l->lock_fd = open(tmp_path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (l->lock_fd < 0 || flock(l->lock_fd, LOCK_EX | LOCK_NB) || rename(tmp_path, l->lock_path)) {
+        sg_fail(err, "ledger spool: %s: %s", tmp_path, strerror(errno));
+        unlink(tmp_path);
+        free(tmp_path);
+        goto fail;
+    }
+    free(tmp_path);
+    if (rotate(l, err)) goto fail;
+    if (pthread_create(&l->writer, NULL, writer_main, l)) { sg_fail(err, "ledger: cannot start the writer thread"); goto fail; }
+    l->writer_started = true;
+    return l;
+fail:
+    ledger_close(l, 0);
+    return NULL;
+}
+
+int ledger_flush(ledger *l, uint32_t timeout_ms) {
+    int64_t deadline = mono_ms() + timeout_ms;
+    struct timespec ts;
+    deadline_ts(&ts, deadline);
+    pthread_mutex_lock(&l->mu);
+    uint64_t target = l->appended;
+    l->flush_waiters++;
+    pthread_cond_signal(&l->wake);
+    int rc = 0;
+    while (l->delivered_own < target) {
+        if (pthread_cond_timedwait(&l->done, &l->mu, &ts) == ETIMEDOUT && l->delivered_own < target) { rc = -1; break; }
+    }
+    l->flush_waiters--;
+    pthread_mutex_unlock(&l->mu);
+    return rc;
+}
+
+void ledger_close(ledger *l, uint32_t timeout_ms) {
+    if (!l) return;
+    if (l->writer_started) {
+        pthread_mutex_lock(&l->mu);
+        l->stopping = true;
+        l->close_deadline_ms = mono_ms() + timeout_ms;
+        pthread_cond_signal(&l->wake);
+        pthread_mutex_unlock(&l->mu);
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);   /* pthread_timedjoin_np takes CLOCK_REALTIME */
+        ts.tv_sec += (timeout_ms + 5000) / 1000;
+        if (pthread_timedjoin_np(l->writer, NULL, &ts) != 0) {
+            /* stuck in a database call: leave it (the process is exiting); the spool keeps
+             * every record for the next start */
+            SG_ERROR("ledger: the writer did not stop within %u ms; undelivered records stay in the spool", timeout_ms + 5000);
+            pthread_detach(l->writer);
+            return;
+        }
+    }
+    uint64_t pending = l->appended - l->delivered_own;
+    if (l->wfd >= 0) close(l->wfd);
+    /* own segments: removed when delivered; else left for the next start */
+    bool all = true;
+    for (segment *s = l->segs, *next; s; s = next) {
+        next = s->next;
+        if (s->own && s->delivered >= s->end) { unlink(s->path); unlink(s->ckpt_path); }
+        else all = false;
+        segment_free(s);
+    }
+    for (group *g = l->groups, *next; g; g = next) {
+        next = g->next;
+        close(g->lock_fd);
+        free(g->prefix);
+        free(g->lock_path);
+        free(g);
+    }
+    if (l->lock_fd >= 0) {
+        if (all && l->lock_path) unlink(l->lock_path);
+        close(l->lock_fd);
+    }
+    if (pending && l->writer_started)
+        SG_WARN("ledger: %" PRIu64 " record(s) not delivered at exit stay in %s for the next start", pending, l->o.spool_dir);
+    ledger_db_close(l->db);
+    sg_buf_free(&l->line);
+    sg_buf_free(&l->rbuf);
+    pthread_mutex_destroy(&l->append_mu);
+    pthread_mutex_destroy(&l->mu);
+    pthread_cond_destroy(&l->wake);
+    pthread_cond_destroy(&l->done);
+    free((char *)l->o.sqlite_path);
+    free((char *)l->o.spool_dir);
+    if (l->o.postgres_url) {   /* a secret: wiped */
+        volatile char *p = (volatile char *)l->o.postgres_url;
+        while (*p) *p++ = 0;
+        free((char *)l->o.postgres_url);
+    }
+    free(l->prefix);
+    free(l->lock_path);
+    free(l);
+}
+
+void ledger_get_stats(ledger *l, ledger_stats *s) {
+    pthread_mutex_lock(&l->mu);
+    *s = l->st;
+    s->pending = l->appended - l->delivered_own;
+    pthread_mutex_unlock(&l->mu);
+}
+
+/* ---- usage queries on worker threads ------------------------------------------------------ */
+
+static atomic_int g_usage_running;
+
+typedef struct usage_job {
+    gw_ledger_kind kind;
+    char *target;
+    char *query;
+    ledger_usage_fn done;
+    void *arg;
+} usage_job;
+
+static void *usage_main(void *arg) {
+    usage_job *j = arg;
+    sg_buf body;
+    sg_buf_init(&body);
+    int status = usage_http(j->kind, j->target, j->query, &body);
+    j->done(j->arg, status, body.data ? body.data : "", body.len);
+    sg_buf_free(&body);
+    if (j->target) { volatile char *p = (volatile char *)j->target; while (*p) *p++ = 0; }
+    free(j->target);
+    free(j->query);
+    free(j);
+    atomic_fetch_sub(&g_usage_running, 1);
+    return NULL;
+}
+
+int ledger_usage_async(ledger *l, const char *query, ledger_usage_fn done, void *arg) {
+    if (atomic_fetch_add(&g_usage_running, 1) >= 4) { atomic_fetch_sub(&g_usage_running, 1); return -1; }
+    usage_job *j = sg_xcalloc(1, sizeof *j);
+    j->kind = l->o.kind;
+    const char *t = l->o.kind == GW_LEDGER_POSTGRES ? l->o.postgres_url : l->o.sqlite_path;
+    j->target = t ? sg_xstrdup(t) : NULL;
+    j->query = sg_xstrdup(query ? query : "");
+    j->done = done;
+    j->arg = arg;
+    pthread_t th;
+    pthread_attr_t at;
+    pthread_attr_init(&at);
+    pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+    int rc = pthread_create(&th, &at, usage_main, j);
+    pthread_attr_destroy(&at);
+    if (rc) {
+        free(j->target);
+        free(j->query);
+        free(j);
+        atomic_fetch_sub(&g_usage_running, 1);
+        return -1;
+    }
+    return 0;
+}

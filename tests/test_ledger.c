@@ -1,0 +1,672 @@
+/* test_ledger.c: the ledger with SQLite. Records go through the spool and the writer
+ * thread into the database with every field; N appended, closed and reopened, is N rows;
+ * a batch fills and is delivered without waiting; segments rotate and delivered ones go;
+ * a spool left by a dead process (checkpoint, a re-delivered part, a torn last line) is
+ * adopted and delivered exactly once; a live process's spool is never taken; records
+ * spooled while the database is unreachable are delivered by the next start; two ledgers
+ * on one spool and one database; schema migrations and a too-new schema; usage queries
+ * (filters, groups, sums, unpriced), their renderers, query-string and time parsing, and
+ * GET /v1/usage's status codes. The kill -9 and PostgreSQL cases are in tests/e2e. */
+#include <dirent.h>
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/buf.h"
+#include "common/log.h"
+#include "gateway/ledger.h"
+#include "gateway/ledger_db.h"
+#include "gateway/ledger_usage.h"
+#include "testutil.h"
+
+/* A scratch folder per test: its database and spool paths. */
+typedef struct tdir {
+    char dir[300], db[400], spool[400];
+} tdir;
+
+static void tdir_init(tdir *t, const char *name) {
+    snprintf(t->dir, sizeof t->dir, "%s/%s", tu_tmpdir(), name);
+    mkdir(t->dir, 0755);
+    snprintf(t->db, sizeof t->db, "%s/ledger.db", t->dir);
+    snprintf(t->spool, sizeof t->spool, "%s/spool", t->dir);
+}
+
+static ledger_opts opts_for(const tdir *t) {
+    ledger_opts o;
+    ledger_opts_defaults(&o);
+    o.sqlite_path = t->db;
+    o.spool_dir = t->spool;
+    o.flush_ms = 50;
+    return o;
+}
+
+static int64_t sql_int(const char *db_path, const char *sql) {
+    sqlite3 *db;
+    int64_t v = -1;
+    if (sqlite3_open_v2(db_path, &db, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK) {
+        sqlite3_stmt *st;
+        if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK) {
+            if (sqlite3_step(st) == SQLITE_ROW) v = sqlite3_column_int64(st, 0);
+            sqlite3_finalize(st);
+        } else {
+            fprintf(stderr, "    sql: %s\n", sqlite3_errmsg(db));
+        }
+    }
+    sqlite3_close(db);
+    return v;
+}
+
+static char *sql_text(const char *db_path, const char *sql) {
+    static char out[1024];
+    sqlite3 *db;
+    out[0] = 0;
+    if (sqlite3_open_v2(db_path, &db, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK) {
+        sqlite3_stmt *st;
+        if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK) {
+            if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_text(st, 0))
+                snprintf(out, sizeof out, "%s", (const char *)sqlite3_column_text(st, 0));
+            sqlite3_finalize(st);
+        }
+    }
+    sqlite3_close(db);
+    return out;
+}
+
+static int count_files(const char *dir, const char *suffix) {
+    DIR *d = opendir(dir);
+    if (!d) return -1;
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        size_t l = strlen(e->d_name), s = strlen(suffix);
+        if (l > s && !strcmp(e->d_name + l - s, suffix)) n++;
+    }
+    closedir(d);
+    return n;
+}
+
+/* A simple record i: two attempts (a fallback) for odd i. */
+static void make_record(ledger_record *r, ledger_attempt *att, char *id, size_t idcap, const char *prefix, int i) {
+    snprintf(id, idcap, "%s-%d", prefix, i);
+    memset(r, 0, sizeof *r);
+    r->request_id = id;
+    r->time_ms = 1732406400000ll + i;
+    r->key_id = i % 3 ? "team-a" : "team-b";
+    r->route = "chat";
+    r->requested_model = "chat";
+    att[0] = (ledger_attempt){"openai", "gpt-4o-mini", i % 2 ? 429 : 200, i % 2 ? "retryable" : NULL, 120};
+    att[1] = (ledger_attempt){"anthropic", "claude-haiku-4-5", 200, NULL, 340};
+    r->attempts = att;
+    r->n_attempts = i % 2 ? 2 : 1;
+    r->provider = i % 2 ? "anthropic" : "openai";
+    r->model = i % 2 ? "claude-haiku-4-5" : "gpt-4o-mini";
+    r->usage = (gw_usage){100 + i, 10, 0, 50, -1, false};
+    r->cost_micro = 42;
+    r->latency_ms = 500;
+    r->ttft_ms = 80;
+    r->status = 200;
+    r->stream = i % 2;
+}
+
+static int append_n(ledger *l, const char *prefix, int from, int n) {
+    int ok = 0;
+    for (int i = from; i < from + n; i++) {
+        ledger_record r;
+        ledger_attempt att[2];
+        char id[64];
+        make_record(&r, att, id, sizeof id, prefix, i);
+        sg_error err;
+        if (ledger_append(l, &r, &err) == 0) ok++;
+    }
+    return ok;
+}
+
+/* ---- the record's fields ---- */
+
+static void test_fields(void) {
+    tdir t;
+    tdir_init(&t, "fields");
+    ledger_opts o = opts_for(&t);
+    const char *db = t.db;
+    sg_error err;
+    ledger *l = ledger_open(&o, &err);
+    CHECK_MSG(l != NULL, "%s", err.msg);
+    if (!l) return;
+    ledger_attempt att[2] = {
+        {"openai", "gpt-4o", 503, "retryable", 1200},
+        {"anthropic", "claude-sonnet-4-5-20250929", 200, NULL, 2300},
+    };
+    ledger_record r = {
+        .time_ms = 1732406400123, .request_id = "req-1", .key_id = "team-\"a\"\n", .route = "chat",
+        .requested_model = "chat\xff\xfe", .provider = "anthropic", .model = "claude-sonnet-4-5-20250929",
+        .attempts = att, .n_attempts = 2, .usage = {50, 10000, 2000, 400, 120, true}, .cost_micro = 16650,
+        .latency_ms = 3600, .ttft_ms = 2500, .status = 200, .error = NULL, .stream = true,
+    };
+    CHECK(ledger_append(l, &r, &err) == 0);
+    ledger_record r2 = {.request_id = "req-2", .status = 429, .error = "rate_limited", .cost_micro = -1,
+                        .latency_ms = 1, .ttft_ms = -1};
+    gw_usage_init(&r2.usage);
+    CHECK(ledger_append(l, &r2, &err) == 0);
+    CHECK(ledger_flush(l, 5000) == 0);
+    ledger_stats st;
+    ledger_get_stats(l, &st);
+    CHECK_EQ_INT(st.appended, 2);
+    CHECK_EQ_INT(st.delivered, 2);
+    CHECK_EQ_INT(st.pending, 0);
+    CHECK(st.db_connected);
+    ledger_close(l, 5000);
+    CHECK_EQ_INT(sql_int(db, "SELECT ts_ms FROM requests WHERE request_id='req-1'"), 1732406400123);
+    CHECK_EQ_STR(sql_text(db, "SELECT key_id FROM requests WHERE request_id='req-1'"), "team-\"a\"\n");
+    CHECK_EQ_STR(sql_text(db, "SELECT requested_model FROM requests WHERE request_id='req-1'"), "chat\xef\xbf\xbd\xef\xbf\xbd");
+    CHECK_EQ_STR(sql_text(db, "SELECT provider || '/' || model FROM requests WHERE request_id='req-1'"),
+                 "anthropic/claude-sonnet-4-5-20250929");
+    CHECK_EQ_INT(sql_int(db, "SELECT n_attempts FROM requests WHERE request_id='req-1'"), 2);
+    CHECK_EQ_INT(sql_int(db, "SELECT fallbacks FROM requests WHERE request_id='req-1'"), 1);
+    CHECK_EQ_INT(sql_int(db, "SELECT input_tokens + cache_read_tokens * 10 + cache_write_tokens * 100 FROM requests WHERE request_id='req-1'"),
+                 50 + 100000 + 200000);
+    CHECK_EQ_INT(sql_int(db, "SELECT output_tokens FROM requests WHERE request_id='req-1'"), 400);
+    CHECK_EQ_INT(sql_int(db, "SELECT reasoning_tokens FROM requests WHERE request_id='req-1'"), 120);
+    CHECK_EQ_INT(sql_int(db, "SELECT usage_estimated FROM requests WHERE request_id='req-1'"), 1);
+    CHECK_EQ_INT(sql_int(db, "SELECT cost_micro FROM requests WHERE request_id='req-1'"), 16650);
+    CHECK_EQ_INT(sql_int(db, "SELECT latency_ms * 10000 + ttft_ms FROM requests WHERE request_id='req-1'"), 36002500);
+    CHECK_EQ_INT(sql_int(db, "SELECT stream FROM requests WHERE request_id='req-1'"), 1);
+    CHECK_EQ_INT(sql_int(db, "SELECT status FROM attempts WHERE request_id='req-1' AND n=0"), 503);
+    CHECK_EQ_STR(sql_text(db, "SELECT error FROM attempts WHERE request_id='req-1' AND n=0"), "retryable");
+    CHECK_EQ_INT(sql_int(db, "SELECT latency_ms FROM attempts WHERE request_id='req-1' AND n=1"), 2300);
+    CHECK_EQ_INT(sql_int(db, "SELECT error IS NULL FROM attempts WHERE request_id='req-1' AND n=1"), 1);
+    /* unknown values are NULL, not 0 or -1 */
+    CHECK_EQ_INT(sql_int(db, "SELECT cost_micro IS NULL AND input_tokens IS NULL AND ttft_ms IS NULL AND key_id IS NULL "
+                             "FROM requests WHERE request_id='req-2'"), 1);
+    CHECK_EQ_STR(sql_text(db, "SELECT error FROM requests WHERE request_id='req-2'"), "rate_limited");
+    CHECK(sql_int(db, "SELECT ts_ms FROM requests WHERE request_id='req-2'") > 1700000000000ll);   /* 0 = now */
+    CHECK_EQ_INT(sql_int(db, "SELECT MAX(version) FROM schema_version"), LEDGER_SCHEMA_VERSION);
+    /* a clean close leaves an empty spool */
+    CHECK_EQ_INT(count_files(o.spool_dir, ".spool"), 0);
+    CHECK_EQ_INT(count_files(o.spool_dir, ".lock"), 0);
+}
+
+/* ---- N in, close, reopen: N ---- */
+
+static void test_append_close_reopen(void) {
+    tdir t;
+    tdir_init(&t, "reopen");
+    ledger_opts o = opts_for(&t);
+    const char *db = t.db;
+    o.flush_ms = 1000;
+    sg_error err;
+    ledger *l = ledger_open(&o, &err);
+    CHECK_MSG(l != NULL, "%s", err.msg);
+    if (!l) return;
+    CHECK_EQ_INT(append_n(l, "a", 0, 1500), 1500);
+    ledger_close(l, 10000);   /* SIGTERM: everything pending is delivered */
+    CHECK_EQ_INT(sql_int(db, "SELECT COUNT(*) FROM requests"), 1500);
+    l = ledger_open(&o, &err);
+    CHECK(l != NULL);
+    if (!l) return;
+    CHECK_EQ_INT(append_n(l, "b", 0, 10), 10);
+    ledger_close(l, 10000);
+    CHECK_EQ_INT(sql_int(db, "SELECT COUNT(*) FROM requests"), 1510);
+    CHECK_EQ_INT(sql_int(db, "SELECT COUNT(DISTINCT request_id) FROM requests"), 1510);
+    CHECK_EQ_INT(sql_int(db, "SELECT COUNT(*) FROM attempts"), 1510 + 755);
+    CHECK_EQ_INT(sql_int(db, "SELECT COUNT(*) FROM schema_version"), 1);   /* migrated once */
+    CHECK_EQ_INT(count_files(o.spool_dir, ".spool"), 0);
+}
+
+/* ---- batches ---- */
+
+static void test_batch_wakes_writer(void) {
+    tdir t;
+    tdir_init(&t, "batch");
+    ledger_opts o = opts_for(&t);
+    const char *db = t.db;
+    o.flush_ms = 60000;   /* only a full batch can wake the writer */
+    o.batch_max = 20;
+    sg_error err;
+    ledger *l = ledger_open(&o, &err);
+    if (!l) { CHECK_MSG(0, "%s", err.msg); return; }
+    append_n(l, "w", 0, 19);
+    usleep(300 * 1000);
+    ledger_stats st;
+    ledger_get_stats(l, &st);
+    CHECK_EQ_INT(st.delivered, 0);   /* 19 < batch_max: waits for flush_ms */
+    append_n(l, "w", 19, 1);
+    for (int i = 0; i < 100; i++) {
+        ledger_get_stats(l, &st);
+        if (st.delivered == 20) break;
+        usleep(20 * 1000);
+    }
+    CHECK_EQ_INT(st.delivered, 20);
+    CHECK_EQ_INT(st.batches, 1);
+    ledger_close(l, 5000);
+    CHECK_EQ_INT(sql_int(db, "SELECT COUNT(*) FROM requests"), 20);
+}
+
+static void test_rotation(void) {
+    tdir t;
+    tdir_init(&t, "rotate");
+    ledger_opts o = opts_for(&t);
+    const char *db = t.db, *spool = t.spool;
+    o.segment_bytes = 4096;   /* about 8 records a segment */
+    o.batch_max = 7;
+    sg_error err;
+    ledger *l = ledger_open(&o, &err);
+    if (!l) { CHECK_MSG(0, "%s", err.msg); return; }
+    append_n(l, "r", 0, 200);
+    CHECK(count_files(spool, ".spool") > 10);
+    CHECK(ledger_flush(l, 10000) == 0);
+    usleep(100 * 1000);   /* the writer removes the last sealed ones after delivery */
+    CHECK(count_files(spool, ".spool") <= 2);   /* the live segment (and one being removed) */
+    append_n(l, "r", 200, 100);
+    ledger_close(l, 10000);
+    CHECK_EQ_INT(sql_int(db, "SELECT COUNT(*) FROM requests"), 300);
+    CHECK_EQ_INT(count_files(spool, ".spool"), 0);
+    CHECK_EQ_INT(count_files(spool, ".done"), 0);
+}
+
+/* ---- a dead process's spool ---- */
+
+static void write_file(const char *path, const char *data, size_t len) {
+    CHECK(tu_write(path, data, len) == 0);
+}
+
+static void test_adopt_orphan(void) {
+    tdir t;
+    tdir_init(&t, "orphan");
+    ledger_opts o = opts_for(&t);
+    const char *db = t.db, *spool = t.spool;
+    mkdir(spool, 0755);
+    /* a database that already has o-0 .. o-4 (delivered before the crash) */
+    sg_error err;
+    ledger_db *d = ledger_db_open(GW_LEDGER_SQLITE, db, false, &err);
+    CHECK_MSG(d != NULL, "%s", err.msg);
+    if (!d) return;
+    ledger_record recs[5];
+    ledger_attempt att[5][2];
+    char ids[5][32];
+    for (int i = 0; i < 5; i++) make_record(&recs[i], att[i], ids[i], sizeof ids[i], "o", i);
+    CHECK_EQ_INT(ledger_db_insert(d, recs, 5, &err), 5);
+    CHECK_EQ_INT(ledger_db_insert(d, recs, 5, &err), 0);   /* again: nothing new */
+    ledger_db_close(d);
+    /* its spool: segment 1 holds o-0..o-9 with a checkpoint after o-2 (so o-3, o-4 are
+     * re-delivered: duplicates), segment 2 holds o-10..o-14 and a torn last line */
+    sg_buf seg1, seg2;
+    sg_buf_init(&seg1);
+    sg_buf_init(&seg2);
+    size_t ckpt = 0;
+    for (int i = 0; i < 15; i++) {
+        ledger_record r;
+        ledger_attempt a[2];
+        char id[32];
+        make_record(&r, a, id, sizeof id, "o", i);
+        ledger_record_json(&r, i < 10 ? &seg1 : &seg2);
+        if (i == 2) ckpt = seg1.len;
+    }
+    sg_buf_puts(&seg2, "{\"v\":1,\"id\":\"o-15\",\"ts\":17324");   /* killed mid-write */
+    const char *prefix = "sg-1700000000-999999-0badf00d";
+    write_file(tu_path("%s/%s-000001.spool", spool, prefix), seg1.data, seg1.len);
+    write_file(tu_path("%s/%s-000002.spool", spool, prefix), seg2.data, seg2.len);
+    char ck[32];
+    snprintf(ck, sizeof ck, "%020zu\n", ckpt);
+    write_file(tu_path("%s/%s-000001.done", spool, prefix), ck, 21);
+    write_file(tu_path("%s/%s.lock", spool, prefix), "", 0);
+    sg_buf_free(&seg1);
+    sg_buf_free(&seg2);
+
+    ledger *l = ledger_open(&o, &err);
+    if (!l) { CHECK_MSG(0, "%s", err.msg); return; }
+    ledger_stats st;
+    for (int i = 0; i < 200; i++) {
+        ledger_get_stats(l, &st);
+        if (count_files(spool, ".spool") == 1) break;   /* only our own live segment left */
+        usleep(20 * 1000);
+    }
+    ledger_get_stats(l, &st);
+    CHECK_EQ_INT(st.delivered, 12);     /* o-3 .. o-14 */
+    CHECK_EQ_INT(st.duplicates, 2);     /* o-3, o-4 were there */
+    CHECK_EQ_INT(st.malformed, 1);      /* the torn line */
+    CHECK_EQ_INT(count_files(spool, ".spool"), 1);
+    CHECK_EQ_INT(count_files(spool, ".lock"), 1);   /* ours */
+    ledger_close(l, 5000);
+    CHECK_EQ_INT(sql_int(db, "SELECT COUNT(*) FROM requests"), 15);
+    CHECK_EQ_INT(sql_int(db, "SELECT COUNT(*) FROM requests WHERE request_id LIKE 'o-%'"), 15);
+    CHECK_EQ_INT(sql_int(db, "SELECT COUNT(*) FROM attempts"), 15 + 7);
+    CHECK_EQ_INT(count_files(spool, ".spool") + count_files(spool, ".done") + count_files(spool, ".lock"), 0);
+}
+
+static void test_live_spool_not_taken(void) {
+    /* two ledgers on one spool folder and one database, as two gateway processes on one
+     * machine: each delivers its own; neither adopts the other's live segments */
+    tdir t;
+    tdir_init(&t, "two");
+    ledger_opts o = opts_for(&t);
+    const char *db = t.db;
+    o.adopt_every_ms = 20;   /* scan constantly: it must still leave the live one alone */
+    sg_error err;
+    ledger *a = ledger_open(&o, &err), *b = ledger_open(&o, &err);
+    CHECK(a && b);
+    if (!a || !b) { ledger_close(a, 0); ledger_close(b, 0); return; }
+    for (int i = 0; i < 500; i++) { append_n(a, "A", i, 1); append_n(b, "B", i, 1); }
+    CHECK(ledger_flush(a, 10000) == 0);
+    CHECK(ledger_flush(b, 10000) == 0);
+    ledger_stats sa, sb;
+    ledger_get_stats(a, &sa);
+    ledger_get_stats(b, &sb);
+    CHECK_EQ_INT(sa.delivered, 500);   /* its own only */
+    CHECK_EQ_INT(sb.delivered, 500);
+    CHECK_EQ_INT(sa.duplicates + sb.duplicates, 0);
+    ledger_close(a, 5000);
+    ledger_close(b, 5000);
+    CHECK_EQ_INT(sql_int(db, "SELECT COUNT(*) FROM requests"), 1000);
+}
+
+static void test_outage_then_next_start(void) {
+    /* the database is unreachable (a PostgreSQL port where nobody listens): records spool,
+     * close leaves them, and the next start (here on SQLite) delivers them all */
+    tdir t;
+    tdir_init(&t, "outage");
+    ledger_opts o = opts_for(&t);
+    const char *db = t.db, *spool = t.spool;
+    ledger_opts pg = o;
+    pg.kind = GW_LEDGER_POSTGRES;
+    pg.postgres_url = "postgresql://smolgate:secret-password@127.0.0.1:1/none?connect_timeout=1";
+    pg.retry_min_ms = 20;
+    pg.retry_max_ms = 50;
+    sg_error err;
+    ledger *l = ledger_open(&pg, &err);
+    CHECK_MSG(l != NULL, "%s", err.msg);
+    if (!l) return;
+    CHECK_EQ_INT(append_n(l, "p", 0, 300), 300);
+    CHECK(ledger_flush(l, 300) == -1);   /* cannot be delivered */
+    ledger_stats st;
+    ledger_get_stats(l, &st);
+    CHECK(st.db_failures >= 1);
+    CHECK(!st.db_connected);
+    CHECK_EQ_INT(st.pending, 300);
+    ledger_close(l, 200);
+    CHECK_EQ_INT(count_files(spool, ".spool"), 1);
+    CHECK_EQ_INT(count_files(spool, ".lock"), 1);   /* left (unlocked) for the next start */
+    l = ledger_open(&o, &err);
+    CHECK(l != NULL);
+    if (!l) return;
+    for (int i = 0; i < 200 && count_files(spool, ".spool") > 1; i++) usleep(20 * 1000);
+    ledger_close(l, 5000);
+    CHECK_EQ_INT(sql_int(db, "SELECT COUNT(*) FROM requests"), 300);
+    CHECK_EQ_INT(count_files(spool, ".spool") + count_files(spool, ".lock"), 0);
+}
+
+static void test_open_errors(void) {
+    tdir t;
+    tdir_init(&t, "errors");
+    ledger_opts o = opts_for(&t);
+    sg_error err;
+    o.sqlite_path = "/nonexistent-folder/ledger.db";
+    CHECK(ledger_open(&o, &err) == NULL);
+    CHECK(strstr(err.msg, "/nonexistent-folder/ledger.db") != NULL);
+    o = opts_for(&t);
+    char *file = tu_path("%s/a-file", t.dir);
+    tu_write(file, "x", 1);
+    o.spool_dir = file;
+    CHECK(ledger_open(&o, &err) == NULL);
+    CHECK(strstr(err.msg, "not a folder") != NULL);
+    /* a schema newer than this binary */
+    o = opts_for(&t);
+    ledger_db *d = ledger_db_open(GW_LEDGER_SQLITE, o.sqlite_path, false, &err);
+    CHECK(d != NULL);
+    ledger_db_close(d);
+    sqlite3 *s;
+    sqlite3_open(o.sqlite_path, &s);
+    sqlite3_exec(s, "INSERT INTO schema_version VALUES (99, 0)", NULL, NULL, NULL);
+    sqlite3_close(s);
+    d = ledger_db_open(GW_LEDGER_SQLITE, o.sqlite_path, false, &err);
+    CHECK(d == NULL);
+    CHECK(strstr(err.msg, "newer") != NULL);
+    /* read-only opens never create a database */
+    char *missing = tu_path("%s/missing.db", t.dir);
+    CHECK(ledger_db_open(GW_LEDGER_SQLITE, missing, true, &err) == NULL);
+    CHECK(access(missing, F_OK) != 0);
+    /* the PostgreSQL URL (and its password) never shows in an error */
+    d = ledger_db_open(GW_LEDGER_POSTGRES, "postgresql://u:hunter2-secret@127.0.0.1:1/db?connect_timeout=1", false, &err);
+    CHECK(d == NULL);
+    CHECK(strstr(err.msg, "hunter2") == NULL);
+}
+
+/* ---- usage ---- */
+
+static void test_parse_time(void) {
+    int64_t ms;
+    CHECK(usage_parse_time("2024-11-24", &ms) == 0 && ms == 1732406400000ll);
+    CHECK(usage_parse_time("2024-11-24T00:00:00Z", &ms) == 0 && ms == 1732406400000ll);
+    CHECK(usage_parse_time("2024-11-24T02:00:00+02:00", &ms) == 0 && ms == 1732406400000ll);
+    CHECK(usage_parse_time("2024-11-23T19:00-0500", &ms) == 0 && ms == 1732406400000ll);
+    CHECK(usage_parse_time("2024-11-24T00:00:00.250Z", &ms) == 0 && ms == 1732406400250ll);
+    CHECK(usage_parse_time("2024-11-24 00:00:01", &ms) == 0 && ms == 1732406401000ll);
+    CHECK(usage_parse_time("1732406400", &ms) == 0 && ms == 1732406400000ll);
+    CHECK(usage_parse_time("1732406400123", &ms) == 0 && ms == 1732406400123ll);
+    CHECK(usage_parse_time("2024-02-29", &ms) == 0);
+    CHECK(usage_parse_time("2023-02-29", &ms) == -1);
+    CHECK(usage_parse_time("2024-13-01", &ms) == -1);
+    CHECK(usage_parse_time("2024-11-24T25:00", &ms) == -1);
+    CHECK(usage_parse_time("yesterday", &ms) == -1);
+    CHECK(usage_parse_time("", &ms) == -1);
+    CHECK(usage_parse_time("1970-01-01", &ms) == 0 && ms == 0);
+}
+
+static void test_parse_query(void) {
+    usage_filter f;
+    usage_filter_init(&f);
+    sg_error err;
+    CHECK(usage_parse_query(&f, "from=2024-11-24&to=2024-11-25T00%3A00%3A00Z&key=team-a&route=chat&provider=openai"
+                                "&model=gpt-4o-mini&group_by=provider,day", &err) == 0);
+    CHECK_EQ_INT(f.from_ms, 1732406400000ll);
+    CHECK_EQ_INT(f.to_ms, 1732492800000ll);
+    CHECK_EQ_STR(f.key, "team-a");
+    CHECK_EQ_STR(f.model, "gpt-4o-mini");
+    CHECK_EQ_INT(f.n_group, 2);
+    CHECK(f.group[0] == USAGE_PROVIDER && f.group[1] == USAGE_DAY);
+    usage_filter_init(&f);
+    CHECK(usage_parse_query(&f, "model=a+b%2Fc", &err) == 0);
+    CHECK_EQ_STR(f.model, "a b/c");
+    CHECK(usage_parse_query(&f, "", &err) == 0);
+    CHECK(usage_parse_query(&f, "group_by=weekday", &err) == -1 && strstr(err.msg, "weekday"));
+    CHECK(usage_parse_query(&f, "group_by=hour,day", &err) == -1);
+    CHECK(usage_parse_query(&f, "group_by=key,key", &err) == -1);
+    CHECK(usage_parse_query(&f, "from=tomorrow", &err) == -1 && strstr(err.msg, "from"));
+    CHECK(usage_parse_query(&f, "colour=red", &err) == -1);
+    CHECK(usage_parse_query(&f, "key=%zz", &err) == -1);
+    CHECK(usage_parse_query(&f, "key=%00", &err) == -1);
+}
+
+/* A database with known records for the queries below. */
+static char g_usage_db[512];
+
+static void add(ledger_db *d, const char *id, int64_t ts, const char *key, const char *route, const char *prov,
+                const char *model, int status, gw_usage u, int64_t cost, int attempts_moves) {
+    ledger_attempt att[2] = {{"openai", "gpt-4o", 503, "retryable", 10}, {prov, model, status, NULL, 10}};
+    ledger_record r = {.request_id = id, .time_ms = ts, .key_id = key, .route = route, .requested_model = route,
+                       .provider = prov, .model = model, .status = status, .usage = u, .cost_micro = cost,
+                       .latency_ms = 10, .ttft_ms = 5, .attempts = attempts_moves ? att : att + 1,
+                       .n_attempts = attempts_moves ? 2 : 1};
+    sg_error err;
+    CHECK_MSG(ledger_db_insert(d, &r, 1, &err) == 1, "%s", err.msg);
+}
+
+static void setup_usage_db(void) {
+    tdir t;
+    tdir_init(&t, "usage");
+    snprintf(g_usage_db, sizeof g_usage_db, "%s/usage.db", t.dir);
+    sg_error err;
+    ledger_db *d = ledger_db_open(GW_LEDGER_SQLITE, g_usage_db, false, &err);
+    if (!d) { CHECK_MSG(0, "%s", err.msg); return; }
+    const int64_t day = 1732406400000ll;   /* 2024-11-24 */
+    add(d, "u1", day + 3600000 * 1 + 5, "team-a", "chat", "openai", "gpt-4o-mini", 200, (gw_usage){100, 20, 0, 50, -1, false}, 30, 0);
+    add(d, "u2", day + 3600000 * 1 + 9, "team-a", "chat", "openai", "gpt-4o-mini", 200, (gw_usage){200, 0, 0, 70, 10, true}, 50, 0);
+    add(d, "u3", day + 3600000 * 2, "team-b", "chat", "anthropic", "claude-haiku-4-5", 200, (gw_usage){10, 1000, 300, 40, -1, false}, 700, 1);
+    add(d, "u4", day + 86400000 + 60000, "team-a", NULL, "groq", "llama-3.1-8b-instant", 200, (gw_usage){1000, 0, 0, 1000, -1, false}, -1, 0);
+    add(d, "u5", day + 86400000 + 120000, NULL, "chat", "openai", "gpt-4o-mini", 502, (gw_usage){-1, -1, -1, -1, -1, false}, 0, 1);
+    ledger_db_close(d);
+}
+
+static void test_usage_query(void) {
+    sg_error err;
+    ledger_db *d = ledger_db_open(GW_LEDGER_SQLITE, g_usage_db, true, &err);
+    if (!d) { CHECK_MSG(0, "%s", err.msg); return; }
+    usage_filter f;
+    usage_result r;
+    usage_filter_init(&f);
+    CHECK(usage_query(d, &f, &r, &err) == 0);
+    CHECK_EQ_INT(r.n, 1);
+    CHECK_EQ_INT(r.total.requests, 5);
+    CHECK_EQ_INT(r.total.errors, 1);
+    CHECK_EQ_INT(r.total.fallbacks, 2);
+    CHECK_EQ_INT(r.total.input, 1310);
+    CHECK_EQ_INT(r.total.cache_read, 1020);
+    CHECK_EQ_INT(r.total.cache_write, 300);
+    CHECK_EQ_INT(r.total.output, 1160);
+    CHECK_EQ_INT(r.total.reasoning, 10);
+    CHECK_EQ_INT(r.total.cost_micro, 780);
+    CHECK_EQ_INT(r.total.unpriced, 1);
+    CHECK_EQ_INT(r.total.estimated, 1);
+    usage_result_free(&r);
+
+    /* by provider and day */
+    usage_filter_init(&f);
+    CHECK(usage_parse_query(&f, "group_by=provider,day", &err) == 0);
+    CHECK(usage_query(d, &f, &r, &err) == 0);
+    CHECK_EQ_INT(r.n, 4);   /* anthropic d1, groq d2, openai d1, openai d2 */
+    if (r.n == 4) {
+        CHECK_EQ_STR(r.rows[0].dims[USAGE_PROVIDER], "anthropic");
+        CHECK_EQ_INT(r.rows[0].cost_micro, 700);
+        CHECK_EQ_STR(r.rows[2].dims[USAGE_PROVIDER], "openai");
+        CHECK_EQ_INT(r.rows[2].bucket_ms, 1732406400000ll);
+        CHECK_EQ_INT(r.rows[2].requests, 2);
+        CHECK_EQ_INT(r.rows[2].input, 300);
+        CHECK_EQ_INT(r.rows[3].bucket_ms, 1732492800000ll);
+        CHECK_EQ_INT(r.rows[3].errors, 1);
+    }
+    CHECK_EQ_INT(r.total.requests, 5);
+    sg_buf b;
+    sg_buf_init(&b);
+    usage_render_json(&f, &r, &b);
+    CHECK(strstr(b.data, "\"group_by\":[\"provider\",\"day\"]") != NULL);
+    CHECK(strstr(b.data, "{\"provider\":\"anthropic\",\"day\":\"2024-11-24\",\"requests\":1,") != NULL);
+    CHECK(strstr(b.data, "\"cost_micro\":700,\"cost_usd\":0.000700") != NULL);
+    CHECK(strstr(b.data, "\"total\":{\"requests\":5,") != NULL);
+    sg_buf_reset(&b);
+    usage_render_csv(&f, &r, &b);
+    CHECK(!strncmp(b.data, "provider,day,requests,errors,fallbacks,input_tokens,", 52));
+    CHECK(strstr(b.data, "\nopenai,2024-11-25,1,1,1,0,0,0,0,0,0.000000,0,0,0\n") != NULL);
+    sg_buf_reset(&b);
+    usage_render_table(&f, &r, &b);
+    CHECK(strstr(b.data, "provider") && strstr(b.data, "total") && strstr(b.data, "0.000780"));
+    sg_buf_free(&b);
+    usage_result_free(&r);
+
+    /* filters: key and time range; by hour; NULL keys grouped as null */
+    usage_filter_init(&f);
+    CHECK(usage_parse_query(&f, "key=team-a&from=2024-11-24&to=2024-11-25&group_by=hour", &err) == 0);
+    CHECK(usage_query(d, &f, &r, &err) == 0);
+    CHECK_EQ_INT(r.n, 1);
+    if (r.n) CHECK_EQ_INT(r.rows[0].bucket_ms, 1732406400000ll + 3600000);
+    CHECK_EQ_INT(r.total.requests, 2);
+    usage_result_free(&r);
+    usage_filter_init(&f);
+    CHECK(usage_parse_query(&f, "group_by=key,route", &err) == 0);
+    CHECK(usage_query(d, &f, &r, &err) == 0);
+    CHECK_EQ_INT(r.n, 4);   /* (null,chat) (team-a,null) (team-a,chat) (team-b,chat) */
+    if (r.n == 4) {
+        CHECK(r.rows[0].dims[USAGE_KEY] == NULL);
+        CHECK(r.rows[1].dims[USAGE_ROUTE] == NULL);
+        CHECK_EQ_INT(r.rows[2].requests, 2);
+    }
+    sg_buf_init(&b);
+    usage_render_json(&f, &r, &b);
+    CHECK(strstr(b.data, "{\"key\":null,\"route\":\"chat\",") != NULL);
+    sg_buf_free(&b);
+    usage_result_free(&r);
+    /* nothing matches: no rows, zero totals */
+    usage_filter_init(&f);
+    CHECK(usage_parse_query(&f, "model=nope", &err) == 0);
+    CHECK(usage_query(d, &f, &r, &err) == 0);
+    CHECK_EQ_INT(r.n, 0);
+    CHECK_EQ_INT(r.total.requests, 0);
+    usage_result_free(&r);
+    ledger_db_close(d);
+}
+
+static void test_usage_http(void) {
+    sg_buf b;
+    sg_buf_init(&b);
+    CHECK_EQ_INT(usage_http(GW_LEDGER_SQLITE, g_usage_db, "group_by=model", &b), 200);
+    CHECK(strstr(b.data, "\"model\":\"claude-haiku-4-5\"") != NULL);
+    sg_buf_reset(&b);
+    CHECK_EQ_INT(usage_http(GW_LEDGER_SQLITE, g_usage_db, "group_by=colour", &b), 400);
+    CHECK(strstr(b.data, "\"type\":\"invalid_request_error\"") != NULL);
+    sg_buf_reset(&b);
+    CHECK_EQ_INT(usage_http(GW_LEDGER_SQLITE, tu_path("%s/none.db", tu_tmpdir()), "", &b), 503);
+    sg_buf_reset(&b);
+    CHECK_EQ_INT(usage_http(GW_LEDGER_POSTGRES, "postgresql://u:pw-s3cret@127.0.0.1:1/x?connect_timeout=1", "", &b), 503);
+    CHECK(strstr(b.data, "pw-s3cret") == NULL);
+    sg_buf_free(&b);
+}
+
+typedef struct async_result {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int status;
+    char body[4096];
+} async_result;
+
+static void async_done(void *arg, int status, const char *body, size_t len) {
+    async_result *a = arg;
+    pthread_mutex_lock(&a->mu);
+    snprintf(a->body, sizeof a->body, "%.*s", (int)len, body);
+    a->status = status;
+    pthread_cond_signal(&a->cv);
+    pthread_mutex_unlock(&a->mu);
+}
+
+static void test_usage_async(void) {
+    tdir t;
+    tdir_init(&t, "async");
+    ledger_opts o = opts_for(&t);
+    sg_error err;
+    ledger *l = ledger_open(&o, &err);
+    if (!l) { CHECK_MSG(0, "%s", err.msg); return; }
+    append_n(l, "q", 0, 7);
+    CHECK(ledger_flush(l, 5000) == 0);
+    async_result a = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, ""};
+    CHECK(ledger_usage_async(l, "group_by=key", async_done, &a) == 0);
+    pthread_mutex_lock(&a.mu);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += 10;
+    while (!a.status) if (pthread_cond_timedwait(&a.cv, &a.mu, &ts)) break;
+    pthread_mutex_unlock(&a.mu);
+    CHECK_EQ_INT(a.status, 200);
+    CHECK(strstr(a.body, "\"total\":{\"requests\":7,") != NULL);
+    ledger_close(l, 5000);
+    usleep(50 * 1000);   /* the detached worker finishes its cleanup */
+}
+
+int main(void) {
+    sg_log_set_level(SG_LOG_ERROR);
+    RUN(test_fields);
+    RUN(test_append_close_reopen);
+    RUN(test_batch_wakes_writer);
+    RUN(test_rotation);
+    RUN(test_adopt_orphan);
+    RUN(test_live_spool_not_taken);
+    RUN(test_outage_then_next_start);
+    RUN(test_open_errors);
+    RUN(test_parse_time);
+    RUN(test_parse_query);
+    setup_usage_db();
+    RUN(test_usage_query);
+    RUN(test_usage_http);
+    RUN(test_usage_async);
+    return tu_finish("test_ledger");
+}
