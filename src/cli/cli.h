@@ -17,6 +17,7 @@ int cli_convert(int argc, char **argv);
 int cli_make_model(int argc, char **argv);
 int cli_info(int argc, char **argv);
 int cli_serve(int argc, char **argv);
+int cli_usage(int argc, char **argv);
 int cli_perplexity(int argc, char **argv);
 int cli_bench(int argc, char **argv);
 

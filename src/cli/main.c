@@ -1,6 +1,6 @@
 /* main.c: the smolgate command line. One binary: the inference engine's commands
  * (run, chat, eval, tokenize, convert, make-model, info, perplexity, bench) and the
- * gateway (serve). */
+ * gateway (serve, usage). */
 #include <stdio.h>
 #include <string.h>
 
@@ -27,6 +27,9 @@ static void usage(FILE *f) {
           "gateway:\n"
           "  serve [--config FILE] [--listen HOST:PORT] [--model PATH]...\n"
           "                                     the AI gateway (OpenAI and Anthropic APIs)\n"
+          "  usage [--db PATH | --postgres URL | --config FILE] [--from T] [--to T]\n"
+          "        [--key|--route|--provider|--model X] [--group-by LIST] [--format table|csv|json]\n"
+          "                                     requests, tokens and cost from the ledger\n"
           "\n"
           "MODEL is a .gguf file or a Hugging Face folder. `smolgate COMMAND --help` lists\n"
           "a command's options; docs/engine.md documents them all.\n", f);
@@ -41,6 +44,7 @@ int main(int argc, char **argv) {
         {"run", cli_run}, {"chat", cli_chat}, {"eval", cli_eval}, {"tokenize", cli_tokenize},
         {"convert", cli_convert}, {"make-model", cli_make_model}, {"info", cli_info}, {"serve", cli_serve},
         {"perplexity", cli_perplexity}, {"bench", cli_bench},
+        {"usage", cli_usage},
     };
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
         if (!strcmp(cmd, cmds[i].name)) return cmds[i].fn(argc - 2, argv + 2);
