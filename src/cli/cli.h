@@ -14,6 +14,7 @@ int cli_chat(int argc, char **argv);
 int cli_eval(int argc, char **argv);
 int cli_tokenize(int argc, char **argv);
 int cli_convert(int argc, char **argv);
+int cli_quantize(int argc, char **argv);
 int cli_make_model(int argc, char **argv);
 int cli_info(int argc, char **argv);
 int cli_serve(int argc, char **argv);

@@ -1,5 +1,5 @@
 /* main.c: the smolgate command line. One binary: the inference engine's commands
- * (run, chat, eval, tokenize, convert, make-model, info, perplexity, bench) and the
+ * (run, chat, eval, tokenize, convert, quantize, make-model, info, perplexity, bench) and the
  * gateway (serve, usage). */
 #include <stdio.h>
 #include <string.h>
@@ -17,6 +17,8 @@ static void usage(FILE *f) {
           "  eval MODEL --ids 1,2,3 --logits F  write every position's logits (float32)\n"
           "  tokenize MODEL|tokenizer.json      text on stdin -> ids (JSON array)\n"
           "  convert HF_FOLDER OUT.gguf [TYPE]  Hugging Face folder -> GGUF (F32 F16 BF16 Q8_0)\n"
+          "  quantize MODEL OUT.gguf TYPE       quantize as llama.cpp's recipes do (Q8_0 Q4_0\n"
+          "                                     Q4_K_M Q5_K_M Q6_K)\n"
           "  make-model OUT [options]           write a random-weight model (GGUF or HF)\n"
           "  info MODEL                         print a model's configuration\n"
           "  perplexity MODEL FILE              perplexity over a text; KL divergence from a\n"
@@ -43,7 +45,7 @@ int main(int argc, char **argv) {
     static const struct { const char *name; int (*fn)(int, char **); } cmds[] = {
         {"run", cli_run}, {"chat", cli_chat}, {"eval", cli_eval}, {"tokenize", cli_tokenize},
         {"convert", cli_convert}, {"make-model", cli_make_model}, {"info", cli_info}, {"serve", cli_serve},
-        {"perplexity", cli_perplexity}, {"bench", cli_bench},
+        {"perplexity", cli_perplexity}, {"bench", cli_bench}, {"quantize", cli_quantize},
         {"usage", cli_usage},
     };
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)

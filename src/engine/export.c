@@ -1,4 +1,6 @@
-/* export.c: writing GGUF files and Hugging Face folders from a row source (export.h). */
+/* export.c: writing GGUF files and Hugging Face folders from a row source (export.h).
+ * Rows are converted to their stored type (quantized, for block types) in parallel
+ * batches, each row on its own: the output does not depend on the thread count. */
 #include "engine/export.h"
 
 #include <errno.h>
@@ -8,11 +10,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "common/buf.h"
 #include "common/mapfile.h"
 #include "engine/gguf.h"
 #include "engine/kernels.h"
+#include "engine/quant.h"
 #include "engine/safetensors.h"
 
 void export_shape(const sg_model_config *c, exp_kind kind, int64_t *rows, int64_t *cols) {
@@ -57,19 +61,82 @@ static size_t list_tensors(const sg_model_config *c, tensor_ref *out) {
     return n;
 }
 
-/* ---- streaming one tensor, row by row ---- */
+/* ---- streaming one tensor, in parallel batches of rows ---- */
 
-typedef struct row_stream {
+void export_stream_init(exp_stream *s, exp_row_f32_fn row, void *ctx, int64_t rows, int64_t cols, sg_dtype type,
+                        sg_threadpool *tp) {
+    memset(s, 0, sizeof *s);
+    s->row = row;
+    s->ctx = ctx;
+    s->rows = rows;
+    s->cols = cols;
+    s->type = type;
+    s->tp = tp;
+    s->row_bytes = dtype_row_bytes(type, (uint64_t)cols);
+}
+
+void export_stream_free(exp_stream *s) {
+    free(s->batch);
+    s->batch = NULL;
+}
+
+typedef struct batch_job {
+    exp_stream *s;
+    int64_t first, n;
+} batch_job;
+
+static void batch_worker(void *p, int ith, int nth) {
+    batch_job *j = p;
+    exp_stream *s = j->s;
+    int64_t per = (j->n + nth - 1) / nth, r0 = per * ith, r1 = r0 + per < j->n ? r0 + per : j->n;
+    if (r0 >= r1) return;
+    float *f = malloc((size_t)s->cols * sizeof(float));
+    if (!f) { s->failed = 1; return; }
+    for (int64_t r = r0; r < r1; r++) {
+        s->row(s->ctx, j->first + r, f);
+        if (kern_from_f32(s->type, f, s->batch + (size_t)r * s->row_bytes, s->cols)) s->failed = 1;
+    }
+    free(f);
+}
+
+int export_stream_fill(void *p, void *dst, size_t n) {
+    exp_stream *s = p;
+    unsigned char *out = dst;
+    while (n) {
+        if (s->batch_pos == s->batch_len) {
+            if (s->next_row >= s->rows || !s->row_bytes) return -1;
+            int64_t per = (int64_t)(((size_t)4 << 20) / s->row_bytes);
+            if (per < 1) per = 1;
+            int64_t k = s->rows - s->next_row < per ? s->rows - s->next_row : per;
+            if (!s->batch) {
+                s->batch = malloc((size_t)(s->rows < per ? s->rows : per) * s->row_bytes);
+                if (!s->batch) return -1;
+            }
+            batch_job j = {s, s->next_row, k};
+            if (s->tp && k > 1) tp_run(s->tp, batch_worker, &j);
+            else batch_worker(&j, 0, 1);
+            if (s->failed) return -1;
+            s->next_row += k;
+            s->batch_len = (size_t)k * s->row_bytes;
+            s->batch_pos = 0;
+        }
+        size_t k = s->batch_len - s->batch_pos < n ? s->batch_len - s->batch_pos : n;
+        memcpy(out, s->batch + s->batch_pos, k);
+        s->batch_pos += k;
+        out += k;
+        n -= k;
+    }
+    if (s->next_row == s->rows && s->batch_pos == s->batch_len) export_stream_free(s);   /* done: free early */
+    return 0;
+}
+
+/* A model tensor as export_gguf streams it: rows read from the source, q/k rows in
+ * GGUF's permuted order. */
+typedef struct tensor_rows {
     const exp_source *src;
     tensor_ref ref;
-    int64_t rows, cols;
-    sg_dtype type;
     int perm_head_dim;         /* > 0: GGUF q/k row permutation within heads of this size */
-    float *frow;
-    unsigned char *qrow;
-    size_t row_bytes, qpos;
-    int64_t next_row;
-} row_stream;
+} tensor_rows;
 
 /* GGUF row r holds Hugging Face row h*hd + i*hd/2 + j where r = h*hd + 2j + i: pairs
  * (j, j + hd/2) become adjacent, which interleaved RoPE expects. */
@@ -79,34 +146,9 @@ static int64_t permuted_source_row(int64_t r, int hd) {
     return h * hd + (k % 2) * (hd / 2) + k / 2;
 }
 
-static int stream_fill(void *p, void *dst, size_t n) {
-    row_stream *s = p;
-    unsigned char *out = dst;
-    while (n) {
-        if (!s->frow) {
-            s->frow = sg_xmalloc((size_t)s->cols * sizeof(float));
-            s->qrow = sg_xmalloc(s->row_bytes);
-            s->qpos = s->row_bytes;
-        }
-        if (s->qpos == s->row_bytes) {
-            if (s->next_row >= s->rows) return -1;
-            int64_t r = s->perm_head_dim ? permuted_source_row(s->next_row, s->perm_head_dim) : s->next_row;
-            s->src->row(s->src->ctx, s->ref.kind, s->ref.layer, r, s->frow);
-            if (kern_from_f32(s->type, s->frow, s->qrow, s->cols)) return -1;
-            s->next_row++;
-            s->qpos = 0;
-        }
-        size_t k = s->row_bytes - s->qpos < n ? s->row_bytes - s->qpos : n;
-        memcpy(out, s->qrow + s->qpos, k);
-        s->qpos += k;
-        out += k;
-        n -= k;
-        if (s->next_row == s->rows && s->qpos == s->row_bytes) {   /* done: free the row buffers */
-            free(s->frow); free(s->qrow);
-            s->frow = NULL; s->qrow = NULL;
-        }
-    }
-    return 0;
+static void tensor_row(void *p, int64_t r, float *dst) {
+    const tensor_rows *t = p;
+    t->src->row(t->src->ctx, t->ref.kind, t->ref.layer, t->perm_head_dim ? permuted_source_row(r, t->perm_head_dim) : r, dst);
 }
 
 /* ---- tokenizer.json -> GGUF vocabulary ---- */
@@ -234,16 +276,33 @@ static uint32_t gguf_file_type(sg_dtype t) {
     switch (t) {   /* llama.cpp's llama_ftype numbers */
     case SG_F32: return 0;
     case SG_F16: return 1;
+    case SG_Q4_0: return 2;
     case SG_Q8_0: return 7;
+    case SG_Q6_K: return 18;
     case SG_BF16: return 32;
     default: return 0;
     }
 }
 
+typedef struct uniform_type { sg_dtype type; } uniform_type;
+
+static sg_dtype pick_uniform(void *ctx, const char *name, int n_dims, int64_t cols) {
+    (void)name;
+    sg_dtype t = ((const uniform_type *)ctx)->type;
+    if (n_dims == 1) return SG_F32;
+    return cols % dtype_info(t)->block_size ? SG_F16 : t;   /* rows must be whole blocks */
+}
+
 int export_gguf(const exp_source *src, sg_dtype type, const char *path, sg_error *err) {
+    if (type != SG_F32 && type != SG_F16 && type != SG_BF16 && !quant_supports(type))
+        return sg_fail(err, "GGUF export supports F32, F16, BF16 and the block types Q4_0 ... Q6_K");
+    uniform_type u = {type};
+    exp_types types = {pick_uniform, &u, gguf_file_type(type)};
+    return export_gguf_types(src, &types, path, err);
+}
+
+int export_gguf_types(const exp_source *src, const exp_types *types, const char *path, sg_error *err) {
     const sg_model_config *c = src->cfg;
-    if (type != SG_F32 && type != SG_F16 && type != SG_BF16 && type != SG_Q8_0)
-        return sg_fail(err, "GGUF export supports F32, F16, BF16 and Q8_0");
     gguf_writer *w = gguf_writer_new();
     const char *a = c->arch;
     char key[128];
@@ -288,30 +347,41 @@ int export_gguf(const exp_source *src, sg_dtype type, const char *path, sg_error
         free(v);
     }
 #undef K
-    gguf_set_u32(w, "general.file_type", gguf_file_type(type));
-    if (type == SG_Q8_0) gguf_set_u32(w, "general.quantization_version", 2);
+    gguf_set_u32(w, "general.file_type", types->file_type);
     if (add_tokenizer(w, c, src->tokenizer_dir, err)) { gguf_writer_free(w); return -1; }
 
     tensor_ref *refs = sg_xmalloc((size_t)(3 + 9 * c->n_layers) * sizeof(tensor_ref));
     size_t nt = list_tensors(c, refs);
-    row_stream *streams = sg_xcalloc(nt, sizeof(row_stream));
+    exp_stream *streams = sg_xcalloc(nt, sizeof(exp_stream));
+    tensor_rows *trs = sg_xcalloc(nt, sizeof(tensor_rows));
+    int threads = src->n_threads > 0 ? src->n_threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    sg_threadpool *tp = threads > 1 ? tp_new(threads) : NULL;
+    bool quantized = false;
+    int rc = 0;
     for (size_t i = 0; i < nt; i++) {
-        row_stream *s = &streams[i];
-        s->src = src;
-        s->ref = refs[i];
-        export_shape(c, refs[i].kind, &s->rows, &s->cols);
-        s->type = is_vector(refs[i].kind) ? SG_F32 : type;
-        if (s->type == SG_Q8_0 && s->cols % 32) s->type = SG_F16;   /* rows must be whole blocks */
-        s->row_bytes = dtype_row_bytes(s->type, (uint64_t)s->cols);
-        if (refs[i].kind == EXP_Q || refs[i].kind == EXP_K) s->perm_head_dim = c->head_dim;
+        int64_t rows, cols;
+        export_shape(c, refs[i].kind, &rows, &cols);
         char name[128];
         snprintf(name, sizeof name, gguf_names[refs[i].kind], refs[i].layer);
-        uint64_t ne[2] = {(uint64_t)s->cols, (uint64_t)s->rows};
-        gguf_add_tensor(w, name, s->type, is_vector(refs[i].kind) ? 1 : 2, ne, NULL, stream_fill, s);
+        int n_dims = is_vector(refs[i].kind) ? 1 : 2;
+        sg_dtype t = types->pick(types->ctx, name, n_dims, cols);
+        if (!dtype_row_bytes(t, (uint64_t)cols) || (t != SG_F32 && t != SG_F16 && t != SG_BF16 && !quant_supports(t))) {
+            rc = sg_fail(err, "tensor %s: cannot store rows of %lld as %s", name, (long long)cols,
+                         dtype_info(t) ? dtype_info(t)->name : "an unknown type");
+            break;
+        }
+        quantized |= dtype_info(t)->block_size > 1;
+        trs[i] = (tensor_rows){src, refs[i], refs[i].kind == EXP_Q || refs[i].kind == EXP_K ? c->head_dim : 0};
+        export_stream_init(&streams[i], tensor_row, &trs[i], rows, cols, t, tp);
+        uint64_t ne[2] = {(uint64_t)cols, (uint64_t)rows};
+        gguf_add_tensor(w, name, t, (uint32_t)n_dims, ne, NULL, export_stream_fill, &streams[i]);
     }
-    int rc = gguf_writer_write(w, path, err);
-    for (size_t i = 0; i < nt; i++) { free(streams[i].frow); free(streams[i].qrow); }
+    if (quantized) gguf_set_u32(w, "general.quantization_version", 2);
+    if (!rc) rc = gguf_writer_write(w, path, err);
+    for (size_t i = 0; i < nt; i++) export_stream_free(&streams[i]);
+    if (tp) tp_free(tp);
     free(streams);
+    free(trs);
     free(refs);
     gguf_writer_free(w);
     return rc;

@@ -13,6 +13,7 @@
 
 #include "common/error.h"
 #include "engine/model.h"
+#include "engine/threadpool.h"
 
 typedef enum {
     EXP_EMBD, EXP_OUTPUT_NORM, EXP_OUTPUT,
@@ -30,10 +31,47 @@ typedef struct exp_source {
     void *ctx;
     const char *tokenizer_dir;   /* folder with tokenizer.json (+ tokenizer_config.json), or NULL */
     const char *name;            /* general.name */
+    int n_threads;               /* rows converted in parallel; 0: all CPUs (same bytes either way) */
 } exp_source;
 
-/* type: F32, F16, BF16 or Q8_0 for the matrices; norms are always F32. */
+/* type: the matrices' type (F32, F16, BF16 or a block type of quant.h: a matrix whose
+ * rows are not whole blocks falls back to F16); norms are always F32. */
 int export_gguf(const exp_source *src, sg_dtype type, const char *path, sg_error *err);
+
+/* Chooses the stored type of each tensor (name: its GGUF name; n_dims 1 for norms). */
+typedef sg_dtype (*exp_type_fn)(void *ctx, const char *name, int n_dims, int64_t cols);
+typedef struct exp_types {
+    exp_type_fn pick;
+    void *ctx;
+    uint32_t file_type;          /* general.file_type, as llama.cpp numbers it (llama_ftype) */
+} exp_types;
+/* export_gguf with a type per tensor (quantize.c's recipes). */
+int export_gguf_types(const exp_source *src, const exp_types *types, const char *path, sg_error *err);
+
+/* ---- streaming one tensor into a gguf_writer ---- */
+
+/* Writes f32 row `row` (cols values) into dst. Called from several threads at once, for
+ * different rows. */
+typedef void (*exp_row_f32_fn)(void *ctx, int64_t row, float *dst);
+
+/* A tensor's bytes produced on demand (export_stream_fill is a gguf_fill_fn): rows from
+ * row() converted to `type` in batches of about 4 MiB, the rows of a batch spread over
+ * tp's threads (tp NULL: the caller's thread). The bytes do not depend on the threads. */
+typedef struct exp_stream {
+    /* private */
+    exp_row_f32_fn row;
+    void *ctx;
+    int64_t rows, cols, next_row;
+    sg_dtype type;
+    sg_threadpool *tp;
+    unsigned char *batch;
+    size_t row_bytes, batch_len, batch_pos;
+    int failed;
+} exp_stream;
+void export_stream_init(exp_stream *s, exp_row_f32_fn row, void *ctx, int64_t rows, int64_t cols, sg_dtype type,
+                        sg_threadpool *tp);
+int export_stream_fill(void *stream, void *dst, size_t nbytes);
+void export_stream_free(exp_stream *s);
 /* type: F32, F16 or BF16. Writes DIR/config.json, DIR/model.safetensors,
  * DIR/generation_config.json, and copies the tokenizer files when tokenizer_dir is set. */
 int export_hf(const exp_source *src, sg_dtype type, const char *dir, sg_error *err);
