@@ -14,7 +14,7 @@
 // (startGateway) with its log captured and a bounded stop.
 
 import { spawn } from 'node:child_process';
-import { mkdtempSync, writeFileSync, readFileSync, existsSync } from 'node:fs';
+import { mkdtempSync, writeFileSync, readFileSync, existsSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -211,9 +211,10 @@ export function parseResponses(raw) {
 // ---------------------------------------------------------------------------------------
 // Private gateways (signal tests, local model tests)
 
-// The main configuration with `edit(text)` applied, written to a new temp folder.
+// A configuration text written to a new temp folder (removed when the test process exits).
 export function writeConfig(text) {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'smolgate-gwtest-'));
+  process.on('exit', () => rmSync(dir, { recursive: true, force: true }));   // even when a test fails early
   const file = path.join(dir, 'smolgate.yaml');
   writeFileSync(file, text);
   return { dir, file };
