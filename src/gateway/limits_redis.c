@@ -431,7 +431,7 @@ static void outage_begin(struct limits_redis *rd, const char *why) {
     rd->outage_undecided = 0;
     rd->lim->stats.outage = true;
     rd->lim->stats.outages++;
-    SG_WARN("limits: Redis at %s is unreachable (%s): %s requests without checking limits or budgets until it "
+    SG_WARN("limits: Redis at %s is unavailable (%s): %s requests without checking limits or budgets until it "
             "answers again (state.on_redis_error: %s)", rd->where, why,
             rd->lim->fail_open ? "admitting" : "refusing", rd->lim->fail_open ? "open" : "closed");
     loop_timer_start(rd->lim->loop, &rd->probe_timer, PROBE_MS);
@@ -455,7 +455,7 @@ static void outage_end(struct limits_redis *rd) {
     if (!rd->outage) return;
     rd->outage = false;
     rd->lim->stats.outage = false;
-    SG_INFO("limits: Redis at %s answers again after %" PRIu64 " ms; %" PRIu64 " requests were decided without it",
+    SG_INFO("limits: Redis at %s answers again after %" PRIu64 " ms; requests decided without it: %" PRIu64,
             rd->where, now_ms(rd) - rd->outage_start_ms, rd->outage_undecided);
     loop_timer_stop(rd->lim->loop, &rd->probe_timer);
 }
@@ -965,11 +965,11 @@ static void ev_cleanup(void *p) {
         rd->conn = NULL;
         rd->ready = false;
     }
-    if (rd->freeing) { free(c); return; }
+    /* hiredis calls on_disconnect with it after this: free it later */
     c->next_dying = rd->dying;
     rd->dying = c;
     loop_timer_init(&c->reap, conn_reap, c);
-    loop_timer_start(rd->lim->loop, &c->reap, 0);
+    if (!rd->freeing) loop_timer_start(rd->lim->loop, &c->reap, 0);
 }
 
 static void on_io(loop *lp, loop_watch *w, unsigned events, void *arg) {
