@@ -19,7 +19,7 @@ ifeq ($(SAN),1)
   OPT := -O1
 endif
 CFLAGS  = $(CFLAGS_BASE) $(OPT) $(EXTRA_CFLAGS)
-LDLIBS  = -ljansson -lpcre2-8 -lcurl -lcrypto -lsqlite3 -lpq -lhiredis -lyaml -lm -lpthread
+LDLIBS  = -ljansson -lpcre2-8 -lcurl -lssl -lcrypto -lsqlite3 -lpq -lhiredis -lyaml -lm -lpthread
 
 LIB_SRC  := $(filter-out src/cli/main.c,$(wildcard src/*/*.c))
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)

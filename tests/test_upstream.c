@@ -1,10 +1,21 @@
-/* test_upstream.c: outbound requests through libcurl's multi interface on our loop,
- * against a scripted raw-socket server on 127.0.0.1 (a thread per connection) that can
- * answer normally, stream slowly, stall, delay its first byte, reset or close the
- * connection before or after the first chunk. Checks the reported error kinds, timeouts,
- * cancellation, pause/resume and connection reuse (accepts counted on the server). */
+/* test_upstream.c: outbound requests through upstream.h on our loop, against a scripted
+ * raw-socket server on 127.0.0.1 (a thread per connection) that can answer normally,
+ * stream slowly, stall, delay its first byte, reset or close the connection before or
+ * after the first chunk. Checks the reported error kinds, timeouts, cancellation,
+ * pause/resume and connection reuse (accepts counted on the server).
+ *
+ * Every case runs twice: with the native HTTP/1.1 client (cfg.native = 1) and with
+ * libcurl (cfg.native = 0). Then native-only cases: response framing edge cases and
+ * limits, pooling (idle close, retry on a dead reused connection, idle expiry), and TLS
+ * against `openssl s_server` and an in-test OpenSSL server with throwaway certificates
+ * made by `openssl req` (trusted through ca_file), a wrong-host certificate failing. */
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <signal.h>
+#include <sys/wait.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -35,6 +46,7 @@ typedef struct server {
     int        conn_fd[MAX_CONNS];
     int        n_conn;
     char       last_head[4096];  /* the last request head, for header checks */
+    atomic_int flaky;            /* /flaky: closes without answering the first time */
     pthread_mutex_t mu;
 } server;
 
@@ -182,6 +194,41 @@ static void *conn_main(void *arg) {
             send_str(fd, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly this");
             usleep(20 * 1000);
             goto out;
+        } else if (!strcmp(path, "/bye")) {  /* answers, then closes the idle connection */
+            send_str(fd, "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nbye");
+            usleep(30 * 1000);
+            goto out;
+        } else if (!strcmp(path, "/flaky")) {
+            if (atomic_fetch_add(&S.flaky, 1) == 0) goto out;
+            send_str(fd, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+        } else if (!strcmp(path, "/head")) {
+            send_str(fd, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n");
+        } else if (!strcmp(path, "/204")) {
+            send_str(fd, "HTTP/1.1 204 No Content\r\nX-A: 1\r\n\r\n");
+        } else if (!strcmp(path, "/304")) {
+            send_str(fd, "HTTP/1.1 304 Not Modified\r\nContent-Length: 55\r\n\r\n");
+        } else if (!strcmp(path, "/close-delimited")) {
+            send_str(fd, "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil ");
+            usleep(10 * 1000);
+            send_str(fd, "close");
+            goto out;
+        } else if (!strcmp(path, "/chunk-ext")) {  /* framing split at awkward places */
+            static const char *parts[] = {"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r", "\nX-Y:  padded \r\n\r\n5;ext=",
+                                          "1\r\nhel", "lo\r", "\n6\r\n world\r\n0\r\nX-Trailer: 1\r", "\n\r\n"};
+            for (size_t i = 0; i < 6; i++) {
+                send_str(fd, parts[i]);
+                usleep(5 * 1000);
+            }
+        } else if (!strcmp(path, "/huge-head")) {
+            send_str(fd, "HTTP/1.1 200 OK\r\nX-Big: ");
+            static char blk[4096];
+            memset(blk, 'x', sizeof blk);
+            for (int i = 0; i < 40; i++) send_all(fd, blk, sizeof blk);
+            send_str(fd, "\r\nContent-Length: 0\r\n\r\n");
+        } else if (!strcmp(path, "/bad-status")) {
+            send_str(fd, "HTTP/1.1 2x0 Odd\r\nContent-Length: 0\r\n\r\n");
+        } else if (!strcmp(path, "/bad-chunk")) {
+            send_str(fd, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n");
         } else if (!strncmp(path, "/big", 4)) {
             size_t n = 4u << 20;
             char hdr[128];
@@ -248,6 +295,9 @@ static void server_stop(void) {
 
 static loop *L;
 static upstream *U;
+static int g_native = 1;          /* which implementation setup() picks */
+static const char *g_ca_file;     /* for the TLS cases */
+static uint32_t g_pool_idle_ms;
 static int g_in_start, g_cb_inside_start;  /* callbacks must not run inside upstream_start */
 
 typedef struct result {
@@ -386,6 +436,10 @@ static void setup(void) {
     L = loop_new(&err);
     upstream_config cfg;
     upstream_config_defaults(&cfg);
+    cfg.native = g_native;
+    cfg.proxy = "";
+    cfg.ca_file = g_ca_file;
+    if (g_pool_idle_ms) cfg.pool_idle_ms = g_pool_idle_ms;
     U = upstream_new(L, &cfg, &err);
 }
 
@@ -412,6 +466,7 @@ static void test_basic(void) {
     CHECK_EQ_STR(r.body.data, "hello");
     CHECK_EQ_INT(r.d.body_bytes, 5);
     CHECK_EQ_INT(r.d.new_connection, 1);
+    CHECK_EQ_INT(r.d.requests_sent, 1);
     CHECK_EQ_STR(r.d.error, "");
     sg_buf_free(&r.body);
 
@@ -735,9 +790,319 @@ static void test_pause_resume(void) {
     teardown();
 }
 
-int main(int argc, char **argv) {
-    (void)argc;
-    fprintf(stderr, "%s\n", upstream_version());
+/* ------------------------------------------------------------------------------------ */
+/* native client only: framing, limits, pooling */
+
+static void get(const char *path, result *r, const char *method) {
+    res_init(r);
+    start(path, r, method, NULL, (upstream_timeouts){0});
+    CHECK(wait1(r));
+}
+
+static void test_framing(void) {
+    setup();
+    result r;
+    get("/head", &r, "HEAD");
+    CHECK_MSG(r.d.result == UPSTREAM_OK, "%s (%s)", upstream_result_name(r.d.result), r.d.error);
+    CHECK_EQ_INT(r.status, 200);
+    CHECK_EQ_INT(r.body.len, 0);
+    sg_buf_free(&r.body);
+    get("/204", &r, "GET");
+    CHECK_EQ_INT(r.d.result, UPSTREAM_OK);
+    CHECK_EQ_INT(r.status, 204);
+    CHECK_EQ_INT(r.d.new_connection, 0);
+    sg_buf_free(&r.body);
+    get("/304", &r, "GET");
+    CHECK_EQ_INT(r.d.result, UPSTREAM_OK);
+    CHECK_EQ_INT(r.status, 304);
+    CHECK_EQ_INT(r.body.len, 0);
+    sg_buf_free(&r.body);
+    get("/chunk-ext", &r, "GET");
+    CHECK_MSG(r.d.result == UPSTREAM_OK, "%s (%s)", upstream_result_name(r.d.result), r.d.error);
+    CHECK_EQ_STR(r.body.data, "hello world");
+    CHECK_EQ_INT(r.d.body_bytes, 11);
+    sg_buf_free(&r.body);
+    get("/ok", &r, "GET");  /* the connection is still good after trailers */
+    CHECK_EQ_INT(r.d.new_connection, 0);
+    CHECK_EQ_STR(r.body.data, "hello");
+    sg_buf_free(&r.body);
+    get("/close-delimited", &r, "GET");
+    CHECK_MSG(r.d.result == UPSTREAM_OK, "%s (%s)", upstream_result_name(r.d.result), r.d.error);
+    CHECK_EQ_STR(r.body.data, "until close");
+    CHECK_EQ_STR(r.content_type, "text/plain");
+    sg_buf_free(&r.body);
+    get("/huge-head", &r, "GET");
+    CHECK_EQ_STR(upstream_result_name(r.d.result), "protocol");
+    CHECK_EQ_INT(r.headers_calls, 0);
+    sg_buf_free(&r.body);
+    get("/bad-status", &r, "GET");
+    CHECK_EQ_STR(upstream_result_name(r.d.result), "protocol");
+    sg_buf_free(&r.body);
+    get("/bad-chunk", &r, "GET");
+    CHECK_EQ_STR(upstream_result_name(r.d.result), "protocol");
+    CHECK_EQ_INT(r.body.len, 0);
+    sg_buf_free(&r.body);
+    /* localhost needs no resolver; a name that is not an IP literal goes through it */
+    char url[128];
+    snprintf(url, sizeof url, "http://localhost:%d/ok", S.port);
+    get(url, &r, "GET");
+    CHECK_MSG(r.d.result == UPSTREAM_OK, "%s (%s)", upstream_result_name(r.d.result), r.d.error);
+    sg_buf_free(&r.body);
+    snprintf(url, sizeof url, "http://ip6-localhost.invalid:%d/ok", S.port);
+    get(url, &r, "GET");
+    CHECK_EQ_STR(upstream_result_name(r.d.result), "dns");
+    CHECK_EQ_INT(r.d.requests_sent, 0);
+    sg_buf_free(&r.body);
+    upstream_stats st = upstream_get_stats(U);
+    CHECK_EQ_INT(st.in_flight, 0);
+    teardown();
+}
+
+static void test_pool(void) {
+    setup();
+    result r;
+    /* sequential requests: one connection */
+    for (int i = 0; i < 20; i++) {
+        get("/ok", &r, "GET");
+        CHECK_EQ_INT(r.d.new_connection, i == 0);
+        sg_buf_free(&r.body);
+    }
+    CHECK_EQ_INT(atomic_load(&S.accepts), 1);
+    /* the server closes an idle connection: seen while idle, the next request reconnects */
+    get("/bye", &r, "GET");
+    CHECK_EQ_STR(r.body.data, "bye");
+    sg_buf_free(&r.body);
+    spin(150);
+    get("/ok", &r, "GET");
+    CHECK_EQ_INT(r.d.result, UPSTREAM_OK);
+    CHECK_EQ_INT(r.d.new_connection, 1);
+    CHECK_EQ_INT(r.d.requests_sent, 1);
+    CHECK_EQ_INT(atomic_load(&S.accepts), 2);
+    sg_buf_free(&r.body);
+    /* a reused connection that dies before any response byte: sent again, once, on a
+     * fresh connection, and counted */
+    get("/flaky", &r, "POST");
+    CHECK_MSG(r.d.result == UPSTREAM_OK, "%s (%s)", upstream_result_name(r.d.result), r.d.error);
+    CHECK_EQ_STR(r.body.data, "ok");
+    CHECK_EQ_INT(r.d.requests_sent, 2);
+    CHECK_EQ_INT(r.d.new_connection, 1);
+    CHECK_EQ_INT(atomic_load(&S.accepts), 3);
+    sg_buf_free(&r.body);
+    /* ... only once: a second failure is reported */
+    get("/close-before", &r, "GET");
+    CHECK_EQ_STR(upstream_result_name(r.d.result), "reset_before_response");
+    CHECK_EQ_INT(r.d.requests_sent, 2);
+    sg_buf_free(&r.body);
+    upstream_stats st = upstream_get_stats(U);
+    CHECK_EQ_INT(st.connections, 4);
+    CHECK_EQ_INT(st.in_flight, 0);
+    teardown();
+
+    /* idle connections expire after pool_idle_ms */
+    g_pool_idle_ms = 100;
+    setup();
+    get("/ok", &r, "GET");
+    sg_buf_free(&r.body);
+    spin(300);
+    get("/ok", &r, "GET");
+    CHECK_EQ_INT(r.d.new_connection, 1);
+    CHECK_EQ_INT(atomic_load(&S.accepts), 2);
+    sg_buf_free(&r.body);
+    teardown();
+    g_pool_idle_ms = 0;
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* TLS: throwaway certificates, `openssl s_server`, and a keep-alive server of our own */
+
+static int make_cert(const char *dir, const char *name, const char *cn, const char *san) {
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd,
+             "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 "
+             "-subj /CN=%s -addext subjectAltName=%s -keyout %s/%s.key -out %s/%s.pem >/dev/null 2>&1",
+             cn, san, dir, name, dir, name);
+    return system(cmd);
+}
+
+static int free_port(void) {
+    int port;
+    int fd = listen_any(1, &port);
+    close(fd);
+    return port;
+}
+
+static int wait_port(int port) {
+    for (int i = 0; i < 300; i++) {
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        int ok = connect(fd, (struct sockaddr *)&a, sizeof a) == 0;
+        close(fd);
+        if (ok) return 0;
+        usleep(10 * 1000);
+    }
+    return -1;
+}
+
+static pid_t s_server(const char *dir, const char *name, int port) {
+    char acc[32], cert[512], key[512];
+    snprintf(acc, sizeof acc, "127.0.0.1:%d", port);
+    snprintf(cert, sizeof cert, "%s/%s.pem", dir, name);
+    snprintf(key, sizeof key, "%s/%s.key", dir, name);
+    pid_t pid = fork();
+    if (pid == 0) {
+        int devnull = open("/dev/null", O_RDWR);
+        dup2(devnull, 0);
+        dup2(devnull, 1);
+        dup2(devnull, 2);
+        execlp("openssl", "openssl", "s_server", "-accept", acc, "-cert", cert, "-key", key, "-www", "-quiet",
+               (char *)NULL);
+        _exit(127);
+    }
+    if (pid > 0 && wait_port(port) < 0) {
+        kill(pid, SIGTERM);
+        waitpid(pid, NULL, 0);
+        return -1;
+    }
+    return pid;
+}
+
+/* An in-test TLS server: keep-alive, "GET /ok" answered with a chunked body. */
+typedef struct tls_srv {
+    SSL_CTX   *ctx;
+    int        lfd, port;
+    atomic_int stop, accepts, resumed;
+    pthread_t  th;
+} tls_srv;
+
+static void *tls_srv_main(void *arg) {
+    tls_srv *ts = arg;
+    while (!atomic_load(&ts->stop)) {
+        struct pollfd p = {ts->lfd, POLLIN, 0};
+        if (poll(&p, 1, 50) <= 0) continue;
+        int fd = accept(ts->lfd, NULL, NULL);
+        if (fd < 0) continue;
+        atomic_fetch_add(&ts->accepts, 1);
+        SSL *ssl = SSL_new(ts->ctx);
+        SSL_set_fd(ssl, fd);
+        if (SSL_accept(ssl) == 1) {
+            if (SSL_session_reused(ssl)) atomic_fetch_add(&ts->resumed, 1);
+            char buf[8192];
+            size_t len = 0;
+            for (;;) {
+                int n = SSL_read(ssl, buf + len, (int)(sizeof buf - len - 1));
+                if (n <= 0) break;
+                len += (size_t)n;
+                buf[len] = 0;
+                char *end = strstr(buf, "\r\n\r\n");
+                if (!end) continue;
+                static const char resp[] = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                                           "7\r\nsecure!\r\n0\r\n\r\n";
+                SSL_write(ssl, resp, (int)sizeof resp - 1);
+                size_t used = (size_t)(end + 4 - buf);
+                memmove(buf, buf + used, len - used);
+                len -= used;
+            }
+        }
+        SSL_free(ssl);
+        close(fd);
+    }
+    return NULL;
+}
+
+static void test_tls(void) {
+    if (system("command -v openssl >/dev/null 2>&1") != 0) {
+        fprintf(stderr, "test_tls: no openssl binary, skipped\n");
+        return;
+    }
+    const char *dir = tu_tmpdir();
+    CHECK(make_cert(dir, "good", "localhost", "DNS:localhost,IP:127.0.0.1") == 0);
+    CHECK(make_cert(dir, "wrong", "wrong.example", "DNS:wrong.example") == 0);
+    /* trust both certificates: the wrong one must still fail on its name */
+    char ca[512], cmd[1200];
+    snprintf(ca, sizeof ca, "%s/ca.pem", dir);
+    snprintf(cmd, sizeof cmd, "cat %s/good.pem %s/wrong.pem > %s", dir, dir, ca);
+    CHECK(system(cmd) == 0);
+    int p1 = free_port(), p2 = free_port();
+    pid_t good = s_server(dir, "good", p1), wrong = s_server(dir, "wrong", p2);
+    CHECK(good > 0 && wrong > 0);
+
+    g_ca_file = ca;
+    setup();
+    char url[128];
+    result r;
+    snprintf(url, sizeof url, "https://localhost:%d/", p1);
+    get(url, &r, "GET");
+    CHECK_MSG(r.d.result == UPSTREAM_OK, "%s (%s)", upstream_result_name(r.d.result), r.d.error);
+    CHECK_EQ_INT(r.status, 200);
+    CHECK(r.body.data && strstr(r.body.data, "s_server") != NULL);
+    sg_buf_free(&r.body);
+    snprintf(url, sizeof url, "https://127.0.0.1:%d/", p1);  /* verified against the IP SAN */
+    get(url, &r, "GET");
+    CHECK_MSG(r.d.result == UPSTREAM_OK, "%s (%s)", upstream_result_name(r.d.result), r.d.error);
+    sg_buf_free(&r.body);
+    snprintf(url, sizeof url, "https://localhost:%d/", p2);  /* trusted, but not for localhost */
+    get(url, &r, "GET");
+    CHECK_MSG(r.d.result == UPSTREAM_ERR_TLS, "%s (%s)", upstream_result_name(r.d.result), r.d.error);
+    CHECK_EQ_INT(r.headers_calls, 0);
+    sg_buf_free(&r.body);
+    teardown();
+
+    /* the system store does not know our certificate */
+    g_ca_file = NULL;
+    setup();
+    snprintf(url, sizeof url, "https://localhost:%d/", p1);
+    get(url, &r, "GET");
+    CHECK_MSG(r.d.result == UPSTREAM_ERR_TLS, "%s (%s)", upstream_result_name(r.d.result), r.d.error);
+    sg_buf_free(&r.body);
+    teardown();
+
+    /* keep-alive over TLS: one handshake for many requests, resumption on reconnect */
+    if (g_native) {
+        tls_srv ts;
+        memset(&ts, 0, sizeof ts);
+        ts.ctx = SSL_CTX_new(TLS_server_method());
+        char cert[512], key[512];
+        snprintf(cert, sizeof cert, "%s/good.pem", dir);
+        snprintf(key, sizeof key, "%s/good.key", dir);
+        CHECK(SSL_CTX_use_certificate_file(ts.ctx, cert, SSL_FILETYPE_PEM) == 1);
+        CHECK(SSL_CTX_use_PrivateKey_file(ts.ctx, key, SSL_FILETYPE_PEM) == 1);
+        ts.lfd = listen_any(16, &ts.port);
+        pthread_create(&ts.th, NULL, tls_srv_main, &ts);
+        g_ca_file = ca;
+        g_pool_idle_ms = 200;
+        setup();
+        snprintf(url, sizeof url, "https://localhost:%d/ok", ts.port);
+        for (int i = 0; i < 10; i++) {
+            get(url, &r, i % 2 ? "POST" : "GET");
+            CHECK_MSG(r.d.result == UPSTREAM_OK, "%s (%s)", upstream_result_name(r.d.result), r.d.error);
+            CHECK_EQ_STR(r.body.data, "secure!");
+            sg_buf_free(&r.body);
+        }
+        CHECK_EQ_INT(atomic_load(&ts.accepts), 1);
+        spin(400);  /* the idle connection expires */
+        get(url, &r, "GET");
+        CHECK_EQ_INT(r.d.result, UPSTREAM_OK);
+        CHECK_EQ_INT(r.d.new_connection, 1);
+        sg_buf_free(&r.body);
+        CHECK_EQ_INT(atomic_load(&ts.accepts), 2);
+        CHECK_EQ_INT(atomic_load(&ts.resumed), 1);
+        teardown();
+        g_pool_idle_ms = 0;
+        atomic_store(&ts.stop, 1);
+        pthread_join(ts.th, NULL);
+        close(ts.lfd);
+        SSL_CTX_free(ts.ctx);
+    } else {
+        server_start();  /* teardown() stops it below */
+        server_stop();
+    }
+    g_ca_file = NULL;
+    if (good > 0) { kill(good, SIGTERM); waitpid(good, NULL, 0); }
+    if (wrong > 0) { kill(wrong, SIGTERM); waitpid(wrong, NULL, 0); }
+}
+
+static void run_all(void) {
     RUN(test_basic);
     RUN(test_connection_reuse);
     RUN(test_streaming);
@@ -745,5 +1110,22 @@ int main(int argc, char **argv) {
     RUN(test_failures);
     RUN(test_cancel);
     RUN(test_pause_resume);
+    RUN(test_tls);
+}
+
+int main(int argc, char **argv) {
+    (void)argc;
+    signal(SIGPIPE, SIG_IGN);
+    fprintf(stderr, "%s\n", upstream_version());
+    /* SMOLGATE_UPSTREAM=curl would turn the native client off: the cases pick it here */
+    unsetenv("SMOLGATE_UPSTREAM");
+    fprintf(stderr, "-- native client\n");
+    g_native = 1;
+    run_all();
+    RUN(test_framing);
+    RUN(test_pool);
+    fprintf(stderr, "-- libcurl\n");
+    g_native = 0;
+    run_all();
     return tu_finish(argv[0]);
 }

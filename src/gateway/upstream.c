@@ -1,4 +1,5 @@
-/* upstream.c: see upstream.h.
+/* upstream.c: see upstream.h. The API's entry points, which hand http:// and https://
+ * requests to the native client (upstream_h1.c) when it is on, and the libcurl side.
  *
  * libcurl's multi-socket API on our loop. curl tells us which sockets to watch
  * (cb_socket) and when to call it back (cb_timer); we call curl_multi_socket_action and
@@ -16,6 +17,7 @@
  * removed for real.
  */
 #include "gateway/upstream.h"
+#include "gateway/upstream_h1.h"
 
 #include <curl/curl.h>
 #include <errno.h>
@@ -41,6 +43,7 @@ typedef struct upstream_sock {
 } upstream_sock;
 
 struct upstream_xfer {
+    int            impl;          /* UPSTREAM_IMPL_CURL: must stay first (upstream_h1.h) */
     upstream      *u;
     CURL          *easy;
     upstream_xfer *next;          /* free list / pending list / reap list */
@@ -93,6 +96,7 @@ struct upstream {
     upstream_sock **socks;        /* by fd */
     size_t         n_socks;
     int            http2;
+    h1_client     *h1;            /* the native client; NULL when off */
     upstream_stats stats;
 };
 
@@ -136,10 +140,13 @@ static pthread_once_t g_curl_once = PTHREAD_ONCE_INIT;
 static void curl_init_once(void) { curl_global_init(CURL_GLOBAL_DEFAULT); }
 
 const char *upstream_version(void) {
-    static char v[256];
+    static char v[384];
     pthread_once(&g_curl_once, curl_init_once);
     curl_version_info_data *vi = curl_version_info(CURLVERSION_NOW);
-    snprintf(v, sizeof v, "%s (http2: %s)", curl_version(), (vi->features & CURL_VERSION_HTTP2) ? "yes" : "no");
+    const char *env = getenv("SMOLGATE_UPSTREAM");
+    snprintf(v, sizeof v, "%s%s%s; %s (http2: %s)", env && !strcmp(env, "curl") ? "native http/1.1 off (SMOLGATE_UPSTREAM=curl), " : "native http/1.1 (",
+             env && !strcmp(env, "curl") ? "" : h1_tls_version(), env && !strcmp(env, "curl") ? "" : ")",
+             curl_version(), (vi->features & CURL_VERSION_HTTP2) ? "yes" : "no");
     return v;
 }
 
@@ -429,6 +436,7 @@ static void xfer_finish(upstream_xfer *t, CURLcode rc) {
     long nconn = 0;
     curl_easy_getinfo(t->easy, CURLINFO_NUM_CONNECTS, &nconn);
     d.new_connection = nconn > 0;
+    d.requests_sent = t->phase != PH_CONNECT;
     /* Detach first so on_done may start requests that reuse this very connection. */
     xfer_detach(t);
     if (d.result == UPSTREAM_OK) u->stats.completed++;
@@ -512,6 +520,8 @@ static int xfer_setup_easy(upstream_xfer *t) {
     /* An explicit proxy setting ("" = none) spares curl its getenv() calls per transfer. */
     if (u->proxy) curl_easy_setopt(e, CURLOPT_PROXY, u->proxy);
     curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
+    if (u->cfg.pool_idle_ms != UPSTREAM_NO_TIMEOUT)
+        curl_easy_setopt(e, CURLOPT_MAXAGE_CONN, (long)(u->cfg.pool_idle_ms + 999) / 1000);
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(e, CURLOPT_HTTP_VERSION, u->http2 ? (long)CURL_HTTP_VERSION_2TLS : (long)CURL_HTTP_VERSION_1_1);
     if (u->http2) curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L);
@@ -525,6 +535,7 @@ static upstream_xfer *xfer_get(upstream *u) {
         u->n_free--;
     } else {
         t = sg_xcalloc(1, sizeof *t);
+        t->impl = UPSTREAM_IMPL_CURL;
         t->u = u;
         t->easy = curl_easy_init();
         if (!t->easy) {
@@ -636,6 +647,11 @@ upstream_xfer *upstream_start(upstream *u, const upstream_request *req, sg_error
     if (!req->url || !req->method || !*req->method) {
         sg_fail(err, "upstream request needs a method and a URL");
         return NULL;
+    }
+    if (u->h1 && !(u->http2 && !strncasecmp(req->url, "https:", 6))) {
+        int declined = 0;
+        upstream_xfer *x = h1_start(u->h1, req, &declined, err);
+        if (x || !declined) return x;
     }
     upstream_xfer *t = xfer_get(u);
     if (!t) {
@@ -751,6 +767,10 @@ upstream_xfer *upstream_start(upstream *u, const upstream_request *req, sg_error
 }
 
 void upstream_cancel(upstream_xfer *t) {
+    if (upstream_xfer_impl(t) == UPSTREAM_IMPL_H1) {
+        h1_cancel(t);
+        return;
+    }
     upstream *u = t->u;
     if (t->state == X_FINISHING || t->state == X_FREE || t->cancelled) return;
     t->cancelled = 1;
@@ -777,6 +797,10 @@ void upstream_cancel(upstream_xfer *t) {
 }
 
 void upstream_pause(upstream_xfer *t) {
+    if (upstream_xfer_impl(t) == UPSTREAM_IMPL_H1) {
+        h1_pause(t);
+        return;
+    }
     if (t->paused || t->state != X_RUNNING || t->cancelled) return;
     t->paused = 1;
     upstream *u = t->u;
@@ -786,6 +810,10 @@ void upstream_pause(upstream_xfer *t) {
 }
 
 void upstream_resume(upstream_xfer *t) {
+    if (upstream_xfer_impl(t) == UPSTREAM_IMPL_H1) {
+        h1_resume(t);
+        return;
+    }
     if (!t->paused || t->state != X_RUNNING || t->cancelled) return;
     t->paused = 0;
     upstream *u = t->u;
@@ -795,7 +823,9 @@ void upstream_resume(upstream_xfer *t) {
     u_leave(u);
 }
 
-int upstream_paused(const upstream_xfer *t) { return t->paused; }
+int upstream_paused(const upstream_xfer *t) {
+    return upstream_xfer_impl(t) == UPSTREAM_IMPL_H1 ? h1_paused(t) : t->paused;
+}
 
 upstream_stats upstream_get_stats(const upstream *u) { return u->stats; }
 
@@ -804,9 +834,12 @@ upstream_stats upstream_get_stats(const upstream *u) { return u->stats; }
 
 void upstream_config_defaults(upstream_config *cfg) {
     memset(cfg, 0, sizeof *cfg);
+    cfg->native = 1;
     cfg->max_cached_connections = 1024;
+    cfg->max_host_idle = 256;
+    cfg->pool_idle_ms = 60000;
     cfg->max_pooled_handles = 1024;
-    cfg->http2 = 1;
+    cfg->http2 = 0;
     cfg->timeouts.connect_ms = 10000;
     cfg->timeouts.ttfb_ms = 300000;
     cfg->timeouts.idle_ms = 120000;
@@ -824,6 +857,8 @@ upstream *upstream_new(loop *l, const upstream_config *cfg, sg_error *err) {
         upstream_config_defaults(&d);
         if (!u->cfg.max_cached_connections) u->cfg.max_cached_connections = d.max_cached_connections;
         if (!u->cfg.max_pooled_handles) u->cfg.max_pooled_handles = d.max_pooled_handles;
+        if (!u->cfg.max_host_idle) u->cfg.max_host_idle = d.max_host_idle;
+        if (!u->cfg.pool_idle_ms) u->cfg.pool_idle_ms = d.pool_idle_ms;
         if (!u->cfg.timeouts.connect_ms) u->cfg.timeouts.connect_ms = d.timeouts.connect_ms;
         if (!u->cfg.timeouts.ttfb_ms) u->cfg.timeouts.ttfb_ms = d.timeouts.ttfb_ms;
         if (!u->cfg.timeouts.idle_ms) u->cfg.timeouts.idle_ms = d.timeouts.idle_ms;
@@ -860,11 +895,21 @@ upstream *upstream_new(loop *l, const upstream_config *cfg, sg_error *err) {
     curl_multi_setopt(u->multi, CURLMOPT_MAXCONNECTS, (long)u->cfg.max_cached_connections);
     curl_multi_setopt(u->multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long)u->cfg.max_host_connections);
     if (u->http2) curl_multi_setopt(u->multi, CURLMOPT_PIPELINING, (long)CURLPIPE_MULTIPLEX);
+    /* The native client, unless turned off or a proxy is in play (libcurl speaks to it). */
+    const char *impl = getenv("SMOLGATE_UPSTREAM");
+    if (u->cfg.native && !(impl && !strcmp(impl, "curl")) && u->proxy && !u->proxy[0]) {
+        u->h1 = h1_new(l, &u->cfg, &u->stats, err);
+        if (!u->h1) {
+            upstream_free(u);
+            return NULL;
+        }
+    }
     return u;
 }
 
 void upstream_free(upstream *u) {
     if (!u) return;
+    h1_free(u->h1);
     /* Whatever is still running: cancel without callbacks. (Transfers on the reap list
      * are still in the multi handle, so they are on the running list too.) */
     u->reap = NULL;

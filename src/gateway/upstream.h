@@ -1,25 +1,33 @@
 /* upstream.h: outbound HTTP(S) requests to providers, driven by the gateway's event loop.
  *
  * Why it exists: every provider call (OpenAI, Anthropic, Google, another smolgate) goes
- * through here. It is libcurl's multi interface on our loop (CURLMOPT_SOCKETFUNCTION and
- * CURLMOPT_TIMERFUNCTION feeding curl_multi_socket_action), so that TLS, HTTP/2, proxies
- * and DNS are libcurl's well-tested code while the waiting is ours.
+ * through here. Two implementations serve this one API:
+ * - the native HTTP/1.1 client (upstream_h1.c), for http:// and https:// URLs: libcurl's
+ *   per-transfer cost (about 60k instructions and two poll() calls) was most of the
+ *   gateway's CPU per proxied request, so the common case has a client of its own on the
+ *   loop, with the same guarantees (pooling, TLS verification, timeouts);
+ * - libcurl's multi interface on our loop (upstream.c: CURLMOPT_SOCKETFUNCTION and
+ *   CURLMOPT_TIMERFUNCTION feeding curl_multi_socket_action) for everything else: a proxy
+ *   (configured, or from the environment), HTTP/2 when cfg.http2 asks for it, URLs with
+ *   credentials, other schemes; and for everything when cfg.native is 0 or the
+ *   environment has SMOLGATE_UPSTREAM=curl.
  *
- * Contract:
+ * Contract (both implementations):
  * - One `upstream` per loop; everything runs on the loop thread.
- * - Connections are pooled in the multi handle's connection cache and reused by every
- *   request to the same host (one multi handle per loop, so its connection and DNS caches
- *   are shared by all requests; a CURLSH would only matter across several multi handles).
- *   Easy handles are pooled too: options are set once, only the per-request ones change,
- *   and a handle keeps its parsed URL while requests repeat it. TLS peer and host verification are always on (the system CA
- *   store, or cfg.ca_file). HTTP/2 is negotiated over TLS when libcurl has nghttp2;
- *   cleartext is HTTP/1.1. Redirects are not followed. `Expect: 100-continue` is never
- *   sent. No Accept-Encoding is added: compressed bodies pass through as they come.
+ * - Connections are pooled per (scheme, host, port) and reused by every request to the
+ *   same one; idle ones are bounded (max_cached_connections in all, max_host_idle per
+ *   host) and closed after pool_idle_ms, or as soon as the server closes them. libcurl:
+ *   one multi handle per loop, so its connection and DNS caches are shared by all
+ *   requests; easy handles are pooled with their options and parsed URL. TLS peer and
+ *   host verification are always on (the system CA store, or cfg.ca_file). HTTP/1.1,
+ *   unless cfg.http2 asks libcurl to negotiate HTTP/2 over TLS. Redirects are not
+ *   followed. `Expect: 100-continue` is never sent. No Accept-Encoding is added:
+ *   compressed bodies pass through as they come.
  * - Callbacks, in order, for a request that is not cancelled: on_headers once (the final
  *   response head; 1xx heads are skipped) if a response arrived, on_data zero or more
  *   times (body bytes as they arrive, chunked framing removed), then on_done exactly
- *   once. on_headers and on_data run inside libcurl; on_done runs outside it, so on_done
- *   may start new requests (a retry, the next fallback target) directly.
+ *   once. on_done may start new requests (a retry, the next fallback target) directly,
+ *   including one that reuses the connection this request just released.
  * - A transport failure after the head (reset, idle timeout) still reports on_done with
  *   the error: a response is complete only when on_done says UPSTREAM_OK. HTTP error
  *   statuses (429, 500, ...) are UPSTREAM_OK at this level; the status is in the head.
@@ -94,6 +102,10 @@ typedef struct upstream_done {
     uint32_t    elapsed_ms;      /* start to end */
     uint32_t    ttfb_ms;         /* start to first response byte, 0 if none */
     int         new_connection;  /* 1 if this request opened a connection (0: reused) */
+    int         requests_sent;   /* times the request went out: 0 if no connection was
+                                    made, 2 when a reused connection failed before any
+                                    response byte and it was sent again on a fresh one
+                                    (native client; libcurl's own retry is not seen: 1) */
 } upstream_done;
 
 typedef struct upstream_callbacks {
@@ -127,10 +139,19 @@ typedef struct upstream_request {
 } upstream_request;
 
 typedef struct upstream_config {
+    int      native;                  /* 1 (default): the native HTTP/1.1 client for http
+                                         and https URLs; 0: libcurl for all. The environment
+                                         variable SMOLGATE_UPSTREAM=curl forces 0 */
     size_t   max_cached_connections;  /* idle connections kept for reuse; default 1024 */
-    size_t   max_host_connections;    /* per host; 0 = unlimited (default) */
-    size_t   max_pooled_handles;      /* idle easy handles kept; default 1024 */
-    int      http2;                   /* negotiate HTTP/2 over TLS if available; default 1 */
+    size_t   max_host_connections;    /* per host; 0 = unlimited (default); the native
+                                         client queues requests beyond it */
+    size_t   max_host_idle;           /* idle connections kept per host; default 256
+                                         (native client) */
+    uint32_t pool_idle_ms;            /* an idle connection is closed after this long;
+                                         default 60000 */
+    size_t   max_pooled_handles;      /* idle transfer objects kept; default 1024 */
+    int      http2;                   /* 1: https URLs go through libcurl, which
+                                         negotiates HTTP/2 if it can; default 0 */
     const char *ca_file;              /* PEM bundle instead of the system store; NULL */
     const char *proxy;                /* proxy URL, "" for none; NULL (default): the
                                          environment (http_proxy, https_proxy, all_proxy,
@@ -140,7 +161,9 @@ typedef struct upstream_config {
 
 void upstream_config_defaults(upstream_config *cfg);
 
-/* Creates the client on loop l (calls curl_global_init once per process). */
+/* Creates the client on loop l (calls curl_global_init once per process). The native
+ * client is used when cfg.native is 1, SMOLGATE_UPSTREAM is not "curl", and no proxy is
+ * set (cfg.proxy, or the environment when cfg.proxy is NULL). */
 upstream *upstream_new(loop *l, const upstream_config *cfg, sg_error *err);
 /* Cancels every request in flight (no callbacks), closes cached connections, frees.
  * Not from inside one of this upstream's callbacks. */
@@ -155,8 +178,9 @@ upstream_xfer *upstream_start(upstream *u, const upstream_request *req, sg_error
 /* Stops the request: no further callbacks; its connection is closed if mid-response. */
 void upstream_cancel(upstream_xfer *t);
 
-/* Backpressure: stop / restart receiving (CURLPAUSE_RECV). While paused no on_data runs
- * and the idle timeout is suspended. upstream_resume may deliver data libcurl buffered
+/* Backpressure: stop / restart receiving (the native client stops reading the socket;
+ * libcurl: CURLPAUSE_RECV). While paused no on_data runs
+ * and the idle timeout is suspended. upstream_resume may deliver data already read
  * while paused: on_data can run before it returns. Both are no-ops when already so. */
 void upstream_pause(upstream_xfer *t);
 void upstream_resume(upstream_xfer *t);
@@ -172,7 +196,7 @@ typedef struct upstream_stats {
 } upstream_stats;
 upstream_stats upstream_get_stats(const upstream *u);
 
-/* "libcurl/7.88.1 OpenSSL/3.0.x ... (http2: yes)" for start-up logs. */
+/* "native http/1.1 (OpenSSL 3.0.x); libcurl/7.88.1 ... (http2: yes)" for start-up logs. */
 const char *upstream_version(void);
 
 #endif
