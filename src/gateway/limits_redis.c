@@ -868,10 +868,8 @@ static void setup_reply(rop *o, redisReply *rep) {
     struct limits_redis *rd = o->rd;
     if (!rep) return;
     if (rep->type == REDIS_REPLY_ERROR) {
-        /* AUTH / SELECT / SCRIPT LOAD refused: say what failed (never the password) */
-        char what[64];
-        snprintf(what, sizeof what, "connection setup refused");
-        SG_ERROR("limits: Redis at %s: %s: %.200s", rd->where, what, rep->str);
+        /* AUTH / SELECT / SCRIPT LOAD refused (Redis's message never holds the password) */
+        log_error(rd, "connection setup refused", rep->str);
         rd_drop(rd, "connection setup refused");
         return;
     }
@@ -994,8 +992,8 @@ static void on_connect(const redisAsyncContext *ac, int status) {
     loop_timer_stop(rd->lim->loop, &c->connect_timer);
     if (status != REDIS_OK) {
         /* hiredis frees the context after this returns */
-        outage_begin(rd, ac->errstr[0] ? ac->errstr : "connect failed");
         if (rd->conn == c) rd->conn = NULL;
+        outage_begin(rd, ac->errstr[0] ? ac->errstr : "connect failed");
         schedule_reconnect(rd);
         return;
     }
@@ -1007,11 +1005,13 @@ static void on_disconnect(const redisAsyncContext *ac, int status) {
     (void)status;
     rconn *c = ac->data;
     struct limits_redis *rd = c->rd;
-    rd->lim->stats.connected = false;
     if (rd->freeing) return;
+    if (rd->conn == c || !rd->conn) {     /* not an old connection we already gave up */
+        rd->conn = NULL;
+        rd->ready = false;
+        rd->lim->stats.connected = false;
+    }
     outage_begin(rd, ac->errstr[0] ? ac->errstr : "connection closed");
-    if (rd->conn == c) rd->conn = NULL;
-    rd->ready = false;
     schedule_reconnect(rd);
 }
 
