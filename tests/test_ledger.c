@@ -141,7 +141,7 @@ static void test_fields(void) {
         {"anthropic", "claude-sonnet-4-5-20250929", 200, NULL, 2300},
     };
     ledger_record r = {
-        .time_ms = 1732406400123, .request_id = "req-1", .key_id = "team-\"a\"\n", .route = "chat",
+        .time_ms = 1732406400123, .request_id = "req-1", .key_id = "team-\"a\"\n", .route = "r\t\xc3\xa9\xf0\x9f\x99\x82\\",
         .requested_model = "chat\xff\xfe", .provider = "anthropic", .model = "claude-sonnet-4-5-20250929",
         .attempts = att, .n_attempts = 2, .usage = {50, 10000, 2000, 400, 120, true}, .cost_micro = 16650,
         .latency_ms = 3600, .ttft_ms = 2500, .status = 200, .error = NULL, .stream = true,
@@ -162,6 +162,7 @@ static void test_fields(void) {
     CHECK_EQ_INT(sql_int(db, "SELECT ts_ms FROM requests WHERE request_id='req-1'"), 1732406400123);
     CHECK_EQ_STR(sql_text(db, "SELECT key_id FROM requests WHERE request_id='req-1'"), "team-\"a\"\n");
     CHECK_EQ_STR(sql_text(db, "SELECT requested_model FROM requests WHERE request_id='req-1'"), "chat\xef\xbf\xbd\xef\xbf\xbd");
+    CHECK_EQ_STR(sql_text(db, "SELECT route FROM requests WHERE request_id='req-1'"), "r\t\xc3\xa9\xf0\x9f\x99\x82\\");
     CHECK_EQ_STR(sql_text(db, "SELECT provider || '/' || model FROM requests WHERE request_id='req-1'"),
                  "anthropic/claude-sonnet-4-5-20250929");
     CHECK_EQ_INT(sql_int(db, "SELECT n_attempts FROM requests WHERE request_id='req-1'"), 2);

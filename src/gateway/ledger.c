@@ -61,6 +61,18 @@ struct group {                       /* the segments of one dead process, adopte
     int live;                        /* its segments not yet removed */
 };
 
+/* A batch being delivered (writer thread; reused from batch to batch). Records point into
+ * their JSON trees; their attempts sit in one pool, linked once the batch is parsed (the
+ * pool may move while it grows). */
+typedef struct batch {
+    ledger_record *recs;
+    json_t **roots;
+    size_t *att_first;       /* recs[i]'s attempts start at atts[att_first[i]] */
+    size_t n, cap;
+    ledger_attempt *atts;
+    size_t n_atts, cap_atts;
+} batch;
+
 struct ledger {
     ledger_opts o;                   /* strings owned (copies) */
     char *prefix;
@@ -93,6 +105,7 @@ struct ledger {
     uint32_t backoff_ms;
     int64_t next_retry_ms, last_delivery_ms, next_adopt_ms, last_fail_log_ms;
     sg_buf rbuf;
+    batch b;
 };
 
 static int64_t mono_ms(void) {
@@ -150,31 +163,27 @@ int ledger_record_fallbacks(const ledger_record *r) {
 
 /* ---- the spool line ------------------------------------------------------------------- */
 
+/* The line is written through a cursor into room reserved once: each string takes at
+ * most 6 bytes per input byte (\uXXXX) plus its quotes, each number at most 20. */
+static size_t room_str(const char *s, size_t max) { return s ? strnlen(s, max) * 6 + 2 : 4; }
+
 /* A JSON string of at most max bytes of s; invalid UTF-8 becomes U+FFFD, so that the
  * writer's parser (jansson: strict UTF-8) never refuses a line we wrote. */
-static void put_str(sg_buf *b, const char *s, size_t max) {
+static char *w_str(char *o, const char *s, size_t max) {
     static const char hex[] = "0123456789abcdef";
-    if (!s) { sg_buf_append(b, "null", 4); return; }
+    if (!s) { memcpy(o, "null", 4); return o + 4; }
     size_t n = strnlen(s, max);
-    sg_buf_reserve(b, n + 8);
-    b->data[b->len++] = '"';
+    *o++ = '"';
     for (size_t i = 0; i < n;) {
         unsigned char c = (unsigned char)s[i];
-        if (c >= 0x20 && c < 0x80 && c != '"' && c != '\\') {
-            sg_buf_reserve(b, 1);
-            b->data[b->len++] = (char)c;
-            i++;
-            continue;
-        }
+        if (c >= 0x20 && c < 0x80 && c != '"' && c != '\\') { *o++ = (char)c; i++; continue; }
         if (c < 0x80) {
-            sg_buf_reserve(b, 6);
-            char *o = b->data + b->len;
-            if (c == '"' || c == '\\') { o[0] = '\\'; o[1] = (char)c; b->len += 2; }
-            else { memcpy(o, "\\u00", 4); o[4] = hex[c >> 4]; o[5] = hex[c & 15]; b->len += 6; }
+            if (c == '"' || c == '\\') { o[0] = '\\'; o[1] = (char)c; o += 2; }
+            else { memcpy(o, "\\u00", 4); o[4] = hex[c >> 4]; o[5] = hex[c & 15]; o += 6; }
             i++;
             continue;
         }
-        /* a multi-byte sequence: copy it if valid and whole, else U+FFFD */
+        /* a multi-byte sequence: copied if valid and whole, else U+FFFD */
         size_t k = c >= 0xF0 && c <= 0xF4 ? 4 : c >= 0xE0 ? 3 : c >= 0xC2 && c < 0xE0 ? 2 : 0;
         bool ok = k && i + k <= n;
         for (size_t j = 1; ok && j < k; j++) ok = ((unsigned char)s[i + j] & 0xC0) == 0x80;
@@ -186,63 +195,76 @@ static void put_str(sg_buf *b, const char *s, size_t max) {
             unsigned char c1 = (unsigned char)s[i + 1];
             ok = !(c == 0xF0 && c1 < 0x90) && !(c == 0xF4 && c1 >= 0x90);
         }
-        sg_buf_reserve(b, 6);
-        if (ok) { memcpy(b->data + b->len, s + i, k); b->len += k; i += k; }
-        else { memcpy(b->data + b->len, "\\ufffd", 6); b->len += 6; i++; }
+        if (ok) { memcpy(o, s + i, k); o += k; i += k; }
+        else { memcpy(o, "\\ufffd", 6); o += 6; i++; }
     }
-    sg_buf_reserve(b, 1);
-    b->data[b->len++] = '"';
-    b->data[b->len] = 0;
+    *o++ = '"';
+    return o;
 }
 
-static void put_int(sg_buf *b, int64_t v) {
+static char *w_int(char *o, int64_t v) {
     char tmp[24];
     char *p = tmp + sizeof tmp;
     uint64_t u = v < 0 ? (uint64_t)(-(v + 1)) + 1 : (uint64_t)v;
     do { *--p = (char)('0' + u % 10); u /= 10; } while (u);
     if (v < 0) *--p = '-';
-    sg_buf_append(b, p, (size_t)(tmp + sizeof tmp - p));
+    size_t n = (size_t)(tmp + sizeof tmp - p);
+    memcpy(o, p, n);
+    return o + n;
 }
 
-static void put_key(sg_buf *b, const char *k) { sg_buf_append(b, k, strlen(k)); }
+#define W_LIT(o, lit) (memcpy((o), (lit), sizeof(lit) - 1), (o) + sizeof(lit) - 1)
 
 void ledger_record_json(const ledger_record *r, sg_buf *b) {
-    put_key(b, "{\"v\":1,\"id\":"); put_str(b, r->request_id ? r->request_id : "", MAX_ID);
-    put_key(b, ",\"ts\":"); put_int(b, r->time_ms ? r->time_ms : wall_ms());
-    put_key(b, ",\"key\":"); put_str(b, r->key_id, MAX_ID);
-    put_key(b, ",\"route\":"); put_str(b, r->route, MAX_NAME);
-    put_key(b, ",\"req\":"); put_str(b, r->requested_model, MAX_NAME);
-    put_key(b, ",\"prov\":"); put_str(b, r->provider, MAX_ID);
-    put_key(b, ",\"model\":"); put_str(b, r->model, MAX_NAME);
-    put_key(b, ",\"status\":"); put_int(b, r->status);
-    put_key(b, ",\"err\":"); put_str(b, r->error, MAX_ERROR);
-    put_key(b, r->stream ? ",\"stream\":true" : ",\"stream\":false");
-    put_key(b, ",\"in\":"); put_int(b, r->usage.input);
-    put_key(b, ",\"cr\":"); put_int(b, r->usage.cache_read);
-    put_key(b, ",\"cw\":"); put_int(b, r->usage.cache_write);
-    put_key(b, ",\"out\":"); put_int(b, r->usage.output);
-    put_key(b, ",\"rs\":"); put_int(b, r->usage.reasoning);
-    put_key(b, r->usage.estimated ? ",\"est\":true" : ",\"est\":false");
-    put_key(b, ",\"cost\":"); put_int(b, r->cost_micro < 0 ? -1 : r->cost_micro);
-    put_key(b, ",\"lat\":"); put_int(b, r->latency_ms);
-    put_key(b, ",\"ttft\":"); put_int(b, r->ttft_ms);
-    put_key(b, ",\"att\":[");
     size_t na = r->n_attempts < LEDGER_MAX_ATTEMPTS ? r->n_attempts : LEDGER_MAX_ATTEMPTS;
+    size_t room = 400 + room_str(r->request_id, MAX_ID) + room_str(r->key_id, MAX_ID) + room_str(r->route, MAX_NAME) +
+                  room_str(r->requested_model, MAX_NAME) + room_str(r->provider, MAX_ID) + room_str(r->model, MAX_NAME) +
+                  room_str(r->error, MAX_ERROR);
+    for (size_t i = 0; i < na; i++)
+        room += 60 + room_str(r->attempts[i].provider, MAX_ID) + room_str(r->attempts[i].model, MAX_NAME) +
+                room_str(r->attempts[i].error, MAX_ERROR);
+    sg_buf_reserve(b, room);
+    char *o = b->data + b->len;
+    o = W_LIT(o, "{\"v\":1,\"id\":"); o = w_str(o, r->request_id ? r->request_id : "", MAX_ID);
+    o = W_LIT(o, ",\"ts\":"); o = w_int(o, r->time_ms ? r->time_ms : wall_ms());
+    o = W_LIT(o, ",\"key\":"); o = w_str(o, r->key_id, MAX_ID);
+    o = W_LIT(o, ",\"route\":"); o = w_str(o, r->route, MAX_NAME);
+    o = W_LIT(o, ",\"req\":"); o = w_str(o, r->requested_model, MAX_NAME);
+    o = W_LIT(o, ",\"prov\":"); o = w_str(o, r->provider, MAX_ID);
+    o = W_LIT(o, ",\"model\":"); o = w_str(o, r->model, MAX_NAME);
+    o = W_LIT(o, ",\"status\":"); o = w_int(o, r->status);
+    o = W_LIT(o, ",\"err\":"); o = w_str(o, r->error, MAX_ERROR);
+    if (r->stream) o = W_LIT(o, ",\"stream\":true");
+    else o = W_LIT(o, ",\"stream\":false");
+    o = W_LIT(o, ",\"in\":"); o = w_int(o, r->usage.input);
+    o = W_LIT(o, ",\"cr\":"); o = w_int(o, r->usage.cache_read);
+    o = W_LIT(o, ",\"cw\":"); o = w_int(o, r->usage.cache_write);
+    o = W_LIT(o, ",\"out\":"); o = w_int(o, r->usage.output);
+    o = W_LIT(o, ",\"rs\":"); o = w_int(o, r->usage.reasoning);
+    if (r->usage.estimated) o = W_LIT(o, ",\"est\":true");
+    else o = W_LIT(o, ",\"est\":false");
+    o = W_LIT(o, ",\"cost\":"); o = w_int(o, r->cost_micro < 0 ? -1 : r->cost_micro);
+    o = W_LIT(o, ",\"lat\":"); o = w_int(o, r->latency_ms);
+    o = W_LIT(o, ",\"ttft\":"); o = w_int(o, r->ttft_ms);
+    o = W_LIT(o, ",\"att\":[");
     for (size_t i = 0; i < na; i++) {
         const ledger_attempt *a = &r->attempts[i];
-        put_key(b, i ? ",[" : "[");
-        put_str(b, a->provider, MAX_ID); sg_buf_putc(b, ',');
-        put_str(b, a->model, MAX_NAME); sg_buf_putc(b, ',');
-        put_int(b, a->status); sg_buf_putc(b, ',');
-        put_str(b, a->error, MAX_ERROR); sg_buf_putc(b, ',');
-        put_int(b, a->latency_ms); sg_buf_putc(b, ']');
+        if (i) *o++ = ',';
+        *o++ = '[';
+        o = w_str(o, a->provider, MAX_ID); *o++ = ',';
+        o = w_str(o, a->model, MAX_NAME); *o++ = ',';
+        o = w_int(o, a->status); *o++ = ',';
+        o = w_str(o, a->error, MAX_ERROR); *o++ = ',';
+        o = w_int(o, a->latency_ms); *o++ = ']';
     }
-    put_key(b, "]}\n");
+    o = W_LIT(o, "]}\n");
+    b->len = (size_t)(o - b->data);
+    b->data[b->len] = 0;
 }
 
-/* One spool line back into a record whose strings point into *root (kept by the caller).
- * attempts: room for LEDGER_MAX_ATTEMPTS. -1 when the line is not a record. */
-static int parse_line(const char *s, size_t n, json_t **root, ledger_record *r, ledger_attempt *attempts) {
+/* One spool line back into a record whose strings point into *root (kept by the caller);
+ * its attempts are appended to b's pool. -1 when the line is not a record. */
+static int parse_line(const char *s, size_t n, json_t **root, ledger_record *r, batch *b) {
     json_error_t jerr;
     *root = json_loadb(s, n, 0, &jerr);
     json_t *o = *root;
@@ -277,7 +299,12 @@ static int parse_line(const char *s, size_t n, json_t **root, ledger_record *r, 
     json_t *a;
     json_array_foreach(att, i, a) {
         if (na == LEDGER_MAX_ATTEMPTS || !json_is_array(a)) break;
-        ledger_attempt *t = &attempts[na++];
+        if (b->n_atts == b->cap_atts) {
+            b->cap_atts = b->cap_atts ? b->cap_atts * 2 : 256;
+            b->atts = sg_xrealloc(b->atts, b->cap_atts * sizeof *b->atts);
+        }
+        ledger_attempt *t = &b->atts[b->n_atts++];
+        na++;
         t->provider = json_string_value(json_array_get(a, 0));
         t->model = json_string_value(json_array_get(a, 1));
         t->status = (int)json_integer_value(json_array_get(a, 2));
@@ -285,7 +312,7 @@ static int parse_line(const char *s, size_t n, json_t **root, ledger_record *r, 
         json_t *lat = json_array_get(a, 4);
         t->latency_ms = json_is_integer(lat) ? (int64_t)json_integer_value(lat) : -1;
     }
-    r->attempts = attempts;
+    r->attempts = NULL;   /* linked by the caller */
     r->n_attempts = na;
     return 0;
 }
@@ -584,9 +611,8 @@ static int deliver(ledger *l, segment *s, uint64_t end, bool sealed) {
     const char *buf = l->rbuf.data;
     size_t len = (size_t)got;
     size_t cap = l->o.batch_max, n = 0, malformed = 0, own_lines = 0;
-    ledger_record *recs = sg_xcalloc(cap, sizeof *recs);
-    json_t **roots = sg_xcalloc(cap, sizeof *roots);
-    ledger_attempt *atts = sg_xcalloc(cap * LEDGER_MAX_ATTEMPTS, sizeof *atts);
+    batch *b = &l->b;
+    b->n = b->n_atts = 0;
     size_t pos = 0;
     while (pos < len && n < cap) {
         const char *nl = memchr(buf + pos, '\n', len - pos);
@@ -599,9 +625,22 @@ static int deliver(ledger *l, segment *s, uint64_t end, bool sealed) {
             break;
         }
         size_t ll = (size_t)(nl - (buf + pos));
+        if (n == b->cap) {
+            b->cap = b->cap ? b->cap * 2 : 64;
+            b->recs = sg_xrealloc(b->recs, b->cap * sizeof *b->recs);
+            b->roots = sg_xrealloc(b->roots, b->cap * sizeof *b->roots);
+            b->att_first = sg_xrealloc(b->att_first, b->cap * sizeof *b->att_first);
+        }
         json_t *root = NULL;
-        if (parse_line(buf + pos, ll, &root, &recs[n], &atts[n * LEDGER_MAX_ATTEMPTS]) == 0) roots[n++] = root;
-        else { json_decref(root); malformed++; }
+        size_t first = b->n_atts;
+        if (parse_line(buf + pos, ll, &root, &b->recs[n], b) == 0) {
+            b->roots[n] = root;
+            b->att_first[n++] = first;
+        } else {
+            json_decref(root);
+            b->n_atts = first;
+            malformed++;
+        }
         if (s->own) own_lines++;
         pos += ll + 1;
     }
@@ -609,10 +648,11 @@ static int deliver(ledger *l, segment *s, uint64_t end, bool sealed) {
         pos = len;   /* the torn tail of a sealed segment */
         malformed++;
     }
+    for (size_t i = 0; i < n; i++) b->recs[i].attempts = b->atts + b->att_first[i];
     int rc = 1;
     if (n) {
         sg_error err;
-        int64_t added = ledger_db_insert(l->db, recs, n, &err);
+        int64_t added = ledger_db_insert(l->db, b->recs, n, &err);
         if (added < 0) {
             /* these records now wait in the spool: make them survive a power loss too */
             if (s->synced < end) { fdatasync(s->rfd); s->synced = end; }
@@ -639,10 +679,7 @@ static int deliver(ledger *l, segment *s, uint64_t end, bool sealed) {
         pthread_mutex_unlock(&l->mu);
         if (malformed) SG_WARN("ledger spool: %zu malformed line(s) in %s skipped", malformed, s->path);
     }
-    for (size_t i = 0; i < n; i++) json_decref(roots[i]);
-    free(recs);
-    free(roots);
-    free(atts);
+    for (size_t i = 0; i < n; i++) json_decref(b->roots[i]);
     return rc;
 }
 
@@ -833,6 +870,10 @@ void ledger_close(ledger *l, uint32_t timeout_ms) {
     ledger_db_close(l->db);
     sg_buf_free(&l->line);
     sg_buf_free(&l->rbuf);
+    free(l->b.recs);
+    free(l->b.roots);
+    free(l->b.att_first);
+    free(l->b.atts);
     pthread_mutex_destroy(&l->append_mu);
     pthread_mutex_destroy(&l->mu);
     pthread_cond_destroy(&l->wake);

@@ -262,9 +262,14 @@ static int pg_fail(ledger_db *db, sg_error *err, const char *what, const PGresul
     if (!m || !*m) m = PQerrorMessage(db->pg);
     char line[400];
     snprintf(line, sizeof line, "%s", m ? m : "unknown error");
-    for (char *p = line; *p; p++) if (*p == '\n' || *p == '\r') *p = ' ';
-    size_t l = strlen(line);
-    while (l && line[l - 1] == ' ') line[--l] = 0;
+    char *w = line;   /* one line: newlines and tabs become single spaces */
+    for (char *p = line; *p; p++) {
+        char c = *p == '\n' || *p == '\r' || *p == '\t' ? ' ' : *p;
+        if (c == ' ' && (w == line || w[-1] == ' ')) continue;
+        *w++ = c;
+    }
+    while (w > line && w[-1] == ' ') w--;
+    *w = 0;
     if (PQstatus(db->pg) != CONNECTION_OK) db->ok = false;
     return sg_fail(err, "postgres: %s: %s", what, line);
 }
