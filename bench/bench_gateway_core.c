@@ -11,8 +11,12 @@
  *                                      the proxy alone, for ../shared/bench/gateway/run.sh
  *                                      (start it with taskset -c 1; the request path is
  *                                      appended to the upstream base URL).
- *   bench_gateway_core curl-cost [N]   N sequential transfers through upstream.c to the
- *                                      in-process upstream: loop-thread CPU per transfer.
+ *   bench_gateway_core client-cost [N] N sequential transfers through upstream.h to the
+ *                                      in-process upstream: loop-thread CPU per transfer
+ *                                      (the old name curl-cost still works).
+ *
+ * The upstream client is the native HTTP/1.1 one (upstream_h1.c); SMOLGATE_UPSTREAM=curl
+ * in the environment runs every mode through libcurl instead, for comparison.
  *
  * Options for the self-contained run: --seconds S (default 2), --quick (c=16 only).
  * It prints figures; it never asserts.
@@ -573,9 +577,10 @@ static void run_curl_cost(int n) {
     while (!atomic_load(&cr.finished)) usleep(1000);
     uint64_t up1 = loop_cpu_us(&W.up_lt);
     double per = (double)(cr.cpu1 - cr.cpu0) / n;
-    printf("upstream.c + libcurl, %d sequential transfers on one connection: %.2f us CPU per transfer "
+    const char *impl = getenv("SMOLGATE_UPSTREAM");
+    printf("upstream (%s), %d sequential transfers on one connection: %.2f us CPU per transfer "
            "on the client loop (%.0f transfers/s wall; fake upstream http_server: %.2f us CPU per request)\n",
-           n, per, n / ((double)(cr.wall1 - cr.wall0) / 1e6), (double)(up1 - up0) / n);
+           impl && !strcmp(impl, "curl") ? "libcurl" : "native http/1.1", n, per, n / ((double)(cr.wall1 - cr.wall0) / 1e6), (double)(up1 - up0) / n);
 }
 
 static int cmd_self(int argc, char **argv, int cost_only) {
@@ -622,9 +627,9 @@ static int cmd_self(int argc, char **argv, int cost_only) {
 int main(int argc, char **argv) {
     signal(SIGPIPE, SIG_IGN);
     if (argc > 1 && !strcmp(argv[1], "serve")) return cmd_serve(argc, argv);
-    if (argc > 1 && !strcmp(argv[1], "curl-cost")) return cmd_self(argc, argv, 1);
+    if (argc > 1 && (!strcmp(argv[1], "client-cost") || !strcmp(argv[1], "curl-cost"))) return cmd_self(argc, argv, 1);
     if (argc > 1 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
-        printf("usage: %s [--seconds S] [--quick] | serve [--listen HOST:PORT] [--upstream URL] | curl-cost [N]\n",
+        printf("usage: %s [--seconds S] [--quick] | serve [--listen HOST:PORT] [--upstream URL] | client-cost [N]\n",
                argv[0]);
         return 0;
     }

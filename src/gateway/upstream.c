@@ -144,9 +144,10 @@ const char *upstream_version(void) {
     pthread_once(&g_curl_once, curl_init_once);
     curl_version_info_data *vi = curl_version_info(CURLVERSION_NOW);
     const char *env = getenv("SMOLGATE_UPSTREAM");
-    snprintf(v, sizeof v, "%s%s%s; %s (http2: %s)", env && !strcmp(env, "curl") ? "native http/1.1 off (SMOLGATE_UPSTREAM=curl), " : "native http/1.1 (",
-             env && !strcmp(env, "curl") ? "" : h1_tls_version(), env && !strcmp(env, "curl") ? "" : ")",
-             curl_version(), (vi->features & CURL_VERSION_HTTP2) ? "yes" : "no");
+    int off = env && !strcmp(env, "curl");
+    snprintf(v, sizeof v, "native http/1.1 %s%s%s; %s (http2: %s)", off ? "off (SMOLGATE_UPSTREAM=curl)" : "(",
+             off ? "" : h1_tls_version(), off ? "" : ")", curl_version(),
+             (vi->features & CURL_VERSION_HTTP2) ? "yes" : "no");
     return v;
 }
 

@@ -502,8 +502,7 @@ static int conn_try_connect(h1_conn *k);
 /* The connection is ready: TCP connected, TLS done. */
 static void conn_ready(h1_conn *k) {
     k->state = C_BUSY;
-    conn_set(k, LOOP_READ);
-    conn_send(k);
+    conn_send(k);  /* sets the interest: read, unless paused */
 }
 
 static void conn_tls_step(h1_conn *k) {
@@ -662,6 +661,7 @@ static void conn_open(h1_xfer *t) {
 static int conn_write(h1_conn *k) {
     h1_xfer *t = k->t;
     size_t total = t->out.len + t->body_len;
+    unsigned rd = t->paused ? 0 : LOOP_READ;  /* a paused transfer does not read */
     while (t->woff < total) {
         ssize_t n;
         if (k->ssl) {
@@ -672,7 +672,7 @@ static int conn_write(h1_conn *k) {
                 int e = SSL_get_error(k->ssl, r);
                 ERR_clear_error();
                 if (e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ) {
-                    conn_set(k, LOOP_READ | LOOP_WRITE);
+                    conn_set(k, rd | LOOP_WRITE);
                     return 0;
                 }
                 n = -1;
@@ -692,7 +692,7 @@ static int conn_write(h1_conn *k) {
         if (n < 0) {
             if (errno == EAGAIN || errno == EINTR) {
                 if (errno == EAGAIN) {
-                    conn_set(k, LOOP_READ | LOOP_WRITE);
+                    conn_set(k, rd | LOOP_WRITE);
                     return 0;
                 }
                 continue;
@@ -715,7 +715,7 @@ static int conn_write(h1_conn *k) {
         }
         t->woff += (size_t)n;
     }
-    if (k->interest & LOOP_WRITE) conn_set(k, LOOP_READ);
+    conn_set(k, rd);
     return 0;
 }
 
