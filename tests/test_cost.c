@@ -144,8 +144,8 @@ static void test_openai_stream_usage(void) {
         "{\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt-4o-mini\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"finish_reason\":null}],\"usage\":null}",
         "{\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt-4o-mini\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"},\"finish_reason\":null}],\"usage\":null}",
         "{\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt-4o-mini\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}],\"usage\":null}",
-        "{\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt-4o-mini\",\"choices\":[],"
-        "\"usage\":{\"prompt_tokens\":12000,\"completion_tokens\":777,\"total_tokens\":12777,\"prompt_tokens_details\":{\"cached_tokens\":10240}}}",
+        ("{\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt-4o-mini\",\"choices\":[],"
+        "\"usage\":{\"prompt_tokens\":12000,\"completion_tokens\":777,\"total_tokens\":12777,\"prompt_tokens_details\":{\"cached_tokens\":10240}}}"),
         "[DONE]",
     };
     oai_scan s;

@@ -399,6 +399,36 @@ static void test_outage_then_next_start(void) {
     CHECK_EQ_INT(count_files(spool, ".spool") + count_files(spool, ".lock"), 0);
 }
 
+static void test_poison_record(void) {
+    /* a record the database refuses for its data is set aside; the others go through */
+    tdir t;
+    tdir_init(&t, "poison");
+    ledger_opts o = opts_for(&t);
+    sg_error err;
+    ledger_db *d = ledger_db_open(GW_LEDGER_SQLITE, t.db, false, &err);
+    if (!d) { CHECK_MSG(0, "%s", err.msg); return; }
+    ledger_db_close(d);
+    sqlite3 *s;
+    sqlite3_open(t.db, &s);
+    CHECK(sqlite3_exec(s, "CREATE TRIGGER poison BEFORE INSERT ON requests WHEN NEW.request_id = 'x-3' "
+                          "BEGIN SELECT RAISE(ABORT, 'refused'); END", NULL, NULL, NULL) == SQLITE_OK);
+    sqlite3_close(s);
+    ledger *l = ledger_open(&o, &err);
+    if (!l) { CHECK_MSG(0, "%s", err.msg); return; }
+    append_n(l, "x", 0, 10);
+    CHECK(ledger_flush(l, 5000) == 0);
+    ledger_stats st;
+    ledger_get_stats(l, &st);
+    CHECK_EQ_INT(st.rejected, 1);
+    CHECK_EQ_INT(st.delivered, 10);
+    ledger_close(l, 5000);
+    CHECK_EQ_INT(sql_int(t.db, "SELECT COUNT(*) FROM requests"), 9);
+    size_t len = 0;
+    char *rej = tu_read(tu_path("%s/rejected.jsonl", t.spool), &len);
+    CHECK(rej && strstr(rej, "\"id\":\"x-3\"") && len > 0 && rej[len - 1] == '\n');
+    free(rej);
+}
+
 static void test_open_errors(void) {
     tdir t;
     tdir_init(&t, "errors");
@@ -662,6 +692,7 @@ int main(void) {
     RUN(test_adopt_orphan);
     RUN(test_live_spool_not_taken);
     RUN(test_outage_then_next_start);
+    RUN(test_poison_record);
     RUN(test_open_errors);
     RUN(test_parse_time);
     RUN(test_parse_query);

@@ -68,6 +68,8 @@ typedef struct batch {
     ledger_record *recs;
     json_t **roots;
     size_t *att_first;       /* recs[i]'s attempts start at atts[att_first[i]] */
+    size_t *line_off;        /* recs[i]'s spool line: rbuf + line_off[i], line_len[i] bytes */
+    size_t *line_len;
     size_t n, cap;
     ledger_attempt *atts;
     size_t n_atts, cap_atts;
@@ -592,6 +594,30 @@ static segment *next_work(ledger *l, uint64_t *end, bool *sealed) {
     return NULL;
 }
 
+/* A batch the database refuses because of its data (never expected: records are made by
+ * ledger_record_json): inserts the records one by one and moves those refused on their own
+ * to spool_dir/rejected.jsonl, so that one bad record cannot hold up the ledger. Returns
+ * the records added, or -1 when the database itself fails meanwhile. */
+static int64_t isolate(ledger *l, segment *s, const char *buf, size_t n, sg_error *err) {
+    int64_t added = 0;
+    for (size_t i = 0; i < n; i++) {
+        int64_t k = ledger_db_insert(l->db, &l->b.recs[i], 1, err);
+        if (k >= 0) { added += k; continue; }
+        if (!ledger_db_failure_is_data(l->db)) return -1;
+        char *path = path_join(l->o.spool_dir, "rejected.jsonl");
+        int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+        bool kept = fd >= 0 && write(fd, buf + l->b.line_off[i], l->b.line_len[i] + 1) == (ssize_t)(l->b.line_len[i] + 1);
+        if (fd >= 0) close(fd);
+        SG_ERROR("ledger: the database refuses record %s from %s (%s); %s %s", l->b.recs[i].request_id, s->path, err->msg,
+                 kept ? "kept in" : "COULD NOT BE KEPT in", path);
+        free(path);
+        pthread_mutex_lock(&l->mu);
+        l->st.rejected++;
+        pthread_mutex_unlock(&l->mu);
+    }
+    return added;
+}
+
 /* Delivers up to batch_max whole lines of s from s->delivered. 1 when something was
  * delivered or skipped, 0 when nothing to do, -1 on a database failure. */
 static int deliver(ledger *l, segment *s, uint64_t end, bool sealed) {
@@ -630,11 +656,15 @@ static int deliver(ledger *l, segment *s, uint64_t end, bool sealed) {
             b->recs = sg_xrealloc(b->recs, b->cap * sizeof *b->recs);
             b->roots = sg_xrealloc(b->roots, b->cap * sizeof *b->roots);
             b->att_first = sg_xrealloc(b->att_first, b->cap * sizeof *b->att_first);
+            b->line_off = sg_xrealloc(b->line_off, b->cap * sizeof *b->line_off);
+            b->line_len = sg_xrealloc(b->line_len, b->cap * sizeof *b->line_len);
         }
         json_t *root = NULL;
         size_t first = b->n_atts;
         if (parse_line(buf + pos, ll, &root, &b->recs[n], b) == 0) {
             b->roots[n] = root;
+            b->line_off[n] = pos;
+            b->line_len[n] = ll;
             b->att_first[n++] = first;
         } else {
             json_decref(root);
@@ -653,6 +683,7 @@ static int deliver(ledger *l, segment *s, uint64_t end, bool sealed) {
     if (n) {
         sg_error err;
         int64_t added = ledger_db_insert(l->db, b->recs, n, &err);
+        if (added < 0 && ledger_db_failure_is_data(l->db)) added = isolate(l, s, buf, n, &err);
         if (added < 0) {
             /* these records now wait in the spool: make them survive a power loss too */
             if (s->synced < end) { fdatasync(s->rfd); s->synced = end; }
@@ -873,6 +904,8 @@ void ledger_close(ledger *l, uint32_t timeout_ms) {
     free(l->b.recs);
     free(l->b.roots);
     free(l->b.att_first);
+    free(l->b.line_off);
+    free(l->b.line_len);
     free(l->b.atts);
     pthread_mutex_destroy(&l->append_mu);
     pthread_mutex_destroy(&l->mu);

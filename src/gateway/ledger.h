@@ -139,6 +139,8 @@ typedef struct ledger_stats {
     uint64_t db_failures;           /* failed connections or transactions */
     uint64_t append_failures;       /* records lost to a spool write error */
     uint64_t malformed;             /* spool lines that did not parse (torn writes) */
+    uint64_t rejected;              /* records the database refused for their data, kept in
+                                       spool_dir/rejected.jsonl (never expected) */
     uint64_t pending;               /* appended by this process, not yet delivered */
     bool db_connected;
 } ledger_stats;

@@ -78,6 +78,7 @@ _Static_assert(sizeof k_pg_migrations / sizeof k_pg_migrations[0] == LEDGER_SCHE
 struct ledger_db {
     gw_ledger_kind kind;
     bool ok;
+    bool permanent;           /* the last failure was the data's (see ledger_db_failure_is_data) */
     sqlite3 *sq;
     sqlite3_stmt *ins_req, *ins_att;
     PGconn *pg;
@@ -92,6 +93,8 @@ static int64_t now_ms(void) {
 /* ---- SQLite ------------------------------------------------------------------------------ */
 
 static int sq_fail(ledger_db *db, sg_error *err, const char *what) {
+    int code = sqlite3_errcode(db->sq) & 0xff;
+    db->permanent = code == SQLITE_CONSTRAINT || code == SQLITE_MISMATCH || code == SQLITE_TOOBIG || code == SQLITE_RANGE;
     return sg_fail(err, "sqlite: %s: %s", what, sqlite3_errmsg(db->sq));
 }
 
@@ -258,6 +261,10 @@ static int sq_select(ledger_db *db, const char *sql, const char *const *params, 
 
 /* libpq's message, one line (it never contains the password; we never add the URL). */
 static int pg_fail(ledger_db *db, sg_error *err, const char *what, const PGresult *res) {
+    /* SQLSTATE classes 22 (data exception) and 23 (integrity constraint violation) are the
+     * record's fault; anything else (connection, resources, locks...) may pass */
+    const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    db->permanent = state && (!strncmp(state, "22", 2) || !strncmp(state, "23", 2));
     const char *m = res ? PQresultErrorMessage(res) : NULL;
     if (!m || !*m) m = PQerrorMessage(db->pg);
     char line[400];
@@ -508,7 +515,10 @@ void ledger_db_close(ledger_db *db) {
 bool ledger_db_ok(const ledger_db *db) { return db && db->ok; }
 gw_ledger_kind ledger_db_kind(const ledger_db *db) { return db->kind; }
 
+bool ledger_db_failure_is_data(const ledger_db *db) { return db && db->permanent; }
+
 int64_t ledger_db_insert(ledger_db *db, const ledger_record *recs, size_t n, sg_error *err) {
+    db->permanent = false;
     if (!n) return 0;
     return db->kind == GW_LEDGER_POSTGRES ? pg_insert(db, recs, n, err) : sq_insert(db, recs, n, err);
 }

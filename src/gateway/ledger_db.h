@@ -44,6 +44,12 @@ gw_ledger_kind ledger_db_kind(const ledger_db *db);
  * with err. */
 int64_t ledger_db_insert(ledger_db *db, const ledger_record *recs, size_t n, sg_error *err);
 
+/* Whether the last ledger_db_insert failed because of the records themselves (a data or
+ * constraint error: SQLite CONSTRAINT, MISMATCH, TOOBIG; PostgreSQL SQLSTATE 22xxx and
+ * 23xxx) rather than the database (unreachable, busy, full): retrying such a batch can
+ * never succeed, so the writer isolates the offending record instead. */
+bool ledger_db_failure_is_data(const ledger_db *db);
+
 /* The schema version now in the database (0 when none). */
 int ledger_db_schema_version(ledger_db *db, int *version, sg_error *err);
 

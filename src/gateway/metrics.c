@@ -314,6 +314,8 @@ void metrics_render_ledger(const ledger_stats *s, sg_buf *b) {
     sg_buf_printf(b, "smolgate_ledger_append_failures_total %" PRIu64 "\n", s->append_failures);
     head(b, "smolgate_ledger_malformed_total", "counter", "Spool lines skipped because they did not parse.");
     sg_buf_printf(b, "smolgate_ledger_malformed_total %" PRIu64 "\n", s->malformed);
+    head(b, "smolgate_ledger_rejected_total", "counter", "Records the database refused for their data (kept in rejected.jsonl).");
+    sg_buf_printf(b, "smolgate_ledger_rejected_total %" PRIu64 "\n", s->rejected);
     head(b, "smolgate_ledger_database_up", "gauge", "1 while the ledger database is connected.");
     sg_buf_printf(b, "smolgate_ledger_database_up %d\n", s->db_connected ? 1 : 0);
 }

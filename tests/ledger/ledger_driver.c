@@ -70,7 +70,7 @@ static int do_verify(gw_ledger_kind kind, const char *target, const char *prefix
     sg_error err;
     ledger_db *db = ledger_db_open(kind, target, true, &err);
     if (!db) { fprintf(stderr, "ledger_driver: %s\n", err.msg); return 1; }
-    char like[200], start[16];
+    char like[200], start[24];
     snprintf(like, sizeof like, "%s-%%", prefix);
     snprintf(start, sizeof start, "%zu", strlen(prefix) + 2);
     verify v = {"count=0"};
