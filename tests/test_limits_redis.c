@@ -671,6 +671,122 @@ static void test_redis_frozen(void) {
     loop_free(lp);
 }
 
+/* A password and a database in the URL; a wrong password is an outage whose logs never
+ * show either password. */
+static redisReply *auth_cmd(const char *pass, const char *fmt, const char *arg) {
+    redisContext *c = rs_connect(&g_rs);
+    if (!c) return NULL;
+    redisReply *r = redisCommand(c, "AUTH %s", pass);
+    if (r) freeReplyObject(r);
+    r = redisCommand(c, "SELECT 3");
+    if (r) freeReplyObject(r);
+    r = arg ? redisCommand(c, fmt, arg) : redisCommand(c, fmt);
+    redisFree(c);
+    return r;
+}
+
+static void test_auth_and_db(void) {
+    const char *pass = "s3cr3t-pass-0123";
+    redisContext *c = rs_connect(&g_rs);
+    CHECK(c != NULL);
+    if (!c) return;
+    redisReply *x = redisCommand(c, "CONFIG SET requirepass %s", pass);
+    if (x) freeReplyObject(x);
+    redisFree(c);
+    /* the log goes to a file for this test */
+    char logpath[256];
+    snprintf(logpath, sizeof logpath, "%s/auth.log", tu_tmpdir());
+    fflush(stderr);
+    int saved = dup(2);
+    FILE *lf = fopen(logpath, "w");
+    dup2(fileno(lf), 2);
+    sg_log_set_level(SG_LOG_INFO);
+
+    sg_error err;
+    loop *lp = loop_new(&err);
+    char good[128], bad[128];
+    snprintf(good, sizeof good, "redis://:%s@127.0.0.1:%d/3", pass, g_rs.port);
+    snprintf(bad, sizeof bad, "redis://:wrong-pass-98765@127.0.0.1:%d/3", g_rs.port);
+    gw_state st = {.redis_url = good, .fail_open = false, .key_prefix = g_prefix, .timeout_ms = 100};
+    limits *ok = limits_new(lp, &st, NULL, &err);
+    st.redis_url = bad;
+    limits *no = limits_new(lp, &st, NULL, &err);
+    CHECK(ok && no);
+    gw_key k = make_key("authed");
+    k.limits.concurrency = 3;
+    limits_request req = {.key = &k};
+    limits_result r;
+    limits_lease *a = admit_wait(ok, lp, &req, &r, NULL);
+    CHECK_EQ_INT(r.outcome, LIMITS_ADMITTED);
+    CHECK(!r.degraded);
+    limits_lease *b = admit_wait(no, lp, &req, &r, NULL);
+    CHECK_EQ_INT(r.outcome, LIMITS_UNAVAILABLE);
+    limits_cancel(b);
+    run_for(lp, 300);
+    limits_stats s;
+    limits_get_stats(no, &s);
+    CHECK(s.outage);
+    /* the key is in database 3 */
+    char key[128];
+    snprintf(key, sizeof key, "%sconc:key:authed", g_prefix);
+    redisReply *e = auth_cmd(pass, "ZCARD %s", key);
+    CHECK(e && e->type == REDIS_REPLY_INTEGER && e->integer == 1);
+    if (e) freeReplyObject(e);
+    limits_cancel(a);
+    drain(ok, lp);
+    limits_free(ok);
+    limits_free(no);
+    loop_free(lp);
+    e = auth_cmd(pass, "CONFIG SET requirepass %s", "");
+    if (e) freeReplyObject(e);
+
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+    fclose(lf);
+    sg_log_set_level(getenv("TU_VERBOSE") ? SG_LOG_DEBUG : SG_LOG_ERROR);
+    size_t len;
+    char *log = tu_read(logpath, &len);
+    CHECK(log != NULL);
+    if (log) {
+        CHECK_MSG(strstr(log, "unavailable") != NULL, "log: %s", log);
+        CHECK(strstr(log, "127.0.0.1:") != NULL);
+        CHECK(!strstr(log, pass));
+        CHECK(!strstr(log, "wrong-pass-98765"));
+        free(log);
+    }
+    CHECK(rs_ping(&g_rs));                    /* no password any more */
+}
+
+/* Started while nothing listens: decisions by the policy at once, one outage. */
+static void test_no_server(void) {
+    sg_error err;
+    loop *lp = loop_new(&err);
+    char url[64];
+    snprintf(url, sizeof url, "redis://127.0.0.1:%d", rs_free_port());
+    gw_state st = {.redis_url = url, .fail_open = true, .key_prefix = g_prefix, .timeout_ms = 100};
+    limits *lim = limits_new(lp, &st, NULL, &err);
+    CHECK(lim != NULL);
+    gw_key k = make_key("nobody");
+    k.limits.rpm = 1;
+    limits_request req = {.key = &k};
+    limits_result r;
+    int bad = 0;
+    for (int i = 0; i < 20; i++) {
+        limits_lease *l = admit_wait(lim, lp, &req, &r, NULL);
+        if (r.outcome != LIMITS_ADMITTED || !r.degraded) bad++;
+        limits_finish(l, &(limits_usage){1, 0});
+        run_for(lp, 10);
+    }
+    CHECK_EQ_INT(bad, 0);
+    limits_stats s;
+    limits_get_stats(lim, &s);
+    CHECK_EQ_INT(s.outages, 1);
+    CHECK(!s.connected);
+    limits_free(lim);
+    loop_free(lp);
+}
+
 int main(int argc, char **argv) {
     (void)argc;
     sg_log_set_level(getenv("TU_VERBOSE") ? SG_LOG_DEBUG : SG_LOG_ERROR);
@@ -687,6 +803,8 @@ int main(int argc, char **argv) {
     RUN(test_two_instances);
     RUN(test_redis_stopped);
     RUN(test_redis_frozen);
+    RUN(test_auth_and_db);
+    RUN(test_no_server);
     rs_stop(&g_rs);
     return tu_finish(argv[0]);
 }

@@ -34,7 +34,8 @@ typedef struct limits_check {
     int64_t limit;           /* rpm, tpm, concurrency, or the cap in micro-dollars */
     int64_t amount;          /* reserved: 1 request, est tokens, 1 slot, max cost */
     int64_t period_id;       /* budgets: the period reserved in: UTC day number, month
-                                number (year * 12 + month - 1), 0 for total */
+                                number (year * 12 + month - 1), 0 for total (Redis: the
+                                local clock's until Redis answers with its own) */
     /* in-process backend */
     void *entry;             /* the scope's counters */
     uint64_t seq;            /* tpm: this lease's entry in the window */
@@ -68,7 +69,6 @@ struct limits_lease {
     bool finish_sent;
     int ops;                       /* Redis calls referring to this lease */
     void *rop;                     /* the admission call while it waits */
-    int64_t local_period[3];       /* budget periods on the local clock (never_sent) */
     int n_scopes;
     limits_scope scopes[LIMITS_MAX_SCOPES];
     int n_checks;

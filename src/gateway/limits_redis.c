@@ -106,7 +106,8 @@ static const char k_admit_lua[] =
     "    local oldest = first and tonumber(first) or now\n"
     "    if cnt + 1 > limit then\n"
     "      fail = 1\n"
-    "      retry = tonumber(redis.call('LINDEX', q, cnt - limit)) + win - now\n"
+    "      local e = redis.call('LINDEX', q, cnt - limit)\n"
+    "      if limit < 1 then retry = -1 elseif e then retry = tonumber(e) + win - now else retry = win end\n"
     "      r1 = math.max(limit - cnt, 0)\n"
     "      r2 = first and oldest + win - now or 0\n"
     "    else\n"
@@ -511,6 +512,7 @@ static void rop_unlink(rop *o) {
 
 static void rop_free(rop *o) {
     loop_timer_stop(o->rd->lim->loop, &o->timer);
+    if (o->kind == ROP_SETUP && o->buf.data) explicit_bzero(o->buf.data, o->buf.len);   /* AUTH */
     sg_buf_free(&o->buf);
     free(o);
 }
@@ -681,7 +683,10 @@ static void admit_reply(rop *o, redisReply *rep) {
 
 int limits_redis_admit(limits *lim, limits_lease *l, limits_result *r) {
     struct limits_redis *rd = lim->redis;
-    for (int p = 0; p < 3; p++) l->local_period[p] = limits_period_id((limits_period)p, limits_now_wall_us(lim));
+    /* budget periods on the local clock until Redis says (its answer may never come) */
+    int64_t wall = limits_now_wall_us(lim);
+    for (int i = 0; i < l->n_checks; i++)
+        if (l->checks[i].kind == LCHK_BUDGET) l->checks[i].period_id = limits_period_id(l->checks[i].period, wall);
     if (!rd->conn || rd->outage) {
         l->never_sent = true;
         undecided(rd, r, rd->conn ? "no recent answer" : "not connected");
@@ -771,20 +776,26 @@ static void finish_reply(rop *o, redisReply *rep) {
     }
 }
 
+/* Keeps the end of l for when Redis is back (bounded: beyond, it is dropped and counted;
+ * what it held then ages out, or stays charged: never under-counted). */
+static void queue_finish(struct limits_redis *rd, limits_lease *l) {
+    if (rd->n_queue >= FINISH_QUEUE_MAX) {
+        rd->lim->stats.dropped++;
+        return;
+    }
+    if (rd->n_queue == rd->cap_queue) {
+        rd->cap_queue = rd->cap_queue ? rd->cap_queue * 2 : 64;
+        rd->queue = sg_xrealloc(rd->queue, rd->cap_queue * sizeof *rd->queue);
+    }
+    rd->queue[rd->n_queue++] = l;
+    l->ops++;
+}
+
 static void send_finish(limits_lease *l, int retries) {
     struct limits_redis *rd = l->lim->redis;
     l->finish_sent = true;
     if (!rd->conn || (rd->outage && !rd->conn->connected)) {
-        if (rd->n_queue >= FINISH_QUEUE_MAX) {
-            rd->lim->stats.dropped++;
-            return;
-        }
-        if (rd->n_queue == rd->cap_queue) {
-            rd->cap_queue = rd->cap_queue ? rd->cap_queue * 2 : 64;
-            rd->queue = sg_xrealloc(rd->queue, rd->cap_queue * sizeof *rd->queue);
-        }
-        rd->queue[rd->n_queue++] = l;
-        l->ops++;
+        queue_finish(rd, l);
         return;
     }
     rop *o = rop_new(rd, ROP_FINISH, l);
@@ -815,7 +826,7 @@ static void send_finish(limits_lease *l, int retries) {
         char kind[3] = {kind_letter(c), c->kind == LCHK_BUDGET ? "dmt"[c->period] : 0, 0};
         rop_str(o, kind);
         if (c->kind == LCHK_BUDGET) {
-            rop_i64(o, l->never_sent ? l->local_period[c->period] : c->period_id);
+            rop_i64(o, c->period_id);
             rop_i64(o, l->usage.cost);
             rop_i64(o, c->limit);
             rop_i64(o, c->alert_percent);
@@ -830,18 +841,7 @@ static void send_finish(limits_lease *l, int retries) {
         /* hiredis refused (the connection is going away): queue it for the next one */
         l->ops--;
         rop_free(o);
-        l->finish_sent = false;
-        if (rd->n_queue < FINISH_QUEUE_MAX) {
-            if (rd->n_queue == rd->cap_queue) {
-                rd->cap_queue = rd->cap_queue ? rd->cap_queue * 2 : 64;
-                rd->queue = sg_xrealloc(rd->queue, rd->cap_queue * sizeof *rd->queue);
-            }
-            rd->queue[rd->n_queue++] = l;
-            l->ops++;
-            l->finish_sent = true;
-        } else {
-            rd->lim->stats.dropped++;
-        }
+        queue_finish(rd, l);
     }
 }
 
@@ -1135,6 +1135,7 @@ void limits_redis_free(limits *lim) {
         free(c);
     }
     free(rd->queue);              /* the leases in it are freed by limits_free */
+    explicit_bzero(&rd->url, sizeof rd->url);
     free(rd);
     lim->redis = NULL;
 }
