@@ -287,6 +287,33 @@ static void test_alert_once(void) {
     loop_free(lp);
 }
 
+/* An instance whose clock is a day and an hour ahead still decides on Redis's: the
+ * budget's period is Redis's day, and at_us is Redis's time. */
+static int64_t clock_ahead(void *ctx) { (void)ctx; return wall_us() + 25 * 3600LL * 1000000; }
+
+static void test_skewed_clock(void) {
+    sg_error err;
+    loop *lp = loop_new(&err);
+    gw_state st = {.redis_url = g_rs.url, .fail_open = true, .key_prefix = g_prefix, .timeout_ms = 100};
+    limits_opts o = {.clock_us = clock_ahead};
+    limits *lim = limits_new(lp, &st, &o, &err);
+    gw_key k = make_key("skewed");
+    k.budget.daily_usd = 1000;
+    limits_request req = {.key = &k, .max_cost = 10};
+    limits_result r;
+    limits_lease *l = admit_wait(lim, lp, &req, &r, NULL);
+    CHECK_EQ_INT(r.outcome, LIMITS_ADMITTED);
+    CHECK(llabs(r.at_us - wall_us()) < 5000000);
+    limits_finish(l, &(limits_usage){-1, 7});
+    drain(lim, lp);
+    int64_t day = wall_us() / 86400000000LL;
+    long long p = rkey("HGET %s p", "budget:d:key:skewed");
+    CHECK_MSG(p == day || p == day - 1, "period %lld, today %lld", p, (long long)day);
+    CHECK_EQ_INT(rkey("HGET %s s", "budget:d:key:skewed"), 7);
+    limits_free(lim);
+    loop_free(lp);
+}
+
 /* ---- two instances hammering ---- */
 
 enum { HAM_RPM, HAM_CONC, HAM_BUDGET };
@@ -800,6 +827,7 @@ int main(int argc, char **argv) {
     RUN(test_decisions);
     RUN(test_noscript);
     RUN(test_alert_once);
+    RUN(test_skewed_clock);
     RUN(test_two_instances);
     RUN(test_redis_stopped);
     RUN(test_redis_frozen);
