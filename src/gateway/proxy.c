@@ -392,6 +392,13 @@ static void up_done(upstream_xfer *t, const upstream_done *d, void *arg) {
     proxy_req *p = arg;
     p->xfer = NULL;
     p->xfer_done = true;
+    if (d->requests_sent > 1) {   /* the client resent on a fresh connection: attempts too */
+        int extra = d->requests_sent - 1;
+        p->attempts += extra;
+        p->gw->stats.attempts += (uint64_t)extra;
+        p->cands[p->cur].retries += extra;
+        p->retry_budget -= extra;
+    }
     if (d->result != UPSTREAM_OK) {
         if (p->client_started) { fail_mid_stream(p, upstream_result_name(d->result)); return; }
         attempt_failed(p, d->result == UPSTREAM_ERR_TTFB_TIMEOUT || d->result == UPSTREAM_ERR_TOTAL_TIMEOUT ? 504 : 502,
@@ -499,6 +506,9 @@ static void start_remote(proxy_req *p, const candidate *c) {
         .timeouts = {pv->timeouts.connect_ms, pv->timeouts.first_token_ms, pv->timeouts.idle_ms,
                      (uint32_t)(left < pv->timeouts.total_ms ? left : pv->timeouts.total_ms)},
         .cb = {up_headers, up_data, up_done}, .arg = p,
+        /* the client may resend on a fresh connection only while this target has a retry
+         * left; the resend then counts as one (up_done) */
+        .no_resend = !(c->retries < pv->retries.max && p->retry_budget > 0),
     };
     sg_error err;
     unsigned gen = ++p->attempt_gen;

@@ -136,6 +136,10 @@ typedef struct upstream_request {
     upstream_timeouts timeouts;
     upstream_callbacks cb;
     void       *arg;
+    int         no_resend;           /* 1: when a reused connection dies before the
+                                        response, report it (reset_before_response)
+                                        instead of sending once more on a fresh one: the
+                                        caller counts and budgets its attempts itself */
 } upstream_request;
 
 typedef struct upstream_config {

@@ -1485,6 +1485,7 @@ upstream_xfer *h1_start(h1_client *c, const upstream_request *req, int *declined
     t->cb = req->cb;
     t->arg = req->arg;
     t->cancelled = t->paused = t->in_cb = t->retried = t->new_conn = t->requests_sent = 0;
+    t->retried = req->no_resend ? 1 : 0;   /* "already resent": a dead reused connection is reported */
     t->status = t->head_done = t->keep_alive = 0;
     t->body_bytes = 0;
     t->first_byte_ms = t->last_byte_ms = 0;
