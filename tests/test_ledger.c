@@ -18,6 +18,7 @@
 
 #include "common/buf.h"
 #include "common/log.h"
+#include "gateway/config.h"
 #include "gateway/ledger.h"
 #include "gateway/ledger_db.h"
 #include "gateway/ledger_usage.h"
@@ -429,6 +430,41 @@ static void test_poison_record(void) {
     free(rej);
 }
 
+static void test_opts_from_config(void) {
+    tdir t;
+    tdir_init(&t, "config");
+    char yaml[1024];
+    snprintf(yaml, sizeof yaml,
+             "providers:\n  openai: {api_key: sk-test-0123456789}\n"
+             "ledger: {sqlite: usage.db, spool_dir: sp, flush_ms: 20, batch_max: 7}\n");
+    char *path = tu_path("%s/smolgate.yaml", t.dir);
+    CHECK(tu_write(path, yaml, strlen(yaml)) == 0);
+    gw_config *cfg = NULL;
+    sg_error err;
+    if (config_load(&cfg, path, NULL, &err)) { CHECK_MSG(0, "%s", err.msg); return; }
+    ledger_opts o;
+    ledger_opts_from_config(&o, cfg);
+    CHECK(o.kind == GW_LEDGER_SQLITE);
+    CHECK(o.sqlite_path && strstr(o.sqlite_path, "usage.db"));
+    CHECK(o.spool_dir && strstr(o.spool_dir, "sp"));
+    CHECK_EQ_INT(o.flush_ms, 20);
+    CHECK_EQ_INT(o.batch_max, 7);
+    CHECK_EQ_INT(o.segment_bytes, 4u << 20);
+    ledger *l = ledger_open(&o, &err);
+    CHECK_MSG(l != NULL, "%s", err.msg);
+    ledger_record r = {.request_id = "", .status = 200};
+    CHECK(l && ledger_append(l, &r, &err) == -1 && strstr(err.msg, "request id"));
+    ledger_close(l, 1000);
+    config_free(cfg);
+    /* no file: the defaults, in the working folder */
+    ledger_opts d;
+    ledger_opts_defaults(&d);
+    CHECK_EQ_STR(d.sqlite_path, "smolgate.db");
+    CHECK_EQ_STR(d.spool_dir, "smolgate-spool");
+    CHECK_EQ_INT(d.flush_ms, 1000);
+    CHECK_EQ_INT(d.batch_max, 500);
+}
+
 static void test_open_errors(void) {
     tdir t;
     tdir_init(&t, "errors");
@@ -693,6 +729,7 @@ int main(void) {
     RUN(test_live_spool_not_taken);
     RUN(test_outage_then_next_start);
     RUN(test_poison_record);
+    RUN(test_opts_from_config);
     RUN(test_open_errors);
     RUN(test_parse_time);
     RUN(test_parse_query);

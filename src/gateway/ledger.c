@@ -380,6 +380,7 @@ static int rotate(ledger *l, sg_error *err) {
 }
 
 int ledger_append(ledger *l, const ledger_record *r, sg_error *err) {
+    if (!r->request_id || !*r->request_id) return sg_fail(err, "ledger: a record without a request id");
     pthread_mutex_lock(&l->append_mu);
     sg_buf_reset(&l->line);
     ledger_record_json(r, &l->line);
