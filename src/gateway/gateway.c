@@ -264,15 +264,24 @@ static void reload(gateway *g) {
         SG_ERROR("reload refused, the running configuration stays: %s", err.msg);
         return;
     }
+    cost_catalog *costs = cost_catalog_build(c, &err);
+    if (!costs) {
+        SG_ERROR("reload refused, the running configuration stays: %s", err.msg);
+        config_unref(c);
+        return;
+    }
     gw_config *old = g->cfg;
     g->cfg = c;
     if (start_locals(g, &err)) {   /* new local models load now; a failure keeps the old config */
         SG_ERROR("reload refused, the running configuration stays: %s", err.msg);
         g->cfg = old;
         config_unref(c);
+        cost_catalog_free(costs);
         return;
     }
     config_unref(old);
+    cost_catalog_free(g->costs);   /* requests look prices up when they end: swap now */
+    g->costs = costs;
     sg_log_set_level(c->log_level);
     SG_INFO("configuration reloaded from %s", g->config_path ? g->config_path : "the environment");
 }
@@ -328,6 +337,8 @@ int gateway_serve(const gateway_opts *o, sg_error *err) {
     signal_watch sw = {.g = g, .fd = -1};
     rc = -1;
     if (!(g->loop = loop_new(err))) goto out;
+    if (!(g->costs = cost_catalog_build(cfg, err))) goto out;
+    if (!(g->limits = limits_new(g->loop, &cfg->state, NULL, err))) goto out;
     upstream_config uc;
     upstream_config_defaults(&uc);
     if (!(g->up = upstream_new(g->loop, &uc, err))) goto out;
@@ -366,6 +377,17 @@ out:
     if (sw.fd >= 0) { loop_watch_remove(g->loop, &sw.w); close(sw.fd); }
     if (g->http) http_server_free(g->http);
     if (g->up) upstream_free(g->up);
+    if (g->limits) {   /* let reconciliations reach Redis (bounded), then free */
+        sg_error e2;
+        for (int i = 0; i < 50; i++) {
+            limits_stats st;
+            limits_get_stats(g->limits, &st);
+            if (!st.in_flight) break;
+            loop_run_once(g->loop, 20, &e2);
+        }
+        limits_free(g->limits);
+    }
+    cost_catalog_free(g->costs);
     for (size_t i = 0; i < g->n_locals; i++) {
         bool alias = false;   /* an alias shares its model's engine */
         for (size_t k = 0; k < i; k++) alias |= g->locals[k].lm == g->locals[i].lm;

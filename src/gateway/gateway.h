@@ -17,6 +17,8 @@
 
 #include "common/error.h"
 #include "gateway/config.h"
+#include "gateway/cost.h"
+#include "gateway/limits.h"
 #include "gateway/http_server.h"
 #include "gateway/local.h"
 #include "gateway/loop.h"
@@ -53,6 +55,8 @@ typedef struct gateway {
     http_server *http;
     upstream *up;
     gw_config *cfg;           /* current configuration (one reference held) */
+    cost_catalog *costs;      /* prices: built in, the config's models:, price files */
+    limits *limits;           /* rate limits and budgets (in-process or Redis) */
     gw_local_entry *locals;
     size_t n_locals;
     gw_breaker_state *breakers;

@@ -26,7 +26,9 @@
 #include "gateway/codec_anthropic.h"
 #include "gateway/codec_gemini.h"
 #include "gateway/codec_openai.h"
+#include "gateway/cost.h"
 #include "gateway/gateway.h"
+#include "gateway/limits.h"
 #include "gateway/sse.h"
 
 #define MAX_TARGETS 32
@@ -88,6 +90,14 @@ typedef struct proxy_req {
     gw_api_error last_error;
     bool have_error;
 
+    /* limits and cost */
+    limits_lease *lease;           /* the request's admission (limits, budgets) */
+    limits_lease *att_lease;       /* the current attempt's provider limits */
+    limits_result lim;             /* admission: x-ratelimit-* headers for the response */
+    bool lim_headers;
+    int64_t est_tokens;
+    int64_t cost;                  /* micro-dollars of the answer; COST_UNPRICED... */
+
     /* towards the client */
     bool client_started;           /* a byte (the head) went out */
     oai_render orender;            /* for OpenAI clients */
@@ -139,8 +149,19 @@ static void error_body(const proxy_req *p, sg_buf *b, const gw_api_error *e) {
 
 /* ---- lifecycle ---- */
 
+static limits_usage lease_usage(const proxy_req *p) {
+    limits_usage u = {limits_usage_tokens(&p->usage), p->cost >= 0 ? p->cost : -1};
+    return u;
+}
+
 static void proxy_free(proxy_req *p) {
     if (p->depth > 0) { p->zombie = true; return; }
+    if (p->att_lease) { limits_usage u = lease_usage(p); limits_finish(p->att_lease, &u); }
+    if (p->lease) {
+        limits_usage u = lease_usage(p);
+        if (p->attempts) limits_finish(p->lease, &u);
+        else limits_cancel(p->lease);
+    }
     if (p->xfer) upstream_cancel(p->xfer);
     if (p->job) local_cancel(p->job);
     loop_timer_stop(p->gw->loop, &p->backoff);
@@ -166,18 +187,26 @@ static const candidate *current(const proxy_req *p) {
 static void log_request(proxy_req *p, int status) {
     const candidate *c = current(p);
     uint64_t ms = loop_now_ms(p->gw->loop) - p->t_start;
+    char usd[32] = "unpriced";
+    if (p->cost >= 0) cost_format_usd(p->cost, usd, sizeof usd);
     sg_log_buffered(SG_LOG_INFO, "request id=%s model=%s route=%s provider=%s upstream_model=%s attempts=%d status=%d ms=%llu "
-            "input=%lld cache_read=%lld output=%lld",
+            "input=%lld cache_read=%lld output=%lld cost=%s",
             p->id, p->client_model ? p->client_model : "-", p->route ? p->route->name : "-",
             c ? c->provider->name : "-", c ? c->model : "-", p->attempts, status, (unsigned long long)ms,
-            (long long)p->usage.input, (long long)p->usage.cache_read, (long long)p->usage.output);
+            (long long)p->usage.input, (long long)p->usage.cache_read, (long long)p->usage.output, usd);
 }
 
 /* The x-smolgate-* headers of the response. */
+/* x-smolgate-* and, when limits apply, x-ratelimit-* headers; h has room for 16. */
 static size_t response_headers(proxy_req *p, http_header *h, char *attempts, size_t cap, const char *ctype) {
     const candidate *c = current(p);
     size_t n = 0;
     snprintf(attempts, cap, "%d", p->attempts);
+    if (p->lim_headers) {
+        static limits_header lh[LIMITS_MAX_HEADERS];   /* loop thread only; sent before reuse */
+        size_t k = limits_format_headers(&p->lim, lh);
+        for (size_t i = 0; i < k; i++) h[n++] = (http_header){lh[i].name, lh[i].value};
+    }
     h[n++] = (http_header){"content-type", ctype};
     if (c) {
         h[n++] = (http_header){"x-smolgate-provider", c->provider->name};
@@ -192,11 +221,12 @@ static void respond_error(proxy_req *p, const gw_api_error *e) {
     sg_buf b;
     sg_buf_init(&b);
     error_body(p, &b, e);
-    http_header h[6];
+    http_header h[16];
     char att[16];
     size_t n = response_headers(p, h, att, sizeof att, "application/json");
     char ra[16];
-    if (e->status == 429 && p->retry_after_ms) {
+    bool refused_here = p->lim_headers && p->lim.outcome != LIMITS_ADMITTED;   /* its headers carry it */
+    if (e->status == 429 && p->retry_after_ms && !refused_here) {
         snprintf(ra, sizeof ra, "%u", (p->retry_after_ms + 999) / 1000);
         h[n++] = (http_header){"retry-after", ra};
     }
@@ -219,7 +249,7 @@ static void respond_simple_error(proxy_req *p, int status, const char *code, con
 static void client_begin(proxy_req *p) {
     if (p->client_started) return;
     p->client_started = true;
-    http_header h[6];
+    http_header h[16];
     char att[16];
     size_t n = response_headers(p, h, att, sizeof att, "text/event-stream");
     h[n++] = (http_header){"cache-control", "no-cache"};
@@ -233,8 +263,16 @@ static void client_flush(proxy_req *p) {
     sg_buf_reset(&p->out);
 }
 
+/* The answer's cost from the serving target's prices and the normalised usage. */
+static void compute_cost(proxy_req *p) {
+    const candidate *c = current(p);
+    const cost_model *m = c ? cost_lookup(p->gw->costs, c->provider, c->model) : NULL;
+    p->cost = cost_compute(m, &p->usage);
+}
+
 static void finish_ok(proxy_req *p) {
     const candidate *c = current(p);
+    compute_cost(p);
     if (c && c->provider->type != GW_PROVIDER_LOCAL) {
         gw_breaker_state *b = gateway_breaker(p->gw, c->provider->name, c->model);
         gateway_breaker_result(p->gw, b, true);
@@ -252,7 +290,7 @@ static void finish_ok(proxy_req *p) {
             sg_buf_reset(&p->resp);
             sg_buf_append(&p->resp, p->out.data ? p->out.data : "", p->out.len);
         }
-        http_header h[6];
+        http_header h[16];
         char att[16];
         size_t n = response_headers(p, h, att, sizeof att, "application/json");
         http_respond(p->x, status, h, n, p->resp.data, p->resp.len);
@@ -726,6 +764,50 @@ static void apply_breakers(proxy_req *p) {
     memcpy(p->cands + k, open, (size_t)n_open * sizeof *open);
 }
 
+/* ---- admission: rate limits and budgets ---- */
+
+static void on_admitted(void *arg, limits_lease *lease, const limits_result *r) {
+    proxy_req *p = arg;
+    p->lease = lease;
+    if (r != &p->lim) p->lim = *r;
+    p->lim_headers = r->headers.limit_requests >= 0 || r->headers.limit_tokens >= 0;
+    if (r->outcome != LIMITS_ADMITTED) {
+        gw_api_error e;
+        gw_api_fail(&e, r->status ? r->status : 429, r->code, NULL, "%s", r->message);
+        p->retry_after_ms = r->retry_after_ms > 0 ? (uint32_t)r->retry_after_ms : 0;
+        sg_log_buffered(SG_LOG_INFO, "refused id=%s by %s", p->id, r->limit);
+        respond_error(p, &e);
+        return;
+    }
+    start_attempt(p);
+}
+
+/* The most this request can cost: the dearest target's price for the estimated prompt and
+ * max_tokens (unpriced when any target is). */
+static int64_t max_cost(proxy_req *p) {
+    int64_t prompt = cost_estimate_tokens(NULL, p->body, p->body_len), most = 0;
+    for (int i = 0; i < p->n_cands; i++) {
+        const cost_model *m = cost_lookup(p->gw->costs, p->cands[i].provider, p->cands[i].model);
+        int64_t c = cost_max(m, prompt, p->oreq.max_tokens);
+        if (c < 0) return -1;
+        if (c > most) most = c;
+    }
+    return most;
+}
+
+static void admit(proxy_req *p) {
+    p->est_tokens = limits_estimate_tokens(p->body_len, p->oreq.max_tokens, 4096);
+    limits_request lr = {
+        .key = p->key, .route = p->route, .est_tokens = p->est_tokens,
+        .max_cost = max_cost(p), .ttl_ms = p->route ? p->route->timeout_ms : 600000,
+    };
+    limits_lease *lease = NULL;
+    if (limits_admit(p->gw->limits, &lr, &lease, &p->lim, on_admitted, p) == LIMITS_NOW)
+        on_admitted(p, lease, &p->lim);
+    else
+        p->lease = lease;   /* pending: ended (cancelled) if the client leaves meanwhile */
+}
+
 /* ---- entry ---- */
 
 static void on_client_abort(http_exchange *x, void *arg) {
@@ -745,6 +827,7 @@ void proxy_handle(gateway *g, http_exchange *x, const http_request *req, int inb
     p->key = key;
     p->wire = inbound_wire;
     p->t_start = loop_now_ms(g->loop);
+    p->cost = COST_UNPRICED;
     p->body = req->body;
     p->body_len = req->body_len;
     snprintf(p->id, sizeof p->id, "%s", http_exchange_id(x));
@@ -807,5 +890,5 @@ void proxy_handle(gateway *g, http_exchange *x, const http_request *req, int inb
     }
     p->retry_budget = p->route ? p->route->retry_budget : 3;
     p->deadline_ms = p->t_start + (p->route ? p->route->timeout_ms : 600000);
-    start_attempt(p);
+    admit(p);
 }
