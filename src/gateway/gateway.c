@@ -171,6 +171,59 @@ static void handle_status(gateway *g, http_exchange *x) {
     json_decref(doc);
 }
 
+static void handle_metrics(gateway *g, http_exchange *x) {
+    sg_buf b;
+    sg_buf_init(&b);
+    metrics_render(g->metrics, &b);
+    ledger_stats st;
+    ledger_get_stats(g->ledger, &st);
+    metrics_render_ledger(&st, &b);
+    http_header h[1] = {{"content-type", "text/plain; version=0.0.4"}};
+    http_respond(x, 200, h, 1, b.data, b.len);
+    sg_buf_free(&b);
+}
+
+/* GET /v1/usage: the query runs on the ledger's worker; the answer comes back here. */
+typedef struct usage_call {
+    http_exchange *x;
+    bool gone;
+    int status;
+    char *body;
+    size_t len;
+} usage_call;
+
+static void usage_answer(loop *l, void *arg) {
+    (void)l;
+    usage_call *u = arg;
+    if (!u->gone) respond_json(u->x, u->status, u->body ? u->body : "{}", u->body ? u->len : 2);
+    else http_exchange_close(u->x);
+    free(u->body);
+    free(u);
+}
+
+static void usage_done(void *arg, int status, const char *body, size_t len) {   /* worker thread */
+    usage_call *u = arg;
+    u->status = status;
+    u->body = body ? sg_xstrndup(body, len) : NULL;
+    u->len = len;
+    loop_post(http_exchange_loop(u->x), usage_answer, u);
+}
+
+static void usage_abort(http_exchange *x, void *arg) {
+    (void)x;
+    ((usage_call *)arg)->gone = true;
+}
+
+static void handle_usage(gateway *g, http_exchange *x, const http_request *req) {
+    usage_call *u = sg_xcalloc(1, sizeof *u);
+    u->x = x;
+    http_exchange_on_abort(x, usage_abort, u);
+    if (ledger_usage_async(g->ledger, req->query, usage_done, u) != 0) {
+        free(u);
+        respond_error(x, GW_WIRE_OPENAI, 429, "too_many_queries", "too many usage queries at once; try again");
+    }
+}
+
 /* The gateway key a client presents (Authorization: Bearer or x-api-key). */
 static const gw_key *authenticate(gateway *g, const http_request *req, bool *ok) {
     *ok = true;
@@ -212,6 +265,10 @@ static void handler(http_exchange *x, const http_request *req, void *arg) {
         handle_models(g, x);
     } else if (!strcmp(path, "/v1/status") && get) {
         handle_status(g, x);
+    } else if (!strcmp(path, "/metrics") && get) {
+        handle_metrics(g, x);
+    } else if (!strcmp(path, "/v1/usage") && get) {
+        handle_usage(g, x, req);
     } else {
         char msg[300];
         snprintf(msg, sizeof msg, "unknown endpoint %s %.200s", m, path);
@@ -339,6 +396,10 @@ int gateway_serve(const gateway_opts *o, sg_error *err) {
     if (!(g->loop = loop_new(err))) goto out;
     if (!(g->costs = cost_catalog_build(cfg, err))) goto out;
     if (!(g->limits = limits_new(g->loop, &cfg->state, NULL, err))) goto out;
+    ledger_opts lo;
+    ledger_opts_from_config(&lo, cfg);
+    if (!(g->ledger = ledger_open(&lo, err))) goto out;
+    g->metrics = metrics_new(0);
     upstream_config uc;
     upstream_config_defaults(&uc);
     if (!(g->up = upstream_new(g->loop, &uc, err))) goto out;
@@ -388,6 +449,8 @@ out:
         limits_free(g->limits);
     }
     cost_catalog_free(g->costs);
+    if (g->ledger) ledger_close(g->ledger, 5000);   /* what cannot be delivered stays spooled */
+    metrics_free(g->metrics);
     for (size_t i = 0; i < g->n_locals; i++) {
         bool alias = false;   /* an alias shares its model's engine */
         for (size_t k = 0; k < i; k++) alias |= g->locals[k].lm == g->locals[i].lm;

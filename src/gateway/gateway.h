@@ -18,7 +18,9 @@
 #include "common/error.h"
 #include "gateway/config.h"
 #include "gateway/cost.h"
+#include "gateway/ledger.h"
 #include "gateway/limits.h"
+#include "gateway/metrics.h"
 #include "gateway/http_server.h"
 #include "gateway/local.h"
 #include "gateway/loop.h"
@@ -57,6 +59,8 @@ typedef struct gateway {
     gw_config *cfg;           /* current configuration (one reference held) */
     cost_catalog *costs;      /* prices: built in, the config's models:, price files */
     limits *limits;           /* rate limits and budgets (in-process or Redis) */
+    ledger *ledger;           /* one record per request (SQLite or PostgreSQL, spooled) */
+    metrics *metrics;         /* GET /metrics */
     gw_local_entry *locals;
     size_t n_locals;
     gw_breaker_state *breakers;

@@ -401,7 +401,9 @@ int ledger_append(ledger *l, const ledger_record *r, sg_error *err) {
         l->cur->end += n;
         uint64_t pending = ++l->appended - l->delivered_own;
         l->st.appended++;
-        if (pending % l->o.batch_max == 0) pthread_cond_signal(&l->wake);   /* a batch is full */
+        /* a batch is full, or the first record after idle: the writer (asleep until its
+         * next orphan sweep) starts its flush_ms countdown now */
+        if (pending == 1 || pending % l->o.batch_max == 0) pthread_cond_signal(&l->wake);
         pthread_mutex_unlock(&l->mu);
         pthread_mutex_unlock(&l->append_mu);
         return 0;

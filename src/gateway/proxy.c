@@ -32,6 +32,7 @@
 #include "gateway/sse.h"
 
 #define MAX_TARGETS 32
+#define MAX_RECORDED_ATTEMPTS 16
 #define MAX_ERROR_BODY (64 * 1024)
 
 typedef struct candidate {
@@ -98,6 +99,13 @@ typedef struct proxy_req {
     int64_t est_tokens;
     int64_t cost;                  /* micro-dollars of the answer; COST_UNPRICED... */
 
+    /* the ledger record */
+    int64_t wall_start_ms;         /* unix ms at arrival */
+    uint64_t att_start_ms;         /* loop clock at the current attempt's start */
+    uint64_t first_byte_ms;        /* loop clock when the client got its first byte */
+    ledger_attempt atts[MAX_RECORDED_ATTEMPTS];
+    size_t n_atts;
+
     /* towards the client */
     bool client_started;           /* a byte (the head) went out */
     oai_render orender;            /* for OpenAI clients */
@@ -110,6 +118,7 @@ typedef struct proxy_req {
 
 static void start_attempt(proxy_req *p);
 static void attempt_failed(proxy_req *p, int status, const char *why, gw_failure kind);
+static void record_attempt(proxy_req *p, int status, const char *error);
 
 /* ---- the client's format ---- */
 
@@ -184,9 +193,32 @@ static const candidate *current(const proxy_req *p) {
     return p->cur < p->n_cands ? &p->cands[p->cur] : NULL;
 }
 
+/* The request's ledger record and metrics: written once, when it ends. */
+static void record_request(proxy_req *p, int status, uint64_t ms) {
+    const candidate *c = p->attempts ? current(p) : NULL;
+    gw_usage u = p->usage;
+    if (status != 200 && u.input < 0 && u.output < 0) {   /* failed before any token: nothing used */
+        u.input = u.output = u.cache_read = u.cache_write = 0;
+        u.reasoning = -1;
+    }
+    ledger_record r = {
+        .time_ms = p->wall_start_ms, .request_id = p->id, .key_id = p->key ? p->key->id : NULL,
+        .route = p->route ? p->route->name : NULL, .requested_model = p->client_model,
+        .provider = c ? c->provider->name : NULL, .model = c ? c->model : NULL,
+        .attempts = p->atts, .n_attempts = p->n_atts, .usage = u,
+        .cost_micro = status == 200 ? p->cost : (p->cost >= 0 ? p->cost : 0), .latency_ms = (int64_t)ms,
+        .ttft_ms = p->first_byte_ms ? (int64_t)(p->first_byte_ms - p->t_start) : -1, .status = status,
+        .error = status == 200 ? NULL : (p->have_error ? p->last_error.code : "error"), .stream = p->oreq.stream,
+    };
+    sg_error err;
+    if (ledger_append(p->gw->ledger, &r, &err)) sg_log_buffered(SG_LOG_ERROR, "ledger: %s", err.msg);
+    metrics_observe_request(p->gw->metrics, &r);
+}
+
 static void log_request(proxy_req *p, int status) {
     const candidate *c = current(p);
     uint64_t ms = loop_now_ms(p->gw->loop) - p->t_start;
+    record_request(p, status, ms);
     char usd[32] = "unpriced";
     if (p->cost >= 0) cost_format_usd(p->cost, usd, sizeof usd);
     sg_log_buffered(SG_LOG_INFO, "request id=%s model=%s route=%s provider=%s upstream_model=%s attempts=%d status=%d ms=%llu "
@@ -249,6 +281,7 @@ static void respond_simple_error(proxy_req *p, int status, const char *code, con
 static void client_begin(proxy_req *p) {
     if (p->client_started) return;
     p->client_started = true;
+    p->first_byte_ms = loop_now_ms(p->gw->loop);
     http_header h[16];
     char att[16];
     size_t n = response_headers(p, h, att, sizeof att, "text/event-stream");
@@ -273,6 +306,7 @@ static void compute_cost(proxy_req *p) {
 static void finish_ok(proxy_req *p) {
     const candidate *c = current(p);
     compute_cost(p);
+    record_attempt(p, 200, NULL);
     if (c && c->provider->type != GW_PROVIDER_LOCAL) {
         gw_breaker_state *b = gateway_breaker(p->gw, c->provider->name, c->model);
         gateway_breaker_result(p->gw, b, true);
@@ -637,8 +671,16 @@ static void no_more_targets(proxy_req *p, int status, const char *why) {
     respond_error(p, &e);
 }
 
+static void record_attempt(proxy_req *p, int status, const char *error) {
+    const candidate *c = current(p);
+    if (!c || p->n_atts == MAX_RECORDED_ATTEMPTS) return;
+    p->atts[p->n_atts++] = (ledger_attempt){c->provider->name, c->model, status, error,
+                                            (int64_t)(loop_now_ms(p->gw->loop) - p->att_start_ms)};
+}
+
 static void attempt_failed(proxy_req *p, int status, const char *why, gw_failure kind) {
     candidate *c = &p->cands[p->cur];
+    record_attempt(p, status, gw_failure_name(kind));
     sg_log_buffered(SG_LOG_WARN, "attempt failed id=%s provider=%s model=%s status=%d kind=%s: %s", p->id,
             c->provider->name, c->model, status, gw_failure_name(kind), why);
     if (kind == GW_FAIL_CLIENT || kind == GW_FAIL_QUOTA) {
@@ -680,6 +722,7 @@ static void attempt_failed(proxy_req *p, int status, const char *why, gw_failure
 
 static void start_attempt(proxy_req *p) {
     const candidate *c = &p->cands[p->cur];
+    p->att_start_ms = loop_now_ms(p->gw->loop);
     p->attempts++;
     p->gw->stats.attempts++;
     reset_attempt(p);
@@ -814,6 +857,8 @@ static void on_client_abort(http_exchange *x, void *arg) {
     (void)x;
     proxy_req *p = arg;
     sg_log_buffered(SG_LOG_INFO, "client gone id=%s after %d attempts", p->id, p->attempts);
+    record_attempt(p, 0, "cancelled");
+    record_request(p, 499, loop_now_ms(p->gw->loop) - p->t_start);   /* nginx's "client closed" */
     http_exchange_close(p->x);
     p->done = true;
     proxy_free(p);
@@ -828,6 +873,9 @@ void proxy_handle(gateway *g, http_exchange *x, const http_request *req, int inb
     p->wire = inbound_wire;
     p->t_start = loop_now_ms(g->loop);
     p->cost = COST_UNPRICED;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    p->wall_start_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
     p->body = req->body;
     p->body_len = req->body_len;
     snprintf(p->id, sizeof p->id, "%s", http_exchange_id(x));
