@@ -113,7 +113,7 @@ static void print_json(const bench_cli *o, const sg_model *m, int threads, const
     sg_buf_puts(&b, "{\"model\": ");
     sg_buf_json_str(&b, o->model, strlen(o->model));
     sg_buf_printf(&b, ", \"type\": \"%s\", \"threads\": %d, \"n_prompt\": %d, \"n_gen\": %d, \"reps\": %d, \"batch\": %d",
-                  dtype_info(m->layers[0].wq.type)->name, threads, o->p.n_prompt, o->p.n_gen, o->p.reps,
+                  bench_model_type(m), threads, o->p.n_prompt, o->p.n_gen, o->p.reps,
                   o->p.infer.n_batch > 0 ? o->p.infer.n_batch : 64);
     json_num(&b, "pp_tok_s", f->has_pp, f->pp);
     json_num(&b, "pp_tok_s_sd", f->has_pp, f->pp_sd);
@@ -136,7 +136,7 @@ static void print_text(const bench_cli *o, const sg_model *m, int threads, const
     uint64_t wb = model_weight_bytes(m);
     double roof = f->has_bw ? f->bw * 1e9 / (double)wb : 0;
     printf("%s: %s, %s weights, %.3f GB read per generated token, %d threads\n", o->model, m->cfg.arch,
-           dtype_info(m->layers[0].wq.type)->name, (double)wb / 1e9, threads);
+           bench_model_type(m), (double)wb / 1e9, threads);
     if (f->has_pp)
         printf("  pp%-5d %9.2f ± %6.2f tok/s   (batches of %d, %d reps)\n", o->p.n_prompt, f->pp, f->pp_sd,
                o->p.infer.n_batch > 0 ? o->p.infer.n_batch : 64, o->p.reps);

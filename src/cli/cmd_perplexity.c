@@ -12,6 +12,7 @@
 #include "cli/cli.h"
 #include "common/buf.h"
 #include "common/mapfile.h"
+#include "engine/benchmark.h"
 #include "engine/dtype.h"
 #include "engine/model.h"
 #include "engine/perplexity.h"
@@ -166,7 +167,7 @@ typedef struct progress {
 static void on_window(void *ctx, int w, int n, double ppl, double kl) {
     const progress *pr = ctx;
     FILE *f = pr->json ? stderr : stdout;
-    if (pr->kl) fprintf(f, "[%d/%d] PPL %.4f  KLD %.6f\n", w + 1, n, ppl, kl);
+    if (pr->kl) fprintf(f, "[%d/%d] PPL %.4f  KLD %.6g\n", w + 1, n, ppl, kl);
     else fprintf(f, "[%d]%.4f,%s", w + 1, ppl, w + 1 == n ? "\n" : "");
     fflush(f);
 }
@@ -184,13 +185,13 @@ static void print_text(const ppl_result *r) {
            r->ppl, r->ppl_err, r->base_ppl, r->base_ppl_err, r->ln_ratio, r->ln_ratio_err,
            ratio, ratio * r->ln_ratio_err, r->dppl, r->dppl_err);
     printf("\n====== KL divergence statistics ======\n"
-           "Mean    KLD: %10.6f ± %10.6f\n"
-           "Maximum KLD: %10.6f\n"
-           "99.9%%   KLD: %10.6f\n"
-           "99.0%%   KLD: %10.6f\n"
-           "90.0%%   KLD: %10.6f\n"
-           "Median  KLD: %10.6f\n"
-           "Minimum KLD: %10.6f\n",
+           "Mean    KLD: %10.6g ± %.3g\n"
+           "Maximum KLD: %10.6g\n"
+           "99.9%%   KLD: %10.6g\n"
+           "99.0%%   KLD: %10.6g\n"
+           "90.0%%   KLD: %10.6g\n"
+           "Median  KLD: %10.6g\n"
+           "Minimum KLD: %10.6g\n",
            r->kl_mean, r->kl_err, r->kl_max, r->kl_p999, r->kl_p99, r->kl_p90, r->kl_median, r->kl_min);
     printf("\n====== Token probability statistics ======\n"
            "RMS Δp    : %7.3f %%\n"
@@ -205,7 +206,7 @@ static void print_json(const ppl_cli *o, const sg_model *m, size_t n_tokens, con
     sg_buf_json_str(&b, o->model, strlen(o->model));
     sg_buf_printf(&b, ", \"type\": \"%s\", \"tokens\": %zu, \"ctx\": %d, \"stride\": %d, \"bos\": %d, "
                       "\"windows\": %d, \"scored\": %lld, \"ppl\": %.6f, \"ppl_err\": %.6f",
-                  dtype_info(m->layers[0].wq.type)->name, n_tokens, o->p.ctx, o->p.stride, o->p.bos,
+                  bench_model_type(m), n_tokens, o->p.ctx, o->p.stride, o->p.bos,
                   r->n_windows, (long long)r->n_scored, r->ppl, r->ppl_err);
     if (r->has_kl)
         sg_buf_printf(&b, ", \"base_ppl\": %.6f, \"base_ppl_err\": %.6f, \"dppl\": %.6f, \"dppl_err\": %.6f, "
@@ -255,7 +256,7 @@ int cli_perplexity(int argc, char **argv) {
     if (ppl_plan_windows(ids.n, o.p.ctx, o.p.stride, &plan, &err)) { fprintf(stderr, "smolgate: %s\n", err.msg); goto out; }
     fprintf(stderr, "perplexity: %zu tokens, %d windows of %d, %d predictions scored in each (%s), BOS %s, %s weights\n",
             ids.n, plan.n_windows, plan.ctx, plan.n_scored, plan.stride ? "stride" : "second halves",
-            o.p.bos >= 0 ? "at each window's start" : "none", dtype_info(m->layers[0].wq.type)->name);
+            o.p.bos >= 0 ? "at each window's start" : "none", bench_model_type(m));
     progress pr = {.kl = o.base != NULL, .json = o.json};
     o.p.save_path = o.save;
     o.p.kl_base_path = o.base;

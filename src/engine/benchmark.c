@@ -208,6 +208,20 @@ int bench_mem_bandwidth(int n_threads, size_t bytes, int runs, double *gbs, cons
     return 0;
 }
 
+const char *bench_model_type(const sg_model *m) {
+    /* llama.cpp's llama_ftype values */
+    static const struct { int ftype; const char *name; } names[] = {
+        {0, "F32"}, {1, "F16"}, {2, "Q4_0"}, {3, "Q4_1"}, {7, "Q8_0"}, {8, "Q5_0"}, {9, "Q5_1"},
+        {10, "Q2_K"}, {11, "Q3_K_S"}, {12, "Q3_K_M"}, {13, "Q3_K_L"}, {14, "Q4_K_S"}, {15, "Q4_K_M"},
+        {16, "Q5_K_S"}, {17, "Q5_K_M"}, {18, "Q6_K"}, {32, "BF16"},
+    };
+    int64_t ft;
+    if (m->src == MODEL_SRC_GGUF && gguf_get_i64(&m->gguf, "general.file_type", &ft) == 0)
+        for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+            if (names[i].ftype == ft) return names[i].name;
+    return dtype_info(m->layers[0].wq.type)->name;
+}
+
 double bench_peak_rss_mb(void) {
     struct rusage ru;
     if (getrusage(RUSAGE_SELF, &ru)) return 0;

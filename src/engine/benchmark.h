@@ -55,6 +55,10 @@ int bench_tg(const sg_model *m, const bench_params *p, double *tok_s, sg_error *
  * the buffer cannot be allocated. */
 int bench_mem_bandwidth(int n_threads, size_t bytes, int runs, double *gbs, const char **simd, sg_error *err);
 
+/* The model's type as llama.cpp names files: GGUF general.file_type ("Q4_K_M",
+ * "Q8_0", "F16", ...) when the file has one, else its attention weights' type. */
+const char *bench_model_type(const sg_model *m);
+
 /* Peak resident set size of this process so far, in MB (1e6 bytes). */
 double bench_peak_rss_mb(void);
 

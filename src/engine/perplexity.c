@@ -16,8 +16,8 @@ double ppl_log_softmax(const float *logits, int n, float *lp) {
     float mx = -INFINITY;
     for (int i = 0; i < n; i++)
         if (logits[i] > mx) mx = logits[i];
-    double sum = 0;
-    for (int i = 0; i < n; i++) sum += exp((double)logits[i] - mx);
+    double sum = 0;   /* float exponentials (1 ulp), double sum: the vocabulary is large */
+    for (int i = 0; i < n; i++) sum += expf(logits[i] - mx);
     double lse = mx + log(sum);
     if (lp)
         for (int i = 0; i < n; i++) lp[i] = (float)((double)logits[i] - lse);
@@ -38,7 +38,7 @@ int32_t ppl_argmax(const float *x, int n) {
 double ppl_kl(const float *lp, const float *lq, int n) {
     double kl = 0;
     for (int i = 0; i < n; i++) {
-        double p = exp((double)lp[i]);
+        float p = expf(lp[i]);
         if (p > 0) kl += p * ((double)lp[i] - lq[i]);
     }
     return kl;

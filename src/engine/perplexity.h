@@ -12,7 +12,7 @@
  * last S predictions, so every token after the first ctx-S is scored exactly once.
  *
  * Per scored position the model's logits give nll = -log softmax(logits)[target],
- * computed in double and rounded to float (so that a model compared with itself gives
+ * summed in double and rounded to float (so that a model compared with itself gives
  * exactly zero differences). PPL = exp(mean nll), ± = PPL * standard error of the
  * mean nll (llama.cpp's estimate).
  *
@@ -53,10 +53,10 @@
 
 /* ---- one position's distribution (pure functions) ---- */
 
-/* lp[i] = logits[i] - logsumexp(logits) (lp may be NULL); returns logsumexp. Double
- * accumulation. */
+/* lp[i] = logits[i] - logsumexp(logits) (lp may be NULL); returns logsumexp. Float
+ * exponentials summed in double. */
 double ppl_log_softmax(const float *logits, int n, float *lp);
-/* -log softmax(logits)[target], in double. */
+/* -log softmax(logits)[target]. */
 double ppl_nll(const float *logits, int n, int32_t target);
 /* Index of the largest value (the lowest index among equals). */
 int32_t ppl_argmax(const float *x, int n);
