@@ -6,6 +6,11 @@
 #if defined(__x86_64__)
 #include <immintrin.h>
 
+/* Decoding streams each weight row from memory once: prefetching this far ahead (into
+ * the next row at a row's end: rows are contiguous) keeps more loads in flight than the
+ * hardware prefetcher alone; single-thread streaming went from ~7 to ~11 GB/s here. */
+#define PREFETCH_AHEAD 2048
+
 /* Every function here is compiled for these instructions whatever the file's flags. */
 #define SIMD __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")))
 
@@ -37,6 +42,7 @@ SIMD static float dot_f16(const void *w, const float *x, int64_t n) {
     __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
     int64_t i = 0;
     for (; i + 32 <= n; i += 32) {
+        _mm_prefetch((const char *)(a + i) + PREFETCH_AHEAD, _MM_HINT_T0);
         s0 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(a + i))), _mm512_loadu_ps(x + i), s0);
         s1 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(a + i + 16))), _mm512_loadu_ps(x + i + 16), s1);
     }
@@ -197,6 +203,12 @@ SIMD static float dot_q6_K(const void *w, const float *x, int64_t n) {
 
 #define SIMD_VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")))
 
+/* Prefetches the `bytes` (a block's size) PREFETCH_AHEAD beyond p. */
+SIMD_VNNI static inline void prefetch_ahead(const void *p, int bytes) {
+    const char *q = (const char *)p + PREFETCH_AHEAD;
+    for (int o = 0; o < bytes; o += 64) _mm_prefetch(q + o, _MM_HINT_T0);
+}
+
 /* Lane l of the result takes v[base + l / 2] (one 8-block's factor over its two lanes). */
 SIMD_VNNI static inline __m512i dup2_index(int base) {
     return _mm512_add_epi32(_mm512_set_epi32(7, 7, 6, 6, 5, 5, 4, 4, 3, 3, 2, 2, 1, 1, 0, 0), _mm512_set1_epi32(base));
@@ -238,6 +250,7 @@ SIMD_VNNI static float qdot_q4_0(const void *w, const quant_q8_act *a, int64_t n
     for (int64_t gi = 0; gi < groups; gi++) {
         const quant_q4_0 *bb = b + 8 * gi;
         const quant_q8_act *g = &a[gi];
+        prefetch_ahead(bb, 8 * sizeof *bb);
         __m512 dw = _mm512_castps256_ps512(f16x8((const unsigned char *)bb, sizeof *bb)), fac[2];
         factors_32(dw, g, fac);
         acc_off = _mm512_fmadd_ps(_mm512_permutexvar_ps(dup2_index(0), dw), _mm512_loadu_ps(g->s), acc_off);
@@ -263,6 +276,7 @@ SIMD_VNNI static float qdot_q8_0(const void *w, const quant_q8_act *a, int64_t n
     for (int64_t gi = 0; gi < groups; gi++) {
         const quant_q8_0 *bb = b + 8 * gi;
         const quant_q8_act *g = &a[gi];
+        prefetch_ahead(bb, 8 * sizeof *bb);
         __m512 dw = _mm512_castps256_ps512(f16x8((const unsigned char *)bb, sizeof *bb)), fac[2];
         factors_32(dw, g, fac);
         acc_off = _mm512_fmadd_ps(_mm512_permutexvar_ps(dup2_index(0), dw), _mm512_loadu_ps(g->s), acc_off);
@@ -312,6 +326,7 @@ SIMD_VNNI static float qdot_q4_K(const void *w, const quant_q8_act *a, int64_t n
     __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps(), acc_min = _mm512_setzero_ps();
     for (int64_t i = 0; i < n / 256; i++) {
         const quant_q8_act *g = &a[i];
+        prefetch_ahead(b + i, sizeof *b);
         __m512 fac[2];
         k4_factors(b[i].d, b[i].dmin, b[i].scales, g, fac, &acc_min);
         for (int c = 0; c < 4; c += 2) {
@@ -338,6 +353,7 @@ SIMD_VNNI static float qdot_q5_K(const void *w, const quant_q8_act *a, int64_t n
     __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps(), acc_min = _mm512_setzero_ps();
     for (int64_t i = 0; i < n / 256; i++) {
         const quant_q8_act *g = &a[i];
+        prefetch_ahead(b + i, sizeof *b);
         __m512 fac[2];
         k4_factors(b[i].d, b[i].dmin, b[i].scales, g, fac, &acc_min);
         __m512i qh = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)b[i].qh));
@@ -366,6 +382,7 @@ SIMD_VNNI static float qdot_q6_K(const void *w, const quant_q8_act *a, int64_t n
     __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps(), acc_off = _mm512_setzero_ps();
     for (int64_t i = 0; i < n / 256; i++) {
         const quant_q8_act *g = &a[i];
+        prefetch_ahead(b + i, sizeof *b);
         /* d * scale_k per 16-block k; an 8-block's factor is that times its dx */
         __m512 sc = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)b[i].scales))),
                                   _mm512_set1_ps(f16s(&b[i].d)));
