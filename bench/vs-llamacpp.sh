@@ -13,7 +13,11 @@
 #
 # Environment: LLAMA_CPP (required: the build folder holding bin/llama-bench),
 # THREADS (2), P (512), N (64), ROUNDS (3), SMOLGATE (build/smolgate),
-# SG_OPTS (extra smolgate bench options, e.g. "--batch 128").
+# SG_OPTS (extra smolgate bench options, e.g. "--batch 128"), QUIET_WAIT (seconds, default
+# 300: before each run, wait up to this long for the machine to be idle (other processes
+# under 10% of the CPUs over a second); runs that started on a busy machine are marked
+# "busy": both engines spin-wait between operations, and a neighbour on a core makes
+# those waits, and the figures, erratic).
 set -u
 cd "$(dirname "$0")/.."
 : "${LLAMA_CPP:?set LLAMA_CPP to a llama.cpp build folder (with bin/llama-bench)}"
@@ -23,6 +27,28 @@ lb=$LLAMA_CPP/bin/llama-bench
 sg=${SMOLGATE:-build/smolgate}
 threads=${THREADS:-2} p=${P:-512} n=${N:-64} rounds=${ROUNDS:-3}
 [ $# -ge 1 ] || { echo "usage: LLAMA_CPP=DIR $0 FILE.gguf..." >&2; exit 2; }
+
+# Idle share of the CPUs over one second, in percent.
+idle_pct() {
+  local a b
+  read -r -a a < /proc/stat
+  sleep 1
+  read -r -a b < /proc/stat
+  local busy=0 idle=0 i
+  for i in 1 2 3 5 6 7 8; do busy=$((busy + b[i] - a[i])); done
+  idle=$((b[4] - a[4]))
+  echo $((100 * idle / (busy + idle + 1)))
+}
+
+# Waits for an idle machine; prints "busy" when QUIET_WAIT ran out first.
+wait_quiet() {
+  local waited=0 limit=${QUIET_WAIT:-300}
+  while [ "$(idle_pct)" -lt 90 ]; do
+    waited=$((waited + 1))
+    [ $waited -ge "$limit" ] && { echo busy; return; }
+  done
+  echo idle
+}
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
@@ -46,10 +72,10 @@ smolgate_round() {
   "$sg" bench "$1" -t "$threads" -p "$p" -n "$n" -r 1 --conc 0 --bw-mib 0 --json ${SG_OPTS:-} 2>/dev/null | python3 -c '
 import json, sys
 o = json.loads(sys.stdin.read())
-print(f"{o[\"pp_tok_s\"] or 0:.3f} {o[\"tg_tok_s\"] or 0:.3f} {o[\"weight_bytes\"]}")'
+print("%.3f %.3f %d" % (o["pp_tok_s"] or 0, o["tg_tok_s"] or 0, o["weight_bytes"]))'
 }
 
-echo "== bandwidth"
+echo "== bandwidth ($(wait_quiet))"
 bw=$("$sg" bench "$1" -t "$threads" -p 0 -n 0 --conc 0 --bw-mib 2048 --json 2>/dev/null | python3 -c '
 import json, sys; print(json.loads(sys.stdin.read())["bandwidth_gbs"])')
 echo "memory read bandwidth: $bw GB/s ($threads threads)"
@@ -57,12 +83,14 @@ echo "memory read bandwidth: $bw GB/s ($threads threads)"
 for f in "$@"; do
   echo "== $f"
   for r in $(seq "$rounds"); do
+    ql=$(wait_quiet)
     l=$(llama_round "$f") || l="0 0"
+    qs=$(wait_quiet)
     s=$(smolgate_round "$f") || s="0 0 0"
     echo "$l" >> "$tmp/$(basename "$f").llama"
     echo "$s" >> "$tmp/$(basename "$f").smolgate"
-    printf 'round %d: llama.cpp pp%d %s tg%d %s | smolgate pp%d %s tg%d %s\n' "$r" \
-      "$p" "${l% *}" "$n" "${l#* }" "$p" "$(echo "$s" | cut -d' ' -f1)" "$n" "$(echo "$s" | cut -d' ' -f2)"
+    printf 'round %d: llama.cpp pp%d %s tg%d %s (%s) | smolgate pp%d %s tg%d %s (%s)\n' "$r" \
+      "$p" "${l% *}" "$n" "${l#* }" "$ql" "$p" "$(echo "$s" | cut -d' ' -f1)" "$n" "$(echo "$s" | cut -d' ' -f2)" "$qs"
   done
 done
 
