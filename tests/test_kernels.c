@@ -117,6 +117,23 @@ static void check_qdot(const kern_table *simd) {
                 float r = ref(q, xa, n), v = simd->qdot[t](q, xa, n);
                 CHECK_MSG(fabs(r - v) <= 1e-5 * mag + 1e-6, "%s qdot %s n=%d pass %d: %.9g vs reference %.9g",
                           simd->name, dtype_info(t)->name, n, pass, v, r);
+                if (simd->qdotn[t]) {   /* several activation rows at once: row k is x scaled by k + 1 */
+                    int64_t groups = quant_act_groups(n);
+                    quant_q8_act *xn = malloc((size_t)(groups * KERN_QDOT_TOKENS) * sizeof(quant_q8_act));
+                    float *xs = malloc((size_t)n * sizeof(float)), out[KERN_QDOT_TOKENS];
+                    for (int k = 0; k < KERN_QDOT_TOKENS; k++) {
+                        for (int i = 0; i < n; i++) xs[i] = x[i] * (float)(k + 1) * (k % 2 ? -1.0f : 1.0f);
+                        quant_act_quantize(xs, xn + k * groups, n);
+                    }
+                    simd->qdotn[t](q, xn, groups, n, out);
+                    for (int k = 0; k < KERN_QDOT_TOKENS; k++) {
+                        float rk = ref(q, xn + k * groups, n);
+                        CHECK_MSG(fabs(rk - out[k]) <= 1e-5 * mag * (k + 1) + 1e-6, "%s qdotn %s n=%d row %d: %.9g vs %.9g",
+                                  simd->name, dtype_info(t)->name, n, k, out[k], rk);
+                    }
+                    free(xn);
+                    free(xs);
+                }
                 /* 8-bit activations: each product off by at most half a step of x */
                 CHECK_MSG(fabs(r - exact) <= 0.01 * mag + 1e-6, "qdot %s n=%d: %g vs float %g", dtype_info(t)->name, n, r, exact);
                 free(w); free(x); free(q); free(xa); free(deq);

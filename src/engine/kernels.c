@@ -106,10 +106,15 @@ const char *kern_select(const char *force) {
     else if (kern_avx2.name && cpu_has_avx2()) t = &kern_avx2;
     else t = &kern_scalar;
     g_selected = *t;
-    if (t == &kern_avx512 && !cpu_has_avx512_vnni())   /* AVX2's integer dots run on any AVX-512 CPU */
+    if (t == &kern_avx512 && !cpu_has_avx512_vnni()) {   /* AVX2's integer dots run on any AVX-512 CPU */
         memcpy(g_selected.qdot, kern_avx2.qdot, sizeof g_selected.qdot);
+        memcpy(g_selected.qdotn, kern_avx2.qdotn, sizeof g_selected.qdotn);
+    }
     const char *int8 = getenv("SMOLGATE_INT8");
-    if (int8 && !strcmp(int8, "0")) memset(g_selected.qdot, 0, sizeof g_selected.qdot);
+    if (int8 && !strcmp(int8, "0")) {
+        memset(g_selected.qdot, 0, sizeof g_selected.qdot);
+        memset(g_selected.qdotn, 0, sizeof g_selected.qdotn);
+    }
     g_active = &g_selected;
     return g_active->name;
 }
@@ -158,9 +163,16 @@ void kern_matmul_rows(const kern_table *k, sg_dtype w_type, const void *w, uint6
     quant_q8_act *xq = qdot && cols % QUANT_QK == 0 ? scratch_get((size_t)(groups * n_tok) * sizeof(quant_q8_act)) : NULL;
     if (xq) {
         for (int t = 0; t < n_tok; t++) quant_act_quantize(x + t * x_stride, xq + t * groups, cols);
+        kern_qdotn_fn qdotn = k->qdotn[w_type];
         for (int64_t r = r0; r < r1; r++) {
             const void *row = wb + (uint64_t)r * w_row_bytes;
-            for (int t = 0; t < n_tok; t++) y[t * y_stride + r] = qdot(row, xq + t * groups, cols);
+            int t = 0;
+            for (; qdotn && t + KERN_QDOT_TOKENS <= n_tok; t += KERN_QDOT_TOKENS) {
+                float out[KERN_QDOT_TOKENS];
+                qdotn(row, xq + t * groups, groups, cols, out);
+                for (int k2 = 0; k2 < KERN_QDOT_TOKENS; k2++) y[(t + k2) * y_stride + r] = out[k2];
+            }
+            for (; t < n_tok; t++) y[t * y_stride + r] = qdot(row, xq + t * groups, cols);
         }
         return;
     }

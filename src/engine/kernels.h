@@ -28,11 +28,18 @@ typedef float (*kern_dot_fn)(const void *w, const float *x, int64_t n);
 /* One dot product of a block-quantized weight row (n weights) with an int8 activation
  * row from quant_act_quantize. */
 typedef float (*kern_qdot_fn)(const void *w, const quant_q8_act *a, int64_t n);
+/* The same for KERN_QDOT_TOKENS activation rows at once (row t's groups start at
+ * a + t * a_stride), so that the weights are unpacked once for all of them: prompt
+ * processing is bound by that unpacking. out[t] as kern_qdot_fn would give, to float
+ * rounding. */
+#define KERN_QDOT_TOKENS 4
+typedef void (*kern_qdotn_fn)(const void *w, const quant_q8_act *a, int64_t a_stride, int64_t n, float *out);
 
 typedef struct kern_table {
     const char *name;                  /* "scalar", "avx2", "avx512" */
     kern_dot_fn dot[SG_DTYPE_COUNT];   /* NULL: type not supported (the scalar one is used) */
     kern_qdot_fn qdot[SG_DTYPE_COUNT]; /* NULL: no integer path, the float dot is used */
+    kern_qdotn_fn qdotn[SG_DTYPE_COUNT]; /* NULL: qdot one row at a time */
 } kern_table;
 
 extern const kern_table kern_scalar;

@@ -239,58 +239,82 @@ SIMD_VNNI static inline void factors_32(__m512 w32, const quant_q8_act *g, __m51
     fac[1] = _mm512_mul_ps(_mm512_loadu_ps(g->d + 16), _mm512_permutexvar_ps(quad_index(4), w32));
 }
 
+/* Each integer dot is written once as a core over NT activation rows (NT 1 for decode,
+ * KERN_QDOT_TOKENS for a prompt's tokens): the weights are loaded and unpacked once and
+ * used for every row, which is what prompt processing is bound by. The cores are inlined
+ * with a constant NT, so the per-row loops unroll and the accumulators stay in registers.
+ * Activation row t's groups start at a + t * a_stride. */
+#define CORE SIMD_VNNI static inline __attribute__((always_inline))
+#define NTMAX KERN_QDOT_TOKENS
+
 /* Q4_0 and Q8_0: groups of eight 32-blocks against one activation group, two blocks per
  * vector; a partial last group is finished by the scalar reference. */
-SIMD_VNNI static float qdot_q4_0(const void *w, const quant_q8_act *a, int64_t n) {
+CORE void q4_0_core(const void *w, const quant_q8_act *a, int64_t a_stride, int64_t n, int nt, float *out) {
     const quant_q4_0 *b = w;
     const __m512i m4 = _mm512_set1_epi8(15);
     const __m512i shift = _mm512_set_epi64(4, 4, 0, 0, 4, 4, 0, 0);   /* per 16 bytes: low nibbles, then high */
-    __m512 acc = _mm512_setzero_ps(), acc_off = _mm512_setzero_ps();
+    __m512 acc[NTMAX], acc_off[NTMAX];
+    for (int t = 0; t < nt; t++) acc[t] = acc_off[t] = _mm512_setzero_ps();
     int64_t groups = n / 256;
     for (int64_t gi = 0; gi < groups; gi++) {
         const quant_q4_0 *bb = b + 8 * gi;
-        const quant_q8_act *g = &a[gi];
         prefetch_ahead(bb, 8 * sizeof *bb);
-        __m512 dw = _mm512_castps256_ps512(f16x8((const unsigned char *)bb, sizeof *bb)), fac[2];
-        factors_32(dw, g, fac);
-        acc_off = _mm512_fmadd_ps(_mm512_permutexvar_ps(dup2_index(0), dw), _mm512_loadu_ps(g->s), acc_off);
+        __m512 dw = _mm512_castps256_ps512(f16x8((const unsigned char *)bb, sizeof *bb)), fac[NTMAX][2];
+        __m512 dw2 = _mm512_permutexvar_ps(dup2_index(0), dw);
+        for (int t = 0; t < nt; t++) {
+            const quant_q8_act *g = a + t * a_stride + gi;
+            factors_32(dw, g, fac[t]);
+            acc_off[t] = _mm512_fmadd_ps(dw2, _mm512_loadu_ps(g->s), acc_off[t]);
+        }
         for (int p = 0; p < 4; p++) {
             __m256i q0 = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)bb[2 * p].qs));
             __m256i q1 = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)bb[2 * p + 1].qs));
             __m512i q = _mm512_inserti64x4(_mm512_castsi256_si512(q0), q1, 1);
             q = _mm512_and_si512(_mm512_srlv_epi64(q, shift), m4);
-            __m512i dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q, _mm512_loadu_si512(g->qs + 64 * p));
-            acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), chunk_factor(fac, p), acc);
+            for (int t = 0; t < nt; t++) {
+                const quant_q8_act *g = a + t * a_stride + gi;
+                __m512i dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q, _mm512_loadu_si512(g->qs + 64 * p));
+                acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), chunk_factor(fac[t], p), acc[t]);
+            }
         }
     }
-    float s = _mm512_reduce_add_ps(acc) - 8 * _mm512_reduce_add_ps(acc_off);
-    if (n > groups * 256) s += quant_qdot_q4_0(b + 8 * groups, a + groups, n - groups * 256);
-    return s;
+    for (int t = 0; t < nt; t++) {
+        out[t] = _mm512_reduce_add_ps(acc[t]) - 8 * _mm512_reduce_add_ps(acc_off[t]);
+        if (n > groups * 256) out[t] += quant_qdot_q4_0(b + 8 * groups, a + t * a_stride + groups, n - groups * 256);
+    }
 }
 
-SIMD_VNNI static float qdot_q8_0(const void *w, const quant_q8_act *a, int64_t n) {
+CORE void q8_0_core(const void *w, const quant_q8_act *a, int64_t a_stride, int64_t n, int nt, float *out) {
     const quant_q8_0 *b = w;
     const __m512i flip = _mm512_set1_epi8((char)0x80);   /* q + 128: the unsigned operand */
-    __m512 acc = _mm512_setzero_ps(), acc_off = _mm512_setzero_ps();
+    __m512 acc[NTMAX], acc_off[NTMAX];
+    for (int t = 0; t < nt; t++) acc[t] = acc_off[t] = _mm512_setzero_ps();
     int64_t groups = n / 256;
     for (int64_t gi = 0; gi < groups; gi++) {
         const quant_q8_0 *bb = b + 8 * gi;
-        const quant_q8_act *g = &a[gi];
         prefetch_ahead(bb, 8 * sizeof *bb);
-        __m512 dw = _mm512_castps256_ps512(f16x8((const unsigned char *)bb, sizeof *bb)), fac[2];
-        factors_32(dw, g, fac);
-        acc_off = _mm512_fmadd_ps(_mm512_permutexvar_ps(dup2_index(0), dw), _mm512_loadu_ps(g->s), acc_off);
+        __m512 dw = _mm512_castps256_ps512(f16x8((const unsigned char *)bb, sizeof *bb)), fac[NTMAX][2];
+        __m512 dw2 = _mm512_permutexvar_ps(dup2_index(0), dw);
+        for (int t = 0; t < nt; t++) {
+            const quant_q8_act *g = a + t * a_stride + gi;
+            factors_32(dw, g, fac[t]);
+            acc_off[t] = _mm512_fmadd_ps(dw2, _mm512_loadu_ps(g->s), acc_off[t]);
+        }
         for (int p = 0; p < 4; p++) {
             __m256i q0 = _mm256_loadu_si256((const __m256i *)bb[2 * p].qs);
             __m256i q1 = _mm256_loadu_si256((const __m256i *)bb[2 * p + 1].qs);
             __m512i q = _mm512_xor_si512(_mm512_inserti64x4(_mm512_castsi256_si512(q0), q1, 1), flip);
-            __m512i dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q, _mm512_loadu_si512(g->qs + 64 * p));
-            acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), chunk_factor(fac, p), acc);
+            for (int t = 0; t < nt; t++) {
+                const quant_q8_act *g = a + t * a_stride + gi;
+                __m512i dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q, _mm512_loadu_si512(g->qs + 64 * p));
+                acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), chunk_factor(fac[t], p), acc[t]);
+            }
         }
     }
-    float s = _mm512_reduce_add_ps(acc) - 128 * _mm512_reduce_add_ps(acc_off);
-    if (n > groups * 256) s += quant_qdot_q8_0(b + 8 * groups, a + groups, n - groups * 256);
-    return s;
+    for (int t = 0; t < nt; t++) {
+        out[t] = _mm512_reduce_add_ps(acc[t]) - 128 * _mm512_reduce_add_ps(acc_off[t]);
+        if (n > groups * 256) out[t] += quant_qdot_q8_0(b + 8 * groups, a + t * a_stride + groups, n - groups * 256);
+    }
 }
 
 /* Q4_K / Q5_K scales[12] to eight 6-bit scales and eight mins, one per byte. */
@@ -308,89 +332,74 @@ SIMD_VNNI static inline __m512 u8x8_ps(uint64_t v) {
     return _mm512_castps256_ps512(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)v))));
 }
 
-/* Q4_K / Q5_K per super-block: the 8-block factors d * sc_j * dx into fac, and the mins'
- * share dmin * m_j * sum_j(x) into acc_min. */
-SIMD_VNNI static inline void k4_factors(uint16_t dh, uint16_t dminh, const uint8_t *scales,
-                                        const quant_q8_act *g, __m512 *fac, __m512 *acc_min) {
-    uint64_t sc, m;
-    scales_k4(scales, &sc, &m);
-    factors_32(_mm512_mul_ps(u8x8_ps(sc), _mm512_set1_ps(_cvtsh_ss(dh))), g, fac);
-    __m512 mins = _mm512_mul_ps(u8x8_ps(m), _mm512_set1_ps(_cvtsh_ss(dminh)));
-    *acc_min = _mm512_fmadd_ps(_mm512_permutexvar_ps(dup2_index(0), mins), _mm512_loadu_ps(g->s), *acc_min);
-}
-
-SIMD_VNNI static float qdot_q4_K(const void *w, const quant_q8_act *a, int64_t n) {
-    const quant_q4_K *b = w;
-    const __m512i m4 = _mm512_set1_epi8(15);
-    const __m512i shift = _mm512_set_epi64(4, 4, 4, 4, 0, 0, 0, 0);   /* low nibbles, then high */
-    __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps(), acc_min = _mm512_setzero_ps();
-    for (int64_t i = 0; i < n / 256; i++) {
-        const quant_q8_act *g = &a[i];
-        prefetch_ahead(b + i, sizeof *b);
-        __m512 fac[2];
-        k4_factors(b[i].d, b[i].dmin, b[i].scales, g, fac, &acc_min);
-        for (int c = 0; c < 4; c += 2) {
-            __m512i q0 = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(b[i].qs + 32 * c)));
-            __m512i q1 = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(b[i].qs + 32 * c + 32)));
-            q0 = _mm512_and_si512(_mm512_srlv_epi64(q0, shift), m4);
-            q1 = _mm512_and_si512(_mm512_srlv_epi64(q1, shift), m4);
-            __m512i d0 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q0, _mm512_loadu_si512(g->qs + 64 * c));
-            __m512i d1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q1, _mm512_loadu_si512(g->qs + 64 * c + 64));
-            acc0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d0), chunk_factor(fac, c), acc0);
-            acc1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d1), chunk_factor(fac, c + 1), acc1);
-        }
-    }
-    return _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1)) - _mm512_reduce_add_ps(acc_min);
-}
-
-SIMD_VNNI static float qdot_q5_K(const void *w, const quant_q8_act *a, int64_t n) {
-    const quant_q5_K *b = w;
+/* Q4_K and Q5_K: per super-block, the 8-block factors d * sc_j * dx and the mins' share
+ * dmin * m_j * sum_j(x); Q5_K adds the 5th bits from qh (hbit: nonzero for Q5_K). */
+CORE void k4_core(const void *w, size_t block_bytes, bool q5, const quant_q8_act *a, int64_t a_stride, int64_t n,
+                  int nt, float *out) {
     const __m512i m4 = _mm512_set1_epi8(15), sixteen = _mm512_set1_epi8(16);
-    const __m512i shift = _mm512_set_epi64(4, 4, 4, 4, 0, 0, 0, 0);
+    const __m512i shift = _mm512_set_epi64(4, 4, 4, 4, 0, 0, 0, 0);   /* low nibbles, then high */
     __m512i hmask[4];   /* chunk c: 5th bits are bit 2c (first 32 weights) and 2c+1 (next 32) of qh */
     for (int c = 0; c < 4; c++)
         hmask[c] = _mm512_inserti64x4(_mm512_set1_epi8((char)(1 << (2 * c))), _mm256_set1_epi8((char)(1 << (2 * c + 1))), 1);
-    __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps(), acc_min = _mm512_setzero_ps();
-    for (int64_t i = 0; i < n / 256; i++) {
-        const quant_q8_act *g = &a[i];
-        prefetch_ahead(b + i, sizeof *b);
-        __m512 fac[2];
-        k4_factors(b[i].d, b[i].dmin, b[i].scales, g, fac, &acc_min);
-        __m512i qh = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)b[i].qh));
-        for (int c = 0; c < 4; c += 2) {
-            __m512i q0 = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(b[i].qs + 32 * c)));
-            __m512i q1 = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(b[i].qs + 32 * c + 32)));
-            q0 = _mm512_and_si512(_mm512_srlv_epi64(q0, shift), m4);
-            q1 = _mm512_and_si512(_mm512_srlv_epi64(q1, shift), m4);
-            q0 = _mm512_mask_add_epi8(q0, _mm512_test_epi8_mask(qh, hmask[c]), q0, sixteen);
-            q1 = _mm512_mask_add_epi8(q1, _mm512_test_epi8_mask(qh, hmask[c + 1]), q1, sixteen);
-            __m512i d0 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q0, _mm512_loadu_si512(g->qs + 64 * c));
-            __m512i d1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q1, _mm512_loadu_si512(g->qs + 64 * c + 64));
-            acc0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d0), chunk_factor(fac, c), acc0);
-            acc1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d1), chunk_factor(fac, c + 1), acc1);
+    __m512 acc[NTMAX][2], acc_min[NTMAX];
+    for (int t = 0; t < nt; t++) acc[t][0] = acc[t][1] = acc_min[t] = _mm512_setzero_ps();
+    const unsigned char *blk = w;
+    for (int64_t i = 0; i < n / 256; i++, blk += block_bytes) {
+        /* Q4_K: d, dmin, scales[12], qs[128]; Q5_K: the same with qh[32] before qs */
+        const quant_q4_K *b4 = (const quant_q4_K *)blk;
+        const uint8_t *qs = q5 ? ((const quant_q5_K *)blk)->qs : b4->qs;
+        prefetch_ahead(blk, (int)block_bytes);
+        uint64_t sc, m;
+        scales_k4(b4->scales, &sc, &m);
+        __m512 wsc = _mm512_mul_ps(u8x8_ps(sc), _mm512_set1_ps(_cvtsh_ss(b4->d)));
+        __m512 e0 = _mm512_permutexvar_ps(quad_index(0), wsc), e1 = _mm512_permutexvar_ps(quad_index(4), wsc);
+        __m512 mins = _mm512_permutexvar_ps(dup2_index(0), _mm512_mul_ps(u8x8_ps(m), _mm512_set1_ps(_cvtsh_ss(b4->dmin))));
+        __m512 fac[NTMAX][2];
+        for (int t = 0; t < nt; t++) {
+            const quant_q8_act *g = a + t * a_stride + i;
+            fac[t][0] = _mm512_mul_ps(_mm512_loadu_ps(g->d), e0);
+            fac[t][1] = _mm512_mul_ps(_mm512_loadu_ps(g->d + 16), e1);
+            acc_min[t] = _mm512_fmadd_ps(mins, _mm512_loadu_ps(g->s), acc_min[t]);
+        }
+        __m512i qh = q5 ? _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)((const quant_q5_K *)blk)->qh))
+                        : _mm512_setzero_si512();
+        for (int c = 0; c < 4; c++) {
+            __m512i q = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(qs + 32 * c)));
+            q = _mm512_and_si512(_mm512_srlv_epi64(q, shift), m4);
+            if (q5) q = _mm512_mask_add_epi8(q, _mm512_test_epi8_mask(qh, hmask[c]), q, sixteen);
+            for (int t = 0; t < nt; t++) {
+                const quant_q8_act *g = a + t * a_stride + i;
+                __m512i dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q, _mm512_loadu_si512(g->qs + 64 * c));
+                int k = nt == 1 ? c & 1 : 0;   /* two chains for one row; rows are chains enough */
+                acc[t][k] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), chunk_factor(fac[t], c), acc[t][k]);
+            }
         }
     }
-    return _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1)) - _mm512_reduce_add_ps(acc_min);
+    for (int t = 0; t < nt; t++)
+        out[t] = _mm512_reduce_add_ps(_mm512_add_ps(acc[t][0], acc[t][1])) - _mm512_reduce_add_ps(acc_min[t]);
 }
 
-SIMD_VNNI static float qdot_q6_K(const void *w, const quant_q8_act *a, int64_t n) {
+CORE void q6_K_core(const void *w, const quant_q8_act *a, int64_t a_stride, int64_t n, int nt, float *out) {
     const quant_q6_K *b = w;
     const __m512i m4 = _mm512_set1_epi8(15), m2 = _mm512_set1_epi8(3);
     /* per 256-bit half of a vector: shift qh by 2k for quarter k (epi16 lanes) */
     const __m512i sh01 = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(2), 1);
     const __m512i sh23 = _mm512_inserti64x4(_mm512_set1_epi16(4), _mm256_set1_epi16(6), 1);
-    __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps(), acc_off = _mm512_setzero_ps();
+    __m512 acc[NTMAX][2], acc_off[NTMAX];
+    for (int t = 0; t < nt; t++) acc[t][0] = acc[t][1] = acc_off[t] = _mm512_setzero_ps();
     for (int64_t i = 0; i < n / 256; i++) {
-        const quant_q8_act *g = &a[i];
         prefetch_ahead(b + i, sizeof *b);
         /* d * scale_k per 16-block k; an 8-block's factor is that times its dx */
         __m512 sc = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)b[i].scales))),
                                   _mm512_set1_ps(f16s(&b[i].d)));
-        __m512 fac[2] = {
-            _mm512_mul_ps(_mm512_loadu_ps(g->d), _mm512_permutexvar_ps(dup2_index(0), sc)),
-            _mm512_mul_ps(_mm512_loadu_ps(g->d + 16), _mm512_permutexvar_ps(dup2_index(8), sc)),
-        };
-        acc_off = _mm512_fmadd_ps(sc, _mm512_loadu_ps(g->s), acc_off);
+        __m512 e0 = _mm512_permutexvar_ps(dup2_index(0), sc), e1 = _mm512_permutexvar_ps(dup2_index(8), sc);
+        __m512 fac[NTMAX][2];
+        for (int t = 0; t < nt; t++) {
+            const quant_q8_act *g = a + t * a_stride + i;
+            fac[t][0] = _mm512_mul_ps(_mm512_loadu_ps(g->d), e0);
+            fac[t][1] = _mm512_mul_ps(_mm512_loadu_ps(g->d + 16), e1);
+            acc_off[t] = _mm512_fmadd_ps(sc, _mm512_loadu_ps(g->s), acc_off[t]);
+        }
         for (int h = 0; h < 2; h++) {
             __m512i ql = _mm512_loadu_si512(b[i].ql + 64 * h);
             __m512i qh = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(b[i].qh + 32 * h)));
@@ -398,14 +407,38 @@ SIMD_VNNI static float qdot_q6_K(const void *w, const quant_q8_act *a, int64_t n
             __m512i h23 = _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi16(qh, sh23), m2), 4);
             __m512i q0 = _mm512_or_si512(_mm512_and_si512(ql, m4), h01);                        /* weights 0..63 */
             __m512i q1 = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql, 4), m4), h23);  /* 64..127 */
-            __m512i d0 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q0, _mm512_loadu_si512(g->qs + 128 * h));
-            __m512i d1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q1, _mm512_loadu_si512(g->qs + 128 * h + 64));
-            acc0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d0), chunk_factor(fac, 2 * h), acc0);
-            acc1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d1), chunk_factor(fac, 2 * h + 1), acc1);
+            for (int t = 0; t < nt; t++) {
+                const quant_q8_act *g = a + t * a_stride + i;
+                __m512i d0 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q0, _mm512_loadu_si512(g->qs + 128 * h));
+                __m512i d1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q1, _mm512_loadu_si512(g->qs + 128 * h + 64));
+                acc[t][0] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d0), chunk_factor(fac[t], 2 * h), acc[t][0]);
+                acc[t][nt == 1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d1), chunk_factor(fac[t], 2 * h + 1), acc[t][nt == 1]);
+            }
         }
     }
-    return _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1)) - 32 * _mm512_reduce_add_ps(acc_off);
+    for (int t = 0; t < nt; t++)
+        out[t] = _mm512_reduce_add_ps(_mm512_add_ps(acc[t][0], acc[t][1])) - 32 * _mm512_reduce_add_ps(acc_off[t]);
 }
+
+/* The table's entry points: one activation row (decode) and KERN_QDOT_TOKENS rows. */
+#define QDOT_ENTRIES(name, core_call)                                                                    \
+    SIMD_VNNI static float qdot_##name(const void *w, const quant_q8_act *a, int64_t n) {                \
+        float out;                                                                                       \
+        core_call(w, a, 0, n, 1, &out);                                                                  \
+        return out;                                                                                      \
+    }                                                                                                    \
+    SIMD_VNNI static void qdotn_##name(const void *w, const quant_q8_act *a, int64_t a_stride, int64_t n, \
+                                       float *out) {                                                     \
+        core_call(w, a, a_stride, n, KERN_QDOT_TOKENS, out);                                             \
+    }
+
+#define Q4_K_CALL(w, a, s, n, nt, out) k4_core(w, sizeof(quant_q4_K), false, a, s, n, nt, out)
+#define Q5_K_CALL(w, a, s, n, nt, out) k4_core(w, sizeof(quant_q5_K), true, a, s, n, nt, out)
+QDOT_ENTRIES(q4_0, q4_0_core)
+QDOT_ENTRIES(q8_0, q8_0_core)
+QDOT_ENTRIES(q4_K, Q4_K_CALL)
+QDOT_ENTRIES(q5_K, Q5_K_CALL)
+QDOT_ENTRIES(q6_K, q6_K_core)
 
 const kern_table kern_avx512 = {
     .name = "avx512",
@@ -414,6 +447,8 @@ const kern_table kern_avx512 = {
     /* the integer dots need AVX512-VNNI; kern_select substitutes AVX2's without it */
     .qdot = {[SG_Q4_0] = qdot_q4_0, [SG_Q8_0] = qdot_q8_0, [SG_Q4_K] = qdot_q4_K,
              [SG_Q5_K] = qdot_q5_K, [SG_Q6_K] = qdot_q6_K},
+    .qdotn = {[SG_Q4_0] = qdotn_q4_0, [SG_Q8_0] = qdotn_q8_0, [SG_Q4_K] = qdotn_q4_K,
+              [SG_Q5_K] = qdotn_q5_K, [SG_Q6_K] = qdotn_q6_K},
 };
 #else
 const kern_table kern_avx512 = {0};
