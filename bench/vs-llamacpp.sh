@@ -17,7 +17,9 @@
 # 300: before each run, wait up to this long for the machine to be idle (other processes
 # under 10% of the CPUs over a second); runs that started on a busy machine are marked
 # "busy": both engines spin-wait between operations, and a neighbour on a core makes
-# those waits, and the figures, erratic).
+# those waits, and the figures, erratic), LOCK (1: both engines lock the weights in
+# memory, smolgate --mlock and llama-bench -lm mmap+mlock, so that a kernel that evicts
+# idle page cache, as some VMs do, cannot make decode read from disk; 0: plain mmap).
 set -u
 cd "$(dirname "$0")/.."
 : "${LLAMA_CPP:?set LLAMA_CPP to a llama.cpp build folder (with bin/llama-bench)}"
@@ -50,12 +52,20 @@ wait_quiet() {
   echo idle
 }
 
+lock=${LOCK:-1}
+if [ "$lock" = 1 ]; then
+  ulimit -l unlimited 2>/dev/null
+  lb_lock=(-lm mmap+mlock) sg_lock=--mlock
+else
+  lb_lock=() sg_lock=
+fi
+
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
 # llama-bench -o jsonl: one object per test; print "pp tg" tokens/s
 llama_round() {
-  "$lb" -m "$1" -t "$threads" -p "$p" -n "$n" -r 1 -o jsonl 2>/dev/null | python3 -c '
+  "$lb" -m "$1" -t "$threads" -p "$p" -n "$n" -r 1 "${lb_lock[@]}" -o jsonl 2>/dev/null | python3 -c '
 import json, sys
 pp = tg = 0.0
 for line in sys.stdin:
@@ -69,7 +79,7 @@ print(f"{pp:.3f} {tg:.3f}")'
 
 smolgate_round() {
   # shellcheck disable=SC2086
-  "$sg" bench "$1" -t "$threads" -p "$p" -n "$n" -r 1 --conc 0 --bw-mib 0 --json ${SG_OPTS:-} 2>/dev/null | python3 -c '
+  "$sg" bench "$1" -t "$threads" -p "$p" -n "$n" -r 1 --conc 0 --bw-mib 0 --json $sg_lock ${SG_OPTS:-} 2>/dev/null | python3 -c '
 import json, sys
 o = json.loads(sys.stdin.read())
 print("%.3f %.3f %d" % (o["pp_tok_s"] or 0, o["tg_tok_s"] or 0, o["weight_bytes"]))'

@@ -29,6 +29,8 @@ static void bench_usage(void) {
           "  --conc-prompt N   prompt tokens of each concurrent sequence (default 32)\n"
           "  --bw-mib N        bandwidth test buffer in MiB (default 1024; 0: skip)\n"
           "  --bw-runs N       bandwidth passes, the best is kept (default 5)\n"
+          "  --mlock           lock the weights in memory first (steadier figures where the\n"
+          "                    kernel evicts idle page cache; llama-bench -lm mmap+mlock)\n"
           "  --json            print one JSON object\n", stderr);
 }
 
@@ -37,7 +39,7 @@ typedef struct bench_cli {
     bench_params p;
     int conc[MAX_CONC], n_conc, conc_n, conc_prompt, bw_runs;
     long bw_mib;
-    bool json;
+    bool json, mlock;
 } bench_cli;
 
 static int parse(int argc, char **argv, bench_cli *o) {
@@ -84,6 +86,7 @@ static int parse(int argc, char **argv, bench_cli *o) {
         else if (!strcmp(a, "--bw-mib")) { NEEDV(); if (cli_int(a, v, 0, 1L << 20, &o->bw_mib)) return -1; }
         else if (!strcmp(a, "--bw-runs")) { NEEDV(); if (cli_int(a, v, 1, 1000, &l)) return -1; o->bw_runs = (int)l; }
         else if (!strcmp(a, "--json")) o->json = true;
+        else if (!strcmp(a, "--mlock")) o->mlock = true;
         else if (a[0] == '-' && a[1]) { fprintf(stderr, "smolgate: unknown option %s\n", a); bench_usage(); return -1; }
         else if (!o->model) o->model = a;
         else { fprintf(stderr, "smolgate: unexpected argument %s\n", a); return -1; }
@@ -163,6 +166,7 @@ int cli_bench(int argc, char **argv) {
     sg_error err = {{0}};
     sg_model *m = model_load(o.model, &err);
     if (!m) { fprintf(stderr, "smolgate: %s\n", err.msg); return 1; }
+    if (o.mlock && bench_lock_weights(m, &err)) { fprintf(stderr, "smolgate: %s\n", err.msg); model_free(m); return 1; }
     int threads = o.p.infer.n_threads > 0 ? o.p.infer.n_threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
     figures f = {0};
     double *x = sg_xmalloc((size_t)o.p.reps * sizeof(double));

@@ -1,6 +1,7 @@
 /* benchmark.c: see benchmark.h. */
 #include "engine/benchmark.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,6 +10,7 @@
 #include <time.h>
 
 #include "common/buf.h"
+#include "common/mapfile.h"
 #include "engine/kernels.h"
 #include "engine/threadpool.h"
 
@@ -220,6 +222,19 @@ const char *bench_model_type(const sg_model *m) {
         for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
             if (names[i].ftype == ft) return names[i].name;
     return dtype_info(m->layers[0].wq.type)->name;
+}
+
+static int lock_map(const sg_mapfile *f, sg_error *err) {
+    if (f->data && f->size && mlock(f->data, f->size))
+        return sg_fail(err, "cannot lock %zu MiB of weights in memory: %s (raise ulimit -l)", f->size >> 20, strerror(errno));
+    return 0;
+}
+
+int bench_lock_weights(const sg_model *m, sg_error *err) {
+    if (m->src == MODEL_SRC_GGUF) return lock_map(&m->gguf.map, err);
+    for (size_t i = 0; i < m->st.n_files; i++)
+        if (lock_map(&m->st.files[i].map, err)) return -1;
+    return 0;
 }
 
 double bench_peak_rss_mb(void) {

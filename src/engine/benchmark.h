@@ -59,6 +59,13 @@ int bench_mem_bandwidth(int n_threads, size_t bytes, int runs, double *gbs, cons
  * "Q8_0", "F16", ...) when the file has one, else its attention weights' type. */
 const char *bench_model_type(const sg_model *m);
 
+/* Locks the model's memory-mapped files in RAM (mlock), so that the kernel cannot evict
+ * weight pages between or during runs: on machines that reclaim idle page cache
+ * eagerly (some VMs), an unlocked model pages in from disk and decode figures measure
+ * the disk. Needs RLIMIT_MEMLOCK or CAP_IPC_LOCK; the pages stay locked until the
+ * model is freed (munmap unlocks them). */
+int bench_lock_weights(const sg_model *m, sg_error *err);
+
 /* Peak resident set size of this process so far, in MB (1e6 bytes). */
 double bench_peak_rss_mb(void);
 
