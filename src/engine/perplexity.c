@@ -427,6 +427,9 @@ int ppl_run(const sg_model *m, const int32_t *tokens, size_t n_tokens, const ppl
     if (p->save_path && p->save_enc == PPL_ENC_TOPK && (p->save_top_k <= 0 || p->save_top_k > V))
         return sg_fail(err, "top-k (%d) must be between 1 and the vocabulary size (%d)", p->save_top_k, V);
 
+    if (p->save_path && p->kl_base_path && !strcmp(p->save_path, p->kl_base_path))
+        return sg_fail(err, "%s cannot be both the base read and the file written", p->save_path);
+
     run_state rs = {.p = p, .n_vocab = V};
     sg_infer *s = NULL;
     float *logits = NULL;
