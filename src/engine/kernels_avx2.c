@@ -14,9 +14,9 @@
 #define PREFETCH_AHEAD 2048
 
 /* Prefetches the `bytes` (a block's size) PREFETCH_AHEAD beyond p. */
-SIMD static inline void prefetch_ahead(const void *p, int bytes) {
+SIMD static inline __attribute__((always_inline)) void prefetch_ahead(const void *p, int bytes) {
     const char *q = (const char *)p + PREFETCH_AHEAD;
-    for (int o = 0; o < bytes; o += 64) _mm_prefetch(q + o, _MM_HINT_T0);
+    for (int o = 0; o < bytes; o += 64) __builtin_prefetch(q + o, 0, 3);
 }
 
 SIMD static inline float hsum(__m256 v) {

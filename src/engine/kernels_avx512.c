@@ -204,9 +204,9 @@ SIMD static float dot_q6_K(const void *w, const float *x, int64_t n) {
 #define SIMD_VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")))
 
 /* Prefetches the `bytes` (a block's size) PREFETCH_AHEAD beyond p. */
-SIMD_VNNI static inline void prefetch_ahead(const void *p, int bytes) {
+SIMD_VNNI static inline __attribute__((always_inline)) void prefetch_ahead(const void *p, int bytes) {
     const char *q = (const char *)p + PREFETCH_AHEAD;
-    for (int o = 0; o < bytes; o += 64) _mm_prefetch(q + o, _MM_HINT_T0);
+    for (int o = 0; o < bytes; o += 64) __builtin_prefetch(q + o, 0, 3);
 }
 
 /* Lane l of the result takes v[base + l / 2] (one 8-block's factor over its two lanes). */
@@ -254,6 +254,7 @@ CORE void q4_0_core(const void *w, const quant_q8_act *a, int64_t a_stride, int6
     const __m512i m4 = _mm512_set1_epi8(15);
     const __m512i shift = _mm512_set_epi64(4, 4, 0, 0, 4, 4, 0, 0);   /* per 16 bytes: low nibbles, then high */
     __m512 acc[NTMAX], acc_off[NTMAX];
+    #pragma GCC unroll 8
     for (int t = 0; t < nt; t++) acc[t] = acc_off[t] = _mm512_setzero_ps();
     int64_t groups = n / 256;
     for (int64_t gi = 0; gi < groups; gi++) {
@@ -261,16 +262,19 @@ CORE void q4_0_core(const void *w, const quant_q8_act *a, int64_t a_stride, int6
         prefetch_ahead(bb, 8 * sizeof *bb);
         __m512 dw = _mm512_castps256_ps512(f16x8((const unsigned char *)bb, sizeof *bb)), fac[NTMAX][2];
         __m512 dw2 = _mm512_permutexvar_ps(dup2_index(0), dw);
+        #pragma GCC unroll 8
         for (int t = 0; t < nt; t++) {
             const quant_q8_act *g = a + t * a_stride + gi;
             factors_32(dw, g, fac[t]);
             acc_off[t] = _mm512_fmadd_ps(dw2, _mm512_loadu_ps(g->s), acc_off[t]);
         }
+        #pragma GCC unroll 8
         for (int p = 0; p < 4; p++) {
             __m256i q0 = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)bb[2 * p].qs));
             __m256i q1 = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)bb[2 * p + 1].qs));
             __m512i q = _mm512_inserti64x4(_mm512_castsi256_si512(q0), q1, 1);
             q = _mm512_and_si512(_mm512_srlv_epi64(q, shift), m4);
+            #pragma GCC unroll 8
             for (int t = 0; t < nt; t++) {
                 const quant_q8_act *g = a + t * a_stride + gi;
                 __m512i dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q, _mm512_loadu_si512(g->qs + 64 * p));
@@ -278,6 +282,7 @@ CORE void q4_0_core(const void *w, const quant_q8_act *a, int64_t a_stride, int6
             }
         }
     }
+    #pragma GCC unroll 8
     for (int t = 0; t < nt; t++) {
         out[t] = _mm512_reduce_add_ps(acc[t]) - 8 * _mm512_reduce_add_ps(acc_off[t]);
         if (n > groups * 256) out[t] += quant_qdot_q4_0(b + 8 * groups, a + t * a_stride + groups, n - groups * 256);
@@ -288,6 +293,7 @@ CORE void q8_0_core(const void *w, const quant_q8_act *a, int64_t a_stride, int6
     const quant_q8_0 *b = w;
     const __m512i flip = _mm512_set1_epi8((char)0x80);   /* q + 128: the unsigned operand */
     __m512 acc[NTMAX], acc_off[NTMAX];
+    #pragma GCC unroll 8
     for (int t = 0; t < nt; t++) acc[t] = acc_off[t] = _mm512_setzero_ps();
     int64_t groups = n / 256;
     for (int64_t gi = 0; gi < groups; gi++) {
@@ -295,15 +301,18 @@ CORE void q8_0_core(const void *w, const quant_q8_act *a, int64_t a_stride, int6
         prefetch_ahead(bb, 8 * sizeof *bb);
         __m512 dw = _mm512_castps256_ps512(f16x8((const unsigned char *)bb, sizeof *bb)), fac[NTMAX][2];
         __m512 dw2 = _mm512_permutexvar_ps(dup2_index(0), dw);
+        #pragma GCC unroll 8
         for (int t = 0; t < nt; t++) {
             const quant_q8_act *g = a + t * a_stride + gi;
             factors_32(dw, g, fac[t]);
             acc_off[t] = _mm512_fmadd_ps(dw2, _mm512_loadu_ps(g->s), acc_off[t]);
         }
+        #pragma GCC unroll 8
         for (int p = 0; p < 4; p++) {
             __m256i q0 = _mm256_loadu_si256((const __m256i *)bb[2 * p].qs);
             __m256i q1 = _mm256_loadu_si256((const __m256i *)bb[2 * p + 1].qs);
             __m512i q = _mm512_xor_si512(_mm512_inserti64x4(_mm512_castsi256_si512(q0), q1, 1), flip);
+            #pragma GCC unroll 8
             for (int t = 0; t < nt; t++) {
                 const quant_q8_act *g = a + t * a_stride + gi;
                 __m512i dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q, _mm512_loadu_si512(g->qs + 64 * p));
@@ -311,6 +320,7 @@ CORE void q8_0_core(const void *w, const quant_q8_act *a, int64_t a_stride, int6
             }
         }
     }
+    #pragma GCC unroll 8
     for (int t = 0; t < nt; t++) {
         out[t] = _mm512_reduce_add_ps(acc[t]) - 128 * _mm512_reduce_add_ps(acc_off[t]);
         if (n > groups * 256) out[t] += quant_qdot_q8_0(b + 8 * groups, a + t * a_stride + groups, n - groups * 256);
@@ -339,9 +349,11 @@ CORE void k4_core(const void *w, size_t block_bytes, bool q5, const quant_q8_act
     const __m512i m4 = _mm512_set1_epi8(15), sixteen = _mm512_set1_epi8(16);
     const __m512i shift = _mm512_set_epi64(4, 4, 4, 4, 0, 0, 0, 0);   /* low nibbles, then high */
     __m512i hmask[4];   /* chunk c: 5th bits are bit 2c (first 32 weights) and 2c+1 (next 32) of qh */
+    #pragma GCC unroll 8
     for (int c = 0; c < 4; c++)
         hmask[c] = _mm512_inserti64x4(_mm512_set1_epi8((char)(1 << (2 * c))), _mm256_set1_epi8((char)(1 << (2 * c + 1))), 1);
     __m512 acc[NTMAX][2], acc_min[NTMAX];
+    #pragma GCC unroll 8
     for (int t = 0; t < nt; t++) acc[t][0] = acc[t][1] = acc_min[t] = _mm512_setzero_ps();
     const unsigned char *blk = w;
     for (int64_t i = 0; i < n / 256; i++, blk += block_bytes) {
@@ -355,6 +367,7 @@ CORE void k4_core(const void *w, size_t block_bytes, bool q5, const quant_q8_act
         __m512 e0 = _mm512_permutexvar_ps(quad_index(0), wsc), e1 = _mm512_permutexvar_ps(quad_index(4), wsc);
         __m512 mins = _mm512_permutexvar_ps(dup2_index(0), _mm512_mul_ps(u8x8_ps(m), _mm512_set1_ps(_cvtsh_ss(b4->dmin))));
         __m512 fac[NTMAX][2];
+        #pragma GCC unroll 8
         for (int t = 0; t < nt; t++) {
             const quant_q8_act *g = a + t * a_stride + i;
             fac[t][0] = _mm512_mul_ps(_mm512_loadu_ps(g->d), e0);
@@ -363,10 +376,12 @@ CORE void k4_core(const void *w, size_t block_bytes, bool q5, const quant_q8_act
         }
         __m512i qh = q5 ? _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)((const quant_q5_K *)blk)->qh))
                         : _mm512_setzero_si512();
+        #pragma GCC unroll 8
         for (int c = 0; c < 4; c++) {
             __m512i q = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(qs + 32 * c)));
             q = _mm512_and_si512(_mm512_srlv_epi64(q, shift), m4);
             if (q5) q = _mm512_mask_add_epi8(q, _mm512_test_epi8_mask(qh, hmask[c]), q, sixteen);
+            #pragma GCC unroll 8
             for (int t = 0; t < nt; t++) {
                 const quant_q8_act *g = a + t * a_stride + i;
                 __m512i dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q, _mm512_loadu_si512(g->qs + 64 * c));
@@ -375,6 +390,7 @@ CORE void k4_core(const void *w, size_t block_bytes, bool q5, const quant_q8_act
             }
         }
     }
+    #pragma GCC unroll 8
     for (int t = 0; t < nt; t++)
         out[t] = _mm512_reduce_add_ps(_mm512_add_ps(acc[t][0], acc[t][1])) - _mm512_reduce_add_ps(acc_min[t]);
 }
@@ -386,6 +402,7 @@ CORE void q6_K_core(const void *w, const quant_q8_act *a, int64_t a_stride, int6
     const __m512i sh01 = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(2), 1);
     const __m512i sh23 = _mm512_inserti64x4(_mm512_set1_epi16(4), _mm256_set1_epi16(6), 1);
     __m512 acc[NTMAX][2], acc_off[NTMAX];
+    #pragma GCC unroll 8
     for (int t = 0; t < nt; t++) acc[t][0] = acc[t][1] = acc_off[t] = _mm512_setzero_ps();
     for (int64_t i = 0; i < n / 256; i++) {
         prefetch_ahead(b + i, sizeof *b);
@@ -394,12 +411,14 @@ CORE void q6_K_core(const void *w, const quant_q8_act *a, int64_t a_stride, int6
                                   _mm512_set1_ps(f16s(&b[i].d)));
         __m512 e0 = _mm512_permutexvar_ps(dup2_index(0), sc), e1 = _mm512_permutexvar_ps(dup2_index(8), sc);
         __m512 fac[NTMAX][2];
+        #pragma GCC unroll 8
         for (int t = 0; t < nt; t++) {
             const quant_q8_act *g = a + t * a_stride + i;
             fac[t][0] = _mm512_mul_ps(_mm512_loadu_ps(g->d), e0);
             fac[t][1] = _mm512_mul_ps(_mm512_loadu_ps(g->d + 16), e1);
             acc_off[t] = _mm512_fmadd_ps(sc, _mm512_loadu_ps(g->s), acc_off[t]);
         }
+        #pragma GCC unroll 8
         for (int h = 0; h < 2; h++) {
             __m512i ql = _mm512_loadu_si512(b[i].ql + 64 * h);
             __m512i qh = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(b[i].qh + 32 * h)));
@@ -407,6 +426,7 @@ CORE void q6_K_core(const void *w, const quant_q8_act *a, int64_t a_stride, int6
             __m512i h23 = _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi16(qh, sh23), m2), 4);
             __m512i q0 = _mm512_or_si512(_mm512_and_si512(ql, m4), h01);                        /* weights 0..63 */
             __m512i q1 = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql, 4), m4), h23);  /* 64..127 */
+            #pragma GCC unroll 8
             for (int t = 0; t < nt; t++) {
                 const quant_q8_act *g = a + t * a_stride + i;
                 __m512i d0 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q0, _mm512_loadu_si512(g->qs + 128 * h));
@@ -416,6 +436,7 @@ CORE void q6_K_core(const void *w, const quant_q8_act *a, int64_t a_stride, int6
             }
         }
     }
+    #pragma GCC unroll 8
     for (int t = 0; t < nt; t++)
         out[t] = _mm512_reduce_add_ps(_mm512_add_ps(acc[t][0], acc[t][1])) - 32 * _mm512_reduce_add_ps(acc_off[t]);
 }
