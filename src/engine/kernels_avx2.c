@@ -119,6 +119,56 @@ SIMD static float dot_q4_0(const void *w, const float *x, int64_t n) {
     return hsum(_mm256_add_ps(acc0, acc1));
 }
 
+/* The fallback 32-block types (llama.cpp's recipes use them for rows that are not whole
+ * 256-blocks): w = d * q + m, q the nibble plus, for Q5_0 / Q5_1, the 5th bit from qh
+ * (bit j for weight j). */
+SIMD static inline void legacy32(const __m128i qs, uint32_t qh, bool five, float d, float m, const float *x, __m256 *acc) {
+    const __m128i m4 = _mm_set1_epi8(15);
+    const __m256i bit = _mm256_set_epi32(128, 64, 32, 16, 8, 4, 2, 1), sixteen = _mm256_set1_epi32(16);
+    __m128i lo = _mm_and_si128(qs, m4), hi = _mm_and_si128(_mm_srli_epi16(qs, 4), m4);
+    __m128i parts[4] = {lo, _mm_srli_si128(lo, 8), hi, _mm_srli_si128(hi, 8)};
+    __m256 vd = _mm256_set1_ps(d), vm = _mm256_set1_ps(m);
+    for (int k = 0; k < 4; k++) {
+        __m256i q = _mm256_cvtepu8_epi32(parts[k]);
+        if (five) {   /* lanes whose bit of qh (weights 8k .. 8k + 7) is set get 16 */
+            __m256i hb = _mm256_and_si256(_mm256_set1_epi32((int)(qh >> (8 * k))), bit);
+            q = _mm256_add_epi32(q, _mm256_and_si256(_mm256_cmpeq_epi32(hb, bit), sixteen));
+        }
+        acc[k & 1] = _mm256_fmadd_ps(_mm256_fmadd_ps(vd, _mm256_cvtepi32_ps(q), vm), _mm256_loadu_ps(x + 8 * k), acc[k & 1]);
+    }
+}
+
+SIMD static float dot_q4_1(const void *w, const float *x, int64_t n) {
+    const quant_q4_1 *b = w;
+    __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+    for (int64_t i = 0; i < n / 32; i++, x += 32)
+        legacy32(_mm_loadu_si128((const __m128i *)b[i].qs), 0, false, f16s(&b[i].d), f16s(&b[i].m), x, acc);
+    return hsum(_mm256_add_ps(acc[0], acc[1]));
+}
+
+SIMD static float dot_q5_0(const void *w, const float *x, int64_t n) {
+    const quant_q5_0 *b = w;
+    __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+    for (int64_t i = 0; i < n / 32; i++, x += 32) {
+        uint32_t qh;
+        __builtin_memcpy(&qh, b[i].qh, 4);
+        float d = f16s(&b[i].d);
+        legacy32(_mm_loadu_si128((const __m128i *)b[i].qs), qh, true, d, -16 * d, x, acc);
+    }
+    return hsum(_mm256_add_ps(acc[0], acc[1]));
+}
+
+SIMD static float dot_q5_1(const void *w, const float *x, int64_t n) {
+    const quant_q5_1 *b = w;
+    __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+    for (int64_t i = 0; i < n / 32; i++, x += 32) {
+        uint32_t qh;
+        __builtin_memcpy(&qh, b[i].qh, 4);
+        legacy32(_mm_loadu_si128((const __m128i *)b[i].qs), qh, true, f16s(&b[i].d), f16s(&b[i].m), x, acc);
+    }
+    return hsum(_mm256_add_ps(acc[0], acc[1]));
+}
+
 /* acc += (dq * q - dm) * x over 32 weights q (bytes, 0..31) and x. */
 SIMD static inline __m256 fma_sub32(__m256i q, float dq, float dm, const float *x, __m256 acc) {
     __m256 vd = _mm256_set1_ps(dq), vm = _mm256_set1_ps(dm);
@@ -377,7 +427,8 @@ SIMD static float qdot_q6_K(const void *w, const quant_q8_act *a, int64_t n) {
 const kern_table kern_avx2 = {
     .name = "avx2",
     .dot = {[SG_F32] = dot_f32, [SG_F16] = dot_f16, [SG_BF16] = dot_bf16, [SG_Q8_0] = dot_q8_0,
-            [SG_Q4_0] = dot_q4_0, [SG_Q4_K] = dot_q4_K, [SG_Q5_K] = dot_q5_K, [SG_Q6_K] = dot_q6_K},
+            [SG_Q4_0] = dot_q4_0, [SG_Q4_K] = dot_q4_K, [SG_Q5_K] = dot_q5_K, [SG_Q6_K] = dot_q6_K,
+            [SG_Q4_1] = dot_q4_1, [SG_Q5_0] = dot_q5_0, [SG_Q5_1] = dot_q5_1},
     .qdot = {[SG_Q4_0] = qdot_q4_0, [SG_Q8_0] = qdot_q8_0, [SG_Q4_K] = qdot_q4_K,
              [SG_Q5_K] = qdot_q5_K, [SG_Q6_K] = qdot_q6_K},
 };

@@ -115,6 +115,53 @@ SIMD static float dot_q4_0(const void *w, const float *x, int64_t n) {
     return _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
 }
 
+/* The fallback 32-block types (llama.cpp's recipes use them for rows that are not whole
+ * 256-blocks): w = d * q + m over 16-lane halves, q the nibble plus, for Q5_0 / Q5_1, the
+ * 5th bit from qh (bit j for weight j). */
+SIMD static inline void legacy32(const __m128i qs, uint32_t qh, bool five, float d, float m, const float *x, __m512 *acc) {
+    const __m128i m4 = _mm_set1_epi8(15);
+    __m512i lo = _mm512_cvtepu8_epi32(_mm_and_si128(qs, m4));
+    __m512i hi = _mm512_cvtepu8_epi32(_mm_and_si128(_mm_srli_epi16(qs, 4), m4));
+    if (five) {
+        lo = _mm512_mask_add_epi32(lo, (__mmask16)(qh & 0xffff), lo, _mm512_set1_epi32(16));
+        hi = _mm512_mask_add_epi32(hi, (__mmask16)(qh >> 16), hi, _mm512_set1_epi32(16));
+    }
+    __m512 vd = _mm512_set1_ps(d), vm = _mm512_set1_ps(m);
+    acc[0] = _mm512_fmadd_ps(_mm512_fmadd_ps(vd, _mm512_cvtepi32_ps(lo), vm), _mm512_loadu_ps(x), acc[0]);
+    acc[1] = _mm512_fmadd_ps(_mm512_fmadd_ps(vd, _mm512_cvtepi32_ps(hi), vm), _mm512_loadu_ps(x + 16), acc[1]);
+}
+
+SIMD static float dot_q4_1(const void *w, const float *x, int64_t n) {
+    const quant_q4_1 *b = w;
+    __m512 acc[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
+    for (int64_t i = 0; i < n / 32; i++, x += 32)
+        legacy32(_mm_loadu_si128((const __m128i *)b[i].qs), 0, false, f16s(&b[i].d), f16s(&b[i].m), x, acc);
+    return _mm512_reduce_add_ps(_mm512_add_ps(acc[0], acc[1]));
+}
+
+SIMD static float dot_q5_0(const void *w, const float *x, int64_t n) {
+    const quant_q5_0 *b = w;
+    __m512 acc[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
+    for (int64_t i = 0; i < n / 32; i++, x += 32) {
+        uint32_t qh;
+        __builtin_memcpy(&qh, b[i].qh, 4);
+        float d = f16s(&b[i].d);
+        legacy32(_mm_loadu_si128((const __m128i *)b[i].qs), qh, true, d, -16 * d, x, acc);
+    }
+    return _mm512_reduce_add_ps(_mm512_add_ps(acc[0], acc[1]));
+}
+
+SIMD static float dot_q5_1(const void *w, const float *x, int64_t n) {
+    const quant_q5_1 *b = w;
+    __m512 acc[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
+    for (int64_t i = 0; i < n / 32; i++, x += 32) {
+        uint32_t qh;
+        __builtin_memcpy(&qh, b[i].qh, 4);
+        legacy32(_mm_loadu_si128((const __m128i *)b[i].qs), qh, true, f16s(&b[i].d), f16s(&b[i].m), x, acc);
+    }
+    return _mm512_reduce_add_ps(_mm512_add_ps(acc[0], acc[1]));
+}
+
 /* acc += (dq * q - dm) * x over 32 weights q (bytes, 0..31) and x. */
 SIMD static inline __m512 fma_sub32(__m256i q, float dq, float dm, const float *x, __m512 acc) {
     __m512 vd = _mm512_set1_ps(dq), vm = _mm512_set1_ps(dm);
@@ -464,7 +511,8 @@ QDOT_ENTRIES(q6_K, q6_K_core)
 const kern_table kern_avx512 = {
     .name = "avx512",
     .dot = {[SG_F32] = dot_f32, [SG_F16] = dot_f16, [SG_BF16] = dot_bf16, [SG_Q8_0] = dot_q8_0,
-            [SG_Q4_0] = dot_q4_0, [SG_Q4_K] = dot_q4_K, [SG_Q5_K] = dot_q5_K, [SG_Q6_K] = dot_q6_K},
+            [SG_Q4_0] = dot_q4_0, [SG_Q4_K] = dot_q4_K, [SG_Q5_K] = dot_q5_K, [SG_Q6_K] = dot_q6_K,
+            [SG_Q4_1] = dot_q4_1, [SG_Q5_0] = dot_q5_0, [SG_Q5_1] = dot_q5_1},
     /* the integer dots need AVX512-VNNI; kern_select substitutes AVX2's without it */
     .qdot = {[SG_Q4_0] = qdot_q4_0, [SG_Q8_0] = qdot_q8_0, [SG_Q4_K] = qdot_q4_K,
              [SG_Q5_K] = qdot_q5_K, [SG_Q6_K] = qdot_q6_K},
