@@ -263,54 +263,55 @@ SIMD static inline __m256i dot_u8s8(__m256i u, __m256i s) {
     return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
 }
 
-/* Signed weights w times activations x: maddubs needs one unsigned side, so |w| against
- * x with w's sign (|w| <= 128, |x| <= 127: a pair stays below 32767). */
-SIMD static inline __m256i dot_s8s8(__m256i w, __m256i x) {
-    return dot_u8s8(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w));
-}
-
 /* Lane l takes v[base + l / 2] (an 8-block's factor over its two lanes). */
 SIMD static inline __m256 dup2(__m256 v, int base) {
     return _mm256_permutevar8x32_ps(v, _mm256_add_epi32(_mm256_set_epi32(3, 3, 2, 2, 1, 1, 0, 0), _mm256_set1_epi32(base)));
 }
 
-/* The factors of the 32-block at activation block j of group g with weight scale dw. */
-SIMD static inline __m256 block32_factor(const quant_q8_act *g, int j, float dw) {
-    __m256 dx = _mm256_castps128_ps256(_mm_loadu_ps(g->d + 4 * j));
-    return _mm256_mul_ps(dup2(dx, 0), _mm256_set1_ps(dw));
+/* Each integer dot is written once as a core over NT activation rows (NT 1 for decode,
+ * KERN_QDOT_TOKENS for a prompt's tokens), so the weights are unpacked once for all rows;
+ * the cores are inlined with a constant NT. Activation row t's groups start at
+ * a + t * a_stride. */
+#define CORE SIMD static inline __attribute__((always_inline))
+#define NTMAX KERN_QDOT_TOKENS
+
+/* The factors of the four 8-blocks of 32-block j (of group g), times the weight scale. */
+SIMD static inline __m256 block32_factor(const quant_q8_act *g, int j, __m256 dw) {
+    return _mm256_mul_ps(dup2(_mm256_castps128_ps256(_mm_loadu_ps(g->d + 4 * j)), 0), dw);
 }
 
-SIMD static float qdot_q4_0(const void *w, const quant_q8_act *a, int64_t n) {
-    const quant_q4_0 *b = w;
+/* Q4_0 and Q8_0: signed weights (Q4_0's nibbles minus 8), one 32-block at a time. */
+CORE void q32_core(const void *w, bool q8, const quant_q8_act *a, int64_t a_stride, int64_t n, int nt, float *out) {
     const __m256i m4 = _mm256_set1_epi8(15), eight = _mm256_set1_epi8(8);
-    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-    for (int64_t i = 0; i < n / 32; i++) {
-        const quant_q8_act *g = &a[i / 8];
+    __m256 acc[NTMAX][2];
+#pragma GCC unroll 8
+    for (int t = 0; t < nt; t++) acc[t][0] = acc[t][1] = _mm256_setzero_ps();
+    const unsigned char *blk = w;
+    size_t bytes = q8 ? sizeof(quant_q8_0) : sizeof(quant_q4_0);
+    for (int64_t i = 0; i < n / 32; i++, blk += bytes) {
         int j = (int)(i % 8);
-        prefetch_ahead(b + i, sizeof *b);
-        __m128i q = _mm_loadu_si128((const __m128i *)b[i].qs);
-        __m256i v = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), m4);   /* 32 weights in order */
-        __m256i dot = dot_s8s8(_mm256_sub_epi8(v, eight), _mm256_loadu_si256((const __m256i *)(g->qs + 32 * j)));
-        __m256 f = block32_factor(g, j, f16s(&b[i].d));
-        if (i & 1) acc1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), f, acc1);
-        else acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), f, acc0);
+        prefetch_ahead(blk, (int)bytes);
+        __m256i v;
+        if (q8) {
+            v = _mm256_loadu_si256((const __m256i *)((const quant_q8_0 *)blk)->qs);
+        } else {
+            __m128i q = _mm_loadu_si128((const __m128i *)((const quant_q4_0 *)blk)->qs);
+            v = _mm256_sub_epi8(_mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), m4), eight);
+        }
+        /* maddubs needs an unsigned side: |w| against x with w's sign (|w| <= 128, |x| <= 127:
+         * a pair stays below 32767) */
+        __m256i av = _mm256_sign_epi8(v, v);
+        __m256 dw = _mm256_set1_ps(f16s((const uint16_t *)blk));
+#pragma GCC unroll 8
+        for (int t = 0; t < nt; t++) {
+            const quant_q8_act *g = a + t * a_stride + i / 8;
+            __m256i x = _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)(g->qs + 32 * j)), v);
+            int k = nt == 1 ? (int)(i & 1) : 0;
+            acc[t][k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot_u8s8(av, x)), block32_factor(g, j, dw), acc[t][k]);
+        }
     }
-    return hsum(_mm256_add_ps(acc0, acc1));
-}
-
-SIMD static float qdot_q8_0(const void *w, const quant_q8_act *a, int64_t n) {
-    const quant_q8_0 *b = w;
-    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-    for (int64_t i = 0; i < n / 32; i++) {
-        const quant_q8_act *g = &a[i / 8];
-        int j = (int)(i % 8);
-        prefetch_ahead(b + i, sizeof *b);
-        __m256i dot = dot_s8s8(_mm256_loadu_si256((const __m256i *)b[i].qs), _mm256_loadu_si256((const __m256i *)(g->qs + 32 * j)));
-        __m256 f = block32_factor(g, j, f16s(&b[i].d));
-        if (i & 1) acc1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), f, acc1);
-        else acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), f, acc0);
-    }
-    return hsum(_mm256_add_ps(acc0, acc1));
+#pragma GCC unroll 8
+    for (int t = 0; t < nt; t++) out[t] = hsum(_mm256_add_ps(acc[t][0], acc[t][1]));
 }
 
 /* Q4_K / Q5_K scales[12] to eight 6-bit scales and eight mins, one per byte. */
@@ -326,84 +327,77 @@ SIMD static inline void scales_k4(const uint8_t *s, uint64_t *sc, uint64_t *m) {
 
 SIMD static inline __m256 u64x8_ps(uint64_t v) { return u8x8_ps(_mm_cvtsi64_si128((long long)v)); }
 
-/* Q4_K / Q5_K per super-block: fac[c] = the factors of 8-blocks 8c .. 8c + 7 (d * sc_j *
- * dx); the mins' share dmin * m_j * sum_j(x) goes into acc_min. */
-SIMD static inline void k4_factors(uint16_t dh, uint16_t dminh, const uint8_t *scales, const quant_q8_act *g,
-                                   __m256 *fac, __m256 *acc_min) {
-    uint64_t sc, m;
-    scales_k4(scales, &sc, &m);
-    __m256 dsc = _mm256_mul_ps(u64x8_ps(sc), _mm256_set1_ps(_cvtsh_ss(dh)));
-    for (int c = 0; c < 4; c++) {   /* 8-blocks 8c.. belong to 32-blocks 2c (first four) and 2c + 1 */
-        __m256i idx = _mm256_set_epi32(2 * c + 1, 2 * c + 1, 2 * c + 1, 2 * c + 1, 2 * c, 2 * c, 2 * c, 2 * c);
-        fac[c] = _mm256_mul_ps(_mm256_loadu_ps(g->d + 8 * c), _mm256_permutevar8x32_ps(dsc, idx));
-    }
-    __m256 mins = _mm256_mul_ps(u64x8_ps(m), _mm256_set1_ps(_cvtsh_ss(dminh)));
-    *acc_min = _mm256_fmadd_ps(dup2(mins, 0), _mm256_loadu_ps(g->s), *acc_min);
-    *acc_min = _mm256_fmadd_ps(dup2(mins, 4), _mm256_loadu_ps(g->s + 8), *acc_min);
-}
-
-SIMD static float qdot_q4_K(const void *w, const quant_q8_act *a, int64_t n) {
-    const quant_q4_K *b = w;
-    const __m256i m4 = _mm256_set1_epi8(15);
-    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps(), acc_min = _mm256_setzero_ps();
-    for (int64_t i = 0; i < n / 256; i++) {
-        const quant_q8_act *g = &a[i];
-        prefetch_ahead(b + i, sizeof *b);
-        __m256 fac[4];
-        k4_factors(b[i].d, b[i].dmin, b[i].scales, g, fac, &acc_min);
-        for (int c = 0; c < 4; c++) {
-            __m256i q = _mm256_loadu_si256((const __m256i *)(b[i].qs + 32 * c));
-            __m256i d0 = dot_u8s8(_mm256_and_si256(q, m4), _mm256_loadu_si256((const __m256i *)(g->qs + 64 * c)));
-            __m256i d1 = dot_u8s8(_mm256_and_si256(_mm256_srli_epi16(q, 4), m4),
-                                  _mm256_loadu_si256((const __m256i *)(g->qs + 64 * c + 32)));
-            acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d0), dup2(fac[c], 0), acc0);
-            acc1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d1), dup2(fac[c], 4), acc1);
-        }
-    }
-    return hsum(_mm256_add_ps(acc0, acc1)) - hsum(acc_min);
-}
-
-SIMD static float qdot_q5_K(const void *w, const quant_q8_act *a, int64_t n) {
-    const quant_q5_K *b = w;
+/* Q4_K and Q5_K (q5: the 5th bits from qh): per 32-block j, d * sc_j * dx over its
+ * 8-blocks; the mins' share dmin * m_j * sum_j(x) goes into acc_min. */
+CORE void k4_core(const void *w, bool q5, const quant_q8_act *a, int64_t a_stride, int64_t n, int nt, float *out) {
     const __m256i m4 = _mm256_set1_epi8(15), one = _mm256_set1_epi8(1);
-    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps(), acc_min = _mm256_setzero_ps();
-    for (int64_t i = 0; i < n / 256; i++) {
-        const quant_q8_act *g = &a[i];
-        prefetch_ahead(b + i, sizeof *b);
-        __m256 fac[4];
-        k4_factors(b[i].d, b[i].dmin, b[i].scales, g, fac, &acc_min);
-        __m256i qh = _mm256_loadu_si256((const __m256i *)b[i].qh);
+    __m256 acc[NTMAX][2], acc_min[NTMAX];
+#pragma GCC unroll 8
+    for (int t = 0; t < nt; t++) acc[t][0] = acc[t][1] = acc_min[t] = _mm256_setzero_ps();
+    size_t bytes = q5 ? sizeof(quant_q5_K) : sizeof(quant_q4_K);
+    const unsigned char *blk = w;
+    for (int64_t i = 0; i < n / 256; i++, blk += bytes) {
+        const quant_q4_K *b4 = (const quant_q4_K *)blk;   /* d, dmin, scales: the same in both */
+        const uint8_t *qs = q5 ? ((const quant_q5_K *)blk)->qs : b4->qs;
+        prefetch_ahead(blk, (int)bytes);
+        uint64_t sc, m;
+        scales_k4(b4->scales, &sc, &m);
+        float dsc[8];
+        _mm256_storeu_ps(dsc, _mm256_mul_ps(u64x8_ps(sc), _mm256_set1_ps(_cvtsh_ss(b4->d))));
+        __m256 mins = _mm256_mul_ps(u64x8_ps(m), _mm256_set1_ps(_cvtsh_ss(b4->dmin)));
+        __m256 mins_lo = dup2(mins, 0), mins_hi = dup2(mins, 4);
+#pragma GCC unroll 8
+        for (int t = 0; t < nt; t++) {
+            const quant_q8_act *g = a + t * a_stride + i;
+            acc_min[t] = _mm256_fmadd_ps(mins_lo, _mm256_loadu_ps(g->s), acc_min[t]);
+            acc_min[t] = _mm256_fmadd_ps(mins_hi, _mm256_loadu_ps(g->s + 8), acc_min[t]);
+        }
+        __m256i qh = q5 ? _mm256_loadu_si256((const __m256i *)((const quant_q5_K *)blk)->qh) : _mm256_setzero_si256();
+#pragma GCC unroll 8
         for (int c = 0; c < 4; c++) {
-            __m256i q = _mm256_loadu_si256((const __m256i *)(b[i].qs + 32 * c));
-            __m256i h0 = _mm256_slli_epi16(_mm256_and_si256(qh, one), 4);
-            __m256i h1 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 1), one), 4);
-            qh = _mm256_srli_epi16(qh, 2);
-            __m256i d0 = dot_u8s8(_mm256_or_si256(_mm256_and_si256(q, m4), h0),
-                                  _mm256_loadu_si256((const __m256i *)(g->qs + 64 * c)));
-            __m256i d1 = dot_u8s8(_mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 4), m4), h1),
-                                  _mm256_loadu_si256((const __m256i *)(g->qs + 64 * c + 32)));
-            acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d0), dup2(fac[c], 0), acc0);
-            acc1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d1), dup2(fac[c], 4), acc1);
+            __m256i q = _mm256_loadu_si256((const __m256i *)(qs + 32 * c));
+            __m256i v[2] = {_mm256_and_si256(q, m4), _mm256_and_si256(_mm256_srli_epi16(q, 4), m4)};
+            if (q5) {
+                v[0] = _mm256_or_si256(v[0], _mm256_slli_epi16(_mm256_and_si256(qh, one), 4));                        /* bit 2c */
+                v[1] = _mm256_or_si256(v[1], _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 1), one), 4));  /* 2c+1 */
+                qh = _mm256_srli_epi16(qh, 2);
+            }
+#pragma GCC unroll 8
+            for (int h = 0; h < 2; h++) {   /* 32-block 2c + h */
+                __m256 wsc = _mm256_set1_ps(dsc[2 * c + h]);
+#pragma GCC unroll 8
+                for (int t = 0; t < nt; t++) {
+                    const quant_q8_act *g = a + t * a_stride + i;
+                    __m256i dot = dot_u8s8(v[h], _mm256_loadu_si256((const __m256i *)(g->qs + 64 * c + 32 * h)));
+                    int k = nt == 1 ? h : 0;
+                    acc[t][k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), block32_factor(g, 2 * c + h, wsc), acc[t][k]);
+                }
+            }
         }
     }
-    return hsum(_mm256_add_ps(acc0, acc1)) - hsum(acc_min);
+#pragma GCC unroll 8
+    for (int t = 0; t < nt; t++) out[t] = hsum(_mm256_add_ps(acc[t][0], acc[t][1])) - hsum(acc_min[t]);
 }
 
-SIMD static float qdot_q6_K(const void *w, const quant_q8_act *a, int64_t n) {
+CORE void q6_K_core(const void *w, const quant_q8_act *a, int64_t a_stride, int64_t n, int nt, float *out) {
     const quant_q6_K *b = w;
     const __m256i m4 = _mm256_set1_epi8(15), m2 = _mm256_set1_epi8(3);
-    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps(), acc_off = _mm256_setzero_ps();
+    __m256 acc[NTMAX][2], acc_off[NTMAX];
+#pragma GCC unroll 8
+    for (int t = 0; t < nt; t++) acc[t][0] = acc[t][1] = acc_off[t] = _mm256_setzero_ps();
     for (int64_t i = 0; i < n / 256; i++) {
-        const quant_q8_act *g = &a[i];
         prefetch_ahead(b + i, sizeof *b);
-        /* d * scale_k per 16-block k (two vectors of 8); an 8-block's factor is that times its dx */
-        __m256 d = _mm256_set1_ps(f16s(&b[i].d));
-        __m256 sc[2], fac[4];
-        for (int h = 0; h < 2; h++) {
-            sc[h] = _mm256_mul_ps(i8x8_ps(_mm_loadl_epi64((const __m128i *)(b[i].scales + 8 * h))), d);
-            acc_off = _mm256_fmadd_ps(sc[h], _mm256_loadu_ps(g->s + 8 * h), acc_off);
+        /* d * scale_k per 16-block k, in two vectors of 8 */
+        __m256 d = _mm256_set1_ps(f16s(&b[i].d)), sc[2];
+#pragma GCC unroll 8
+        for (int h = 0; h < 2; h++) sc[h] = _mm256_mul_ps(i8x8_ps(_mm_loadl_epi64((const __m128i *)(b[i].scales + 8 * h))), d);
+#pragma GCC unroll 8
+        for (int t = 0; t < nt; t++) {
+            const quant_q8_act *g = a + t * a_stride + i;
+            acc_off[t] = _mm256_fmadd_ps(sc[0], _mm256_loadu_ps(g->s), acc_off[t]);
+            acc_off[t] = _mm256_fmadd_ps(sc[1], _mm256_loadu_ps(g->s + 8), acc_off[t]);
         }
-        for (int c = 0; c < 4; c++) fac[c] = _mm256_mul_ps(_mm256_loadu_ps(g->d + 8 * c), dup2(sc[c / 2], 4 * (c % 2)));
+#pragma GCC unroll 8
         for (int h = 0; h < 2; h++) {
             __m256i l0 = _mm256_loadu_si256((const __m256i *)(b[i].ql + 64 * h));
             __m256i l1 = _mm256_loadu_si256((const __m256i *)(b[i].ql + 64 * h + 32));
@@ -412,17 +406,46 @@ SIMD static float qdot_q6_K(const void *w, const quant_q8_act *a, int64_t n) {
                 _mm256_and_si256(l0, m4), _mm256_and_si256(l1, m4),
                 _mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), _mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
             };
-            for (int k = 0; k < 4; k++) {   /* quarter k: 8-blocks 16h + 4k .. + 3 */
+#pragma GCC unroll 8
+            for (int k = 0; k < 4; k++) {   /* quarter k: 16-blocks 8h + 2k, 8h + 2k + 1 */
                 __m256i v = _mm256_or_si256(q[k], _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * k), m2), 4));
-                __m256i dot = dot_u8s8(v, _mm256_loadu_si256((const __m256i *)(g->qs + 128 * h + 32 * k)));
-                __m256 f = dup2(fac[2 * h + k / 2], 4 * (k % 2));
-                if (k & 1) acc1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), f, acc1);
-                else acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), f, acc0);
+                /* lanes 0..3: 16-block 2k, lanes 4..7: 2k+1 (each pair of lanes one 8-block) */
+                __m256 wsc = _mm256_permutevar8x32_ps(sc[h], _mm256_set_epi32(2 * k + 1, 2 * k + 1, 2 * k + 1, 2 * k + 1,
+                                                                               2 * k, 2 * k, 2 * k, 2 * k));
+#pragma GCC unroll 8
+                for (int t = 0; t < nt; t++) {
+                    const quant_q8_act *g = a + t * a_stride + i;
+                    __m256i dot = dot_u8s8(v, _mm256_loadu_si256((const __m256i *)(g->qs + 128 * h + 32 * k)));
+                    int j = nt == 1 ? k & 1 : 0;
+                    acc[t][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), block32_factor(g, 4 * h + k, wsc), acc[t][j]);
+                }
             }
         }
     }
-    return hsum(_mm256_add_ps(acc0, acc1)) - 32 * hsum(acc_off);
+#pragma GCC unroll 8
+    for (int t = 0; t < nt; t++) out[t] = hsum(_mm256_add_ps(acc[t][0], acc[t][1])) - 32 * hsum(acc_off[t]);
 }
+
+/* The table's entry points: one activation row (decode) and KERN_QDOT_TOKENS rows. */
+#define QDOT_ENTRIES(name, core_call)                                                                      \
+    SIMD static float qdot_##name(const void *w, const quant_q8_act *a, int64_t n) {                       \
+        float out;                                                                                         \
+        core_call(w, a, 0, n, 1, &out);                                                                    \
+        return out;                                                                                        \
+    }                                                                                                      \
+    SIMD static void qdotn_##name(const void *w, const quant_q8_act *a, int64_t a_stride, int64_t n, float *out) { \
+        core_call(w, a, a_stride, n, KERN_QDOT_TOKENS, out);                                               \
+    }
+
+#define Q4_0_CALL(w, a, s, n, nt, out) q32_core(w, false, a, s, n, nt, out)
+#define Q8_0_CALL(w, a, s, n, nt, out) q32_core(w, true, a, s, n, nt, out)
+#define Q4_K_CALL(w, a, s, n, nt, out) k4_core(w, false, a, s, n, nt, out)
+#define Q5_K_CALL(w, a, s, n, nt, out) k4_core(w, true, a, s, n, nt, out)
+QDOT_ENTRIES(q4_0, Q4_0_CALL)
+QDOT_ENTRIES(q8_0, Q8_0_CALL)
+QDOT_ENTRIES(q4_K, Q4_K_CALL)
+QDOT_ENTRIES(q5_K, Q5_K_CALL)
+QDOT_ENTRIES(q6_K, q6_K_core)
 
 const kern_table kern_avx2 = {
     .name = "avx2",
@@ -431,6 +454,8 @@ const kern_table kern_avx2 = {
             [SG_Q4_1] = dot_q4_1, [SG_Q5_0] = dot_q5_0, [SG_Q5_1] = dot_q5_1},
     .qdot = {[SG_Q4_0] = qdot_q4_0, [SG_Q8_0] = qdot_q8_0, [SG_Q4_K] = qdot_q4_K,
              [SG_Q5_K] = qdot_q5_K, [SG_Q6_K] = qdot_q6_K},
+    .qdotn = {[SG_Q4_0] = qdotn_q4_0, [SG_Q8_0] = qdotn_q8_0, [SG_Q4_K] = qdotn_q4_K,
+              [SG_Q5_K] = qdotn_q5_K, [SG_Q6_K] = qdotn_q6_K},
 };
 #else
 const kern_table kern_avx2 = {0};
