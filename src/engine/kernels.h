@@ -9,10 +9,11 @@
  *
  * Block-quantized weights have a second, faster path in the SIMD tables (qdot): the
  * activation row is quantized once per matmul to int8 (quant_q8_act: a float scale per
- * 32 values) and the dot products run on integers (VNNI vpdpbusd, or AVX2 maddubs), as
+ * 8 values) and the dot products run on integers (VNNI vpdpbusd, or AVX2 maddubs), as
  * llama.cpp does. That changes the numerics slightly (activations carry ~7 bits), so it
  * is a separate table entry: the float dot stays the reference, SMOLGATE_INT8=0 turns the
- * integer path off, and the tests bound its effect on the reference models' logits. */
+ * integer path off, and test_quant holds its logits at least as close to the exact ones
+ * as llama.cpp's. */
 #ifndef SG_KERNELS_H
 #define SG_KERNELS_H
 
@@ -57,7 +58,8 @@ const kern_table *kern_active(void);
 bool kern_supports(sg_dtype t);
 /* Dequantizes / converts n values of type t to f32 (n a multiple of the block size). */
 void kern_to_f32(sg_dtype t, const void *src, float *dst, int64_t n);
-/* Converts n f32 values to type t (F32, F16, BF16, Q8_0). Returns 0, -1 if unsupported. */
+/* Converts n f32 values to type t (F32, F16, BF16, or a block type of quant.h, quantized
+ * as quant_quantize_row does). Returns 0, -1 if unsupported or n is not whole blocks. */
 int kern_from_f32(sg_dtype t, const float *src, void *dst, int64_t n);
 
 /* y[t * y_stride + r] = dot(W row r, x[t * x_stride ...]) for t < n_tok, r0 <= r < r1.
