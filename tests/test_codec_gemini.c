@@ -26,33 +26,7 @@ static void rec_free(rec *r) { sg_buf_free(&r->log); }
 static int rec_event(void *ctx, const gw_event *ev) {
     rec *r = ctx;
     sg_buf *b = &r->log;
-    switch (ev->kind) {
-    case GW_EV_START:
-        sg_buf_printf(b, "START id=%s model=%s\n", ev->id ? ev->id : "-", ev->name ? ev->name : "-");
-        break;
-    case GW_EV_TEXT:
-    case GW_EV_REASONING:
-        sg_buf_puts(b, ev->kind == GW_EV_TEXT ? "TEXT " : "REASONING ");
-        sg_buf_json_str(b, ev->text, ev->len);
-        sg_buf_putc(b, '\n');
-        break;
-    case GW_EV_TOOL_CALL:
-        sg_buf_printf(b, "TOOL %d id=%s name=%s ", ev->index, ev->id ? ev->id : "-", ev->name ? ev->name : "-");
-        sg_buf_json_str(b, ev->text ? ev->text : "", ev->len);
-        sg_buf_putc(b, '\n');
-        break;
-    case GW_EV_FINISH: sg_buf_printf(b, "FINISH %s\n", ev->finish); break;
-    case GW_EV_USAGE:
-        sg_buf_printf(b, "USAGE in=%lld cr=%lld cw=%lld out=%lld rs=%lld\n", (long long)ev->usage.input,
-                      (long long)ev->usage.cache_read, (long long)ev->usage.cache_write, (long long)ev->usage.output,
-                      (long long)ev->usage.reasoning);
-        break;
-    case GW_EV_ERROR:
-        sg_buf_printf(b, "ERROR %s %d ", ev->err_type ? ev->err_type : "-", ev->status);
-        sg_buf_json_str(b, ev->text, ev->len);
-        sg_buf_putc(b, '\n');
-        break;
-    }
+    gw_event_format(ev, b);
     r->n++;
     return 0;
 }

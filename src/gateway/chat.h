@@ -33,6 +33,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/buf.h"
+
 typedef struct gw_usage {
     int64_t input;        /* uncached prompt tokens */
     int64_t cache_read;   /* prompt tokens read from the provider's cache */
@@ -75,6 +77,8 @@ typedef struct gw_event {
 typedef int (*gw_event_fn)(void *ctx, const gw_event *ev);
 
 void gw_usage_init(gw_usage *u);   /* all -1, not estimated */
+/* One line describing ev ("TEXT \"hi\"", "USAGE in=3 ..."): for logs and tests. */
+void gw_event_format(const gw_event *ev, sg_buf *out);
 
 /* ---- errors ---------------------------------------------------------------------------
  * One error shape for both directions: what the gateway answers a client with (rendered by
