@@ -8,8 +8,9 @@
 # For each file, ROUNDS times: llama-bench then smolgate bench, alternating, each one
 # repetition of pp (prompt processing, P tokens) and tg (generation, N tokens), so that
 # both engines see the same neighbours on a shared machine. Prints each round's figures,
-# then a table of the means and the ratios smolgate / llama.cpp, with the decode
-# roofline (measured read bandwidth / bytes of weights per token).
+# then a table of the medians over the rounds (steadier than means when a neighbour
+# disturbs one round) and the ratios smolgate / llama.cpp, with the decode roofline
+# (measured read bandwidth / bytes of weights per token) and each engine's share of it.
 #
 # Environment: LLAMA_CPP (required: the build folder holding bin/llama-bench),
 # THREADS (2), P (512), N (64), ROUNDS (3), SMOLGATE (build/smolgate),
@@ -105,22 +106,24 @@ for f in "$@"; do
 done
 
 echo
-echo "== tokens/s, mean of $rounds alternating rounds, $threads threads (ratio: smolgate / llama.cpp)"
+echo "== tokens/s, median of $rounds alternating rounds, $threads threads (ratio: smolgate / llama.cpp)"
 python3 - "$tmp" "$p" "$n" "$bw" "$@" <<'EOF'
 import os, statistics, sys
 tmp, p, n, bw = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
-print(f"| file | size | llama.cpp pp{p} | smolgate pp{p} | ratio | llama.cpp tg{n} | smolgate tg{n} | ratio | roofline | smolgate % of roofline |")
+print(f"| file | size | llama.cpp pp{p} | smolgate pp{p} | ratio | llama.cpp tg{n} | smolgate tg{n} | ratio "
+      f"| roofline | llama.cpp / smolgate % of it |")
 print("|---|---|---|---|---|---|---|---|---|---|")
 for f in sys.argv[5:]:
     b = os.path.basename(f)
     L = [list(map(float, l.split())) for l in open(f"{tmp}/{b}.llama") if l.strip()]
     S = [list(map(float, l.split())) for l in open(f"{tmp}/{b}.smolgate") if l.strip()]
-    lpp, ltg = statistics.mean(x[0] for x in L), statistics.mean(x[1] for x in L)
-    spp, stg = statistics.mean(x[0] for x in S), statistics.mean(x[1] for x in S)
+    lpp, ltg = statistics.median(x[0] for x in L), statistics.median(x[1] for x in L)
+    spp, stg = statistics.median(x[0] for x in S), statistics.median(x[1] for x in S)
     wb = S[0][2] if S and len(S[0]) > 2 else 0
     roof = bw * 1e9 / wb if wb else 0
     ratio = lambda a, b: f"{a / b:.2f}x" if b else "-"
     size = os.path.getsize(f) / 1e9
+    pct = lambda x: f"{100 * x / roof:.0f}%" if roof else "-"
     print(f"| {b} | {size:.2f} GB | {lpp:.1f} | {spp:.1f} | {ratio(spp, lpp)} | {ltg:.1f} | {stg:.1f} | {ratio(stg, ltg)} "
-          f"| {roof:.1f} | {100 * stg / roof if roof else 0:.0f}% |")
+          f"| {roof:.1f} | {pct(ltg)} / {pct(stg)} |")
 EOF
