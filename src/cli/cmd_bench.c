@@ -138,16 +138,16 @@ static void print_json(const bench_cli *o, const sg_model *m, int threads, const
 static void print_text(const bench_cli *o, const sg_model *m, int threads, const figures *f) {
     uint64_t wb = model_weight_bytes(m);
     double roof = f->has_bw ? f->bw * 1e9 / (double)wb : 0;
-    printf("%s: %s, %s weights, %.3f GB read per generated token, %d threads\n", o->model, m->cfg.arch,
-           bench_model_type(m), (double)wb / 1e9, threads);
+    printf("%s: %s, %s weights, %.3f GB read per generated token, %d thread%s\n", o->model, m->cfg.arch,
+           bench_model_type(m), (double)wb / 1e9, threads, threads == 1 ? "" : "s");
     if (f->has_pp)
         printf("  pp%-5d %9.2f ± %6.2f tok/s   (batches of %d, %d reps)\n", o->p.n_prompt, f->pp, f->pp_sd,
                o->p.infer.n_batch > 0 ? o->p.infer.n_batch : 64, o->p.reps);
     if (f->has_tg) printf("  tg%-5d %9.2f ± %6.2f tok/s\n", o->p.n_gen, f->tg, f->tg_sd);
     printf("  peak RSS %.0f MB\n", f->rss);
     if (f->has_bw) {
-        printf("  memory read bandwidth %.1f GB/s (%d threads, %ld MiB, %s loads, best of %d)\n", f->bw, threads,
-               o->bw_mib, f->bw_simd, o->bw_runs);
+        printf("  memory read bandwidth %.1f GB/s (%d thread%s, %ld MiB, %s loads, best of %d)\n", f->bw, threads,
+               threads == 1 ? "" : "s", o->bw_mib, f->bw_simd, o->bw_runs);
         printf("  decode roofline %.2f tok/s", roof);
         if (f->has_tg) printf(": tg reaches %.1f%%", 100 * f->tg / roof);
         putchar('\n');

@@ -58,6 +58,7 @@ static int parse(int argc, char **argv, ppl_cli *o) {
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         long l;
+        char *end;
 #define NEEDV() do { if (!v) { fprintf(stderr, "smolgate: %s needs a value\n", a); return -1; } i++; } while (0)
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) { ppl_usage(); exit(0); }
         else if (!strcmp(a, "--ids-file")) { NEEDV(); o->ids_file = v; }
@@ -74,7 +75,10 @@ static int parse(int argc, char **argv, ppl_cli *o) {
             NEEDV();
             if (!strcasecmp(v, "u16")) o->p.save_enc = PPL_ENC_U16;
             else if (!strcasecmp(v, "f32")) o->p.save_enc = PPL_ENC_F32;
-            else if (!strncasecmp(v, "top", 3) && !cli_int(a, v + 3, 1, 1 << 24, &l)) { o->p.save_enc = PPL_ENC_TOPK; o->p.save_top_k = (int)l; }
+            else if (!strncasecmp(v, "top", 3) && (l = strtol(v + 3, &end, 10)) >= 1 && l <= (1 << 24) && end != v + 3 && !*end) {
+                o->p.save_enc = PPL_ENC_TOPK;
+                o->p.save_top_k = (int)l;
+            }
             else { fprintf(stderr, "smolgate: --kl-format is u16, f32 or topK (e.g. top64)\n"); return -1; }
         }
         else if (!strcmp(a, "--json")) o->json = true;
