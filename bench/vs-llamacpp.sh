@@ -5,6 +5,9 @@
 #
 #   LLAMA_CPP=/path/to/llama.cpp/build bench/vs-llamacpp.sh FILE.gguf...
 #
+# On a CPU with AMX, configure llama.cpp with -DCMAKE_C_FLAGS and -DCMAKE_CXX_FLAGS set to
+# "-mno-amx-tile -mno-amx-int8 -mno-amx-bf16": its AMX path crashes in these VMs.
+#
 # For each file, ROUNDS times: llama-bench then smolgate bench, alternating, each one
 # repetition of pp (prompt processing, P tokens) and tg (generation, N tokens), so that
 # both engines see the same neighbours on a shared machine. Prints each round's figures,
