@@ -263,3 +263,15 @@ void gw_event_format(const gw_event *ev, sg_buf *b) {
         break;
     }
 }
+
+void gw_json_push_turn(json_t *turns, const char *role, const char *items_key, json_t *items) {
+    if (!json_array_size(items)) { json_decref(items); return; }
+    json_t *last = json_array_get(turns, json_array_size(turns) - 1);
+    const char *last_role = json_string_value(json_object_get(last, "role"));
+    if (last_role && strcmp(last_role, role) == 0) {
+        json_array_extend(json_object_get(last, items_key), items);
+        json_decref(items);
+        return;
+    }
+    json_array_append_new(turns, json_pack("{s:s,s:o}", "role", role, items_key, items));
+}

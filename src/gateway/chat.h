@@ -33,6 +33,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <jansson.h>
+
 #include "common/buf.h"
 
 typedef struct gw_usage {
@@ -79,6 +81,10 @@ typedef int (*gw_event_fn)(void *ctx, const gw_event *ev);
 void gw_usage_init(gw_usage *u);   /* all -1, not estimated */
 /* One line describing ev ("TEXT \"hi\"", "USAGE in=3 ..."): for logs and tests. */
 void gw_event_format(const gw_event *ev, sg_buf *out);
+/* Appends items (stolen) to turns as {"role": role, items_key: items}, merged into the last
+ * turn when it has the same role (Anthropic and Gemini both want alternating turns). Empty
+ * items are dropped. */
+void gw_json_push_turn(json_t *turns, const char *role, const char *items_key, json_t *items);
 
 /* ---- errors ---------------------------------------------------------------------------
  * One error shape for both directions: what the gateway answers a client with (rendered by

@@ -465,17 +465,8 @@ static int content_blocks(const json_t *content, json_t *blocks, const char *par
     return 0;
 }
 
-/* Appends blocks as a message of role, merged into the previous one when the role repeats
- * (Anthropic wants alternating turns). Steals blocks. */
-static void push_turn(json_t *msgs, const char *role, json_t *blocks) {
-    if (!json_array_size(blocks)) { json_decref(blocks); return; }
-    json_t *last = json_array_get(msgs, json_array_size(msgs) - 1);
-    if (last && strcmp(jstr(last, "role"), role) == 0) {
-        json_array_extend(json_object_get(last, "content"), blocks);
-        json_decref(blocks);
-        return;
-    }
-    json_array_append_new(msgs, json_pack("{s:s,s:o}", "role", role, "content", blocks));
+static void push_turn(json_t *turns, const char *role, json_t *items) {
+    gw_json_push_turn(turns, role, "content", items);
 }
 
 static int tool_use_blocks(const json_t *calls, json_t *blocks, size_t mi, gw_api_error *err) {

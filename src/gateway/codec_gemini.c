@@ -101,16 +101,8 @@ static int content_parts(const json_t *content, json_t *parts, const char *param
     return 0;
 }
 
-/* Appends parts as a turn of role, merged into the previous turn of the same role. */
-static void push_turn(json_t *contents, const char *role, json_t *parts) {
-    if (!json_array_size(parts)) { json_decref(parts); return; }
-    json_t *last = json_array_get(contents, json_array_size(contents) - 1);
-    if (last && strcmp(jstr(last, "role"), role) == 0) {
-        json_array_extend(json_object_get(last, "parts"), parts);
-        json_decref(parts);
-        return;
-    }
-    json_array_append_new(contents, json_pack("{s:s,s:o}", "role", role, "parts", parts));
+static void push_turn(json_t *turns, const char *role, json_t *items) {
+    gw_json_push_turn(turns, role, "parts", items);
 }
 
 /* The function name of an earlier tool call, by id. */
