@@ -194,7 +194,8 @@ typedef struct matmul_job {
 static void matmul_worker(void *p, int ith, int nth) {
     const matmul_job *j = p;
     int64_t rows = j->w->rows;
-    int64_t chunk = ((rows + nth - 1) / nth + 7) & ~(int64_t)7;   /* whole cache lines of y */
+    /* whole cache lines of y, and whole tiles of the matrix-matrix kernels */
+    int64_t chunk = ((rows + nth - 1) / nth + KERN_GEMM_ROWS - 1) & ~(int64_t)(KERN_GEMM_ROWS - 1);
     int64_t r0 = chunk * ith, r1 = r0 + chunk < rows ? r0 + chunk : rows;
     if (r0 >= r1) return;
     kern_matmul_rows(j->k, j->w->type, j->w->data, dtype_row_bytes(j->w->type, (uint64_t)j->w->cols),

@@ -115,6 +115,19 @@ const char *kern_select(const char *force) {
         memset(g_selected.qdot, 0, sizeof g_selected.qdot);
         memset(g_selected.qdotn, 0, sizeof g_selected.qdotn);
     }
+    /* The matrix-matrix kernel: AMX where the CPU and OS have it, else AVX-512 VNNI. */
+    const char *gemm = getenv("SMOLGATE_GEMM");
+    g_selected.gemm = NULL;
+    g_selected.gemm_name = NULL;
+    bool want_amx = !gemm || !*gemm || !strcmp(gemm, "amx");
+    bool want_vnni = !gemm || !*gemm || !strcmp(gemm, "vnni");
+    if (t != &kern_scalar && want_amx && kern_amx_available()) {
+        g_selected.gemm = kern_gemm_amx;
+        g_selected.gemm_name = "amx";
+    } else if (t == &kern_avx512 && want_vnni && cpu_has_avx512_vnni()) {
+        g_selected.gemm = kern_gemm_vnni;
+        g_selected.gemm_name = "avx512-vnni";
+    }
     g_active = &g_selected;
     return g_active->name;
 }
@@ -157,6 +170,9 @@ static void *scratch_get(size_t bytes) {
 void kern_matmul_rows(const kern_table *k, sg_dtype w_type, const void *w, uint64_t w_row_bytes,
                       int64_t cols, const float *x, int64_t x_stride, int n_tok,
                       float *y, int64_t y_stride, int64_t r0, int64_t r1) {
+    if (k->gemm && n_tok >= KERN_GEMM_MIN_TOKENS &&
+        k->gemm(w_type, w, w_row_bytes, cols, x, x_stride, n_tok, y, y_stride, r0, r1))
+        return;
     const unsigned char *wb = w;
     kern_qdot_fn qdot = k->qdot[w_type];
     int64_t groups = quant_act_groups(cols);

@@ -36,21 +36,47 @@ typedef float (*kern_qdot_fn)(const void *w, const quant_q8_act *a, int64_t n);
 #define KERN_QDOT_TOKENS 4
 typedef void (*kern_qdotn_fn)(const void *w, const quant_q8_act *a, int64_t a_stride, int64_t n, float *out);
 
+/* A matrix-matrix kernel for prompt processing: computes what kern_matmul_rows computes
+ * (y[t * y_stride + r] = W row r . x row t, for t < n_tok and r0 <= r < r1) with the
+ * weights unpacked once per tile and reused across many tokens. Returns false when it
+ * does not take the call (weight type or shape it does not handle); the caller then
+ * runs the row-by-row path. r0 is a multiple of KERN_GEMM_ROWS. Thread-safe: each
+ * matmul thread calls it on its own rows. */
+#define KERN_GEMM_ROWS 32
+#define KERN_GEMM_MIN_TOKENS 8
+typedef bool (*kern_gemm_fn)(sg_dtype w_type, const void *w, uint64_t w_row_bytes, int64_t cols,
+                             const float *x, int64_t x_stride, int n_tok,
+                             float *y, int64_t y_stride, int64_t r0, int64_t r1);
+
 typedef struct kern_table {
     const char *name;                  /* "scalar", "avx2", "avx512" */
     kern_dot_fn dot[SG_DTYPE_COUNT];   /* NULL: type not supported (the scalar one is used) */
     kern_qdot_fn qdot[SG_DTYPE_COUNT]; /* NULL: no integer path, the float dot is used */
     kern_qdotn_fn qdotn[SG_DTYPE_COUNT]; /* NULL: qdot one row at a time */
+    kern_gemm_fn gemm;                 /* NULL: no matrix-matrix kernel */
+    const char *gemm_name;
 } kern_table;
 
 extern const kern_table kern_scalar;
 extern const kern_table kern_avx2;     /* fields NULL when not compiled for x86 */
 extern const kern_table kern_avx512;
 
+/* The matrix-matrix kernels: AMX tiles (gemm_amx.c; Intel CPUs from Sapphire Rapids, when
+ * the kernel grants the tile state) and AVX-512 VNNI (gemm_vnni.c). kern_amx_available()
+ * asks the OS for the tile state once; false when the CPU or the OS lacks it. */
+bool kern_amx_available(void);
+bool kern_gemm_amx(sg_dtype w_type, const void *w, uint64_t w_row_bytes, int64_t cols,
+                   const float *x, int64_t x_stride, int n_tok, float *y, int64_t y_stride,
+                   int64_t r0, int64_t r1);
+bool kern_gemm_vnni(sg_dtype w_type, const void *w, uint64_t w_row_bytes, int64_t cols,
+                    const float *x, int64_t x_stride, int n_tok, float *y, int64_t y_stride,
+                    int64_t r0, int64_t r1);
+
 /* Chooses the table (force: NULL or "" for the best the CPU has, else "scalar", "avx2",
  * "avx512"; SMOLGATE_SIMD when force is NULL) and whether its integer path is used
  * (SMOLGATE_INT8=0 turns it off; the AVX-512 integer dots need VNNI, without it the AVX2
- * ones are used). Returns the table's name. Not thread-safe: call it at start-up. */
+ * ones are used) and its matrix-matrix kernel (AMX when available, else AVX-512 VNNI;
+ * SMOLGATE_GEMM=0 turns it off, =amx or =vnni forces one). Returns the table's name. Not thread-safe: call it at start-up. */
 const char *kern_select(const char *force);
 /* The chosen table (a copy of one of those above, integer entries adjusted). */
 const kern_table *kern_active(void);
