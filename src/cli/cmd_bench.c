@@ -22,7 +22,7 @@ static void bench_usage(void) {
           "  -n N              generated tokens for tg (default 128; 0: skip)\n"
           "  -r N              repetitions (default 3)\n"
           "  -t, --threads N   threads (default: all CPUs)\n"
-          "  --batch N         prompt tokens per step (default 64)\n"
+          "  --batch N         prompt tokens per step (default 256)\n"
           "  --kv-type f16|f32 KV cache type (default f16)\n"
           "  --conc LIST       concurrent sequences to measure (default 1,2,4,8; 0: skip)\n"
           "  --conc-n N        tokens each concurrent sequence decodes (default 32)\n"
@@ -117,7 +117,7 @@ static void print_json(const bench_cli *o, const sg_model *m, int threads, const
     sg_buf_json_str(&b, o->model, strlen(o->model));
     sg_buf_printf(&b, ", \"type\": \"%s\", \"threads\": %d, \"n_prompt\": %d, \"n_gen\": %d, \"reps\": %d, \"batch\": %d",
                   bench_model_type(m), threads, o->p.n_prompt, o->p.n_gen, o->p.reps,
-                  o->p.infer.n_batch > 0 ? o->p.infer.n_batch : 64);
+                  o->p.infer.n_batch > 0 ? o->p.infer.n_batch : INFER_DEFAULT_BATCH);
     json_num(&b, "pp_tok_s", f->has_pp, f->pp);
     json_num(&b, "pp_tok_s_sd", f->has_pp, f->pp_sd);
     json_num(&b, "tg_tok_s", f->has_tg, f->tg);
@@ -142,7 +142,7 @@ static void print_text(const bench_cli *o, const sg_model *m, int threads, const
            bench_model_type(m), (double)wb / 1e9, threads, threads == 1 ? "" : "s");
     if (f->has_pp)
         printf("  pp%-5d %9.2f ± %6.2f tok/s   (batches of %d, %d reps)\n", o->p.n_prompt, f->pp, f->pp_sd,
-               o->p.infer.n_batch > 0 ? o->p.infer.n_batch : 64, o->p.reps);
+               o->p.infer.n_batch > 0 ? o->p.infer.n_batch : INFER_DEFAULT_BATCH, o->p.reps);
     if (f->has_tg) printf("  tg%-5d %9.2f ± %6.2f tok/s\n", o->p.n_gen, f->tg, f->tg_sd);
     printf("  peak RSS %.0f MB\n", f->rss);
     if (f->has_bw) {

@@ -92,7 +92,7 @@ int bench_pp(const sg_model *m, const bench_params *p, double *tok_s, sg_error *
     bench_ctx b;
     if (p->n_prompt <= 0) return sg_fail(err, "pp needs at least one token");
     if (ctx_open(&b, m, p, p->n_prompt, err)) return -1;
-    int rc = warm_up(&b, p->infer.n_batch > 0 ? p->infer.n_batch : 64, err);
+    int rc = warm_up(&b, p->infer.n_batch > 0 ? p->infer.n_batch : INFER_DEFAULT_BATCH, err);
     for (int r = 0; r < p->reps && !rc; r++) {
         infer_truncate(b.s, 0);
         double t0 = now_s();

@@ -127,7 +127,7 @@ sg_infer *infer_new(const sg_model *m, const sg_infer_params *p, sg_error *err) 
     s->k = kern_active();
     s->n_ctx = p->n_ctx > 0 ? p->n_ctx : (c->max_ctx < 4096 ? c->max_ctx : 4096);
     if (s->n_ctx > c->max_ctx && c->max_ctx > 0) s->n_ctx = c->max_ctx;
-    s->n_batch = p->n_batch > 0 ? p->n_batch : 64;
+    s->n_batch = p->n_batch > 0 ? p->n_batch : INFER_DEFAULT_BATCH;
     s->kv_type = p->kv_type == SG_F32 ? SG_F32 : SG_F16;
     s->kv_elem = s->kv_type == SG_F32 ? 4 : 2;
     int threads = p->n_threads > 0 ? p->n_threads : (int)sysconf(_SC_NPROCESSORS_ONLN);

@@ -17,10 +17,14 @@
 #include "common/error.h"
 #include "engine/model.h"
 
+/* Prompt tokens per forward step: the matrix-matrix kernels unpack each weight tile once
+ * per step, so larger steps amortise that over more tokens. */
+#define INFER_DEFAULT_BATCH 256
+
 typedef struct sg_infer_params {
     int n_ctx;          /* KV cache positions; 0: min(model max, 4096) */
     int n_threads;      /* 0: all online CPUs */
-    int n_batch;        /* tokens per prompt-processing step; 0: 64 */
+    int n_batch;        /* tokens per prompt-processing step; 0: INFER_DEFAULT_BATCH */
     sg_dtype kv_type;   /* SG_F16 (default) or SG_F32 */
     int bf16_activations; /* 1: round activations to bf16 as transformers does for a bf16
                              model; 0: f32 activations; -1 (default): on for Hugging Face

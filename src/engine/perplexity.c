@@ -470,7 +470,7 @@ int ppl_run(const sg_model *m, const int32_t *tokens, size_t n_tokens, const ppl
     sg_infer_params ip = p->infer;
     ip.n_ctx = plan.ctx;
     if (!(s = infer_new(m, &ip, err))) goto out;
-    int chunk = ip.n_batch > 0 ? ip.n_batch : 64;
+    int chunk = ip.n_batch > 0 ? ip.n_batch : INFER_DEFAULT_BATCH;
     if (chunk > plan.n_scored) chunk = plan.n_scored;
     logits = sg_xmalloc((size_t)chunk * (size_t)V * sizeof(float));
     rs.lp = sg_xmalloc((size_t)V * sizeof(float));
