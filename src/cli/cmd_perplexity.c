@@ -38,7 +38,7 @@ static void ppl_usage(void) {
           "                        when no FILE / --ids-file / --random is given)\n"
           "  --json                print the results as one JSON object\n"
           "  -t, --threads N       threads (default: all CPUs)\n"
-          "  --batch N             positions per evaluation step (default 64)\n"
+          "  --batch N             positions per evaluation step (default 256)\n"
           "  --kv-type f16|f32     KV cache type (default f16)\n", stderr);
 }
 

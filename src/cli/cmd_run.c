@@ -49,7 +49,7 @@ static void run_usage(const char *cmd) {
             "  --no-think              SmolLM3: reasoning off (chat, run --chat)\n"
             "  -t, --threads N         threads (default: all CPUs)\n"
             "  -c, --ctx N             KV cache positions (default min(model, 4096))\n"
-            "  --batch N               prompt tokens per step (default 64)\n"
+            "  --batch N               prompt tokens per step (default 256)\n"
             "  --kv-type f16|f32       KV cache type (default f16)\n"
             "  --logits FILE           (eval) write float32 logits, shape (n_ids, vocab)\n"
             "  -q, --quiet             no statistics on stderr\n", cmd);
