@@ -849,20 +849,18 @@ static void on_attempt_limits(void *arg, limits_lease *lease, const limits_resul
     skip_limited(p, &p->att_lim);
 }
 
-static bool provider_limited(const gw_provider *pv) {
-    return pv->limits.rpm > 0 || pv->limits.tpm > 0 || pv->limits.concurrency > 0;
-}
+static bool has_limits(const gw_limits *l) { return l->rpm >= 0 || l->tpm >= 0 || l->concurrency >= 0; }
 
 /* Before each attempt (retries and fallbacks included), the target's provider account
- * limits are reserved: the request's token estimate against tpm, one against rpm, a slot
+ * limits (providers.NAME.limits, and models.PROVIDER/MODEL.limits) are reserved: the request's token estimate against tpm, one against rpm, a slot
  * against concurrency. The reservation is reconciled with the usage when the attempt ends. */
 static void start_attempt(proxy_req *p) {
     const candidate *c = &p->cands[p->cur];
     p->att_start_ms = loop_now_ms(p->gw->loop);
-    if (!provider_limited(c->provider)) { send_attempt(p); return; }
+    if (!has_limits(&c->provider->limits) && !(c->info && has_limits(&c->info->limits))) { send_attempt(p); return; }
     uint64_t left = p->deadline_ms > p->att_start_ms ? p->deadline_ms - p->att_start_ms : 1;
     limits_lease *lease = NULL;
-    int rc = limits_attempt(p->gw->limits, c->provider, p->est_tokens, (uint32_t)(left < UINT32_MAX ? left : UINT32_MAX),
+    int rc = limits_attempt(p->gw->limits, c->provider, c->info, p->est_tokens, (uint32_t)(left < UINT32_MAX ? left : UINT32_MAX),
                             &lease, &p->att_lim, on_attempt_limits, p);
     p->att_lease = lease;   /* pending: ended (cancelled) if the client leaves meanwhile */
     if (rc == LIMITS_NOW) on_attempt_limits(p, lease, &p->att_lim);

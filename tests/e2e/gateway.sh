@@ -154,6 +154,7 @@ providers:
     retries: *retries
     limits: {rpm: 3}
 models:
+  backup/m-mcap-a: {limits: {rpm: 2}}
   openai/m-est-s: {price: {input: 10, output: 20}}
   openai/m-est-n: {price: {input: 10, output: 20}}
   openai/m-ctx-small: {context_window: 1000}
@@ -207,6 +208,8 @@ routes:
     targets: [google/gemini-429-primary, backup/m-g429-backup]
   - name: capped
     targets: [capped/m-capped-a, backup/m-capped-b]
+  - name: mcap
+    targets: [backup/m-mcap-a, openai/m-mcap-b]
   - name: chat-local
     targets: [openai/m-local-primary, local/$local_name]
 EOF

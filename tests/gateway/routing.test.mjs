@@ -10,7 +10,8 @@
 //     that route and nothing else (refused before any upstream call)
 //   - provider account limits: a target whose provider is at its rpm is skipped without a
 //     request (the next target answers; the ledger records a "limited" attempt); with no
-//     target left the client gets 429 with retry-after and nothing goes upstream
+//     target left the client gets 429 with retry-after and nothing goes upstream; the same
+//     for one model's limits at a provider (models: limits)
 //   - usage nobody reported (an OpenAI-compatible server without usage, streamed and not):
 //     the ledger record is estimated, with plausible token counts and a cost
 
@@ -157,6 +158,22 @@ test('provider limits: past the account\'s rpm the target is skipped unsent and 
   assert.equal(a.fallbacks, 0, JSON.stringify(a));
   const m = await get('/metrics');
   assert.match(m.text, /smolgate_attempts_total\{route="capped",provider="capped",model="m-capped-a",outcome="limited"\} 3/);
+});
+
+test('model limits: past one model\'s rpm at its provider that target is skipped, other models are not held', async () => {
+  // models: backup/m-mcap-a: {limits: {rpm: 2}}; route mcap = [backup/m-mcap-a, openai/m-mcap-b]
+  const served = [];
+  for (let i = 0; i < 4; i++) {
+    const r = await post(chatBody('mcap', `mcap ${i} ${nonce('rmcap')}`));
+    assert.equal(r.status, 200, r.text.slice(0, 300));
+    served.push(`${r.info.provider}/${r.info.model}`);
+  }
+  assert.deepEqual(served, ['backup/m-mcap-a', 'backup/m-mcap-a', 'openai/m-mcap-b', 'openai/m-mcap-b']);
+  assert.equal((await fakeLog({ match: 'm-mcap-a' })).length, 2);
+  // the same provider's other models still pass
+  const other = await post({ ...chatBody('backup/gpt-4o-mini', `mcap other ${nonce('rmcapo')}`) });
+  assert.equal(other.status, 200, other.text.slice(0, 300));
+  assert.equal(other.info.provider, 'backup');
 });
 
 for (const stream of [true, false]) {
