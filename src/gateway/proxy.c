@@ -34,6 +34,7 @@
 #define MAX_TARGETS 32
 #define MAX_RECORDED_ATTEMPTS 16
 #define MAX_ERROR_BODY (64 * 1024)
+#define GEN_MAX_BUFFERED (256 * 1024)   /* answer text kept for an estimate, then counted */
 
 typedef struct candidate {
     const gw_provider *provider;
@@ -120,6 +121,7 @@ typedef struct proxy_req {
     const char *finish;
     sg_buf gen;                    /* the answer's text while no usage was reported: what
                                       the tokenizer counts when none comes (estimate_usage) */
+    int64_t gen_tokens;            /* tokens of text already counted out of gen (bounded) */
 } proxy_req;
 
 static void start_attempt(proxy_req *p);
@@ -376,6 +378,7 @@ static void estimate_usage(proxy_req *p) {
     if (ensure_canonical(p, &e) == 0) prompt_text(p->oreq.body, &prompt);
     else sg_buf_append(&prompt, p->body, p->body_len);
     cost_estimate_usage(estimate_tokenizer(p), prompt.data, prompt.len, p->gen.data, p->gen.len, &p->usage);
+    p->usage.output += p->gen_tokens;
     sg_buf_free(&prompt);
     sg_log_buffered(SG_LOG_INFO, "usage estimated id=%s: the provider reported none; input=%lld output=%lld", p->id,
                     (long long)p->usage.input, (long long)p->usage.output);
@@ -419,7 +422,7 @@ static void fail_mid_stream(proxy_req *p, const char *why) {
     gw_api_fail(&e, 502, "upstream_error", NULL, "the provider failed mid-response: %s", why);
     render_error(p, &e);
     client_flush(p);
-    if (p->gen.len) { estimate_usage(p); compute_cost(p); }   /* what was generated is billed */
+    if (p->gen.len || p->gen_tokens) { estimate_usage(p); compute_cost(p); }   /* what was generated is billed */
     log_request(p, 502);
     http_stream_end(p->x);
     p->gw->stats.errors++;
@@ -436,6 +439,10 @@ static int on_event(void *ctx, const gw_event *ev) {
         p->usage.input < 0 && p->usage.output < 0) {   /* kept until a usage comes */
         if (ev->kind == GW_EV_TOOL_CALL && ev->name) { sg_buf_puts(&p->gen, ev->name); sg_buf_putc(&p->gen, ' '); }
         if (ev->len) sg_buf_append(&p->gen, ev->text, ev->len);
+        if (p->gen.len >= GEN_MAX_BUFFERED) {   /* a long answer: counted in pieces */
+            p->gen_tokens += cost_estimate_tokens(estimate_tokenizer(p), p->gen.data, p->gen.len);
+            sg_buf_reset(&p->gen);
+        }
     }
     if (p->passthrough) return 0;
     if (ev->kind == GW_EV_ERROR) return 0;   /* handled by the attempt's end */
@@ -732,6 +739,7 @@ static void reset_attempt(proxy_req *p) {
     render_init(p);
     gw_usage_init(&p->usage);
     sg_buf_reset(&p->gen);
+    p->gen_tokens = 0;
 }
 
 static void backoff_fired(loop *l, loop_timer *t, void *arg) {

@@ -157,6 +157,7 @@ models:
   backup/m-mcap-a: {limits: {rpm: 2}}
   openai/m-est-s: {price: {input: 10, output: 20}}
   openai/m-est-n: {price: {input: 10, output: 20}}
+  openai/m-est-l: {price: {input: 10, output: 20}}
   openai/m-ctx-small: {context_window: 1000}
   backup/m-ctx-mid: {context_window: 1000}
   backup/m-ctx-large: {context_window: 100000}

@@ -205,9 +205,9 @@ async function one(i) {
     // a streamed answer is complete only with its end marker
     const complete = r.status !== 200 || !stream || text.includes('data: [DONE]');
     lines.push({ i, key: k.id, inst, s: complete ? r.status : -1, id: r.headers.get('x-request-id'), code,
-                 provider: r.headers.get('x-smolgate-provider'), ms: performance.now() - t0 });
+                 provider: r.headers.get('x-smolgate-provider'), ms: performance.now() - t0, t: Date.now() });
   } catch (e) {
-    lines.push({ i, key: k.id, inst, s: 0, id: null, err: String(e.cause?.code ?? e.name) });
+    lines.push({ i, key: k.id, inst, s: 0, id: null, err: String(e.cause?.code ?? e.name), t: Date.now() });
   }
 }
 async function worker() {
@@ -311,20 +311,22 @@ else bad "(b) the capped target saw $capped requests (rpm 20); $served of 50 ans
 
 # ---- (c) kill -9 one instance under load, restart it ----
 t_c=$(now_ms)
-hammer "$tmp/c.jsonl" "{\"urls\":$urls,\"keys\":$(keys_json free),\"model\":\"scale\",\"n\":600,\"conc\":16,\"pauseMs\":60,\"tag\":\"c\",\"stream\":true}" &
+# about 900 / 16 x (60 ms + latency) >= 3.4 s of load: the kill at 1 s, the restart after 0.5 s
+hammer "$tmp/c.jsonl" "{\"urls\":$urls,\"keys\":$(keys_json free),\"model\":\"scale\",\"n\":900,\"conc\":16,\"pauseMs\":60,\"tag\":\"c\",\"stream\":true}" &
 client_pid=$!
-sleep 1.2
+sleep 1
 kill -9 "${gw_pids[1]}"; wait "${gw_pids[1]}" 2>/dev/null
 echo "  (c) instance 1 killed (-9) under load"
-sleep 0.8
+sleep 0.5
 start_gw 1
+t_up=$(now_ms)
 echo "  (c) instance 1 restarted (pid ${gw_pids[1]})"
 wait "$client_pid"; client_pid=
 echo "  (c) $(q "$tmp/c.jsonl" 'Object.entries(rows.reduce((m, r) => (m[r.s] = (m[r.s] || 0) + 1, m), {})).map(([s, n]) => s + ":" + n).join(" ")')"
 lost=$(q "$tmp/c.jsonl" 'rows.filter((r) => r.s <= 0).length')
-after=$(q "$tmp/c.jsonl" 'rows.filter((r) => r.inst === 1 && r.s === 200).length')
-[ "$lost" -ge 1 ] && [ "$after" -ge 1 ] && ok "(c) the kill cut $lost requests; instance 1 answered $after in the run" \
-  || bad "(c) the kill should cut some requests and the restarted instance answer some: cut $lost, answered $after"
+after=$(q "$tmp/c.jsonl" "rows.filter((r) => r.inst === 1 && r.s === 200 && r.t > $t_up).length")
+[ "$lost" -ge 1 ] && [ "$after" -ge 1 ] && ok "(c) the kill cut $lost requests; the restarted instance answered $after" \
+  || bad "(c) the kill should cut some requests and the restarted instance answer some: cut $lost, answered after the restart $after"
 check_ledger "(c) kill -9 + restart" "$tmp/c.jsonl" 0 "$t_c"
 
 # ---- (d) PostgreSQL stopped under load, then started ----

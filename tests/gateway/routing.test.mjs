@@ -202,3 +202,16 @@ for (const stream of [true, false]) {
     assert.equal(u.cost_micro, u.input_tokens * 10 + u.output_tokens * 20, JSON.stringify(u));
   });
 }
+
+test('a long answer with no usage (over 256 KiB of text) is estimated in pieces, none lost', async () => {
+  const n = nonce('restl');
+  const reply = Array.from({ length: 60000 }, (_, i) => `w${i}`).join(' ');   // ~400 KB
+  await control('/control', { provider: 'openai', match: n, usage: false, reply });
+  const r = await post(chatBody('openai/m-est-l', `long ${n}`, { stream: true }), { timeoutMs: 30000 });
+  assert.equal(r.status, 200);
+  assert.equal(streamText(sseData(r.text)), reply);
+  const u = await usageOf('m-est-l', 1);
+  assert.equal(u.estimated_requests, 1);
+  // every word is at least one token, at most a few for any tokenizer
+  assert.ok(u.output_tokens >= 60000 && u.output_tokens <= 250000, `output_tokens ${u.output_tokens}`);
+});
