@@ -92,6 +92,7 @@ typedef struct proxy_req {
     gw_api_error last_error;
     bool have_error;
     bool had_error;                /* an earlier target failed (last_error is its error) */
+    int last_sent;                 /* the candidate of the last attempt sent upstream */
 
     /* limits and cost */
     limits_lease *lease;           /* the request's admission (limits, budgets) */
@@ -832,7 +833,11 @@ static void skip_limited(proxy_req *p, const limits_result *r) {
         start_attempt(p);
         return;
     }
-    if (p->have_error || p->had_error) { respond_error(p, &p->last_error); return; }
+    if (p->have_error || p->had_error) {   /* answered as the last target that was tried */
+        p->cur = p->last_sent;
+        respond_error(p, &p->last_error);
+        return;
+    }
     gw_api_error e;
     if (r->outcome == LIMITS_UNAVAILABLE) {
         gw_api_fail(&e, 503, "limits_unavailable", NULL, "%s", r->message);
@@ -877,6 +882,7 @@ static void start_attempt(proxy_req *p) {
 static void send_attempt(proxy_req *p) {
     const candidate *c = &p->cands[p->cur];
     p->att_start_ms = loop_now_ms(p->gw->loop);
+    p->last_sent = p->cur;
     p->attempts++;
     p->gw->stats.attempts++;
     reset_attempt(p);

@@ -209,6 +209,8 @@ routes:
     targets: [google/gemini-429-primary, backup/m-g429-backup]
   - name: capped
     targets: [capped/m-capped-a, backup/m-capped-b]
+  - name: capfail
+    targets: [openai/m-capfail-a, capped/m-capfail-b]
   - name: mcap
     targets: [backup/m-mcap-a, openai/m-mcap-b]
   - name: chat-local

@@ -160,6 +160,22 @@ test('provider limits: past the account\'s rpm the target is skipped unsent and 
   assert.match(m.text, /smolgate_attempts_total\{route="capped",provider="capped",model="m-capped-a",outcome="limited"\} 3/);
 });
 
+test('provider limits: a failed target, then one at its limit: the client gets the failure, named by the target tried', async () => {
+  // fill provider capped's rpm (3) if the test before has not
+  for (let i = 0; i < 5; i++) {
+    const f = await post(chatBody('capped/m-capfail-fill', `fill ${i} ${nonce('rfill')}`));
+    if (f.status === 429) break;
+    assert.equal(f.status, 200, f.text.slice(0, 300));
+  }
+  const n = nonce('rcapf');
+  await control('/control', { provider: 'openai', match: n, faults: [{ status: 500, count: 2 }] });
+  const r = await post(chatBody('capfail', `capfail ${n}`));
+  assert.equal(r.status, 500, r.text.slice(0, 300));
+  assert.equal(r.info.provider, 'openai', 'the target that was tried, not the skipped one');
+  assert.equal(r.info.attempts, 2);
+  assert.equal((await fakeLog({ match: n })).length, 2, 'two attempts on openai, none on capped');
+});
+
 test('model limits: past one model\'s rpm at its provider that target is skipped, other models are not held', async () => {
   // models: backup/m-mcap-a: {limits: {rpm: 2}}; route mcap = [backup/m-mcap-a, openai/m-mcap-b]
   const served = [];
