@@ -395,23 +395,23 @@ static void test_provider_attempts(void) {
     limits_result r;
     limits_lease *a = NULL, *b = NULL;
     g_now = 20 * DAY;
-    CHECK_EQ_INT(limits_attempt(lim, &p, 300, 0, &a, &r, never_called, &g_cb_calls), LIMITS_NOW);
+    CHECK_EQ_INT(limits_attempt(lim, &p, NULL, 300, 0, &a, &r, never_called, &g_cb_calls), LIMITS_NOW);
     CHECK_EQ_INT(r.outcome, LIMITS_ADMITTED);
     CHECK_EQ_INT(r.headers.limit_requests, 2);
     CHECK_EQ_INT(r.headers.limit_tokens, 1000);
-    limits_attempt(lim, &p, 300, 0, &b, &r, never_called, &g_cb_calls);
+    limits_attempt(lim, &p, NULL, 300, 0, &b, &r, never_called, &g_cb_calls);
     CHECK_EQ_INT(r.outcome, LIMITS_REFUSED);
     CHECK_EQ_STR(r.limit, "provider openai concurrency");
     limits_cancel(b);
     limits_finish(a, &(limits_usage){250, 12});
-    limits_attempt(lim, &p, 800, 0, &b, &r, never_called, &g_cb_calls);
+    limits_attempt(lim, &p, NULL, 800, 0, &b, &r, never_called, &g_cb_calls);
     CHECK_EQ_INT(r.outcome, LIMITS_REFUSED);     /* 250 + 800 > 1000 */
     CHECK_EQ_STR(r.limit, "provider openai tpm");
     limits_cancel(b);
-    limits_attempt(lim, &p, 700, 0, &b, &r, never_called, &g_cb_calls);
+    limits_attempt(lim, &p, NULL, 700, 0, &b, &r, never_called, &g_cb_calls);
     CHECK_EQ_INT(r.outcome, LIMITS_ADMITTED);
     limits_cancel(b);
-    limits_attempt(lim, &p, 1, 0, &b, &r, never_called, &g_cb_calls);
+    limits_attempt(lim, &p, NULL, 1, 0, &b, &r, never_called, &g_cb_calls);
     CHECK_EQ_STR(r.limit, "provider openai rpm");
     limits_cancel(b);
     /* a provider with no limits: admitted, nothing kept */
@@ -419,9 +419,55 @@ static void test_provider_attempts(void) {
     memset(&q, 0, sizeof q);
     q.name = "groq";
     q.limits = none();
-    limits_attempt(lim, &q, 1, 0, &b, &r, never_called, &g_cb_calls);
+    limits_attempt(lim, &q, NULL, 1, 0, &b, &r, never_called, &g_cb_calls);
     CHECK_EQ_INT(r.outcome, LIMITS_ADMITTED);
     limits_cancel(b);
+    CHECK_EQ_INT(g_cb_calls, 0);
+    limits_free(lim);
+}
+
+/* The account's limits for one model at a provider, with the provider's own: both checked
+ * per attempt; a model's counters are its own (another model of the provider is not held). */
+static void test_model_attempts(void) {
+    limits *lim = new_limits();
+    gw_provider p;
+    memset(&p, 0, sizeof p);
+    p.name = "openai";
+    p.limits = (gw_limits){3, -1, -1};
+    gw_model_info big, small;
+    memset(&big, 0, sizeof big);
+    memset(&small, 0, sizeof small);
+    big.model = "gpt-4o";
+    big.limits = (gw_limits){1, -1, -1};
+    small.model = "gpt-4o-mini";
+    small.limits = none();
+    limits_result r;
+    limits_lease *a = NULL;
+    g_now = 21 * DAY;
+    limits_attempt(lim, &p, &big, 10, 0, &a, &r, never_called, &g_cb_calls);
+    CHECK_EQ_INT(r.outcome, LIMITS_ADMITTED);
+    CHECK_EQ_INT(r.headers.limit_requests, 1);            /* the tightest: the model's */
+    limits_finish(a, &(limits_usage){5, -1});
+    limits_attempt(lim, &p, &big, 10, 0, &a, &r, never_called, &g_cb_calls);
+    CHECK_EQ_INT(r.outcome, LIMITS_REFUSED);
+    CHECK_EQ_STR(r.limit, "model openai/gpt-4o rpm");
+    CHECK(r.retry_after_ms > 0 && r.retry_after_ms <= 60000);
+    limits_cancel(a);
+    /* the other model is not held by gpt-4o's limit, only by the provider's (3) */
+    for (int i = 0; i < 2; i++) {
+        limits_attempt(lim, &p, &small, 10, 0, &a, &r, never_called, &g_cb_calls);
+        CHECK_EQ_INT(r.outcome, LIMITS_ADMITTED);
+        limits_finish(a, &(limits_usage){5, -1});
+    }
+    limits_attempt(lim, &p, NULL, 10, 0, &a, &r, never_called, &g_cb_calls);
+    CHECK_EQ_INT(r.outcome, LIMITS_REFUSED);
+    CHECK_EQ_STR(r.limit, "provider openai rpm");
+    limits_cancel(a);
+    /* a refused attempt consumed nothing: a minute later the model passes again */
+    g_now += 60 * SEC;
+    limits_attempt(lim, &p, &big, 10, 0, &a, &r, never_called, &g_cb_calls);
+    CHECK_EQ_INT(r.outcome, LIMITS_ADMITTED);
+    limits_cancel(a);
     CHECK_EQ_INT(g_cb_calls, 0);
     limits_free(lim);
 }
@@ -716,6 +762,7 @@ int main(int argc, char **argv) {
     RUN(test_scopes_all_or_nothing);
     RUN(test_reload);
     RUN(test_provider_attempts);
+    RUN(test_model_attempts);
     RUN(test_budget_reserve_refund);
     RUN(test_budget_unpriced);
     RUN(test_budget_periods);

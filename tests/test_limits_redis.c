@@ -235,6 +235,64 @@ static void test_decisions(void) {
     loop_free(lp);
 }
 
+/* One provider attempt through Redis (at most 3 s). */
+static limits_lease *attempt_wait(limits *lim, loop *lp, const gw_provider *p, const gw_model_info *m, int64_t est,
+                                  limits_result *r) {
+    waiter w = {0};
+    limits_lease *l = NULL;
+    if (limits_attempt(lim, p, m, est, 5000, &l, r, on_done, &w) == LIMITS_LATER) {
+        int64_t until = mono_us() + 3000000;
+        while (!w.calls && mono_us() < until) loop_run_once(lp, 5, NULL);
+        CHECK_EQ_INT(w.calls, 1);
+        *r = w.r;
+    }
+    return l;
+}
+
+/* Provider and per-model account limits are shared counters in Redis too: two limiters
+ * (two instances) together admit no more than the limit, and tokens are reconciled. */
+static void test_attempts(void) {
+    sg_error err;
+    loop *lp = loop_new(&err);
+    limits *one = new_limiter(lp, true, 2000, NULL), *two = new_limiter(lp, true, 2000, NULL);
+    gw_provider p;
+    memset(&p, 0, sizeof p);
+    p.name = "openai";
+    p.limits = (gw_limits){-1, 1000, -1};
+    gw_model_info m;
+    memset(&m, 0, sizeof m);
+    m.model = "gpt-4o";
+    m.limits = (gw_limits){2, -1, -1};
+    limits_result r;
+    limits_lease *a = attempt_wait(one, lp, &p, &m, 300, &r);
+    CHECK_EQ_INT(r.outcome, LIMITS_ADMITTED);
+    CHECK(!r.degraded);
+    limits_lease *b = attempt_wait(two, lp, &p, &m, 300, &r);
+    CHECK_EQ_INT(r.outcome, LIMITS_ADMITTED);
+    limits_lease *c = attempt_wait(one, lp, &p, &m, 300, &r);
+    CHECK_EQ_INT(r.outcome, LIMITS_REFUSED);
+    CHECK_EQ_STR(r.limit, "model openai/gpt-4o rpm");
+    limits_cancel(c);
+    /* another model of the provider: only the provider's tpm (600 of 1000 held) */
+    c = attempt_wait(two, lp, &p, NULL, 500, &r);
+    CHECK_EQ_INT(r.outcome, LIMITS_REFUSED);
+    CHECK_EQ_STR(r.limit, "provider openai tpm");
+    limits_cancel(c);
+    limits_finish(a, &(limits_usage){50, -1});   /* 250 of its 300 come back */
+    limits_finish(b, &(limits_usage){50, -1});
+    drain(one, lp);
+    drain(two, lp);
+    CHECK_EQ_INT(rkey("HGET %s ~", "tpmw:provider:openai"), 100);
+    CHECK_EQ_INT(rkey("LLEN %s", "rpm:model:openai/gpt-4o"), 2);
+    c = attempt_wait(two, lp, &p, NULL, 500, &r);
+    CHECK_EQ_INT(r.outcome, LIMITS_ADMITTED);
+    limits_cancel(c);
+    drain(two, lp);
+    limits_free(one);
+    limits_free(two);
+    loop_free(lp);
+}
+
 static void test_noscript(void) {
     sg_error err;
     loop *lp = loop_new(&err);
@@ -825,6 +883,7 @@ int main(int argc, char **argv) {
     }
     snprintf(g_prefix, sizeof g_prefix, "t%d:", (int)getpid());
     RUN(test_decisions);
+    RUN(test_attempts);
     RUN(test_noscript);
     RUN(test_alert_once);
     RUN(test_skewed_clock);

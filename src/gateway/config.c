@@ -1357,7 +1357,7 @@ int config_resolve_model(const gw_config *c, const char *id, gw_resolved *out, s
 /* ------------------------------------------------------------------------------------ */
 /* models: facts and prices */
 
-static const char *const k_model[] = {"context_window", "max_output_tokens", "price", NULL};
+static const char *const k_model[] = {"context_window", "max_output_tokens", "price", "limits", NULL};
 static const char *const k_price[] = {"input", "cache_read", "cache_write", "output", "reasoning", NULL};
 
 static int read_models(vctx *v, const node *root) {
@@ -1399,7 +1399,8 @@ static int read_models(vctx *v, const node *root) {
         m->price = (gw_price){-1, -1, -1, -1, -1};
         if (map_check(v, pr->v, &ip, k_model) ||
             get_i64(v, pr->v, &ip, "context_window", 1, MAX_COUNT, &m->context_window) ||
-            get_i64(v, pr->v, &ip, "max_output_tokens", 1, MAX_COUNT, &m->max_output_tokens))
+            get_i64(v, pr->v, &ip, "max_output_tokens", 1, MAX_COUNT, &m->max_output_tokens) ||
+            get_limits(v, pr->v, &ip, "limits", &m->limits))
             return -1;
         const node *pn = mget(pr->v, "price");
         vpath pp = {&ip, "price", -1};

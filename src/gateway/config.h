@@ -145,6 +145,8 @@ typedef struct gw_model_info {
     int64_t context_window;   /* tokens; -1 = unknown */
     int64_t max_output_tokens;/* -1 = unknown */
     gw_price price;
+    gw_limits limits;         /* the account's limits for this model at its provider (providers
+                                 limit many models separately): checked per attempt */
     int line;
 } gw_model_info;
 

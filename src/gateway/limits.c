@@ -672,8 +672,8 @@ int limits_admit(limits *lim, const limits_request *req, limits_lease **lease, l
     return decide(lim, l, r);
 }
 
-int limits_attempt(limits *lim, const gw_provider *p, int64_t est_tokens, uint32_t ttl_ms, limits_lease **lease,
-                   limits_result *r, limits_fn cb, void *arg) {
+int limits_attempt(limits *lim, const gw_provider *p, const gw_model_info *m, int64_t est_tokens, uint32_t ttl_ms,
+                   limits_lease **lease, limits_result *r, limits_fn cb, void *arg) {
     limits_lease *l = lease_new(lim, cb, arg);
     *lease = l;
     l->attempt = true;
@@ -683,6 +683,12 @@ int limits_attempt(limits *lim, const gw_provider *p, int64_t est_tokens, uint32
         snprintf(label, sizeof label, "provider %s", p->name);
         int s = add_scope(l, "provider:%s", p->name, NULL, label);
         add_rates(l, s, &p->limits, est_tokens > 0 ? est_tokens : 0);
+    }
+    if (m && has_rates(&m->limits)) {
+        char label[216];
+        snprintf(label, sizeof label, "model %s/%s", p->name, m->model);
+        int s = add_scope(l, "model:%s/%s", p->name, m->model, label);
+        add_rates(l, s, &m->limits, est_tokens > 0 ? est_tokens : 0);
     }
     return decide(lim, l, r);
 }

@@ -6,7 +6,8 @@
  *   - budgets of the key and of the route per UTC day, UTC calendar month and in total:
  *     hard caps, enforced by reserving the request's maximum cost at admission;
  * and per attempt on an upstream provider account (limits_attempt): the account's own rpm,
- * tpm and concurrency, so the proxy routes to another target before the provider refuses.
+ * tpm and concurrency, for the whole account and for the one model, so the proxy routes to
+ * another target before the provider refuses.
  *
  * Exactness (the contract the tests check; docs/limits.md says it for users):
  *   - rpm: in any window (t - 60 s, t], at most `rpm` admissions. A sliding log, not a
@@ -161,9 +162,11 @@ void limits_free(limits *lim);
 /* Admission of a request (see the calling contract above). */
 int  limits_admit(limits *lim, const limits_request *req, limits_lease **lease,
                   limits_result *r, limits_fn cb, void *arg);
-/* One attempt on provider p (its limits: rpm, tpm, concurrency). */
-int  limits_attempt(limits *lim, const gw_provider *p, int64_t est_tokens, uint32_t ttl_ms,
-                    limits_lease **lease, limits_result *r, limits_fn cb, void *arg);
+/* One attempt on provider p for model m (m may be NULL): p's limits (rpm, tpm,
+ * concurrency) and m's, both at once; a refusal names "provider openai rpm" or
+ * "model openai/gpt-4o tpm". */
+int  limits_attempt(limits *lim, const gw_provider *p, const gw_model_info *m, int64_t est_tokens,
+                    uint32_t ttl_ms, limits_lease **lease, limits_result *r, limits_fn cb, void *arg);
 /* Ends a lease with what it used (u NULL: unknown, the reservations stay charged). */
 void limits_finish(limits_lease *lease, const limits_usage *u);
 /* Ends a lease that used nothing; pending: cancels it (the callback will not run). */

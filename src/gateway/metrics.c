@@ -26,7 +26,7 @@ typedef struct series {
 
 typedef struct att_series {
     char *route, *provider, *model;
-    uint64_t ok, failed;
+    uint64_t ok, failed, limited;   /* limited: skipped at the provider's own limits */
 } att_series;
 
 typedef struct label_index {
@@ -190,7 +190,8 @@ void metrics_observe_request(metrics *m, const ledger_record *r) {
     for (size_t i = 0; i < r->n_attempts; i++) {
         const ledger_attempt *a = &r->attempts[i];
         att_series *t = get_att(m, route, a->provider ? a->provider : "", a->model ? a->model : "");
-        if (a->error) t->failed++;
+        if (a->error && !strcmp(a->error, "limited")) t->limited++;
+        else if (a->error) t->failed++;
         else t->ok++;
     }
 }
@@ -294,6 +295,8 @@ void metrics_render(const metrics *m, sg_buf *b) {
         sg_buf_printf(b, "%" PRIu64 "\n", a->ok);
         labels(b, "smolgate_attempts_total", a->route, a->provider, a->model, "outcome=\"error\"");
         sg_buf_printf(b, "%" PRIu64 "\n", a->failed);
+        labels(b, "smolgate_attempts_total", a->route, a->provider, a->model, "outcome=\"limited\"");
+        sg_buf_printf(b, "%" PRIu64 "\n", a->limited);
     }
     histogram(m, b, "smolgate_request_duration_seconds", "Request start to the end of the response.", false);
     histogram(m, b, "smolgate_time_to_first_token_seconds", "Request start to the first byte of the answer.", true);

@@ -34,6 +34,7 @@
 #define MAX_TARGETS 32
 #define MAX_RECORDED_ATTEMPTS 16
 #define MAX_ERROR_BODY (64 * 1024)
+#define GEN_MAX_BUFFERED (256 * 1024)   /* answer text kept for an estimate, then counted */
 
 typedef struct candidate {
     const gw_provider *provider;
@@ -90,11 +91,16 @@ typedef struct proxy_req {
     char defer_why[128];
     gw_api_error last_error;
     bool have_error;
+    bool had_error;                /* an earlier target failed (last_error is its error) */
+    int last_sent;                 /* the candidate of the last attempt sent upstream */
 
     /* limits and cost */
     limits_lease *lease;           /* the request's admission (limits, budgets) */
     limits_lease *att_lease;       /* the current attempt's provider limits */
     limits_result lim;             /* admission: x-ratelimit-* headers for the response */
+    limits_result att_lim;         /* the current attempt's provider-limit decision */
+    int64_t limited_retry_ms;      /* targets skipped at their provider's limit: the
+                                      soonest one frees up (-1: none skipped or unknown) */
     bool lim_headers;
     int64_t est_tokens;
     int64_t cost;                  /* micro-dollars of the answer; COST_UNPRICED... */
@@ -114,9 +120,13 @@ typedef struct proxy_req {
     sg_buf out;
     gw_usage usage;
     const char *finish;
+    sg_buf gen;                    /* the answer's text while no usage was reported: what
+                                      the tokenizer counts when none comes (estimate_usage) */
+    int64_t gen_tokens;            /* tokens of text already counted out of gen (bounded) */
 } proxy_req;
 
 static void start_attempt(proxy_req *p);
+static void send_attempt(proxy_req *p);
 static void attempt_failed(proxy_req *p, int status, const char *why, gw_failure kind);
 static void record_attempt(proxy_req *p, int status, const char *error);
 
@@ -158,9 +168,23 @@ static void error_body(const proxy_req *p, sg_buf *b, const gw_api_error *e) {
 
 /* ---- lifecycle ---- */
 
+/* What the request (or attempt) used, for its leases. An estimated usage charges the tpm
+ * windows its estimate, but budgets the whole reservation: an estimate may be short, and a
+ * budget is a hard cap. */
 static limits_usage lease_usage(const proxy_req *p) {
-    limits_usage u = {limits_usage_tokens(&p->usage), p->cost >= 0 ? p->cost : -1};
+    limits_usage u = {limits_usage_tokens(&p->usage), p->cost >= 0 && !p->usage.estimated ? p->cost : -1};
     return u;
+}
+
+/* Ends the current attempt's provider lease after a failure. A provider that answered with
+ * an error generated nothing; after a transport failure it may have, so the reservation
+ * stays charged. */
+static void end_attempt_lease(proxy_req *p) {
+    if (!p->att_lease) return;
+    limits_usage u = lease_usage(p);
+    if (u.tokens < 0 && p->up_status >= 400) u.tokens = 0;
+    limits_finish(p->att_lease, &u);
+    p->att_lease = NULL;
 }
 
 static void proxy_free(proxy_req *p) {
@@ -181,6 +205,7 @@ static void proxy_free(proxy_req *p) {
     sg_buf_free(&p->url);
     sg_buf_free(&p->resp);
     sg_buf_free(&p->out);
+    sg_buf_free(&p->gen);
     sse_free(&p->sse);
     oai_scan_free(&p->scan);
     anth_scan_free(&p->ascan);
@@ -262,8 +287,8 @@ static void respond_error(proxy_req *p, const gw_api_error *e) {
         snprintf(ra, sizeof ra, "%u", (p->retry_after_ms + 999) / 1000);
         h[n++] = (http_header){"retry-after", ra};
     }
+    log_request(p, e->status);   /* the record is spooled before the client has the answer */
     http_respond(p->x, e->status, h, n, b.data, b.len);
-    log_request(p, e->status);
     sg_buf_free(&b);
     p->gw->stats.errors++;
     p->done = true;
@@ -303,8 +328,66 @@ static void compute_cost(proxy_req *p) {
     p->cost = cost_compute(m, &p->usage);
 }
 
+static int ensure_canonical(proxy_req *p, gw_api_error *e);
+
+/* The tokenizer that counts usage nobody reported: the first local model's (another
+ * model's count, an estimate either way), else NULL: cost_estimate_tokens' heuristic. */
+static const sg_tokenizer *estimate_tokenizer(const proxy_req *p) {
+    for (size_t i = 0; i < p->gw->n_locals; i++) {
+        const sg_model *m = p->gw->locals[i].lm ? local_model(p->gw->locals[i].lm) : NULL;
+        if (m && m->tok) return m->tok;
+    }
+    return NULL;
+}
+
+/* The prompt as a tokenizer would see it: each message's role and text (string content or
+ * text parts), earlier tool calls' names and arguments, and the tool definitions. */
+static void prompt_text(const json_t *req, sg_buf *out) {
+    size_t i, j;
+    json_t *m, *part;
+    json_array_foreach(json_object_get(req, "messages"), i, m) {
+        const char *role = json_string_value(json_object_get(m, "role"));
+        if (role) { sg_buf_puts(out, role); sg_buf_puts(out, ":\n"); }
+        json_t *content = json_object_get(m, "content");
+        if (json_is_string(content)) sg_buf_append(out, json_string_value(content), json_string_length(content));
+        json_array_foreach(content, j, part) {
+            json_t *t = json_object_get(part, "text");
+            if (json_is_string(t)) { sg_buf_append(out, json_string_value(t), json_string_length(t)); sg_buf_putc(out, '\n'); }
+        }
+        json_array_foreach(json_object_get(m, "tool_calls"), j, part) {
+            json_t *fn = json_object_get(part, "function");
+            json_t *name = json_object_get(fn, "name"), *args = json_object_get(fn, "arguments");
+            if (json_is_string(name)) { sg_buf_append(out, json_string_value(name), json_string_length(name)); sg_buf_putc(out, ' '); }
+            if (json_is_string(args)) sg_buf_append(out, json_string_value(args), json_string_length(args));
+        }
+        sg_buf_putc(out, '\n');
+    }
+    json_array_foreach(json_object_get(req, "tools"), i, m) {
+        char *t = json_dumps(m, JSON_COMPACT);
+        if (t) { sg_buf_puts(out, t); sg_buf_putc(out, '\n'); free(t); }
+    }
+}
+
+/* An answer that ended without any usage (a stream without its usage chunk, a body
+ * without "usage"): counted by the tokenizer from the request's messages and the text
+ * that came back, and marked estimated. */
+static void estimate_usage(proxy_req *p) {
+    if (p->usage.input >= 0 || p->usage.output >= 0) return;
+    sg_buf prompt;
+    sg_buf_init(&prompt);
+    gw_api_error e;
+    if (ensure_canonical(p, &e) == 0) prompt_text(p->oreq.body, &prompt);
+    else sg_buf_append(&prompt, p->body, p->body_len);
+    cost_estimate_usage(estimate_tokenizer(p), prompt.data, prompt.len, p->gen.data, p->gen.len, &p->usage);
+    p->usage.output += p->gen_tokens;
+    sg_buf_free(&prompt);
+    sg_log_buffered(SG_LOG_INFO, "usage estimated id=%s: the provider reported none; input=%lld output=%lld", p->id,
+                    (long long)p->usage.input, (long long)p->usage.output);
+}
+
 static void finish_ok(proxy_req *p) {
     const candidate *c = current(p);
+    estimate_usage(p);
     compute_cost(p);
     record_attempt(p, 200, NULL);
     if (c && c->provider->type != GW_PROVIDER_LOCAL) {
@@ -315,8 +398,8 @@ static void finish_ok(proxy_req *p) {
         if (!p->passthrough) render_end(p);
         client_flush(p);
         client_begin(p);
+        log_request(p, 200);   /* spooled before the stream's end reaches the client */
         http_stream_end(p->x);
-        log_request(p, 200);
     } else {
         int status = 200;
         if (!p->passthrough) {
@@ -327,8 +410,8 @@ static void finish_ok(proxy_req *p) {
         http_header h[16];
         char att[16];
         size_t n = response_headers(p, h, att, sizeof att, "application/json");
-        http_respond(p->x, status, h, n, p->resp.data, p->resp.len);
         log_request(p, status);
+        http_respond(p->x, status, h, n, p->resp.data, p->resp.len);
     }
     p->done = true;
     proxy_free(p);
@@ -340,8 +423,9 @@ static void fail_mid_stream(proxy_req *p, const char *why) {
     gw_api_fail(&e, 502, "upstream_error", NULL, "the provider failed mid-response: %s", why);
     render_error(p, &e);
     client_flush(p);
-    http_stream_end(p->x);
+    if (p->gen.len || p->gen_tokens) { estimate_usage(p); compute_cost(p); }   /* what was generated is billed */
     log_request(p, 502);
+    http_stream_end(p->x);
     p->gw->stats.errors++;
     p->done = true;
     proxy_free(p);
@@ -352,6 +436,15 @@ static int on_event(void *ctx, const gw_event *ev) {
     proxy_req *p = ctx;
     if (ev->kind == GW_EV_USAGE) p->usage = ev->usage;
     if (ev->kind == GW_EV_FINISH) p->finish = ev->finish;
+    if ((ev->kind == GW_EV_TEXT || ev->kind == GW_EV_REASONING || ev->kind == GW_EV_TOOL_CALL) &&
+        p->usage.input < 0 && p->usage.output < 0) {   /* kept until a usage comes */
+        if (ev->kind == GW_EV_TOOL_CALL && ev->name) { sg_buf_puts(&p->gen, ev->name); sg_buf_putc(&p->gen, ' '); }
+        if (ev->len) sg_buf_append(&p->gen, ev->text, ev->len);
+        if (p->gen.len >= GEN_MAX_BUFFERED) {   /* a long answer: counted in pieces */
+            p->gen_tokens += cost_estimate_tokens(estimate_tokenizer(p), p->gen.data, p->gen.len);
+            sg_buf_reset(&p->gen);
+        }
+    }
     if (p->passthrough) return 0;
     if (ev->kind == GW_EV_ERROR) return 0;   /* handled by the attempt's end */
     render_event(p, ev);
@@ -646,6 +739,8 @@ static void reset_attempt(proxy_req *p) {
     gem_scan_init(&p->gscan, gateway_random(p->gw));
     render_init(p);
     gw_usage_init(&p->usage);
+    sg_buf_reset(&p->gen);
+    p->gen_tokens = 0;
 }
 
 static void backoff_fired(loop *l, loop_timer *t, void *arg) {
@@ -680,6 +775,7 @@ static void record_attempt(proxy_req *p, int status, const char *error) {
 
 static void attempt_failed(proxy_req *p, int status, const char *why, gw_failure kind) {
     candidate *c = &p->cands[p->cur];
+    end_attempt_lease(p);
     record_attempt(p, status, gw_failure_name(kind));
     sg_log_buffered(SG_LOG_WARN, "attempt failed id=%s provider=%s model=%s status=%d kind=%s: %s", p->id,
             c->provider->name, c->model, status, gw_failure_name(kind), why);
@@ -717,12 +813,76 @@ static void attempt_failed(proxy_req *p, int status, const char *why, gw_failure
     if (p->cur >= p->n_cands) { p->cur = p->n_cands - 1; no_more_targets(p, status, why); return; }
     p->gw->stats.fallbacks++;
     p->have_error = false;
+    p->had_error = true;
     start_attempt(p);
 }
 
+/* The target is at its provider account's limit (rpm, tpm or concurrency): it is skipped
+ * without a request, recorded as a "limited" attempt, and the next target tried. With no
+ * target left the client gets the last target's error or, when none was tried, a 429. */
+static void skip_limited(proxy_req *p, const limits_result *r) {
+    const candidate *c = &p->cands[p->cur];
+    record_attempt(p, 0, "limited");
+    sg_log_buffered(SG_LOG_INFO, "attempt skipped id=%s provider=%s model=%s: %s", p->id, c->provider->name, c->model,
+                    r->outcome == LIMITS_UNAVAILABLE ? "its limits cannot be checked" : r->limit);
+    if (r->retry_after_ms > 0 && (p->limited_retry_ms < 0 || r->retry_after_ms < p->limited_retry_ms))
+        p->limited_retry_ms = r->retry_after_ms;
+    if (p->cur + 1 < p->n_cands) {
+        p->cur++;
+        p->gw->stats.fallbacks++;
+        start_attempt(p);
+        return;
+    }
+    if (p->have_error || p->had_error) {   /* answered as the last target that was tried */
+        p->cur = p->last_sent;
+        respond_error(p, &p->last_error);
+        return;
+    }
+    gw_api_error e;
+    if (r->outcome == LIMITS_UNAVAILABLE) {
+        gw_api_fail(&e, 503, "limits_unavailable", NULL, "%s", r->message);
+    } else {
+        gw_api_fail(&e, 429, "rate_limit_exceeded", NULL,
+                    "Every target for \"%s\" is at its provider account's limit (last: %s); nothing was sent upstream.",
+                    p->client_model, r->limit);
+    }
+    if (p->limited_retry_ms > 0)
+        p->retry_after_ms = p->limited_retry_ms > UINT32_MAX ? UINT32_MAX : (uint32_t)p->limited_retry_ms;
+    respond_error(p, &e);
+}
+
+/* The provider-limit decision for the current target (on_attempt of limits_attempt). */
+static void on_attempt_limits(void *arg, limits_lease *lease, const limits_result *r) {
+    proxy_req *p = arg;
+    p->att_lease = lease;
+    if (r != &p->att_lim) p->att_lim = *r;
+    if (r->outcome == LIMITS_ADMITTED) { send_attempt(p); return; }
+    limits_cancel(lease);
+    p->att_lease = NULL;
+    skip_limited(p, &p->att_lim);
+}
+
+static bool has_limits(const gw_limits *l) { return l->rpm >= 0 || l->tpm >= 0 || l->concurrency >= 0; }
+
+/* Before each attempt (retries and fallbacks included), the target's provider account
+ * limits (providers.NAME.limits, and models.PROVIDER/MODEL.limits) are reserved: the request's token estimate against tpm, one against rpm, a slot
+ * against concurrency. The reservation is reconciled with the usage when the attempt ends. */
 static void start_attempt(proxy_req *p) {
     const candidate *c = &p->cands[p->cur];
     p->att_start_ms = loop_now_ms(p->gw->loop);
+    if (!has_limits(&c->provider->limits) && !(c->info && has_limits(&c->info->limits))) { send_attempt(p); return; }
+    uint64_t left = p->deadline_ms > p->att_start_ms ? p->deadline_ms - p->att_start_ms : 1;
+    limits_lease *lease = NULL;
+    int rc = limits_attempt(p->gw->limits, c->provider, c->info, p->est_tokens, (uint32_t)(left < UINT32_MAX ? left : UINT32_MAX),
+                            &lease, &p->att_lim, on_attempt_limits, p);
+    p->att_lease = lease;   /* pending: ended (cancelled) if the client leaves meanwhile */
+    if (rc == LIMITS_NOW) on_attempt_limits(p, lease, &p->att_lim);
+}
+
+static void send_attempt(proxy_req *p) {
+    const candidate *c = &p->cands[p->cur];
+    p->att_start_ms = loop_now_ms(p->gw->loop);
+    p->last_sent = p->cur;
     p->attempts++;
     p->gw->stats.attempts++;
     reset_attempt(p);
@@ -883,6 +1043,8 @@ void proxy_handle(gateway *g, http_exchange *x, const http_request *req, int inb
     sg_buf_init(&p->url);
     sg_buf_init(&p->resp);
     sg_buf_init(&p->out);
+    sg_buf_init(&p->gen);
+    p->limited_retry_ms = -1;
     sse_init(&p->sse, 8 << 20, on_sse, p);
     oai_scan_init(&p->scan);
     loop_timer_init(&p->backoff, backoff_fired, p);

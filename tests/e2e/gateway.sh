@@ -3,8 +3,8 @@
 #
 # Starts tests/fakes/upstream.mjs, builds a tiny random-weight local model with the real
 # Llama-3 tokenizer, writes a gateway configuration (providers openai, backup (a second
-# OpenAI-compatible name on the same fake), flaky (no retries), anthropic and google on the
-# fakes; routes with fallback; short timeouts, retries and circuit breaker; one gateway
+# OpenAI-compatible name on the same fake), flaky (no retries), capped (account limit rpm 3),
+# anthropic and google on the fakes; routes with fallback; short timeouts, retries and circuit breaker; one gateway
 # key), starts build/smolgate serve on a free loopback port, then runs:
 #   (a) the official SDK client tests through the gateway (TARGET=gateway tests/clients/),
 #   (b) tests/gateway/faults.test.mjs: every injected fault ends in the right outcome,
@@ -146,7 +146,18 @@ providers:
     api_key: fake-gemini-dummy
     timeouts: *timeouts
     retries: *retries
+  capped:
+    type: openai
+    base_url: http://127.0.0.1:$oa/v1
+    api_key: sk-fake-capped-dummy
+    timeouts: *timeouts
+    retries: *retries
+    limits: {rpm: 3}
 models:
+  backup/m-mcap-a: {limits: {rpm: 2}}
+  openai/m-est-s: {price: {input: 10, output: 20}}
+  openai/m-est-n: {price: {input: 10, output: 20}}
+  openai/m-est-l: {price: {input: 10, output: 20}}
   openai/m-ctx-small: {context_window: 1000}
   backup/m-ctx-mid: {context_window: 1000}
   backup/m-ctx-large: {context_window: 100000}
@@ -196,6 +207,12 @@ routes:
     targets: [google/gemini-503-primary, backup/m-g503-backup]
   - name: google-429
     targets: [google/gemini-429-primary, backup/m-g429-backup]
+  - name: capped
+    targets: [capped/m-capped-a, backup/m-capped-b]
+  - name: capfail
+    targets: [openai/m-capfail-a, capped/m-capfail-b]
+  - name: mcap
+    targets: [backup/m-mcap-a, openai/m-mcap-b]
   - name: chat-local
     targets: [openai/m-local-primary, local/$local_name]
 EOF
@@ -276,7 +293,7 @@ done
 if kill -0 "$gw_pid" 2>/dev/null; then ok "the gateway is still running"; else bad "the gateway died"; fi
 code=$(curl -s -o /dev/null -m 5 -w '%{http_code}' "$url/healthz")
 if [ "$code" = 200 ]; then ok "GET /healthz answers 200 after every test"; else bad "GET /healthz after the tests: $code"; fi
-if grep -q "sk-fake-openai-dummy\|sk-fake-backup-dummy\|sk-ant-fake-dummy\|fake-gemini-dummy\|sk-smolgate-test\|sk-smolgate-limited-key\|sk-smolgate-hashed-key" "$tmp/gateway.log"; then
+if grep -q "sk-fake-openai-dummy\|sk-fake-backup-dummy\|sk-fake-capped-dummy\|sk-ant-fake-dummy\|fake-gemini-dummy\|sk-smolgate-test\|sk-smolgate-limited-key\|sk-smolgate-hashed-key" "$tmp/gateway.log"; then
   bad "a provider or gateway key appears in the gateway log"
 else ok "no provider or gateway key in the gateway log"; fi
 kill -TERM "$gw_pid" 2>/dev/null

@@ -203,6 +203,7 @@ function planAnswer(conv, rules, headerReply) {
   }
 
   const u = rules.usage || {};
+  const omitUsage = rules.usage === false;   // OpenAI: no usage anywhere (some compatible servers)
   const prompt = u.prompt ?? conv.promptTexts.reduce((a, t) => a + words(t), 0);
   const visible = u.completion ?? (words(text) + calls.reduce((a, c) => a + words(c.argsJson), 0));
   const usage = {
@@ -212,7 +213,7 @@ function planAnswer(conv, rules, headerReply) {
     visible,                                  // completion tokens that are text / tool calls
     reasoning: u.reasoning ?? 0,              // completion tokens spent on reasoning
   };
-  return { text, calls, finish, stopSeq, usage };
+  return { text, calls, finish, stopSeq, usage, omitUsage };
 }
 
 // Text pieces as a stream delivers them: one word (with its leading space) per chunk.
@@ -408,7 +409,7 @@ const openai = {
     return {
       id: ctx.ids.id, object: 'chat.completion', created: ctx.created, model: conv.model,
       choices: [{ index: 0, message, logprobs: null, finish_reason: a.finish }],
-      usage: this.usage(a.usage),
+      ...(a.omitUsage ? {} : { usage: this.usage(a.usage) }),
       service_tier: 'default',
       system_fingerprint: 'fp_fake',
     };
@@ -416,7 +417,7 @@ const openai = {
 
   streamEvents(ctx, conv, a) {
     const base = { id: ctx.ids.id, object: 'chat.completion.chunk', created: ctx.created, model: conv.model, service_tier: 'default', system_fingerprint: 'fp_fake' };
-    const withUsage = conv.includeUsage ? { usage: null } : {};
+    const withUsage = conv.includeUsage && !a.omitUsage ? { usage: null } : {};
     const ev = (delta, finish = null) => `data: ${JSON.stringify({ ...base, choices: [{ index: 0, delta, logprobs: null, finish_reason: finish }], ...withUsage })}\n\n`;
     const out = [];
     const textPieces = pieces(a.text);
@@ -428,7 +429,7 @@ const openai = {
       for (const f of fragments(c.argsJson)) out.push(ev({ tool_calls: [{ index: i, function: { arguments: f } }] }));
     });
     out.push(ev({}, a.finish));
-    if (conv.includeUsage) out.push(`data: ${JSON.stringify({ ...base, choices: [], usage: this.usage(a.usage) })}\n\n`);
+    if (conv.includeUsage && !a.omitUsage) out.push(`data: ${JSON.stringify({ ...base, choices: [], usage: this.usage(a.usage) })}\n\n`);
     out.push('data: [DONE]\n\n');
     return out;
   },
@@ -1100,6 +1101,9 @@ async function handleControl(req, res) {
       }
       const rule = { provider: body.provider, match: body.match };
       let ruled = false;
+      if (body.usage !== undefined && body.usage !== false && (typeof body.usage !== 'object' || body.usage === null || Array.isArray(body.usage))) {
+        throw new Error('usage must be an object or false');
+      }
       for (const k of ['reply', 'usage', 'contextWindow', 'apiKey']) {
         if (body[k] !== undefined) { rule[k] = body[k]; ruled = true; }
       }

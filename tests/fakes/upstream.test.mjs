@@ -314,6 +314,25 @@ test('control: rules for the reply, usage, context window and API key', async ()
   assert.equal(JSON.parse(r.text).choices[0].message.content, 'echo: x');
 });
 
+test('control: a usage rule of false leaves usage out of OpenAI bodies and streams', async () => {
+  await ctl('/control/reset', {});
+  const bad = await ctl('/control', { provider: 'openai', usage: 'none' });
+  assert.equal(bad.status, 400);
+  await ctl('/control', { provider: 'openai', match: 'nousage', usage: false });
+  let r = await raw(ports.openai, '/v1/chat/completions', { headers: OA, body: oaBody('nousage here') });
+  const j = JSON.parse(r.text);
+  assert.equal(j.choices[0].message.content, 'echo: nousage here');
+  assert.ok(!('usage' in j), r.text);
+  r = await raw(ports.openai, '/v1/chat/completions', { headers: OA, body: oaBody('nousage streamed', { stream: true, stream_options: { include_usage: true } }) });
+  const d = sseData(r.text);
+  assert.equal(d[d.length - 1], '[DONE]');
+  assert.ok(d.slice(0, -1).every((x) => !('usage' in JSON.parse(x))), r.text);
+  assert.ok(d.some((x) => JSON.parse(x).choices[0]?.finish_reason === 'stop'));
+  r = await raw(ports.openai, '/v1/chat/completions', { headers: OA, body: oaBody('other', { stream: true, stream_options: { include_usage: true } }) });
+  assert.equal(JSON.parse(sseData(r.text).at(-2)).usage.prompt_tokens, 1, 'requests the rule does not match keep their usage');
+  await ctl('/control/reset', {});
+});
+
 test('keep-alive: several requests share one connection', async () => {
   const one = new http.Agent({ keepAlive: true, maxSockets: 1 });
   const seen = new Set();
