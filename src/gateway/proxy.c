@@ -998,8 +998,19 @@ static int64_t max_cost(proxy_req *p) {
     return most;
 }
 
+/* The output a request without max_tokens may produce: the largest max_output_tokens of
+ * its candidates' models, 4096 when none is known. */
+static int64_t default_max_output(proxy_req *p) {
+    int64_t most = -1;
+    for (int i = 0; i < p->n_cands; i++) {
+        const cost_model *m = cost_lookup(p->gw->costs, p->cands[i].provider, p->cands[i].model);
+        if (m && m->max_output_tokens > most) most = m->max_output_tokens;
+    }
+    return most > 0 ? most : 4096;
+}
+
 static void admit(proxy_req *p) {
-    p->est_tokens = limits_estimate_tokens(p->body_len, p->oreq.max_tokens, 4096);
+    p->est_tokens = limits_estimate_tokens(p->body_len, p->oreq.max_tokens, default_max_output(p));
     limits_request lr = {
         .key = p->key, .route = p->route, .est_tokens = p->est_tokens,
         .max_cost = max_cost(p), .ttl_ms = p->route ? p->route->timeout_ms : 600000,
