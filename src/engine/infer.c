@@ -21,6 +21,7 @@ struct sg_infer {
     size_t kv_elem;            /* bytes per cache element */
     void *k_cache, *v_cache;   /* (n_seq, n_layers, n_ctx, nkv * hd) */
     int *tok_seq, *tok_pos;    /* (n) each token's sequence and position in this micro-batch */
+    bool *tok_out;             /* (n) whether the token's logits are wanted */
     float *x;                  /* (n, d) residual stream */
     float *xb;                 /* (n, d) normed input */
     float *q;                  /* (n, nh * hd) */
@@ -157,6 +158,7 @@ sg_infer *infer_new(const sg_model *m, const sg_infer_params *p, sg_error *err) 
     s->up = sg_xmalloc(nb * (size_t)c->ffn_dim * sizeof(float));
     s->tok_seq = sg_xmalloc(nb * sizeof(int));
     s->tok_pos = sg_xmalloc(nb * sizeof(int));
+    s->tok_out = sg_xmalloc(nb * sizeof(bool));
     s->bf16 = p->bf16_activations > 0 ||
               (p->bf16_activations < 0 && m->src == MODEL_SRC_HF && m->layers[0].wq.type == SG_BF16);
     s->tp = tp_new(threads);
@@ -173,7 +175,7 @@ void infer_free(sg_infer *s) {
     free(s->k_cache); free(s->v_cache);
     free(s->x); free(s->xb); free(s->q); free(s->kv_k); free(s->kv_v);
     free(s->att_out); free(s->gate); free(s->up); free(s->att); free(s->inv_freq);
-    free(s->n_past); free(s->tok_seq); free(s->tok_pos);
+    free(s->n_past); free(s->tok_seq); free(s->tok_pos); free(s->tok_out);
     free(s);
 }
 
@@ -321,8 +323,9 @@ static void attn_worker(void *p, int ith, int nth) {
 /* ---- one micro-batch ---- */
 
 /* Runs ids[n], token t at sequence s->tok_seq[t], position s->tok_pos[t] (set by the
- * caller; the positions of one sequence consecutive from its n_past). */
-static void forward_batch(sg_infer *s, const int32_t *ids, int n, float *logits, bool all_logits) {
+ * caller; the positions of one sequence consecutive from its n_past). logits: one row
+ * per token t with s->tok_out[t], in order. */
+static void forward_batch(sg_infer *s, const int32_t *ids, int n, float *logits) {
     const sg_model *m = s->m;
     const sg_model_config *c = &m->cfg;
     int d = c->dim, hd = c->head_dim, nh = c->n_heads, nkv = c->n_kv_heads;
@@ -379,10 +382,11 @@ static void forward_batch(sg_infer *s, const int32_t *ids, int n, float *logits,
     for (int t = 0; t < n; t++) s->n_past[s->tok_seq[t]]++;
 
     if (!logits) return;
-    /* final rmsnorm and LM head: every token, or only the last one */
-    int first = all_logits ? 0 : n - 1;
-    rmsnorm_rows(s, s->xb + (size_t)first * d, s->x + (size_t)first * d, m->output_norm, n - first, d, c->norm_eps);
-    matmul(s, &m->output, s->xb + (size_t)first * d, n - first, logits, c->n_vocab);
+    /* final rmsnorm and LM head, over the wanted tokens only (a prompt wants its last) */
+    int n_out = 0;
+    for (int t = 0; t < n; t++)
+        if (s->tok_out[t]) rmsnorm_rows(s, s->xb + (size_t)n_out++ * d, s->x + (size_t)t * d, m->output_norm, 1, d, c->norm_eps);
+    if (n_out) matmul(s, &m->output, s->xb, n_out, logits, c->n_vocab);
 }
 
 static int check_ids(const sg_infer *s, const int32_t *ids, int n, sg_error *err) {
@@ -409,8 +413,9 @@ int infer_eval_seq(sg_infer *s, int seq, const int32_t *ids, int n, float *logit
         for (int t = 0; t < b; t++) {
             s->tok_seq[t] = seq;
             s->tok_pos[t] = s->n_past[seq] + t;
+            s->tok_out[t] = all_logits || t == b - 1;
         }
-        forward_batch(s, ids + done, b, out, all_logits);
+        forward_batch(s, ids + done, b, out);
         done += b;
     }
     return 0;
@@ -421,6 +426,10 @@ int infer_eval(sg_infer *s, const int32_t *ids, int n, float *logits, bool all_l
 }
 
 int infer_decode_batch(sg_infer *s, const int *seq, const int32_t *tok, int n, float *logits, sg_error *err) {
+    return infer_step(s, seq, tok, NULL, n, logits, err);
+}
+
+int infer_step(sg_infer *s, const int *seq, const int32_t *tok, const bool *want, int n, float *logits, sg_error *err) {
     if (n <= 0) return sg_fail(err, "nothing to evaluate");
     if (check_ids(s, tok, n, err)) return -1;
     int *need = sg_xcalloc((size_t)s->n_seq, sizeof(int));   /* positions each sequence asks for */
@@ -433,16 +442,20 @@ int infer_decode_batch(sg_infer *s, const int *seq, const int32_t *tok, int n, f
     }
     free(need);
     if (rc) return rc;
+    float *out = logits;
     for (int done = 0; done < n;) {
-        int b = n - done < s->n_batch ? n - done : s->n_batch;
+        int b = n - done < s->n_batch ? n - done : s->n_batch, n_out = 0;
         /* positions: each sequence's next ones, in the order its tokens come */
         for (int t = 0; t < b; t++) {
             int q = seq[done + t], p = s->n_past[q];
             for (int u = 0; u < t; u++) p += s->tok_seq[u] == q;
             s->tok_seq[t] = q;
             s->tok_pos[t] = p;
+            s->tok_out[t] = !want || want[done + t];
+            n_out += s->tok_out[t];
         }
-        forward_batch(s, tok + done, b, logits ? logits + (size_t)done * s->m->cfg.n_vocab : NULL, true);
+        forward_batch(s, tok + done, b, out);
+        if (out) out += (size_t)n_out * s->m->cfg.n_vocab;
         done += b;
     }
     return 0;

@@ -61,6 +61,10 @@ int infer_eval_seq(sg_infer *s, int seq, const int32_t *ids, int n, float *logit
  * matmul runs once over all n tokens. Fails (state unchanged) on a bad sequence or
  * id, or when a sequence would overflow its slot. */
 int infer_decode_batch(sg_infer *s, const int *seq, const int32_t *tok, int n, float *logits, sg_error *err);
+/* The same with logits only for the tokens with want[i] (want NULL: all), packed: row k
+ * of logits belongs to the k-th wanted token. A prompt chunk in a step wants at most its
+ * last token, and the LM head runs over the wanted tokens alone. */
+int infer_step(sg_infer *s, const int *seq, const int32_t *tok, const bool *want, int n, float *logits, sg_error *err);
 
 /* Sequence 0's state, as before sequences existed. */
 int  infer_n_past(const sg_infer *s);
