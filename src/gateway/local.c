@@ -266,18 +266,24 @@ static size_t common_prefix(const sg_ids *a, const sg_ids *b) {
 }
 
 /* Picks a free slot for a prompt and fills it with the longest prefix of the prompt that
- * any slot's cache holds (running sequences included): kept in place when it is the
- * free slot's own, else copied. Returns the slot; *reused: prompt ids not to recompute. */
+ * any slot's cache holds (running sequences included). A free slot whose whole cache
+ * starts the prompt (the previous turn of this conversation) continues in place; else
+ * the least recently used free slot takes a copy, so that the caches other requests may
+ * continue stay intact. Returns the slot; *reused: prompt ids not to recompute. */
 static slot *slot_for_prompt(gw_local *lm, const sg_ids *prompt, size_t *reused) {
-    slot *dst = NULL, *src = NULL;
+    slot *dst = NULL, *lru = NULL, *src = NULL;
     size_t dst_common = 0, src_common = 0;
     for (int i = 0; i < lm->n_slots; i++) {
         slot *sl = &lm->slots[i];
         size_t c = common_prefix(&sl->cached, prompt);
         if (c > src_common) { src = sl; src_common = c; }
         if (sl->job) continue;
-        /* a free slot: the one holding most of this prompt, else the least recently used */
-        if (!dst || c > dst_common || (c == dst_common && sl->last_step < dst->last_step)) { dst = sl; dst_common = c; }
+        if (c > 0 && c == sl->cached.n && c > dst_common) { dst = sl; dst_common = c; }
+        if (!lru || sl->last_step < lru->last_step) lru = sl;
+    }
+    if (!dst) {
+        dst = lru;
+        dst_common = common_prefix(&dst->cached, prompt);
     }
     /* at least the last prompt token is evaluated: its logits start the answer */
     size_t cap = prompt->n - 1;
