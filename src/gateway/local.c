@@ -245,8 +245,13 @@ static void gen_params_from_request(const json_t *r, sg_gen_params *p, const cha
     p->n_stops = *n_stops;
 }
 
-/* The job is over: hand the ending to the loop thread, drop the worker's reference. */
+/* The job is over: free its place (before the client can hear of the ending, so that
+ * local_load never counts an answered job), hand the ending to the loop thread, drop the
+ * worker's reference. */
 static void job_end(gw_local *lm, local_job *j, int status, const char *message) {
+    pthread_mutex_lock(&lm->mu);
+    lm->running--;
+    pthread_mutex_unlock(&lm->mu);
     j->status = status;
     if (status != 200 && !j->message) j->message = sg_xstrdup(message ? message : "the local model failed");
     pthread_mutex_lock(&j->mu);
@@ -254,9 +259,6 @@ static void job_end(gw_local *lm, local_job *j, int status, const char *message)
     pthread_mutex_unlock(&j->mu);
     job_flush(j);
     job_release(j);   /* the worker's reference */
-    pthread_mutex_lock(&lm->mu);
-    lm->running--;
-    pthread_mutex_unlock(&lm->mu);
 }
 
 static size_t common_prefix(const sg_ids *a, const sg_ids *b) {
