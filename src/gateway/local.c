@@ -15,6 +15,9 @@
 #include "engine/infer.h"
 #include "engine/tokenizer.h"
 
+/* Prompt tokens a step carries besides the decode tokens of running requests. */
+#define LOCAL_CHUNK_WHILE_DECODING 64
+
 /* An event copied out of the worker, waiting for the loop thread. */
 typedef struct queued_event {
     gw_event ev;
@@ -412,6 +415,9 @@ static void run_step(gw_local *lm) {
         n_seqs++;
     }
     budget -= n;
+    /* While others decode, a joining prompt goes in small chunks: a step's time is every
+     * running request's time to its next token. */
+    if (n && budget > LOCAL_CHUNK_WHILE_DECODING) budget = LOCAL_CHUNK_WHILE_DECODING;
     for (int i = 0; i < lm->n_slots && budget > 0; i++) {
         slot *sl = &lm->slots[i];
         if (!sl->job || sl->decoding) continue;
