@@ -211,9 +211,10 @@ int infer_seq_copy(sg_infer *s, int src, int dst, int n, sg_error *err) {
         return sg_fail(err, "cannot copy %d positions of sequence %d, which has %d", n, src, s->n_past[src]);
     if (src != dst) {
         size_t bytes = kv_offset(s, 0, 0, n);   /* n positions of one layer */
+        unsigned char *kc = s->k_cache, *vc = s->v_cache;
         for (int l = 0; l < s->m->cfg.n_layers; l++) {
-            memcpy((unsigned char *)s->k_cache + kv_offset(s, dst, l, 0), (unsigned char *)s->k_cache + kv_offset(s, src, l, 0), bytes);
-            memcpy((unsigned char *)s->v_cache + kv_offset(s, dst, l, 0), (unsigned char *)s->v_cache + kv_offset(s, src, l, 0), bytes);
+            memcpy(kc + kv_offset(s, dst, l, 0), kc + kv_offset(s, src, l, 0), bytes);
+            memcpy(vc + kv_offset(s, dst, l, 0), vc + kv_offset(s, src, l, 0), bytes);
         }
     }
     s->n_past[dst] = n;
