@@ -446,8 +446,10 @@ static float *alone_logits(const sg_model *m, sg_dtype kv, const int32_t *ids, i
 
 /* Batched steps give each token the logits it has alone: sequences at different
  * positions, several tokens of one sequence in a step (a prompt chunk), sequences
- * joining and leaving between steps, a freed slot reused by a new sequence. */
-static void check_batched(const char *dir, sg_dtype kv, double bound) {
+ * joining and leaving between steps, a freed slot reused by a new sequence. Within
+ * `bound`; a step of KERN_GEMM_MIN_TOKENS or more runs the matrix-matrix kernel where the
+ * CPU has one, which agrees with the row-by-row path within `gemm_bound`. */
+static void check_batched(const char *dir, sg_dtype kv, double bound, double gemm_bound) {
     sg_error err = {{0}};
     sg_model *m = model_load(dir, &err);
     CHECK_MSG(m != NULL, "%s", err.msg);
@@ -471,7 +473,7 @@ static void check_batched(const char *dir, sg_dtype kv, double bound) {
     /* slot -> stream, and how far each stream is */
     int stream_of[4] = {-1, -1, -1, -1}, done[N_STREAMS] = {0};
     float *lg = malloc((size_t)32 * V * sizeof(float));
-    double worst = 0;
+    double worst = 0, worst_gemm = 0;
     int n_checked = 0;
     /* step t: streams join (slot, stream, tokens in their first step) and leave */
     for (int t = 0; t < 14; t++) {
@@ -497,19 +499,23 @@ static void check_batched(const char *dir, sg_dtype kv, double bound) {
         for (int i = 0; i < n; i++) want[i] = t % 2 == 0 || i == n - 1 || seq[i + 1] != seq[i];
         if (t % 2 == 0) CHECK(infer_decode_batch(s, seq, tok, n, lg, &err) == 0);
         else CHECK(infer_step(s, seq, tok, want, n, lg, &err) == 0);
+        bool gemm = n >= KERN_GEMM_MIN_TOKENS && kern_active()->gemm;
         for (int i = 0, row = 0; i < n; i++) {
             if (!want[i]) continue;
             double d = rel_diff(lg + (size_t)row++ * V, ref[stream_of[seq[i]]] + (size_t)at[i] * V, (size_t)V);
-            if (d > worst) worst = d;
+            if (gemm) worst_gemm = d > worst_gemm ? d : worst_gemm;
+            else worst = d > worst ? d : worst;
             n_checked++;
         }
         for (int q = 0; q < 4; q++)
             if (stream_of[q] >= 0) CHECK_EQ_INT(infer_seq_n_past(s, q), done[stream_of[q]]);
     }
     CHECK_MSG(worst <= bound, "%s: batched logits differ from alone by %.3g", dir, worst);
+    CHECK_MSG(worst_gemm <= gemm_bound, "%s: batched logits (matrix-matrix kernel) differ from alone by %.3g", dir,
+              worst_gemm);
     CHECK(n_checked > 35);
-    printf("  batched decode %-24s %s cache: %d tokens, max rel diff %.2e\n", dir + strlen(tu_shared()) + 11,
-           kv == SG_F32 ? "f32" : "f16", n_checked, worst);
+    printf("  batched decode %-24s %s cache: %d tokens, max rel diff %.2e (matrix-matrix steps %.2e)\n",
+           dir + strlen(tu_shared()) + 11, kv == SG_F32 ? "f32" : "f16", n_checked, worst, worst_gemm);
 
     /* a copied prefix gives what recomputing it gives: stream 0's first 10 positions
      * into slot 1 (which holds stream 2's longer sequence), then stream 0's own tokens */
@@ -554,11 +560,12 @@ static void check_batched(const char *dir, sg_dtype kv, double bound) {
 static void test_batched_decode(void) {
     char dir[512];
     snprintf(dir, sizeof dir, "%s/reference/smollm3-tiny/f32", tu_shared());
-    check_batched(dir, SG_F32, 1e-5);
-    check_batched(dir, SG_F16, 1e-5);
-    /* bf16 activations: the same roundings whichever batch a token is in */
+    check_batched(dir, SG_F32, 1e-5, 1e-4);
+    check_batched(dir, SG_F16, 1e-5, 1e-4);
+    /* bf16 activations: the same roundings whichever batch a token is in (a matrix-matrix
+     * kernel may round a product the other way: the bf16 reference bound) */
     snprintf(dir, sizeof dir, "%s/reference/llama-tiny/bf16", tu_shared());
-    check_batched(dir, SG_F32, 1e-5);
+    check_batched(dir, SG_F32, 1e-5, 2e-2);
 }
 
 int main(int argc, char **argv) {
