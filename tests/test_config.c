@@ -568,14 +568,23 @@ static void test_overrides(void) {
     const char *text = "listen: 127.0.0.1:1\nroutes:\n  - {name: r, targets: [gpt-4o, local/extra-model]}\n";
     tu_write(path, text, strlen(text));
     const char *models[] = {m};
-    config_overrides ov = {"[::1]:0", models, 1};
+    config_overrides ov = {"[::1]:0", models, 1, 0};
     CHECK_EQ_INT(config_load_ex(&c, path, &ov, &e, &err), 0);
     CHECK_MSG(c != NULL, "%s", err.msg);
     if (c) {
         CHECK_EQ_STR(c->listen, "[::1]:0");
         CHECK(c->routes[0].targets[1].local != NULL);
+        CHECK_EQ_INT(config_provider(c, "local")->local.parallel, 4);   /* the default */
         config_free(c);
     }
+    /* --parallel sets the local provider's sequences */
+    ov.parallel = 7;
+    CHECK_EQ_INT(config_load_ex(&c, path, &ov, &e, &err), 0);
+    if (c) {
+        CHECK_EQ_INT(config_provider(c, "local")->local.parallel, 7);
+        config_free(c);
+    }
+    ov.parallel = 0;
     ov.listen = "localhost";
     CHECK_EQ_INT(config_load_ex(&c, path, &ov, &e, &err), -1);
     CHECK_EQ_STR(err.msg, "--listen: expected HOST:PORT, such as 127.0.0.1:8080");

@@ -419,6 +419,155 @@ static void test_rope_scaling(void) {
     }
 }
 
+/* ---- several sequences ---- */
+
+/* Stream k's token i: a fixed pseudo-random id, different for each stream. */
+static int32_t stream_id(int k, int i, int n_vocab) {
+    uint32_t x = (uint32_t)(k * 7919 + i * 104729 + 12345);
+    x ^= x >> 13; x *= 0x5bd1e995u; x ^= x >> 15;
+    return (int32_t)(x % (uint32_t)n_vocab);
+}
+
+/* Logits of every position of ids[n] evaluated alone, one sequence, from empty. */
+static float *alone_logits(const sg_model *m, sg_dtype kv, const int32_t *ids, int n) {
+    sg_infer_params p;
+    infer_params_default(&p);
+    p.kv_type = kv;
+    p.n_threads = 2;
+    p.n_ctx = 64;
+    sg_error err = {{0}};
+    sg_infer *s = infer_new(m, &p, &err);
+    float *lg = malloc((size_t)n * m->cfg.n_vocab * sizeof(float));
+    /* one token at a time, as decode does */
+    for (int i = 0; i < n; i++) CHECK(infer_eval(s, ids + i, 1, lg + (size_t)i * m->cfg.n_vocab, false, &err) == 0);
+    infer_free(s);
+    return lg;
+}
+
+/* Batched steps give each token the logits it has alone: sequences at different
+ * positions, several tokens of one sequence in a step (a prompt chunk), sequences
+ * joining and leaving between steps, a freed slot reused by a new sequence. Within
+ * `bound`; a step of KERN_GEMM_MIN_TOKENS or more runs the matrix-matrix kernel where the
+ * CPU has one, which agrees with the row-by-row path within `gemm_bound`. */
+static void check_batched(const char *dir, sg_dtype kv, double bound, double gemm_bound) {
+    sg_error err = {{0}};
+    sg_model *m = model_load(dir, &err);
+    CHECK_MSG(m != NULL, "%s", err.msg);
+    if (!m) return;
+    int V = m->cfg.n_vocab;
+    enum { N_STREAMS = 5, LEN = 24 };
+    int32_t ids[N_STREAMS][LEN];
+    float *ref[N_STREAMS];
+    for (int k = 0; k < N_STREAMS; k++) {
+        for (int i = 0; i < LEN; i++) ids[k][i] = stream_id(k, i, V);
+        ref[k] = alone_logits(m, kv, ids[k], LEN);
+    }
+    sg_infer_params p;
+    infer_params_default(&p);
+    p.kv_type = kv;
+    p.n_threads = 2;
+    p.n_ctx = 64;
+    p.n_seq = 4;
+    sg_infer *s = infer_new(m, &p, &err);
+    CHECK(s != NULL && infer_n_seq(s) == 4);
+    /* slot -> stream, and how far each stream is */
+    int stream_of[4] = {-1, -1, -1, -1}, done[N_STREAMS] = {0};
+    float *lg = malloc((size_t)32 * V * sizeof(float));
+    double worst = 0, worst_gemm = 0;
+    int n_checked = 0;
+    /* step t: streams join (slot, stream, tokens in their first step) and leave */
+    for (int t = 0; t < 14; t++) {
+        if (t == 0) { stream_of[0] = 0; stream_of[2] = 1; }
+        if (t == 2) stream_of[1] = 2;
+        if (t == 6) { infer_seq_truncate(s, 2, 0); stream_of[2] = -1; }    /* stream 1 leaves */
+        if (t == 7) { stream_of[2] = 3; stream_of[3] = 4; }                  /* slot 2 reused */
+        int seq[32], n = 0, at[32];
+        int32_t tok[32];
+        for (int q = 0; q < 4; q++) {
+            int k = stream_of[q];
+            if (k < 0) continue;
+            /* a joining stream brings a prompt chunk of 3 (stream 0: 1, stream 4: 9) */
+            int take = done[k] ? 1 : k == 0 ? 1 : k == 4 ? 9 : 3;
+            for (int u = 0; u < take && done[k] < LEN; u++) {
+                seq[n] = q;
+                at[n] = done[k];
+                tok[n++] = ids[k][done[k]++];
+            }
+        }
+        /* odd steps ask for the logits of each sequence's last token only (packed) */
+        bool want[32];
+        for (int i = 0; i < n; i++) want[i] = t % 2 == 0 || i == n - 1 || seq[i + 1] != seq[i];
+        if (t % 2 == 0) CHECK(infer_decode_batch(s, seq, tok, n, lg, &err) == 0);
+        else CHECK(infer_step(s, seq, tok, want, n, lg, &err) == 0);
+        bool gemm = n >= KERN_GEMM_MIN_TOKENS && kern_active()->gemm;
+        for (int i = 0, row = 0; i < n; i++) {
+            if (!want[i]) continue;
+            double d = rel_diff(lg + (size_t)row++ * V, ref[stream_of[seq[i]]] + (size_t)at[i] * V, (size_t)V);
+            if (gemm) worst_gemm = d > worst_gemm ? d : worst_gemm;
+            else worst = d > worst ? d : worst;
+            n_checked++;
+        }
+        for (int q = 0; q < 4; q++)
+            if (stream_of[q] >= 0) CHECK_EQ_INT(infer_seq_n_past(s, q), done[stream_of[q]]);
+    }
+    CHECK_MSG(worst <= bound, "%s: batched logits differ from alone by %.3g", dir, worst);
+    CHECK_MSG(worst_gemm <= gemm_bound, "%s: batched logits (matrix-matrix kernel) differ from alone by %.3g", dir,
+              worst_gemm);
+    CHECK(n_checked > 35);
+    printf("  batched decode %-24s %s cache: %d tokens, max rel diff %.2e (matrix-matrix steps %.2e)\n",
+           dir + strlen(tu_shared()) + 11, kv == SG_F32 ? "f32" : "f16", n_checked, worst, worst_gemm);
+
+    /* a copied prefix gives what recomputing it gives: stream 0's first 10 positions
+     * into slot 1 (which holds stream 2's longer sequence), then stream 0's own tokens */
+    int n0 = infer_seq_n_past(s, 0);
+    CHECK(n0 >= 10);
+    CHECK(infer_seq_copy(s, 0, 1, 10, &err) == 0);
+    CHECK_EQ_INT(infer_seq_n_past(s, 1), 10);
+    CHECK_EQ_INT(infer_seq_n_past(s, 0), n0);
+    int seq2[2] = {1, 0};
+    int32_t tok2[2] = {ids[0][10], ids[0][n0]};
+    CHECK(infer_decode_batch(s, seq2, tok2, 2, lg, &err) == 0);
+    double dcopy = rel_diff(lg, ref[0] + (size_t)10 * V, (size_t)V);
+    double dorig = rel_diff(lg + V, ref[0] + (size_t)n0 * V, (size_t)V);
+    CHECK_MSG(dcopy <= bound && dorig <= bound, "copied prefix: %.3g, source: %.3g", dcopy, dorig);
+    /* the prompt path (infer_eval_seq) on a copy agrees too */
+    CHECK(infer_seq_copy(s, 0, 3, 5, &err) == 0);
+    CHECK(infer_eval_seq(s, 3, &ids[0][5], 3, lg, false, &err) == 0);
+    CHECK(rel_diff(lg, ref[0] + (size_t)7 * V, (size_t)V) <= bound);
+
+    /* errors leave the state as it was */
+    int before[4];
+    for (int q = 0; q < 4; q++) before[q] = infer_seq_n_past(s, q);
+    int bad_seq[2] = {0, 4};
+    CHECK(infer_decode_batch(s, bad_seq, tok2, 2, lg, &err) == -1 && strstr(err.msg, "sequence 4"));
+    int32_t bad_tok[2] = {1, V};
+    CHECK(infer_decode_batch(s, seq2, bad_tok, 2, lg, &err) == -1 && strstr(err.msg, "out of range"));
+    CHECK(infer_seq_copy(s, 1, 2, 60, &err) == -1);
+    infer_seq_truncate(s, 2, 0);
+    int full_seq[64];
+    int32_t full_tok[64];
+    for (int i = 0; i < 64; i++) { full_seq[i] = i < 4 ? 2 : 3; full_tok[i] = 1; }
+    CHECK(infer_decode_batch(s, full_seq, full_tok, 64, NULL, &err) == -1 && strstr(err.msg, "full"));
+    for (int q = 0; q < 4; q++) if (q != 2) CHECK_EQ_INT(infer_seq_n_past(s, q), before[q]);
+    CHECK_EQ_INT(infer_seq_n_past(s, 2), 0);
+
+    free(lg);
+    for (int k = 0; k < N_STREAMS; k++) free(ref[k]);
+    infer_free(s);
+    model_free(m);
+}
+
+static void test_batched_decode(void) {
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s/reference/smollm3-tiny/f32", tu_shared());
+    check_batched(dir, SG_F32, 1e-5, 1e-4);
+    check_batched(dir, SG_F16, 1e-5, 1e-4);
+    /* bf16 activations: the same roundings whichever batch a token is in (a matrix-matrix
+     * kernel may round a product the other way: the bf16 reference bound) */
+    snprintf(dir, sizeof dir, "%s/reference/llama-tiny/bf16", tu_shared());
+    check_batched(dir, SG_F32, 1e-5, 2e-2);
+}
+
 int main(int argc, char **argv) {
     (void)argc;
     /* These tests hold the forward pass to exact references, so they run the float dot
@@ -433,5 +582,6 @@ int main(int argc, char **argv) {
     RUN(test_bad_models);
     RUN(test_eval_errors);
     RUN(test_rope_scaling);
+    RUN(test_batched_decode);
     return tu_finish(argv[0]);
 }

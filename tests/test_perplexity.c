@@ -316,7 +316,8 @@ static void test_strided_run(void) {
     model_free(m);
 }
 
-/* The round-robin decoder steps every sequence; the bandwidth probe reads its buffer. */
+/* The concurrency decoders step every sequence, the batched one to the round-robin one's
+ * logits; the bandwidth probe reads its buffer. */
 static void test_bench_parts(void) {
     sg_model *m = load(tu_path("%s/reference/llama-tiny/f32", tu_shared()));
     if (!m) return;
@@ -334,6 +335,32 @@ static void test_bench_parts(void) {
     CHECK(x[0] > 0 && x[1] > 0);
     CHECK_MSG(bench_concurrency(m, &bench_round_robin, 3, 4, 2, &p, &t, &err) == 0, "%s", err.msg);
     CHECK(t > 0);
+    t = 0;
+    CHECK_MSG(bench_concurrency(m, &bench_batched, 3, 4, 2, &p, &t, &err) == 0, "%s", err.msg);
+    CHECK(t > 0);
+    /* the batched decoder's steps give each sequence the logits the round-robin one does */
+    int V = m->cfg.n_vocab;
+    void *rr = bench_round_robin.open(m, 3, 16, &p.infer, &err), *bd = bench_batched.open(m, 3, 16, &p.infer, &err);
+    CHECK(rr && bd);
+    float *la = malloc((size_t)3 * V * sizeof(float)), *lb = malloc((size_t)3 * V * sizeof(float));
+    int32_t prompt[3][5] = {{1, 2, 3, 4, 5}, {9, 8}, {7, 7, 7}}, next[3] = {11, 12, 13};
+    int plen[3] = {5, 2, 3};
+    double worst = 0;
+    for (int i = 0; rr && bd && i < 3; i++) {
+        CHECK(bench_round_robin.prefill(rr, i, prompt[i], plen[i], &err) == 0);
+        CHECK(bench_batched.prefill(bd, i, prompt[i], plen[i], &err) == 0);
+    }
+    for (int step = 0; rr && bd && step < 3; step++) {
+        CHECK(bench_round_robin.step(rr, next, la, &err) == 0);
+        CHECK(bench_batched.step(bd, next, lb, &err) == 0);
+        for (size_t k = 0; k < (size_t)3 * V; k++) worst = fmax(worst, fabs((double)la[k] - lb[k]));
+        for (int i = 0; i < 3; i++) next[i] = (next[i] * 31 + step) % V;
+    }
+    CHECK_MSG(worst < 1e-4, "batched and round-robin logits differ by %.3g", worst);
+    free(la);
+    free(lb);
+    if (rr) bench_round_robin.close(rr);
+    if (bd) bench_batched.close(bd);
     double gbs = 0;
     const char *simd = NULL;
     CHECK(bench_mem_bandwidth(2, 4 << 20, 1, &gbs, &simd, &err) == 0);

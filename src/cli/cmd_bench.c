@@ -127,7 +127,7 @@ static void print_json(const bench_cli *o, const sg_model *m, int threads, const
     json_num(&b, "roofline_pct", f->has_bw && f->has_tg, roof > 0 ? 100 * f->tg / roof : 0);
     sg_buf_printf(&b, ", \"peak_rss_mb\": %.1f, \"weight_bytes\": %llu", f->rss, (unsigned long long)wb);
     sg_buf_puts(&b, ", \"concurrency_mode\": ");
-    sg_buf_json_str(&b, bench_round_robin.name, strlen(bench_round_robin.name));
+    sg_buf_json_str(&b, bench_batched.name, strlen(bench_batched.name));
     sg_buf_printf(&b, ", \"concurrency_tokens\": %d, \"concurrency\": {", o->conc_n);
     for (int i = 0; i < o->n_conc; i++) sg_buf_printf(&b, "%s\"%d\": %.3f", i ? ", " : "", o->conc[i], f->conc[i]);
     sg_buf_puts(&b, "}}");
@@ -154,7 +154,7 @@ static void print_text(const bench_cli *o, const sg_model *m, int threads, const
     }
     if (o->n_conc) {
         printf("  concurrent sequences, aggregate tok/s (%s; %d prompt + %d generated tokens each):\n   ",
-               bench_round_robin.name, o->conc_prompt, o->conc_n);
+               bench_batched.name, o->conc_prompt, o->conc_n);
         for (int i = 0; i < o->n_conc; i++) printf(" %d: %.2f", o->conc[i], f->conc[i]);
         putchar('\n');
     }
@@ -186,7 +186,7 @@ int cli_bench(int argc, char **argv) {
     f.rss = bench_peak_rss_mb();   /* before the N contexts and the bandwidth buffer */
     for (int i = 0; i < o.n_conc; i++) {
         if (!o.json) fprintf(stderr, "%d concurrent sequences...\n", o.conc[i]);
-        if (bench_concurrency(m, &bench_round_robin, o.conc[i], o.conc_prompt, o.conc_n, &o.p, &f.conc[i], &err)) goto fail;
+        if (bench_concurrency(m, &bench_batched, o.conc[i], o.conc_prompt, o.conc_n, &o.p, &f.conc[i], &err)) goto fail;
     }
     if (o.bw_mib) {
         if (!o.json) fprintf(stderr, "memory bandwidth...\n");

@@ -17,6 +17,8 @@ static void serve_usage(FILE *f) {
           "  --listen HOST:PORT   address to listen on (default 127.0.0.1:8080)\n"
           "  --model PATH         serve a GGUF file or Hugging Face folder as local/NAME\n"
           "                       (repeatable; NAME=PATH names it)\n"
+          "  --parallel N         sequences the local models decode together (1 to 1024;\n"
+          "                       default: the configuration's, else 4)\n"
           "  --check              validate the configuration, print a summary, exit\n"
           "With no --config and no --model, the local models in ./models/*.gguf and SmolLM\n"
           "snapshots in the Hugging Face cache are served.\n", f);
@@ -77,6 +79,12 @@ int cli_serve(int argc, char **argv) {
         else if (!strcmp(a, "--check")) o.check = true;
         else if ((!strcmp(a, "-c") || !strcmp(a, "--config")) && v) { o.config_path = v; i++; }
         else if (!strcmp(a, "--listen") && v) { o.overrides.listen = v; i++; }
+        else if (!strcmp(a, "--parallel") && v) {
+            long n;
+            if (cli_int(a, v, 1, 1024, &n)) return 2;
+            o.overrides.parallel = (int)n;
+            i++;
+        }
         else if (!strcmp(a, "--model") && v) {
             if (n_models == sizeof models / sizeof models[0]) { fputs("smolgate: too many --model\n", stderr); return 2; }
             models[n_models++] = v;

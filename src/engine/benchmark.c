@@ -282,8 +282,53 @@ static int rr_step(void *d, const int32_t *ids, float *logits, sg_error *err) {
 }
 
 const bench_decoder_ops bench_round_robin = {
-    .name = "round-robin over independent contexts (no batched decode yet)",
+    .name = "round-robin over independent contexts",
     .open = rr_open, .prefill = rr_prefill, .step = rr_step, .close = rr_close,
+};
+
+/* One sg_infer with n_seq KV slots: each step is one infer_decode_batch over all
+ * sequences, so the weights are read once per step whatever n_seq is. */
+typedef struct batched {
+    sg_infer *s;
+    int n_seq;
+    int *seq;               /* (n_seq) 0, 1, ..., n_seq - 1 */
+} batched;
+
+static void *batched_open(const sg_model *m, int n_seq, int n_ctx, const sg_infer_params *ip, sg_error *err) {
+    sg_infer_params p = *ip;
+    p.n_ctx = n_ctx;
+    p.n_seq = n_seq;
+    sg_infer *s = infer_new(m, &p, err);
+    if (!s) return NULL;
+    batched *b = sg_xcalloc(1, sizeof *b);
+    b->s = s;
+    b->n_seq = n_seq;
+    b->seq = sg_xmalloc((size_t)n_seq * sizeof(int));
+    for (int i = 0; i < n_seq; i++) b->seq[i] = i;
+    return b;
+}
+
+static int batched_prefill(void *d, int seq, const int32_t *ids, int n, sg_error *err) {
+    batched *b = d;
+    return infer_eval_seq(b->s, seq, ids, n, NULL, false, err);
+}
+
+static int batched_step(void *d, const int32_t *ids, float *logits, sg_error *err) {
+    batched *b = d;
+    return infer_decode_batch(b->s, b->seq, ids, b->n_seq, logits, err);
+}
+
+static void batched_close(void *d) {
+    batched *b = d;
+    if (!b) return;
+    infer_free(b->s);
+    free(b->seq);
+    free(b);
+}
+
+const bench_decoder_ops bench_batched = {
+    .name = "batched decode, one forward pass per step for all sequences",
+    .open = batched_open, .prefill = batched_prefill, .step = batched_step, .close = batched_close,
 };
 
 static int32_t argmax(const float *x, int n) {

@@ -16,12 +16,12 @@
  * roofline, the tokens/s no engine can pass on this machine.
  *
  * Concurrent sequences: the aggregate tokens/s when N sequences decode at once.
- * A bench_decoder is what advances N sequences by one token each; the one that
- * exists today, bench_round_robin, steps N independent sg_infer contexts (each its own
- * KV cache, all on one model) one after another, so it reads the weights N times per
- * step and its aggregate cannot grow with N. It is the honest baseline a batched
- * multi-sequence decoder (which reads the weights once per step for all N) will
- * replace by supplying another bench_decoder. */
+ * A bench_decoder is what advances N sequences by one token each. bench_batched (what
+ * `smolgate bench` and the gateway's local provider use) runs one infer_decode_batch
+ * step for all N: the weights are read once per step, so while decode is memory-bound
+ * the aggregate grows with N. bench_round_robin steps N independent sg_infer contexts
+ * one after another, reading the weights N times per step: the baseline that shows
+ * what batching buys. */
 #ifndef SG_BENCHMARK_H
 #define SG_BENCHMARK_H
 
@@ -85,6 +85,8 @@ typedef struct bench_decoder_ops {
 
 /* N independent sg_infer contexts stepped one after another. */
 extern const bench_decoder_ops bench_round_robin;
+/* One sg_infer with N sequences, one batched step for all. */
+extern const bench_decoder_ops bench_batched;
 
 /* n_seq sequences each prefilled with n_prompt pseudo-random tokens, then n_gen decode
  * steps (each sequence's next token its greedy choice), timed after one untimed step;

@@ -1,6 +1,10 @@
 /* generate.h: the generation loop shared by the command line and the gateway's local
  * provider: evaluate the prompt, then sample, stream-decode and check stop conditions
- * (EOS / end-of-turn tokens, stop strings, max tokens) one token at a time. */
+ * (EOS / end-of-turn tokens, stop strings, max tokens) one token at a time.
+ *
+ * gen_run drives one sequence through infer_eval. sg_gen_seq is the same loop body
+ * without the forward pass, for callers that evaluate many sequences in one batched
+ * step (the local provider): hand it each step's logits, get the next token back. */
 #ifndef SG_GENERATE_H
 #define SG_GENERATE_H
 
@@ -43,5 +47,18 @@ int gen_run(sg_infer *inf, const int32_t *prompt, int n_prompt, const sg_gen_par
             sg_gen_token_fn on_token, void *ctx, sg_gen_result *res, sg_error *err);
 
 double gen_now_ms(void);
+
+/* One sequence's generation, stepped by the caller. prompt[n_prompt] is the whole
+ * prompt (the penalties' history); room: positions left in the sequence's KV slot after
+ * the prompt (the last sampled token needs none). */
+typedef struct sg_gen_seq sg_gen_seq;
+sg_gen_seq *gen_seq_new(const sg_model *m, const int32_t *prompt, int n_prompt, int room, const sg_gen_params *p);
+void gen_seq_free(sg_gen_seq *g);
+/* Samples from the logits that follow the last evaluated token (penalties are applied
+ * in place) and streams its text to on_token. Returns 0 with *next the token to evaluate before the next call, or 1 when
+ * generation has ended (held-back text delivered, gen_seq_result says why). */
+int gen_seq_step(sg_gen_seq *g, float *logits, sg_gen_token_fn on_token, void *ctx, int32_t *next);
+/* n_generated and finish_reason (timings are the caller's). */
+const sg_gen_result *gen_seq_result(const sg_gen_seq *g);
 
 #endif

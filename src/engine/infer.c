@@ -15,10 +15,13 @@ struct sg_infer {
     const sg_model *m;
     const kern_table *k;
     sg_threadpool *tp;
-    int n_ctx, n_batch, n_past;
+    int n_ctx, n_batch, n_seq;
+    int *n_past;               /* (n_seq) positions filled in each sequence's slot */
     sg_dtype kv_type;
     size_t kv_elem;            /* bytes per cache element */
-    void *k_cache, *v_cache;   /* (n_layers, n_ctx, nkv * hd) */
+    void *k_cache, *v_cache;   /* (n_seq, n_layers, n_ctx, nkv * hd) */
+    int *tok_seq, *tok_pos;    /* (n) each token's sequence and position in this micro-batch */
+    bool *tok_out;             /* (n) whether the token's logits are wanted */
     float *x;                  /* (n, d) residual stream */
     float *xb;                 /* (n, d) normed input */
     float *q;                  /* (n, nh * hd) */
@@ -128,16 +131,19 @@ sg_infer *infer_new(const sg_model *m, const sg_infer_params *p, sg_error *err) 
     s->n_ctx = p->n_ctx > 0 ? p->n_ctx : (c->max_ctx < 4096 ? c->max_ctx : 4096);
     if (s->n_ctx > c->max_ctx && c->max_ctx > 0) s->n_ctx = c->max_ctx;
     s->n_batch = p->n_batch > 0 ? p->n_batch : INFER_DEFAULT_BATCH;
+    s->n_seq = p->n_seq > 0 ? p->n_seq : 1;
+    s->n_past = sg_xcalloc((size_t)s->n_seq, sizeof(int));
     s->kv_type = p->kv_type == SG_F32 ? SG_F32 : SG_F16;
     s->kv_elem = s->kv_type == SG_F32 ? 4 : 2;
     int threads = p->n_threads > 0 ? p->n_threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
     if (threads < 1) threads = 1;
     size_t kv_dim = (size_t)c->n_kv_heads * c->head_dim;
-    size_t cache_bytes = (size_t)c->n_layers * (size_t)s->n_ctx * kv_dim * s->kv_elem;
+    size_t cache_bytes = (size_t)s->n_seq * (size_t)c->n_layers * (size_t)s->n_ctx * kv_dim * s->kv_elem;
     s->k_cache = calloc(1, cache_bytes);
     s->v_cache = calloc(1, cache_bytes);
     if (!s->k_cache || !s->v_cache) {
-        sg_fail(err, "cannot allocate a KV cache of 2 x %zu MiB for %d positions", cache_bytes >> 20, s->n_ctx);
+        sg_fail(err, "cannot allocate a KV cache of 2 x %zu MiB for %d x %d positions", cache_bytes >> 20, s->n_seq,
+                s->n_ctx);
         infer_free(s);
         return NULL;
     }
@@ -150,6 +156,9 @@ sg_infer *infer_new(const sg_model *m, const sg_infer_params *p, sg_error *err) 
     s->att_out = sg_xmalloc(nb * qd * sizeof(float));
     s->gate = sg_xmalloc(nb * (size_t)c->ffn_dim * sizeof(float));
     s->up = sg_xmalloc(nb * (size_t)c->ffn_dim * sizeof(float));
+    s->tok_seq = sg_xmalloc(nb * sizeof(int));
+    s->tok_pos = sg_xmalloc(nb * sizeof(int));
+    s->tok_out = sg_xmalloc(nb * sizeof(bool));
     s->bf16 = p->bf16_activations > 0 ||
               (p->bf16_activations < 0 && m->src == MODEL_SRC_HF && m->layers[0].wq.type == SG_BF16);
     s->tp = tp_new(threads);
@@ -166,18 +175,50 @@ void infer_free(sg_infer *s) {
     free(s->k_cache); free(s->v_cache);
     free(s->x); free(s->xb); free(s->q); free(s->kv_k); free(s->kv_v);
     free(s->att_out); free(s->gate); free(s->up); free(s->att); free(s->inv_freq);
+    free(s->n_past); free(s->tok_seq); free(s->tok_pos); free(s->tok_out);
     free(s);
 }
 
-int infer_n_past(const sg_infer *s) { return s->n_past; }
+int infer_n_past(const sg_infer *s) { return s->n_past[0]; }
 int infer_n_ctx(const sg_infer *s) { return s->n_ctx; }
+int infer_n_seq(const sg_infer *s) { return s->n_seq; }
 const sg_model *infer_model(const sg_infer *s) { return s->m; }
 const float *infer_rope_freqs(const sg_infer *s, float *scale) {
     if (scale) *scale = s->rope_scale;
     return s->inv_freq;
 }
-void infer_truncate(sg_infer *s, int n_past) {
-    if (n_past >= 0 && n_past < s->n_past) s->n_past = n_past;
+void infer_truncate(sg_infer *s, int n_past) { infer_seq_truncate(s, 0, n_past); }
+
+int infer_seq_n_past(const sg_infer *s, int seq) { return seq >= 0 && seq < s->n_seq ? s->n_past[seq] : 0; }
+
+void infer_seq_truncate(sg_infer *s, int seq, int n_past) {
+    if (seq >= 0 && seq < s->n_seq && n_past >= 0 && n_past < s->n_past[seq]) s->n_past[seq] = n_past;
+}
+
+/* Bytes of one sequence's slot in one layer's cache, and where (seq, layer, pos) starts. */
+static size_t kv_layer_bytes(const sg_infer *s) {
+    return (size_t)s->n_ctx * (size_t)s->m->cfg.n_kv_heads * (size_t)s->m->cfg.head_dim * s->kv_elem;
+}
+static size_t kv_offset(const sg_infer *s, int seq, int layer, int pos) {
+    size_t kv_row = (size_t)s->m->cfg.n_kv_heads * (size_t)s->m->cfg.head_dim * s->kv_elem;
+    return ((size_t)seq * (size_t)s->m->cfg.n_layers + (size_t)layer) * kv_layer_bytes(s) + (size_t)pos * kv_row;
+}
+
+int infer_seq_copy(sg_infer *s, int src, int dst, int n, sg_error *err) {
+    if (src < 0 || src >= s->n_seq || dst < 0 || dst >= s->n_seq)
+        return sg_fail(err, "sequence %d or %d is out of range (%d sequences)", src, dst, s->n_seq);
+    if (n < 0 || n > s->n_past[src])
+        return sg_fail(err, "cannot copy %d positions of sequence %d, which has %d", n, src, s->n_past[src]);
+    if (src != dst) {
+        size_t bytes = kv_offset(s, 0, 0, n);   /* n positions of one layer */
+        unsigned char *kc = s->k_cache, *vc = s->v_cache;
+        for (int l = 0; l < s->m->cfg.n_layers; l++) {
+            memcpy(kc + kv_offset(s, dst, l, 0), kc + kv_offset(s, src, l, 0), bytes);
+            memcpy(vc + kv_offset(s, dst, l, 0), vc + kv_offset(s, src, l, 0), bytes);
+        }
+    }
+    s->n_past[dst] = n;
+    return 0;
 }
 
 /* ---- parallel matmul: y (n, rows) = x (n, cols) . W^T ---- */
@@ -230,7 +271,7 @@ static void residual_add(sg_infer *s, float *x, const float *y, size_t n) {
 
 typedef struct attn_job {
     sg_infer *s;
-    int layer, n, pos0;
+    int layer, n;     /* token t: sequence s->tok_seq[t], position s->tok_pos[t] */
 } attn_job;
 
 static void cache_axpy(sg_dtype t, float *out, float p, const void *v, int n) {
@@ -249,10 +290,12 @@ static void attn_worker(void *p, int ith, int nth) {
     kern_dot_fn dot = k->dot[s->kv_type] ? k->dot[s->kv_type] : kern_scalar.dot[s->kv_type];   /* F16 / F32 */
     float *att = s->att + (size_t)ith * s->n_ctx;
     float scale = 1.0f / sqrtf((float)hd);
-    const unsigned char *kc = (const unsigned char *)s->k_cache + (size_t)j->layer * s->n_ctx * kv_dim * s->kv_elem;
-    const unsigned char *vc = (const unsigned char *)s->v_cache + (size_t)j->layer * s->n_ctx * kv_dim * s->kv_elem;
     for (int task = ith; task < j->n * nh; task += nth) {
-        int t = task / nh, h = task % nh, kvh = h / group, pos = j->pos0 + t;
+        int t = task / nh, h = task % nh, kvh = h / group, pos = s->tok_pos[t];
+        /* this token's own sequence: its slot of the layer's cache */
+        size_t base = kv_offset(s, s->tok_seq[t], j->layer, 0);
+        const unsigned char *kc = (const unsigned char *)s->k_cache + base;
+        const unsigned char *vc = (const unsigned char *)s->v_cache + base;
         const float *q = s->q + (size_t)t * nh * hd + (size_t)h * hd;
         for (int i = 0; i <= pos; i++) {
             const void *kr = kc + ((size_t)i * kv_dim + (size_t)kvh * hd) * s->kv_elem;
@@ -280,10 +323,14 @@ static void attn_worker(void *p, int ith, int nth) {
 
 /* ---- one micro-batch ---- */
 
-static void forward_batch(sg_infer *s, const int32_t *ids, int n, float *logits, bool all_logits) {
+/* Runs ids[n], token t at sequence s->tok_seq[t], position s->tok_pos[t] (set by the
+ * caller; the positions of one sequence consecutive from its n_past). logits: one row
+ * per token t with s->tok_out[t], in order. */
+static void forward_batch(sg_infer *s, const int32_t *ids, int n, float *logits) {
     const sg_model *m = s->m;
     const sg_model_config *c = &m->cfg;
-    int d = c->dim, hd = c->head_dim, nh = c->n_heads, nkv = c->n_kv_heads, pos0 = s->n_past;
+    int d = c->dim, hd = c->head_dim, nh = c->n_heads, nkv = c->n_kv_heads;
+    const int *pos = s->tok_pos;
     size_t kv_dim = (size_t)nkv * hd, qd = (size_t)nh * hd;
     uint64_t emb_row = dtype_row_bytes(m->tok_embd.type, (uint64_t)d);
 
@@ -303,20 +350,21 @@ static void forward_batch(sg_infer *s, const int32_t *ids, int n, float *logits,
         /* RoPE, on the layers that use it (SmolLM3 leaves every 4th layer without) */
         if (c->rope_layer[l]) {
             for (int t = 0; t < n; t++) {
-                for (int h = 0; h < nh; h++) rope_apply(s, s->q + (size_t)t * qd + (size_t)h * hd, pos0 + t);
-                for (int h = 0; h < nkv; h++) rope_apply(s, s->kv_k + (size_t)t * kv_dim + (size_t)h * hd, pos0 + t);
+                for (int h = 0; h < nh; h++) rope_apply(s, s->q + (size_t)t * qd + (size_t)h * hd, pos[t]);
+                for (int h = 0; h < nkv; h++) rope_apply(s, s->kv_k + (size_t)t * kv_dim + (size_t)h * hd, pos[t]);
             }
         }
-        /* append this batch's keys and values to the cache */
-        size_t layer_off = (size_t)l * s->n_ctx * kv_dim;
+        /* append this batch's keys and values to their sequences' caches */
+        int64_t attn_work = 0;
         for (int t = 0; t < n; t++) {
-            size_t off = (layer_off + (size_t)(pos0 + t) * kv_dim) * s->kv_elem;
+            size_t off = kv_offset(s, s->tok_seq[t], l, pos[t]);
+            attn_work += pos[t] + 1;
             kern_from_f32(s->kv_type, s->kv_k + (size_t)t * kv_dim, (unsigned char *)s->k_cache + off, (int64_t)kv_dim);
             kern_from_f32(s->kv_type, s->kv_v + (size_t)t * kv_dim, (unsigned char *)s->v_cache + off, (int64_t)kv_dim);
         }
         /* causal grouped-query attention */
-        attn_job aj = {s, l, n, pos0};
-        if ((int64_t)n * nh * (pos0 + n) * hd < (1 << 16)) attn_worker(&aj, 0, 1);
+        attn_job aj = {s, l, n};
+        if (attn_work * nh * hd < (1 << 16)) attn_worker(&aj, 0, 1);
         else tp_run(s->tp, attn_worker, &aj);
         /* output projection and residual */
         matmul(s, &L->wo, s->att_out, n, s->xb, d);
@@ -332,31 +380,83 @@ static void forward_batch(sg_infer *s, const int32_t *ids, int n, float *logits,
         matmul(s, &L->w_down, s->gate, n, s->xb, d);
         residual_add(s, s->x, s->xb, (size_t)n * d);
     }
-    s->n_past += n;
+    for (int t = 0; t < n; t++) s->n_past[s->tok_seq[t]]++;
 
     if (!logits) return;
-    /* final rmsnorm and LM head: every token, or only the last one */
-    int first = all_logits ? 0 : n - 1;
-    rmsnorm_rows(s, s->xb + (size_t)first * d, s->x + (size_t)first * d, m->output_norm, n - first, d, c->norm_eps);
-    matmul(s, &m->output, s->xb + (size_t)first * d, n - first, logits, c->n_vocab);
+    /* final rmsnorm and LM head, over the wanted tokens only (a prompt wants its last) */
+    int n_out = 0;
+    for (int t = 0; t < n; t++)
+        if (s->tok_out[t]) rmsnorm_rows(s, s->xb + (size_t)n_out++ * d, s->x + (size_t)t * d, m->output_norm, 1, d, c->norm_eps);
+    if (n_out) matmul(s, &m->output, s->xb, n_out, logits, c->n_vocab);
 }
 
-int infer_eval(sg_infer *s, const int32_t *ids, int n, float *logits, bool all_logits, sg_error *err) {
+static int check_ids(const sg_infer *s, const int32_t *ids, int n, sg_error *err) {
+    for (int i = 0; i < n; i++)
+        if (ids[i] < 0 || ids[i] >= s->m->cfg.n_vocab)
+            return sg_fail(err, "token id %d is out of range (vocabulary of %d)", ids[i], s->m->cfg.n_vocab);
+    return 0;
+}
+
+int infer_eval_seq(sg_infer *s, int seq, const int32_t *ids, int n, float *logits, bool all_logits, sg_error *err) {
     const sg_model_config *c = &s->m->cfg;
     if (n <= 0) return sg_fail(err, "nothing to evaluate");
-    if (n > s->n_ctx - s->n_past)
+    if (seq < 0 || seq >= s->n_seq) return sg_fail(err, "sequence %d is out of range (%d sequences)", seq, s->n_seq);
+    if (n > s->n_ctx - s->n_past[seq])
         return sg_fail(err, "context is full: %d positions used, %d more needed, the KV cache holds %d",
-                       s->n_past, n, s->n_ctx);
-    for (int i = 0; i < n; i++)
-        if (ids[i] < 0 || ids[i] >= c->n_vocab)
-            return sg_fail(err, "token id %d is out of range (vocabulary of %d)", ids[i], c->n_vocab);
+                       s->n_past[seq], n, s->n_ctx);
+    if (check_ids(s, ids, n, err)) return -1;
     for (int done = 0; done < n;) {
         int b = n - done < s->n_batch ? n - done : s->n_batch;
         bool last = done + b == n;
         float *out = NULL;
         if (logits && all_logits) out = logits + (size_t)done * c->n_vocab;
         else if (logits && last) out = logits;
-        forward_batch(s, ids + done, b, out, all_logits);
+        for (int t = 0; t < b; t++) {
+            s->tok_seq[t] = seq;
+            s->tok_pos[t] = s->n_past[seq] + t;
+            s->tok_out[t] = all_logits || t == b - 1;
+        }
+        forward_batch(s, ids + done, b, out);
+        done += b;
+    }
+    return 0;
+}
+
+int infer_eval(sg_infer *s, const int32_t *ids, int n, float *logits, bool all_logits, sg_error *err) {
+    return infer_eval_seq(s, 0, ids, n, logits, all_logits, err);
+}
+
+int infer_decode_batch(sg_infer *s, const int *seq, const int32_t *tok, int n, float *logits, sg_error *err) {
+    return infer_step(s, seq, tok, NULL, n, logits, err);
+}
+
+int infer_step(sg_infer *s, const int *seq, const int32_t *tok, const bool *want, int n, float *logits, sg_error *err) {
+    if (n <= 0) return sg_fail(err, "nothing to evaluate");
+    if (check_ids(s, tok, n, err)) return -1;
+    int *need = sg_xcalloc((size_t)s->n_seq, sizeof(int));   /* positions each sequence asks for */
+    int rc = 0;
+    for (int i = 0; i < n && !rc; i++) {
+        if (seq[i] < 0 || seq[i] >= s->n_seq) rc = sg_fail(err, "sequence %d is out of range (%d sequences)", seq[i], s->n_seq);
+        else if (++need[seq[i]] > s->n_ctx - s->n_past[seq[i]])
+            rc = sg_fail(err, "context of sequence %d is full: %d positions used, the KV cache holds %d", seq[i],
+                         s->n_past[seq[i]], s->n_ctx);
+    }
+    free(need);
+    if (rc) return rc;
+    float *out = logits;
+    for (int done = 0; done < n;) {
+        int b = n - done < s->n_batch ? n - done : s->n_batch, n_out = 0;
+        /* positions: each sequence's next ones, in the order its tokens come */
+        for (int t = 0; t < b; t++) {
+            int q = seq[done + t], p = s->n_past[q];
+            for (int u = 0; u < t; u++) p += s->tok_seq[u] == q;
+            s->tok_seq[t] = q;
+            s->tok_pos[t] = p;
+            s->tok_out[t] = !want || want[done + t];
+            n_out += s->tok_out[t];
+        }
+        forward_batch(s, tok + done, b, out);
+        if (out) out += (size_t)n_out * s->m->cfg.n_vocab;
         done += b;
     }
     return 0;

@@ -1219,6 +1219,7 @@ static int read_providers(vctx *v, const node *root, const config_overrides *ov)
     gw_provider *local = (gw_provider *)config_provider(c, "local");
     for (size_t i = 0; i < n_cli; i++)
         if (add_cli_model(v, local, ov->model_paths[i])) return -1;
+    if (ov && ov->parallel > 0) local->local.parallel = ov->parallel;
     local_alias(local, v->ca);
     for (size_t i = 0; i < c->n_providers; i++)   /* a local provider without models serves nothing */
         if (c->providers[i].type == GW_PROVIDER_LOCAL) c->providers[i].configured = c->providers[i].local.n_models > 0;
@@ -1897,7 +1898,7 @@ int config_load(gw_config **out, const char *path, const config_env *env, sg_err
 }
 
 int config_default(gw_config **out, const char *const *model_paths, size_t n, const config_env *env, sg_error *err) {
-    config_overrides ov = {NULL, model_paths, n};
+    config_overrides ov = {NULL, model_paths, n, 0};
     return config_load_ex(out, NULL, &ov, env, err);
 }
 

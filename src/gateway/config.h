@@ -252,12 +252,13 @@ typedef struct gw_config {
     size_t n_price_files;
 } gw_config;
 
-/* Command-line settings that win over the file: --listen and --model (repeatable;
- * PATH or NAME=PATH, added to the provider "local"). */
+/* Command-line settings that win over the file: --listen, --model (repeatable;
+ * PATH or NAME=PATH, added to the provider "local") and --parallel (its sequences). */
 typedef struct config_overrides {
     const char *listen;           /* NULL: keep the file's */
     const char *const *model_paths;
     size_t n_model_paths;
+    int parallel;                 /* 0: keep the file's */
 } config_overrides;
 
 /* Loads and validates path. On failure *out is NULL and err says file:line: key: what. */

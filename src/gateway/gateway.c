@@ -160,8 +160,15 @@ static void handle_status(gateway *g, http_exchange *x) {
                                             "cooldown_ms", open ? (json_int_t)(b->open_until_ms - loop_now_ms(g->loop)) : 0));
     }
     json_t *locals = json_array();
-    for (size_t i = 0; i < g->n_locals; i++)
-        json_array_append_new(locals, json_pack("{s:s,s:i}", "name", g->locals[i].name, "load", local_load(g->locals[i].lm)));
+    for (size_t i = 0; i < g->n_locals; i++) {
+        local_stats st;
+        local_get_stats(g->locals[i].lm, &st);
+        json_array_append_new(locals, json_pack("{s:s,s:i,s:{s:i,s:i,s:i,s:I,s:I,s:I}}", "name", g->locals[i].name, "load",
+                                                local_load(g->locals[i].lm), "batch", "parallel", st.slots, "active",
+                                                st.active, "max_active", st.max_active, "steps", (json_int_t)st.steps,
+                                                "batched_steps", (json_int_t)st.batched_steps, "reused_prompt_tokens",
+                                                (json_int_t)st.reused_tokens));
+    }
     json_t *doc = json_pack("{s:o,s:o,s:{s:I,s:I,s:I,s:I}}", "targets", br, "local", locals, "stats",
                             "requests", (json_int_t)g->stats.requests, "errors", (json_int_t)g->stats.errors,
                             "fallbacks", (json_int_t)g->stats.fallbacks, "attempts", (json_int_t)g->stats.attempts);
@@ -285,7 +292,8 @@ static int start_locals(gateway *g, sg_error *err) {
         for (size_t k = 0; k < p->local.n_models; k++) {
             const gw_local_model *lm = &p->local.models[k];
             if (gateway_local(g, lm->name)) continue;
-            local_opts o = {.threads = p->local.threads, .queue = p->local.queue, .ctx = p->local.ctx};
+            local_opts o = {.threads = p->local.threads, .queue = p->local.queue, .ctx = p->local.ctx,
+                            .parallel = p->local.parallel};
             SG_INFO("loading local model %s from %s", lm->name, lm->path);
             gw_local *l = local_new(g->loop, lm->path, &o, err);
             if (!l) return sg_fail_wrap(err, "local model %s", lm->name);

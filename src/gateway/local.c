@@ -15,6 +15,9 @@
 #include "engine/infer.h"
 #include "engine/tokenizer.h"
 
+/* Prompt tokens a step carries besides the decode tokens of running requests. */
+#define LOCAL_CHUNK_WHILE_DECODING 64
+
 /* An event copied out of the worker, waiting for the loop thread. */
 typedef struct queued_event {
     gw_event ev;
@@ -40,18 +43,30 @@ struct local_job {
     local_job *next;              /* queue link, guarded by lm->mu */
 };
 
+typedef struct slot slot;
+
 struct gw_local {
     loop *loop;
     sg_model *m;
-    sg_infer *inf;
+    sg_infer *inf;                /* n_slots sequences (worker only) */
     chat_kind kind;
     sg_ids turn_end;              /* extra end-of-turn ids (<|im_end|>, ...) */
-    sg_ids cached;                /* prompt ids whose keys and values are in inf (worker only) */
+    /* worker only */
+    slot *slots;                  /* (n_slots) */
+    int n_slots, step_tokens;     /* sequences at once; tokens per forward step */
+    int *step_seq;                /* (step_tokens) a step's tokens: sequence, id, logits wanted */
+    int32_t *step_tok;
+    bool *step_want;
+    float *logits;                /* (n_slots, n_vocab) */
+    uint64_t step_no;
+    /* statistics, read by local_get_stats on any thread */
+    atomic_llong st_steps, st_batched, st_reused;
+    atomic_int st_max_active;
     pthread_t thread;
     pthread_mutex_t mu;
     pthread_cond_t cv;
     local_job *head, *tail;
-    int queued, running, max_queue;
+    int queued, running, max_queue;   /* running: jobs holding a slot */
     bool stop;
     uint64_t next_id;
 };
@@ -138,8 +153,25 @@ typedef struct gen_state {
     chat_stream *cs;
     int n_tool_calls;
     sg_buf reasoning;
-    int tokens_since_flush;
 } gen_state;
+
+/* One KV slot of the engine: the job decoding in it, or (job NULL) the tokens a finished
+ * job left there, kept to serve a later request's shared prefix. */
+typedef struct slot {
+    local_job *job;
+    sg_ids cached;                /* ids whose keys and values are in the slot (its n_past) */
+    sg_ids prompt;                /* the job's prompt */
+    size_t fed;                   /* prompt ids in the cache so far */
+    size_t reused;                /* of those, copied or kept from the prefix cache */
+    bool decoding;                /* prompt done: next is the token to evaluate */
+    int32_t next;
+    sg_gen_seq *gen;
+    sg_gen_params gp;
+    const char *stops[4];         /* into job->request */
+    gen_state g;
+    double t_start, t_decode;     /* ms: admitted, first token sampled */
+    uint64_t last_step;           /* when it last ran (the least recent free slot is reused) */
+} slot;
 
 static void on_chat_event(void *user, const chat_event *ce) {
     gen_state *g = user;
@@ -190,8 +222,7 @@ static double num_or(const json_t *o, const char *key, double dflt) {
 }
 
 /* Sampling and limits from an OpenAI-shaped request. */
-static void gen_params_from_request(const json_t *r, const sg_model *m, sg_gen_params *p, const char **stops,
-                                    size_t *n_stops) {
+static void gen_params_from_request(const json_t *r, sg_gen_params *p, const char **stops, size_t *n_stops) {
     gen_params_default(p);
     /* SmolLM3's recommended defaults when the request leaves them out */
     p->sampling.temperature = (float)num_or(r, "temperature", 0.6);
@@ -205,7 +236,6 @@ static void gen_params_from_request(const json_t *r, const sg_model *m, sg_gen_p
     p->sampling.seed = json_is_integer(seed) ? (uint64_t)json_integer_value(seed) : (uint64_t)time(NULL) ^ (uint64_t)clock();
     double mt = num_or(r, "max_completion_tokens", num_or(r, "max_tokens", 0));
     p->max_tokens = mt > 0 ? (int)mt : 0;
-    (void)m;
     *n_stops = 0;
     const json_t *st = json_object_get(r, "stop");
     if (json_is_string(st)) stops[(*n_stops)++] = json_string_value(st);
@@ -218,17 +248,73 @@ static void gen_params_from_request(const json_t *r, const sg_model *m, sg_gen_p
     p->n_stops = *n_stops;
 }
 
-static void run_job(gw_local *lm, local_job *j) {
+/* The job is over: free its place (before the client can hear of the ending, so that
+ * local_load never counts an answered job), hand the ending to the loop thread, drop the
+ * worker's reference. */
+static void job_end(gw_local *lm, local_job *j, int status, const char *message) {
+    pthread_mutex_lock(&lm->mu);
+    lm->running--;
+    pthread_mutex_unlock(&lm->mu);
+    j->status = status;
+    if (status != 200 && !j->message) j->message = sg_xstrdup(message ? message : "the local model failed");
+    pthread_mutex_lock(&j->mu);
+    j->finished = true;
+    pthread_mutex_unlock(&j->mu);
+    job_flush(j);
+    job_release(j);   /* the worker's reference */
+}
+
+static size_t common_prefix(const sg_ids *a, const sg_ids *b) {
+    size_t n = 0;
+    while (n < a->n && n < b->n && a->ids[n] == b->ids[n]) n++;
+    return n;
+}
+
+/* Picks a free slot for a prompt and fills it with the longest prefix of the prompt that
+ * any slot's cache holds (running sequences included). A free slot whose whole cache
+ * starts the prompt (the previous turn of this conversation) continues in place; else
+ * the least recently used free slot takes a copy, so that the caches other requests may
+ * continue stay intact. Returns the slot; *reused: prompt ids not to recompute. */
+static slot *slot_for_prompt(gw_local *lm, const sg_ids *prompt, size_t *reused) {
+    slot *dst = NULL, *lru = NULL, *src = NULL;
+    size_t dst_common = 0, src_common = 0;
+    for (int i = 0; i < lm->n_slots; i++) {
+        slot *sl = &lm->slots[i];
+        size_t c = common_prefix(&sl->cached, prompt);
+        if (c > src_common) { src = sl; src_common = c; }
+        if (sl->job) continue;
+        if (c > 0 && c == sl->cached.n && c > dst_common) { dst = sl; dst_common = c; }
+        if (!lru || sl->last_step < lru->last_step) lru = sl;
+    }
+    if (!dst) {
+        dst = lru;
+        dst_common = common_prefix(&dst->cached, prompt);
+    }
+    /* at least the last prompt token is evaluated: its logits start the answer */
+    size_t cap = prompt->n - 1;
+    if (src_common > cap) src_common = cap;
+    if (dst_common > cap) dst_common = cap;
+    size_t keep = dst_common;
+    if (src && src != dst && src_common > dst_common &&
+        infer_seq_copy(lm->inf, (int)(src - lm->slots), (int)(dst - lm->slots), (int)src_common, NULL) == 0) {
+        keep = src_common;
+        dst->cached.n = 0;
+        for (size_t i = 0; i < keep; i++) sg_ids_push(&dst->cached, src->cached.ids[i]);
+    }
+    infer_seq_truncate(lm->inf, (int)(dst - lm->slots), (int)keep);
+    dst->cached.n = keep;
+    *reused = keep;
+    return dst;
+}
+
+/* Renders and tokenizes a job's request and gives it a slot; ends the job on failure. */
+static void slot_start(gw_local *lm, local_job *j) {
     const json_t *r = j->request;
     sg_error err = {{0}};
-    sg_buf prompt;
-    sg_buf_init(&prompt);
+    sg_buf text;
+    sg_buf_init(&text);
     sg_ids ids = {0};
-    gen_state g = {.job = j};
-    sg_buf_init(&g.reasoning);
-    j->status = 500;
 
-    /* the prompt */
     chat_options co = {.enable_thinking = -1, .add_generation_prompt = true};
     const json_t *kw = json_object_get(r, "chat_template_kwargs");
     const json_t *et = json_object_get(kw, "enable_thinking");
@@ -236,99 +322,184 @@ static void run_job(gw_local *lm, local_job *j) {
     const char *effort = json_string_value(json_object_get(r, "reasoning_effort"));
     if (effort) co.enable_thinking = strcmp(effort, "none") != 0;
     const json_t *tools = json_object_get(r, "tools");
-    if (chat_render(lm->kind, json_object_get(r, "messages"), json_is_array(tools) ? tools : NULL, &co, &prompt, &err)) {
-        j->status = 400;
-        j->message = sg_xstrdup(err.msg);
-        goto done;
-    }
-    if (tok_encode(lm->m->tok, prompt.data, prompt.len, true, &ids, &err)) {
-        j->status = 400;
-        j->message = sg_xstrdup(err.msg);
-        goto done;
+    if (chat_render(lm->kind, json_object_get(r, "messages"), json_is_array(tools) ? tools : NULL, &co, &text, &err) ||
+        tok_encode(lm->m->tok, text.data, text.len, true, &ids, &err))
+        goto fail;
+    if (ids.n == 0) {
+        sg_fail(&err, "the prompt is empty");
+        goto fail;
     }
     if ((int)ids.n >= infer_n_ctx(lm->inf)) {
-        j->status = 400;
-        char b[160];
-        snprintf(b, sizeof b, "the prompt is %zu tokens, the local model's context holds %d", ids.n, infer_n_ctx(lm->inf));
-        j->message = sg_xstrdup(b);
-        goto done;
+        sg_fail(&err, "the prompt is %zu tokens, the local model's context holds %d", ids.n, infer_n_ctx(lm->inf));
+        goto fail;
     }
-    /* reuse the cache for the prefix shared with the previous job */
-    size_t common = 0;
-    while (common < lm->cached.n && common < ids.n && lm->cached.ids[common] == ids.ids[common]) common++;
-    if (common == ids.n) common--;
-    infer_truncate(lm->inf, (int)common);
-    lm->cached.n = 0;
-
-    const char *stops[4];
+    size_t reused;
+    slot *sl = slot_for_prompt(lm, &ids, &reused);
+    sl->job = j;
+    sl->prompt = ids;
+    sl->fed = sl->reused = reused;
+    sl->decoding = false;
+    sl->t_start = gen_now_ms();
+    sl->t_decode = 0;
     size_t n_stops;
-    sg_gen_params gp;
-    gen_params_from_request(r, lm->m, &gp, stops, &n_stops);
-    gp.stop_ids = lm->turn_end.ids;
-    gp.n_stop_ids = lm->turn_end.n;
+    gen_params_from_request(r, &sl->gp, sl->stops, &n_stops);
+    sl->gp.stop_ids = lm->turn_end.ids;
+    sl->gp.n_stop_ids = lm->turn_end.n;
+    sl->gen = gen_seq_new(lm->m, ids.ids, (int)ids.n, infer_n_ctx(lm->inf) - (int)ids.n, &sl->gp);
 
     char idbuf[48];
     snprintf(idbuf, sizeof idbuf, "chatcmpl-local-%llx", (unsigned long long)(lm->next_id++ ^ (uint64_t)time(NULL) << 20));
     gw_event start = {.kind = GW_EV_START, .id = idbuf, .name = json_string_value(json_object_get(r, "model"))};
     job_emit(j, &start);
-    g.cs = chat_stream_new(lm->kind, chat_prompt_opens_reasoning(prompt.data, prompt.len), on_chat_event, &g);
-    sg_gen_result res;
-    int rc = gen_run(lm->inf, ids.ids + common, (int)(ids.n - common), &gp, on_token, &g, &res, &err);
-    chat_stream_finish(g.cs);
-    chat_stream_free(g.cs);
-    if (rc) {
-        j->message = sg_xstrdup(err.msg);
-        infer_truncate(lm->inf, 0);
-        goto done;
-    }
-    for (size_t i = 0; i < ids.n; i++) sg_ids_push(&lm->cached, ids.ids[i]);
-    infer_truncate(lm->inf, (int)ids.n);
-    gw_event fin = {.kind = GW_EV_FINISH,
-                    .finish = g.n_tool_calls ? "tool_calls" : !strcmp(res.finish_reason, "length") ? "length" : "stop"};
-    job_emit(j, &fin);
-    gw_usage_init(&j->usage);
-    j->usage.input = (int64_t)ids.n;
-    j->usage.cache_read = 0;
-    j->usage.cache_write = 0;
-    j->usage.output = res.n_generated;
-    sg_ids rids = {0};
-    if (g.reasoning.len) tok_encode(lm->m->tok, g.reasoning.data, g.reasoning.len, false, &rids, NULL);
-    j->usage.reasoning = (int64_t)rids.n;
-    sg_ids_free(&rids);
-    gw_event us = {.kind = GW_EV_USAGE, .usage = j->usage};
-    job_emit(j, &us);
-    j->status = 200;
-    SG_DEBUG("local: %d prompt tokens (%zu reused), %d generated, %.1f tok/s", res.n_prompt, common,
-             res.n_generated, res.gen_ms > 0 ? res.n_generated * 1000.0 / res.gen_ms : 0.0);
-done:
-    if (j->status != 200 && !j->message) j->message = sg_xstrdup("the local model failed");
-    sg_buf_free(&prompt);
-    sg_buf_free(&g.reasoning);
+    memset(&sl->g, 0, sizeof sl->g);
+    sl->g.job = j;
+    sg_buf_init(&sl->g.reasoning);
+    sl->g.cs = chat_stream_new(lm->kind, chat_prompt_opens_reasoning(text.data, text.len), on_chat_event, &sl->g);
+    atomic_fetch_add(&lm->st_reused, (long long)reused);
+    sg_buf_free(&text);
+    return;
+fail:
+    sg_buf_free(&text);
     sg_ids_free(&ids);
-    pthread_mutex_lock(&j->mu);
-    j->finished = true;
-    pthread_mutex_unlock(&j->mu);
-    job_flush(j);
+    job_end(lm, j, 400, err.msg[0] ? err.msg : "the request cannot be rendered");
+}
+
+/* The slot's job is over (answered, cancelled or failed): its cache stays for reuse. */
+static void slot_finish(gw_local *lm, slot *sl, int status, const char *message) {
+    local_job *j = sl->job;
+    chat_stream_finish(sl->g.cs);
+    chat_stream_free(sl->g.cs);
+    const sg_gen_result *res = gen_seq_result(sl->gen);
+    if (status == 200) {
+        gw_event fin = {.kind = GW_EV_FINISH,
+                        .finish = sl->g.n_tool_calls ? "tool_calls" : !strcmp(res->finish_reason, "length") ? "length" : "stop"};
+        job_emit(j, &fin);
+        gw_usage_init(&j->usage);
+        j->usage.input = (int64_t)sl->prompt.n;
+        j->usage.cache_read = 0;
+        j->usage.cache_write = 0;
+        j->usage.output = res->n_generated;
+        sg_ids rids = {0};
+        if (sl->g.reasoning.len) tok_encode(lm->m->tok, sl->g.reasoning.data, sl->g.reasoning.len, false, &rids, NULL);
+        j->usage.reasoning = (int64_t)rids.n;
+        sg_ids_free(&rids);
+        gw_event us = {.kind = GW_EV_USAGE, .usage = j->usage};
+        job_emit(j, &us);
+        double now = gen_now_ms(), gen_ms = sl->t_decode > 0 ? now - sl->t_decode : 0;
+        SG_DEBUG("local: %zu prompt tokens (%zu reused), %d generated, %.1f tok/s", sl->prompt.n, sl->reused,
+                 res->n_generated, gen_ms > 0 ? res->n_generated * 1000.0 / gen_ms : 0.0);
+    }
+    gen_seq_free(sl->gen);
+    sl->gen = NULL;
+    sg_buf_free(&sl->g.reasoning);
+    sg_ids_free(&sl->prompt);
+    sl->job = NULL;
+    job_end(lm, j, status, message);
+}
+
+/* One forward step: a token for every decoding sequence, and prompt chunks of the
+ * sequences that joined, up to the engine's batch; then each sequence samples. */
+static void run_step(gw_local *lm) {
+    int n = 0, n_seqs = 0, n_out = 0, budget = lm->step_tokens;
+    for (int i = 0; i < lm->n_slots; i++) {   /* gone clients leave first */
+        slot *sl = &lm->slots[i];
+        if (sl->job && atomic_load(&sl->job->cancelled)) slot_finish(lm, sl, 499, "cancelled");
+    }
+    for (int i = 0; i < lm->n_slots; i++) {
+        slot *sl = &lm->slots[i];
+        if (!sl->job || !sl->decoding) continue;
+        lm->step_seq[n] = i;
+        lm->step_tok[n] = sl->next;
+        lm->step_want[n++] = true;
+        n_out++;
+        n_seqs++;
+    }
+    budget -= n;
+    /* While others decode, a joining prompt goes in small chunks: a step's time is every
+     * running request's time to its next token. */
+    if (n && budget > LOCAL_CHUNK_WHILE_DECODING) budget = LOCAL_CHUNK_WHILE_DECODING;
+    for (int i = 0; i < lm->n_slots && budget > 0; i++) {
+        slot *sl = &lm->slots[i];
+        if (!sl->job || sl->decoding) continue;
+        size_t left = sl->prompt.n - sl->fed, take = left < (size_t)budget ? left : (size_t)budget;
+        for (size_t k = 0; k < take; k++) {
+            lm->step_seq[n] = i;
+            lm->step_tok[n] = sl->prompt.ids[sl->fed + k];
+            lm->step_want[n++] = k + 1 == left;   /* the prompt's last token starts the answer */
+        }
+        n_out += take == left;
+        budget -= (int)take;
+        n_seqs++;
+    }
+    if (!n) return;
+    sg_error err = {{0}};
+    if (infer_step(lm->inf, lm->step_seq, lm->step_tok, lm->step_want, n, lm->logits, &err)) {
+        SG_WARN("local: forward step failed: %s", err.msg);
+        for (int i = 0; i < lm->n_slots; i++) {
+            slot *sl = &lm->slots[i];
+            if (!sl->job) continue;
+            infer_seq_truncate(lm->inf, i, 0);
+            sl->cached.n = 0;
+            slot_finish(lm, sl, 500, err.msg);
+        }
+        return;
+    }
+    lm->step_no++;
+    atomic_fetch_add(&lm->st_steps, 1);
+    if (n_seqs > 1) atomic_fetch_add(&lm->st_batched, 1);
+    if (n_seqs > atomic_load(&lm->st_max_active)) atomic_store(&lm->st_max_active, n_seqs);
+    for (int t = 0; t < n; t++) {
+        slot *sl = &lm->slots[lm->step_seq[t]];
+        sg_ids_push(&sl->cached, lm->step_tok[t]);
+        if (!sl->decoding) sl->fed++;
+        sl->last_step = lm->step_no;
+    }
+    int row = 0;
+    for (int t = 0; t < n; t++) {
+        if (!lm->step_want[t]) continue;
+        slot *sl = &lm->slots[lm->step_seq[t]];
+        float *lg = lm->logits + (size_t)row++ * lm->m->cfg.n_vocab;
+        if (!sl->decoding) {
+            sl->decoding = true;
+            sl->t_decode = gen_now_ms();
+        }
+        if (gen_seq_step(sl->gen, lg, on_token, &sl->g, &sl->next) != 0)
+            slot_finish(lm, sl, 200, NULL);
+    }
 }
 
 static void *worker_main(void *arg) {
     gw_local *lm = arg;
     for (;;) {
         pthread_mutex_lock(&lm->mu);
-        while (!lm->head && !lm->stop) pthread_cond_wait(&lm->cv, &lm->mu);
-        if (lm->stop) { pthread_mutex_unlock(&lm->mu); return NULL; }
-        local_job *j = lm->head;
-        lm->head = j->next;
-        if (!lm->head) lm->tail = NULL;
-        lm->queued--;
-        lm->running = 1;
+        while (!lm->head && !lm->running && !lm->stop) pthread_cond_wait(&lm->cv, &lm->mu);
+        bool stop = lm->stop;
         pthread_mutex_unlock(&lm->mu);
-        if (!atomic_load(&j->cancelled)) run_job(lm, j);
-        job_release(j);   /* the worker's reference */
-        pthread_mutex_lock(&lm->mu);
-        lm->running = 0;
-        pthread_mutex_unlock(&lm->mu);
+        if (stop) break;
+        /* jobs join between steps, as many as there are free slots */
+        for (;;) {
+            pthread_mutex_lock(&lm->mu);
+            local_job *j = lm->running < lm->n_slots ? lm->head : NULL;
+            if (j) {
+                lm->head = j->next;
+                if (!lm->head) lm->tail = NULL;
+                lm->queued--;
+                lm->running++;
+            }
+            pthread_mutex_unlock(&lm->mu);
+            if (!j) break;
+            if (!atomic_load(&j->cancelled)) { slot_start(lm, j); continue; }
+            job_release(j);
+            pthread_mutex_lock(&lm->mu);
+            lm->running--;
+            pthread_mutex_unlock(&lm->mu);
+        }
+        run_step(lm);
     }
+    /* shutting down: the jobs still decoding end here */
+    for (int i = 0; i < lm->n_slots; i++)
+        if (lm->slots[i].job) slot_finish(lm, &lm->slots[i], 503, "the local model is shutting down");
+    return NULL;
 }
 
 /* ---- lifecycle ---- */
@@ -344,13 +515,23 @@ gw_local *local_new(loop *l, const char *path, const local_opts *o, sg_error *er
     sg_infer_params ip;
     infer_params_default(&ip);
     ip.n_threads = o ? o->threads : 0;
-    ip.n_ctx = o && o->ctx > 0 ? o->ctx : (m->cfg.max_ctx < 8192 ? m->cfg.max_ctx : 8192);
+    /* KV memory is slots x ctx positions (pages are touched only as slots fill) */
+    ip.n_ctx = o && o->ctx > 0 ? o->ctx : (m->cfg.max_ctx < 4096 ? m->cfg.max_ctx : 4096);
+    ip.n_seq = o && o->parallel > 0 ? o->parallel : 4;
+    ip.n_batch = ip.n_seq > INFER_DEFAULT_BATCH ? ip.n_seq : INFER_DEFAULT_BATCH;
     sg_infer *inf = infer_new(m, &ip, err);
     if (!inf) { model_free(m); return NULL; }
     gw_local *lm = sg_xcalloc(1, sizeof *lm);
     lm->loop = l;
     lm->m = m;
     lm->inf = inf;
+    lm->n_slots = ip.n_seq;
+    lm->step_tokens = ip.n_batch;
+    lm->slots = sg_xcalloc((size_t)lm->n_slots, sizeof *lm->slots);
+    lm->step_seq = sg_xmalloc((size_t)lm->step_tokens * sizeof *lm->step_seq);
+    lm->step_tok = sg_xmalloc((size_t)lm->step_tokens * sizeof *lm->step_tok);
+    lm->step_want = sg_xmalloc((size_t)lm->step_tokens * sizeof *lm->step_want);
+    lm->logits = sg_xmalloc((size_t)lm->n_slots * (size_t)m->cfg.n_vocab * sizeof(float));
     lm->kind = chat_detect(m->chat_template);
     lm->max_queue = o && o->queue > 0 ? o->queue : 16;
     static const char *ends[] = {"<|im_end|>", "<|eot_id|>", "<|end_of_text|>"};
@@ -361,9 +542,8 @@ gw_local *local_new(loop *l, const char *path, const local_opts *o, sg_error *er
     pthread_mutex_init(&lm->mu, NULL);
     pthread_cond_init(&lm->cv, NULL);
     if (pthread_create(&lm->thread, NULL, worker_main, lm) != 0) {
-        infer_free(inf);
-        model_free(m);
-        free(lm);
+        lm->thread = pthread_self();
+        local_free(lm);
         sg_fail(err, "cannot start the local model's worker thread");
         return NULL;
     }
@@ -377,7 +557,7 @@ void local_free(gw_local *lm) {
     for (local_job *j = lm->head; j; j = j->next) atomic_store(&j->cancelled, true);
     pthread_cond_broadcast(&lm->cv);
     pthread_mutex_unlock(&lm->mu);
-    pthread_join(lm->thread, NULL);
+    if (!pthread_equal(lm->thread, pthread_self())) pthread_join(lm->thread, NULL);
     while (lm->head) {
         local_job *j = lm->head;
         lm->head = j->next;
@@ -386,7 +566,12 @@ void local_free(gw_local *lm) {
     infer_free(lm->inf);
     model_free(lm->m);
     sg_ids_free(&lm->turn_end);
-    sg_ids_free(&lm->cached);
+    for (int i = 0; i < lm->n_slots; i++) sg_ids_free(&lm->slots[i].cached);
+    free(lm->slots);
+    free(lm->step_seq);
+    free(lm->step_tok);
+    free(lm->step_want);
+    free(lm->logits);
     pthread_mutex_destroy(&lm->mu);
     pthread_cond_destroy(&lm->cv);
     free(lm);
@@ -434,4 +619,17 @@ local_job *local_submit(gw_local *lm, const json_t *request, gw_event_fn on_even
     pthread_mutex_unlock(&lm->mu);
     *status = 200;
     return j;
+}
+
+void local_get_stats(const gw_local *lm, local_stats *st) {
+    gw_local *w = (gw_local *)lm;   /* the mutex and atomics, not the model */
+    pthread_mutex_lock(&w->mu);
+    st->active = w->running;
+    st->queued = w->queued;
+    pthread_mutex_unlock(&w->mu);
+    st->slots = lm->n_slots;
+    st->max_active = atomic_load(&w->st_max_active);
+    st->steps = atomic_load(&w->st_steps);
+    st->batched_steps = atomic_load(&w->st_batched);
+    st->reused_tokens = atomic_load(&w->st_reused);
 }

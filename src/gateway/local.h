@@ -1,9 +1,14 @@
 /* local.h: the local model as a gateway provider: the in-process engine behind a
  * bounded queue, answering canonical (OpenAI-shaped) chat requests with canonical events.
  *
- * Each served model has one worker thread that owns the model and its KV cache and runs
- * jobs one after another (the cache of a prompt prefix shared with the previous job, such
- * as the same system prompt, is reused). The worker applies the model's chat template
+ * Each served model has one worker thread that owns the model and its KV cache and
+ * serves up to `parallel` jobs at once by continuous batching: each forward step decodes
+ * one token for every running job (one infer_step, so the weights are read once for
+ * all), and carries prompt chunks of jobs that just joined; jobs join and leave between
+ * steps, and the rest wait in the queue. The KV slot a job leaves keeps its tokens: a
+ * later prompt that starts with them (the same system prompt, the previous turn of the
+ * conversation) starts from a copy of those keys and values, taken from any slot, a
+ * running one included, instead of recomputing them. The worker applies the model's chat template
  * (SmolLM3's, tools included, or ChatML), samples with the request's parameters, and
  * turns the answer into events: reasoning (<think>...</think>), content, and tool calls
  * (<tool_call>{...}</tool_call> -> OpenAI tool_calls).
@@ -25,7 +30,8 @@
 typedef struct local_opts {
     int threads;        /* engine threads (0: all CPUs) */
     int queue;          /* jobs waiting at most (0: 16); beyond it local_submit refuses */
-    int ctx;            /* KV cache positions (0: min(model, 8192)) */
+    int ctx;            /* KV cache positions per sequence (0: min(model, 4096)) */
+    int parallel;       /* sequences decoded together (0: 4); KV memory is parallel x ctx */
 } local_opts;
 
 typedef struct gw_local gw_local;
@@ -37,6 +43,17 @@ void local_free(gw_local *lm);
 const sg_model *local_model(const gw_local *lm);
 /* Jobs queued or running now. */
 int local_load(const gw_local *lm);
+
+/* What the scheduler has done so far (any thread). */
+typedef struct local_stats {
+    int slots;                  /* sequences decoded together at most (parallel) */
+    int active, queued;         /* jobs holding a slot / waiting now */
+    int max_active;             /* most sequences one forward step has carried */
+    long long steps;            /* forward steps */
+    long long batched_steps;    /* steps that carried two or more sequences */
+    long long reused_tokens;    /* prompt tokens taken from the prefix cache, not computed */
+} local_stats;
+void local_get_stats(const gw_local *lm, local_stats *st);
 
 /* How a job ended. status: 200, or the HTTP status of the failure (400 bad request,
  * 429 queue full, 500 engine error); message when status != 200. */

@@ -8,13 +8,16 @@
 // "length" or "stop", usage.prompt_tokens equal to the prompt's token count after the chat
 // template (what `smolgate run --chat` counts for the same message), completion_tokens
 // <= max_tokens; the x-smolgate-* headers name the local provider; concurrent requests all
-// answer; and a route whose remote target fails (503, streamed or not) falls back to the
+// answer; 4 concurrent greedy requests each get the answer they get alone, and /v1/status
+// shows they were decoded in batched steps; a shared system prompt and the previous turn of
+// a conversation come from the prefix cache (/v1/status counts the reused tokens), with
+// the same answer as when computed afresh; and a route whose remote target fails (503, streamed or not) falls back to the
 // local model, the fallback of last resort.
 
 import test from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { GW, KEY, BIN, post, chatBody, assertGwHeaders, nonce, control, loadPackage } from './lib.mjs';
+import { GW, KEY, BIN, post, get, chatBody, assertGwHeaders, nonce, control, loadPackage } from './lib.mjs';
 
 const NAME = process.env.SMOLGATE_LOCAL_MODEL;
 const DIR = process.env.SMOLGATE_LOCAL_DIR;
@@ -110,6 +113,75 @@ test('concurrent requests to the local model all answer', async () => {
     assert.ok(r.json.usage.completion_tokens <= 4);
     assertGwHeaders(r, { provider: 'local', model: NAME });
   }
+});
+
+// The local provider's scheduler counters from /v1/status.
+async function localBatch() {
+  const s = await get('/v1/status');
+  assert.equal(s.status, 200, s.text);
+  const e = (s.json?.local ?? []).find((l) => l.name === NAME);
+  assert.ok(e?.batch, `/v1/status has the batch counters of ${NAME}: ${s.text}`);
+  return e.batch;
+}
+
+test('4 concurrent greedy requests: each the answer it gets alone, decoded in batched steps', async () => {
+  const questions = ['Name a colour.', 'Count to five, please.', 'Say hello in French.', 'What is two plus two? Explain.'];
+  const body = (q) => chatBody(MODEL, `${q} ${nonce('batch')}`, { max_tokens: 24, temperature: 0 });
+  const bodies = questions.map(body);
+  const alone = [];
+  for (const b of bodies) {
+    const r = await post(b, { timeoutMs: 60000 });
+    assert.equal(r.status, 200, r.text.slice(0, 200));
+    alone.push(r.json);
+  }
+  const before = await localBatch();
+  assert.equal(before.parallel, 4, 'four sequences by default');
+  const together = await Promise.all(bodies.map((b) => post(b, { timeoutMs: 60000 })));
+  const after = await localBatch();
+  for (let i = 0; i < bodies.length; i++) {
+    const r = together[i];
+    assert.equal(r.status, 200, r.text.slice(0, 200));
+    assert.equal(r.json.choices[0].message.content, alone[i].choices[0].message.content, `request ${i}: the same text`);
+    assert.equal(r.json.choices[0].finish_reason, alone[i].choices[0].finish_reason, `request ${i}: finish_reason`);
+    assert.deepEqual(r.json.usage, alone[i].usage, `request ${i}: usage`);
+  }
+  assert.ok(after.batched_steps > before.batched_steps, `batched steps: ${before.batched_steps} -> ${after.batched_steps}`);
+  assert.ok(after.max_active >= 2, `max_active ${after.max_active}`);
+  assert.equal(after.active, 0, 'every slot is free again');
+});
+
+test('a shared system prompt and the previous turn come from the prefix cache, with the same answers', async () => {
+  const system = `You are a careful assistant. ${'Answer briefly, politely and precisely. '.repeat(12)}${nonce('sys')}`;
+  const ask = (messages) => post({ model: MODEL, messages, max_tokens: 6, temperature: 0 }, { timeoutMs: 60000 });
+  const turn1 = [{ role: 'system', content: system }, { role: 'user', content: 'What is a cat?' }];
+  const a = await ask(turn1);
+  assert.equal(a.status, 200, a.text);
+  // another question under the same system prompt: the system prompt's tokens are reused
+  const b0 = await localBatch();
+  const b = await ask([{ role: 'system', content: system }, { role: 'user', content: 'And a dog?' }]);
+  assert.equal(b.status, 200, b.text);
+  const b1 = await localBatch();
+  // a lower bound: without a system message the template writes a (shorter) default one
+  const sysTokens = promptTokens('x', system) - promptTokens('x');
+  assert.ok(sysTokens > 50, `system prompt tokens: ${sysTokens}`);
+  assert.ok(b1.reused_prompt_tokens - b0.reused_prompt_tokens >= sysTokens,
+    `reused ${b1.reused_prompt_tokens - b0.reused_prompt_tokens} of a ${sysTokens}-token system prompt`);
+  // the next turn of the first conversation: its whole first prompt is reused
+  const turn2 = [...turn1, { role: 'assistant', content: a.json.choices[0].message.content ?? '' }, { role: 'user', content: 'Why?' }];
+  const c = await ask(turn2);
+  assert.equal(c.status, 200, c.text);
+  const b2 = await localBatch();
+  assert.ok(b2.reused_prompt_tokens - b1.reused_prompt_tokens >= a.json.usage.prompt_tokens - 1,
+    `reused ${b2.reused_prompt_tokens - b1.reused_prompt_tokens}, the first turn's prompt was ${a.json.usage.prompt_tokens} tokens`);
+  // the same answers as computed from nothing: fill every slot's cache with other prompts
+  // first, so that nothing of these prompts is left to reuse
+  await Promise.all([0, 1, 2, 3].map((i) => ask([{ role: 'user', content: `flush ${i} ${nonce('f')}` }])));
+  const b3 = await localBatch();
+  const c2 = await ask(turn2);
+  const b4 = await localBatch();
+  assert.equal(c2.status, 200, c2.text);
+  assert.ok(b4.reused_prompt_tokens - b3.reused_prompt_tokens < sysTokens, 'recomputed, not reused');
+  assert.equal(c2.json.choices[0].message.content, c.json.choices[0].message.content, 'the same answer');
 });
 
 test('a client that leaves mid-generation frees the local model for the next request', async () => {
