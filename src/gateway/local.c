@@ -375,8 +375,10 @@ static void slot_finish(gw_local *lm, slot *sl, int status, const char *message)
                         .finish = sl->g.n_tool_calls ? "tool_calls" : !strcmp(res->finish_reason, "length") ? "length" : "stop"};
         job_emit(j, &fin);
         gw_usage_init(&j->usage);
-        j->usage.input = (int64_t)sl->prompt.n;
-        j->usage.cache_read = 0;
+        /* positions taken from the prefix cache are reported as OpenAI reports cached
+         * prompt tokens: prompt_tokens counts them, cached_tokens says how many */
+        j->usage.input = (int64_t)(sl->prompt.n - sl->reused);
+        j->usage.cache_read = (int64_t)sl->reused;
         j->usage.cache_write = 0;
         j->usage.output = res->n_generated;
         sg_ids rids = {0};
