@@ -8,7 +8,8 @@
  *
  * Weights are random blocks with sane f16 scales (speed does not depend on the values,
  * and quantizing 22M weights with the reference quantizer would take longer than the
- * benchmark). SMOLGATE_BENCH_TOKENS overrides the token count. */
+ * benchmark). SMOLGATE_BENCH_TOKENS overrides the token count; SMOLGATE_BENCH_TYPE (a type
+ * name, e.g. Q4_K) and SMOLGATE_BENCH_AMX_ONLY=1 narrow the run, for profiling. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,7 +31,7 @@ static float frand(void) { return (float)next() / 2147483648.0f - 1.0f; }   /* [
 
 static double now_s(void) {
     struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
     return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
 }
 
@@ -96,11 +97,14 @@ int main(void) {
         for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
             int64_t rows = shapes[si].rows, cols = shapes[si].cols;
             sg_dtype t = types[ti];
+            const char *only = getenv("SMOLGATE_BENCH_TYPE");
+            if (only && *only && strcmp(only, dtype_info(t)->name)) continue;
+            const char *amx_only = getenv("SMOLGATE_BENCH_AMX_ONLY");
             void *w = random_matrix(t, rows, cols);
             float *x = malloc((size_t)n_tok * cols * sizeof(float)), *y = malloc((size_t)n_tok * rows * sizeof(float));
             for (int64_t i = 0; i < n_tok * cols; i++) x[i] = frand();
             double flop = 2.0 * (double)rows * (double)cols * n_tok;
-            double t_rows = time_matmul(&rows_path, t, w, rows, cols, x, n_tok, y);
+            double t_rows = amx_only && !strcmp(amx_only, "1") ? 1e9 : time_matmul(&rows_path, t, w, rows, cols, x, n_tok, y);
             double t_amx = have_amx ? time_matmul(&amx, t, w, rows, cols, x, n_tok, y) : 0;
             char shape[32];
             snprintf(shape, sizeof shape, "%lldx%lld", (long long)rows, (long long)cols);
