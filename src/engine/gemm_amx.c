@@ -269,12 +269,13 @@ SIMD static inline __m512 bf16_round(__m512 v) {
 /* 32 floats to n bf16 parts (32 each, in order: one tile row) whose sum is the value:
  * part k is the nearest bf16 to what parts 0 .. k-1 left over. */
 SIMD static inline void split32(__m512 a, __m512 b, int n, __m512i *part) {
-    for (int k = 0; k < n; k++) {
+    for (int k = 0; k < n - 1; k++) {
         __m512 ah = bf16_round(a), bh = bf16_round(b);
         part[k] = (__m512i)_mm512_cvtne2ps_pbh(bh, ah);   /* the second operand fills the low half */
         a = _mm512_sub_ps(a, ah);
         b = _mm512_sub_ps(b, bh);
     }
+    part[n - 1] = (__m512i)_mm512_cvtne2ps_pbh(b, a);   /* the last part: rounded by the conversion */
 }
 
 /* In-place transpose of a 16x16 matrix of 32-bit elements (r[i] = row i). */
