@@ -406,12 +406,8 @@ SIMD static void store_c(const float *c, float *y, int64_t y_stride, int64_t r, 
         _mm512_mask_storeu_ps(y + (int64_t)(t + i) * y_stride + r, m, _mm512_castsi512_ps(v[i]));
 }
 
-SIMD bool kern_gemm_amx(sg_dtype w_type, const void *w, uint64_t w_row_bytes, int64_t cols,
-                        const float *x, int64_t x_stride, int n_tok, float *y, int64_t y_stride,
-                        int64_t r0, int64_t r1) {
-    if (!kern_supports(w_type) || !kern_amx_available() || n_tok < 1 || cols < 1 || r1 <= r0) return false;
-    int64_t bs = (int64_t)dtype_info(w_type)->block_size;
-    if (cols % bs) return false;
+SIMD static bool gemm_amx(sg_dtype w_type, const void *w, uint64_t w_row_bytes, int64_t cols, const float *x,
+                          int64_t x_stride, int n_tok, float *y, int64_t y_stride, int64_t r0, int64_t r1) {
     int64_t ksteps = (cols + 31) / 32, kp = ksteps * 32;   /* padded columns */
     int ntt = (n_tok + 15) / 16;                           /* token tiles */
     int64_t band = ROW_BAND < r1 - r0 ? ROW_BAND : ((r1 - r0 + 31) & ~(int64_t)31);
@@ -467,6 +463,15 @@ SIMD bool kern_gemm_amx(sg_dtype w_type, const void *w, uint64_t w_row_bytes, in
     }
     _tile_release();
     return true;
+}
+
+/* Not compiled for AVX-512 itself: it must be callable (and decline) on any x86 CPU. */
+bool kern_gemm_amx(sg_dtype w_type, const void *w, uint64_t w_row_bytes, int64_t cols,
+                   const float *x, int64_t x_stride, int n_tok, float *y, int64_t y_stride,
+                   int64_t r0, int64_t r1) {
+    if (!kern_supports(w_type) || !kern_amx_available() || n_tok < 1 || cols < 1 || r1 <= r0) return false;
+    if (cols % (int64_t)dtype_info(w_type)->block_size) return false;
+    return gemm_amx(w_type, w, w_row_bytes, cols, x, x_stride, n_tok, y, y_stride, r0, r1);
 }
 
 #else /* not x86-64, or a compiler without AMX: the kernel declines every call */
