@@ -475,6 +475,7 @@ static void check_batched(const char *dir, sg_dtype kv, double bound, double gem
     float *lg = malloc((size_t)32 * V * sizeof(float));
     double worst = 0, worst_gemm = 0;
     int n_checked = 0;
+    bool gemm_seen = false;
     /* step t: streams join (slot, stream, tokens in their first step) and leave */
     for (int t = 0; t < 14; t++) {
         if (t == 0) { stream_of[0] = 0; stream_of[2] = 1; }
@@ -499,7 +500,10 @@ static void check_batched(const char *dir, sg_dtype kv, double bound, double gem
         for (int i = 0; i < n; i++) want[i] = t % 2 == 0 || i == n - 1 || seq[i + 1] != seq[i];
         if (t % 2 == 0) CHECK(infer_decode_batch(s, seq, tok, n, lg, &err) == 0);
         else CHECK(infer_step(s, seq, tok, want, n, lg, &err) == 0);
-        bool gemm = n >= KERN_GEMM_MIN_TOKENS && kern_active()->gemm;
+        /* a step through the matrix-matrix kernel rounds differently, and what it wrote
+         * to the cache carries into the later steps of its sequences */
+        gemm_seen |= n >= KERN_GEMM_MIN_TOKENS && kern_active()->gemm;
+        bool gemm = gemm_seen;
         for (int i = 0, row = 0; i < n; i++) {
             if (!want[i]) continue;
             double d = rel_diff(lg + (size_t)row++ * V, ref[stream_of[seq[i]]] + (size_t)at[i] * V, (size_t)V);
@@ -529,11 +533,12 @@ static void check_batched(const char *dir, sg_dtype kv, double bound, double gem
     CHECK(infer_decode_batch(s, seq2, tok2, 2, lg, &err) == 0);
     double dcopy = rel_diff(lg, ref[0] + (size_t)10 * V, (size_t)V);
     double dorig = rel_diff(lg + V, ref[0] + (size_t)n0 * V, (size_t)V);
-    CHECK_MSG(dcopy <= bound && dorig <= bound, "copied prefix: %.3g, source: %.3g", dcopy, dorig);
+    double copy_bound = gemm_seen ? gemm_bound : bound;
+    CHECK_MSG(dcopy <= copy_bound && dorig <= copy_bound, "copied prefix: %.3g, source: %.3g", dcopy, dorig);
     /* the prompt path (infer_eval_seq) on a copy agrees too */
     CHECK(infer_seq_copy(s, 0, 3, 5, &err) == 0);
     CHECK(infer_eval_seq(s, 3, &ids[0][5], 3, lg, false, &err) == 0);
-    CHECK(rel_diff(lg, ref[0] + (size_t)7 * V, (size_t)V) <= bound);
+    CHECK(rel_diff(lg, ref[0] + (size_t)7 * V, (size_t)V) <= copy_bound);
 
     /* errors leave the state as it was */
     int before[4];
@@ -561,7 +566,9 @@ static void test_batched_decode(void) {
     char dir[512];
     snprintf(dir, sizeof dir, "%s/reference/smollm3-tiny/f32", tu_shared());
     check_batched(dir, SG_F32, 1e-5, 1e-4);
-    check_batched(dir, SG_F16, 1e-5, 1e-4);
+    /* an F16 cache turns a float-rounding difference into a flipped f16 rounding now and
+     * then: bounded by that cache's own cost (1e-3 from transformers) */
+    check_batched(dir, SG_F16, 1e-5, 1e-3);
     /* bf16 activations: the same roundings whichever batch a token is in (a matrix-matrix
      * kernel may round a product the other way: the bf16 reference bound) */
     snprintf(dir, sizeof dir, "%s/reference/llama-tiny/bf16", tu_shared());

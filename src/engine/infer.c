@@ -9,6 +9,7 @@
 
 #include "common/buf.h"
 #include "engine/kernels.h"
+#include "engine/ops.h"
 #include "engine/threadpool.h"
 
 struct sg_infer {
@@ -30,6 +31,7 @@ struct sg_infer {
     float *gate, *up;          /* (n, ffn) */
     float *att;                /* (n_threads, n_ctx) attention scores */
     float *inv_freq;           /* (hd / 2) */
+    float *rope_cs;            /* (n, hd) this batch's cos / sin (rope_angles) */
     float rope_scale;          /* YaRN attention factor applied to cos / sin */
     bool bf16;                 /* round activations to bf16 where transformers does in bf16 */
 };
@@ -100,18 +102,28 @@ static void rope_init(sg_infer *s) {
     }
 }
 
-/* Rotates one head vector v (hd) for position pos. */
-static void rope_apply(const sg_infer *s, float *v, int pos) {
-    int hd = s->m->cfg.head_dim, half = hd / 2;
-    bool inter = s->m->cfg.rope_interleaved;
+/* The cos and sin of one position's rotation angles (hd / 2 each, rope_scale applied, in
+ * bf16 mode rounded as transformers' bf16 cos / sin): computed once per token, used by
+ * every head of every layer. */
+static void rope_angles(const sg_infer *s, int pos, float *cs) {
+    int half = s->m->cfg.head_dim / 2;
     for (int i = 0; i < half; i++) {
         float ang = (float)pos * s->inv_freq[i];
         float c = cosf(ang) * s->rope_scale, sn = sinf(ang) * s->rope_scale;
+        cs[i] = s->bf16 ? bf16r(c) : c;
+        cs[half + i] = s->bf16 ? bf16r(sn) : sn;
+    }
+}
+
+/* Rotates one head vector v (hd) by the angles cs of rope_angles. */
+static void rope_apply(const sg_infer *s, float *v, const float *cs) {
+    int hd = s->m->cfg.head_dim, half = hd / 2;
+    bool inter = s->m->cfg.rope_interleaved;
+    for (int i = 0; i < half; i++) {
+        float c = cs[i], sn = cs[half + i];
         int a = inter ? 2 * i : i, b = inter ? 2 * i + 1 : i + half;
         float x0 = v[a], x1 = v[b];
         if (s->bf16) {   /* (q * cos) + (rotate_half(q) * sin), each product rounded */
-            c = bf16r(c);
-            sn = bf16r(sn);
             v[a] = bf16r(bf16r(x0 * c) + bf16r(-x1 * sn));
             v[b] = bf16r(bf16r(x1 * c) + bf16r(x0 * sn));
             continue;
@@ -156,6 +168,7 @@ sg_infer *infer_new(const sg_model *m, const sg_infer_params *p, sg_error *err) 
     s->att_out = sg_xmalloc(nb * qd * sizeof(float));
     s->gate = sg_xmalloc(nb * (size_t)c->ffn_dim * sizeof(float));
     s->up = sg_xmalloc(nb * (size_t)c->ffn_dim * sizeof(float));
+    s->rope_cs = sg_xmalloc(nb * (size_t)c->head_dim * sizeof(float));
     s->tok_seq = sg_xmalloc(nb * sizeof(int));
     s->tok_pos = sg_xmalloc(nb * sizeof(int));
     s->tok_out = sg_xmalloc(nb * sizeof(bool));
@@ -174,7 +187,7 @@ void infer_free(sg_infer *s) {
     if (s->tp) tp_free(s->tp);
     free(s->k_cache); free(s->v_cache);
     free(s->x); free(s->xb); free(s->q); free(s->kv_k); free(s->kv_v);
-    free(s->att_out); free(s->gate); free(s->up); free(s->att); free(s->inv_freq);
+    free(s->att_out); free(s->gate); free(s->up); free(s->rope_cs); free(s->att); free(s->inv_freq);
     free(s->n_past); free(s->tok_seq); free(s->tok_pos); free(s->tok_out);
     free(s);
 }
@@ -297,28 +310,51 @@ static void attn_worker(void *p, int ith, int nth) {
         const unsigned char *kc = (const unsigned char *)s->k_cache + base;
         const unsigned char *vc = (const unsigned char *)s->v_cache + base;
         const float *q = s->q + (size_t)t * nh * hd + (size_t)h * hd;
+        if (!s->bf16) {
+            ops_attend(s->kv_type, q, kc + (size_t)kvh * hd * s->kv_elem, vc + (size_t)kvh * hd * s->kv_elem,
+                       kv_dim, pos + 1, hd, scale, att, s->att_out + (size_t)t * nh * hd + (size_t)h * hd);
+            continue;
+        }
         for (int i = 0; i <= pos; i++) {
             const void *kr = kc + ((size_t)i * kv_dim + (size_t)kvh * hd) * s->kv_elem;
             att[i] = dot(kr, q, hd) * scale;
         }
-        float norm = 1.0f;
-        if (s->bf16) {
-            /* As PyTorch's CPU flash attention does for bf16: scores and the softmax sum
-             * in float, the exponentials rounded to bf16 for the product with V, the
-             * division by the sum last. */
-            float max = att[0], sum = 0;
-            for (int i = 1; i <= pos; i++) max = att[i] > max ? att[i] : max;
-            for (int i = 0; i <= pos; i++) { float e = expf(att[i] - max); sum += e; att[i] = bf16r(e); }
-            norm = 1.0f / sum;
-        } else {
-            kern_softmax(att, pos + 1);
-        }
+        /* bf16 as PyTorch's CPU flash attention does it: scores and the softmax sum in
+         * float, the exponentials rounded to bf16 for the product with V, the division
+         * by the sum last. */
+        float max = att[0], sum = 0;
+        for (int i = 1; i <= pos; i++) max = att[i] > max ? att[i] : max;
+        for (int i = 0; i <= pos; i++) { float e = expf(att[i] - max); sum += e; att[i] = bf16r(e); }
+        float norm = 1.0f / sum;
         float *out = s->att_out + (size_t)t * nh * hd + (size_t)h * hd;
         memset(out, 0, (size_t)hd * sizeof(float));
         for (int i = 0; i <= pos; i++)
             cache_axpy(s->kv_type, out, att[i], vc + ((size_t)i * kv_dim + (size_t)kvh * hd) * s->kv_elem, hd);
-        if (s->bf16) for (int i = 0; i < hd; i++) out[i] = bf16r(out[i] * norm);
+        for (int i = 0; i < hd; i++) out[i] = bf16r(out[i] * norm);
     }
+}
+
+/* ---- SwiGLU: gate = silu(gate) * up, in slices across the pool ---- */
+
+typedef struct swiglu_job { sg_infer *s; size_t n; } swiglu_job;
+
+static void swiglu_worker(void *p, int ith, int nth) {
+    const swiglu_job *j = p;
+    sg_infer *s = j->s;
+    size_t chunk = ((j->n + (size_t)nth - 1) / (size_t)nth + 15) & ~(size_t)15;
+    size_t i0 = chunk * (size_t)ith, i1 = i0 + chunk < j->n ? i0 + chunk : j->n;
+    if (i0 >= i1) return;
+    if (!s->bf16) { ops_swiglu(s->gate + i0, s->up + i0, i1 - i0); return; }
+    for (size_t i = i0; i < i1; i++) {
+        float g = s->gate[i];
+        s->gate[i] = bf16r(bf16r(g / (1.0f + expf(-g))) * s->up[i]);
+    }
+}
+
+static void swiglu(sg_infer *s, size_t n) {
+    swiglu_job j = {s, n};
+    if (n < (1 << 15)) swiglu_worker(&j, 0, 1);
+    else tp_run(s->tp, swiglu_worker, &j);
 }
 
 /* ---- one micro-batch ---- */
@@ -338,6 +374,7 @@ static void forward_batch(sg_infer *s, const int32_t *ids, int n, float *logits)
     for (int t = 0; t < n; t++)
         kern_to_f32(m->tok_embd.type, (const unsigned char *)m->tok_embd.data + (uint64_t)ids[t] * emb_row,
                     s->x + (size_t)t * d, d);
+    for (int t = 0; t < n; t++) rope_angles(s, pos[t], s->rope_cs + (size_t)t * hd);
 
     for (int l = 0; l < c->n_layers; l++) {
         const sg_layer *L = &m->layers[l];
@@ -350,8 +387,9 @@ static void forward_batch(sg_infer *s, const int32_t *ids, int n, float *logits)
         /* RoPE, on the layers that use it (SmolLM3 leaves every 4th layer without) */
         if (c->rope_layer[l]) {
             for (int t = 0; t < n; t++) {
-                for (int h = 0; h < nh; h++) rope_apply(s, s->q + (size_t)t * qd + (size_t)h * hd, pos[t]);
-                for (int h = 0; h < nkv; h++) rope_apply(s, s->kv_k + (size_t)t * kv_dim + (size_t)h * hd, pos[t]);
+                const float *cs = s->rope_cs + (size_t)t * hd;
+                for (int h = 0; h < nh; h++) rope_apply(s, s->q + (size_t)t * qd + (size_t)h * hd, cs);
+                for (int h = 0; h < nkv; h++) rope_apply(s, s->kv_k + (size_t)t * kv_dim + (size_t)h * hd, cs);
             }
         }
         /* append this batch's keys and values to their sequences' caches */
@@ -373,10 +411,7 @@ static void forward_batch(sg_infer *s, const int32_t *ids, int n, float *logits)
         rmsnorm_rows(s, s->xb, s->x, L->ffn_norm, n, d, c->norm_eps);
         matmul(s, &L->w_gate, s->xb, n, s->gate, c->ffn_dim);
         matmul(s, &L->w_up, s->xb, n, s->up, c->ffn_dim);
-        for (size_t i = 0; i < (size_t)n * c->ffn_dim; i++) {
-            float g = s->gate[i];
-            s->gate[i] = s->bf16 ? bf16r(bf16r(g / (1.0f + expf(-g))) * s->up[i]) : g / (1.0f + expf(-g)) * s->up[i];
-        }
+        swiglu(s, (size_t)n * c->ffn_dim);
         matmul(s, &L->w_down, s->gate, n, s->xb, d);
         residual_add(s, s->x, s->xb, (size_t)n * d);
     }
