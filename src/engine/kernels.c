@@ -111,7 +111,8 @@ const char *kern_select(const char *force) {
         memcpy(g_selected.qdotn, kern_avx2.qdotn, sizeof g_selected.qdotn);
     }
     const char *int8 = getenv("SMOLGATE_INT8");
-    if (int8 && !strcmp(int8, "0")) {
+    bool int8_off = int8 && !strcmp(int8, "0");
+    if (int8_off) {
         memset(g_selected.qdot, 0, sizeof g_selected.qdot);
         memset(g_selected.qdotn, 0, sizeof g_selected.qdotn);
     }
@@ -121,7 +122,9 @@ const char *kern_select(const char *force) {
     g_selected.gemm_name = NULL;
     bool want_amx = !gemm || !*gemm || !strcmp(gemm, "amx");
     bool want_vnni = !gemm || !*gemm || !strcmp(gemm, "vnni");
-    if (t != &kern_scalar && want_amx && kern_amx_available()) {
+    /* They quantize activations to int8 too: none with the integer path off. */
+    if (int8_off) {
+    } else if (t != &kern_scalar && want_amx && kern_amx_available()) {
         g_selected.gemm = kern_gemm_amx;
         g_selected.gemm_name = "amx";
     } else if (t == &kern_avx512 && want_vnni && cpu_has_avx512_vnni()) {
