@@ -2,7 +2,7 @@
  * with odd shapes, against two references: an emulation of its own numerics (the
  * activations quantized per 16 as it does, everything else in double), which it must
  * match to float rounding, and the scalar float dot, which it must match within the
- * int8 rounding bound. Then end to end: logits on llama.cpp's quantized reference files
+ * int8 rounding bound; F32 / F16 / BF16 against the exact sum. Then end to end: logits on llama.cpp's quantized reference files
  * with the kernel forced, held to llama.cpp's own deviation from exact. */
 #include <jansson.h>
 #include <math.h>
@@ -162,16 +162,63 @@ static void test_types(void) {
     }
 }
 
+/* F32 / F16 / BF16: the float path computes the same products as the float dot, summed
+ * in another order, so float rounding apart (a few ulps of the magnitudes summed) they
+ * agree. */
+static void check_float(sg_dtype t, int rows, int64_t cols, int n_tok, int r0) {
+    size_t rb = dtype_row_bytes(t, (uint64_t)cols);
+    unsigned char *w = malloc(rb * (size_t)rows);
+    float *wf = malloc((size_t)cols * sizeof(float));
+    for (int r = 0; r < rows; r++) {
+        for (int64_t i = 0; i < cols; i++) wf[i] = frand() * (r % 3 == 0 ? 5.0f : 1.0f);
+        CHECK(kern_from_f32(t, wf, w + rb * (size_t)r, cols) == 0);
+    }
+    int64_t xs = cols + 3, ys = rows + 5;
+    float *x = malloc((size_t)(xs * n_tok) * sizeof(float)), *y = malloc((size_t)(ys * n_tok) * sizeof(float));
+    for (int64_t i = 0; i < xs * n_tok; i++) x[i] = frand();
+    for (int64_t i = 0; i < ys * n_tok; i++) y[i] = -12345.0f;
+    bool took = kern_gemm_vnni(t, w, rb, cols, x, xs, n_tok, y, ys, r0, rows);
+    CHECK_MSG(took, "%s declined rows %d cols %lld tokens %d", dtype_info(t)->name, rows, (long long)cols, n_tok);
+    float *deq = malloc((size_t)cols * sizeof(float));
+    int bad = 0, bad_untouched = 0;
+    for (int t_ = 0; took && t_ < n_tok; t_++)
+        for (int r = 0; r < rows + 5; r++) {
+            float got = y[t_ * ys + r];
+            if (r < r0 || r >= rows) { bad_untouched += got != -12345.0f; continue; }
+            kern_to_f32(t, w + rb * (size_t)r, deq, cols);
+            double exact = 0, mag = 0;
+            for (int64_t i = 0; i < cols; i++) { exact += (double)deq[i] * x[t_ * xs + i]; mag += fabs((double)deq[i] * x[t_ * xs + i]); }
+            if (fabs(got - exact) > 1e-5 * mag + 1e-6 && bad++ < 3)
+                fprintf(stderr, "    %s r=%d t=%d cols=%lld: %.9g, exact %.9g\n", dtype_info(t)->name, r, t_, (long long)cols, got, exact);
+        }
+    CHECK_MSG(bad == 0, "%s rows %d cols %lld tokens %d: %d off", dtype_info(t)->name, rows, (long long)cols, n_tok, bad);
+    CHECK_MSG(bad_untouched == 0, "%s: %d values outside rows [%d, %d) written", dtype_info(t)->name, bad_untouched, r0, rows);
+    free(w); free(wf); free(x); free(y); free(deq);
+}
+
+static void test_float_types(void) {
+    if (!cpu_has_vnni()) { printf("  no AVX-512 VNNI on this CPU: only the declines are checked\n"); return; }
+    static const struct { int rows; int cols; int tok; int r0; } shapes[] = {
+        {37, 256, 8, 0}, {21, 100, 17, 0}, {70, 2304, 255, 32}, {32, 13, 300, 0}, {45, 777, 9, 32}, {3, 2048, 12, 0},
+    };
+    static const sg_dtype types[] = {SG_F32, SG_F16, SG_BF16};
+    for (size_t ti = 0; ti < 3; ti++)
+        for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+            check_float(types[ti], shapes[s].rows, shapes[s].cols, shapes[s].tok, shapes[s].r0);
+}
+
 static void test_declines(void) {
-    float x[8 * 64] = {0}, y[8 * 16];
-    uint16_t w16[16 * 64] = {0};
-    float w32[16 * 64] = {0};
-    CHECK(!kern_gemm_vnni(SG_F32, w32, 64 * 4, 64, x, 64, 8, y, 16, 0, 16));
-    CHECK(!kern_gemm_vnni(SG_F16, w16, 64 * 2, 64, x, 64, 8, y, 16, 0, 16));
-    CHECK(!kern_gemm_vnni(SG_BF16, w16, 64 * 2, 64, x, 64, 8, y, 16, 0, 16));
+    float x[8 * 256] = {0}, y[8 * 16];
     unsigned char blocks[16 * 84] = {0};
     CHECK(!kern_gemm_vnni(SG_Q2_K, blocks, 84, 256, x, 256, 1, y, 16, 0, 16));   /* a type it does not handle */
+    CHECK(!kern_gemm_vnni(SG_Q4_0, blocks, 18 * 3, 96, x, 96, 8, y, 16, 0, 0));   /* no rows */
+    CHECK(!kern_gemm_vnni(SG_Q4_0, blocks, 18 * 3, 96, x, 96, 0, y, 16, 0, 16));  /* no tokens */
     if (!cpu_has_vnni()) {   /* and every type on a CPU without VNNI */
+        static const sg_dtype flt[] = {SG_F32, SG_F16, SG_BF16};
+        for (size_t ti = 0; ti < 3; ti++) {
+            static float wf[16 * 256], xs[8 * 256], ys[8 * 16];
+            CHECK(!kern_gemm_vnni(flt[ti], wf, dtype_row_bytes(flt[ti], 256), 256, xs, 256, 8, ys, 16, 0, 16));
+        }
         for (size_t ti = 0; ti < sizeof handled / sizeof handled[0]; ti++) {
             static unsigned char wq[16 * 210];
             static float xs[8 * 256], ys[8 * 16];
@@ -259,6 +306,7 @@ int main(int argc, char **argv) {
     (void)argc;
     RUN(test_declines);
     RUN(test_types);
+    RUN(test_float_types);
     RUN(test_reference_logits);
     return tu_finish(argv[0]);
 }
