@@ -87,6 +87,18 @@ static void *scratch_get(size_t bytes) {
     return s->p;
 }
 
+/* Packing reads each weight once, straight from memory (the file's pages): left to the
+ * hardware those reads stall the packing. Each micro-kernel call prefetches a share
+ * (part i of parts) of the next tile's weights, rows [r, r + n) bytes [b0, b1), into L2,
+ * so they arrive while the current tile computes. */
+static inline void prefetch_share(const uint8_t *w, uint64_t w_row_bytes, int64_t r, int n, uint64_t b0, uint64_t b1,
+                                  int i, int parts) {
+    uint64_t per_row = (b1 - b0 + 63) / 64, lines = per_row * (uint64_t)n;
+    uint64_t lo = lines * (uint64_t)i / (uint64_t)parts, hi = lines * (uint64_t)(i + 1) / (uint64_t)parts;
+    for (uint64_t l = lo; l < hi; l++)
+        __builtin_prefetch(w + (uint64_t)(r + (int64_t)(l / per_row)) * w_row_bytes + b0 + 64 * (l % per_row), 0, 2);
+}
+
 /* ---- activations ---- */
 
 VNNI static void quantize_acts(const float *x, int64_t nb, act_blk *a) {
@@ -423,8 +435,7 @@ VNNI static void ftile_any(const float *p, int nk, const float *x, int64_t x_str
 static bool gemm_float(sg_dtype t, const uint8_t *w, uint64_t w_row_bytes, int64_t cols, const float *x,
                        int64_t x_stride, int n_tok, float *y, int64_t y_stride, int64_t r0, int64_t r1) {
     /* the activations of a chunk are copied to a stride of FCHUNK + 16: at the model's
-     * row lengths (multiples of 4 KiB) the tokens' rows alias in L1 and FTILE_TOK of them
-     * evict each other; this took the kernel from ~65 to ~100 GMAC/s per thread */
+     * row lengths (multiples of 4 KiB) the tokens' rows would alias in L1 */
     size_t panel_floats = FCHUNK * FTILE_ROWS, xs = FCHUNK + 16;
     float *panel = scratch_get((panel_floats + xs * (size_t)n_tok) * sizeof(float));
     if (!panel) return false;
@@ -436,8 +447,13 @@ static bool gemm_float(sg_dtype t, const uint8_t *w, uint64_t w_row_bytes, int64
             int n = r1 - r < FTILE_ROWS ? (int)(r1 - r) : FTILE_ROWS;
             uint32_t rows = n == 32 ? 0xFFFFFFFFu : (1u << n) - 1;
             pack_float(t, w, w_row_bytes, r, n, k0, nk, panel);
+            /* the next tile: the next rows of this chunk, else the first of the next chunk */
+            int64_t rn = r + FTILE_ROWS < r1 ? r + FTILE_ROWS : r0, kn = rn == r0 ? k0 + FCHUNK : k0;
+            int nn = r1 - rn < FTILE_ROWS ? (int)(r1 - rn) : FTILE_ROWS, parts = (n_tok + FTILE_TOK - 1) / FTILE_TOK;
+            uint64_t eb = t == SG_F32 ? 4 : 2, kend = kn + FCHUNK < cols ? kn + FCHUNK : cols;
             for (int t0 = 0; t0 < n_tok; t0 += FTILE_TOK) {
                 int nt = n_tok - t0 < FTILE_TOK ? n_tok - t0 : FTILE_TOK;
+                if (kn < cols) prefetch_share(w, w_row_bytes, rn, nn, kn * eb, kend * eb, t0 / FTILE_TOK, parts);
                 ftile_any(panel, nk, xb + t0 * xs, (int64_t)xs, nt, k0 == 0, y + t0 * y_stride + r, y_stride,
                           (__mmask16)rows, (__mmask16)(rows >> 16));
             }
@@ -484,10 +500,14 @@ bool kern_gemm_vnni(sg_dtype w_type, const void *w, uint64_t w_row_bytes, int64_
         int n = r1 - r < TILE_ROWS ? (int)(r1 - r) : TILE_ROWS;
         __mmask16 rows = (__mmask16)((1u << n) - 1);
         pack_tile(w_type, w, w_row_bytes, r, n, nb, panel);
+        int64_t rn = r + TILE_ROWS;
+        int nn = r1 - rn < TILE_ROWS ? (int)(r1 - rn) : TILE_ROWS, tt = (n_tok + TILE_TOK - 1) / TILE_TOK;
+        int parts = (int)((nb + CHUNK_BLKS - 1) / CHUNK_BLKS) * tt;
         for (int64_t b0 = 0; b0 < nb; b0 += CHUNK_BLKS) {
             int64_t cb = nb - b0 < CHUNK_BLKS ? nb - b0 : CHUNK_BLKS;
             for (int t0 = 0; t0 < n_tok; t0 += TILE_TOK) {
                 int nt = n_tok - t0 < TILE_TOK ? n_tok - t0 : TILE_TOK;
+                if (rn < r1) prefetch_share(w, w_row_bytes, rn, nn, 0, w_row_bytes, (int)(b0 / CHUNK_BLKS) * tt + t0 / TILE_TOK, parts);
                 tile_any(panel + b0, cb, acts + t0 * nb + b0, nb, nt, offs, b0 == 0, y + t0 * y_stride + r, y_stride, rows);
             }
         }
