@@ -291,7 +291,7 @@ VNNI INLINE __m512i bcast4(const uint8_t *p) {
 }
 
 VNNI INLINE void micro(const panel_blk *p, int64_t nb, const act_blk *a, int64_t a_stride, int nt, bool offs,
-                       __m512 *acc) {
+                       bool two_scales, __m512 *acc) {
     for (int64_t b = 0; b < nb; b++, p++, a++) {
         __m512i w0 = p->w[0], w1 = p->w[1], w2 = p->w[2], w3 = p->w[3];
         __m512i w4 = p->w[4], w5 = p->w[5], w6 = p->w[6], w7 = p->w[7];
@@ -307,10 +307,16 @@ VNNI INLINE void micro(const panel_blk *p, int64_t nb, const act_blk *a, int64_t
             i1 = _mm512_dpbusd_epi32(i1, bcast4(x->u + 20), w5);
             i1 = _mm512_dpbusd_epi32(i1, bcast4(x->u + 24), w6);
             i1 = _mm512_dpbusd_epi32(i1, bcast4(x->u + 28), w7);
-            __m512 f0 = _mm512_mul_ps(_mm512_cvtepi32_ps(i0), p->s[0]);
-            __m512 f1 = _mm512_mul_ps(_mm512_cvtepi32_ps(i1), p->s[1]);
-            acc[t] = _mm512_fmadd_ps(f0, _mm512_set1_ps(x->d[0]), acc[t]);
-            acc[t] = _mm512_fmadd_ps(f1, _mm512_set1_ps(x->d[1]), acc[t]);
+            if (two_scales) {
+                __m512 f0 = _mm512_mul_ps(_mm512_cvtepi32_ps(i0), p->s[0]);
+                __m512 f1 = _mm512_mul_ps(_mm512_cvtepi32_ps(i1), p->s[1]);
+                acc[t] = _mm512_fmadd_ps(f0, _mm512_set1_ps(x->d[0]), acc[t]);
+                acc[t] = _mm512_fmadd_ps(f1, _mm512_set1_ps(x->d[1]), acc[t]);
+            } else {   /* one weight scale for the 32: an instruction less per token */
+                __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(i0), _mm512_set1_ps(x->d[0]));
+                f = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i1), _mm512_set1_ps(x->d[1]), f);
+                acc[t] = _mm512_fmadd_ps(f, p->s[0], acc[t]);
+            }
             if (offs) acc[t] = _mm512_fmadd_ps(p->m, _mm512_set1_ps(x->sum), acc[t]);
         }
     }
@@ -319,21 +325,25 @@ VNNI INLINE void micro(const panel_blk *p, int64_t nb, const act_blk *a, int64_t
 /* Runs the micro-kernel for tokens [t0, t0 + nt) and adds (first: stores) the result
  * to y's rows [r, r + rows). */
 VNNI INLINE void tile_tokens(const panel_blk *p, int64_t nb, const act_blk *a, int64_t a_stride, int nt, bool offs,
-                             bool first, float *y, int64_t y_stride, __mmask16 rows) {
+                             bool two_scales, bool first, float *y, int64_t y_stride, __mmask16 rows) {
     __m512 acc[TILE_TOK];
     #pragma GCC unroll 16
     for (int t = 0; t < nt; t++) acc[t] = first ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(rows, y + t * y_stride);
-    micro(p, nb, a, a_stride, nt, offs, acc);
+    micro(p, nb, a, a_stride, nt, offs, two_scales, acc);
     #pragma GCC unroll 16
     for (int t = 0; t < nt; t++) _mm512_mask_storeu_ps(y + t * y_stride, rows, acc[t]);
 }
 
-VNNI static void tile_any(const panel_blk *p, int64_t nb, const act_blk *a, int64_t a_stride, int nt, bool offs,
+/* The weights' form: offsets m (Q4_1, Q5_1, Q4_K, Q5_K) and scales per 16 (Q6_K). */
+typedef enum { FORM_PLAIN, FORM_OFFS, FORM_HALVES } weight_form;
+
+VNNI static void tile_any(const panel_blk *p, int64_t nb, const act_blk *a, int64_t a_stride, int nt, weight_form form,
                           bool first, float *y, int64_t y_stride, __mmask16 rows) {
-    /* constant token counts, so that the accumulators live in registers */
-#define CASE(k) case k:                                                                          \
-        if (offs) tile_tokens(p, nb, a, a_stride, k, true, first, y, y_stride, rows);            \
-        else tile_tokens(p, nb, a, a_stride, k, false, first, y, y_stride, rows);                \
+    /* constant token counts and forms, so that the accumulators live in registers */
+#define CASE(k) case k:                                                                                  \
+        if (form == FORM_OFFS) tile_tokens(p, nb, a, a_stride, k, true, false, first, y, y_stride, rows);     \
+        else if (form == FORM_HALVES) tile_tokens(p, nb, a, a_stride, k, false, true, first, y, y_stride, rows); \
+        else tile_tokens(p, nb, a, a_stride, k, false, false, first, y, y_stride, rows);                      \
         break;
     switch (nt) {
     CASE(1) CASE(2) CASE(3) CASE(4) CASE(5) CASE(6) CASE(7) CASE(8)
@@ -472,13 +482,14 @@ static bool cpu_ok(void) {
 bool kern_gemm_vnni(sg_dtype w_type, const void *w, uint64_t w_row_bytes, int64_t cols,
                     const float *x, int64_t x_stride, int n_tok, float *y, int64_t y_stride,
                     int64_t r0, int64_t r1) {
-    bool offs, flt = false;
+    weight_form form = FORM_PLAIN;
+    bool flt = false;
     switch (w_type) {
-    case SG_F32: case SG_F16: case SG_BF16: offs = false; flt = true; break;
-    case SG_Q4_0: case SG_Q5_0: case SG_Q8_0: offs = false; break;
-    case SG_Q6_K: offs = false; if (cols % QUANT_QK_K) return false; break;
-    case SG_Q4_1: case SG_Q5_1: offs = true; break;
-    case SG_Q4_K: case SG_Q5_K: offs = true; if (cols % QUANT_QK_K) return false; break;
+    case SG_F32: case SG_F16: case SG_BF16: flt = true; break;
+    case SG_Q4_0: case SG_Q5_0: case SG_Q8_0: break;
+    case SG_Q6_K: form = FORM_HALVES; if (cols % QUANT_QK_K) return false; break;
+    case SG_Q4_1: case SG_Q5_1: form = FORM_OFFS; break;
+    case SG_Q4_K: case SG_Q5_K: form = FORM_OFFS; if (cols % QUANT_QK_K) return false; break;
     default: return false;
     }
     if (cols <= 0 || (!flt && cols % QUANT_QK) || n_tok <= 0 || r1 <= r0) return false;
@@ -508,7 +519,7 @@ bool kern_gemm_vnni(sg_dtype w_type, const void *w, uint64_t w_row_bytes, int64_
             for (int t0 = 0; t0 < n_tok; t0 += TILE_TOK) {
                 int nt = n_tok - t0 < TILE_TOK ? n_tok - t0 : TILE_TOK;
                 if (rn < r1) prefetch_share(w, w_row_bytes, rn, nn, 0, w_row_bytes, (int)(b0 / CHUNK_BLKS) * tt + t0 / TILE_TOK, parts);
-                tile_any(panel + b0, cb, acts + t0 * nb + b0, nb, nt, offs, b0 == 0, y + t0 * y_stride + r, y_stride, rows);
+                tile_any(panel + b0, cb, acts + t0 * nb + b0, nb, nt, form, b0 == 0, y + t0 * y_stride + r, y_stride, rows);
             }
         }
     }
