@@ -394,8 +394,8 @@ VNNI static void pack_float(sg_dtype t, const uint8_t *w, uint64_t w_row_bytes, 
         for (int h = 0; h < 2; h++) {
             __m512 v[16];
             for (int i = 0; i < 16; i++) {
-                const uint8_t *row = w + (uint64_t)(r + 16 * h + i) * w_row_bytes;
-                if (16 * h + i >= n) v[i] = _mm512_setzero_ps();
+                const uint8_t *row = 16 * h + i < n ? w + (uint64_t)(r + 16 * h + i) * w_row_bytes : NULL;
+                if (!row) v[i] = _mm512_setzero_ps();
                 else if (t == SG_F32) v[i] = _mm512_maskz_loadu_ps(mk, (const float *)row + k0 + k);
                 else if (t == SG_F16) v[i] = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mk, (const uint16_t *)row + k0 + k));
                 else v[i] = _mm512_castsi512_ps(_mm512_slli_epi32(
@@ -472,11 +472,14 @@ static bool gemm_float(sg_dtype t, const uint8_t *w, uint64_t w_row_bytes, int64
     return true;
 }
 
-static bool cpu_ok(void) {
+static bool g_cpu_ok;
+static pthread_once_t g_cpu_once = PTHREAD_ONCE_INIT;
+
+static void cpu_check(void) {
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
-           __builtin_cpu_supports("avx512vnni");
+    g_cpu_ok = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+               __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+               __builtin_cpu_supports("avx512vnni");
 }
 
 bool kern_gemm_vnni(sg_dtype w_type, const void *w, uint64_t w_row_bytes, int64_t cols,
@@ -493,9 +496,8 @@ bool kern_gemm_vnni(sg_dtype w_type, const void *w, uint64_t w_row_bytes, int64_
     default: return false;
     }
     if (cols <= 0 || (!flt && cols % QUANT_QK) || n_tok <= 0 || r1 <= r0) return false;
-    static int ok = -1;   /* benign race: every thread computes the same answer */
-    if (ok < 0) ok = cpu_ok();
-    if (!ok) return false;
+    pthread_once(&g_cpu_once, cpu_check);
+    if (!g_cpu_ok) return false;
     if (flt) return gemm_float(w_type, w, w_row_bytes, cols, x, x_stride, n_tok, y, y_stride, r0, r1);
 
     int64_t nb = cols / QUANT_QK;
