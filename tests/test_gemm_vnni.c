@@ -302,11 +302,32 @@ static void test_reference_logits(void) {
     kern_select(NULL);
 }
 
+/* SMOLGATE_GEMM=vnni picks this kernel where the CPU has VNNI; SMOLGATE_INT8=0 (the
+ * float reference numerics) leaves it out, since its activations are int8. */
+static void test_select(void) {
+    setenv("SMOLGATE_GEMM", "vnni", 1);
+    unsetenv("SMOLGATE_INT8");
+    kern_select(NULL);
+    if (cpu_has_vnni()) {
+        CHECK(kern_active()->gemm == kern_gemm_vnni);
+        CHECK_EQ_STR(kern_active()->gemm_name, "avx512-vnni");
+    } else {
+        CHECK(kern_active()->gemm == NULL);
+    }
+    setenv("SMOLGATE_INT8", "0", 1);
+    kern_select(NULL);
+    CHECK(kern_active()->gemm == NULL);
+    unsetenv("SMOLGATE_INT8");
+    unsetenv("SMOLGATE_GEMM");
+    kern_select(NULL);
+}
+
 int main(int argc, char **argv) {
     (void)argc;
     RUN(test_declines);
     RUN(test_types);
     RUN(test_float_types);
+    RUN(test_select);
     RUN(test_reference_logits);
     return tu_finish(argv[0]);
 }

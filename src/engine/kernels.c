@@ -122,12 +122,11 @@ const char *kern_select(const char *force) {
     g_selected.gemm_name = NULL;
     bool want_amx = !gemm || !*gemm || !strcmp(gemm, "amx");
     bool want_vnni = !gemm || !*gemm || !strcmp(gemm, "vnni");
-    /* They quantize activations to int8 too: none with the integer path off. */
-    if (int8_off) {
-    } else if (t != &kern_scalar && want_amx && kern_amx_available()) {
+    if (t != &kern_scalar && want_amx && kern_amx_available()) {
         g_selected.gemm = kern_gemm_amx;
         g_selected.gemm_name = "amx";
-    } else if (t == &kern_avx512 && want_vnni && cpu_has_avx512_vnni()) {
+    } else if (t == &kern_avx512 && want_vnni && !int8_off && cpu_has_avx512_vnni()) {
+        /* its int8 activations belong to the integer path SMOLGATE_INT8=0 turns off */
         g_selected.gemm = kern_gemm_vnni;
         g_selected.gemm_name = "avx512-vnni";
     }
