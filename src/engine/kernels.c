@@ -111,7 +111,8 @@ const char *kern_select(const char *force) {
         memcpy(g_selected.qdotn, kern_avx2.qdotn, sizeof g_selected.qdotn);
     }
     const char *int8 = getenv("SMOLGATE_INT8");
-    if (int8 && !strcmp(int8, "0")) {
+    bool int8_off = int8 && !strcmp(int8, "0");
+    if (int8_off) {
         memset(g_selected.qdot, 0, sizeof g_selected.qdot);
         memset(g_selected.qdotn, 0, sizeof g_selected.qdotn);
     }
@@ -124,7 +125,8 @@ const char *kern_select(const char *force) {
     if (t != &kern_scalar && want_amx && kern_amx_available()) {
         g_selected.gemm = kern_gemm_amx;
         g_selected.gemm_name = "amx";
-    } else if (t == &kern_avx512 && want_vnni && cpu_has_avx512_vnni()) {
+    } else if (t == &kern_avx512 && want_vnni && !int8_off && cpu_has_avx512_vnni()) {
+        /* its int8 activations belong to the integer path SMOLGATE_INT8=0 turns off */
         g_selected.gemm = kern_gemm_vnni;
         g_selected.gemm_name = "avx512-vnni";
     }
