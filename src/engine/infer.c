@@ -3,6 +3,7 @@
 #include "engine/infer.h"
 
 #include <math.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -182,32 +183,85 @@ void infer_truncate(sg_infer *s, int n_past) {
 
 /* ---- parallel matmul: y (n, rows) = x (n, cols) . W^T ---- */
 
-typedef struct matmul_job {
-    const kern_table *k;
+/* One fork/join computes up to three products of the same x (q/k/v, gate/up). Their rows
+ * are handed out in chunks from a shared counter, so a thread that falls behind (another
+ * process on its core, a slower memory path) takes fewer chunks instead of holding the
+ * others at the join. Decode quantizes x to int8 once, before the fork, rather than once
+ * per thread and matrix. */
+enum { MATMUL_MAX_OUT = 3, MATMUL_CHUNKS_PER_THREAD = 8 };
+
+typedef struct matmul_out {
     const sg_tensor *w;
-    const float *x;
-    int n;
     float *y;
     int64_t y_stride;
+} matmul_out;
+
+typedef struct matmul_job {
+    const kern_table *k;
+    const float *x;
+    const quant_q8_act *xq;    /* x as int8 rows (decode, when some w takes them), or NULL */
+    int n;
+    int n_out;
+    matmul_out out[MATMUL_MAX_OUT];
+    int64_t chunk_rows[MATMUL_MAX_OUT];   /* rows per chunk: whole tiles of KERN_GEMM_ROWS */
+    int chunk_end[MATMUL_MAX_OUT];        /* chunks of out[0 .. i], cumulated */
+    atomic_int next;                      /* next chunk to take */
 } matmul_job;
 
+static void matmul_chunk(const matmul_job *j, int c) {
+    int i = 0;
+    while (c >= j->chunk_end[i]) i++;
+    const matmul_out *o = &j->out[i];
+    const sg_tensor *w = o->w;
+    int64_t r0 = (int64_t)(c - (i ? j->chunk_end[i - 1] : 0)) * j->chunk_rows[i];
+    int64_t r1 = r0 + j->chunk_rows[i] < w->rows ? r0 + j->chunk_rows[i] : w->rows;
+    uint64_t row_bytes = dtype_row_bytes(w->type, (uint64_t)w->cols);
+    if (j->xq && kern_uses_int8(j->k, w->type, w->cols))
+        kern_matmul_rows_q8(j->k, w->type, w->data, row_bytes, w->cols, j->xq, j->n, o->y, o->y_stride, r0, r1);
+    else
+        kern_matmul_rows(j->k, w->type, w->data, row_bytes, w->cols, j->x, w->cols, j->n, o->y, o->y_stride, r0, r1);
+}
+
 static void matmul_worker(void *p, int ith, int nth) {
-    const matmul_job *j = p;
-    int64_t rows = j->w->rows;
-    /* whole cache lines of y, and whole tiles of the matrix-matrix kernels */
-    int64_t chunk = ((rows + nth - 1) / nth + KERN_GEMM_ROWS - 1) & ~(int64_t)(KERN_GEMM_ROWS - 1);
-    int64_t r0 = chunk * ith, r1 = r0 + chunk < rows ? r0 + chunk : rows;
-    if (r0 >= r1) return;
-    kern_matmul_rows(j->k, j->w->type, j->w->data, dtype_row_bytes(j->w->type, (uint64_t)j->w->cols),
-                     j->w->cols, j->x, j->w->cols, j->n, j->y, j->y_stride, r0, r1);
+    (void)ith;
+    (void)nth;
+    matmul_job *j = p;
+    int total = j->chunk_end[j->n_out - 1];
+    for (int c; (c = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed)) < total;) matmul_chunk(j, c);
+}
+
+/* y_i = x . W_i^T for the n_out outputs (all W_i of x's width). */
+static void matmul_n(sg_infer *s, const float *x, int n, const matmul_out *out, int n_out) {
+    matmul_job j = {.k = s->k, .x = x, .n = n, .n_out = n_out};
+    int nth = tp_size(s->tp), chunks = 0;
+    int64_t work = 0;
+    bool int8 = false;
+    for (int i = 0; i < n_out; i++) {
+        const sg_tensor *w = out[i].w;
+        j.out[i] = out[i];
+        work += (int64_t)n * w->rows * w->cols;
+        int8 |= kern_uses_int8(s->k, w->type, w->cols);
+        /* Decode: several chunks per thread to even out their pace. A prompt: one per
+         * thread, as the matrix-matrix kernels want long runs of rows. */
+        int per = n == 1 ? nth * MATMUL_CHUNKS_PER_THREAD : nth;
+        int64_t rows = (w->rows + per - 1) / per;
+        j.chunk_rows[i] = (rows + KERN_GEMM_ROWS - 1) & ~(int64_t)(KERN_GEMM_ROWS - 1);
+        chunks += (int)((w->rows + j.chunk_rows[i] - 1) / j.chunk_rows[i]);
+        j.chunk_end[i] = chunks;
+    }
+    if (n == 1 && int8 && (j.xq = kern_act_buffer(out[0].w->cols, 1)))
+        kern_act_quantize(s->k, x, out[0].w->cols, 1, out[0].w->cols, (quant_q8_act *)j.xq);
+    atomic_init(&j.next, 0);
+    /* Below ~256k multiply-adds a fork/join costs more than it saves. */
+    if (work < (1 << 18)) matmul_worker(&j, 0, 1);
+    else tp_run(s->tp, matmul_worker, &j);
+    if (s->bf16)
+        for (int i = 0; i < n_out; i++) round_bf16(out[i].y, (size_t)n * (size_t)out[i].y_stride);
 }
 
 static void matmul(sg_infer *s, const sg_tensor *w, const float *x, int n, float *y, int64_t y_stride) {
-    matmul_job j = {s->k, w, x, n, y, y_stride};
-    /* Below ~256k multiply-adds a fork/join costs more than it saves. */
-    if ((int64_t)n * w->rows * w->cols < (1 << 18)) matmul_worker(&j, 0, 1);
-    else tp_run(s->tp, matmul_worker, &j);
-    if (s->bf16) round_bf16(y, (size_t)n * (size_t)y_stride);
+    matmul_out o = {w, y, y_stride};
+    matmul_n(s, x, n, &o, 1);
 }
 
 /* RMSNorm of n rows of d; in bf16 mode as transformers: weight * normed.to(bf16). */
@@ -297,9 +351,8 @@ static void forward_batch(sg_infer *s, const int32_t *ids, int n, float *logits,
         /* attention rmsnorm */
         rmsnorm_rows(s, s->xb, s->x, L->attn_norm, n, d, c->norm_eps);
         /* qkv matmuls */
-        matmul(s, &L->wq, s->xb, n, s->q, (int64_t)qd);
-        matmul(s, &L->wk, s->xb, n, s->kv_k, (int64_t)kv_dim);
-        matmul(s, &L->wv, s->xb, n, s->kv_v, (int64_t)kv_dim);
+        matmul_n(s, s->xb, n, (matmul_out[]){{&L->wq, s->q, (int64_t)qd}, {&L->wk, s->kv_k, (int64_t)kv_dim},
+                                             {&L->wv, s->kv_v, (int64_t)kv_dim}}, 3);
         /* RoPE, on the layers that use it (SmolLM3 leaves every 4th layer without) */
         if (c->rope_layer[l]) {
             for (int t = 0; t < n; t++) {
@@ -323,8 +376,7 @@ static void forward_batch(sg_infer *s, const int32_t *ids, int n, float *logits,
         residual_add(s, s->x, s->xb, (size_t)n * d);
         /* MLP rmsnorm, SwiGLU, down projection and residual */
         rmsnorm_rows(s, s->xb, s->x, L->ffn_norm, n, d, c->norm_eps);
-        matmul(s, &L->w_gate, s->xb, n, s->gate, c->ffn_dim);
-        matmul(s, &L->w_up, s->xb, n, s->up, c->ffn_dim);
+        matmul_n(s, s->xb, n, (matmul_out[]){{&L->w_gate, s->gate, c->ffn_dim}, {&L->w_up, s->up, c->ffn_dim}}, 2);
         for (size_t i = 0; i < (size_t)n * c->ffn_dim; i++) {
             float g = s->gate[i];
             s->gate[i] = s->bf16 ? bf16r(bf16r(g / (1.0f + expf(-g))) * s->up[i]) : g / (1.0f + expf(-g)) * s->up[i];

@@ -385,16 +385,26 @@ SIMD_VNNI static inline void scales_k4(const uint8_t *s, uint64_t *sc, uint64_t 
     *m = m_lo | (uint64_t)m_hi << 32;
 }
 
-SIMD_VNNI static inline __m512 u8x8_ps(uint64_t v) {
-    return _mm512_castps256_ps512(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)v))));
-}
-
 /* Q4_K and Q5_K: per super-block, the 8-block factors d * sc_j * dx and the mins' share
- * dmin * m_j * sum_j(x); Q5_K adds the 5th bits from qh (hbit: nonzero for Q5_K). */
+ * dmin * m_j * sum_j(x); Q5_K adds the 5th bits from qh.
+ *
+ * Decode is bound by the vector instructions per super-block, so they are few: Q4_K's
+ * high nibbles stay in place (q & 0xF0 is 16 times the weight) and 16 times every low
+ * nibble's scale makes up for it, the row's sum coming out 16 times too large (powers
+ * of two: exact). The scales and mins go to floats in one vector, sc_j and m_j
+ * interleaved, so one multiply by (d, dmin, d, dmin, ...) scales them all. */
 CORE void k4_core(const void *w, size_t block_bytes, bool q5, const quant_q8_act *a, int64_t a_stride, int64_t n,
                   int nt, float *out) {
     const __m512i m4 = _mm512_set1_epi8(15), sixteen = _mm512_set1_epi8(16);
     const __m512i shift = _mm512_set_epi64(4, 4, 4, 4, 0, 0, 0, 0);   /* low nibbles, then high */
+    /* Q4_K: per 64-weight chunk, low nibbles in the first 32 bytes, high ones in place */
+    const __m512i nib = _mm512_inserti64x4(_mm512_set1_epi8(15), _mm256_set1_epi8((char)0xF0), 1);
+    /* lane 2j: sc_j's weight, 16 for Q4_K's low nibbles (even j); lane 2j + 1: m_j's */
+    const __m512 lo16 = q5 ? _mm512_set1_ps(1) : _mm512_set_ps(1, 1, 1, 16, 1, 1, 1, 16, 1, 1, 1, 16, 1, 1, 1, 16);
+    /* lane l of e0 / e1: sc_(l / 4) / sc_(4 + l / 4), the 32-block of 8-block l or 16 + l */
+    const __m512i e0_idx = _mm512_set_epi32(6, 6, 6, 6, 4, 4, 4, 4, 2, 2, 2, 2, 0, 0, 0, 0);
+    const __m512i e1_idx = _mm512_add_epi32(e0_idx, _mm512_set1_epi32(8));
+    const __m512i min_idx = _mm512_set_epi32(15, 15, 13, 13, 11, 11, 9, 9, 7, 7, 5, 5, 3, 3, 1, 1);
     __m512i hmask[4];   /* chunk c: 5th bits are bit 2c (first 32 weights) and 2c+1 (next 32) of qh */
     #pragma GCC unroll 8
     for (int c = 0; c < 4; c++)
@@ -410,9 +420,13 @@ CORE void k4_core(const void *w, size_t block_bytes, bool q5, const quant_q8_act
         prefetch_ahead(blk, (int)block_bytes);
         uint64_t sc, m;
         scales_k4(b4->scales, &sc, &m);
-        __m512 wsc = _mm512_mul_ps(u8x8_ps(sc), _mm512_set1_ps(_cvtsh_ss(b4->d)));
-        __m512 e0 = _mm512_permutexvar_ps(quad_index(0), wsc), e1 = _mm512_permutexvar_ps(quad_index(4), wsc);
-        __m512 mins = _mm512_permutexvar_ps(dup2_index(0), _mm512_mul_ps(u8x8_ps(m), _mm512_set1_ps(_cvtsh_ss(b4->dmin))));
+        uint32_t dd;   /* d and dmin */
+        __builtin_memcpy(&dd, blk, 4);
+        __m512 scm = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_unpacklo_epi8(_mm_cvtsi64_si128((long long)sc),
+                                                                             _mm_cvtsi64_si128((long long)m))));
+        scm = _mm512_mul_ps(_mm512_mul_ps(scm, _mm512_cvtph_ps(_mm256_set1_epi32((int)dd))), lo16);
+        __m512 e0 = _mm512_permutexvar_ps(e0_idx, scm), e1 = _mm512_permutexvar_ps(e1_idx, scm);
+        __m512 mins = _mm512_permutexvar_ps(min_idx, scm);
         __m512 fac[NTMAX][2];
         #pragma GCC unroll 8
         for (int t = 0; t < nt; t++) {
@@ -426,8 +440,12 @@ CORE void k4_core(const void *w, size_t block_bytes, bool q5, const quant_q8_act
         #pragma GCC unroll 8
         for (int c = 0; c < 4; c++) {
             __m512i q = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(qs + 32 * c)));
-            q = _mm512_and_si512(_mm512_srlv_epi64(q, shift), m4);
-            if (q5) q = _mm512_mask_add_epi8(q, _mm512_test_epi8_mask(qh, hmask[c]), q, sixteen);
+            if (q5) {
+                q = _mm512_and_si512(_mm512_srlv_epi64(q, shift), m4);
+                q = _mm512_mask_add_epi8(q, _mm512_test_epi8_mask(qh, hmask[c]), q, sixteen);
+            } else {
+                q = _mm512_and_si512(q, nib);
+            }
             #pragma GCC unroll 8
             for (int t = 0; t < nt; t++) {
                 const quant_q8_act *g = a + t * a_stride + i;
@@ -438,8 +456,10 @@ CORE void k4_core(const void *w, size_t block_bytes, bool q5, const quant_q8_act
         }
     }
     #pragma GCC unroll 8
-    for (int t = 0; t < nt; t++)
-        out[t] = _mm512_reduce_add_ps(_mm512_add_ps(acc[t][0], acc[t][1])) - _mm512_reduce_add_ps(acc_min[t]);
+    for (int t = 0; t < nt; t++) {
+        float sum = _mm512_reduce_add_ps(_mm512_add_ps(acc[t][0], acc[t][1]));
+        out[t] = (q5 ? sum : sum * (1.f / 16)) - _mm512_reduce_add_ps(acc_min[t]);
+    }
 }
 
 CORE void q6_K_core(const void *w, const quant_q8_act *a, int64_t a_stride, int64_t n, int nt, float *out) {
