@@ -3,11 +3,13 @@
  * "stream" with a 512 MiB one read once per pass (what decode sees). Decode is bound by
  * whichever is lower; a hot figure below the machine's per-core memory bandwidth means
  * the kernel, not memory, limits generation. Thread CPU time, medians: a shared machine
- * adds noise to wall-clock means. Prints figures; asserts nothing. */
+ * adds noise to wall-clock means. Prints figures; asserts nothing.
+ * Usage: bench_kernels [scalar|avx2|avx512 [TYPES]], TYPES as "Q4_K,F16". */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/mman.h>
 
 #include "engine/kernels.h"
 
@@ -55,9 +57,12 @@ int main(int argc, char **argv) {
            k->qdot[SG_Q4_K] ? " (int8 activations)" : "", COLS);
     for (size_t ti = 0; ti < sizeof types / sizeof *types; ti++) {
         sg_dtype t = types[ti];
+        if (argc > 2 && !strstr(argv[2], dtype_info(t)->name)) continue;   /* e.g. "Q4_K,F16" */
         uint64_t rb = dtype_row_bytes(t, COLS);
         int64_t hot_rows = (1 << 20) / (int64_t)rb, cold_rows = ((int64_t)512 << 20) / (int64_t)rb;
-        unsigned char *w = malloc((size_t)(rb * (uint64_t)cold_rows));
+        size_t wbytes = ((size_t)(rb * (uint64_t)cold_rows) + (2u << 20) - 1) & ~(size_t)((2u << 20) - 1);
+        unsigned char *w = aligned_alloc(2u << 20, wbytes);
+        if (getenv("BENCH_HUGE")) madvise(w, wbytes, MADV_HUGEPAGE);
         float *y = malloc((size_t)cold_rows * sizeof *y);
         /* random rows, copied: quantizing all of them would take longer than the bench */
         for (int r = 0; r < 64; r++) {
