@@ -202,24 +202,45 @@ typedef struct matmul_job {
     const quant_q8_act *xq;    /* x as int8 rows (decode, when some w takes them), or NULL */
     int n;
     int n_out;
+    bool swiglu;               /* out[0] = gate, out[1] = up: a chunk's rows of both, then
+                                * gate = silu(gate) * up on them, in the threads */
+    bool bf16;                 /* sg_infer's bf16: round each output as transformers does */
     matmul_out out[MATMUL_MAX_OUT];
     int64_t chunk_rows[MATMUL_MAX_OUT];   /* rows per chunk: whole tiles of KERN_GEMM_ROWS */
     int chunk_end[MATMUL_MAX_OUT];        /* chunks of out[0 .. i], cumulated */
     atomic_int next;                      /* next chunk to take */
 } matmul_job;
 
-static void matmul_chunk(const matmul_job *j, int c) {
-    int i = 0;
-    while (c >= j->chunk_end[i]) i++;
-    const matmul_out *o = &j->out[i];
+static void matmul_rows(const matmul_job *j, const matmul_out *o, int64_t r0, int64_t r1) {
     const sg_tensor *w = o->w;
-    int64_t r0 = (int64_t)(c - (i ? j->chunk_end[i - 1] : 0)) * j->chunk_rows[i];
-    int64_t r1 = r0 + j->chunk_rows[i] < w->rows ? r0 + j->chunk_rows[i] : w->rows;
     uint64_t row_bytes = dtype_row_bytes(w->type, (uint64_t)w->cols);
     if (j->xq && kern_uses_int8(j->k, w->type, w->cols))
         kern_matmul_rows_q8(j->k, w->type, w->data, row_bytes, w->cols, j->xq, j->n, o->y, o->y_stride, r0, r1);
     else
         kern_matmul_rows(j->k, w->type, w->data, row_bytes, w->cols, j->x, w->cols, j->n, o->y, o->y_stride, r0, r1);
+}
+
+static void matmul_chunk(const matmul_job *j, int c) {
+    int i = 0;
+    while (c >= j->chunk_end[i]) i++;
+    int64_t rows = j->out[i].w->rows;
+    int64_t r0 = (int64_t)(c - (i ? j->chunk_end[i - 1] : 0)) * j->chunk_rows[i];
+    int64_t r1 = r0 + j->chunk_rows[i] < rows ? r0 + j->chunk_rows[i] : rows;
+    matmul_rows(j, &j->out[i], r0, r1);
+    if (!j->swiglu) return;
+    matmul_rows(j, &j->out[1], r0, r1);
+    for (int t = 0; t < j->n; t++) {
+        float *gate = j->out[0].y + t * j->out[0].y_stride, *up = j->out[1].y + t * j->out[1].y_stride;
+        for (int64_t r = r0; r < r1; r++) {
+            float g = gate[r];
+            if (j->bf16) {
+                g = bf16r(g);
+                gate[r] = bf16r(bf16r(g / (1.0f + expf(-g))) * bf16r(up[r]));
+            } else {
+                gate[r] = g / (1.0f + expf(-g)) * up[r];
+            }
+        }
+    }
 }
 
 static void matmul_worker(void *p, int ith, int nth) {
@@ -230,9 +251,10 @@ static void matmul_worker(void *p, int ith, int nth) {
     for (int c; (c = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed)) < total;) matmul_chunk(j, c);
 }
 
-/* y_i = x . W_i^T for the n_out outputs (all W_i of x's width). */
-static void matmul_n(sg_infer *s, const float *x, int n, const matmul_out *out, int n_out) {
-    matmul_job j = {.k = s->k, .x = x, .n = n, .n_out = n_out};
+/* y_i = x . W_i^T for the n_out outputs (all W_i of x's width). swiglu: two outputs,
+ * gate and up, of the same rows; out[0].y becomes silu(gate) * up, out[1].y is spent. */
+static void matmul_n(sg_infer *s, const float *x, int n, const matmul_out *out, int n_out, bool swiglu) {
+    matmul_job j = {.k = s->k, .x = x, .n = n, .n_out = swiglu ? 1 : n_out, .swiglu = swiglu, .bf16 = s->bf16};
     int nth = tp_size(s->tp), chunks = 0;
     int64_t work = 0;
     bool int8 = false;
@@ -241,6 +263,7 @@ static void matmul_n(sg_infer *s, const float *x, int n, const matmul_out *out, 
         j.out[i] = out[i];
         work += (int64_t)n * w->rows * w->cols;
         int8 |= kern_uses_int8(s->k, w->type, w->cols);
+        if (i >= j.n_out) continue;   /* swiglu's up: chunked with gate */
         /* Decode: several chunks per thread to even out their pace. A prompt: one per
          * thread, as the matrix-matrix kernels want long runs of rows. */
         int per = n == 1 ? nth * MATMUL_CHUNKS_PER_THREAD : nth;
@@ -255,13 +278,13 @@ static void matmul_n(sg_infer *s, const float *x, int n, const matmul_out *out, 
     /* Below ~256k multiply-adds a fork/join costs more than it saves. */
     if (work < (1 << 18)) matmul_worker(&j, 0, 1);
     else tp_run(s->tp, matmul_worker, &j);
-    if (s->bf16)
+    if (s->bf16 && !swiglu)
         for (int i = 0; i < n_out; i++) round_bf16(out[i].y, (size_t)n * (size_t)out[i].y_stride);
 }
 
 static void matmul(sg_infer *s, const sg_tensor *w, const float *x, int n, float *y, int64_t y_stride) {
     matmul_out o = {w, y, y_stride};
-    matmul_n(s, x, n, &o, 1);
+    matmul_n(s, x, n, &o, 1, false);
 }
 
 /* RMSNorm of n rows of d; in bf16 mode as transformers: weight * normed.to(bf16). */
@@ -352,7 +375,7 @@ static void forward_batch(sg_infer *s, const int32_t *ids, int n, float *logits,
         rmsnorm_rows(s, s->xb, s->x, L->attn_norm, n, d, c->norm_eps);
         /* qkv matmuls */
         matmul_n(s, s->xb, n, (matmul_out[]){{&L->wq, s->q, (int64_t)qd}, {&L->wk, s->kv_k, (int64_t)kv_dim},
-                                             {&L->wv, s->kv_v, (int64_t)kv_dim}}, 3);
+                                             {&L->wv, s->kv_v, (int64_t)kv_dim}}, 3, false);
         /* RoPE, on the layers that use it (SmolLM3 leaves every 4th layer without) */
         if (c->rope_layer[l]) {
             for (int t = 0; t < n; t++) {
@@ -376,11 +399,7 @@ static void forward_batch(sg_infer *s, const int32_t *ids, int n, float *logits,
         residual_add(s, s->x, s->xb, (size_t)n * d);
         /* MLP rmsnorm, SwiGLU, down projection and residual */
         rmsnorm_rows(s, s->xb, s->x, L->ffn_norm, n, d, c->norm_eps);
-        matmul_n(s, s->xb, n, (matmul_out[]){{&L->w_gate, s->gate, c->ffn_dim}, {&L->w_up, s->up, c->ffn_dim}}, 2);
-        for (size_t i = 0; i < (size_t)n * c->ffn_dim; i++) {
-            float g = s->gate[i];
-            s->gate[i] = s->bf16 ? bf16r(bf16r(g / (1.0f + expf(-g))) * s->up[i]) : g / (1.0f + expf(-g)) * s->up[i];
-        }
+        matmul_n(s, s->xb, n, (matmul_out[]){{&L->w_gate, s->gate, c->ffn_dim}, {&L->w_up, s->up, c->ffn_dim}}, 2, true);
         matmul(s, &L->w_down, s->gate, n, s->xb, d);
         residual_add(s, s->x, s->xb, (size_t)n * d);
     }
