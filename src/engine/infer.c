@@ -186,9 +186,13 @@ void infer_truncate(sg_infer *s, int n_past) {
 /* One fork/join computes up to three products of the same x (q/k/v, gate/up). Their rows
  * are handed out in chunks from a shared counter, so a thread that falls behind (another
  * process on its core, a slower memory path) takes fewer chunks instead of holding the
- * others at the join. Decode quantizes x to int8 once, before the fork, rather than once
- * per thread and matrix. */
-enum { MATMUL_MAX_OUT = 3, MATMUL_CHUNKS_PER_THREAD = 8 };
+ * others at the join. Decode's chunks shrink as the rows run out, each 1/(2 nth) of what
+ * is left (at least MATMUL_MIN_ROWS, a cache line of y): few large ones while there is
+ * plenty, small ones at the end so that the threads finish together. A prompt's are one
+ * per thread in whole KERN_GEMM_ROWS tiles, the long runs of rows the matrix-matrix
+ * kernels want. Decode quantizes x to int8 once, before the fork, rather than once per
+ * thread and matrix. */
+enum { MATMUL_MAX_OUT = 3, MATMUL_MAX_CHUNKS = 256, MATMUL_MIN_ROWS = 16 };
 
 typedef struct matmul_out {
     const sg_tensor *w;
@@ -206,9 +210,10 @@ typedef struct matmul_job {
                                 * gate = silu(gate) * up on them, in the threads */
     bool bf16;                 /* sg_infer's bf16: round each output as transformers does */
     matmul_out out[MATMUL_MAX_OUT];
-    int64_t chunk_rows[MATMUL_MAX_OUT];   /* rows per chunk: whole tiles of KERN_GEMM_ROWS */
-    int chunk_end[MATMUL_MAX_OUT];        /* chunks of out[0 .. i], cumulated */
-    atomic_int next;                      /* next chunk to take */
+    int n_chunks;
+    int64_t r0[MATMUL_MAX_CHUNKS], r1[MATMUL_MAX_CHUNKS];   /* chunk c: rows r0 .. r1 - 1 */
+    uint8_t of[MATMUL_MAX_CHUNKS];                         /* ... of out[of[c]] */
+    atomic_int next;                                       /* next chunk to take */
 } matmul_job;
 
 static void matmul_rows(const matmul_job *j, const matmul_out *o, int64_t r0, int64_t r1) {
@@ -221,12 +226,8 @@ static void matmul_rows(const matmul_job *j, const matmul_out *o, int64_t r0, in
 }
 
 static void matmul_chunk(const matmul_job *j, int c) {
-    int i = 0;
-    while (c >= j->chunk_end[i]) i++;
-    int64_t rows = j->out[i].w->rows;
-    int64_t r0 = (int64_t)(c - (i ? j->chunk_end[i - 1] : 0)) * j->chunk_rows[i];
-    int64_t r1 = r0 + j->chunk_rows[i] < rows ? r0 + j->chunk_rows[i] : rows;
-    matmul_rows(j, &j->out[i], r0, r1);
+    int64_t r0 = j->r0[c], r1 = j->r1[c];
+    matmul_rows(j, &j->out[j->of[c]], r0, r1);
     if (!j->swiglu) return;
     matmul_rows(j, &j->out[1], r0, r1);
     for (int t = 0; t < j->n; t++) {
@@ -247,15 +248,14 @@ static void matmul_worker(void *p, int ith, int nth) {
     (void)ith;
     (void)nth;
     matmul_job *j = p;
-    int total = j->chunk_end[j->n_out - 1];
-    for (int c; (c = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed)) < total;) matmul_chunk(j, c);
+    for (int c; (c = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed)) < j->n_chunks;) matmul_chunk(j, c);
 }
 
 /* y_i = x . W_i^T for the n_out outputs (all W_i of x's width). swiglu: two outputs,
  * gate and up, of the same rows; out[0].y becomes silu(gate) * up, out[1].y is spent. */
 static void matmul_n(sg_infer *s, const float *x, int n, const matmul_out *out, int n_out, bool swiglu) {
     matmul_job j = {.k = s->k, .x = x, .n = n, .n_out = swiglu ? 1 : n_out, .swiglu = swiglu, .bf16 = s->bf16};
-    int nth = tp_size(s->tp), chunks = 0;
+    int nth = tp_size(s->tp);
     int64_t work = 0;
     bool int8 = false;
     for (int i = 0; i < n_out; i++) {
@@ -264,13 +264,18 @@ static void matmul_n(sg_infer *s, const float *x, int n, const matmul_out *out, 
         work += (int64_t)n * w->rows * w->cols;
         int8 |= kern_uses_int8(s->k, w->type, w->cols);
         if (i >= j.n_out) continue;   /* swiglu's up: chunked with gate */
-        /* Decode: several chunks per thread to even out their pace. A prompt: one per
-         * thread, as the matrix-matrix kernels want long runs of rows. */
-        int per = n == 1 ? nth * MATMUL_CHUNKS_PER_THREAD : nth;
-        int64_t rows = (w->rows + per - 1) / per;
-        j.chunk_rows[i] = (rows + KERN_GEMM_ROWS - 1) & ~(int64_t)(KERN_GEMM_ROWS - 1);
-        chunks += (int)((w->rows + j.chunk_rows[i] - 1) / j.chunk_rows[i]);
-        j.chunk_end[i] = chunks;
+        int64_t fixed = ((w->rows + nth - 1) / nth + KERN_GEMM_ROWS - 1) & ~(int64_t)(KERN_GEMM_ROWS - 1);
+        for (int64_t r = 0; r < w->rows; j.n_chunks++) {
+            int64_t size = fixed;
+            if (n == 1) {
+                size = ((w->rows - r) / (2 * nth) + MATMUL_MIN_ROWS - 1) & ~(int64_t)(MATMUL_MIN_ROWS - 1);
+                if (size < MATMUL_MIN_ROWS) size = MATMUL_MIN_ROWS;
+            }
+            if (j.n_chunks == MATMUL_MAX_CHUNKS - MATMUL_MAX_OUT + i) size = w->rows - r;   /* room for the others */
+            j.r0[j.n_chunks] = r;
+            j.r1[j.n_chunks] = r = r + size < w->rows ? r + size : w->rows;
+            j.of[j.n_chunks] = (uint8_t)i;
+        }
     }
     if (n == 1 && int8 && (j.xq = kern_act_buffer(out[0].w->cols, 1)))
         kern_act_quantize(s->k, x, out[0].w->cols, 1, out[0].w->cols, (quant_q8_act *)j.xq);
