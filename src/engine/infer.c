@@ -3,7 +3,6 @@
 #include "engine/infer.h"
 
 #include <math.h>
-#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -184,7 +183,7 @@ void infer_truncate(sg_infer *s, int n_past) {
 /* ---- parallel matmul: y (n, rows) = x (n, cols) . W^T ---- */
 
 /* One fork/join computes up to three products of the same x (q/k/v, gate/up). Their rows
- * are handed out in chunks from a shared counter, so a thread that falls behind (another
+ * are handed out in chunks (tp_run_chunks), so a thread that falls behind (another
  * process on its core, a slower memory path) takes fewer chunks instead of holding the
  * others at the join. Decode's chunks shrink as the rows run out, each 1/(2 nth) of what
  * is left (at least MATMUL_MIN_ROWS, a cache line of y): few large ones while there is
@@ -213,7 +212,6 @@ typedef struct matmul_job {
     int n_chunks;
     int64_t r0[MATMUL_MAX_CHUNKS], r1[MATMUL_MAX_CHUNKS];   /* chunk c: rows r0 .. r1 - 1 */
     uint8_t of[MATMUL_MAX_CHUNKS];                         /* ... of out[of[c]] */
-    atomic_int next;                                       /* next chunk to take */
 } matmul_job;
 
 static void matmul_rows(const matmul_job *j, const matmul_out *o, int64_t r0, int64_t r1) {
@@ -225,7 +223,8 @@ static void matmul_rows(const matmul_job *j, const matmul_out *o, int64_t r0, in
         kern_matmul_rows(j->k, w->type, w->data, row_bytes, w->cols, j->x, w->cols, j->n, o->y, o->y_stride, r0, r1);
 }
 
-static void matmul_chunk(const matmul_job *j, int c) {
+static void matmul_chunk(void *p, int c) {
+    const matmul_job *j = p;
     int64_t r0 = j->r0[c], r1 = j->r1[c];
     matmul_rows(j, &j->out[j->of[c]], r0, r1);
     if (!j->swiglu) return;
@@ -242,13 +241,6 @@ static void matmul_chunk(const matmul_job *j, int c) {
             }
         }
     }
-}
-
-static void matmul_worker(void *p, int ith, int nth) {
-    (void)ith;
-    (void)nth;
-    matmul_job *j = p;
-    for (int c; (c = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed)) < j->n_chunks;) matmul_chunk(j, c);
 }
 
 /* y_i = x . W_i^T for the n_out outputs (all W_i of x's width). swiglu: two outputs,
@@ -279,10 +271,11 @@ static void matmul_n(sg_infer *s, const float *x, int n, const matmul_out *out, 
     }
     if (n == 1 && int8 && (j.xq = kern_act_buffer(out[0].w->cols, 1)))
         kern_act_quantize(s->k, x, out[0].w->cols, 1, out[0].w->cols, (quant_q8_act *)j.xq);
-    atomic_init(&j.next, 0);
     /* Below ~256k multiply-adds a fork/join costs more than it saves. */
-    if (work < (1 << 18)) matmul_worker(&j, 0, 1);
-    else tp_run(s->tp, matmul_worker, &j);
+    if (work < (1 << 18))
+        for (int c = 0; c < j.n_chunks; c++) matmul_chunk(&j, c);
+    else
+        tp_run_chunks(s->tp, matmul_chunk, &j, j.n_chunks);
     if (s->bf16 && !swiglu)
         for (int i = 0; i < n_out; i++) round_bf16(out[i].y, (size_t)n * (size_t)out[i].y_stride);
 }
