@@ -163,6 +163,43 @@ static void test_act_quantize(void) {
     CHECK(a.d[0] == 0 && a.qs[5] == 0 && a.s[0] == 0);
 }
 
+/* A table's activation quantizer gives quant_act_quantize's bytes, bit for bit: values
+ * of mixed magnitudes, exact ties (x * id = k + 0.5), all-zero 8-blocks, rows of whole
+ * and partial 256-groups. */
+static void check_act_quantize(const kern_table *k) {
+    if (!k->act_quantize) return;
+    static const int ns[] = {32, 64, 96, 224, 256, 288, 544, 2048, 2080, 11008};
+    for (size_t si = 0; si < sizeof ns / sizeof *ns; si++) {
+        int n = ns[si];
+        int64_t groups = quant_act_groups(n);
+        float *x = malloc((size_t)n * sizeof *x);
+        quant_q8_act *a = calloc((size_t)groups, sizeof *a), *b = calloc((size_t)groups, sizeof *b);
+        for (int pass = 0; pass < 3; pass++) {
+            for (int i = 0; i < n; i++) {
+                float scale = (i / 8) % 5 == 0 ? 1e-3f : (i / 8) % 5 == 1 ? 30.0f : 1.0f;
+                x[i] = frand() * scale;
+                if (pass == 1 && (i / 8) % 7 == 3) x[i] = 0;
+                if (pass == 2) x[i] = (float)((i % 8 == 0 ? 127 : (int)(frand() * 127)) + (i % 3 == 0 ? 0.5f : 0));
+            }
+            memset(a, 0x5a, (size_t)groups * sizeof *a);
+            memset(b, 0x5a, (size_t)groups * sizeof *b);
+            quant_act_quantize(x, a, n);
+            k->act_quantize(x, b, n);
+            CHECK_MSG(memcmp(a, b, (size_t)groups * sizeof *a) == 0, "%s act_quantize n=%d pass %d differs", k->name, n, pass);
+        }
+        free(x);
+        free(a);
+        free(b);
+    }
+}
+
+static void test_act_quantize_simd(void) {
+    __builtin_cpu_init();
+    if (kern_avx2.name && __builtin_cpu_supports("avx2")) check_act_quantize(&kern_avx2);
+    if (kern_avx512.name && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw"))
+        check_act_quantize(&kern_avx512);
+}
+
 static void test_scalar_qdot(void) { check_qdot(&kern_scalar); }   /* none: the float reference */
 
 static void test_avx2(void) {
@@ -234,6 +271,7 @@ int main(int argc, char **argv) {
     RUN(test_selected);
     RUN(test_scalar_qdot);
     RUN(test_act_quantize);
+    RUN(test_act_quantize_simd);
     RUN(test_q8_0_layout);
     RUN(test_rmsnorm_softmax);
     return tu_finish(argv[0]);

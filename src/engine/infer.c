@@ -236,32 +236,106 @@ int infer_seq_copy(sg_infer *s, int src, int dst, int n, sg_error *err) {
 
 /* ---- parallel matmul: y (n, rows) = x (n, cols) . W^T ---- */
 
-typedef struct matmul_job {
-    const kern_table *k;
+/* One fork/join computes up to three products of the same x (q/k/v, gate/up). Their rows
+ * are handed out in chunks (tp_run_chunks), so a thread that falls behind (another
+ * process on its core, a slower memory path) takes fewer chunks instead of holding the
+ * others at the join. Decode's chunks shrink as the rows run out, each 1/(2 nth) of what
+ * is left (at least MATMUL_MIN_ROWS, a cache line of y): few large ones while there is
+ * plenty, small ones at the end so that the threads finish together. A prompt's are one
+ * per thread in whole KERN_GEMM_ROWS tiles, the long runs of rows the matrix-matrix
+ * kernels want. Decode quantizes x to int8 once, before the fork, rather than once per
+ * thread and matrix. */
+enum { MATMUL_MAX_OUT = 3, MATMUL_MAX_CHUNKS = 256, MATMUL_MIN_ROWS = 16 };
+
+typedef struct matmul_out {
     const sg_tensor *w;
-    const float *x;
-    int n;
     float *y;
     int64_t y_stride;
+} matmul_out;
+
+typedef struct matmul_job {
+    const kern_table *k;
+    const float *x;
+    const quant_q8_act *xq;    /* x as int8 rows (decode, when some w takes them), or NULL */
+    int n;
+    int n_out;
+    bool swiglu;               /* out[0] = gate, out[1] = up: a chunk's rows of both, then
+                                * gate = silu(gate) * up on them, in the threads */
+    bool bf16;                 /* sg_infer's bf16: round each output as transformers does */
+    matmul_out out[MATMUL_MAX_OUT];
+    int n_chunks;
+    int64_t r0[MATMUL_MAX_CHUNKS], r1[MATMUL_MAX_CHUNKS];   /* chunk c: rows r0 .. r1 - 1 */
+    uint8_t of[MATMUL_MAX_CHUNKS];                         /* ... of out[of[c]] */
 } matmul_job;
 
-static void matmul_worker(void *p, int ith, int nth) {
+static void matmul_rows(const matmul_job *j, const matmul_out *o, int64_t r0, int64_t r1) {
+    const sg_tensor *w = o->w;
+    uint64_t row_bytes = dtype_row_bytes(w->type, (uint64_t)w->cols);
+    if (j->xq && kern_uses_int8(j->k, w->type, w->cols))
+        kern_matmul_rows_q8(j->k, w->type, w->data, row_bytes, w->cols, j->xq, j->n, o->y, o->y_stride, r0, r1);
+    else
+        kern_matmul_rows(j->k, w->type, w->data, row_bytes, w->cols, j->x, w->cols, j->n, o->y, o->y_stride, r0, r1);
+}
+
+static void matmul_chunk(void *p, int c) {
     const matmul_job *j = p;
-    int64_t rows = j->w->rows;
-    /* whole cache lines of y, and whole tiles of the matrix-matrix kernels */
-    int64_t chunk = ((rows + nth - 1) / nth + KERN_GEMM_ROWS - 1) & ~(int64_t)(KERN_GEMM_ROWS - 1);
-    int64_t r0 = chunk * ith, r1 = r0 + chunk < rows ? r0 + chunk : rows;
-    if (r0 >= r1) return;
-    kern_matmul_rows(j->k, j->w->type, j->w->data, dtype_row_bytes(j->w->type, (uint64_t)j->w->cols),
-                     j->w->cols, j->x, j->w->cols, j->n, j->y, j->y_stride, r0, r1);
+    int64_t r0 = j->r0[c], r1 = j->r1[c];
+    matmul_rows(j, &j->out[j->of[c]], r0, r1);
+    if (!j->swiglu) return;
+    matmul_rows(j, &j->out[1], r0, r1);
+    for (int t = 0; t < j->n; t++) {
+        float *gate = j->out[0].y + t * j->out[0].y_stride, *up = j->out[1].y + t * j->out[1].y_stride;
+        if (!j->bf16) {
+            ops_swiglu(gate + r0, up + r0, (size_t)(r1 - r0));
+            continue;
+        }
+        for (int64_t r = r0; r < r1; r++) {
+            float g = bf16r(gate[r]);
+            gate[r] = bf16r(bf16r(g / (1.0f + expf(-g))) * bf16r(up[r]));
+        }
+    }
+}
+
+/* y_i = x . W_i^T for the n_out outputs (all W_i of x's width). swiglu: two outputs,
+ * gate and up, of the same rows; out[0].y becomes silu(gate) * up, out[1].y is spent. */
+static void matmul_n(sg_infer *s, const float *x, int n, const matmul_out *out, int n_out, bool swiglu) {
+    matmul_job j = {.k = s->k, .x = x, .n = n, .n_out = swiglu ? 1 : n_out, .swiglu = swiglu, .bf16 = s->bf16};
+    int nth = tp_size(s->tp);
+    int64_t work = 0;
+    bool int8 = false;
+    for (int i = 0; i < n_out; i++) {
+        const sg_tensor *w = out[i].w;
+        j.out[i] = out[i];
+        work += (int64_t)n * w->rows * w->cols;
+        int8 |= kern_uses_int8(s->k, w->type, w->cols);
+        if (i >= j.n_out) continue;   /* swiglu's up: chunked with gate */
+        int64_t fixed = ((w->rows + nth - 1) / nth + KERN_GEMM_ROWS - 1) & ~(int64_t)(KERN_GEMM_ROWS - 1);
+        for (int64_t r = 0; r < w->rows; j.n_chunks++) {
+            int64_t size = fixed;
+            if (n == 1) {
+                size = ((w->rows - r) / (2 * nth) + MATMUL_MIN_ROWS - 1) & ~(int64_t)(MATMUL_MIN_ROWS - 1);
+                if (size < MATMUL_MIN_ROWS) size = MATMUL_MIN_ROWS;
+            }
+            if (j.n_chunks == MATMUL_MAX_CHUNKS - MATMUL_MAX_OUT + i) size = w->rows - r;   /* room for the others */
+            j.r0[j.n_chunks] = r;
+            j.r1[j.n_chunks] = r = r + size < w->rows ? r + size : w->rows;
+            j.of[j.n_chunks] = (uint8_t)i;
+        }
+    }
+    if (n == 1 && int8 && (j.xq = kern_act_buffer(out[0].w->cols, 1)))
+        kern_act_quantize(s->k, x, out[0].w->cols, 1, out[0].w->cols, (quant_q8_act *)j.xq);
+    /* Below ~256k multiply-adds a fork/join costs more than it saves. */
+    if (work < (1 << 18))
+        for (int c = 0; c < j.n_chunks; c++) matmul_chunk(&j, c);
+    else
+        tp_run_chunks(s->tp, matmul_chunk, &j, j.n_chunks);
+    if (s->bf16 && !swiglu)
+        for (int i = 0; i < n_out; i++) round_bf16(out[i].y, (size_t)n * (size_t)out[i].y_stride);
 }
 
 static void matmul(sg_infer *s, const sg_tensor *w, const float *x, int n, float *y, int64_t y_stride) {
-    matmul_job j = {s->k, w, x, n, y, y_stride};
-    /* Below ~256k multiply-adds a fork/join costs more than it saves. */
-    if ((int64_t)n * w->rows * w->cols < (1 << 18)) matmul_worker(&j, 0, 1);
-    else tp_run(s->tp, matmul_worker, &j);
-    if (s->bf16) round_bf16(y, (size_t)n * (size_t)y_stride);
+    matmul_out o = {w, y, y_stride};
+    matmul_n(s, x, n, &o, 1, false);
 }
 
 /* RMSNorm of n rows of d; in bf16 mode as transformers: weight * normed.to(bf16). */
@@ -334,29 +408,6 @@ static void attn_worker(void *p, int ith, int nth) {
     }
 }
 
-/* ---- SwiGLU: gate = silu(gate) * up, in slices across the pool ---- */
-
-typedef struct swiglu_job { sg_infer *s; size_t n; } swiglu_job;
-
-static void swiglu_worker(void *p, int ith, int nth) {
-    const swiglu_job *j = p;
-    sg_infer *s = j->s;
-    size_t chunk = ((j->n + (size_t)nth - 1) / (size_t)nth + 15) & ~(size_t)15;
-    size_t i0 = chunk * (size_t)ith, i1 = i0 + chunk < j->n ? i0 + chunk : j->n;
-    if (i0 >= i1) return;
-    if (!s->bf16) { ops_swiglu(s->gate + i0, s->up + i0, i1 - i0); return; }
-    for (size_t i = i0; i < i1; i++) {
-        float g = s->gate[i];
-        s->gate[i] = bf16r(bf16r(g / (1.0f + expf(-g))) * s->up[i]);
-    }
-}
-
-static void swiglu(sg_infer *s, size_t n) {
-    swiglu_job j = {s, n};
-    if (n < (1 << 15)) swiglu_worker(&j, 0, 1);
-    else tp_run(s->tp, swiglu_worker, &j);
-}
-
 /* ---- one micro-batch ---- */
 
 /* Runs ids[n], token t at sequence s->tok_seq[t], position s->tok_pos[t] (set by the
@@ -381,9 +432,8 @@ static void forward_batch(sg_infer *s, const int32_t *ids, int n, float *logits)
         /* attention rmsnorm */
         rmsnorm_rows(s, s->xb, s->x, L->attn_norm, n, d, c->norm_eps);
         /* qkv matmuls */
-        matmul(s, &L->wq, s->xb, n, s->q, (int64_t)qd);
-        matmul(s, &L->wk, s->xb, n, s->kv_k, (int64_t)kv_dim);
-        matmul(s, &L->wv, s->xb, n, s->kv_v, (int64_t)kv_dim);
+        matmul_n(s, s->xb, n, (matmul_out[]){{&L->wq, s->q, (int64_t)qd}, {&L->wk, s->kv_k, (int64_t)kv_dim},
+                                             {&L->wv, s->kv_v, (int64_t)kv_dim}}, 3, false);
         /* RoPE, on the layers that use it (SmolLM3 leaves every 4th layer without) */
         if (c->rope_layer[l]) {
             for (int t = 0; t < n; t++) {
@@ -409,9 +459,7 @@ static void forward_batch(sg_infer *s, const int32_t *ids, int n, float *logits)
         residual_add(s, s->x, s->xb, (size_t)n * d);
         /* MLP rmsnorm, SwiGLU, down projection and residual */
         rmsnorm_rows(s, s->xb, s->x, L->ffn_norm, n, d, c->norm_eps);
-        matmul(s, &L->w_gate, s->xb, n, s->gate, c->ffn_dim);
-        matmul(s, &L->w_up, s->xb, n, s->up, c->ffn_dim);
-        swiglu(s, (size_t)n * c->ffn_dim);
+        matmul_n(s, s->xb, n, (matmul_out[]){{&L->w_gate, s->gate, c->ffn_dim}, {&L->w_up, s->up, c->ffn_dim}}, 2, true);
         matmul(s, &L->w_down, s->gate, n, s->xb, d);
         residual_add(s, s->x, s->xb, (size_t)n * d);
     }

@@ -138,11 +138,12 @@ const kern_table *kern_active(void) { return g_active; }
 
 /* ---- matmul ---- */
 
-/* A per-thread buffer for the quantized activations of kern_matmul_rows: the matmul runs
- * on the caller's worker threads, which each quantize the (small) activation rows
- * themselves rather than synchronising on a shared copy. Freed when the thread ends. */
+/* Per-thread buffers for quantized activations, freed when the thread ends: g_scratch_key
+ * for kern_matmul_rows, which runs on the caller's worker threads and has each quantize
+ * the (small) activation rows itself rather than synchronising on a shared copy;
+ * g_act_key for kern_act_buffer, whose caller shares the rows with other threads. */
 typedef struct scratch { void *p; size_t cap; } scratch;
-static pthread_key_t g_scratch_key;
+static pthread_key_t g_scratch_key, g_act_key;
 static pthread_once_t g_scratch_once = PTHREAD_ONCE_INIT;
 
 static void scratch_destroy(void *p) {
@@ -151,14 +152,17 @@ static void scratch_destroy(void *p) {
     free(s);
 }
 
-static void scratch_key_init(void) { pthread_key_create(&g_scratch_key, scratch_destroy); }
+static void scratch_key_init(void) {
+    pthread_key_create(&g_scratch_key, scratch_destroy);
+    pthread_key_create(&g_act_key, scratch_destroy);
+}
 
-static void *scratch_get(size_t bytes) {
+static void *scratch_get(pthread_key_t *key, size_t bytes) {
     pthread_once(&g_scratch_once, scratch_key_init);
-    scratch *s = pthread_getspecific(g_scratch_key);
+    scratch *s = pthread_getspecific(*key);
     if (!s) {
         s = calloc(1, sizeof *s);
-        if (!s || pthread_setspecific(g_scratch_key, s)) { free(s); return NULL; }
+        if (!s || pthread_setspecific(*key, s)) { free(s); return NULL; }
     }
     if (s->cap < bytes) {
         void *p = realloc(s->p, bytes);
@@ -169,6 +173,44 @@ static void *scratch_get(size_t bytes) {
     return s->p;
 }
 
+bool kern_uses_int8(const kern_table *k, sg_dtype w_type, int64_t cols) {
+    return k->qdot[w_type] && cols % QUANT_QK == 0;
+}
+
+quant_q8_act *kern_act_buffer(int64_t cols, int n_tok) {
+    return scratch_get(&g_act_key, (size_t)(quant_act_groups(cols) * n_tok) * sizeof(quant_q8_act));
+}
+
+void kern_act_quantize(const kern_table *k, const float *x, int64_t x_stride, int n_tok, int64_t cols,
+                       quant_q8_act *xq) {
+    int64_t groups = quant_act_groups(cols);
+    void (*quantize)(const float *, quant_q8_act *, int64_t) = k->act_quantize ? k->act_quantize : quant_act_quantize;
+    for (int t = 0; t < n_tok; t++) quantize(x + t * x_stride, xq + t * groups, cols);
+}
+
+void kern_matmul_rows_q8(const kern_table *k, sg_dtype w_type, const void *w, uint64_t w_row_bytes,
+                         int64_t cols, const quant_q8_act *xq, int n_tok,
+                         float *y, int64_t y_stride, int64_t r0, int64_t r1) {
+    const unsigned char *wb = w;
+    int64_t groups = quant_act_groups(cols);
+    kern_qdot_fn qdot = k->qdot[w_type];
+    kern_qdotn_fn qdotn = k->qdotn[w_type];
+    if (n_tok == 1) {   /* decode: one row after another, nothing else in the loop */
+        for (int64_t r = r0; r < r1; r++) y[r] = qdot(wb + (uint64_t)r * w_row_bytes, xq, cols);
+        return;
+    }
+    for (int64_t r = r0; r < r1; r++) {
+        const void *row = wb + (uint64_t)r * w_row_bytes;
+        int t = 0;
+        for (; qdotn && t + KERN_QDOT_TOKENS <= n_tok; t += KERN_QDOT_TOKENS) {
+            float out[KERN_QDOT_TOKENS];
+            qdotn(row, xq + t * groups, groups, cols, out);
+            for (int k2 = 0; k2 < KERN_QDOT_TOKENS; k2++) y[(t + k2) * y_stride + r] = out[k2];
+        }
+        for (; t < n_tok; t++) y[t * y_stride + r] = qdot(row, xq + t * groups, cols);
+    }
+}
+
 void kern_matmul_rows(const kern_table *k, sg_dtype w_type, const void *w, uint64_t w_row_bytes,
                       int64_t cols, const float *x, int64_t x_stride, int n_tok,
                       float *y, int64_t y_stride, int64_t r0, int64_t r1) {
@@ -176,22 +218,12 @@ void kern_matmul_rows(const kern_table *k, sg_dtype w_type, const void *w, uint6
         k->gemm(w_type, w, w_row_bytes, cols, x, x_stride, n_tok, y, y_stride, r0, r1))
         return;
     const unsigned char *wb = w;
-    kern_qdot_fn qdot = k->qdot[w_type];
-    int64_t groups = quant_act_groups(cols);
-    quant_q8_act *xq = qdot && cols % QUANT_QK == 0 ? scratch_get((size_t)(groups * n_tok) * sizeof(quant_q8_act)) : NULL;
+    quant_q8_act *xq = kern_uses_int8(k, w_type, cols)
+                           ? scratch_get(&g_scratch_key, (size_t)(quant_act_groups(cols) * n_tok) * sizeof(quant_q8_act))
+                           : NULL;
     if (xq) {
-        for (int t = 0; t < n_tok; t++) quant_act_quantize(x + t * x_stride, xq + t * groups, cols);
-        kern_qdotn_fn qdotn = k->qdotn[w_type];
-        for (int64_t r = r0; r < r1; r++) {
-            const void *row = wb + (uint64_t)r * w_row_bytes;
-            int t = 0;
-            for (; qdotn && t + KERN_QDOT_TOKENS <= n_tok; t += KERN_QDOT_TOKENS) {
-                float out[KERN_QDOT_TOKENS];
-                qdotn(row, xq + t * groups, groups, cols, out);
-                for (int k2 = 0; k2 < KERN_QDOT_TOKENS; k2++) y[(t + k2) * y_stride + r] = out[k2];
-            }
-            for (; t < n_tok; t++) y[t * y_stride + r] = qdot(row, xq + t * groups, cols);
-        }
+        kern_act_quantize(k, x, x_stride, n_tok, cols, xq);
+        kern_matmul_rows_q8(k, w_type, w, w_row_bytes, cols, xq, n_tok, y, y_stride, r0, r1);
         return;
     }
     kern_dot_fn dot = k->dot[w_type] ? k->dot[w_type] : kern_scalar.dot[w_type];

@@ -54,6 +54,8 @@ typedef struct kern_table {
     kern_qdot_fn qdot[SG_DTYPE_COUNT]; /* NULL: no integer path, the float dot is used */
     kern_qdotn_fn qdotn[SG_DTYPE_COUNT]; /* NULL: qdot one row at a time */
     kern_gemm_fn gemm;                 /* NULL: no matrix-matrix kernel */
+    /* quant_act_quantize, bit for bit; NULL: that scalar one */
+    void (*act_quantize)(const float *x, quant_q8_act *dst, int64_t n);
     const char *gemm_name;
 } kern_table;
 
@@ -94,6 +96,20 @@ int kern_from_f32(sg_dtype t, const float *src, void *dst, int64_t n);
 void kern_matmul_rows(const kern_table *k, sg_dtype w_type, const void *w, uint64_t w_row_bytes,
                       int64_t cols, const float *x, int64_t x_stride, int n_tok,
                       float *y, int64_t y_stride, int64_t r0, int64_t r1);
+
+/* The same split in two, for callers that share one quantization of x among threads or
+ * matrices: kern_uses_int8() says whether rows of w_type take the integer path (else call
+ * kern_matmul_rows); kern_act_quantize() fills xq (n_tok rows of quant_act_groups(cols)
+ * groups) from x; kern_matmul_rows_q8() is kern_matmul_rows on those rows.
+ * kern_act_buffer() is a per-thread buffer for them (NULL when out of memory), valid
+ * until the thread's next call and freed when the thread ends. */
+bool kern_uses_int8(const kern_table *k, sg_dtype w_type, int64_t cols);
+quant_q8_act *kern_act_buffer(int64_t cols, int n_tok);
+void kern_act_quantize(const kern_table *k, const float *x, int64_t x_stride, int n_tok, int64_t cols,
+                       quant_q8_act *xq);
+void kern_matmul_rows_q8(const kern_table *k, sg_dtype w_type, const void *w, uint64_t w_row_bytes,
+                         int64_t cols, const quant_q8_act *xq, int n_tok,
+                         float *y, int64_t y_stride, int64_t r0, int64_t r1);
 
 /* o = x / sqrt(mean(x^2) + eps) * w   (n); w NULL: no weight */
 void kern_rmsnorm(float *o, const float *x, const float *w, int64_t n, float eps);

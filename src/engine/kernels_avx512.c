@@ -9,7 +9,12 @@
 /* Decoding streams each weight row from memory once: prefetching this far ahead (into
  * the next row at a row's end: rows are contiguous) keeps more loads in flight than the
  * hardware prefetcher alone; single-thread streaming went from ~7 to ~11 GB/s here. */
+#ifndef PREFETCH_AHEAD
 #define PREFETCH_AHEAD 2048
+#endif
+#ifndef PREFETCH_HINT
+#define PREFETCH_HINT 3
+#endif
 
 /* Every function here is compiled for these instructions whatever the file's flags. */
 #define SIMD __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")))
@@ -253,7 +258,7 @@ SIMD static float dot_q6_K(const void *w, const float *x, int64_t n) {
 /* Prefetches the `bytes` (a block's size) PREFETCH_AHEAD beyond p. */
 SIMD_VNNI static inline __attribute__((always_inline)) void prefetch_ahead(const void *p, int bytes) {
     const char *q = (const char *)p + PREFETCH_AHEAD;
-    for (int o = 0; o < bytes; o += 64) __builtin_prefetch(q + o, 0, 3);
+    for (int o = 0; o < bytes; o += 64) __builtin_prefetch(q + o, 0, PREFETCH_HINT);
 }
 
 /* Lane l of the result takes v[base + l / 2] (one 8-block's factor over its two lanes). */
@@ -385,16 +390,26 @@ SIMD_VNNI static inline void scales_k4(const uint8_t *s, uint64_t *sc, uint64_t 
     *m = m_lo | (uint64_t)m_hi << 32;
 }
 
-SIMD_VNNI static inline __m512 u8x8_ps(uint64_t v) {
-    return _mm512_castps256_ps512(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)v))));
-}
-
 /* Q4_K and Q5_K: per super-block, the 8-block factors d * sc_j * dx and the mins' share
- * dmin * m_j * sum_j(x); Q5_K adds the 5th bits from qh (hbit: nonzero for Q5_K). */
+ * dmin * m_j * sum_j(x); Q5_K adds the 5th bits from qh.
+ *
+ * Decode is bound by the vector instructions per super-block, so they are few: Q4_K's
+ * high nibbles stay in place (q & 0xF0 is 16 times the weight) and 16 times every low
+ * nibble's scale makes up for it, the row's sum coming out 16 times too large (powers
+ * of two: exact). The scales and mins go to floats in one vector, sc_j and m_j
+ * interleaved, so one multiply by (d, dmin, d, dmin, ...) scales them all. */
 CORE void k4_core(const void *w, size_t block_bytes, bool q5, const quant_q8_act *a, int64_t a_stride, int64_t n,
                   int nt, float *out) {
     const __m512i m4 = _mm512_set1_epi8(15), sixteen = _mm512_set1_epi8(16);
     const __m512i shift = _mm512_set_epi64(4, 4, 4, 4, 0, 0, 0, 0);   /* low nibbles, then high */
+    /* Q4_K: per 64-weight chunk, low nibbles in the first 32 bytes, high ones in place */
+    const __m512i nib = _mm512_inserti64x4(_mm512_set1_epi8(15), _mm256_set1_epi8((char)0xF0), 1);
+    /* lane 2j: sc_j's weight, 16 for Q4_K's low nibbles (even j); lane 2j + 1: m_j's */
+    const __m512 lo16 = q5 ? _mm512_set1_ps(1) : _mm512_set_ps(1, 1, 1, 16, 1, 1, 1, 16, 1, 1, 1, 16, 1, 1, 1, 16);
+    /* lane l of e0 / e1: sc_(l / 4) / sc_(4 + l / 4), the 32-block of 8-block l or 16 + l */
+    const __m512i e0_idx = _mm512_set_epi32(6, 6, 6, 6, 4, 4, 4, 4, 2, 2, 2, 2, 0, 0, 0, 0);
+    const __m512i e1_idx = _mm512_add_epi32(e0_idx, _mm512_set1_epi32(8));
+    const __m512i min_idx = _mm512_set_epi32(15, 15, 13, 13, 11, 11, 9, 9, 7, 7, 5, 5, 3, 3, 1, 1);
     __m512i hmask[4];   /* chunk c: 5th bits are bit 2c (first 32 weights) and 2c+1 (next 32) of qh */
     #pragma GCC unroll 8
     for (int c = 0; c < 4; c++)
@@ -410,9 +425,13 @@ CORE void k4_core(const void *w, size_t block_bytes, bool q5, const quant_q8_act
         prefetch_ahead(blk, (int)block_bytes);
         uint64_t sc, m;
         scales_k4(b4->scales, &sc, &m);
-        __m512 wsc = _mm512_mul_ps(u8x8_ps(sc), _mm512_set1_ps(_cvtsh_ss(b4->d)));
-        __m512 e0 = _mm512_permutexvar_ps(quad_index(0), wsc), e1 = _mm512_permutexvar_ps(quad_index(4), wsc);
-        __m512 mins = _mm512_permutexvar_ps(dup2_index(0), _mm512_mul_ps(u8x8_ps(m), _mm512_set1_ps(_cvtsh_ss(b4->dmin))));
+        uint32_t dd;   /* d and dmin */
+        __builtin_memcpy(&dd, blk, 4);
+        __m512 scm = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_unpacklo_epi8(_mm_cvtsi64_si128((long long)sc),
+                                                                             _mm_cvtsi64_si128((long long)m))));
+        scm = _mm512_mul_ps(_mm512_mul_ps(scm, _mm512_cvtph_ps(_mm256_set1_epi32((int)dd))), lo16);
+        __m512 e0 = _mm512_permutexvar_ps(e0_idx, scm), e1 = _mm512_permutexvar_ps(e1_idx, scm);
+        __m512 mins = _mm512_permutexvar_ps(min_idx, scm);
         __m512 fac[NTMAX][2];
         #pragma GCC unroll 8
         for (int t = 0; t < nt; t++) {
@@ -426,8 +445,12 @@ CORE void k4_core(const void *w, size_t block_bytes, bool q5, const quant_q8_act
         #pragma GCC unroll 8
         for (int c = 0; c < 4; c++) {
             __m512i q = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(qs + 32 * c)));
-            q = _mm512_and_si512(_mm512_srlv_epi64(q, shift), m4);
-            if (q5) q = _mm512_mask_add_epi8(q, _mm512_test_epi8_mask(qh, hmask[c]), q, sixteen);
+            if (q5) {
+                q = _mm512_and_si512(_mm512_srlv_epi64(q, shift), m4);
+                q = _mm512_mask_add_epi8(q, _mm512_test_epi8_mask(qh, hmask[c]), q, sixteen);
+            } else {
+                q = _mm512_and_si512(q, nib);
+            }
             #pragma GCC unroll 8
             for (int t = 0; t < nt; t++) {
                 const quant_q8_act *g = a + t * a_stride + i;
@@ -438,16 +461,20 @@ CORE void k4_core(const void *w, size_t block_bytes, bool q5, const quant_q8_act
         }
     }
     #pragma GCC unroll 8
-    for (int t = 0; t < nt; t++)
-        out[t] = _mm512_reduce_add_ps(_mm512_add_ps(acc[t][0], acc[t][1])) - _mm512_reduce_add_ps(acc_min[t]);
+    for (int t = 0; t < nt; t++) {
+        float sum = _mm512_reduce_add_ps(_mm512_add_ps(acc[t][0], acc[t][1]));
+        out[t] = (q5 ? sum : sum * (1.f / 16)) - _mm512_reduce_add_ps(acc_min[t]);
+    }
 }
 
 CORE void q6_K_core(const void *w, const quant_q8_act *a, int64_t a_stride, int64_t n, int nt, float *out) {
     const quant_q6_K *b = w;
-    const __m512i m4 = _mm512_set1_epi8(15), m2 = _mm512_set1_epi8(3);
-    /* per 256-bit half of a vector: shift qh by 2k for quarter k (epi16 lanes) */
-    const __m512i sh01 = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(2), 1);
-    const __m512i sh23 = _mm512_inserti64x4(_mm512_set1_epi16(4), _mm256_set1_epi16(6), 1);
+    const __m512i m4 = _mm512_set1_epi8(15), m30 = _mm512_set1_epi8(0x30);
+    /* per 256-bit half of a vector, quarter k's two bits of qh (bits 2k, 2k + 1) moved to
+     * bits 4, 5 of their byte: left by 4 - 2k for k = 0, 1, right by 2k - 4 for k = 2, 3
+     * (epi16 lanes: what crosses into the neighbouring byte is masked off) */
+    const __m512i shl01 = _mm512_inserti64x4(_mm512_set1_epi16(4), _mm256_set1_epi16(2), 1);
+    const __m512i shr23 = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(2), 1);
     __m512 acc[NTMAX][2], acc_off[NTMAX];
     #pragma GCC unroll 8
     for (int t = 0; t < nt; t++) acc[t][0] = acc[t][1] = acc_off[t] = _mm512_setzero_ps();
@@ -469,8 +496,8 @@ CORE void q6_K_core(const void *w, const quant_q8_act *a, int64_t a_stride, int6
         for (int h = 0; h < 2; h++) {
             __m512i ql = _mm512_loadu_si512(b[i].ql + 64 * h);
             __m512i qh = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(b[i].qh + 32 * h)));
-            __m512i h01 = _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi16(qh, sh01), m2), 4);
-            __m512i h23 = _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi16(qh, sh23), m2), 4);
+            __m512i h01 = _mm512_and_si512(_mm512_sllv_epi16(qh, shl01), m30);
+            __m512i h23 = _mm512_and_si512(_mm512_srlv_epi16(qh, shr23), m30);
             __m512i q0 = _mm512_or_si512(_mm512_and_si512(ql, m4), h01);                        /* weights 0..63 */
             __m512i q1 = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql, 4), m4), h23);  /* 64..127 */
             #pragma GCC unroll 8
@@ -486,6 +513,39 @@ CORE void q6_K_core(const void *w, const quant_q8_act *a, int64_t a_stride, int6
     #pragma GCC unroll 8
     for (int t = 0; t < nt; t++)
         out[t] = _mm512_reduce_add_ps(_mm512_add_ps(acc[t][0], acc[t][1])) - 32 * _mm512_reduce_add_ps(acc_off[t]);
+}
+
+/* quant_act_quantize, bit for bit, sixteen values (two 8-blocks) per vector: the same
+ * divisions (d = amax / 127, 1 / d), products and round-to-nearest-even conversion, and
+ * s as the scalar sums it, d_2j * sum_2j + d_2j+1 * sum_2j+1 without fusing. Decode
+ * quantizes every matmul's input; the scalar loop cost a few percent of a token. */
+SIMD static void act_quantize(const float *x, quant_q8_act *dst, int64_t n) {
+    const __m512 r127 = _mm512_set1_ps(127), one = _mm512_set1_ps(1);
+    const __m512i lim = _mm512_set1_epi32(127);
+    for (int64_t i = 0; i < n; i += 16) {
+        quant_q8_act *g = &dst[i / 256];
+        int k = (int)(i % 256) / 8;   /* first of the two 8-blocks, even */
+        __m512 v = _mm512_loadu_ps(x + i);
+        /* each lane ends up with the max |x| of its 8-block (its 256-bit half) */
+        __m512 m = _mm512_abs_ps(v);
+        m = _mm512_max_ps(m, _mm512_permute_ps(m, _MM_SHUFFLE(2, 3, 0, 1)));
+        m = _mm512_max_ps(m, _mm512_permute_ps(m, _MM_SHUFFLE(1, 0, 3, 2)));
+        m = _mm512_max_ps(m, _mm512_shuffle_f32x4(m, m, _MM_SHUFFLE(2, 3, 0, 1)));
+        __m512 d = _mm512_div_ps(m, r127);
+        __m512 id = _mm512_maskz_div_ps(_mm512_cmp_ps_mask(d, _mm512_setzero_ps(), _CMP_NEQ_UQ), one, d);
+        __m512i q = _mm512_cvtps_epi32(_mm512_mul_ps(v, id));
+        q = _mm512_max_epi32(_mm512_min_epi32(q, lim), _mm512_sub_epi32(_mm512_setzero_si512(), lim));
+        _mm_storeu_si128((__m128i *)(g->qs + 8 * k), _mm512_cvtepi32_epi8(q));
+        __m512i sum = _mm512_add_epi32(q, _mm512_shuffle_epi32(q, _MM_PERM_CDAB));
+        sum = _mm512_add_epi32(sum, _mm512_shuffle_epi32(sum, _MM_PERM_BADC));
+        sum = _mm512_add_epi32(sum, _mm512_shuffle_i32x4(sum, sum, _MM_SHUFFLE(2, 3, 0, 1)));
+        __m512 ds = _mm512_mul_ps(d, _mm512_cvtepi32_ps(sum));
+        float d0 = _mm512_cvtss_f32(d), d1 = _mm_cvtss_f32(_mm512_extractf32x4_ps(d, 2));
+        float s0 = _mm512_cvtss_f32(ds), s1 = _mm_cvtss_f32(_mm512_extractf32x4_ps(ds, 2));
+        g->d[k] = d0;
+        g->d[k + 1] = d1;
+        g->s[k / 2] = s0 + s1;
+    }
 }
 
 /* The table's entry points: one activation row (decode) and KERN_QDOT_TOKENS rows. */
@@ -518,6 +578,7 @@ const kern_table kern_avx512 = {
              [SG_Q5_K] = qdot_q5_K, [SG_Q6_K] = qdot_q6_K},
     .qdotn = {[SG_Q4_0] = qdotn_q4_0, [SG_Q8_0] = qdotn_q8_0, [SG_Q4_K] = qdotn_q4_K,
               [SG_Q5_K] = qdotn_q5_K, [SG_Q6_K] = qdotn_q6_K},
+    .act_quantize = act_quantize,
 };
 #else
 const kern_table kern_avx512 = {0};
