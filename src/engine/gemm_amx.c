@@ -17,7 +17,20 @@
  * logits as close to exact as the scalar path's. A hi/lo (two-part) split, with half
  * the tile products, was tried first: it left llama.cpp's reference files' logits ~3e-5
  * from exact (scalar: 4e-6) and F32 models 4e-5 from transformers; tests/test_gemm.c
- * fails it.
+ * fails it. That is the exact mode (kern_gemm_amx_exact), kept for the float reference.
+ *
+ * Fast mode (kern_gemm_amx_fast; kern_gemm_amx's default for block-quantized weights
+ * whenever the integer dots are on, i.e. kern_active()->qdot[type] is set): weights and
+ * activations each rounded to one bf16 part, one tile product per step instead of six.
+ * The integer path it stands in for already rounds activations to int8 (1/254 of an
+ * 8-value max); a bf16 rounding is at most 2^-8 of the value itself, so both roundings
+ * together stay finer than that. Measured on llama.cpp's reference files (test_quant):
+ * logits 0.015-0.022 from exact, int8 row path 0.026-0.034, llama.cpp 0.036-0.063.
+ * Weights kept as exact bf16 parts (two: 2^-17) with bf16 activations measured
+ * 0.011-0.014 but ran at ~60% of the speed. Exact small-integer weights with per-block
+ * scales applied after each K=32 tile product was not built: the rescale (tile store,
+ * reload, FMA per 16x16 block per step) costs about what the second tile product does.
+ * F32 / F16 / BF16 weights have no integer path and always run exact.
  *
  * Layout (per call, per calling thread, in a thread-local buffer):
  *   A  the weights: a panel of 32 rows x KB columns dequantized with AVX-512 and split,
@@ -305,10 +318,10 @@ SIMD static inline void transpose16(__m512i r[16]) {
 #define TILE 512    /* uint16 elements (1 KB) of an A or B tile; a C tile is 256 floats */
 
 /* The activations of token tile jt (tokens 16 jt ..) and column step s (32 columns) as
- * X_PARTS B tiles (part k at b + k * part_stride): row p holds, for each of the 16
- * tokens, columns 2p and 2p + 1. */
+ * xp B tiles (part k at b + k * part_stride; xp <= X_PARTS): row p holds, for each of
+ * the 16 tokens, columns 2p and 2p + 1. */
 SIMD static void pack_b(const float *x, int64_t x_stride, int n_tok, int64_t cols, int jt, int64_t s,
-                        uint16_t *b, size_t part_stride) {
+                        uint16_t *b, size_t part_stride, int xp) {
     __m512i p[X_PARTS][16];
     int64_t c0 = s * 32, left = cols - c0;
     __mmask16 m0 = left >= 16 ? 0xFFFF : (__mmask16)((1u << left) - 1);
@@ -322,10 +335,10 @@ SIMD static void pack_b(const float *x, int64_t x_stride, int n_tok, int64_t col
             hi = _mm512_maskz_loadu_ps(m1, xr + 16);
         }
         __m512i parts[X_PARTS];
-        split32(lo, hi, X_PARTS, parts);
-        for (int k = 0; k < X_PARTS; k++) p[k][i] = parts[k];
+        split32(lo, hi, xp, parts);
+        for (int k = 0; k < xp; k++) p[k][i] = parts[k];
     }
-    for (int k = 0; k < X_PARTS; k++) {
+    for (int k = 0; k < xp; k++) {
         transpose16(p[k]);
         for (int r = 0; r < 16; r++) _mm512_store_si512(b + k * part_stride + r * 32, p[k][r]);
     }
@@ -351,14 +364,14 @@ typedef struct __attribute__((aligned(64))) tile_config {
 } tile_config;
 
 /* C (2 row tiles x nt token tiles, nt 1 or 2) += sum of A part i . B part j over
- * i + j < X_PARTS (the terms down to ~2^-24 of the product; i < a_parts), over `steps`
- * column steps. a: the panel's part 0, row tile 0, first step; row tile 1 is a_steps
+ * i < a_parts, j < xp, i + j < terms (exact mode: xp = terms = 3, the terms down to
+ * ~2^-24 of the product), over `steps` column steps. a: the panel's part 0, row tile 0, first step; row tile 1 is a_steps
  * tiles further, part i is i * a_part tiles further. b: token tile 0, part 0, first step;
  * token tile 1 is b_steps tiles further, part j is j * b_part elements further. c: the C
  * tile of row tile r, token tile j at c + (r * c_tiles + j) * 256. */
 SIMD static void tile_kernel(const uint16_t *a, int64_t a_steps, size_t a_part, int a_parts, const uint16_t *b,
-                             int64_t b_steps, size_t b_part, int64_t steps, float *c, int64_t c_tiles, int nt,
-                             bool load_c) {
+                             int64_t b_steps, size_t b_part, int xp, int terms, int64_t steps, float *c,
+                             int64_t c_tiles, int nt, bool load_c) {
     float *c00 = c, *c01 = c + 256, *c10 = c + c_tiles * 256, *c11 = c10 + 256;
     if (load_c) {
         _tile_loadd(0, c00, 64);
@@ -373,15 +386,15 @@ SIMD static void tile_kernel(const uint16_t *a, int64_t a_steps, size_t a_part, 
         /* The next step's activation tiles into L1: at 11008 columns they come from L3
          * (~10% faster there, no change at 2048). */
         if (s + 1 < steps)
-            for (int j = 0; j < X_PARTS; j++)
+            for (int j = 0; j < xp; j++)
                 for (int l = 0; l < 16; l++) {
                     _mm_prefetch((const char *)(bs + TILE + j * b_part) + 64 * l, _MM_HINT_T0);
                     if (nt == 2) _mm_prefetch((const char *)(bs + TILE + j * b_part + b1) + 64 * l, _MM_HINT_T0);
                 }
-        for (int j = 0; j < X_PARTS; j++) {
+        for (int j = 0; j < xp; j++) {
             _tile_loadd(6, bs + j * b_part, 64);
             if (nt == 2) _tile_loadd(7, bs + j * b_part + b1, 64);
-            for (int i = 0; i < a_parts && i + j < X_PARTS; i++) {
+            for (int i = 0; i < a_parts && i + j < terms; i++) {
                 _tile_loadd(4, as + i * a_part, 64);
                 _tile_loadd(5, as + i * a_part + a1, 64);
                 _tile_dpbf16ps(0, 4, 6); _tile_dpbf16ps(2, 5, 6);
@@ -407,13 +420,15 @@ SIMD static void store_c(const float *c, float *y, int64_t y_stride, int64_t r, 
 }
 
 SIMD static bool gemm_amx(sg_dtype w_type, const void *w, uint64_t w_row_bytes, int64_t cols, const float *x,
-                          int64_t x_stride, int n_tok, float *y, int64_t y_stride, int64_t r0, int64_t r1) {
+                          int64_t x_stride, int n_tok, float *y, int64_t y_stride, int64_t r0, int64_t r1,
+                          bool fast) {
     int64_t ksteps = (cols + 31) / 32, kp = ksteps * 32;   /* padded columns */
     int ntt = (n_tok + 15) / 16;                           /* token tiles */
     int64_t band = ROW_BAND < r1 - r0 ? ROW_BAND : ((r1 - r0 + 31) & ~(int64_t)31);
-    int a_parts = weight_parts(w_type);
+    int a_parts = weight_parts(w_type), xp = X_PARTS, terms = X_PARTS;
+    if (fast) xp = a_parts = terms = 1;   /* one product of bf16-rounded weights and activations */
     size_t b_part = (size_t)ntt * ksteps * TILE, a_part = (size_t)2 * (KB / 32) * TILE;   /* uint16 elements */
-    size_t b_bytes = X_PARTS * b_part * 2, a_bytes = (size_t)a_parts * a_part * 2;
+    size_t b_bytes = (size_t)xp * b_part * 2, a_bytes = (size_t)a_parts * a_part * 2;
     size_t c_bytes = (size_t)band * (size_t)ntt * 16 * sizeof(float);
     size_t f_bytes = (size_t)KB * sizeof(float);
     unsigned char *buf = scratch(b_bytes + a_bytes + c_bytes + f_bytes);
@@ -424,7 +439,7 @@ SIMD static bool gemm_amx(sg_dtype w_type, const void *w, uint64_t w_row_bytes, 
     /* B: (part, token tile, step) tiles, steps contiguous per token tile */
     for (int jt = 0; jt < ntt; jt++)
         for (int64_t s = 0; s < ksteps; s++)
-            pack_b(x, x_stride, n_tok, cols, jt, s, bbuf + ((size_t)jt * ksteps + s) * TILE, b_part);
+            pack_b(x, x_stride, n_tok, cols, jt, s, bbuf + ((size_t)jt * ksteps + s) * TILE, b_part, xp);
 
     tile_config cfg;
     memset(&cfg, 0, sizeof cfg);
@@ -454,7 +469,7 @@ SIMD static bool gemm_amx(sg_dtype w_type, const void *w, uint64_t w_row_bytes, 
                 float *c = cbuf + (size_t)((rp - rb) / 16) * ntt * 256;
                 for (int jt = 0; jt < ntt; jt += 2)
                     tile_kernel(abuf, steps, a_part, a_parts, bbuf + ((size_t)jt * ksteps + s0) * TILE, ksteps, b_part,
-                                steps, c + (size_t)jt * 256, ntt, jt + 1 < ntt ? 2 : 1, k0 > 0);
+                                xp, terms, steps, c + (size_t)jt * 256, ntt, jt + 1 < ntt ? 2 : 1, k0 > 0);
             }
         }
         for (int64_t r = rb; r < re; r += 16)
@@ -466,12 +481,33 @@ SIMD static bool gemm_amx(sg_dtype w_type, const void *w, uint64_t w_row_bytes, 
 }
 
 /* Not compiled for AVX-512 itself: it must be callable (and decline) on any x86 CPU. */
+static bool gemm_entry(sg_dtype w_type, const void *w, uint64_t w_row_bytes, int64_t cols, const float *x,
+                       int64_t x_stride, int n_tok, float *y, int64_t y_stride, int64_t r0, int64_t r1, bool fast) {
+    if (!kern_supports(w_type) || !kern_amx_available() || n_tok < 1 || cols < 1 || r1 <= r0) return false;
+    if (cols % (int64_t)dtype_info(w_type)->block_size) return false;
+    return gemm_amx(w_type, w, w_row_bytes, cols, x, x_stride, n_tok, y, y_stride, r0, r1, fast);
+}
+
+bool kern_gemm_amx_exact(sg_dtype w_type, const void *w, uint64_t w_row_bytes, int64_t cols,
+                         const float *x, int64_t x_stride, int n_tok, float *y, int64_t y_stride,
+                         int64_t r0, int64_t r1) {
+    return gemm_entry(w_type, w, w_row_bytes, cols, x, x_stride, n_tok, y, y_stride, r0, r1, false);
+}
+
+/* Fast mode where it is defined (block-quantized weights), exact otherwise. */
+bool kern_gemm_amx_fast(sg_dtype w_type, const void *w, uint64_t w_row_bytes, int64_t cols,
+                        const float *x, int64_t x_stride, int n_tok, float *y, int64_t y_stride,
+                        int64_t r0, int64_t r1) {
+    return gemm_entry(w_type, w, w_row_bytes, cols, x, x_stride, n_tok, y, y_stride, r0, r1, quant_supports(w_type));
+}
+
+/* The mode follows the row path's numerics for the type: fast where the integer dots
+ * are on (activations already rounded to ~7 bits there), exact for the float reference. */
 bool kern_gemm_amx(sg_dtype w_type, const void *w, uint64_t w_row_bytes, int64_t cols,
                    const float *x, int64_t x_stride, int n_tok, float *y, int64_t y_stride,
                    int64_t r0, int64_t r1) {
-    if (!kern_supports(w_type) || !kern_amx_available() || n_tok < 1 || cols < 1 || r1 <= r0) return false;
-    if (cols % (int64_t)dtype_info(w_type)->block_size) return false;
-    return gemm_amx(w_type, w, w_row_bytes, cols, x, x_stride, n_tok, y, y_stride, r0, r1);
+    bool fast = kern_supports(w_type) && kern_active()->qdot[w_type] != NULL;
+    return gemm_entry(w_type, w, w_row_bytes, cols, x, x_stride, n_tok, y, y_stride, r0, r1, fast);
 }
 
 #else /* not x86-64, or a compiler without AMX: the kernel declines every call */
@@ -484,6 +520,18 @@ bool kern_gemm_amx(sg_dtype w_type, const void *w, uint64_t w_row_bytes, int64_t
     (void)w_type; (void)w; (void)w_row_bytes; (void)cols; (void)x; (void)x_stride;
     (void)n_tok; (void)y; (void)y_stride; (void)r0; (void)r1;
     return false;
+}
+
+bool kern_gemm_amx_exact(sg_dtype w_type, const void *w, uint64_t w_row_bytes, int64_t cols,
+                         const float *x, int64_t x_stride, int n_tok, float *y, int64_t y_stride,
+                         int64_t r0, int64_t r1) {
+    return kern_gemm_amx(w_type, w, w_row_bytes, cols, x, x_stride, n_tok, y, y_stride, r0, r1);
+}
+
+bool kern_gemm_amx_fast(sg_dtype w_type, const void *w, uint64_t w_row_bytes, int64_t cols,
+                        const float *x, int64_t x_stride, int n_tok, float *y, int64_t y_stride,
+                        int64_t r0, int64_t r1) {
+    return kern_gemm_amx(w_type, w, w_row_bytes, cols, x, x_stride, n_tok, y, y_stride, r0, r1);
 }
 
 #endif
