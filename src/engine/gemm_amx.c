@@ -224,16 +224,25 @@ SIMD static void dequant(sg_dtype t, const unsigned char *row, int64_t k0, int64
             __m256i qh = t == SG_Q5_K ? _mm256_loadu_si256((const __m256i *)((const quant_q5_K *)blk)->qh)
                                       : _mm256_setzero_si256();
             float d = f16s(&b4->d), dmin = f16s(&b4->dmin);
+            /* the 8 six-bit scales and mins at once (quant_scale_min_k4's bit layout, four
+             * bytes per word): sub-block scales d * sc, offsets dmin * m */
+            uint32_t a[3];
+            memcpy(a, b4->scales, 12);
+            uint32_t sc_lo = a[0] & 0x3f3f3f3fu, m_lo = a[1] & 0x3f3f3f3fu;
+            uint32_t sc_hi = (a[2] & 0x0f0f0f0fu) | ((a[0] >> 2) & 0x30303030u);
+            uint32_t m_hi = ((a[2] >> 4) & 0x0f0f0f0fu) | ((a[1] >> 2) & 0x30303030u);
+            __m128i scm = _mm_setr_epi32((int)sc_lo, (int)sc_hi, (int)m_lo, (int)m_hi);
+            float dsc[16];   /* 0..7: d * sc[j], 8..15: dmin * m[j] */
+            __m512 dd = _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(d), _mm512_set1_ps(dmin));
+            _mm512_storeu_ps(dsc, _mm512_mul_ps(dd, u8_ps(scm)));
             for (int c = 0; c < 4; c++, out += 64) {
-                uint8_t sc0, m0, sc1, m1;
-                quant_scale_min_k4(2 * c, b4->scales, &sc0, &m0);
-                quant_scale_min_k4(2 * c + 1, b4->scales, &sc1, &m1);
+                float dsc0 = dsc[2 * c], dsc1 = dsc[2 * c + 1], dm0 = dsc[8 + 2 * c], dm1 = dsc[9 + 2 * c];
                 __m256i q = _mm256_loadu_si256((const __m256i *)(qs + 32 * c));
                 __m256i h0 = _mm256_slli_epi16(_mm256_and_si256(qh, one), 4);                       /* bit 2c */
                 __m256i h1 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 1), one), 4);  /* bit 2c+1 */
                 qh = _mm256_srli_epi16(qh, 2);
-                sub32(_mm256_or_si256(_mm256_and_si256(q, m4), h0), d * sc0, dmin * m0, out);
-                sub32(_mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 4), m4), h1), d * sc1, dmin * m1, out + 32);
+                sub32(_mm256_or_si256(_mm256_and_si256(q, m4), h0), dsc0, dm0, out);
+                sub32(_mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 4), m4), h1), dsc1, dm1, out + 32);
             }
         }
         return;
@@ -242,7 +251,10 @@ SIMD static void dequant(sg_dtype t, const unsigned char *row, int64_t k0, int64
         const __m256i m4 = _mm256_set1_epi8(15), m2 = _mm256_set1_epi8(3);
         const quant_q6_K *b = (const quant_q6_K *)row + k0 / 256;
         for (int64_t i = 0; i < kn / 256; i++) {
-            float d = f16s(&b[i].d);
+            /* the 16 sub-block scales d * sc at once */
+            float ds[16];
+            _mm512_storeu_ps(ds, _mm512_mul_ps(_mm512_set1_ps(f16s(&b[i].d)),
+                                               _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)b[i].scales)))));
             for (int h = 0; h < 2; h++, out += 128) {
                 __m256i l0 = _mm256_loadu_si256((const __m256i *)(b[i].ql + 64 * h));
                 __m256i l1 = _mm256_loadu_si256((const __m256i *)(b[i].ql + 64 * h + 32));
@@ -254,8 +266,7 @@ SIMD static void dequant(sg_dtype t, const unsigned char *row, int64_t k0, int64
                 for (int k = 0; k < 4; k++) {   /* quarter k: weights 32k .. 32k + 31 of this half */
                     __m256i hb = _mm256_and_si256(_mm256_srli_epi16(qh, 2 * k), m2);
                     __m256i v = _mm256_or_si256(q[k], _mm256_slli_epi16(hb, 4));
-                    const int8_t *sc = b[i].scales + 8 * h + 2 * k;
-                    float d0 = d * sc[0], d1 = d * sc[1];
+                    float d0 = ds[8 * h + 2 * k], d1 = ds[8 * h + 2 * k + 1];
                     _mm512_storeu_ps(out + 32 * k, _mm512_fmsub_ps(_mm512_set1_ps(d0), u8_ps(_mm256_castsi256_si128(v)),
                                                                    _mm512_set1_ps(32 * d0)));
                     _mm512_storeu_ps(out + 32 * k + 16, _mm512_fmsub_ps(_mm512_set1_ps(d1), u8_ps(_mm256_extracti128_si256(v, 1)),
@@ -419,6 +430,52 @@ SIMD static void store_c(const float *c, float *y, int64_t y_stride, int64_t r, 
         _mm512_mask_storeu_ps(y + (int64_t)(t + i) * y_stride + r, m, _mm512_castsi512_ps(v[i]));
 }
 
+/* A 32-row panel of the weights: rows rp .. rp + 31 of the band rb .. re (rows from re on
+ * are zero padding), columns k0 .. k0 + KB (or to the padded end). */
+typedef struct panel { int64_t rb, re, k0, rp; } panel;
+
+/* The panel after p in loop order (row band > K block > panel); false after the last. */
+static bool next_panel(panel p, int64_t band, int64_t kp, int64_t r1, panel *n) {
+    *n = p;
+    if ((n->rp += 32) < p.re) return true;
+    n->rp = p.rb;
+    if ((n->k0 += KB) < kp) return true;
+    if (p.re >= r1) return false;
+    n->rb = n->rp = p.re;
+    n->re = p.re + band < r1 ? p.re + band : r1;
+    n->k0 = 0;
+    return true;
+}
+
+/* Rows i0 .. i1 of panel p into L2: 32 short runs at a row stride the hardware
+ * prefetchers do not follow (at 11008 columns each row is on a page of its own). */
+SIMD static void prefetch_rows(const unsigned char *wb, uint64_t w_row_bytes, sg_dtype t, int64_t kp, int64_t r1,
+                               panel p, int i0, int i1) {
+    const sg_dtype_info *ti = dtype_info(t);
+    int64_t kn = kp - p.k0 < KB ? kp - p.k0 : KB, bs = (int64_t)ti->block_size;
+    uint64_t off = (uint64_t)(p.k0 / bs) * ti->type_size, bytes = (uint64_t)((kn + bs - 1) / bs) * ti->type_size;
+    for (int i = i0; i < i1 && i < 32 && p.rp + i < p.re && p.rp + i < r1; i++)
+        for (uint64_t o = 0; o < bytes; o += 64)
+            _mm_prefetch((const char *)(wb + (uint64_t)(p.rp + i) * w_row_bytes + off + o), _MM_HINT_T1);
+}
+
+/* Rows i0 .. i1 of panel p, unpacked and split into a_parts bf16 parts, into the panel
+ * buffer a: (part, row tile, step) tiles; frow: KB floats of scratch. */
+SIMD static void pack_a_rows(sg_dtype t, const unsigned char *wb, uint64_t w_row_bytes, int64_t cols, int64_t kp,
+                             panel p, int i0, int i1, uint16_t *a, size_t a_part, int a_parts, float *frow) {
+    int64_t kn = kp - p.k0 < KB ? kp - p.k0 : KB, steps = kn / 32;
+    for (int i = i0; i < i1 && i < 32; i++) {
+        uint16_t *pa = a + (size_t)(i >> 4) * steps * TILE + (size_t)(i & 15) * 32;
+        if (p.rp + i < p.re) dequant(t, wb + (uint64_t)(p.rp + i) * w_row_bytes, p.k0, kn, cols, frow);
+        else memset(frow, 0, (size_t)kn * sizeof(float));
+        for (int64_t s = 0; s < steps; s++) {
+            __m512i parts[3];
+            split32(_mm512_loadu_ps(frow + 32 * s), _mm512_loadu_ps(frow + 32 * s + 16), a_parts, parts);
+            for (int k = 0; k < a_parts; k++) _mm512_store_si512(pa + k * a_part + s * TILE, parts[k]);
+        }
+    }
+}
+
 SIMD static bool gemm_amx(sg_dtype w_type, const void *w, uint64_t w_row_bytes, int64_t cols, const float *x,
                           int64_t x_stride, int n_tok, float *y, int64_t y_stride, int64_t r0, int64_t r1,
                           bool fast) {
@@ -431,10 +488,10 @@ SIMD static bool gemm_amx(sg_dtype w_type, const void *w, uint64_t w_row_bytes, 
     size_t b_bytes = (size_t)xp * b_part * 2, a_bytes = (size_t)a_parts * a_part * 2;
     size_t c_bytes = (size_t)band * (size_t)ntt * 16 * sizeof(float);
     size_t f_bytes = (size_t)KB * sizeof(float);
-    unsigned char *buf = scratch(b_bytes + a_bytes + c_bytes + f_bytes);
+    unsigned char *buf = scratch(b_bytes + 2 * a_bytes + c_bytes + f_bytes);   /* two A panels */
     if (!buf) return false;
     uint16_t *bbuf = (uint16_t *)buf, *abuf = (uint16_t *)(buf + b_bytes);
-    float *cbuf = (float *)(buf + b_bytes + a_bytes), *frow = (float *)(buf + b_bytes + a_bytes + c_bytes);
+    float *cbuf = (float *)(buf + b_bytes + 2 * a_bytes), *frow = (float *)(buf + b_bytes + 2 * a_bytes + c_bytes);
 
     /* B: (part, token tile, step) tiles, steps contiguous per token tile */
     for (int jt = 0; jt < ntt; jt++)
@@ -448,33 +505,41 @@ SIMD static bool gemm_amx(sg_dtype w_type, const void *w, uint64_t w_row_bytes, 
     __asm__ volatile("" ::: "memory");   /* the tile loads' asm does not name the memory it reads */
     _tile_loadconfig(&cfg);
 
+    /* Panels in loop order: row band > K block > 32-row panel. Each panel's weights are
+     * unpacked into one half of abuf while the tile products of the previous one run from
+     * the other, a slice of rows after each token-tile pair, so that the AVX-512
+     * unpacking overlaps the AMX work queued ahead of it. */
     const unsigned char *wb = w;
-    for (int64_t rb = r0; rb < r1; rb += band) {
-        int64_t re = rb + band < r1 ? rb + band : r1;
-        for (int64_t k0 = 0; k0 < kp; k0 += KB) {
-            int64_t kn = kp - k0 < KB ? kp - k0 : KB, steps = kn / 32, s0 = k0 / 32;
-            for (int64_t rp = rb; rp < re; rp += 32) {
-                /* the 32-row panel, columns k0 .. k0 + kn: (part, row tile, step) tiles */
-                for (int i = 0; i < 32; i++) {
-                    uint16_t *pa = abuf + (size_t)(i >> 4) * steps * TILE + (size_t)(i & 15) * 32;
-                    if (rp + i < re) dequant(w_type, wb + (uint64_t)(rp + i) * w_row_bytes, k0, kn, cols, frow);
-                    else memset(frow, 0, (size_t)kn * sizeof(float));
-                    for (int64_t s = 0; s < steps; s++) {
-                        __m512i parts[3];
-                        split32(_mm512_loadu_ps(frow + 32 * s), _mm512_loadu_ps(frow + 32 * s + 16), a_parts, parts);
-                        for (int k = 0; k < a_parts; k++) _mm512_store_si512(pa + k * a_part + s * TILE, parts[k]);
-                    }
-                }
-                __asm__ volatile("" ::: "memory");
-                float *c = cbuf + (size_t)((rp - rb) / 16) * ntt * 256;
-                for (int jt = 0; jt < ntt; jt += 2)
-                    tile_kernel(abuf, steps, a_part, a_parts, bbuf + ((size_t)jt * ksteps + s0) * TILE, ksteps, b_part,
-                                xp, terms, steps, c + (size_t)jt * 256, ntt, jt + 1 < ntt ? 2 : 1, k0 > 0);
+    panel cur = {r0, r0 + band < r1 ? r0 + band : r1, 0, r0}, nxt;
+    int half = 0;
+    int npairs = (ntt + 1) / 2, per = (32 + npairs - 1) / npairs;
+    prefetch_rows(wb, w_row_bytes, w_type, kp, r1, cur, 0, 32);
+    pack_a_rows(w_type, wb, w_row_bytes, cols, kp, cur, 0, 32, abuf, a_part, a_parts, frow);
+    for (;;) {
+        int64_t kn = kp - cur.k0 < KB ? kp - cur.k0 : KB, steps = kn / 32, s0 = cur.k0 / 32;
+        uint16_t *acur = abuf + (size_t)half * a_parts * a_part, *anxt = abuf + (size_t)(half ^ 1) * a_parts * a_part;
+        bool more = next_panel(cur, band, kp, r1, &nxt);
+        if (more) prefetch_rows(wb, w_row_bytes, w_type, kp, r1, nxt, 0, per);
+        __asm__ volatile("" ::: "memory");
+        float *c = cbuf + (size_t)((cur.rp - cur.rb) / 16) * ntt * 256;
+        for (int jt = 0; jt < ntt; jt += 2) {
+            tile_kernel(acur, steps, a_part, a_parts, bbuf + ((size_t)jt * ksteps + s0) * TILE, ksteps, b_part, xp,
+                        terms, steps, c + (size_t)jt * 256, ntt, jt + 1 < ntt ? 2 : 1, cur.k0 > 0);
+            if (more) {
+                int q = jt / 2;
+                prefetch_rows(wb, w_row_bytes, w_type, kp, r1, nxt, (q + 1) * per, (q + 2) * per);
+                pack_a_rows(w_type, wb, w_row_bytes, cols, kp, nxt, q * per, q + 1 < npairs ? (q + 1) * per : 32, anxt,
+                            a_part, a_parts, frow);
             }
         }
-        for (int64_t r = rb; r < re; r += 16)
-            for (int jt = 0; jt < ntt; jt++)
-                store_c(cbuf + ((size_t)((r - rb) / 16) * ntt + jt) * 256, y, y_stride, r, re, jt * 16, n_tok);
+        __asm__ volatile("" ::: "memory");
+        if (!more || nxt.rb != cur.rb)   /* the band is done: its accumulators out to y */
+            for (int64_t r = cur.rb; r < cur.re; r += 16)
+                for (int jt = 0; jt < ntt; jt++)
+                    store_c(cbuf + ((size_t)((r - cur.rb) / 16) * ntt + jt) * 256, y, y_stride, r, cur.re, jt * 16, n_tok);
+        if (!more) break;
+        cur = nxt;
+        half ^= 1;
     }
     _tile_release();
     return true;
