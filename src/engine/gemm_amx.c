@@ -67,6 +67,12 @@
 /* Columns per K block: 512 measured ~15% faster than 256 and as fast as 1024 (fewer C
  * tile stores and reloads per op). A multiple of 256 (k-quant blocks). */
 #define KB 512
+/* The fast mode's K block: with one tile product per A / B tile pair the loop is bound by
+ * tile loads, and at 256 columns the 32-row panel and a token-tile pair's activations
+ * (16 KB each) both stay in L1. */
+#ifndef KB_FAST
+#define KB_FAST 256
+#endif
 /* Rows per band: the band's fp32 accumulators (ROW_BAND * n_tok * 4 bytes, 256 KB at 256
  * tokens) and the K block of activations share L2. */
 #define ROW_BAND 256
@@ -303,7 +309,7 @@ SIMD static inline void split32(__m512 a, __m512 b, int n, __m512i *part) {
 }
 
 /* In-place transpose of a 16x16 matrix of 32-bit elements (r[i] = row i). */
-SIMD static inline void transpose16(__m512i r[16]) {
+SIMD static inline __attribute__((always_inline)) void transpose16(__m512i r[16]) {
     __m512i t[16], u[16];
     for (int i = 0; i < 8; i++) {
         t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
@@ -431,15 +437,15 @@ SIMD static void store_c(const float *c, float *y, int64_t y_stride, int64_t r, 
 }
 
 /* A 32-row panel of the weights: rows rp .. rp + 31 of the band rb .. re (rows from re on
- * are zero padding), columns k0 .. k0 + KB (or to the padded end). */
-typedef struct panel { int64_t rb, re, k0, rp; } panel;
+ * are zero padding), columns k0 .. k0 + kb (or to the padded end). */
+typedef struct panel { int64_t rb, re, k0, rp, kb; } panel;
 
 /* The panel after p in loop order (row band > K block > panel); false after the last. */
 static bool next_panel(panel p, int64_t band, int64_t kp, int64_t r1, panel *n) {
     *n = p;
     if ((n->rp += 32) < p.re) return true;
     n->rp = p.rb;
-    if ((n->k0 += KB) < kp) return true;
+    if ((n->k0 += p.kb) < kp) return true;
     if (p.re >= r1) return false;
     n->rb = n->rp = p.re;
     n->re = p.re + band < r1 ? p.re + band : r1;
@@ -452,7 +458,7 @@ static bool next_panel(panel p, int64_t band, int64_t kp, int64_t r1, panel *n) 
 SIMD static void prefetch_rows(const unsigned char *wb, uint64_t w_row_bytes, sg_dtype t, int64_t kp, int64_t r1,
                                panel p, int i0, int i1) {
     const sg_dtype_info *ti = dtype_info(t);
-    int64_t kn = kp - p.k0 < KB ? kp - p.k0 : KB, bs = (int64_t)ti->block_size;
+    int64_t kn = kp - p.k0 < p.kb ? kp - p.k0 : p.kb, bs = (int64_t)ti->block_size;
     uint64_t off = (uint64_t)(p.k0 / bs) * ti->type_size, bytes = (uint64_t)((kn + bs - 1) / bs) * ti->type_size;
     for (int i = i0; i < i1 && i < 32 && p.rp + i < p.re && p.rp + i < r1; i++)
         for (uint64_t o = 0; o < bytes; o += 64)
@@ -463,7 +469,7 @@ SIMD static void prefetch_rows(const unsigned char *wb, uint64_t w_row_bytes, sg
  * buffer a: (part, row tile, step) tiles; frow: KB floats of scratch. */
 SIMD static void pack_a_rows(sg_dtype t, const unsigned char *wb, uint64_t w_row_bytes, int64_t cols, int64_t kp,
                              panel p, int i0, int i1, uint16_t *a, size_t a_part, int a_parts, float *frow) {
-    int64_t kn = kp - p.k0 < KB ? kp - p.k0 : KB, steps = kn / 32;
+    int64_t kn = kp - p.k0 < p.kb ? kp - p.k0 : p.kb, steps = kn / 32;
     for (int i = i0; i < i1 && i < 32; i++) {
         uint16_t *pa = a + (size_t)(i >> 4) * steps * TILE + (size_t)(i & 15) * 32;
         if (p.rp + i < p.re) dequant(t, wb + (uint64_t)(p.rp + i) * w_row_bytes, p.k0, kn, cols, frow);
@@ -483,11 +489,15 @@ SIMD static bool gemm_amx(sg_dtype w_type, const void *w, uint64_t w_row_bytes, 
     int ntt = (n_tok + 15) / 16;                           /* token tiles */
     int64_t band = ROW_BAND < r1 - r0 ? ROW_BAND : ((r1 - r0 + 31) & ~(int64_t)31);
     int a_parts = weight_parts(w_type), xp = X_PARTS, terms = X_PARTS;
-    if (fast) xp = a_parts = terms = 1;   /* one product of bf16-rounded weights and activations */
-    size_t b_part = (size_t)ntt * ksteps * TILE, a_part = (size_t)2 * (KB / 32) * TILE;   /* uint16 elements */
+    int64_t kb = KB;
+    if (fast) {   /* one product of bf16-rounded weights and activations */
+        xp = a_parts = terms = 1;
+        kb = KB_FAST;
+    }
+    size_t b_part = (size_t)ntt * ksteps * TILE, a_part = (size_t)2 * (kb / 32) * TILE;   /* uint16 elements */
     size_t b_bytes = (size_t)xp * b_part * 2, a_bytes = (size_t)a_parts * a_part * 2;
     size_t c_bytes = (size_t)band * (size_t)ntt * 16 * sizeof(float);
-    size_t f_bytes = (size_t)KB * sizeof(float);
+    size_t f_bytes = (size_t)kb * sizeof(float);
     unsigned char *buf = scratch(b_bytes + 2 * a_bytes + c_bytes + f_bytes);   /* two A panels */
     if (!buf) return false;
     uint16_t *bbuf = (uint16_t *)buf, *abuf = (uint16_t *)(buf + b_bytes);
@@ -510,13 +520,13 @@ SIMD static bool gemm_amx(sg_dtype w_type, const void *w, uint64_t w_row_bytes, 
      * the other, a slice of rows after each token-tile pair, so that the AVX-512
      * unpacking overlaps the AMX work queued ahead of it. */
     const unsigned char *wb = w;
-    panel cur = {r0, r0 + band < r1 ? r0 + band : r1, 0, r0}, nxt;
+    panel cur = {r0, r0 + band < r1 ? r0 + band : r1, 0, r0, kb}, nxt;
     int half = 0;
     int npairs = (ntt + 1) / 2, per = (32 + npairs - 1) / npairs;
     prefetch_rows(wb, w_row_bytes, w_type, kp, r1, cur, 0, 32);
     pack_a_rows(w_type, wb, w_row_bytes, cols, kp, cur, 0, 32, abuf, a_part, a_parts, frow);
     for (;;) {
-        int64_t kn = kp - cur.k0 < KB ? kp - cur.k0 : KB, steps = kn / 32, s0 = cur.k0 / 32;
+        int64_t kn = kp - cur.k0 < kb ? kp - cur.k0 : kb, steps = kn / 32, s0 = cur.k0 / 32;
         uint16_t *acur = abuf + (size_t)half * a_parts * a_part, *anxt = abuf + (size_t)(half ^ 1) * a_parts * a_part;
         bool more = next_panel(cur, band, kp, r1, &nxt);
         if (more) prefetch_rows(wb, w_row_bytes, w_type, kp, r1, nxt, 0, per);
