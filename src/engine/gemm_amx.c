@@ -432,8 +432,13 @@ SIMD static void store_c(const float *c, float *y, int64_t y_stride, int64_t r, 
     transpose16(v);
     int64_t left = r1 - r;
     __mmask16 m = left >= 16 ? 0xFFFF : (__mmask16)((1u << left) - 1);
-    for (int i = 0; i < 16 && t + i < n_tok; i++)
-        _mm512_mask_storeu_ps(y + (int64_t)(t + i) * y_stride + r, m, _mm512_castsi512_ps(v[i]));
+    /* Plain stores where the whole row is in range: y is rarely 64-byte aligned (malloc),
+     * and a masked store across two cache lines costs far more than a plain one. */
+    if (m == 0xFFFF)
+        for (int i = 0; i < 16 && t + i < n_tok; i++) _mm512_storeu_ps(y + (int64_t)(t + i) * y_stride + r, _mm512_castsi512_ps(v[i]));
+    else
+        for (int i = 0; i < 16 && t + i < n_tok; i++)
+            _mm512_mask_storeu_ps(y + (int64_t)(t + i) * y_stride + r, m, _mm512_castsi512_ps(v[i]));
 }
 
 /* A 32-row panel of the weights: rows rp .. rp + 31 of the band rb .. re (rows from re on
@@ -543,9 +548,9 @@ SIMD static bool gemm_amx(sg_dtype w_type, const void *w, uint64_t w_row_bytes, 
             }
         }
         __asm__ volatile("" ::: "memory");
-        if (!more || nxt.rb != cur.rb)   /* the band is done: its accumulators out to y */
-            for (int64_t r = cur.rb; r < cur.re; r += 16)
-                for (int jt = 0; jt < ntt; jt++)
+        if (!more || nxt.rb != cur.rb)   /* the band is done: its accumulators out to y, */
+            for (int jt = 0; jt < ntt; jt++)   /* each token's run of rows in order */
+                for (int64_t r = cur.rb; r < cur.re; r += 16)
                     store_c(cbuf + ((size_t)((r - cur.rb) / 16) * ntt + jt) * 256, y, y_stride, r, cur.re, jt * 16, n_tok);
         if (!more) break;
         cur = nxt;
