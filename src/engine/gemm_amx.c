@@ -21,26 +21,29 @@
  *
  * Fast mode (kern_gemm_amx_fast; kern_gemm_amx's default for block-quantized weights
  * whenever the integer dots are on, i.e. kern_active()->qdot[type] is set): weights and
- * activations each rounded to one bf16 part, one tile product per step instead of six.
- * The integer path it stands in for already rounds activations to int8 (1/254 of an
- * 8-value max); a bf16 rounding is at most 2^-8 of the value itself, so both roundings
- * together stay finer than that. Measured on llama.cpp's reference files (test_quant):
- * logits 0.015-0.022 from exact, int8 row path 0.026-0.034, llama.cpp 0.036-0.063.
- * Weights kept as exact bf16 parts (two: 2^-17) with bf16 activations measured
- * 0.011-0.014 but ran at ~60% of the speed. Exact small-integer weights with per-block
- * scales applied after each K=32 tile product was not built: the rescale (tile store,
- * reload, FMA per 16x16 block per step) costs about what the second tile product does.
- * F32 / F16 / BF16 weights have no integer path and always run exact.
+ * activations each rounded to one bf16 part, one tile product per step instead of six
+ * (bench_gemm: ~3.3x). The integer path it stands in for already rounds activations to
+ * int8 (1/254 of an 8-value max); a bf16 rounding is at most 2^-8 of the value itself,
+ * and the two roundings together stay below that. Measured on llama.cpp's reference
+ * files (test_quant): logits 0.015-0.022 from exact, int8 row path 0.026-0.034,
+ * llama.cpp 0.036-0.063. Weights in two bf16 parts (2^-17 from exact) with one-part
+ * activations measured 0.011-0.014 at ~60% of the speed (two products per step).
+ * Exact small-integer weights with per-block scales applied after each K=32 tile
+ * product (one product, exact weights) was not built: its rescale (a tile store, 16
+ * loads and FMAs per 16x16 block per step) is estimated to cost about what a second
+ * tile product does. F32 / F16 / BF16 weights have no integer path and always run exact.
  *
  * Layout (per call, per calling thread, in a thread-local buffer):
- *   A  the weights: a panel of 32 rows x KB columns dequantized with AVX-512 and split,
- *      stored as tiles of 16 rows x 32 bf16 (1 KB, row-major): (part, 2, KB / 32, 16, 32)
+ *   A  the weights: a panel of 32 rows x kb columns (KB exact, KB_FAST fast) dequantized
+ *      with AVX-512 and split, stored as tiles of 16 rows x 32 bf16 (1 KB, row-major):
+ *      (part, 2, kb / 32, 16, 32); two panel buffers, the next one unpacked while the
+ *      current one's tile products run
  *   B  the activations, converted once per call: per 16 tokens and 32 columns a tile in
  *      the VNNI pair layout TDPBF16PS wants, (16 column pairs, 16 tokens, 2), i.e. a
- *      16x16 transpose of 32-bit pairs: (3 parts, n_tok / 16, cols / 32, 16, 16, 2)
+ *      16x16 transpose of 32-bit pairs: (3 parts, or 1 fast, n_tok / 16, cols / 32, 16, 16, 2)
  *   C  fp32 accumulators, 16 rows x 16 tokens per tile, for a band of up to ROW_BAND rows
  *      and all tokens; transposed into y once the band's K loop is done.
- * Loops: row band > K block (KB columns) > 32-row panel (dequantized once per call) >
+ * Loops: row band > K block (kb columns) > 32-row panel (dequantized once per call) >
  * pairs of 16-token tiles, with 2x2 C tiles in tile registers (tmm0..3) and A / B parts
  * streamed through tmm4..7 (B part outer: it comes from L2, the A panel from L1/L2).
  * Rows past r1 and tokens past n_tok are zero padding: computed, never stored.
