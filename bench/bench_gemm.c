@@ -1,8 +1,10 @@
 /* bench_gemm.c: prompt-processing matmul throughput on one thread, for SmolLM3-3B's
  * weight shapes (q/o projections 2048x2048, gate/up 11008x2048, down 2048x11008; rows x
  * columns) at 256 tokens (a default prefill step), per weight type: the AMX matrix-matrix
- * kernel (kern_gemm_amx, gemm_amx.c) against the row-by-row path kern_matmul_rows takes
- * without one (the integer qdotn dots where the type has them, else the float dots).
+ * kernel in its default mode (kern_gemm_amx: fast for block-quantized types, gemm_amx.c)
+ * and its exact mode (kern_gemm_amx_exact, what SMOLGATE_INT8=0 runs) against the
+ * row-by-row path kern_matmul_rows takes without one (the integer qdotn dots where the
+ * type has them, else the float dots).
  * Prints GFLOP/s (2 * rows * cols * tokens per call), medians of a few calls since the
  * machine is shared; asserts nothing.
  *
@@ -84,15 +86,16 @@ int main(void) {
     kern_select(NULL);
     kern_table rows_path = *kern_active();
     rows_path.gemm = NULL;
-    kern_table amx = rows_path;
+    kern_table amx = rows_path, exact = rows_path;
     amx.gemm = kern_gemm_amx;
+    exact.gemm = kern_gemm_amx_exact;
     bool have_amx = kern_amx_available();
     printf("bench_gemm: %d tokens, 1 thread, table %s; GFLOP/s (2 * rows * cols * tokens / time)\n", n_tok,
            rows_path.name);
     if (!have_amx) printf("  AMX not available on this CPU / OS: row path only\n");
     static const struct { int64_t rows, cols; } shapes[] = {{2048, 2048}, {11008, 2048}, {2048, 11008}};
     static const sg_dtype types[] = {SG_Q4_K, SG_Q6_K, SG_Q8_0, SG_Q4_0, SG_F16};
-    printf("  %-6s %-12s %10s %10s %8s\n", "type", "rows x cols", "rows", "amx", "speedup");
+    printf("  %-6s %-12s %10s %10s %10s %8s\n", "type", "rows x cols", "rows", "amx", "amx exact", "speedup");
     for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++)
         for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
             int64_t rows = shapes[si].rows, cols = shapes[si].cols;
@@ -107,13 +110,15 @@ int main(void) {
             bool skip_rows = amx_only && !strcmp(amx_only, "1") && have_amx;
             double t_rows = skip_rows ? 0 : time_matmul(&rows_path, t, w, rows, cols, x, n_tok, y);
             double t_amx = have_amx ? time_matmul(&amx, t, w, rows, cols, x, n_tok, y) : 0;
+            double t_exact = have_amx ? time_matmul(&exact, t, w, rows, cols, x, n_tok, y) : 0;
             char shape[32];
             snprintf(shape, sizeof shape, "%lldx%lld", (long long)rows, (long long)cols);
             if (skip_rows)
-                printf("  %-6s %-12s %10s %10.1f\n", dtype_info(t)->name, shape, "-", flop / t_amx * 1e-9);
+                printf("  %-6s %-12s %10s %10.1f %10.1f\n", dtype_info(t)->name, shape, "-", flop / t_amx * 1e-9,
+                       flop / t_exact * 1e-9);
             else if (have_amx)
-                printf("  %-6s %-12s %10.1f %10.1f %7.1fx\n", dtype_info(t)->name, shape, flop / t_rows * 1e-9,
-                       flop / t_amx * 1e-9, t_rows / t_amx);
+                printf("  %-6s %-12s %10.1f %10.1f %10.1f %7.1fx\n", dtype_info(t)->name, shape, flop / t_rows * 1e-9,
+                       flop / t_amx * 1e-9, flop / t_exact * 1e-9, t_rows / t_amx);
             else
                 printf("  %-6s %-12s %10.1f %10s\n", dtype_info(t)->name, shape, flop / t_rows * 1e-9, "-");
             fflush(stdout);

@@ -2,6 +2,9 @@
  * scalar float reference, for every weight type, on random weights and odd shapes (row
  * ranges that end mid-tile, token counts that are not multiples of 16, columns that
  * span several K blocks or end mid-block), and kern_select's SMOLGATE_GEMM switch.
+ * The AMX kernel has two numerics (kernels.h): exact, held to the float reference's
+ * rounding, and fast (bf16 weights and activations, the default beside the integer
+ * dots), held to the bound bf16 rounding implies.
  *
  * Where AMX is not available (CPU or OS), the test says so and checks that
  * kern_gemm_amx declines every call, so that the row path runs instead. */
@@ -24,9 +27,23 @@ static const sg_dtype all_types[] = {SG_F32, SG_F16, SG_BF16, SG_Q4_0, SG_Q4_1, 
 
 #define SENTINEL 1234.5f
 
+/* SMOLGATE_INT8 as the test was started with, put back after the tests that switch it. */
+static char g_int8_env[16];
+static bool g_int8_set;
+static void set_int8(bool on) {
+    if (on) unsetenv("SMOLGATE_INT8");
+    else setenv("SMOLGATE_INT8", "0", 1);
+}
+static void restore_int8(void) {
+    if (g_int8_set) setenv("SMOLGATE_INT8", g_int8_env, 1);
+    else unsetenv("SMOLGATE_INT8");
+    kern_select(NULL);
+}
+
 /* One case: W (rows x cols, type t) quantized from random floats, x (n_tok x cols, row
  * stride cols + 3), y with row stride rows + 5 prefilled with SENTINEL; the kernel runs on
  * rows r0 .. r1. Checks, against the exact double sum of the dequantized products:
+ * exact (bf16 false):
  *   - each output within 1e-5 * sum|w x| (+1e-6): the bound test_kernels holds every
  *     SIMD dot to; float accumulation over a few thousand terms stays well inside it;
  *   - the RMS error over all outputs at most 2x the scalar float dot's (+1e-7 of the RMS
@@ -34,9 +51,16 @@ static const sg_dtype all_types[] = {SG_F32, SG_F16, SG_BF16, SG_Q4_0, SG_Q4_1, 
  *     three bf16 parts, weights into as many as their bits need), so what remains is
  *     float accumulation as in the reference. A two-part split (2^-18 per product) would
  *     fail this at these lengths;
+ * bf16 (the fast mode, weights and activations each rounded to bf16):
+ *   - each output within 2^-7 * sum|w x| (+ the float bound above): a bf16 rounding is
+ *     at most 2^-8 relative, so a product of two is off by at most ~2^-7 of itself;
+ *   - the RMS error at most 2^-8 * RMS(sqrt(sum (w x)^2)): independent roundings add
+ *     in quadrature, each product's RMS relative error is ~2^-8 / sqrt(3), so this has
+ *     ~1.7x margin, and a bias or a lost term (whole products off) fails it;
+ * both:
  *   - nothing outside rows r0 .. r1 and tokens 0 .. n_tok written. */
-static void check_case(kern_gemm_fn gemm, const char *name, sg_dtype t, int64_t rows, int64_t r0, int64_t r1,
-                       int64_t cols, int n_tok) {
+static void check_case_mode(kern_gemm_fn gemm, const char *name, bool bf16, sg_dtype t, int64_t rows, int64_t r0,
+                            int64_t r1, int64_t cols, int n_tok) {
     int64_t xs = cols + 3, ys = rows + 5;
     uint64_t rb = dtype_row_bytes(t, (uint64_t)cols);
     unsigned char *w = malloc(rb * (size_t)rows);
@@ -55,7 +79,7 @@ static void check_case(kern_gemm_fn gemm, const char *name, sg_dtype t, int64_t 
     CHECK_MSG(took, "%s %s %lldx%lld rows %lld..%lld, %d tokens: declined", name, dtype_info(t)->name,
               (long long)rows, (long long)cols, (long long)r0, (long long)r1, n_tok);
     if (took) {
-        double e_k = 0, e_s = 0, sq = 0, worst = 0;
+        double e_k = 0, e_s = 0, sq = 0, worst = 0, p2 = 0;
         int64_t bad = 0, stray = 0;
         for (int tk = 0; tk < n_tok; tk++)
             for (int64_t r = 0; r < ys; r++) {
@@ -64,12 +88,14 @@ static void check_case(kern_gemm_fn gemm, const char *name, sg_dtype t, int64_t 
                 const float *xr = x + tk * xs, *wr = wf + r * cols;
                 double exact = 0, mag = 0;
                 for (int64_t i = 0; i < cols; i++) {
-                    exact += (double)wr[i] * xr[i];
-                    mag += fabs((double)wr[i] * xr[i]);
+                    double pr = (double)wr[i] * xr[i];
+                    exact += pr;
+                    mag += fabs(pr);
+                    p2 += pr * pr;
                 }
                 float ref = kern_scalar.dot[t](w + (size_t)r * rb, xr, cols);
                 double d = fabs(got - exact);
-                if (!(d <= 1e-5 * mag + 1e-6)) bad++;
+                if (!(d <= (bf16 ? 0x1p-7 + 1e-5 : 1e-5) * mag + 1e-6)) bad++;
                 if (d / (mag + 1e-30) > worst) worst = d / (mag + 1e-30);
                 e_k += d * d;
                 e_s += (ref - exact) * (ref - exact);
@@ -80,12 +106,24 @@ static void check_case(kern_gemm_fn gemm, const char *name, sg_dtype t, int64_t 
         CHECK_MSG(bad == 0, "%s %s %lldx%lld rows %lld..%lld, %d tokens: %lld outputs off, worst %.3g of sum|wx|", name,
                   dtype_info(t)->name, (long long)rows, (long long)cols, (long long)r0, (long long)r1, n_tok,
                   (long long)bad, worst);
-        CHECK_MSG(rms_k <= 2 * rms_s + 1e-7 * rms, "%s %s %lldx%lld, %d tokens: RMS error %.3g, scalar float dot %.3g",
-                  name, dtype_info(t)->name, (long long)rows, (long long)cols, n_tok, rms_k, rms_s);
+        if (bf16)
+            CHECK_MSG(rms_k <= 0x1p-8 * sqrt(p2 / n) + 1e-7 * rms,
+                      "%s %s %lldx%lld, %d tokens: RMS error %.3g, bf16 rounding bound %.3g", name, dtype_info(t)->name,
+                      (long long)rows, (long long)cols, n_tok, rms_k, 0x1p-8 * sqrt(p2 / n));
+        else
+            CHECK_MSG(rms_k <= 2 * rms_s + 1e-7 * rms, "%s %s %lldx%lld, %d tokens: RMS error %.3g, scalar float dot %.3g",
+                      name, dtype_info(t)->name, (long long)rows, (long long)cols, n_tok, rms_k, rms_s);
         CHECK_MSG(stray == 0, "%s %s: %lld values written outside rows %lld..%lld", name, dtype_info(t)->name,
                   (long long)stray, (long long)r0, (long long)r1);
     }
     free(w); free(wf); free(tmp); free(x); free(y);
+}
+
+/* Both AMX numerics on one case: exact for every type, fast where it is defined
+ * (block-quantized weights; for the others kern_gemm_amx_fast is the exact kernel). */
+static void check_case(sg_dtype t, int64_t rows, int64_t r0, int64_t r1, int64_t cols, int n_tok) {
+    check_case_mode(kern_gemm_amx_exact, "amx exact", false, t, rows, r0, r1, cols, n_tok);
+    check_case_mode(kern_gemm_amx_fast, "amx fast", quant_supports(t), t, rows, r0, r1, cols, n_tok);
 }
 
 static void test_amx_all_types(void) {
@@ -103,17 +141,19 @@ static void test_amx_all_types(void) {
          * by 512), and for plain types lengths that end mid-step */
         int64_t c_small = bs == 256 ? 256 : bs == 32 ? 96 : 100;
         int64_t c_big = bs == 256 ? 1280 : bs == 32 ? 1056 : 1061;
-        check_case(kern_gemm_amx, "amx", t, 45, 0, 45, c_small, 8);       /* rows end mid-tile */
-        check_case(kern_gemm_amx, "amx", t, 100, 32, 100, c_small, 17);   /* r0 > 0, one token past a tile */
-        check_case(kern_gemm_amx, "amx", t, 64, 32, 64, c_big, 255);
-        check_case(kern_gemm_amx, "amx", t, 300, 0, 300, bs == 1 ? 33 : bs, 300);   /* two row bands */
+        check_case(t, 45, 0, 45, c_small, 8);       /* rows end mid-tile */
+        check_case(t, 100, 32, 100, c_small, 17);   /* r0 > 0, one token past a tile */
+        check_case(t, 64, 32, 64, c_big, 255);
+        check_case(t, 300, 0, 300, bs == 1 ? 33 : bs, 300);   /* two row bands */
     }
-    check_case(kern_gemm_amx, "amx", SG_Q4_K, 70, 64, 70, 2048, 40);   /* a last chunk of 6 rows, K of the 3B model */
+    check_case(SG_Q4_K, 70, 64, 70, 2048, 40);   /* a last chunk of 6 rows, K of the 3B model */
     /* types and lengths the kernel does not take: declined, not miscomputed */
     float x[16 * 48] = {0}, y[16] = {0};
     quant_q4_K blk[1];
     memset(blk, 0, sizeof blk);
     CHECK(!kern_gemm_amx(SG_Q4_K, blk, sizeof blk, 48, x, 48, 16, y, 1, 0, 1));   /* not whole blocks */
+    CHECK(!kern_gemm_amx_fast(SG_Q4_K, blk, sizeof blk, 48, x, 48, 16, y, 1, 0, 1));
+    CHECK(!kern_gemm_amx_exact(SG_Q4_K, blk, sizeof blk, 48, x, 48, 16, y, 1, 0, 1));
 }
 
 /* SMOLGATE_GEMM: 0 turns the matrix-matrix kernel off, amx / vnni force one (none when
@@ -146,20 +186,26 @@ static void test_select(void) {
 }
 
 /* Through kern_matmul_rows, as the forward pass calls it: the gemm takes the call from
- * KERN_GEMM_MIN_TOKENS tokens on, and the result matches the row path's. */
-static void test_matmul_rows(void) {
+ * KERN_GEMM_MIN_TOKENS tokens on, and the result matches the float row path's: to float
+ * rounding with the integer dots off (SMOLGATE_INT8=0: AMX runs exact), within bf16
+ * rounding (2^-7 of sum |w x|, see check_case_mode) with them on (AMX runs fast). */
+static void check_matmul_rows(bool int8) {
+    set_int8(int8);
     kern_select(NULL);
     const kern_table *k = kern_active();
-    if (!k->gemm) { printf("  no matrix-matrix kernel selected: row path only\n"); return; }
+    if (!k->gemm) { printf("  no matrix-matrix kernel selected: row path only\n"); restore_int8(); return; }
+    bool fast = k->gemm == kern_gemm_amx && k->qdot[SG_Q6_K];
     int64_t rows = 96, cols = 512;
     int n = 20;
     uint64_t rb = dtype_row_bytes(SG_Q6_K, (uint64_t)cols);
     unsigned char *w = malloc(rb * (size_t)rows);
     float *tmp = malloc((size_t)cols * sizeof(float)), *x = malloc((size_t)(n * cols) * sizeof(float));
     float *y1 = malloc((size_t)(n * rows) * sizeof(float)), *y2 = malloc((size_t)(n * rows) * sizeof(float));
+    float *wf = malloc((size_t)(rows * cols) * sizeof(float));
     for (int64_t r = 0; r < rows; r++) {
         for (int64_t i = 0; i < cols; i++) tmp[i] = frand();
         kern_from_f32(SG_Q6_K, tmp, w + (size_t)r * rb, cols);
+        kern_to_f32(SG_Q6_K, w + (size_t)r * rb, wf + r * cols, cols);
     }
     for (int64_t i = 0; i < n * cols; i++) x[i] = frand();
     kern_table rows_only = *k;
@@ -167,16 +213,65 @@ static void test_matmul_rows(void) {
     memset(rows_only.qdot, 0, sizeof rows_only.qdot);   /* the float dots: the reference numerics */
     kern_matmul_rows(k, SG_Q6_K, w, rb, cols, x, cols, n, y1, rows, 0, rows);
     kern_matmul_rows(&rows_only, SG_Q6_K, w, rb, cols, x, cols, n, y2, rows, 0, rows);
-    double md = 0, mx = 0;
+    double md = 0, mx = 0, worst = 0;
     for (int64_t i = 0; i < n * rows; i++) {
         md = fmax(md, fabs((double)y1[i] - y2[i]));
         mx = fmax(mx, fabs((double)y2[i]));
     }
-    CHECK_MSG(md <= 1e-5 * mx, "%s gemm vs float row path: max diff %.3g of %.3g", k->gemm_name, md, mx);
-    free(w); free(tmp); free(x); free(y1); free(y2);
+    for (int tk = 0; tk < n; tk++)
+        for (int64_t r = 0; r < rows; r++) {
+            double mag = 0;
+            for (int64_t i = 0; i < cols; i++) mag += fabs((double)wf[r * cols + i] * x[tk * cols + i]);
+            worst = fmax(worst, fabs((double)y1[tk * rows + r] - y2[tk * rows + r]) / (mag + 1e-30));
+        }
+    if (fast)
+        CHECK_MSG(worst <= 0x1p-7 + 2e-5, "%s gemm (fast) vs float row path: worst %.3g of sum|wx|", k->gemm_name, worst);
+    else
+        CHECK_MSG(md <= 1e-5 * mx, "%s gemm vs float row path: max diff %.3g of %.3g", k->gemm_name, md, mx);
+    printf("  %s%s vs the float row path: max diff %.3g of max |y| %.3g, worst %.3g of sum|wx|\n", k->gemm_name,
+           fast ? " (fast)" : int8 ? "" : " (SMOLGATE_INT8=0)", md, mx, worst);
+    free(w); free(wf); free(tmp); free(x); free(y1); free(y2);
+    restore_int8();
+}
+
+static void test_matmul_rows(void) {
+    check_matmul_rows(true);
+    check_matmul_rows(false);
+}
+
+/* kern_gemm_amx follows the integer path's switch per weight type. */
+static void test_mode(void) {
+    if (!kern_amx_available()) return;
+    int64_t rows = 32, cols = 256;
+    int n = 16;
+    uint64_t rb = dtype_row_bytes(SG_Q4_K, (uint64_t)cols);
+    unsigned char *w = malloc(rb * (size_t)rows);
+    float *tmp = malloc((size_t)cols * sizeof(float)), *x = malloc((size_t)(n * cols) * sizeof(float));
+    float *y[3];
+    for (int i = 0; i < 3; i++) y[i] = malloc((size_t)(n * rows) * sizeof(float));
+    for (int64_t r = 0; r < rows; r++) {
+        for (int64_t i = 0; i < cols; i++) tmp[i] = frand();
+        kern_from_f32(SG_Q4_K, tmp, w + (size_t)r * rb, cols);
+    }
+    for (int64_t i = 0; i < n * cols; i++) x[i] = frand();
+    CHECK(kern_gemm_amx_exact(SG_Q4_K, w, rb, cols, x, cols, n, y[0], rows, 0, rows));
+    CHECK(kern_gemm_amx_fast(SG_Q4_K, w, rb, cols, x, cols, n, y[1], rows, 0, rows));
+    CHECK(memcmp(y[0], y[1], (size_t)(n * rows) * sizeof(float)) != 0);   /* the modes do differ */
+    for (int int8 = 0; int8 < 2; int8++) {
+        set_int8(int8);
+        kern_select(NULL);
+        CHECK(kern_gemm_amx(SG_Q4_K, w, rb, cols, x, cols, n, y[2], rows, 0, rows));
+        CHECK_MSG(!memcmp(y[2], y[int8], (size_t)(n * rows) * sizeof(float)), "SMOLGATE_INT8=%s: wrong AMX mode",
+                  int8 ? "unset" : "0");
+    }
+    restore_int8();
+    free(w); free(tmp); free(x);
+    for (int i = 0; i < 3; i++) free(y[i]);
 }
 
 int main(void) {
+    const char *int8 = getenv("SMOLGATE_INT8");
+    if ((g_int8_set = int8 != NULL)) snprintf(g_int8_env, sizeof g_int8_env, "%s", int8);
     kern_select(NULL);
     printf("kernels: %s, matrix-matrix: %s, AMX %s\n", kern_active()->name,
            kern_active()->gemm_name ? kern_active()->gemm_name : "none",
@@ -184,5 +279,6 @@ int main(void) {
     RUN(test_amx_all_types);
     RUN(test_select);
     RUN(test_matmul_rows);
+    RUN(test_mode);
     return tu_finish("test_gemm");
 }

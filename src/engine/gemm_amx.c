@@ -17,17 +17,33 @@
  * logits as close to exact as the scalar path's. A hi/lo (two-part) split, with half
  * the tile products, was tried first: it left llama.cpp's reference files' logits ~3e-5
  * from exact (scalar: 4e-6) and F32 models 4e-5 from transformers; tests/test_gemm.c
- * fails it.
+ * fails it. That is the exact mode (kern_gemm_amx_exact), kept for the float reference.
+ *
+ * Fast mode (kern_gemm_amx_fast; kern_gemm_amx's default for block-quantized weights
+ * whenever the integer dots are on, i.e. kern_active()->qdot[type] is set): weights and
+ * activations each rounded to one bf16 part, one tile product per step instead of six
+ * (bench_gemm: ~3.3x). The integer path it stands in for already rounds activations to
+ * int8 (1/254 of an 8-value max); a bf16 rounding is at most 2^-8 of the value itself,
+ * and the two roundings together stay below that. Measured on llama.cpp's reference
+ * files (test_quant): logits 0.015-0.022 from exact, int8 row path 0.026-0.034,
+ * llama.cpp 0.036-0.063. Weights in two bf16 parts (2^-17 from exact) with one-part
+ * activations measured 0.011-0.014 at ~60% of the speed (two products per step).
+ * Exact small-integer weights with per-block scales applied after each K=32 tile
+ * product (one product, exact weights) was not built: its rescale (a tile store, 16
+ * loads and FMAs per 16x16 block per step) is estimated to cost about what a second
+ * tile product does. F32 / F16 / BF16 weights have no integer path and always run exact.
  *
  * Layout (per call, per calling thread, in a thread-local buffer):
- *   A  the weights: a panel of 32 rows x KB columns dequantized with AVX-512 and split,
- *      stored as tiles of 16 rows x 32 bf16 (1 KB, row-major): (part, 2, KB / 32, 16, 32)
+ *   A  the weights: a panel of 32 rows x kb columns (KB exact, KB_FAST fast) dequantized
+ *      with AVX-512 and split, stored as tiles of 16 rows x 32 bf16 (1 KB, row-major):
+ *      (part, 2, kb / 32, 16, 32); two panel buffers, the next one unpacked while the
+ *      current one's tile products run
  *   B  the activations, converted once per call: per 16 tokens and 32 columns a tile in
  *      the VNNI pair layout TDPBF16PS wants, (16 column pairs, 16 tokens, 2), i.e. a
- *      16x16 transpose of 32-bit pairs: (3 parts, n_tok / 16, cols / 32, 16, 16, 2)
+ *      16x16 transpose of 32-bit pairs: (3 parts, or 1 fast, n_tok / 16, cols / 32, 16, 16, 2)
  *   C  fp32 accumulators, 16 rows x 16 tokens per tile, for a band of up to ROW_BAND rows
  *      and all tokens; transposed into y once the band's K loop is done.
- * Loops: row band > K block (KB columns) > 32-row panel (dequantized once per call) >
+ * Loops: row band > K block (kb columns) > 32-row panel (dequantized once per call) >
  * pairs of 16-token tiles, with 2x2 C tiles in tile registers (tmm0..3) and A / B parts
  * streamed through tmm4..7 (B part outer: it comes from L2, the A panel from L1/L2).
  * Rows past r1 and tokens past n_tok are zero padding: computed, never stored.
@@ -54,6 +70,12 @@
 /* Columns per K block: 512 measured ~15% faster than 256 and as fast as 1024 (fewer C
  * tile stores and reloads per op). A multiple of 256 (k-quant blocks). */
 #define KB 512
+/* The fast mode's K block: with one tile product per A / B tile pair the loop is bound by
+ * tile loads, and at 256 columns the 32-row panel and a token-tile pair's activations
+ * (16 KB each) both stay in L1. */
+#ifndef KB_FAST
+#define KB_FAST 256
+#endif
 /* Rows per band: the band's fp32 accumulators (ROW_BAND * n_tok * 4 bytes, 256 KB at 256
  * tokens) and the K block of activations share L2. */
 #define ROW_BAND 256
@@ -211,16 +233,25 @@ SIMD static void dequant(sg_dtype t, const unsigned char *row, int64_t k0, int64
             __m256i qh = t == SG_Q5_K ? _mm256_loadu_si256((const __m256i *)((const quant_q5_K *)blk)->qh)
                                       : _mm256_setzero_si256();
             float d = f16s(&b4->d), dmin = f16s(&b4->dmin);
+            /* the 8 six-bit scales and mins at once (quant_scale_min_k4's bit layout, four
+             * bytes per word): sub-block scales d * sc, offsets dmin * m */
+            uint32_t a[3];
+            memcpy(a, b4->scales, 12);
+            uint32_t sc_lo = a[0] & 0x3f3f3f3fu, m_lo = a[1] & 0x3f3f3f3fu;
+            uint32_t sc_hi = (a[2] & 0x0f0f0f0fu) | ((a[0] >> 2) & 0x30303030u);
+            uint32_t m_hi = ((a[2] >> 4) & 0x0f0f0f0fu) | ((a[1] >> 2) & 0x30303030u);
+            __m128i scm = _mm_setr_epi32((int)sc_lo, (int)sc_hi, (int)m_lo, (int)m_hi);
+            float dsc[16];   /* 0..7: d * sc[j], 8..15: dmin * m[j] */
+            __m512 dd = _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(d), _mm512_set1_ps(dmin));
+            _mm512_storeu_ps(dsc, _mm512_mul_ps(dd, u8_ps(scm)));
             for (int c = 0; c < 4; c++, out += 64) {
-                uint8_t sc0, m0, sc1, m1;
-                quant_scale_min_k4(2 * c, b4->scales, &sc0, &m0);
-                quant_scale_min_k4(2 * c + 1, b4->scales, &sc1, &m1);
+                float dsc0 = dsc[2 * c], dsc1 = dsc[2 * c + 1], dm0 = dsc[8 + 2 * c], dm1 = dsc[9 + 2 * c];
                 __m256i q = _mm256_loadu_si256((const __m256i *)(qs + 32 * c));
                 __m256i h0 = _mm256_slli_epi16(_mm256_and_si256(qh, one), 4);                       /* bit 2c */
                 __m256i h1 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 1), one), 4);  /* bit 2c+1 */
                 qh = _mm256_srli_epi16(qh, 2);
-                sub32(_mm256_or_si256(_mm256_and_si256(q, m4), h0), d * sc0, dmin * m0, out);
-                sub32(_mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 4), m4), h1), d * sc1, dmin * m1, out + 32);
+                sub32(_mm256_or_si256(_mm256_and_si256(q, m4), h0), dsc0, dm0, out);
+                sub32(_mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 4), m4), h1), dsc1, dm1, out + 32);
             }
         }
         return;
@@ -229,7 +260,10 @@ SIMD static void dequant(sg_dtype t, const unsigned char *row, int64_t k0, int64
         const __m256i m4 = _mm256_set1_epi8(15), m2 = _mm256_set1_epi8(3);
         const quant_q6_K *b = (const quant_q6_K *)row + k0 / 256;
         for (int64_t i = 0; i < kn / 256; i++) {
-            float d = f16s(&b[i].d);
+            /* the 16 sub-block scales d * sc at once */
+            float ds[16];
+            _mm512_storeu_ps(ds, _mm512_mul_ps(_mm512_set1_ps(f16s(&b[i].d)),
+                                               _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)b[i].scales)))));
             for (int h = 0; h < 2; h++, out += 128) {
                 __m256i l0 = _mm256_loadu_si256((const __m256i *)(b[i].ql + 64 * h));
                 __m256i l1 = _mm256_loadu_si256((const __m256i *)(b[i].ql + 64 * h + 32));
@@ -241,8 +275,7 @@ SIMD static void dequant(sg_dtype t, const unsigned char *row, int64_t k0, int64
                 for (int k = 0; k < 4; k++) {   /* quarter k: weights 32k .. 32k + 31 of this half */
                     __m256i hb = _mm256_and_si256(_mm256_srli_epi16(qh, 2 * k), m2);
                     __m256i v = _mm256_or_si256(q[k], _mm256_slli_epi16(hb, 4));
-                    const int8_t *sc = b[i].scales + 8 * h + 2 * k;
-                    float d0 = d * sc[0], d1 = d * sc[1];
+                    float d0 = ds[8 * h + 2 * k], d1 = ds[8 * h + 2 * k + 1];
                     _mm512_storeu_ps(out + 32 * k, _mm512_fmsub_ps(_mm512_set1_ps(d0), u8_ps(_mm256_castsi256_si128(v)),
                                                                    _mm512_set1_ps(32 * d0)));
                     _mm512_storeu_ps(out + 32 * k + 16, _mm512_fmsub_ps(_mm512_set1_ps(d1), u8_ps(_mm256_extracti128_si256(v, 1)),
@@ -279,7 +312,7 @@ SIMD static inline void split32(__m512 a, __m512 b, int n, __m512i *part) {
 }
 
 /* In-place transpose of a 16x16 matrix of 32-bit elements (r[i] = row i). */
-SIMD static inline void transpose16(__m512i r[16]) {
+SIMD static inline __attribute__((always_inline)) void transpose16(__m512i r[16]) {
     __m512i t[16], u[16];
     for (int i = 0; i < 8; i++) {
         t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
@@ -305,10 +338,10 @@ SIMD static inline void transpose16(__m512i r[16]) {
 #define TILE 512    /* uint16 elements (1 KB) of an A or B tile; a C tile is 256 floats */
 
 /* The activations of token tile jt (tokens 16 jt ..) and column step s (32 columns) as
- * X_PARTS B tiles (part k at b + k * part_stride): row p holds, for each of the 16
- * tokens, columns 2p and 2p + 1. */
+ * xp B tiles (part k at b + k * part_stride; xp <= X_PARTS): row p holds, for each of
+ * the 16 tokens, columns 2p and 2p + 1. */
 SIMD static void pack_b(const float *x, int64_t x_stride, int n_tok, int64_t cols, int jt, int64_t s,
-                        uint16_t *b, size_t part_stride) {
+                        uint16_t *b, size_t part_stride, int xp) {
     __m512i p[X_PARTS][16];
     int64_t c0 = s * 32, left = cols - c0;
     __mmask16 m0 = left >= 16 ? 0xFFFF : (__mmask16)((1u << left) - 1);
@@ -322,10 +355,10 @@ SIMD static void pack_b(const float *x, int64_t x_stride, int n_tok, int64_t col
             hi = _mm512_maskz_loadu_ps(m1, xr + 16);
         }
         __m512i parts[X_PARTS];
-        split32(lo, hi, X_PARTS, parts);
-        for (int k = 0; k < X_PARTS; k++) p[k][i] = parts[k];
+        split32(lo, hi, xp, parts);
+        for (int k = 0; k < xp; k++) p[k][i] = parts[k];
     }
-    for (int k = 0; k < X_PARTS; k++) {
+    for (int k = 0; k < xp; k++) {
         transpose16(p[k]);
         for (int r = 0; r < 16; r++) _mm512_store_si512(b + k * part_stride + r * 32, p[k][r]);
     }
@@ -351,14 +384,14 @@ typedef struct __attribute__((aligned(64))) tile_config {
 } tile_config;
 
 /* C (2 row tiles x nt token tiles, nt 1 or 2) += sum of A part i . B part j over
- * i + j < X_PARTS (the terms down to ~2^-24 of the product; i < a_parts), over `steps`
- * column steps. a: the panel's part 0, row tile 0, first step; row tile 1 is a_steps
+ * i < a_parts, j < xp, i + j < terms (exact mode: xp = terms = 3, the terms down to
+ * ~2^-24 of the product), over `steps` column steps. a: the panel's part 0, row tile 0, first step; row tile 1 is a_steps
  * tiles further, part i is i * a_part tiles further. b: token tile 0, part 0, first step;
  * token tile 1 is b_steps tiles further, part j is j * b_part elements further. c: the C
  * tile of row tile r, token tile j at c + (r * c_tiles + j) * 256. */
 SIMD static void tile_kernel(const uint16_t *a, int64_t a_steps, size_t a_part, int a_parts, const uint16_t *b,
-                             int64_t b_steps, size_t b_part, int64_t steps, float *c, int64_t c_tiles, int nt,
-                             bool load_c) {
+                             int64_t b_steps, size_t b_part, int xp, int terms, int64_t steps, float *c,
+                             int64_t c_tiles, int nt, bool load_c) {
     float *c00 = c, *c01 = c + 256, *c10 = c + c_tiles * 256, *c11 = c10 + 256;
     if (load_c) {
         _tile_loadd(0, c00, 64);
@@ -373,15 +406,15 @@ SIMD static void tile_kernel(const uint16_t *a, int64_t a_steps, size_t a_part, 
         /* The next step's activation tiles into L1: at 11008 columns they come from L3
          * (~10% faster there, no change at 2048). */
         if (s + 1 < steps)
-            for (int j = 0; j < X_PARTS; j++)
+            for (int j = 0; j < xp; j++)
                 for (int l = 0; l < 16; l++) {
                     _mm_prefetch((const char *)(bs + TILE + j * b_part) + 64 * l, _MM_HINT_T0);
                     if (nt == 2) _mm_prefetch((const char *)(bs + TILE + j * b_part + b1) + 64 * l, _MM_HINT_T0);
                 }
-        for (int j = 0; j < X_PARTS; j++) {
+        for (int j = 0; j < xp; j++) {
             _tile_loadd(6, bs + j * b_part, 64);
             if (nt == 2) _tile_loadd(7, bs + j * b_part + b1, 64);
-            for (int i = 0; i < a_parts && i + j < X_PARTS; i++) {
+            for (int i = 0; i < a_parts && i + j < terms; i++) {
                 _tile_loadd(4, as + i * a_part, 64);
                 _tile_loadd(5, as + i * a_part + a1, 64);
                 _tile_dpbf16ps(0, 4, 6); _tile_dpbf16ps(2, 5, 6);
@@ -402,29 +435,86 @@ SIMD static void store_c(const float *c, float *y, int64_t y_stride, int64_t r, 
     transpose16(v);
     int64_t left = r1 - r;
     __mmask16 m = left >= 16 ? 0xFFFF : (__mmask16)((1u << left) - 1);
-    for (int i = 0; i < 16 && t + i < n_tok; i++)
-        _mm512_mask_storeu_ps(y + (int64_t)(t + i) * y_stride + r, m, _mm512_castsi512_ps(v[i]));
+    /* Plain stores where the whole row is in range: y is rarely 64-byte aligned (malloc),
+     * and a masked store across two cache lines costs far more than a plain one. */
+    if (m == 0xFFFF)
+        for (int i = 0; i < 16 && t + i < n_tok; i++) _mm512_storeu_ps(y + (int64_t)(t + i) * y_stride + r, _mm512_castsi512_ps(v[i]));
+    else
+        for (int i = 0; i < 16 && t + i < n_tok; i++)
+            _mm512_mask_storeu_ps(y + (int64_t)(t + i) * y_stride + r, m, _mm512_castsi512_ps(v[i]));
+}
+
+/* A 32-row panel of the weights: rows rp .. rp + 31 of the band rb .. re (rows from re on
+ * are zero padding), columns k0 .. k0 + kb (or to the padded end). */
+typedef struct panel { int64_t rb, re, k0, rp, kb; } panel;
+
+/* The panel after p in loop order (row band > K block > panel); false after the last. */
+static bool next_panel(panel p, int64_t band, int64_t kp, int64_t r1, panel *n) {
+    *n = p;
+    if ((n->rp += 32) < p.re) return true;
+    n->rp = p.rb;
+    if ((n->k0 += p.kb) < kp) return true;
+    if (p.re >= r1) return false;
+    n->rb = n->rp = p.re;
+    n->re = p.re + band < r1 ? p.re + band : r1;
+    n->k0 = 0;
+    return true;
+}
+
+/* Rows i0 .. i1 of panel p into L2: 32 short runs at a row stride the hardware
+ * prefetchers do not follow (at 11008 columns each row is on a page of its own). */
+SIMD static void prefetch_rows(const unsigned char *wb, uint64_t w_row_bytes, sg_dtype t, int64_t kp, int64_t r1,
+                               panel p, int i0, int i1) {
+    const sg_dtype_info *ti = dtype_info(t);
+    int64_t kn = kp - p.k0 < p.kb ? kp - p.k0 : p.kb, bs = (int64_t)ti->block_size;
+    uint64_t off = (uint64_t)(p.k0 / bs) * ti->type_size, bytes = (uint64_t)((kn + bs - 1) / bs) * ti->type_size;
+    for (int i = i0; i < i1 && i < 32 && p.rp + i < p.re && p.rp + i < r1; i++)
+        for (uint64_t o = 0; o < bytes; o += 64)
+            _mm_prefetch((const char *)(wb + (uint64_t)(p.rp + i) * w_row_bytes + off + o), _MM_HINT_T1);
+}
+
+/* Rows i0 .. i1 of panel p, unpacked and split into a_parts bf16 parts, into the panel
+ * buffer a: (part, row tile, step) tiles; frow: KB floats of scratch. */
+SIMD static void pack_a_rows(sg_dtype t, const unsigned char *wb, uint64_t w_row_bytes, int64_t cols, int64_t kp,
+                             panel p, int i0, int i1, uint16_t *a, size_t a_part, int a_parts, float *frow) {
+    int64_t kn = kp - p.k0 < p.kb ? kp - p.k0 : p.kb, steps = kn / 32;
+    for (int i = i0; i < i1 && i < 32; i++) {
+        uint16_t *pa = a + (size_t)(i >> 4) * steps * TILE + (size_t)(i & 15) * 32;
+        if (p.rp + i < p.re) dequant(t, wb + (uint64_t)(p.rp + i) * w_row_bytes, p.k0, kn, cols, frow);
+        else memset(frow, 0, (size_t)kn * sizeof(float));
+        for (int64_t s = 0; s < steps; s++) {
+            __m512i parts[3];
+            split32(_mm512_loadu_ps(frow + 32 * s), _mm512_loadu_ps(frow + 32 * s + 16), a_parts, parts);
+            for (int k = 0; k < a_parts; k++) _mm512_store_si512(pa + k * a_part + s * TILE, parts[k]);
+        }
+    }
 }
 
 SIMD static bool gemm_amx(sg_dtype w_type, const void *w, uint64_t w_row_bytes, int64_t cols, const float *x,
-                          int64_t x_stride, int n_tok, float *y, int64_t y_stride, int64_t r0, int64_t r1) {
+                          int64_t x_stride, int n_tok, float *y, int64_t y_stride, int64_t r0, int64_t r1,
+                          bool fast) {
     int64_t ksteps = (cols + 31) / 32, kp = ksteps * 32;   /* padded columns */
     int ntt = (n_tok + 15) / 16;                           /* token tiles */
     int64_t band = ROW_BAND < r1 - r0 ? ROW_BAND : ((r1 - r0 + 31) & ~(int64_t)31);
-    int a_parts = weight_parts(w_type);
-    size_t b_part = (size_t)ntt * ksteps * TILE, a_part = (size_t)2 * (KB / 32) * TILE;   /* uint16 elements */
-    size_t b_bytes = X_PARTS * b_part * 2, a_bytes = (size_t)a_parts * a_part * 2;
+    int a_parts = weight_parts(w_type), xp = X_PARTS, terms = X_PARTS;
+    int64_t kb = KB;
+    if (fast) {   /* one product of bf16-rounded weights and activations */
+        xp = a_parts = terms = 1;
+        kb = KB_FAST;
+    }
+    size_t b_part = (size_t)ntt * ksteps * TILE, a_part = (size_t)2 * (kb / 32) * TILE;   /* uint16 elements */
+    size_t b_bytes = (size_t)xp * b_part * 2, a_bytes = (size_t)a_parts * a_part * 2;
     size_t c_bytes = (size_t)band * (size_t)ntt * 16 * sizeof(float);
-    size_t f_bytes = (size_t)KB * sizeof(float);
-    unsigned char *buf = scratch(b_bytes + a_bytes + c_bytes + f_bytes);
+    size_t f_bytes = (size_t)kb * sizeof(float);
+    unsigned char *buf = scratch(b_bytes + 2 * a_bytes + c_bytes + f_bytes);   /* two A panels */
     if (!buf) return false;
     uint16_t *bbuf = (uint16_t *)buf, *abuf = (uint16_t *)(buf + b_bytes);
-    float *cbuf = (float *)(buf + b_bytes + a_bytes), *frow = (float *)(buf + b_bytes + a_bytes + c_bytes);
+    float *cbuf = (float *)(buf + b_bytes + 2 * a_bytes), *frow = (float *)(buf + b_bytes + 2 * a_bytes + c_bytes);
 
     /* B: (part, token tile, step) tiles, steps contiguous per token tile */
     for (int jt = 0; jt < ntt; jt++)
         for (int64_t s = 0; s < ksteps; s++)
-            pack_b(x, x_stride, n_tok, cols, jt, s, bbuf + ((size_t)jt * ksteps + s) * TILE, b_part);
+            pack_b(x, x_stride, n_tok, cols, jt, s, bbuf + ((size_t)jt * ksteps + s) * TILE, b_part, xp);
 
     tile_config cfg;
     memset(&cfg, 0, sizeof cfg);
@@ -433,45 +523,74 @@ SIMD static bool gemm_amx(sg_dtype w_type, const void *w, uint64_t w_row_bytes, 
     __asm__ volatile("" ::: "memory");   /* the tile loads' asm does not name the memory it reads */
     _tile_loadconfig(&cfg);
 
+    /* Panels in loop order: row band > K block > 32-row panel. Each panel's weights are
+     * unpacked into one half of abuf while the tile products of the previous one run from
+     * the other, a slice of rows after each token-tile pair, so that the AVX-512
+     * unpacking overlaps the AMX work queued ahead of it. */
     const unsigned char *wb = w;
-    for (int64_t rb = r0; rb < r1; rb += band) {
-        int64_t re = rb + band < r1 ? rb + band : r1;
-        for (int64_t k0 = 0; k0 < kp; k0 += KB) {
-            int64_t kn = kp - k0 < KB ? kp - k0 : KB, steps = kn / 32, s0 = k0 / 32;
-            for (int64_t rp = rb; rp < re; rp += 32) {
-                /* the 32-row panel, columns k0 .. k0 + kn: (part, row tile, step) tiles */
-                for (int i = 0; i < 32; i++) {
-                    uint16_t *pa = abuf + (size_t)(i >> 4) * steps * TILE + (size_t)(i & 15) * 32;
-                    if (rp + i < re) dequant(w_type, wb + (uint64_t)(rp + i) * w_row_bytes, k0, kn, cols, frow);
-                    else memset(frow, 0, (size_t)kn * sizeof(float));
-                    for (int64_t s = 0; s < steps; s++) {
-                        __m512i parts[3];
-                        split32(_mm512_loadu_ps(frow + 32 * s), _mm512_loadu_ps(frow + 32 * s + 16), a_parts, parts);
-                        for (int k = 0; k < a_parts; k++) _mm512_store_si512(pa + k * a_part + s * TILE, parts[k]);
-                    }
-                }
-                __asm__ volatile("" ::: "memory");
-                float *c = cbuf + (size_t)((rp - rb) / 16) * ntt * 256;
-                for (int jt = 0; jt < ntt; jt += 2)
-                    tile_kernel(abuf, steps, a_part, a_parts, bbuf + ((size_t)jt * ksteps + s0) * TILE, ksteps, b_part,
-                                steps, c + (size_t)jt * 256, ntt, jt + 1 < ntt ? 2 : 1, k0 > 0);
+    panel cur = {r0, r0 + band < r1 ? r0 + band : r1, 0, r0, kb}, nxt;
+    int half = 0;
+    int npairs = (ntt + 1) / 2, per = (32 + npairs - 1) / npairs;
+    prefetch_rows(wb, w_row_bytes, w_type, kp, r1, cur, 0, 32);
+    pack_a_rows(w_type, wb, w_row_bytes, cols, kp, cur, 0, 32, abuf, a_part, a_parts, frow);
+    for (;;) {
+        int64_t kn = kp - cur.k0 < kb ? kp - cur.k0 : kb, steps = kn / 32, s0 = cur.k0 / 32;
+        uint16_t *acur = abuf + (size_t)half * a_parts * a_part, *anxt = abuf + (size_t)(half ^ 1) * a_parts * a_part;
+        bool more = next_panel(cur, band, kp, r1, &nxt);
+        if (more) prefetch_rows(wb, w_row_bytes, w_type, kp, r1, nxt, 0, per);
+        __asm__ volatile("" ::: "memory");
+        float *c = cbuf + (size_t)((cur.rp - cur.rb) / 16) * ntt * 256;
+        for (int jt = 0; jt < ntt; jt += 2) {
+            tile_kernel(acur, steps, a_part, a_parts, bbuf + ((size_t)jt * ksteps + s0) * TILE, ksteps, b_part, xp,
+                        terms, steps, c + (size_t)jt * 256, ntt, jt + 1 < ntt ? 2 : 1, cur.k0 > 0);
+            if (more) {
+                int q = jt / 2;
+                prefetch_rows(wb, w_row_bytes, w_type, kp, r1, nxt, (q + 1) * per, (q + 2) * per);
+                pack_a_rows(w_type, wb, w_row_bytes, cols, kp, nxt, q * per, q + 1 < npairs ? (q + 1) * per : 32, anxt,
+                            a_part, a_parts, frow);
             }
         }
-        for (int64_t r = rb; r < re; r += 16)
-            for (int jt = 0; jt < ntt; jt++)
-                store_c(cbuf + ((size_t)((r - rb) / 16) * ntt + jt) * 256, y, y_stride, r, re, jt * 16, n_tok);
+        __asm__ volatile("" ::: "memory");
+        if (!more || nxt.rb != cur.rb)   /* the band is done: its accumulators out to y, */
+            for (int jt = 0; jt < ntt; jt++)   /* each token's run of rows in order */
+                for (int64_t r = cur.rb; r < cur.re; r += 16)
+                    store_c(cbuf + ((size_t)((r - cur.rb) / 16) * ntt + jt) * 256, y, y_stride, r, cur.re, jt * 16, n_tok);
+        if (!more) break;
+        cur = nxt;
+        half ^= 1;
     }
     _tile_release();
     return true;
 }
 
 /* Not compiled for AVX-512 itself: it must be callable (and decline) on any x86 CPU. */
+static bool gemm_entry(sg_dtype w_type, const void *w, uint64_t w_row_bytes, int64_t cols, const float *x,
+                       int64_t x_stride, int n_tok, float *y, int64_t y_stride, int64_t r0, int64_t r1, bool fast) {
+    if (!kern_supports(w_type) || !kern_amx_available() || n_tok < 1 || cols < 1 || r1 <= r0) return false;
+    if (cols % (int64_t)dtype_info(w_type)->block_size) return false;
+    return gemm_amx(w_type, w, w_row_bytes, cols, x, x_stride, n_tok, y, y_stride, r0, r1, fast);
+}
+
+bool kern_gemm_amx_exact(sg_dtype w_type, const void *w, uint64_t w_row_bytes, int64_t cols,
+                         const float *x, int64_t x_stride, int n_tok, float *y, int64_t y_stride,
+                         int64_t r0, int64_t r1) {
+    return gemm_entry(w_type, w, w_row_bytes, cols, x, x_stride, n_tok, y, y_stride, r0, r1, false);
+}
+
+/* Fast mode where it is defined (block-quantized weights), exact otherwise. */
+bool kern_gemm_amx_fast(sg_dtype w_type, const void *w, uint64_t w_row_bytes, int64_t cols,
+                        const float *x, int64_t x_stride, int n_tok, float *y, int64_t y_stride,
+                        int64_t r0, int64_t r1) {
+    return gemm_entry(w_type, w, w_row_bytes, cols, x, x_stride, n_tok, y, y_stride, r0, r1, quant_supports(w_type));
+}
+
+/* The mode follows the row path's numerics for the type: fast where the integer dots
+ * are on (activations already rounded to ~7 bits there), exact for the float reference. */
 bool kern_gemm_amx(sg_dtype w_type, const void *w, uint64_t w_row_bytes, int64_t cols,
                    const float *x, int64_t x_stride, int n_tok, float *y, int64_t y_stride,
                    int64_t r0, int64_t r1) {
-    if (!kern_supports(w_type) || !kern_amx_available() || n_tok < 1 || cols < 1 || r1 <= r0) return false;
-    if (cols % (int64_t)dtype_info(w_type)->block_size) return false;
-    return gemm_amx(w_type, w, w_row_bytes, cols, x, x_stride, n_tok, y, y_stride, r0, r1);
+    bool fast = kern_supports(w_type) && kern_active()->qdot[w_type] != NULL;
+    return gemm_entry(w_type, w, w_row_bytes, cols, x, x_stride, n_tok, y, y_stride, r0, r1, fast);
 }
 
 #else /* not x86-64, or a compiler without AMX: the kernel declines every call */
@@ -484,6 +603,18 @@ bool kern_gemm_amx(sg_dtype w_type, const void *w, uint64_t w_row_bytes, int64_t
     (void)w_type; (void)w; (void)w_row_bytes; (void)cols; (void)x; (void)x_stride;
     (void)n_tok; (void)y; (void)y_stride; (void)r0; (void)r1;
     return false;
+}
+
+bool kern_gemm_amx_exact(sg_dtype w_type, const void *w, uint64_t w_row_bytes, int64_t cols,
+                         const float *x, int64_t x_stride, int n_tok, float *y, int64_t y_stride,
+                         int64_t r0, int64_t r1) {
+    return kern_gemm_amx(w_type, w, w_row_bytes, cols, x, x_stride, n_tok, y, y_stride, r0, r1);
+}
+
+bool kern_gemm_amx_fast(sg_dtype w_type, const void *w, uint64_t w_row_bytes, int64_t cols,
+                        const float *x, int64_t x_stride, int n_tok, float *y, int64_t y_stride,
+                        int64_t r0, int64_t r1) {
+    return kern_gemm_amx(w_type, w, w_row_bytes, cols, x, x_stride, n_tok, y, y_stride, r0, r1);
 }
 
 #endif

@@ -70,6 +70,18 @@ bool kern_amx_available(void);
 bool kern_gemm_amx(sg_dtype w_type, const void *w, uint64_t w_row_bytes, int64_t cols,
                    const float *x, int64_t x_stride, int n_tok, float *y, int64_t y_stride,
                    int64_t r0, int64_t r1);
+/* kern_gemm_amx's two numerics, callable directly (tests, benchmarks). Exact: activations
+ * and weights split into bf16 parts down to ~2^-24 of each product (the float
+ * reference's rounding). Fast, for block-quantized weights (other types: exact):
+ * activations rounded to bf16 (2^-9 relative, finer than the integer path's int8) and
+ * weights to two bf16 parts (2^-17), a third to a sixth of the tile products.
+ * kern_gemm_amx runs fast where kern_active()->qdot[w_type] is set, else exact. */
+bool kern_gemm_amx_exact(sg_dtype w_type, const void *w, uint64_t w_row_bytes, int64_t cols,
+                         const float *x, int64_t x_stride, int n_tok, float *y, int64_t y_stride,
+                         int64_t r0, int64_t r1);
+bool kern_gemm_amx_fast(sg_dtype w_type, const void *w, uint64_t w_row_bytes, int64_t cols,
+                        const float *x, int64_t x_stride, int n_tok, float *y, int64_t y_stride,
+                        int64_t r0, int64_t r1);
 bool kern_gemm_vnni(sg_dtype w_type, const void *w, uint64_t w_row_bytes, int64_t cols,
                     const float *x, int64_t x_stride, int n_tok, float *y, int64_t y_stride,
                     int64_t r0, int64_t r1);
