@@ -487,8 +487,8 @@ static void check_batched(const char *dir, sg_dtype kv, double bound, double gem
         for (int q = 0; q < 4; q++) {
             int k = stream_of[q];
             if (k < 0) continue;
-            /* a joining stream brings a prompt chunk of 3 (stream 0: 1, stream 4: 9) */
-            int take = done[k] ? 1 : k == 0 ? 1 : k == 4 ? 9 : 3;
+            /* a joining stream brings a prompt chunk of 3 (stream 0: 1, stream 4: 17, past KERN_GEMM_MIN_TOKENS) */
+            int take = done[k] ? 1 : k == 0 ? 1 : k == 4 ? 17 : 3;
             for (int u = 0; u < take && done[k] < LEN; u++) {
                 seq[n] = q;
                 at[n] = done[k];
