@@ -33,7 +33,7 @@
  * loads and FMAs per 16x16 block per step) is estimated to cost about what a second
  * tile product does. F32 / F16 / BF16 weights have no integer path and always run exact.
  *
- * Layout (per call, per calling thread, in a thread-local buffer):
+ * Layout (per call, per calling thread, in its kern_scratch buffer):
  *   A  the weights: a panel of 32 rows x kb columns (KB exact, KB_FAST fast) dequantized
  *      with AVX-512 and split, stored as tiles of 16 rows x 32 bf16 (1 KB, row-major):
  *      (part, 2, kb / 32, 16, 32); two panel buffers, the next one unpacked while the
@@ -102,34 +102,6 @@ static void amx_probe(void) {
 bool kern_amx_available(void) {
     pthread_once(&g_amx_once, amx_probe);
     return g_amx_ok;
-}
-
-/* ---- per-thread buffers ---- */
-
-typedef struct amx_scratch { void *p; size_t cap; } amx_scratch;
-static pthread_key_t g_key;
-static pthread_once_t g_key_once = PTHREAD_ONCE_INIT;
-
-static void scratch_free(void *p) {
-    amx_scratch *s = p;
-    free(s->p);
-    free(s);
-}
-static void key_init(void) { pthread_key_create(&g_key, scratch_free); }
-
-static void *scratch(size_t bytes) {
-    pthread_once(&g_key_once, key_init);
-    amx_scratch *s = pthread_getspecific(g_key);
-    if (!s) {
-        s = calloc(1, sizeof *s);
-        if (!s || pthread_setspecific(g_key, s)) { free(s); return NULL; }
-    }
-    if (s->cap < bytes) {
-        free(s->p);
-        s->p = aligned_alloc(64, bytes);
-        s->cap = s->p ? bytes : 0;
-    }
-    return s->p;
 }
 
 /* ---- dequantization: kn (a multiple of 32) weights of a row from column k0 (a multiple
@@ -506,7 +478,7 @@ SIMD static bool gemm_amx(sg_dtype w_type, const void *w, uint64_t w_row_bytes, 
     size_t b_bytes = (size_t)xp * b_part * 2, a_bytes = (size_t)a_parts * a_part * 2;
     size_t c_bytes = (size_t)band * (size_t)ntt * 16 * sizeof(float);
     size_t f_bytes = (size_t)kb * sizeof(float);
-    unsigned char *buf = scratch(b_bytes + 2 * a_bytes + c_bytes + f_bytes);   /* two A panels */
+    unsigned char *buf = kern_scratch(KERN_SCRATCH_AMX, b_bytes + 2 * a_bytes + c_bytes + f_bytes);   /* two A panels */
     if (!buf) return false;
     uint16_t *bbuf = (uint16_t *)buf, *abuf = (uint16_t *)(buf + b_bytes);
     float *cbuf = (float *)(buf + b_bytes + 2 * a_bytes), *frow = (float *)(buf + b_bytes + 2 * a_bytes + c_bytes);

@@ -56,38 +56,6 @@ typedef struct {
     float pad;
 } act_blk;
 
-/* ---- per-thread scratch: the panel and the quantized activations ---- */
-
-typedef struct scratch { void *p; size_t cap; } scratch;
-static pthread_key_t g_key;
-static pthread_once_t g_once = PTHREAD_ONCE_INIT;
-
-static void scratch_free(void *p) {
-    scratch *s = p;
-    free(s->p);
-    free(s);
-}
-
-static void key_init(void) { pthread_key_create(&g_key, scratch_free); }
-
-/* 64-aligned, grown as needed, freed when the thread ends. */
-static void *scratch_get(size_t bytes) {
-    pthread_once(&g_once, key_init);
-    scratch *s = pthread_getspecific(g_key);
-    if (!s) {
-        s = calloc(1, sizeof *s);
-        if (!s || pthread_setspecific(g_key, s)) { free(s); return NULL; }
-    }
-    if (s->cap < bytes) {
-        void *p = aligned_alloc(64, (bytes + 63) & ~(size_t)63);
-        if (!p) return NULL;
-        free(s->p);
-        s->p = p;
-        s->cap = bytes;
-    }
-    return s->p;
-}
-
 /* Packing reads each weight once, straight from memory (the file's pages): left to the
  * hardware those reads stall the packing. Each micro-kernel call prefetches a share
  * (part i of parts) of the next tile's weights, rows [r, r + n) bytes [b0, b1), into L2,
@@ -464,7 +432,7 @@ static bool gemm_float(sg_dtype t, const uint8_t *w, uint64_t w_row_bytes, int64
     /* the activations of a chunk are copied to a stride of FCHUNK + 16: at the model's
      * row lengths (multiples of 4 KiB) the tokens' rows would alias in L1 */
     size_t panel_floats = FCHUNK * FTILE_ROWS, xs = FCHUNK + 16;
-    float *panel = scratch_get((panel_floats + xs * (size_t)n_tok) * sizeof(float));
+    float *panel = kern_scratch(KERN_SCRATCH_VNNI, (panel_floats + xs * (size_t)n_tok) * sizeof(float));
     if (!panel) return false;
     float *xb = panel + panel_floats;
     for (int64_t k0 = 0; k0 < cols; k0 += FCHUNK) {
@@ -520,7 +488,7 @@ bool kern_gemm_vnni(sg_dtype w_type, const void *w, uint64_t w_row_bytes, int64_
     int64_t nb = cols / QUANT_QK;
     size_t act_bytes = (size_t)(nb * n_tok) * sizeof(act_blk);
     size_t panel_bytes = (size_t)nb * sizeof(panel_blk);
-    unsigned char *buf = scratch_get(act_bytes + panel_bytes);
+    unsigned char *buf = kern_scratch(KERN_SCRATCH_VNNI, act_bytes + panel_bytes);
     if (!buf) return false;
     panel_blk *panel = (panel_blk *)buf;
     act_blk *acts = (act_blk *)(buf + panel_bytes);

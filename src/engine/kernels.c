@@ -138,39 +138,38 @@ const kern_table *kern_active(void) { return g_active; }
 
 /* ---- matmul ---- */
 
-/* Per-thread buffers for quantized activations, freed when the thread ends: g_scratch_key
- * for kern_matmul_rows, which runs on the caller's worker threads and has each quantize
- * the (small) activation rows itself rather than synchronising on a shared copy;
- * g_act_key for kern_act_buffer, whose caller shares the rows with other threads. */
+/* The per-thread buffers of kern_scratch: one thread-specific array of them. Per thread,
+ * because each matmul thread quantizes its (small) activation rows itself rather than
+ * synchronising on a shared copy. */
 typedef struct scratch { void *p; size_t cap; } scratch;
-static pthread_key_t g_scratch_key, g_act_key;
+static pthread_key_t g_scratch_key;
 static pthread_once_t g_scratch_once = PTHREAD_ONCE_INIT;
 
 static void scratch_destroy(void *p) {
     scratch *s = p;
-    free(s->p);
+    for (int i = 0; i < KERN_SCRATCH_COUNT; i++) free(s[i].p);
     free(s);
 }
 
-static void scratch_key_init(void) {
-    pthread_key_create(&g_scratch_key, scratch_destroy);
-    pthread_key_create(&g_act_key, scratch_destroy);
-}
+static void scratch_key_init(void) { pthread_key_create(&g_scratch_key, scratch_destroy); }
 
-static void *scratch_get(pthread_key_t *key, size_t bytes) {
+void *kern_scratch(kern_scratch_id id, size_t bytes) {
     pthread_once(&g_scratch_once, scratch_key_init);
-    scratch *s = pthread_getspecific(*key);
+    scratch *s = pthread_getspecific(g_scratch_key);
     if (!s) {
-        s = calloc(1, sizeof *s);
-        if (!s || pthread_setspecific(*key, s)) { free(s); return NULL; }
+        s = calloc(KERN_SCRATCH_COUNT, sizeof *s);
+        if (!s || pthread_setspecific(g_scratch_key, s)) { free(s); return NULL; }
     }
-    if (s->cap < bytes) {
-        void *p = realloc(s->p, bytes);
+    scratch *b = &s[id];
+    if (b->cap < bytes) {
+        size_t cap = (bytes + 63) & ~(size_t)63;
+        void *p = aligned_alloc(64, cap);
         if (!p) return NULL;
-        s->p = p;
-        s->cap = bytes;
+        free(b->p);
+        b->p = p;
+        b->cap = cap;
     }
-    return s->p;
+    return b->p;
 }
 
 bool kern_uses_int8(const kern_table *k, sg_dtype w_type, int64_t cols) {
@@ -178,7 +177,7 @@ bool kern_uses_int8(const kern_table *k, sg_dtype w_type, int64_t cols) {
 }
 
 quant_q8_act *kern_act_buffer(int64_t cols, int n_tok) {
-    return scratch_get(&g_act_key, (size_t)(quant_act_groups(cols) * n_tok) * sizeof(quant_q8_act));
+    return kern_scratch(KERN_SCRATCH_ACT, (size_t)(quant_act_groups(cols) * n_tok) * sizeof(quant_q8_act));
 }
 
 void kern_act_quantize(const kern_table *k, const float *x, int64_t x_stride, int n_tok, int64_t cols,
@@ -219,7 +218,7 @@ void kern_matmul_rows(const kern_table *k, sg_dtype w_type, const void *w, uint6
         return;
     const unsigned char *wb = w;
     quant_q8_act *xq = kern_uses_int8(k, w_type, cols)
-                           ? scratch_get(&g_scratch_key, (size_t)(quant_act_groups(cols) * n_tok) * sizeof(quant_q8_act))
+                           ? kern_scratch(KERN_SCRATCH_ROWS, (size_t)(quant_act_groups(cols) * n_tok) * sizeof(quant_q8_act))
                            : NULL;
     if (xq) {
         kern_act_quantize(k, x, x_stride, n_tok, cols, xq);

@@ -18,6 +18,7 @@
 #define SG_KERNELS_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "engine/dtype.h"
@@ -65,6 +66,19 @@ typedef struct kern_table {
 extern const kern_table kern_scalar;
 extern const kern_table kern_avx2;     /* fields NULL when not compiled for x86 */
 extern const kern_table kern_avx512;
+
+/* Per-thread working buffers of the kernels: one per use, so that a kernel can hold its
+ * own while calling another. kern_scratch returns the calling thread's buffer `id`, 64-byte
+ * aligned and at least `bytes` long (NULL when memory runs out); it grows as needed
+ * without keeping its contents, and is freed when the thread ends. */
+typedef enum kern_scratch_id {
+    KERN_SCRATCH_ROWS,       /* kern_matmul_rows' quantized activations */
+    KERN_SCRATCH_ACT,        /* kern_act_buffer's, shared by the caller with other threads */
+    KERN_SCRATCH_AMX,        /* gemm_amx.c's tiles */
+    KERN_SCRATCH_VNNI,       /* gemm_vnni.c's panels and activations */
+    KERN_SCRATCH_COUNT
+} kern_scratch_id;
+void *kern_scratch(kern_scratch_id id, size_t bytes);
 
 /* The matrix-matrix kernels: AMX tiles (gemm_amx.c; Intel CPUs from Sapphire Rapids, when
  * the kernel grants the tile state) and AVX-512 VNNI (gemm_vnni.c). kern_amx_available()
