@@ -985,35 +985,31 @@ static void on_admitted(void *arg, limits_lease *lease, const limits_result *r) 
     start_attempt(p);
 }
 
-/* The most this request can cost: the dearest target's price for the estimated prompt and
- * max_tokens (unpriced when any target is). */
-static int64_t max_cost(proxy_req *p) {
-    int64_t prompt = cost_estimate_tokens(NULL, p->body, p->body_len), most = 0;
+/* What admission reserves, from one look at each candidate's catalogue entry: the most
+ * this request can cost (the dearest target's price for the estimated prompt and
+ * max_tokens; -1, unpriced, when any target is), and the output a request without
+ * max_tokens may produce (the largest max_output_tokens of its models, 4096 when none is
+ * known). */
+static void candidate_bounds(proxy_req *p, int64_t *max_cost, int64_t *max_output) {
+    int64_t prompt = cost_estimate_tokens(NULL, p->body, p->body_len), cost = 0, out = -1;
     for (int i = 0; i < p->n_cands; i++) {
         const cost_model *m = cost_lookup(p->gw->costs, p->cands[i].provider, p->cands[i].model);
         int64_t c = cost_max(m, prompt, p->oreq.max_tokens);
-        if (c < 0) return -1;
-        if (c > most) most = c;
+        if (c < 0 || cost < 0) cost = -1;
+        else if (c > cost) cost = c;
+        if (m && m->max_output_tokens > out) out = m->max_output_tokens;
     }
-    return most;
-}
-
-/* The output a request without max_tokens may produce: the largest max_output_tokens of
- * its candidates' models, 4096 when none is known. */
-static int64_t default_max_output(proxy_req *p) {
-    int64_t most = -1;
-    for (int i = 0; i < p->n_cands; i++) {
-        const cost_model *m = cost_lookup(p->gw->costs, p->cands[i].provider, p->cands[i].model);
-        if (m && m->max_output_tokens > most) most = m->max_output_tokens;
-    }
-    return most > 0 ? most : 4096;
+    *max_cost = cost;
+    *max_output = out > 0 ? out : 4096;
 }
 
 static void admit(proxy_req *p) {
-    p->est_tokens = limits_estimate_tokens(p->body_len, p->oreq.max_tokens, default_max_output(p));
+    int64_t max_cost, max_output;
+    candidate_bounds(p, &max_cost, &max_output);
+    p->est_tokens = limits_estimate_tokens(p->body_len, p->oreq.max_tokens, max_output);
     limits_request lr = {
         .key = p->key, .route = p->route, .est_tokens = p->est_tokens,
-        .max_cost = max_cost(p), .ttl_ms = p->route ? p->route->timeout_ms : 600000,
+        .max_cost = max_cost, .ttl_ms = p->route ? p->route->timeout_ms : 600000,
     };
     limits_lease *lease = NULL;
     if (limits_admit(p->gw->limits, &lr, &lease, &p->lim, on_admitted, p) == LIMITS_NOW)
