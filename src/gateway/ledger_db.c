@@ -124,28 +124,31 @@ static int sq_version(ledger_db *db, int *version, sg_error *err) {
     return 0;
 }
 
+/* The migration steps both engines share, inside the caller's transaction: refuse a
+ * schema newer than this build, then apply migrations[v + 1 ..] in order, each recorded
+ * in schema_version. */
+typedef int (*db_exec_fn)(ledger_db *db, const char *sql, sg_error *err);
+static int migrate_from(ledger_db *db, int v, db_exec_fn exec, const char *const *migrations, sg_error *err) {
+    if (v > LEDGER_SCHEMA_VERSION)
+        return sg_fail(err, "the database's schema version %d is newer than this smolgate knows (%d)", v,
+                       LEDGER_SCHEMA_VERSION);
+    for (int m = v + 1; m <= LEDGER_SCHEMA_VERSION; m++) {
+        char ins[160];
+        snprintf(ins, sizeof ins, "INSERT INTO schema_version (version, applied_ms) VALUES (%d, %" PRId64 ")", m, now_ms());
+        if (exec(db, migrations[m], err) || exec(db, ins, err)) return sg_fail_wrap(err, "migration %d: ", m);
+    }
+    return 0;
+}
+
 static int sq_migrate(ledger_db *db, sg_error *err) {
     if (sq_exec(db, "BEGIN IMMEDIATE", err)) return -1;
     int v;
     if (sq_exec(db, "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_ms INTEGER NOT NULL)", err) ||
-        sq_version(db, &v, err))
-        goto fail;
-    if (v > LEDGER_SCHEMA_VERSION) {
-        sg_fail(err, "the database's schema version %d is newer than this smolgate knows (%d)", v, LEDGER_SCHEMA_VERSION);
-        goto fail;
-    }
-    for (int m = v + 1; m <= LEDGER_SCHEMA_VERSION; m++) {
-        char ins[160];
-        snprintf(ins, sizeof ins, "INSERT INTO schema_version (version, applied_ms) VALUES (%d, %" PRId64 ")", m, now_ms());
-        if (sq_exec(db, k_sqlite_migrations[m], err) || sq_exec(db, ins, err)) {
-            sg_fail_wrap(err, "migration %d: ", m);
-            goto fail;
-        }
+        sq_version(db, &v, err) || migrate_from(db, v, sq_exec, k_sqlite_migrations, err)) {
+        sqlite3_exec(db->sq, "ROLLBACK", NULL, NULL, NULL);
+        return -1;
     }
     return sq_exec(db, "COMMIT", err);
-fail:
-    sqlite3_exec(db->sq, "ROLLBACK", NULL, NULL, NULL);
-    return -1;
 }
 
 static int sq_open(ledger_db *db, const char *path, bool read_only, sg_error *err) {
@@ -312,24 +315,11 @@ static int pg_migrate(ledger_db *db, sg_error *err) {
     int v;
     if (pg_exec(db, "SELECT pg_advisory_xact_lock(" PG_LOCK_KEY ")", err) ||
         pg_exec(db, "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_ms BIGINT NOT NULL)", err) ||
-        pg_version(db, &v, err))
-        goto fail;
-    if (v > LEDGER_SCHEMA_VERSION) {
-        sg_fail(err, "the database's schema version %d is newer than this smolgate knows (%d)", v, LEDGER_SCHEMA_VERSION);
-        goto fail;
-    }
-    for (int m = v + 1; m <= LEDGER_SCHEMA_VERSION; m++) {
-        char ins[160];
-        snprintf(ins, sizeof ins, "INSERT INTO schema_version (version, applied_ms) VALUES (%d, %" PRId64 ")", m, now_ms());
-        if (pg_exec(db, k_pg_migrations[m], err) || pg_exec(db, ins, err)) {
-            sg_fail_wrap(err, "migration %d: ", m);
-            goto fail;
-        }
+        pg_version(db, &v, err) || migrate_from(db, v, pg_exec, k_pg_migrations, err)) {
+        if (PQstatus(db->pg) == CONNECTION_OK) PQclear(PQexec(db->pg, "ROLLBACK"));
+        return -1;
     }
     return pg_exec(db, "COMMIT", err);
-fail:
-    if (PQstatus(db->pg) == CONNECTION_OK) PQclear(PQexec(db->pg, "ROLLBACK"));
-    return -1;
 }
 
 static void pg_notice(void *arg, const char *msg) { (void)arg; (void)msg; }   /* quiet */
