@@ -29,7 +29,10 @@ BENCH_SRC := $(wildcard bench/bench_*.c)
 BENCH_BIN := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
 
-.PHONY: all test check bench clean fuzz deps deps-test serve
+.PHONY: default all test check bench clean fuzz deps deps-test serve
+
+# Plain `make`: the program and compile_commands.json (`make deps` installs the libraries).
+default: $(BUILD)/smolgate compile_commands.json
 
 # Debian packages (and the npm test clients), installed only when missing.
 deps:

@@ -1,12 +1,13 @@
 #!/bin/bash
 # Runs the whole test suite: every unit test binary built with ASan + UBSan
 # (build-san/tests), then the end-to-end scripts in tests/e2e/ against build/smolgate.
-# Prints one line per test file and ends with "N passed, N failed".
+# Prints one line per test file and ends with "N passed, N failed" (test files); checks
+# that cannot run on this CPU are counted as skipped by the files and summed before it.
 set -u
 cd "$(dirname "$0")/.."
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
-passed=0 failed=0 failures=()
+passed=0 failed=0 skipped=0 failures=()
 run_one() {  # name, command...
   local name=$1; shift
   local out rc
@@ -15,6 +16,10 @@ run_one() {  # name, command...
   line=$(printf '%s\n' "$out" | grep -E '^[^ ]+: [0-9]+ passed, [0-9]+ failed' | tail -1)
   if [ $rc -eq 0 ] && [ -n "$line" ]; then
     passed=$((passed + 1)); echo "ok   $line"
+    local s
+    s=$(printf '%s\n' "$line" | sed -n 's/.* \([0-9][0-9]*\) skipped.*/\1/p')
+    skipped=$((skipped + ${s:-0}))
+    printf '%s\n' "$out" | grep '^  skipped (' | sed 's/^/   /' 
   else
     failed=$((failed + 1)); failures+=("$name")
     echo "FAIL $name (exit $rc)"; printf '%s\n' "$out" | tail -40 | sed 's/^/     /'
@@ -33,5 +38,6 @@ for t in tests/e2e/*.sh; do
 done
 echo
 [ ${#failures[@]} -gt 0 ] && echo "failed: ${failures[*]}"
+[ $skipped -gt 0 ] && echo "checks skipped on this machine (each printed with its reason above): $skipped"
 echo "$passed passed, $failed failed"
 [ $failed -eq 0 ] && [ $passed -gt 0 ]

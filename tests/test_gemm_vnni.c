@@ -145,7 +145,7 @@ static void check_shape(sg_dtype t, int rows, int64_t cols, int n_tok, int r0, b
 }
 
 static void test_types(void) {
-    if (!cpu_has_vnni()) { printf("  no AVX-512 VNNI on this CPU: only the declines are checked\n"); return; }
+    if (!cpu_has_vnni()) { tu_skip("no AVX-512 VNNI on this CPU: only the declines are checked"); return; }
     /* (rows, cols, tokens, first row): rows not a multiple of 16, token counts around the
      * 8-token tiles, and for the 32-block types rows that are not whole 256-blocks */
     static const struct { int rows; int cols; int tok; int r0; } shapes[] = {
@@ -197,7 +197,7 @@ static void check_float(sg_dtype t, int rows, int64_t cols, int n_tok, int r0) {
 }
 
 static void test_float_types(void) {
-    if (!cpu_has_vnni()) { printf("  no AVX-512 VNNI on this CPU: only the declines are checked\n"); return; }
+    if (!cpu_has_vnni()) { tu_skip("no AVX-512 VNNI on this CPU: only the declines are checked"); return; }
     static const struct { int rows; int cols; int tok; int r0; } shapes[] = {
         {37, 256, 8, 0}, {21, 100, 17, 0}, {70, 2304, 255, 32}, {32, 13, 300, 0}, {45, 777, 9, 32}, {3, 2048, 12, 0},
     };
@@ -271,7 +271,7 @@ static double deviation(const float *a, const float *b, const float *ref, size_t
 }
 
 static void test_reference_logits(void) {
-    if (!cpu_has_vnni()) { printf("  no AVX-512 VNNI on this CPU: logits not checked\n"); return; }
+    if (!cpu_has_vnni()) { tu_skip("no AVX-512 VNNI on this CPU: logits not checked"); return; }
     CHECK(load_ids() == 0);
     CHECK(g_n_ids >= KERN_GEMM_MIN_TOKENS);   /* else the kernel would not be called */
     setenv("SMOLGATE_GEMM", "vnni", 1);

@@ -1,5 +1,5 @@
 /* test_infer.c: the forward pass against transformers' reference logits and greedy
- * continuations (../shared/reference), from Hugging Face folders and from GGUF files
+ * continuations (tests/data/reference), from Hugging Face folders and from GGUF files
  * written by smolgate's converter; the random model maker's round trip; errors for
  * files that disagree with their config. */
 #include <jansson.h>

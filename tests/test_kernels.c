@@ -196,8 +196,10 @@ static void check_act_quantize(const kern_table *k) {
 static void test_act_quantize_simd(void) {
     __builtin_cpu_init();
     if (kern_avx2.name && __builtin_cpu_supports("avx2")) check_act_quantize(&kern_avx2);
+    else tu_skip("avx2 activation quantizer: not on this CPU");
     if (kern_avx512.name && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw"))
         check_act_quantize(&kern_avx512);
+    else tu_skip("avx512 activation quantizer: not on this CPU");
 }
 
 static void test_scalar_qdot(void) { check_qdot(&kern_scalar); }   /* none: the float reference */
@@ -205,7 +207,7 @@ static void test_scalar_qdot(void) { check_qdot(&kern_scalar); }   /* none: the 
 static void test_avx2(void) {
     if (!kern_avx2.name) return;
     __builtin_cpu_init();
-    if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) { printf("  avx2: not on this CPU\n"); return; }
+    if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) { tu_skip("avx2 kernels: not on this CPU"); return; }
     check_table(&kern_avx2);
     check_qdot(&kern_avx2);
 }
@@ -213,9 +215,9 @@ static void test_avx2(void) {
 static void test_avx512(void) {
     if (!kern_avx512.name) return;
     __builtin_cpu_init();
-    if (!__builtin_cpu_supports("avx512f") || !__builtin_cpu_supports("avx512bw")) { printf("  avx512: not on this CPU\n"); return; }
+    if (!__builtin_cpu_supports("avx512f") || !__builtin_cpu_supports("avx512bw")) { tu_skip("avx512 kernels: not on this CPU"); return; }
     check_table(&kern_avx512);
-    if (!__builtin_cpu_supports("avx512vnni")) { printf("  avx512: integer dots need VNNI, not on this CPU\n"); return; }
+    if (!__builtin_cpu_supports("avx512vnni")) { tu_skip("avx512 integer dots need VNNI, not on this CPU"); return; }
     check_qdot(&kern_avx512);
 }
 

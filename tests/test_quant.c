@@ -155,6 +155,13 @@ static void check_tables_on(const gguf_tensor *t, const char *what) {
                      __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                          __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq")};
     bool vnni = __builtin_cpu_supports("avx512vnni");
+    static bool told;   /* once per run: the SIMD tables this CPU cannot run */
+    if (!told) {
+        told = true;
+        if (!ok_cpu[0]) tu_skip("avx2 dot products: not on this CPU");
+        if (!ok_cpu[1]) tu_skip("avx512 dot products: not on this CPU");
+        else if (!vnni) tu_skip("avx512 integer dot products need VNNI: not on this CPU");
+    }
     int bad = 0, checked = 0;
     for (int64_t r = 0; r < rows; r++) {
         const void *row = (const unsigned char *)t->data + (size_t)r * rb;

@@ -7,7 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-int tu_passed, tu_failed;
+int tu_passed, tu_failed, tu_skipped;
 static const char *g_current;
 static int g_current_failed;
 
@@ -27,15 +27,28 @@ void tu_run(const char *name, void (*fn)(void)) {
     g_current = NULL;
 }
 
+void tu_skip(const char *fmt, ...) {
+    tu_skipped++;
+    va_list ap;
+    va_start(ap, fmt);
+    printf("  skipped (%s): ", g_current ? g_current : "?");
+    vprintf(fmt, ap);
+    printf("\n");
+    va_end(ap);
+}
+
 int tu_finish(const char *binary) {
     const char *base = strrchr(binary, '/');
-    printf("%s: %d passed, %d failed\n", base ? base + 1 : binary, tu_passed, tu_failed);
+    if (tu_skipped)
+        printf("%s: %d passed, %d failed, %d skipped\n", base ? base + 1 : binary, tu_passed, tu_failed, tu_skipped);
+    else
+        printf("%s: %d passed, %d failed\n", base ? base + 1 : binary, tu_passed, tu_failed);
     return tu_failed ? 1 : (tu_passed ? 0 : 1);
 }
 
 const char *tu_shared(void) {
     const char *s = getenv("SMOLGATE_SHARED");
-    return s ? s : "../shared";
+    return s ? s : "tests/data";
 }
 
 char *tu_path(const char *fmt, ...) {

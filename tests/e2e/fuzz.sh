@@ -147,7 +147,7 @@ int main(int argc, char **argv) {
 }
 EOF
 mkdir -p "$work/corpus/fuzz_gguf" "$work/corpus/fuzz_safetensors"
-ref=../shared/reference/llama-tiny/gguf/llama-tiny-Q4_K_M.gguf
+ref=tests/data/reference/llama-tiny/gguf/llama-tiny-Q4_K_M.gguf
 [ -n "${SMOLGATE_SHARED:-}" ] && ref=$SMOLGATE_SHARED/reference/llama-tiny/gguf/llama-tiny-Q4_K_M.gguf
 [ -f "$ref" ] || ref=
 if "$CLANG" $CFLAGS "$work/seedgen.c" src/engine/gguf.c src/engine/safetensors.c src/engine/dtype.c \
