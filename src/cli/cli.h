@@ -32,5 +32,14 @@ char *cli_read_stdin(size_t *len);
 /* Integer / float option values with range checks; print an error and return -1. */
 int cli_int(const char *opt, const char *v, long lo, long hi, long *out);
 int cli_float(const char *opt, const char *v, double *out);
+/* The word of `candidates` closest to `word` when it is likely a typo of it (edit
+ * distance at most 1 for short words, about a third of the length for longer ones), else
+ * NULL. candidates is any text: words are runs of [A-Za-z0-9_.-]; when word starts with
+ * '-', only words that start with '-' count, so a usage text serves as the list. The
+ * result points into a static buffer. */
+const char *cli_did_you_mean(const char *word, const char *candidates);
+/* "smolgate CMD: unknown option ARG (did you mean --X?)" and where the options are;
+ * usage_text is the command's usage (the list of its options). */
+void cli_unknown_option(const char *cmd, const char *arg, const char *usage_text);
 
 #endif

@@ -16,22 +16,25 @@
 
 enum { MAX_CONC = 16, MAX_REPS = 1000 };
 
+static const char bench_usage_text[] =
+    "usage: smolgate bench MODEL [options]\n"
+    "  -p N              prompt tokens for pp (default 512; 0: skip)\n"
+    "  -n N              generated tokens for tg (default 128; 0: skip)\n"
+    "  -r N              repetitions (default 3)\n"
+    "  -t, --threads N   threads (default: all CPUs)\n"
+    "  --batch N         prompt tokens per step (default 256)\n"
+    "  --kv-type f16|f32 KV cache type (default f16)\n"
+    "  --conc LIST       concurrent sequences to measure (default 1,2,4,8; 0: skip)\n"
+    "  --conc-n N        tokens each concurrent sequence decodes (default 32)\n"
+    "  --conc-prompt N   prompt tokens of each concurrent sequence (default 32)\n"
+    "  --bw-mib N        bandwidth test buffer in MiB (default 1024; 0: skip)\n"
+    "  --bw-runs N       bandwidth passes, the best is kept (default 5)\n"
+    "  --mlock           lock the weights in memory first (steadier figures where the\n"
+    "                    kernel evicts idle page cache; llama-bench -lm mmap+mlock)\n"
+    "  --json            print one JSON object\n";
+
 static void bench_usage(void) {
-    fputs("usage: smolgate bench MODEL [options]\n"
-          "  -p N              prompt tokens for pp (default 512; 0: skip)\n"
-          "  -n N              generated tokens for tg (default 128; 0: skip)\n"
-          "  -r N              repetitions (default 3)\n"
-          "  -t, --threads N   threads (default: all CPUs)\n"
-          "  --batch N         prompt tokens per step (default 256)\n"
-          "  --kv-type f16|f32 KV cache type (default f16)\n"
-          "  --conc LIST       concurrent sequences to measure (default 1,2,4,8; 0: skip)\n"
-          "  --conc-n N        tokens each concurrent sequence decodes (default 32)\n"
-          "  --conc-prompt N   prompt tokens of each concurrent sequence (default 32)\n"
-          "  --bw-mib N        bandwidth test buffer in MiB (default 1024; 0: skip)\n"
-          "  --bw-runs N       bandwidth passes, the best is kept (default 5)\n"
-          "  --mlock           lock the weights in memory first (steadier figures where the\n"
-          "                    kernel evicts idle page cache; llama-bench -lm mmap+mlock)\n"
-          "  --json            print one JSON object\n", stderr);
+    fputs(bench_usage_text, stderr);
 }
 
 typedef struct bench_cli {
@@ -87,7 +90,7 @@ static int parse(int argc, char **argv, bench_cli *o) {
         else if (!strcmp(a, "--bw-runs")) { NEEDV(); if (cli_int(a, v, 1, 1000, &l)) return -1; o->bw_runs = (int)l; }
         else if (!strcmp(a, "--json")) o->json = true;
         else if (!strcmp(a, "--mlock")) o->mlock = true;
-        else if (a[0] == '-' && a[1]) { fprintf(stderr, "smolgate: unknown option %s\n", a); bench_usage(); return -1; }
+        else if (a[0] == '-' && a[1]) { cli_unknown_option("bench", a, bench_usage_text); return -1; }
         else if (!o->model) o->model = a;
         else { fprintf(stderr, "smolgate: unexpected argument %s\n", a); return -1; }
 #undef NEEDV

@@ -53,18 +53,24 @@ int cli_convert(int argc, char **argv) {
     return rc ? 1 : 0;
 }
 
+static const char make_model_usage_text[] =
+    "usage: smolgate make-model OUT [options]\n"
+    "  OUT ending in .gguf writes GGUF, anything else a Hugging Face folder\n"
+    "  --preset NAME      smollm3-3b (default), smollm3-tiny, llama-tiny, smollm2-135m\n"
+    "  --arch smollm3|llama  --vocab N  --hidden N  --layers N  --heads N  --kv-heads N\n"
+    "  --ffn N  --ctx N  --theta X  --eps X  --untied\n"
+    "  --type F32|F16|BF16|Q8_0   weight type (default F16; Q8_0 for GGUF only)\n"
+    "  --seed N           random seed (default 1): same seed, same file\n"
+    "  --tokenizer DIR    folder with tokenizer.json to embed\n";
+
 static void make_model_usage(void) {
-    fputs("usage: smolgate make-model OUT [options]\n"
-          "  OUT ending in .gguf writes GGUF, anything else a Hugging Face folder\n"
-          "  --preset NAME      smollm3-3b (default), smollm3-tiny, llama-tiny, smollm2-135m\n"
-          "  --arch smollm3|llama  --vocab N  --hidden N  --layers N  --heads N  --kv-heads N\n"
-          "  --ffn N  --ctx N  --theta X  --eps X  --untied\n"
-          "  --type F32|F16|BF16|Q8_0   weight type (default F16; Q8_0 for GGUF only)\n"
-          "  --seed N           random seed (default 1): same seed, same file\n"
-          "  --tokenizer DIR    folder with tokenizer.json to embed\n", stderr);
+    fputs(make_model_usage_text, stderr);
 }
 
-static void preset(sg_model_config *c, const char *name) {
+static const char preset_names[] = "smollm3-3b smollm3-tiny llama-tiny smollm2-135m";
+
+/* Fills c with the named shape; -1 for a name that is not one. */
+static int preset(sg_model_config *c, const char *name) {
     if (!strcmp(name, "smollm3-tiny")) {
         *c = (sg_model_config){.arch = "smollm3", .n_vocab = 1024, .dim = 256, .n_layers = 4, .n_heads = 8,
                                .n_kv_heads = 2, .head_dim = 32, .ffn_dim = 512, .max_ctx = 4096, .norm_eps = 1e-6f,
@@ -77,12 +83,15 @@ static void preset(sg_model_config *c, const char *name) {
         *c = (sg_model_config){.arch = "llama", .n_vocab = 49152, .dim = 576, .n_layers = 30, .n_heads = 9,
                                .n_kv_heads = 3, .head_dim = 64, .ffn_dim = 1536, .max_ctx = 8192, .norm_eps = 1e-5f,
                                .rope_theta = 100000, .tied_embeddings = true};
-    } else {   /* smollm3-3b */
+    } else if (!strcmp(name, "smollm3-3b")) {
         *c = (sg_model_config){.arch = "smollm3", .n_vocab = 128256, .dim = 2048, .n_layers = 36, .n_heads = 16,
                                .n_kv_heads = 4, .head_dim = 128, .ffn_dim = 11008, .max_ctx = 65536, .norm_eps = 1e-6f,
                                .rope_theta = 5000000, .tied_embeddings = true};
+    } else {
+        return -1;
     }
     c->bos_id = c->eos_id = -1;
+    return 0;
 }
 
 int cli_make_model(int argc, char **argv) {
@@ -91,6 +100,7 @@ int cli_make_model(int argc, char **argv) {
     preset(&c, "smollm3-3b");
     sg_dtype type = SG_F16;
     exp_random rnd = {.seed = 1};
+    bool vocab_set = false;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         long l;
@@ -105,7 +115,15 @@ int cli_make_model(int argc, char **argv) {
         }
         if (!v) { fprintf(stderr, "smolgate: %s needs a value\n", a); return 2; }
         i++;
-        if (!strcmp(a, "--preset")) preset(&c, v);
+        if (!strcmp(a, "--preset")) {
+            if (preset(&c, v)) {
+                const char *near = cli_did_you_mean(v, preset_names);
+                fprintf(stderr, "smolgate make-model: unknown preset \"%s\"%s%s%s; presets: %s\n", v,
+                        near ? " (did you mean " : "", near ? near : "", near ? "?)" : "", preset_names);
+                return 2;
+            }
+            vocab_set = false;
+        }
         else if (!strcmp(a, "--arch")) {
             if (strcmp(v, "smollm3") && strcmp(v, "llama")) { fprintf(stderr, "smolgate: --arch is smollm3 or llama\n"); return 2; }
             snprintf(c.arch, sizeof c.arch, "%s", v);
@@ -116,7 +134,7 @@ int cli_make_model(int argc, char **argv) {
         else if (!strcmp(a, "--theta")) { if (cli_float(a, v, &d)) return 2; c.rope_theta = d; }
         else if (!strcmp(a, "--eps")) { if (cli_float(a, v, &d)) return 2; c.norm_eps = (float)d; }
         else {
-            if (!strcmp(a, "--vocab")) ip = &c.n_vocab;
+            if (!strcmp(a, "--vocab")) { ip = &c.n_vocab; vocab_set = true; }
             else if (!strcmp(a, "--hidden")) ip = &c.dim;
             else if (!strcmp(a, "--layers")) ip = &c.n_layers;
             else if (!strcmp(a, "--heads")) ip = &c.n_heads;
@@ -124,7 +142,7 @@ int cli_make_model(int argc, char **argv) {
             else if (!strcmp(a, "--ffn")) ip = &c.ffn_dim;
             else if (!strcmp(a, "--ctx")) ip = &c.max_ctx;
             else if (!strcmp(a, "--head-dim")) ip = &c.head_dim;
-            else { fprintf(stderr, "smolgate: unknown option %s\n", a); make_model_usage(); return 2; }
+            else { cli_unknown_option("make-model", a, make_model_usage_text); return 2; }
             if (cli_int(a, v, 1, 1 << 24, &l)) return 2;
             *ip = (int)l;
             if (ip == &c.dim || ip == &c.n_heads) c.head_dim = c.dim / c.n_heads;
@@ -134,6 +152,16 @@ int cli_make_model(int argc, char **argv) {
     if (c.n_heads <= 0 || c.dim % c.n_heads || c.n_heads % c.n_kv_heads || c.head_dim % 2) {
         fprintf(stderr, "smolgate: inconsistent shape: hidden %d, heads %d, kv heads %d\n", c.dim, c.n_heads, c.n_kv_heads);
         return 2;
+    }
+    if (tokdir) {   /* a tokenizer with more ids than the vocabulary would be cut short */
+        sg_error terr = {{0}};
+        int n_ids = export_tokenizer_ids(tokdir, &terr);
+        if (n_ids < 0) { fprintf(stderr, "smolgate make-model: %s\n", terr.msg); return 2; }
+        if (n_ids > c.n_vocab) {
+            fprintf(stderr, "smolgate make-model: the tokenizer in %s has %d token ids but the vocabulary is %d%s; "
+                    "pass --vocab %d\n", tokdir, n_ids, c.n_vocab, vocab_set ? "" : " (the preset's)", n_ids);
+            return 2;
+        }
     }
     c.rope_layer = sg_xcalloc((size_t)c.n_layers, 1);
     for (int l = 0; l < c.n_layers; l++) c.rope_layer[l] = strcmp(c.arch, "smollm3") ? 1 : ((l + 1) % 4 != 0);

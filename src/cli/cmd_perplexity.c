@@ -18,28 +18,31 @@
 #include "engine/perplexity.h"
 #include "engine/tokenizer.h"
 
+static const char ppl_usage_text[] =
+    "usage: smolgate perplexity MODEL [FILE] [options]\n"
+    "  FILE                  text to score, tokenized with the model's tokenizer\n"
+    "  --ids-file F          score these token ids instead (integers separated by commas,\n"
+    "                        spaces or newlines; a JSON array works)\n"
+    "  --random N            score N pseudo-random ids (uniform over the vocabulary, from\n"
+    "                        --seed): for models without a tokenizer\n"
+    "  --seed S              seed of --random (default 1)\n"
+    "  -c, --ctx N           window length in tokens (default 512)\n"
+    "  --stride N            windows every N tokens, each scoring its last N predictions\n"
+    "                        (default 0: consecutive windows, second halves scored)\n"
+    "  --chunks N            score only the first N windows (default: all)\n"
+    "  --bos | --no-bos      put BOS at each window's start (default: when the model uses it)\n"
+    "  --save-logits BASE    save this model's log-probabilities to BASE (reference run)\n"
+    "  --kl-format F         BASE's encoding: u16 (default, 2 bytes a vocabulary entry),\n"
+    "                        f32 (exact, 4 bytes), or topK, e.g. top64 (8 bytes a kept token)\n"
+    "  --kl-base BASE        KL divergence against BASE (its tokens, ctx and stride are used\n"
+    "                        when no FILE / --ids-file / --random is given)\n"
+    "  --json                print the results as one JSON object\n"
+    "  -t, --threads N       threads (default: all CPUs)\n"
+    "  --batch N             positions per evaluation step (default 256)\n"
+    "  --kv-type f16|f32     KV cache type (default f16)\n";
+
 static void ppl_usage(void) {
-    fputs("usage: smolgate perplexity MODEL [FILE] [options]\n"
-          "  FILE                  text to score, tokenized with the model's tokenizer\n"
-          "  --ids-file F          score these token ids instead (integers separated by commas,\n"
-          "                        spaces or newlines; a JSON array works)\n"
-          "  --random N            score N pseudo-random ids (uniform over the vocabulary, from\n"
-          "                        --seed): for models without a tokenizer\n"
-          "  --seed S              seed of --random (default 1)\n"
-          "  -c, --ctx N           window length in tokens (default 512)\n"
-          "  --stride N            windows every N tokens, each scoring its last N predictions\n"
-          "                        (default 0: consecutive windows, second halves scored)\n"
-          "  --chunks N            score only the first N windows (default: all)\n"
-          "  --bos | --no-bos      put BOS at each window's start (default: when the model uses it)\n"
-          "  --save-logits BASE    save this model's log-probabilities to BASE (reference run)\n"
-          "  --kl-format F         BASE's encoding: u16 (default, 2 bytes a vocabulary entry),\n"
-          "                        f32 (exact, 4 bytes), or topK, e.g. top64 (8 bytes a kept token)\n"
-          "  --kl-base BASE        KL divergence against BASE (its tokens, ctx and stride are used\n"
-          "                        when no FILE / --ids-file / --random is given)\n"
-          "  --json                print the results as one JSON object\n"
-          "  -t, --threads N       threads (default: all CPUs)\n"
-          "  --batch N             positions per evaluation step (default 256)\n"
-          "  --kv-type f16|f32     KV cache type (default f16)\n", stderr);
+    fputs(ppl_usage_text, stderr);
 }
 
 typedef struct ppl_cli {
@@ -90,7 +93,7 @@ static int parse(int argc, char **argv, ppl_cli *o) {
             else if (!strcasecmp(v, "f32")) o->p.infer.kv_type = SG_F32;
             else { fprintf(stderr, "smolgate: --kv-type is f16 or f32\n"); return -1; }
         }
-        else if (a[0] == '-' && a[1]) { fprintf(stderr, "smolgate: unknown option %s\n", a); ppl_usage(); return -1; }
+        else if (a[0] == '-' && a[1]) { cli_unknown_option("perplexity", a, ppl_usage_text); return -1; }
         else if (!o->model) o->model = a;
         else if (!o->text) o->text = a;
         else { fprintf(stderr, "smolgate: unexpected argument %s\n", a); return -1; }

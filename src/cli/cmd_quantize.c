@@ -7,12 +7,15 @@
 #include "cli/cli.h"
 #include "engine/quantize.h"
 
+static const char quantize_usage_text[] =
+    "usage: smolgate quantize MODEL OUT.gguf TYPE [options]\n"
+    "  MODEL: a GGUF file or a Hugging Face folder\n"
+    "  TYPE:  Q8_0, Q4_0, Q4_K_M, Q5_K_M or Q6_K, with llama.cpp's per-tensor recipes\n"
+    "  -t, --threads N   threads (default: all CPUs; the file is the same either way)\n"
+    "  -v, --verbose     print each tensor's type\n";
+
 static void usage(FILE *f) {
-    fputs("usage: smolgate quantize MODEL OUT.gguf TYPE [options]\n"
-          "  MODEL: a GGUF file or a Hugging Face folder\n"
-          "  TYPE:  Q8_0, Q4_0, Q4_K_M, Q5_K_M or Q6_K, with llama.cpp's per-tensor recipes\n"
-          "  -t, --threads N   threads (default: all CPUs; the file is the same either way)\n"
-          "  -v, --verbose     print each tensor's type\n", f);
+    fputs(quantize_usage_text, f);
 }
 
 int cli_quantize(int argc, char **argv) {
@@ -30,7 +33,7 @@ int cli_quantize(int argc, char **argv) {
             i++;
             continue;
         }
-        if (a[0] == '-' && a[1]) { fprintf(stderr, "smolgate: unknown option %s\n", a); usage(stderr); return 2; }
+        if (a[0] == '-' && a[1]) { cli_unknown_option("quantize", a, quantize_usage_text); return 2; }
         if (npos == 3) { fprintf(stderr, "smolgate: unexpected argument %s\n", a); return 2; }
         pos[npos++] = a;
     }

@@ -9,19 +9,22 @@
 #include "common/buf.h"
 #include "gateway/gateway.h"
 
+static const char serve_usage_text[] =
+    "usage: smolgate serve [options]\n"
+    "  -c, --config FILE    configuration file (docs/config.md); default: none, the embedded\n"
+    "                       defaults (local models given with --model, and every provider\n"
+    "                       whose API key is in the environment)\n"
+    "  --listen HOST:PORT   address to listen on (default 127.0.0.1:8080)\n"
+    "  --model PATH         serve a GGUF file or Hugging Face folder as local/NAME\n"
+    "                       (repeatable; NAME=PATH names it)\n"
+    "  --parallel N         sequences the local models decode together (1 to 1024;\n"
+    "                       default: the configuration's, else 4)\n"
+    "  --check              validate the configuration, print a summary, exit\n"
+    "With no --config and no --model, the local models in ./models/*.gguf and SmolLM\n"
+    "snapshots in the Hugging Face cache are served.\n";
+
 static void serve_usage(FILE *f) {
-    fputs("usage: smolgate serve [options]\n"
-          "  -c, --config FILE    configuration file (docs/config.md); default: none, the embedded\n"
-          "                       defaults (local models given with --model, and every provider\n"
-          "                       whose API key is in the environment)\n"
-          "  --listen HOST:PORT   address to listen on (default 127.0.0.1:8080)\n"
-          "  --model PATH         serve a GGUF file or Hugging Face folder as local/NAME\n"
-          "                       (repeatable; NAME=PATH names it)\n"
-          "  --parallel N         sequences the local models decode together (1 to 1024;\n"
-          "                       default: the configuration's, else 4)\n"
-          "  --check              validate the configuration, print a summary, exit\n"
-          "With no --config and no --model, the local models in ./models/*.gguf and SmolLM\n"
-          "snapshots in the Hugging Face cache are served.\n", f);
+    fputs(serve_usage_text, f);
 }
 
 /* With no file and no --model, the embedded default serves the local models it finds:
@@ -90,8 +93,8 @@ int cli_serve(int argc, char **argv) {
             models[n_models++] = v;
             i++;
         } else {
-            fprintf(stderr, "smolgate: serve: unknown or incomplete option %s\n", a);
-            serve_usage(stderr);
+            if (!strncmp(a, "--", 2) && strstr(serve_usage_text, a)) fprintf(stderr, "smolgate serve: %s needs a value\n", a);
+            else cli_unknown_option("serve", a, serve_usage_text);
             return 2;
         }
     }

@@ -9,22 +9,25 @@
 #include "gateway/ledger_db.h"
 #include "gateway/ledger_usage.h"
 
+static const char usage_help_text[] =
+    "usage: smolgate usage [source] [filters] [--group-by LIST] [--format table|csv|json]\n"
+    "source (default: --db smolgate.db):\n"
+    "  --db PATH            the SQLite ledger\n"
+    "  --postgres URL       the PostgreSQL ledger (postgresql://... or key=value; libpq's\n"
+    "                       PG* variables fill what it leaves out, PGPASSWORD included)\n"
+    "  -c, --config FILE    the ledger: section of a gateway configuration\n"
+    "filters (all optional):\n"
+    "  --from TIME          records at or after TIME: 2025-11-24, 2025-11-24T10:00:00Z,\n"
+    "                       2025-11-24T12:00:00+02:00, or unix seconds\n"
+    "  --to TIME            records before TIME (exclusive)\n"
+    "  --key ID --route NAME --provider NAME --model NAME   exact matches\n"
+    "  --group-by LIST      comma-separated: key, route, provider, model, and hour or day\n"
+    "  --format FMT         table (default), csv or json\n"
+    "Sums: requests, errors (status >= 400), tokens per class (input is uncached input;\n"
+    "reasoning is part of output), cost in USD over the priced requests, unpriced requests.\n";
+
 static void usage_help(FILE *f) {
-    fputs("usage: smolgate usage [source] [filters] [--group-by LIST] [--format table|csv|json]\n"
-          "source (default: --db smolgate.db):\n"
-          "  --db PATH            the SQLite ledger\n"
-          "  --postgres URL       the PostgreSQL ledger (postgresql://... or key=value; libpq's\n"
-          "                       PG* variables fill what it leaves out, PGPASSWORD included)\n"
-          "  -c, --config FILE    the ledger: section of a gateway configuration\n"
-          "filters (all optional):\n"
-          "  --from TIME          records at or after TIME: 2025-11-24, 2025-11-24T10:00:00Z,\n"
-          "                       2025-11-24T12:00:00+02:00, or unix seconds\n"
-          "  --to TIME            records before TIME (exclusive)\n"
-          "  --key ID --route NAME --provider NAME --model NAME   exact matches\n"
-          "  --group-by LIST      comma-separated: key, route, provider, model, and hour or day\n"
-          "  --format FMT         table (default), csv or json\n"
-          "Sums: requests, errors (status >= 400), tokens per class (input is uncached input;\n"
-          "reasoning is part of output), cost in USD over the priced requests, unpriced requests.\n", f);
+    fputs(usage_help_text, f);
 }
 
 int cli_usage(int argc, char **argv) {
@@ -50,8 +53,7 @@ int cli_usage(int argc, char **argv) {
                 if (usage_filter_set(&f, name, v, &err)) { fprintf(stderr, "smolgate usage: %s\n", err.msg); return 2; }
                 continue;
             }
-            fprintf(stderr, "smolgate usage: unknown option %s\n", a);
-            usage_help(stderr);
+            cli_unknown_option("usage", a, usage_help_text);
             return 2;
         } else {
             fprintf(stderr, "smolgate usage: unknown argument %s\n", a);

@@ -6,6 +6,7 @@
 
 #include "cli/cli.h"
 #include "common/log.h"
+#include "common/version.h"
 #include "engine/kernels.h"
 
 static void usage(FILE *f) {
@@ -33,6 +34,8 @@ static void usage(FILE *f) {
           "        [--key|--route|--provider|--model X] [--group-by LIST] [--format table|csv|json]\n"
           "                                     requests, tokens and cost from the ledger\n"
           "\n"
+          "  --version                          the version and the kernels this CPU runs\n"
+          "\n"
           "MODEL is a .gguf file or a Hugging Face folder. `smolgate COMMAND --help` lists\n"
           "a command's options; docs/engine.md documents them all.\n", f);
 }
@@ -51,7 +54,19 @@ int main(int argc, char **argv) {
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
         if (!strcmp(cmd, cmds[i].name)) return cmds[i].fn(argc - 2, argv + 2);
     if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help") || !strcmp(cmd, "help")) { usage(stdout); return 0; }
-    fprintf(stderr, "smolgate: unknown command \"%s\"\n", cmd);
-    usage(stderr);
+    if (!strcmp(cmd, "-V") || !strcmp(cmd, "--version") || !strcmp(cmd, "version")) {
+        printf("smolgate %s (kernels: %s, matrix-matrix: %s)\n", SMOLGATE_VERSION, kern_active()->name,
+               kern_active()->gemm_name ? kern_active()->gemm_name : "none");
+        return 0;
+    }
+    char names[512] = "";
+    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
+        strncat(names, cmds[i].name, sizeof names - strlen(names) - 2);
+        strcat(names, " ");
+    }
+    const char *near = cli_did_you_mean(cmd, names);
+    if (near) fprintf(stderr, "smolgate: unknown command \"%s\" (did you mean \"%s\"?)\n", cmd, near);
+    else fprintf(stderr, "smolgate: unknown command \"%s\"\n", cmd);
+    fputs("run `smolgate --help` for the commands\n", stderr);
     return 2;
 }

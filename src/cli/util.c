@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "cli/cli.h"
 #include "common/buf.h"
@@ -59,4 +60,59 @@ int cli_float(const char *opt, const char *v, double *out) {
     }
     *out = x;
     return 0;
+}
+
+/* Levenshtein distance, capped: rows of at most 64 characters are compared. */
+static int edit_distance(const char *a, size_t la, const char *b, size_t lb) {
+    if (la > 64 || lb > 64) return 1 << 20;
+    int row[65];
+    for (size_t j = 0; j <= lb; j++) row[j] = (int)j;
+    for (size_t i = 1; i <= la; i++) {
+        int diag = row[0];
+        row[0] = (int)i;
+        for (size_t j = 1; j <= lb; j++) {
+            int up = row[j];
+            int best = diag + (a[i - 1] != b[j - 1]);
+            if (up + 1 < best) best = up + 1;
+            if (row[j - 1] + 1 < best) best = row[j - 1] + 1;
+            row[j] = best;
+            diag = up;
+        }
+    }
+    return row[lb];
+}
+
+static int word_char(char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '-' ||
+           c == '.';
+}
+
+const char *cli_did_you_mean(const char *word, const char *candidates) {
+    static char best[65];
+    const char *eq = strchr(word, '=');   /* --flag=value: the flag */
+    size_t lw = eq ? (size_t)(eq - word) : strlen(word);
+    int limit = lw <= 4 ? 1 : (int)(lw + 2) / 3, best_d = limit + 1;
+    for (const char *p = candidates; *p;) {
+        if (!word_char(*p)) { p++; continue; }
+        const char *st = p;
+        while (*p && word_char(*p)) p++;
+        size_t lc = (size_t)(p - st);
+        while (lc > 1 && st[lc - 1] == '.') lc--;   /* the end of a sentence */
+        if ((word[0] == '-') != (st[0] == '-') || lc == 0 || lc > 64) continue;
+        if (st != candidates && st[-1] == '-') continue;   /* inside a word like a-b */
+        int d = edit_distance(word, lw, st, lc);
+        if (d < best_d && d > 0) {
+            best_d = d;
+            memcpy(best, st, lc);
+            best[lc] = 0;
+        }
+    }
+    return best_d <= limit ? best : NULL;
+}
+
+void cli_unknown_option(const char *cmd, const char *arg, const char *usage_text) {
+    const char *s = cli_did_you_mean(arg, usage_text);
+    if (s) fprintf(stderr, "smolgate %s: unknown option %s (did you mean %s?)\n", cmd, arg, s);
+    else fprintf(stderr, "smolgate %s: unknown option %s\n", cmd, arg);
+    fprintf(stderr, "run `smolgate %s --help` for its options\n", cmd);
 }

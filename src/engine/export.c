@@ -153,6 +153,29 @@ static void tensor_row(void *p, int64_t r, float *dst) {
 
 /* ---- tokenizer.json -> GGUF vocabulary ---- */
 
+int export_tokenizer_ids(const char *dir, sg_error *err) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/tokenizer.json", dir);
+    json_error_t je;
+    json_t *tj = json_load_file(path, 0, &je);
+    if (!tj) return sg_fail(err, "%s: %s (line %d)", path, je.text, je.line);
+    const json_t *vocab = json_object_get(json_object_get(tj, "model"), "vocab");
+    if (!json_is_object(vocab)) { json_decref(tj); return sg_fail(err, "%s: not a BPE tokenizer", path); }
+    json_int_t top = -1;
+    const char *key;
+    json_t *v;
+    json_object_foreach((json_t *)vocab, key, v)
+        if (json_integer_value(v) > top) top = json_integer_value(v);
+    size_t i;
+    json_array_foreach(json_object_get(tj, "added_tokens"), i, v) {
+        json_int_t id = json_integer_value(json_object_get(v, "id"));
+        if (id > top) top = id;
+    }
+    json_decref(tj);
+    if (top >= (1 << 24)) return sg_fail(err, "%s: token id %lld is out of range", path, (long long)top);
+    return (int)(top + 1);
+}
+
 static int add_tokenizer(gguf_writer *w, const sg_model_config *c, const char *dir, sg_error *err) {
     if (!dir) {
         /* No tokenizer: a placeholder vocabulary, as llama.cpp's tests write, so that

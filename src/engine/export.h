@@ -85,6 +85,9 @@ typedef struct exp_random {
     const sg_model_config *cfg;   /* set by export_random_source */
 } exp_random;
 void export_random_source(exp_source *src, const sg_model_config *cfg, exp_random *r);
+/* The number of token ids dir/tokenizer.json uses (its largest id, vocab or added, plus
+ * one): a model's vocabulary must be at least this. -1 with err filled on a bad file. */
+int export_tokenizer_ids(const char *dir, sg_error *err);
 
 /* Shape of a tensor kind: rows, cols. */
 void export_shape(const sg_model_config *cfg, exp_kind kind, int64_t *rows, int64_t *cols);

@@ -94,5 +94,27 @@ check "malformed --ids is an error" [ $? -ne 0 ]
 $bin frobnicate >/dev/null 2>&1
 check "unknown command exits 2" [ $? -eq 2 ]
 
+# command-line hygiene: version, "did you mean", unknown presets, tokenizer/vocabulary mismatch
+$bin --version >$tmp/out 2>&1
+check "--version exits 0" [ $? -eq 0 ]
+check "--version names smolgate and a version" grep -Eq '^smolgate [0-9]+\.[0-9]+\.[0-9]+' $tmp/out
+$bin serv >/dev/null 2>$tmp/err
+check "misspelt command exits 2" [ $? -eq 2 ]
+check "misspelt command: did you mean serve" grep -q 'did you mean "serve"' $tmp/err
+check "misspelt command: no usage dump" [ "$(wc -l <$tmp/err)" -le 3 ]
+$bin bench $ref/llama-tiny/f32 --threds 2 >/dev/null 2>$tmp/err
+check "misspelt flag: did you mean --threads" grep -q 'did you mean --threads' $tmp/err
+$bin serve --listne 127.0.0.1:0 >/dev/null 2>$tmp/err
+check "misspelt serve flag exits 2" [ $? -eq 2 ]
+check "misspelt serve flag: did you mean --listen" grep -q 'did you mean --listen' $tmp/err
+$bin make-model $tmp/typo.gguf --preset smollm3-tiy >/dev/null 2>$tmp/err
+check "unknown preset exits 2" [ $? -eq 2 ]
+check "unknown preset: did you mean smollm3-tiny" grep -q 'did you mean smollm3-tiny' $tmp/err
+check "unknown preset writes no file" [ ! -e $tmp/typo.gguf ]
+$bin make-model $tmp/cut.gguf --preset smollm3-tiny --tokenizer "$(dirname "$tok")" >/dev/null 2>$tmp/err
+check "a tokenizer larger than the vocabulary exits 2" [ $? -eq 2 ]
+check "tokenizer mismatch names --vocab 128256" grep -q -- '--vocab 128256' $tmp/err
+check "tokenizer mismatch writes no file" [ ! -e $tmp/cut.gguf ]
+
 echo "cli.sh: $pass passed, $fail failed"
 [ $fail -eq 0 ]
