@@ -668,15 +668,29 @@ static void test_usage_query(void) {
 static void test_usage_http(void) {
     sg_buf b;
     sg_buf_init(&b);
-    CHECK_EQ_INT(usage_http(GW_LEDGER_SQLITE, g_usage_db, "group_by=model", &b), 200);
+    CHECK_EQ_INT(usage_http(GW_LEDGER_SQLITE, g_usage_db, "group_by=model", NULL, &b), 200);
     CHECK(strstr(b.data, "\"model\":\"claude-haiku-4-5\"") != NULL);
     sg_buf_reset(&b);
-    CHECK_EQ_INT(usage_http(GW_LEDGER_SQLITE, g_usage_db, "group_by=colour", &b), 400);
+    /* an ordinary key's view: its own records whatever the query asks */
+    CHECK_EQ_INT(usage_http(GW_LEDGER_SQLITE, g_usage_db, "group_by=key", "team-a", &b), 200);
+    CHECK(strstr(b.data, "{\"key\":\"team-a\",\"requests\":3,") != NULL);
+    CHECK(strstr(b.data, "team-b") == NULL && strstr(b.data, "\"key\":null") == NULL);
+    CHECK(strstr(b.data, "\"total\":{\"requests\":3,") != NULL);
+    sg_buf_reset(&b);
+    CHECK_EQ_INT(usage_http(GW_LEDGER_SQLITE, g_usage_db, "group_by=model", "team-b", &b), 200);
+    CHECK(strstr(b.data, "\"total\":{\"requests\":1,") != NULL && strstr(b.data, "gpt-4o-mini") == NULL);
+    sg_buf_reset(&b);
+    CHECK_EQ_INT(usage_http(GW_LEDGER_SQLITE, g_usage_db, "key=team-a", "team-a", &b), 200);
+    sg_buf_reset(&b);
+    CHECK_EQ_INT(usage_http(GW_LEDGER_SQLITE, g_usage_db, "key=team-b&group_by=key", "team-a", &b), 403);
+    CHECK(strstr(b.data, "\"type\":\"permission_error\"") != NULL && strstr(b.data, "\"requests\"") == NULL);
+    sg_buf_reset(&b);
+    CHECK_EQ_INT(usage_http(GW_LEDGER_SQLITE, g_usage_db, "group_by=colour", NULL, &b), 400);
     CHECK(strstr(b.data, "\"type\":\"invalid_request_error\"") != NULL);
     sg_buf_reset(&b);
-    CHECK_EQ_INT(usage_http(GW_LEDGER_SQLITE, tu_path("%s/none.db", tu_tmpdir()), "", &b), 503);
+    CHECK_EQ_INT(usage_http(GW_LEDGER_SQLITE, tu_path("%s/none.db", tu_tmpdir()), "", NULL, &b), 503);
     sg_buf_reset(&b);
-    CHECK_EQ_INT(usage_http(GW_LEDGER_POSTGRES, "postgresql://u:pw-s3cret@127.0.0.1:1/x?connect_timeout=1", "", &b), 503);
+    CHECK_EQ_INT(usage_http(GW_LEDGER_POSTGRES, "postgresql://u:pw-s3cret@127.0.0.1:1/x?connect_timeout=1", "", NULL, &b), 503);
     CHECK(strstr(b.data, "pw-s3cret") == NULL);
     sg_buf_free(&b);
 }
@@ -707,7 +721,7 @@ static void test_usage_async(void) {
     append_n(l, "q", 0, 7);
     CHECK(ledger_flush(l, 5000) == 0);
     async_result a = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, ""};
-    CHECK(ledger_usage_async(l, "group_by=key", async_done, &a) == 0);
+    CHECK(ledger_usage_async(l, "group_by=key", NULL, async_done, &a) == 0);
     pthread_mutex_lock(&a.mu);
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);

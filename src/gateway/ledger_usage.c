@@ -476,13 +476,20 @@ static void error_body(sg_buf *b, const char *type, const char *msg) {
     sg_buf_printf(b, ",\"type\":\"%s\",\"param\":null,\"code\":null}}\n", type);
 }
 
-int usage_http(gw_ledger_kind kind, const char *target, const char *query, sg_buf *body) {
+int usage_http(gw_ledger_kind kind, const char *target, const char *query, const char *only_key, sg_buf *body) {
     usage_filter f;
     usage_filter_init(&f);
     sg_error err;
     if (usage_parse_query(&f, query, &err)) {
         error_body(body, "invalid_request_error", err.msg);
         return 400;
+    }
+    if (only_key) {   /* tenancy: an ordinary key reads its own records, nothing else */
+        if (f.key[0] && strcmp(f.key, only_key)) {
+            error_body(body, "permission_error", "this API key may read only its own usage (leave key= out, or name this key)");
+            return 403;
+        }
+        snprintf(f.key, sizeof f.key, "%s", only_key);
     }
     ledger_db *db = ledger_db_open(kind, target, true, &err);
     if (!db) {

@@ -82,10 +82,12 @@ void usage_render_csv(const usage_filter *f, const usage_result *r, sg_buf *out)
 void usage_render_table(const usage_filter *f, const usage_result *r, sg_buf *out);
 
 /* GET /v1/usage in one call: parses query, opens the database read-only (kind, target as
- * for ledger_db_open), runs the query, renders JSON into body. Returns the HTTP status:
- * 200; 400 for a bad query; 503 when the database cannot be reached (the error body is
- * OpenAI-shaped and never holds the database URL). Blocking: call it off the loop thread
- * (ledger_usage_async does). */
-int usage_http(gw_ledger_kind kind, const char *target, const char *query, sg_buf *body);
+ * for ledger_db_open), runs the query, renders JSON into body. only_key (non-NULL: the
+ * caller is an ordinary gateway key) confines the query to that key's records whatever
+ * the query asks: its key filter is set to only_key, and a query naming another key gets
+ * 403. Returns the HTTP status: 200; 400 for a bad query; 403; 503 when the database
+ * cannot be reached (the error body is OpenAI-shaped and never holds the database URL).
+ * Blocking: call it off the loop thread (ledger_usage_async does). */
+int usage_http(gw_ledger_kind kind, const char *target, const char *query, const char *only_key, sg_buf *body);
 
 #endif
