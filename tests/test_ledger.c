@@ -685,6 +685,23 @@ static void test_usage_http(void) {
     CHECK_EQ_INT(usage_http(GW_LEDGER_SQLITE, g_usage_db, "key=team-b&group_by=key", "team-a", &b), 403);
     CHECK(strstr(b.data, "\"type\":\"permission_error\"") != NULL && strstr(b.data, "\"requests\"") == NULL);
     sg_buf_reset(&b);
+    /* read back (smolgate usage --url): parsed and rendered again, the same document */
+    CHECK_EQ_INT(usage_http(GW_LEDGER_SQLITE, g_usage_db, "from=2024-11-24&to=2024-11-26&group_by=key,provider,day", NULL, &b), 200);
+    usage_filter pf;
+    usage_result pr;
+    sg_error perr;
+    CHECK_MSG(usage_parse_json(b.data, b.len, &pf, &pr, &perr) == 0, "%s", perr.msg);
+    CHECK_EQ_INT(pr.n, 4);   /* (null,openai,d2) (team-a,groq,d2) (team-a,openai,d1) (team-b,anthropic,d1) */
+    CHECK_EQ_INT(pr.total.requests, 5);
+    CHECK_EQ_INT(pf.n_group, 3);
+    sg_buf again;
+    sg_buf_init(&again);
+    usage_render_json(&pf, &pr, &again);
+    CHECK_MSG(again.len == b.len && !memcmp(again.data, b.data, b.len), "\n  got:  %s  want: %s", again.data, b.data);
+    sg_buf_free(&again);
+    usage_result_free(&pr);
+    CHECK_EQ_INT(usage_parse_json("{\"error\":{}}", 12, &pf, &pr, &perr), -1);
+    sg_buf_reset(&b);
     CHECK_EQ_INT(usage_http(GW_LEDGER_SQLITE, g_usage_db, "group_by=colour", NULL, &b), 400);
     CHECK(strstr(b.data, "\"type\":\"invalid_request_error\"") != NULL);
     sg_buf_reset(&b);

@@ -90,4 +90,9 @@ void usage_render_table(const usage_filter *f, const usage_result *r, sg_buf *ou
  * Blocking: call it off the loop thread (ledger_usage_async does). */
 int usage_http(gw_ledger_kind kind, const char *target, const char *query, const char *only_key, sg_buf *body);
 
+/* The reverse of usage_render_json: a GET /v1/usage body back into the filter's time range
+ * and grouping and the result's rows (`smolgate usage --url` renders them as a table or
+ * CSV). -1 with err when the body is not such a document. */
+int usage_parse_json(const char *body, size_t len, usage_filter *f, usage_result *out, sg_error *err);
+
 #endif

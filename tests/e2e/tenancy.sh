@@ -4,7 +4,8 @@
 # Starts tests/fakes/upstream.mjs and build/smolgate serve with two routes and four keys:
 # team-a (user, routes [route-a], an rpm limit so that admission consults the state
 # store), team-b (user, routes [route-b]), ops (role admin) and prom (role metrics). Sends
-# traffic as each, then reads /v1/usage (plain, group_by=key, key=another), /v1/models,
+# traffic as each, then reads /v1/usage (plain, group_by=key, key=another; and through
+# `smolgate usage --url`), /v1/models,
 # /v1/status and /metrics with a user key, the admin key, the metrics key and no key,
 # asserting what each sees: a user key its own usage and routes only, the admin key
 # everything, the metrics key /metrics only, no key 401. Then reloads (SIGHUP):
@@ -190,6 +191,15 @@ check "usage?group_by=model, team-b: m-tenancy-b only" jqis '[.data[].model]' '[
 check "usage?group_by=key, admin: 200" is "$(req $KO GET '/v1/usage?group_by=key')" 200
 check "usage?group_by=key, admin: every key" jqis '[.data[] | {(.key): .requests}] | add' '{"ops":1,"team-a":4,"team-b":2}'
 check "usage?group_by=key, admin: team-b's cost is there" jqis '[.data[] | select(.key=="team-b") | .cost_micro > 0] | .[0]' true
+csv_keys() { cut -d, -f1 "$tmp/body" | tail -n +2 | sort | tr '\n' ' '; }
+SMOLGATE_API_KEY=$KA "$bin" usage --url "$url" --group-by key --format csv >"$tmp/body" 2>&1
+check "smolgate usage --url as team-a: its own row only" is "$(csv_keys)" "team-a "
+SMOLGATE_API_KEY=$KO "$bin" usage --url "$url" --group-by key --format csv >"$tmp/body" 2>&1
+check "smolgate usage --url as admin: every key" is "$(csv_keys)" "ops team-a team-b "
+SMOLGATE_API_KEY=$KB "$bin" usage --url "$url" --group-by model >"$tmp/body" 2>&1
+check "smolgate usage --url as team-b (table): its model and total" eval 'body_has m-tenancy-b && body_lacks m-tenancy-a && grep -Eq "^total +2 " "$tmp/body"'
+SMOLGATE_API_KEY=$KA "$bin" usage --url "$url" --key team-b >"$tmp/body" 2>&1
+check "smolgate usage --url --key team-b as team-a: refused (403)" eval 'body_has "answered 403" && body_lacks "total "'
 check "usage, metrics key: 403" is "$(req $KM GET /v1/usage)" 403
 check "usage, no key: 401" is "$(req - GET /v1/usage)" 401
 
