@@ -531,6 +531,8 @@ int gateway_serve(const gateway_opts *o, sg_error *err) {
         return 0;
     }
     sg_log_set_level(cfg->log_level);
+    if (cfg->empty)   /* a reload would refuse it (config_reload_check); at start it is the defaults */
+        SG_WARN("%s is empty: serving the defaults, with no gateway key", cfg->path);
     signal(SIGPIPE, SIG_IGN);
     /* Block the signals we read from a signalfd before any thread starts (the local
      * models' workers, libcurl's resolver), so that no thread takes them by default. */
