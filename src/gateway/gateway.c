@@ -1,5 +1,6 @@
 /* gateway.c: `smolgate serve` (gateway.h): start-up, endpoints other than the two chat
- * APIs, authentication, the circuit breakers, signals and configuration reload. */
+ * APIs, authentication and what each key's role lets it see, the circuit breakers,
+ * signals and configuration reload (all sections applied, or the reload refused). */
 #include "gateway/gateway.h"
 
 #include <errno.h>
