@@ -3,7 +3,8 @@
  * first line is "# error: $FILE:LINE: key.path: message") fails with exactly that message
  * and never shows a value from the environment; ${ENV} expansion; the no-file defaults
  * from an injected environment; local model names; model id resolution; gateway key
- * hashing and lookup; reference counting. Run from the repository root. */
+ * hashing and lookup; key roles and what each may see; the rules a SIGHUP reload must
+ * pass; reference counting. Run from the repository root. */
 #include <dirent.h>
 #include <stdlib.h>
 #include <string.h>
@@ -249,7 +250,7 @@ static void test_full(void) {
                          "anthropic/claude-sonnet-4-5 -> local/smollm3-3b") != NULL);
     CHECK(strstr(b.data, "provider groq (openai) https://api.groq.com/openai/v1, key set, 2 extra header(s)") != NULL);
     CHECK(strstr(b.data, "state: redis redis://***@127.0.0.1:6379/0 (when unreachable: refuse)") != NULL);
-    CHECK(strstr(b.data, "key team-a: routes chat") != NULL);
+    CHECK(strstr(b.data, "key team-a (user): routes chat") != NULL);
     check_no_secret(b.data, k_full_env);
     sg_buf_free(&b);
     config_free(c);
@@ -750,6 +751,172 @@ static void test_keys(void) {
     config_free(c);
 }
 
+/* ------------------------------------------------------------------------------------ */
+/* roles (tenancy) and the reload rules */
+
+#define TENANTS "routes:\n" \
+                "  - {name: chat, targets: [openai/gpt-4o-mini]}\n" \
+                "  - {name: cheap, targets: [openai/gpt-4.1-nano]}\n" \
+                "keys:\n" \
+                "  - {id: team-a, key: team-a-secret-key-0001, routes: [chat]}\n" \
+                "  - {id: team-b, key: team-b-secret-key-0002, role: user}\n" \
+                "  - {id: ops, key: ops-secret-key-00000003, role: admin, routes: [cheap]}\n" \
+                "  - {id: scrape, key: scrape-secret-key-0004, role: metrics}\n"
+
+static void test_roles(void) {
+    static const kv env[] = {{"OPENAI_API_KEY", "sk-o"}, {NULL, NULL}};
+    sg_error err = {{0}};
+    gw_config *c = load_text(TENANTS, env, &err);
+    CHECK_MSG(c != NULL, "%s", err.msg);
+    if (!c) return;
+    const gw_key *a = config_key_by_id(c, "team-a"), *b = config_key_by_id(c, "team-b"),
+                 *ops = config_key_by_id(c, "ops"), *m = config_key_by_id(c, "scrape");
+    CHECK(a && b && ops && m);
+    if (!a || !b || !ops || !m) { config_free(c); return; }
+    CHECK_EQ_INT(a->role, GW_ROLE_USER);   /* the default */
+    CHECK_EQ_INT(b->role, GW_ROLE_USER);
+    CHECK_EQ_INT(ops->role, GW_ROLE_ADMIN);
+    CHECK_EQ_INT(m->role, GW_ROLE_METRICS);
+    CHECK(!c->auth_none && !c->empty);
+    const gw_route *chat = config_route(c, "chat"), *cheap = config_route(c, "cheap");
+    /* seeing everything: no keys configured (NULL) or admin */
+    CHECK(config_key_sees_all(NULL) && config_key_sees_all(ops));
+    CHECK(!config_key_sees_all(a) && !config_key_sees_all(b) && !config_key_sees_all(m));
+    /* /metrics: admin and metrics keys, or open mode; never a user key */
+    CHECK(config_key_reads_metrics(NULL) && config_key_reads_metrics(ops) && config_key_reads_metrics(m));
+    CHECK(!config_key_reads_metrics(a) && !config_key_reads_metrics(b));
+    /* routes and direct ids: a user key its own, a metrics key none */
+    CHECK(config_key_uses_route(a, chat) && !config_key_uses_route(a, cheap) && !config_key_uses_direct(a));
+    CHECK(config_key_uses_route(b, chat) && config_key_uses_route(b, cheap) && config_key_uses_direct(b));
+    CHECK(config_key_uses_route(ops, cheap) && !config_key_uses_route(ops, chat));   /* admin sees, uses its list */
+    CHECK(!config_key_uses_route(m, chat) && !config_key_uses_direct(m));
+    gw_resolved direct;
+    CHECK(config_resolve_model(c, "gpt-4o", &direct, &err) == 0);
+    CHECK(!config_key_allows(m, &direct) && config_key_allows(b, &direct));
+    CHECK(config_key_uses_route(NULL, chat) && config_key_uses_direct(NULL));
+    CHECK_EQ_STR(config_key_role_name(GW_ROLE_METRICS), "metrics");
+    sg_buf d;
+    sg_buf_init(&d);
+    config_describe(c, &d);
+    CHECK(strstr(d.data, "key ops (admin): routes cheap") && strstr(d.data, "key scrape (metrics): GET /metrics only"));
+    CHECK(!strstr(d.data, "secret-key"));
+    sg_buf_free(&d);
+    config_free(c);
+
+    /* auth: none is the explicit way to serve without keys */
+    c = load_text("auth: none\nroutes:\n  - {name: chat, targets: [openai/gpt-4o-mini]}\n", env, &err);
+    CHECK_MSG(c && c->auth_none && c->n_keys == 0, "%s", err.msg);
+    config_free(c);
+    c = load_text("auth: keys\nkeys:\n  - {id: k, key: k-secret-key-000001}\n", env, &err);
+    CHECK_MSG(c && !c->auth_none && c->n_keys == 1, "%s", err.msg);
+    config_free(c);
+
+    static const struct { const char *text, *want; } bad[] = {
+        {"keys:\n  - {id: k, key: k-secret-key-000001, role: root}\n",
+         "t.yaml:2: keys[0].role: unknown value \"root\" (one of: user, admin, metrics)"},
+        {"keys:\n  - {id: k, key: k-secret-key-000001, role: metrics, routes: [chat]}\n"
+         "routes:\n  - {name: chat, targets: [openai/gpt-4o-mini]}\n",
+         "t.yaml:2: keys[0].routes: a key with role metrics sends no requests (it reads /metrics only)"},
+        {"keys:\n  - id: k\n    key: k-secret-key-000001\n    role: metrics\n    budget: {daily_usd: 1}\n",
+         "t.yaml:5: keys[0].budget: a key with role metrics sends no requests (it reads /metrics only)"},
+        {"auth: none\nkeys:\n  - {id: k, key: k-secret-key-000001}\n",
+         "t.yaml:1: auth: none, but 1 key(s) are listed under keys (remove them, or the line)"},
+        {"auth: keys\n", "t.yaml:1: auth: keys, but no key is listed under keys"},
+        {"auth: off\n", "t.yaml:1: auth: unknown value \"off\" (one of: keys, none)"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        sg_error e2 = {{0}};
+        gw_config *x = load_text(bad[i].text, env, &e2);
+        CHECK_MSG(x == NULL, "case %zu loaded", i);
+        config_free(x);
+        const char *base = strstr(e2.msg, "t.yaml");
+        CHECK_MSG(base && !strcmp(base, bad[i].want), "case %zu\n      got:  %s\n      want: %s", i, e2.msg, bad[i].want);
+        CHECK(!strstr(e2.msg, "secret-key"));
+    }
+}
+
+/* May next replace run on SIGHUP? 0 or -1; the message (when refused) into why. */
+static int reload_verdict(const gw_config *run, const char *next_text, char *why, size_t cap) {
+    static const kv env[] = {{"OPENAI_API_KEY", "sk-o"}, {NULL, NULL}};
+    sg_error err = {{0}};
+    gw_config *n = load_text(next_text, env, &err);
+    CHECK_MSG(n != NULL, "the next configuration does not load: %s", err.msg);
+    if (!n) return 99;
+    int rc = config_reload_check(run, n, &err);
+    snprintf(why, cap, "%s", rc ? err.msg : "");
+    config_free(n);
+    return rc;
+}
+
+static void test_reload_rules(void) {
+    static const kv env[] = {{"OPENAI_API_KEY", "sk-o"}, {NULL, NULL}};
+    sg_error err = {{0}};
+    gw_config *run = load_text(TENANTS "state: {redis: \"redis://127.0.0.1:1\", on_redis_error: closed}\n"
+                               "ledger: {sqlite: a.db}\n", env, &err);
+    CHECK_MSG(run != NULL, "%s", err.msg);
+    if (!run) return;
+    char why[600];
+    /* an empty file (nothing, or only comments): refused, never the defaults */
+    CHECK_EQ_INT(reload_verdict(run, "", why, sizeof why), -1);
+    CHECK_MSG(strstr(why, "is empty") != NULL, "%s", why);
+    CHECK_EQ_INT(reload_verdict(run, "# all commented out\n# keys:\n", why, sizeof why), -1);
+    CHECK_MSG(strstr(why, "is empty") != NULL, "%s", why);
+    /* keys on, none in the new file: refused, naming the way to do it on purpose */
+    CHECK_EQ_INT(reload_verdict(run, "routes:\n  - {name: chat, targets: [openai/gpt-4o-mini]}\n", why, sizeof why), -1);
+    CHECK_MSG(strstr(why, "no gateway keys while 4 are required") && strstr(why, "auth: none"), "%s", why);
+    /* ... unless it says auth: none */
+    CHECK_EQ_INT(reload_verdict(run, "auth: none\n", why, sizeof why), 0);
+    /* keys replaced by others: fine (rotation) */
+    CHECK_EQ_INT(reload_verdict(run, "keys:\n  - {id: new, key: new-secret-key-00001}\n", why, sizeof why), 0);
+    /* state and ledger changes pass here: the gateway applies them */
+    CHECK_EQ_INT(reload_verdict(run, TENANTS "state: {redis: \"redis://127.0.0.1:2\"}\nledger: {sqlite: b.db}\n", why, sizeof why), 0);
+    /* what only a restart applies: refused, naming the key */
+    CHECK_EQ_INT(reload_verdict(run, TENANTS "listen: 127.0.0.1:9999\n", why, sizeof why), -1);
+    CHECK_MSG(!strcmp(why, "listen: changed from 127.0.0.1:8080 to 127.0.0.1:9999; a new address needs a restart"), "%s", why);
+    CHECK_EQ_INT(reload_verdict(run, TENANTS "server: {max_body_bytes: 2048}\n", why, sizeof why), -1);
+    CHECK_MSG(!strcmp(why, "server.max_body_bytes: changed; the HTTP server's bounds need a restart"), "%s", why);
+    CHECK_EQ_INT(reload_verdict(run, TENANTS "server: {shutdown_grace_ms: 5}\n", why, sizeof why), 0);   /* read at SIGTERM */
+
+    /* no keys running: a key-less file is fine, an empty one still is not */
+    gw_config *open_cfg = load_text("routes:\n  - {name: chat, targets: [openai/gpt-4o-mini]}\n", env, &err);
+    CHECK_MSG(open_cfg != NULL, "%s", err.msg);
+    if (open_cfg) {
+        CHECK_EQ_INT(reload_verdict(open_cfg, "routes:\n  - {name: c2, targets: [openai/gpt-4o]}\n", why, sizeof why), 0);
+        CHECK_EQ_INT(reload_verdict(open_cfg, "\n", why, sizeof why), -1);
+        config_free(open_cfg);
+    }
+
+    /* what changed in state / ledger */
+    gw_state s1 = run->state, s2 = run->state;
+    CHECK(config_state_same_store(&s1, &s2));
+    s2.fail_open = !s2.fail_open;   /* a policy change: the same store, applied in place */
+    s2.timeout_ms = 7;
+    CHECK(config_state_same_store(&s1, &s2));
+    s2.key_prefix = "other:";
+    CHECK(!config_state_same_store(&s1, &s2));
+    s2 = s1;
+    s2.redis_url = "redis://127.0.0.1:2";
+    CHECK(!config_state_same_store(&s1, &s2));
+    s2.redis_url = NULL;   /* Redis -> in-process */
+    CHECK(!config_state_same_store(&s1, &s2));
+    s1.redis_url = NULL;   /* in-process both: the prefix is not used */
+    s1.key_prefix = "x:";
+    CHECK(config_state_same_store(&s1, &s2));
+    gw_ledger l1 = run->ledger, l2 = run->ledger;
+    CHECK(config_ledger_equal(&l1, &l2));
+    l2.sqlite_path = "b.db";
+    CHECK(!config_ledger_equal(&l1, &l2));
+    l2 = l1;
+    l2.flush_ms++;
+    CHECK(!config_ledger_equal(&l1, &l2));
+    l2 = l1;
+    l2.kind = GW_LEDGER_POSTGRES;
+    l2.sqlite_path = NULL;
+    l2.postgres_url = "postgresql://db/x";
+    CHECK(!config_ledger_equal(&l1, &l2));
+    config_free(run);
+}
+
 static void test_refcount(void) {
     gw_config *c = load_ok(DATA "/full.yaml", k_full_env);
     if (!c) return;
@@ -784,6 +951,8 @@ int main(int argc, char **argv) {
     RUN(test_local_model_names);
     RUN(test_resolve);
     RUN(test_keys);
+    RUN(test_roles);
+    RUN(test_reload_rules);
     RUN(test_refcount);
     RUN(test_type_names);
     return tu_finish(argv[0]);

@@ -668,15 +668,46 @@ static void test_usage_query(void) {
 static void test_usage_http(void) {
     sg_buf b;
     sg_buf_init(&b);
-    CHECK_EQ_INT(usage_http(GW_LEDGER_SQLITE, g_usage_db, "group_by=model", &b), 200);
+    CHECK_EQ_INT(usage_http(GW_LEDGER_SQLITE, g_usage_db, "group_by=model", NULL, &b), 200);
     CHECK(strstr(b.data, "\"model\":\"claude-haiku-4-5\"") != NULL);
     sg_buf_reset(&b);
-    CHECK_EQ_INT(usage_http(GW_LEDGER_SQLITE, g_usage_db, "group_by=colour", &b), 400);
+    /* an ordinary key's view: its own records whatever the query asks */
+    CHECK_EQ_INT(usage_http(GW_LEDGER_SQLITE, g_usage_db, "group_by=key", "team-a", &b), 200);
+    CHECK(strstr(b.data, "{\"key\":\"team-a\",\"requests\":3,") != NULL);
+    CHECK(strstr(b.data, "team-b") == NULL && strstr(b.data, "\"key\":null") == NULL);
+    CHECK(strstr(b.data, "\"total\":{\"requests\":3,") != NULL);
+    sg_buf_reset(&b);
+    CHECK_EQ_INT(usage_http(GW_LEDGER_SQLITE, g_usage_db, "group_by=model", "team-b", &b), 200);
+    CHECK(strstr(b.data, "\"total\":{\"requests\":1,") != NULL && strstr(b.data, "gpt-4o-mini") == NULL);
+    sg_buf_reset(&b);
+    CHECK_EQ_INT(usage_http(GW_LEDGER_SQLITE, g_usage_db, "key=team-a", "team-a", &b), 200);
+    sg_buf_reset(&b);
+    CHECK_EQ_INT(usage_http(GW_LEDGER_SQLITE, g_usage_db, "key=team-b&group_by=key", "team-a", &b), 403);
+    CHECK(strstr(b.data, "\"type\":\"permission_error\"") != NULL && strstr(b.data, "\"requests\"") == NULL);
+    sg_buf_reset(&b);
+    /* read back (smolgate usage --url): parsed and rendered again, the same document */
+    CHECK_EQ_INT(usage_http(GW_LEDGER_SQLITE, g_usage_db, "from=2024-11-24&to=2024-11-26&group_by=key,provider,day", NULL, &b), 200);
+    usage_filter pf;
+    usage_result pr;
+    sg_error perr;
+    CHECK_MSG(usage_parse_json(b.data, b.len, &pf, &pr, &perr) == 0, "%s", perr.msg);
+    CHECK_EQ_INT(pr.n, 4);   /* (null,openai,d2) (team-a,groq,d2) (team-a,openai,d1) (team-b,anthropic,d1) */
+    CHECK_EQ_INT(pr.total.requests, 5);
+    CHECK_EQ_INT(pf.n_group, 3);
+    sg_buf again;
+    sg_buf_init(&again);
+    usage_render_json(&pf, &pr, &again);
+    CHECK_MSG(again.len == b.len && !memcmp(again.data, b.data, b.len), "\n  got:  %s  want: %s", again.data, b.data);
+    sg_buf_free(&again);
+    usage_result_free(&pr);
+    CHECK_EQ_INT(usage_parse_json("{\"error\":{}}", 12, &pf, &pr, &perr), -1);
+    sg_buf_reset(&b);
+    CHECK_EQ_INT(usage_http(GW_LEDGER_SQLITE, g_usage_db, "group_by=colour", NULL, &b), 400);
     CHECK(strstr(b.data, "\"type\":\"invalid_request_error\"") != NULL);
     sg_buf_reset(&b);
-    CHECK_EQ_INT(usage_http(GW_LEDGER_SQLITE, tu_path("%s/none.db", tu_tmpdir()), "", &b), 503);
+    CHECK_EQ_INT(usage_http(GW_LEDGER_SQLITE, tu_path("%s/none.db", tu_tmpdir()), "", NULL, &b), 503);
     sg_buf_reset(&b);
-    CHECK_EQ_INT(usage_http(GW_LEDGER_POSTGRES, "postgresql://u:pw-s3cret@127.0.0.1:1/x?connect_timeout=1", "", &b), 503);
+    CHECK_EQ_INT(usage_http(GW_LEDGER_POSTGRES, "postgresql://u:pw-s3cret@127.0.0.1:1/x?connect_timeout=1", "", NULL, &b), 503);
     CHECK(strstr(b.data, "pw-s3cret") == NULL);
     sg_buf_free(&b);
 }
@@ -707,7 +738,7 @@ static void test_usage_async(void) {
     append_n(l, "q", 0, 7);
     CHECK(ledger_flush(l, 5000) == 0);
     async_result a = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, ""};
-    CHECK(ledger_usage_async(l, "group_by=key", async_done, &a) == 0);
+    CHECK(ledger_usage_async(l, "group_by=key", NULL, async_done, &a) == 0);
     pthread_mutex_lock(&a.mu);
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);

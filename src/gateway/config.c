@@ -1537,7 +1537,9 @@ static int read_routes(vctx *v, const node *root) {
 /* ------------------------------------------------------------------------------------ */
 /* gateway API keys */
 
-static const char *const k_key[] = {"id", "sha256", "key", "routes", "limits", "route_limits", "budget", NULL};
+static const char *const k_key[] = {"id", "sha256", "key", "role", "routes", "limits", "route_limits", "budget", NULL};
+static const char *const k_roles[] = {"user", "admin", "metrics", NULL};   /* gw_key_role order */
+static const char *const k_auth[] = {"keys", "none", NULL};
 
 static int hexval(char c) {
     if (c >= '0' && c <= '9') return c - '0';
@@ -1603,6 +1605,17 @@ static int read_key(vctx *v, const node *n, const vpath *kp, gw_key *k) {
     for (size_t i = 0; i < c->n_keys; i++)
         if (!CRYPTO_memcmp(c->keys[i].sha256, k->sha256, GW_SHA256_LEN))
             return verr(v, (present(hn) ? hn : pn)->line, kp, "the same key as keys[%zu] (%s)", i, c->keys[i].id);
+    int role = GW_ROLE_USER;
+    if (get_enum(v, n, kp, "role", k_roles, &role)) return -1;
+    k->role = (gw_key_role)role;
+    if (k->role == GW_ROLE_METRICS) {   /* a scrape token: nothing that only applies to requests */
+        static const char *const req_only[] = {"routes", "limits", "route_limits", "budget", NULL};
+        for (const char *const *w = req_only; *w; w++) {
+            const node *x = mget(n, *w);
+            vpath xp = {kp, *w, -1};
+            if (present(x)) return verr(v, x->line, &xp, "a key with role metrics sends no requests (it reads /metrics only)");
+        }
+    }
     const node *rn = mget(n, "routes");
     vpath rp = {kp, "routes", -1};
     if (seq_check(v, rn, &rp)) return -1;
@@ -1653,11 +1666,27 @@ static int read_keys(vctx *v, const node *root) {
     return 0;
 }
 
+/* `auth: keys` insists on at least one key, `auth: none` on none: the switch that lets a
+ * reload turn authentication off (config_reload_check). */
+static int read_auth(vctx *v, const node *root) {
+    gw_config *c = v->cfg;
+    const node *an = mget(root, "auth");
+    if (!present(an)) return 0;
+    int auth = 0;
+    vpath ap = {NULL, "auth", -1};
+    if (get_enum(v, root, NULL, "auth", k_auth, &auth)) return -1;
+    if (auth == 1 && c->n_keys)
+        return verr(v, an->line, &ap, "none, but %zu key(s) are listed under keys (remove them, or the line)", c->n_keys);
+    if (auth == 0 && !c->n_keys) return verr(v, an->line, &ap, "keys, but no key is listed under keys");
+    c->auth_none = auth == 1;
+    return 0;
+}
+
 /* ------------------------------------------------------------------------------------ */
 /* the rest: server, breaker, state, ledger */
 
 static const char *const k_top[] = {"version", "listen", "log_level", "direct", "server", "providers", "models",
-                                    "routes", "keys", "circuit_breaker", "state", "ledger", "price_files", NULL};
+                                    "routes", "keys", "auth", "circuit_breaker", "state", "ledger", "price_files", NULL};
 static const char *const k_server[] = {"max_connections", "max_header_bytes", "max_body_bytes", "header_timeout_ms",
                                        "body_timeout_ms", "idle_timeout_ms", "write_timeout_ms", "shutdown_grace_ms", NULL};
 static const char *const k_breaker[] = {"failures", "window_ms", "cooldown_ms", "max_cooldown_ms", NULL};
@@ -1864,12 +1893,14 @@ int config_load_ex(gw_config **out, const char *path, const config_overrides *ov
         if (!rc && present(root) && root->kind != N_MAP)
             rc = verr(&v, root->line, NULL, "the top level must be a mapping of keys (listen, providers, routes, ...)");
         if (!rc) rc = map_check(&v, root, NULL, k_top);
+        c->empty = !present(root);
     }
     if (!rc) rc = read_top(&v, root);
     if (!rc) rc = read_providers(&v, root, ov);
     if (!rc) rc = read_models(&v, root);
     if (!rc) rc = read_routes(&v, root);
     if (!rc) rc = read_keys(&v, root);
+    if (!rc) rc = read_auth(&v, root);
     if (!rc && ov && ov->listen) {
         const char *why = listen_problem(ov->listen);
         if (why) rc = sg_fail(err, "--listen: %s", why);
@@ -1969,6 +2000,7 @@ const gw_key *config_key_find(const gw_config *c, const char *presented, size_t 
 }
 
 bool config_key_allows(const gw_key *k, const gw_resolved *r) {
+    if (k->role == GW_ROLE_METRICS) return false;
     if (k->all_routes) return true;
     if (!r->route) return false;   /* a key with a routes: list cannot name models directly */
     for (size_t i = 0; i < k->n_routes; i++)
@@ -1976,10 +2008,85 @@ bool config_key_allows(const gw_key *k, const gw_resolved *r) {
     return false;
 }
 
+bool config_key_sees_all(const gw_key *k) { return !k || k->role == GW_ROLE_ADMIN; }
+bool config_key_reads_metrics(const gw_key *k) { return !k || k->role != GW_ROLE_USER; }
+bool config_key_uses_direct(const gw_key *k) { return !k || (k->role != GW_ROLE_METRICS && k->all_routes); }
+
+bool config_key_uses_route(const gw_key *k, const gw_route *r) {
+    return !k || config_key_allows(k, &(gw_resolved){.route = r});
+}
+
+const char *config_key_role_name(gw_key_role r) {
+    return (unsigned)r < sizeof k_roles / sizeof k_roles[0] - 1 ? k_roles[r] : "?";
+}
+
 gw_limits config_key_route_limits(const gw_key *k, const gw_route *r) {
     for (size_t i = 0; i < k->n_route_limits; i++)
         if (k->route_limits[i].route == r) return k->route_limits[i].limits;
     return r->per_key_limits;
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* reload rules */
+
+static bool str_same(const char *a, const char *b) { return a == b || (a && b && !strcmp(a, b)); }
+
+bool config_state_same_store(const gw_state *a, const gw_state *b) {
+    if (!a->redis_url && !b->redis_url) return true;   /* in-process: no prefix in use */
+    return str_same(a->redis_url, b->redis_url) && str_same(a->key_prefix, b->key_prefix);
+}
+
+bool config_ledger_equal(const gw_ledger *a, const gw_ledger *b) {
+    return a->kind == b->kind && str_same(a->sqlite_path, b->sqlite_path) && str_same(a->postgres_url, b->postgres_url) &&
+           str_same(a->spool_dir, b->spool_dir) && a->flush_ms == b->flush_ms && a->batch_max == b->batch_max;
+}
+
+static const gw_local_model *local_model_named(const gw_config *c, const char *name) {
+    for (size_t i = 0; i < c->n_providers; i++) {
+        const gw_provider *p = &c->providers[i];
+        if (p->type != GW_PROVIDER_LOCAL || !p->configured) continue;
+        for (size_t k = 0; k < p->local.n_models; k++)
+            if (!strcmp(p->local.models[k].name, name)) return &p->local.models[k];
+    }
+    return NULL;
+}
+
+int config_reload_check(const gw_config *run, const gw_config *next, sg_error *err) {
+    const char *file = next->path ? next->path : "the configuration";
+    if (next->empty)
+        return sg_fail(err, "%s is empty: it would fall back to the defaults (no routes, no gateway keys); "
+                            "write `auth: none` in a file to serve without keys on purpose", file);
+    if (run->n_keys && !next->n_keys && !next->auth_none)
+        return sg_fail(err, "%s lists no gateway keys while %zu are required now: every client would be let in "
+                            "(keys); write `auth: none` to turn authentication off on purpose", file, run->n_keys);
+    if (strcmp(run->listen, next->listen))
+        return sg_fail(err, "listen: changed from %s to %s; a new address needs a restart", run->listen, next->listen);
+    const gw_server *a = &run->server, *b = &next->server;
+    static const char *const names[] = {"max_connections", "max_header_bytes", "max_body_bytes", "header_timeout_ms",
+                                        "body_timeout_ms", "idle_timeout_ms", "write_timeout_ms"};
+    const bool changed[] = {a->max_connections != b->max_connections, a->max_header_bytes != b->max_header_bytes,
+                            a->max_body_bytes != b->max_body_bytes, a->header_timeout_ms != b->header_timeout_ms,
+                            a->body_timeout_ms != b->body_timeout_ms, a->idle_timeout_ms != b->idle_timeout_ms,
+                            a->write_timeout_ms != b->write_timeout_ms};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (changed[i]) return sg_fail(err, "server.%s: changed; the HTTP server's bounds need a restart", names[i]);
+    for (size_t i = 0; i < next->n_providers; i++) {
+        const gw_provider *np = &next->providers[i];
+        if (np->type != GW_PROVIDER_LOCAL || !np->configured) continue;
+        const gw_provider *op = config_provider(run, np->name);
+        if (op && op->configured && op->type == GW_PROVIDER_LOCAL &&
+            (op->local.threads != np->local.threads || op->local.queue != np->local.queue ||
+             op->local.ctx != np->local.ctx || op->local.parallel != np->local.parallel))
+            return sg_fail(err, "providers.%s: threads, queue, ctx or parallel changed; the loaded engines need a restart",
+                           np->name);
+        for (size_t k = 0; k < np->local.n_models; k++) {
+            const gw_local_model *om = local_model_named(run, np->local.models[k].name);
+            if (om && strcmp(om->path, np->local.models[k].path))
+                return sg_fail(err, "providers.%s.models.%s: another file under a loaded model's name needs a restart",
+                               np->name, np->local.models[k].name);
+        }
+    }
+    return 0;
 }
 
 /* ------------------------------------------------------------------------------------ */
@@ -2022,7 +2129,7 @@ void config_describe(const gw_config *c, sg_buf *b) {
     sg_buf_printf(b, "config: %s\n", c->path ? c->path : "(embedded defaults)");
     sg_buf_printf(b, "listen %s, log_level %s, direct model ids %s, %zu key(s)%s\n", c->listen,
                   k_levels[c->log_level], c->direct ? "on" : "off", c->n_keys,
-                  c->n_keys ? "" : " (no key required)");
+                  c->n_keys ? "" : c->auth_none ? " (auth: none, no key required)" : " (no key required)");
     for (size_t i = 0; i < c->n_providers; i++) {
         const gw_provider *p = &c->providers[i];
         if (!p->configured && !p->declared) continue;
@@ -2060,8 +2167,9 @@ void config_describe(const gw_config *c, sg_buf *b) {
     }
     for (size_t i = 0; i < c->n_keys; i++) {
         const gw_key *k = &c->keys[i];
-        sg_buf_printf(b, "key %s: ", k->id);
-        if (k->all_routes) sg_buf_puts(b, "all routes and models");
+        sg_buf_printf(b, "key %s (%s): ", k->id, config_key_role_name(k->role));
+        if (k->role == GW_ROLE_METRICS) sg_buf_puts(b, "GET /metrics only");
+        else if (k->all_routes) sg_buf_puts(b, "all routes and models");
         for (size_t j = 0; j < k->n_routes; j++) sg_buf_printf(b, "%s%s", j ? ", " : "routes ", k->routes[j]->name);
         put_limits(b, "limits", &k->limits);
         put_budget(b, &k->budget);

@@ -179,8 +179,16 @@ typedef struct gw_key_route_limits {
     gw_limits limits;
 } gw_key_route_limits;
 
+/* What a gateway key may see besides the chat endpoints (docs/config.md, "Roles"). */
+typedef enum gw_key_role {
+    GW_ROLE_USER,             /* default: its own usage, its own routes and models */
+    GW_ROLE_ADMIN,            /* everything: every key's usage, every route, /metrics */
+    GW_ROLE_METRICS,          /* GET /metrics only (a scrape token); no chat requests */
+} gw_key_role;
+
 typedef struct gw_key {
     char *id;                 /* "team-a": names the key in logs and the ledger */
+    gw_key_role role;
     uint8_t sha256[GW_SHA256_LEN];
     bool all_routes;          /* no routes: list; then direct model ids are allowed too */
     const gw_route **routes;  /* the routes this key may use (when !all_routes) */
@@ -245,6 +253,9 @@ typedef struct gw_config {
     size_t n_routes;
     gw_key *keys;                 /* none: the gateway asks for no key */
     size_t n_keys;
+    bool  auth_none;              /* `auth: none` written: serving without keys on purpose
+                                     (a reload may then drop keys; see config_reload_check) */
+    bool  empty;                  /* a file with nothing in it (no document, or only null) */
     gw_breaker circuit_breaker;
     gw_state state;
     gw_ledger ledger;
@@ -305,8 +316,31 @@ int  config_key_hash(const void *key, size_t len, uint8_t out[GW_SHA256_LEN]);
  * constant time (no early exit), so timing says nothing about which key or how close. */
 const gw_key *config_key_find(const gw_config *c, const char *presented, size_t len);
 const gw_key *config_key_find_hash(const gw_config *c, const uint8_t hash[GW_SHA256_LEN]);
-/* May key k use what r resolved to? (routes: list, or all routes and direct ids). */
+/* May key k use what r resolved to? (routes: list, or all routes and direct ids; never a
+ * metrics key). */
 bool config_key_allows(const gw_key *k, const gw_resolved *r);
+
+/* Visibility (tenancy). k NULL means no keys are configured: open single-user mode, where
+ * everything is visible. An admin key sees everything; a user key sees its own usage and
+ * the routes and models it may use; a metrics key sees /metrics only. */
+bool config_key_sees_all(const gw_key *k);                      /* NULL or admin */
+bool config_key_reads_metrics(const gw_key *k);                 /* NULL, admin or metrics */
+bool config_key_uses_route(const gw_key *k, const gw_route *r); /* may send requests to r */
+bool config_key_uses_direct(const gw_key *k);                   /* may name models directly */
+const char *config_key_role_name(gw_key_role r);                /* "user", "admin", "metrics" */
+
+/* SIGHUP: may `next` replace `running`? Refused (-1, err says why, naming the section)
+ * when next came from an empty file; when running requires gateway keys and next has
+ * none without saying `auth: none`; and when next changes what only a restart applies:
+ * `listen`, the `server` bounds other than shutdown_grace_ms, and a local provider's
+ * engine settings (threads, queue, ctx, parallel) or a loaded local model's path.
+ * The `state` and `ledger` sections are applied by the gateway (gateway.c); these two
+ * say what changed there. */
+int  config_reload_check(const gw_config *running, const gw_config *next, sg_error *err);
+/* Same Redis URL and key prefix (or both in-process): only on_redis_error / timeout_ms
+ * may differ, and those apply to the running limiter in place. */
+bool config_state_same_store(const gw_state *a, const gw_state *b);
+bool config_ledger_equal(const gw_ledger *a, const gw_ledger *b);
 /* The limits for key k on route r: its route_limits entry, else the route's
  * per_key_limits (fields -1 when none apply). */
 gw_limits config_key_route_limits(const gw_key *k, const gw_route *r);
@@ -320,7 +354,7 @@ int  config_provider_type_from_name(const char *s);
 int  config_local_model_name(const char *path, char *out, size_t cap);
 
 /* A multi-line summary for logs and --check: providers (key set or not, never the key),
- * routes, keys by id, state, ledger. */
+ * routes, keys by id and role, state, ledger. */
 void config_describe(const gw_config *c, sg_buf *out);
 
 #endif

@@ -1,5 +1,6 @@
 /* gateway.c: `smolgate serve` (gateway.h): start-up, endpoints other than the two chat
- * APIs, authentication, the circuit breakers, signals and configuration reload. */
+ * APIs, authentication and what each key's role lets it see, the circuit breakers,
+ * signals and configuration reload (all sections applied, or the reload refused). */
 #include "gateway/gateway.h"
 
 #include <errno.h>
@@ -97,12 +98,45 @@ void gateway_breaker_result(gateway *g, gw_breaker_state *b, bool ok) {
 
 /* ---- endpoints ---- */
 
-static void handle_models(gateway *g, http_exchange *x) {
+/* ---- tenancy: what a key may see (k NULL: no keys configured, everything) ---- */
+
+/* Does key k reach target "provider/model": by naming models directly, or through one of
+ * its routes? */
+static bool key_sees_target(const gw_config *c, const gw_key *k, const char *target) {
+    if (config_key_uses_direct(k)) return true;
+    for (size_t i = 0; i < c->n_routes; i++) {
+        const gw_route *r = &c->routes[i];
+        if (!config_key_uses_route(k, r)) continue;
+        for (size_t t = 0; t < r->n_targets; t++) {
+            const char *p = r->targets[t].provider->name, *m = r->targets[t].model;
+            size_t pl = strlen(p);
+            if (!strncmp(target, p, pl) && target[pl] == '/' && !strcmp(target + pl + 1, m)) return true;
+        }
+    }
+    return false;
+}
+
+/* Does key k reach local engine lm (directly, or as a target of one of its routes)? */
+static bool key_sees_local(gateway *g, const gw_key *k, const gw_local *lm) {
+    if (config_key_uses_direct(k)) return true;
+    const gw_config *c = g->cfg;
+    for (size_t i = 0; i < c->n_routes; i++) {
+        const gw_route *r = &c->routes[i];
+        if (!config_key_uses_route(k, r)) continue;
+        for (size_t t = 0; t < r->n_targets; t++)
+            if (r->targets[t].local && gateway_local(g, r->targets[t].local->name) == lm) return true;
+    }
+    return false;
+}
+
+static void handle_models(gateway *g, http_exchange *x, const gw_key *key) {
     const gw_config *c = g->cfg;
     json_t *data = json_array();
     int64_t created = (int64_t)time(NULL);
+    bool direct = config_key_sees_all(key) || config_key_uses_direct(key);   /* model ids beyond routes */
     for (size_t i = 0; i < c->n_routes; i++) {
         const gw_route *r = &c->routes[i];
+        if (!config_key_sees_all(key) && !config_key_uses_route(key, r)) continue;
         json_t *targets = json_array();
         for (size_t t = 0; t < r->n_targets; t++) {
             const gw_target *tg = &r->targets[t];
@@ -115,13 +149,13 @@ static void handle_models(gateway *g, http_exchange *x) {
         json_array_append_new(data, json_pack("{s:s,s:s,s:I,s:s,s:o}", "id", r->name, "object", "model", "created",
                                               (json_int_t)created, "owned_by", "smolgate", "targets", targets));
     }
-    for (size_t i = 0; i < g->n_locals; i++) {
+    for (size_t i = 0; direct && i < g->n_locals; i++) {
         char id[256];
         snprintf(id, sizeof id, "local/%s", g->locals[i].name);
         json_array_append_new(data, json_pack("{s:s,s:s,s:I,s:s}", "id", id, "object", "model", "created",
                                               (json_int_t)created, "owned_by", "local"));
     }
-    for (size_t i = 0; i < c->n_models; i++)
+    for (size_t i = 0; direct && i < c->n_models; i++)
         json_array_append_new(data, json_pack("{s:s,s:s,s:I,s:s}", "id", c->models[i].id, "object", "model",
                                               "created", (json_int_t)created, "owned_by", c->models[i].provider->name));
     /* Each configured remote provider's current models, as Vercel's gateway names them. */
@@ -130,7 +164,7 @@ static void handle_models(gateway *g, http_exchange *x) {
         {GW_PROVIDER_ANTHROPIC, {"claude-sonnet-4-5", "claude-haiku-4-5", "claude-opus-4-1", NULL}},
         {GW_PROVIDER_GOOGLE, {"gemini-2.5-flash", "gemini-2.5-pro", "gemini-2.5-flash-lite", NULL}},
     };
-    for (size_t i = 0; i < c->n_providers; i++) {
+    for (size_t i = 0; direct && i < c->n_providers; i++) {
         const gw_provider *p = &c->providers[i];
         if (!p->configured || p->type == GW_PROVIDER_LOCAL || p->declared) continue;
         for (size_t k = 0; k < sizeof known / sizeof known[0]; k++) {
@@ -150,10 +184,13 @@ static void handle_models(gateway *g, http_exchange *x) {
     json_decref(doc);
 }
 
-static void handle_status(gateway *g, http_exchange *x) {
+/* Targets, local engines and (admin only) the gateway-wide counters, state and ledger. */
+static void handle_status(gateway *g, http_exchange *x, const gw_key *key) {
+    bool all = config_key_sees_all(key);
     json_t *br = json_array();
     for (size_t i = 0; i < g->n_breakers; i++) {
         const gw_breaker_state *b = &g->breakers[i];
+        if (!all && !key_sees_target(g->cfg, key, b->target)) continue;
         bool open = gateway_breaker_open(g, b);
         json_array_append_new(br, json_pack("{s:s,s:s,s:i,s:I}", "target", b->target, "state", open ? "open" : "closed",
                                             "failures", b->failures,
@@ -161,6 +198,7 @@ static void handle_status(gateway *g, http_exchange *x) {
     }
     json_t *locals = json_array();
     for (size_t i = 0; i < g->n_locals; i++) {
+        if (!all && !key_sees_local(g, key, g->locals[i].lm)) continue;
         local_stats st;
         local_get_stats(g->locals[i].lm, &st);
         json_array_append_new(locals, json_pack("{s:s,s:i,s:{s:i,s:i,s:i,s:I,s:I,s:I}}", "name", g->locals[i].name, "load",
@@ -169,9 +207,26 @@ static void handle_status(gateway *g, http_exchange *x) {
                                                 "batched_steps", (json_int_t)st.batched_steps, "reused_prompt_tokens",
                                                 (json_int_t)st.reused_tokens));
     }
-    json_t *doc = json_pack("{s:o,s:o,s:{s:I,s:I,s:I,s:I}}", "targets", br, "local", locals, "stats",
-                            "requests", (json_int_t)g->stats.requests, "errors", (json_int_t)g->stats.errors,
-                            "fallbacks", (json_int_t)g->stats.fallbacks, "attempts", (json_int_t)g->stats.attempts);
+    json_t *doc = json_pack("{s:o,s:o}", "targets", br, "local", locals);
+    if (all) {   /* every tenant's traffic and the shared stores: not for a user key */
+        const gw_config *c = g->cfg;
+        json_object_set_new(doc, "stats", json_pack("{s:I,s:I,s:I,s:I}", "requests", (json_int_t)g->stats.requests,
+                                                    "errors", (json_int_t)g->stats.errors, "fallbacks",
+                                                    (json_int_t)g->stats.fallbacks, "attempts", (json_int_t)g->stats.attempts));
+        limits_stats ls;
+        limits_get_stats(g->limits, &ls);
+        json_object_set_new(doc, "state", json_pack("{s:s,s:s,s:i,s:b,s:b,s:I}", "store", ls.redis ? "redis" : "in-process",
+                                                    "on_redis_error", c->state.fail_open ? "open" : "closed", "timeout_ms",
+                                                    (int)c->state.timeout_ms, "connected", ls.connected, "outage", ls.outage,
+                                                    "retired", (json_int_t)g->n_old_limits));
+        ledger_stats st;
+        ledger_get_stats(g->ledger, &st);
+        json_t *lj = json_pack("{s:s,s:I,s:I,s:b}", "engine", c->ledger.kind == GW_LEDGER_POSTGRES ? "postgres" : "sqlite",
+                               "pending", (json_int_t)st.pending, "delivered", (json_int_t)st.delivered, "db_connected",
+                               st.db_connected);
+        if (c->ledger.kind == GW_LEDGER_SQLITE) json_object_set_new(lj, "sqlite", json_string(c->ledger.sqlite_path));
+        json_object_set_new(doc, "ledger", lj);
+    }
     char *s = json_dumps(doc, JSON_COMPACT);
     respond_json(x, 200, s, strlen(s));
     free(s);
@@ -221,11 +276,12 @@ static void usage_abort(http_exchange *x, void *arg) {
     ((usage_call *)arg)->gone = true;
 }
 
-static void handle_usage(gateway *g, http_exchange *x, const http_request *req) {
+/* A user key reads its own records only (usage_http confines the query); admin: all. */
+static void handle_usage(gateway *g, http_exchange *x, const http_request *req, const gw_key *key) {
     usage_call *u = sg_xcalloc(1, sizeof *u);
     u->x = x;
     http_exchange_on_abort(x, usage_abort, u);
-    if (ledger_usage_async(g->ledger, req->query, usage_done, u) != 0) {
+    if (ledger_usage_async(g->ledger, req->query, config_key_sees_all(key) ? NULL : key->id, usage_done, u) != 0) {
         free(u);
         respond_error(x, GW_WIRE_OPENAI, 429, "too_many_queries", "too many usage queries at once; try again");
     }
@@ -262,6 +318,10 @@ static void handler(http_exchange *x, const http_request *req, void *arg) {
         respond_error(x, wire, 401, "invalid_api_key", "a valid smolgate API key is required (Authorization: Bearer or x-api-key)");
         return;
     }
+    if (key && key->role == GW_ROLE_METRICS && strcmp(path, "/metrics")) {
+        respond_error(x, wire, 403, "permission_denied", "this API key reads GET /metrics only");
+        return;
+    }
     if (!strcmp(path, "/v1/chat/completions") || !strcmp(path, "/chat/completions")) {
         if (!post) { respond_error(x, wire, 405, "method_not_allowed", "use POST"); return; }
         proxy_handle(g, x, req, GW_WIRE_OPENAI, key);
@@ -269,13 +329,14 @@ static void handler(http_exchange *x, const http_request *req, void *arg) {
         if (!post) { respond_error(x, wire, 405, "method_not_allowed", "use POST"); return; }
         proxy_handle(g, x, req, GW_WIRE_ANTHROPIC, key);
     } else if ((!strcmp(path, "/v1/models") || !strcmp(path, "/models")) && get) {
-        handle_models(g, x);
+        handle_models(g, x, key);
     } else if (!strcmp(path, "/v1/status") && get) {
-        handle_status(g, x);
+        handle_status(g, x, key);
     } else if (!strcmp(path, "/metrics") && get) {
-        handle_metrics(g, x);
+        if (config_key_reads_metrics(key)) handle_metrics(g, x);
+        else respond_error(x, wire, 403, "permission_denied", "GET /metrics needs an admin key or a key with role metrics");
     } else if (!strcmp(path, "/v1/usage") && get) {
-        handle_usage(g, x, req);
+        handle_usage(g, x, req, key);
     } else {
         char msg[300];
         snprintf(msg, sizeof msg, "unknown endpoint %s %.200s", m, path);
@@ -322,31 +383,117 @@ static void shutdown_done(http_server *s, void *arg) {
     loop_stop(g->loop);
 }
 
+/* ---- reload: every section applied, or none ---- */
+
+/* Frees the limiters reloads replaced, once the requests holding their leases are over. */
+static void sweep_old_limits(loop *l, loop_timer *t, void *arg) {
+    (void)t;
+    gateway *g = arg;
+    size_t kept = 0;
+    for (size_t i = 0; i < g->n_old_limits; i++) {
+        if (limits_idle(g->old_limits[i])) limits_free(g->old_limits[i]);
+        else g->old_limits[kept++] = g->old_limits[i];
+    }
+    g->n_old_limits = kept;
+    if (kept) loop_timer_start(l, &g->old_limits_timer, 1000);
+    else SG_INFO("state: the replaced limiter is idle and freed");
+}
+
+/* A ledger a reload replaced: it delivers what it holds (30 s at most) on this thread, so
+ * the loop never waits for a database; what it cannot deliver stays in its spool_dir for
+ * whichever ledger opens that folder next. */
+static void *close_old_ledger(void *arg) {
+    ledger *old = arg;
+    if (ledger_flush(old, 30000)) SG_WARN("ledger: the replaced ledger did not deliver everything within 30 s; "
+                                          "the rest stays in its spool_dir");
+    ledger_close(old, 1000);
+    return NULL;
+}
+
+static void reload_refused(const char *why) { SG_ERROR("reload refused, the running configuration stays: %s", why); }
+
 static void reload(gateway *g) {
     gw_config *c = NULL;
     sg_error err;
-    if (config_load_ex(&c, g->config_path, &g->overrides, NULL, &err)) {
-        SG_ERROR("reload refused, the running configuration stays: %s", err.msg);
+    if (config_load_ex(&c, g->config_path, &g->overrides, NULL, &err)) { reload_refused(err.msg); return; }
+    if (config_reload_check(g->cfg, c, &err)) {
+        reload_refused(err.msg);
+        config_unref(c);
         return;
     }
     cost_catalog *costs = cost_catalog_build(c, &err);
     if (!costs) {
-        SG_ERROR("reload refused, the running configuration stays: %s", err.msg);
+        reload_refused(err.msg);
         config_unref(c);
         return;
+    }
+    /* Build what the new sections need before touching anything: any failure refuses. */
+    limits *lim = NULL;
+    bool new_store = !config_state_same_store(&g->cfg->state, &c->state);
+    if (new_store && !(lim = limits_new(g->loop, &c->state, NULL, &err))) {
+        char why[600];
+        snprintf(why, sizeof why, "state: %s", err.msg);
+        reload_refused(why);
+        cost_catalog_free(costs);
+        config_unref(c);
+        return;
+    }
+    ledger *led = NULL;
+    if (!config_ledger_equal(&g->cfg->ledger, &c->ledger)) {
+        ledger_opts lo;
+        ledger_opts_from_config(&lo, c);
+        if (!(led = ledger_open(&lo, &err))) {
+            char why[600];
+            snprintf(why, sizeof why, "ledger: %s", err.msg);
+            reload_refused(why);
+            limits_free(lim);
+            cost_catalog_free(costs);
+            config_unref(c);
+            return;
+        }
     }
     gw_config *old = g->cfg;
     g->cfg = c;
     if (start_locals(g, &err)) {   /* new local models load now; a failure keeps the old config */
-        SG_ERROR("reload refused, the running configuration stays: %s", err.msg);
         g->cfg = old;
+        reload_refused(err.msg);
+        if (led) ledger_close(led, 0);
+        limits_free(lim);
         config_unref(c);
         cost_catalog_free(costs);
         return;
     }
-    config_unref(old);
+    /* Commit. Everything below succeeds. */
     cost_catalog_free(g->costs);   /* requests look prices up when they end: swap now */
     g->costs = costs;
+    if (lim) {   /* requests in flight end their leases on the old limiter: it stays until then */
+        g->old_limits = sg_xrealloc(g->old_limits, (g->n_old_limits + 1) * sizeof *g->old_limits);
+        g->old_limits[g->n_old_limits++] = g->limits;
+        g->limits = lim;
+        if (!loop_timer_active(&g->old_limits_timer)) loop_timer_start(g->loop, &g->old_limits_timer, 0);
+        SG_INFO("state: now %s (on_redis_error %s); counters start over in the new store",
+                c->state.redis_url ? "redis" : "in-process", c->state.fail_open ? "open" : "closed");
+    } else {
+        limits_set_policy(g->limits, &c->state);
+        if (old->state.fail_open != c->state.fail_open || old->state.timeout_ms != c->state.timeout_ms)
+            SG_INFO("state: on_redis_error %s, timeout_ms %u (were %s, %u)", c->state.fail_open ? "open" : "closed",
+                    c->state.timeout_ms, old->state.fail_open ? "open" : "closed", old->state.timeout_ms);
+    }
+    if (led) {   /* records of requests ending from now on go to the new ledger */
+        ledger *was = g->ledger;
+        g->ledger = led;
+        pthread_t th;
+        if (pthread_create(&th, NULL, close_old_ledger, was)) {
+            close_old_ledger(was);   /* no thread: deliver here, bounded */
+        } else {
+            g->ledger_closers = sg_xrealloc(g->ledger_closers, (g->n_ledger_closers + 1) * sizeof *g->ledger_closers);
+            g->ledger_closers[g->n_ledger_closers++] = th;
+        }
+        if (c->ledger.kind == GW_LEDGER_SQLITE) SG_INFO("ledger: now sqlite %s (spool %s)", c->ledger.sqlite_path, c->ledger.spool_dir);
+        else SG_INFO("ledger: now postgres (spool %s)", c->ledger.spool_dir);
+    }
+    if (old->n_keys && !c->n_keys) SG_WARN("auth: none: the gateway now serves without keys, as the file says");
+    config_unref(old);
     sg_log_set_level(c->log_level);
     SG_INFO("configuration reloaded from %s", g->config_path ? g->config_path : "the environment");
 }
@@ -385,6 +532,8 @@ int gateway_serve(const gateway_opts *o, sg_error *err) {
         return 0;
     }
     sg_log_set_level(cfg->log_level);
+    if (cfg->empty)   /* a reload would refuse it (config_reload_check); at start it is the defaults */
+        SG_WARN("%s is empty: serving the defaults, with no gateway key", cfg->path);
     signal(SIGPIPE, SIG_IGN);
     /* Block the signals we read from a signalfd before any thread starts (the local
      * models' workers, libcurl's resolver), so that no thread takes them by default. */
@@ -402,6 +551,7 @@ int gateway_serve(const gateway_opts *o, sg_error *err) {
     signal_watch sw = {.g = g, .fd = -1};
     rc = -1;
     if (!(g->loop = loop_new(err))) goto out;
+    loop_timer_init(&g->old_limits_timer, sweep_old_limits, g);
     if (!(g->costs = cost_catalog_build(cfg, err))) goto out;
     if (!(g->limits = limits_new(g->loop, &cfg->state, NULL, err))) goto out;
     ledger_opts lo;
@@ -446,16 +596,22 @@ out:
     if (sw.fd >= 0) { loop_watch_remove(g->loop, &sw.w); close(sw.fd); }
     if (g->http) http_server_free(g->http);
     if (g->up) upstream_free(g->up);
-    if (g->limits) {   /* let reconciliations reach Redis (bounded), then free */
+    if (g->limits || g->n_old_limits) {   /* let reconciliations reach Redis (bounded), then free */
         sg_error e2;
         for (int i = 0; i < 50; i++) {
+            bool busy = false;
             limits_stats st;
-            limits_get_stats(g->limits, &st);
-            if (!st.in_flight) break;
+            if (g->limits) { limits_get_stats(g->limits, &st); busy |= st.in_flight > 0; }
+            for (size_t k = 0; k < g->n_old_limits; k++) { limits_get_stats(g->old_limits[k], &st); busy |= st.in_flight > 0; }
+            if (!busy) break;
             loop_run_once(g->loop, 20, &e2);
         }
         limits_free(g->limits);
+        for (size_t k = 0; k < g->n_old_limits; k++) limits_free(g->old_limits[k]);
     }
+    free(g->old_limits);
+    for (size_t k = 0; k < g->n_ledger_closers; k++) pthread_join(g->ledger_closers[k], NULL);
+    free(g->ledger_closers);
     cost_catalog_free(g->costs);
     if (g->ledger) ledger_close(g->ledger, 5000);   /* what cannot be delivered stays spooled */
     metrics_free(g->metrics);

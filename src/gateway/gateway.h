@@ -4,14 +4,22 @@
  * (upstream.h) and every request's state machine (proxy.c); the local models run on
  * their own worker threads (local.h) and report back through the loop. The
  * configuration (config.h) is immutable and reference-counted: SIGHUP builds a new one
- * and swaps it in when it is valid (requests in flight keep theirs); SIGTERM / SIGINT
- * stop accepting and let requests in flight finish within server.shutdown_grace_ms.
+ * and swaps it in when it is valid and every section of it can be applied (requests in
+ * flight keep theirs); otherwise the reload is refused, the reason logged, and nothing
+ * changes. A changed `state` store gets a new limiter (the old one is freed once the
+ * requests that hold its leases end); a changed `ledger` gets a new ledger, and the old
+ * one delivers what it holds and closes on a thread of its own. SIGTERM / SIGINT stop
+ * accepting and let requests in flight finish within server.shutdown_grace_ms.
  *
  * Endpoints: POST /v1/chat/completions (OpenAI), POST /v1/messages (Anthropic),
- * GET /v1/models, GET /v1/status (targets in cooldown), GET /healthz, GET /readyz. */
+ * GET /v1/models, GET /v1/status (targets in cooldown), GET /v1/usage, GET /metrics,
+ * GET /healthz, GET /readyz. With gateway keys, what a key sees follows its role
+ * (config.h, docs/config.md "Roles"): a user key its own usage and the routes and models
+ * it may use, an admin key everything, a metrics key /metrics only. */
 #ifndef SG_GATEWAY_GATEWAY_H
 #define SG_GATEWAY_GATEWAY_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -60,6 +68,11 @@ typedef struct gateway {
     cost_catalog *costs;      /* prices: built in, the config's models:, price files */
     limits *limits;           /* rate limits and budgets (in-process or Redis) */
     ledger *ledger;           /* one record per request (SQLite or PostgreSQL, spooled) */
+    limits **old_limits;      /* replaced by reloads; each freed once limits_idle() */
+    size_t n_old_limits;
+    loop_timer old_limits_timer;
+    pthread_t *ledger_closers;/* threads closing ledgers replaced by reloads (joined at exit) */
+    size_t n_ledger_closers;
     metrics *metrics;         /* GET /metrics */
     gw_local_entry *locals;
     size_t n_locals;

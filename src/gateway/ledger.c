@@ -941,6 +941,7 @@ typedef struct usage_job {
     gw_ledger_kind kind;
     char *target;
     char *query;
+    char *only_key;                  /* NULL: every key */
     ledger_usage_fn done;
     void *arg;
 } usage_job;
@@ -949,24 +950,26 @@ static void *usage_main(void *arg) {
     usage_job *j = arg;
     sg_buf body;
     sg_buf_init(&body);
-    int status = usage_http(j->kind, j->target, j->query, &body);
+    int status = usage_http(j->kind, j->target, j->query, j->only_key, &body);
     j->done(j->arg, status, body.data ? body.data : "", body.len);
     sg_buf_free(&body);
     if (j->target) { volatile char *p = (volatile char *)j->target; while (*p) *p++ = 0; }
     free(j->target);
     free(j->query);
+    free(j->only_key);
     free(j);
     atomic_fetch_sub(&g_usage_running, 1);
     return NULL;
 }
 
-int ledger_usage_async(ledger *l, const char *query, ledger_usage_fn done, void *arg) {
+int ledger_usage_async(ledger *l, const char *query, const char *only_key, ledger_usage_fn done, void *arg) {
     if (atomic_fetch_add(&g_usage_running, 1) >= 4) { atomic_fetch_sub(&g_usage_running, 1); return -1; }
     usage_job *j = sg_xcalloc(1, sizeof *j);
     j->kind = l->o.kind;
     const char *t = l->o.kind == GW_LEDGER_POSTGRES ? l->o.postgres_url : l->o.sqlite_path;
     j->target = t ? sg_xstrdup(t) : NULL;
     j->query = sg_xstrdup(query ? query : "");
+    j->only_key = only_key ? sg_xstrdup(only_key) : NULL;
     j->done = done;
     j->arg = arg;
     pthread_t th;
@@ -978,6 +981,7 @@ int ledger_usage_async(ledger *l, const char *query, ledger_usage_fn done, void 
     if (rc) {
         free(j->target);
         free(j->query);
+        free(j->only_key);
         free(j);
         atomic_fetch_sub(&g_usage_running, 1);
         return -1;

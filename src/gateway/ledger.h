@@ -161,8 +161,9 @@ void ledger_record_json(const ledger_record *r, struct sg_buf *out);
 typedef void (*ledger_usage_fn)(void *arg, int status, const char *body, size_t len);
 
 /* Runs usage_http (ledger_usage.h) for query (the URL's query string, not decoded) on a
- * worker thread with its own database connection. At most 4 run at once: beyond, -1 and
- * nothing is called (answer 429). */
-int ledger_usage_async(ledger *l, const char *query, ledger_usage_fn done, void *arg);
+ * worker thread with its own database connection; only_key (copied; NULL: every key)
+ * confines it to one key's records. At most 4 run at once: beyond, -1 and nothing is
+ * called (answer 429). */
+int ledger_usage_async(ledger *l, const char *query, const char *only_key, ledger_usage_fn done, void *arg);
 
 #endif

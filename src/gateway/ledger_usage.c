@@ -1,9 +1,10 @@
 /* ledger_usage.c: see ledger_usage.h. Filter parsing, one aggregate SQL query for both
- * engines, and the JSON / CSV / table renderers. */
+ * engines, the JSON / CSV / table renderers, and the JSON read back (usage over HTTP). */
 #include "gateway/ledger_usage.h"
 
 #include <ctype.h>
 #include <inttypes.h>
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -476,13 +477,20 @@ static void error_body(sg_buf *b, const char *type, const char *msg) {
     sg_buf_printf(b, ",\"type\":\"%s\",\"param\":null,\"code\":null}}\n", type);
 }
 
-int usage_http(gw_ledger_kind kind, const char *target, const char *query, sg_buf *body) {
+int usage_http(gw_ledger_kind kind, const char *target, const char *query, const char *only_key, sg_buf *body) {
     usage_filter f;
     usage_filter_init(&f);
     sg_error err;
     if (usage_parse_query(&f, query, &err)) {
         error_body(body, "invalid_request_error", err.msg);
         return 400;
+    }
+    if (only_key) {   /* tenancy: an ordinary key reads its own records, nothing else */
+        if (f.key[0] && strcmp(f.key, only_key)) {
+            error_body(body, "permission_error", "this API key may read only its own usage (leave key= out, or name this key)");
+            return 403;
+        }
+        snprintf(f.key, sizeof f.key, "%s", only_key);
     }
     ledger_db *db = ledger_db_open(kind, target, true, &err);
     if (!db) {
@@ -503,4 +511,56 @@ int usage_http(gw_ledger_kind kind, const char *target, const char *query, sg_bu
     usage_render_json(&f, &r, body);
     usage_result_free(&r);
     return 200;
+}
+
+/* ---- a /v1/usage body read back ---------------------------------------------------------- */
+
+static void sums_from_json(const json_t *o, usage_row *r) {
+    static const struct { const char *name; size_t off; } f[] = {
+        {"requests", offsetof(usage_row, requests)}, {"errors", offsetof(usage_row, errors)},
+        {"fallbacks", offsetof(usage_row, fallbacks)}, {"input_tokens", offsetof(usage_row, input)},
+        {"cache_read_tokens", offsetof(usage_row, cache_read)}, {"cache_write_tokens", offsetof(usage_row, cache_write)},
+        {"output_tokens", offsetof(usage_row, output)}, {"reasoning_tokens", offsetof(usage_row, reasoning)},
+        {"cost_micro", offsetof(usage_row, cost_micro)}, {"unpriced_requests", offsetof(usage_row, unpriced)},
+        {"estimated_requests", offsetof(usage_row, estimated)},
+    };
+    for (size_t i = 0; i < sizeof f / sizeof f[0]; i++)
+        *(int64_t *)((char *)r + f[i].off) = (int64_t)json_integer_value(json_object_get(o, f[i].name));
+}
+
+int usage_parse_json(const char *body, size_t len, usage_filter *f, usage_result *out, sg_error *err) {
+    memset(out, 0, sizeof *out);
+    usage_filter_init(f);
+    json_error_t je;
+    json_t *doc = json_loadb(body, len, 0, &je);
+    json_t *gb = doc ? json_object_get(doc, "group_by") : NULL, *data = doc ? json_object_get(doc, "data") : NULL;
+    if (!json_is_array(gb) || !json_is_array(data) || !json_is_object(json_object_get(doc, "total"))) {
+        json_decref(doc);
+        return sg_fail(err, "not a usage report (expected {\"object\":\"usage\",\"group_by\":[...],\"data\":[...],...})");
+    }
+    const char *from = json_string_value(json_object_get(doc, "from")), *to = json_string_value(json_object_get(doc, "to"));
+    if (from) usage_parse_time(from, &f->from_ms);
+    if (to) usage_parse_time(to, &f->to_ms);
+    for (size_t k = 0; k < json_array_size(gb) && f->n_group < USAGE_N_DIMS; k++) {
+        const char *name = json_string_value(json_array_get(gb, k));
+        for (int d = 0; name && d < USAGE_N_DIMS; d++)
+            if (!strcmp(name, k_dim_names[d])) f->group[f->n_group++] = (usage_dim)d;
+    }
+    out->rows = sg_xcalloc(json_array_size(data) ? json_array_size(data) : 1, sizeof *out->rows);
+    for (size_t i = 0; i < json_array_size(data); i++) {
+        const json_t *o = json_array_get(data, i);
+        usage_row *r = &out->rows[out->n++];
+        r->bucket_ms = -1;
+        for (size_t k = 0; k < f->n_group; k++) {
+            usage_dim d = f->group[k];
+            const char *v = json_string_value(json_object_get(o, k_dim_names[d]));
+            if (d == USAGE_HOUR || d == USAGE_DAY) { if (v) usage_parse_time(v, &r->bucket_ms); }
+            else r->dims[d] = v ? sg_xstrdup(v) : NULL;
+        }
+        sums_from_json(o, r);
+    }
+    out->total.bucket_ms = -1;
+    sums_from_json(json_object_get(doc, "total"), &out->total);
+    json_decref(doc);
+    return 0;
 }

@@ -82,10 +82,17 @@ void usage_render_csv(const usage_filter *f, const usage_result *r, sg_buf *out)
 void usage_render_table(const usage_filter *f, const usage_result *r, sg_buf *out);
 
 /* GET /v1/usage in one call: parses query, opens the database read-only (kind, target as
- * for ledger_db_open), runs the query, renders JSON into body. Returns the HTTP status:
- * 200; 400 for a bad query; 503 when the database cannot be reached (the error body is
- * OpenAI-shaped and never holds the database URL). Blocking: call it off the loop thread
- * (ledger_usage_async does). */
-int usage_http(gw_ledger_kind kind, const char *target, const char *query, sg_buf *body);
+ * for ledger_db_open), runs the query, renders JSON into body. only_key (non-NULL: the
+ * caller is an ordinary gateway key) confines the query to that key's records whatever
+ * the query asks: its key filter is set to only_key, and a query naming another key gets
+ * 403. Returns the HTTP status: 200; 400 for a bad query; 403; 503 when the database
+ * cannot be reached (the error body is OpenAI-shaped and never holds the database URL).
+ * Blocking: call it off the loop thread (ledger_usage_async does). */
+int usage_http(gw_ledger_kind kind, const char *target, const char *query, const char *only_key, sg_buf *body);
+
+/* The reverse of usage_render_json: a GET /v1/usage body back into the filter's time range
+ * and grouping and the result's rows (`smolgate usage --url` renders them as a table or
+ * CSV). -1 with err when the body is not such a document. */
+int usage_parse_json(const char *body, size_t len, usage_filter *f, usage_result *out, sg_error *err);
 
 #endif

@@ -544,6 +544,13 @@ void limits_get_stats(const limits *lim, limits_stats *out) {
     out->in_flight = limits_redis_in_flight(lim);
 }
 
+void limits_set_policy(limits *lim, const gw_state *st) {
+    lim->fail_open = st->fail_open;
+    lim->timeout_ms = st->timeout_ms ? st->timeout_ms : 100;
+}
+
+bool limits_idle(const limits *lim) { return !lim->leases && !limits_redis_in_flight(lim); }
+
 static limits_lease *lease_new(limits *lim, limits_fn cb, void *arg) {
     limits_lease *l = sg_xcalloc(1, sizeof *l);
     l->lim = lim;

@@ -48,7 +48,11 @@
  *      Ending a pending lease cancels it: its callback does not run, and whatever Redis
  *      reserved for it is released when the answer comes.
  * Limits are read from the config at each admission (a reload takes effect at once); the
- * counters are keyed by names (key id, route name, provider name), so they survive it. */
+ * counters are keyed by names (key id, route name, provider name), so they survive it.
+ * A reload that changes only state.on_redis_error or state.timeout_ms applies them to the
+ * running limiter (limits_set_policy); one that changes the store (Redis URL, key prefix,
+ * in-process <-> Redis) gets a new limiter, and the old one lives on until the leases of
+ * the requests that started with it have ended (limits_idle), then is freed. */
 #ifndef SG_GATEWAY_LIMITS_H
 #define SG_GATEWAY_LIMITS_H
 
@@ -193,5 +197,10 @@ size_t limits_format_headers(const limits_result *r, limits_header out[LIMITS_MA
 void limits_format_duration(int64_t ms, char *buf, size_t cap);
 
 void limits_get_stats(const limits *lim, limits_stats *out);
+
+/* on_redis_error and timeout_ms from st, for the decisions from now on (a reload). */
+void limits_set_policy(limits *lim, const gw_state *st);
+/* No live lease and no Redis call in flight: limits_free() drops nothing. */
+bool limits_idle(const limits *lim);
 
 #endif

@@ -4,8 +4,8 @@
 # Starts tests/fakes/upstream.mjs, builds a tiny random-weight local model with the real
 # Llama-3 tokenizer, writes a gateway configuration (providers openai, backup (a second
 # OpenAI-compatible name on the same fake), flaky (no retries), capped (account limit rpm 3),
-# anthropic and google on the fakes; routes with fallback; short timeouts, retries and circuit breaker; one gateway
-# key), starts build/smolgate serve on a free loopback port, then runs:
+# anthropic and google on the fakes; routes with fallback; short timeouts, retries and circuit breaker; gateway
+# keys: "tests" (role admin), "hashed", "limited" (routes [chat])), starts build/smolgate serve on a free loopback port, then runs:
 #   (a) the official SDK client tests through the gateway (TARGET=gateway tests/clients/),
 #   (b) tests/gateway/faults.test.mjs: every injected fault ends in the right outcome,
 #       and tests/gateway/routing.test.mjs: keys, headers and fields sent upstream,
@@ -224,6 +224,7 @@ EOF
 keys:
   - id: tests
     key: sk-smolgate-test
+    role: admin   # the tests read /metrics and every key's usage
   - id: hashed
     sha256: 0749079eb8e63399fd619c644fb9570ee9ded99a6fbfada5e32be31392fa5f6d   # sk-smolgate-hashed-key
   - id: limited
