@@ -2016,6 +2016,47 @@ bool config_key_uses_route(const gw_key *k, const gw_route *r) {
     return !k || config_key_allows(k, &(gw_resolved){.route = r});
 }
 
+void config_describe_served(const gw_config *c, const gw_key *k, sg_buf *out) {
+    enum { MAX_NAMES = 12 };   /* per kind; the rest is counted (GET /v1/models lists all) */
+    size_t parts = 0;
+    if (config_key_uses_direct(k)) {   /* local models first: what `smollm3` most likely meant */
+        size_t n = 0, more = 0;
+        for (size_t i = 0; i < c->n_providers; i++) {
+            const gw_provider *p = &c->providers[i];
+            if (!p->configured || p->type != GW_PROVIDER_LOCAL) continue;
+            for (size_t m = 0; m < p->local.n_models; m++) {
+                if (n == MAX_NAMES) { more++; continue; }
+                const gw_local_model *lm = &p->local.models[m];
+                sg_buf_printf(out, "%s%s/%s", n++ ? ", " : "local models: ", p->name, lm->alias ? lm->alias : lm->name);
+            }
+        }
+        if (more) sg_buf_printf(out, " and %zu more", more);
+        parts += n > 0;
+    }
+    size_t n = 0, more = 0;
+    for (size_t i = 0; i < c->n_routes; i++) {
+        if (!config_key_uses_route(k, &c->routes[i])) continue;
+        if (n == MAX_NAMES) { more++; continue; }
+        sg_buf_printf(out, "%s%s", n++ ? ", " : parts ? "; routes: " : "routes: ", c->routes[i].name);
+    }
+    if (more) sg_buf_printf(out, " and %zu more (GET /v1/models)", more);
+    parts += n > 0;
+    if (config_key_uses_direct(k)) {
+        n = 0;
+        for (size_t i = 0; i < c->n_providers && n < MAX_NAMES; i++) {
+            const gw_provider *p = &c->providers[i];
+            if (!p->configured || p->type == GW_PROVIDER_LOCAL) continue;
+            sg_buf_printf(out, "%s%s", n++ ? ", " : parts ? "; or PROVIDER/MODEL for: " : "PROVIDER/MODEL for: ", p->name);
+        }
+        parts += n > 0;
+    }
+    if (!parts && config_key_uses_direct(k))
+        sg_buf_puts(out, "nothing: no route, no local model and no provider key is configured "
+                         "(`smolgate pull smollm3`, or set OPENAI_API_KEY / ANTHROPIC_API_KEY / GEMINI_API_KEY)");
+    else if (!parts)
+        sg_buf_puts(out, "nothing (this key has no routes)");
+}
+
 const char *config_key_role_name(gw_key_role r) {
     return (unsigned)r < sizeof k_roles / sizeof k_roles[0] - 1 ? k_roles[r] : "?";
 }

@@ -328,6 +328,12 @@ bool config_key_reads_metrics(const gw_key *k);                 /* NULL, admin o
 bool config_key_uses_route(const gw_key *k, const gw_route *r); /* may send requests to r */
 bool config_key_uses_direct(const gw_key *k);                   /* may name models directly */
 const char *config_key_role_name(gw_key_role r);                /* "user", "admin", "metrics" */
+/* What key k may ask for, for an unknown model's error: (when it may name models
+ * directly) the local models, its routes, and the configured providers as
+ * "PROVIDER/MODEL"; appended to out as "local models: local/x; routes: a, b; or
+ * PROVIDER/MODEL for: openai", at most 12 names of each kind (then "and N more").
+ * "nothing" (with how to get something) when that is empty. */
+void config_describe_served(const gw_config *c, const gw_key *k, sg_buf *out);
 
 /* SIGHUP: may `next` replace `running`? Refused (-1, err says why, naming the section)
  * when next came from an empty file; when running requires gateway keys and next has

@@ -928,10 +928,24 @@ static void add_route(proxy_req *p, const gw_route *r) {
     }
 }
 
+/* An unknown model's error says what may be asked for instead (what this key may use). */
+static int unknown_model(proxy_req *p, sg_error *err) {
+    sg_buf b;
+    sg_buf_init(&b);
+    config_describe_served(p->cfg, p->key, &b);
+    size_t l = strlen(err->msg);
+    snprintf(err->msg + l, sizeof err->msg - l, "; served here: %s", b.data ? b.data : "nothing");
+    sg_buf_free(&b);
+    return -1;
+}
+
 static int add_model_id(proxy_req *p, const char *id, sg_error *err) {
     gw_resolved r;
-    if (config_resolve_model(p->cfg, id, &r, err)) return -1;
-    if (p->key && !config_key_allows(p->key, &r)) return sg_fail(err, "this API key may not use \"%s\"", id);
+    if (config_resolve_model(p->cfg, id, &r, err)) return unknown_model(p, err);
+    if (p->key && !config_key_allows(p->key, &r)) {
+        sg_fail(err, "this API key may not use \"%s\"", id);
+        return unknown_model(p, err);
+    }
     if (r.route) {
         if (!p->route) p->route = r.route;
         add_route(p, r.route);

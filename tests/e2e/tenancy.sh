@@ -172,6 +172,8 @@ for i in 1 2 3; do check "team-a request $i on route-a: 200" is "$(chat $KA rout
 for i in 1 2; do check "team-b request $i on route-b: 200" is "$(chat $KB route-b)" 200; done
 check "admin request on route-b: 200" is "$(chat $KO route-b)" 200
 check "team-a may not use route-b: 404, as if it did not exist" is "$(chat $KA route-b)" 404
+check "team-a's 404 lists what team-a may use" body_has "served here: routes: route-a"
+check "team-a's 404 does not list team-b's routes" body_lacks ", route-b"
 check "the metrics key sends no chat request: 403" is "$(chat $KM route-a)" 403
 check "no key: 401" is "$(chat - route-a)" 401
 check "the ledger holds the 7 requests (admin view)" wait_usage $KO "" 7

@@ -355,7 +355,12 @@ test('unknown model -> 404 model_not_found, nothing sent upstream', async () => 
     const r = await post(chatBody(model, `unknown ${nonce('hum')}`));
     assert.ok(r.status === 404 || (model === '' && r.status === 400), `${JSON.stringify(model)}: ${r.status} ${r.text}`);
     assertOpenAIError(r.json);
-    if (r.status === 404) assert.equal(r.json.error.code, 'model_not_found');
+    if (r.status === 404) {
+      assert.equal(r.json.error.code, 'model_not_found');
+      // what may be asked for instead: the routes this key may use, and the local model
+      assert.match(r.json.error.message, /served here: .*routes: [^;]*\bchat\b/, r.json.error.message);
+      assert.match(r.json.error.message, /local models: local\//, r.json.error.message);
+    }
   }
 });
 
