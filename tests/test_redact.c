@@ -40,6 +40,9 @@ static void test_known_secrets(void) {
     CHECK_EQ_STR(red(s, "short shorter not-short short.", NULL), "[REDACTED] shorter not-short [REDACTED].");
     /* a truncated echo (a piece of 12+ characters) goes; a masked key stays */
     CHECK_EQ_STR(red(s, "key sk-abc12345678... was wrong", NULL), "key [REDACTED]... was wrong");
+    /* the secret pass first, then the shapes: the scheme word stays */
+    CHECK_EQ_STR(red(s, "had \"Authorization: Bearer sk-abc123456789xyz\".", NULL), "had \"Authorization: Bearer [REDACTED]\".");
+    CHECK_EQ_STR(red(s, "x-api-key: sk-abc123456789xyz", NULL), "x-api-key: [REDACTED]");
     CHECK_EQ_STR(red(s, "key sk-abc***************9xyz was wrong", NULL), "key sk-abc***************9xyz was wrong");
     /* nothing to do: the text comes back as it was, and an empty text is fine */
     CHECK_EQ_STR(red(s, "upstream answered HTTP 500", &n), "upstream answered HTTP 500");

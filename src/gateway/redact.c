@@ -187,11 +187,15 @@ static size_t scan(const redact_set *s, const char *text, size_t len, sg_buf *ou
         }
         if (is_key_name(p, w, text)) {                /* x-api-key: X, "api_key": "X", ?key=X */
             const char *v = after_separator(p + w, end);
-            if (v) {
+            size_t vw, vn = v ? tok_len2(v, end, &vw) : 0;
+            if (vn && vw == vn && is_scheme(v, vw) && v + vn < end && (v[vn] == ' ' || v[vn] == '\t')) {
+                /* "Authorization: Bearer X": X goes (when a secret pass has not taken it) */
                 const char *inner = scheme_value(v, end, &tok, 1);
                 if (inner) { emit_mark(out, p, tok, &count); p = inner; continue; }
-                size_t vn = tok_len(v, end);
-                if (vn) { emit_mark(out, p, v, &count); p = v + vn; continue; }
+            } else if (vn) {
+                emit_mark(out, p, v, &count);
+                p = v + vn;
+                continue;
             }
         }
         /* scheme://user:password@host: the token before '@' after a ':' in the authority */
