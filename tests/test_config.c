@@ -3,7 +3,8 @@
  * first line is "# error: $FILE:LINE: key.path: message") fails with exactly that message
  * and never shows a value from the environment; ${ENV} expansion; the no-file defaults
  * from an injected environment; local model names; model id resolution; gateway key
- * hashing and lookup; reference counting. Run from the repository root. */
+ * hashing and lookup; the upstream: bounds and their per-provider overrides; reference
+ * counting. Run from the repository root. */
 #include <dirent.h>
 #include <stdlib.h>
 #include <string.h>
@@ -750,6 +751,44 @@ static void test_keys(void) {
     config_free(c);
 }
 
+/* upstream: bounds: defaults, the section's values, a provider's own (which wins), and
+ * the secret set built with the configuration */
+static void test_bounds(void) {
+    static const kv no_env[] = {{NULL, NULL}};
+    sg_error err = {{0}};
+    gw_config *c = load_text("providers:\n  openai: {api_key: sk-bounds-0001}\n", no_env, &err);
+    CHECK_MSG(c != NULL, "%s", err.msg);
+    if (!c) return;
+    CHECK_EQ_INT(c->upstream.max_response_bytes, 32u << 20);
+    CHECK_EQ_INT(c->upstream.max_sse_line_bytes, 4u << 20);
+    CHECK_EQ_INT(c->upstream.max_header_bytes, 65536);
+    const gw_provider *o = config_provider(c, "openai");
+    CHECK_EQ_INT(o->bounds.max_response_bytes, 32u << 20);
+    CHECK_EQ_INT(o->bounds.max_sse_line_bytes, 4u << 20);
+    CHECK_EQ_INT(o->bounds.max_header_bytes, 65536);
+    CHECK(c->secrets != NULL);
+    config_unref(c);
+
+    c = load_text("upstream: {max_response_bytes: 1048576, max_sse_line_bytes: 2048, max_header_bytes: 4096}\n"
+                  "providers:\n"
+                  "  openai: {api_key: k1}\n"
+                  "  big: {type: anthropic, api_key: k2, max_response_bytes: 268435456, max_header_bytes: 131072}\n",
+                  no_env, &err);
+    CHECK_MSG(c != NULL, "%s", err.msg);
+    if (!c) return;
+    o = config_provider(c, "openai");
+    CHECK_EQ_INT(o->bounds.max_response_bytes, 1048576);
+    CHECK_EQ_INT(o->bounds.max_sse_line_bytes, 2048);
+    CHECK_EQ_INT(o->bounds.max_header_bytes, 4096);
+    const gw_provider *b = config_provider(c, "big");
+    CHECK_EQ_INT(b->bounds.max_response_bytes, 268435456);
+    CHECK_EQ_INT(b->bounds.max_sse_line_bytes, 2048);
+    CHECK_EQ_INT(b->bounds.max_header_bytes, 131072);
+    const gw_provider *g = config_provider(c, "google");   /* implicit: the section's */
+    CHECK_EQ_INT(g->bounds.max_response_bytes, 1048576);
+    config_unref(c);
+}
+
 static void test_refcount(void) {
     gw_config *c = load_ok(DATA "/full.yaml", k_full_env);
     if (!c) return;
@@ -784,6 +823,7 @@ int main(int argc, char **argv) {
     RUN(test_local_model_names);
     RUN(test_resolve);
     RUN(test_keys);
+    RUN(test_bounds);
     RUN(test_refcount);
     RUN(test_type_names);
     return tu_finish(argv[0]);
