@@ -4,7 +4,8 @@
  * and never shows a value from the environment; ${ENV} expansion; the no-file defaults
  * from an injected environment; local model names; model id resolution; gateway key
  * hashing and lookup; key roles and what each may see; the rules a SIGHUP reload must
- * pass; reference counting. Run from the repository root. */
+ * pass; the upstream: bounds and their per-provider overrides; reference counting. Run
+ * from the repository root. */
 #include <dirent.h>
 #include <stdlib.h>
 #include <string.h>
@@ -917,6 +918,44 @@ static void test_reload_rules(void) {
     config_free(run);
 }
 
+/* upstream: bounds: defaults, the section's values, a provider's own (which wins), and
+ * the secret set built with the configuration */
+static void test_bounds(void) {
+    static const kv no_env[] = {{NULL, NULL}};
+    sg_error err = {{0}};
+    gw_config *c = load_text("providers:\n  openai: {api_key: sk-bounds-0001}\n", no_env, &err);
+    CHECK_MSG(c != NULL, "%s", err.msg);
+    if (!c) return;
+    CHECK_EQ_INT(c->upstream.max_response_bytes, 32u << 20);
+    CHECK_EQ_INT(c->upstream.max_sse_line_bytes, 4u << 20);
+    CHECK_EQ_INT(c->upstream.max_header_bytes, 65536);
+    const gw_provider *o = config_provider(c, "openai");
+    CHECK_EQ_INT(o->bounds.max_response_bytes, 32u << 20);
+    CHECK_EQ_INT(o->bounds.max_sse_line_bytes, 4u << 20);
+    CHECK_EQ_INT(o->bounds.max_header_bytes, 65536);
+    CHECK(c->secrets != NULL);
+    config_unref(c);
+
+    c = load_text("upstream: {max_response_bytes: 1048576, max_sse_line_bytes: 2048, max_header_bytes: 4096}\n"
+                  "providers:\n"
+                  "  openai: {api_key: k1}\n"
+                  "  big: {type: anthropic, api_key: k2, max_response_bytes: 268435456, max_header_bytes: 131072}\n",
+                  no_env, &err);
+    CHECK_MSG(c != NULL, "%s", err.msg);
+    if (!c) return;
+    o = config_provider(c, "openai");
+    CHECK_EQ_INT(o->bounds.max_response_bytes, 1048576);
+    CHECK_EQ_INT(o->bounds.max_sse_line_bytes, 2048);
+    CHECK_EQ_INT(o->bounds.max_header_bytes, 4096);
+    const gw_provider *b = config_provider(c, "big");
+    CHECK_EQ_INT(b->bounds.max_response_bytes, 268435456);
+    CHECK_EQ_INT(b->bounds.max_sse_line_bytes, 2048);
+    CHECK_EQ_INT(b->bounds.max_header_bytes, 131072);
+    const gw_provider *g = config_provider(c, "google");   /* implicit: the section's */
+    CHECK_EQ_INT(g->bounds.max_response_bytes, 1048576);
+    config_unref(c);
+}
+
 static void test_refcount(void) {
     gw_config *c = load_ok(DATA "/full.yaml", k_full_env);
     if (!c) return;
@@ -953,6 +992,7 @@ int main(int argc, char **argv) {
     RUN(test_keys);
     RUN(test_roles);
     RUN(test_reload_rules);
+    RUN(test_bounds);
     RUN(test_refcount);
     RUN(test_type_names);
     return tu_finish(argv[0]);

@@ -147,7 +147,9 @@ static void test_limits(void) {
     CHECK(sse_feed(&p, "data: ", 6, &err) == 0);
     CHECK(sse_feed(&p, big, 50, &err) == 0);
     CHECK(sse_feed(&p, big, 50, &err) == -1);
-    CHECK(strstr(err.msg, "too") != NULL);
+    CHECK_EQ_STR(err.msg, "SSE line larger than 64 bytes");
+    CHECK(p.too_large);
+    CHECK(p.line.cap <= 256);                       /* buffered no more than the bound (plus growth) */
     CHECK(sse_feed(&p, "\n\n", 2, &err) == -1);   /* stays failed */
     CHECK_EQ_INT(sse_finish(&p), -1);
     CHECK_EQ_INT(r.n, 1);
@@ -159,6 +161,8 @@ static void test_limits(void) {
     int failed = 0;
     for (int i = 0; i < 40 && !failed; i++) failed = sse_feed(&p, "data: 0123456789\n", 17, &err) != 0;
     CHECK(failed);
+    CHECK_EQ_STR(err.msg, "SSE event larger than 64 bytes");
+    CHECK(p.too_large);
     sse_free(&p);
 
     /* a whole oversized line in one feed */
@@ -169,7 +173,18 @@ static void test_limits(void) {
     line[198] = '\n';
     line[199] = '\n';
     CHECK(sse_feed(&p, line, sizeof line, &err) == -1);
+    CHECK(p.too_large);
     sse_free(&p);
+
+    /* a consumer that stops is a failure, not a size one */
+    rec stop = {0};
+    sg_buf_init(&stop.log);
+    stop.stop_after = 1;
+    sse_init(&p, 64, on_event, &stop);
+    CHECK(sse_feed(&p, "data: a\n\n", 9, &err) == -1);
+    CHECK(!p.too_large);
+    sse_free(&p);
+    sg_buf_free(&stop.log);
 }
 
 static void test_callback_stop(void) {

@@ -5,7 +5,8 @@
  * pause/resume and connection reuse (accepts counted on the server).
  *
  * Every case runs twice: with the native HTTP/1.1 client (cfg.native = 1) and with
- * libcurl (cfg.native = 0). Then native-only cases: response framing edge cases and
+ * libcurl (cfg.native = 0), the size bounds included (an endless chunked body, a huge
+ * Content-Length sent slowly, a huge head: too_large, at once, nothing past the bound). Then native-only cases: response framing edge cases and
  * limits, pooling (idle close, retry on a dead reused connection, idle expiry), and TLS
  * against `openssl s_server` and an in-test OpenSSL server with throwaway certificates
  * made by `openssl req` (trusted through ca_file), a wrong-host certificate failing. */
@@ -219,12 +220,38 @@ static void *conn_main(void *arg) {
                 send_str(fd, parts[i]);
                 usleep(5 * 1000);
             }
-        } else if (!strcmp(path, "/huge-head")) {
+        } else if (!strcmp(path, "/huge-head")) {         /* one 160 KiB header line */
             send_str(fd, "HTTP/1.1 200 OK\r\nX-Big: ");
             static char blk[4096];
             memset(blk, 'x', sizeof blk);
             for (int i = 0; i < 40; i++) send_all(fd, blk, sizeof blk);
             send_str(fd, "\r\nContent-Length: 0\r\n\r\n");
+        } else if (!strcmp(path, "/many-headers")) {      /* 40 lines of 4 KiB: 160 KiB */
+            send_str(fd, "HTTP/1.1 200 OK\r\n");
+            static char line[4096 + 16];
+            for (int i = 0; i < 40; i++) {
+                int n = snprintf(line, 16, "X-H%d: ", i);
+                memset(line + n, 'y', 4096 - (size_t)n - 2);
+                memcpy(line + 4096 - 2, "\r\n", 2);
+                send_all(fd, line, 4096);
+            }
+            send_str(fd, "Content-Length: 2\r\n\r\nok");
+        } else if (!strcmp(path, "/endless-chunked")) {   /* 64 KiB chunks until the client leaves */
+            send_str(fd, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n");
+            static char blk[65536 + 16];
+            memcpy(blk, "10000\r\n", 7);
+            memset(blk + 7, 'e', 65536);
+            memcpy(blk + 7 + 65536, "\r\n", 2);
+            for (int i = 0; i < 100000 && !atomic_load(&S.stop); i++)
+                if (send_all(fd, blk, 7 + 65536 + 2) < 0) goto out;
+            goto out;
+        } else if (!strcmp(path, "/huge-length")) {       /* 2 GiB declared, 64 KiB per 50 ms */
+            send_str(fd, "HTTP/1.1 200 OK\r\nContent-Length: 2147483648\r\n\r\n");
+            static char blk[65536];
+            memset(blk, 'h', sizeof blk);
+            for (int i = 0; i < 200; i++)
+                if (send_all(fd, blk, sizeof blk) < 0 || nap(fd, 50) < 0) goto out;
+            goto out;
         } else if (!strcmp(path, "/bad-status")) {
             send_str(fd, "HTTP/1.1 2x0 Odd\r\nContent-Length: 0\r\n\r\n");
         } else if (!strcmp(path, "/bad-chunk")) {
@@ -299,6 +326,8 @@ static int g_native = 1;          /* which implementation setup() picks */
 static const char *g_ca_file;     /* for the TLS cases */
 static uint32_t g_pool_idle_ms;
 static int g_in_start, g_cb_inside_start;  /* callbacks must not run inside upstream_start */
+static uint64_t g_max_body;       /* upstream_request.max_body_bytes of the next starts */
+static size_t g_max_head;         /* upstream_request.max_head_bytes */
 
 typedef struct result {
     int      done;
@@ -399,6 +428,7 @@ static upstream_xfer *start(const char *path_or_url, result *r, const char *meth
         .method = method, .url = url, .headers = hs, .n_headers = g_evil ? 3 : 2,
         .body = body, .body_len = body ? strlen(body) : 0, .timeouts = to,
         .cb = {on_headers, on_data, on_done}, .arg = r,
+        .max_body_bytes = g_max_body, .max_head_bytes = g_max_head,
     };
     sg_error err;
     g_in_start++;
@@ -831,10 +861,6 @@ static void test_framing(void) {
     CHECK_EQ_STR(r.body.data, "until close");
     CHECK_EQ_STR(r.content_type, "text/plain");
     sg_buf_free(&r.body);
-    get("/huge-head", &r, "GET");
-    CHECK_EQ_STR(upstream_result_name(r.d.result), "protocol");
-    CHECK_EQ_INT(r.headers_calls, 0);
-    sg_buf_free(&r.body);
     get("/bad-status", &r, "GET");
     CHECK_EQ_STR(upstream_result_name(r.d.result), "protocol");
     sg_buf_free(&r.body);
@@ -852,6 +878,83 @@ static void test_framing(void) {
     get(url, &r, "GET");
     CHECK_EQ_STR(upstream_result_name(r.d.result), "dns");
     CHECK_EQ_INT(r.d.requests_sent, 0);
+    sg_buf_free(&r.body);
+    upstream_stats st = upstream_get_stats(U);
+    CHECK_EQ_INT(st.in_flight, 0);
+    teardown();
+}
+
+/* Size bounds: a body above max_body_bytes is cut (nothing past the bound reaches
+ * on_data), a declared Content-Length above it fails before any body byte is read, a
+ * head above max_head_bytes fails; each as too_large, quickly, and the client is fine
+ * afterwards. A bound equal to the body's size is no failure; none is applied to a
+ * request that sets none. */
+static void test_bounds(void) {
+    setup();
+    result r;
+    g_max_body = 1u << 20;
+    uint64_t t0 = now_ms();
+    get("/endless-chunked", &r, "GET");
+    CHECK_MSG(r.d.result == UPSTREAM_ERR_TOO_LARGE, "%s (%s)", upstream_result_name(r.d.result), r.d.error);
+    CHECK_EQ_STR(upstream_result_name(r.d.result), "too_large");
+    CHECK_EQ_INT(r.status, 200);
+    CHECK_EQ_INT(r.headers_calls, 1);
+    CHECK(r.body.len <= (1u << 20));
+    CHECK(r.d.body_bytes <= (1u << 20));
+    CHECK_EQ_INT(r.d.body_bytes, r.body.len);
+    CHECK_MSG(strstr(r.error, "1048576") != NULL, "%s", r.error);
+    CHECK_MSG(now_ms() - t0 < 5000, "%llu ms", (unsigned long long)(now_ms() - t0));
+    sg_buf_free(&r.body);
+
+    t0 = now_ms();
+    get("/huge-length", &r, "GET");
+    CHECK_EQ_STR(upstream_result_name(r.d.result), "too_large");
+    CHECK_EQ_INT(r.status, 200);
+    CHECK_EQ_INT(r.body.len, 0);          /* failed on the head: no body byte delivered */
+    CHECK_EQ_INT(r.d.body_bytes, 0);
+    CHECK_MSG(strstr(r.error, "2147483648") && strstr(r.error, "1048576"), "%s", r.error);
+    CHECK_MSG(now_ms() - t0 < 1000, "%llu ms: not at once", (unsigned long long)(now_ms() - t0));
+    sg_buf_free(&r.body);
+
+    /* /big is 4 MiB with a Content-Length: a bound of exactly that passes, one less fails */
+    g_max_body = 4u << 20;
+    get("/big", &r, "GET");
+    CHECK_MSG(r.d.result == UPSTREAM_OK, "%s (%s)", upstream_result_name(r.d.result), r.d.error);
+    CHECK_EQ_INT(r.body.len, 4u << 20);
+    sg_buf_free(&r.body);
+    g_max_body = (4u << 20) - 1;
+    get("/big", &r, "GET");
+    CHECK_EQ_STR(upstream_result_name(r.d.result), "too_large");
+    CHECK_EQ_INT(r.body.len, 0);
+    sg_buf_free(&r.body);
+    g_max_body = 0;                        /* no bound: all of it */
+    get("/big", &r, "GET");
+    CHECK_EQ_INT(r.d.result, UPSTREAM_OK);
+    CHECK_EQ_INT(r.body.len, 4u << 20);
+    sg_buf_free(&r.body);
+
+    /* a 160 KiB head: over the default 64 KiB head bound, within a 256 KiB one; one
+     * 160 KiB line is over it too (libcurl has its own 100 KiB bound per line) */
+    get("/huge-head", &r, "GET");
+    CHECK_EQ_STR(upstream_result_name(r.d.result), "too_large");
+    CHECK_EQ_INT(r.headers_calls, 0);
+    sg_buf_free(&r.body);
+    get("/many-headers", &r, "GET");
+    CHECK_EQ_STR(upstream_result_name(r.d.result), "too_large");
+    CHECK_EQ_INT(r.headers_calls, 0);
+    CHECK_EQ_INT(r.d.status, 0);
+    CHECK_MSG(strstr(r.error, "head") != NULL, "%s", r.error);
+    sg_buf_free(&r.body);
+    g_max_head = 256u << 10;
+    get("/many-headers", &r, "GET");
+    CHECK_MSG(r.d.result == UPSTREAM_OK, "%s (%s)", upstream_result_name(r.d.result), r.d.error);
+    CHECK_EQ_INT(r.status, 200);
+    sg_buf_free(&r.body);
+    g_max_head = 0;
+
+    get("/ok", &r, "GET");                 /* still serving */
+    CHECK_EQ_INT(r.d.result, UPSTREAM_OK);
+    CHECK_EQ_STR(r.body.data, "hello");
     sg_buf_free(&r.body);
     upstream_stats st = upstream_get_stats(U);
     CHECK_EQ_INT(st.in_flight, 0);
@@ -1110,6 +1213,7 @@ static void run_all(void) {
     RUN(test_failures);
     RUN(test_cancel);
     RUN(test_pause_resume);
+    RUN(test_bounds);
     RUN(test_tls);
 }
 

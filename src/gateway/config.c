@@ -14,6 +14,7 @@
  * The SHA-256 of gateway keys is OpenSSL's libcrypto (EVP_Digest), compared with
  * CRYPTO_memcmp. */
 #include "gateway/config.h"
+#include "gateway/redact.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -847,6 +848,16 @@ static int get_budget(vctx *v, const node *map, const vpath *up, const char *key
            get_int(v, n, &p, "alert_percent", 1, 100, &out->alert_percent) ? -1 : 0;
 }
 
+/* The bounds keys, in the top-level upstream: section and in each remote provider; a key
+ * not given leaves *out as it was (the defaults, or 0: "inherit" for providers). */
+static const char *const k_upstream[] = {"max_response_bytes", "max_sse_line_bytes", "max_header_bytes", NULL};
+
+static int read_bounds(vctx *v, const node *n, const vpath *p, gw_bounds *out) {
+    return get_size(v, n, p, "max_response_bytes", 1024, (size_t)1 << 34, &out->max_response_bytes) ||
+           get_size(v, n, p, "max_sse_line_bytes", 1024, (size_t)1 << 30, &out->max_sse_line_bytes) ||
+           get_size(v, n, p, "max_header_bytes", 1024, (size_t)1 << 24, &out->max_header_bytes) ? -1 : 0;
+}
+
 static void timeouts_default(gw_timeouts *t) {
     t->connect_ms = 10000;
     t->first_token_ms = 300000;
@@ -927,8 +938,10 @@ static const known_provider *known_by_name(const char *name) {
     return NULL;
 }
 
-static const char *const k_prov_openai[] = {"type", "base_url", "api_key", "headers", "timeouts", "retries", "limits", NULL};
-static const char *const k_prov_versioned[] = {"type", "base_url", "api_key", "version", "headers", "timeouts", "retries", "limits", NULL};
+static const char *const k_prov_openai[] = {"type", "base_url", "api_key", "headers", "timeouts", "retries", "limits",
+                                            "max_response_bytes", "max_sse_line_bytes", "max_header_bytes", NULL};
+static const char *const k_prov_versioned[] = {"type", "base_url", "api_key", "version", "headers", "timeouts", "retries", "limits",
+                                               "max_response_bytes", "max_sse_line_bytes", "max_header_bytes", NULL};
 static const char *const k_prov_local[] = {"type", "models", "threads", "queue", "ctx", "parallel", "timeouts", "retries", "limits", NULL};
 
 /* Names that become part of model ids: no '/', no spaces. */
@@ -946,6 +959,7 @@ static void provider_defaults(gw_provider *p, const char *name, gw_provider_type
     timeouts_default(&p->timeouts);
     retries_default(&p->retries);
     limits_none(&p->limits);
+    p->bounds = (gw_bounds){0, 0, 0};   /* 0: the upstream: section's (inherit_bounds) */
     p->local.queue = 16;
     p->local.parallel = 4;
     const known_provider *k = known_by_name(config_provider_type_name(type));
@@ -1166,7 +1180,7 @@ static int read_provider(vctx *v, const pair *pr, const vpath *up, gw_provider *
     p->declared = p->configured = true;
     p->line = pr->k->line;
     if (get_timeouts(v, n, &pp, &p->timeouts) || get_retries(v, n, &pp, &p->retries) ||
-        get_limits(v, n, &pp, "limits", &p->limits))
+        get_limits(v, n, &pp, "limits", &p->limits) || (type != GW_PROVIDER_LOCAL && read_bounds(v, n, &pp, &p->bounds)))
         return -1;
     if (type == GW_PROVIDER_LOCAL) {
         const node *mn = mget(n, "models");
@@ -1686,7 +1700,8 @@ static int read_auth(vctx *v, const node *root) {
 /* the rest: server, breaker, state, ledger */
 
 static const char *const k_top[] = {"version", "listen", "log_level", "direct", "server", "providers", "models",
-                                    "routes", "keys", "auth", "circuit_breaker", "state", "ledger", "price_files", NULL};
+                                    "routes", "keys", "auth", "circuit_breaker", "state", "ledger", "price_files",
+                                    "upstream", NULL};
 static const char *const k_server[] = {"max_connections", "max_header_bytes", "max_body_bytes", "header_timeout_ms",
                                        "body_timeout_ms", "idle_timeout_ms", "write_timeout_ms", "shutdown_grace_ms", NULL};
 static const char *const k_breaker[] = {"failures", "window_ms", "cooldown_ms", "max_cooldown_ms", NULL};
@@ -1723,6 +1738,7 @@ static void config_defaults(gw_config *c, const config_env *env, arena *a) {
     c->direct = true;
     c->server = (gw_server){10000, 16384, 16u << 20, 10000, 60000, 75000, 30000, 30000};
     c->circuit_breaker = (gw_breaker){5, 30000, 30000, 300000};
+    c->upstream = (gw_bounds){32u << 20, 4u << 20, 65536};
     c->state = (gw_state){NULL, true, arena_strdup(a, "smolgate:"), 100};
     c->ledger = (gw_ledger){GW_LEDGER_SQLITE, arena_strdup(a, "smolgate.db"), NULL,
                             arena_strdup(a, "smolgate-spool"), 1000, 500};
@@ -1760,6 +1776,10 @@ static int read_top(vctx *v, const node *root) {
         get_ms(v, sn, &sp, "write_timeout_ms", &s->write_timeout_ms) ||
         get_u32(v, sn, &sp, "shutdown_grace_ms", 0, MAX_MS, &s->shutdown_grace_ms))
         return -1;
+
+    const node *un = mget(root, "upstream");
+    vpath up = {NULL, "upstream", -1};
+    if (map_check(v, un, &up, k_upstream) || read_bounds(v, un, &up, &c->upstream)) return -1;
 
     const node *bn = mget(root, "circuit_breaker");
     vpath bp = {NULL, "circuit_breaker", -1};
@@ -1871,6 +1891,30 @@ static char *read_file(const char *path, size_t *len, sg_error *err) {
     return sg_buf_steal(&b);
 }
 
+/* Remote providers take the upstream: section's bounds where they set none. */
+static void inherit_bounds(gw_config *c) {
+    for (size_t i = 0; i < c->n_providers; i++) {
+        gw_bounds *b = &c->providers[i].bounds;
+        if (!b->max_response_bytes) b->max_response_bytes = c->upstream.max_response_bytes;
+        if (!b->max_sse_line_bytes) b->max_sse_line_bytes = c->upstream.max_sse_line_bytes;
+        if (!b->max_header_bytes) b->max_header_bytes = c->upstream.max_header_bytes;
+    }
+}
+
+/* The redaction set: every secret this configuration holds (redact.h). */
+static void collect_secrets(gw_config *c) {
+    redact_set *s = redact_new();
+    for (size_t i = 0; i < c->n_providers; i++) {
+        const gw_provider *p = &c->providers[i];
+        if (p->api_key) redact_add(s, p->api_key, strlen(p->api_key));
+        for (size_t j = 0; j < p->n_headers; j++) redact_add(s, p->headers[j].value, strlen(p->headers[j].value));
+    }
+    for (size_t i = 0; i < c->n_keys; i++) redact_add_sha256(s, c->keys[i].sha256);
+    redact_add_dsn(s, c->state.redis_url);
+    redact_add_dsn(s, c->ledger.postgres_url);
+    c->secrets = s;
+}
+
 int config_load_ex(gw_config **out, const char *path, const config_overrides *ov, const config_env *env, sg_error *err) {
     *out = NULL;
     config_box *box = sg_xcalloc(1, sizeof *box);
@@ -1901,6 +1945,8 @@ int config_load_ex(gw_config **out, const char *path, const config_overrides *ov
     if (!rc) rc = read_routes(&v, root);
     if (!rc) rc = read_keys(&v, root);
     if (!rc) rc = read_auth(&v, root);
+    if (!rc) inherit_bounds(c);
+    if (!rc) collect_secrets(c);
     if (!rc && ov && ov->listen) {
         const char *why = listen_problem(ov->listen);
         if (why) rc = sg_fail(err, "--listen: %s", why);
@@ -1912,6 +1958,7 @@ int config_load_ex(gw_config **out, const char *path, const config_overrides *ov
     }
     arena_free(&ta);
     if (rc) {
+        redact_free(c->secrets);
         arena_free(&box->a);
         free(box);
         return -1;
@@ -1942,6 +1989,7 @@ void config_unref(gw_config *c) {
     if (!c) return;
     config_box *box = box_of(c);
     if (atomic_fetch_sub_explicit(&box->refs, 1, memory_order_acq_rel) != 1) return;
+    redact_free(c->secrets);
     arena_free(&box->a);
     free(box);
 }

@@ -28,6 +28,8 @@
  * - Gateway API keys are kept only as SHA-256 hashes (libcrypto); a key written in the
  *   file (usually `${TEAM_KEY}`) is hashed at load and its text wiped.
  * - All strings and arrays belong to the config and live as long as it does.
+ * - The secrets a configuration holds are also collected in `secrets` (redact.h), so a
+ *   reloaded file brings its own set: redaction follows the running configuration.
  */
 #ifndef SG_GATEWAY_CONFIG_H
 #define SG_GATEWAY_CONFIG_H
@@ -88,6 +90,16 @@ typedef struct gw_retries {
     uint32_t max_ms;          /* backoff cap; default 8000 */
 } gw_retries;
 
+/* Bounds on what one upstream response may make the gateway hold, in bytes. Crossing one
+ * fails the attempt like a bad upstream answer (502 upstream_response_too_large, fallback
+ * as the route says). The top-level `upstream:` section gives the defaults, a remote
+ * provider may override each. */
+typedef struct gw_bounds {
+    size_t max_response_bytes;  /* a non-streamed body; default 33554432 (32 MiB) */
+    size_t max_sse_line_bytes;  /* one SSE line, and one event, of a stream; default 4194304 */
+    size_t max_header_bytes;    /* the response head; default 65536 */
+} gw_bounds;
+
 typedef struct gw_header {
     char *name;
     char *value;              /* may be a secret: never log it */
@@ -117,6 +129,7 @@ typedef struct gw_provider {
     gw_timeouts timeouts;
     gw_retries retries;
     gw_limits limits;         /* the account's own limits: route around before a 429 */
+    gw_bounds bounds;         /* remote types: the file's upstream: section unless set here */
     /* local type */
     struct {
         gw_local_model *models;
@@ -261,6 +274,11 @@ typedef struct gw_config {
     gw_ledger ledger;
     char **price_files;           /* LiteLLM model_prices_and_context_window.json files */
     size_t n_price_files;
+    gw_bounds upstream;           /* defaults of every remote provider's bounds */
+    struct redact_set *secrets;   /* every secret above (provider keys and header values,
+                                     gateway key hashes, DSN passwords), for redact.h:
+                                     what the gateway relays or logs about upstream errors
+                                     goes through it. Built at load, freed with the config */
 } gw_config;
 
 /* Command-line settings that win over the file: --listen, --model (repeatable;

@@ -12,7 +12,16 @@
  *   failure after the first byte -> the stream ends with an explicit error event in
  *               the client's format: never a clean end that looks like success.
  * Every response carries x-smolgate-provider, x-smolgate-model, x-smolgate-attempts (and
- * x-request-id from the server); one log line per request says the same. */
+ * x-request-id from the server); one log line per request says the same.
+ *
+ * What an upstream can make us hold is bounded (the provider's gw_bounds): a non-streamed
+ * body by max_response_bytes (upstream.h cuts it), a stream's SSE line or event by
+ * max_sse_line_bytes, the head by max_header_bytes, an error body by MAX_ERROR_BODY (the
+ * rest is not read), and a stream's output waiting for a slow client by
+ * CLIENT_HIGH_WATER (the upstream transfer is paused until the client drains it). Crossing
+ * a size bound is a failed attempt (502 upstream_response_too_large, retried and fallen
+ * back like a 5xx). Text that came from an upstream (error messages) and is relayed or
+ * logged goes through the configuration's redaction set first (redact.h). */
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
@@ -29,11 +38,14 @@
 #include "gateway/cost.h"
 #include "gateway/gateway.h"
 #include "gateway/limits.h"
+#include "gateway/redact.h"
 #include "gateway/sse.h"
 
 #define MAX_TARGETS 32
 #define MAX_RECORDED_ATTEMPTS 16
-#define MAX_ERROR_BODY (64 * 1024)
+#define MAX_ERROR_BODY (64 * 1024)      /* of an upstream error body: classified from this much */
+#define CLIENT_HIGH_WATER (1u << 20)    /* stream bytes queued for the client: pause the upstream */
+#define CLIENT_LOW_WATER (256u << 10)   /* ... and resume it below this */
 #define GEN_MAX_BUFFERED (256 * 1024)   /* answer text kept for an estimate, then counted */
 
 typedef struct candidate {
@@ -88,7 +100,9 @@ typedef struct proxy_req {
     bool passthrough;              /* OpenAI client and OpenAI-compatible provider */
     loop_timer backoff;
     loop_timer defer;              /* a failure seen inside libcurl, handled outside it */
-    char defer_why[128];
+    char defer_why[256];
+    bool defer_too_large;          /* the deferred failure is a size bound crossed */
+    bool error_cut;                /* deferred: an error body cut at MAX_ERROR_BODY */
     gw_api_error last_error;
     bool have_error;
     bool had_error;                /* an earlier target failed (last_error is its error) */
@@ -421,6 +435,7 @@ static void finish_ok(proxy_req *p) {
 static void fail_mid_stream(proxy_req *p, const char *why) {
     gw_api_error e;
     gw_api_fail(&e, 502, "upstream_error", NULL, "the provider failed mid-response: %s", why);
+    redact_str(p->cfg->secrets, e.message, sizeof e.message);
     render_error(p, &e);
     client_flush(p);
     if (p->gen.len || p->gen_tokens) { estimate_usage(p); compute_cost(p); }   /* what was generated is billed */
@@ -524,32 +539,88 @@ static void up_headers(upstream_xfer *t, const upstream_response *r, void *arg) 
     p->retry_after_ms = r->status == 200 ? 0 : parse_retry_after(r);
 }
 
+/* Stops the transfer from inside its callback; deferred_failure decides outside it (a
+ * fallback starts a new transfer). */
+static void stop_and_defer(proxy_req *p, upstream_xfer *t) {
+    upstream_cancel(t);
+    p->xfer = NULL;
+    p->xfer_done = true;
+    loop_timer_start(p->gw->loop, &p->defer, 0);
+}
+
+static void client_drained(http_exchange *x, void *arg) {
+    (void)x;
+    proxy_req *p = arg;
+    if (!p->xfer) return;
+    p->depth++;                    /* resuming may deliver the rest and end the request */
+    upstream_resume(p->xfer);
+    p->depth--;
+    if (p->zombie) proxy_free(p);
+}
+
 static void up_data(upstream_xfer *t, const char *data, size_t len, void *arg) {
     proxy_req *p = arg;
     p->xfer = t;
     if (p->up_status != 200 || !p->oreq.stream) {
-        if (p->resp.len + len <= (p->up_status == 200 ? SIZE_MAX / 2 : MAX_ERROR_BODY)) sg_buf_append(&p->resp, data, len);
+        /* a non-streamed body is bounded by max_response_bytes in the transfer itself */
+        if (p->up_status != 200 && p->resp.len + len > MAX_ERROR_BODY) {
+            /* an error body: its first MAX_ERROR_BODY bytes are enough to classify it */
+            sg_buf_append(&p->resp, data, MAX_ERROR_BODY - p->resp.len);
+            p->error_cut = true;
+            stop_and_defer(p, t);
+            return;
+        }
+        sg_buf_append(&p->resp, data, len);
         return;
     }
     sg_error err;
     if (sse_feed(&p->sse, data, len, &err) != 0) {
-        /* A malformed or failed stream: stop it now and decide outside libcurl's callback
-         * (a fallback starts a new transfer). */
-        upstream_cancel(t);
-        p->xfer = NULL;
-        p->xfer_done = true;
-        snprintf(p->defer_why, sizeof p->defer_why, "%s", "the provider's stream failed or was malformed");
-        loop_timer_start(p->gw->loop, &p->defer, 0);
+        /* A malformed, failed or oversized stream: stop it now. */
+        p->defer_too_large = p->sse.too_large;
+        if (p->sse.too_large)
+            snprintf(p->defer_why, sizeof p->defer_why, "the provider's stream is too large: %.160s (max_sse_line_bytes)", err.msg);
+        else
+            snprintf(p->defer_why, sizeof p->defer_why, "%s", "the provider's stream failed or was malformed");
+        stop_and_defer(p, t);
         return;
     }
     client_flush(p);
+    /* a client slower than the provider: hold the provider, not the bytes */
+    if (http_exchange_buffered(p->x) > CLIENT_HIGH_WATER && !upstream_paused(t)) {
+        upstream_pause(t);
+        http_exchange_on_drain(p->x, CLIENT_LOW_WATER, client_drained, p);
+    }
 }
+
+/* A size bound crossed (message says which): the attempt fails as a bad upstream answer,
+ * with its own error code for the client. */
+static void too_large_failed(proxy_req *p, const char *why) {
+    if (p->client_started || p->out.len) { client_flush(p); fail_mid_stream(p, why); return; }
+    gw_api_fail(&p->last_error, 502, "upstream_response_too_large", NULL, "%s", why);
+    p->have_error = true;
+    attempt_failed(p, 502, why, GW_FAIL_RETRYABLE);
+}
+
+static void upstream_error_answer(proxy_req *p);
 
 static void deferred_failure(loop *l, loop_timer *t, void *arg) {
     (void)l; (void)t;
     proxy_req *p = arg;
+    if (p->error_cut) { p->error_cut = false; upstream_error_answer(p); return; }
+    if (p->defer_too_large) { p->defer_too_large = false; too_large_failed(p, p->defer_why); return; }
     if (p->client_started || p->out.len) { client_flush(p); fail_mid_stream(p, p->defer_why); }
     else attempt_failed(p, 502, p->defer_why, GW_FAIL_RETRYABLE);
+}
+
+/* The provider answered an error status: classified from its body (relayed to the client
+ * when it is the client's fault). */
+static void upstream_error_answer(proxy_req *p) {
+    gw_api_error e;
+    gw_failure kind = gw_classify_error((gw_wire)p->up_wire, p->up_status, p->resp.data, p->resp.len, &e);
+    if (e.retry_after_ms > p->retry_after_ms) p->retry_after_ms = e.retry_after_ms;   /* Gemini's RetryInfo */
+    p->last_error = e;
+    p->have_error = true;
+    attempt_failed(p, p->up_status, e.message, kind);
 }
 
 static void up_done(upstream_xfer *t, const upstream_done *d, void *arg) {
@@ -564,19 +635,21 @@ static void up_done(upstream_xfer *t, const upstream_done *d, void *arg) {
         p->cands[p->cur].retries += extra;
         p->retry_budget -= extra;
     }
+    if (d->result == UPSTREAM_ERR_TOO_LARGE) {
+        char why[256];
+        snprintf(why, sizeof why, "the provider's response %s: %s (%s)", d->status ? "is too large" : "head is too large",
+                 d->error, d->status ? "max_response_bytes" : "max_header_bytes");
+        too_large_failed(p, why);
+        return;
+    }
     if (d->result != UPSTREAM_OK) {
-        if (p->client_started) { fail_mid_stream(p, upstream_result_name(d->result)); return; }
+        if (p->client_started) { fail_mid_stream(p, d->error && *d->error ? d->error : upstream_result_name(d->result)); return; }
         attempt_failed(p, d->result == UPSTREAM_ERR_TTFB_TIMEOUT || d->result == UPSTREAM_ERR_TOTAL_TIMEOUT ? 504 : 502,
                        d->error && *d->error ? d->error : upstream_result_name(d->result), GW_FAIL_RETRYABLE);
         return;
     }
     if (p->up_status != 200) {
-        gw_api_error e;
-        gw_failure kind = gw_classify_error((gw_wire)p->up_wire, p->up_status, p->resp.data, p->resp.len, &e);
-        if (e.retry_after_ms > p->retry_after_ms) p->retry_after_ms = e.retry_after_ms;   /* Gemini's RetryInfo */
-        p->last_error = e;
-        p->have_error = true;
-        attempt_failed(p, p->up_status, e.message, kind);
+        upstream_error_answer(p);
         return;
     }
     if (p->oreq.stream) {
@@ -674,6 +747,9 @@ static void start_remote(proxy_req *p, const candidate *c) {
         /* the client may resend on a fresh connection only while this target has a retry
          * left; the resend then counts as one (up_done) */
         .no_resend = !(c->retries < pv->retries.max && p->retry_budget > 0),
+        /* a stream is consumed as it comes (its lines are bounded by the SSE parser) */
+        .max_body_bytes = p->oreq.stream ? 0 : pv->bounds.max_response_bytes,
+        .max_head_bytes = pv->bounds.max_header_bytes,
     };
     sg_error err;
     unsigned gen = ++p->attempt_gen;
@@ -731,7 +807,7 @@ static void reset_attempt(proxy_req *p) {
     p->retry_after_ms = 0;
     sg_buf_reset(&p->resp);
     sse_free(&p->sse);
-    sse_init(&p->sse, 8 << 20, on_sse, p);
+    sse_init(&p->sse, current(p) ? current(p)->provider->bounds.max_sse_line_bytes : 0, on_sse, p);
     oai_scan_free(&p->scan);
     oai_scan_init(&p->scan);
     anth_scan_free(&p->ascan);
@@ -773,8 +849,22 @@ static void record_attempt(proxy_req *p, int status, const char *error) {
                                             (int64_t)(loop_now_ms(p->gw->loop) - p->att_start_ms)};
 }
 
-static void attempt_failed(proxy_req *p, int status, const char *why, gw_failure kind) {
+/* Secrets out of an error that came (in part) from an upstream, before it is relayed,
+ * logged or recorded. */
+static void redact_error(const proxy_req *p, gw_api_error *e) {
+    const redact_set *s = p->cfg->secrets;
+    redact_str(s, e->message, sizeof e->message);
+    redact_str(s, e->type, sizeof e->type);
+    redact_str(s, e->code, sizeof e->code);
+    redact_str(s, e->param, sizeof e->param);
+}
+
+static void attempt_failed(proxy_req *p, int status, const char *why_in, gw_failure kind) {
     candidate *c = &p->cands[p->cur];
+    char why[512];   /* the upstream's words, without secrets: for the log and the client */
+    snprintf(why, sizeof why, "%s", why_in);
+    redact_str(p->cfg->secrets, why, sizeof why);
+    if (p->have_error) redact_error(p, &p->last_error);
     end_attempt_lease(p);
     record_attempt(p, status, gw_failure_name(kind));
     sg_log_buffered(SG_LOG_WARN, "attempt failed id=%s provider=%s model=%s status=%d kind=%s: %s", p->id,
@@ -1066,7 +1156,7 @@ void proxy_handle(gateway *g, http_exchange *x, const http_request *req, int inb
     sg_buf_init(&p->out);
     sg_buf_init(&p->gen);
     p->limited_retry_ms = -1;
-    sse_init(&p->sse, 8 << 20, on_sse, p);
+    sse_init(&p->sse, 0, on_sse, p);   /* each attempt sets its provider's bound */
     oai_scan_init(&p->scan);
     loop_timer_init(&p->backoff, backoff_fired, p);
     loop_timer_init(&p->defer, deferred_failure, p);

@@ -31,6 +31,13 @@ static int fail(sse_parser *p, sg_error *err, const char *msg) {
     return sg_fail(err, "%s", msg);
 }
 
+/* A line or an event over max_event: the bound says which. */
+static int fail_size(sse_parser *p, sg_error *err, const char *what) {
+    p->failed = true;
+    p->too_large = true;
+    return sg_fail(err, "SSE %s larger than %zu bytes", what, p->max_event);
+}
+
 /* One complete line, without its terminator. */
 static int process_line(sse_parser *p, const char *s, size_t n, sg_error *err) {
     if (n == 0) {   /* blank line: dispatch */
@@ -53,12 +60,12 @@ static int process_line(sse_parser *p, const char *s, size_t n, sg_error *err) {
     size_t vlen = (size_t)(s + n - v);
     if (vlen && v[0] == ' ') { v++; vlen--; }
     if (flen == 4 && memcmp(s, "data", 4) == 0) {
-        if (p->event.len + p->data.len + vlen + 1 > p->max_event) return fail(p, err, "SSE event too large");
+        if (p->event.len + p->data.len + vlen + 1 > p->max_event) return fail_size(p, err, "event");
         if (p->has_data) sg_buf_putc(&p->data, '\n');
         sg_buf_append(&p->data, v, vlen);
         p->has_data = true;
     } else if (flen == 5 && memcmp(s, "event", 5) == 0) {
-        if (vlen + p->data.len > p->max_event) return fail(p, err, "SSE event too large");
+        if (vlen + p->data.len > p->max_event) return fail_size(p, err, "event");
         sg_buf_reset(&p->event);
         sg_buf_append(&p->event, v, vlen);
         p->has_event = true;
@@ -92,18 +99,18 @@ int sse_feed(sse_parser *p, const void *bytes, size_t n, sg_error *err) {
         const char *cr = memchr(s, '\r', (size_t)(stop - s));
         const char *eol = cr ? cr : lf;
         if (!eol) {   /* partial line: keep it for the next feed */
-            if (p->line.len + (size_t)(end - s) > p->max_event) return fail(p, err, "SSE line too long");
+            if (p->line.len + (size_t)(end - s) > p->max_event) return fail_size(p, err, "line");
             sg_buf_append(&p->line, s, (size_t)(end - s));
             return 0;
         }
         int rc;
         if (p->line.len) {
-            if (p->line.len + (size_t)(eol - s) > p->max_event) return fail(p, err, "SSE line too long");
+            if (p->line.len + (size_t)(eol - s) > p->max_event) return fail_size(p, err, "line");
             sg_buf_append(&p->line, s, (size_t)(eol - s));
             rc = process_line(p, p->line.data, p->line.len, err);
             sg_buf_reset(&p->line);
         } else {
-            if ((size_t)(eol - s) > p->max_event) return fail(p, err, "SSE line too long");
+            if ((size_t)(eol - s) > p->max_event) return fail_size(p, err, "line");
             rc = process_line(p, s, (size_t)(eol - s), err);
         }
         if (rc) return -1;

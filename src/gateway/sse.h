@@ -17,7 +17,9 @@
  *   the spec alone would drop an event without data). The callback gets the name ("" when
  *   none; name is NUL-terminated) and the data (data[len] is NUL). Both are valid only
  *   during the call.
- * - Buffering is bounded: a line or an event larger than max_event bytes fails the feed.
+ * - Buffering is bounded: a line or an event larger than max_event bytes fails the feed
+ *   ("SSE line larger than N bytes", too_large set), as soon as the bytes buffered for it
+ *   would cross the bound: a line that never ends costs max_event bytes, no more.
  * - After a failure (limit, or the callback returning non-zero) every later feed fails.
  * No allocation per event once the buffers have grown to the largest event seen. */
 #ifndef SG_GATEWAY_SSE_H
@@ -46,6 +48,7 @@ typedef struct sse_parser {
     bool cr_pending;    /* the last feed ended with CR: skip a leading LF next time */
     bool started;       /* past the optional BOM */
     bool failed;
+    bool too_large;     /* the failure was a line or an event over max_event */
     size_t bom_seen;    /* bytes of a BOM prefix seen so far (split BOM) */
 } sse_parser;
 

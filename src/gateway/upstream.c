@@ -22,6 +22,7 @@
 #include <curl/curl.h>
 #include <errno.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,6 +35,7 @@
 
 enum { X_FREE, X_PENDING, X_RUNNING, X_FINISHING };    /* xfer state */
 enum { PH_CONNECT, PH_TTFB, PH_BODY };                  /* what the phase timer guards */
+enum { M_GET = 1, M_POST, M_HEAD, M_CUSTOM };           /* method_kind */
 
 typedef struct upstream_sock {
     loop_watch  w;
@@ -76,6 +78,9 @@ struct upstream_xfer {
     upstream_header *hdrs;
     size_t         hdr_cap;
     uint64_t       body_bytes;
+    uint64_t       max_body;      /* 0: unbounded */
+    size_t         max_head;
+    size_t         head_bytes;    /* of the current head (trailers included) */
     char           errbuf[CURL_ERROR_SIZE];
 };
 
@@ -120,6 +125,7 @@ const char *upstream_result_name(upstream_result r) {
     case UPSTREAM_ERR_RESET_BEFORE_RESPONSE: return "reset_before_response";
     case UPSTREAM_ERR_RESET_DURING_RESPONSE: return "reset_during_response";
     case UPSTREAM_ERR_PROTOCOL: return "protocol";
+    case UPSTREAM_ERR_TOO_LARGE: return "too_large";
     case UPSTREAM_ERR_BAD_REQUEST: return "bad_request";
     case UPSTREAM_ERR_OTHER: return "other";
     }
@@ -299,13 +305,43 @@ static void xfer_first_byte(upstream_xfer *t) {
     xfer_arm(t);
 }
 
+/* Fails t from inside a curl callback: the callback returns an error code, curl ends the
+ * transfer, and xfer_finish reports r with this message. */
+static void xfer_force(upstream_xfer *t, upstream_result r, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void xfer_force(upstream_xfer *t, upstream_result r, const char *fmt, ...) {
+    t->forced = r;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(t->forced_msg, sizeof t->forced_msg, fmt, ap);
+    va_end(ap);
+}
+
+/* The declared Content-Length of the head just split into t->hdrs, or -1. */
+static int64_t declared_length(const upstream_xfer *t, size_t nh) {
+    for (size_t i = 0; i < nh; i++) {
+        if (strcasecmp(t->hdrs[i].name, "content-length")) continue;
+        const char *v = t->hdrs[i].value;
+        if (*v < '0' || *v > '9') return -1;
+        unsigned long long x = strtoull(v, NULL, 10);
+        return x > INT64_MAX ? INT64_MAX : (int64_t)x;
+    }
+    return -1;
+}
+
 static size_t cb_header(char *data, size_t size, size_t n, void *arg) {
     upstream_xfer *t = arg;
     size_t len = size * n;
     if (t->cancelled) return 0;
     if (!t->first_byte_ms) xfer_first_byte(t);
     else t->last_byte_ms = loop_now_ms(t->u->l);
-    if (len >= 5 && !memcmp(data, "HTTP/", 5)) {
+    int status_line = len >= 5 && !memcmp(data, "HTTP/", 5);
+    if (status_line && !t->head_done) t->head_bytes = 0;   /* a new head after a 1xx */
+    t->head_bytes += len;
+    if (t->head_bytes > t->max_head) {
+        xfer_force(t, UPSTREAM_ERR_TOO_LARGE, "response head larger than %llu bytes", (unsigned long long)t->max_head);
+        return 0;
+    }
+    if (status_line) {
         /* A status line starts a new head (after a 1xx, or a redirect we do not follow). */
         const char *sp = memchr(data, ' ', len);
         t->status = sp ? atoi(sp + 1) : 0;
@@ -344,7 +380,15 @@ static size_t cb_header(char *data, size_t size, size_t n, void *arg) {
             upstream_response resp = {t->status, t->hdrs, nh};
             t->cb.on_headers(t, &resp, t->arg);
         }
-        return t->cancelled ? 0 : len;
+        if (t->cancelled) return 0;
+        int64_t clen = t->max_body && t->method_kind != M_HEAD && t->status != 204 && t->status != 304
+                     ? declared_length(t, nh) : -1;
+        if (clen >= 0 && (uint64_t)clen > t->max_body) {   /* fail before reading any of it */
+            xfer_force(t, UPSTREAM_ERR_TOO_LARGE, "response body of %llu bytes (Content-Length) over the %llu-byte limit",
+                       (unsigned long long)clen, (unsigned long long)t->max_body);
+            return 0;
+        }
+        return len;
     }
     sg_buf_append(&t->hbuf, data, len);
     return len;
@@ -355,6 +399,10 @@ static size_t cb_write(char *data, size_t size, size_t n, void *arg) {
     size_t len = size * n;
     if (t->cancelled) return CURL_WRITEFUNC_ERROR;
     t->last_byte_ms = loop_now_ms(t->u->l);
+    if (t->max_body && t->body_bytes + len > t->max_body) {   /* cut: nothing past the bound */
+        xfer_force(t, UPSTREAM_ERR_TOO_LARGE, "response body over the %llu-byte limit", (unsigned long long)t->max_body);
+        return CURL_WRITEFUNC_ERROR;
+    }
     t->body_bytes += len;
     if (t->cb.on_data) t->cb.on_data(t, data, len, t->arg);
     return t->cancelled ? CURL_WRITEFUNC_ERROR : len;
@@ -402,6 +450,9 @@ static upstream_result map_curl(upstream_xfer *t, CURLcode rc) {
     case CURLE_BAD_CONTENT_ENCODING: return UPSTREAM_ERR_PROTOCOL;
     case CURLE_URL_MALFORMAT:
     case CURLE_UNSUPPORTED_PROTOCOL: return UPSTREAM_ERR_BAD_REQUEST;
+    case CURLE_OUT_OF_MEMORY:   /* while reading a head: a header line over libcurl's own
+                                   bound (CURL_MAX_HTTP_HEADER, 100 KiB) */
+        return t->first_byte_ms && !t->head_done ? UPSTREAM_ERR_TOO_LARGE : UPSTREAM_ERR_OTHER;
     default: return UPSTREAM_ERR_OTHER;
     }
 }
@@ -427,6 +478,7 @@ static void xfer_finish(upstream_xfer *t, CURLcode rc) {
     d.status = t->head_done ? t->status : 0;
     d.curl_code = t->forced ? 0 : (int)rc;
     if (t->forced) d.error = t->forced_msg;
+    else if (d.result == UPSTREAM_ERR_TOO_LARGE) d.error = "response head larger than libcurl's 102400-byte line limit";
     else if (rc != CURLE_OK) d.error = t->errbuf[0] ? t->errbuf : curl_easy_strerror(rc);
     else d.error = "";
     if (d.result == UPSTREAM_OK && !t->head_done) d.result = UPSTREAM_ERR_PROTOCOL;
@@ -616,7 +668,6 @@ static void xfer_on_timer(loop *l, loop_timer *tm, void *arg) {
 /* ------------------------------------------------------------------------------------ */
 /* requests */
 
-enum { M_GET = 1, M_POST, M_HEAD, M_CUSTOM };
 
 static int header_ok(const upstream_header *h) {
     if (!h->name || !h->value || !*h->name) return 0;
@@ -665,6 +716,9 @@ upstream_xfer *upstream_start(upstream *u, const upstream_request *req, sg_error
     t->cancelled = t->paused = t->reaping = 0;
     t->status = t->head_done = 0;
     t->body_bytes = 0;
+    t->max_body = req->max_body_bytes;
+    t->max_head = req->max_head_bytes ? req->max_head_bytes : u->cfg.max_head_bytes;
+    t->head_bytes = 0;
     t->first_byte_ms = t->last_byte_ms = 0;
     t->forced = UPSTREAM_OK;
     t->forced_msg[0] = 0;
@@ -845,6 +899,7 @@ void upstream_config_defaults(upstream_config *cfg) {
     cfg->timeouts.ttfb_ms = 300000;
     cfg->timeouts.idle_ms = 120000;
     cfg->timeouts.total_ms = 600000;
+    cfg->max_head_bytes = UPSTREAM_DEFAULT_MAX_HEAD;
 }
 
 upstream *upstream_new(loop *l, const upstream_config *cfg, sg_error *err) {
@@ -864,6 +919,7 @@ upstream *upstream_new(loop *l, const upstream_config *cfg, sg_error *err) {
         if (!u->cfg.timeouts.ttfb_ms) u->cfg.timeouts.ttfb_ms = d.timeouts.ttfb_ms;
         if (!u->cfg.timeouts.idle_ms) u->cfg.timeouts.idle_ms = d.timeouts.idle_ms;
         if (!u->cfg.timeouts.total_ms) u->cfg.timeouts.total_ms = d.timeouts.total_ms;
+        if (!u->cfg.max_head_bytes) u->cfg.max_head_bytes = d.max_head_bytes;
     }
     if (u->cfg.ca_file) u->ca_file = sg_xstrdup(u->cfg.ca_file);
     u->cfg.ca_file = u->ca_file;

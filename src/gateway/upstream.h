@@ -34,7 +34,15 @@
  * - Timeouts are loop timers, so each failure is exact and named: connect (DNS + TCP +
  *   TLS, from the start), ttfb (from the connection being ready and the request going out
  *   to the response's first byte), idle (longest gap between bytes after the first; it
- *   does not run while the caller has paused the transfer), total (from the start).
+ *   does not run while the caller has paused the transfer), total (from the start). A
+ *   server that drips bytes just often enough to beat idle still ends at total.
+ * - Sizes are bounded: the response head (status line, headers, trailers) by
+ *   max_head_bytes, the body by the request's max_body_bytes when it sets one. A declared
+ *   Content-Length above the bound fails the request as soon as the head is read (after
+ *   on_headers, before any body byte is read), a body that grows past it is cut there
+ *   (no on_data for the bytes beyond); both end with UPSTREAM_ERR_TOO_LARGE and the
+ *   connection is closed. What the caller buffers from on_data is thus bounded too.
+ *   (libcurl also refuses one header line over 100 KiB: too_large as well.)
  * - upstream_cancel() is safe from anywhere on the loop thread, including inside this
  *   request's or another's callbacks; after it returns no callback runs for that request.
  * - The upstream_xfer handle is valid from upstream_start() until on_done returns or
@@ -74,6 +82,8 @@ typedef enum upstream_result {
     UPSTREAM_ERR_RESET_DURING_RESPONSE, /* "reset_during_response": closed/reset after the
                                            first byte, before the response was complete */
     UPSTREAM_ERR_PROTOCOL,              /* "protocol": malformed response */
+    UPSTREAM_ERR_TOO_LARGE,             /* "too_large": the head or the body is over its
+                                           bound (the error says which, and the bound) */
     UPSTREAM_ERR_BAD_REQUEST,           /* "bad_request": malformed URL, unknown scheme */
     UPSTREAM_ERR_OTHER,                 /* "other": see the error text */
 } upstream_result;
@@ -140,6 +150,10 @@ typedef struct upstream_request {
                                         response, report it (reset_before_response)
                                         instead of sending once more on a fresh one: the
                                         caller counts and budgets its attempts itself */
+    uint64_t    max_body_bytes;      /* bound on the response body (after de-chunking);
+                                        0: none (a stream the caller consumes as it
+                                        comes). See "Sizes are bounded" above */
+    size_t      max_head_bytes;      /* bound on the response head; 0: cfg.max_head_bytes */
 } upstream_request;
 
 typedef struct upstream_config {
@@ -161,7 +175,11 @@ typedef struct upstream_config {
                                          environment (http_proxy, https_proxy, all_proxy,
                                          no_proxy) as curl reads it */
     upstream_timeouts timeouts;       /* defaults for requests that leave fields 0 */
+    size_t   max_head_bytes;          /* response head bound for requests that leave it 0;
+                                         default 65536 (UPSTREAM_DEFAULT_MAX_HEAD) */
 } upstream_config;
+
+#define UPSTREAM_DEFAULT_MAX_HEAD 65536
 
 void upstream_config_defaults(upstream_config *cfg);
 

@@ -22,9 +22,11 @@
  * - TLS with OpenSSL: peer verification always on (system store or ca_file), host name
  *   (or IP) verification, SNI, ALPN http/1.1, TLS >= 1.2, session resumption per host.
  * - Response parsing in place in the connection's read buffer: status line, headers
- *   (H1_MAX_HEAD bytes, H1_MAX_HEADERS lines, else `protocol`), Content-Length, chunked
- *   (decoded in place: one on_data per read), close-delimited bodies, 1xx skipped, no body
- *   for HEAD, 204 and 304.
+ *   (max_head_bytes, else `too_large`; H1_MAX_HEADERS lines, else `protocol`),
+ *   Content-Length, chunked (decoded in place: one on_data per read), close-delimited
+ *   bodies, 1xx skipped, no body for HEAD, 204 and 304. The read buffer grows only for a
+ *   head (to max_head_bytes); a body above the request's max_body_bytes is `too_large`:
+ *   at once when its Content-Length says so, else when the bytes delivered would cross it.
  * - The same timeouts, error kinds, callback order, cancel and pause semantics as the
  *   libcurl path (upstream.h is the contract; both pass tests/test_upstream.c).
  *
@@ -60,7 +62,6 @@
 #include "common/log.h"
 
 #define H1_RBUF        16384     /* read buffer per connection; grows for a long head */
-#define H1_MAX_HEAD    65536     /* status line + headers (and trailers), bytes */
 #define H1_MAX_HEADERS 256       /* header lines */
 #define H1_MAX_ADDRS   8         /* addresses kept per host */
 #define H1_DNS_TTL_MS  60000     /* resolved addresses are reused this long */
@@ -152,6 +153,8 @@ struct h1_xfer {
     upstream_header *hdrs;
     size_t     hdr_cap;
     uint64_t   body_bytes;
+    uint64_t   max_body;         /* 0: unbounded */
+    size_t     max_head;         /* status line + headers, bytes */
 };
 
 struct h1_resolver {             /* shared with the resolver thread; freed by the last ref */
@@ -868,6 +871,13 @@ static void resp_protocol(h1_conn *k, const char *what) {
     xfer_finish(t, UPSTREAM_ERR_PROTOCOL, what);
 }
 
+static void resp_head_too_large(h1_conn *k) {
+    h1_xfer *t = k->t;
+    char msg[96];
+    snprintf(msg, sizeof msg, "response head larger than %zu bytes", t->max_head);
+    xfer_finish(t, UPSTREAM_ERR_TOO_LARGE, msg);
+}
+
 static char *trim(char *s, char *e) {
     while (s < e && (*s == ' ' || *s == '\t')) s++;
     while (e > s && (e[-1] == ' ' || e[-1] == '\t')) e--;
@@ -944,9 +954,16 @@ static int resp_parse_head(h1_xfer *t, char *p, char *end, size_t *nh_out, int *
     return 0;
 }
 
-/* Hands body bytes to the caller. Returns P_STOP if t was cancelled (and torn down). */
+/* Hands body bytes to the caller. Returns P_STOP if t was cancelled (and torn down), or
+ * failed because the body would cross its bound (nothing past the bound is delivered). */
 static int resp_deliver(h1_xfer *t, const char *p, size_t n) {
     if (!n) return P_MORE;
+    if (t->max_body && t->body_bytes + n > t->max_body) {
+        char msg[96];
+        snprintf(msg, sizeof msg, "response body over the %llu-byte limit", (unsigned long long)t->max_body);
+        xfer_finish(t, UPSTREAM_ERR_TOO_LARGE, msg);
+        return P_STOP;
+    }
     t->body_bytes += n;
     if (t->cb.on_data) {
         t->in_cb++;
@@ -1040,10 +1057,10 @@ static int resp_parse(h1_conn *k) {
             }
             if (!hend) {
                 t->hscan = avail;
-                if (avail > H1_MAX_HEAD) return resp_protocol(k, "response head too large"), P_STOP;
+                if (avail > t->max_head) return resp_head_too_large(k), P_STOP;
                 return P_MORE;
             }
-            if ((size_t)(hend - base) > H1_MAX_HEAD) return resp_protocol(k, "response head too large"), P_STOP;
+            if ((size_t)(hend - base) > t->max_head) return resp_head_too_large(k), P_STOP;
             size_t nh = 0;
             int framing = 0;
             uint64_t len = 0;
@@ -1065,6 +1082,13 @@ static int resp_parse(h1_conn *k) {
             }
             if (framing < 0 || (framing == R_LEN && len == 0)) {
                 resp_complete(k, 1);
+                return P_STOP;
+            }
+            if (framing == R_LEN && t->max_body && len > t->max_body) {   /* fail before reading it */
+                char msg[128];
+                snprintf(msg, sizeof msg, "response body of %llu bytes (Content-Length) over the %llu-byte limit",
+                         (unsigned long long)len, (unsigned long long)t->max_body);
+                xfer_finish(t, UPSTREAM_ERR_TOO_LARGE, msg);
                 return P_STOP;
             }
             t->rstate = framing;
@@ -1108,11 +1132,11 @@ static int conn_read(h1_conn *k) {
                 memmove(k->rbuf, k->rbuf + k->rpos, k->rlen - k->rpos);
                 k->rlen -= k->rpos;
                 k->rpos = 0;
-            } else if (k->rcap < H1_MAX_HEAD + 4096) {
+            } else if (k->rcap < t->max_head + 4096) {
                 k->rcap *= 2;
                 k->rbuf = sg_xrealloc(k->rbuf, k->rcap);
             } else {
-                resp_protocol(k, "response head too large");
+                resp_head_too_large(k);
                 return P_STOP;
             }
         }
@@ -1488,6 +1512,8 @@ upstream_xfer *h1_start(h1_client *c, const upstream_request *req, int *declined
     t->retried = req->no_resend ? 1 : 0;   /* "already resent": a dead reused connection is reported */
     t->status = t->head_done = t->keep_alive = 0;
     t->body_bytes = 0;
+    t->max_body = req->max_body_bytes;
+    t->max_head = req->max_head_bytes ? req->max_head_bytes : c->cfg.max_head_bytes;
     t->first_byte_ms = t->last_byte_ms = 0;
     t->pending = UPSTREAM_OK;
     t->msg[0] = 0;

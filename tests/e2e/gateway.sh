@@ -10,7 +10,10 @@
 #   (b) tests/gateway/faults.test.mjs: every injected fault ends in the right outcome,
 #       and tests/gateway/routing.test.mjs: keys, headers and fields sent upstream,
 #   (c) tests/gateway/hostile.test.mjs: bad input, slow and broken clients, signals,
-#   (d) tests/gateway/local.test.mjs: the local model end to end,
+#   (d) tests/gateway/hostile_upstream.test.mjs: upstreams that send endless or huge
+#       bodies, huge SSE lines, drip bytes or echo the API key, on a private gateway
+#       (bounded memory, clear 502s, fallback, no key relayed or logged),
+#   (e) tests/gateway/local.test.mjs: the local model end to end,
 # and shell checks: the gateway is still alive and healthy, its log has no sanitizer report
 # or crash, and SIGTERM stops it with exit 0. Everything is stopped on any exit (bounded
 # waits), the gateway log is printed on failure, and the last line is
@@ -18,13 +21,14 @@
 # the shell checks). Exit status non-zero on any failure.
 #
 # Environment: SMOLGATE_BIN (default build/smolgate; build-san/smolgate for the sanitizer
-# build), GATEWAY_TESTS (space-separated subset of: clients faults routing hostile local).
+# build), GATEWAY_TESTS (space-separated subset of: clients faults routing hostile upstream
+# local).
 set -u
 cd "$(dirname "$0")/../.."
 root=$(pwd)
 
 bin=${SMOLGATE_BIN:-build/smolgate}
-groups=${GATEWAY_TESTS:-clients faults routing hostile local}
+groups=${GATEWAY_TESTS:-clients faults routing hostile upstream local}
 tmp=$(mktemp -d /tmp/smolgate-gateway-XXXXXX)
 fake_pid= gw_pid=
 pass=0 fail=0
@@ -285,6 +289,7 @@ for g in $groups; do
     faults)  run_node faults tests/gateway/faults.test.mjs ;;
     routing) run_node routing tests/gateway/routing.test.mjs ;;
     hostile) run_node hostile tests/gateway/hostile.test.mjs ;;
+    upstream) run_node upstream tests/gateway/hostile_upstream.test.mjs ;;
     local)   run_node local tests/gateway/local.test.mjs ;;
     *) bad "unknown test group $g" ;;
   esac

@@ -92,11 +92,18 @@ function shorthand(tok) {
     case 'malformed': return { kind: 'malformed', afterChunks: n ?? 1 };
     case 'close_mid_body': case 'truncate': return { kind: 'close_mid_body', afterChunks: n ?? 1 };
     case 'error_event': return { kind: 'error_event', afterChunks: n ?? 1 };
+    // Hostile upstreams: what a broken or malicious server may do to the gateway.
+    case 'endless_body': return { kind: 'endless_body' };
+    case 'huge_length': return { kind: 'huge_length', ...(n !== undefined ? { length: n } : {}) };
+    case 'huge_sse_line': return { kind: 'huge_sse_line', ...(n !== undefined ? { lineBytes: n << 20 } : {}) };
+    case 'drip': return { kind: 'drip', ...(n !== undefined ? { dripMs: n } : {}) };
+    case 'echo_key': return { kind: 'echo_key' };
     default: throw new Error(`unknown fault "${tok}"`);
   }
 }
 
-const KINDS = new Set(['none', 'status', 'hang', 'stall', 'reset', 'malformed', 'close_mid_body', 'error_event']);
+const HOSTILE = new Set(['endless_body', 'huge_length', 'huge_sse_line', 'drip']);
+const KINDS = new Set(['none', 'status', 'hang', 'stall', 'reset', 'malformed', 'close_mid_body', 'error_event', 'echo_key', ...HOSTILE]);
 
 function normFault(f) {
   if (typeof f === 'number') f = String(f);
@@ -114,6 +121,10 @@ function normFault(f) {
   if (out.status !== undefined && !(Number.isInteger(out.status) && out.status >= 200 && out.status <= 599)) throw new Error('status must be 200..599');
   if (out.kind === 'status' && out.status === 429 && out.retryAfter === undefined && !out.error) out.retryAfter = 1;
   if (out.afterChunks === undefined) out.afterChunks = out.kind === 'reset' ? 0 : 1;
+  if (out.kind === 'huge_length') out.length ??= 2147483648;
+  if (out.kind === 'huge_sse_line') out.lineBytes ??= 64 << 20;
+  if (out.kind === 'drip') out.dripMs ??= 1000;
+  if (out.kind === 'huge_length' || out.kind === 'endless_body') out.chunkBytes ??= 65536;
   out.count = out.count === undefined ? 1 : Number(out.count);
   return out;
 }
@@ -996,6 +1007,97 @@ async function playBody(ctx, status, headers, bodyObj, fault) {
   }
 }
 
+// ---------------------------------------------------------------------------------------
+// Hostile upstreams
+
+// Writes buf, waiting for the socket to drain (a peer that stops reading is not buffered
+// for). false once the client has gone.
+async function writeWait(ctx, buf) {
+  const { res } = ctx;
+  if (ctx.aborted || res.destroyed) return false;
+  if (!res.write(buf)) {
+    await new Promise((r) => {
+      const done = () => { res.off('drain', done); res.off('close', done); r(); };
+      res.on('drain', done);
+      res.on('close', done);
+    });
+  }
+  return !ctx.aborted && !res.destroyed;
+}
+
+// 401 (Gemini: 400) whose message quotes the credential the request carried, as some
+// servers do ("Incorrect API key provided: sk-..."), with the header line itself.
+function echoKeyAnswer(impl, ctx, req, url) {
+  const h = req.headers;
+  const key = (h.authorization || '').replace(/^Bearer\s+/i, '') || h['x-api-key'] || h['x-goog-api-key'] || url.searchParams.get('key') || '';
+  const line = h.authorization ? `Authorization: ${h.authorization}` : h['x-api-key'] ? `x-api-key: ${h['x-api-key']}` : `x-goog-api-key: ${key}`;
+  const message = `Incorrect API key provided: ${key}. The request had "${line}".`;
+  if (impl === openai) return { status: 401, headers: impl.headers(ctx), body: { error: { message, type: 'invalid_request_error', param: key, code: 'invalid_api_key' } } };
+  if (impl === anthropic) return { status: 401, headers: impl.headers(ctx), body: impl.errorBody(ctx, 'authentication_error', message) };
+  return { status: 400, headers: impl.headers(ctx), body: impl.errorBody(400, message) };
+}
+
+// The hostile answers to a chat request (stream says which kind of answer was asked):
+//   endless_body   200, chunked, chunkBytes of JSON-looking padding forever
+//   huge_length    200 declaring Content-Length: length, then chunkBytes per chunkDelayMs
+//                  (default 100) until it is all sent or the client leaves
+//   huge_sse_line  200 text/event-stream, then one `data:` line of lineBytes without a
+//                  newline, then the end of the body
+//   drip           the normal answer, one byte per dripMs
+// Each stops when the client goes; entry.outcome says how far it got.
+async function playHostile(impl, ctx, conv, a, fault) {
+  const { res, entry } = ctx;
+  let sent = 0;
+  const gone = () => { entry.outcome = `${fault.kind}: client closed after ${sent} bytes`; };
+  const ctype = conv.stream ? 'text/event-stream' : 'application/json';
+  if (fault.kind === 'endless_body') {
+    res.writeHead(200, { 'content-type': ctype });
+    const block = Buffer.alloc(fault.chunkBytes, 'x');
+    if (!(await writeWait(ctx, conv.stream ? 'data: {"pad":"' : '{"id":"chatcmpl-endless","pad":"'))) return gone();
+    for (;;) {
+      if (!(await writeWait(ctx, block))) return gone();
+      sent += block.length;
+    }
+  }
+  if (fault.kind === 'huge_length') {
+    res.writeHead(200, { 'content-type': ctype, 'content-length': String(fault.length) });
+    res.flushHeaders();
+    const block = Buffer.alloc(fault.chunkBytes, 'h');
+    while (sent < fault.length) {
+      const n = Math.min(block.length, fault.length - sent);
+      if (!(await writeWait(ctx, n === block.length ? block : block.subarray(0, n)))) return gone();
+      sent += n;
+      await sleep(fault.chunkDelayMs ?? 100);
+    }
+    entry.outcome = `huge_length: all ${sent} bytes sent`;
+    return void res.end();
+  }
+  if (fault.kind === 'huge_sse_line') {
+    res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
+    if (!(await writeWait(ctx, 'data: {"pad":"'))) return gone();
+    const block = Buffer.alloc(65536, 'a');
+    while (sent < fault.lineBytes) {
+      const n = Math.min(block.length, fault.lineBytes - sent);
+      if (!(await writeWait(ctx, n === block.length ? block : block.subarray(0, n)))) return gone();
+      sent += n;
+    }
+    entry.outcome = `huge_sse_line: ${sent} bytes without a newline, then the end`;
+    return void res.end();
+  }
+  // drip: the answer as it would be, a byte at a time
+  const bytes = Buffer.from(conv.stream ? impl.streamEvents(ctx, conv, a).join('') : JSON.stringify(impl.complete(ctx, conv, a)));
+  const headers = conv.stream ? impl.streamHeaders(ctx) : { 'content-type': 'application/json', ...(impl.okHeaders ? impl.okHeaders(ctx) : impl.headers(ctx)), 'content-length': bytes.length };
+  res.writeHead(200, headers);
+  res.flushHeaders();
+  for (const b of bytes) {
+    await sleep(fault.dripMs);
+    if (!(await writeWait(ctx, Buffer.from([b])))) return gone();
+    sent++;
+  }
+  entry.outcome = `drip: all ${sent} bytes sent`;
+  res.end();
+}
+
 async function handleProvider(impl, req, res) {
   const url = new URL(req.url, 'http://fake');
   const ctx = { impl, req, res, seq: 0, created: Math.floor(Date.now() / 1000), model: null, stream: false, aborted: false };
@@ -1047,6 +1149,7 @@ async function handleProvider(impl, req, res) {
   if (!routeKind) return answer(impl.notFound(ctx, req.method, url.pathname));
   const authErr = impl.auth(ctx, req, rules, url);   // records auth.present / auth.valid
   if (fault?.kind === 'status') return answer(applyStatusFault(impl, ctx, fault));
+  if (fault?.kind === 'echo_key') return answer(echoKeyAnswer(impl, ctx, req, url));
   if (authErr) return answer(authErr);
   if (routeKind === 'models') return answer({ status: 200, headers: impl.headers(ctx), body: impl.models() });
 
@@ -1059,6 +1162,7 @@ async function handleProvider(impl, req, res) {
     return answer(impl.error(ctx, 400, 'context_length_exceeded', { contextWindow: rules.contextWindow, promptTokens: a.usage.prompt }));
   }
   entry.status = 200;
+  if (fault && HOSTILE.has(fault.kind)) return playHostile(impl, ctx, conv, a, fault);
   if (conv.stream) {
     const hdrs = impl.streamHeaders(ctx);
     await playStream(ctx, 200, hdrs, impl.streamEvents(ctx, conv, a), fault);

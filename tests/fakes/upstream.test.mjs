@@ -2,7 +2,8 @@
 // the wire level, with raw HTTP: the Gemini API (which no client test covers), the auth
 // and version checks, every fault kind as a client sees it (statuses and bodies, slow
 // first byte, slow chunks, stalls, resets before and after the first chunk, malformed
-// chunks, bodies cut short, mid-stream error events, hangs), the control API (queued
+// chunks, bodies cut short, mid-stream error events, hangs, the hostile ones: endless and
+// huge bodies, a huge SSE line, a drip, a key echo), the control API (queued
 // faults with count and match, rules, the request log, reset) and keep-alive.
 // It starts its own fake, so /control/reset here disturbs no other test file.
 // Run: node --test tests/fakes/upstream.test.mjs
@@ -264,6 +265,39 @@ test('error_event: the provider\'s in-stream error after N chunks', async () => 
   const d = sseData(o.text);
   assert.equal(d.length, 2);
   assert.equal(JSON.parse(d[1]).error.type, 'server_error');
+});
+
+test('hostile faults: endless body, huge Content-Length, huge SSE line, drip, key echo', async () => {
+  // endless: far more than any answer within the wait, still going when cut
+  const e = await raw(ports.openai, '/v1/chat/completions', { headers: { ...OA, 'x-fake-fault': 'endless_body' }, body: oaBody('a'), waitMs: 500 });
+  assert.equal(e.status, 200);
+  assert.ok(e.timedOut && !e.ended, 'never ends');
+  assert.ok(e.text.startsWith('{"id":"chatcmpl-endless","pad":"xxx'));
+  assert.ok(e.text.length > 1 << 20, `${e.text.length} bytes in 500 ms`);
+  // huge_length: the declared length, a trickle of it
+  const h = await raw(ports.openai, '/v1/chat/completions', { headers: { ...OA, 'x-fake-fault': 'huge_length' }, body: oaBody('a'), waitMs: 350 });
+  assert.equal(h.headers['content-length'], '2147483648');
+  assert.ok(h.text.length > 0 && h.text.length <= 4 * 65536, `${h.text.length} bytes in 350 ms`);
+  // huge_sse_line:2 -> one data line of 2 MiB, no newline, then the end
+  const l = await raw(ports.openai, '/v1/chat/completions', { headers: { ...OA, 'x-fake-fault': 'huge_sse_line:2' }, body: oaBody('a', { stream: true }) });
+  assert.ok(l.ended, 'the body ends');
+  assert.equal(l.headers['content-type'], 'text/event-stream');
+  assert.equal(l.text.length, 'data: {"pad":"'.length + (2 << 20));
+  assert.ok(!l.text.includes('\n'));
+  // drip:20 -> the normal answer, a byte at a time
+  const d = await raw(ports.openai, '/v1/chat/completions', { headers: { ...OA, 'x-fake-fault': 'drip:20' }, body: oaBody('x y'), waitMs: 20000 });
+  assert.equal(JSON.parse(d.text).choices[0].message.content, 'echo: x y');
+  assert.ok(d.chunks.length > 50, `${d.chunks.length} pieces`);
+  // echo_key: the credential quoted back, in each provider's error shape
+  const o = await raw(ports.openai, '/v1/chat/completions', { headers: { ...OA, 'x-fake-fault': 'echo_key' }, body: oaBody('a') });
+  assert.equal(o.status, 401);
+  assert.equal(JSON.parse(o.text).error.message, 'Incorrect API key provided: sk-test. The request had "Authorization: Bearer sk-test".');
+  const an = await raw(ports.anthropic, '/v1/messages', { headers: { ...AN, 'x-fake-fault': 'echo_key' }, body: anBody('a') });
+  assert.equal(an.status, 401);
+  assert.match(JSON.parse(an.text).error.message, /sk-ant-test.*x-api-key: sk-ant-test/);
+  const g = await raw(ports.gemini, GEN, { headers: { ...GE, 'x-fake-fault': 'echo_key' }, body: geBody('a') });
+  assert.equal(g.status, 400);
+  assert.match(JSON.parse(g.text).error.message, /g-test/);
 });
 
 test('control: queued faults are consumed in order, with count and match; the log records attempts', async () => {
