@@ -109,8 +109,12 @@ static int chat_read_line(chat_session *s, const char **line, size_t *len, bool 
         int count = 0;
         s->key_interrupt = false;
         const char *l = el_gets(s->el, &count);
-        if (s->key_interrupt) { *was_empty = s->key_interrupt_empty; return -1; }
-        if (!l || count <= 0) return 0;
+        if (s->key_interrupt) {
+            fputs("^C\n", stdout);   /* the line ends here, unlike Enter's, without echo */
+            *was_empty = s->key_interrupt_empty;
+            return -1;
+        }
+        if (!l || count <= 0) { putchar('\n'); return 0; }   /* Ctrl-D: leave the prompt's line */
         size_t n = (size_t)count;
         while (n && (l[n - 1] == '\n' || l[n - 1] == '\r')) n--;
         if (n) {
@@ -268,7 +272,7 @@ out:
 static void show(chat_session *s, const char *what) {
     if (!strcmp(what, "info")) {
         print_model_info(s, stdout);
-        printf("reasoning %s, %zu messages, system message: %s\n", s->co.enable_thinking == 0 ? "off" : "on",
+        printf("reasoning %s, messages: %zu, system message: %s\n", s->co.enable_thinking == 0 ? "off" : "on",
                json_array_size(s->msgs), repl_system(s->msgs) ? repl_system(s->msgs) : "(none)");
     } else if (!strcmp(what, "prompt")) {
         if (!json_array_size(s->msgs)) { puts("(the conversation is empty: the prompt starts with your first message)"); return; }
