@@ -49,18 +49,25 @@ static size_t edit_distance(const char *a, size_t na, const char *b, size_t nb) 
     return row[nb];
 }
 
+/* The command a mistyped word most likely meant: the only name that starts with the word
+ * ("/sys"), else the longest name the word starts with ("/thinking"), else the nearest
+ * name within 2 edits ("/thnik"). */
 static const char *suggest(const char *word, size_t n) {
-    const char *best = NULL, *prefix_of = NULL;
+    const char *best = NULL, *starts = NULL, *prefix_of = NULL;
     size_t best_d = 3;
     int n_prefix = 0;
     for (size_t i = 0; i < N_COMMANDS; i++) {
         const char *name = commands[i].name;
-        size_t d = edit_distance(word, n, name, strlen(name));
+        size_t len = strlen(name);
+        if (len < 3) continue;   /* "/?" */
+        size_t d = edit_distance(word, n, name, len);
         if (d < best_d) { best_d = d; best = name; }
-        if (n >= 2 && !strncmp(name, word, n)) { n_prefix++; prefix_of = name; }
+        if (n > len && !strncmp(word, name, len) && (!starts || len > strlen(starts))) starts = name;
+        if (n >= 3 && n < len && !strncmp(name, word, n)) { n_prefix++; prefix_of = name; }
     }
-    if (best) return best;
-    return n_prefix == 1 ? prefix_of : NULL;
+    if (n_prefix == 1) return prefix_of;
+    if (starts) return starts;
+    return best;
 }
 
 repl_cmd repl_command_parse(const char *line, const char **arg, const char **suggestion) {

@@ -25,7 +25,8 @@ typedef enum {
 /* Parses a line that starts with '/': the command, and in *arg its argument (the rest
  * of the line after the command word and its spaces; "" when none). For REPL_UNKNOWN,
  * *suggestion is the closest command name ("/think" for "/thinl") when one is close
- * (edit distance at most 2, or the word is a prefix of exactly one name), else NULL. */
+ * (the only name the word begins, a name the word begins with, or one within 2
+ * edits), else NULL. */
 repl_cmd repl_command_parse(const char *line, const char **arg, const char **suggestion);
 
 /* The commands and what they do, one per line. */

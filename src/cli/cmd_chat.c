@@ -92,7 +92,8 @@ static void editor_open(chat_session *s) {
     el_set(s->el, EL_PROMPT, prompt_fn);
     el_set(s->el, EL_HIST, history, s->hist);
     el_set(s->el, EL_SETTY, "-d", "-isig", NULL);
-    el_set(s->el, EL_ADDFN, "smolgate-interrupt", "drop the line", on_ctrl_c);
+    /* the wide form: the narrow one copies the two strings and never frees the copies */
+    el_wset(s->el, EL_ADDFN, L"smolgate-interrupt", L"drop the line", on_ctrl_c);
     el_set(s->el, EL_BIND, "^C", "smolgate-interrupt", NULL);
     el_source(s->el, NULL);   /* ~/.editrc, as other libedit programs read it */
 }
