@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "cli/chat_repl.h"
@@ -57,6 +58,7 @@ typedef struct chat_session {
     repl_input in;
     char *line;             /* the line being read (stdio) */
     size_t line_cap;
+    char *history_path;     /* where the history persists; NULL: nowhere */
     bool key_interrupt;     /* Ctrl-C pressed while editing */
     bool key_interrupt_empty;
 } chat_session;
@@ -96,9 +98,27 @@ static void editor_open(chat_session *s) {
     el_wset(s->el, EL_ADDFN, L"smolgate-interrupt", L"drop the line", on_ctrl_c);
     el_set(s->el, EL_BIND, "^C", "smolgate-interrupt", NULL);
     el_source(s->el, NULL);   /* ~/.editrc, as other libedit programs read it */
+    /* the lines of earlier sessions: $SMOLGATE_HISTORY ("" for none), else ~/.smolgate_history */
+    const char *path = getenv("SMOLGATE_HISTORY"), *home = getenv("HOME");
+    if (path) s->history_path = *path ? sg_xstrdup(path) : NULL;
+    else if (home && *home) {
+        sg_buf b;
+        sg_buf_init(&b);
+        sg_buf_printf(&b, "%s/.smolgate_history", home);
+        s->history_path = sg_buf_steal(&b);
+    }
+    if (s->history_path) history(s->hist, &ev, H_LOAD, s->history_path);   /* absent at first: fine */
 }
 
 static void editor_close(chat_session *s) {
+    if (s->hist && s->history_path) {
+        HistEvent ev;
+        mode_t old = umask(077);   /* what was typed is nobody else's business */
+        if (history(s->hist, &ev, H_SAVE, s->history_path) < 0)
+            fprintf(stderr, "smolgate: cannot save the history to %s\n", s->history_path);
+        umask(old);
+    }
+    free(s->history_path);
     if (s->el) el_end(s->el);
     if (s->hist) history_end(s->hist);
 }

@@ -6,7 +6,8 @@
 # pseudo-terminal with tmux (a server of its own, -L, no user configuration): the banner,
 # /help, /think and /no_think in the rendered prompt (/show prompt), /system, /clear,
 # /save and /load round-tripping the conversation, an unknown command, a multi-line """
-# message and a \ continuation, history on the Up arrow, Ctrl-C at the prompt (the hint)
+# message and a \ continuation, history on the Up arrow (within a session and from the
+# previous one, ~/.smolgate_history with HOME a temporary folder), Ctrl-C at the prompt (the hint)
 # and during a long answer (back at the prompt, the partial answer kept), the tokens/s
 # line, /bye and Ctrl-D exiting 0. Then the same commands from a pipe. The answers are
 # random tokens: the checks look only at what smolgate itself prints and at the saved
@@ -199,6 +200,11 @@ check "/bye exits 0" [ "$(exit_status a)" = 0 ]
 # Ctrl-C during a long answer (65536 positions, -n 100000): back at the prompt, answer kept
 start b -n 100000 --ignore-eos -c 65536
 wait_more b '^>>> ' 0 || bad "no prompt in the second terminal"
+check "the history is saved at exit, private" [ "$(stat -c %a "$tmp/.smolgate_history" 2>/dev/null)" = 600 ]
+tm send-keys -t b Up
+sleep 0.5
+check "Up arrow recalls the last line of the previous session" [ "$(last_line b)" = ">>> /bye" ]
+tm send-keys -t b C-c
 typed b 'tell me everything'
 sleep 1
 tm send-keys -t b C-c
