@@ -10,7 +10,7 @@ BUILD   ?= build
 SAN     ?= 0
 OPT     ?= -O2
 CFLAGS_BASE = -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -g -pthread -Isrc \
-              $(shell pkg-config --cflags jansson libpcre2-8 libcurl yaml-0.1 2>/dev/null) \
+              $(shell pkg-config --cflags jansson libpcre2-8 libcurl yaml-0.1 libedit 2>/dev/null) \
               -I/usr/include/postgresql
 ifeq ($(SAN),1)
   BUILD := build-san
@@ -19,7 +19,7 @@ ifeq ($(SAN),1)
   OPT := -O1
 endif
 CFLAGS  = $(CFLAGS_BASE) $(OPT) $(EXTRA_CFLAGS)
-LDLIBS  = -ljansson -lpcre2-8 -lcurl -lssl -lcrypto -lsqlite3 -lpq -lhiredis -lyaml -lm -lpthread
+LDLIBS  = -ljansson -lpcre2-8 -lcurl -lssl -lcrypto -lsqlite3 -lpq -lhiredis -lyaml -ledit -lm -lpthread
 
 LIB_SRC  := $(filter-out src/cli/main.c,$(wildcard src/*/*.c))
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)

@@ -1,4 +1,4 @@
-/* cmd_run.c: the engine's interactive commands: run, chat, eval, tokenize, info. */
+/* cmd_run.c: the engine's one-shot commands: run, eval, tokenize, info (chat: cmd_chat.c). */
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "cli/run_opts.h"
 #include "common/buf.h"
 #include "engine/chat.h"
 #include "engine/generate.h"
@@ -13,117 +14,6 @@
 #include "engine/model.h"
 #include "engine/sampler.h"
 #include "engine/tokenizer.h"
-
-/* Options shared by run, chat and eval. */
-typedef struct run_opts {
-    const char *model;
-    const char *prompt;
-    const char *ids;
-    const char *logits_path;
-    const char *system;
-    sg_infer_params ip;
-    sg_gen_params gp;
-    const char *stops[16];
-    int n_stops;
-    bool print_ids, special, bos, chat_template, no_think, quiet, logprobs;
-} run_opts;
-
-static void run_usage(const char *cmd) {
-    fprintf(stderr,
-            "usage: smolgate %s MODEL [options]\n"
-            "  -p, --prompt TEXT       prompt text (run)\n"
-            "  --ids 1,2,3             prompt as token ids (run, eval)\n"
-            "  -n, --max-tokens N      tokens to generate (default 256; run, chat)\n"
-            "  --temp T                temperature (default 0: greedy)\n"
-            "  --top-k K  --top-p P  --min-p P\n"
-            "  --repeat-penalty R  --presence-penalty P  --frequency-penalty F  --penalty-last-n N\n"
-            "  --seed S                sampling seed (default 0)\n"
-            "  --stop TEXT             stop string (repeatable)\n"
-            "  --ignore-eos            keep generating after the end-of-sequence token\n"
-            "  --print-ids             print generated ids as a JSON array instead of text\n"
-            "  --logprobs N            print OpenAI-style logprobs (chosen token + N alternatives) as JSON\n"
-            "  --special               parse special tokens in the prompt text\n"
-            "  --bos                   start the prompt with the BOS token\n"
-            "  --chat                  wrap the prompt in the model's chat template (run)\n"
-            "  --system TEXT           system prompt (chat, run --chat)\n"
-            "  --no-think              SmolLM3: reasoning off (chat, run --chat)\n"
-            "  -t, --threads N         threads (default: all CPUs)\n"
-            "  -c, --ctx N             KV cache positions (default min(model, 4096))\n"
-            "  --batch N               prompt tokens per step (default 256)\n"
-            "  --kv-type f16|f32       KV cache type (default f16)\n"
-            "  --logits FILE           (eval) write float32 logits, shape (n_ids, vocab)\n"
-            "  -q, --quiet             no statistics on stderr\n", cmd);
-}
-
-static int parse_run_opts(int argc, char **argv, run_opts *o, const char *cmd) {
-    memset(o, 0, sizeof *o);
-    infer_params_default(&o->ip);
-    gen_params_default(&o->gp);
-    for (int i = 0; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        long l;
-        double d;
-#define NEEDV() do { if (!v) { fprintf(stderr, "smolgate: %s needs a value\n", a); return -1; } i++; } while (0)
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) { run_usage(cmd); exit(0); }
-        else if (!strcmp(a, "-p") || !strcmp(a, "--prompt")) { NEEDV(); o->prompt = v; }
-        else if (!strcmp(a, "--ids")) { NEEDV(); o->ids = v; }
-        else if (!strcmp(a, "--logits")) { NEEDV(); o->logits_path = v; }
-        else if (!strcmp(a, "--system")) { NEEDV(); o->system = v; }
-        else if (!strcmp(a, "-n") || !strcmp(a, "--max-tokens")) { NEEDV(); if (cli_int(a, v, 0, 1 << 24, &l)) return -1; o->gp.max_tokens = (int)l; }
-        else if (!strcmp(a, "--temp")) { NEEDV(); if (cli_float(a, v, &d)) return -1; o->gp.sampling.temperature = (float)d; }
-        else if (!strcmp(a, "--top-k")) { NEEDV(); if (cli_int(a, v, 0, 1 << 24, &l)) return -1; o->gp.sampling.top_k = (int)l; }
-        else if (!strcmp(a, "--top-p")) { NEEDV(); if (cli_float(a, v, &d)) return -1; o->gp.sampling.top_p = (float)d; }
-        else if (!strcmp(a, "--min-p")) { NEEDV(); if (cli_float(a, v, &d)) return -1; o->gp.sampling.min_p = (float)d; }
-        else if (!strcmp(a, "--repeat-penalty")) { NEEDV(); if (cli_float(a, v, &d)) return -1; o->gp.sampling.repetition_penalty = (float)d; }
-        else if (!strcmp(a, "--presence-penalty")) { NEEDV(); if (cli_float(a, v, &d)) return -1; o->gp.sampling.presence_penalty = (float)d; }
-        else if (!strcmp(a, "--frequency-penalty")) { NEEDV(); if (cli_float(a, v, &d)) return -1; o->gp.sampling.frequency_penalty = (float)d; }
-        else if (!strcmp(a, "--penalty-last-n")) { NEEDV(); if (cli_int(a, v, 0, 1 << 24, &l)) return -1; o->gp.sampling.penalty_last_n = (int)l; }
-        else if (!strcmp(a, "--seed")) { NEEDV(); if (cli_float(a, v, &d) || d < 0) return -1; o->gp.sampling.seed = (uint64_t)d; }
-        else if (!strcmp(a, "--stop")) { NEEDV(); if (o->n_stops < 16) o->stops[o->n_stops++] = v; }
-        else if (!strcmp(a, "--ignore-eos")) o->gp.ignore_eos = true;
-        else if (!strcmp(a, "--print-ids")) o->print_ids = true;
-        else if (!strcmp(a, "--logprobs")) { NEEDV(); if (cli_int(a, v, 0, SG_MAX_LOGPROBS, &l)) return -1; o->logprobs = true; o->gp.sampling.n_logprobs = (int)l; }
-        else if (!strcmp(a, "--special")) o->special = true;
-        else if (!strcmp(a, "--bos")) o->bos = true;
-        else if (!strcmp(a, "--chat")) o->chat_template = true;
-        else if (!strcmp(a, "--no-think")) o->no_think = true;
-        else if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) o->quiet = true;
-        else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) { NEEDV(); if (cli_int(a, v, 1, 1024, &l)) return -1; o->ip.n_threads = (int)l; }
-        else if (!strcmp(a, "-c") || !strcmp(a, "--ctx")) { NEEDV(); if (cli_int(a, v, 1, 1 << 24, &l)) return -1; o->ip.n_ctx = (int)l; }
-        else if (!strcmp(a, "--batch")) { NEEDV(); if (cli_int(a, v, 1, 4096, &l)) return -1; o->ip.n_batch = (int)l; }
-        else if (!strcmp(a, "--kv-type")) {
-            NEEDV();
-            if (!strcasecmp(v, "f16")) o->ip.kv_type = SG_F16;
-            else if (!strcasecmp(v, "f32")) o->ip.kv_type = SG_F32;
-            else { fprintf(stderr, "smolgate: --kv-type is f16 or f32\n"); return -1; }
-        }
-        else if (a[0] == '-' && a[1]) { fprintf(stderr, "smolgate: unknown option %s\n", a); run_usage(cmd); return -1; }
-        else if (!o->model) o->model = a;
-        else { fprintf(stderr, "smolgate: unexpected argument %s\n", a); return -1; }
-#undef NEEDV
-    }
-    if (!o->model) { run_usage(cmd); return -1; }
-    o->gp.stops = o->stops;
-    o->gp.n_stops = (size_t)o->n_stops;
-    return 0;
-}
-
-static sg_model *load_or_die(const char *path) {
-    sg_error err = {{0}};
-    sg_model *m = model_load(path, &err);
-    if (!m) fprintf(stderr, "smolgate: %s\n", err.msg);
-    return m;
-}
-
-/* Ends of turn for chat models: <|im_end|> (SmolLM2/3), <|eot_id|> (Llama 3). */
-static void add_turn_end_ids(const sg_model *m, sg_ids *ids) {
-    static const char *names[] = {"<|im_end|>", "<|eot_id|>", "<|end_of_text|>"};
-    if (!m->tok) return;
-    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
-        int32_t id = tok_find(m->tok, names[i]);
-        if (id >= 0) sg_ids_push(ids, id);
-    }
-}
 
 typedef struct print_ctx {
     bool print_ids;
@@ -162,12 +52,6 @@ static int print_token(void *p, int32_t id, const char *text, size_t len, const 
     return 0;
 }
 
-static void print_stats(const sg_gen_result *r) {
-    fprintf(stderr, "\n[prompt: %d tokens, %.1f tok/s | generation: %d tokens, %.1f tok/s | %s]\n",
-            r->n_prompt, r->prompt_ms > 0 ? r->n_prompt * 1000.0 / r->prompt_ms : 0.0,
-            r->n_generated, r->gen_ms > 0 ? r->n_generated * 1000.0 / r->gen_ms : 0.0, r->finish_reason);
-}
-
 /* Builds the prompt ids from --ids, or from -p text (optionally through the chat template). */
 static int build_prompt(const run_opts *o, const sg_model *m, sg_ids *ids) {
     sg_error err = {{0}};
@@ -178,8 +62,10 @@ static int build_prompt(const run_opts *o, const sg_model *m, sg_ids *ids) {
     if (!o->prompt) { fprintf(stderr, "smolgate: give a prompt with -p TEXT or --ids\n"); return -1; }
     if (!m->tok) { fprintf(stderr, "smolgate: %s has no tokenizer: use --ids\n", o->model); return -1; }
     if (o->bos && tok_bos(m->tok) >= 0) sg_ids_push(ids, tok_bos(m->tok));
-    if (!o->chat_template)
+    if (!o->chat_template) {
+        if (o->verbose_prompt) fprintf(stderr, "%s\n", o->prompt);
         return tok_encode(m->tok, o->prompt, strlen(o->prompt), o->special, ids, &err) ? (fprintf(stderr, "smolgate: %s\n", err.msg), -1) : 0;
+    }
     json_t *msgs = json_array();
     if (o->system) json_array_append_new(msgs, json_pack("{s:s,s:s}", "role", "system", "content", o->system));
     json_array_append_new(msgs, json_pack("{s:s,s:s}", "role", "user", "content", o->prompt));
@@ -187,6 +73,7 @@ static int build_prompt(const run_opts *o, const sg_model *m, sg_ids *ids) {
     sg_buf text;
     sg_buf_init(&text);
     int rc = chat_render(chat_detect(m->chat_template), msgs, NULL, &co, &text, &err);
+    if (!rc && o->verbose_prompt) fprintf(stderr, "%.*s\n", (int)text.len, text.data);
     if (!rc) rc = tok_encode(m->tok, text.data, text.len, true, ids, &err);
     if (rc) fprintf(stderr, "smolgate: %s\n", err.msg);
     json_decref(msgs);
@@ -196,8 +83,9 @@ static int build_prompt(const run_opts *o, const sg_model *m, sg_ids *ids) {
 
 int cli_run(int argc, char **argv) {
     run_opts o;
-    if (parse_run_opts(argc, argv, &o, "run")) return 2;
-    sg_model *m = load_or_die(o.model);
+    int prc = run_opts_parse(argc, argv, &o, RUN_CMD_RUN);
+    if (prc) return prc > 0 ? 0 : 2;
+    sg_model *m = run_load_model(o.model);
     if (!m) return 1;
     sg_ids prompt = {0}, stop_ids = {0};
     int rc = 1;
@@ -205,7 +93,7 @@ int cli_run(int argc, char **argv) {
     print_ctx pc = {.print_ids = o.print_ids, .tok = m->tok, .logprobs = o.logprobs ? json_array() : NULL};
     sg_error err = {{0}};
     if (build_prompt(&o, m, &prompt)) goto out;
-    if (o.chat_template) add_turn_end_ids(m, &stop_ids);
+    if (o.chat_template) run_turn_end_ids(m, &stop_ids);
     o.gp.stop_ids = stop_ids.ids;
     o.gp.n_stop_ids = stop_ids.n;
     if (!(inf = infer_new(m, &o.ip, &err))) { fprintf(stderr, "smolgate: %s\n", err.msg); goto out; }
@@ -225,7 +113,7 @@ int cli_run(int argc, char **argv) {
     } else {
         putchar('\n');
     }
-    if (!o.quiet) print_stats(&res);
+    if (!o.quiet) { fputc('\n', stderr); run_print_stats(stderr, &res); }
     rc = 0;
 out:
     infer_free(inf);
@@ -239,9 +127,10 @@ out:
 
 int cli_eval(int argc, char **argv) {
     run_opts o;
-    if (parse_run_opts(argc, argv, &o, "eval")) return 2;
+    int prc = run_opts_parse(argc, argv, &o, RUN_CMD_EVAL);
+    if (prc) return prc > 0 ? 0 : 2;
     if (!o.logits_path) { fprintf(stderr, "smolgate: eval needs --logits FILE\n"); return 2; }
-    sg_model *m = load_or_die(o.model);
+    sg_model *m = run_load_model(o.model);
     if (!m) return 1;
     sg_ids ids = {0};
     int rc = 1;
@@ -312,7 +201,7 @@ int cli_tokenize(int argc, char **argv) {
 
 int cli_info(int argc, char **argv) {
     if (argc < 1) { fputs("usage: smolgate info MODEL\n", stderr); return 2; }
-    sg_model *m = load_or_die(argv[0]);
+    sg_model *m = run_load_model(argv[0]);
     if (!m) return 1;
     const sg_model_config *c = &m->cfg;
     int nope = 0;
@@ -324,98 +213,6 @@ int cli_info(int argc, char **argv) {
            c->max_ctx, c->rope_theta, nope, c->tied_embeddings ? "true" : "false",
            dtype_info(m->layers[0].wq.type)->name, (unsigned long long)model_weight_bytes(m),
            m->tok ? "true" : "false");
-    model_free(m);
-    return 0;
-}
-
-/* ---- chat ---- */
-
-typedef struct chat_print {
-    sg_buf answer;
-} chat_print;
-
-static int chat_token(void *p, int32_t id, const char *text, size_t len, const sg_sample_info *info) {
-    chat_print *cp = p;
-    (void)id; (void)info;
-    if (text && len) {
-        fwrite(text, 1, len, stdout);
-        fflush(stdout);
-        sg_buf_append(&cp->answer, text, len);
-    }
-    return 0;
-}
-
-int cli_chat(int argc, char **argv) {
-    run_opts o;
-    if (parse_run_opts(argc, argv, &o, "chat")) return 2;
-    if (o.gp.max_tokens == 256) o.gp.max_tokens = 2048;
-    sg_model *m = load_or_die(o.model);
-    if (!m) return 1;
-    if (!m->tok) { fprintf(stderr, "smolgate: %s has no tokenizer\n", o.model); model_free(m); return 1; }
-    sg_error err = {{0}};
-    sg_infer *inf = infer_new(m, &o.ip, &err);
-    if (!inf) { fprintf(stderr, "smolgate: %s\n", err.msg); model_free(m); return 1; }
-    sg_ids stop_ids = {0}, cached = {0};
-    add_turn_end_ids(m, &stop_ids);
-    o.gp.stop_ids = stop_ids.ids;
-    o.gp.n_stop_ids = stop_ids.n;
-    chat_kind kind = chat_detect(m->chat_template);
-    json_t *msgs = json_array();
-    if (o.system) json_array_append_new(msgs, json_pack("{s:s,s:s}", "role", "system", "content", o.system));
-    chat_options co = {.enable_thinking = o.no_think ? 0 : -1, .add_generation_prompt = true};
-    bool tty = isatty(0);
-    char *line = NULL;
-    size_t cap = 0;
-    for (;;) {
-        if (tty) { fputs("> ", stdout); fflush(stdout); }
-        ssize_t n = getline(&line, &cap, stdin);
-        if (n < 0) break;
-        while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r')) line[--n] = 0;
-        if (!n) continue;
-        if (!strcmp(line, "/bye") || !strcmp(line, "/exit")) break;
-        json_array_append_new(msgs, json_pack("{s:s,s:s}", "role", "user", "content", line));
-        sg_buf text;
-        sg_buf_init(&text);
-        sg_ids ids = {0};
-        if (chat_render(kind, msgs, NULL, &co, &text, &err) || tok_encode(m->tok, text.data, text.len, true, &ids, &err)) {
-            fprintf(stderr, "smolgate: %s\n", err.msg);
-            sg_buf_free(&text);
-            sg_ids_free(&ids);
-            json_array_remove(msgs, json_array_size(msgs) - 1);
-            continue;
-        }
-        sg_buf_free(&text);
-        /* Reuse the KV cache for the part of the conversation already evaluated. */
-        size_t common = 0;
-        while (common < cached.n && common < ids.n && cached.ids[common] == ids.ids[common]) common++;
-        if (common == ids.n) common--;   /* at least one token must be evaluated for logits */
-        infer_truncate(inf, (int)common);
-        chat_print cp;
-        sg_buf_init(&cp.answer);
-        sg_gen_result res;
-        if (gen_run(inf, ids.ids + common, (int)(ids.n - common), &o.gp, chat_token, &cp, &res, &err)) {
-            fprintf(stderr, "\nsmolgate: %s\n", err.msg);
-            infer_truncate(inf, 0);
-            cached.n = 0;
-        } else {
-            putchar('\n');
-            if (!o.quiet) print_stats(&res);
-            res.n_prompt = (int)ids.n;
-            /* what the cache now holds: the prompt, then the generated tokens */
-            cached.n = 0;
-            for (size_t i = 0; i < ids.n; i++) sg_ids_push(&cached, ids.ids[i]);
-            infer_truncate(inf, (int)ids.n);   /* generated tokens are re-rendered next turn */
-            json_array_append_new(msgs, json_pack("{s:s,s:s%}", "role", "assistant", "content",
-                                                  cp.answer.data ? cp.answer.data : "", cp.answer.len));
-        }
-        sg_buf_free(&cp.answer);
-        sg_ids_free(&ids);
-    }
-    free(line);
-    json_decref(msgs);
-    sg_ids_free(&stop_ids);
-    sg_ids_free(&cached);
-    infer_free(inf);
     model_free(m);
     return 0;
 }

@@ -140,7 +140,7 @@ sg_infer *infer_new(const sg_model *m, const sg_infer_params *p, sg_error *err) 
     sg_infer *s = sg_xcalloc(1, sizeof *s);
     s->m = m;
     s->k = kern_active();
-    s->n_ctx = p->n_ctx > 0 ? p->n_ctx : (c->max_ctx < 4096 ? c->max_ctx : 4096);
+    s->n_ctx = p->n_ctx > 0 ? p->n_ctx : (c->max_ctx < INFER_DEFAULT_CTX ? c->max_ctx : INFER_DEFAULT_CTX);
     if (s->n_ctx > c->max_ctx && c->max_ctx > 0) s->n_ctx = c->max_ctx;
     s->n_batch = p->n_batch > 0 ? p->n_batch : INFER_DEFAULT_BATCH;
     s->n_seq = p->n_seq > 0 ? p->n_seq : 1;

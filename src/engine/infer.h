@@ -28,8 +28,11 @@
  * per step, so larger steps amortise that over more tokens. */
 #define INFER_DEFAULT_BATCH 256
 
+/* KV cache positions when the caller gives none: the model's limit, at most this many. */
+#define INFER_DEFAULT_CTX 4096
+
 typedef struct sg_infer_params {
-    int n_ctx;          /* KV cache positions per sequence; 0: min(model max, 4096) */
+    int n_ctx;          /* KV cache positions per sequence; 0: min(model max, INFER_DEFAULT_CTX) */
     int n_seq;          /* sequences (KV slots); 0: 1. The cache is n_seq x n_ctx
                            positions, allocated lazily by the OS as slots fill */
     int n_threads;      /* 0: all online CPUs */
