@@ -243,9 +243,18 @@ int run_opts_parse(int argc, char **argv, run_opts *o, run_cmd cmd) {
             known = true;
             if (options[k].cmds & cmd) op = &options[k];
         }
-        if (!op) {
-            fprintf(stderr, "smolgate: %s: %s option %s\n", cmd_name(cmd), known ? "no" : "unknown", a);
-            run_opts_usage(stderr, cmd);
+        if (!op && known) {
+            fprintf(stderr, "smolgate %s: %s is an option of another command\n", cmd_name(cmd), a);
+            fprintf(stderr, "run `smolgate %s --help` for its options\n", cmd_name(cmd));
+            return -1;
+        }
+        if (!op) {   /* "did you mean" among this command's options, from its help text */
+            char *text = NULL;
+            size_t len = 0;
+            FILE *f = open_memstream(&text, &len);
+            if (f) { run_opts_usage(f, cmd); fclose(f); }
+            cli_unknown_option(cmd_name(cmd), a, text ? text : "");
+            free(text);
             return -1;
         }
         if (op->kind == OPT_HELP) { run_opts_usage(stdout, cmd); return 1; }
