@@ -101,8 +101,18 @@ int cli_serve(int argc, char **argv) {
     char *found[16];
     size_t n_found = 0;
     if (!o.config_path && !n_models) {
+        /* A file found by looking around is skipped when it does not load (a half-copied
+         * download must not keep the gateway from starting); an explicit --model that
+         * does not load stays an error. */
         n_found = discover_models(found, 16);
         for (size_t i = 0; i < n_found; i++) {
+            sg_error merr = {{0}};
+            sg_model *m = model_load(found[i], &merr);
+            if (!m) {
+                fprintf(stderr, "smolgate: warning: skipping a model file that does not load: %s\n", merr.msg);
+                continue;
+            }
+            model_free(m);
             models[n_models++] = found[i];
             fprintf(stderr, "smolgate: serving the local model found at %s\n", found[i]);
         }

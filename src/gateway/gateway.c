@@ -16,6 +16,7 @@
 
 #include "common/buf.h"
 #include "common/log.h"
+#include "common/version.h"
 #include "gateway/chat.h"
 #include "gateway/codec_anthropic.h"
 #include "gateway/codec_openai.h"
@@ -513,6 +514,55 @@ static void on_signal(loop *l, loop_watch *w, unsigned events, void *arg) {
 
 /* ---- serve ---- */
 
+/* The block printed once at start-up: where to point clients, what is served, and what
+ * to do when that is nothing. Plain lines on stderr (with the log), for a person. */
+static void print_welcome(const gateway *g, int port) {
+    const gw_config *c = g->cfg;
+    sg_buf b;
+    sg_buf_init(&b);
+    char host[256];
+    snprintf(host, sizeof host, "%s", c->listen);
+    char *colon = strrchr(host, ':');
+    if (colon) *colon = 0;
+    if (!strcmp(host, "0.0.0.0") || !strcmp(host, "[::]")) snprintf(host, sizeof host, "127.0.0.1");
+    sg_buf_printf(&b, "\nsmolgate %s is serving on http://%s:%d\n", SMOLGATE_VERSION, host, port);
+    sg_buf_printf(&b, "  OpenAI API    base URL http://%s:%d/v1\n", host, port);
+    sg_buf_printf(&b, "  Anthropic API base URL http://%s:%d\n", host, port);
+    size_t n_local = 0, n_remote = 0;
+    for (size_t i = 0; i < c->n_providers; i++) {
+        const gw_provider *p = &c->providers[i];
+        if (!p->configured) continue;
+        if (p->type == GW_PROVIDER_LOCAL) {
+            for (size_t j = 0; j < p->local.n_models; j++) {
+                const gw_local_model *m = &p->local.models[j];
+                sg_buf_printf(&b, "  %s  %s/%s%s%s%s  %s\n", n_local++ ? "              " : "local models", p->name, m->name,
+                              m->alias ? " (also " : "", m->alias ? m->alias : "", m->alias ? ")" : "", m->path);
+            }
+        }
+    }
+    for (size_t i = 0; i < c->n_providers; i++) {
+        const gw_provider *p = &c->providers[i];
+        if (!p->configured || p->type == GW_PROVIDER_LOCAL) continue;
+        sg_buf_printf(&b, "%s%s", n_remote++ ? ", " : "  providers     ", p->name);
+    }
+    if (n_remote) sg_buf_puts(&b, "\n");
+    for (size_t i = 0; i < c->n_routes && i < 8; i++) sg_buf_printf(&b, "%s%s", i ? ", " : "  routes        ", c->routes[i].name);
+    if (c->n_routes > 8) sg_buf_printf(&b, " and %zu more", c->n_routes - 8);
+    if (c->n_routes) sg_buf_puts(&b, "\n");
+    if (c->n_keys) sg_buf_printf(&b, "  gateway keys  %zu: every request needs one\n", c->n_keys);
+    else sg_buf_printf(&b, "  gateway keys  none: anyone who can reach %s:%d may use it\n", host, port);
+    if (c->ledger.kind == GW_LEDGER_POSTGRES) sg_buf_puts(&b, "  cost ledger   PostgreSQL (smolgate usage --config ...)\n");
+    else sg_buf_printf(&b, "  cost ledger   %s (smolgate usage --db %s)\n", c->ledger.sqlite_path, c->ledger.sqlite_path);
+    if (!n_local && !n_remote && !c->n_routes)
+        sg_buf_puts(&b, "\n  Nothing to serve yet: no local model and no provider API key. Either\n"
+                        "    smolgate pull smollm3          download SmolLM3-3B (GGUF Q4_K_M, about 1.9 GB), or\n"
+                        "    export OPENAI_API_KEY=...      (or ANTHROPIC_API_KEY, GEMINI_API_KEY)\n"
+                        "  then start smolgate again. Requests meanwhile get 404 with this advice.\n");
+    sg_buf_puts(&b, "\n");
+    fwrite(b.data, 1, b.len, stderr);
+    sg_buf_free(&b);
+}
+
 static void flush_logs(loop *l, void *arg) {
     (void)l; (void)arg;
     sg_log_flush();
@@ -522,14 +572,28 @@ int gateway_serve(const gateway_opts *o, sg_error *err) {
     gw_config *cfg = NULL;
     int rc = config_load_ex(&cfg, o->config_path, &o->overrides, NULL, err);   /* no path: defaults */
     if (rc) return -1;
-    if (o->check) {
-        sg_buf b;
-        sg_buf_init(&b);
-        config_describe(cfg, &b);
-        fwrite(b.data, 1, b.len, stdout);
-        sg_buf_free(&b);
+    if (o->check) {   /* the configuration, and every local model's files as they would load */
+        for (size_t i = 0; i < cfg->n_providers && !rc; i++) {
+            const gw_provider *p = &cfg->providers[i];
+            if (p->type != GW_PROVIDER_LOCAL) continue;
+            for (size_t j = 0; j < p->local.n_models && !rc; j++) {
+                sg_model *m = model_load(p->local.models[j].path, err);
+                if (!m) {
+                    sg_fail_wrap(err, "local model %s/%s", p->name, p->local.models[j].name);
+                    rc = -1;
+                }
+                model_free(m);
+            }
+        }
+        if (!rc) {
+            sg_buf b;
+            sg_buf_init(&b);
+            config_describe(cfg, &b);
+            fwrite(b.data, 1, b.len, stdout);
+            sg_buf_free(&b);
+        }
         config_unref(cfg);
-        return 0;
+        return rc;
     }
     sg_log_set_level(cfg->log_level);
     if (cfg->empty)   /* a reload would refuse it (config_reload_check); at start it is the defaults */
@@ -586,6 +650,8 @@ int gateway_serve(const gateway_opts *o, sg_error *err) {
     sg_buf_init(&b);
     config_describe(cfg, &b);
     SG_INFO("smolgate listening on %s (port %d); %s", cfg->listen, http_server_port(g->http), upstream_version());
+    sg_log_flush();
+    print_welcome(g, http_server_port(g->http));
     if (sg_log_enabled(SG_LOG_DEBUG)) SG_DEBUG("configuration:\n%s", b.data ? b.data : "");
     sg_buf_free(&b);
     rc = loop_run(g->loop, err);

@@ -116,5 +116,49 @@ check "a tokenizer larger than the vocabulary exits 2" [ $? -eq 2 ]
 check "tokenizer mismatch names --vocab 128256" grep -q -- '--vocab 128256' $tmp/err
 check "tokenizer mismatch writes no file" [ ! -e $tmp/cut.gguf ]
 
+# serve's start-up: the block that says what is served, auto-discovery that skips a file
+# that does not load, --check that loads every model, and a 404 that lists what is served
+serve_bg() {  # dir, log, args...: start in dir with a clean environment; sets srv_pid
+  local dir=$1 log=$2; shift 2
+  (cd "$dir" && exec env -u OPENAI_API_KEY -u ANTHROPIC_API_KEY -u GEMINI_API_KEY -u GOOGLE_API_KEY \
+     HOME="$dir" HF_HOME="$dir/hf" OLLAMA_MODELS="$dir/ollama" "$OLDPWD/$bin" serve --listen 127.0.0.1:0 "$@" >"$log" 2>&1) &
+  srv_pid=$!
+  for _ in $(seq 100); do grep -q "is serving on" "$log" && return 0; sleep 0.1; done
+  return 1
+}
+srv_port() { sed -n 's/.*is serving on http:\/\/127.0.0.1:\([0-9]*\).*/\1/p' "$1" | head -1; }
+mkdir -p $tmp/srv/models $tmp/none
+head -c 100000 $ref/llama-tiny/gguf/llama-tiny-Q8_0.gguf > $tmp/srv/models/broken.gguf
+cp $ref/llama-tiny/gguf/llama-tiny-Q8_0.gguf $tmp/srv/models/tiny.gguf
+check "serve starts with a broken file beside a good one" serve_bg $tmp/srv $tmp/srv.log
+check "the broken file is skipped with a warning" grep -q "warning: skipping a model file that does not load: .*broken.gguf" $tmp/srv.log
+check "the start-up block lists the good model" grep -q "local models  local/tiny" $tmp/srv.log
+check "the start-up block gives the OpenAI base URL" grep -q "OpenAI API    base URL http://127.0.0.1:[0-9]*/v1" $tmp/srv.log
+check "with a model, no 'nothing to serve' advice" bash -c "! grep -q 'Nothing to serve' $tmp/srv.log"
+port=$(srv_port $tmp/srv.log)
+curl -s -m 5 -o $tmp/404.json -w '%{http_code}' -H 'content-type: application/json' \
+  -d '{"model":"smollm3","messages":[{"role":"user","content":"hi"}]}' http://127.0.0.1:$port/v1/chat/completions >$tmp/code
+check "an unknown model gets 404" [ "$(cat $tmp/code)" = 404 ]
+check "the 404 lists the served local model" grep -q 'served here: local models: local/tiny' $tmp/404.json
+kill $srv_pid 2>/dev/null; wait $srv_pid 2>/dev/null
+check "serve starts with nothing to serve" serve_bg $tmp/none $tmp/none.log
+check "nothing served: the block says so" grep -q "Nothing to serve yet" $tmp/none.log
+check "nothing served: the block says how to pull SmolLM3" grep -q "smolgate pull smollm3" $tmp/none.log
+port=$(srv_port $tmp/none.log)
+curl -s -m 5 -o $tmp/404b.json -H 'content-type: application/json' \
+  -d '{"model":"smollm3","messages":[{"role":"user","content":"hi"}]}' http://127.0.0.1:$port/v1/chat/completions
+check "nothing served: the 404 says how to get a model" grep -q "smolgate pull smollm3" $tmp/404b.json
+kill $srv_pid 2>/dev/null; wait $srv_pid 2>/dev/null
+$bin serve --model README.md --check >$tmp/out 2>$tmp/err
+check "serve --check with a model that is not one exits 1" [ $? -eq 1 ]
+check "serve --check names the bad model" grep -q "README.md.*not a GGUF file" $tmp/err
+$bin serve --model $tmp/srv/models/broken.gguf --check >/dev/null 2>$tmp/err
+check "serve --check loads the whole file (a truncated one fails)" grep -q "runs past the end" $tmp/err
+$bin serve --model $tmp/srv/models/broken.gguf --listen 127.0.0.1:0 >/dev/null 2>$tmp/err &
+srv_pid=$!
+for _ in $(seq 50); do kill -0 $srv_pid 2>/dev/null || break; sleep 0.1; done
+if kill -0 $srv_pid 2>/dev/null; then kill $srv_pid; bad "an explicit --model that does not load is an error (still running)"
+else wait $srv_pid; check "an explicit --model that does not load is an error" [ $? -ne 0 ]; fi
+
 echo "cli.sh: $pass passed, $fail failed"
 [ $fail -eq 0 ]
