@@ -228,6 +228,7 @@ static void test_full(void) {
     CHECK_EQ_INT(c->circuit_breaker.window_ms, 10000);
     CHECK_EQ_INT(c->circuit_breaker.cooldown_ms, 5000);
     CHECK_EQ_INT(c->circuit_breaker.max_cooldown_ms, 60000);
+    CHECK_EQ_INT(c->circuit_breaker.max_targets, 1000);
     CHECK_EQ_STR(c->state.redis_url, "redis://:redis-pass-0123456789@127.0.0.1:6379/0");
     CHECK(!c->state.fail_open);
     CHECK_EQ_STR(c->state.key_prefix, "sg:");
@@ -278,6 +279,7 @@ static void test_minimal_and_empty(void) {
         CHECK_EQ_STR(c->state.key_prefix, "smolgate:");
         CHECK_EQ_INT(c->server.max_body_bytes, 16 << 20);
         CHECK_EQ_INT(c->circuit_breaker.failures, 5);
+        CHECK_EQ_INT(c->circuit_breaker.max_targets, GW_BREAKER_MAX_TARGETS_DEFAULT);
         config_free(c);
     }
     static const kv none[] = {{NULL, NULL}};

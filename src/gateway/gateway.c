@@ -1,5 +1,5 @@
 /* gateway.c: `smolgate serve` (gateway.h): start-up, endpoints other than the two chat
- * APIs, authentication, the circuit breakers, signals and configuration reload. */
+ * APIs, authentication, signals and configuration reload. */
 #include "gateway/gateway.h"
 
 #include <errno.h>
@@ -50,51 +50,6 @@ static void respond_error(http_exchange *x, int wire, int status, const char *co
     sg_buf_free(&b);
 }
 
-/* ---- circuit breakers ---- */
-
-gw_breaker_state *gateway_breaker(gateway *g, const char *provider, const char *model) {
-    char key[512];
-    snprintf(key, sizeof key, "%s/%s", provider, model);
-    for (size_t i = 0; i < g->n_breakers; i++)
-        if (!strcmp(g->breakers[i].target, key)) return &g->breakers[i];
-    g->breakers = sg_xrealloc(g->breakers, (g->n_breakers + 1) * sizeof *g->breakers);
-    gw_breaker_state *b = &g->breakers[g->n_breakers++];
-    memset(b, 0, sizeof *b);
-    b->target = sg_xstrdup(key);
-    b->cooldown_ms = g->cfg->circuit_breaker.cooldown_ms;
-    return b;
-}
-
-bool gateway_breaker_open(gateway *g, const gw_breaker_state *b) {
-    return b->open_until_ms && loop_now_ms(g->loop) < b->open_until_ms;
-}
-
-void gateway_breaker_result(gateway *g, gw_breaker_state *b, bool ok) {
-    const gw_breaker *cfg = &g->cfg->circuit_breaker;
-    uint64_t now = loop_now_ms(g->loop);
-    if (ok) {
-        if (b->open_until_ms) SG_INFO("circuit closed: %s answers again", b->target);
-        b->failures = 0;
-        b->open_until_ms = 0;
-        b->cooldown_ms = cfg->cooldown_ms;
-        return;
-    }
-    if (b->open_until_ms) {   /* a failed probe after the cooldown: a longer cooldown */
-        if (now >= b->open_until_ms) {
-            b->cooldown_ms = b->cooldown_ms * 2 > cfg->max_cooldown_ms ? cfg->max_cooldown_ms : b->cooldown_ms * 2;
-            b->open_until_ms = now + b->cooldown_ms;
-            SG_WARN("circuit open: %s failed its probe; cooldown %u ms", b->target, b->cooldown_ms);
-        }
-        return;
-    }
-    if (now - b->window_start_ms > cfg->window_ms) { b->window_start_ms = now; b->failures = 0; }
-    if (++b->failures >= cfg->failures) {
-        b->open_until_ms = now + b->cooldown_ms;
-        SG_WARN("circuit open: %s failed %d times in %u ms; cooldown %u ms", b->target, b->failures,
-                cfg->window_ms, b->cooldown_ms);
-    }
-}
-
 /* ---- endpoints ---- */
 
 static void handle_models(gateway *g, http_exchange *x) {
@@ -106,10 +61,11 @@ static void handle_models(gateway *g, http_exchange *x) {
         json_t *targets = json_array();
         for (size_t t = 0; t < r->n_targets; t++) {
             const gw_target *tg = &r->targets[t];
-            gw_breaker_state *b = tg->provider->type == GW_PROVIDER_LOCAL ? NULL : gateway_breaker(g, tg->provider->name, tg->model);
             json_t *o = json_pack("{s:s,s:s,s:i}", "provider", tg->provider->name, "model", tg->model, "weight", (json_int_t)tg->weight);
-            if (b && gateway_breaker_open(g, b))
-                json_object_set_new(o, "cooldown_ms", json_integer((json_int_t)(b->open_until_ms - loop_now_ms(g->loop))));
+            uint64_t left;
+            if (tg->provider->type != GW_PROVIDER_LOCAL &&
+                breaker_is_open(g->breakers, tg->provider->name, tg->model, loop_now_ms(g->loop), &left))
+                json_object_set_new(o, "cooldown_ms", json_integer((json_int_t)left));
             json_array_append_new(targets, o);
         }
         json_array_append_new(data, json_pack("{s:s,s:s,s:I,s:s,s:o}", "id", r->name, "object", "model", "created",
@@ -150,15 +106,22 @@ static void handle_models(gateway *g, http_exchange *x) {
     json_decref(doc);
 }
 
+/* Breakers listed by GET /v1/status at most (open ones first): the page stays small
+ * whatever clients send; breakers.entries says how many there are. */
+#define STATUS_MAX_BREAKERS 100
+
 static void handle_status(gateway *g, http_exchange *x) {
     json_t *br = json_array();
-    for (size_t i = 0; i < g->n_breakers; i++) {
-        const gw_breaker_state *b = &g->breakers[i];
-        bool open = gateway_breaker_open(g, b);
-        json_array_append_new(br, json_pack("{s:s,s:s,s:i,s:I}", "target", b->target, "state", open ? "open" : "closed",
-                                            "failures", b->failures,
-                                            "cooldown_ms", open ? (json_int_t)(b->open_until_ms - loop_now_ms(g->loop)) : 0));
-    }
+    breaker_view views[STATUS_MAX_BREAKERS];
+    size_t n = breaker_list(g->breakers, &g->cfg->circuit_breaker, loop_now_ms(g->loop), views, STATUS_MAX_BREAKERS);
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(br, json_pack("{s:s,s:s,s:i,s:I}", "target", views[i].target, "state",
+                                            breaker_state_name(views[i].state), "failures", views[i].failures,
+                                            "cooldown_ms", (json_int_t)views[i].cooldown_left_ms));
+    breaker_stats bs;
+    breaker_get_stats(g->breakers, &bs);
+    ledger_stats ls;
+    ledger_get_stats(g->ledger, &ls);
     json_t *locals = json_array();
     for (size_t i = 0; i < g->n_locals; i++) {
         local_stats st;
@@ -169,9 +132,15 @@ static void handle_status(gateway *g, http_exchange *x) {
                                                 "batched_steps", (json_int_t)st.batched_steps, "reused_prompt_tokens",
                                                 (json_int_t)st.reused_tokens));
     }
-    json_t *doc = json_pack("{s:o,s:o,s:{s:I,s:I,s:I,s:I}}", "targets", br, "local", locals, "stats",
-                            "requests", (json_int_t)g->stats.requests, "errors", (json_int_t)g->stats.errors,
-                            "fallbacks", (json_int_t)g->stats.fallbacks, "attempts", (json_int_t)g->stats.attempts);
+    json_t *doc = json_pack("{s:o,s:{s:I,s:I,s:I,s:I,s:I},s:o,s:{s:I,s:I,s:I,s:I},s:{s:I,s:I,s:I,s:I,s:b}}",
+                            "targets", br, "breakers", "entries", (json_int_t)bs.entries, "open", (json_int_t)bs.open,
+                            "max", (json_int_t)bs.max_entries, "evicted", (json_int_t)bs.evicted, "evicted_open",
+                            (json_int_t)bs.evicted_open, "local", locals, "stats", "requests",
+                            (json_int_t)g->stats.requests, "errors", (json_int_t)g->stats.errors, "fallbacks",
+                            (json_int_t)g->stats.fallbacks, "attempts", (json_int_t)g->stats.attempts, "ledger",
+                            "appended", (json_int_t)ls.appended, "delivered", (json_int_t)ls.delivered, "pending",
+                            (json_int_t)ls.pending, "lost", (json_int_t)ls.append_failures, "database_up",
+                            ls.db_connected);
     char *s = json_dumps(doc, JSON_COMPACT);
     respond_json(x, 200, s, strlen(s));
     free(s);
@@ -345,6 +314,7 @@ static void reload(gateway *g) {
         return;
     }
     config_unref(old);
+    breaker_table_set_max(g->breakers, c->circuit_breaker.max_targets);
     cost_catalog_free(g->costs);   /* requests look prices up when they end: swap now */
     g->costs = costs;
     sg_log_set_level(c->log_level);
@@ -399,6 +369,7 @@ int gateway_serve(const gateway_opts *o, sg_error *err) {
     g->config_path = o->config_path ? sg_xstrdup(o->config_path) : NULL;
     g->overrides = o->overrides;
     g->rng = (uint64_t)time(NULL) * 0x9E3779B97F4A7C15ull | 1;
+    g->breakers = breaker_table_new(cfg->circuit_breaker.max_targets);
     signal_watch sw = {.g = g, .fd = -1};
     rc = -1;
     if (!(g->loop = loop_new(err))) goto out;
@@ -467,8 +438,7 @@ out:
         free(g->locals[i].path);
     }
     free(g->locals);
-    for (size_t i = 0; i < g->n_breakers; i++) free(g->breakers[i].target);
-    free(g->breakers);
+    breaker_table_free(g->breakers);
     if (g->loop) loop_free(g->loop);
     config_unref(g->cfg);
     free(g->config_path);

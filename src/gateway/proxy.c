@@ -390,10 +390,9 @@ static void finish_ok(proxy_req *p) {
     estimate_usage(p);
     compute_cost(p);
     record_attempt(p, 200, NULL);
-    if (c && c->provider->type != GW_PROVIDER_LOCAL) {
-        gw_breaker_state *b = gateway_breaker(p->gw, c->provider->name, c->model);
-        gateway_breaker_result(p->gw, b, true);
-    }
+    if (c && c->provider->type != GW_PROVIDER_LOCAL)
+        breaker_record(p->gw->breakers, &p->gw->cfg->circuit_breaker, c->provider->name, c->model, true,
+                       loop_now_ms(p->gw->loop));
     if (p->oreq.stream) {
         if (!p->passthrough) render_end(p);
         client_flush(p);
@@ -789,7 +788,8 @@ static void attempt_failed(proxy_req *p, int status, const char *why, gw_failure
         p->have_error = true;
     }
     if (c->provider->type != GW_PROVIDER_LOCAL && kind == GW_FAIL_RETRYABLE)
-        gateway_breaker_result(p->gw, gateway_breaker(p->gw, c->provider->name, c->model), false);
+        breaker_record(p->gw->breakers, &p->gw->cfg->circuit_breaker, c->provider->name, c->model, false,
+                       loop_now_ms(p->gw->loop));
     uint64_t now = loop_now_ms(p->gw->loop);
     if (now >= p->deadline_ms) { no_more_targets(p, 504, "the request's deadline passed"); return; }
     /* retry the same target while its retries and the request's budget last */
@@ -960,8 +960,9 @@ static void apply_breakers(proxy_req *p) {
     int n_open = 0, k = 0;
     for (int i = 0; i < p->n_cands; i++) {
         const candidate *c = &p->cands[i];
-        gw_breaker_state *b = c->provider->type == GW_PROVIDER_LOCAL ? NULL : gateway_breaker(p->gw, c->provider->name, c->model);
-        if (b && gateway_breaker_open(p->gw, b)) open[n_open++] = *c;
+        if (c->provider->type != GW_PROVIDER_LOCAL &&
+            breaker_is_open(p->gw->breakers, c->provider->name, c->model, loop_now_ms(p->gw->loop), NULL))
+            open[n_open++] = *c;
         else p->cands[k++] = *c;
     }
     memcpy(p->cands + k, open, (size_t)n_open * sizeof *open);
