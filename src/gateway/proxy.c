@@ -218,7 +218,10 @@ static const candidate *current(const proxy_req *p) {
     return p->cur < p->n_cands ? &p->cands[p->cur] : NULL;
 }
 
-/* The request's ledger record and metrics: written once, when it ends. */
+/* The request's ledger record and metrics: written once, when it ends. A failed request's
+ * cost is its last target's price of what it used (a failure before any token used
+ * nothing: 0), unknown (NULL) when that target is unpriced, and 0 when no target was
+ * tried at all; p->cost takes it, so that the log line says the same. */
 static void record_request(proxy_req *p, int status, uint64_t ms) {
     const candidate *c = p->attempts ? current(p) : NULL;
     gw_usage u = p->usage;
@@ -226,12 +229,13 @@ static void record_request(proxy_req *p, int status, uint64_t ms) {
         u.input = u.output = u.cache_read = u.cache_write = 0;
         u.reasoning = -1;
     }
+    if (status != 200) p->cost = c ? cost_of_failure(cost_lookup(p->gw->costs, c->provider, c->model), &p->usage) : 0;
     ledger_record r = {
         .time_ms = p->wall_start_ms, .request_id = p->id, .key_id = p->key ? p->key->id : NULL,
         .route = p->route ? p->route->name : NULL, .requested_model = p->client_model,
         .provider = c ? c->provider->name : NULL, .model = c ? c->model : NULL,
         .attempts = p->atts, .n_attempts = p->n_atts, .usage = u,
-        .cost_micro = status == 200 ? p->cost : (p->cost >= 0 ? p->cost : 0), .latency_ms = (int64_t)ms,
+        .cost_micro = p->cost, .latency_ms = (int64_t)ms,
         .ttft_ms = p->first_byte_ms ? (int64_t)(p->first_byte_ms - p->t_start) : -1, .status = status,
         .error = status == 200 ? NULL : (p->have_error ? p->last_error.code : "error"), .stream = p->oreq.stream,
     };
