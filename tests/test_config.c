@@ -438,6 +438,8 @@ static void test_interpolation(void) {
          "t.yaml:2: keys[0].routes[0]: unknown route (the value comes from the environment and is not shown)"},
         {"circuit_breaker: {failures: \"${KEY}\"}\n",
          "t.yaml:1: circuit_breaker.failures: expected an integer, got a value from the environment (not shown)"},
+        {"models:\n  \"openai/m\\tx\": {price: {input: 1}}\n", "t.yaml:2: models: a model id contains a control character"},
+        {"circuit_breaker: {max_targets: 8}\n", "t.yaml:1: circuit_breaker.max_targets: must be between 16 and 10000000, got \"8\""},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         sg_error e2 = {{0}};

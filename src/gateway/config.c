@@ -1376,6 +1376,8 @@ static int read_models(vctx *v, const node *root) {
         const char *slash = strchr(id, '/');
         if (!slash || slash == id || !slash[1])
             return verr(v, pr->k->line, &ip, "model ids here are provider/model (e.g. openai/gpt-4o-mini)");
+        for (const char *ch = id; *ch; ch++)   /* as read_str: a name to look up, never a CR/LF */
+            if ((unsigned char)*ch < 0x20 || *ch == 0x7f) return verr(v, pr->k->line, &mp, "a model id contains a control character");
         const gw_provider *p = provider_n(c, id, (size_t)(slash - id));
         if (!p) {
             char why[500];
