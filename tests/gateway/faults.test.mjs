@@ -410,6 +410,11 @@ test('circuit breaker: opens after 3 failures, the target is skipped, shown in c
   const b = await breaker(t);
   assert.ok(b, `${t} in /v1/status`);
   assert.equal(b.state, 'open', `after 3 failures: ${JSON.stringify(b)}`);
+  const st = await get('/v1/status');
+  assert.ok(st.json.breakers.open >= 1 && st.json.breakers.entries >= st.json.breakers.open, `breakers: ${st.text}`);
+  assert.ok(st.json.targets.length <= 100, 'the list is bounded');
+  assert.ok(st.json.targets.every((x) => x.state !== 'closed' || x.failures > 0), `only open or failing targets: ${st.text}`);
+  assert.equal(st.json.ledger.lost, 0, `no ledger record lost: ${st.text}`);
   assert.ok(b.cooldown_ms > 0 && b.cooldown_ms <= 2000, `cooldown_ms: ${b.cooldown_ms}`);
   const m = await get('/v1/models');
   const route = m.json.data.find((x) => x.id === 'cb');
