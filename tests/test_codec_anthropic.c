@@ -426,6 +426,11 @@ static void test_parse_request_errors(void) {
         {"{\"model\":\"c\",\"max_tokens\":5," M ",\"tool_choice\":{\"type\":\"maybe\"}}", "tool_choice.type"},
         {"{\"model\":\"c\",\"max_tokens\":5," M ",\"tool_choice\":{\"type\":\"tool\"}}", "tool_choice.name"},
         {"{\"model\":\"c\",\"max_tokens\":5," M ",\"thinking\":{\"type\":\"enabled\"}}", "budget_tokens"},
+        /* a model name with a NUL (jansson refuses it at parse) or another control character */
+        {"{\"model\":\"chat\\u0000evil\",\"max_tokens\":5," M "}", "error parsing the body"},
+        {"{\"model\":\"chat\\u0001\",\"max_tokens\":5," M "}", "model: a model name must not contain control"},
+        {"{\"model\":\"anthropic/c\\r\\nx: 1\",\"max_tokens\":5," M "}", "model: a model name must not contain"},
+        {"{\"model\":\"c\\u007f\",\"max_tokens\":5," M "}", "model: a model name must not contain"},
     };
 #undef M
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {

@@ -497,6 +497,17 @@ static void test_parse_request_errors(void) {
          "models", "array_above_max_length", NULL},
         {"{\"model\":\"m\"," MSGS ",\"provider\":[]}", "provider", "invalid_type", NULL},
         {"{\"model\":\"m\"," MSGS ",\"provider\":{\"only\":[1]}}", "provider.only[0]", "invalid_type", NULL},
+        /* names looked up must hold no control character: a NUL would end a C comparison
+         * ("chat\u0000evil" as route "chat"), jansson refuses it at parse */
+        {"{\"model\":\"chat\\u0000evil\"," MSGS "}", NULL, NULL, "could not parse the JSON body"},
+        {"{\"model\":\"chat\\u0001\"," MSGS "}", "model", "invalid_value", "control characters"},
+        {"{\"model\":\"openai/m\\r\\nx-evil: 1\"," MSGS "}", "model", "invalid_value", "control characters"},
+        {"{\"model\":\"chat\\u007f\"," MSGS "}", "model", "invalid_value", "control characters"},
+        {"{\"model\":\"m\"," MSGS ",\"models\":[\"a\",\"chat\\u0000x\"]}", NULL, NULL, "could not parse"},
+        {"{\"model\":\"m\"," MSGS ",\"models\":[\"a\",\"chat\\tx\"]}", "models[1]", "invalid_value", "control"},
+        {"{\"model\":\"m\"," MSGS ",\"provider\":{\"order\":[\"openai\\n\"]}}", "provider.order[0]", "invalid_value", NULL},
+        {"{\"model\":\"m\"," MSGS ",\"provider\":{\"only\":[\"open\\u001fai\"]}}", "provider.only[0]", "invalid_value", NULL},
+        {"{\"model\":\"m\"," MSGS ",\"provider\":{\"ignore\":[\"x\\u0000\"]}}", NULL, NULL, "could not parse"},
     };
 #undef MSGS
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -604,6 +615,10 @@ static void test_fast_path(void) {
         "{\"model\":\"m\",\"messages\":[]}",
         "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}",
         "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"models\":[\"\"]}",
+        "{\"model\":\"chat\\u0000evil\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}",
+        "{\"model\":\"chat\\u0007\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}",
+        "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"models\":[\"a\\u0000b\"]}",
+        "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"provider\":{\"only\":[\"a\\nb\"]}}",
         "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]} x",
         "[]",
     };

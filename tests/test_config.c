@@ -230,6 +230,7 @@ static void test_full(void) {
     CHECK_EQ_INT(c->circuit_breaker.window_ms, 10000);
     CHECK_EQ_INT(c->circuit_breaker.cooldown_ms, 5000);
     CHECK_EQ_INT(c->circuit_breaker.max_cooldown_ms, 60000);
+    CHECK_EQ_INT(c->circuit_breaker.max_targets, 1000);
     CHECK_EQ_STR(c->state.redis_url, "redis://:redis-pass-0123456789@127.0.0.1:6379/0");
     CHECK(!c->state.fail_open);
     CHECK_EQ_STR(c->state.key_prefix, "sg:");
@@ -280,6 +281,7 @@ static void test_minimal_and_empty(void) {
         CHECK_EQ_STR(c->state.key_prefix, "smolgate:");
         CHECK_EQ_INT(c->server.max_body_bytes, 16 << 20);
         CHECK_EQ_INT(c->circuit_breaker.failures, 5);
+        CHECK_EQ_INT(c->circuit_breaker.max_targets, GW_BREAKER_MAX_TARGETS_DEFAULT);
         config_free(c);
     }
     static const kv none[] = {{NULL, NULL}};
@@ -438,6 +440,8 @@ static void test_interpolation(void) {
          "t.yaml:2: keys[0].routes[0]: unknown route (the value comes from the environment and is not shown)"},
         {"circuit_breaker: {failures: \"${KEY}\"}\n",
          "t.yaml:1: circuit_breaker.failures: expected an integer, got a value from the environment (not shown)"},
+        {"models:\n  \"openai/m\\tx\": {price: {input: 1}}\n", "t.yaml:2: models: a model id contains a control character"},
+        {"circuit_breaker: {max_targets: 8}\n", "t.yaml:1: circuit_breaker.max_targets: must be between 16 and 10000000, got \"8\""},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         sg_error e2 = {{0}};

@@ -304,6 +304,18 @@ static void test_unpriced_and_rounding(void) {
     gw_price huge = {INT64_MAX / 2, 0, 0, 0, 0};
     gw_usage many = {1000, 0, 0, 0, -1, false};
     CHECK_EQ_INT(cost_compute_price(&huge, &many), COST_UNPRICED);
+    /* a failed request: nothing used costs 0 at a price, and is unknown without one */
+    const gw_provider *oai = provider(GW_PROVIDER_OPENAI, "openai", NULL);
+    const cost_model *gpt4o = cost_lookup(g_cat, oai, "gpt-4o");
+    CHECK(gpt4o != NULL);
+    CHECK_EQ_INT(cost_of_failure(gpt4o, &unknown), 0);
+    CHECK_EQ_INT(cost_of_failure(gpt4o, &zero), 0);
+    CHECK_EQ_INT(cost_of_failure(NULL, &unknown), COST_UNPRICED);
+    CHECK_EQ_INT(cost_of_failure(NULL, &zero), COST_UNPRICED);
+    CHECK_EQ_INT(cost_of_failure(cost_lookup(g_cat, oai, "m-nobody-prices"), &unknown), COST_UNPRICED);
+    CHECK_EQ_INT(cost_of_failure(gpt4o, &u), cost_compute(gpt4o, &u));   /* what it generated is billed */
+    CHECK(cost_of_failure(gpt4o, &u) > 0);
+    CHECK_EQ_INT(cost_of_failure(cost_lookup_vendor(g_cat, "openai", "gpt-4-turbo"), &cached), COST_UNPRICED);
     char usd[32];
     cost_format_usd(16650, usd, sizeof usd);
     CHECK_EQ_STR(usd, "0.016650");

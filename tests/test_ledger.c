@@ -6,12 +6,16 @@
  * spooled while the database is unreachable are delivered by the next start; two ledgers
  * on one spool and one database; schema migrations and a too-new schema; usage queries
  * (filters, groups, sums, unpriced), their renderers, query-string and time parsing, and
- * GET /v1/usage's status codes. The kill -9 and PostgreSQL cases are in tests/e2e. */
+ * GET /v1/usage's status codes; spool write failures (a file size limit) are counted and
+ * logged without a flood. The kill -9 and PostgreSQL cases are in tests/e2e. */
 #include <dirent.h>
+#include <fcntl.h>
 #include <pthread.h>
+#include <signal.h>
 #include <sqlite3.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -751,6 +755,80 @@ static void test_usage_async(void) {
     usleep(50 * 1000);   /* the detached worker finishes its cleanup */
 }
 
+/* ---- spool write failures ---- */
+
+static int count_lines_with(const char *text, const char *needle) {
+    int n = 0;
+    for (const char *p = text; *p;) {
+        const char *e = strchr(p, '\n');
+        size_t len = e ? (size_t)(e - p) : strlen(p);
+        const char *hit = strstr(p, needle);
+        if (hit && hit < p + len) n++;
+        p += len + (e ? 1 : 0);
+    }
+    return n;
+}
+
+/* The spool cannot grow (RLIMIT_FSIZE below its size: every write fails with EFBIG, as on
+ * a full disk): each record is lost and counted, but the log says so in a few lines, not
+ * one per record. stderr goes to a pipe meanwhile (a pipe is not limited by the size). */
+static void test_spool_full_log_is_rate_limited(void) {
+    tdir t;
+    tdir_init(&t, "spoolfull");
+    ledger_opts o = opts_for(&t);
+    o.flush_ms = 60000;   /* nothing is delivered (and written) until close */
+    o.loss_log_ms = 300;
+    sg_error err;
+    ledger *l = ledger_open(&o, &err);
+    if (!l) { CHECK_MSG(0, "%s", err.msg); return; }
+    CHECK_EQ_INT(append_n(l, "ok", 0, 1), 1);
+
+    int fds[2];
+    if (pipe(fds)) { CHECK_MSG(0, "pipe"); ledger_close(l, 5000); return; }
+    fcntl(fds[0], F_SETFL, O_NONBLOCK);
+    fcntl(fds[1], F_SETFL, O_NONBLOCK);
+    fflush(stderr);
+    int saved = dup(2);
+    dup2(fds[1], 2);
+    void (*old_xfsz)(int) = signal(SIGXFSZ, SIG_IGN);
+    struct rlimit old_lim, lim;
+    getrlimit(RLIMIT_FSIZE, &old_lim);
+    lim = old_lim;
+    lim.rlim_cur = 1;   /* the segment already holds a record: the next write fails whole */
+    setrlimit(RLIMIT_FSIZE, &lim);
+
+    int a = append_n(l, "lostA", 0, 50);   /* the first is logged, 49 wait */
+    usleep(700 * 1000);                     /* the writer summarises the 49 after 300 ms */
+    int b = append_n(l, "lostB", 0, 5);     /* the interval is over: the first logs, 4 wait */
+    setrlimit(RLIMIT_FSIZE, &old_lim);
+    ledger_stats st;
+    ledger_get_stats(l, &st);
+    ledger_close(l, 5000);                  /* reports the 4 */
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+    signal(SIGXFSZ, old_xfsz);
+    close(fds[1]);
+    static char log[65536];
+    size_t n = 0;
+    ssize_t r;
+    while (n < sizeof log - 1 && (r = read(fds[0], log + n, sizeof log - 1 - n)) > 0) n += (size_t)r;
+    log[n] = 0;
+    close(fds[0]);
+
+    CHECK_EQ_INT(a, 0);
+    CHECK_EQ_INT(b, 0);
+    CHECK_EQ_INT(st.append_failures, 55);
+    CHECK_EQ_INT(st.appended, 1);
+    CHECK_MSG(count_lines_with(log, "lost") == 4, "4 loss lines expected, got:\n%s", log);
+    CHECK_MSG(strstr(log, "record lostA-0 lost (1 since start") != NULL, "the first loss, at once:\n%s", log);
+    CHECK_MSG(strstr(log, "49 more record(s) lost") != NULL, "the summary of the rest:\n%s", log);
+    CHECK_MSG(strstr(log, "record lostB-0 lost (51 since start") != NULL, "the next loss after the interval:\n%s", log);
+    CHECK_MSG(strstr(log, "4 more record(s) lost") && strstr(log, "55 lost since start"), "the summary at close:\n%s", log);
+    CHECK(strstr(log, "File too large") != NULL);   /* the cause is named */
+    CHECK_EQ_INT(sql_int(t.db, "SELECT COUNT(*) FROM requests"), 1);   /* what was spooled arrives */
+}
+
 int main(void) {
     sg_log_set_level(SG_LOG_ERROR);
     RUN(test_fields);
@@ -763,6 +841,7 @@ int main(void) {
     RUN(test_poison_record);
     RUN(test_opts_from_config);
     RUN(test_open_errors);
+    RUN(test_spool_full_log_is_rate_limited);
     RUN(test_parse_time);
     RUN(test_parse_query);
     setup_usage_db();

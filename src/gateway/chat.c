@@ -24,6 +24,12 @@ static void copy_str(char *dst, size_t cap, const char *src) {
     dst[n] = 0;
 }
 
+bool gw_name_has_control(const char *s, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f) return true;
+    return false;
+}
+
 int gw_api_fail(gw_api_error *e, int status, const char *code, const char *param, const char *fmt, ...) {
     if (!e) return -1;
     memset(e, 0, sizeof *e);

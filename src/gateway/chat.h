@@ -106,6 +106,12 @@ typedef struct gw_api_error {
 int gw_api_fail(gw_api_error *e, int status, const char *code, const char *param, const char *fmt, ...)
     __attribute__((format(printf, 5, 6)));
 
+/* Whether s[0..n) holds a control character (below 0x20, 0x7f; NUL included). Names a
+ * client sends to be looked up (model, models, provider order/only/ignore) must not: a NUL
+ * would end a C string comparison early ("chat\u0000evil" matching route "chat"), and a
+ * CR or LF would reach logs and upstream requests. */
+bool gw_name_has_control(const char *s, size_t n);
+
 /* The wire format a provider speaks, for error classification. */
 typedef enum gw_wire {
     GW_WIRE_OPENAI,       /* OpenAI and every OpenAI-compatible server (vLLM, Ollama, Groq...) */

@@ -294,6 +294,10 @@ int anth_parse_request(const char *body, size_t len, anth_request *out, gw_api_e
     const json_t *model = json_object_get(root, "model");
     if (!model) { afail(err, "model: Field required"); goto done; }
     if (!json_is_string(model) || !*json_string_value(model)) { afail(err, "model: Input should be a valid string"); goto done; }
+    if (gw_name_has_control(json_string_value(model), json_string_length(model))) {
+        afail(err, "model: a model name must not contain control characters");
+        goto done;
+    }
     json_object_set(c, "model", (json_t *)model);
 
     const json_t *mt = json_object_get(root, "max_tokens");

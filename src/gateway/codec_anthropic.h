@@ -61,7 +61,8 @@ typedef struct anth_request {
     int64_t max_tokens;
 } anth_request;
 
-/* 0 and out filled (free with anth_request_free), or -1 with err (status 400). */
+/* 0 and out filled (free with anth_request_free), or -1 with err (status 400; among
+ * others for a model name with a control character, or any \u0000 escape). */
 int anth_parse_request(const char *body, size_t len, anth_request *out, gw_api_error *err);
 void anth_request_free(anth_request *r);
 

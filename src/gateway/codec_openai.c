@@ -1080,7 +1080,13 @@ int oai_validate_request(const json_t *req, gw_api_error *err) {
     return check_tools(req, err);
 }
 
-/* "models" / provider lists: arrays of non-empty strings, at most OAI_MAX_MODELS. */
+static int control_in_name(gw_api_error *err, const char *param) {
+    return gw_api_fail(err, 400, "invalid_value", param,
+                       "Invalid '%s': a model or provider name must not contain control characters.", param);
+}
+
+/* "models" / provider lists: arrays of non-empty strings without control characters, at
+ * most OAI_MAX_MODELS. */
 static int take_list(const json_t *v, const char *param, const char **out, size_t *n, gw_api_error *err) {
     *n = 0;
     if (!v || json_is_null(v)) return 0;
@@ -1098,6 +1104,7 @@ static int take_list(const json_t *v, const char *param, const char **out, size_
         if (!json_is_string(s)) return bad_type(err, p, "a string", s);
         if (!*json_string_value(s))
             return gw_api_fail(err, 400, "empty_string", p, "Invalid '%s': empty string.", p);
+        if (gw_name_has_control(json_string_value(s), json_string_length(s))) return control_in_name(err, p);
         out[(*n)++] = json_string_value(s);
     }
     return 0;
@@ -1139,7 +1146,12 @@ int oai_parse_request(const char *body, size_t len, oai_request *out, gw_api_err
             goto fail;
     }
     if (oai_validate_request(root, err)) goto fail;
-    out->model = json_string_value(json_object_get(root, "model"));
+    const json_t *model = json_object_get(root, "model");
+    if (json_is_string(model) && gw_name_has_control(json_string_value(model), json_string_length(model))) {
+        control_in_name(err, "model");
+        goto fail;
+    }
+    out->model = json_string_value(model);
     if (out->model && !*out->model) out->model = NULL;
     if (!out->model && out->n_models) out->model = out->models[0];
     if (!out->model) {
@@ -1201,12 +1213,15 @@ enum { PK_KEEP, PK_MODEL, PK_STREAM, PK_SO, PK_MODELS, PK_PROVIDER, PK_THINKING,
 
 /* Decodes a string into pk->strs; NULL when it does not fit. The sg_buf over the arena
  * never grows: decoding never lengthens a string. */
+/* A name to look up (model, models, provider lists), decoded; NULL declines one with a
+ * control character (oai_parse_request words the error). */
 static const char *pk_str(oai_peek *pk, const jslice *js) {
     size_t need = js->n + 1;
     if (need > sizeof pk->strs - pk->strs_len) return NULL;
     char *dst = pk->strs + pk->strs_len;
     sg_buf b = {dst, 0, need};
     decode_into(&b, js);
+    if (gw_name_has_control(dst, b.len)) return NULL;
     dst[b.len] = 0;
     pk->strs_len += b.len + 1;
     return dst;

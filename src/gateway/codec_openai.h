@@ -66,8 +66,9 @@ typedef struct oai_request {
 
 /* Parses and validates body. On success fills out (free with oai_request_free) and returns
  * 0; on failure returns -1 with err filled (status 400, message/param/code as OpenAI words
- * them) and out left empty. Invalid JSON, and invalid UTF-8 (which jansson refuses), are
- * "could not parse the JSON body" errors. */
+ * them) and out left empty. Invalid JSON, and invalid UTF-8 or a \u0000 escape (which
+ * jansson refuses), are "could not parse the JSON body" errors; a model, models or
+ * provider order/only/ignore name with a control character is an invalid_value error. */
 int oai_parse_request(const char *body, size_t len, oai_request *out, gw_api_error *err);
 void oai_request_free(oai_request *r);
 
@@ -82,8 +83,9 @@ int oai_validate_request(const json_t *req, gw_api_error *err);
  * reader (~10x cheaper than oai_parse_request), and oai_splice_upstream writes the
  * upstream body by copying the client's bytes member by member. The fast path never
  * answers errors itself: it returns 1 ("decline") for anything it cannot vouch for
- * (invalid JSON or UTF-8, a routing field of the wrong type or range, a duplicated routing
- * key, an empty or malformed messages array, more members than it tracks...), and the
+ * (invalid JSON or UTF-8, a routing field of the wrong type or range, a routing name with
+ * a control character or NUL, a duplicated routing key, an empty or malformed messages
+ * array, more members than it tracks...), and the
  * caller then runs oai_parse_request, the single source of error messages. It checks
  * messages down to each message's role, content type and tool_call_id; deeper fields
  * (content parts, tools' schemas, tool_choice, response_format, stop...) are left to the

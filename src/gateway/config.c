@@ -1390,6 +1390,8 @@ static int read_models(vctx *v, const node *root) {
         const char *slash = strchr(id, '/');
         if (!slash || slash == id || !slash[1])
             return verr(v, pr->k->line, &ip, "model ids here are provider/model (e.g. openai/gpt-4o-mini)");
+        for (const char *ch = id; *ch; ch++)   /* as read_str: a name to look up, never a CR/LF */
+            if ((unsigned char)*ch < 0x20 || *ch == 0x7f) return verr(v, pr->k->line, &mp, "a model id contains a control character");
         const gw_provider *p = provider_n(c, id, (size_t)(slash - id));
         if (!p) {
             char why[500];
@@ -1704,7 +1706,7 @@ static const char *const k_top[] = {"version", "listen", "log_level", "direct", 
                                     "upstream", NULL};
 static const char *const k_server[] = {"max_connections", "max_header_bytes", "max_body_bytes", "header_timeout_ms",
                                        "body_timeout_ms", "idle_timeout_ms", "write_timeout_ms", "shutdown_grace_ms", NULL};
-static const char *const k_breaker[] = {"failures", "window_ms", "cooldown_ms", "max_cooldown_ms", NULL};
+static const char *const k_breaker[] = {"failures", "window_ms", "cooldown_ms", "max_cooldown_ms", "max_targets", NULL};
 static const char *const k_state[] = {"redis", "on_redis_error", "key_prefix", "timeout_ms", NULL};
 static const char *const k_ledger[] = {"sqlite", "postgres", "spool_dir", "flush_ms", "batch_max", NULL};
 static const char *const k_levels[] = {"debug", "info", "warn", "error", NULL};
@@ -1737,7 +1739,7 @@ static void config_defaults(gw_config *c, const config_env *env, arena *a) {
         if (!strcmp(lv, k_levels[i])) c->log_level = (sg_log_level)i;
     c->direct = true;
     c->server = (gw_server){10000, 16384, 16u << 20, 10000, 60000, 75000, 30000, 30000};
-    c->circuit_breaker = (gw_breaker){5, 30000, 30000, 300000};
+    c->circuit_breaker = (gw_breaker){5, 30000, 30000, 300000, GW_BREAKER_MAX_TARGETS_DEFAULT};
     c->upstream = (gw_bounds){32u << 20, 4u << 20, 65536};
     c->state = (gw_state){NULL, true, arena_strdup(a, "smolgate:"), 100};
     c->ledger = (gw_ledger){GW_LEDGER_SQLITE, arena_strdup(a, "smolgate.db"), NULL,
@@ -1786,7 +1788,8 @@ static int read_top(vctx *v, const node *root) {
     gw_breaker *b = &c->circuit_breaker;
     if (map_check(v, bn, &bp, k_breaker) || get_int(v, bn, &bp, "failures", 1, 1000000, &b->failures) ||
         get_ms(v, bn, &bp, "window_ms", &b->window_ms) || get_ms(v, bn, &bp, "cooldown_ms", &b->cooldown_ms) ||
-        get_ms(v, bn, &bp, "max_cooldown_ms", &b->max_cooldown_ms))
+        get_ms(v, bn, &bp, "max_cooldown_ms", &b->max_cooldown_ms) ||
+        get_size(v, bn, &bp, "max_targets", 16, 10000000, &b->max_targets))
         return -1;
     if (b->max_cooldown_ms < b->cooldown_ms) {
         const node *m = mget(bn, "max_cooldown_ms");

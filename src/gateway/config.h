@@ -225,11 +225,14 @@ typedef struct gw_server {
     uint32_t shutdown_grace_ms;   /* SIGTERM: in-flight requests get this long; 30000 */
 } gw_server;
 
+#define GW_BREAKER_MAX_TARGETS_DEFAULT 4096
+
 typedef struct gw_breaker {
     int      failures;            /* failures within window_ms that open it; default 5 */
     uint32_t window_ms;           /* default 30000 */
     uint32_t cooldown_ms;         /* first cooldown; default 30000 */
     uint32_t max_cooldown_ms;     /* cooldown doubles on each failed probe up to this; 300000 */
+    size_t   max_targets;         /* breakers kept (breaker.h); GW_BREAKER_MAX_TARGETS_DEFAULT */
 } gw_breaker;
 
 typedef struct gw_state {

@@ -697,6 +697,12 @@ int64_t cost_compute(const cost_model *m, const gw_usage *u) {
     return cost_compute_price(p, u);
 }
 
+int64_t cost_of_failure(const cost_model *m, const gw_usage *u) {
+    if (!m) return COST_UNPRICED;
+    int64_t c = cost_compute(m, u);
+    return c == COST_NO_USAGE ? 0 : c;
+}
+
 int64_t cost_max(const cost_model *m, int64_t prompt, int64_t max_tokens) {
     if (!m) return COST_UNPRICED;
     if (max_tokens < 0) max_tokens = m->max_output_tokens;

@@ -115,6 +115,11 @@ const char *cost_vendor_of(const gw_provider *p);
 /* Micro-dollars (>= 0), COST_UNPRICED (m NULL, or tokens in an unpriced class, or
  * overflow), or COST_NO_USAGE (every count unknown). */
 int64_t cost_compute(const cost_model *m, const gw_usage *u);
+/* What a request that ended in an error costs: its usage at m's prices, with every count
+ * unknown meaning nothing used (it failed before any token), so a priced model's failure
+ * costs 0. COST_UNPRICED when m is NULL (or a class it used has no price): an unpriced
+ * model's failure is unknown, never $0. */
+int64_t cost_of_failure(const cost_model *m, const gw_usage *u);
 /* The same at one flat price (no tier). */
 int64_t cost_compute_price(const gw_price *p, const gw_usage *u);
 /* The exact pico-dollar sum behind cost_compute_price; -1 unpriced, -2 no usage. */

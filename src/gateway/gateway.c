@@ -1,6 +1,6 @@
 /* gateway.c: `smolgate serve` (gateway.h): start-up, endpoints other than the two chat
- * APIs, authentication and what each key's role lets it see, the circuit breakers,
- * signals and configuration reload (all sections applied, or the reload refused). */
+ * APIs, authentication and what each key's role lets it see, signals and configuration
+ * reload (all sections applied, or the reload refused). Circuit breakers: breaker.h. */
 #include "gateway/gateway.h"
 
 #include <errno.h>
@@ -52,51 +52,6 @@ static void respond_error(http_exchange *x, int wire, int status, const char *co
     sg_buf_free(&b);
 }
 
-/* ---- circuit breakers ---- */
-
-gw_breaker_state *gateway_breaker(gateway *g, const char *provider, const char *model) {
-    char key[512];
-    snprintf(key, sizeof key, "%s/%s", provider, model);
-    for (size_t i = 0; i < g->n_breakers; i++)
-        if (!strcmp(g->breakers[i].target, key)) return &g->breakers[i];
-    g->breakers = sg_xrealloc(g->breakers, (g->n_breakers + 1) * sizeof *g->breakers);
-    gw_breaker_state *b = &g->breakers[g->n_breakers++];
-    memset(b, 0, sizeof *b);
-    b->target = sg_xstrdup(key);
-    b->cooldown_ms = g->cfg->circuit_breaker.cooldown_ms;
-    return b;
-}
-
-bool gateway_breaker_open(gateway *g, const gw_breaker_state *b) {
-    return b->open_until_ms && loop_now_ms(g->loop) < b->open_until_ms;
-}
-
-void gateway_breaker_result(gateway *g, gw_breaker_state *b, bool ok) {
-    const gw_breaker *cfg = &g->cfg->circuit_breaker;
-    uint64_t now = loop_now_ms(g->loop);
-    if (ok) {
-        if (b->open_until_ms) SG_INFO("circuit closed: %s answers again", b->target);
-        b->failures = 0;
-        b->open_until_ms = 0;
-        b->cooldown_ms = cfg->cooldown_ms;
-        return;
-    }
-    if (b->open_until_ms) {   /* a failed probe after the cooldown: a longer cooldown */
-        if (now >= b->open_until_ms) {
-            b->cooldown_ms = b->cooldown_ms * 2 > cfg->max_cooldown_ms ? cfg->max_cooldown_ms : b->cooldown_ms * 2;
-            b->open_until_ms = now + b->cooldown_ms;
-            SG_WARN("circuit open: %s failed its probe; cooldown %u ms", b->target, b->cooldown_ms);
-        }
-        return;
-    }
-    if (now - b->window_start_ms > cfg->window_ms) { b->window_start_ms = now; b->failures = 0; }
-    if (++b->failures >= cfg->failures) {
-        b->open_until_ms = now + b->cooldown_ms;
-        SG_WARN("circuit open: %s failed %d times in %u ms; cooldown %u ms", b->target, b->failures,
-                cfg->window_ms, b->cooldown_ms);
-    }
-}
-
 /* ---- endpoints ---- */
 
 /* ---- tenancy: what a key may see (k NULL: no keys configured, everything) ---- */
@@ -141,10 +96,11 @@ static void handle_models(gateway *g, http_exchange *x, const gw_key *key) {
         json_t *targets = json_array();
         for (size_t t = 0; t < r->n_targets; t++) {
             const gw_target *tg = &r->targets[t];
-            gw_breaker_state *b = tg->provider->type == GW_PROVIDER_LOCAL ? NULL : gateway_breaker(g, tg->provider->name, tg->model);
             json_t *o = json_pack("{s:s,s:s,s:i}", "provider", tg->provider->name, "model", tg->model, "weight", (json_int_t)tg->weight);
-            if (b && gateway_breaker_open(g, b))
-                json_object_set_new(o, "cooldown_ms", json_integer((json_int_t)(b->open_until_ms - loop_now_ms(g->loop))));
+            uint64_t left;
+            if (tg->provider->type != GW_PROVIDER_LOCAL &&
+                breaker_is_open(g->breakers, tg->provider->name, tg->model, loop_now_ms(g->loop), &left))
+                json_object_set_new(o, "cooldown_ms", json_integer((json_int_t)left));
             json_array_append_new(targets, o);
         }
         json_array_append_new(data, json_pack("{s:s,s:s,s:I,s:s,s:o}", "id", r->name, "object", "model", "created",
@@ -185,17 +141,22 @@ static void handle_models(gateway *g, http_exchange *x, const gw_key *key) {
     json_decref(doc);
 }
 
-/* Targets, local engines and (admin only) the gateway-wide counters, state and ledger. */
+/* Breakers listed by GET /v1/status at most (open ones first): the page stays small
+ * whatever clients send; breakers.entries says how many there are. */
+#define STATUS_MAX_BREAKERS 100
+
+/* Targets (open or failing breakers, bounded), local engines and (admin only) the
+ * gateway-wide counters, breaker table, state and ledger. */
 static void handle_status(gateway *g, http_exchange *x, const gw_key *key) {
     bool all = config_key_sees_all(key);
     json_t *br = json_array();
-    for (size_t i = 0; i < g->n_breakers; i++) {
-        const gw_breaker_state *b = &g->breakers[i];
-        if (!all && !key_sees_target(g->cfg, key, b->target)) continue;
-        bool open = gateway_breaker_open(g, b);
-        json_array_append_new(br, json_pack("{s:s,s:s,s:i,s:I}", "target", b->target, "state", open ? "open" : "closed",
-                                            "failures", b->failures,
-                                            "cooldown_ms", open ? (json_int_t)(b->open_until_ms - loop_now_ms(g->loop)) : 0));
+    breaker_view views[STATUS_MAX_BREAKERS];
+    size_t n = breaker_list(g->breakers, &g->cfg->circuit_breaker, loop_now_ms(g->loop), views, STATUS_MAX_BREAKERS);
+    for (size_t i = 0; i < n; i++) {
+        if (!all && !key_sees_target(g->cfg, key, views[i].target)) continue;
+        json_array_append_new(br, json_pack("{s:s,s:s,s:i,s:I}", "target", views[i].target, "state",
+                                            breaker_state_name(views[i].state), "failures", views[i].failures,
+                                            "cooldown_ms", (json_int_t)views[i].cooldown_left_ms));
     }
     json_t *locals = json_array();
     for (size_t i = 0; i < g->n_locals; i++) {
@@ -211,19 +172,25 @@ static void handle_status(gateway *g, http_exchange *x, const gw_key *key) {
     json_t *doc = json_pack("{s:o,s:o}", "targets", br, "local", locals);
     if (all) {   /* every tenant's traffic and the shared stores: not for a user key */
         const gw_config *c = g->cfg;
+        breaker_stats bs;
+        breaker_get_stats(g->breakers, &bs);
+        json_object_set_new(doc, "breakers", json_pack("{s:I,s:I,s:I,s:I,s:I}", "entries", (json_int_t)bs.entries, "open",
+                                                       (json_int_t)bs.open, "max", (json_int_t)bs.max_entries, "evicted",
+                                                       (json_int_t)bs.evicted, "evicted_open", (json_int_t)bs.evicted_open));
         json_object_set_new(doc, "stats", json_pack("{s:I,s:I,s:I,s:I}", "requests", (json_int_t)g->stats.requests,
                                                     "errors", (json_int_t)g->stats.errors, "fallbacks",
                                                     (json_int_t)g->stats.fallbacks, "attempts", (json_int_t)g->stats.attempts));
-        limits_stats ls;
-        limits_get_stats(g->limits, &ls);
-        json_object_set_new(doc, "state", json_pack("{s:s,s:s,s:i,s:b,s:b,s:I}", "store", ls.redis ? "redis" : "in-process",
+        limits_stats lims;
+        limits_get_stats(g->limits, &lims);
+        json_object_set_new(doc, "state", json_pack("{s:s,s:s,s:i,s:b,s:b,s:I}", "store", lims.redis ? "redis" : "in-process",
                                                     "on_redis_error", c->state.fail_open ? "open" : "closed", "timeout_ms",
-                                                    (int)c->state.timeout_ms, "connected", ls.connected, "outage", ls.outage,
-                                                    "retired", (json_int_t)g->n_old_limits));
+                                                    (int)c->state.timeout_ms, "connected", lims.connected, "outage",
+                                                    lims.outage, "retired", (json_int_t)g->n_old_limits));
         ledger_stats st;
         ledger_get_stats(g->ledger, &st);
-        json_t *lj = json_pack("{s:s,s:I,s:I,s:b}", "engine", c->ledger.kind == GW_LEDGER_POSTGRES ? "postgres" : "sqlite",
-                               "pending", (json_int_t)st.pending, "delivered", (json_int_t)st.delivered, "db_connected",
+        json_t *lj = json_pack("{s:s,s:I,s:I,s:I,s:I,s:b}", "engine", c->ledger.kind == GW_LEDGER_POSTGRES ? "postgres" : "sqlite",
+                               "appended", (json_int_t)st.appended, "delivered", (json_int_t)st.delivered, "pending",
+                               (json_int_t)st.pending, "lost", (json_int_t)st.append_failures, "database_up",
                                st.db_connected);
         if (c->ledger.kind == GW_LEDGER_SQLITE) json_object_set_new(lj, "sqlite", json_string(c->ledger.sqlite_path));
         json_object_set_new(doc, "ledger", lj);
@@ -465,6 +432,7 @@ static void reload(gateway *g) {
         return;
     }
     /* Commit. Everything below succeeds. */
+    breaker_table_set_max(g->breakers, c->circuit_breaker.max_targets);
     cost_catalog_free(g->costs);   /* requests look prices up when they end: swap now */
     g->costs = costs;
     if (lim) {   /* requests in flight end their leases on the old limiter: it stays until then */
@@ -612,6 +580,7 @@ int gateway_serve(const gateway_opts *o, sg_error *err) {
     g->config_path = o->config_path ? sg_xstrdup(o->config_path) : NULL;
     g->overrides = o->overrides;
     g->rng = (uint64_t)time(NULL) * 0x9E3779B97F4A7C15ull | 1;
+    g->breakers = breaker_table_new(cfg->circuit_breaker.max_targets);
     signal_watch sw = {.g = g, .fd = -1};
     rc = -1;
     if (!(g->loop = loop_new(err))) goto out;
@@ -689,8 +658,7 @@ out:
         free(g->locals[i].path);
     }
     free(g->locals);
-    for (size_t i = 0; i < g->n_breakers; i++) free(g->breakers[i].target);
-    free(g->breakers);
+    breaker_table_free(g->breakers);
     if (g->loop) loop_free(g->loop);
     config_unref(g->cfg);
     free(g->config_path);

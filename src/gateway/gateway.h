@@ -12,10 +12,10 @@
  * accepting and let requests in flight finish within server.shutdown_grace_ms.
  *
  * Endpoints: POST /v1/chat/completions (OpenAI), POST /v1/messages (Anthropic),
- * GET /v1/models, GET /v1/status (targets in cooldown), GET /v1/usage, GET /metrics,
- * GET /healthz, GET /readyz. With gateway keys, what a key sees follows its role
- * (config.h, docs/config.md "Roles"): a user key its own usage and the routes and models
- * it may use, an admin key everything, a metrics key /metrics only. */
+ * GET /v1/models, GET /v1/status (open or failing targets, bounded; ledger losses),
+ * GET /v1/usage, GET /metrics, GET /healthz, GET /readyz. With gateway keys, what a key
+ * sees follows its role (config.h, docs/config.md "Roles"): a user key its own usage and
+ * the routes and models it may use, an admin key everything, a metrics key /metrics only. */
 #ifndef SG_GATEWAY_GATEWAY_H
 #define SG_GATEWAY_GATEWAY_H
 
@@ -24,6 +24,7 @@
 #include <stdint.h>
 
 #include "common/error.h"
+#include "gateway/breaker.h"
 #include "gateway/config.h"
 #include "gateway/cost.h"
 #include "gateway/ledger.h"
@@ -44,15 +45,6 @@ typedef struct gateway_opts {
 int gateway_serve(const gateway_opts *o, sg_error *err);
 
 /* ---- shared with proxy.c ---- */
-
-/* Circuit breaker state of one target ("provider/model"). */
-typedef struct gw_breaker_state {
-    char *target;
-    int failures;             /* in the current window */
-    uint64_t window_start_ms;
-    uint64_t open_until_ms;   /* cooldown end; 0 = closed */
-    uint32_t cooldown_ms;     /* the next cooldown (doubles on failed probes) */
-} gw_breaker_state;
 
 typedef struct gw_local_entry {
     char *name;               /* local model name */
@@ -76,8 +68,7 @@ typedef struct gateway {
     metrics *metrics;         /* GET /metrics */
     gw_local_entry *locals;
     size_t n_locals;
-    gw_breaker_state *breakers;
-    size_t n_breakers;
+    breaker_table *breakers;  /* circuit breakers by target (breaker.h) */
     uint64_t rng;
     bool shutting_down;
     char *config_path;
@@ -88,10 +79,6 @@ typedef struct gateway {
 } gateway;
 
 gw_local *gateway_local(gateway *g, const char *name);
-gw_breaker_state *gateway_breaker(gateway *g, const char *provider, const char *model);
-/* Records an attempt's outcome for the circuit breaker. */
-void gateway_breaker_result(gateway *g, gw_breaker_state *b, bool ok);
-bool gateway_breaker_open(gateway *g, const gw_breaker_state *b);
 uint64_t gateway_random(gateway *g);
 
 /* proxy.c: handles POST /v1/chat/completions (wire OPENAI) and /v1/messages (ANTHROPIC). */

@@ -99,6 +99,9 @@ struct ledger {
     bool stopping;
     int64_t close_deadline_ms;
     ledger_stats st;
+    uint64_t lost_unlogged;          /* spool write losses not yet in a log line */
+    int64_t loss_logged_ms;          /* when the last loss line was written; 0 = never */
+    int loss_errno;                  /* the last loss's cause (0: a short write) */
 
     /* writer thread only */
     pthread_t writer;
@@ -139,6 +142,7 @@ void ledger_opts_defaults(ledger_opts *o) {
     o->retry_min_ms = 100;
     o->retry_max_ms = 30000;
     o->adopt_every_ms = 30000;
+    o->loss_log_ms = 10000;
 }
 
 void ledger_opts_from_config(ledger_opts *o, const gw_config *cfg) {
@@ -379,6 +383,25 @@ static int rotate(ledger *l, sg_error *err) {
     return 0;
 }
 
+/* Spool write losses, logged without a flood: the first one at once, then at most one line
+ * per loss_log_ms with the count since the last line. Under mu: true (and the count in
+ * *n, the total in *total) when a line is due now; force: whenever any is unlogged. */
+static bool take_loss_report(ledger *l, int64_t now, bool force, uint64_t *n, uint64_t *total) {
+    if (!l->lost_unlogged) return false;
+    if (!force && l->loss_logged_ms && now - l->loss_logged_ms < (int64_t)l->o.loss_log_ms) return false;
+    *n = l->lost_unlogged;
+    *total = l->st.append_failures;
+    l->lost_unlogged = 0;
+    l->loss_logged_ms = now;
+    return true;
+}
+
+/* A summary of losses nobody reported yet (the writer thread, ledger_close). */
+static void log_losses_since(ledger *l, uint64_t n, uint64_t total) {
+    SG_ERROR("ledger spool: %" PRIu64 " more record(s) lost to write errors (last: %s); %" PRIu64 " lost since start",
+             n, l->loss_errno ? strerror(l->loss_errno) : "short write", total);
+}
+
 int ledger_append(ledger *l, const ledger_record *r, sg_error *err) {
     if (!r->request_id || !*r->request_id) return sg_fail(err, "ledger: a record without a request id");
     pthread_mutex_lock(&l->append_mu);
@@ -409,16 +432,29 @@ int ledger_append(ledger *l, const ledger_record *r, sg_error *err) {
         return 0;
     }
     int e = errno;
-    /* A partial line may now follow the segment's last whole record: seal it there (the
-     * reader stops at `end`) and go on in a fresh segment. */
+    uint64_t lost = 0, total = 0;
+    int64_t now = mono_ms(), since = 0;
     pthread_mutex_lock(&l->mu);
     l->st.append_failures++;
+    l->lost_unlogged++;
+    l->loss_errno = e;
+    since = l->loss_logged_ms;
+    bool report = take_loss_report(l, now, false, &lost, &total);
+    if (report) pthread_cond_signal(&l->wake);   /* the writer reports what follows, if it stops */
     pthread_mutex_unlock(&l->mu);
+    /* A partial line may now follow the segment's last whole record: seal it there (the
+     * reader stops at `end`) and go on in a fresh segment. */
     sg_error e2;
-    if (off > 0 && rotate(l, &e2)) SG_ERROR("%s", e2.msg);
+    if (off > 0 && rotate(l, &e2) && report) SG_ERROR("%s", e2.msg);
+    const char *path = l->cur->path;
     pthread_mutex_unlock(&l->append_mu);
-    SG_ERROR("ledger spool: writing %s: %s: record %s lost", l->cur->path, e ? strerror(e) : "short write",
-             r->request_id ? r->request_id : "-");
+    if (report && lost == 1)
+        SG_ERROR("ledger spool: writing %s: %s: record %s lost (%" PRIu64 " since start; further losses are "
+                 "summarised every %u ms)", path, e ? strerror(e) : "short write", r->request_id, total,
+                 l->o.loss_log_ms);
+    else if (report)
+        SG_ERROR("ledger spool: writing %s: %s: %" PRIu64 " records lost in the last %" PRId64 " ms (%" PRIu64
+                 " since start)", path, e ? strerror(e) : "short write", lost, now - since, total);
     return sg_fail(err, "ledger spool: %s", e ? strerror(e) : "short write");
 }
 
@@ -758,6 +794,17 @@ static void *writer_main(void *arg) {
             l->last_delivery_ms = now;   /* idle: the next record waits at most flush_ms */
         }
         if (l->stopping && l->close_deadline_ms < wake_at) wake_at = l->close_deadline_ms;
+        if (l->lost_unlogged) {   /* losses since the last line: summarised once the interval is over */
+            uint64_t n, total;
+            if (take_loss_report(l, now, false, &n, &total)) {
+                pthread_mutex_unlock(&l->mu);
+                log_losses_since(l, n, total);
+                pthread_mutex_lock(&l->mu);
+                continue;
+            }
+            int64_t due = l->loss_logged_ms + (int64_t)l->o.loss_log_ms;
+            if (due < wake_at) wake_at = due;
+        }
         struct timespec ts;
         deadline_ts(&ts, wake_at);
         pthread_cond_timedwait(&l->wake, &l->mu, &ts);
@@ -788,6 +835,7 @@ ledger *ledger_open(const ledger_opts *o, sg_error *err) {
     if (!l->o.spool_dir) l->o.spool_dir = d.spool_dir;
     if (!l->o.flush_ms) l->o.flush_ms = d.flush_ms;
     if (!l->o.batch_max) l->o.batch_max = d.batch_max;
+    if (!l->o.loss_log_ms) l->o.loss_log_ms = d.loss_log_ms;
     if (!l->o.segment_bytes) l->o.segment_bytes = d.segment_bytes;
     if (!l->o.retry_min_ms) l->o.retry_min_ms = d.retry_min_ms;
     if (!l->o.retry_max_ms) l->o.retry_max_ms = d.retry_max_ms;
@@ -879,6 +927,8 @@ void ledger_close(ledger *l, uint32_t timeout_ms) {
         }
     }
     uint64_t pending = l->appended - l->delivered_own;
+    uint64_t lost, lost_total;
+    if (take_loss_report(l, mono_ms(), true, &lost, &lost_total)) log_losses_since(l, lost, lost_total);
     if (l->wfd >= 0) close(l->wfd);
     /* own segments: removed when delivered; else left for the next start */
     bool all = true;

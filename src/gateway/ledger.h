@@ -103,6 +103,8 @@ typedef struct ledger_opts {
     uint32_t retry_min_ms;          /* database backoff; default 100 */
     uint32_t retry_max_ms;          /* default 30000 */
     uint32_t adopt_every_ms;        /* orphan scan interval; default 30000 */
+    uint32_t loss_log_ms;           /* records lost to spool write errors: the first is
+                                       logged, then one summary per interval; 10000 */
 } ledger_opts;
 
 /* Defaults above (SQLite in the working folder). */
@@ -120,7 +122,10 @@ ledger *ledger_open(const ledger_opts *o, sg_error *err);
 
 /* Spools one record: serialise + one write(). Cheap (a few microseconds) and never waits
  * for the database. -1 with err only when the spool cannot be written (disk full, I/O
- * error): the record is then lost, counted and logged. */
+ * error): the record is then lost and counted (ledger_stats.append_failures). The ledger
+ * logs the loss itself, without flooding: an ERROR line at the first loss, then at most
+ * one per loss_log_ms with the count lost since (the writer thread, or ledger_close,
+ * reports the rest when losses stop). Callers need not log it again. */
 int ledger_append(ledger *l, const ledger_record *r, sg_error *err);
 
 /* Waits until every record appended before the call is delivered, or timeout_ms passes.

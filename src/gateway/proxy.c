@@ -232,7 +232,10 @@ static const candidate *current(const proxy_req *p) {
     return p->cur < p->n_cands ? &p->cands[p->cur] : NULL;
 }
 
-/* The request's ledger record and metrics: written once, when it ends. */
+/* The request's ledger record and metrics: written once, when it ends. A failed request's
+ * cost is its last target's price of what it used (a failure before any token used
+ * nothing: 0), unknown (NULL) when that target is unpriced, and 0 when no target was
+ * tried at all; p->cost takes it, so that the log line says the same. */
 static void record_request(proxy_req *p, int status, uint64_t ms) {
     const candidate *c = p->attempts ? current(p) : NULL;
     gw_usage u = p->usage;
@@ -240,17 +243,18 @@ static void record_request(proxy_req *p, int status, uint64_t ms) {
         u.input = u.output = u.cache_read = u.cache_write = 0;
         u.reasoning = -1;
     }
+    if (status != 200) p->cost = c ? cost_of_failure(cost_lookup(p->gw->costs, c->provider, c->model), &p->usage) : 0;
     ledger_record r = {
         .time_ms = p->wall_start_ms, .request_id = p->id, .key_id = p->key ? p->key->id : NULL,
         .route = p->route ? p->route->name : NULL, .requested_model = p->client_model,
         .provider = c ? c->provider->name : NULL, .model = c ? c->model : NULL,
         .attempts = p->atts, .n_attempts = p->n_atts, .usage = u,
-        .cost_micro = status == 200 ? p->cost : (p->cost >= 0 ? p->cost : 0), .latency_ms = (int64_t)ms,
+        .cost_micro = p->cost, .latency_ms = (int64_t)ms,
         .ttft_ms = p->first_byte_ms ? (int64_t)(p->first_byte_ms - p->t_start) : -1, .status = status,
         .error = status == 200 ? NULL : (p->have_error ? p->last_error.code : "error"), .stream = p->oreq.stream,
     };
     sg_error err;
-    if (ledger_append(p->gw->ledger, &r, &err)) sg_log_buffered(SG_LOG_ERROR, "ledger: %s", err.msg);
+    ledger_append(p->gw->ledger, &r, &err);   /* a loss is counted and logged (rate-limited) there */
     metrics_observe_request(p->gw->metrics, &r);
 }
 
@@ -404,10 +408,9 @@ static void finish_ok(proxy_req *p) {
     estimate_usage(p);
     compute_cost(p);
     record_attempt(p, 200, NULL);
-    if (c && c->provider->type != GW_PROVIDER_LOCAL) {
-        gw_breaker_state *b = gateway_breaker(p->gw, c->provider->name, c->model);
-        gateway_breaker_result(p->gw, b, true);
-    }
+    if (c && c->provider->type != GW_PROVIDER_LOCAL)
+        breaker_record(p->gw->breakers, &p->gw->cfg->circuit_breaker, c->provider->name, c->model, true,
+                       loop_now_ms(p->gw->loop));
     if (p->oreq.stream) {
         if (!p->passthrough) render_end(p);
         client_flush(p);
@@ -879,7 +882,8 @@ static void attempt_failed(proxy_req *p, int status, const char *why_in, gw_fail
         p->have_error = true;
     }
     if (c->provider->type != GW_PROVIDER_LOCAL && kind == GW_FAIL_RETRYABLE)
-        gateway_breaker_result(p->gw, gateway_breaker(p->gw, c->provider->name, c->model), false);
+        breaker_record(p->gw->breakers, &p->gw->cfg->circuit_breaker, c->provider->name, c->model, false,
+                       loop_now_ms(p->gw->loop));
     uint64_t now = loop_now_ms(p->gw->loop);
     if (now >= p->deadline_ms) { no_more_targets(p, 504, "the request's deadline passed"); return; }
     /* retry the same target while its retries and the request's budget last */
@@ -1064,8 +1068,9 @@ static void apply_breakers(proxy_req *p) {
     int n_open = 0, k = 0;
     for (int i = 0; i < p->n_cands; i++) {
         const candidate *c = &p->cands[i];
-        gw_breaker_state *b = c->provider->type == GW_PROVIDER_LOCAL ? NULL : gateway_breaker(p->gw, c->provider->name, c->model);
-        if (b && gateway_breaker_open(p->gw, b)) open[n_open++] = *c;
+        if (c->provider->type != GW_PROVIDER_LOCAL &&
+            breaker_is_open(p->gw->breakers, c->provider->name, c->model, loop_now_ms(p->gw->loop), NULL))
+            open[n_open++] = *c;
         else p->cands[k++] = *c;
     }
     memcpy(p->cands + k, open, (size_t)n_open * sizeof *open);

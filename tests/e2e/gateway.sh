@@ -15,7 +15,8 @@
 #       (bounded memory, clear 502s, fallback, no key relayed or logged),
 #   (e) tests/gateway/local.test.mjs: the local model end to end,
 # and shell checks: the gateway is still alive and healthy, its log has no sanitizer report
-# or crash, and SIGTERM stops it with exit 0. Everything is stopped on any exit (bounded
+# or crash, SIGTERM stops it with exit 0, and the SQLite ledger prices failed requests
+# (unpriced model: NULL; priced, nothing used: 0). Everything is stopped on any exit (bounded
 # waits), the gateway log is printed on failure, and the last line is
 # "gateway.sh: N passed, N failed" (the node runner's "# pass"/"# fail" lines summed, plus
 # the shell checks). Exit status non-zero on any failure.
@@ -162,6 +163,7 @@ models:
   openai/m-est-s: {price: {input: 10, output: 20}}
   openai/m-est-n: {price: {input: 10, output: 20}}
   openai/m-est-l: {price: {input: 10, output: 20}}
+  openai/m-422-primary: {price: {input: 10, output: 20}}   # a priced model that fails (ledger check)
   openai/m-ctx-small: {context_window: 1000}
   backup/m-ctx-mid: {context_window: 1000}
   backup/m-ctx-large: {context_window: 100000}
@@ -310,6 +312,19 @@ for _ in $(seq 150); do   # 15 s at most
 done
 if [ "$rc" = 0 ]; then ok "SIGTERM: the gateway exits 0"; else bad "SIGTERM: the gateway exit status is ${rc:-none (still running after 15 s)}"; fi
 [ -n "$rc" ] && gw_pid=
+# the ledger, delivered at exit: a failed request on an unpriced model costs NULL (unknown),
+# one on a priced model that used no token costs 0 (faults: f-400 and f-422 end in errors)
+if [[ " $groups " == *" faults "* ]]; then
+  q() { sqlite3 "$tmp/ledger.db" "$1" 2>&1; }
+  n400=$(q "SELECT COUNT(*) FROM requests WHERE model = 'm-400-primary' AND status = 400")
+  bad400=$(q "SELECT COUNT(*) FROM requests WHERE model = 'm-400-primary' AND status = 400 AND cost_micro IS NOT NULL")
+  n422=$(q "SELECT COUNT(*) FROM requests WHERE model = 'm-422-primary' AND status = 422")
+  bad422=$(q "SELECT COUNT(*) FROM requests WHERE model = 'm-422-primary' AND status = 422 AND (cost_micro IS NULL OR cost_micro != 0)")
+  if [[ $n400 =~ ^[1-9][0-9]*$ && $bad400 == 0 ]]; then ok "ledger: failed requests on an unpriced model cost NULL ($n400)"
+  else bad "ledger: failed requests on an unpriced model: $n400 in all, $bad400 with a cost"; fi
+  if [[ $n422 =~ ^[1-9][0-9]*$ && $bad422 == 0 ]]; then ok "ledger: failed requests on a priced model that used nothing cost 0 ($n422)"
+  else bad "ledger: failed requests on a priced model: $n422 in all, $bad422 not 0"; fi
+fi
 # after the exit, so that LeakSanitizer's report (written at exit) is seen too
 crash_re='AddressSanitizer|LeakSanitizer|UndefinedBehaviorSanitizer|runtime error:|Segmentation fault|SIGSEGV|SIGABRT|Assertion .* failed|double free'
 if grep -Eq "$crash_re" "$tmp/gateway.log"; then bad "the gateway log shows a sanitizer report or crash"; grep -E -m5 "$crash_re" "$tmp/gateway.log"

@@ -24,7 +24,8 @@
 //     fault after the first chunk -> an explicit error event, never [DONE] (the openai SDK
 //     throws APIError while iterating)
 //   - circuit breaker: opens after 3 failures (targets skipped, visible in /v1/status and
-//     /v1/models), probed after the cooldown, a failed probe doubles the cooldown
+//     /v1/models), probed after the cooldown, a failed probe doubles the cooldown, a good
+//     probe closes it (and /v1/status lists it no more)
 //   - per request: "models": [...] and "provider": {order, only, ignore}
 // Tests named "[needs anthropic provider]", "[needs google provider]" or "[needs anthropic
 // endpoint]" depend on the Anthropic/Gemini codecs being wired into the gateway.
@@ -409,6 +410,11 @@ test('circuit breaker: opens after 3 failures, the target is skipped, shown in c
   const b = await breaker(t);
   assert.ok(b, `${t} in /v1/status`);
   assert.equal(b.state, 'open', `after 3 failures: ${JSON.stringify(b)}`);
+  const st = await get('/v1/status');
+  assert.ok(st.json.breakers.open >= 1 && st.json.breakers.entries >= st.json.breakers.open, `breakers: ${st.text}`);
+  assert.ok(st.json.targets.length <= 100, 'the list is bounded');
+  assert.ok(st.json.targets.every((x) => x.state !== 'closed' || x.failures > 0), `only open or failing targets: ${st.text}`);
+  assert.equal(st.json.ledger.lost, 0, `no ledger record lost: ${st.text}`);
   assert.ok(b.cooldown_ms > 0 && b.cooldown_ms <= 2000, `cooldown_ms: ${b.cooldown_ms}`);
   const m = await get('/v1/models');
   const route = m.json.data.find((x) => x.id === 'cb');
@@ -431,8 +437,9 @@ test('circuit breaker: opens after 3 failures, the target is skipped, shown in c
   assert.equal(res.status, 200, res.text);
   assertGwHeaders(res, { provider: 'flaky', model: 'm-cb-primary', attempts: 1 });
   assert.deepEqual(models(await attempts(n)), ['m-cb-primary'], 'the probe reached the target again');
-  const after = await breaker(t);
-  assert.equal(after.state, 'closed', `a good probe closes it: ${JSON.stringify(after)}`);
+  const after = await breaker(t);   // closed and clean: no longer listed
+  assert.ok(!after || after.state === 'closed', `a good probe closes it: ${JSON.stringify(after)}`);
+  assert.ok(!(await breaker(t)), `a closed breaker without failures is not listed: ${JSON.stringify(after)}`);
 });
 
 test('circuit breaker: a failed probe doubles the cooldown', async () => {

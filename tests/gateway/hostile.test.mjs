@@ -13,7 +13,8 @@
 //   - truncated requests, garbage, a client that leaves while its request is upstream ->
 //     no crash, the next client is served; hundreds of idle connections cost nothing
 //   - unknown endpoint -> 404 JSON; missing / invalid gateway key -> 401; unknown model ->
-//     404 model_not_found; GET /healthz and /readyz -> 200
+//     404 model_not_found; a model, models or provider name with a NUL or control
+//     character -> 400 (OpenAI and Anthropic shapes); GET /healthz and /readyz -> 200
 //   - signals, on private gateways started here: SIGHUP with a broken file -> "reload
 //     refused", the old configuration serves; with a valid changed file -> the new route
 //     works; SIGHUP during a stream -> it completes, new routes and keys apply after;
@@ -362,6 +363,35 @@ test('unknown model -> 404 model_not_found, nothing sent upstream', async () => 
       assert.match(r.json.error.message, /local models: local\//, r.json.error.message);
     }
   }
+});
+
+test('a model or provider name with a NUL or control character -> 400 in the client\'s shape, nothing sent upstream', async () => {
+  const n = nonce('hnul');
+  // "chat\u0000evil" once matched the route "chat" (a C comparison stops at the NUL)
+  const bodies = [
+    chatBody('chat\u0000evil', `nul ${n}`),
+    chatBody('chat\u0000evil', `nul stream ${n}`, { stream: true }),
+    chatBody('chat\u0001', `ctl ${n}`),
+    chatBody('openai/gpt-4o-mini\r\nx-evil: 1', `crlf ${n}`),
+    chatBody('chat', `models ${n}`, { models: ['chat\u0000evil'] }),
+    chatBody('chat', `models ctl ${n}`, { models: ['chat', 'chat\t'] }),
+    chatBody('chat', `order ${n}`, { provider: { order: ['openai\u0000x'] } }),
+    chatBody('chat', `only ${n}`, { provider: { only: ['openai\n'] } }),
+  ];
+  for (const body of bodies) {
+    const r = await post(body);
+    assert.equal(r.status, 400, `${JSON.stringify(body)}: ${r.status} ${r.text}`);
+    assertOpenAIError(r.json, { type: 'invalid_request_error' });
+  }
+  const h = { 'anthropic-version': '2023-06-01' };
+  for (const model of ['chat\u0000evil', 'chat\u001b[31m', 'chat\r\n']) {
+    const r = await post({ model, max_tokens: 10, messages: [{ role: 'user', content: `anth ${n}` }] }, { path: '/v1/messages', headers: h });
+    assert.equal(r.status, 400, `${JSON.stringify(model)}: ${r.status} ${r.text}`);
+    assert.equal(r.json?.type, 'error', r.text);
+    assert.equal(r.json?.error?.type, 'invalid_request_error', r.text);
+  }
+  const log = await control(`/control/log?match=${n}`);
+  assert.equal(log.length, 0, 'nothing reached the provider');
 });
 
 test('GET /healthz and /readyz -> 200 without a key; HEAD too', async () => {
