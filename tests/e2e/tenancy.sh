@@ -216,6 +216,14 @@ check "models, metrics key: 403" is "$(req $KM GET /v1/models)" 403
 check "models, no key: 401" is "$(req - GET /v1/models)" 401
 
 # ---- /v1/status ----
+# /v1/status lists the targets whose breakers are open or failing: one failure each
+ctl=$(echo "$ports" | jq -r .control)
+for m in m-tenancy-a m-tenancy-b; do
+  curl -s -m 5 -o /dev/null -H 'content-type: application/json' \
+    -d "{\"provider\":\"openai\",\"match\":\"$m\",\"faults\":[\"500\"]}" "http://127.0.0.1:$ctl/control"
+done
+check "team-a, upstream 500: relayed" is "$(chat $KA route-a)" 500
+check "team-b, upstream 500: relayed" is "$(chat $KB route-b)" 500
 check "status, team-a: 200" is "$(req $KA GET /v1/status)" 200
 check "status, team-a: its target only" jqis '[.targets[].target]' '["openai/m-tenancy-a"]'
 check "status, team-a: no gateway-wide counters, state or ledger" jqis '[has("stats"), has("state"), has("ledger")]' '[false,false,false]'
@@ -267,7 +275,7 @@ check "open: team-a gets 200 again" is "$(chat $KA route-a)" 200
 check "the replaced in-process limiter is freed once idle" wait_log "replaced limiter is idle and freed" 0
 
 # ---- reload: ledger ----
-check "the old ledger has delivered (admin: 11 requests)" wait_usage $KO "" 11
+check "the old ledger has delivered (admin: 13 requests)" wait_usage $KO "" 13
 write_cfg "{redis: \"redis://127.0.0.1:1/0\", on_redis_error: open, timeout_ms: 200}" b.db
 check "reload to another ledger file: applied" hup "configuration reloaded"
 check "ledger change logged" grep -q "ledger: now sqlite $tmp/b.db" "$tmp/gateway.log"
@@ -277,8 +285,8 @@ check "the new ledger has the 2 new requests (admin)" wait_usage $KO "" 2
 check "the new ledger, team-a's view: 1" wait_usage $KA "" 1
 json=$("$bin" usage --db "$tmp/a.db" --format json --group-by key 2>&1)
 echo "$json" >"$tmp/body"
-check "smolgate usage --db a.db: the old ledger kept its 11 records" jqis .total.requests 11
-check "smolgate usage --db a.db: team-b's 3" jqis '[.data[] | select(.key=="team-b") | .requests]' '[3]'
+check "smolgate usage --db a.db: the old ledger kept its 13 records" jqis .total.requests 13
+check "smolgate usage --db a.db: team-b's 4" jqis '[.data[] | select(.key=="team-b") | .requests]' '[4]'
 
 # ---- reload: auth: none, on purpose ----
 { echo "auth: none"; head_cfg; echo "ledger: {sqlite: $tmp/b.db, spool_dir: $tmp/spool, flush_ms: 50}"; } >"$cfg"
