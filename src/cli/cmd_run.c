@@ -13,6 +13,7 @@
 #include "engine/model.h"
 #include "engine/sampler.h"
 #include "engine/tokenizer.h"
+#include "hub/hub.h"
 
 /* Options shared by run, chat and eval. */
 typedef struct run_opts {
@@ -108,10 +109,13 @@ static int parse_run_opts(int argc, char **argv, run_opts *o, const char *cmd) {
     return 0;
 }
 
+/* MODEL is a path, else the name of a pulled model ("smollm3", "OWNER/REPO:QUANT"). */
 static sg_model *load_or_die(const char *path) {
     sg_error err = {{0}};
-    sg_model *m = model_load(path, &err);
+    char *pulled = access(path, F_OK) ? hub_resolve(path, NULL) : NULL;
+    sg_model *m = model_load(pulled ? pulled : path, &err);
     if (!m) fprintf(stderr, "smolgate: %s\n", err.msg);
+    free(pulled);
     return m;
 }
 

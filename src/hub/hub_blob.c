@@ -212,9 +212,10 @@ static int download(dl *d) {
 
 int hub_blob_fetch(const hub_blob_req *q, int64_t *fetched, sg_error *err) {
     *fetched = 0;
-    char *dir = sg_xstrdup(q->lock_path);
-    int rc = hub_mkdirs(dirname(dir), err);
-    free(dir);
+    char *ldir = sg_xstrdup(q->lock_path), *bdir = sg_xstrdup(q->path);
+    int rc = hub_mkdirs(dirname(ldir), err) || hub_mkdirs(dirname(bdir), err) ? -1 : 0;
+    free(ldir);
+    free(bdir);
     if (rc) return -1;
     int lock = open(q->lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
     if (lock < 0) return sg_fail(err, "%s: %s", q->lock_path, strerror(errno));

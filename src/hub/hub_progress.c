@@ -4,7 +4,8 @@
 #include <string.h>
 #include <time.h>
 
-#define REDRAW_S 0.1
+#define REDRAW_S   0.1
+#define DECILE_MIN (8 << 20)   /* bytes: files this big get a line per 10% in a log */
 
 static double now_s(void) {
     struct timespec ts;
@@ -78,7 +79,7 @@ void hub_progress_add(hub_progress *p, size_t n) {
         if (t - p->last_draw >= REDRAW_S) { p->last_draw = t; draw_bar(p, t); }
         return;
     }
-    if (p->total <= 0) return;
+    if (p->total < DECILE_MIN) return;   /* small files: the start and end lines say enough */
     int d = (int)(10 * p->done / p->total);
     if (d > p->last_decile && d < 10) {
         p->last_decile = d;
