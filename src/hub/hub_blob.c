@@ -179,7 +179,11 @@ static int download(dl *d) {
                 double wait = 0.5 * (1 << attempt);
                 if (q->progress) {
                     if (q->tty) fputc('\n', q->progress);
-                    fprintf(q->progress, "  %s: %s; resuming in %.1f s\n", q->label, herr.msg, wait);
+                    const char *why = strrchr(herr.msg, ':');   /* curl's reason, after the URL */
+                    char at[32];
+                    hub_format_bytes((double)d->have, at, sizeof at);
+                    fprintf(q->progress, "  %s: connection lost at %s (%s); resuming in %.1f s\n", q->label, at,
+                            why ? why + 2 : herr.msg, wait);
                 }
                 d->err->msg[0] = 0;
                 sleep_s(wait);
