@@ -15,7 +15,9 @@
 #include "common/buf.h"
 #include "hub/hub_progress.h"
 
-#define RETRIES 5   /* resumed attempts after a dropped connection */
+#define RETRIES 5                   /* resumed attempts after a dropped connection */
+#define WRITEBACK_EVERY (32 << 20)  /* bytes: start writing to disk as we go, so the final
+                                       fsync has little left to wait for */
 
 hub_digest hub_digest_of_etag(const char *e) {
     size_t n = strlen(e);
@@ -54,6 +56,7 @@ typedef struct dl {
     hub_progress prog;
     int restarted;       /* the server ignored Range: started over */
     int64_t fetched;     /* bytes received by this process */
+    int64_t synced;      /* writeback started up to here */
     sg_error *err;
 } dl;
 
@@ -96,7 +99,7 @@ static int hash_prefix(dl *d) {
 static int truncate_to_zero(dl *d) {
     if (ftruncate(d->fd, 0) || lseek(d->fd, 0, SEEK_SET) < 0)
         return sg_fail(d->err, "truncating %s.incomplete: %s", d->q->path, strerror(errno));
-    d->have = 0;
+    d->have = d->synced = 0;
     return 0;
 }
 
@@ -123,6 +126,10 @@ static int sink_data(void *ctx, const void *p, size_t n) {
     EVP_DigestUpdate(d->md, p, n);
     d->have += (int64_t)n;
     d->fetched += (int64_t)n;
+    if (d->have - d->synced >= WRITEBACK_EVERY) {
+        sync_file_range(d->fd, d->synced, d->have - d->synced, SYNC_FILE_RANGE_WRITE);
+        d->synced = d->have;
+    }
     hub_progress_add(&d->prog, n);
     return 0;
 }
@@ -150,7 +157,7 @@ static int download(dl *d) {
     for (int attempt = 0;; attempt++) {
         struct stat st;
         if (fstat(d->fd, &st)) return sg_fail(d->err, "stat: %s", strerror(errno));
-        d->have = st.st_size;
+        d->have = d->synced = st.st_size;
         d->restarted = 0;
         if (d->size >= 0 && d->have > d->size) { if (truncate_to_zero(d)) return -1; }
         /* a git digest starts with the size: resume only when it is known */
