@@ -21,6 +21,9 @@ int cli_serve(int argc, char **argv);
 int cli_usage(int argc, char **argv);
 int cli_perplexity(int argc, char **argv);
 int cli_bench(int argc, char **argv);
+int cli_pull(int argc, char **argv);
+int cli_list(int argc, char **argv);
+int cli_rm(int argc, char **argv);
 
 /* Shared helpers. */
 /* Parses "1,2,3" into ids; returns -1 on a malformed list. */

@@ -1,6 +1,6 @@
 /* main.c: the smolgate command line. One binary: the inference engine's commands
  * (run, chat, eval, tokenize, convert, quantize, make-model, info, perplexity, bench) and the
- * gateway (serve, usage). */
+ * gateway (serve, usage), and the models they use (pull, list, rm). */
 #include <stdio.h>
 #include <string.h>
 
@@ -27,6 +27,12 @@ static void usage(FILE *f) {
           "  bench MODEL                        prompt / generation tokens/s, memory bandwidth,\n"
           "                                     decode roofline, concurrent sequences\n"
           "\n"
+          "models:\n"
+          "  pull MODEL                         download smollm3, OWNER/REPO[:QUANT] (Hugging Face)\n"
+          "                                     or ollama:NAME[:TAG] into the usual caches\n"
+          "  list                               pulled models: name, size, quant, path\n"
+          "  rm MODEL                           remove a pulled model\n"
+          "\n"
           "gateway:\n"
           "  serve [--config FILE] [--listen HOST:PORT] [--model PATH]...\n"
           "                                     the AI gateway (OpenAI and Anthropic APIs)\n"
@@ -49,7 +55,7 @@ int main(int argc, char **argv) {
         {"run", cli_run}, {"chat", cli_chat}, {"eval", cli_eval}, {"tokenize", cli_tokenize},
         {"convert", cli_convert}, {"make-model", cli_make_model}, {"info", cli_info}, {"serve", cli_serve},
         {"perplexity", cli_perplexity}, {"bench", cli_bench}, {"quantize", cli_quantize},
-        {"usage", cli_usage},
+        {"usage", cli_usage}, {"pull", cli_pull}, {"list", cli_list}, {"rm", cli_rm},
     };
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
         if (!strcmp(cmd, cmds[i].name)) return cmds[i].fn(argc - 2, argv + 2);

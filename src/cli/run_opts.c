@@ -6,10 +6,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include "cli/cli.h"
 #include "engine/dtype.h"
 #include "engine/sampler.h"
+#include "hub/hub.h"
 
 #define STR_(x) #x
 #define STR(x) STR_(x)
@@ -268,10 +270,13 @@ int run_opts_parse(int argc, char **argv, run_opts *o, run_cmd cmd) {
     return 0;
 }
 
+/* MODEL is a path, else the name of a pulled model ("smollm3", "OWNER/REPO:QUANT"). */
 sg_model *run_load_model(const char *path) {
     sg_error err = {{0}};
-    sg_model *m = model_load(path, &err);
+    char *pulled = access(path, F_OK) ? hub_resolve(path, NULL) : NULL;
+    sg_model *m = model_load(pulled ? pulled : path, &err);
     if (!m) fprintf(stderr, "smolgate: %s\n", err.msg);
+    free(pulled);
     return m;
 }
 
