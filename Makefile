@@ -41,9 +41,15 @@ deps-test:
 	@tools/install-deps.sh --test
 	@[ -d tests/node/node_modules ] || (cd tests/node && npm ci --no-audit --no-fund --loglevel=error)
 
-# The main job: the gateway with its embedded defaults.
+# The main job: the gateway with its embedded defaults. With no local model yet (none
+# pulled, none in ./models), SmolLM3 is pulled first; without network the gateway still
+# starts, and its start-up block says what it serves and how to get a model.
 serve: deps
 	$(MAKE) $(BUILD)/smolgate
+	@if [ -z "$$(ls models/*.gguf 2>/dev/null)" ] && [ "$$($(BUILD)/smolgate list 2>/dev/null | wc -l)" -le 1 ]; then \
+	  echo "smolgate: no local model yet: pulling SmolLM3 (smolgate pull smollm3)"; \
+	  $(BUILD)/smolgate pull smollm3 || echo "smolgate: could not pull SmolLM3; starting without it"; \
+	fi
 	$(BUILD)/smolgate serve
 all: $(BUILD)/smolgate $(TEST_BIN) $(BENCH_BIN) compile_commands.json
 

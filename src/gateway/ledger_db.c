@@ -135,7 +135,7 @@ static int migrate_from(ledger_db *db, int v, db_exec_fn exec, const char *const
     for (int m = v + 1; m <= LEDGER_SCHEMA_VERSION; m++) {
         char ins[160];
         snprintf(ins, sizeof ins, "INSERT INTO schema_version (version, applied_ms) VALUES (%d, %" PRId64 ")", m, now_ms());
-        if (exec(db, migrations[m], err) || exec(db, ins, err)) return sg_fail_wrap(err, "migration %d: ", m);
+        if (exec(db, migrations[m], err) || exec(db, ins, err)) return sg_fail_wrap(err, "migration %d", m);
     }
     return 0;
 }
@@ -159,14 +159,14 @@ static int sq_open(ledger_db *db, const char *path, bool read_only, sg_error *er
     }
     sqlite3_busy_timeout(db->sq, 10000);
     if (sq_exec(db, "PRAGMA journal_mode=WAL", err) || sq_exec(db, "PRAGMA synchronous=FULL", err))
-        return sg_fail_wrap(err, "%s: ", path);
+        return sg_fail_wrap(err, "%s", path);
     if (read_only) {
         int v;
         if (sq_version(db, &v, err)) return -1;
         if (v < 1) return sg_fail(err, "%s: not a smolgate ledger (no schema_version)", path);
         return 0;
     }
-    if (sq_migrate(db, err)) return sg_fail_wrap(err, "%s: ", path);
+    if (sq_migrate(db, err)) return sg_fail_wrap(err, "%s", path);
     if (sqlite3_prepare_v2(db->sq, "INSERT INTO requests (" REQ_COLS ") VALUES "
                            "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (request_id) DO NOTHING",
                            -1, &db->ins_req, NULL) != SQLITE_OK ||

@@ -227,7 +227,7 @@ static int hf_choose(const hub_ref *ref, const hub_strv *siblings, hub_strv *wan
         const char **pick;
         size_t n;
         if (hub_gguf_pick(siblings->v, siblings->n, ref->tag, &pick, &n, err))
-            return sg_fail_wrap(err, "%s: ", ref->repo);
+            return sg_fail_wrap(err, "%s", ref->repo);
         for (size_t i = 0; i < n; i++) hub_strv_push(want, pick[i]);
         free(pick);
         return 0;
@@ -272,7 +272,7 @@ static int pull_hf(const hub_ref *ref, pull_ctx *pc, sg_error *err) {
     int rc = hub_http_fetch("GET", url.data, "application/json", &pc->auth, 5, &r, err);
     if (rc) {
         if (r.transport && offline_fallback(ref, pc, err) == 0) rc = 0;
-        else sg_fail_wrap(err, "fetching the file list of %s: ", ref->repo);
+        else sg_fail_wrap(err, "fetching the file list of %s", ref->repo);
         goto out;
     }
     if (r.status != 200) { rc = hf_status_error(&r, endpoint, ref->repo, NULL, pc, err); goto out; }
@@ -330,7 +330,7 @@ static int pull_ollama(const hub_ref *ref, pull_ctx *pc, sg_error *err) {
     int rc = hub_http_fetch("GET", url.data, OLLAMA_MANIFEST_ACCEPT, NULL, 5, &r, err);
     if (rc) {
         if (r.transport && offline_fallback(ref, pc, err) == 0) rc = 0;
-        else sg_fail_wrap(err, "fetching the manifest of %s: ", name);
+        else sg_fail_wrap(err, "fetching the manifest of %s", name);
         goto out;
     }
     if (r.status == 404) { rc = sg_fail(err, "%s not found in the registry %s (HTTP 404)", name, base); goto out; }
