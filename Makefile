@@ -44,13 +44,14 @@ deps-test:
 # The main job: the gateway with its embedded defaults. With no local model yet (none
 # pulled, none in ./models), SmolLM3 is pulled first; without network the gateway still
 # starts, and its start-up block says what it serves and how to get a model.
+# SERVE_ARGS adds options (`make serve SERVE_ARGS="--listen 0.0.0.0:8080"`).
 serve: deps
 	$(MAKE) $(BUILD)/smolgate
 	@if [ -z "$$(ls models/*.gguf 2>/dev/null)" ] && [ "$$($(BUILD)/smolgate list 2>/dev/null | wc -l)" -le 1 ]; then \
 	  echo "smolgate: no local model yet: pulling SmolLM3 (smolgate pull smollm3)"; \
 	  $(BUILD)/smolgate pull smollm3 || echo "smolgate: could not pull SmolLM3; starting without it"; \
 	fi
-	$(BUILD)/smolgate serve
+	$(BUILD)/smolgate serve $(SERVE_ARGS)
 all: $(BUILD)/smolgate $(TEST_BIN) $(BENCH_BIN) compile_commands.json
 
 $(BUILD)/obj/%.o: %.c

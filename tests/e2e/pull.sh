@@ -118,6 +118,20 @@ check "unknown quant: error" [ $? -ne 0 ]
 check "unknown quant: lists the quants there are" has $tmp/err 'no .gguf file matching "Q2_K".*Q4_K_M, Q8_0'
 
 # smollm3: the default model, by name
+# `make serve` (the README's first command) on a machine with no model: it pulls SmolLM3
+# from the hub (here the fake one, through HF_ENDPOINT) and serves it
+if [ "$bin" = build/smolgate ]; then
+  (exec env -u OPENAI_API_KEY -u ANTHROPIC_API_KEY -u GEMINI_API_KEY -u GOOGLE_API_KEY \
+     HF_HOME=$tmp/hf-make make -s serve SERVE_ARGS="--listen 127.0.0.1:0" >$tmp/make.log 2>&1 </dev/null) &
+  mk=$!
+  for _ in $(seq 600); do grep -q "is serving on" $tmp/make.log && break; kill -0 $mk 2>/dev/null || break; sleep 0.1; done
+  check "make serve with no model: pulls SmolLM3" grep -q "no local model yet: pulling SmolLM3" $tmp/make.log
+  check "make serve with no model: serves the pulled SmolLM3 as smollm3" grep -q "local/smollm3-3b-q4_k_m (also smollm3)" $tmp/make.log
+  check "make serve with a model: no advice to get one" bash -c "! grep -q 'Nothing to serve yet' $tmp/make.log"
+  kill_tree() { local c; for c in $(pgrep -P "$1"); do kill_tree "$c"; done; kill -TERM "$1" 2>/dev/null; }
+  kill_tree $mk; wait $mk 2>/dev/null
+fi
+
 pull smollm3 >$tmp/out 2>$tmp/err
 check "pull smollm3 picks SmolLM3-Q4_K_M.gguf" [ "$(basename "$(tail -1 $tmp/out)")" = "SmolLM3-Q4_K_M.gguf" ]
 $bin info smollm3 >$tmp/info 2>&1
