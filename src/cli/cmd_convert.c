@@ -27,11 +27,12 @@ static bool ends_with(const char *s, const char *suffix) {
 }
 
 int cli_convert(int argc, char **argv) {
-    if (argc < 2 || !strcmp(argv[0], "--help") || !strcmp(argv[0], "-h")) {
+    bool help = argc >= 1 && (!strcmp(argv[0], "--help") || !strcmp(argv[0], "-h"));
+    if (argc < 2 || help) {
         fputs("usage: smolgate convert MODEL OUT [TYPE]\n"
               "  MODEL: a Hugging Face folder or a GGUF file; OUT: NAME.gguf, or a folder for\n"
-              "  Hugging Face output; TYPE: F32, F16, BF16 or Q8_0 (GGUF only); default F16\n", stderr);
-        return 2;
+              "  Hugging Face output; TYPE: F32, F16, BF16 or Q8_0 (GGUF only); default F16\n", help ? stdout : stderr);
+        return help ? 0 : 2;
     }
     sg_dtype type = SG_F16;
     if (argc >= 3 && parse_type(argv[2], &type)) return 2;

@@ -200,6 +200,10 @@ int cli_tokenize(int argc, char **argv) {
 }
 
 int cli_info(int argc, char **argv) {
+    if (argc >= 1 && (!strcmp(argv[0], "--help") || !strcmp(argv[0], "-h"))) {
+        fputs("usage: smolgate info MODEL\n  prints the model's configuration as JSON\n", stdout);
+        return 0;
+    }
     if (argc < 1) { fputs("usage: smolgate info MODEL\n", stderr); return 2; }
     sg_model *m = run_load_model(argv[0]);
     if (!m) return 1;
