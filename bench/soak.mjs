@@ -11,8 +11,9 @@
 // and not, 1 KB to a few MB, some split at random points over a raw socket), bad input
 // (malformed JSON, invalid UTF-8, bodies over the limit, bad keys, broken HTTP, a client
 // that stalls inside its headers or vanishes mid-stream), and upstream faults queued at the
-// fake (resets, stalls, hangs, malformed and cut bodies, 5xx) that the gateway must turn
-// into a fallback answer or a clean error. A request whose outcome is not one of those
+// fake (resets, stalls, hangs, malformed and cut bodies, 5xx, endless bodies, a 2 GiB
+// Content-Length, a 16 MiB SSE line, a slow drip, a 401 quoting the key) that the gateway
+// must turn into a fallback answer or a clean error, with no provider key in it. A request whose outcome is not one of those
 // its kind allows is counted as unexpected and its first few are printed.
 
 import { readFileSync, readdirSync } from 'node:fs';
@@ -112,7 +113,8 @@ function rawThenClose(data, ms) {
   });
 }
 
-const faults = ['reset', 'stall:0', 'stall:1', 'hang', '500', '503', 'malformed:1', 'close_mid_body:1', 'reset:2', '429:0'];
+const faults = ['reset', 'stall:0', 'stall:1', 'hang', '500', '503', 'malformed:1', 'close_mid_body:1', 'reset:2', '429:0',
+  'endless_body', 'huge_length', 'huge_sse_line:16', 'drip:300', 'echo_key'];
 
 const kinds = [
   // [weight, name, fn]: fn returns [ok, detail]
@@ -151,7 +153,9 @@ const kinds = [
     const r = await post('/v1/chat/completions', chat(`fault ${n}`, stream ? { stream: true } : {}));
     // The backup answers, or (a fault after the stream began) the stream ends with an error
     // event; either way a well-formed answer, never a hang or a dropped connection.
-    const ok = r.status === 200 && (r.text.includes(n) || (stream && r.text.includes('"error"')));
+    // No provider key ever comes back, whatever the upstream wrote.
+    const leaked = r.text.includes('sk-soak-upstream');
+    const ok = !leaked && r.status === 200 && (r.text.includes(n) || (stream && r.text.includes('"error"')));
     return [ok, `${f}${stream ? ' stream' : ''}: ${r.status} ${r.text.slice(0, 120)}`];
   }],
   [5, 'malformed-json', async () => {

@@ -8,8 +8,9 @@
 #   SMOLGATE_BIN=build-san/smolgate bench/soak.sh   # under the sanitizers (slower)
 #
 # Starts tests/fakes/upstream.mjs (OpenAI-compatible fake with fault injection) and a
-# gateway with one route over two targets on it, an 8 MiB body limit, short upstream
-# timeouts and a SQLite ledger; everything is stopped on exit.
+# gateway with one route over two targets on it, an 8 MiB body limit, 4 MiB / 1 MiB
+# upstream response bounds, short upstream timeouts and a SQLite ledger; everything is
+# stopped on exit. The gateway log is checked for provider keys and sanitizer reports.
 set -u
 cd "$(dirname "$0")/.."
 bin=${SMOLGATE_BIN:-build/smolgate}
@@ -45,6 +46,7 @@ cat >"$tmp/smolgate.yaml" <<EOF
 listen: 127.0.0.1:0
 log_level: info
 server: {max_body_bytes: $max_body, header_timeout_ms: 3000, body_timeout_ms: 10000}
+upstream: {max_response_bytes: 4194304, max_sse_line_bytes: 1048576}
 x-timeouts: &t {connect_ms: 1000, first_token_ms: 1000, idle_ms: 1000, total_ms: 10000}
 providers:
   openai: {base_url: "http://127.0.0.1:$oa/v1", api_key: sk-soak-upstream-a, timeouts: *t, retries: {max: 0}}
@@ -77,6 +79,8 @@ rc=$?
 if kill -0 "$gw_pid" 2>/dev/null; then echo "soak.sh: the gateway is still running"; else echo "soak.sh: the gateway died"; rc=1; fi
 records=$(sqlite3 "$tmp/ledger.db" 'select count(*) from requests' 2>/dev/null || echo '?')
 echo "soak.sh: ledger records: $records"
+if grep -q 'sk-soak-upstream' "$tmp/gateway.log"; then echo "soak.sh: a provider key is in the gateway log"; rc=1
+else echo "soak.sh: no provider key in the gateway log"; fi
 if grep -Eq 'AddressSanitizer|runtime error:|LeakSanitizer' "$tmp/gateway.log"; then
   echo "soak.sh: sanitizer report in the gateway log:"; grep -E -m5 -A5 'AddressSanitizer|runtime error:' "$tmp/gateway.log"; rc=1
 fi
