@@ -26,6 +26,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -1324,7 +1325,7 @@ static void format_addr(const struct sockaddr_storage *ss, char *out, size_t n) 
     }
 }
 
-static void conn_new(http_server *s, int fd, const struct sockaddr_storage *ss) {
+static http_conn *conn_new(http_server *s, int fd, const struct sockaddr_storage *ss) {
     http_conn *c = sg_xcalloc(1, sizeof *c);
     c->s = s;
     c->fd = fd;
@@ -1346,11 +1347,30 @@ static void conn_new(http_server *s, int fd, const struct sockaddr_storage *ss) 
         SG_WARN("http: %s", err.msg);
         conn_close(c);
         conn_maybe_free(c);
-        return;
+        return NULL;
     }
     /* The first request's header timeout runs from the accept. */
     c->rt_kind = RT_HEADER;
     loop_timer_start(s->l, &c->rtimer, s->cfg.header_timeout_ms);
+    return c;
+}
+
+int http_server_adopt(http_server *s, int fd, sg_error *err) {
+    if (s->shutting_down || s->n_open >= s->cfg.max_connections) {
+        close(fd);
+        return sg_fail(err, "http: not taking connections (%s)", s->shutting_down ? "shutting down" : "connection limit");
+    }
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) {
+        sg_fail(err, "http: adopt fd %d: %s", fd, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    struct sockaddr_storage ss = {0};
+    socklen_t sl = sizeof ss;
+    if (getpeername(fd, (struct sockaddr *)&ss, &sl) < 0) ss.ss_family = AF_UNSPEC;
+    if (!conn_new(s, fd, &ss)) return sg_fail(err, "http: cannot watch fd %d", fd);
+    return 0;
 }
 
 static void server_accept_pause(http_server *s, int why) {

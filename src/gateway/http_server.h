@@ -132,6 +132,12 @@ void http_server_config_defaults(http_server_config *cfg);
  * strings too). Returns NULL with err filled on failure (bad address, bind, ...). */
 http_server *http_server_new(loop *l, const http_server_config *cfg, sg_error *err);
 
+/* Serves fd, an already-connected stream socket (one end of a socketpair, a socket
+ * handed over by a supervisor), as if it had just been accepted. fd belongs to the server
+ * from this call on, failure included (it is then closed). Returns 0, or -1 with err
+ * (shutting down, at max_connections, or the loop refused it). Loop thread only. */
+int http_server_adopt(http_server *s, int fd, sg_error *err);
+
 /* The bound port (useful after listening on port 0). */
 int http_server_port(const http_server *s);
 
