@@ -11,6 +11,9 @@
 #       and tests/gateway/routing.test.mjs: keys, headers and fields sent upstream,
 #   (c) tests/gateway/hostile.test.mjs: bad input, slow and broken clients, signals,
 #   (d) tests/gateway/local.test.mjs: the local model end to end,
+#   (e) tests/gateway/segments.test.mjs: chat requests (1 KB to several MB) split on the
+#       wire at random points, a byte at a time, head and body apart, after a 100-continue,
+#       and through the openai SDK (a private gateway with a larger max_body_bytes),
 # and shell checks: the gateway is still alive and healthy, its log has no sanitizer report
 # or crash, and SIGTERM stops it with exit 0. Everything is stopped on any exit (bounded
 # waits), the gateway log is printed on failure, and the last line is
@@ -18,13 +21,14 @@
 # the shell checks). Exit status non-zero on any failure.
 #
 # Environment: SMOLGATE_BIN (default build/smolgate; build-san/smolgate for the sanitizer
-# build), GATEWAY_TESTS (space-separated subset of: clients faults routing hostile local).
+# build), GATEWAY_TESTS (space-separated subset of: clients faults routing hostile local
+# segments).
 set -u
 cd "$(dirname "$0")/../.."
 root=$(pwd)
 
 bin=${SMOLGATE_BIN:-build/smolgate}
-groups=${GATEWAY_TESTS:-clients faults routing hostile local}
+groups=${GATEWAY_TESTS:-clients faults routing hostile local segments}
 tmp=$(mktemp -d /tmp/smolgate-gateway-XXXXXX)
 fake_pid= gw_pid=
 pass=0 fail=0
@@ -285,6 +289,7 @@ for g in $groups; do
     routing) run_node routing tests/gateway/routing.test.mjs ;;
     hostile) run_node hostile tests/gateway/hostile.test.mjs ;;
     local)   run_node local tests/gateway/local.test.mjs ;;
+    segments) run_node segments tests/gateway/segments.test.mjs ;;
     *) bad "unknown test group $g" ;;
   esac
 done
