@@ -126,10 +126,36 @@ static void flood_drained(http_exchange *x, void *arg) {
     flood_more(x, arg);
 }
 
+/* The byte at offset i of a test body: every value, CR, LF and NUL included. */
+static unsigned char body_byte(unsigned seed, size_t i) {
+    return (unsigned char)((i * 131u) ^ (i >> 9) ^ seed);
+}
+
+/* /check: what the handler saw, as one line the test compares byte for byte: method,
+ * path, query, the X-Tag and Content-Type headers, the header count, and whether the
+ * body is body_byte(X-Seed, i) for every i. */
+static void check_request(http_exchange *x, const http_request *r) {
+    const char *tag = http_request_header(r, "x-tag");
+    const char *ct = http_request_header(r, "content-type");
+    const char *seed = http_request_header(r, "x-seed");
+    unsigned sd = seed ? (unsigned)strtoul(seed, NULL, 10) : 0;
+    size_t bad = r->body_len;
+    for (size_t i = 0; i < r->body_len; i++)
+        if ((unsigned char)r->body[i] != body_byte(sd, i)) { bad = i; break; }
+    char out[512];
+    int n = snprintf(out, sizeof out, "%s %s q=%s tag=%s ct=%s headers=%zu len=%zu body=", r->method, r->path,
+                     r->query, tag ? tag : "-", ct ? ct : "-", r->n_headers, r->body_len);
+    if (bad == r->body_len) n += snprintf(out + n, sizeof out - (size_t)n, "exact");
+    else n += snprintf(out + n, sizeof out - (size_t)n, "differs at %zu", bad);
+    http_respond(x, 200, NULL, 0, out, (size_t)n);
+}
+
 static void handler(http_exchange *x, const http_request *r, void *arg) {
     (void)arg;
     loop *l = http_exchange_loop(x);
-    if (!strcmp(r->path, "/hello")) {
+    if (!strcmp(r->path, "/check")) {
+        check_request(x, r);
+    } else if (!strcmp(r->path, "/hello")) {
         static const http_header h[] = {{"Content-Type", "text/plain"}};
         http_respond(x, 200, h, 1, "hello", 5);
     } else if (!strcmp(r->path, "/echo")) {
@@ -971,6 +997,333 @@ static void shutdown_done(http_server *s, void *arg) {
 
 static void shutdown_fn(void *arg) { http_server_shutdown(F.s, (uint32_t)(uintptr_t)arg, shutdown_done, NULL); }
 
+/* ------------------------------------------------------------------------------------ */
+/* bodies arriving after the headers, in many small writes */
+
+static uint64_t test_rng = 0x1234567;
+static size_t rnd(size_t n) {  /* 0 .. n-1 */
+    test_rng ^= test_rng << 13;
+    test_rng ^= test_rng >> 7;
+    test_rng ^= test_rng << 17;
+    return (size_t)(test_rng % n);
+}
+
+/* Sends data in writes of 1 .. max_piece bytes, now and then pausing so that the server
+ * reads a piece on its own (its buffer then grows and compacts under the parsed head). */
+static void client_send_pieces(client *c, const char *data, size_t n, size_t max_piece) {
+    size_t at = 0;
+    for (int i = 0; at < n; i++) {
+        size_t k = 1 + rnd(max_piece);
+        if (k > n - at) k = n - at;
+        client_send(c, data + at, k);
+        at += k;
+        if (i % 64 == 63) usleep(200);
+    }
+}
+
+static void make_body(sg_buf *b, unsigned seed, size_t n) {
+    sg_buf_reserve(b, n);
+    for (size_t i = 0; i < n; i++) b->data[b->len + i] = (char)body_byte(seed, i);
+    b->len += n;
+    b->data[b->len] = 0;
+}
+
+/* The body as chunks of random sizes (some with extensions), then a trailer. */
+static void make_chunked(sg_buf *out, const sg_buf *body) {
+    size_t at = 0;
+    while (at < body->len) {
+        size_t k = 1 + rnd(70000);
+        if (k > body->len - at) k = body->len - at;
+        sg_buf_printf(out, rnd(4) ? "%zx\r\n" : "%zX;ext=\"v\"\r\n", k);
+        sg_buf_append(out, body->data + at, k);
+        sg_buf_puts(out, "\r\n");
+        at += k;
+    }
+    sg_buf_puts(out, "0\r\nX-Trailer: dropped\r\n\r\n");
+}
+
+static void expect_check(client *c, const char *want) {
+    response r;
+    int rc = client_response(c, &r);
+    CHECK_MSG(rc == 0 && r.status == 200 && r.body.data && !strcmp(r.body.data, want), "rc %d status %d: got \"%s\", want \"%s\"",
+              rc, r.status, r.body.data ? r.body.data : "(none)", want);
+    sg_buf_free(&r.body);
+}
+
+static void start_big(void) {
+    http_server_config cfg;
+    http_server_config_defaults(&cfg);  /* max_body_bytes 16 MiB */
+    cfg.linger_ms = 200;
+    start_server(&cfg);
+}
+
+/* A body of several MB reaches the handler byte for byte, whatever the writes: the
+ * request head parsed from the first write must survive the input buffer growing (and
+ * compacting: a small request comes first, in the same write) while the body arrives. */
+static void test_large_body_in_pieces(void) {
+    start_big();
+    const size_t n = 6u << 20;
+    sg_buf body, head, chunked;
+    sg_buf_init(&body);
+    sg_buf_init(&head);
+    sg_buf_init(&chunked);
+    make_body(&body, 7, n);
+    char want[512];
+
+    /* Content-Length */
+    client c;
+    client_open(&c);
+    sg_buf_printf(&head, "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n"
+                         "PUT /check?k=v&z=%%41 HTTP/1.1\r\nHost: x\r\nX-Tag: the-tag-1\r\nX-Seed: 7\r\n"
+                         "Content-Type: application/octet-stream\r\nContent-Length: %zu\r\n\r\n", n);
+    client_send(&c, head.data, head.len);
+    usleep(20 * 1000);  /* the head is parsed before any body byte arrives */
+    client_send_pieces(&c, body.data, body.len, 3000);
+    response r;
+    CHECK(client_response(&c, &r) == 0 && r.status == 200 && !strcmp(r.body.data, "hello"));
+    sg_buf_free(&r.body);
+    snprintf(want, sizeof want, "PUT /check q=k=v&z=%%41 tag=the-tag-1 ct=application/octet-stream headers=5 len=%zu body=exact", n);
+    expect_check(&c, want);
+
+    /* chunked, on the same connection; each piece small */
+    sg_buf_reset(&head);
+    sg_buf_puts(&head, "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n"
+                       "POST /check HTTP/1.1\r\nHost: x\r\nX-Seed: 7\r\nTransfer-Encoding: chunked\r\nX-Tag: t2\r\n\r\n");
+    client_send(&c, head.data, head.len);
+    usleep(20 * 1000);
+    make_chunked(&chunked, &body);
+    client_send_pieces(&c, chunked.data, chunked.len, 3000);
+    CHECK(client_response(&c, &r) == 0 && r.status == 200 && !strcmp(r.body.data, "hello"));
+    sg_buf_free(&r.body);
+    snprintf(want, sizeof want, "POST /check q= tag=t2 ct=- headers=4 len=%zu body=exact", n);
+    expect_check(&c, want);
+    client_close(&c);
+
+    /* the head itself in pieces, a byte at a time */
+    client_open(&c);
+    sg_buf_reset(&head);
+    sg_buf_printf(&head, "POST http://h.example/check?abs=1 HTTP/1.1\r\nHost: x\r\nX-Seed: 7\r\nX-Tag: bytewise\r\n"
+                         "Content-Length: %zu\r\n\r\n", n);
+    client_send_pieces(&c, head.data, head.len, 1);
+    client_send_pieces(&c, body.data, body.len, 20000);
+    snprintf(want, sizeof want, "POST /check q=abs=1 tag=bytewise ct=- headers=4 len=%zu body=exact", n);
+    expect_check(&c, want);
+    client_close(&c);
+
+    sg_buf_free(&body);
+    sg_buf_free(&head);
+    sg_buf_free(&chunked);
+    stop_server();
+}
+
+/* The next requests arrive while a large body is still being read: in the write that
+ * ends the body, and right after it. */
+static void test_pipelined_during_large_body(void) {
+    start_big();
+    const size_t n = 3u << 20;
+    sg_buf body, all, chunked;
+    sg_buf_init(&body);
+    sg_buf_init(&all);
+    sg_buf_init(&chunked);
+    make_body(&body, 3, n);
+    for (int mode = 0; mode < 2; mode++) {
+        client c;
+        client_open(&c);
+        sg_buf_reset(&all);
+        if (mode == 0) {
+            sg_buf_printf(&all, "POST /check?first HTTP/1.1\r\nHost: x\r\nX-Seed: 3\r\nX-Tag: big\r\nContent-Length: %zu\r\n\r\n", n);
+            sg_buf_append(&all, body.data, body.len);
+        } else {
+            sg_buf_puts(&all, "POST /check?first HTTP/1.1\r\nHost: x\r\nX-Seed: 3\r\nX-Tag: big\r\nTransfer-Encoding: chunked\r\n\r\n");
+            sg_buf_reset(&chunked);
+            make_chunked(&chunked, &body);
+            sg_buf_append(&all, chunked.data, chunked.len);
+        }
+        size_t body_end = all.len;
+        sg_buf_puts(&all, "POST /check?second HTTP/1.1\r\nHost: x\r\nX-Seed: 9\r\nX-Tag: small\r\nContent-Length: 5\r\n\r\n");
+        for (size_t i = 0; i < 5; i++) sg_buf_putc(&all, (char)body_byte(9, i));
+        sg_buf_puts(&all, "GET /check?third HTTP/1.1\r\nHost: x\r\nX-Tag: last\r\n\r\n");
+        /* Everything up to shortly before the end of the body in small writes; the rest
+         * (body end, second request, start of the third) in one; then the third's end. */
+        size_t split = body_end - 100, tail_cut = all.len - 10;
+        client_send_pieces(&c, all.data, split, 4000);
+        client_send(&c, all.data + split, tail_cut - split);
+        usleep(10 * 1000);
+        client_send(&c, all.data + tail_cut, all.len - tail_cut);
+        char want[512];
+        snprintf(want, sizeof want, "POST /check q=first tag=big ct=- headers=4 len=%zu body=exact", n);
+        expect_check(&c, want);
+        expect_check(&c, "POST /check q=second tag=small ct=- headers=4 len=5 body=exact");
+        expect_check(&c, "GET /check q=third tag=last ct=- headers=2 len=0 body=exact");
+        client_close(&c);
+    }
+    sg_buf_free(&body);
+    sg_buf_free(&all);
+    sg_buf_free(&chunked);
+    stop_server();
+}
+
+/* Expect: 100-continue with a large body: the 100 comes first, then the body arrives in
+ * pieces after a head the parser has long finished with. */
+static void test_expect_continue_big_body(void) {
+    start_big();
+    const size_t n = 5u << 20;
+    sg_buf body, chunked;
+    sg_buf_init(&body);
+    sg_buf_init(&chunked);
+    make_body(&body, 11, n);
+    char head[512], want[512];
+    for (int mode = 0; mode < 2; mode++) {
+        client c;
+        client_open(&c);
+        if (mode == 0)
+            snprintf(head, sizeof head, "GET /hello HTTP/1.1\r\nHost: x\r\n\r\nPOST /check?e=1 HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+                                        "X-Seed: 11\r\nX-Tag: expect\r\nContent-Length: %zu\r\n\r\n", n);
+        else
+            snprintf(head, sizeof head, "GET /hello HTTP/1.1\r\nHost: x\r\n\r\nPOST /check?e=1 HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+                                        "X-Seed: 11\r\nX-Tag: expect\r\nTransfer-Encoding: chunked\r\n\r\n");
+        client_sends(&c, head);
+        response r;
+        CHECK(client_response(&c, &r) == 0 && r.status == 200 && !strcmp(r.body.data, "hello"));
+        sg_buf_free(&r.body);
+        ssize_t ll = client_line(&c);
+        CHECK_MSG(ll > 0 && !strncmp(c.buf, "HTTP/1.1 100 Continue\r\n", 23), "mode %d: 100 Continue first", mode);
+        if (mode == 0) {
+            client_send_pieces(&c, body.data, body.len, 5000);
+        } else {
+            sg_buf_reset(&chunked);
+            make_chunked(&chunked, &body);
+            client_send_pieces(&c, chunked.data, chunked.len, 5000);
+        }
+        snprintf(want, sizeof want, "POST /check q=e=1 tag=expect ct=- headers=5 len=%zu body=exact", n);
+        expect_check(&c, want);  /* skips the 100 */
+        client_close(&c);
+    }
+    sg_buf_free(&body);
+    sg_buf_free(&chunked);
+    stop_server();
+}
+
+/* A CR is only allowed right before the LF that ends a line (RFC 9112 2.2): elsewhere in
+ * the request line, a header line or a chunk line it gets 400, whole or byte by byte, and
+ * the handler never sees the request. */
+static void test_bare_cr(void) {
+    start_default();
+    static const struct { const char *raw; const char *code; } cases[] = {
+        {"GET /hello HTTP/1.1\r\nHost: x\r\nX-A: a\rb\r\n\r\n", "bad_header"},
+        {"GET /hello HTTP/1.1\r\nHost: x\r\nX-A: ab\r\r\n\r\n", "bad_header"},
+        {"GET /hello HTTP/1.1\r\nHost: x\rX-A: b\r\n\r\n", "bad_header"},
+        {"GET /hello HTTP/1.1\r\nHost: x\r\n\r\r\n", "bad_header"},
+        {"GET /hello HTTP/1.1\r\r\nHost: x\r\n\r\n", "bad_request_line"},
+        {"GET /hel\rlo HTTP/1.1\r\nHost: x\r\n\r\n", "bad_request_line"},
+        {"GET\r/hello HTTP/1.1\r\nHost: x\r\n\r\n", "bad_request_line"},
+        {"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\r\nabc\r\n0\r\n\r\n", "bad_chunk"},
+        {"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3;a=\rb\r\nabc\r\n0\r\n\r\n", "bad_chunk"},
+        {"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nX-T: a\rb\r\n\r\n", "bad_chunk"},
+    };
+    uint64_t before = get_stats().requests;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        for (int bytewise = 0; bytewise < 2; bytewise++) {
+            client c;
+            client_open(&c);
+            const char *raw = cases[i].raw;
+            if (bytewise) {
+                for (size_t k = 0; raw[k]; k++) {
+                    client_send(&c, raw + k, 1);
+                    usleep(300);
+                }
+            } else {
+                client_sends(&c, raw);
+            }
+            response r;
+            int rc = client_response(&c, &r);
+            CHECK_MSG(rc == 0 && r.status == 400, "case %zu (bytewise %d): status %d", i, bytewise, r.status);
+            char code[64];
+            snprintf(code, sizeof code, "\"code\":\"%s\"", cases[i].code);
+            CHECK_MSG(r.body.data && strstr(r.body.data, code), "case %zu (bytewise %d): %s in %s", i, bytewise, code,
+                      r.body.data ? r.body.data : "(none)");
+            sg_buf_free(&r.body);
+            client_close(&c);
+        }
+    }
+    CHECK_EQ_INT(get_stats().requests - before, 0);
+    /* A CR right before the LF is the line end, and a tab in a value is fine. */
+    response r;
+    CHECK_EQ_INT(one_shot("GET /echo HTTP/1.1\r\nHost: x\r\nUser-Agent: a\tb\r\n\r\n", &r), 200);
+    char v[64];
+    CHECK(resp_header(&r, "x-ua", v, sizeof v) && !strcmp(v, "a\tb"));
+    sg_buf_free(&r.body);
+    stop_server();
+}
+
+/* Slowloris: a client dribbling its head is answered 408 and cut at header_timeout_ms
+ * from the request's first byte: not re-armed by each read, not started late, and not
+ * kept open afterwards for linger_ms (which is 3 s here). */
+typedef struct dribble_result {
+    int64_t got_408_ms;  /* from the first byte; -1 never */
+    int64_t cut_ms;      /* the server stopped taking bytes: a write failed or was reset */
+} dribble_result;
+
+/* Sends first, then a byte every 25 ms, also after the server's FIN (a lingering server
+ * still reads and drops them), until a write fails. */
+static dribble_result dribble(client *c, const char *first, uint64_t t0, int max_ms) {
+    dribble_result res = {-1, -1};
+    client_sends(c, first);
+    char buf[4096];
+    size_t have = 0;
+    int eof = 0;
+    while (now_ms() - t0 < (uint64_t)max_ms) {
+        struct pollfd p = {c->fd, POLLIN, 0};
+        if (!eof && poll(&p, 1, 25) > 0) {
+            ssize_t k = recv(c->fd, buf + have, sizeof buf - have - 1, 0);
+            if (k < 0) break;  /* reset */
+            if (k == 0) {
+                eof = 1;
+                continue;
+            }
+            have += (size_t)k;
+            buf[have] = 0;
+            if (res.got_408_ms < 0 && strstr(buf, "\r\n\r\n") && !strncmp(buf, "HTTP/1.1 408 ", 13))
+                res.got_408_ms = (int64_t)(now_ms() - t0);
+            if (have > sizeof buf / 2) have = 0;
+            continue;
+        }
+        if (eof) usleep(25 * 1000);
+        if (send(c->fd, "a", 1, MSG_NOSIGNAL) <= 0) break;
+    }
+    res.cut_ms = (int64_t)(now_ms() - t0);
+    return res;
+}
+
+static void test_slowloris_timing(void) {
+    http_server_config cfg;
+    http_server_config_defaults(&cfg);
+    cfg.header_timeout_ms = 1000;
+    cfg.linger_ms = 3000;
+    start_server(&cfg);
+    /* The first request on a connection. */
+    client c;
+    client_open(&c);
+    uint64_t t0 = now_ms();
+    dribble_result d = dribble(&c, "GET /hello HTTP/1.1\r\nHost: x\r\nX-Slow: ", t0, 5000);
+    CHECK_MSG(d.got_408_ms >= 990 && d.got_408_ms < 1150, "408 after %lld ms (header_timeout_ms 1000)", (long long)d.got_408_ms);
+    CHECK_MSG(d.cut_ms >= 990 && d.cut_ms < 1250, "cut after %lld ms", (long long)d.cut_ms);
+    client_close(&c);
+    /* A later request on a kept-alive connection: timed from its own first byte. */
+    client_open(&c);
+    client_sends(&c, "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n");
+    response r;
+    CHECK(client_response(&c, &r) == 0 && r.status == 200);
+    sg_buf_free(&r.body);
+    usleep(700 * 1000);  /* idle, within idle_timeout_ms */
+    t0 = now_ms();
+    d = dribble(&c, "G", t0, 5000);
+    CHECK_MSG(d.got_408_ms >= 990 && d.got_408_ms < 1150, "keep-alive: 408 after %lld ms", (long long)d.got_408_ms);
+    CHECK_MSG(d.cut_ms >= 990 && d.cut_ms < 1250, "keep-alive: cut after %lld ms", (long long)d.cut_ms);
+    client_close(&c);
+    stop_server();
+}
+
 static void test_graceful_shutdown(void) {
     start_default();
     client busy, idle;
@@ -1100,6 +1453,11 @@ int main(int argc, char **argv) {
     ONLY(test_disconnect_mid_stream);
     ONLY(test_backpressure);
     ONLY(test_big_body);
+    ONLY(test_large_body_in_pieces);
+    ONLY(test_pipelined_during_large_body);
+    ONLY(test_expect_continue_big_body);
+    ONLY(test_bare_cr);
+    ONLY(test_slowloris_timing);
     ONLY(test_graceful_shutdown);
     ONLY(test_ipv6_listen);
     return tu_finish(argv[0]);

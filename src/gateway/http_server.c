@@ -2,22 +2,31 @@
  *
  * Shape: one http_conn per accepted socket, each embedding its one exchange (pipelined
  * requests are served one at a time, so one is enough) and owning every buffer the
- * exchange uses: the input buffer (the request is parsed in place and its strings point
- * into it), the header array, the output buffer and an arena. Nothing is allocated per
- * request once a connection has warmed up.
+ * exchange uses: the input buffer (the request is parsed in place: its strings are
+ * NUL-terminated where they lie), the header arrays, the output buffer and an arena.
+ * Nothing is allocated per request once a connection has warmed up.
  *
  * Lifetimes: a conn is freed only when its socket is closed, its exchange is not owned
  * by a handler, and no function of ours is on the stack for it (c->busy). Every entry
  * point (I/O, timers, the prepare hook, owner calls) ends with conn_maybe_free().
  *
- * The input buffer is frozen (no realloc, no compaction) while an exchange is active,
- * because the request's strings point into it; pipelined bytes arriving meanwhile go
- * into its spare room, and reading pauses when that is full.
+ * Until its request is complete the parser keeps only offsets from the request's start
+ * (in_off): a body arriving after the headers may grow (realloc) or compact (memmove) the
+ * input buffer under it. The request's pointers are made at dispatch, and from then on
+ * the buffer is frozen (no realloc, no compaction) while the exchange is active;
+ * pipelined bytes arriving meanwhile go into its spare room, and reading pauses when
+ * that is full.
+ *
+ * The parser decides from the bytes alone, never from how they were split into reads:
+ * every limit and syntax check on a line runs when the line is complete, in one order,
+ * and the checks on an incomplete line (too long already) are the ones the complete line
+ * would fail first. tests/fuzz/fuzz_http_segments.c holds it to that.
  */
 #include "gateway/http_server.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -55,6 +64,13 @@ typedef struct arena_block {
 } arena_block;
 
 typedef struct http_conn http_conn;
+
+/* A header's name and value as offsets from the request's start (in_off). */
+typedef struct hdr_span {
+    size_t name, value;
+} hdr_span;
+
+#define NO_POS SIZE_MAX
 
 struct http_exchange {
     http_conn   *c;
@@ -104,11 +120,14 @@ struct http_conn {
     int          ck_state;
     size_t       trailer_bytes;
     size_t       req_end;        /* where the next request starts, once READY */
+    size_t       path_at;        /* request target's path, or NO_POS for "/" */
+    size_t       query_at;       /* after '?', or NO_POS for "" */
     int          version_minor;
     int          keep_alive;     /* the request allows keep-alive */
     int          expect_continue;
 
-    http_header *hdrs;
+    hdr_span    *spans;          /* the headers while the request is read */
+    http_header *hdrs;           /* the same, as pointers, from dispatch on */
     size_t       n_hdrs, hdr_cap;
 
     sg_buf       out;
@@ -121,6 +140,7 @@ struct http_conn {
     int          out_paused;     /* stopped serving pipelined requests for output backlog */
     int          close_after_flush;
     int          lingering;      /* write side shut, discarding input until EOF */
+    int          no_linger;      /* timed out: close once the response is out, no linger */
     int          x_active;       /* the exchange is owned by a handler */
 
     arena_block *arena;          /* first block kept across exchanges */
@@ -161,6 +181,7 @@ static void conn_process(http_conn *c);
 static void conn_flush(http_conn *c);
 static void conn_close(http_conn *c);
 static void conn_linger_read(http_conn *c);
+static int conn_drain_input(http_conn *c);
 static void conn_maybe_free(http_conn *c);
 static void server_check_done(http_server *s);
 static void server_accept_resume(http_server *s);
@@ -481,6 +502,14 @@ static void conn_flush(http_conn *c) {
     }
     if (out_pending(c)) return;
     if (c->close_after_flush && !c->x_active && !c->lingering) {
+        if (c->no_linger) {
+            /* A client too slow to send its request in time gets no linger_ms more:
+             * read what has arrived (closing on unread input would send a reset
+             * instead of the FIN) and close now. */
+            conn_drain_input(c);
+            conn_close(c);
+            return;
+        }
         if (c->peer_closed || s->shutting_down || s->cfg.linger_ms == 0) {
             conn_close(c);
             return;
@@ -704,13 +733,16 @@ static int has_token(const char *v, const char *tok) {
     return 0;
 }
 
-/* Parses the complete head [0, head_end) of the request at base. */
+/* Parses the complete head [0, head_end) of the request at base. The scanner (conn_parse)
+ * has checked that every line ends in CRLF and holds no other CR, so lines are found by
+ * their LF. Strings are NUL-terminated in place; what the handler will see is recorded
+ * as offsets from base (the buffer may still move before dispatch). */
 static int parse_head_block(http_conn *c, char *base, size_t head_end, parse_err *e) {
     http_server *s = c->s;
     const http_server_config *cfg = &s->cfg;
     char *p = base, *end = base + head_end;
 
-    /* request line */
+    /* request line; the method starts at offset 0 */
     char *method = p;
     while (p < end && k_tchar[(unsigned char)*p]) p++;
     if (p == method || *p != ' ') PFAIL(400, "bad_request_line", "malformed request line");
@@ -725,7 +757,7 @@ static int parse_head_block(http_conn *c, char *base, size_t head_end, parse_err
         PFAIL(400, "bad_request_line", "malformed request line");
     }
     *p++ = 0;
-    char *eol = memchr(p, '\r', (size_t)(end - p));  /* the head ends in CRLFCRLF: found */
+    char *eol = (char *)memchr(p, '\n', (size_t)(end - p)) - 1;  /* the CR of the line's CRLF */
     size_t vl = (size_t)(eol - p);
     int digit5 = vl >= 6 && p[5] >= '0' && p[5] <= '9';
     if (vl < 6 || memcmp(p, "HTTP/", 5) != 0 || !digit5) PFAIL(400, "bad_request_line", "malformed HTTP version");
@@ -745,16 +777,17 @@ static int parse_head_block(http_conn *c, char *base, size_t head_end, parse_err
     } else if (!strcmp(target, "*")) {
     } else if (!strncasecmp(target, "http://", 7) || !strncasecmp(target, "https://", 8)) {
         char *auth = strstr(target, "//") + 2;
-        char *slash = strchr(auth, '/');
-        path = slash ? slash : (char *)"/";
-        if (!slash) {
-            char *q = strchr(auth, '?');
-            if (q) query = q + 1;
+        char *stop = strpbrk(auth, "/?");  /* the authority ends at the path or the query */
+        if (stop && *stop == '/') {
+            path = stop;
+        } else {
+            path = NULL;  /* the path is "/" */
+            if (stop) query = stop + 1;
         }
     } else {
         PFAIL(400, "bad_request_target", "malformed request target");
     }
-    if (!query) {
+    if (path && !query) {
         char *q = strchr(path, '?');
         if (q) {
             *q = 0;
@@ -770,7 +803,7 @@ static int parse_head_block(http_conn *c, char *base, size_t head_end, parse_err
     c->expect_continue = 0;
     while (p < end) {
         char *line = p;
-        char *cr = memchr(p, '\r', (size_t)(end - p));
+        char *cr = (char *)memchr(p, '\n', (size_t)(end - p)) - 1;
         p = cr + 2;
         if (cr == line) break;  /* the empty line */
         if (*line == ' ' || *line == '\t') PFAIL(400, "bad_header", "obsolete line folding is not accepted");
@@ -790,9 +823,10 @@ static int parse_head_block(http_conn *c, char *base, size_t head_end, parse_err
         *ve = 0;
         if (c->n_hdrs == c->hdr_cap) {
             c->hdr_cap = c->hdr_cap ? c->hdr_cap * 2 : 16;
+            c->spans = sg_xrealloc(c->spans, c->hdr_cap * sizeof *c->spans);
             c->hdrs = sg_xrealloc(c->hdrs, c->hdr_cap * sizeof *c->hdrs);
         }
-        c->hdrs[c->n_hdrs++] = (http_header){line, v};
+        c->spans[c->n_hdrs++] = (hdr_span){(size_t)(line - base), (size_t)(v - base)};
 
         switch (name_len) {
         case 4:
@@ -853,13 +887,10 @@ static int parse_head_block(http_conn *c, char *base, size_t head_end, parse_err
 
     c->keep_alive = c->version_minor == 1 ? !conn_close_tok : (conn_keep_tok && !conn_close_tok);
 
-    /* Everything the handler will see; the body is filled in when it has arrived. */
-    http_exchange *x = &c->x;
-    x->req.method = method;
-    x->req.path = path;
-    x->req.query = query ? query : "";
-    x->req.version_minor = c->version_minor;
-    x->head_only = !strcmp(method, "HEAD");
+    /* Where the handler's strings are (made into pointers at dispatch). */
+    c->path_at = path ? (size_t)(path - base) : NO_POS;
+    c->query_at = query ? (size_t)(query - base) : NO_POS;
+    c->x.head_only = !strcmp(method, "HEAD");
 
     c->body_off = head_end;
     if (te_chunked) {
@@ -892,8 +923,12 @@ static int parse_chunked(http_conn *c, char *base, size_t avail, parse_err *e) {
                 break;
             }
             size_t eol = (size_t)(nl - base);
+            /* The same bound as on an incomplete line above, checked first, so that
+             * where the reads split the line changes nothing. */
+            if (eol - src > CHUNK_LINE_MAX) PFAIL(400, "bad_chunk", "chunk size line too long");
             if (eol == src || base[eol - 1] != '\r') PFAIL(400, "bad_chunk", "chunk line without CRLF");
             char *q = base + src, *qe = base + eol - 1;
+            if (memchr(q, '\r', (size_t)(qe - q))) PFAIL(400, "bad_chunk", "bare CR in a chunk line");
             if (c->ck_state == CK_TRAILER) {
                 c->trailer_bytes += eol + 1 - src;
                 if (c->trailer_bytes > cfg->max_header_bytes) PFAIL(431, "headers_too_large", "chunked trailers too large");
@@ -967,25 +1002,35 @@ static int conn_parse(http_conn *c, parse_err *e) {
         size_t avail = c->in_len - c->in_off;
         if (!avail) return P_MORE;
         c->req_started = 1;
+        /* Lines end at an LF with a CR just before it. Each line is checked when it is
+         * complete, the size bound first: an incomplete line fails that same bound as soon
+         * as it is over it, so where the reads split the head changes no answer. */
         for (;;) {
             char *nl = memchr(base + c->scan, '\n', avail - c->scan);
             if (!nl) {
                 c->scan = avail;
-                if (c->n_lines == 0 && avail > cfg->max_uri_bytes + 32) PFAIL(414, "uri_too_long", "request target too long");
-                if (avail > cfg->max_header_bytes) PFAIL(431, "headers_too_large", "request headers too large");
+                if (avail > cfg->max_header_bytes) {
+                    if (c->n_lines == 0) PFAIL(414, "uri_too_long", "request line too long");
+                    PFAIL(431, "headers_too_large", "request headers too large");
+                }
                 return P_MORE;
             }
             size_t pos = (size_t)(nl - base);
-            if (pos == 0 || base[pos - 1] != '\r') PFAIL(400, "bad_request", "line ending without CR");
             c->scan = pos + 1;
-            if (pos - 1 == c->line_start && c->n_lines > 0) break;  /* empty line: end of head */
-            if (pos - 1 == c->line_start) PFAIL(400, "bad_request_line", "empty request line");
-            c->n_lines++;
-            if (c->n_lines > cfg->max_headers + 1) PFAIL(431, "headers_too_large", "too many request headers");
             if (pos + 1 > cfg->max_header_bytes) {
-                if (c->n_lines == 1 && pos > cfg->max_uri_bytes) PFAIL(414, "uri_too_long", "request target too long");
+                if (c->n_lines == 0) PFAIL(414, "uri_too_long", "request line too long");
                 PFAIL(431, "headers_too_large", "request headers too large");
             }
+            if (pos == c->line_start || base[pos - 1] != '\r') PFAIL(400, "bad_request", "line ending without CR");
+            size_t content = pos - 1 - c->line_start;  /* the line without its CRLF */
+            if (memchr(base + c->line_start, '\r', content)) {
+                if (c->n_lines == 0) PFAIL(400, "bad_request_line", "bare CR in the request line");
+                PFAIL(400, "bad_header", "bare CR in a header line");
+            }
+            if (content == 0 && c->n_lines > 0) break;  /* empty line: end of head */
+            if (content == 0) PFAIL(400, "bad_request_line", "empty request line");
+            c->n_lines++;
+            if (c->n_lines > cfg->max_headers + 1) PFAIL(431, "headers_too_large", "too many request headers");
             c->line_start = pos + 1;
         }
         int r = parse_head_block(c, base, c->scan, e);
@@ -1070,6 +1115,14 @@ static void conn_dispatch(http_conn *c) {
     http_server *s = c->s;
     http_exchange *x = &c->x;
     x->c = c;
+    /* The buffer is frozen from here until the exchange ends: offsets become pointers. */
+    char *base = c->in + c->in_off;
+    x->req.method = base;
+    x->req.path = c->path_at == NO_POS ? "/" : base + c->path_at;
+    x->req.query = c->query_at == NO_POS ? "" : base + c->query_at;
+    x->req.version_minor = c->version_minor;
+    for (size_t i = 0; i < c->n_hdrs; i++)
+        c->hdrs[i] = (http_header){base + c->spans[i].name, base + c->spans[i].value};
     x->req.headers = c->hdrs;
     x->req.n_headers = c->n_hdrs;
     x->req.keep_alive = c->keep_alive && !s->shutting_down;
@@ -1136,16 +1189,20 @@ static void conn_process(http_conn *c) {
     c->busy--;
 }
 
-static void conn_linger_read(http_conn *c) {
+/* Reads and discards what the socket holds. Returns 1 at EOF or on an error, 0 once
+ * it would block. */
+static int conn_drain_input(http_conn *c) {
     char junk[4096];
     for (;;) {
         ssize_t n = recv(c->fd, junk, sizeof junk, 0);
         if (n > 0) continue;
         if (n < 0 && errno == EINTR) continue;
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
-        conn_close(c);  /* EOF or error: done lingering */
-        return;
+        return !(n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK));
     }
+}
+
+static void conn_linger_read(http_conn *c) {
+    if (conn_drain_input(c)) conn_close(c);  /* EOF or error: done lingering */
 }
 
 static void conn_on_io(loop *l, loop_watch *w, unsigned events, void *arg) {
@@ -1180,9 +1237,10 @@ static void conn_on_rtimer(loop *l, loop_timer *t, void *arg) {
     int kind = c->rt_kind;
     c->rt_kind = RT_NONE;
     if (kind == RT_HEADER || kind == RT_BODY) {
-        if (c->req_started && !c->x_active && !c->close_after_flush)
+        if (c->req_started && !c->x_active && !c->close_after_flush) {
             conn_send_error(c, 408, "request_timeout", "request not received in time");
-        else
+            c->no_linger = 1;
+        } else
             conn_close(c);
     } else if (kind == RT_IDLE || kind == RT_LINGER) {
         conn_close(c);
@@ -1237,6 +1295,7 @@ static void conn_maybe_free(http_conn *c) {
     if (c->next) c->next->prev = c->prev;
     free(c->in);
     free(c->hdrs);
+    free(c->spans);
     sg_buf_free(&c->out);
     arena_reset(c);
     free(c->arena);
@@ -1266,7 +1325,7 @@ static void format_addr(const struct sockaddr_storage *ss, char *out, size_t n) 
     }
 }
 
-static void conn_new(http_server *s, int fd, const struct sockaddr_storage *ss) {
+static http_conn *conn_new(http_server *s, int fd, const struct sockaddr_storage *ss) {
     http_conn *c = sg_xcalloc(1, sizeof *c);
     c->s = s;
     c->fd = fd;
@@ -1288,11 +1347,30 @@ static void conn_new(http_server *s, int fd, const struct sockaddr_storage *ss) 
         SG_WARN("http: %s", err.msg);
         conn_close(c);
         conn_maybe_free(c);
-        return;
+        return NULL;
     }
     /* The first request's header timeout runs from the accept. */
     c->rt_kind = RT_HEADER;
     loop_timer_start(s->l, &c->rtimer, s->cfg.header_timeout_ms);
+    return c;
+}
+
+int http_server_adopt(http_server *s, int fd, sg_error *err) {
+    if (s->shutting_down || s->n_open >= s->cfg.max_connections) {
+        close(fd);
+        return sg_fail(err, "http: not taking connections (%s)", s->shutting_down ? "shutting down" : "connection limit");
+    }
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) {
+        sg_fail(err, "http: adopt fd %d: %s", fd, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    struct sockaddr_storage ss = {0};
+    socklen_t sl = sizeof ss;
+    if (getpeername(fd, (struct sockaddr *)&ss, &sl) < 0) ss.ss_family = AF_UNSPEC;
+    if (!conn_new(s, fd, &ss)) return sg_fail(err, "http: cannot watch fd %d", fd);
+    return 0;
 }
 
 static void server_accept_pause(http_server *s, int why) {

@@ -15,9 +15,14 @@
  *   Bytes outside 0x21..0x7e in the target (raw UTF-8, controls) get 400: URIs are ASCII
  *   on the wire, and the gateway's routes are too. Percent-escapes are not decoded.
  *   HTTP/2+ or garbage versions get 505 / 400. Up to 8 leading empty lines are skipped.
- * - Lines must end in CRLF (a bare LF gets 400). Header names are tokens compared without
+ * - Lines end at an LF with a CR just before it; a bare LF, or a CR anywhere else in the
+ *   request line or a header line, gets 400. Header names are tokens compared without
  *   case; whitespace before the colon, obsolete line folding, and control characters in
  *   values get 400. Header values may hold obs-text (bytes >= 0x80), passed as they are.
+ * - The head (request line, headers, the empty line) must fit in max_header_bytes: 414
+ *   when the request line alone does not, 431 otherwise.
+ * - The answer depends on the bytes only, never on how they were split into reads or
+ *   segments (a body arriving in many reads after the headers included).
  * - Bodies: Content-Length (digits only; conflicting duplicates get 400; above the limit
  *   413) or Transfer-Encoding: chunked (decoded in place; trailers read and dropped); both
  *   at once get 400; any other transfer coding 501. Bodies are bytes, passed through
@@ -31,7 +36,8 @@
  * - Errors the server answers itself (400, 408, 413, 414, 417, 431, 501, 505) carry a JSON
  *   body `{"error":{"message":"...","type":"invalid_request_error","param":null,
  *   "code":"..."}}` and close the connection (after a short lingering read so the client
- *   sees the response rather than a reset).
+ *   sees the response rather than a reset); except 408, which closes as soon as it is
+ *   sent: a client too slow to send its request in time is given no more.
  * - A client that closes its side (EOF) while its exchange is still with the handler is
  *   taken as gone: the exchange is aborted (as nginx does), since the upstream work it
  *   waits on is expensive. Requests already complete in the buffer are still answered
@@ -111,8 +117,8 @@ typedef struct http_server_config {
                                     silently; default 75000 */
     uint32_t write_timeout_ms;   /* output pending with no progress for this long: the
                                     connection is closed (exchange aborted); default 30000 */
-    uint32_t linger_ms;          /* after an error response, read-and-discard this long
-                                    before closing; default 2000 */
+    uint32_t linger_ms;          /* after an error response (not 408), read-and-discard
+                                    this long before closing; default 2000 */
     const char *request_id_header; /* response header carrying the request id, default
                                     "x-request-id"; NULL or "" sends none */
     http_handler_fn handler;
@@ -125,6 +131,12 @@ void http_server_config_defaults(http_server_config *cfg);
 /* Binds, listens and starts accepting on l. cfg is copied (listen and request_id_header
  * strings too). Returns NULL with err filled on failure (bad address, bind, ...). */
 http_server *http_server_new(loop *l, const http_server_config *cfg, sg_error *err);
+
+/* Serves fd, an already-connected stream socket (one end of a socketpair, a socket
+ * handed over by a supervisor), as if it had just been accepted. fd belongs to the server
+ * from this call on, failure included (it is then closed). Returns 0, or -1 with err
+ * (shutting down, at max_connections, or the loop refused it). Loop thread only. */
+int http_server_adopt(http_server *s, int fd, sg_error *err);
 
 /* The bound port (useful after listening on port 0). */
 int http_server_port(const http_server *s);

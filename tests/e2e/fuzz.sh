@@ -5,9 +5,11 @@
 # failed to build or found a crash, leak, timeout or sanitizer report.
 #
 # Each target is linked against an archive of every src/common/*.c and src/engine/*.c
-# (the SIMD kernels included: they carry per-function target attributes) with -ljansson -lpcre2-8 -lm -lpthread,
-# so a new target needs no change here: the linker takes the objects it uses. A source
-# file that does not compile (someone's work in progress) is left out with a warning.
+# (the SIMD kernels included: they carry per-function target attributes), plus the
+# gateway's event loop and HTTP server (which need nothing beyond src/common), with
+# -ljansson -lpcre2-8 -lm -lpthread, so a new target needs no change here: the linker
+# takes the objects it uses. A source file that does not compile (someone's work in
+# progress) is left out with a warning.
 #
 # Seeds: fuzz_gguf and fuzz_safetensors get files written by the writers (a generator
 # below); any target may also keep seed files in tests/fuzz/seeds/<target>/.
@@ -37,7 +39,7 @@ LIBS="-ljansson -lpcre2-8 -lm -lpthread"
 
 # The library, instrumented for coverage.
 objs=()
-for src in src/common/*.c src/engine/*.c; do
+for src in src/common/*.c src/engine/*.c src/gateway/loop.c src/gateway/http_server.c; do
   obj=$work/obj/$(echo "${src%.c}" | tr / _).o
   if "$CLANG" $CFLAGS $SAN -fsanitize=fuzzer-no-link -c "$src" -o "$obj" 2>"$work/cc.log"; then
     objs+=("$obj")

@@ -14,6 +14,9 @@
 #       bodies, huge SSE lines, drip bytes or echo the API key, on a private gateway
 #       (bounded memory, clear 502s, fallback, no key relayed or logged),
 #   (e) tests/gateway/local.test.mjs: the local model end to end,
+#   (f) tests/gateway/segments.test.mjs: chat requests (1 KB to several MB) split on the
+#       wire at random points, a byte at a time, head and body apart, after a 100-continue,
+#       and through the openai SDK (a private gateway with a larger max_body_bytes),
 # and shell checks: the gateway is still alive and healthy, its log has no sanitizer report
 # or crash, SIGTERM stops it with exit 0, and the SQLite ledger prices failed requests
 # (unpriced model: NULL; priced, nothing used: 0). Everything is stopped on any exit (bounded
@@ -23,13 +26,13 @@
 #
 # Environment: SMOLGATE_BIN (default build/smolgate; build-san/smolgate for the sanitizer
 # build), GATEWAY_TESTS (space-separated subset of: clients faults routing hostile upstream
-# local).
+# local segments).
 set -u
 cd "$(dirname "$0")/../.."
 root=$(pwd)
 
 bin=${SMOLGATE_BIN:-build/smolgate}
-groups=${GATEWAY_TESTS:-clients faults routing hostile upstream local}
+groups=${GATEWAY_TESTS:-clients faults routing hostile upstream local segments}
 tmp=$(mktemp -d /tmp/smolgate-gateway-XXXXXX)
 fake_pid= gw_pid=
 pass=0 fail=0
@@ -293,6 +296,7 @@ for g in $groups; do
     hostile) run_node hostile tests/gateway/hostile.test.mjs ;;
     upstream) run_node upstream tests/gateway/hostile_upstream.test.mjs ;;
     local)   run_node local tests/gateway/local.test.mjs ;;
+    segments) run_node segments tests/gateway/segments.test.mjs ;;
     *) bad "unknown test group $g" ;;
   esac
 done

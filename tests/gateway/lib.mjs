@@ -258,10 +258,16 @@ export function startGateway(configFile, args = [], { startMs = 15000 } = {}) {
       if (!check()) waiters.add(check);
     });
 
+    // exitP, or null after ms; the timer is cleared either way (a pending one would keep
+    // the test process alive that long after its last test).
+    const exitWithin = (ms) => {
+      let t;
+      return Promise.race([exitP, new Promise((r) => { t = setTimeout(() => r(null), ms); })]).finally(() => clearTimeout(t));
+    };
     const stop = async (sig = 'SIGTERM', ms = 10000) => {
       if (!exited) proc.kill(sig);
-      const r = await Promise.race([exitP, sleep(ms).then(() => null)]);
-      if (!r) { proc.kill('SIGKILL'); await Promise.race([exitP, sleep(5000)]); return { code: null, signal: 'timeout' }; }
+      const r = await exitWithin(ms);
+      if (!r) { proc.kill('SIGKILL'); await exitWithin(5000); return { code: null, signal: 'timeout' }; }
       return r;
     };
 
