@@ -4,6 +4,8 @@
 #include <errno.h>
 #include <string.h>
 
+#include "cli/cli.h"
+
 /* ---- commands ---- */
 
 typedef struct repl_command {
@@ -28,27 +30,6 @@ static const repl_command commands[] = {
 };
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
 
-/* Levenshtein distance between a[0..na) and b[0..nb), for short words (capped at 64). */
-static size_t edit_distance(const char *a, size_t na, const char *b, size_t nb) {
-    size_t row[65];
-    if (na > 64) na = 64;
-    if (nb > 64) nb = 64;
-    for (size_t j = 0; j <= nb; j++) row[j] = j;
-    for (size_t i = 1; i <= na; i++) {
-        size_t diag = row[0];
-        row[0] = i;
-        for (size_t j = 1; j <= nb; j++) {
-            size_t up = row[j];
-            size_t best = diag + (a[i - 1] != b[j - 1]);
-            if (up + 1 < best) best = up + 1;
-            if (row[j - 1] + 1 < best) best = row[j - 1] + 1;
-            row[j] = best;
-            diag = up;
-        }
-    }
-    return row[nb];
-}
-
 /* The command a mistyped word most likely meant: the only name that starts with the word
  * ("/sys"), else the longest name the word starts with ("/thinking"), else the nearest
  * name within 2 edits ("/thnik"). */
@@ -60,7 +41,7 @@ static const char *suggest(const char *word, size_t n) {
         const char *name = commands[i].name;
         size_t len = strlen(name);
         if (len < 3) continue;   /* "/?" */
-        size_t d = edit_distance(word, n, name, len);
+        size_t d = cli_edit_distance(word, n, name, len);
         if (d < best_d) { best_d = d; best = name; }
         if (n > len && !strncmp(word, name, len) && (!starts || len > strlen(starts))) starts = name;
         if (n >= 3 && n < len && !strncmp(name, word, n)) { n_prefix++; prefix_of = name; }

@@ -35,6 +35,8 @@ char *cli_read_stdin(size_t *len);
 /* Integer / float option values with range checks; print an error and return -1. */
 int cli_int(const char *opt, const char *v, long lo, long hi, long *out);
 int cli_float(const char *opt, const char *v, double *out);
+/* Levenshtein distance between a[0..na) and b[0..nb), for short words (each cut at 64). */
+size_t cli_edit_distance(const char *a, size_t na, const char *b, size_t nb);
 /* The word of `candidates` closest to `word` when it is likely a typo of it (edit
  * distance at most 1 for short words, about a third of the length for longer ones), else
  * NULL. candidates is any text: words are runs of [A-Za-z0-9_.-]; when word starts with

@@ -62,24 +62,24 @@ int cli_float(const char *opt, const char *v, double *out) {
     return 0;
 }
 
-/* Levenshtein distance, capped: rows of at most 64 characters are compared. */
-static int edit_distance(const char *a, size_t la, const char *b, size_t lb) {
-    if (la > 64 || lb > 64) return 1 << 20;
-    int row[65];
-    for (size_t j = 0; j <= lb; j++) row[j] = (int)j;
-    for (size_t i = 1; i <= la; i++) {
-        int diag = row[0];
-        row[0] = (int)i;
-        for (size_t j = 1; j <= lb; j++) {
-            int up = row[j];
-            int best = diag + (a[i - 1] != b[j - 1]);
+size_t cli_edit_distance(const char *a, size_t na, const char *b, size_t nb) {
+    size_t row[65];
+    if (na > 64) na = 64;
+    if (nb > 64) nb = 64;
+    for (size_t j = 0; j <= nb; j++) row[j] = j;
+    for (size_t i = 1; i <= na; i++) {
+        size_t diag = row[0];
+        row[0] = i;
+        for (size_t j = 1; j <= nb; j++) {
+            size_t up = row[j];
+            size_t best = diag + (a[i - 1] != b[j - 1]);
             if (up + 1 < best) best = up + 1;
             if (row[j - 1] + 1 < best) best = row[j - 1] + 1;
             row[j] = best;
             diag = up;
         }
     }
-    return row[lb];
+    return row[nb];
 }
 
 static int word_char(char c) {
@@ -91,7 +91,7 @@ const char *cli_did_you_mean(const char *word, const char *candidates) {
     static char best[65];
     const char *eq = strchr(word, '=');   /* --flag=value: the flag */
     size_t lw = eq ? (size_t)(eq - word) : strlen(word);
-    int limit = lw <= 4 ? 1 : (int)(lw + 2) / 3, best_d = limit + 1;
+    size_t limit = lw <= 4 ? 1 : (lw + 2) / 3, best_d = limit + 1;
     for (const char *p = candidates; *p;) {
         if (!word_char(*p)) { p++; continue; }
         const char *st = p;
@@ -100,7 +100,7 @@ const char *cli_did_you_mean(const char *word, const char *candidates) {
         while (lc > 1 && st[lc - 1] == '.') lc--;   /* the end of a sentence */
         if ((word[0] == '-') != (st[0] == '-') || lc == 0 || lc > 64) continue;
         if (st != candidates && st[-1] == '-') continue;   /* inside a word like a-b */
-        int d = edit_distance(word, lw, st, lc);
+        size_t d = cli_edit_distance(word, lw, st, lc);
         if (d < best_d && d > 0) {
             best_d = d;
             memcpy(best, st, lc);
