@@ -155,7 +155,9 @@ const kinds = [
     // event; either way a well-formed answer, never a hang or a dropped connection.
     // No provider key ever comes back, whatever the upstream wrote.
     const leaked = r.text.includes('sk-soak-upstream');
-    const ok = !leaked && r.status === 200 && (r.text.includes(n) || (stream && r.text.includes('"error"')));
+    // A 401 of the provider's is relayed (not retried elsewhere), redacted.
+    const relayed = f === 'echo_key' && r.status === 401 && r.text.includes('[REDACTED]');
+    const ok = !leaked && (relayed || (r.status === 200 && (r.text.includes(n) || (stream && r.text.includes('"error"')))));
     return [ok, `${f}${stream ? ' stream' : ''}: ${r.status} ${r.text.slice(0, 120)}`];
   }],
   [5, 'malformed-json', async () => {
