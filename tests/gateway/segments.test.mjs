@@ -7,7 +7,7 @@
 //   - with `Expect: 100-continue`, the body sent only after the 100,
 // with bodies from 1 KB to several MB (up to 120 000 messages, like the repro that once
 // came back as `404 unknown endpoint "<heap bytes>"`), and through the official openai
-// SDK with bodies of 1 KB to several MB. Each must answer 200 with the fake's reply
+// and anthropic SDKs and the Vercel AI SDK with bodies of 1 KB to several MB. Each must answer 200 with the fake's reply
 // ("echo: <last user message>"). The main gateway's max_body_bytes is 64 KiB, so this
 // file starts a private gateway (max_body_bytes 32 MiB) on the same fakes, and checks its
 // log for sanitizer reports at the end.
@@ -20,6 +20,9 @@ import {
 } from './lib.mjs';
 
 const { default: OpenAI } = await loadPackage('openai');
+const { default: Anthropic } = await loadPackage('@anthropic-ai/sdk');
+const ai = await loadPackage('ai');
+const { createOpenAICompatible } = await loadPackage('@ai-sdk/openai-compatible');
 
 let gw;
 before(async () => {
@@ -212,6 +215,33 @@ test('the official openai SDK: bodies of 1 KB to 4 MB, streamed and not', async 
     const s = await client.chat.completions.create({ model: 'gpt-4o-mini', messages, stream: true });
     let text = '';
     for await (const ch of s) text += ch.choices[0]?.delta?.content ?? '';
+    assert.equal(text, `echo: ${last}`, `${bytes} bytes, streamed`);
+  }
+});
+
+test('the official anthropic SDK: bodies of 1 KB to 4 MB, streamed and not', async () => {
+  const client = new Anthropic({ baseURL: gw.url, apiKey: KEY, maxRetries: 0, timeout: 30000 });
+  for (const bytes of [1000, 64 * 1024, 1 << 20, 4 << 20]) {
+    const last = `asdk ${nonce('seg')} ${bytes}`;
+    const { messages } = JSON.parse(chatOfSize('anthropic', bytes, last).toString());
+    const m = await client.messages.create({ model: 'claude-haiku-4-5', max_tokens: 64, messages });
+    assert.equal(m.content[0].text, `echo: ${last}`, `${bytes} bytes`);
+    const s = client.messages.stream({ model: 'claude-haiku-4-5', max_tokens: 64, messages });
+    const f = await s.finalMessage();
+    assert.equal(f.content[0].text, `echo: ${last}`, `${bytes} bytes, streamed`);
+  }
+});
+
+test('the Vercel AI SDK: bodies of 1 KB to 4 MB, generateText and streamText', async () => {
+  const provider = createOpenAICompatible({ name: 'smolgate', baseURL: `${gw.url}/v1`, apiKey: KEY });
+  for (const bytes of [1000, 1 << 20, 4 << 20]) {
+    const last = `ai ${nonce('seg')} ${bytes}`;
+    const { messages } = JSON.parse(chatOfSize('openai', bytes, last).toString());
+    const g = await ai.generateText({ model: provider('gpt-4o-mini'), messages, maxRetries: 0 });
+    assert.equal(g.text, `echo: ${last}`, `${bytes} bytes`);
+    const st = ai.streamText({ model: provider('gpt-4o-mini'), messages, maxRetries: 0 });
+    let text = '';
+    for await (const part of st.textStream) text += part;
     assert.equal(text, `echo: ${last}`, `${bytes} bytes, streamed`);
   }
 });
