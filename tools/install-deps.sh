@@ -2,11 +2,13 @@
 # Installs the Debian packages smolgate builds and tests with (a no-op when present).
 # Build: a C11 compiler, make, pkg-config and the -dev packages of the libraries below.
 # Tests: redis-server and postgresql (started by the tests themselves on loopback ports),
-# tmux (drives `smolgate chat` in a terminal), nodejs/npm for the official-SDK client tests, nginx-light and wrk for the benchmarks.
+# tmux (drives `smolgate chat` in a terminal), jq and the sqlite3 shell (read answers and
+# the ledger in e2e scripts), nodejs/npm for the official-SDK client tests, nginx-light
+# and wrk for the benchmarks.
 set -e
 pkgs="build-essential pkg-config libjansson-dev libpcre2-dev libcurl4-openssl-dev \
 libsqlite3-dev libpq-dev libhiredis-dev libyaml-dev libssl-dev libedit-dev"
-[ "${1:-}" = "--test" ] && pkgs="$pkgs redis-server postgresql nginx-light wrk python3 curl clang tmux"
+[ "${1:-}" = "--test" ] && pkgs="$pkgs redis-server postgresql nginx-light wrk python3 curl clang tmux jq sqlite3"
 missing=
 # Node.js 18+ with npm runs the official SDK clients; it may come from elsewhere than
 # Debian (then it is used as it is).
