@@ -493,7 +493,8 @@ static void print_welcome(const gateway *g, int port) {
     snprintf(host, sizeof host, "%s", c->listen);
     char *colon = strrchr(host, ':');
     if (colon) *colon = 0;
-    if (!strcmp(host, "0.0.0.0") || !strcmp(host, "[::]")) snprintf(host, sizeof host, "127.0.0.1");
+    bool any = !strcmp(host, "0.0.0.0") || !strcmp(host, "[::]");   /* every interface */
+    if (any) snprintf(host, sizeof host, "127.0.0.1");
     sg_buf_printf(&b, "\nsmolgate %s is serving on http://%s:%d\n", SMOLGATE_VERSION, host, port);
     sg_buf_printf(&b, "  OpenAI API    base URL http://%s:%d/v1\n", host, port);
     sg_buf_printf(&b, "  Anthropic API base URL http://%s:%d\n", host, port);
@@ -519,6 +520,9 @@ static void print_welcome(const gateway *g, int port) {
     if (c->n_routes > 8) sg_buf_printf(&b, " and %zu more", c->n_routes - 8);
     if (c->n_routes) sg_buf_puts(&b, "\n");
     if (c->n_keys) sg_buf_printf(&b, "  gateway keys  %zu: every request needs one\n", c->n_keys);
+    else if (any || (strcmp(host, "127.0.0.1") && strcmp(host, "[::1]") && strcmp(host, "localhost")))
+        sg_buf_printf(&b, "  gateway keys  none: anyone who can reach port %d of this machine (%s) may use it\n", port,
+                      c->listen);
     else sg_buf_printf(&b, "  gateway keys  none: anyone who can reach %s:%d may use it\n", host, port);
     if (c->ledger.kind == GW_LEDGER_POSTGRES) sg_buf_puts(&b, "  cost ledger   PostgreSQL (smolgate usage --config ...)\n");
     else sg_buf_printf(&b, "  cost ledger   %s (smolgate usage --db %s)\n", c->ledger.sqlite_path, c->ledger.sqlite_path);
