@@ -1,11 +1,14 @@
 /* proxy.c: one client request through the gateway: parse, resolve the model to an
  * ordered list of targets, try them (retries with backoff, fallback, circuit breaker),
- * and answer in the client's format, streamed or not.
+ * and answer in the client's format, streamed or not. It knows no wire format: the
+ * client's API is an entry of the client API table (api.h), each target's provider an
+ * entry of the provider table (provider.h).
  *
  * States of a request:
  *   attempt  -> a target is called (upstream transfer or local job)
- *   success  -> events are rendered for the client; when client and provider both speak
- *               OpenAI the provider's bytes pass through and are only scanned
+ *   success  -> events are rendered for the client; when the provider declares the
+ *               client's API as its passthrough_api, its bytes pass through and are
+ *               only scanned
  *   failure before the client saw a byte -> classified: retry the same target after a
  *               backoff (honouring retry-after), move to the next target, or relay a
  *               client error (400, 401, quota) as it is
