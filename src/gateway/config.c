@@ -14,6 +14,7 @@
  * The SHA-256 of gateway keys is OpenSSL's libcrypto (EVP_Digest), compared with
  * CRYPTO_memcmp. */
 #include "gateway/config.h"
+#include "gateway/provider.h"
 #include "gateway/redact.h"
 
 #include <ctype.h>
@@ -899,50 +900,24 @@ static int get_retries(vctx *v, const node *map, const vpath *up, gw_retries *ou
 /* ------------------------------------------------------------------------------------ */
 /* providers */
 
-/* The four names that exist without being declared, with the environment the official
- * SDKs read. Google's SDK prefers GOOGLE_API_KEY when both are set; so do we. */
-typedef struct known_provider {
-    const char *name;
-    gw_provider_type type;
-    const char *key_env[2];
-    const char *url_env[2];
-    const char *default_url;
-    const char *version;
-} known_provider;
+/* The provider types come from the provider table (provider.h): each type's name is also
+ * a provider that exists without being declared, with the environment the official SDKs
+ * read, its default base URL and version, and the keys its section may have. */
+typedef gw_provider_entry known_provider;
 
-static const known_provider k_known[] = {
-    {"openai", GW_PROVIDER_OPENAI, {"OPENAI_API_KEY", NULL}, {"OPENAI_BASE_URL", NULL},
-     "https://api.openai.com/v1", NULL},
-    {"anthropic", GW_PROVIDER_ANTHROPIC, {"ANTHROPIC_API_KEY", NULL}, {"ANTHROPIC_BASE_URL", NULL},
-     "https://api.anthropic.com", "2023-06-01"},
-    {"google", GW_PROVIDER_GOOGLE, {"GOOGLE_API_KEY", "GEMINI_API_KEY"}, {"GEMINI_BASE_URL", "GOOGLE_GEMINI_BASE_URL"},
-     "https://generativelanguage.googleapis.com", "v1beta"},
-    {"local", GW_PROVIDER_LOCAL, {NULL, NULL}, {NULL, NULL}, NULL, NULL},
-};
-#define N_KNOWN (sizeof k_known / sizeof k_known[0])
-
-static const char *const k_type_names[] = {"openai", "anthropic", "google", "local", NULL};
+#define N_KNOWN ((size_t)GW_PROVIDER_N_TYPES)
+#define k_known(i) (*gw_provider_entries[i])
 
 const char *config_provider_type_name(gw_provider_type t) {
-    return (unsigned)t < 4 ? k_type_names[t] : "?";
+    const gw_provider_entry *e = gw_provider_entry_of(t);
+    return e ? e->type_name : "?";
 }
 int config_provider_type_from_name(const char *s) {
-    for (int i = 0; k_type_names[i]; i++)
-        if (!strcmp(s, k_type_names[i])) return i;
-    return -1;
+    const gw_provider_entry *e = gw_provider_entry_named(s);
+    return e ? (int)e->type : -1;
 }
 
-static const known_provider *known_by_name(const char *name) {
-    for (size_t i = 0; i < N_KNOWN; i++)
-        if (!strcmp(k_known[i].name, name)) return &k_known[i];
-    return NULL;
-}
-
-static const char *const k_prov_openai[] = {"type", "base_url", "api_key", "headers", "timeouts", "retries", "limits",
-                                            "max_response_bytes", "max_sse_line_bytes", "max_header_bytes", NULL};
-static const char *const k_prov_versioned[] = {"type", "base_url", "api_key", "version", "headers", "timeouts", "retries", "limits",
-                                               "max_response_bytes", "max_sse_line_bytes", "max_header_bytes", NULL};
-static const char *const k_prov_local[] = {"type", "models", "threads", "queue", "ctx", "parallel", "timeouts", "retries", "limits", NULL};
+static const known_provider *known_by_name(const char *name) { return gw_provider_entry_named(name); }
 
 /* Names that become part of model ids: no '/', no spaces. */
 static bool valid_name(const char *s, size_t max) {
@@ -962,9 +937,9 @@ static void provider_defaults(gw_provider *p, const char *name, gw_provider_type
     p->bounds = (gw_bounds){0, 0, 0};   /* 0: the upstream: section's (inherit_bounds) */
     p->local.queue = 16;
     p->local.parallel = 4;
-    const known_provider *k = known_by_name(config_provider_type_name(type));
-    if (type != GW_PROVIDER_LOCAL) p->base_url = arena_strdup(a, k->default_url);
-    if (k->version) p->version = arena_strdup(a, k->version);
+    const known_provider *k = gw_provider_entry_of(type);
+    if (k->default_base_url) p->base_url = arena_strdup(a, k->default_base_url);
+    if (k->default_version) p->version = arena_strdup(a, k->default_version);
 }
 
 /* For the well-known names: base_url and api_key from the environment when the file
@@ -1163,7 +1138,9 @@ static int read_provider(vctx *v, const pair *pr, const vpath *up, gw_provider *
     const node *tn = mget(n, "type");
     if (present(tn)) {
         int t = -1;
-        if (get_enum(v, n, &pp, "type", k_type_names, &t)) return -1;
+        const char *type_names[N_KNOWN + 1];
+        for (size_t i = 0; i <= N_KNOWN; i++) type_names[i] = i < N_KNOWN ? k_known(i).type_name : NULL;
+        if (get_enum(v, n, &pp, "type", type_names, &t)) return -1;
         if (known && t != type) {
             vpath tp = {&pp, "type", -1};
             return verr(v, tn->line, &tp, "the provider named \"%s\" must have type %s (give another name to a second account)",
@@ -1171,11 +1148,13 @@ static int read_provider(vctx *v, const pair *pr, const vpath *up, gw_provider *
         }
         type = t;
     } else if (!known) {
-        return verr(v, present(n) ? n->line : pr->k->line, &pp, "missing key \"type\" (openai, anthropic, google or local)");
+        char types[160] = "";
+        for (size_t i = 0; i < N_KNOWN; i++)
+            snprintf(types + strlen(types), sizeof types - strlen(types), "%s%s", i ? (i + 1 < N_KNOWN ? ", " : " or ") : "",
+                     k_known(i).type_name);
+        return verr(v, present(n) ? n->line : pr->k->line, &pp, "missing key \"type\" (%s)", types);
     }
-    const char *const *keys = type == GW_PROVIDER_LOCAL ? k_prov_local
-                            : type == GW_PROVIDER_OPENAI ? k_prov_openai : k_prov_versioned;
-    if (map_check(v, n, &pp, keys)) return -1;
+    if (map_check(v, n, &pp, gw_provider_entry_of((gw_provider_type)type)->config_keys)) return -1;
     provider_defaults(p, name, (gw_provider_type)type, v->ca);
     p->declared = p->configured = true;
     p->line = pr->k->line;
@@ -1211,7 +1190,7 @@ static int read_providers(vctx *v, const node *root, const config_overrides *ov)
     if (map_check(v, n, &pp, NULL)) return -1;
     size_t declared = present(n) ? n->n : 0, implicit = 0;
     for (size_t i = 0; i < N_KNOWN; i++)
-        if (!mget(n, k_known[i].name)) implicit++;
+        if (!mget(n, k_known(i).type_name)) implicit++;
     size_t n_cli = ov ? ov->n_model_paths : 0;
     c->providers = arena_alloc(v->ca, (declared + implicit) * sizeof *c->providers);
     for (size_t i = 0; i < declared; i++) {
@@ -1220,13 +1199,13 @@ static int read_providers(vctx *v, const node *root, const config_overrides *ov)
         c->n_providers++;
     }
     for (size_t i = 0; i < N_KNOWN; i++) {
-        if (mget(n, k_known[i].name)) continue;
+        if (mget(n, k_known(i).type_name)) continue;
         gw_provider *p = &c->providers[c->n_providers++];
-        provider_defaults(p, k_known[i].name, k_known[i].type, v->ca);
-        if (k_known[i].type == GW_PROVIDER_LOCAL) {
+        provider_defaults(p, k_known(i).type_name, k_known(i).type, v->ca);
+        if (k_known(i).type == GW_PROVIDER_LOCAL) {
             p->local.models = arena_alloc(v->ca, (n_cli ? n_cli : 1) * sizeof *p->local.models);
         } else {
-            if (provider_from_env(v, p, &k_known[i], false, false)) return -1;
+            if (provider_from_env(v, p, &k_known(i), false, false)) return -1;
             p->configured = p->api_key != NULL;
         }
     }

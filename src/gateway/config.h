@@ -57,6 +57,7 @@ typedef enum gw_provider_type {
     GW_PROVIDER_ANTHROPIC,  /* Messages API */
     GW_PROVIDER_GOOGLE,     /* Gemini generateContent */
     GW_PROVIDER_LOCAL,      /* the in-process engine */
+    GW_PROVIDER_N_TYPES     /* how many; each has its entry in gw_provider_entries (provider.h) */
 } gw_provider_type;
 
 /* Rate limits; -1 = no limit. */

@@ -11,6 +11,7 @@
 
 #include "common/buf.h"
 #include "engine/tokenizer.h"
+#include "gateway/provider.h"
 
 #define PICO_PER_MICRO 1000000
 
@@ -227,7 +228,7 @@ void cost_catalog_add_config(cost_catalog *c, const gw_config *cfg) {
             m.price = *p;
             if (m.price.reasoning < 0) m.price.reasoning = m.price.output;
             m.long_threshold = -1;
-        } else if (!old && mi->provider->type == GW_PROVIDER_LOCAL) {
+        } else if (!old && gw_provider_entry_of(mi->provider->type)->in_process) {
             m.price = k_local_free.price;
         }
         if (mi->context_window > 0) m.context_window = mi->context_window;
@@ -292,26 +293,15 @@ const cost_model *cost_lookup_vendor(const cost_catalog *c, const char *vendor, 
 }
 
 const char *cost_vendor_of(const gw_provider *p) {
-    switch (p->type) {
-    case GW_PROVIDER_ANTHROPIC: return "anthropic";
-    case GW_PROVIDER_GOOGLE: return "google";
-    case GW_PROVIDER_OPENAI: {
-        if (!strcmp(p->name, "openai")) return "openai";
-        const char *h = p->base_url ? strstr(p->base_url, "://") : NULL;
-        if (h && !strncasecmp(h + 3, "api.openai.com", 14) && (h[17] == 0 || h[17] == '/' || h[17] == ':'))
-            return "openai";
-        return NULL;
-    }
-    case GW_PROVIDER_LOCAL: return NULL;
-    }
-    return NULL;
+    const gw_provider_entry *e = gw_provider_entry_of(p->type);
+    return e && e->cost_vendor ? e->cost_vendor(p) : NULL;
 }
 
 const cost_model *cost_lookup(const cost_catalog *c, const gw_provider *p, const char *model) {
     if (!p || !model) return NULL;
     const cost_model *m = cost_lookup_vendor(c, p->name, model);
     if (m) return m;
-    if (p->type == GW_PROVIDER_LOCAL) return &k_local_free;
+    if (gw_provider_entry_of(p->type)->in_process) return &k_local_free;   /* our own engine */
     const char *v = cost_vendor_of(p);
     if (v && strcmp(v, p->name)) return cost_lookup_vendor(c, v, model);
     return NULL;

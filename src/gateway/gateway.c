@@ -18,9 +18,8 @@
 #include "common/buf.h"
 #include "common/log.h"
 #include "common/version.h"
+#include "gateway/api.h"
 #include "gateway/chat.h"
-#include "gateway/codec_anthropic.h"
-#include "gateway/codec_openai.h"
 
 /* ---- small helpers ---- */
 
@@ -42,13 +41,12 @@ static void respond_json(http_exchange *x, int status, const char *body, size_t 
     http_respond(x, status, h, 1, body, len);
 }
 
-static void respond_error(http_exchange *x, int wire, int status, const char *code, const char *msg) {
+static void respond_error(http_exchange *x, const gw_client_api *api, int status, const char *code, const char *msg) {
     gw_api_error e;
     gw_api_fail(&e, status, code, NULL, "%s", msg);
     sg_buf b;
     sg_buf_init(&b);
-    if (wire == GW_WIRE_ANTHROPIC) anth_error_body(&b, &e);   /* each client its own shape */
-    else oai_error_body(&b, &e);
+    api->error_body(&b, &e);   /* each client its own shape */
     respond_json(x, status, b.data, b.len);
     sg_buf_free(&b);
 }
@@ -252,7 +250,7 @@ static void handle_usage(gateway *g, http_exchange *x, const http_request *req, 
     http_exchange_on_abort(x, usage_abort, u);
     if (ledger_usage_async(g->ledger, req->query, config_key_sees_all(key) ? NULL : key->id, usage_done, u) != 0) {
         free(u);
-        respond_error(x, GW_WIRE_OPENAI, 429, "too_many_queries", "too many usage queries at once; try again");
+        respond_error(x, gw_client_apis[0], 429, "too_many_queries", "too many usage queries at once; try again");
     }
 }
 
@@ -280,7 +278,8 @@ static void handler(http_exchange *x, const http_request *req, void *arg) {
         else respond_json(x, 200, "{\"status\":\"ready\"}", 18);
         return;
     }
-    int wire = !strcmp(path, "/v1/messages") ? GW_WIRE_ANTHROPIC : GW_WIRE_OPENAI;
+    const gw_client_api *chat_api = gw_client_api_for_path(path);   /* NULL: not a chat endpoint */
+    const gw_client_api *wire = chat_api ? chat_api : gw_client_apis[0];
     bool ok;
     const gw_key *key = authenticate(g, req, &ok);
     if (!ok) {
@@ -291,12 +290,9 @@ static void handler(http_exchange *x, const http_request *req, void *arg) {
         respond_error(x, wire, 403, "permission_denied", "this API key reads GET /metrics only");
         return;
     }
-    if (!strcmp(path, "/v1/chat/completions") || !strcmp(path, "/chat/completions")) {
+    if (chat_api) {
         if (!post) { respond_error(x, wire, 405, "method_not_allowed", "use POST"); return; }
-        proxy_handle(g, x, req, GW_WIRE_OPENAI, key);
-    } else if (!strcmp(path, "/v1/messages")) {
-        if (!post) { respond_error(x, wire, 405, "method_not_allowed", "use POST"); return; }
-        proxy_handle(g, x, req, GW_WIRE_ANTHROPIC, key);
+        proxy_handle(g, x, req, chat_api, key);
     } else if ((!strcmp(path, "/v1/models") || !strcmp(path, "/models")) && get) {
         handle_models(g, x, key);
     } else if (!strcmp(path, "/v1/status") && get) {

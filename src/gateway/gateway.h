@@ -25,6 +25,7 @@
 
 #include "common/error.h"
 #include "gateway/breaker.h"
+#include "gateway/api.h"
 #include "gateway/config.h"
 #include "gateway/cost.h"
 #include "gateway/ledger.h"
@@ -81,8 +82,8 @@ typedef struct gateway {
 gw_local *gateway_local(gateway *g, const char *name);
 uint64_t gateway_random(gateway *g);
 
-/* proxy.c: handles POST /v1/chat/completions (wire OPENAI) and /v1/messages (ANTHROPIC). */
-void proxy_handle(gateway *g, http_exchange *x, const http_request *req, int inbound_wire,
+/* proxy.c: handles a chat request in one of the client APIs (api.h). */
+void proxy_handle(gateway *g, http_exchange *x, const http_request *req, const gw_client_api *api,
                   const gw_key *key);
 
 #endif

@@ -1,11 +1,14 @@
 /* proxy.c: one client request through the gateway: parse, resolve the model to an
  * ordered list of targets, try them (retries with backoff, fallback, circuit breaker),
- * and answer in the client's format, streamed or not.
+ * and answer in the client's format, streamed or not. It knows no wire format: the
+ * client's API is an entry of the client API table (api.h), each target's provider an
+ * entry of the provider table (provider.h).
  *
  * States of a request:
  *   attempt  -> a target is called (upstream transfer or local job)
- *   success  -> events are rendered for the client; when client and provider both speak
- *               OpenAI the provider's bytes pass through and are only scanned
+ *   success  -> events are rendered for the client; when the provider declares the
+ *               client's API as its passthrough_api, its bytes pass through and are
+ *               only scanned
  *   failure before the client saw a byte -> classified: retry the same target after a
  *               backoff (honouring retry-after), move to the next target, or relay a
  *               client error (400, 401, quota) as it is
@@ -31,13 +34,12 @@
 
 #include "common/buf.h"
 #include "common/log.h"
+#include "gateway/api.h"
 #include "gateway/chat.h"
-#include "gateway/codec_anthropic.h"
-#include "gateway/codec_gemini.h"
-#include "gateway/codec_openai.h"
 #include "gateway/cost.h"
 #include "gateway/gateway.h"
 #include "gateway/limits.h"
+#include "gateway/provider.h"
 #include "gateway/redact.h"
 #include "gateway/sse.h"
 
@@ -60,13 +62,7 @@ typedef struct proxy_req {
     gw_config *cfg;                /* a reference for the request's lifetime */
     http_exchange *x;
     const gw_key *key;
-    int wire;                      /* the client's API: GW_WIRE_OPENAI / GW_WIRE_ANTHROPIC */
-    oai_request oreq;              /* the canonical request (its body, model, stream) */
-    anth_request areq;             /* an Anthropic client's request, translated */
-    oai_peek peek;                 /* an OpenAI client's request read by the fast path:  */
-    bool peeked;                   /* the canonical body is then parsed only if needed   */
-    const char *body;              /* the client's body (valid while the exchange lives) */
-    size_t body_len;
+    gw_request req;                /* the client's request in its API (req.api), canonical */
     const char *client_model;
     char id[32];                   /* the request id (the exchange's is gone once answered) */
     const gw_route *route;
@@ -83,21 +79,18 @@ typedef struct proxy_req {
     unsigned attempt_gen;          /* bumped per start: a nested attempt supersedes */
     bool xfer_done;
     upstream_xfer *xfer;
-    local_job *job;
+    void *job;                     /* an in-process provider's job */
     sg_buf up_body;                /* request body sent upstream */
     sg_buf url;
-    upstream_header up_headers[16];
-    char auth_header[1024];
-    size_t n_up_headers;
+    gw_upstream_call call;         /* the request as the provider built it */
     int up_status;
     sg_buf resp;                   /* a non-streamed body, or an error body */
     uint32_t retry_after_ms;       /* from the failed attempt's headers */
     sse_parser sse;
-    oai_scan scan;                 /* the provider's stream, by its wire */
-    anth_scan ascan;
-    gem_scan gscan;
-    int up_wire;                   /* the current provider's wire format */
-    bool passthrough;              /* OpenAI client and OpenAI-compatible provider */
+    const gw_provider_entry *up;   /* the current attempt's provider */
+    gw_scan scan;                  /* its stream scanner (scan_live: initialised) */
+    bool scan_live;
+    bool passthrough;              /* client and provider speak one format: bytes relayed */
     loop_timer backoff;
     loop_timer defer;              /* a failure seen inside libcurl, handled outside it */
     char defer_why[256];
@@ -128,8 +121,7 @@ typedef struct proxy_req {
 
     /* towards the client */
     bool client_started;           /* a byte (the head) went out */
-    oai_render orender;            /* for OpenAI clients */
-    anth_render arender;           /* for Anthropic clients */
+    gw_render render;              /* in the client's API */
     bool render_init;
     sg_buf out;
     gw_usage usage;
@@ -148,36 +140,15 @@ static void record_attempt(proxy_req *p, int status, const char *error);
 
 static void render_free(proxy_req *p) {
     if (!p->render_init) return;
-    if (p->wire == GW_WIRE_ANTHROPIC) anth_render_free(&p->arender);
-    else oai_render_free(&p->orender);
+    p->req.api->render_free(&p->render);
     p->render_init = false;
 }
 
 static void render_init(proxy_req *p) {
     render_free(p);
     sg_buf_reset(&p->out);
-    if (p->wire == GW_WIRE_ANTHROPIC) anth_render_init(&p->arender, &p->out, p->oreq.stream, NULL, p->client_model);
-    else oai_render_init(&p->orender, &p->out, p->oreq.stream, p->oreq.include_usage, NULL, p->client_model, (int64_t)time(NULL));
+    p->req.api->render_init(&p->render, &p->out, &p->req, p->client_model, (int64_t)time(NULL));
     p->render_init = true;
-}
-
-static void render_event(proxy_req *p, const gw_event *ev) {
-    if (p->wire == GW_WIRE_ANTHROPIC) anth_render_event(&p->arender, ev);
-    else oai_render_event(&p->orender, ev);
-}
-
-static int render_end(proxy_req *p) {
-    return p->wire == GW_WIRE_ANTHROPIC ? anth_render_end(&p->arender) : oai_render_end(&p->orender);
-}
-
-static void render_error(proxy_req *p, const gw_api_error *e) {
-    if (p->wire == GW_WIRE_ANTHROPIC) anth_render_error(&p->arender, e);
-    else oai_render_error(&p->orender, e);
-}
-
-static void error_body(const proxy_req *p, sg_buf *b, const gw_api_error *e) {
-    if (p->wire == GW_WIRE_ANTHROPIC) anth_error_body(b, e);
-    else oai_error_body(b, e);
 }
 
 /* ---- lifecycle ---- */
@@ -201,6 +172,11 @@ static void end_attempt_lease(proxy_req *p) {
     p->att_lease = NULL;
 }
 
+static void scan_free(proxy_req *p) {
+    if (p->scan_live) p->up->scan_free(&p->scan);
+    p->scan_live = false;
+}
+
 static void proxy_free(proxy_req *p) {
     if (p->depth > 0) { p->zombie = true; return; }
     if (p->att_lease) { limits_usage u = lease_usage(p); limits_finish(p->att_lease, &u); }
@@ -210,20 +186,18 @@ static void proxy_free(proxy_req *p) {
         else limits_cancel(p->lease);
     }
     if (p->xfer) upstream_cancel(p->xfer);
-    if (p->job) local_cancel(p->job);
+    if (p->job) p->up->job_cancel(p->job);
     loop_timer_stop(p->gw->loop, &p->backoff);
     loop_timer_stop(p->gw->loop, &p->defer);
-    oai_request_free(&p->oreq);
-    anth_request_free(&p->areq);
     sg_buf_free(&p->up_body);
     sg_buf_free(&p->url);
     sg_buf_free(&p->resp);
     sg_buf_free(&p->out);
     sg_buf_free(&p->gen);
     sse_free(&p->sse);
-    oai_scan_free(&p->scan);
-    anth_scan_free(&p->ascan);
+    scan_free(p);
     render_free(p);
+    gw_request_free(&p->req);   /* after the renderer, which is the request's API's */
     config_unref(p->cfg);
     free(p);
 }
@@ -251,7 +225,7 @@ static void record_request(proxy_req *p, int status, uint64_t ms) {
         .attempts = p->atts, .n_attempts = p->n_atts, .usage = u,
         .cost_micro = p->cost, .latency_ms = (int64_t)ms,
         .ttft_ms = p->first_byte_ms ? (int64_t)(p->first_byte_ms - p->t_start) : -1, .status = status,
-        .error = status == 200 ? NULL : (p->have_error ? p->last_error.code : "error"), .stream = p->oreq.stream,
+        .error = status == 200 ? NULL : (p->have_error ? p->last_error.code : "error"), .stream = p->req.canon.stream,
     };
     sg_error err;
     ledger_append(p->gw->ledger, &r, &err);   /* a loss is counted and logged (rate-limited) there */
@@ -295,7 +269,7 @@ static size_t response_headers(proxy_req *p, http_header *h, char *attempts, siz
 static void respond_error(proxy_req *p, const gw_api_error *e) {
     sg_buf b;
     sg_buf_init(&b);
-    error_body(p, &b, e);
+    p->req.api->error_body(&b, e);
     http_header h[16];
     char att[16];
     size_t n = response_headers(p, h, att, sizeof att, "application/json");
@@ -346,8 +320,6 @@ static void compute_cost(proxy_req *p) {
     p->cost = cost_compute(m, &p->usage);
 }
 
-static int ensure_canonical(proxy_req *p, gw_api_error *e);
-
 /* The tokenizer that counts usage nobody reported: the first local model's (another
  * model's count, an estimate either way), else NULL: cost_estimate_tokens' heuristic. */
 static const sg_tokenizer *estimate_tokenizer(const proxy_req *p) {
@@ -394,8 +366,8 @@ static void estimate_usage(proxy_req *p) {
     sg_buf prompt;
     sg_buf_init(&prompt);
     gw_api_error e;
-    if (ensure_canonical(p, &e) == 0) prompt_text(p->oreq.body, &prompt);
-    else sg_buf_append(&prompt, p->body, p->body_len);
+    if (gw_request_canonical(&p->req, &e) == 0) prompt_text(p->req.canon.body, &prompt);
+    else sg_buf_append(&prompt, p->req.raw, p->req.raw_len);
     cost_estimate_usage(estimate_tokenizer(p), prompt.data, prompt.len, p->gen.data, p->gen.len, &p->usage);
     p->usage.output += p->gen_tokens;
     sg_buf_free(&prompt);
@@ -408,11 +380,11 @@ static void finish_ok(proxy_req *p) {
     estimate_usage(p);
     compute_cost(p);
     record_attempt(p, 200, NULL);
-    if (c && c->provider->type != GW_PROVIDER_LOCAL)
+    if (c && !p->up->in_process)
         breaker_record(p->gw->breakers, &p->gw->cfg->circuit_breaker, c->provider->name, c->model, true,
                        loop_now_ms(p->gw->loop));
-    if (p->oreq.stream) {
-        if (!p->passthrough) render_end(p);
+    if (p->req.canon.stream) {
+        if (!p->passthrough) p->req.api->render_end(&p->render);
         client_flush(p);
         client_begin(p);
         log_request(p, 200);   /* spooled before the stream's end reaches the client */
@@ -420,7 +392,7 @@ static void finish_ok(proxy_req *p) {
     } else {
         int status = 200;
         if (!p->passthrough) {
-            status = render_end(p);
+            status = p->req.api->render_end(&p->render);
             sg_buf_reset(&p->resp);
             sg_buf_append(&p->resp, p->out.data ? p->out.data : "", p->out.len);
         }
@@ -439,7 +411,7 @@ static void fail_mid_stream(proxy_req *p, const char *why) {
     gw_api_error e;
     gw_api_fail(&e, 502, "upstream_error", NULL, "the provider failed mid-response: %s", why);
     redact_str(p->cfg->secrets, e.message, sizeof e.message);
-    render_error(p, &e);
+    p->req.api->render_error(&p->render, &e);
     client_flush(p);
     if (p->gen.len || p->gen_tokens) { estimate_usage(p); compute_cost(p); }   /* what was generated is billed */
     log_request(p, 502);
@@ -465,81 +437,28 @@ static int on_event(void *ctx, const gw_event *ev) {
     }
     if (p->passthrough) return 0;
     if (ev->kind == GW_EV_ERROR) return 0;   /* handled by the attempt's end */
-    render_event(p, ev);
-    if (p->oreq.stream) client_flush(p);
+    p->req.api->render_event(&p->render, ev);
+    if (p->req.canon.stream) client_flush(p);
     return 0;
 }
 
-/* ---- remote attempts (OpenAI-compatible) ---- */
+/* ---- remote attempts ---- */
 
 static int on_sse(void *ctx, const char *event, const char *data, size_t len) {
     proxy_req *p = ctx;
-    if (p->up_wire == GW_WIRE_ANTHROPIC) {
-        int rc = anth_scan_event(&p->ascan, event, data, len, on_event, p);
-        return rc < 0 || p->ascan.failed ? -1 : 0;
-    }
-    if (p->up_wire == GW_WIRE_GEMINI) {
-        int rc = gem_scan_chunk(&p->gscan, data, len, on_event, p);
-        return rc < 0 || (rc & GEM_SCAN_ERROR) ? -1 : 0;
-    }
-    int flags = oai_scan_chunk(&p->scan, data, len, on_event, p);
-    if (flags < 0) return -1;
-    if (flags & OAI_CHUNK_ERROR) return -1;
-    if (p->passthrough && !(flags & OAI_CHUNK_SKIP)) {
-        /* the usage-only chunk goes only to clients that asked for it */
-        if ((flags & OAI_CHUNK_USAGE_ONLY) && !p->oreq.include_usage) return 0;
-        sg_buf_puts(&p->out, "data: ");
-        sg_buf_append(&p->out, data, len);
-        sg_buf_puts(&p->out, "\n\n");
-    }
+    gw_relay relay;
+    if (p->up->scan_event(&p->scan, event, data, len, on_event, p, &relay)) return -1;
+    /* the usage-only chunk goes only to clients that asked for it */
+    if (p->passthrough && (relay == GW_RELAY_CHUNK || (relay == GW_RELAY_USAGE_CHUNK && p->req.canon.include_usage)))
+        p->up->relay_chunk(data, len, &p->out);
     return 0;
-}
-
-/* OpenAI's reset durations: "1s", "6m0s", "20ms", "1h2m3.5s". -1 when malformed. */
-static int64_t parse_go_duration(const char *s) {
-    double total = 0;
-    while (*s) {
-        char *end;
-        double v = strtod(s, &end);
-        if (end == s) return -1;
-        if (!strncmp(end, "ms", 2)) { total += v; end += 2; }
-        else if (*end == 'h') { total += v * 3600e3; end++; }
-        else if (*end == 'm') { total += v * 60e3; end++; }
-        else if (*end == 's') { total += v * 1e3; end++; }
-        else return -1;
-        s = end;
-    }
-    return (int64_t)total;
-}
-
-/* How long the provider asks us to wait: retry-after-ms, retry-after (seconds), or on a
- * 429 without them, the reset of OpenAI's exhausted rate-limit window. */
-static uint32_t parse_retry_after(const upstream_response *r) {
-    const char *ms = upstream_response_header(r, "retry-after-ms");
-    if (ms) return (uint32_t)strtoul(ms, NULL, 10);
-    const char *s = upstream_response_header(r, "retry-after");
-    if (s && *s >= '0' && *s <= '9') return (uint32_t)(strtod(s, NULL) * 1000);
-    if (r->status != 429) return 0;
-    int64_t wait = 0;
-    static const char *const pairs[][2] = {
-        {"x-ratelimit-remaining-requests", "x-ratelimit-reset-requests"},
-        {"x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens"},
-    };
-    for (size_t i = 0; i < 2; i++) {
-        const char *rem = upstream_response_header(r, pairs[i][0]), *reset = upstream_response_header(r, pairs[i][1]);
-        if (rem && reset && strtol(rem, NULL, 10) == 0) {
-            int64_t d = parse_go_duration(reset);
-            if (d > wait) wait = d;
-        }
-    }
-    return (uint32_t)wait;
 }
 
 static void up_headers(upstream_xfer *t, const upstream_response *r, void *arg) {
     proxy_req *p = arg;
     p->xfer = t;   /* callbacks may run inside upstream_start, before it returns t */
     p->up_status = r->status;
-    p->retry_after_ms = r->status == 200 ? 0 : parse_retry_after(r);
+    p->retry_after_ms = r->status == 200 ? 0 : p->up->retry_after_ms(r);
 }
 
 /* Stops the transfer from inside its callback; deferred_failure decides outside it (a
@@ -564,7 +483,7 @@ static void client_drained(http_exchange *x, void *arg) {
 static void up_data(upstream_xfer *t, const char *data, size_t len, void *arg) {
     proxy_req *p = arg;
     p->xfer = t;
-    if (p->up_status != 200 || !p->oreq.stream) {
+    if (p->up_status != 200 || !p->req.canon.stream) {
         /* a non-streamed body is bounded by max_response_bytes in the transfer itself */
         if (p->up_status != 200 && p->resp.len + len > MAX_ERROR_BODY) {
             /* an error body: its first MAX_ERROR_BODY bytes are enough to classify it */
@@ -619,7 +538,7 @@ static void deferred_failure(loop *l, loop_timer *t, void *arg) {
  * when it is the client's fault). */
 static void upstream_error_answer(proxy_req *p) {
     gw_api_error e;
-    gw_failure kind = gw_classify_error((gw_wire)p->up_wire, p->up_status, p->resp.data, p->resp.len, &e);
+    gw_failure kind = p->up->classify_error(p->up_status, p->resp.data, p->resp.len, &e);
     if (e.retry_after_ms > p->retry_after_ms) p->retry_after_ms = e.retry_after_ms;   /* Gemini's RetryInfo */
     p->last_error = e;
     p->have_error = true;
@@ -655,11 +574,9 @@ static void up_done(upstream_xfer *t, const upstream_done *d, void *arg) {
         upstream_error_answer(p);
         return;
     }
-    if (p->oreq.stream) {
+    if (p->req.canon.stream) {
         sse_finish(&p->sse);
-        int end = p->up_wire == GW_WIRE_ANTHROPIC ? anth_scan_end(&p->ascan, on_event, p)
-                : p->up_wire == GW_WIRE_GEMINI ? gem_scan_end(&p->gscan, on_event, p)
-                : oai_scan_end(&p->scan, on_event, p);
+        int end = p->up->scan_end(&p->scan, on_event, p);
         if (end == 1) {
             if (p->client_started || p->out.len) { client_flush(p); fail_mid_stream(p, "the stream ended early"); }
             else attempt_failed(p, 502, "the provider's stream ended early", GW_FAIL_RETRYABLE);
@@ -669,66 +586,19 @@ static void up_done(upstream_xfer *t, const upstream_done *d, void *arg) {
         return;
     }
     const char *body = p->resp.data ? p->resp.data : "";
-    int rc = p->up_wire == GW_WIRE_ANTHROPIC ? anth_scan_response(body, p->resp.len, on_event, p)
-           : p->up_wire == GW_WIRE_GEMINI ? gem_scan_response(body, p->resp.len, gateway_random(p->gw), on_event, p)
-           : oai_scan_response(body, p->resp.len, on_event, p);
+    int rc = p->up->scan_response(body, p->resp.len, gateway_random(p->gw), on_event, p);
     if (rc == 1) { attempt_failed(p, 502, "malformed response from the provider", GW_FAIL_RETRYABLE); return; }
     finish_ok(p);
 }
 
-/* The canonical JSON body, parsed on first need when the fast path read the request. */
-static int ensure_canonical(proxy_req *p, gw_api_error *e) {
-    if (p->oreq.body) return 0;
-    oai_request full;
-    if (oai_parse_request(p->body, p->body_len, &full, e)) return -1;
-    p->oreq.body = full.body;        /* the routing fields stay the peek's */
-    p->oreq.ext = full.ext;
-    full.body = NULL;
-    full.ext = NULL;
-    oai_request_free(&full);
-    return 0;
-}
-
 /* The provider's URL, headers and body for the canonical request. */
 static int build_remote(proxy_req *p, const candidate *c, gw_api_error *e) {
-    const gw_provider *pv = c->provider;
-    size_t n = 0;
     sg_buf_reset(&p->up_body);
     sg_buf_reset(&p->url);
-    p->up_headers[n++] = (upstream_header){"content-type", "application/json"};
-    switch (pv->type) {
-    case GW_PROVIDER_OPENAI:
-        if (p->peeked && !p->oreq.body) oai_splice_upstream(p->body, &p->peek, c->model, p->oreq.stream, 0, &p->up_body);
-        else oai_build_upstream(p->oreq.body, c->model, p->oreq.stream, 0, &p->up_body);
-        sg_buf_printf(&p->url, "%s/chat/completions", pv->base_url);
-        if (pv->api_key) {
-            snprintf(p->auth_header, sizeof p->auth_header, "Bearer %s", pv->api_key);
-            p->up_headers[n++] = (upstream_header){"authorization", p->auth_header};
-        }
-        break;
-    case GW_PROVIDER_ANTHROPIC: {
-        if (ensure_canonical(p, e)) return -1;
-        int64_t max_out = c->info && c->info->max_output_tokens > 0 ? c->info->max_output_tokens : 4096;
-        if (anth_build_upstream(p->oreq.body, c->model, p->oreq.stream, max_out, &p->up_body, e)) return -1;
-        sg_buf_printf(&p->url, "%s/v1/messages", pv->base_url);
-        if (pv->api_key) p->up_headers[n++] = (upstream_header){"x-api-key", pv->api_key};
-        p->up_headers[n++] = (upstream_header){"anthropic-version", pv->version ? pv->version : "2023-06-01"};
-        break;
-    }
-    case GW_PROVIDER_GOOGLE:
-        if (ensure_canonical(p, e)) return -1;
-        if (gem_build_request(p->oreq.body, &p->up_body, e)) return -1;
-        sg_buf_puts(&p->url, pv->base_url);
-        if (gem_url_path(&p->url, pv->version, c->model, p->oreq.stream, e)) return -1;
-        if (pv->api_key) p->up_headers[n++] = (upstream_header){"x-goog-api-key", pv->api_key};
-        break;
-    default:
-        return gw_api_fail(e, 500, "unsupported_provider", NULL, "provider %s cannot be called remotely", pv->name);
-    }
-    for (size_t i = 0; i < pv->n_headers && n < 16; i++)
-        p->up_headers[n++] = (upstream_header){pv->headers[i].name, pv->headers[i].value};
-    p->n_up_headers = n;
-    return 0;
+    p->call.url = &p->url;
+    p->call.body = &p->up_body;
+    p->call.n_headers = 0;
+    return p->up->build_request(&p->req, c->provider, c->model, c->info, &p->call, e);
 }
 
 static void start_remote(proxy_req *p, const candidate *c) {
@@ -742,7 +612,7 @@ static void start_remote(proxy_req *p, const candidate *c) {
     }
     uint64_t left = p->deadline_ms - loop_now_ms(p->gw->loop);
     upstream_request r = {
-        .method = "POST", .url = p->url.data, .headers = p->up_headers, .n_headers = p->n_up_headers,
+        .method = "POST", .url = p->url.data, .headers = p->call.headers, .n_headers = p->call.n_headers,
         .body = p->up_body.data, .body_len = p->up_body.len,
         .timeouts = {pv->timeouts.connect_ms, pv->timeouts.first_token_ms, pv->timeouts.idle_ms,
                      (uint32_t)(left < pv->timeouts.total_ms ? left : pv->timeouts.total_ms)},
@@ -751,7 +621,7 @@ static void start_remote(proxy_req *p, const candidate *c) {
          * left; the resend then counts as one (up_done) */
         .no_resend = !(c->retries < pv->retries.max && p->retry_budget > 0),
         /* a stream is consumed as it comes (its lines are bounded by the SSE parser) */
-        .max_body_bytes = p->oreq.stream ? 0 : pv->bounds.max_response_bytes,
+        .max_body_bytes = p->req.canon.stream ? 0 : pv->bounds.max_response_bytes,
         .max_head_bytes = pv->bounds.max_header_bytes,
     };
     sg_error err;
@@ -768,39 +638,31 @@ static void start_remote(proxy_req *p, const candidate *c) {
 
 /* ---- local attempts ---- */
 
-static void local_done(void *ctx, int status, const char *message, const gw_usage *usage) {
+static void job_done(void *ctx, const gw_api_error *e, gw_failure kind, const gw_usage *usage) {
     proxy_req *p = ctx;
     p->job = NULL;
-    if (status != 200) {
-        if (p->client_started) { fail_mid_stream(p, message); return; }
-        gw_failure kind = status == 429 || status >= 500 ? GW_FAIL_RETRYABLE : GW_FAIL_CLIENT;
-        gw_api_fail(&p->last_error, status, status == 429 ? "local_queue_full" : "local_error", NULL, "%s", message);
+    if (e) {
+        if (p->client_started) { fail_mid_stream(p, e->message); return; }
+        p->last_error = *e;
         p->have_error = true;
-        attempt_failed(p, status, message, kind);
+        attempt_failed(p, e->status, e->message, kind);
         return;
     }
     if (usage) p->usage = *usage;
     finish_ok(p);
 }
 
-static void start_local(proxy_req *p, const candidate *c) {
-    gw_local *lm = gateway_local(p->gw, c->model);
-    if (!lm) { attempt_failed(p, 503, "the local model is not loaded", GW_FAIL_RETRYABLE); return; }
+static void start_job(proxy_req *p, const candidate *c) {
     gw_api_error e;
-    if (ensure_canonical(p, &e)) {
+    gw_failure kind = GW_FAIL_CLIENT;
+    if (gw_request_canonical(&p->req, &e) == 0)
+        p->job = p->up->job_start(p->gw, c->model, p->req.canon.body, on_event, job_done, p, &e, &kind);
+    if (p->job) return;
+    if (e.code[0] || kind == GW_FAIL_CLIENT) {   /* an error worth relaying as it is */
         p->last_error = e;
         p->have_error = true;
-        attempt_failed(p, e.status, e.message, GW_FAIL_CLIENT);
-        return;
     }
-    int status;
-    sg_error err;
-    p->job = local_submit(lm, p->oreq.body, on_event, local_done, p, &status, &err);
-    if (!p->job) {
-        gw_api_fail(&p->last_error, status, status == 429 ? "local_queue_full" : "invalid_request", NULL, "%s", err.msg);
-        p->have_error = true;
-        attempt_failed(p, status, err.msg, status == 429 ? GW_FAIL_RETRYABLE : GW_FAIL_CLIENT);
-    }
+    attempt_failed(p, e.status, e.message, kind);
 }
 
 /* ---- attempts, retries, fallback ---- */
@@ -811,11 +673,11 @@ static void reset_attempt(proxy_req *p) {
     sg_buf_reset(&p->resp);
     sse_free(&p->sse);
     sse_init(&p->sse, current(p) ? current(p)->provider->bounds.max_sse_line_bytes : 0, on_sse, p);
-    oai_scan_free(&p->scan);
-    oai_scan_init(&p->scan);
-    anth_scan_free(&p->ascan);
-    anth_scan_init(&p->ascan);
-    gem_scan_init(&p->gscan, gateway_random(p->gw));
+    scan_free(p);
+    if (p->up->scan_init) {
+        p->up->scan_init(&p->scan, gateway_random(p->gw));
+        p->scan_live = true;
+    }
     render_init(p);
     gw_usage_init(&p->usage);
     sg_buf_reset(&p->gen);
@@ -881,7 +743,7 @@ static void attempt_failed(proxy_req *p, int status, const char *why_in, gw_fail
         gw_api_fail(&p->last_error, status, "upstream_error", NULL, "%s", why);
         p->have_error = true;
     }
-    if (c->provider->type != GW_PROVIDER_LOCAL && kind == GW_FAIL_RETRYABLE)
+    if (!p->up->in_process && kind == GW_FAIL_RETRYABLE)
         breaker_record(p->gw->breakers, &p->gw->cfg->circuit_breaker, c->provider->name, c->model, false,
                        loop_now_ms(p->gw->loop));
     uint64_t now = loop_now_ms(p->gw->loop);
@@ -979,11 +841,11 @@ static void send_attempt(proxy_req *p) {
     p->last_sent = p->cur;
     p->attempts++;
     p->gw->stats.attempts++;
+    scan_free(p);                  /* the previous attempt's scanner is its provider's */
+    p->up = gw_provider_entry_of(c->provider->type);
     reset_attempt(p);
-    p->passthrough = c->provider->type == GW_PROVIDER_OPENAI && p->wire == GW_WIRE_OPENAI;
-    p->up_wire = c->provider->type == GW_PROVIDER_ANTHROPIC ? GW_WIRE_ANTHROPIC
-               : c->provider->type == GW_PROVIDER_GOOGLE ? GW_WIRE_GEMINI : GW_WIRE_OPENAI;
-    if (c->provider->type == GW_PROVIDER_LOCAL) start_local(p, c);
+    p->passthrough = p->up->passthrough_api == p->req.api;
+    if (p->up->in_process) start_job(p, c);
     else start_remote(p, c);
 }
 
@@ -996,8 +858,8 @@ static bool provider_listed(const char *const *list, size_t n, const char *name)
 
 static void add_candidate(proxy_req *p, const gw_provider *pv, const char *model, const gw_model_info *info) {
     if (p->n_cands >= MAX_TARGETS) return;
-    if (p->oreq.n_only && !provider_listed(p->oreq.only, p->oreq.n_only, pv->name)) return;
-    if (provider_listed(p->oreq.ignore, p->oreq.n_ignore, pv->name)) return;
+    if (p->req.canon.n_only && !provider_listed(p->req.canon.only, p->req.canon.n_only, pv->name)) return;
+    if (provider_listed(p->req.canon.ignore, p->req.canon.n_ignore, pv->name)) return;
     p->cands[p->n_cands++] = (candidate){.provider = pv, .model = model, .info = info};
 }
 
@@ -1051,14 +913,14 @@ static int add_model_id(proxy_req *p, const char *id, sg_error *err) {
 
 /* provider.order: listed providers first, in that order, the rest after (stable). */
 static void apply_order(proxy_req *p) {
-    if (!p->oreq.n_order) return;
+    if (!p->req.canon.n_order) return;
     candidate sorted[MAX_TARGETS];
     int n = 0;
-    for (size_t o = 0; o < p->oreq.n_order; o++)
+    for (size_t o = 0; o < p->req.canon.n_order; o++)
         for (int i = 0; i < p->n_cands; i++)
-            if (!strcmp(p->cands[i].provider->name, p->oreq.order[o])) sorted[n++] = p->cands[i];
+            if (!strcmp(p->cands[i].provider->name, p->req.canon.order[o])) sorted[n++] = p->cands[i];
     for (int i = 0; i < p->n_cands; i++)
-        if (!provider_listed(p->oreq.order, p->oreq.n_order, p->cands[i].provider->name)) sorted[n++] = p->cands[i];
+        if (!provider_listed(p->req.canon.order, p->req.canon.n_order, p->cands[i].provider->name)) sorted[n++] = p->cands[i];
     memcpy(p->cands, sorted, (size_t)n * sizeof *sorted);
 }
 
@@ -1068,7 +930,7 @@ static void apply_breakers(proxy_req *p) {
     int n_open = 0, k = 0;
     for (int i = 0; i < p->n_cands; i++) {
         const candidate *c = &p->cands[i];
-        if (c->provider->type != GW_PROVIDER_LOCAL &&
+        if (!gw_provider_entry_of(c->provider->type)->in_process &&
             breaker_is_open(p->gw->breakers, c->provider->name, c->model, loop_now_ms(p->gw->loop), NULL))
             open[n_open++] = *c;
         else p->cands[k++] = *c;
@@ -1100,10 +962,10 @@ static void on_admitted(void *arg, limits_lease *lease, const limits_result *r) 
  * max_tokens may produce (the largest max_output_tokens of its models, 4096 when none is
  * known). */
 static void candidate_bounds(proxy_req *p, int64_t *max_cost, int64_t *max_output) {
-    int64_t prompt = cost_estimate_tokens(NULL, p->body, p->body_len), cost = 0, out = -1;
+    int64_t prompt = cost_estimate_tokens(NULL, p->req.raw, p->req.raw_len), cost = 0, out = -1;
     for (int i = 0; i < p->n_cands; i++) {
         const cost_model *m = cost_lookup(p->gw->costs, p->cands[i].provider, p->cands[i].model);
-        int64_t c = cost_max(m, prompt, p->oreq.max_tokens);
+        int64_t c = cost_max(m, prompt, p->req.canon.max_tokens);
         if (c < 0 || cost < 0) cost = -1;
         else if (c > cost) cost = c;
         if (m && m->max_output_tokens > out) out = m->max_output_tokens;
@@ -1115,7 +977,7 @@ static void candidate_bounds(proxy_req *p, int64_t *max_cost, int64_t *max_outpu
 static void admit(proxy_req *p) {
     int64_t max_cost, max_output;
     candidate_bounds(p, &max_cost, &max_output);
-    p->est_tokens = limits_estimate_tokens(p->body_len, p->oreq.max_tokens, max_output);
+    p->est_tokens = limits_estimate_tokens(p->req.raw_len, p->req.canon.max_tokens, max_output);
     limits_request lr = {
         .key = p->key, .route = p->route, .est_tokens = p->est_tokens,
         .max_cost = max_cost, .ttl_ms = p->route ? p->route->timeout_ms : 600000,
@@ -1140,20 +1002,17 @@ static void on_client_abort(http_exchange *x, void *arg) {
     proxy_free(p);
 }
 
-void proxy_handle(gateway *g, http_exchange *x, const http_request *req, int inbound_wire, const gw_key *key) {
+void proxy_handle(gateway *g, http_exchange *x, const http_request *req, const gw_client_api *api, const gw_key *key) {
     proxy_req *p = sg_xcalloc(1, sizeof *p);
     p->gw = g;
     p->cfg = config_ref(g->cfg);
     p->x = x;
     p->key = key;
-    p->wire = inbound_wire;
     p->t_start = loop_now_ms(g->loop);
     p->cost = COST_UNPRICED;
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     p->wall_start_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-    p->body = req->body;
-    p->body_len = req->body_len;
     snprintf(p->id, sizeof p->id, "%s", http_exchange_id(x));
     sg_buf_init(&p->up_body);
     sg_buf_init(&p->url);
@@ -1162,7 +1021,6 @@ void proxy_handle(gateway *g, http_exchange *x, const http_request *req, int inb
     sg_buf_init(&p->gen);
     p->limited_retry_ms = -1;
     sse_init(&p->sse, 0, on_sse, p);   /* each attempt sets its provider's bound */
-    oai_scan_init(&p->scan);
     loop_timer_init(&p->backoff, backoff_fired, p);
     loop_timer_init(&p->defer, deferred_failure, p);
     gw_usage_init(&p->usage);
@@ -1170,40 +1028,13 @@ void proxy_handle(gateway *g, http_exchange *x, const http_request *req, int inb
     g->stats.requests++;
 
     gw_api_error e;
-    anth_scan_init(&p->ascan);
-    if (inbound_wire == GW_WIRE_ANTHROPIC) {
-        if (anth_parse_request(req->body, req->body_len, &p->areq, &e)) { respond_error(p, &e); return; }
-        p->oreq.body = json_incref(p->areq.body);
-        p->oreq.model = p->areq.model;
-        p->oreq.stream = p->areq.stream;
-        p->oreq.include_usage = true;   /* Anthropic always reports usage */
-        p->oreq.max_tokens = p->areq.max_tokens;
-    } else if (oai_peek_request(req->body, req->body_len, &p->peek) == 0) {
-        /* the fast path: routing fields only, no JSON tree */
-        p->peeked = true;
-        p->oreq.model = p->peek.model;
-        p->oreq.stream = p->peek.stream;
-        p->oreq.include_usage = p->peek.include_usage;
-        p->oreq.max_tokens = p->peek.max_tokens;
-        p->oreq.has_tools = p->peek.has_tools;
-        p->oreq.n_models = p->peek.n_models;
-        memcpy(p->oreq.models, p->peek.models, sizeof p->peek.models);
-        p->oreq.n_order = p->peek.n_order;
-        memcpy(p->oreq.order, p->peek.order, sizeof p->peek.order);
-        p->oreq.n_only = p->peek.n_only;
-        memcpy(p->oreq.only, p->peek.only, sizeof p->peek.only);
-        p->oreq.n_ignore = p->peek.n_ignore;
-        memcpy(p->oreq.ignore, p->peek.ignore, sizeof p->peek.ignore);
-    } else if (oai_parse_request(req->body, req->body_len, &p->oreq, &e)) {
-        respond_error(p, &e);
-        return;
-    }
-    p->client_model = p->oreq.model;
+    if (gw_request_parse(&p->req, api, req->body, req->body_len, &e)) { respond_error(p, &e); return; }
+    p->client_model = p->req.canon.model;
     if (!p->client_model) { respond_simple_error(p, 400, "missing_required_parameter", "model", "you must provide a model parameter"); return; }
     sg_error err;
-    if (p->oreq.n_models) {
-        for (size_t i = 0; i < p->oreq.n_models; i++)
-            if (add_model_id(p, p->oreq.models[i], &err)) { respond_simple_error(p, 404, "model_not_found", "models", err.msg); return; }
+    if (p->req.canon.n_models) {
+        for (size_t i = 0; i < p->req.canon.n_models; i++)
+            if (add_model_id(p, p->req.canon.models[i], &err)) { respond_simple_error(p, 404, "model_not_found", "models", err.msg); return; }
     } else if (add_model_id(p, p->client_model, &err)) {
         respond_simple_error(p, 404, "model_not_found", "model", err.msg);
         return;

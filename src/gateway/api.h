@@ -1,0 +1,90 @@
+/* api.h: the client APIs: the formats the gateway is spoken to in.
+ *
+ * One entry per inbound API (OpenAI chat completions, Anthropic messages), one file each
+ * (api_openai_chat.c, api_anthropic_messages.c), all listed in gw_client_apis. An entry
+ * reads a client's body into a gw_request (the canonical request of chat.h plus the
+ * routing fields), and renders canonical events, the final answer and errors in its own
+ * format. The proxy (proxy.c) talks to an entry only through this table: it never asks
+ * which API a request came in.
+ *
+ * A request's canonical JSON body may be built lazily: an entry that can read the routing
+ * fields without a JSON tree (OpenAI's fast path) leaves canon.body NULL, and
+ * gw_request_canonical builds it on first need. Such an entry may also offer
+ * splice_openai: writing an OpenAI-compatible upstream body straight from the client's
+ * bytes (the pass-through of provider.h).
+ *
+ * Adding a client API: a file api_NAME.c defining a const gw_client_api, and its row in
+ * gw_client_apis (api.c). Threading: the loop thread only. */
+#ifndef SG_GATEWAY_API_H
+#define SG_GATEWAY_API_H
+
+#include <stdalign.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/buf.h"
+#include "gateway/chat.h"
+#include "gateway/codec_openai.h"
+
+#define GW_API_STATE_BYTES 3584   /* an entry's per-request state (OpenAI: its peek) */
+#define GW_API_RENDER_BYTES 2048   /* an entry's renderer */
+
+typedef struct gw_client_api gw_client_api;
+
+typedef struct gw_request {
+    const gw_client_api *api;
+    const char *raw;               /* the client's body (valid while the exchange lives) */
+    size_t raw_len;
+    oai_request canon;             /* the routing fields always; body NULL until
+                                      gw_request_canonical when the entry reads lazily */
+    alignas(max_align_t) unsigned char state[GW_API_STATE_BYTES];   /* the entry's own */
+} gw_request;
+
+/* A renderer's storage: what render_init sets up, opaque to the caller. */
+typedef struct gw_render {
+    alignas(max_align_t) unsigned char state[GW_API_RENDER_BYTES];
+} gw_render;
+
+struct gw_client_api {
+    const char *name;              /* "openai-chat", for logs */
+    const char *paths[3];          /* the endpoints it serves ("/v1/chat/completions"), NULL-ended */
+    /* Reads r->raw into r->canon (routing fields, and the body unless read lazily): 0, or
+     * -1 with e (a 400 in this API's words). r->api, raw and raw_len are set. */
+    int (*parse)(gw_request *r, gw_api_error *e);
+    /* Fills r->canon.body when parse left it NULL: 0, or -1 with e. */
+    int (*canonical)(gw_request *r, gw_api_error *e);
+    void (*request_free)(gw_request *r);
+    /* The pass-through: appends the OpenAI-compatible upstream body for model straight
+     * from the client's bytes; 1 when this request cannot be spliced (the caller then
+     * builds it from the canonical body). NULL: this API never splices. */
+    int (*splice_openai)(const gw_request *r, const char *model, bool stream, sg_buf *out);
+    /* Rendering into out: events as they come (SSE when streamed), then render_end
+     * (returns the HTTP status of a non-streamed answer) or render_error (a stream's
+     * explicit error event). model is the client's model name; created unix seconds. */
+    void (*render_init)(gw_render *rs, sg_buf *out, const gw_request *r, const char *model, int64_t created);
+    int (*render_event)(gw_render *rs, const gw_event *ev);
+    int (*render_end)(gw_render *rs);
+    void (*render_error)(gw_render *rs, const gw_api_error *e);
+    void (*render_free)(gw_render *rs);
+    /* A complete error body in this API's shape (before any byte of an answer). */
+    void (*error_body)(sg_buf *out, const gw_api_error *e);
+};
+
+extern const gw_client_api gw_api_openai_chat;
+extern const gw_client_api gw_api_anthropic_messages;
+
+/* Every client API, NULL-terminated. The first also words the errors of the gateway's
+ * other endpoints. */
+extern const gw_client_api *const gw_client_apis[];
+
+/* The entry serving path, or NULL. */
+const gw_client_api *gw_client_api_for_path(const char *path);
+
+/* Parses raw into r (r is fully initialised first; gw_request_free it either way). */
+int gw_request_parse(gw_request *r, const gw_client_api *api, const char *raw, size_t len, gw_api_error *e);
+/* The canonical body, built on first need. */
+int gw_request_canonical(gw_request *r, gw_api_error *e);
+void gw_request_free(gw_request *r);
+
+#endif
