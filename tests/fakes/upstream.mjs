@@ -55,6 +55,7 @@ const state = {
   faults: { openai: [], anthropic: [], gemini: [] },   // queued: {fault, left, match}
   rules: [],                      // {provider, match, reply, usage, contextWindow, apiKey}
   responses: new Map(),           // OpenAI Responses API: id -> {response, input, conversation, deleted}
+  items: new Map(),               // and the items of stored responses, by id (item_reference)
   logging: !opts['no-log'],
 };
 const sockets = new Set();        // every open connection, for shutdown and /control/reset
@@ -541,9 +542,11 @@ function respInputItems(input) {
   return { items };
 }
 
-function storeResponse(id, rec) {
+function storeResponse(id, rec, outputItems) {
   state.responses.set(id, rec);
   if (state.responses.size > LOG_MAX) state.responses.delete(state.responses.keys().next().value);
+  for (const it of [...rec.input, ...outputItems]) if (it.id) state.items.set(it.id, it);
+  while (state.items.size > 4 * LOG_MAX) state.items.delete(state.items.keys().next().value);
 }
 
 openai.respIds = (ctx) => ({ id: `resp_fake${pad(ctx.seq, 12)}`, msg: `msg_fake${pad(ctx.seq, 12)}`, fc: (i) => `fc_fake${pad(ctx.seq, 12)}_${i}`, call: (i) => `call_fake${pad(ctx.seq)}_${i}` });
@@ -592,7 +595,14 @@ openai.extra = {
     }
     const parsedInput = j.input === undefined ? { items: [] } : respInputItems(j.input);
     if (parsedInput.error) return this.validationError(ctx, parsedInput.error);
-    const items = parsedInput.items;
+    // item_reference: an item of a stored response (its output or its input), by id
+    const items = [];
+    for (const it of parsedInput.items) {
+      if (it.type !== 'item_reference') { items.push(it); continue; }
+      const ref = state.items.get(it.id);
+      if (!ref) return bad(`Item with id '${it.id}' not found.`, 'input', null);
+      items.push(ref);
+    }
     if (/nonexistent|does-not-exist/.test(j.model)) return this.error(ctx, 404);
 
     // The whole conversation: the previous response's (its input and output), then this input.
@@ -648,7 +658,7 @@ openai.extra = {
     };
     if (j.store !== false) {
       const input = items.map((it, i) => ({ id: it.id ?? `${it.type === 'message' ? 'msg' : it.type === 'function_call' ? 'fc' : 'item'}_fakein${pad(ctx.seq, 12)}_${i}`, ...it }));
-      storeResponse(ids.id, { response, input, conversation: [...conversation, ...output], deleted: false });
+      storeResponse(ids.id, { response, input, conversation: [...conversation, ...output], deleted: false }, output);
     }
     if (!conv.stream) return { status: 200, headers: this.headers(ctx), body: response };
     return { status: 200, headers: this.streamHeaders(ctx), events: this.responseEvents(response) };
@@ -1584,6 +1594,7 @@ async function handleControl(req, res) {
       state.log = [];
       state.rules = [];
       state.responses.clear();
+      state.items.clear();
       for (const x of PROVIDERS) state.faults[x] = [];
       // Stalled and hung requests of earlier tests are cut off so they end.
       for (const s of sockets) if (s.stalled) s.destroy();
