@@ -131,7 +131,8 @@ test('errors: an unknown model surfaces as ResponseError with the status', { ski
   await assert.rejects(ollama.chat({ model: 'gpt-nonexistent', messages: [{ role: 'user', content: 'x' }] }), (e) => {
     assert.equal(e.name, 'ResponseError', `not a ResponseError: ${e}`);
     assert.equal(e.status_code, 404);
-    assert.equal(typeof e.error, 'string');
+    assert.equal(typeof e.error, 'string', "Ollama's error shape: {\"error\": \"...\"}");
+    assert.match(e.error, /gpt-nonexistent/, 'the message names the model');
     return true;
   });
 });

@@ -13,7 +13,7 @@ import assert from 'node:assert/strict';
 import { GATEWAY, MODELS, words, nonce, openaiTarget, fakeLog, loadPackage, gatewayLacks } from './env.mjs';
 
 globalThis.AI_SDK_LOG_WARNINGS = false;
-const { default: OpenAI, APIError, NotFoundError } = await loadPackage('openai');
+const { default: OpenAI, APIError, BadRequestError, NotFoundError } = await loadPackage('openai');
 const { generateText, streamText, tool, stepCountIs } = await loadPackage('ai');
 const { createOpenAI } = await loadPackage('@ai-sdk/openai');
 const agents = await loadPackage('@openai/agents');
@@ -132,11 +132,12 @@ test('function tools: streamed argument deltas, then the result chained by previ
   expectUsage(r2.usage, words(input) + 2 + 2, words(want));
 });
 
-test('a 400 surfaces as APIError with the OpenAI error body (unknown previous_response_id)', { skip }, async () => {
+test('a 400 surfaces as APIError (BadRequestError) with the OpenAI error body (unknown previous_response_id)', { skip }, async () => {
   await assert.rejects(client.responses.create({ model, input: 'x', previous_response_id: 'resp_does_not_exist' }), (e) => {
     assert.ok(e instanceof APIError, `not an APIError: ${e}`);
-    assert.ok(e.status === 400 || e.status === 404, `status ${e.status}`);
-    assert.equal(typeof e.error.message, 'string');
+    assert.ok(e instanceof BadRequestError, `not a BadRequestError: ${e.status} ${e.message}`);
+    assert.equal(e.status, 400);
+    assert.match(e.error.message, /resp_does_not_exist/, 'the message names the unknown response');
     return true;
   });
 });
