@@ -39,7 +39,7 @@ deps:
 	@tools/install-deps.sh
 deps-test:
 	@tools/install-deps.sh --test
-	@[ -d tests/node/node_modules ] || (cd tests/node && npm ci --no-audit --no-fund --loglevel=error)
+	@tests/node/node.sh --ensure-installed >/dev/null
 
 # The main job: the gateway with its embedded defaults. With no local model yet (none
 # pulled, none in ./models), SmolLM3 is pulled first; without network the gateway still

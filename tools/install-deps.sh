@@ -10,8 +10,9 @@ pkgs="build-essential pkg-config libjansson-dev libpcre2-dev libcurl4-openssl-de
 libsqlite3-dev libpq-dev libhiredis-dev libyaml-dev libssl-dev libedit-dev"
 [ "${1:-}" = "--test" ] && pkgs="$pkgs redis-server postgresql nginx-light wrk python3 curl clang tmux jq sqlite3"
 missing=
-# Node.js 18+ with npm runs the official SDK clients; it may come from elsewhere than
-# Debian (then it is used as it is).
+# Node.js 18+ with npm installs the official SDK clients (tests/node); it may come from
+# elsewhere than Debian (then it is used as it is). The clients themselves need Node >= 22:
+# below that, tests/node/node.sh runs them with the Node binary pinned in tests/node.
 if [ "${1:-}" = "--test" ] && ! { command -v node >/dev/null && command -v npm >/dev/null; }; then
   pkgs="$pkgs nodejs npm"
 fi

@@ -1,8 +1,10 @@
 #!/usr/bin/env node
 // upstream.mjs: fake OpenAI, Anthropic and Google Gemini servers for smolgate's tests.
 //
-// One process, four loopback ports: the OpenAI Chat Completions API, the Anthropic
-// Messages API, the Gemini generateContent API, and a control port through which a test
+// One process, four loopback ports: the OpenAI Chat Completions, Responses (stored
+// responses included) and embeddings APIs and a model lookup, the Anthropic Messages API
+// and its token counting, the Gemini generateContent and embedContent /
+// batchEmbedContents APIs, and a control port through which a test
 // queues faults, fixes replies and reads back every request the fakes received. Node's
 // standard library only.
 //
@@ -23,6 +25,7 @@
 // control API and the fault list.
 
 import http from 'node:http';
+import { createHash } from 'node:crypto';
 import { parseArgs } from 'node:util';
 
 // ---------------------------------------------------------------------------------------
@@ -51,6 +54,8 @@ const state = {
   log: [],
   faults: { openai: [], anthropic: [], gemini: [] },   // queued: {fault, left, match}
   rules: [],                      // {provider, match, reply, usage, contextWindow, apiKey}
+  responses: new Map(),           // OpenAI Responses API: id -> {response, input, conversation, deleted}
+  items: new Map(),               // and the items of stored responses, by id (item_reference)
   logging: !opts['no-log'],
 };
 const sockets = new Set();        // every open connection, for shutdown and /control/reset
@@ -352,10 +357,16 @@ const openai = {
     return { status, headers: this.headers(ctx, h), body: { error: e } };
   },
 
-  midStreamError() {
-    return `data: ${JSON.stringify({ error: { message: 'The server had an error while processing your request. Sorry about that!', type: 'server_error', param: null, code: null } })}\n\n`;
+  // The Responses API's stream has its own error event (ResponseErrorEvent) and framing.
+  midStreamError(ctx) {
+    const message = 'The server had an error while processing your request. Sorry about that!';
+    if (ctx.routeKind === 'responses') return `event: error\ndata: ${JSON.stringify({ type: 'error', code: 'server_error', message, param: null, sequence_number: 0 })}\n\n`;
+    return `data: ${JSON.stringify({ error: { message, type: 'server_error', param: null, code: null } })}\n\n`;
   },
-  malformed(ctx) { return `data: {"id":"${ctx.ids.id}","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"\n\n`; },
+  malformed(ctx) {
+    if (ctx.routeKind === 'responses') return 'event: response.output_text.delta\ndata: {"type":"response.output_text.delta","item_id":"msg_x","delta":"\n\n';
+    return `data: {"id":"${ctx.ids.id}","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"\n\n`;
+  },
 
   // Returns {conv} or {error: {status, message, param, code}}
   parse(ctx, j) {
@@ -463,9 +474,22 @@ const openai = {
     return null;
   },
 
-  route(method, path) {
+  route(method, path, ctx) {
     if (method === 'POST' && path === '/v1/chat/completions') return 'chat';
     if (method === 'GET' && path === '/v1/models') return 'models';
+    if (method === 'POST' && path === '/v1/responses') return 'responses';
+    if (method === 'POST' && path === '/v1/embeddings') return 'embeddings';
+    let m = /^\/v1\/responses\/([^/]+)(\/input_items)?$/.exec(path);
+    if (m) {
+      ctx.responseId = decodeURIComponent(m[1]);
+      if (m[2]) return method === 'GET' ? 'response-items' : null;
+      return method === 'GET' ? 'response-get' : method === 'DELETE' ? 'response-delete' : null;
+    }
+    m = /^\/v1\/models\/(.+)$/.exec(path);
+    if (method === 'GET' && m) {
+      ctx.modelId = ctx.model = decodeURIComponent(m[1]);
+      return 'model';
+    }
     return null;
   },
 
@@ -485,6 +509,266 @@ function compactJson(s) {
   try { const v = JSON.parse(s); if (v !== null && typeof v === 'object') return JSON.stringify(v); } catch { /* plain text */ }
   return s;
 }
+
+// ---------------------------------------------------------------------------------------
+// Provider: OpenAI, the other endpoints: the Responses API (POST /v1/responses, streamed
+// with its typed events; GET / DELETE /v1/responses/{id}, GET .../input_items; stored
+// responses chained by previous_response_id), embeddings, and GET /v1/models/{id}.
+
+// Text of Responses content: a string, or the text of its input_text / output_text parts.
+const respText = (c) => typeof c === 'string' ? c
+  : Array.isArray(c) ? c.filter((p) => p && (p.type === 'input_text' || p.type === 'output_text' || p.type === 'text')).map((p) => p.text ?? '').join(' ') : '';
+
+const RESP_ROLES = ['user', 'assistant', 'system', 'developer'];
+
+// The request's input as items: a string is one user message. {items} or {error}.
+function respInputItems(input) {
+  if (typeof input === 'string') return { items: [{ type: 'message', role: 'user', content: input }] };
+  if (!Array.isArray(input)) return { error: { status: 400, message: "Invalid type for 'input': expected one of a string or an array of input items, but got " + typeof input + ' instead.', param: 'input', code: 'invalid_type' } };
+  const items = [];
+  for (let i = 0; i < input.length; i++) {
+    const x = input[i];
+    if (!x || typeof x !== 'object' || Array.isArray(x)) return { error: { status: 400, message: `Invalid type for 'input[${i}]': expected an input item object.`, param: `input[${i}]`, code: 'invalid_type' } };
+    const type = x.type ?? (x.role !== undefined ? 'message' : undefined);
+    if (type === 'message') {
+      if (!RESP_ROLES.includes(x.role)) return { error: { status: 400, message: `Invalid value: '${x.role}'. Supported values are: 'assistant', 'system', 'developer', and 'user'.`, param: `input[${i}].role`, code: 'invalid_value' } };
+      items.push({ ...x, type: 'message' });
+    } else if (type === 'function_call' || type === 'function_call_output' || type === 'reasoning' || type === 'item_reference') {
+      items.push(x);
+    } else {
+      return { error: { status: 400, message: `Invalid value: '${type}'. Supported values are: 'message', 'function_call', 'function_call_output', 'reasoning' and 'item_reference'.`, param: `input[${i}].type`, code: 'invalid_value' } };
+    }
+  }
+  return { items };
+}
+
+function storeResponse(id, rec, outputItems) {
+  state.responses.set(id, rec);
+  if (state.responses.size > LOG_MAX) state.responses.delete(state.responses.keys().next().value);
+  for (const it of [...rec.input, ...outputItems]) if (it.id) state.items.set(it.id, it);
+  while (state.items.size > 4 * LOG_MAX) state.items.delete(state.items.keys().next().value);
+}
+
+openai.respIds = (ctx) => ({ id: `resp_fake${pad(ctx.seq, 12)}`, msg: `msg_fake${pad(ctx.seq, 12)}`, fc: (i) => `fc_fake${pad(ctx.seq, 12)}_${i}`, call: (i) => `call_fake${pad(ctx.seq)}_${i}` });
+
+openai.respUsage = (u) => ({
+  input_tokens: u.prompt,
+  input_tokens_details: { cached_tokens: u.cached },
+  output_tokens: u.visible + u.reasoning,
+  output_tokens_details: { reasoning_tokens: u.reasoning },
+  total_tokens: u.prompt + u.visible + u.reasoning,
+});
+
+openai.notFoundResponse = (ctx, id) => ({ status: 404, headers: openai.headers(ctx), body: { error: { message: `Response with id '${id}' not found.`, type: 'invalid_request_error', param: null, code: null } } });
+
+// Fake embedding dimensions per model (others: 256); `dimensions` asks for fewer.
+const EMBED_DIMS = { 'text-embedding-3-small': 1536, 'text-embedding-3-large': 3072, 'text-embedding-ada-002': 1536, 'gemini-embedding-001': 3072, 'text-embedding-004': 768 };
+const embedDims = (model) => EMBED_DIMS[String(model).replace(/^models\//, '')] ?? 256;
+
+// The fake embedding of a text (tests/fakes/README.md): `dims` values, 8 per SHA-256 of
+// "TEXT\nBLOCK" (BLOCK = 0, 1, ...: each big-endian uint32 u gives u / 2^31 - 1), scaled
+// to unit length, each rounded to float32 (so float and base64 answers agree exactly).
+// The first d values of a longer vector, scaled to unit length, are the d-dimension one.
+function embedVector(text, dims) {
+  const v = new Array(dims);
+  for (let b = 0; b * 8 < dims; b++) {
+    const h = createHash('sha256').update(`${text}\n${b}`).digest();
+    for (let i = 0; i < 8 && b * 8 + i < dims; i++) v[b * 8 + i] = h.readUInt32BE(i * 4) / 2 ** 31 - 1;
+  }
+  const norm = Math.sqrt(v.reduce((a, x) => a + x * x, 0)) || 1;
+  return v.map((x) => Math.fround(x / norm));
+}
+const float32Base64 = (v) => Buffer.from(new Float32Array(v).buffer).toString('base64');
+
+openai.extra = {
+  // POST /v1/responses
+  responses(ctx, j, rules, req) {
+    const bad = (message, param = null, code = null) => this.validationError(ctx, { status: 400, message, param, code });
+    if (j === undefined) return this.validationError(ctx, this.parse(ctx, undefined).error);
+    if (typeof j !== 'object' || j === null || Array.isArray(j)) return bad('Invalid type for request body: expected an object.', null, 'invalid_type');
+    if (typeof j.model !== 'string' || !j.model) return bad("Missing required parameter: 'model'.", 'model', 'missing_required_parameter');
+    if (j.input === undefined && !j.previous_response_id) return bad("Missing required parameter: 'input'.", 'input', 'missing_required_parameter');
+    let prev = null;
+    if (j.previous_response_id !== undefined && j.previous_response_id !== null) {
+      prev = state.responses.get(j.previous_response_id);
+      if (!prev || prev.deleted) return bad(`Previous response with id '${j.previous_response_id}' not found.`, 'previous_response_id', 'previous_response_not_found');
+    }
+    const parsedInput = j.input === undefined ? { items: [] } : respInputItems(j.input);
+    if (parsedInput.error) return this.validationError(ctx, parsedInput.error);
+    // item_reference: an item of a stored response (its output or its input), by id
+    const items = [];
+    for (const it of parsedInput.items) {
+      if (it.type !== 'item_reference') { items.push(it); continue; }
+      const ref = state.items.get(it.id);
+      if (!ref) return bad(`Item with id '${it.id}' not found.`, 'input', null);
+      items.push(ref);
+    }
+    if (/nonexistent|does-not-exist/.test(j.model)) return this.error(ctx, 404);
+
+    // The whole conversation: the previous response's (its input and output), then this input.
+    const conversation = [...(prev ? prev.conversation : []), ...items];
+    const texts = [];
+    if (typeof j.instructions === 'string') texts.push(j.instructions);
+    let lastUserText = '';
+    for (const it of conversation) {
+      if (it.type === 'message') {
+        const t = respText(it.content);
+        texts.push(t);
+        if (it.role === 'user') lastUserText = t;
+      } else if (it.type === 'function_call') texts.push(compactJson(it.arguments ?? ''));
+      else if (it.type === 'function_call_output') texts.push(compactJson(respText(it.output)));
+    }
+    let toolResults = null;
+    for (let i = conversation.length - 1; i >= 0 && conversation[i].type === 'function_call_output'; i--) {
+      (toolResults ??= []).unshift(compactJson(respText(conversation[i].output)));
+    }
+    const conv = {
+      model: j.model, stream: j.stream === true, maxTokens: j.max_output_tokens ?? null, stop: [],
+      hasTools: Array.isArray(j.tools) && j.tools.some((t) => t && t.type === 'function'),
+      promptTexts: texts, lastUserText, toolResults,
+    };
+    const a = planAnswer(conv, rules, req.headers['x-fake-reply']);
+    if (rules.contextWindow !== undefined && a.usage.prompt > rules.contextWindow) {
+      const r = this.error(ctx, 400, 'context_length_exceeded', { contextWindow: rules.contextWindow, promptTokens: a.usage.prompt });
+      r.body.error.param = 'input';
+      return r;
+    }
+
+    const ids = this.respIds(ctx);
+    const incomplete = a.finish === 'length';
+    const output = [];
+    if (a.text || !a.calls.length) {
+      output.push({ id: ids.msg, type: 'message', status: incomplete ? 'incomplete' : 'completed', role: 'assistant',
+        content: [{ type: 'output_text', annotations: [], logprobs: [], text: a.text }] });
+    }
+    a.calls.forEach((c, i) => output.push({ id: ids.fc(i), type: 'function_call', status: 'completed', arguments: c.argsJson, call_id: ids.call(i), name: c.name }));
+    const response = {
+      id: ids.id, object: 'response', created_at: ctx.created, status: incomplete ? 'incomplete' : 'completed',
+      background: false, completed_at: incomplete ? null : ctx.created, error: null,
+      incomplete_details: incomplete ? { reason: 'max_output_tokens' } : null,
+      instructions: j.instructions ?? null, max_output_tokens: j.max_output_tokens ?? null, max_tool_calls: j.max_tool_calls ?? null,
+      model: j.model, output, parallel_tool_calls: j.parallel_tool_calls ?? true,
+      previous_response_id: j.previous_response_id ?? null, prompt_cache_key: j.prompt_cache_key ?? null,
+      reasoning: { effort: j.reasoning?.effort ?? null, summary: j.reasoning?.summary ?? null },
+      safety_identifier: null, service_tier: 'default', store: j.store !== false,
+      temperature: j.temperature ?? 1, text: j.text ?? { format: { type: 'text' }, verbosity: 'medium' },
+      tool_choice: j.tool_choice ?? 'auto', tools: Array.isArray(j.tools) ? j.tools : [], top_logprobs: j.top_logprobs ?? 0,
+      top_p: j.top_p ?? 1, truncation: j.truncation ?? 'disabled',
+      usage: a.omitUsage ? null : this.respUsage(a.usage), user: null, metadata: j.metadata ?? {},
+    };
+    if (j.store !== false) {
+      const input = items.map((it, i) => ({ id: it.id ?? `${it.type === 'message' ? 'msg' : it.type === 'function_call' ? 'fc' : 'item'}_fakein${pad(ctx.seq, 12)}_${i}`, ...it }));
+      storeResponse(ids.id, { response, input, conversation: [...conversation, ...output], deleted: false }, output);
+    }
+    if (!conv.stream) return { status: 200, headers: this.headers(ctx), body: response };
+    return { status: 200, headers: this.streamHeaders(ctx), events: this.responseEvents(response) };
+  },
+
+  // GET /v1/responses/{id}
+  'response-get'(ctx) {
+    const rec = state.responses.get(ctx.responseId);
+    if (!rec || rec.deleted) return this.notFoundResponse(ctx, ctx.responseId);
+    return { status: 200, headers: this.headers(ctx), body: rec.response };
+  },
+
+  // DELETE /v1/responses/{id}
+  'response-delete'(ctx) {
+    const rec = state.responses.get(ctx.responseId);
+    if (!rec || rec.deleted) return this.notFoundResponse(ctx, ctx.responseId);
+    rec.deleted = true;
+    return { status: 200, headers: this.headers(ctx), body: { id: ctx.responseId, object: 'response', deleted: true } };
+  },
+
+  // GET /v1/responses/{id}/input_items (?order=asc|desc, default desc)
+  'response-items'(ctx, j, rules, req, url) {
+    const rec = state.responses.get(ctx.responseId);
+    if (!rec || rec.deleted) return this.notFoundResponse(ctx, ctx.responseId);
+    const data = url.searchParams.get('order') === 'asc' ? [...rec.input] : [...rec.input].reverse();
+    return { status: 200, headers: this.headers(ctx), body: { object: 'list', data, first_id: data[0]?.id ?? null, last_id: data[data.length - 1]?.id ?? null, has_more: false } };
+  },
+
+  // POST /v1/embeddings
+  embeddings(ctx, j, rules) {
+    const bad = (message, param = null, code = null) => this.validationError(ctx, { status: 400, message, param, code });
+    if (j === undefined) return this.validationError(ctx, this.parse(ctx, undefined).error);
+    if (typeof j !== 'object' || j === null || Array.isArray(j)) return bad('Invalid type for request body: expected an object.', null, 'invalid_type');
+    if (typeof j.model !== 'string' || !j.model) return bad('you must provide a model parameter');
+    if (j.input === undefined) return bad("Missing required parameter: 'input'.", 'input', 'missing_required_parameter');
+    const invalid = () => bad("'$.input' is invalid. Please check the API reference: https://platform.openai.com/docs/api-reference.", null, null);
+    // Inputs: [{text, tokens}] from a string, strings, a token array or token arrays.
+    const isTokens = (x) => Array.isArray(x) && x.length > 0 && x.every((t) => Number.isInteger(t) && t >= 0);
+    let inputs;
+    if (typeof j.input === 'string') inputs = [j.input];
+    else if (isTokens(j.input)) inputs = [j.input];
+    else if (Array.isArray(j.input) && j.input.length && j.input.every((x) => typeof x === 'string' || isTokens(x))) inputs = j.input;
+    else return invalid();
+    if (inputs.some((x) => x === '')) return invalid();
+    const fmt = j.encoding_format ?? 'float';
+    if (fmt !== 'float' && fmt !== 'base64') return bad(`Invalid value: '${fmt}'. Supported values are: 'float' and 'base64'.`, 'encoding_format', 'invalid_value');
+    const full = embedDims(j.model);
+    if (j.dimensions !== undefined && !(Number.isInteger(j.dimensions) && j.dimensions >= 1 && j.dimensions <= full)) {
+      return bad(`Invalid value for 'dimensions' = ${j.dimensions}. Must be an integer between 1 and ${full}.`, 'dimensions', 'invalid_value');
+    }
+    if (/nonexistent|does-not-exist/.test(j.model)) return this.error(ctx, 404);
+    const dims = j.dimensions ?? full;
+    let prompt = 0;
+    const data = inputs.map((x, index) => {
+      const text = typeof x === 'string' ? x : x.join(' ');
+      prompt += typeof x === 'string' ? words(x) : x.length;
+      const v = embedVector(text, dims);
+      return { object: 'embedding', index, embedding: fmt === 'base64' ? float32Base64(v) : v };
+    });
+    if (rules.contextWindow !== undefined && prompt > rules.contextWindow) {
+      return bad(`This model's maximum context length is ${rules.contextWindow} tokens, however you requested ${prompt} tokens (${prompt} in your prompt; 0 for the completion). Please reduce your prompt; or completion length.`, null, null);
+    }
+    const u = rules.usage || {};
+    if (u.prompt !== undefined) prompt = u.prompt;
+    const body = { object: 'list', data, model: j.model };
+    if (rules.usage !== false) body.usage = { prompt_tokens: prompt, total_tokens: prompt };
+    return { status: 200, headers: this.headers(ctx), body };
+  },
+
+  // GET /v1/models/{id}: the listed chat models and the embedding models
+  model(ctx) {
+    const known = [...this.models().data.map((m) => m.id), ...Object.keys(EMBED_DIMS).filter((m) => m.startsWith('text-'))];
+    if (!known.includes(ctx.modelId)) {
+      return { status: 404, headers: this.headers(ctx), body: { error: { message: `The model '${ctx.modelId}' does not exist`, type: 'invalid_request_error', param: 'model', code: 'model_not_found' } } };
+    }
+    return { status: 200, headers: this.headers(ctx), body: { id: ctx.modelId, object: 'model', created: 1721172741, owned_by: 'system' } };
+  },
+};
+
+// The typed events of a streamed response, as the Responses API sends them:
+// response.created, response.in_progress, per output item response.output_item.added,
+// (message) response.content_part.added / one response.output_text.delta per word /
+// response.output_text.done / response.content_part.done, (function call)
+// response.function_call_arguments.delta per 8-character fragment / .done, then
+// response.output_item.done; last response.completed (or response.incomplete) with the
+// whole response and its usage. Every event has its sequence_number.
+openai.responseEvents = function responseEvents(response) {
+  let seq = 0;
+  const ev = (type, data) => `event: ${type}\ndata: ${JSON.stringify({ type, sequence_number: seq++, ...data })}\n\n`;
+  const start = { ...response, status: 'in_progress', completed_at: null, incomplete_details: null, output: [], usage: null };
+  const out = [ev('response.created', { response: start }), ev('response.in_progress', { response: start })];
+  response.output.forEach((item, output_index) => {
+    const item_id = item.id;
+    if (item.type === 'message') {
+      const part = item.content[0];
+      out.push(ev('response.output_item.added', { output_index, item: { ...item, status: 'in_progress', content: [] } }));
+      out.push(ev('response.content_part.added', { item_id, output_index, content_index: 0, part: { ...part, text: '' } }));
+      for (const p of pieces(part.text)) out.push(ev('response.output_text.delta', { item_id, output_index, content_index: 0, delta: p, logprobs: [] }));
+      out.push(ev('response.output_text.done', { item_id, output_index, content_index: 0, text: part.text, logprobs: [] }));
+      out.push(ev('response.content_part.done', { item_id, output_index, content_index: 0, part }));
+    } else {
+      out.push(ev('response.output_item.added', { output_index, item: { ...item, status: 'in_progress', arguments: '' } }));
+      for (const f of fragments(item.arguments)) out.push(ev('response.function_call_arguments.delta', { item_id, output_index, delta: f }));
+      out.push(ev('response.function_call_arguments.done', { item_id, output_index, name: item.name, arguments: item.arguments }));
+    }
+    out.push(ev('response.output_item.done', { output_index, item }));
+  });
+  out.push(ev(response.status === 'incomplete' ? 'response.incomplete' : 'response.completed', { response }));
+  return out;
+};
 
 // ---------------------------------------------------------------------------------------
 // Provider: Anthropic (Messages)
@@ -701,6 +985,7 @@ const anthropic = {
 
   route(method, path) {
     if (method === 'POST' && path === '/v1/messages') return 'chat';
+    if (method === 'POST' && path === '/v1/messages/count_tokens') return 'count_tokens';
     if (method === 'GET' && path === '/v1/models') return 'models';
     return null;
   },
@@ -883,12 +1168,15 @@ const gemini = {
     return null;
   },
 
-  // /v1beta/models/{model}:generateContent | :streamGenerateContent (also /v1/...)
+  // /v1beta/models/{model}:generateContent | :streamGenerateContent | :embedContent |
+  // :batchEmbedContents (also /v1/...)
   route(method, path, ctx) {
     if (method === 'GET' && /^\/v1(beta)?\/models$/.test(path)) return 'models';
-    const m = /^\/v1(?:beta)?\/models\/([^/:]+):(generateContent|streamGenerateContent)$/.exec(path);
+    const m = /^\/v1(?:beta)?\/models\/([^/:]+):(generateContent|streamGenerateContent|embedContent|batchEmbedContents)$/.exec(path);
     if (method === 'POST' && m) {
       ctx.model = decodeURIComponent(m[1]);
+      if (m[2] === 'embedContent') return 'embed';
+      if (m[2] === 'batchEmbedContents') return 'batchEmbed';
       ctx.stream = m[2] === 'streamGenerateContent';
       return 'chat';
     }
@@ -897,6 +1185,63 @@ const gemini = {
 
   notFound(ctx) { return { status: 404, headers: { 'content-type': 'text/html; charset=UTF-8' }, body: '<!DOCTYPE html>\n<html lang=en><title>Error 404 (Not Found)!!1</title><p><b>404.</b> <ins>That’s an error.</ins></html>' }; },
   validationError(ctx, e) { return { status: e.status, headers: this.headers(ctx), body: this.errorBody(e.status, e.message) }; },
+};
+
+// ---------------------------------------------------------------------------------------
+// Provider: Anthropic and Gemini, the other endpoints: token counting (Anthropic POST
+// /v1/messages/count_tokens) and embeddings (Gemini :embedContent, :batchEmbedContents).
+
+anthropic.extra = {
+  // POST /v1/messages/count_tokens: {input_tokens: P}, P counted as for a message (the
+  // words of the system prompt, the messages, tool inputs and results; not the tools).
+  count_tokens(ctx, j, rules) {
+    const parsed = this.parse(ctx, j && typeof j === 'object' && !Array.isArray(j) ? { max_tokens: 1, ...j, stream: false } : j);
+    if (parsed.error) return this.validationError(ctx, parsed.error);
+    if (/nonexistent|does-not-exist/.test(parsed.conv.model)) return this.error(ctx, 404);
+    const u = rules.usage || {};
+    const input = u.prompt ?? parsed.conv.promptTexts.reduce((a, t) => a + words(t), 0);
+    return { status: 200, headers: this.headers(ctx), body: { input_tokens: input } };
+  },
+};
+
+// The text of a Gemini Content (its text parts joined by a space); null when it is no Content.
+function geminiContentText(c) {
+  if (!c || typeof c !== 'object' || !Array.isArray(c.parts) || !c.parts.length) return null;
+  return c.parts.filter((p) => typeof p?.text === 'string').map((p) => p.text).join(' ');
+}
+
+gemini.extra = {
+  // POST /v1beta/models/{model}:embedContent: {embedding: {values}} (no usage, as Gemini).
+  embed(ctx, j) {
+    const bad = (message) => this.validationError(ctx, { status: 400, message });
+    if (j === undefined) return bad('Invalid JSON payload received. Unexpected token.');
+    if (typeof j !== 'object' || j === null || Array.isArray(j)) return bad('Invalid JSON payload received. Expected an object.');
+    const text = geminiContentText(j.content);
+    if (text === null) return bad('* EmbedContentRequest.content: content is not specified\n');
+    if (/nonexistent|does-not-exist/.test(ctx.model)) return this.error(ctx, 404);
+    const dims = j.outputDimensionality ?? j.output_dimensionality ?? embedDims(ctx.model);
+    return { status: 200, headers: this.headers(ctx), body: { embedding: { values: embedVector(text, dims) } } };
+  },
+
+  // POST /v1beta/models/{model}:batchEmbedContents: {embeddings: [{values}]}, in order.
+  batchEmbed(ctx, j) {
+    const bad = (message) => this.validationError(ctx, { status: 400, message });
+    if (j === undefined) return bad('Invalid JSON payload received. Unexpected token.');
+    if (typeof j !== 'object' || j === null || Array.isArray(j)) return bad('Invalid JSON payload received. Expected an object.');
+    if (!Array.isArray(j.requests) || !j.requests.length) return bad('* BatchEmbedContentsRequest.requests: requests is not specified\n');
+    const embeddings = [];
+    for (let i = 0; i < j.requests.length; i++) {
+      const r = j.requests[i];
+      const text = geminiContentText(r?.content);
+      if (text === null) return bad(`* BatchEmbedContentsRequest.requests[${i}].content: content is not specified\n`);
+      if (r.model !== undefined && r.model !== `models/${ctx.model}`) {
+        return bad(`Model name in the request (${r.model}) does not match the model name in the URL (models/${ctx.model}).`);
+      }
+      embeddings.push({ values: embedVector(text, r.outputDimensionality ?? r.output_dimensionality ?? embedDims(ctx.model)) });
+    }
+    if (/nonexistent|does-not-exist/.test(ctx.model)) return this.error(ctx, 404);
+    return { status: 200, headers: this.headers(ctx), body: { embeddings } };
+  },
 };
 
 const IMPL = { openai, anthropic, gemini };
@@ -1045,7 +1390,7 @@ function echoKeyAnswer(impl, ctx, req, url) {
 //                  newline, then the end of the body
 //   drip           the normal answer, one byte per dripMs
 // Each stops when the client goes; entry.outcome says how far it got.
-async function playHostile(impl, ctx, conv, a, fault) {
+async function playHostile(impl, ctx, conv, a, fault, prebuilt = null) {
   const { res, entry } = ctx;
   let sent = 0;
   const gone = () => { entry.outcome = `${fault.kind}: client closed after ${sent} bytes`; };
@@ -1085,8 +1430,15 @@ async function playHostile(impl, ctx, conv, a, fault) {
     return void res.end();
   }
   // drip: the answer as it would be, a byte at a time
-  const bytes = Buffer.from(conv.stream ? impl.streamEvents(ctx, conv, a).join('') : JSON.stringify(impl.complete(ctx, conv, a)));
-  const headers = conv.stream ? impl.streamHeaders(ctx) : { 'content-type': 'application/json', ...(impl.okHeaders ? impl.okHeaders(ctx) : impl.headers(ctx)), 'content-length': bytes.length };
+  // (prebuilt: the {headers, events | body} of an answer from impl.extra)
+  let bytes, headers;
+  if (prebuilt) {
+    bytes = Buffer.from(prebuilt.events ? prebuilt.events.join('') : JSON.stringify(prebuilt.body));
+    headers = prebuilt.events ? prebuilt.headers : { 'content-type': 'application/json', ...prebuilt.headers, 'content-length': bytes.length };
+  } else {
+    bytes = Buffer.from(conv.stream ? impl.streamEvents(ctx, conv, a).join('') : JSON.stringify(impl.complete(ctx, conv, a)));
+    headers = conv.stream ? impl.streamHeaders(ctx) : { 'content-type': 'application/json', ...(impl.okHeaders ? impl.okHeaders(ctx) : impl.headers(ctx)), 'content-length': bytes.length };
+  }
   res.writeHead(200, headers);
   res.flushHeaders();
   for (const b of bytes) {
@@ -1116,6 +1468,7 @@ async function handleProvider(impl, req, res) {
   res.on('finish', () => { entry.status ??= res.statusCode; });
 
   const routeKind = impl.route(req.method, url.pathname, ctx);
+  ctx.routeKind = routeKind;
   let json;
   if (raw) { try { json = JSON.parse(raw); } catch { json = undefined; } }
   if (json && typeof json === 'object' && typeof json.model === 'string' && impl !== gemini) ctx.model = json.model;
@@ -1152,6 +1505,16 @@ async function handleProvider(impl, req, res) {
   if (fault?.kind === 'echo_key') return answer(echoKeyAnswer(impl, ctx, req, url));
   if (authErr) return answer(authErr);
   if (routeKind === 'models') return answer({ status: 200, headers: impl.headers(ctx), body: impl.models() });
+  if (routeKind !== 'chat') {
+    // The other endpoints (impl.extra): an error to send as is, or a 200 body or stream
+    // events that the faults apply to as to a chat answer.
+    const r = impl.extra[routeKind].call(impl, ctx, json, rules, req, url);
+    if (r.status >= 400) return answer(r);
+    entry.status = r.status;
+    if (fault && HOSTILE.has(fault.kind)) return playHostile(impl, ctx, { stream: !!r.events }, null, fault, r);
+    if (r.events) return playStream(ctx, r.status, r.headers, r.events, fault);
+    return playBody(ctx, r.status, r.headers, r.body, fault);
+  }
 
   const parsed = impl.parse(ctx, json);
   if (parsed.error) return answer(impl.validationError(ctx, parsed.error));
@@ -1230,6 +1593,8 @@ async function handleControl(req, res) {
     if (req.method === 'POST' && p === '/control/reset') {
       state.log = [];
       state.rules = [];
+      state.responses.clear();
+      state.items.clear();
       for (const x of PROVIDERS) state.faults[x] = [];
       // Stalled and hung requests of earlier tests are cut off so they end.
       for (const s of sockets) if (s.stalled) s.destroy();

@@ -4,14 +4,18 @@
 // first byte, slow chunks, stalls, resets before and after the first chunk, malformed
 // chunks, bodies cut short, mid-stream error events, hangs, the hostile ones: endless and
 // huge bodies, a huge SSE line, a drip, a key echo), the control API (queued
-// faults with count and match, rules, the request log, reset) and keep-alive.
+// faults with count and match, rules, the request log, reset), keep-alive, and the other
+// endpoints: the OpenAI Responses API (typed stream events, stored responses,
+// previous_response_id, function calls, its stream faults), embeddings (OpenAI float and
+// base64, Gemini embedContent / batchEmbedContents), Anthropic count_tokens and
+// GET /v1/models/{id}.
 // It starts its own fake, so /control/reset here disturbs no other test file.
 // Run: node --test tests/fakes/upstream.test.mjs
 
 import test from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
-import { startFake } from '../clients/env.mjs';
+import { startFake, words } from '../clients/env.mjs';
 
 const ports = await startFake();
 const HOST = '127.0.0.1';
@@ -383,4 +387,255 @@ test('keep-alive: several requests share one connection', async () => {
   }
   one.destroy();
   assert.equal(seen.size, 1);
+});
+
+// ---- the other endpoints: Responses API, embeddings, count_tokens, a model ----
+
+// SSE events with their names: [{event, data}] (data parsed when JSON).
+const sseEvents = (text) => text.split(/\n\n/).filter(Boolean).map((ev) => {
+  const lines = ev.split('\n');
+  const event = lines.find((l) => l.startsWith('event: '))?.slice(7) ?? null;
+  const raw = lines.filter((l) => l.startsWith('data: ')).map((l) => l.slice(6)).join('\n');
+  let data = raw;
+  try { data = JSON.parse(raw); } catch { /* not JSON */ }
+  return { event, data };
+});
+const RESP = '/v1/responses';
+const W_TOOL = { type: 'function', name: 'get_weather', description: 'Weather', parameters: { type: 'object', properties: { city: { type: 'string' } }, required: ['city'] }, strict: false };
+const f32 = (b64) => { const b = Buffer.from(b64, 'base64'); return Array.from(new Float32Array(b.buffer, b.byteOffset, b.length / 4)); };
+const norm = (v) => Math.sqrt(v.reduce((a, x) => a + x * x, 0));
+
+test('responses: a non-streamed response, stored: GET returns it, input_items lists its input, DELETE removes it', async () => {
+  const r = await raw(ports.openai, RESP, { headers: OA, body: { model: 'gpt-4o-mini', instructions: 'be terse', input: 'one two three' } });
+  assert.equal(r.status, 200);
+  assert.match(r.headers['x-request-id'], /^req_/);
+  const j = JSON.parse(r.text);
+  assert.match(j.id, /^resp_/);
+  assert.equal(j.object, 'response');
+  assert.equal(j.status, 'completed');
+  assert.equal(j.model, 'gpt-4o-mini');
+  assert.equal(j.instructions, 'be terse');
+  assert.equal(j.store, true);
+  assert.equal(j.output.length, 1);
+  const m = j.output[0];
+  assert.equal(m.type, 'message');
+  assert.equal(m.role, 'assistant');
+  assert.equal(m.status, 'completed');
+  assert.match(m.id, /^msg_/);
+  assert.deepEqual(m.content, [{ type: 'output_text', annotations: [], logprobs: [], text: 'echo: one two three' }]);
+  assert.deepEqual(j.usage, { input_tokens: 5, input_tokens_details: { cached_tokens: 0 }, output_tokens: 4, output_tokens_details: { reasoning_tokens: 0 }, total_tokens: 9 });
+  const g = await raw(ports.openai, `${RESP}/${j.id}`, { method: 'GET', headers: OA });
+  assert.equal(g.status, 200);
+  assert.deepEqual(JSON.parse(g.text), j);
+  const items = JSON.parse((await raw(ports.openai, `${RESP}/${j.id}/input_items`, { method: 'GET', headers: OA })).text);
+  assert.equal(items.object, 'list');
+  assert.equal(items.data.length, 1);
+  assert.equal(items.data[0].role, 'user');
+  assert.equal(items.data[0].content, 'one two three');
+  assert.equal(items.first_id, items.data[0].id);
+  const d = await raw(ports.openai, `${RESP}/${j.id}`, { method: 'DELETE', headers: OA });
+  assert.equal(d.status, 200);
+  assert.deepEqual(JSON.parse(d.text), { id: j.id, object: 'response', deleted: true });
+  for (const method of ['GET', 'DELETE']) {
+    const x = await raw(ports.openai, `${RESP}/${j.id}`, { method, headers: OA });
+    assert.equal(x.status, 404);
+    assert.equal(JSON.parse(x.text).error.message, `Response with id '${j.id}' not found.`);
+  }
+  // store: false keeps nothing
+  const ns = JSON.parse((await raw(ports.openai, RESP, { headers: OA, body: { model: 'gpt-4o-mini', input: 'x', store: false } })).text);
+  assert.equal(ns.store, false);
+  assert.equal((await raw(ports.openai, `${RESP}/${ns.id}`, { method: 'GET', headers: OA })).status, 404);
+});
+
+test('responses streamed: the typed events in order, sequence numbers, text deltas, usage on response.completed', async () => {
+  const r = await raw(ports.openai, RESP, { headers: OA, body: { model: 'gpt-4o-mini', input: [{ role: 'user', content: [{ type: 'input_text', text: 'alpha beta gamma' }] }], stream: true } });
+  assert.equal(r.status, 200);
+  assert.match(r.headers['content-type'], /^text\/event-stream/);
+  const evs = sseEvents(r.text);
+  for (const e of evs) assert.equal(e.event, e.data.type, 'the event name is the data type');
+  assert.deepEqual(evs.map((e) => e.data.sequence_number), evs.map((_, i) => i));
+  const types = evs.map((e) => e.event);
+  assert.deepEqual(types, ['response.created', 'response.in_progress', 'response.output_item.added', 'response.content_part.added',
+    ...Array(4).fill('response.output_text.delta'), 'response.output_text.done', 'response.content_part.done', 'response.output_item.done', 'response.completed']);
+  assert.equal(evs[0].data.response.status, 'in_progress');
+  assert.equal(evs[0].data.response.usage, null);
+  assert.deepEqual(evs[0].data.response.output, []);
+  const deltas = evs.filter((e) => e.event === 'response.output_text.delta');
+  assert.equal(deltas.map((e) => e.data.delta).join(''), 'echo: alpha beta gamma');
+  const itemId = evs[2].data.item.id;
+  assert.ok(deltas.every((e) => e.data.item_id === itemId && e.data.output_index === 0 && e.data.content_index === 0));
+  assert.equal(evs.find((e) => e.event === 'response.output_text.done').data.text, 'echo: alpha beta gamma');
+  const done = evs.at(-1).data.response;
+  assert.equal(done.status, 'completed');
+  assert.equal(done.id, evs[0].data.response.id);
+  assert.equal(done.output[0].content[0].text, 'echo: alpha beta gamma');
+  assert.deepEqual([done.usage.input_tokens, done.usage.output_tokens, done.usage.total_tokens], [3, 4, 7]);
+  assert.ok(!r.text.includes('[DONE]'), 'no [DONE] in the Responses API');
+  // the streamed response is stored like the others
+  assert.deepEqual(JSON.parse((await raw(ports.openai, `${RESP}/${done.id}`, { method: 'GET', headers: OA })).text), done);
+});
+
+test('responses: function calls (streamed argument deltas), the result through previous_response_id, max_output_tokens', async () => {
+  const body = { model: 'gpt-4o-mini', tools: [W_TOOL], input: 'say: Looking.\ncall:get_weather {"city":"Paris"}\ncall:get_weather {"city":"Rome"}' };
+  const s = await raw(ports.openai, RESP, { headers: OA, body: { ...body, stream: true } });
+  const evs = sseEvents(s.text);
+  const added = evs.filter((e) => e.event === 'response.output_item.added').map((e) => e.data.item);
+  assert.deepEqual(added.map((i) => i.type), ['message', 'function_call', 'function_call']);
+  assert.equal(added[1].arguments, '');
+  assert.equal(added[1].name, 'get_weather');
+  const argDeltas = evs.filter((e) => e.event === 'response.function_call_arguments.delta' && e.data.output_index === 1);
+  assert.ok(argDeltas.length > 1, 'arguments in several fragments');
+  assert.deepEqual(JSON.parse(argDeltas.map((e) => e.data.delta).join('')), { city: 'Paris' });
+  const argsDone = evs.filter((e) => e.event === 'response.function_call_arguments.done');
+  assert.deepEqual(argsDone.map((e) => JSON.parse(e.data.arguments)), [{ city: 'Paris' }, { city: 'Rome' }]);
+  const final = evs.at(-1).data.response;
+  const calls = final.output.filter((o) => o.type === 'function_call');
+  assert.equal(calls.length, 2);
+  assert.notEqual(calls[0].call_id, calls[1].call_id);
+  assert.match(calls[0].id, /^fc_/);
+  assert.match(calls[0].call_id, /^call_/);
+  assert.equal(final.output[0].content[0].text, 'Looking.');
+  assert.equal(final.usage.output_tokens, 1 + 2);   // "Looking." and one word per compact argument JSON
+  // the tool results, chained to the stored response
+  const P1 = words(body.input);
+  const r2 = await raw(ports.openai, RESP, { headers: OA, body: { model: 'gpt-4o-mini', tools: [W_TOOL], previous_response_id: final.id,
+    input: [{ type: 'function_call_output', call_id: calls[0].call_id, output: '{"temp_c": 21}' }, { type: 'function_call_output', call_id: calls[1].call_id, output: 'sunny' }] } });
+  const j2 = JSON.parse(r2.text);
+  assert.equal(j2.previous_response_id, final.id);
+  assert.equal(j2.output[0].content[0].text, 'tool result: {"temp_c":21} | sunny');
+  // prompt: the first input, the previous output (text and both calls' arguments), both results
+  assert.equal(j2.usage.input_tokens, P1 + 1 + 2 + 2);
+  const bad = await raw(ports.openai, RESP, { headers: OA, body: { model: 'gpt-4o-mini', previous_response_id: 'resp_nope', input: 'x' } });
+  assert.equal(bad.status, 400);
+  assert.deepEqual(JSON.parse(bad.text).error, { message: "Previous response with id 'resp_nope' not found.", type: 'invalid_request_error', param: 'previous_response_id', code: 'previous_response_not_found' });
+  // max_output_tokens: incomplete, with the reason, and response.incomplete when streamed
+  const inc = JSON.parse((await raw(ports.openai, RESP, { headers: OA, body: { model: 'gpt-4o-mini', input: 'a b c d', max_output_tokens: 2 } })).text);
+  assert.equal(inc.status, 'incomplete');
+  assert.deepEqual(inc.incomplete_details, { reason: 'max_output_tokens' });
+  assert.equal(inc.output[0].content[0].text, 'echo: a');
+  const incS = sseEvents((await raw(ports.openai, RESP, { headers: OA, body: { model: 'gpt-4o-mini', input: 'a b c d', max_output_tokens: 2, stream: true } })).text);
+  assert.equal(incS.at(-1).event, 'response.incomplete');
+  // validation: the OpenAI error shape
+  const nomodel = await raw(ports.openai, RESP, { headers: OA, body: { input: 'x' } });
+  assert.equal(nomodel.status, 400);
+  assert.equal(JSON.parse(nomodel.text).error.param, 'model');
+  const role = await raw(ports.openai, RESP, { headers: OA, body: { model: 'gpt-4o-mini', input: [{ role: 'robot', content: 'x' }] } });
+  assert.equal(JSON.parse(role.text).error.param, 'input[0].role');
+  assert.equal((await raw(ports.openai, RESP, { headers: OA, body: { model: 'gpt-nonexistent', input: 'x' } })).status, 404);
+  assert.equal((await raw(ports.openai, RESP, { body: { model: 'gpt-4o-mini', input: 'x' } })).status, 401);
+});
+
+test('responses: stream faults in the Responses framing (error event, malformed, stall) and queued faults', async () => {
+  const body = { model: 'gpt-4o-mini', input: 'a b c', stream: true };
+  const e = await raw(ports.openai, RESP, { headers: { ...OA, 'x-fake-fault': 'error_event:2' }, body });
+  const evs = sseEvents(e.text);
+  assert.equal(evs.length, 3);
+  assert.equal(evs[2].event, 'error');
+  assert.equal(evs[2].data.type, 'error');
+  assert.equal(evs[2].data.code, 'server_error');
+  const m = await raw(ports.openai, RESP, { headers: { ...OA, 'x-fake-fault': 'malformed:1' }, body });
+  assert.ok(m.text.includes('event: response.output_text.delta\ndata: {"type":"response.output_text.delta","item_id":"msg_x","delta":"\n\n'));
+  assert.equal(sseEvents(m.text).at(-1).event, 'response.completed');
+  const st = await raw(ports.openai, RESP, { headers: { ...OA, 'x-fake-fault': 'stall:2' }, body, waitMs: 400 });
+  assert.ok(st.timedOut);
+  assert.equal(sseEvents(st.text).length, 2);
+  await ctl('/control', { provider: 'openai', match: 'resp-queued', faults: ['503'] });
+  const q1 = await raw(ports.openai, RESP, { headers: OA, body: { model: 'gpt-4o-mini', input: 'resp-queued' } });
+  assert.equal(q1.status, 503);
+  assert.equal(JSON.parse(q1.text).error.type, 'server_error');
+  const q2 = await raw(ports.openai, RESP, { headers: OA, body: { model: 'gpt-4o-mini', input: 'resp-queued' } });
+  assert.equal(q2.status, 200);
+  const log = (await ctl('/control/log?provider=openai&match=resp-queued')).json;
+  assert.deepEqual(log.map((x) => [x.path, x.status]), [[RESP, 503], [RESP, 200]]);
+});
+
+test('embeddings: deterministic unit vectors, float and base64 alike, dimensions, token inputs, usage, errors', async () => {
+  const E = '/v1/embeddings';
+  const f = JSON.parse((await raw(ports.openai, E, { headers: OA, body: { model: 'text-embedding-3-small', input: ['hello world', 'bye'], encoding_format: 'float' } })).text);
+  assert.equal(f.object, 'list');
+  assert.equal(f.model, 'text-embedding-3-small');
+  assert.deepEqual(f.usage, { prompt_tokens: 3, total_tokens: 3 });
+  assert.deepEqual(f.data.map((d) => [d.object, d.index, d.embedding.length]), [['embedding', 0, 1536], ['embedding', 1, 1536]]);
+  assert.ok(Math.abs(norm(f.data[0].embedding) - 1) < 1e-5);
+  assert.notDeepEqual(f.data[0].embedding, f.data[1].embedding);
+  assert.ok(f.data[0].embedding.every((x) => Math.fround(x) === x), 'float32 values');
+  const b = JSON.parse((await raw(ports.openai, E, { headers: OA, body: { model: 'text-embedding-3-small', input: 'hello world', encoding_format: 'base64' } })).text);
+  assert.equal(typeof b.data[0].embedding, 'string');
+  assert.deepEqual(f32(b.data[0].embedding), f.data[0].embedding, 'base64 = the float32 bytes of the same vector');
+  // dimensions: the first d values of the full vector, scaled to unit length
+  const d8 = JSON.parse((await raw(ports.openai, E, { headers: OA, body: { model: 'text-embedding-3-small', input: 'hello world', dimensions: 8 } })).text).data[0].embedding;
+  assert.equal(d8.length, 8);
+  const head = f.data[0].embedding.slice(0, 8);
+  head.forEach((x, i) => assert.ok(Math.abs(x / norm(head) - d8[i]) < 1e-6));
+  // token arrays count their length
+  const t = JSON.parse((await raw(ports.openai, E, { headers: OA, body: { model: 'text-embedding-3-small', input: [[1, 2, 3], [4]] } })).text);
+  assert.equal(t.usage.prompt_tokens, 4);
+  // other models: 256 dimensions
+  assert.equal(JSON.parse((await raw(ports.openai, E, { headers: OA, body: { model: 'm-embed', input: 'x' } })).text).data[0].embedding.length, 256);
+  for (const [bodyX, param] of [[{ model: 'text-embedding-3-small', input: 'x', encoding_format: 'hex' }, 'encoding_format'], [{ model: 'text-embedding-3-small' }, 'input'],
+    [{ model: 'text-embedding-3-small', input: '' }, null], [{ model: 'text-embedding-3-small', input: 'x', dimensions: 5000 }, 'dimensions']]) {
+    const r = await raw(ports.openai, E, { headers: OA, body: bodyX });
+    assert.equal(r.status, 400, JSON.stringify(bodyX));
+    assert.equal(JSON.parse(r.text).error.param, param);
+  }
+  const q = await raw(ports.openai, E, { headers: { ...OA, 'x-fake-fault': '429:3' }, body: { model: 'text-embedding-3-small', input: 'x' } });
+  assert.equal(q.status, 429);
+  assert.equal(q.headers['retry-after'], '3');
+  const c = await raw(ports.openai, E, { headers: { ...OA, 'x-fake-fault': 'close_mid_body' }, body: { model: 'text-embedding-3-small', input: 'x' } });
+  assert.ok(c.text.length < Number(c.headers['content-length']), 'the body is cut short');
+});
+
+test('gemini embedContent and batchEmbedContents: the same vectors, outputDimensionality, errors and faults', async () => {
+  const EMB = '/v1beta/models/gemini-embedding-001:embedContent';
+  const BATCH = '/v1beta/models/gemini-embedding-001:batchEmbedContents';
+  const one = JSON.parse((await raw(ports.gemini, EMB, { headers: GE, body: { content: { parts: [{ text: 'hello world' }] } } })).text);
+  assert.deepEqual(Object.keys(one), ['embedding']);
+  assert.equal(one.embedding.values.length, 3072);
+  const oa = JSON.parse((await raw(ports.openai, '/v1/embeddings', { headers: OA, body: { model: 'm-embed', input: 'hello world', dimensions: 64 } })).text).data[0].embedding;
+  const g64 = JSON.parse((await raw(ports.gemini, EMB, { headers: GE, body: { content: { parts: [{ text: 'hello world' }] }, outputDimensionality: 64, taskType: 'RETRIEVAL_QUERY' } })).text).embedding.values;
+  assert.deepEqual(g64, oa, 'one embedding function for every provider');
+  const batch = JSON.parse((await raw(ports.gemini, BATCH, { headers: GE, body: { requests: [
+    { model: 'models/gemini-embedding-001', content: { parts: [{ text: 'hello world' }] }, outputDimensionality: 64 },
+    { model: 'models/gemini-embedding-001', content: { parts: [{ text: 'bye' }] } }] } })).text);
+  assert.equal(batch.embeddings.length, 2);
+  assert.deepEqual(batch.embeddings[0].values, g64);
+  assert.equal(batch.embeddings[1].values.length, 3072);
+  const mism = await raw(ports.gemini, BATCH, { headers: GE, body: { requests: [{ model: 'models/other', content: { parts: [{ text: 'x' }] } }] } });
+  assert.equal(mism.status, 400);
+  assert.equal(JSON.parse(mism.text).error.status, 'INVALID_ARGUMENT');
+  assert.equal((await raw(ports.gemini, EMB, { headers: GE, body: {} })).status, 400);
+  assert.equal((await raw(ports.gemini, EMB, { body: { content: { parts: [{ text: 'x' }] } } })).status, 403);
+  assert.equal((await raw(ports.gemini, '/v1beta/models/gemini-nonexistent:embedContent', { headers: GE, body: { content: { parts: [{ text: 'x' }] } } })).status, 404);
+  const f = await raw(ports.gemini, EMB, { headers: { ...GE, 'x-fake-fault': '503' }, body: { content: { parts: [{ text: 'x' }] } } });
+  assert.equal(f.status, 503);
+  assert.equal(JSON.parse(f.text).error.status, 'UNAVAILABLE');
+});
+
+test('anthropic count_tokens: the input_tokens a message would use; version, validation and faults', async () => {
+  const body = { model: 'claude-haiku-4-5', system: 'be brief', messages: [{ role: 'user', content: 'one two three' }] };
+  const c = await raw(ports.anthropic, '/v1/messages/count_tokens', { headers: AN, body });
+  assert.equal(c.status, 200);
+  assert.match(c.headers['request-id'], /^req_/);
+  assert.deepEqual(JSON.parse(c.text), { input_tokens: 5 });
+  const m = JSON.parse((await raw(ports.anthropic, '/v1/messages', { headers: AN, body: { ...body, max_tokens: 10 } })).text);
+  assert.equal(m.usage.input_tokens, 5, 'the same count as the message');
+  const nov = await raw(ports.anthropic, '/v1/messages/count_tokens', { headers: { 'x-api-key': 'k' }, body });
+  assert.equal(nov.status, 400);
+  const nomsg = await raw(ports.anthropic, '/v1/messages/count_tokens', { headers: AN, body: { model: 'claude-haiku-4-5' } });
+  assert.equal(nomsg.status, 400);
+  assert.equal(JSON.parse(nomsg.text).error.message, 'messages: Field required');
+  const f = await raw(ports.anthropic, '/v1/messages/count_tokens', { headers: { ...AN, 'x-fake-fault': '529' }, body });
+  assert.equal(f.status, 529);
+  assert.equal(JSON.parse(f.text).error.type, 'overloaded_error');
+});
+
+test('GET /v1/models/{id}: a known model, an unknown one, a percent-encoded name', async () => {
+  const g = await raw(ports.openai, '/v1/models/gpt-4o-mini', { method: 'GET', headers: OA });
+  assert.deepEqual(JSON.parse(g.text), { id: 'gpt-4o-mini', object: 'model', created: 1721172741, owned_by: 'system' });
+  assert.equal(JSON.parse((await raw(ports.openai, '/v1/models/text-embedding-3-small', { method: 'GET', headers: OA })).text).id, 'text-embedding-3-small');
+  const l = await raw(ports.openai, '/v1/models/local%2Fx', { method: 'GET', headers: OA });
+  assert.equal(l.status, 404);
+  assert.deepEqual(JSON.parse(l.text).error, { message: "The model 'local/x' does not exist", type: 'invalid_request_error', param: 'model', code: 'model_not_found' });
+  assert.equal((await raw(ports.openai, '/v1/models/gpt-4o-mini', { method: 'GET' })).status, 401);
+  assert.equal((await raw(ports.openai, '/v1/models/gpt-4o-mini', { method: 'GET', headers: { ...OA, 'x-fake-fault': '500' } })).status, 500);
 });
