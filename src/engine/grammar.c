@@ -343,8 +343,7 @@ static int parse_alternates(parser *ps, int rule, bool nested);
 
 /* Wraps the item items[from..] of alternative a into repetition {mn, mx} (mx < 0: no
  * upper bound). */
-static void repeat(parser *ps, int rule, galt *a_unused, int alt_idx, size_t from, long mn, long mx) {
-    (void)a_unused;
+static void repeat(parser *ps, int rule, int alt_idx, size_t from, long mn, long mx) {
     galt *a = &ps->rules[rule].alts[alt_idx];
     gel item;
     if (a->n - from == 1) item = a->e[from];
@@ -472,7 +471,7 @@ static int parse_sequence(parser *ps, int rule, bool nested) {
                 ps->p++;
                 if (mx >= 0 && mx < mn) return perr(ps, "{%ld,%ld}: the maximum is below the minimum", mn, mx);
             }
-            repeat(ps, rule, NULL, alt_idx, last, mn, mx);
+            repeat(ps, rule, alt_idx, last, mn, mx);
             last = (size_t)-1;
         } else break;
         skip_space(ps, nested);

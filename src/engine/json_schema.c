@@ -16,42 +16,35 @@
 #define MAX_COUNT 4096               /* minItems / maxItems / lengths / pattern counts */
 #define MAX_OUT (8u << 20)           /* GBNF bytes: a larger schema is an error */
 
-/* The primitives every schema grammar can use. */
-static const char PRELUDE[] =
-    "ws ::= ( \" \" | \"\\n\" [ \\t]{0,20} )?\n"
-    "string ::= \"\\\"\" char* \"\\\"\"\n"
-    "char ::= [^\"\\\\\\x00-\\x1F] | \"\\\\\" ( [\"\\\\/bfnrt] | \"u\" hex-ns )\n"
-    "hex ::= [0-9a-fA-F]\n"
-    /* \u escapes never write a surrogate half: lengths stay those a validator counts */
-    "hex-ns ::= [0-9a-cA-Ce-fE-F] hex hex hex | [dD] [0-7] hex hex\n"
-    "integer ::= \"-\"? ( \"0\" | [1-9] [0-9]{0,14} )\n"
-    "number ::= integer ( \".\" [0-9]{1,15} )?\n"
-    "boolean ::= \"true\" | \"false\"\n"
-    "null ::= \"null\"\n"
-    "value ::= object | array | string | number | boolean | null\n"
-    "member ::= string ws \":\" ws value\n"
-    "object ::= \"{\" ws ( member ( ws \",\" ws member )* ws )? \"}\"\n"
-    "array ::= \"[\" ws ( value ( ws \",\" ws value )* ws )? \"]\"\n"
-    "date ::= [0-9]{4} \"-\" ( ( \"0\" [13578] | \"1\" [02] ) \"-\" ( \"0\" [1-9] | [12] [0-9] | \"3\" [01] )"
-    " | ( \"0\" [469] | \"11\" ) \"-\" ( \"0\" [1-9] | [12] [0-9] | \"30\" )"
-    " | \"02-\" ( \"0\" [1-9] | \"1\" [0-9] | \"2\" [0-8] ) )\n"
-    "time ::= ( [01] [0-9] | \"2\" [0-3] ) \":\" [0-5] [0-9] \":\" [0-5] [0-9] ( \".\" [0-9]{1,6} )?"
-    " ( \"Z\" | [+-] ( [01] [0-9] | \"2\" [0-3] ) \":\" [0-5] [0-9] )\n"
-    "date-time ::= date \"T\" time\n"
-    "uuid ::= hex{8} \"-\" hex{4} \"-\" hex{4} \"-\" hex{4} \"-\" hex{12}\n"
-    "email-word ::= [a-zA-Z0-9_+]+\n"
-    "email-label ::= [a-zA-Z0-9]+ ( \"-\" [a-zA-Z0-9]+ )*\n"
-    "email ::= email-word ( \".\" email-word )* \"@\" ( email-label \".\" )+ email-label\n";
+/* The primitives every schema grammar can use. hex-ns: \u escapes never write a
+ * surrogate half, so string lengths stay those a validator counts. */
+#define PRELUDE_TEXT \
+    "ws ::= ( \" \" | \"\\n\" [ \\t]{0,20} )?\n" \
+    "string ::= \"\\\"\" char* \"\\\"\"\n" \
+    "char ::= [^\"\\\\\\x00-\\x1F] | \"\\\\\" ( [\"\\\\/bfnrt] | \"u\" hex-ns )\n" \
+    "hex ::= [0-9a-fA-F]\n" \
+    "hex-ns ::= [0-9a-cA-Ce-fE-F] hex hex hex | [dD] [0-7] hex hex\n" \
+    "integer ::= \"-\"? ( \"0\" | [1-9] [0-9]{0,14} )\n" \
+    "number ::= integer ( \".\" [0-9]{1,15} )?\n" \
+    "boolean ::= \"true\" | \"false\"\n" \
+    "null ::= \"null\"\n" \
+    "value ::= object | array | string | number | boolean | null\n" \
+    "member ::= string ws \":\" ws value\n" \
+    "object ::= \"{\" ws ( member ( ws \",\" ws member )* ws )? \"}\"\n" \
+    "array ::= \"[\" ws ( value ( ws \",\" ws value )* ws )? \"]\"\n" \
+    "date ::= [0-9]{4} \"-\" ( ( \"0\" [13578] | \"1\" [02] ) \"-\" ( \"0\" [1-9] | [12] [0-9] | \"3\" [01] )" \
+    " | ( \"0\" [469] | \"11\" ) \"-\" ( \"0\" [1-9] | [12] [0-9] | \"30\" )" \
+    " | \"02-\" ( \"0\" [1-9] | \"1\" [0-9] | \"2\" [0-8] ) )\n" \
+    "time ::= ( [01] [0-9] | \"2\" [0-3] ) \":\" [0-5] [0-9] \":\" [0-5] [0-9] ( \".\" [0-9]{1,6} )?" \
+    " ( \"Z\" | [+-] ( [01] [0-9] | \"2\" [0-3] ) \":\" [0-5] [0-9] )\n" \
+    "date-time ::= date \"T\" time\n" \
+    "uuid ::= hex{8} \"-\" hex{4} \"-\" hex{4} \"-\" hex{4} \"-\" hex{12}\n" \
+    "email-word ::= [a-zA-Z0-9_+]+\n" \
+    "email-label ::= [a-zA-Z0-9]+ ( \"-\" [a-zA-Z0-9]+ )*\n" \
+    "email ::= email-word ( \".\" email-word )* \"@\" ( email-label \".\" )+ email-label\n"
+static const char PRELUDE[] = PRELUDE_TEXT;
 
-const char *json_schema_object_gbnf(void) {
-    static char text[sizeof PRELUDE + 64];
-    static int done;
-    if (!done) {   /* a constant: computing it twice at once writes the same bytes */
-        snprintf(text, sizeof text, "root ::= object\n%s", PRELUDE);
-        done = 1;
-    }
-    return text;
-}
+const char *json_schema_object_gbnf(void) { return "root ::= object\n" PRELUDE_TEXT; }
 
 typedef struct conv {
     json_t *root;
