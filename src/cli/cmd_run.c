@@ -85,8 +85,9 @@ int cli_run(int argc, char **argv) {
     run_opts o;
     int prc = run_opts_parse(argc, argv, &o, RUN_CMD_RUN);
     if (prc) return prc > 0 ? 0 : 2;
+    if (run_load_grammar(&o)) return 2;
     sg_model *m = run_load_model(o.model);
-    if (!m) return 1;
+    if (!m) { grammar_unref(o.gp.grammar); return 1; }
     sg_ids prompt = {0}, stop_ids = {0};
     int rc = 1;
     sg_infer *inf = NULL;
@@ -122,6 +123,7 @@ out:
     sg_ids_free(&pc.gen);
     json_decref(pc.logprobs);
     model_free(m);
+    grammar_unref(o.gp.grammar);
     return rc;
 }
 

@@ -9,7 +9,9 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "common/mapfile.h"
 #include "engine/dtype.h"
+#include "engine/grammar.h"
 #include "engine/sampler.h"
 #include "hub/hub.h"
 
@@ -72,6 +74,11 @@ static const run_option options[] = {
      "tokens the penalties look back on; 0: all", NULL, false},
     {"--seed", "S", OPT_U64, F(gp.sampling.seed), 0, 0, GEN, "sampling seed", NULL, false},
     {"--stop", "TEXT", OPT_STOP, 0, 0, 0, GEN, "stop string (repeatable, up to " STR(RUN_MAX_STOPS) ")", NULL, true},
+    {"--grammar-file", "FILE", OPT_STR, F(grammar_file), 0, 0, RUN_CMD_RUN,
+     "constrain the output to a GBNF grammar (llama.cpp syntax, root rule 'root')", NULL, true},
+    {"--json-schema", "JSON|@FILE", OPT_STR, F(json_schema), 0, 0, RUN_CMD_RUN,
+     "constrain the output to a JSON Schema (OpenAI's strict subset)", NULL, true},
+    {"--json", NULL, OPT_FLAG, F(json), 0, 0, RUN_CMD_RUN, "constrain the output to a JSON object", NULL, true},
     {"--ignore-eos", NULL, OPT_FLAG, F(gp.ignore_eos), 0, 0, GEN,
      "keep generating after the end-of-sequence and end-of-turn tokens", NULL, true},
     {"--print-ids", NULL, OPT_FLAG, F(print_ids), 0, 0, RUN_CMD_RUN, "print generated ids as a JSON array instead of text", NULL, true},
@@ -270,6 +277,30 @@ int run_opts_parse(int argc, char **argv, run_opts *o, run_cmd cmd) {
     return 0;
 }
 
+int run_load_grammar(run_opts *o) {
+    o->gp.grammar = NULL;
+    if ((o->grammar_file != NULL) + (o->json_schema != NULL) + o->json > 1) {
+        fprintf(stderr, "smolgate: --grammar-file, --json-schema and --json exclude each other\n");
+        return -1;
+    }
+    sg_error err = {{0}};
+    char *text = NULL;
+    size_t len = 0;
+    const char *path = o->grammar_file ? o->grammar_file : o->json_schema && o->json_schema[0] == '@' ? o->json_schema + 1 : NULL;
+    if (path && !(text = sg_read_file(path, &len, &err))) { fprintf(stderr, "smolgate: %s\n", err.msg); return -1; }
+    if (o->grammar_file) o->gp.grammar = grammar_compile_cached(GRAMMAR_GBNF, text, len, &err);
+    else if (o->json_schema)
+        o->gp.grammar = text ? grammar_compile_cached(GRAMMAR_JSON_SCHEMA, text, len, &err)
+                             : grammar_compile_cached(GRAMMAR_JSON_SCHEMA, o->json_schema, strlen(o->json_schema), &err);
+    else if (o->json) o->gp.grammar = grammar_compile_cached(GRAMMAR_JSON_OBJECT, NULL, 0, &err);
+    free(text);
+    if ((o->grammar_file || o->json_schema || o->json) && !o->gp.grammar) {
+        fprintf(stderr, "smolgate: %s%s%s\n", o->grammar_file ? o->grammar_file : "", o->grammar_file ? ": " : "", err.msg);
+        return -1;
+    }
+    return 0;
+}
+
 /* MODEL is a path, else the name of a pulled model ("smollm3", "OWNER/REPO:QUANT"). */
 sg_model *run_load_model(const char *path) {
     sg_error err = {{0}};
@@ -291,7 +322,8 @@ void run_turn_end_ids(const sg_model *m, sg_ids *ids) {
 }
 
 void run_print_stats(FILE *f, const sg_gen_result *r) {
-    fprintf(f, "[prompt: %d tokens, %.1f tok/s | generation: %d tokens, %.1f tok/s | %s]\n",
+    fprintf(f, "[prompt: %d tokens, %.1f tok/s | generation: %d tokens, %.1f tok/s | %s%s]\n",
             r->n_prompt, r->prompt_ms > 0 ? r->n_prompt * 1000.0 / r->prompt_ms : 0.0,
-            r->n_generated, r->gen_ms > 0 ? r->n_generated * 1000.0 / r->gen_ms : 0.0, r->finish_reason);
+            r->n_generated, r->gen_ms > 0 ? r->n_generated * 1000.0 / r->gen_ms : 0.0, r->finish_reason,
+            r->incomplete ? ", incomplete" : "");
 }

@@ -35,6 +35,9 @@ typedef struct run_opts {
     const char *stops[RUN_MAX_STOPS];
     int n_stops;
     bool print_ids, special, bos, chat_template, no_think, quiet, logprobs, verbose_prompt;
+    const char *grammar_file;       /* GBNF */
+    const char *json_schema;        /* JSON text, or @FILE */
+    bool json;                      /* any JSON object */
 } run_opts;
 
 /* The defaults of cmd (what `--help` prints). */
@@ -48,13 +51,20 @@ int run_opts_parse(int argc, char **argv, run_opts *o, run_cmd cmd);
 /* The usage line and one line per option of cmd, with its default. */
 void run_opts_usage(FILE *f, run_cmd cmd);
 
+/* Compiles the grammar that --grammar-file, --json-schema or --json ask for into
+ * o->gp.grammar (NULL when none does). Prints the error and returns -1 on failure (a bad
+ * grammar, an unsupported schema feature, more than one of the three). */
+int run_load_grammar(run_opts *o);
+
 /* Loads a model; prints the error and returns NULL on failure. */
 sg_model *run_load_model(const char *path);
 
 /* Appends the model's end-of-turn tokens (<|im_end|>, <|eot_id|>, <|end_of_text|>). */
 void run_turn_end_ids(const sg_model *m, sg_ids *ids);
 
-/* "[prompt: N tokens, X tok/s | generation: N tokens, Y tok/s | reason]" on f. */
+/* "[prompt: N tokens, X tok/s | generation: N tokens, Y tok/s | reason]" on f; the
+ * reason reads "length, incomplete" when a length cut ended a constrained answer
+ * before its grammar could end. */
 void run_print_stats(FILE *f, const sg_gen_result *r);
 
 #endif

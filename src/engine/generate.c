@@ -1,6 +1,7 @@
 /* generate.c: see generate.h. */
 #include "engine/generate.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -39,10 +40,22 @@ struct sg_gen_seq {
     sg_buf piece, text;
     sg_gen_result res;
     bool ended;
+    sg_grammar_state *gst;      /* constrained decoding, or NULL */
+    uint32_t *allow;            /* (n_vocab / 32) the grammar's mask this step */
+    float *end_saved;           /* (n_stop_ids) their logits while the mask is applied */
+    size_t n_gvocab;            /* ids the grammar's vocabulary covers */
 };
 
 sg_gen_seq *gen_seq_new(const sg_model *m, const int32_t *prompt, int n_prompt, int room, const sg_gen_params *p) {
+    const sg_grammar_vocab *gv = NULL;
+    if (p->grammar && (!m->tok || !(gv = grammar_vocab_get(m->tok)))) return NULL;
     sg_gen_seq *g = sg_xcalloc(1, sizeof *g);
+    if (gv) {
+        g->gst = grammar_state_new(p->grammar, gv);
+        g->n_gvocab = grammar_vocab_n(gv);
+        g->allow = sg_xcalloc((g->n_gvocab + 31) / 32, sizeof *g->allow);
+        g->end_saved = sg_xcalloc(p->n_stop_ids + 1, sizeof *g->end_saved);
+    }
     g->m = m;
     g->p = *p;
     g->limit = p->max_tokens > 0 && p->max_tokens < room + 1 ? p->max_tokens : room + 1;
@@ -64,6 +77,9 @@ void gen_seq_free(sg_gen_seq *g) {
     if (g->stop) stop_free(g->stop);
     sg_buf_free(&g->piece);
     sg_buf_free(&g->text);
+    grammar_state_free(g->gst);
+    free(g->allow);
+    free(g->end_saved);
     free(g);
 }
 
@@ -85,15 +101,47 @@ static int seq_end(sg_gen_seq *g, bool hit_stop_string, sg_gen_token_fn on_token
     return 1;
 }
 
+/* Masks the logits the grammar forbids; the end tokens (special, so never in the
+ * grammar's mask) keep theirs where the grammar may end. Returns false when nothing at
+ * all is allowed. */
+static bool grammar_mask(sg_gen_seq *g, float *logits) {
+    const sg_model *m = g->m;
+    const sg_gen_params *p = &g->p;
+    size_t n_allowed = grammar_state_mask(g->gst, g->allow);
+    bool may_end = grammar_state_is_accepting(g->gst) && !p->ignore_eos;
+    size_t nv = (size_t)m->cfg.n_vocab;
+    float eos = m->cfg.eos_id >= 0 && (size_t)m->cfg.eos_id < nv ? logits[m->cfg.eos_id] : 0;
+    for (size_t i = 0; i < p->n_stop_ids; i++)
+        g->end_saved[i] = p->stop_ids[i] >= 0 && (size_t)p->stop_ids[i] < nv ? logits[p->stop_ids[i]] : 0;
+    for (size_t w = 0; w * 32 < nv; w++) {
+        uint32_t bits = w * 32 < g->n_gvocab ? g->allow[w] : 0;
+        if (bits == 0xffffffffu && (w + 1) * 32 <= g->n_gvocab) continue;
+        for (size_t i = w * 32; i < (w + 1) * 32 && i < nv; i++)
+            if (!(i < g->n_gvocab && ((bits >> (i & 31)) & 1))) logits[i] = -INFINITY;
+    }
+    if (may_end) {
+        if (m->cfg.eos_id >= 0 && (size_t)m->cfg.eos_id < nv) logits[m->cfg.eos_id] = eos;
+        for (size_t i = 0; i < p->n_stop_ids; i++)
+            if (p->stop_ids[i] >= 0 && (size_t)p->stop_ids[i] < nv) logits[p->stop_ids[i]] = g->end_saved[i];
+    }
+    return n_allowed > 0 || may_end;
+}
+
 int gen_seq_step(sg_gen_seq *g, float *logits, sg_gen_token_fn on_token, void *ctx, int32_t *next) {
     if (g->ended) return 1;
     const sg_model *m = g->m;
     const sg_gen_params *p = &g->p;
     sg_sample_info info = {0};
+    if (g->gst && !grammar_mask(g, logits)) {   /* a dead end: no grammar in this file makes one */
+        g->res.finish_reason = "stop";
+        g->res.incomplete = true;
+        return seq_end(g, false, on_token, ctx);
+    }
     /* log-probabilities cost a pass over the vocabulary: only when asked for */
     int32_t id = sampler_sample(g->smp, logits, g->hist.ids, g->hist.n, p->sampling.n_logprobs > 0 ? &info : NULL);
     sg_ids_push(&g->hist, id);
     if (is_stop_id(p, m, id)) { g->res.finish_reason = "stop"; return seq_end(g, false, on_token, ctx); }
+    if (g->gst) grammar_state_advance(g->gst, id);   /* allowed by the mask: cannot fail */
     g->res.n_generated++;
     int stopped = 0;
     sg_buf_reset(&g->text);
@@ -109,8 +157,16 @@ int gen_seq_step(sg_gen_seq *g, float *logits, sg_gen_token_fn on_token, void *c
         g->res.finish_reason = "cancelled";
         return seq_end(g, false, on_token, ctx);
     }
-    if (stopped) { g->res.finish_reason = "stop"; return seq_end(g, true, on_token, ctx); }
-    if (g->res.n_generated == g->limit) return seq_end(g, false, on_token, ctx);
+    if (stopped) {
+        g->res.finish_reason = "stop";
+        if (g->gst && !grammar_state_is_accepting(g->gst)) g->res.incomplete = true;
+        return seq_end(g, true, on_token, ctx);
+    }
+    if (g->gst && grammar_state_is_complete(g->gst)) { g->res.finish_reason = "stop"; return seq_end(g, false, on_token, ctx); }
+    if (g->res.n_generated == g->limit) {
+        if (g->gst && !grammar_state_is_accepting(g->gst)) g->res.incomplete = true;
+        return seq_end(g, false, on_token, ctx);
+    }
     *next = id;
     return 0;
 }
@@ -131,11 +187,13 @@ int gen_run(sg_infer *inf, const int32_t *prompt, int n_prompt, const sg_gen_par
     res->prompt_ms = t1 - t0;
 
     g = gen_seq_new(m, prompt, n_prompt, infer_n_ctx(inf) - infer_n_past(inf), p);
+    if (!g) { rc = sg_fail(err, "a grammar needs the model's tokenizer"); goto done; }
     int32_t next;
     while (gen_seq_step(g, logits, on_token, ctx, &next) == 0)
         if (infer_eval(inf, &next, 1, logits, false, err)) { rc = -1; goto done; }
     res->n_generated = g->res.n_generated;
     res->finish_reason = g->res.finish_reason;
+    res->incomplete = g->res.incomplete;
     res->gen_ms = gen_now_ms() - t1;
 done:
     if (rc && g) res->n_generated = g->res.n_generated;

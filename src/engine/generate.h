@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "common/error.h"
+#include "engine/grammar.h"
 #include "engine/infer.h"
 #include "engine/sampler.h"
 
@@ -24,6 +25,12 @@ typedef struct sg_gen_params {
     const int32_t *stop_ids;        /* extra end tokens (e.g. <|im_end|>); EOS always ends */
     size_t n_stop_ids;
     bool ignore_eos;                /* generate through EOS (benchmarks, reference checks) */
+    /* Constrained decoding (grammar.h), NULL: none. Each step samples only among the
+     * tokens the grammar allows; EOS and stop_ids only where the grammar may end.
+     * Generation stops ("stop") when the grammar is complete; a length cut before the
+     * grammar may end is "length" with incomplete set. Needs the model's tokenizer.
+     * Borrowed: each sequence keeps its own reference while it runs. */
+    sg_grammar *grammar;
 } sg_gen_params;
 
 void gen_params_default(sg_gen_params *p);
@@ -40,6 +47,7 @@ typedef struct sg_gen_result {
     int n_prompt, n_generated;
     double prompt_ms, gen_ms;        /* wall time of prompt processing / generation */
     const char *finish_reason;       /* "stop", "length", "cancelled" */
+    bool incomplete;                 /* constrained: the answer stopped before the grammar could end */
 } sg_gen_result;
 
 /* Appends prompt[n_prompt] to the sequence in inf and generates. */
@@ -50,7 +58,9 @@ double gen_now_ms(void);
 
 /* One sequence's generation, stepped by the caller. prompt[n_prompt] is the whole
  * prompt (the penalties' history); room: positions left in the sequence's KV slot after
- * the prompt (the last sampled token needs none). */
+ * the prompt (the last sampled token needs none). With p->grammar, the sequence keeps a
+ * grammar state of its own (grammar.h), so a batched caller constrains each sequence
+ * independently; NULL when p->grammar is set and the model has no tokenizer. */
 typedef struct sg_gen_seq sg_gen_seq;
 sg_gen_seq *gen_seq_new(const sg_model *m, const int32_t *prompt, int n_prompt, int room, const sg_gen_params *p);
 void gen_seq_free(sg_gen_seq *g);

