@@ -83,6 +83,7 @@ static void test_bad_requests(void) {
     static const struct { const char *model, *body, *param; } cases[] = {
         {NULL, "{\"prompt\":[]}", "ai-language-model-id"},
         {"m\n", "{\"prompt\":[{\"role\":\"user\",\"content\":[]}]}", "ai-language-model-id"},
+        {"m\xe9", "{\"prompt\":[{\"role\":\"user\",\"content\":[]}]}", "ai-language-model-id"},
         {"m", "{\"prompt\":", NULL},
         {"m", "[1,2]", NULL},
         {"m", "{\"prompt\":[]}", "prompt"},

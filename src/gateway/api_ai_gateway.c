@@ -288,16 +288,21 @@ static int aig_parse(const char *raw, size_t len, const char *model, bool stream
     if (!model || !*model) return gw_api_fail(e, 400, "invalid_request", "ai-language-model-id", "the ai-language-model-id header (the model id) is required");
     if (gw_name_has_control(model, strlen(model)))
         return gw_api_fail(e, 400, "invalid_request", "ai-language-model-id", "a model id must not contain control characters");
+    json_t *model_json = json_string(model);   /* NULL: not UTF-8 */
+    if (!model_json) return gw_api_fail(e, 400, "invalid_request", "ai-language-model-id", "a model id must be UTF-8");
     json_error_t je;
     json_t *root = json_loadb(raw, len, 0, &je);
-    if (!root) return gw_api_fail(e, 400, "invalid_json", NULL, "could not parse the JSON body: %s", je.text);
+    if (!root) {
+        json_decref(model_json);
+        return gw_api_fail(e, 400, "invalid_json", NULL, "could not parse the JSON body: %s", je.text);
+    }
     json_t *c = json_object(), *msgs = json_array();
     int rc = -1;
     if (!json_is_object(root)) { bad(e, NULL, "the body must be a JSON object (the language model call options)%s", NULL); goto done; }
     const json_t *prompt = json_object_get(root, "prompt");
     if (!json_is_array(prompt) || !json_array_size(prompt)) { bad(e, "prompt", "prompt must be a non-empty array of messages%s", NULL); goto done; }
     if (json_array_size(prompt) > AIG_MAX_MESSAGES) { gw_api_fail(e, 400, "invalid_request", "prompt", "a prompt holds at most %d messages", AIG_MAX_MESSAGES); goto done; }
-    json_object_set_new(c, "model", json_string(model));
+    json_object_set(c, "model", model_json);
     size_t i;
     const json_t *m;
     json_array_foreach(prompt, i, m) if (convert_message(m, i, msgs, e)) goto done;
@@ -310,7 +315,7 @@ static int aig_parse(const char *raw, size_t len, const char *model, bool stream
     if (oai_validate_request(c, e)) goto done;
 
     /* the routing fields: strings kept alive by ext = [root, model] */
-    out->ext = json_pack("[O,o]", root, json_string(model));
+    out->ext = json_pack("[O,O]", root, model_json);
     out->model = json_string_value(json_array_get(out->ext, 1));
     const json_t *po = json_object_get(root, "providerOptions");
     const json_t *g = json_is_object(po) ? json_object_get(po, "gateway") : NULL;
@@ -333,6 +338,7 @@ fail:
     memset(out, 0, sizeof *out);
     out->max_tokens = -1;
 done:
+    json_decref(model_json);
     json_decref(c);
     json_decref(msgs);
     json_decref(root);
