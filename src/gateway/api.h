@@ -1,7 +1,8 @@
 /* api.h: the client APIs: the formats the gateway is spoken to in.
  *
- * One entry per inbound API (OpenAI chat completions, Anthropic messages), one file each
- * (api_openai_chat.c, api_anthropic_messages.c), all listed in gw_client_apis. An entry
+ * One entry per inbound API (OpenAI chat completions, Anthropic messages, the Vercel AI
+ * Gateway protocol), one file each (api_openai_chat.c, api_anthropic_messages.c,
+ * api_ai_gateway.c), all listed in gw_client_apis. An entry
  * reads a client's body into a gw_request (the canonical request of chat.h plus the
  * routing fields), and renders canonical events, the final answer and errors in its own
  * format. The proxy (proxy.c) talks to an entry only through this table: it never asks
@@ -32,8 +33,14 @@
 
 typedef struct gw_client_api gw_client_api;
 
+struct http_request;
+
 typedef struct gw_request {
     const gw_client_api *api;
+    const struct http_request *http;   /* the client's request, for an entry that reads routing
+                                          fields from headers (the AI Gateway's model id);
+                                          set before gw_request_parse and read by parse
+                                          only; may be NULL */
     const char *raw;               /* the client's body (valid while the exchange lives) */
     size_t raw_len;
     oai_request canon;             /* the routing fields always; body NULL until
@@ -73,6 +80,7 @@ struct gw_client_api {
 
 extern const gw_client_api gw_api_openai_chat;
 extern const gw_client_api gw_api_anthropic_messages;
+extern const gw_client_api gw_api_ai_gateway;
 
 /* Every client API, NULL-terminated. The first also words the errors of the gateway's
  * other endpoints. */

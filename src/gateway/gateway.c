@@ -21,6 +21,9 @@
 #include "gateway/api.h"
 #include "gateway/chat.h"
 
+/* Where the Vercel AI Gateway protocol is served (api_ai_gateway.c): Vercel's own path. */
+#define AI_GATEWAY_BASE "/v4/ai"
+
 /* ---- small helpers ---- */
 
 uint64_t gateway_random(gateway *g) {   /* xorshift64*: jitter and weighted picks */
@@ -84,10 +87,11 @@ static bool key_sees_local(gateway *g, const gw_key *k, const gw_local *lm) {
     return false;
 }
 
-static void handle_models(gateway *g, http_exchange *x, const gw_key *key) {
+/* The models key may use, as GET /v1/models lists them: routes, local models, declared
+ * models and each configured provider's current models. */
+static json_t *model_list(gateway *g, const gw_key *key, int64_t created) {
     const gw_config *c = g->cfg;
     json_t *data = json_array();
-    int64_t created = (int64_t)time(NULL);
     bool direct = config_key_sees_all(key) || config_key_uses_direct(key);   /* model ids beyond routes */
     for (size_t i = 0; i < c->n_routes; i++) {
         const gw_route *r = &c->routes[i];
@@ -133,7 +137,31 @@ static void handle_models(gateway *g, http_exchange *x, const gw_key *key) {
             }
         }
     }
-    json_t *doc = json_pack("{s:s,s:o}", "object", "list", "data", data);
+    return data;
+}
+
+static void handle_models(gateway *g, http_exchange *x, const gw_key *key) {
+    json_t *doc = json_pack("{s:s,s:o}", "object", "list", "data", model_list(g, key, (int64_t)time(NULL)));
+    char *s = json_dumps(doc, JSON_COMPACT);
+    respond_json(x, 200, s, strlen(s));
+    free(s);
+    json_decref(doc);
+}
+
+/* GET /v4/ai/config: the same models in the shape @ai-sdk/gateway reads (its
+ * getAvailableModels), each declaring the v4 language-model specification. */
+static void handle_ai_gateway_config(gateway *g, http_exchange *x, const gw_key *key) {
+    json_t *data = model_list(g, key, (int64_t)time(NULL)), *models = json_array();
+    size_t i;
+    json_t *m;
+    json_array_foreach(data, i, m) {
+        json_t *id = json_object_get(m, "id"), *owner = json_object_get(m, "owned_by");
+        json_array_append_new(models, json_pack("{s:O,s:O,s:{s:s,s:O,s:O},s:s}", "id", id, "name", id, "specification",
+                                                "specificationVersion", "v4", "provider", owner, "modelId", id,
+                                                "modelType", "language"));
+    }
+    json_decref(data);
+    json_t *doc = json_pack("{s:o}", "models", models);
     char *s = json_dumps(doc, JSON_COMPACT);
     respond_json(x, 200, s, strlen(s));
     free(s);
@@ -279,7 +307,8 @@ static void handler(http_exchange *x, const http_request *req, void *arg) {
         return;
     }
     const gw_client_api *chat_api = gw_client_api_for_path(path);   /* NULL: not a chat endpoint */
-    const gw_client_api *wire = chat_api ? chat_api : gw_client_apis[0];
+    bool ai_gateway = !strncmp(path, AI_GATEWAY_BASE "/", sizeof AI_GATEWAY_BASE);   /* errors in its shape */
+    const gw_client_api *wire = chat_api ? chat_api : ai_gateway ? &gw_api_ai_gateway : gw_client_apis[0];
     bool ok;
     const gw_key *key = authenticate(g, req, &ok);
     if (!ok) {
@@ -295,6 +324,11 @@ static void handler(http_exchange *x, const http_request *req, void *arg) {
         proxy_handle(g, x, req, chat_api, key);
     } else if ((!strcmp(path, "/v1/models") || !strcmp(path, "/models")) && get) {
         handle_models(g, x, key);
+    } else if (!strcmp(path, AI_GATEWAY_BASE "/config") && get) {
+        handle_ai_gateway_config(g, x, key);
+    } else if (!strcmp(path, AI_GATEWAY_BASE "/embedding-model") && post) {
+        respond_error(x, wire, 501, "not_implemented",
+                      "embeddings are not served through the AI Gateway protocol yet (POST " AI_GATEWAY_BASE "/embedding-model)");
     } else if (!strcmp(path, "/v1/status") && get) {
         handle_status(g, x, key);
     } else if (!strcmp(path, "/metrics") && get) {

@@ -9,6 +9,7 @@
 #   (a) the official SDK client tests through the gateway (TARGET=gateway tests/clients/),
 #   (b) tests/gateway/faults.test.mjs: every injected fault ends in the right outcome,
 #       and tests/gateway/routing.test.mjs: keys, headers and fields sent upstream,
+#       and tests/gateway/aigateway.test.mjs: the Vercel AI Gateway protocol over fetch,
 #   (c) tests/gateway/hostile.test.mjs: bad input, slow and broken clients, signals,
 #   (d) tests/gateway/hostile_upstream.test.mjs: upstreams that send endless or huge
 #       bodies, huge SSE lines, drip bytes or echo the API key, on a private gateway
@@ -108,7 +109,7 @@ timeout 60 "$bin" make-model "$tmp/$local_name" --preset smollm3-tiny --vocab 12
 # their own circuit breakers, so tests cannot disturb each other.
 cases="429 429long 500 502 503 529 reset reset2 slow stall-body close-body malformed-body 400 401 404 422 quota
   all s-reset s-503 s-slow s-malformed0 s-after-reset s-after-stall s-after-malformed s-after-error s-after-truncate
-  hdr req-models order only ignore a-503 a-after-reset cb400"
+  hdr req-models order only ignore a-503 a-after-reset cb400 aigorder"
 cfg=$tmp/smolgate.yaml
 {
   cat <<EOF
@@ -291,7 +292,7 @@ for g in $groups; do
   case $g in
     clients) run_node clients tests/clients/*.test.mjs ;;
     faults)  run_node faults tests/gateway/faults.test.mjs ;;
-    routing) run_node routing tests/gateway/routing.test.mjs ;;
+    routing) run_node routing tests/gateway/routing.test.mjs tests/gateway/aigateway.test.mjs ;;
     hostile) run_node hostile tests/gateway/hostile.test.mjs ;;
     upstream) run_node upstream tests/gateway/hostile_upstream.test.mjs ;;
     local)   run_node local tests/gateway/local.test.mjs ;;
