@@ -267,6 +267,9 @@ void gw_event_format(const gw_event *ev, sg_buf *b) {
         sg_buf_json_str(b, ev->text, ev->len);
         sg_buf_putc(b, '\n');
         break;
+    case GW_EV_EMBEDDING:
+        sg_buf_printf(b, "EMBEDDING %d dims=%zu\n", ev->index, ev->dims);
+        break;
     }
 }
 
