@@ -88,6 +88,10 @@ void gw_event_format(const gw_event *ev, sg_buf *out);
  * turn when it has the same role (Anthropic and Gemini both want alternating turns). Empty
  * items are dropped. */
 void gw_json_push_turn(json_t *turns, const char *role, const char *items_key, json_t *items);
+/* The prompt of a canonical request as a tokenizer would see it: each message's role and
+ * text (string content or text parts), earlier tool calls' names and arguments, and the
+ * tool definitions (for estimates: cost.h). */
+void gw_prompt_text(const json_t *req, sg_buf *out);
 
 /* ---- errors ---------------------------------------------------------------------------
  * One error shape for both directions: what the gateway answers a client with (rendered by

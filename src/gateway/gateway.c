@@ -347,7 +347,8 @@ static void handler(http_exchange *x, const http_request *req, void *arg) {
         return;
     }
     const gw_client_api *chat_api = gw_client_api_for_path(path);   /* NULL: not a chat endpoint */
-    const gw_client_api *wire = chat_api ? chat_api : gw_client_apis[0];
+    bool count = !strcmp(path, "/v1/messages/count_tokens");
+    const gw_client_api *wire = chat_api ? chat_api : count ? &gw_api_anthropic_messages : gw_client_apis[0];
     bool ok;
     const gw_key *key = authenticate(g, req, &ok);
     if (!ok) {
@@ -361,6 +362,9 @@ static void handler(http_exchange *x, const http_request *req, void *arg) {
     if (chat_api) {
         if (!post) { respond_error(x, wire, 405, "method_not_allowed", "use POST"); return; }
         proxy_handle(g, x, req, chat_api, key);
+    } else if (count) {
+        if (!post) { respond_error(x, wire, 405, "method_not_allowed", "use POST"); return; }
+        count_tokens_handle(g, x, req, key);
     } else if ((!strcmp(path, "/v1/models") || !strcmp(path, "/models")) && get) {
         handle_models(g, x, key);
     } else if ((!strncmp(path, "/v1/models/", 11) || !strncmp(path, "/models/", 8)) && get) {

@@ -333,34 +333,6 @@ static const sg_tokenizer *estimate_tokenizer(const proxy_req *p) {
     return NULL;
 }
 
-/* The prompt as a tokenizer would see it: each message's role and text (string content or
- * text parts), earlier tool calls' names and arguments, and the tool definitions. */
-static void prompt_text(const json_t *req, sg_buf *out) {
-    size_t i, j;
-    json_t *m, *part;
-    json_array_foreach(json_object_get(req, "messages"), i, m) {
-        const char *role = json_string_value(json_object_get(m, "role"));
-        if (role) { sg_buf_puts(out, role); sg_buf_puts(out, ":\n"); }
-        json_t *content = json_object_get(m, "content");
-        if (json_is_string(content)) sg_buf_append(out, json_string_value(content), json_string_length(content));
-        json_array_foreach(content, j, part) {
-            json_t *t = json_object_get(part, "text");
-            if (json_is_string(t)) { sg_buf_append(out, json_string_value(t), json_string_length(t)); sg_buf_putc(out, '\n'); }
-        }
-        json_array_foreach(json_object_get(m, "tool_calls"), j, part) {
-            json_t *fn = json_object_get(part, "function");
-            json_t *name = json_object_get(fn, "name"), *args = json_object_get(fn, "arguments");
-            if (json_is_string(name)) { sg_buf_append(out, json_string_value(name), json_string_length(name)); sg_buf_putc(out, ' '); }
-            if (json_is_string(args)) sg_buf_append(out, json_string_value(args), json_string_length(args));
-        }
-        sg_buf_putc(out, '\n');
-    }
-    json_array_foreach(json_object_get(req, "tools"), i, m) {
-        char *t = json_dumps(m, JSON_COMPACT);
-        if (t) { sg_buf_puts(out, t); sg_buf_putc(out, '\n'); free(t); }
-    }
-}
-
 /* An answer that ended without any usage (a stream without its usage chunk, a body
  * without "usage"): counted by the tokenizer from the request's messages and the text
  * that came back, and marked estimated. */
@@ -371,7 +343,7 @@ static void estimate_usage(proxy_req *p) {
     gw_api_error e;
     int64_t tokens = 0;   /* token-id inputs count as they are */
     if (p->req.api->kind == GW_REQ_EMBEDDINGS) emb_input_text((const emb_request *)p->req.state, &prompt, &tokens);
-    else if (gw_request_canonical(&p->req, &e) == 0) prompt_text(p->req.canon.body, &prompt);
+    else if (gw_request_canonical(&p->req, &e) == 0) gw_prompt_text(p->req.canon.body, &prompt);
     else sg_buf_append(&prompt, p->req.raw, p->req.raw_len);
     cost_estimate_usage(estimate_tokenizer(p), prompt.data, prompt.len, p->gen.data, p->gen.len, &p->usage);
     p->usage.output += p->gen_tokens;
