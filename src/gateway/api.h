@@ -34,6 +34,13 @@
 typedef struct gw_client_api gw_client_api;
 
 struct http_request;
+/* What a request asks for: a chat (messages in, events out) or embeddings (inputs in,
+ * GW_EV_EMBEDDING events out, never streamed; served only by providers with
+ * build_embeddings, provider.h). */
+typedef enum gw_request_kind {
+    GW_REQ_CHAT,
+    GW_REQ_EMBEDDINGS,
+} gw_request_kind;
 
 typedef struct gw_request {
     const gw_client_api *api;
@@ -56,6 +63,7 @@ typedef struct gw_render {
 struct gw_client_api {
     const char *name;              /* "openai-chat", for logs */
     const char *paths[3];          /* the endpoints it serves ("/v1/chat/completions"), NULL-ended */
+    gw_request_kind kind;
     /* Reads r->raw into r->canon (routing fields, and the body unless read lazily): 0, or
      * -1 with e (a 400 in this API's words). r->api, raw and raw_len are set. */
     int (*parse)(gw_request *r, gw_api_error *e);
@@ -81,6 +89,7 @@ struct gw_client_api {
 extern const gw_client_api gw_api_openai_chat;
 extern const gw_client_api gw_api_anthropic_messages;
 extern const gw_client_api gw_api_ai_gateway;
+extern const gw_client_api gw_api_openai_embeddings;
 
 /* Every client API, NULL-terminated. The first also words the errors of the gateway's
  * other endpoints. */

@@ -570,6 +570,8 @@ static int aig_render_event(gw_render *rs, const gw_event *ev) {
         fail_render(r, &e);
         break;
     }
+    case GW_EV_EMBEDDING:   /* embeddings are not requested through this entry */
+        break;
     }
     return 0;
 }

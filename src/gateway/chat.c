@@ -267,6 +267,9 @@ void gw_event_format(const gw_event *ev, sg_buf *b) {
         sg_buf_json_str(b, ev->text, ev->len);
         sg_buf_putc(b, '\n');
         break;
+    case GW_EV_EMBEDDING:
+        sg_buf_printf(b, "EMBEDDING %d dims=%zu\n", ev->index, ev->dims);
+        break;
     }
 }
 
@@ -280,4 +283,32 @@ void gw_json_push_turn(json_t *turns, const char *role, const char *items_key, j
         return;
     }
     json_array_append_new(turns, json_pack("{s:s,s:o}", "role", role, items_key, items));
+}
+
+/* The prompt as a tokenizer would see it: each message's role and text (string content or
+ * text parts), earlier tool calls' names and arguments, and the tool definitions. */
+void gw_prompt_text(const json_t *req, sg_buf *out) {
+    size_t i, j;
+    json_t *m, *part;
+    json_array_foreach(json_object_get(req, "messages"), i, m) {
+        const char *role = json_string_value(json_object_get(m, "role"));
+        if (role) { sg_buf_puts(out, role); sg_buf_puts(out, ":\n"); }
+        json_t *content = json_object_get(m, "content");
+        if (json_is_string(content)) sg_buf_append(out, json_string_value(content), json_string_length(content));
+        json_array_foreach(content, j, part) {
+            json_t *t = json_object_get(part, "text");
+            if (json_is_string(t)) { sg_buf_append(out, json_string_value(t), json_string_length(t)); sg_buf_putc(out, '\n'); }
+        }
+        json_array_foreach(json_object_get(m, "tool_calls"), j, part) {
+            json_t *fn = json_object_get(part, "function");
+            json_t *name = json_object_get(fn, "name"), *args = json_object_get(fn, "arguments");
+            if (json_is_string(name)) { sg_buf_append(out, json_string_value(name), json_string_length(name)); sg_buf_putc(out, ' '); }
+            if (json_is_string(args)) sg_buf_append(out, json_string_value(args), json_string_length(args));
+        }
+        sg_buf_putc(out, '\n');
+    }
+    json_array_foreach(json_object_get(req, "tools"), i, m) {
+        char *t = json_dumps(m, JSON_COMPACT);
+        if (t) { sg_buf_puts(out, t); sg_buf_putc(out, '\n'); free(t); }
+    }
 }

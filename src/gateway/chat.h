@@ -55,6 +55,7 @@ typedef enum gw_event_kind {
                              text: the stop sequence that ended it, when the provider says */
     GW_EV_USAGE,          /* usage (cumulative: the latest event wins) */
     GW_EV_ERROR,          /* the provider failed mid-stream: text: message; err_type, status */
+    GW_EV_EMBEDDING,      /* an embeddings answer's vector: index (of the input), vec, dims */
 } gw_event_kind;
 
 typedef struct gw_event {
@@ -72,6 +73,8 @@ typedef struct gw_event {
                              "server_error", "UNAVAILABLE"...), NUL-terminated or NULL */
     int status;           /* ERROR: the HTTP status this failure would have had (529 for an
                              Anthropic overload, 500 otherwise); 0 if unknown */
+    const float *vec;     /* EMBEDDING: dims float32 values */
+    size_t dims;
 } gw_event;
 
 /* A consumer of events (the inbound renderer, the usage accountant). Returns 0, or -1
@@ -85,6 +88,10 @@ void gw_event_format(const gw_event *ev, sg_buf *out);
  * turn when it has the same role (Anthropic and Gemini both want alternating turns). Empty
  * items are dropped. */
 void gw_json_push_turn(json_t *turns, const char *role, const char *items_key, json_t *items);
+/* The prompt of a canonical request as a tokenizer would see it: each message's role and
+ * text (string content or text parts), earlier tool calls' names and arguments, and the
+ * tool definitions (for estimates: cost.h). */
+void gw_prompt_text(const json_t *req, sg_buf *out);
 
 /* ---- errors ---------------------------------------------------------------------------
  * One error shape for both directions: what the gateway answers a client with (rendered by

@@ -1094,6 +1094,7 @@ int anth_render_event(void *ctx, const gw_event *ev) {
         anth_render_error(r, &e);
         break;
     }
+    case GW_EV_EMBEDDING: break;   /* not a chat event */
     }
     return 0;
 }

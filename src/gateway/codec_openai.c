@@ -1662,6 +1662,7 @@ int oai_render_event(void *ctx, const gw_event *ev) {
         oai_render_error(r, &e);
         break;
     }
+    case GW_EV_EMBEDDING: break;   /* not a chat event */
     }
     return 0;
 }

@@ -174,6 +174,69 @@ static void handle_ai_gateway_config(gateway *g, http_exchange *x, const gw_key 
 
 /* Targets (open or failing breakers, bounded), local engines and (admin only) the
  * gateway-wide counters, breaker table, state and ledger. */
+/* %XX decoded into out (cap bytes); -1 on a malformed escape, a control character (NUL
+ * included) or an id too long. */
+static int percent_decode(const char *s, char *out, size_t cap) {
+    size_t o = 0;
+    for (; *s; s++) {
+        unsigned c = (unsigned char)*s;
+        if (c == '%') {
+            unsigned v = 0;
+            for (int k = 1; k <= 2; k++) {
+                char h = s[k];
+                int d = h >= '0' && h <= '9' ? h - '0' : h >= 'a' && h <= 'f' ? h - 'a' + 10 : h >= 'A' && h <= 'F' ? h - 'A' + 10 : -1;
+                if (d < 0) return -1;
+                v = v * 16 + (unsigned)d;
+            }
+            c = v;
+            s += 2;
+        }
+        if (c < 0x20 || c == 0x7f || o + 1 >= cap) return -1;
+        out[o++] = (char)c;
+    }
+    out[o] = 0;
+    return o ? 0 : -1;
+}
+
+/* GET /v1/models/{id} (OpenAI's models.retrieve): the object GET /v1/models lists for it,
+ * else, for a model id this gateway can serve to this key (a provider/model or a name of
+ * a known family), {id, object, created, owned_by: the provider}; 404 in OpenAI's shape
+ * otherwise. The id arrives percent-encoded (local%2Fx). */
+static void handle_model(gateway *g, http_exchange *x, const char *enc, const gw_key *key) {
+    char id[512];
+    json_t *found = NULL;
+    if (percent_decode(enc, id, sizeof id) == 0) {
+        json_t *data = model_list(g, key, (int64_t)time(NULL)), *m;
+        size_t i;
+        json_array_foreach(data, i, m) {
+            if (!strcmp(json_string_value(json_object_get(m, "id")), id)) { found = json_incref(m); break; }
+        }
+        json_decref(data);
+        gw_resolved r;
+        sg_error err;
+        if (!found && !config_resolve_model(g->cfg, id, &r, &err) && !r.route && (!key || config_key_allows(key, &r)))
+            found = json_pack("{s:s,s:s,s:I,s:s}", "id", id, "object", "model", "created", (json_int_t)time(NULL),
+                              "owned_by", r.provider->name);
+    } else {
+        snprintf(id, sizeof id, "%.200s", enc);
+    }
+    if (!found) {
+        gw_api_error e;
+        gw_api_fail(&e, 404, "model_not_found", "model", "The model '%.200s' does not exist", id);
+        snprintf(e.type, sizeof e.type, "invalid_request_error");
+        sg_buf b;
+        sg_buf_init(&b);
+        gw_client_apis[0]->error_body(&b, &e);
+        respond_json(x, 404, b.data, b.len);
+        sg_buf_free(&b);
+        return;
+    }
+    char *s = json_dumps(found, JSON_COMPACT);
+    respond_json(x, 200, s, strlen(s));
+    free(s);
+    json_decref(found);
+}
+
 static void handle_status(gateway *g, http_exchange *x, const gw_key *key) {
     bool all = config_key_sees_all(key);
     json_t *br = json_array();
@@ -308,7 +371,9 @@ static void handler(http_exchange *x, const http_request *req, void *arg) {
     }
     const gw_client_api *chat_api = gw_client_api_for_path(path);   /* NULL: not a chat endpoint */
     bool ai_gateway = !strncmp(path, AI_GATEWAY_BASE "/", sizeof AI_GATEWAY_BASE);   /* errors in its shape */
-    const gw_client_api *wire = chat_api ? chat_api : ai_gateway ? &gw_api_ai_gateway : gw_client_apis[0];
+    bool count = !strcmp(path, "/v1/messages/count_tokens");
+    const gw_client_api *wire = chat_api ? chat_api : count ? &gw_api_anthropic_messages
+                              : ai_gateway ? &gw_api_ai_gateway : gw_client_apis[0];
     bool ok;
     const gw_key *key = authenticate(g, req, &ok);
     if (!ok) {
@@ -322,6 +387,9 @@ static void handler(http_exchange *x, const http_request *req, void *arg) {
     if (chat_api) {
         if (!post) { respond_error(x, wire, 405, "method_not_allowed", "use POST"); return; }
         proxy_handle(g, x, req, chat_api, key);
+    } else if (count) {
+        if (!post) { respond_error(x, wire, 405, "method_not_allowed", "use POST"); return; }
+        count_tokens_handle(g, x, req, key);
     } else if ((!strcmp(path, "/v1/models") || !strcmp(path, "/models")) && get) {
         handle_models(g, x, key);
     } else if (!strcmp(path, AI_GATEWAY_BASE "/config") && get) {
@@ -329,6 +397,8 @@ static void handler(http_exchange *x, const http_request *req, void *arg) {
     } else if (!strcmp(path, AI_GATEWAY_BASE "/embedding-model") && post) {
         respond_error(x, wire, 501, "not_implemented",
                       "embeddings are not served through the AI Gateway protocol yet (POST " AI_GATEWAY_BASE "/embedding-model)");
+    } else if ((!strncmp(path, "/v1/models/", 11) || !strncmp(path, "/models/", 8)) && get) {
+        handle_model(g, x, path + (path[1] == 'v' ? 11 : 8), key);
     } else if (!strcmp(path, "/v1/status") && get) {
         handle_status(g, x, key);
     } else if (!strcmp(path, "/metrics") && get) {

@@ -86,4 +86,7 @@ uint64_t gateway_random(gateway *g);
 void proxy_handle(gateway *g, http_exchange *x, const http_request *req, const gw_client_api *api,
                   const gw_key *key);
 
+/* count_tokens.c: POST /v1/messages/count_tokens. */
+void count_tokens_handle(gateway *g, http_exchange *x, const http_request *req, const gw_key *key);
+
 #endif

@@ -307,6 +307,30 @@ static slot *slot_for_prompt(gw_local *lm, const sg_ids *prompt, size_t *reused)
     return dst;
 }
 
+/* The chat-template options a request asks for. */
+static chat_options request_chat_options(const json_t *r) {
+    chat_options co = {.enable_thinking = -1, .add_generation_prompt = true};
+    const json_t *et = json_object_get(json_object_get(r, "chat_template_kwargs"), "enable_thinking");
+    if (json_is_boolean(et)) co.enable_thinking = json_is_true(et);
+    const char *effort = json_string_value(json_object_get(r, "reasoning_effort"));
+    if (effort) co.enable_thinking = strcmp(effort, "none") != 0;
+    return co;
+}
+
+int local_count_prompt(const gw_local *lm, const json_t *r, int64_t *n, sg_error *err) {
+    sg_buf text;
+    sg_buf_init(&text);
+    sg_ids ids = {0};
+    chat_options co = request_chat_options(r);
+    const json_t *tools = json_object_get(r, "tools");
+    int rc = chat_render(lm->kind, json_object_get(r, "messages"), json_is_array(tools) ? tools : NULL, &co, &text, err);
+    if (!rc) rc = tok_encode(lm->m->tok, text.data ? text.data : "", text.len, true, &ids, err);
+    *n = (int64_t)ids.n;
+    sg_buf_free(&text);
+    sg_ids_free(&ids);
+    return rc ? -1 : 0;
+}
+
 /* Renders and tokenizes a job's request and gives it a slot; ends the job on failure. */
 static void slot_start(gw_local *lm, local_job *j) {
     const json_t *r = j->request;

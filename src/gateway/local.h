@@ -64,6 +64,10 @@ typedef void (*local_done_fn)(void *ctx, int status, const char *message, const 
  * frequency_penalty; SmolLM3 reasoning from chat_template_kwargs.enable_thinking or
  * reasoning_effort "none"). Returns NULL with err (and *status) when it cannot be
  * queued: 429 when the queue is full, 400 for a request the template cannot render. */
+/* The prompt tokens of a request (its messages and tools through the model's chat
+ * template, with the generation prompt): 0, or -1 with err when it cannot be rendered.
+ * Loop thread; the tokenizer is only read. */
+int local_count_prompt(const gw_local *lm, const json_t *request, int64_t *n, sg_error *err);
 local_job *local_submit(gw_local *lm, const json_t *request, gw_event_fn on_event, local_done_fn on_done,
                         void *ctx, int *status, sg_error *err);
 /* Stops a job (client gone); no callback runs after this returns. A job whose on_done

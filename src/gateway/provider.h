@@ -20,6 +20,8 @@
  *                    bytes go to the client as they are and are only scanned
  *   in_process       runs jobs (job_start / job_cancel), no upstream transfer: no
  *                    circuit breaker either
+ *   build_embeddings serves POST /v1/embeddings (NULL: it cannot embed, and an
+ *                    embeddings request's routing skips it)
  *
  * Adding a provider: a file provider_NAME.c defining a const gw_provider_entry, a value
  * in gw_provider_type (config.h), and its row in gw_provider_entries (provider.c).
@@ -108,6 +110,15 @@ typedef struct gw_provider_entry {
     gw_failure (*classify_error)(int status, const char *body, size_t len, gw_api_error *out);
     /* How long a failed answer asks us to wait, from its headers, in ms (0: no word). */
     uint32_t (*retry_after_ms)(const upstream_response *r);
+
+    /* ---- embeddings (NULL: this provider has none; routing skips it for them) ---- */
+    /* Writes the upstream embeddings request (req->api->kind is GW_REQ_EMBEDDINGS, its
+     * state an emb_request, codec_embed.h); 0, or -1 with e as build_request. */
+    int (*build_embeddings)(gw_request *req, const gw_provider *pv, const char *model, gw_upstream_call *call,
+                            gw_api_error *e);
+    /* Its answer: EMBEDDING events in input order, USAGE when reported; 0, 1 malformed,
+     * -1 when fn stopped. */
+    int (*scan_embeddings)(const char *body, size_t len, gw_event_fn fn, void *ctx);
 
     /* ---- in-process ---- */
     /* Starts a job for model: a handle for job_cancel, or NULL with e (no code when the

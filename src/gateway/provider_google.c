@@ -2,6 +2,9 @@
  * POST {base_url}/{version}/models/{model}:generateContent (or :streamGenerateContent?alt=sse),
  * x-goog-api-key; the canonical request is translated (codec_gemini.h). Google's SDK
  * prefers GOOGLE_API_KEY when both it and GEMINI_API_KEY are set; so do we. */
+#include <string.h>
+
+#include "gateway/codec_embed.h"
 #include "gateway/codec_gemini.h"
 #include "gateway/provider.h"
 
@@ -19,6 +22,24 @@ static int google_build(gw_request *req, const gw_provider *pv, const char *mode
     if (gem_build_request(req->canon.body, call->body, e)) return -1;
     sg_buf_puts(call->url, pv->base_url);
     if (gem_url_path(call->url, pv->version, model, req->canon.stream, e)) return -1;
+    call->headers[call->n_headers++] = (upstream_header){"content-type", "application/json"};
+    if (pv->api_key) call->headers[call->n_headers++] = (upstream_header){"x-goog-api-key", pv->api_key};
+    gw_call_add_config_headers(call, pv);
+    return 0;
+}
+
+/* POST {base_url}/{version}/models/{model}:embedContent (one input) or
+ * :batchEmbedContents (several). */
+static int google_build_embeddings(gw_request *req, const gw_provider *pv, const char *model, gw_upstream_call *call,
+                                   gw_api_error *e) {
+    const char *method;
+    if (emb_build_gemini((const emb_request *)req->state, model, call->body, &method, e)) return -1;
+    sg_buf_puts(call->url, pv->base_url);
+    if (gem_url_path(call->url, pv->version, model, false, e)) return -1;
+    /* the chat path ends in ":generateContent": the method replaces it */
+    char *colon = strrchr(call->url->data, ':');
+    call->url->len = (size_t)(colon + 1 - call->url->data);
+    sg_buf_puts(call->url, method);
     call->headers[call->n_headers++] = (upstream_header){"content-type", "application/json"};
     if (pv->api_key) call->headers[call->n_headers++] = (upstream_header){"x-goog-api-key", pv->api_key};
     gw_call_add_config_headers(call, pv);
@@ -59,4 +80,6 @@ const gw_provider_entry gw_provider_google = {
     .scan_response = gem_scan_response,
     .classify_error = google_classify,
     .retry_after_ms = gw_retry_after_header,
+    .build_embeddings = google_build_embeddings,
+    .scan_embeddings = emb_scan_gemini,
 };

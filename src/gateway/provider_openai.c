@@ -9,6 +9,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "gateway/codec_embed.h"
 #include "gateway/codec_openai.h"
 #include "gateway/provider.h"
 
@@ -42,6 +43,25 @@ static int openai_build(gw_request *req, const gw_provider *pv, const char *mode
         call->headers[call->n_headers++] = (upstream_header){"authorization", call->auth};
     }
     gw_call_add_config_headers(call, pv);
+    return 0;
+}
+
+static void openai_auth(const gw_provider *pv, gw_upstream_call *call) {
+    call->headers[call->n_headers++] = (upstream_header){"content-type", "application/json"};
+    if (pv->api_key) {
+        snprintf(call->auth, sizeof call->auth, "Bearer %s", pv->api_key);
+        call->headers[call->n_headers++] = (upstream_header){"authorization", call->auth};
+    }
+    gw_call_add_config_headers(call, pv);
+}
+
+/* POST {base_url}/embeddings */
+static int openai_build_embeddings(gw_request *req, const gw_provider *pv, const char *model, gw_upstream_call *call,
+                                   gw_api_error *e) {
+    (void)e;
+    emb_build_openai((const emb_request *)req->state, model, call->body);
+    sg_buf_printf(call->url, "%s/embeddings", pv->base_url);
+    openai_auth(pv, call);
     return 0;
 }
 
@@ -132,4 +152,6 @@ const gw_provider_entry gw_provider_openai = {
     .relay_chunk = openai_relay_chunk,
     .classify_error = openai_classify,
     .retry_after_ms = openai_retry_after,
+    .build_embeddings = openai_build_embeddings,
+    .scan_embeddings = emb_scan_openai,
 };

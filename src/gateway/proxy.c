@@ -36,6 +36,7 @@
 #include "common/log.h"
 #include "gateway/api.h"
 #include "gateway/chat.h"
+#include "gateway/codec_embed.h"
 #include "gateway/cost.h"
 #include "gateway/gateway.h"
 #include "gateway/limits.h"
@@ -68,6 +69,8 @@ typedef struct proxy_req {
     const gw_route *route;
     candidate cands[MAX_TARGETS];
     int n_cands, cur;
+    int n_cannot;                  /* targets left out: their provider cannot serve the kind */
+    const gw_provider *cannot;     /* the first of them */
     int attempts, retry_budget;
     uint64_t t_start, deadline_ms;
     bool done;
@@ -330,34 +333,6 @@ static const sg_tokenizer *estimate_tokenizer(const proxy_req *p) {
     return NULL;
 }
 
-/* The prompt as a tokenizer would see it: each message's role and text (string content or
- * text parts), earlier tool calls' names and arguments, and the tool definitions. */
-static void prompt_text(const json_t *req, sg_buf *out) {
-    size_t i, j;
-    json_t *m, *part;
-    json_array_foreach(json_object_get(req, "messages"), i, m) {
-        const char *role = json_string_value(json_object_get(m, "role"));
-        if (role) { sg_buf_puts(out, role); sg_buf_puts(out, ":\n"); }
-        json_t *content = json_object_get(m, "content");
-        if (json_is_string(content)) sg_buf_append(out, json_string_value(content), json_string_length(content));
-        json_array_foreach(content, j, part) {
-            json_t *t = json_object_get(part, "text");
-            if (json_is_string(t)) { sg_buf_append(out, json_string_value(t), json_string_length(t)); sg_buf_putc(out, '\n'); }
-        }
-        json_array_foreach(json_object_get(m, "tool_calls"), j, part) {
-            json_t *fn = json_object_get(part, "function");
-            json_t *name = json_object_get(fn, "name"), *args = json_object_get(fn, "arguments");
-            if (json_is_string(name)) { sg_buf_append(out, json_string_value(name), json_string_length(name)); sg_buf_putc(out, ' '); }
-            if (json_is_string(args)) sg_buf_append(out, json_string_value(args), json_string_length(args));
-        }
-        sg_buf_putc(out, '\n');
-    }
-    json_array_foreach(json_object_get(req, "tools"), i, m) {
-        char *t = json_dumps(m, JSON_COMPACT);
-        if (t) { sg_buf_puts(out, t); sg_buf_putc(out, '\n'); free(t); }
-    }
-}
-
 /* An answer that ended without any usage (a stream without its usage chunk, a body
  * without "usage"): counted by the tokenizer from the request's messages and the text
  * that came back, and marked estimated. */
@@ -366,10 +341,13 @@ static void estimate_usage(proxy_req *p) {
     sg_buf prompt;
     sg_buf_init(&prompt);
     gw_api_error e;
-    if (gw_request_canonical(&p->req, &e) == 0) prompt_text(p->req.canon.body, &prompt);
+    int64_t tokens = 0;   /* token-id inputs count as they are */
+    if (p->req.api->kind == GW_REQ_EMBEDDINGS) emb_input_text((const emb_request *)p->req.state, &prompt, &tokens);
+    else if (gw_request_canonical(&p->req, &e) == 0) gw_prompt_text(p->req.canon.body, &prompt);
     else sg_buf_append(&prompt, p->req.raw, p->req.raw_len);
     cost_estimate_usage(estimate_tokenizer(p), prompt.data, prompt.len, p->gen.data, p->gen.len, &p->usage);
     p->usage.output += p->gen_tokens;
+    p->usage.input += tokens;
     sg_buf_free(&prompt);
     sg_log_buffered(SG_LOG_INFO, "usage estimated id=%s: the provider reported none; input=%lld output=%lld", p->id,
                     (long long)p->usage.input, (long long)p->usage.output);
@@ -380,6 +358,10 @@ static void finish_ok(proxy_req *p) {
     estimate_usage(p);
     compute_cost(p);
     record_attempt(p, 200, NULL);
+    if (p->usage.estimated && p->req.api->kind == GW_REQ_EMBEDDINGS) {   /* its answer carries the usage */
+        gw_event ev = {.kind = GW_EV_USAGE, .usage = p->usage};
+        p->req.api->render_event(&p->render, &ev);
+    }
     if (c && !p->up->in_process)
         breaker_record(p->gw->breakers, &p->gw->cfg->circuit_breaker, c->provider->name, c->model, true,
                        loop_now_ms(p->gw->loop));
@@ -586,7 +568,8 @@ static void up_done(upstream_xfer *t, const upstream_done *d, void *arg) {
         return;
     }
     const char *body = p->resp.data ? p->resp.data : "";
-    int rc = p->up->scan_response(body, p->resp.len, gateway_random(p->gw), on_event, p);
+    int rc = p->req.api->kind == GW_REQ_EMBEDDINGS ? p->up->scan_embeddings(body, p->resp.len, on_event, p)
+                                                   : p->up->scan_response(body, p->resp.len, gateway_random(p->gw), on_event, p);
     if (rc == 1) { attempt_failed(p, 502, "malformed response from the provider", GW_FAIL_RETRYABLE); return; }
     finish_ok(p);
 }
@@ -598,6 +581,7 @@ static int build_remote(proxy_req *p, const candidate *c, gw_api_error *e) {
     p->call.url = &p->url;
     p->call.body = &p->up_body;
     p->call.n_headers = 0;
+    if (p->req.api->kind == GW_REQ_EMBEDDINGS) return p->up->build_embeddings(&p->req, c->provider, c->model, &p->call, e);
     return p->up->build_request(&p->req, c->provider, c->model, c->info, &p->call, e);
 }
 
@@ -860,6 +844,10 @@ static void add_candidate(proxy_req *p, const gw_provider *pv, const char *model
     if (p->n_cands >= MAX_TARGETS) return;
     if (p->req.canon.n_only && !provider_listed(p->req.canon.only, p->req.canon.n_only, pv->name)) return;
     if (provider_listed(p->req.canon.ignore, p->req.canon.n_ignore, pv->name)) return;
+    if (p->req.api->kind == GW_REQ_EMBEDDINGS && !gw_provider_entry_of(pv->type)->build_embeddings) {
+        if (!p->n_cannot++) p->cannot = pv;
+        return;
+    }
     p->cands[p->n_cands++] = (candidate){.provider = pv, .model = model, .info = info};
 }
 
@@ -971,7 +959,7 @@ static void candidate_bounds(proxy_req *p, int64_t *max_cost, int64_t *max_outpu
         if (m && m->max_output_tokens > out) out = m->max_output_tokens;
     }
     *max_cost = cost;
-    *max_output = out > 0 ? out : 4096;
+    *max_output = p->req.canon.max_tokens == 0 ? 0 : out > 0 ? out : 4096;   /* 0: embeddings */
 }
 
 static void admit(proxy_req *p) {
@@ -1042,6 +1030,15 @@ void proxy_handle(gateway *g, http_exchange *x, const http_request *req, const g
     }
     apply_order(p);
     apply_breakers(p);
+    if (!p->n_cands && p->n_cannot) {
+        gw_api_error ce;
+        gw_api_fail(&ce, 400, "model_not_supported", "model",
+                    "\"%s\" cannot serve embeddings: provider \"%s\" (type %s) has no embeddings API%s", p->client_model,
+                    p->cannot->name, gw_provider_entry_of(p->cannot->type)->type_name,
+                    p->n_cannot > 1 ? ", nor has any other target" : "");
+        respond_error(p, &ce);
+        return;
+    }
     if (!p->n_cands) {
         respond_simple_error(p, 400, "no_target", "provider", "no target is left after the provider preferences");
         return;
