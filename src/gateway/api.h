@@ -36,6 +36,9 @@ typedef struct gw_request {
     const gw_client_api *api;
     const char *raw;               /* the client's body (valid while the exchange lives) */
     size_t raw_len;
+    const char *key_id;            /* the gateway key's id (NULL without keys): set before
+                                      parse by the caller, for APIs that keep state per key */
+    bool key_admin;                /* that key is an admin key */
     oai_request canon;             /* the routing fields always; body NULL until
                                       gw_request_canonical when the entry reads lazily */
     alignas(max_align_t) unsigned char state[GW_API_STATE_BYTES];   /* the entry's own */
@@ -73,6 +76,12 @@ struct gw_client_api {
 
 extern const gw_client_api gw_api_openai_chat;
 extern const gw_client_api gw_api_anthropic_messages;
+extern const gw_client_api gw_api_openai_responses;
+
+/* GET and DELETE /v1/responses/{id} (api_openai_responses.c): status and a body in
+ * OpenAI's shape. id is the path's last segment; key_id / admin as in gw_request. */
+int gw_responses_get(const char *id, const char *key_id, bool admin, sg_buf *out);
+int gw_responses_delete(const char *id, const char *key_id, bool admin, sg_buf *out);
 
 /* Every client API, NULL-terminated. The first also words the errors of the gateway's
  * other endpoints. */
