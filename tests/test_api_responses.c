@@ -274,7 +274,7 @@ static void test_store_bounds(void) {
     rstore_limits saved = rstore_get_limits();
     rstore_limits l = {3, 1 << 20, 100};
     rstore_configure(&l);
-    char id[16];
+    char id[32];
     for (int i = 0; i < 5; i++) {
         snprintf(id, sizeof id, "resp_%d", i);
         rstore_put(id, "k", 1000 + i, "{}", "[]");

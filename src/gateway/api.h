@@ -1,7 +1,8 @@
 /* api.h: the client APIs: the formats the gateway is spoken to in.
  *
- * One entry per inbound API (OpenAI chat completions, Anthropic messages), one file each
- * (api_openai_chat.c, api_anthropic_messages.c), all listed in gw_client_apis. An entry
+ * One entry per inbound API (OpenAI chat completions, Anthropic messages, OpenAI
+ * responses), one file each (api_openai_chat.c, api_anthropic_messages.c,
+ * api_openai_responses.c), all listed in gw_client_apis. An entry
  * reads a client's body into a gw_request (the canonical request of chat.h plus the
  * routing fields), and renders canonical events, the final answer and errors in its own
  * format. The proxy (proxy.c) talks to an entry only through this table: it never asks
