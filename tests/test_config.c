@@ -980,8 +980,40 @@ static void test_type_names(void) {
     CHECK_EQ_INT(config_provider_type_from_name("azure"), -1);
 }
 
+/* responses: the stored responses' bounds, their defaults and ranges */
+static void test_responses(void) {
+    static const kv none[] = {{NULL, NULL}};
+    sg_error err = {{0}};
+    gw_config *c = load_text("listen: 127.0.0.1:0\n", none, &err);
+    CHECK_MSG(c != NULL, "%s", err.msg);
+    if (c) {
+        CHECK_EQ_INT(c->responses.max_count, 10000);
+        CHECK_EQ_INT(c->responses.max_bytes, 256 << 20);
+        CHECK_EQ_INT(c->responses.max_age_s, 86400);
+        config_free(c);
+    }
+    c = load_text("responses: {max_count: 0, max_bytes: 1048576, max_age_s: 60}\n", none, &err);
+    CHECK_MSG(c != NULL, "%s", err.msg);
+    if (c) {
+        CHECK_EQ_INT(c->responses.max_count, 0);
+        CHECK_EQ_INT(c->responses.max_bytes, 1 << 20);
+        CHECK_EQ_INT(c->responses.max_age_s, 60);
+        config_free(c);
+    }
+    static const char *const bad[] = {"responses: {max_age_s: 0}\n", "responses: {max_count: -1}\n",
+                                      "responses: {max_items: 5}\n", "responses: {max_bytes: big}\n"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        err.msg[0] = 0;
+        c = load_text(bad[i], none, &err);
+        CHECK_MSG(c == NULL, "accepted: %s", bad[i]);
+        CHECK_MSG(strstr(err.msg, "responses") != NULL, "error \"%s\" does not name the section", err.msg);
+        config_free(c);
+    }
+}
+
 int main(int argc, char **argv) {
     (void)argc;
+    RUN(test_responses);
     RUN(test_full);
     RUN(test_minimal_and_empty);
     RUN(test_anchors);

@@ -8,6 +8,7 @@ const gw_client_api *const gw_client_apis[] = {
     &gw_api_anthropic_messages,
     &gw_api_ai_gateway,
     &gw_api_openai_embeddings,
+    &gw_api_openai_responses,
     NULL,
 };
 

@@ -1,8 +1,9 @@
 /* api.h: the client APIs: the formats the gateway is spoken to in.
  *
- * One entry per inbound API (OpenAI chat completions, Anthropic messages, the Vercel AI
- * Gateway protocol), one file each (api_openai_chat.c, api_anthropic_messages.c,
- * api_ai_gateway.c), all listed in gw_client_apis. An entry
+ * One entry per inbound API (OpenAI chat completions, Anthropic messages, OpenAI
+ * responses, OpenAI embeddings, the Vercel AI Gateway protocol), one file each
+ * (api_openai_chat.c, api_anthropic_messages.c, api_openai_responses.c,
+ * api_openai_embeddings.c, api_ai_gateway.c), all listed in gw_client_apis. An entry
  * reads a client's body into a gw_request (the canonical request of chat.h plus the
  * routing fields), and renders canonical events, the final answer and errors in its own
  * format. The proxy (proxy.c) talks to an entry only through this table: it never asks
@@ -50,6 +51,9 @@ typedef struct gw_request {
                                           only; may be NULL */
     const char *raw;               /* the client's body (valid while the exchange lives) */
     size_t raw_len;
+    const char *key_id;            /* the gateway key's id (NULL without keys): set before
+                                      parse by the caller, for APIs that keep state per key */
+    bool key_admin;                /* that key is an admin key */
     oai_request canon;             /* the routing fields always; body NULL until
                                       gw_request_canonical when the entry reads lazily */
     alignas(max_align_t) unsigned char state[GW_API_STATE_BYTES];   /* the entry's own */
@@ -90,6 +94,12 @@ extern const gw_client_api gw_api_openai_chat;
 extern const gw_client_api gw_api_anthropic_messages;
 extern const gw_client_api gw_api_ai_gateway;
 extern const gw_client_api gw_api_openai_embeddings;
+extern const gw_client_api gw_api_openai_responses;
+
+/* GET and DELETE /v1/responses/{id} (api_openai_responses.c): status and a body in
+ * OpenAI's shape. id is the path's last segment; key_id / admin as in gw_request. */
+int gw_responses_get(const char *id, const char *key_id, bool admin, sg_buf *out);
+int gw_responses_delete(const char *id, const char *key_id, bool admin, sg_buf *out);
 
 /* Every client API, NULL-terminated. The first also words the errors of the gateway's
  * other endpoints. */

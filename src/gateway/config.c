@@ -1682,9 +1682,10 @@ static int read_auth(vctx *v, const node *root) {
 
 static const char *const k_top[] = {"version", "listen", "log_level", "direct", "server", "providers", "models",
                                     "routes", "keys", "auth", "circuit_breaker", "state", "ledger", "price_files",
-                                    "upstream", NULL};
+                                    "upstream", "responses", NULL};
 static const char *const k_server[] = {"max_connections", "max_header_bytes", "max_body_bytes", "header_timeout_ms",
                                        "body_timeout_ms", "idle_timeout_ms", "write_timeout_ms", "shutdown_grace_ms", NULL};
+static const char *const k_responses[] = {"max_count", "max_bytes", "max_age_s", NULL};
 static const char *const k_breaker[] = {"failures", "window_ms", "cooldown_ms", "max_cooldown_ms", "max_targets", NULL};
 static const char *const k_state[] = {"redis", "on_redis_error", "key_prefix", "timeout_ms", NULL};
 static const char *const k_ledger[] = {"sqlite", "postgres", "spool_dir", "flush_ms", "batch_max", NULL};
@@ -1720,6 +1721,9 @@ static void config_defaults(gw_config *c, const config_env *env, arena *a) {
     c->server = (gw_server){10000, 16384, 16u << 20, 10000, 60000, 75000, 30000, 30000};
     c->circuit_breaker = (gw_breaker){5, 30000, 30000, 300000, GW_BREAKER_MAX_TARGETS_DEFAULT};
     c->upstream = (gw_bounds){32u << 20, 4u << 20, 65536};
+    c->responses.max_count = 10000;
+    c->responses.max_bytes = (size_t)256 << 20;
+    c->responses.max_age_s = 86400;
     c->state = (gw_state){NULL, true, arena_strdup(a, "smolgate:"), 100};
     c->ledger = (gw_ledger){GW_LEDGER_SQLITE, arena_strdup(a, "smolgate.db"), NULL,
                             arena_strdup(a, "smolgate-spool"), 1000, 500};
@@ -1761,6 +1765,14 @@ static int read_top(vctx *v, const node *root) {
     const node *un = mget(root, "upstream");
     vpath up = {NULL, "upstream", -1};
     if (map_check(v, un, &up, k_upstream) || read_bounds(v, un, &up, &c->upstream)) return -1;
+
+    const node *rsn = mget(root, "responses");
+    vpath rsp = {NULL, "responses", -1};
+    if (map_check(v, rsn, &rsp, k_responses) ||
+        get_size(v, rsn, &rsp, "max_count", 0, 100000000, &c->responses.max_count) ||
+        get_size(v, rsn, &rsp, "max_bytes", 0, (size_t)1 << 40, &c->responses.max_bytes) ||
+        get_u32(v, rsn, &rsp, "max_age_s", 1, 365u * 86400, &c->responses.max_age_s))
+        return -1;
 
     const node *bn = mget(root, "circuit_breaker");
     vpath bp = {NULL, "circuit_breaker", -1};

@@ -279,6 +279,11 @@ typedef struct gw_config {
     char **price_files;           /* LiteLLM model_prices_and_context_window.json files */
     size_t n_price_files;
     gw_bounds upstream;           /* defaults of every remote provider's bounds */
+    struct {                      /* the Responses API's stored responses (response_store.h) */
+        size_t max_count;         /* default 10000; 0: nothing stored */
+        size_t max_bytes;         /* default 256 MiB */
+        uint32_t max_age_s;       /* default 86400 */
+    } responses;
     struct redact_set *secrets;   /* every secret above (provider keys and header values,
                                      gateway key hashes, DSN passwords), for redact.h:
                                      what the gateway relays or logs about upstream errors

@@ -2,6 +2,7 @@
  * APIs, authentication and what each key's role lets it see, signals and configuration
  * reload (all sections applied, or the reload refused). Circuit breakers: breaker.h. */
 #include "gateway/gateway.h"
+#include "gateway/response_store.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -406,6 +407,15 @@ static void handler(http_exchange *x, const http_request *req, void *arg) {
         else respond_error(x, wire, 403, "permission_denied", "GET /metrics needs an admin key or a key with role metrics");
     } else if (!strcmp(path, "/v1/usage") && get) {
         handle_usage(g, x, req, key);
+    } else if (!strncmp(path, "/v1/responses/", 14) && path[14] && !strchr(path + 14, '/') &&
+               (get || !strcmp(m, "DELETE"))) {
+        sg_buf b;
+        sg_buf_init(&b);
+        bool admin = key && key->role == GW_ROLE_ADMIN;
+        int status = get ? gw_responses_get(path + 14, key ? key->id : NULL, admin, &b)
+                         : gw_responses_delete(path + 14, key ? key->id : NULL, admin, &b);
+        respond_json(x, status, b.data, b.len);
+        sg_buf_free(&b);
     } else {
         char msg[300];
         snprintf(msg, sizeof msg, "unknown endpoint %s %.200s", m, path);
@@ -479,6 +489,12 @@ static void *close_old_ledger(void *arg) {
     return NULL;
 }
 
+/* The response store's bounds from the configuration (the store is the process's). */
+static void apply_responses(const gw_config *c) {
+    rstore_limits l = {c->responses.max_count, c->responses.max_bytes, c->responses.max_age_s};
+    rstore_configure(&l);
+}
+
 static void reload_refused(const char *why) { SG_ERROR("reload refused, the running configuration stays: %s", why); }
 
 static void reload(gateway *g) {
@@ -534,6 +550,7 @@ static void reload(gateway *g) {
     }
     /* Commit. Everything below succeeds. */
     breaker_table_set_max(g->breakers, c->circuit_breaker.max_targets);
+    apply_responses(c);
     cost_catalog_free(g->costs);   /* requests look prices up when they end: swap now */
     g->costs = costs;
     if (lim) {   /* requests in flight end their leases on the old limiter: it stays until then */
@@ -692,6 +709,7 @@ int gateway_serve(const gateway_opts *o, sg_error *err) {
     g->overrides = o->overrides;
     g->rng = (uint64_t)time(NULL) * 0x9E3779B97F4A7C15ull | 1;
     g->breakers = breaker_table_new(cfg->circuit_breaker.max_targets);
+    apply_responses(cfg);
     signal_watch sw = {.g = g, .fd = -1};
     rc = -1;
     if (!(g->loop = loop_new(err))) goto out;

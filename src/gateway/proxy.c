@@ -1017,6 +1017,8 @@ void proxy_handle(gateway *g, http_exchange *x, const http_request *req, const g
 
     gw_api_error e;
     p->req.http = req;
+    p->req.key_id = key ? key->id : NULL;
+    p->req.key_admin = key && key->role == GW_ROLE_ADMIN;
     if (gw_request_parse(&p->req, api, req->body, req->body_len, &e)) { respond_error(p, &e); return; }
     p->client_model = p->req.canon.model;
     if (!p->client_model) { respond_simple_error(p, 400, "missing_required_parameter", "model", "you must provide a model parameter"); return; }

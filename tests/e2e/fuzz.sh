@@ -7,8 +7,8 @@
 # Each target is linked against an archive of every src/common/*.c and src/engine/*.c
 # (the SIMD kernels included: they carry per-function target attributes), plus the
 # gateway's event loop and HTTP server (which need nothing beyond src/common), the canonical
-# chat helpers and embeddings codec, and the client APIs' request parsers (api*.c with the
-# OpenAI and Anthropic codecs and chat.c), with
+# chat helpers and embeddings codec, the Responses API's store, and the client APIs' request
+# parsers (api*.c with the OpenAI and Anthropic codecs and chat.c), with
 # -ljansson -lpcre2-8 -lm -lpthread, so a new target needs no change here: the linker
 # takes the objects it uses. A source file that does not compile (someone's work in
 # progress) is left out with a warning.
@@ -43,7 +43,7 @@ LIBS="-ljansson -lpcre2-8 -lm -lpthread"
 objs=()
 for src in src/common/*.c src/engine/*.c src/gateway/loop.c src/gateway/http_server.c \
            src/gateway/chat.c src/gateway/codec_embed.c src/gateway/api*.c src/gateway/codec_openai.c \
-           src/gateway/codec_anthropic.c; do
+           src/gateway/codec_anthropic.c src/gateway/response_store.c; do
   obj=$work/obj/$(echo "${src%.c}" | tr / _).o
   if "$CLANG" $CFLAGS $SAN -fsanitize=fuzzer-no-link -c "$src" -o "$obj" 2>"$work/cc.log"; then
     objs+=("$obj")

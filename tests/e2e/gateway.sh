@@ -11,6 +11,8 @@
 #       and tests/gateway/routing.test.mjs: keys, headers and fields sent upstream,
 #       and tests/gateway/aigateway.test.mjs: the Vercel AI Gateway protocol over fetch,
 #   (c) tests/gateway/hostile.test.mjs: bad input, slow and broken clients, signals,
+#       and tests/gateway/responses.test.mjs: POST /v1/responses on every provider type,
+#       stored responses per key, its hostile inputs,
 #   (d) tests/gateway/hostile_upstream.test.mjs: upstreams that send endless or huge
 #       bodies, huge SSE lines, drip bytes or echo the API key, on a private gateway
 #       (bounded memory, clear 502s, fallback, no key relayed or logged),
@@ -26,14 +28,14 @@
 # the shell checks). Exit status non-zero on any failure.
 #
 # Environment: SMOLGATE_BIN (default build/smolgate; build-san/smolgate for the sanitizer
-# build), GATEWAY_TESTS (space-separated subset of: clients faults routing hostile upstream
-# local segments).
+# build), GATEWAY_TESTS (space-separated subset of: clients faults routing hostile responses
+# upstream local segments).
 set -u
 cd "$(dirname "$0")/../.."
 root=$(pwd)
 
 bin=${SMOLGATE_BIN:-build/smolgate}
-groups=${GATEWAY_TESTS:-clients faults routing hostile upstream local segments}
+groups=${GATEWAY_TESTS:-clients faults routing hostile responses upstream local segments}
 tmp=$(mktemp -d /tmp/smolgate-gateway-XXXXXX)
 fake_pid= gw_pid=
 pass=0 fail=0 skip=0
@@ -294,6 +296,7 @@ for g in $groups; do
     faults)  run_node faults tests/gateway/faults.test.mjs ;;
     routing) run_node routing tests/gateway/routing.test.mjs tests/gateway/aigateway.test.mjs ;;
     hostile) run_node hostile tests/gateway/hostile.test.mjs ;;
+    responses) run_node responses tests/gateway/responses.test.mjs ;;
     upstream) run_node upstream tests/gateway/hostile_upstream.test.mjs ;;
     local)   run_node local tests/gateway/local.test.mjs ;;
     segments) run_node segments tests/gateway/segments.test.mjs ;;
