@@ -6,6 +6,8 @@
 const gw_client_api *const gw_client_apis[] = {
     &gw_api_openai_chat,
     &gw_api_anthropic_messages,
+    &gw_api_ollama_chat,
+    &gw_api_ollama_generate,
     NULL,
 };
 

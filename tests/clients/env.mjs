@@ -205,7 +205,9 @@ export function gatewayOnly(api) {
 // probe of the gateway: an endpoint that is served and breaks must fail, not skip.
 const PENDING = [
   'POST /v1/responses', 'POST /v1/embeddings', 'GET /v1/models/', 'POST /v1/messages/count_tokens',
-  'GET /api/', 'GET /v4/ai/',
+  'GET /v4/ai/',
+  // Ollama's /api/embed answers 501 until the gateway has embeddings (POST /v1/embeddings)
+  'POST /api/embed',
 ];
 export async function gatewayLacks(method, path, api) {
   if (!GATEWAY || process.env.SMOLGATE_PENDING === 'fail') return false;

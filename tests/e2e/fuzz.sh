@@ -6,7 +6,8 @@
 #
 # Each target is linked against an archive of every src/common/*.c and src/engine/*.c
 # (the SIMD kernels included: they carry per-function target attributes), plus the
-# gateway's event loop and HTTP server (which need nothing beyond src/common), with
+# gateway's event loop and HTTP server (which need nothing beyond src/common), and the
+# gateway's shared chat types with Ollama's request parser (chat.c, api_ollama.c), with
 # -ljansson -lpcre2-8 -lm -lpthread, so a new target needs no change here: the linker
 # takes the objects it uses. A source file that does not compile (someone's work in
 # progress) is left out with a warning.
@@ -39,7 +40,7 @@ LIBS="-ljansson -lpcre2-8 -lm -lpthread"
 
 # The library, instrumented for coverage.
 objs=()
-for src in src/common/*.c src/engine/*.c src/gateway/loop.c src/gateway/http_server.c; do
+for src in src/common/*.c src/engine/*.c src/gateway/loop.c src/gateway/http_server.c src/gateway/chat.c src/gateway/api_ollama.c; do
   obj=$work/obj/$(echo "${src%.c}" | tr / _).o
   if "$CLANG" $CFLAGS $SAN -fsanitize=fuzzer-no-link -c "$src" -o "$obj" 2>"$work/cc.log"; then
     objs+=("$obj")

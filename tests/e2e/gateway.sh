@@ -9,7 +9,8 @@
 #   (a) the official SDK client tests through the gateway (TARGET=gateway tests/clients/),
 #   (b) tests/gateway/faults.test.mjs: every injected fault ends in the right outcome,
 #       and tests/gateway/routing.test.mjs: keys, headers and fields sent upstream,
-#   (c) tests/gateway/hostile.test.mjs: bad input, slow and broken clients, signals,
+#   (c) tests/gateway/hostile.test.mjs: bad input, slow and broken clients, signals
+#       (and tests/gateway/ollama.test.mjs: the same for Ollama's /api/*),
 #   (d) tests/gateway/hostile_upstream.test.mjs: upstreams that send endless or huge
 #       bodies, huge SSE lines, drip bytes or echo the API key, on a private gateway
 #       (bounded memory, clear 502s, fallback, no key relayed or logged),
@@ -292,7 +293,7 @@ for g in $groups; do
     clients) run_node clients tests/clients/*.test.mjs ;;
     faults)  run_node faults tests/gateway/faults.test.mjs ;;
     routing) run_node routing tests/gateway/routing.test.mjs ;;
-    hostile) run_node hostile tests/gateway/hostile.test.mjs ;;
+    hostile) run_node hostile tests/gateway/hostile.test.mjs tests/gateway/ollama.test.mjs ;;
     upstream) run_node upstream tests/gateway/hostile_upstream.test.mjs ;;
     local)   run_node local tests/gateway/local.test.mjs ;;
     segments) run_node segments tests/gateway/segments.test.mjs ;;
