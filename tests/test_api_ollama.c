@@ -75,7 +75,7 @@ static void test_parse_tools(void) {
     json_t *c = parse_ok(
         "{\"model\":\"m\",\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"get_weather\",\"parameters\":{}}}],"
         "\"messages\":[{\"role\":\"user\",\"content\":\"weather?\"},"
-        "{\"role\":\"assistant\",\"content\":\"\",\"tool_calls\":[{\"function\":{\"name\":\"get_time\",\"arguments\":{}}},"
+        "{\"role\":\"assistant\",\"content\":\"\",\"tool_calls\":[{\"function\":{\"name\":\"get_time\"}},"
         "{\"function\":{\"name\":\"get_weather\",\"arguments\":{\"city\":\"Paris\"}}}]},"
         "{\"role\":\"tool\",\"content\":\"21C\",\"tool_name\":\"get_weather\"},"
         "{\"role\":\"tool\",\"content\":\"noon\"}]}", false, &r);
@@ -85,6 +85,8 @@ static void test_parse_tools(void) {
     CHECK(json_is_null(json_object_get(a, "content")));
     json_t *tc = json_array_get(json_object_get(a, "tool_calls"), 1);
     CHECK_EQ_STR(json_string_value(json_object_get(tc, "id")), "call_1");
+    /* a call without arguments: "{}" */
+    CHECK_EQ_STR(json_string_value(json_object_get(json_object_get(json_array_get(json_object_get(a, "tool_calls"), 0), "function"), "arguments")), "{}");
     CHECK_EQ_STR(json_string_value(json_object_get(json_object_get(tc, "function"), "arguments")), "{\"city\":\"Paris\"}");
     /* results answer the call of their tool_name, then the first one left */
     CHECK_EQ_STR(json_string_value(json_object_get(json_array_get(msgs, 2), "tool_call_id")), "call_1");

@@ -145,9 +145,10 @@ static int parse_messages(const json_t *msgs, json_t *out, gw_api_error *e) {
                 }
                 char id[32];
                 snprintf(id, sizeof id, "call_%zu", n_ids++);
-                char *a = json_is_string(args) ? NULL : json_dumps(args ? args : json_object(), JSON_COMPACT);
+                char *a = json_is_object(args) ? json_dumps(args, JSON_COMPACT) : NULL;
                 json_array_append_new(otc, json_pack("{s:s,s:s,s:{s:s,s:s}}", "id", id, "type", "function", "function",
-                                                     "name", name, "arguments", a ? a : json_string_value(args)));
+                                                     "name", name, "arguments",
+                                                     a ? a : args ? json_string_value(args) : "{}"));
                 free(a);
                 if (n_calls < OLLAMA_MAX_PENDING) {
                     calls[n_calls].name = name;
