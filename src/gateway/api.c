@@ -9,6 +9,8 @@ const gw_client_api *const gw_client_apis[] = {
     &gw_api_ai_gateway,
     &gw_api_openai_embeddings,
     &gw_api_openai_responses,
+    &gw_api_ollama_chat,
+    &gw_api_ollama_generate,
     NULL,
 };
 

@@ -1,9 +1,10 @@
 /* api.h: the client APIs: the formats the gateway is spoken to in.
  *
  * One entry per inbound API (OpenAI chat completions, Anthropic messages, OpenAI
- * responses, OpenAI embeddings, the Vercel AI Gateway protocol), one file each
- * (api_openai_chat.c, api_anthropic_messages.c, api_openai_responses.c,
- * api_openai_embeddings.c, api_ai_gateway.c), all listed in gw_client_apis. An entry
+ * responses, OpenAI embeddings, the Vercel AI Gateway protocol, Ollama's chat and
+ * generate), one file each (api_openai_chat.c, api_anthropic_messages.c,
+ * api_openai_responses.c, api_openai_embeddings.c, api_ai_gateway.c, api_ollama.c), all
+ * listed in gw_client_apis. An entry
  * reads a client's body into a gw_request (the canonical request of chat.h plus the
  * routing fields), and renders canonical events, the final answer and errors in its own
  * format. The proxy (proxy.c) talks to an entry only through this table: it never asks
@@ -68,6 +69,7 @@ struct gw_client_api {
     const char *name;              /* "openai-chat", for logs */
     const char *paths[3];          /* the endpoints it serves ("/v1/chat/completions"), NULL-ended */
     gw_request_kind kind;
+    const char *stream_content_type;   /* a streamed answer's content-type; NULL: text/event-stream */
     /* Reads r->raw into r->canon (routing fields, and the body unless read lazily): 0, or
      * -1 with e (a 400 in this API's words). r->api, raw and raw_len are set. */
     int (*parse)(gw_request *r, gw_api_error *e);
@@ -78,7 +80,7 @@ struct gw_client_api {
      * from the client's bytes; 1 when this request cannot be spliced (the caller then
      * builds it from the canonical body). NULL: this API never splices. */
     int (*splice_openai)(const gw_request *r, const char *model, bool stream, sg_buf *out);
-    /* Rendering into out: events as they come (SSE when streamed), then render_end
+    /* Rendering into out: events as they come (SSE when streamed, or the entry's stream_content_type), then render_end
      * (returns the HTTP status of a non-streamed answer) or render_error (a stream's
      * explicit error event). model is the client's model name; created unix seconds. */
     void (*render_init)(gw_render *rs, sg_buf *out, const gw_request *r, const char *model, int64_t created);
@@ -100,6 +102,8 @@ extern const gw_client_api gw_api_openai_responses;
  * OpenAI's shape. id is the path's last segment; key_id / admin as in gw_request. */
 int gw_responses_get(const char *id, const char *key_id, bool admin, sg_buf *out);
 int gw_responses_delete(const char *id, const char *key_id, bool admin, sg_buf *out);
+extern const gw_client_api gw_api_ollama_chat;       /* api_ollama.c */
+extern const gw_client_api gw_api_ollama_generate;
 
 /* Every client API, NULL-terminated. The first also words the errors of the gateway's
  * other endpoints. */

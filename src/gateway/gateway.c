@@ -20,6 +20,7 @@
 #include "common/log.h"
 #include "common/version.h"
 #include "gateway/api.h"
+#include "gateway/api_ollama.h"
 #include "gateway/chat.h"
 
 /* Where the Vercel AI Gateway protocol is served (api_ai_gateway.c): Vercel's own path. */
@@ -88,38 +89,25 @@ static bool key_sees_local(gateway *g, const gw_key *k, const gw_local *lm) {
     return false;
 }
 
-/* The models key may use, as GET /v1/models lists them: routes, local models, declared
- * models and each configured provider's current models. */
-static json_t *model_list(gateway *g, const gw_key *key, int64_t created) {
+/* Each model id key k may name, once: its routes, then (when it may name models directly)
+ * the local engines ("local/NAME"), the configured models, and each configured remote
+ * provider's current models as Vercel's gateway names them. owner: "smolgate" for a route,
+ * "local", or the provider's name. */
+typedef void (*served_fn)(void *ctx, const char *id, const char *owner, const gw_route *route);
+
+static void each_served_model(gateway *g, const gw_key *key, served_fn fn, void *ctx) {
     const gw_config *c = g->cfg;
-    json_t *data = json_array();
     bool direct = config_key_sees_all(key) || config_key_uses_direct(key);   /* model ids beyond routes */
     for (size_t i = 0; i < c->n_routes; i++) {
         const gw_route *r = &c->routes[i];
-        if (!config_key_sees_all(key) && !config_key_uses_route(key, r)) continue;
-        json_t *targets = json_array();
-        for (size_t t = 0; t < r->n_targets; t++) {
-            const gw_target *tg = &r->targets[t];
-            json_t *o = json_pack("{s:s,s:s,s:i}", "provider", tg->provider->name, "model", tg->model, "weight", (json_int_t)tg->weight);
-            uint64_t left;
-            if (tg->provider->type != GW_PROVIDER_LOCAL &&
-                breaker_is_open(g->breakers, tg->provider->name, tg->model, loop_now_ms(g->loop), &left))
-                json_object_set_new(o, "cooldown_ms", json_integer((json_int_t)left));
-            json_array_append_new(targets, o);
-        }
-        json_array_append_new(data, json_pack("{s:s,s:s,s:I,s:s,s:o}", "id", r->name, "object", "model", "created",
-                                              (json_int_t)created, "owned_by", "smolgate", "targets", targets));
+        if (config_key_sees_all(key) || config_key_uses_route(key, r)) fn(ctx, r->name, "smolgate", r);
     }
+    char id[256];
     for (size_t i = 0; direct && i < g->n_locals; i++) {
-        char id[256];
         snprintf(id, sizeof id, "local/%s", g->locals[i].name);
-        json_array_append_new(data, json_pack("{s:s,s:s,s:I,s:s}", "id", id, "object", "model", "created",
-                                              (json_int_t)created, "owned_by", "local"));
+        fn(ctx, id, "local", NULL);
     }
-    for (size_t i = 0; direct && i < c->n_models; i++)
-        json_array_append_new(data, json_pack("{s:s,s:s,s:I,s:s}", "id", c->models[i].id, "object", "model",
-                                              "created", (json_int_t)created, "owned_by", c->models[i].provider->name));
-    /* Each configured remote provider's current models, as Vercel's gateway names them. */
+    for (size_t i = 0; direct && i < c->n_models; i++) fn(ctx, c->models[i].id, c->models[i].provider->name, NULL);
     static const struct { gw_provider_type type; const char *models[8]; } known[] = {
         {GW_PROVIDER_OPENAI, {"gpt-4o-mini", "gpt-4o", "gpt-4.1", "gpt-4.1-mini", "gpt-4.1-nano", "o4-mini", "o3", NULL}},
         {GW_PROVIDER_ANTHROPIC, {"claude-sonnet-4-5", "claude-haiku-4-5", "claude-opus-4-1", NULL}},
@@ -131,22 +119,54 @@ static json_t *model_list(gateway *g, const gw_key *key, int64_t created) {
         for (size_t k = 0; k < sizeof known / sizeof known[0]; k++) {
             if (known[k].type != p->type) continue;
             for (const char *const *m = known[k].models; *m; m++) {
-                char id[256];
                 snprintf(id, sizeof id, "%s/%s", p->name, *m);
-                json_array_append_new(data, json_pack("{s:s,s:s,s:I,s:s}", "id", id, "object", "model", "created",
-                                                      (json_int_t)created, "owned_by", p->name));
+                fn(ctx, id, p->name, NULL);
             }
         }
     }
-    return data;
+}
+
+typedef struct models_list {
+    gateway *g;
+    json_t *data;
+    int64_t created;
+} models_list;
+
+static void models_add(void *ctx, const char *id, const char *owner, const gw_route *r) {
+    models_list *l = ctx;
+    json_t *o = json_pack("{s:s,s:s,s:I,s:s}", "id", id, "object", "model", "created", (json_int_t)l->created, "owned_by", owner);
+    if (r) {
+        json_t *targets = json_array();
+        for (size_t t = 0; t < r->n_targets; t++) {
+            const gw_target *tg = &r->targets[t];
+            json_t *to = json_pack("{s:s,s:s,s:i}", "provider", tg->provider->name, "model", tg->model, "weight", (json_int_t)tg->weight);
+            uint64_t left;
+            if (tg->provider->type != GW_PROVIDER_LOCAL &&
+                breaker_is_open(l->g->breakers, tg->provider->name, tg->model, loop_now_ms(l->g->loop), &left))
+                json_object_set_new(to, "cooldown_ms", json_integer((json_int_t)left));
+            json_array_append_new(targets, to);
+        }
+        json_object_set_new(o, "targets", targets);
+    }
+    json_array_append_new(l->data, o);
+}
+
+static void respond_doc(http_exchange *x, int status, json_t *doc) {
+    char *s = json_dumps(doc, JSON_COMPACT);
+    respond_json(x, status, s, strlen(s));
+    free(s);
+    json_decref(doc);
+}
+
+/* The model objects key may see, as GET /v1/models lists them. */
+static json_t *model_list(gateway *g, const gw_key *key, int64_t created) {
+    models_list l = {g, json_array(), created};
+    each_served_model(g, key, models_add, &l);
+    return l.data;
 }
 
 static void handle_models(gateway *g, http_exchange *x, const gw_key *key) {
-    json_t *doc = json_pack("{s:s,s:o}", "object", "list", "data", model_list(g, key, (int64_t)time(NULL)));
-    char *s = json_dumps(doc, JSON_COMPACT);
-    respond_json(x, 200, s, strlen(s));
-    free(s);
-    json_decref(doc);
+    respond_doc(x, 200, json_pack("{s:s,s:o}", "object", "list", "data", model_list(g, key, (int64_t)time(NULL))));
 }
 
 /* GET /v4/ai/config: the same models in the shape @ai-sdk/gateway reads (its
@@ -162,11 +182,92 @@ static void handle_ai_gateway_config(gateway *g, http_exchange *x, const gw_key 
                                                 "modelType", "language"));
     }
     json_decref(data);
-    json_t *doc = json_pack("{s:o}", "models", models);
-    char *s = json_dumps(doc, JSON_COMPACT);
-    respond_json(x, 200, s, strlen(s));
-    free(s);
-    json_decref(doc);
+    respond_doc(x, 200, json_pack("{s:o}", "models", models));
+}
+
+/* ---- Ollama's read-only endpoints (api_ollama.h): the same models, its shapes ---- */
+
+typedef struct ollama_list {
+    gateway *g;
+    json_t *models;
+    const char *want;              /* /api/show: the one asked for */
+    bool found;
+    const char *owner;
+} ollama_list;
+
+static void ollama_add(void *ctx, const char *id, const char *owner, const gw_route *r) {
+    (void)r;
+    ollama_list *l = ctx;
+    if (l->want) {
+        if (!l->found && !strcmp(l->want, id)) { l->found = true; l->owner = owner; }
+        return;
+    }
+    json_array_append_new(l->models, ollama_model_json(id, owner, l->g->started_unix));
+}
+
+static void handle_ollama_show(gateway *g, http_exchange *x, const http_request *req, const gw_key *key) {
+    json_t *body = json_loadb(req->body ? req->body : "", req->body_len, 0, NULL);
+    const char *name = json_string_value(json_object_get(body, "model"));
+    if (!name) name = json_string_value(json_object_get(body, "name"));   /* older clients */
+    if (!name) {
+        json_decref(body);
+        respond_error(x, &gw_api_ollama_chat, 400, "invalid_request", "model is required");
+        return;
+    }
+    ollama_list l = {.g = g, .want = name};
+    each_served_model(g, key, ollama_add, &l);
+    if (!l.found) {
+        char msg[320];
+        snprintf(msg, sizeof msg, "model '%.256s' not found", name);
+        json_decref(body);
+        respond_error(x, &gw_api_ollama_chat, 404, "model_not_found", msg);
+        return;
+    }
+    json_t *m = ollama_model_json(name, l.owner, g->started_unix);
+    json_t *doc = json_pack("{s:s,s:s,s:s,s:O,s:{},s:[s,s],s:O}", "modelfile", "", "parameters", "", "template", "",
+                            "details", json_object_get(m, "details"), "model_info", "capabilities", "completion", "tools",
+                            "modified_at", json_object_get(m, "modified_at"));
+    json_decref(m);
+    json_decref(body);
+    respond_doc(x, 200, doc);
+}
+
+/* GET /api/ps: the local engines this key reaches (loaded for as long as the gateway runs). */
+static void handle_ollama_ps(gateway *g, http_exchange *x, const gw_key *key) {
+    json_t *models = json_array();
+    for (size_t i = 0; i < g->n_locals; i++) {
+        if (!config_key_sees_all(key) && !key_sees_local(g, key, g->locals[i].lm)) continue;
+        char id[256];
+        snprintf(id, sizeof id, "local/%s", g->locals[i].name);
+        json_t *m = ollama_model_json(id, "local", g->started_unix);
+        json_object_del(m, "modified_at");
+        json_object_set_new(m, "expires_at", json_string("2318-01-01T00:00:00Z"));   /* never unloaded */
+        json_object_set_new(m, "size_vram", json_integer(0));
+        json_array_append_new(models, m);
+    }
+    respond_doc(x, 200, json_pack("{s:o}", "models", models));
+}
+
+/* The /api/ endpoints other than chat and generate: true when handled. */
+static bool handle_ollama(gateway *g, http_exchange *x, const http_request *req, const gw_key *key, bool get, bool post) {
+    const char *path = req->path;
+    if (!strcmp(path, "/api/tags") && get) {
+        ollama_list l = {.g = g, .models = json_array()};
+        each_served_model(g, key, ollama_add, &l);
+        respond_doc(x, 200, json_pack("{s:o}", "models", l.models));
+    } else if (!strcmp(path, "/api/show") && post) {
+        handle_ollama_show(g, x, req, key);
+    } else if (!strcmp(path, "/api/ps") && get) {
+        handle_ollama_ps(g, x, key);
+    } else if (!strcmp(path, "/api/version") && get) {
+        respond_doc(x, 200, json_pack("{s:s,s:s}", "version", OLLAMA_API_VERSION, "smolgate", SMOLGATE_VERSION));
+    } else if ((!strcmp(path, "/api/embed") || !strcmp(path, "/api/embeddings")) && post) {
+        /* embeddings are not in the gateway yet: said plainly, in Ollama's shape */
+        respond_error(x, &gw_api_ollama_chat, 501, "not_implemented", "embeddings are not served by smolgate yet");
+    } else {
+        return false;
+    }
+    return true;
 }
 
 /* Breakers listed by GET /v1/status at most (open ones first): the page stays small
@@ -370,11 +471,17 @@ static void handler(http_exchange *x, const http_request *req, void *arg) {
         else respond_json(x, 200, "{\"status\":\"ready\"}", 18);
         return;
     }
+    if (!strcmp(path, "/") && get) {   /* what Ollama clients probe for */
+        http_header h[1] = {{"content-type", "text/plain; charset=utf-8"}};
+        http_respond(x, 200, h, 1, "Ollama is running", 17);
+        return;
+    }
     const gw_client_api *chat_api = gw_client_api_for_path(path);   /* NULL: not a chat endpoint */
     bool ai_gateway = !strncmp(path, AI_GATEWAY_BASE "/", sizeof AI_GATEWAY_BASE);   /* errors in its shape */
     bool count = !strcmp(path, "/v1/messages/count_tokens");
+    bool ollama = !strncmp(path, "/api/", 5);
     const gw_client_api *wire = chat_api ? chat_api : count ? &gw_api_anthropic_messages
-                              : ai_gateway ? &gw_api_ai_gateway : gw_client_apis[0];
+                              : ai_gateway ? &gw_api_ai_gateway : ollama ? &gw_api_ollama_chat : gw_client_apis[0];
     bool ok;
     const gw_key *key = authenticate(g, req, &ok);
     if (!ok) {
@@ -391,6 +498,8 @@ static void handler(http_exchange *x, const http_request *req, void *arg) {
     } else if (count) {
         if (!post) { respond_error(x, wire, 405, "method_not_allowed", "use POST"); return; }
         count_tokens_handle(g, x, req, key);
+    } else if (ollama && handle_ollama(g, x, req, key, get, post)) {
+        return;
     } else if ((!strcmp(path, "/v1/models") || !strcmp(path, "/models")) && get) {
         handle_models(g, x, key);
     } else if (!strcmp(path, AI_GATEWAY_BASE "/config") && get) {
@@ -705,6 +814,7 @@ int gateway_serve(const gateway_opts *o, sg_error *err) {
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     gateway *g = sg_xcalloc(1, sizeof *g);
     g->cfg = cfg;
+    g->started_unix = (int64_t)time(NULL);
     g->config_path = o->config_path ? sg_xstrdup(o->config_path) : NULL;
     g->overrides = o->overrides;
     g->rng = (uint64_t)time(NULL) * 0x9E3779B97F4A7C15ull | 1;

@@ -71,6 +71,7 @@ typedef struct gateway {
     size_t n_locals;
     breaker_table *breakers;  /* circuit breakers by target (breaker.h) */
     uint64_t rng;
+    int64_t started_unix;     /* when it started (unix seconds): Ollama's modified_at */
     bool shutting_down;
     char *config_path;
     config_overrides overrides;

@@ -345,6 +345,8 @@ static void slot_start(gw_local *lm, local_job *j) {
     if (json_is_boolean(et)) co.enable_thinking = json_is_true(et);
     const char *effort = json_string_value(json_object_get(r, "reasoning_effort"));
     if (effort) co.enable_thinking = strcmp(effort, "none") != 0;
+    const char *thinking = json_string_value(json_object_get(json_object_get(r, "thinking"), "type"));
+    if (thinking) co.enable_thinking = strcmp(thinking, "disabled") != 0;   /* the canonical extension */
     const json_t *tools = json_object_get(r, "tools");
     if (chat_render(lm->kind, json_object_get(r, "messages"), json_is_array(tools) ? tools : NULL, &co, &text, &err) ||
         tok_encode(lm->m->tok, text.data, text.len, true, &ids, &err))

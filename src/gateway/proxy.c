@@ -304,7 +304,8 @@ static void client_begin(proxy_req *p) {
     p->first_byte_ms = loop_now_ms(p->gw->loop);
     http_header h[16];
     char att[16];
-    size_t n = response_headers(p, h, att, sizeof att, "text/event-stream");
+    const char *ctype = p->req.api->stream_content_type;
+    size_t n = response_headers(p, h, att, sizeof att, ctype ? ctype : "text/event-stream");
     h[n++] = (http_header){"cache-control", "no-cache"};
     http_stream_begin(p->x, 200, h, n);
 }

@@ -115,7 +115,8 @@ test('tags, show, ps, version', { skip }, async () => {
   assert.match(v.version, /^\d+\.\d+/);
 });
 
-test('embed: one vector per input (the fakes\' embeddings), prompt_eval_count', { skip }, async () => {
+const skipEmbed = skip || await gatewayLacks('POST', '/api/embed', "Ollama's /api/embed (embeddings)");
+test('embed: one vector per input (the fakes\' embeddings), prompt_eval_count', { skip: skipEmbed }, async () => {
   const input = [`embed ${nonce('ole')} one`, 'and two'];
   const r = await ollama.embed({ model: MODELS.embedding, input });
   assert.equal(r.embeddings.length, 2);

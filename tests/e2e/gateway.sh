@@ -10,7 +10,8 @@
 #   (b) tests/gateway/faults.test.mjs: every injected fault ends in the right outcome,
 #       and tests/gateway/routing.test.mjs: keys, headers and fields sent upstream,
 #       and tests/gateway/aigateway.test.mjs: the Vercel AI Gateway protocol over fetch,
-#   (c) tests/gateway/hostile.test.mjs: bad input, slow and broken clients, signals,
+#   (c) tests/gateway/hostile.test.mjs: bad input, slow and broken clients, signals
+#       (and tests/gateway/ollama.test.mjs: the same for Ollama's /api/*),
 #       and tests/gateway/responses.test.mjs: POST /v1/responses on every provider type,
 #       stored responses per key, its hostile inputs,
 #   (d) tests/gateway/hostile_upstream.test.mjs: upstreams that send endless or huge
@@ -295,7 +296,7 @@ for g in $groups; do
     clients) run_node clients tests/clients/*.test.mjs ;;
     faults)  run_node faults tests/gateway/faults.test.mjs ;;
     routing) run_node routing tests/gateway/routing.test.mjs tests/gateway/aigateway.test.mjs ;;
-    hostile) run_node hostile tests/gateway/hostile.test.mjs ;;
+    hostile) run_node hostile tests/gateway/hostile.test.mjs tests/gateway/ollama.test.mjs ;;
     responses) run_node responses tests/gateway/responses.test.mjs ;;
     upstream) run_node upstream tests/gateway/hostile_upstream.test.mjs ;;
     local)   run_node local tests/gateway/local.test.mjs ;;

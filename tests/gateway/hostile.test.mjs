@@ -321,7 +321,7 @@ test('500 idle connections do not stop a new client from being served', async ()
 // Endpoints, keys, models
 
 test('unknown endpoint -> 404 JSON in OpenAI shape', async () => {
-  for (const p of ['/v1/nothing', '/v2/chat/completions', '/', '/v1/chat/completions/extra']) {
+  for (const p of ['/v1/nothing', '/v2/chat/completions', '/v1', '/v1/chat/completions/extra']) {
     const r = await get(p);
     assert.equal(r.status, 404, `${p}: ${r.status} ${r.text}`);
     assert.match(r.headers.get('content-type') ?? '', /application\/json/);
