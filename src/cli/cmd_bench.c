@@ -1,7 +1,9 @@
 /* cmd_bench.c: `smolgate bench MODEL`: prompt processing and generation tokens/s (as
  * llama-bench -p 512 -n 128 prints them), peak RSS, the machine's memory read
- * bandwidth and the decode roofline, and aggregate tokens/s of concurrent sequences
- * (engine/benchmark.h measures; this file prints, as text or one JSON object). */
+ * bandwidth and the decode roofline, aggregate tokens/s of concurrent sequences, and
+ * with --grammar generation constrained by a nested JSON schema and by a forced call
+ * among 20 tools, against unconstrained generation (engine/benchmark.h measures; this
+ * file prints, as text or one JSON object). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,7 +14,10 @@
 #include "common/buf.h"
 #include "engine/benchmark.h"
 #include "engine/dtype.h"
+#include "engine/generate.h"
+#include "engine/grammar.h"
 #include "engine/model.h"
+#include "gateway/local_constraint.h"
 
 enum { MAX_CONC = 16, MAX_REPS = 1000 };
 
@@ -29,6 +34,8 @@ static const char bench_usage_text[] =
     "  --conc-prompt N   prompt tokens of each concurrent sequence (default 32)\n"
     "  --bw-mib N        bandwidth test buffer in MiB (default 1024; 0: skip)\n"
     "  --bw-runs N       bandwidth passes, the best is kept (default 5)\n"
+    "  --grammar         constrained generation too: -n tokens (at least 64) under a nested\n"
+    "                    JSON schema and a forced call among 20 tools, vs unconstrained\n"
     "  --mlock           lock the weights in memory first (steadier figures where the\n"
     "                    kernel evicts idle page cache; llama-bench -lm mmap+mlock)\n"
     "  --json            print one JSON object\n";
@@ -42,7 +49,7 @@ typedef struct bench_cli {
     bench_params p;
     int conc[MAX_CONC], n_conc, conc_n, conc_prompt, bw_runs;
     long bw_mib;
-    bool json, mlock;
+    bool json, mlock, grammar;
 } bench_cli;
 
 static int parse(int argc, char **argv, bench_cli *o) {
@@ -90,6 +97,7 @@ static int parse(int argc, char **argv, bench_cli *o) {
         else if (!strcmp(a, "--bw-runs")) { NEEDV(); if (cli_int(a, v, 1, 1000, &l)) return -1; o->bw_runs = (int)l; }
         else if (!strcmp(a, "--json")) o->json = true;
         else if (!strcmp(a, "--mlock")) o->mlock = true;
+        else if (!strcmp(a, "--grammar")) o->grammar = true;
         else if (a[0] == '-' && a[1]) { cli_unknown_option("bench", a, bench_usage_text); return -1; }
         else if (!o->model) o->model = a;
         else { fprintf(stderr, "smolgate: unexpected argument %s\n", a); return -1; }
@@ -104,6 +112,9 @@ typedef struct figures {
     double pp, pp_sd, tg, tg_sd, bw, rss;
     const char *bw_simd;
     double conc[MAX_CONC];
+    /* --grammar: tok/s unconstrained, under the schema, under the tool call; setup ms */
+    bool has_grammar;
+    double gen_free, gen_schema, gen_tools, vocab_ms, schema_ms, tools_ms;
 } figures;
 
 static void json_num(sg_buf *b, const char *key, bool has, double v) {
@@ -133,7 +144,12 @@ static void print_json(const bench_cli *o, const sg_model *m, int threads, const
     sg_buf_json_str(&b, bench_batched.name, strlen(bench_batched.name));
     sg_buf_printf(&b, ", \"concurrency_tokens\": %d, \"concurrency\": {", o->conc_n);
     for (int i = 0; i < o->n_conc; i++) sg_buf_printf(&b, "%s\"%d\": %.3f", i ? ", " : "", o->conc[i], f->conc[i]);
-    sg_buf_puts(&b, "}}");
+    sg_buf_puts(&b, "}");
+    if (f->has_grammar)
+        sg_buf_printf(&b, ", \"grammar\": {\"unconstrained_tok_s\": %.3f, \"schema_tok_s\": %.3f, \"tools20_tok_s\": %.3f, "
+                      "\"vocab_index_ms\": %.1f, \"schema_compile_ms\": %.1f, \"tools20_compile_ms\": %.1f}",
+                      f->gen_free, f->gen_schema, f->gen_tools, f->vocab_ms, f->schema_ms, f->tools_ms);
+    sg_buf_puts(&b, "}");
     puts(b.data);
     sg_buf_free(&b);
 }
@@ -161,6 +177,79 @@ static void print_text(const bench_cli *o, const sg_model *m, int threads, const
         for (int i = 0; i < o->n_conc; i++) printf(" %d: %.2f", o->conc[i], f->conc[i]);
         putchar('\n');
     }
+    if (f->has_grammar) {
+        printf("  constrained generation, tok/s (temperature 1, %d tokens): unconstrained %.2f, nested schema %.2f "
+               "(%.1f%%), forced call among 20 tools %.2f (%.1f%%)\n",
+               o->p.n_gen, f->gen_free, f->gen_schema, 100 * f->gen_schema / f->gen_free, f->gen_tools,
+               100 * f->gen_tools / f->gen_free);
+        printf("  grammar setup, once: vocabulary index %.1f ms, schema compiled in %.1f ms, 20 tools in %.1f ms\n",
+               f->vocab_ms, f->schema_ms, f->tools_ms);
+    }
+}
+
+/* What --grammar measures: a typical nested object (bounded strings, enums, arrays,
+ * numbers, an optional field), and 20 tools of 2 to 4 parameters with one call forced. */
+static const char bench_schema[] =
+    "{\"type\":\"object\",\"properties\":{\"name\":{\"type\":\"string\",\"maxLength\":24},"
+    "\"age\":{\"type\":\"integer\"},\"role\":{\"enum\":[\"admin\",\"user\",\"guest\"]},"
+    "\"address\":{\"type\":\"object\",\"properties\":{\"street\":{\"type\":\"string\"},\"city\":{\"type\":\"string\"},"
+    "\"zip\":{\"type\":\"string\",\"pattern\":\"^[0-9]{5}$\"}},\"required\":[\"street\",\"city\",\"zip\"],\"additionalProperties\":false},"
+    "\"tags\":{\"type\":\"array\",\"items\":{\"type\":\"string\",\"maxLength\":12},\"maxItems\":5},"
+    "\"scores\":{\"type\":\"array\",\"items\":{\"type\":\"number\"}},\"active\":{\"type\":\"boolean\"},"
+    "\"note\":{\"type\":[\"string\",\"null\"]}},"
+    "\"required\":[\"name\",\"age\",\"role\",\"address\",\"tags\",\"scores\",\"active\"],\"additionalProperties\":false}";
+
+static json_t *bench_tools_request(void) {
+    json_t *tools = json_array();
+    static const char *const kinds[] = {"string", "integer", "number", "boolean"};
+    for (int i = 0; i < 20; i++) {
+        json_t *props = json_object(), *req = json_array();
+        for (int k = 0; k < 2 + i % 3; k++) {
+            char pn[16];
+            snprintf(pn, sizeof pn, "arg%d", k);
+            json_object_set_new(props, pn, k == 3 ? json_pack("{s:[s,s,s]}", "enum", "low", "mid", "high")
+                                                  : json_pack("{s:s}", "type", kinds[(i + k) % 4]));
+            json_array_append_new(req, json_string(pn));
+        }
+        char name[32];
+        snprintf(name, sizeof name, "tool_%02d_action", i);
+        json_array_append_new(tools, json_pack("{s:s,s:{s:s,s:s,s:{s:s,s:o,s:o,s:b}}}", "type", "function", "function",
+                                               "name", name, "description", "a tool", "parameters", "type", "object",
+                                               "properties", props, "required", req, "additionalProperties", 0));
+    }
+    return json_pack("{s:o,s:s,s:b}", "tools", tools, "tool_choice", "required", "parallel_tool_calls", 0);
+}
+
+static int bench_grammar(const sg_model *m, bench_cli *o, double *x, figures *f, sg_error *err) {
+    if (!m->tok) return sg_fail(err, "--grammar needs the model's tokenizer");
+    bench_params p = o->p;
+    if (p.n_gen < 64) p.n_gen = 64;
+    double t0 = gen_now_ms();
+    if (!grammar_vocab_get(m->tok)) return sg_fail(err, "cannot index the vocabulary");
+    double t1 = gen_now_ms();
+    sg_grammar *schema = grammar_compile_cached(GRAMMAR_JSON_SCHEMA, bench_schema, strlen(bench_schema), err);
+    if (!schema) return -1;
+    double t2 = gen_now_ms();
+    json_t *req = bench_tools_request();
+    sg_grammar *tools = NULL;
+    int rc = local_constraint_grammar(req, &tools, err);
+    json_decref(req);
+    double t3 = gen_now_ms();
+    f->vocab_ms = t1 - t0;
+    f->schema_ms = t2 - t1;
+    f->tools_ms = t3 - t2;
+    double sd;
+    sg_grammar *gs[3] = {NULL, schema, tools};
+    double *out[3] = {&f->gen_free, &f->gen_schema, &f->gen_tools};
+    for (int i = 0; i < 3 && !rc; i++) {
+        if (!o->json) fprintf(stderr, "generation, %s...\n", i == 0 ? "unconstrained" : i == 1 ? "nested schema" : "20 tools");
+        rc = bench_generate(m, &p, gs[i], x, err);
+        if (!rc) bench_mean_sd(x, p.reps, out[i], &sd);
+    }
+    grammar_unref(schema);
+    grammar_unref(tools);
+    f->has_grammar = !rc;
+    return rc;
 }
 
 int cli_bench(int argc, char **argv) {
@@ -187,6 +276,7 @@ int cli_bench(int argc, char **argv) {
         f.has_tg = true;
     }
     f.rss = bench_peak_rss_mb();   /* before the N contexts and the bandwidth buffer */
+    if (o.grammar && bench_grammar(m, &o, x, &f, &err)) goto fail;
     for (int i = 0; i < o.n_conc; i++) {
         if (!o.json) fprintf(stderr, "%d concurrent sequences...\n", o.conc[i]);
         if (bench_concurrency(m, &bench_batched, o.conc[i], o.conc_prompt, o.conc_n, &o.p, &f.conc[i], &err)) goto fail;

@@ -15,6 +15,9 @@
  * SIMD loads the kernel table uses), so bandwidth / weight bytes is the decode
  * roofline, the tokens/s no engine can pass on this machine.
  *
+ * Constrained generation (bench_generate): the same generation loop with and without a
+ * grammar, so the difference is the cost of the masks (grammar.h).
+ *
  * Concurrent sequences: the aggregate tokens/s when N sequences decode at once.
  * A bench_decoder is what advances N sequences by one token each. bench_batched (what
  * `smolgate bench` and the gateway's local provider use) runs one infer_decode_batch
@@ -29,6 +32,7 @@
 #include <stdint.h>
 
 #include "common/error.h"
+#include "engine/grammar.h"
 #include "engine/infer.h"
 #include "engine/model.h"
 
@@ -68,6 +72,15 @@ int bench_lock_weights(const sg_model *m, sg_error *err);
 
 /* Peak resident set size of this process so far, in MB (1e6 bytes). */
 double bench_peak_rss_mb(void);
+
+/* ---- constrained generation ---- */
+
+/* Generation through gen_run (sampling at temperature 1, detokenizing, and with g the
+ * grammar's mask at each step): runs of up to n_gen tokens after a 16-token pseudo-random
+ * prompt, repeated with new seeds until n_gen tokens were generated (a grammar may end a
+ * run early), tokens/s of generation time per repetition. g NULL: unconstrained, the
+ * baseline. Needs the model's tokenizer when g is set. */
+int bench_generate(const sg_model *m, const bench_params *p, sg_grammar *g, double *tok_s, sg_error *err);
 
 /* ---- concurrent sequences ---- */
 

@@ -14,6 +14,7 @@
 #include "engine/generate.h"
 #include "engine/infer.h"
 #include "engine/tokenizer.h"
+#include "gateway/local_constraint.h"
 
 /* Prompt tokens a step carries besides the decode tokens of running requests. */
 #define LOCAL_CHUNK_WHILE_DECODING 64
@@ -27,6 +28,7 @@ typedef struct queued_event {
 struct local_job {
     gw_local *lm;
     json_t *request;              /* own reference */
+    sg_grammar *grammar;          /* the answer's form (local_constraint.h), NULL: free */
     gw_event_fn on_event;
     local_done_fn on_done;
     void *ctx;
@@ -78,6 +80,7 @@ static void job_release(local_job *j) {
     }
     free(j->events);
     free(j->message);
+    grammar_unref(j->grammar);
     json_decref(j->request);
     pthread_mutex_destroy(&j->mu);
     free(j);
@@ -347,7 +350,8 @@ static void slot_start(gw_local *lm, local_job *j) {
     if (effort) co.enable_thinking = strcmp(effort, "none") != 0;
     const char *thinking = json_string_value(json_object_get(json_object_get(r, "thinking"), "type"));
     if (thinking) co.enable_thinking = strcmp(thinking, "disabled") != 0;   /* the canonical extension */
-    const json_t *tools = json_object_get(r, "tools");
+    if (j->grammar) co.enable_thinking = 0;   /* the grammar's form starts the answer */
+    const json_t *tools = local_constraint_offers_tools(r) ? json_object_get(r, "tools") : NULL;
     if (chat_render(lm->kind, json_object_get(r, "messages"), json_is_array(tools) ? tools : NULL, &co, &text, &err) ||
         tok_encode(lm->m->tok, text.data, text.len, true, &ids, &err))
         goto fail;
@@ -371,6 +375,7 @@ static void slot_start(gw_local *lm, local_job *j) {
     gen_params_from_request(r, &sl->gp, sl->stops, &n_stops);
     sl->gp.stop_ids = lm->turn_end.ids;
     sl->gp.n_stop_ids = lm->turn_end.n;
+    sl->gp.grammar = j->grammar;
     sl->gen = gen_seq_new(lm->m, ids.ids, (int)ids.n, infer_n_ctx(lm->inf) - (int)ids.n, &sl->gp);
 
     char idbuf[48];
@@ -398,7 +403,7 @@ static void slot_finish(gw_local *lm, slot *sl, int status, const char *message)
     const sg_gen_result *res = gen_seq_result(sl->gen);
     if (status == 200) {
         gw_event fin = {.kind = GW_EV_FINISH,
-                        .finish = sl->g.n_tool_calls ? "tool_calls" : !strcmp(res->finish_reason, "length") ? "length" : "stop"};
+                        .finish = res->incomplete ? "length" : sl->g.n_tool_calls ? "tool_calls" : !strcmp(res->finish_reason, "length") ? "length" : "stop"};
         job_emit(j, &fin);
         gw_usage_init(&j->usage);
         /* positions taken from the prefix cache are reported as OpenAI reports cached
@@ -621,8 +626,14 @@ local_job *local_submit(gw_local *lm, const json_t *request, gw_event_fn on_even
         sg_fail(err, "messages must be an array");
         return NULL;
     }
+    sg_grammar *grammar;
+    if (local_constraint_grammar(request, &grammar, err)) {
+        *status = 400;
+        return NULL;
+    }
     local_job *j = sg_xcalloc(1, sizeof *j);
     j->lm = lm;
+    j->grammar = grammar;
     j->request = json_deep_copy(request);   /* the worker reads it on its own thread */
     j->on_event = on_event;
     j->on_done = on_done;

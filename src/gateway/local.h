@@ -62,14 +62,16 @@ typedef void (*local_done_fn)(void *ctx, int status, const char *message, const 
 /* Queues a request (OpenAI chat-completions shape: messages, tools, max_tokens /
  * max_completion_tokens, temperature, top_p, seed, stop, presence_penalty,
  * frequency_penalty; SmolLM3 reasoning from chat_template_kwargs.enable_thinking or
- * reasoning_effort "none"). Returns NULL with err (and *status) when it cannot be
- * queued: 429 when the queue is full, 400 for a request the template cannot render. */
+ * reasoning_effort "none"; response_format and a forced tool_choice as a grammar,
+ * local_constraint.h, with reasoning off). Returns NULL with err (and *status) when it
+ * cannot be queued: 429 when the queue is full, 400 for a form that cannot be
+ * constrained; a request the template cannot render ends with 400. */
+local_job *local_submit(gw_local *lm, const json_t *request, gw_event_fn on_event, local_done_fn on_done,
+                        void *ctx, int *status, sg_error *err);
 /* The prompt tokens of a request (its messages and tools through the model's chat
  * template, with the generation prompt): 0, or -1 with err when it cannot be rendered.
  * Loop thread; the tokenizer is only read. */
 int local_count_prompt(const gw_local *lm, const json_t *request, int64_t *n, sg_error *err);
-local_job *local_submit(gw_local *lm, const json_t *request, gw_event_fn on_event, local_done_fn on_done,
-                        void *ctx, int *status, sg_error *err);
 /* Stops a job (client gone); no callback runs after this returns. A job whose on_done
  * has run is gone: do not cancel it then. */
 void local_cancel(local_job *j);

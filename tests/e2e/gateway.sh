@@ -17,7 +17,9 @@
 #   (d) tests/gateway/hostile_upstream.test.mjs: upstreams that send endless or huge
 #       bodies, huge SSE lines, drip bytes or echo the API key, on a private gateway
 #       (bounded memory, clear 502s, fallback, no key relayed or logged),
-#   (e) tests/gateway/local.test.mjs: the local model end to end,
+#   (e) tests/gateway/local.test.mjs: the local model end to end, and
+#       tests/gateway/constrained.test.mjs: its answers keep response_format and a forced
+#       tool_choice (valid JSON, valid tool calls, the right finish reasons),
 #   (f) tests/gateway/segments.test.mjs: chat requests (1 KB to several MB) split on the
 #       wire at random points, a byte at a time, head and body apart, after a 100-continue,
 #       and through the openai SDK (a private gateway with a larger max_body_bytes),
@@ -30,13 +32,13 @@
 #
 # Environment: SMOLGATE_BIN (default build/smolgate; build-san/smolgate for the sanitizer
 # build), GATEWAY_TESTS (space-separated subset of: clients faults routing hostile responses
-# upstream local segments).
+# upstream local constrained segments).
 set -u
 cd "$(dirname "$0")/../.."
 root=$(pwd)
 
 bin=${SMOLGATE_BIN:-build/smolgate}
-groups=${GATEWAY_TESTS:-clients faults routing hostile responses upstream local segments}
+groups=${GATEWAY_TESTS:-clients faults routing hostile responses upstream local constrained segments}
 tmp=$(mktemp -d /tmp/smolgate-gateway-XXXXXX)
 fake_pid= gw_pid=
 pass=0 fail=0 skip=0
@@ -300,6 +302,7 @@ for g in $groups; do
     responses) run_node responses tests/gateway/responses.test.mjs ;;
     upstream) run_node upstream tests/gateway/hostile_upstream.test.mjs ;;
     local)   run_node local tests/gateway/local.test.mjs ;;
+    constrained) run_node constrained tests/gateway/constrained.test.mjs ;;
     segments) run_node segments tests/gateway/segments.test.mjs ;;
     *) bad "unknown test group $g" ;;
   esac

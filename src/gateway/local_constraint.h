@@ -1,0 +1,32 @@
+/* local_constraint.h: what a chat request promises about the answer's form, as a grammar
+ * for the local model (engine/grammar.h), so that the local provider keeps the API's
+ * promises as the hosted providers do:
+ *   - response_format {type: "json_object"}: any JSON object;
+ *   - response_format {type: "json_schema", json_schema: {schema}}: the schema
+ *     (engine/json_schema.h's subset; any other feature is an error naming it);
+ *   - tool_choice "required" or {type: "function", function: {name}} (Anthropic's "any"
+ *     and {type: "tool"} arrive translated to these): the answer is tool calls in
+ *     SmolLM3's syntax, <tool_call>\n{"name": "NAME", "arguments": ARGS}\n</tool_call>,
+ *     NAME a declared tool (or the named one), ARGS following its parameters' schema;
+ *     parallel_tool_calls false: exactly one call, else one or more.
+ * A forced tool call takes precedence over response_format. tool_choice "auto" (or
+ * absent) is not constrained. The request is the canonical (OpenAI-shaped) body. */
+#ifndef SG_GATEWAY_LOCAL_CONSTRAINT_H
+#define SG_GATEWAY_LOCAL_CONSTRAINT_H
+
+#include <jansson.h>
+#include <stdbool.h>
+
+#include "common/error.h"
+#include "engine/grammar.h"
+
+/* 0 with *out the grammar (a reference to unref; compiled through grammar_compile_cached,
+ * so a repeated schema or tool list is compiled once) or NULL when the request asks for
+ * no particular form; -1 with err (the request's fault: a 400) naming what cannot be
+ * constrained, e.g. "response_format.json_schema.schema: unsupported JSON Schema keyword 'not'". */
+int local_constraint_grammar(const json_t *request, sg_grammar **out, sg_error *err);
+
+/* False when tool_choice is "none": the prompt then offers no tools. */
+bool local_constraint_offers_tools(const json_t *request);
+
+#endif
