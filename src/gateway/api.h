@@ -104,6 +104,9 @@ int gw_responses_get(const char *id, const char *key_id, bool admin, sg_buf *out
 int gw_responses_delete(const char *id, const char *key_id, bool admin, sg_buf *out);
 extern const gw_client_api gw_api_ollama_chat;       /* api_ollama.c */
 extern const gw_client_api gw_api_ollama_generate;
+extern const gw_client_api gw_api_ollama_embed;      /* POST /api/embed */
+extern const gw_client_api gw_api_ollama_embeddings; /* POST /api/embeddings (legacy) */
+extern const gw_client_api gw_api_ai_gateway_embedding;   /* api_ai_gateway.c */
 
 /* Every client API, NULL-terminated. The first also words the errors of the gateway's
  * other endpoints. */

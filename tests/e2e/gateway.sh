@@ -225,6 +225,8 @@ routes:
     targets: [backup/m-mcap-a, openai/m-mcap-b]
   - name: chat-local
     targets: [openai/m-local-primary, local/$local_name]
+  - name: emb-fb
+    targets: [openai/m-embfb-primary, backup/text-embedding-3-small]
 EOF
   for c in $cases; do
     [ "$c" = 429long ] && continue
@@ -295,7 +297,7 @@ for g in $groups; do
   case $g in
     clients) run_node clients tests/clients/*.test.mjs ;;
     faults)  run_node faults tests/gateway/faults.test.mjs ;;
-    routing) run_node routing tests/gateway/routing.test.mjs tests/gateway/aigateway.test.mjs ;;
+    routing) run_node routing tests/gateway/routing.test.mjs tests/gateway/aigateway.test.mjs tests/gateway/embeddings.test.mjs ;;
     hostile) run_node hostile tests/gateway/hostile.test.mjs tests/gateway/ollama.test.mjs ;;
     responses) run_node responses tests/gateway/responses.test.mjs ;;
     upstream) run_node upstream tests/gateway/hostile_upstream.test.mjs ;;
