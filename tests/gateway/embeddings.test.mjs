@@ -1,13 +1,15 @@
 // embeddings.test.mjs: embeddings through every client API that asks for them (OpenAI's
 // POST /v1/embeddings, Ollama's POST /api/embed and legacy POST /api/embeddings, the AI
 // Gateway protocol's POST /v4/ai/embedding-model), through smolgate and the fakes
-// (tests/e2e/gateway.sh's configuration: route emb-fb -> [openai/m-embfb-primary,
-// backup/text-embedding-3-small], retries.max 1):
+// (tests/e2e/gateway.sh's configuration: routes emb-fb -> [openai/m-embfb-primary,
+// backup/text-embedding-3-small] and emb-fb-ollama (its own primary, so that each test
+// has its own circuit breaker), backup/text-embedding-3-small priced $0.02 / M input
+// tokens, retries.max 1):
 //   - a 500 on the primary (twice: the attempt and its retry) falls back to the backup,
-//     whatever the client API; the answer is the fake's vectors in that API's shape
+//     whatever the client API (the AI Gateway protocol's through providerOptions.gateway
+//     .models); the answer is the fake's vectors in that API's shape
 //   - the ledger (SQLite, read with the sqlite3 shell) has the request: the serving
-//     target, the provider's token count, its cost (text-embedding-3-small: $0.02 / M
-//     tokens), three attempts 500, 500, 200
+//     target, the provider's token count, its cost, three attempts 500, 500, 200
 //   - hostile inputs (malformed JSON, wrong types, 2049 inputs) are 400s in each API's
 //     error shape, and nothing goes upstream
 
@@ -22,7 +24,7 @@ const ROUTE = 'emb-fb';
 const PRIMARY = 'm-embfb-primary';
 const BACKUP = 'text-embedding-3-small';   // 1536 dimensions at the fake
 
-const failPrimary = () => control('/control', { provider: 'openai', match: PRIMARY, faults: [{ status: 500, count: 2 }] });
+const failPrimary = (model = PRIMARY) => control('/control', { provider: 'openai', match: model, faults: [{ status: 500, count: 2 }] });
 
 // The fake's attempts for one nonce: [[model, status]] in order.
 async function attempts(n) {
@@ -93,20 +95,21 @@ test('OpenAI: a 500 on the primary falls back; the ledger records tokens, cost a
 test('Ollama /api/embed: the same fallback, Ollama\'s answer, a ledger record', async () => {
   const n = nonce('embl');
   const input = [`${n} one`, 'and two more'];
-  await failPrimary();
-  const r = await post({ model: ROUTE, input, truncate: true, keep_alive: '5m', options: {} }, { path: '/api/embed' });
+  await failPrimary('m-embfbl-primary');
+  const r = await post({ model: 'emb-fb-ollama', input, truncate: true, keep_alive: '5m', options: {} }, { path: '/api/embed' });
   assert.equal(r.status, 200, r.text.slice(0, 300));
-  assert.equal(r.json.model, ROUTE, 'the name the client asked for');
+  assert.equal(r.json.model, 'emb-fb-ollama', 'the name the client asked for');
   assert.equal(r.json.embeddings.length, 2);
   r.json.embeddings.forEach((v, i) => assertVector(v, input[i]));
   assert.equal(r.json.prompt_eval_count, words(input[0]) + words(input[1]));
   assert.ok(Number.isInteger(r.json.total_duration) && r.json.total_duration > 0, `total_duration ${r.json.total_duration}`);
   assert.equal(r.json.load_duration, 0);
-  assert.deepEqual(await attempts(n), [[PRIMARY, 500], [PRIMARY, 500], [BACKUP, 200]]);
+  assert.deepEqual(await attempts(n), [['m-embfbl-primary', 500], ['m-embfbl-primary', 500], [BACKUP, 200]]);
   const rec = await ledgerRecord(gwInfo(r.headers).requestId);
+  assert.equal(rec.route, 'emb-fb-ollama');
   assert.equal(rec.model, BACKUP);
   assert.equal(rec.input_tokens, r.json.prompt_eval_count);
-  assert.ok(rec.cost_micro >= 0, `a cost: ${rec.cost_micro}`);
+  assert.equal(rec.cost_micro, 0, 'priced: a few tokens round to 0 micro-dollars, not NULL');
 });
 
 test('Ollama legacy /api/embeddings: {prompt} -> {embedding}; dimensions go upstream from /api/embed', async () => {
@@ -128,14 +131,14 @@ test('Ollama legacy /api/embeddings: {prompt} -> {embedding}; dimensions go upst
 test('AI Gateway embedding-model: the same fallback, {embeddings, usage.tokens}', async () => {
   const n = nonce('emba');
   const values = [`${n} first`, 'second one here'];
-  await failPrimary();
-  const r = await post({ values, providerOptions: { openai: { user: 'x' } } },
-    { path: '/v4/ai/embedding-model', headers: { 'ai-model-id': ROUTE, 'ai-embedding-model-specification-version': '4' } });
+  await failPrimary('m-embfba-primary');
+  const r = await post({ values, providerOptions: { openai: { user: 'x' }, gateway: { models: [`backup/${BACKUP}`] } } },
+    { path: '/v4/ai/embedding-model', headers: { 'ai-model-id': 'openai/m-embfba-primary', 'ai-embedding-model-specification-version': '4' } });
   assert.equal(r.status, 200, r.text.slice(0, 300));
   assert.equal(r.json.embeddings.length, 2);
   r.json.embeddings.forEach((v, i) => assertVector(v, values[i]));
   assert.equal(r.json.usage.tokens, words(values[0]) + words(values[1]));
-  assert.deepEqual(await attempts(n), [[PRIMARY, 500], [PRIMARY, 500], [BACKUP, 200]]);
+  assert.deepEqual(await attempts(n), [['m-embfba-primary', 500], ['m-embfba-primary', 500], [BACKUP, 200]]);
   // providerOptions.gateway.only routes as for the language model: straight to the backup
   const o = await post({ values: [`${n} only`], providerOptions: { gateway: { only: ['backup'] } } },
     { path: '/v4/ai/embedding-model', headers: { 'ai-model-id': ROUTE } });
