@@ -8,6 +8,7 @@
 #include "common/buf.h"
 #include "gateway/api.h"
 #include "gateway/api_ollama.h"
+#include "gateway/codec_embed.h"
 #include "testutil.h"
 
 static json_t *parse_ok(const char *body, bool generate, oai_request *r) {
@@ -299,6 +300,50 @@ static void test_entries(void) {
     json_decref(m2);
 }
 
+/* /api/embed and /api/embeddings: kept as the OpenAI embeddings body the providers build
+ * from (only model, input and dimensions), errors in Ollama's shape. */
+static void test_embed_entries(void) {
+    CHECK(gw_client_api_for_path("/api/embed") == &gw_api_ollama_embed);
+    CHECK(gw_client_api_for_path("/api/embeddings") == &gw_api_ollama_embeddings);
+    CHECK_EQ_INT(gw_api_ollama_embed.kind, GW_REQ_EMBEDDINGS);
+    gw_request r;
+    gw_api_error e;
+    static const char embed[] = "{\"model\":\"m\",\"input\":[\"a\",\"b\"],\"dimensions\":8,\"truncate\":false,"
+                                "\"keep_alive\":\"5m\",\"options\":{\"num_ctx\":512}}";
+    CHECK_EQ_INT(gw_request_parse(&r, &gw_api_ollama_embed, embed, strlen(embed), &e), 0);
+    const emb_request *q = (const emb_request *)r.state;
+    CHECK_EQ_INT((int)q->n_inputs, 2);
+    CHECK_EQ_INT((int)q->dimensions, 8);
+    CHECK_EQ_STR(r.canon.model, "m");
+    CHECK_EQ_INT((int)r.canon.max_tokens, 0);
+    CHECK_EQ_INT((int)json_object_size(r.canon.body), 3);   /* model, input, dimensions */
+    gw_request_free(&r);
+    static const char legacy[] = "{\"model\":\"m\",\"prompt\":\"hello\"}";
+    CHECK_EQ_INT(gw_request_parse(&r, &gw_api_ollama_embeddings, legacy, strlen(legacy), &e), 0);
+    CHECK_EQ_INT((int)((const emb_request *)r.state)->n_inputs, 1);
+    CHECK_EQ_STR(json_string_value(json_object_get(r.canon.body, "input")), "hello");
+    gw_request_free(&r);
+    static const char *const bad[] = {
+        "{\"model\":\"m\",\"input\":[1]}", "{\"model\":\"m\",\"input\":[]}", "{\"input\":\"x\"}",
+        "{\"model\":\"m\",\"input\":\"x\",\"truncate\":1}", "{\"model\":\"m\",\"input\":\"x\",\"dimensions\":0}",
+        "{\"model\":\"m\",\"input\":\"x\",\"options\":[]}", "[1]", "{\"model\":",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        CHECK_EQ_INT(gw_request_parse(&r, &gw_api_ollama_embed, bad[i], strlen(bad[i]), &e), -1);
+        CHECK_EQ_INT(e.status, 400);
+        gw_request_free(&r);
+    }
+    static const char prompt_array[] = "{\"model\":\"m\",\"prompt\":[\"x\"]}";
+    CHECK_EQ_INT(gw_request_parse(&r, &gw_api_ollama_embeddings, prompt_array, strlen(prompt_array), &e), -1);
+    CHECK_EQ_STR(e.param, "prompt");
+    gw_request_free(&r);
+    sg_buf out;
+    sg_buf_init(&out);
+    gw_api_ollama_embed.error_body(&out, &e);
+    CHECK_EQ_STR(out.data, "{\"error\":\"prompt must be a non-empty string\"}");
+    sg_buf_free(&out);
+}
+
 int main(int argc, char **argv) {
     (void)argc;
     RUN(test_parse_chat);
@@ -308,5 +353,6 @@ int main(int argc, char **argv) {
     RUN(test_render_stream);
     RUN(test_render_whole);
     RUN(test_entries);
+    RUN(test_embed_entries);
     return tu_finish(argv[0]);
 }

@@ -227,6 +227,80 @@ static void test_render(void) {
     sg_buf_free(&out);
 }
 
+static void error_words(sg_buf *out, const gw_api_error *e) {
+    sg_buf_printf(out, "{\"error\":\"%d %s\"}", e->status, e->message);
+}
+
+/* The other client APIs' shapes: Ollama's two, the AI Gateway protocol's. */
+static void test_render_shapes(void) {
+    sg_buf out;
+    sg_buf_init(&out);
+    emb_render r;
+    float v[2] = {0.5f, -2.0f};
+    gw_event ev = {.kind = GW_EV_EMBEDDING, .vec = v, .dims = 2};
+    gw_event u = {.kind = GW_EV_USAGE, .usage = {7, 0, 0, 0, -1, false}};
+    emb_render_init(&r, &out, true, 2, "nomic");   /* base64 asked: these shapes are numbers only */
+    emb_render_shape(&r, EMB_SHAPE_OLLAMA, error_words);
+    emb_render_event(&r, &ev);
+    emb_render_event(&r, &ev);
+    emb_render_event(&r, &u);
+    r.elapsed_ns = 1234;
+    CHECK_EQ_INT(emb_render_end(&r), 200);
+    CHECK_EQ_STR(out.data, "{\"model\":\"nomic\",\"embeddings\":[[0.5,-2],[0.5,-2]],\"total_duration\":1234,"
+                           "\"load_duration\":0,\"prompt_eval_count\":7}");
+    sg_buf_reset(&out);
+    emb_render_init(&r, &out, false, 1, "nomic");
+    emb_render_shape(&r, EMB_SHAPE_OLLAMA_LEGACY, error_words);
+    emb_render_event(&r, &ev);
+    CHECK_EQ_INT(emb_render_end(&r), 200);
+    CHECK_EQ_STR(out.data, "{\"embedding\":[0.5,-2]}");
+    sg_buf_reset(&out);
+    emb_render_init(&r, &out, false, 1, "nomic");   /* two vectors for the one prompt */
+    emb_render_shape(&r, EMB_SHAPE_OLLAMA_LEGACY, error_words);
+    emb_render_event(&r, &ev);
+    emb_render_event(&r, &ev);
+    CHECK_EQ_INT(emb_render_end(&r), 502);
+    CHECK_EQ_STR(out.data, "{\"error\":\"502 the provider answered 2 embeddings for 1 inputs\"}");
+    sg_buf_reset(&out);
+    emb_render_init(&r, &out, false, 2, "openai/text-embedding-3-small");
+    emb_render_shape(&r, EMB_SHAPE_AI_GATEWAY, error_words);
+    emb_render_event(&r, &ev);
+    emb_render_event(&r, &ev);
+    emb_render_event(&r, &u);
+    CHECK_EQ_INT(emb_render_end(&r), 200);
+    CHECK_EQ_STR(out.data, "{\"embeddings\":[[0.5,-2],[0.5,-2]],\"usage\":{\"tokens\":7},\"warnings\":[]}");
+    sg_buf_reset(&out);
+    emb_render_init(&r, &out, false, 2, "m");   /* an upstream error, in the entry's words */
+    emb_render_shape(&r, EMB_SHAPE_AI_GATEWAY, error_words);
+    gw_api_error e;
+    gw_api_fail(&e, 429, NULL, NULL, "slow down");
+    emb_render_error(&r, &e);
+    CHECK_EQ_INT(emb_render_end(&r), 429);
+    CHECK_EQ_STR(out.data, "{\"error\":\"429 slow down\"}");
+    sg_buf_free(&out);
+}
+
+/* emb_check_request: a tree another entry built, checked as an OpenAI body (and taken). */
+static void test_check_tree(void) {
+    emb_request r;
+    gw_api_error e;
+    CHECK_EQ_INT(emb_check_request(json_pack("{s:s,s:[s,s],s:i}", "model", "m", "input", "a", "b", "dimensions", 8), &r, &e), 0);
+    CHECK_EQ_INT((int)r.n_inputs, 2);
+    CHECK_EQ_INT((int)r.dimensions, 8);
+    CHECK_EQ_STR(r.model, "m");
+    emb_request_free(&r);
+    CHECK_EQ_INT(emb_check_request(json_pack("{s:s,s:[]}", "model", "m", "input"), &r, &e), -1);
+    CHECK_EQ_INT(e.status, 400);
+    CHECK_EQ_STR(e.param, "input");
+    CHECK(r.body == NULL);
+    CHECK_EQ_INT(emb_check_request(json_pack("{s:s,s:s}", "model", "m", "input", "x"), &r, &e), 0);
+    emb_request_free(&r);
+    json_t *many = json_array();
+    for (int i = 0; i <= EMB_MAX_INPUTS; i++) json_array_append_new(many, json_string("x"));
+    CHECK_EQ_INT(emb_check_request(json_pack("{s:s,s:o}", "model", "m", "input", many), &r, &e), -1);
+    CHECK(strstr(e.message, "2048") != NULL);
+}
+
 int main(int argc, char **argv) {
     (void)argc;
     RUN(test_parse_valid);
@@ -235,5 +309,7 @@ int main(int argc, char **argv) {
     RUN(test_base64);
     RUN(test_scan);
     RUN(test_render);
+    RUN(test_render_shapes);
+    RUN(test_check_tree);
     return tu_finish(argv[0]);
 }

@@ -11,6 +11,9 @@ const gw_client_api *const gw_client_apis[] = {
     &gw_api_openai_responses,
     &gw_api_ollama_chat,
     &gw_api_ollama_generate,
+    &gw_api_ollama_embed,
+    &gw_api_ollama_embeddings,
+    &gw_api_ai_gateway_embedding,
     NULL,
 };
 

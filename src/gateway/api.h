@@ -1,10 +1,12 @@
 /* api.h: the client APIs: the formats the gateway is spoken to in.
  *
  * One entry per inbound API (OpenAI chat completions, Anthropic messages, OpenAI
- * responses, OpenAI embeddings, the Vercel AI Gateway protocol, Ollama's chat and
- * generate), one file each (api_openai_chat.c, api_anthropic_messages.c,
- * api_openai_responses.c, api_openai_embeddings.c, api_ai_gateway.c, api_ollama.c), all
- * listed in gw_client_apis. An entry
+ * responses, OpenAI embeddings, the Vercel AI Gateway protocol's language and embedding
+ * models, Ollama's chat, generate and embed), one file per format (api_openai_chat.c,
+ * api_anthropic_messages.c, api_openai_responses.c, api_openai_embeddings.c,
+ * api_ai_gateway.c, api_ollama.c), all listed in gw_client_apis. An embeddings entry
+ * keeps an emb_request (codec_embed.h) at the start of its state: the providers build
+ * from it whatever API asked. An entry
  * reads a client's body into a gw_request (the canonical request of chat.h plus the
  * routing fields), and renders canonical events, the final answer and errors in its own
  * format. The proxy (proxy.c) talks to an entry only through this table: it never asks
@@ -104,6 +106,9 @@ int gw_responses_get(const char *id, const char *key_id, bool admin, sg_buf *out
 int gw_responses_delete(const char *id, const char *key_id, bool admin, sg_buf *out);
 extern const gw_client_api gw_api_ollama_chat;       /* api_ollama.c */
 extern const gw_client_api gw_api_ollama_generate;
+extern const gw_client_api gw_api_ollama_embed;      /* POST /api/embed */
+extern const gw_client_api gw_api_ollama_embeddings; /* POST /api/embeddings (legacy) */
+extern const gw_client_api gw_api_ai_gateway_embedding;   /* api_ai_gateway.c */
 
 /* Every client API, NULL-terminated. The first also words the errors of the gateway's
  * other endpoints. */

@@ -21,6 +21,7 @@
 #include <strings.h>
 
 #include "gateway/api.h"
+#include "gateway/codec_embed.h"
 #include "gateway/http_server.h"
 
 #define AIG_MAX_MESSAGES 100000   /* prompt messages; a longer prompt is a 400 */
@@ -644,5 +645,93 @@ const gw_client_api gw_api_ai_gateway = {
     .render_end = aig_render_end,
     .render_error = aig_render_error,
     .render_free = aig_render_free,
+    .error_body = aig_error_body,
+};
+
+/* ---- embeddings: POST /v4/ai/embedding-model ------------------------------------------
+ * The model id in the ai-model-id header; the body {values: [strings], dimensions?,
+ * providerOptions?} (EmbeddingModelV4's call options; providerOptions.gateway routes as
+ * for the language model, the rest is the providers' and ignored). Kept as the OpenAI
+ * embeddings body the providers are built from (the state's emb_request); the answer
+ * {embeddings: [[...]], usage: {tokens}, warnings: []}. */
+
+_Static_assert(sizeof(emb_request) <= GW_API_STATE_BYTES, "GW_API_STATE_BYTES holds the request");
+_Static_assert(sizeof(emb_render) <= GW_API_RENDER_BYTES, "GW_API_RENDER_BYTES holds the renderer");
+
+static int aig_embed_parse(gw_request *r, gw_api_error *e) {
+    emb_request *q = (emb_request *)r->state;
+    memset(q, 0, sizeof *q);
+    const char *model = r->http ? http_request_header(r->http, "ai-model-id") : NULL;
+    if (!model || !*model) return gw_api_fail(e, 400, "invalid_request", "ai-model-id", "the ai-model-id header (the model id) is required");
+    if (gw_name_has_control(model, strlen(model)))
+        return gw_api_fail(e, 400, "invalid_request", "ai-model-id", "a model id must not contain control characters");
+    json_t *model_json = json_string(model);   /* NULL: not UTF-8 */
+    if (!model_json) return gw_api_fail(e, 400, "invalid_request", "ai-model-id", "a model id must be UTF-8");
+    json_error_t je;
+    json_t *root = json_loadb(r->raw, r->raw_len, JSON_REJECT_DUPLICATES, &je), *c = NULL;
+    int rc = -1;
+    if (!root) { gw_api_fail(e, 400, "invalid_json", NULL, "could not parse the JSON body: %s", je.text); goto done; }
+    if (!json_is_object(root)) { bad(e, NULL, "the body must be a JSON object (the embedding model call options)%s", NULL); goto done; }
+    json_t *values = json_object_get(root, "values");
+    bool ok = json_is_array(values) && json_array_size(values);
+    size_t i;
+    json_t *x;
+    json_array_foreach(values, i, x) if (!json_is_string(x) || !json_string_length(x)) ok = false;
+    if (!ok) { bad(e, "values", "values must be a non-empty array of non-empty strings%s", NULL); goto done; }
+    json_t *dims = json_object_get(root, "dimensions");
+    c = json_pack("{s:O,s:O}", "model", model_json, "input", values);
+    if (dims && !json_is_null(dims)) json_object_set(c, "dimensions", dims);
+    rc = emb_check_request(c, q, e);
+    c = NULL;   /* taken */
+    if (rc) goto done;
+    r->canon.body = json_incref(q->body);
+    r->canon.model = q->model;
+    r->canon.stream = false;
+    r->canon.max_tokens = 0;   /* an embedding generates nothing */
+    /* the routing lists point into root, kept alive by ext */
+    const json_t *po = json_object_get(root, "providerOptions");
+    const json_t *g = json_is_object(po) ? json_object_get(po, "gateway") : NULL;
+    r->canon.ext = json_incref(root);
+    if (g && !json_is_null(g) && !json_is_object(g)) {
+        rc = bad(e, "providerOptions.gateway", "providerOptions.gateway must be an object%s", NULL);
+    } else {
+        if (json_array_size(json_object_get(g, "models"))) r->canon.models[r->canon.n_models++] = r->canon.model;
+        rc = gateway_list(g, "models", r->canon.models, &r->canon.n_models, e) ||
+             gateway_list(g, "order", r->canon.order, &r->canon.n_order, e) ||
+             gateway_list(g, "only", r->canon.only, &r->canon.n_only, e) ? -1 : 0;
+    }
+done:
+    json_decref(c);
+    json_decref(root);
+    json_decref(model_json);
+    return rc ? -1 : 0;
+}
+
+static void aig_embed_request_free(gw_request *r) { emb_request_free((emb_request *)r->state); }
+
+static void aig_embed_render_init(gw_render *rs, sg_buf *out, const gw_request *r, const char *model, int64_t created) {
+    (void)created;
+    emb_render *w = (emb_render *)rs->state;
+    emb_render_init(w, out, false, ((const emb_request *)r->state)->n_inputs, model);
+    emb_render_shape(w, EMB_SHAPE_AI_GATEWAY, aig_error_body);
+}
+static int aig_embed_render_event(gw_render *rs, const gw_event *ev) { return emb_render_event(rs->state, ev); }
+static int aig_embed_render_end(gw_render *rs) { return emb_render_end((emb_render *)rs->state); }
+static void aig_embed_render_error(gw_render *rs, const gw_api_error *e) { emb_render_error((emb_render *)rs->state, e); }
+static void aig_embed_render_free(gw_render *rs) { (void)rs; }
+
+const gw_client_api gw_api_ai_gateway_embedding = {
+    .name = "ai-gateway-embedding",
+    .paths = {"/v4/ai/embedding-model", NULL},
+    .kind = GW_REQ_EMBEDDINGS,
+    .parse = aig_embed_parse,
+    .canonical = aig_canonical,
+    .request_free = aig_embed_request_free,
+    .splice_openai = NULL,
+    .render_init = aig_embed_render_init,
+    .render_event = aig_embed_render_event,
+    .render_end = aig_embed_render_end,
+    .render_error = aig_embed_render_error,
+    .render_free = aig_embed_render_free,
     .error_body = aig_error_body,
 };

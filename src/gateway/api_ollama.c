@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "gateway/api.h"
+#include "gateway/codec_embed.h"
 
 /* ---- 1. requests ---- */
 
@@ -542,5 +543,115 @@ const gw_client_api gw_api_ollama_generate = {
     .render_end = ollama_api_render_end,
     .render_error = ollama_api_render_error,
     .render_free = ollama_api_render_free,
+    .error_body = ollama_error_body,
+};
+
+/* ---- embeddings: POST /api/embed and the legacy POST /api/embeddings ---- */
+
+_Static_assert(sizeof(emb_request) <= GW_API_STATE_BYTES, "GW_API_STATE_BYTES holds the request");
+
+/* The body as the OpenAI embeddings body the providers are built from ({model, input,
+ * dimensions}): the state's emb_request, as api_openai_embeddings.c keeps it. truncate,
+ * keep_alive and options are the runner's and are checked for type only. */
+static int embed_parse(gw_request *r, bool legacy, gw_api_error *e) {
+    emb_request *q = (emb_request *)r->state;
+    memset(q, 0, sizeof *q);
+    json_error_t je;
+    json_t *root = json_loadb(r->raw, r->raw_len, JSON_REJECT_DUPLICATES, &je);
+    if (!root) return gw_api_fail(e, 400, "invalid_request", NULL, "invalid JSON body: %s", je.text);
+    json_t *c = NULL;
+    int rc = -1;
+    if (!json_is_object(root)) { gw_api_fail(e, 400, "invalid_request", NULL, "the body must be a JSON object"); goto done; }
+    json_t *model = json_object_get(root, "model");
+    if (!json_is_string(model) || !json_string_length(model)) { gw_api_fail(e, 400, "invalid_request", "model", "model is required"); goto done; }
+    const char *in_key = legacy ? "prompt" : "input";
+    json_t *in = json_object_get(root, in_key);
+    bool ok = json_is_string(in) && json_string_length(in);
+    if (!legacy && json_is_array(in) && json_array_size(in)) {
+        ok = true;
+        size_t i;
+        json_t *x;
+        json_array_foreach(in, i, x) if (!json_is_string(x) || !json_string_length(x)) ok = false;
+    }
+    if (!ok) {
+        gw_api_fail(e, 400, "invalid_request", in_key, legacy ? "prompt must be a non-empty string"
+                                                               : "input must be a non-empty string or a non-empty array of non-empty strings");
+        goto done;
+    }
+    json_t *t = json_object_get(root, "truncate"), *o = json_object_get(root, "options");
+    if (t && !json_is_null(t) && !json_is_boolean(t)) { gw_api_fail(e, 400, "invalid_request", "truncate", "truncate must be a boolean"); goto done; }
+    if (o && !json_is_null(o) && !json_is_object(o)) { gw_api_fail(e, 400, "invalid_request", "options", "options must be an object"); goto done; }
+    c = json_pack("{s:O,s:O}", "model", model, "input", in);
+    json_t *dims = json_object_get(root, "dimensions");
+    if (!legacy && dims && !json_is_null(dims)) json_object_set(c, "dimensions", dims);
+    rc = emb_check_request(c, q, e);
+    c = NULL;   /* taken */
+    if (rc) goto done;
+    r->canon.body = json_incref(q->body);
+    r->canon.model = q->model;
+    r->canon.stream = false;
+    r->canon.max_tokens = 0;   /* an embedding generates nothing */
+done:
+    json_decref(c);
+    json_decref(root);
+    return rc ? -1 : 0;
+}
+
+static int embed_api_parse(gw_request *r, gw_api_error *e) { return embed_parse(r, false, e); }
+static int embeddings_api_parse(gw_request *r, gw_api_error *e) { return embed_parse(r, true, e); }
+static void embed_request_free(gw_request *r) { emb_request_free((emb_request *)r->state); }
+
+typedef struct embed_render {
+    emb_render emb;
+    uint64_t t0_ns;                /* monotonic: init, for total_duration */
+} embed_render;
+_Static_assert(sizeof(embed_render) <= GW_API_RENDER_BYTES, "GW_API_RENDER_BYTES holds the renderer");
+
+static void embed_render_init(gw_render *rs, sg_buf *out, const gw_request *r, const char *model, int64_t created) {
+    (void)created;
+    embed_render *w = (embed_render *)rs->state;
+    emb_render_init(&w->emb, out, false, ((const emb_request *)r->state)->n_inputs, model);
+    emb_render_shape(&w->emb, r->api == &gw_api_ollama_embeddings ? EMB_SHAPE_OLLAMA_LEGACY : EMB_SHAPE_OLLAMA,
+                     ollama_error_body);
+    w->t0_ns = mono_ns();
+}
+static int embed_render_event(gw_render *rs, const gw_event *ev) { return emb_render_event(&((embed_render *)rs->state)->emb, ev); }
+static int embed_render_end(gw_render *rs) {
+    embed_render *w = (embed_render *)rs->state;
+    w->emb.elapsed_ns = (int64_t)(mono_ns() - w->t0_ns);
+    return emb_render_end(&w->emb);
+}
+static void embed_render_error(gw_render *rs, const gw_api_error *e) { emb_render_error(&((embed_render *)rs->state)->emb, e); }
+static void embed_render_free(gw_render *rs) { (void)rs; }
+
+const gw_client_api gw_api_ollama_embed = {
+    .name = "ollama-embed",
+    .paths = {"/api/embed", NULL},
+    .kind = GW_REQ_EMBEDDINGS,
+    .parse = embed_api_parse,
+    .canonical = ollama_canonical,
+    .request_free = embed_request_free,
+    .splice_openai = NULL,
+    .render_init = embed_render_init,
+    .render_event = embed_render_event,
+    .render_end = embed_render_end,
+    .render_error = embed_render_error,
+    .render_free = embed_render_free,
+    .error_body = ollama_error_body,
+};
+
+const gw_client_api gw_api_ollama_embeddings = {
+    .name = "ollama-embeddings",
+    .paths = {"/api/embeddings", NULL},
+    .kind = GW_REQ_EMBEDDINGS,
+    .parse = embeddings_api_parse,
+    .canonical = ollama_canonical,
+    .request_free = embed_request_free,
+    .splice_openai = NULL,
+    .render_init = embed_render_init,
+    .render_event = embed_render_event,
+    .render_end = embed_render_end,
+    .render_error = embed_render_error,
+    .render_free = embed_render_free,
     .error_body = ollama_error_body,
 };

@@ -1,5 +1,6 @@
-/* api_ollama.h: Ollama's API (POST /api/chat, POST /api/generate and the read-only
- * /api/tags, /api/show, /api/ps, /api/version), spoken on the gateway's own port.
+/* api_ollama.h: Ollama's API (POST /api/chat, /api/generate, /api/embed, /api/embeddings
+ * and the read-only /api/tags, /api/show, /api/ps, /api/version), spoken on the gateway's
+ * own port.
  *
  * Why: Ollama clients (the `ollama` packages, LangChain's ChatOllama, editors and UIs
  * that probe for a local Ollama) then reach every model smolgate serves, local and remote,
@@ -23,6 +24,11 @@
  *    before the last. A failure after the first line is a line {"error": "..."} (the
  *    ollama client throws on it).
  * 3. Model listings: ollama_model_json writes one model as /api/tags and /api/ps list it.
+ * 4. Embeddings (the entries gw_api_ollama_embed and gw_api_ollama_embeddings of api.h):
+ *    POST /api/embed {model, input: a string or strings, dimensions, truncate} and the
+ *    legacy POST /api/embeddings {model, prompt} are kept as OpenAI embeddings bodies
+ *    (codec_embed.h) and served as POST /v1/embeddings is; answers {model, embeddings,
+ *    total_duration, load_duration, prompt_eval_count} and {embedding}.
  *
  * Pure functions (no I/O), except that the renderer reads the monotonic clock for the
  * durations it reports. */

@@ -70,6 +70,12 @@ int emb_parse_request(const char *body, size_t len, emb_request *out, gw_api_err
         return gw_api_fail(e, 400, NULL, NULL,
                            "We could not parse the JSON body of your request. (HINT: The API expects a JSON object.)");
     }
+    return emb_check_request(root, out, e);
+}
+
+int emb_check_request(json_t *root, emb_request *out, gw_api_error *e) {
+    memset(out, 0, sizeof *out);
+    out->dimensions = -1;
     json_t *model = json_object_get(root, "model");
     int rc = 0;
     if (!model) {
@@ -353,6 +359,12 @@ void emb_render_init(emb_render *r, sg_buf *out, bool base64, size_t n_inputs, c
     gw_usage_init(&r->usage);
 }
 
+void emb_render_shape(emb_render *r, emb_shape shape, void (*error_body)(sg_buf *out, const gw_api_error *e)) {
+    r->shape = shape;
+    r->error_body = error_body;
+    if (shape != EMB_SHAPE_OPENAI) r->base64 = false;   /* the other shapes carry numbers only */
+}
+
 int emb_render_event(void *arg, const gw_event *ev) {
     emb_render *r = arg;
     if (r->failed) return 0;
@@ -366,8 +378,27 @@ int emb_render_event(void *arg, const gw_event *ev) {
     }
     if (ev->kind != GW_EV_EMBEDDING) return 0;
     sg_buf *o = r->out;
-    sg_buf_puts(o, r->count ? "," : "{\"object\":\"list\",\"data\":[");
-    sg_buf_printf(o, "{\"object\":\"embedding\",\"index\":%zu,\"embedding\":", r->count);
+    switch (r->shape) {
+    case EMB_SHAPE_OPENAI:
+        sg_buf_puts(o, r->count ? "," : "{\"object\":\"list\",\"data\":[");
+        sg_buf_printf(o, "{\"object\":\"embedding\",\"index\":%zu,\"embedding\":", r->count);
+        break;
+    case EMB_SHAPE_OLLAMA:
+        if (r->count) sg_buf_putc(o, ',');
+        else {
+            sg_buf_puts(o, "{\"model\":");
+            sg_buf_json_str(o, r->model, strlen(r->model));
+            sg_buf_puts(o, ",\"embeddings\":[");
+        }
+        break;
+    case EMB_SHAPE_OLLAMA_LEGACY:
+        if (r->count) { r->count++; return 0; }   /* one input: render_end sees the surplus */
+        sg_buf_puts(o, "{\"embedding\":");
+        break;
+    case EMB_SHAPE_AI_GATEWAY:
+        sg_buf_puts(o, r->count ? "," : "{\"embeddings\":[");
+        break;
+    }
     if (r->base64) {
         sg_buf_putc(o, '"');
         emb_base64_floats(ev->vec, ev->dims, o);
@@ -377,7 +408,7 @@ int emb_render_event(void *arg, const gw_event *ev) {
         for (size_t i = 0; i < ev->dims; i++) sg_buf_printf(o, i ? ",%.9g" : "%.9g", (double)ev->vec[i]);
         sg_buf_putc(o, ']');
     }
-    sg_buf_putc(o, '}');
+    if (r->shape == EMB_SHAPE_OPENAI) sg_buf_putc(o, '}');
     r->count++;
     return 0;
 }
@@ -393,6 +424,10 @@ int emb_render_end(emb_render *r) {
                     r->count, r->n_inputs), r->failed = true;
     if (r->failed) {
         sg_buf_reset(r->out);
+        if (r->error_body) {
+            r->error_body(r->out, &r->error);
+            return r->error.status;
+        }
         json_t *err = json_pack("{s:{s:s,s:s,s:o,s:o}}", "error", "message", r->error.message, "type",
                                 r->error.type[0] ? r->error.type : gw_error_type_for_status(GW_WIRE_OPENAI, r->error.status),
                                 "param", r->error.param[0] ? json_string(r->error.param) : json_null(), "code",
@@ -405,6 +440,19 @@ int emb_render_end(emb_render *r) {
     }
     int64_t p = r->usage.input >= 0 ? r->usage.input : 0;
     if (r->usage.cache_read > 0) p += r->usage.cache_read;
+    switch (r->shape) {
+    case EMB_SHAPE_OPENAI: break;
+    case EMB_SHAPE_OLLAMA:
+        sg_buf_printf(r->out, "],\"total_duration\":%lld,\"load_duration\":0,\"prompt_eval_count\":%lld}",
+                      (long long)(r->elapsed_ns > 0 ? r->elapsed_ns : 0), (long long)p);
+        return 200;
+    case EMB_SHAPE_OLLAMA_LEGACY:
+        sg_buf_putc(r->out, '}');
+        return 200;
+    case EMB_SHAPE_AI_GATEWAY:
+        sg_buf_printf(r->out, "],\"usage\":{\"tokens\":%lld},\"warnings\":[]}", (long long)p);
+        return 200;
+    }
     sg_buf_puts(r->out, "],\"model\":");
     sg_buf_json_str(r->out, r->model, strlen(r->model));
     sg_buf_printf(r->out, ",\"usage\":{\"prompt_tokens\":%lld,\"total_tokens\":%lld}}", (long long)p, (long long)p);

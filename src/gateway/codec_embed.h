@@ -24,7 +24,9 @@
  *    of range or twice, a non-finite value, bad base64) is 1 and no event.
  * 4. Rendering: emb_render_* write OpenAI's {"object":"list","data":[...],"model",
  *    "usage"}, each vector as float numbers (printed so that they read back as the same
- *    float32) or base64 float32, as the client asked. */
+ *    float32) or base64 float32, as the client asked; or, after emb_render_shape, the
+ *    shapes of Ollama's /api/embed and /api/embeddings and of the AI Gateway protocol's
+ *    embedding-model answer (emb_shape). */
 #ifndef SG_GATEWAY_CODEC_EMBED_H
 #define SG_GATEWAY_CODEC_EMBED_H
 
@@ -51,6 +53,9 @@ typedef struct emb_request {
 } emb_request;
 
 int emb_parse_request(const char *body, size_t len, emb_request *out, gw_api_error *e);
+/* Validates an OpenAI-shaped body already parsed (what another API's entry builds from its
+ * own): takes root whatever the result. */
+int emb_check_request(json_t *root, emb_request *out, gw_api_error *e);
 void emb_request_free(emb_request *r);
 
 /* The inputs as text, joined by newlines (token arrays add their length to *tokens
@@ -70,7 +75,18 @@ void emb_base64_floats(const float *v, size_t n, sg_buf *out);
  * not a whole number of floats. */
 int emb_unbase64_floats(const char *s, size_t len, float **v, size_t *n);
 
+/* The answer's shape: which client API asked. */
+typedef enum emb_shape {
+    EMB_SHAPE_OPENAI,          /* {"object":"list","data":[{"object":"embedding","index","embedding"}],"model","usage"} */
+    EMB_SHAPE_OLLAMA,          /* {"model","embeddings":[[...]],"total_duration","load_duration","prompt_eval_count"} */
+    EMB_SHAPE_OLLAMA_LEGACY,   /* {"embedding":[...]}: one input */
+    EMB_SHAPE_AI_GATEWAY,      /* {"embeddings":[[...]],"usage":{"tokens"},"warnings":[]} */
+} emb_shape;
+
 typedef struct emb_render {
+    emb_shape shape;
+    void (*error_body)(sg_buf *out, const gw_api_error *e);   /* NULL: OpenAI's */
+    int64_t elapsed_ns;        /* Ollama's total_duration: set by the caller before render_end */
     sg_buf *out;
     bool base64;
     size_t n_inputs;
@@ -83,6 +99,8 @@ typedef struct emb_render {
 } emb_render;
 
 void emb_render_init(emb_render *r, sg_buf *out, bool base64, size_t n_inputs, const char *model);
+/* Another shape than OpenAI's (numbers only), its errors written by error_body. */
+void emb_render_shape(emb_render *r, emb_shape shape, void (*error_body)(sg_buf *out, const gw_api_error *e));
 int emb_render_event(void *r, const gw_event *ev);
 /* The list (200), or the error body (its status; 502 when the answer had fewer or more
  * vectors than inputs). */

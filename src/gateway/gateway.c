@@ -261,9 +261,6 @@ static bool handle_ollama(gateway *g, http_exchange *x, const http_request *req,
         handle_ollama_ps(g, x, key);
     } else if (!strcmp(path, "/api/version") && get) {
         respond_doc(x, 200, json_pack("{s:s,s:s}", "version", OLLAMA_API_VERSION, "smolgate", SMOLGATE_VERSION));
-    } else if ((!strcmp(path, "/api/embed") || !strcmp(path, "/api/embeddings")) && post) {
-        /* embeddings are not in the gateway yet: said plainly, in Ollama's shape */
-        respond_error(x, &gw_api_ollama_chat, 501, "not_implemented", "embeddings are not served by smolgate yet");
     } else {
         return false;
     }
@@ -504,9 +501,6 @@ static void handler(http_exchange *x, const http_request *req, void *arg) {
         handle_models(g, x, key);
     } else if (!strcmp(path, AI_GATEWAY_BASE "/config") && get) {
         handle_ai_gateway_config(g, x, key);
-    } else if (!strcmp(path, AI_GATEWAY_BASE "/embedding-model") && post) {
-        respond_error(x, wire, 501, "not_implemented",
-                      "embeddings are not served through the AI Gateway protocol yet (POST " AI_GATEWAY_BASE "/embedding-model)");
     } else if ((!strncmp(path, "/v1/models/", 11) || !strncmp(path, "/models/", 8)) && get) {
         handle_model(g, x, path + (path[1] == 'v' ? 11 : 8), key);
     } else if (!strcmp(path, "/v1/status") && get) {

@@ -203,11 +203,7 @@ export function gatewayOnly(api) {
 // gateway mode a test of one is skipped, saying so; SMOLGATE_PENDING=fail runs it (and it
 // fails) to show what is left. An entry goes when its API lands. A list rather than a
 // probe of the gateway: an endpoint that is served and breaks must fail, not skip.
-const PENDING = [
-  'POST /v4/ai/embedding-model',
-  // Ollama's /api/embed answers 501 until it is wired to the gateway's embeddings
-  'POST /api/embed',
-];
+const PENDING = [];
 export async function gatewayLacks(method, path, api) {
   if (!GATEWAY || process.env.SMOLGATE_PENDING === 'fail') return false;
   const k = `${method} ${path}`;

@@ -10,6 +10,8 @@
 #   (b) tests/gateway/faults.test.mjs: every injected fault ends in the right outcome,
 #       and tests/gateway/routing.test.mjs: keys, headers and fields sent upstream,
 #       and tests/gateway/aigateway.test.mjs: the Vercel AI Gateway protocol over fetch,
+#       and tests/gateway/embeddings.test.mjs: embeddings through every client API that
+#       asks for them (fallback, ledger, hostile inputs),
 #   (c) tests/gateway/hostile.test.mjs: bad input, slow and broken clients, signals
 #       (and tests/gateway/ollama.test.mjs: the same for Ollama's /api/*),
 #       and tests/gateway/responses.test.mjs: POST /v1/responses on every provider type,
@@ -173,6 +175,7 @@ models:
   openai/m-ctx-small: {context_window: 1000}
   backup/m-ctx-mid: {context_window: 1000}
   backup/m-ctx-large: {context_window: 100000}
+  backup/text-embedding-3-small: {price: {input: 0.02}}   # OpenAI's price at a server of another name
 routes:
   - name: chat
     targets: [openai/gpt-4o-mini, backup/gpt-4o-mini]
@@ -227,6 +230,10 @@ routes:
     targets: [backup/m-mcap-a, openai/m-mcap-b]
   - name: chat-local
     targets: [openai/m-local-primary, local/$local_name]
+  - name: emb-fb
+    targets: [openai/m-embfb-primary, backup/text-embedding-3-small]
+  - name: emb-fb-ollama
+    targets: [openai/m-embfbl-primary, backup/text-embedding-3-small]
 EOF
   for c in $cases; do
     [ "$c" = 429long ] && continue
@@ -297,7 +304,7 @@ for g in $groups; do
   case $g in
     clients) run_node clients tests/clients/*.test.mjs ;;
     faults)  run_node faults tests/gateway/faults.test.mjs ;;
-    routing) run_node routing tests/gateway/routing.test.mjs tests/gateway/aigateway.test.mjs ;;
+    routing) run_node routing tests/gateway/routing.test.mjs tests/gateway/aigateway.test.mjs tests/gateway/embeddings.test.mjs ;;
     hostile) run_node hostile tests/gateway/hostile.test.mjs tests/gateway/ollama.test.mjs ;;
     responses) run_node responses tests/gateway/responses.test.mjs ;;
     upstream) run_node upstream tests/gateway/hostile_upstream.test.mjs ;;

@@ -144,16 +144,18 @@ test('huge prompts: many messages below the body limit are served; above it, 413
   assert.equal((await fakeLog({ match: n })).length, 1, 'only the first reached upstream');
 });
 
-test('errors: unknown model 404 model_not_found, wrong key 401 authentication_error, embeddings 501', async () => {
+test('errors: unknown model 404 model_not_found, wrong key 401 authentication_error, for embeddings too', async () => {
   assertGatewayError(await call('openai/gpt-nonexistent-x', { prompt: [user('x')] }), 404, 'model_not_found');
   assertGatewayError(await call('no-such-route', { prompt: [user('x')] }), 404, 'model_not_found');
   assertGatewayError(await call('openai/gpt-4o-mini', { prompt: [user('x')] }, { key: 'sk-wrong' }), 401, 'authentication_error');
   const cfg = await get(`${BASE}/config`, { key: 'sk-wrong' });
   assert.equal(cfg.status, 401);
   assert.equal(cfg.json.error.type, 'authentication_error');
-  const em = await post({ values: ['x'] }, { path: `${BASE}/embedding-model`, headers: { 'ai-model-id': 'openai/text-embedding-3-small' } });
-  assertGatewayError(em, 501, 'internal_server_error');
-  assert.match(em.json.error.message, /embedding/);
+  const em = await post({ values: ['x'] }, { path: `${BASE}/embedding-model`, headers: { 'ai-model-id': 'no-such-route' } });
+  assertGatewayError(em, 404, 'model_not_found');
+  assert.match(em.json.error.message, /no-such-route/);
+  const ek = await post({ values: ['x'] }, { path: `${BASE}/embedding-model`, headers: { 'ai-model-id': 'openai/text-embedding-3-small' }, key: 'sk-wrong' });
+  assertGatewayError(ek, 401, 'authentication_error');
 });
 
 test('GET /config: every model of GET /v1/models, declaring specification v4; a limited key sees its routes only', async () => {

@@ -10,8 +10,8 @@
 //     /api/tags and gets 404 for a model beyond it; an unknown model -> 404 naming it
 //   - a private gateway whose key has limits {rpm: 1}: the second request -> 429
 //   - streamed answers are application/x-ndjson; the ledger records an Ollama request
-//   - GET / and HEAD / -> "Ollama is running"; POST /api/embed -> 501 until the gateway
-//     has embeddings
+//   - GET / and HEAD / -> "Ollama is running"; POST /api/embed answers (more in
+//     embeddings.test.mjs)
 
 import test from 'node:test';
 import assert from 'node:assert/strict';
@@ -130,13 +130,16 @@ test('streamed answers are NDJSON; the ledger has the request', async () => {
   assert.equal(total.output_tokens, lines.at(-1).eval_count, 'the ledger counts what the done line says');
 });
 
-test('probes: GET / and HEAD / say "Ollama is running"; /api/embed is 501 for now', async () => {
+test('probes: GET / and HEAD / say "Ollama is running"; /api/embed answers in Ollama\'s shape', async () => {
   const r = await fetch(`${GW}/`);
   assert.equal(r.status, 200);
   assert.equal(await r.text(), 'Ollama is running');
   const h = await fetch(`${GW}/`, { method: 'HEAD' });
   assert.equal(h.status, 200);
-  assertOllamaError(await post({ model: 'chat', input: 'x' }, { path: '/api/embed' }), 501, /embeddings/);
+  const em = await post({ model: 'openai/text-embedding-3-small', input: 'x' }, { path: '/api/embed' });   // vectors: embeddings.test.mjs
+  assert.equal(em.status, 200, em.text.slice(0, 300));
+  assert.equal(em.json.embeddings.length, 1);
+  assertOllamaError(await post({ model: 'chat', input: 7 }, { path: '/api/embed' }), 400, /input/);
   const v = await get('/api/version');
   assert.match(v.json.version, /^\d+\.\d+\.\d+$/);
 });
