@@ -110,6 +110,15 @@ extern const gw_client_api gw_api_ollama_embed;      /* POST /api/embed */
 extern const gw_client_api gw_api_ollama_embeddings; /* POST /api/embeddings (legacy) */
 extern const gw_client_api gw_api_ai_gateway_embedding;   /* api_ai_gateway.c */
 
+/* What every embeddings entry shares (api_openai_embeddings.c): its state starts with an
+ * emb_request and its renderer with an emb_render (codec_embed.h), set up by the entry's
+ * own parse and render_init (which choose the answer's shape). */
+void gw_emb_request_free(gw_request *r);
+int gw_emb_render_event(gw_render *rs, const gw_event *ev);
+int gw_emb_render_end(gw_render *rs);
+void gw_emb_render_error(gw_render *rs, const gw_api_error *e);
+void gw_emb_render_free(gw_render *rs);
+
 /* Every client API, NULL-terminated. The first also words the errors of the gateway's
  * other endpoints. */
 extern const gw_client_api *const gw_client_apis[];

@@ -707,18 +707,12 @@ done:
     return rc ? -1 : 0;
 }
 
-static void aig_embed_request_free(gw_request *r) { emb_request_free((emb_request *)r->state); }
-
 static void aig_embed_render_init(gw_render *rs, sg_buf *out, const gw_request *r, const char *model, int64_t created) {
     (void)created;
     emb_render *w = (emb_render *)rs->state;
     emb_render_init(w, out, false, ((const emb_request *)r->state)->n_inputs, model);
     emb_render_shape(w, EMB_SHAPE_AI_GATEWAY, aig_error_body);
 }
-static int aig_embed_render_event(gw_render *rs, const gw_event *ev) { return emb_render_event(rs->state, ev); }
-static int aig_embed_render_end(gw_render *rs) { return emb_render_end((emb_render *)rs->state); }
-static void aig_embed_render_error(gw_render *rs, const gw_api_error *e) { emb_render_error((emb_render *)rs->state, e); }
-static void aig_embed_render_free(gw_render *rs) { (void)rs; }
 
 const gw_client_api gw_api_ai_gateway_embedding = {
     .name = "ai-gateway-embedding",
@@ -726,12 +720,12 @@ const gw_client_api gw_api_ai_gateway_embedding = {
     .kind = GW_REQ_EMBEDDINGS,
     .parse = aig_embed_parse,
     .canonical = aig_canonical,
-    .request_free = aig_embed_request_free,
+    .request_free = gw_emb_request_free,
     .splice_openai = NULL,
     .render_init = aig_embed_render_init,
-    .render_event = aig_embed_render_event,
-    .render_end = aig_embed_render_end,
-    .render_error = aig_embed_render_error,
-    .render_free = aig_embed_render_free,
+    .render_event = gw_emb_render_event,
+    .render_end = gw_emb_render_end,
+    .render_error = gw_emb_render_error,
+    .render_free = gw_emb_render_free,
     .error_body = aig_error_body,
 };

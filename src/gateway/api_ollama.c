@@ -599,10 +599,9 @@ done:
 
 static int embed_api_parse(gw_request *r, gw_api_error *e) { return embed_parse(r, false, e); }
 static int embeddings_api_parse(gw_request *r, gw_api_error *e) { return embed_parse(r, true, e); }
-static void embed_request_free(gw_request *r) { emb_request_free((emb_request *)r->state); }
 
 typedef struct embed_render {
-    emb_render emb;
+    emb_render emb;                /* first: gw_emb_render_* work on it */
     uint64_t t0_ns;                /* monotonic: init, for total_duration */
 } embed_render;
 _Static_assert(sizeof(embed_render) <= GW_API_RENDER_BYTES, "GW_API_RENDER_BYTES holds the renderer");
@@ -615,14 +614,11 @@ static void embed_render_init(gw_render *rs, sg_buf *out, const gw_request *r, c
                      ollama_error_body);
     w->t0_ns = mono_ns();
 }
-static int embed_render_event(gw_render *rs, const gw_event *ev) { return emb_render_event(&((embed_render *)rs->state)->emb, ev); }
 static int embed_render_end(gw_render *rs) {
     embed_render *w = (embed_render *)rs->state;
     w->emb.elapsed_ns = (int64_t)(mono_ns() - w->t0_ns);
     return emb_render_end(&w->emb);
 }
-static void embed_render_error(gw_render *rs, const gw_api_error *e) { emb_render_error(&((embed_render *)rs->state)->emb, e); }
-static void embed_render_free(gw_render *rs) { (void)rs; }
 
 const gw_client_api gw_api_ollama_embed = {
     .name = "ollama-embed",
@@ -630,13 +626,13 @@ const gw_client_api gw_api_ollama_embed = {
     .kind = GW_REQ_EMBEDDINGS,
     .parse = embed_api_parse,
     .canonical = ollama_canonical,
-    .request_free = embed_request_free,
+    .request_free = gw_emb_request_free,
     .splice_openai = NULL,
     .render_init = embed_render_init,
-    .render_event = embed_render_event,
+    .render_event = gw_emb_render_event,
     .render_end = embed_render_end,
-    .render_error = embed_render_error,
-    .render_free = embed_render_free,
+    .render_error = gw_emb_render_error,
+    .render_free = gw_emb_render_free,
     .error_body = ollama_error_body,
 };
 
@@ -646,12 +642,12 @@ const gw_client_api gw_api_ollama_embeddings = {
     .kind = GW_REQ_EMBEDDINGS,
     .parse = embeddings_api_parse,
     .canonical = ollama_canonical,
-    .request_free = embed_request_free,
+    .request_free = gw_emb_request_free,
     .splice_openai = NULL,
     .render_init = embed_render_init,
-    .render_event = embed_render_event,
+    .render_event = gw_emb_render_event,
     .render_end = embed_render_end,
-    .render_error = embed_render_error,
-    .render_free = embed_render_free,
+    .render_error = gw_emb_render_error,
+    .render_free = gw_emb_render_free,
     .error_body = ollama_error_body,
 };

@@ -24,17 +24,17 @@ static int embeddings_canonical(gw_request *r, gw_api_error *e) {
     return gw_api_fail(e, 500, "internal_error", NULL, "the request has no canonical body");
 }
 
-static void embeddings_request_free(gw_request *r) { emb_request_free((emb_request *)r->state); }
+void gw_emb_request_free(gw_request *r) { emb_request_free((emb_request *)r->state); }
 
 static void embeddings_render_init(gw_render *rs, sg_buf *out, const gw_request *r, const char *model, int64_t created) {
     (void)created;
     const emb_request *q = (const emb_request *)r->state;
     emb_render_init((emb_render *)rs->state, out, q->base64, q->n_inputs, model);
 }
-static int embeddings_render_event(gw_render *rs, const gw_event *ev) { return emb_render_event(rs->state, ev); }
-static int embeddings_render_end(gw_render *rs) { return emb_render_end((emb_render *)rs->state); }
-static void embeddings_render_error(gw_render *rs, const gw_api_error *e) { emb_render_error((emb_render *)rs->state, e); }
-static void embeddings_render_free(gw_render *rs) { (void)rs; }
+int gw_emb_render_event(gw_render *rs, const gw_event *ev) { return emb_render_event(rs->state, ev); }
+int gw_emb_render_end(gw_render *rs) { return emb_render_end((emb_render *)rs->state); }
+void gw_emb_render_error(gw_render *rs, const gw_api_error *e) { emb_render_error((emb_render *)rs->state, e); }
+void gw_emb_render_free(gw_render *rs) { (void)rs; }
 
 const gw_client_api gw_api_openai_embeddings = {
     .name = "openai-embeddings",
@@ -42,12 +42,12 @@ const gw_client_api gw_api_openai_embeddings = {
     .kind = GW_REQ_EMBEDDINGS,
     .parse = embeddings_parse,
     .canonical = embeddings_canonical,
-    .request_free = embeddings_request_free,
+    .request_free = gw_emb_request_free,
     .splice_openai = NULL,
     .render_init = embeddings_render_init,
-    .render_event = embeddings_render_event,
-    .render_end = embeddings_render_end,
-    .render_error = embeddings_render_error,
-    .render_free = embeddings_render_free,
+    .render_event = gw_emb_render_event,
+    .render_end = gw_emb_render_end,
+    .render_error = gw_emb_render_error,
+    .render_free = gw_emb_render_free,
     .error_body = oai_error_body,
 };
