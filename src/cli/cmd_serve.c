@@ -32,6 +32,16 @@ static void serve_usage(FILE *f) {
     fputs(serve_usage_text, f);
 }
 
+/* name into out as a served model name: lowercase, [a-z0-9._-], anything else '-'. */
+static void served_name(const char *name, char *out, size_t cap) {
+    size_t o = 0;
+    for (; *name && o + 1 < cap; name++) {
+        unsigned char c = (unsigned char)tolower((unsigned char)*name);
+        out[o++] = isalnum(c) || c == '.' || c == '_' || c == '-' ? (char)c : '-';
+    }
+    out[o] = 0;
+}
+
 /* A served name for a pulled model: the repository's name without its owner and a
  * "-GGUF" suffix, then the quant: ggml-org/SmolLM3-3B-GGUF:Q4_K_M -> smollm3-3b-q4_k_m;
  * ollama:library/smollm3:latest -> smollm3-latest. Lowercase, [a-z0-9._-]. */
@@ -39,13 +49,7 @@ static void pulled_model_name(const hub_model *hm, char *out, size_t cap) {
     const char *n = hm->name;
     if (!strncmp(n, "ollama:", 7)) n += 7;
     const char *slash = strrchr(n, '/');
-    if (slash) n = slash + 1;
-    size_t o = 0;
-    for (; *n && o + 1 < cap; n++) {
-        unsigned char c = (unsigned char)tolower((unsigned char)*n);
-        out[o++] = isalnum(c) || c == '.' || c == '_' || c == '-' ? (char)c : '-';
-    }
-    out[o] = 0;
+    served_name(slash ? slash + 1 : n, out, cap);
     char *gg = strstr(out, "-gguf");
     if (gg && (gg[5] == 0 || gg[5] == '-')) memmove(gg, gg + 5, strlen(gg + 5) + 1);
     if (!strcmp(hm->format, "gguf") && hm->quant && strcmp(hm->quant, "?") && !strchr(hm->name, ':')) {
@@ -95,14 +99,8 @@ static char *resolve_model_arg(const char *arg) {
     if (!path) return NULL;
     const char *n = strncmp(arg, "ollama:", 7) ? arg : arg + 7;
     const char *slash = strrchr(n, '/');
-    if (slash) n = slash + 1;
     char name[129];
-    size_t o = 0;
-    for (; *n && o + 1 < sizeof name; n++) {
-        unsigned char c = (unsigned char)tolower((unsigned char)*n);
-        name[o++] = isalnum(c) || c == '.' || c == '_' || c == '-' ? (char)c : '-';
-    }
-    name[o] = 0;
+    served_name(slash ? slash + 1 : n, name, sizeof name);
     size_t l = strlen(name) + strlen(path) + 2;
     char *out = sg_xmalloc(l);
     snprintf(out, l, "%s=%s", name, path);
