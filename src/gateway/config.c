@@ -938,6 +938,7 @@ static void provider_defaults(gw_provider *p, const char *name, gw_provider_type
     p->local.queue = 16;
     p->local.parallel = 4;
     const known_provider *k = gw_provider_entry_of(type);
+    p->entry = k;
     if (k->default_base_url) p->base_url = arena_strdup(a, k->default_base_url);
     if (k->default_version) p->version = arena_strdup(a, k->default_version);
 }

@@ -81,6 +81,10 @@ typedef struct gw_provider_entry {
     const char *key_env[2];        /* where the SDKs read its key, preferred first */
     const char *url_env[2];        /* ... and its base URL */
     const char *const *config_keys;/* the keys of its providers: section, NULL-terminated */
+    /* What GET /v1/models (and /api/tags, /v4/ai/config) lists for a provider of this type
+     * that is configured without being declared (a key in the environment): its current
+     * models, NULL-terminated; NULL: none. */
+    const char *const *listed_models;
 
     const gw_client_api *passthrough_api;
     bool in_process;
@@ -119,6 +123,18 @@ typedef struct gw_provider_entry {
     /* Its answer: EMBEDDING events in input order, USAGE when reported; 0, 1 malformed,
      * -1 when fn stopped. */
     int (*scan_embeddings)(const char *body, size_t len, gw_event_fn fn, void *ctx);
+
+    /* ---- token counting (POST /v1/messages/count_tokens, count_tokens.c) ---- */
+    /* The provider's own count endpoint: writes the upstream request for body (Anthropic's
+     * Messages shape, already without max_tokens and stream) and model. NULL: none (an
+     * in-process provider counts with count_prompt; others are estimated). */
+    void (*build_count_tokens)(const json_t *body, const gw_provider *pv, const char *model, gw_upstream_call *call);
+    /* Its answer (status 200): the input tokens, or -1 when malformed. Error statuses go
+     * through classify_error. */
+    int64_t (*scan_count_tokens)(const char *body, size_t len);
+    /* In-process: the prompt's exact count (*n); 0, -1 with err (the client's fault), or 1
+     * when this model is not loaded here (the gateway estimates instead). */
+    int (*count_prompt)(struct gateway *g, const char *model, const json_t *body, int64_t *n, sg_error *err);
 
     /* ---- in-process ---- */
     /* Starts a job for model: a handle for job_cancel, or NULL with e (no code when the

@@ -18,6 +18,9 @@ _Static_assert(sizeof(oai_scan) <= GW_SCAN_BYTES, "GW_SCAN_BYTES holds the scann
 static const char *const k_keys[] = {"type", "base_url", "api_key", "headers", "timeouts", "retries", "limits",
                                      "max_response_bytes", "max_sse_line_bytes", "max_header_bytes", NULL};
 
+/* Listed by GET /v1/models for an openai provider configured from the environment. */
+static const char *const k_models[] = {"gpt-4o-mini", "gpt-4o", "gpt-4.1", "gpt-4.1-mini", "gpt-4.1-nano", "o4-mini", "o3", NULL};
+
 /* OpenAI's own prices for api.openai.com under any name; other compatible servers have
  * their own (or none). */
 static const char *openai_cost_vendor(const gw_provider *p) {
@@ -141,6 +144,7 @@ const gw_provider_entry gw_provider_openai = {
     .key_env = {"OPENAI_API_KEY", NULL},
     .url_env = {"OPENAI_BASE_URL", NULL},
     .config_keys = k_keys,
+    .listed_models = k_models,
     .passthrough_api = &gw_api_openai_chat,
     .cost_vendor = openai_cost_vendor,
     .build_request = openai_build,
