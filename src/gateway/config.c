@@ -1237,15 +1237,20 @@ static const gw_local_model *local_find(const gw_provider *p, const char *name) 
     return NULL;
 }
 
-static bool has_prefix(const char *s, const char *p) { return !strncmp(s, p, strlen(p)); }
-
-/* The provider family of a bare model name as users' code sends it, or NULL. */
+/* The well-known provider a bare model name as users' code sends it belongs to (its
+ * type's entry says), or NULL. */
 static const char *family_of(const char *m) {
-    if (has_prefix(m, "gpt-") || has_prefix(m, "chatgpt-") || has_prefix(m, "text-embedding-")) return "openai";
-    if (m[0] == 'o' && (m[1] == '1' || m[1] == '3' || m[1] == '4') && (m[2] == 0 || m[2] == '-')) return "openai";
-    if (has_prefix(m, "claude-")) return "anthropic";
-    if (has_prefix(m, "gemini-")) return "google";
+    for (size_t i = 0; i < N_KNOWN; i++)
+        if (k_known(i).owns_bare_model && k_known(i).owns_bare_model(m)) return k_known(i).type_name;
     return NULL;
+}
+
+/* "gpt-*, o1/o3/o4*, ..., gemini-*": the bare names family_of knows, for errors. */
+static void families(char *out, size_t cap) {
+    size_t o = 0;
+    out[0] = 0;
+    for (size_t i = 0; i < N_KNOWN && o < cap; i++)
+        if (k_known(i).bare_models) o += (size_t)snprintf(out + o, cap - o, "%s%s", o ? ", " : "", k_known(i).bare_models);
 }
 
 static void not_configured(char *why, size_t cap, const gw_provider *p) {
@@ -1296,9 +1301,10 @@ static int resolve_direct(const gw_config *c, const char *id, gw_resolved *r, ch
         if (!p) {
             const char *fam = family_of(id);
             if (!fam) {
-                snprintf(why, cap, "unknown model \"%.100s\": not a route, a local model, or a known family "
-                         "(gpt-*, o1/o3/o4*, chatgpt-*, text-embedding-*, claude-*, gemini-*); "
-                         "write it as provider/model", id);
+                char fams[200];
+                families(fams, sizeof fams);
+                snprintf(why, cap, "unknown model \"%.100s\": not a route, a local model, or a known family (%s); "
+                         "write it as provider/model", id, fams);
                 return -1;
             }
             p = config_provider(c, fam);

@@ -467,11 +467,9 @@ static void handler(http_exchange *x, const http_request *req, void *arg) {
         return;
     }
     const gw_client_api *chat_api = gw_client_api_for_path(path);   /* NULL: not a chat endpoint */
-    bool ai_gateway = !strncmp(path, AI_GATEWAY_BASE "/", sizeof AI_GATEWAY_BASE);   /* errors in its shape */
     bool count = !strcmp(path, "/v1/messages/count_tokens");
     bool ollama = !strncmp(path, "/api/", 5);
-    const gw_client_api *wire = chat_api ? chat_api : count ? &gw_api_anthropic_messages
-                              : ai_gateway ? &gw_api_ai_gateway : ollama ? &gw_api_ollama_chat : gw_client_apis[0];
+    const gw_client_api *wire = gw_client_api_for_errors(path);   /* errors in the shape its clients read */
     bool ok;
     const gw_key *key = authenticate(g, req, &ok);
     if (!ok) {
@@ -521,10 +519,11 @@ static void handler(http_exchange *x, const http_request *req, void *arg) {
 
 /* ---- local models ---- */
 
+/* The engines of the in-process providers (their `models:`, gw_provider.local). */
 static int start_locals(gateway *g, sg_error *err) {
     for (size_t i = 0; i < g->cfg->n_providers; i++) {
         const gw_provider *p = &g->cfg->providers[i];
-        if (p->type != GW_PROVIDER_LOCAL || !p->configured) continue;
+        if (!p->entry->in_process || !p->configured) continue;
         for (size_t k = 0; k < p->local.n_models; k++) {
             const gw_local_model *lm = &p->local.models[k];
             if (gateway_local(g, lm->name)) continue;
@@ -715,7 +714,7 @@ static void print_welcome(const gateway *g, int port) {
     for (size_t i = 0; i < c->n_providers; i++) {
         const gw_provider *p = &c->providers[i];
         if (!p->configured) continue;
-        if (p->type == GW_PROVIDER_LOCAL) {
+        if (p->entry->in_process) {
             for (size_t j = 0; j < p->local.n_models; j++) {
                 const gw_local_model *m = &p->local.models[j];
                 sg_buf_printf(&b, "  %s  %s/%s%s%s%s  %s\n", n_local++ ? "              " : "local models", p->name, m->name,
@@ -725,7 +724,7 @@ static void print_welcome(const gateway *g, int port) {
     }
     for (size_t i = 0; i < c->n_providers; i++) {
         const gw_provider *p = &c->providers[i];
-        if (!p->configured || p->type == GW_PROVIDER_LOCAL) continue;
+        if (!p->configured || p->entry->in_process) continue;
         sg_buf_printf(&b, "%s%s", n_remote++ ? ", " : "  providers     ", p->name);
     }
     if (n_remote) sg_buf_puts(&b, "\n");
@@ -761,7 +760,7 @@ int gateway_serve(const gateway_opts *o, sg_error *err) {
     if (o->check) {   /* the configuration, and every local model's files as they would load */
         for (size_t i = 0; i < cfg->n_providers && !rc; i++) {
             const gw_provider *p = &cfg->providers[i];
-            if (p->type != GW_PROVIDER_LOCAL) continue;
+            if (!p->entry->in_process) continue;
             for (size_t j = 0; j < p->local.n_models && !rc; j++) {
                 sg_model *m = model_load(p->local.models[j].path, err);
                 if (!m) {

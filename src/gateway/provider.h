@@ -85,6 +85,11 @@ typedef struct gw_provider_entry {
      * that is configured without being declared (a key in the environment): its current
      * models, NULL-terminated; NULL: none. */
     const char *const *listed_models;
+    /* Whether a bare model name ("claude-sonnet-4-5", no "provider/") as users' code sends
+     * it belongs to the well-known provider of this type; NULL: none does. bare_models
+     * says which, for errors ("claude-*"). */
+    bool (*owns_bare_model)(const char *model);
+    const char *bare_models;
 
     const gw_client_api *passthrough_api;
     bool in_process;

@@ -1,6 +1,7 @@
 /* provider_anthropic.c: Anthropic's Messages API: POST {base_url}/v1/messages, x-api-key
  * and anthropic-version headers; the canonical request is translated (codec_anthropic.h). */
 #include <stdlib.h>
+#include <string.h>
 
 #include "gateway/codec_anthropic.h"
 #include "gateway/provider.h"
@@ -12,6 +13,8 @@ static const char *const k_keys[] = {"type", "base_url", "api_key", "version", "
 
 /* Listed by GET /v1/models for an anthropic provider configured from the environment. */
 static const char *const k_models[] = {"claude-sonnet-4-5", "claude-haiku-4-5", "claude-opus-4-1", NULL};
+
+static bool anthropic_owns(const char *m) { return !strncmp(m, "claude-", 7); }
 
 static const char *anthropic_cost_vendor(const gw_provider *p) { (void)p; return "anthropic"; }
 
@@ -83,6 +86,8 @@ const gw_provider_entry gw_provider_anthropic = {
     .url_env = {"ANTHROPIC_BASE_URL", NULL},
     .config_keys = k_keys,
     .listed_models = k_models,
+    .owns_bare_model = anthropic_owns,
+    .bare_models = "claude-*",
     .cost_vendor = anthropic_cost_vendor,
     .build_request = anthropic_build,
     .scan_init = anthropic_scan_init,

@@ -66,6 +66,8 @@ static gw_failure google_classify(int status, const char *body, size_t len, gw_a
     return gw_classify_error(GW_WIRE_GEMINI, status, body, len, out);
 }
 
+static bool google_owns(const char *m) { return !strncmp(m, "gemini-", 7); }
+
 const gw_provider_entry gw_provider_google = {
     .type = GW_PROVIDER_GOOGLE,
     .type_name = "google",
@@ -75,6 +77,8 @@ const gw_provider_entry gw_provider_google = {
     .url_env = {"GEMINI_BASE_URL", "GOOGLE_GEMINI_BASE_URL"},
     .config_keys = k_keys,
     .listed_models = k_models,
+    .owns_bare_model = google_owns,
+    .bare_models = "gemini-*",
     .cost_vendor = google_cost_vendor,
     .build_request = google_build,
     .scan_init = google_scan_init,
