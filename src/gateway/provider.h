@@ -22,6 +22,12 @@
  *                    circuit breaker either
  *   build_embeddings serves POST /v1/embeddings (NULL: it cannot embed, and an
  *                    embeddings request's routing skips it)
+ *   build_count_tokens / count_prompt  how POST /v1/messages/count_tokens counts for it
+ *                    (its endpoint, the local tokenizer; neither: an estimate)
+ *
+ * The gateway's other modules know providers only through this table too: a configured
+ * provider carries its entry (gw_provider.entry), GET /v1/models lists its
+ * listed_models, a bare model name resolves through owns_bare_model.
  *
  * Adding a provider: a file provider_NAME.c defining a const gw_provider_entry, a value
  * in gw_provider_type (config.h), and its row in gw_provider_entries (provider.c).
