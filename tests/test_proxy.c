@@ -254,6 +254,14 @@ static void reset_script(void) {
     memset(&T, 0, sizeof T);
 }
 
+/* Each test starts with an empty script and no breaker state: earlier tests' failures
+ * would otherwise open breakers and reorder targets. */
+static void fresh(void) {
+    reset_script();
+    breaker_table_free(G.breakers);
+    G.breakers = breaker_table_new(G.cfg->circuit_breaker.max_targets);
+}
+
 /* "pa,pa,pb": the providers called, in order (from each call's URL "http://NAME.test/"). */
 static const char *call_order(void) {
     static char s[256];
@@ -299,7 +307,7 @@ static const char *k_config =
     "  - {name: thrifty, retry_budget: 1, targets: [pa/m, pb/m]}\n"
     "  - {name: limited, limits: {rpm: 1}, targets: [pb/m]}\n"
     "  - {name: budgeted, budget: {total_usd: 0.0001}, targets: [pb/m]}\n"
-    "circuit_breaker: {failures: 2, window_ms: 60000, cooldown_ms: 100, max_cooldown_ms: 1000}\n"
+    "circuit_breaker: {failures: 2, window_ms: 60000, cooldown_ms: 1000, max_cooldown_ms: 4000}\n"
     "ledger: {sqlite: '%s/ledger.db', spool_dir: '%s/spool', flush_ms: 10}\n";
 
 static int setup(void) {
@@ -490,7 +498,7 @@ static int ledger_count(void) {
 /* tests */
 
 static void test_success_first_target(void) {
-    reset_script();
+    fresh();
     script(ok_body("hello there|7|3"));
     reply r;
     chat(&r, "ab", false);
@@ -514,7 +522,7 @@ static void test_success_first_target(void) {
 
 /* 429 with retry-after-ms: the same target again, no sooner than asked. */
 static void test_retry_honours_retry_after(void) {
-    reset_script();
+    fresh();
     script((fake_answer){.status = 429, .headers = {{"retry-after-ms", "120"}}, .chunks = {"slow down"}});
     script(ok_body("second time|5|2"));
     reply r;
@@ -531,7 +539,7 @@ static void test_retry_honours_retry_after(void) {
 
 /* A retry-after beyond the route's deadline (2 s) is not waited for: the next target now. */
 static void test_retry_after_bounded_by_deadline(void) {
-    reset_script();
+    fresh();
     script((fake_answer){.status = 503, .headers = {{"retry-after", "30"}}, .chunks = {"later"}});
     script(ok_body("from b|5|2"));
     reply r;
@@ -547,7 +555,7 @@ static void test_retry_after_bounded_by_deadline(void) {
 
 /* 400 and 402 are the client's (or the account's) problem: relayed, nothing else tried. */
 static void test_no_retry_of_client_errors(void) {
-    reset_script();
+    fresh();
     script(error_status(400, "bad tool schema"));
     reply r;
     chat(&r, "ab", false);
@@ -572,7 +580,7 @@ static void test_no_retry_of_client_errors(void) {
 
 /* Route order: pb (connection refused), pc (503), then pa answers. */
 static void test_fallback_in_route_order(void) {
-    reset_script();
+    fresh();
     script((fake_answer){.connect_error = UPSTREAM_ERR_CONNECT_REFUSED});
     script(error_status(503, "overloaded"));
     script(ok_body("third|4|4"));
@@ -608,7 +616,7 @@ static void test_fallback_in_route_order(void) {
 
 /* The route's retry budget (1) ends retries of pa (which allows 2): then the fallback. */
 static void test_retry_budget_exhausted(void) {
-    reset_script();
+    fresh();
     script(error_status(500, "one"));
     script(error_status(500, "two"));
     script(ok_body("b answers|1|1"));
@@ -624,8 +632,7 @@ static void test_retry_budget_exhausted(void) {
 /* Two failures of pc open its breaker: pc goes last (pb answers first, pc untried); after
  * the cooldown pc is half-open, probed first again, and a success closes it. */
 static void test_breaker_opens_then_half_open(void) {
-    breaker_table_free(G.breakers);   /* what earlier tests' failures left */
-    G.breakers = breaker_table_new(G.cfg->circuit_breaker.max_targets);
+    fresh();
     reply r;
     for (int i = 0; i < 2; i++) {
         reset_script();
@@ -646,7 +653,7 @@ static void test_breaker_opens_then_half_open(void) {
     CHECK_EQ_STR(l.attempts, "pb:200:-");
     sg_buf_free(&r.raw);
 
-    pump(150);   /* past the 100 ms cooldown */
+    pump(1100);   /* past the 1 s cooldown */
     breaker_view v[4];
     size_t n = breaker_list(G.breakers, &G.cfg->circuit_breaker, loop_update_now(G.loop), v, 4);
     CHECK_EQ_INT(n, 1);
@@ -668,7 +675,7 @@ static void test_breaker_opens_then_half_open(void) {
 /* A stream that breaks after its first byte reached the client: no retry, no fallback;
  * the client's stream ends with an error, never a clean end. */
 static void test_stream_failure_after_first_byte(void) {
-    reset_script();
+    fresh();
     script((fake_answer){.status = 200, .chunks = {"data: partial answer\n\n"}, .end = UPSTREAM_ERR_RESET_DURING_RESPONSE});
     reply r;
     chat(&r, "ab", true);
@@ -701,7 +708,7 @@ static void test_stream_failure_after_first_byte(void) {
 
 /* The route's rpm (1): the second request is refused with 429 before any attempt. */
 static void test_limits_refuse_before_any_attempt(void) {
-    reset_script();
+    fresh();
     script(ok_body("once|1|1"));
     reply r;
     chat(&r, "limited", false);
@@ -727,7 +734,7 @@ static void test_limits_refuse_before_any_attempt(void) {
 /* A budget of $0.0001 (100 micro-dollars) at $1 per million tokens: an answer that used
  * 100 tokens spends it; the next request is refused before any attempt. */
 static void test_budget_exhausted(void) {
-    reset_script();
+    fresh();
     script(ok_body("spent|10|90"));
     reply r;
     chat(&r, "budgeted", false);
@@ -752,7 +759,7 @@ static void test_count_tokens(void) {
     const char *body = "{\"model\":\"%s\",\"messages\":[{\"role\":\"user\",\"content\":\"count me\"}]}";
     char b[256];
     int before = ledger_count();
-    reset_script();
+    fresh();
     script(ok_body("42"));
     script(error_status(529, "overloaded"));
     reply r;

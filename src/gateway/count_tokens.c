@@ -193,8 +193,9 @@ void count_tokens_handle(gateway *g, http_exchange *x, const http_request *req, 
         json_decref(root);
         return;
     }
-    int64_t n;
-    int counted = pv->entry->count_prompt ? pv->entry->count_prompt(g, model, a.body, &n, &err) : 1;
+    int64_t n = 0;
+    int counted = 1;   /* 0 counted, -1 the client's error, 1 not here: estimated */
+    if (!pv->entry->build_count_tokens && pv->entry->count_prompt) counted = pv->entry->count_prompt(g, model, a.body, &n, &err);
     if (pv->entry->build_count_tokens) {
         ask_provider(g, x, root, pv, model);
     } else if (counted == 0) {
