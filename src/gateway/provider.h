@@ -19,7 +19,8 @@
  *                    request may be spliced (gw_client_api.splice_openai), the answer's
  *                    bytes go to the client as they are and are only scanned
  *   in_process       runs jobs (job_start / job_cancel), no upstream transfer: no
- *                    circuit breaker either
+ *                    circuit breaker either; its section lists the models it loads
+ *                    (gw_provider.local), which the gateway starts
  *   build_embeddings serves POST /v1/embeddings (NULL: it cannot embed, and an
  *                    embeddings request's routing skips it)
  *   build_count_tokens / count_prompt  how POST /v1/messages/count_tokens counts for it
