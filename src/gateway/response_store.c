@@ -173,6 +173,7 @@ typedef struct rs_job {
     char *ids[RSTORE_MAX_FETCH];
     size_t n;
     char *response, *messages, *input_items;   /* a put */
+    int64_t created_ms;            /* a put: when the loop made it (orders the responses) */
     rstore_status status;
     rstore_entry entries[RSTORE_MAX_FETCH];
 } rs_job;
@@ -224,7 +225,7 @@ static void job_run(ledger_db *db, rs_job *j, const rstore_limits *lim, sg_error
     int rc = 0;
     if (j->op == JOB_PUT) {
         rstore_db_record r = {j->ids[0], j->owner, j->response, j->messages, j->input_items};
-        rc = rstore_db_put(db, &r, lim, now, err);
+        rc = rstore_db_put(db, &r, lim, j->created_ms, err);
     } else if (j->op == JOB_DELETE) {
         rc = rstore_db_delete(db, j->ids[0], &who, lim->max_age_s, now, err);
         j->status = rc == 1 ? RSTORE_NOT_FOUND : RSTORE_OK;
@@ -278,8 +279,6 @@ static void *worker_main(void *arg) {
         if (failed) {
             SG_WARN("responses: %s", err.msg);
             if (!ledger_db_ok(db)) { ledger_db_close(db); db = NULL; }
-        } else if (!db && j->op == JOB_PUT) {
-            /* logged above when the outage began */
         }
         if (j->done) loop_post(j->l, job_finish, j);
         else job_free(j);
@@ -364,6 +363,7 @@ void rstore_put(const char *id, const char *owner, int64_t now, const char *resp
     j->response = sg_xstrdup(response);
     j->messages = sg_xstrdup(messages);
     j->input_items = sg_xstrdup(input_items);
+    j->created_ms = wall_ms();
     if (!job_submit(j)) {
         SG_WARN("responses: too many database calls waiting; response %s is not stored", id);
         job_free(j);
