@@ -225,7 +225,7 @@ static void test_async(void) {
     wait_calls(l, &u, 2);
     CHECK_EQ_INT(u.status, RSTORE_UNAVAILABLE);
 
-    /* back to memory: calls complete at once */
+    /* back to memory: calls complete at once (the worker drains without being waited for) */
     rstore_use_memory();
     CHECK(!rstore_uses_db());
     got m = {0};
@@ -233,6 +233,16 @@ static void test_async(void) {
     CHECK_EQ_INT(m.calls, 1);
     CHECK_EQ_INT(m.status, RSTORE_OK);
     CHECK(!m.found);
+    /* and to the database again: the first worker is joined, a new one answers */
+    rstore_use_db(GW_LEDGER_SQLITE, path);
+    CHECK(rstore_uses_db());
+    got again = {0};
+    rstore_fetch_async(l, ids, 1, &who, on_fetch, &again);
+    wait_calls(l, &again, 1);
+    CHECK_EQ_INT(again.status, RSTORE_OK);
+    CHECK(!again.found);   /* deleted above */
+    rstore_shutdown();
+    CHECK(!rstore_uses_db());
     rstore_configure(&saved);
     loop_free(l);
 }

@@ -974,7 +974,7 @@ int gateway_serve(const gateway_opts *o, sg_error *err) {
 out:
     if (sw.fd >= 0) { loop_watch_remove(g->loop, &sw.w); close(sw.fd); }
     if (g->http) http_server_free(g->http);
-    rstore_use_memory();   /* the responses' worker ends its queue (the exchanges are gone) */
+    rstore_shutdown();   /* the responses' worker ends its queue (the exchanges are gone) */
     if (g->up) upstream_free(g->up);
     if (g->limits || g->n_old_limits) {   /* let reconciliations reach Redis (bounded), then free */
         sg_error e2;

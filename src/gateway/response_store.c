@@ -287,12 +287,30 @@ static void *worker_main(void *arg) {
     return NULL;
 }
 
-void rstore_use_db(gw_ledger_kind kind, const char *target) {
+/* Waits for a stopping worker to end its queue. */
+static void join_stopped(void) {
     pthread_mutex_lock(&w.mu);
-    w.kind = kind;
-    free(w.target);
-    w.target = target ? sg_xstrdup(target) : NULL;
-    w.gen++;
+    bool joinable = w.running && w.stop;
+    pthread_t th = w.th;
+    pthread_mutex_unlock(&w.mu);
+    if (!joinable) return;
+    pthread_join(th, NULL);
+    pthread_mutex_lock(&w.mu);
+    w.running = false;
+    w.stop = false;
+    pthread_mutex_unlock(&w.mu);
+}
+
+void rstore_use_db(gw_ledger_kind kind, const char *target) {
+    join_stopped();   /* back to the database while the last worker drains: rare, short */
+    pthread_mutex_lock(&w.mu);
+    bool same = w.running && w.kind == kind && ((!w.target && !target) || (w.target && target && !strcmp(w.target, target)));
+    if (!same) {
+        w.kind = kind;
+        free(w.target);
+        w.target = target ? sg_xstrdup(target) : NULL;
+        w.gen++;
+    }
     if (!w.running) {
         w.stop = false;
         if (pthread_create(&w.th, NULL, worker_main, NULL) == 0) w.running = true;
@@ -303,14 +321,17 @@ void rstore_use_db(gw_ledger_kind kind, const char *target) {
 
 void rstore_use_memory(void) {
     pthread_mutex_lock(&w.mu);
-    bool running = w.running;
-    w.stop = true;
-    pthread_cond_signal(&w.cv);
+    if (w.running) {
+        w.stop = true;
+        pthread_cond_signal(&w.cv);
+    }
     pthread_mutex_unlock(&w.mu);
-    if (running) pthread_join(w.th, NULL);
+}
+
+void rstore_shutdown(void) {
+    rstore_use_memory();
+    join_stopped();
     pthread_mutex_lock(&w.mu);
-    w.running = false;
-    w.stop = false;
     free(w.target);
     w.target = NULL;
     pthread_mutex_unlock(&w.mu);
@@ -318,7 +339,7 @@ void rstore_use_memory(void) {
 
 bool rstore_uses_db(void) {
     pthread_mutex_lock(&w.mu);
-    bool r = w.running;
+    bool r = w.running && !w.stop;
     pthread_mutex_unlock(&w.mu);
     return r;
 }

@@ -85,9 +85,13 @@ rstore_limits rstore_get_limits(void);
  * opened (and the schema migrated) by the worker on its first call, so this never
  * blocks. */
 void rstore_use_db(gw_ledger_kind kind, const char *target);
-/* Back to the memory backend; waits for the worker to finish the calls queued (their
- * callbacks are posted to their loops as usual) and joins it. */
+/* Back to the memory backend from the next call on, without waiting: the worker ends
+ * the calls already queued (their callbacks posted to their loops as usual) and exits.
+ * (A later rstore_use_db first joins it.) */
 void rstore_use_memory(void);
+/* rstore_use_memory, then waits for the worker's end: at exit, once the loops no longer
+ * take calls (the callbacks still queued are posted; the caller runs or drops them). */
+void rstore_shutdown(void);
 bool rstore_uses_db(void);
 
 /* ---- the calls ---- */
