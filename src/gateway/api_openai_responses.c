@@ -962,14 +962,19 @@ static int not_found(sg_buf *out, const char *id) {
     return error_body(out, 404, "invalid_request_error", NULL, NULL, msg);
 }
 
-int gw_responses_check_id(const char *id, sg_buf *out) {
+/* An id the store may hold: 1..RSTORE_MAX_ID letters, digits, '_', '-'. */
+static bool id_ok(const char *id) {
     size_t n = strlen(id);
     bool ok = n > 0 && n <= RSTORE_MAX_ID;
     for (size_t i = 0; ok && i < n; i++) {
         unsigned char c = (unsigned char)id[i];
         ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '-';
     }
-    if (ok) return 0;
+    return ok;
+}
+
+int gw_responses_check_id(const char *id, sg_buf *out) {
+    if (id_ok(id)) return 0;
     return error_body(out, 400, "invalid_request_error", "invalid_value", "response_id",
                       "Invalid 'response_id': expected an id of at most 128 letters, digits, '_' or '-' (such as "
                       "'resp_...').");
@@ -979,7 +984,7 @@ size_t gw_responses_refs(const char *raw, size_t len, char **ids, size_t cap) {
     json_t *j = json_loadb(raw, len, 0, NULL);
     size_t n = 0;
     const char *prev = jstr(j, "previous_response_id");
-    if (prev && n < cap && strlen(prev) <= RSTORE_MAX_ID) ids[n++] = sg_xstrdup(prev);
+    if (prev && n < cap && id_ok(prev)) ids[n++] = sg_xstrdup(prev);   /* another can be no stored one */
     size_t i;
     json_t *it;
     json_array_foreach(json_object_get(j, "input"), i, it) {

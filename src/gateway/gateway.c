@@ -536,10 +536,9 @@ static void handle_stored_response(gateway *g, http_exchange *x, const char *res
     snprintf(id, sizeof id, "%.*s", (int)(n < sizeof id - 1 ? n : sizeof id - 1), rest);
     int status = 0;
     if (slash && (!get || strcmp(slash, "/input_items"))) {
-        char msg[120];
-        snprintf(msg, sizeof msg, "unknown endpoint: %s /v1/responses/{id}%.60s", get ? "GET" : "DELETE", slash);
-        gw_api_error e;
-        gw_api_fail(&e, 404, "not_found", NULL, "%s", msg);
+        gw_api_error e;   /* the path is not echoed: its bytes may be anything */
+        gw_api_fail(&e, 404, "not_found", NULL, "unknown endpoint: %s under /v1/responses/{id} (GET .../input_items is "
+                    "the only one)", get ? "GET" : "DELETE");
         oai_error_body(&b, &e);
         status = 404;
     } else if (n > RSTORE_MAX_ID) {
