@@ -131,6 +131,38 @@ static int render(gw_request *r, sg_buf *out, const char *finish) {
     return status;
 }
 
+/* The endpoints as gateway.c serves them: the store's read, then the renderer. */
+typedef struct call {
+    const char *id, *query;
+    bool items, del;
+    sg_buf *out;
+    int status;
+} call;
+
+static void on_read(loop *l, void *arg, rstore_status st, rstore_entry *en) {
+    (void)l;
+    call *c = arg;
+    if (c->del) c->status = gw_responses_deleted(st, c->id, c->out);
+    else if (st == RSTORE_UNAVAILABLE) c->status = gw_responses_unavailable(c->out);
+    else c->status = c->items ? gw_responses_input_items(&en[0], c->id, c->query, c->out) : gw_responses_get(&en[0], c->id, c->out);
+}
+
+/* query NULL: GET /v1/responses/{id}; else GET .../input_items?query. */
+static int http_get(const char *id, const char *key, bool admin, const char *query, sg_buf *out) {
+    call c = {id, query, query != NULL, false, out, -1};
+    rstore_who who = {key, admin};
+    const char *ids[1] = {id};
+    rstore_fetch_async(NULL, ids, 1, &who, on_read, &c);   /* memory: done before it returns */
+    return c.status;
+}
+
+static int http_delete(const char *id, const char *key, bool admin, sg_buf *out) {
+    call c = {id, NULL, false, true, out, -1};
+    rstore_who who = {key, admin};
+    rstore_delete_async(NULL, id, &who, on_read, &c);
+    return c.status;
+}
+
 static void test_render_and_store(void) {
     rstore_clear();
     gw_request r;
@@ -196,20 +228,20 @@ static void test_render_and_store(void) {
     /* GET and DELETE: owner, other key, admin */
     sg_buf g;
     sg_buf_init(&g);
-    CHECK_EQ_INT(gw_responses_get(id, "team-b", false, &g), 404);
+    CHECK_EQ_INT(http_get(id, "team-b", false, NULL, &g), 404);
     CHECK(strstr(g.data, "not found") && strstr(g.data, "invalid_request_error"));
     sg_buf_reset(&g);
-    CHECK_EQ_INT(gw_responses_get(id, "team-b", true, &g), 200);
+    CHECK_EQ_INT(http_get(id, "team-b", true, NULL, &g), 200);
     sg_buf_reset(&g);
-    CHECK_EQ_INT(gw_responses_get(id, "team-a", false, &g), 200);
+    CHECK_EQ_INT(http_get(id, "team-a", false, NULL, &g), 200);
     CHECK(g.len == out.len || strstr(g.data, id));
     sg_buf_reset(&g);
-    CHECK_EQ_INT(gw_responses_delete(id, "team-b", false, &g), 404);
+    CHECK_EQ_INT(http_delete(id, "team-b", false, &g), 404);
     sg_buf_reset(&g);
-    CHECK_EQ_INT(gw_responses_delete(id, "team-a", false, &g), 200);
+    CHECK_EQ_INT(http_delete(id, "team-a", false, &g), 200);
     CHECK(strstr(g.data, "\"deleted\":true") != NULL);
     sg_buf_reset(&g);
-    CHECK_EQ_INT(gw_responses_get(id, "team-a", false, &g), 404);
+    CHECK_EQ_INT(http_get(id, "team-a", false, NULL, &g), 404);
     sg_buf_free(&g);
     json_decref(j);
     sg_buf_free(&out);
@@ -269,6 +301,137 @@ static void test_stream_events(void) {
     sg_buf_free(&out);
 }
 
+static const char *item_id(json_t *page, size_t i) {
+    return json_string_value(json_object_get(json_array_get(json_object_get(page, "data"), i), "id"));
+}
+
+/* input_items: this input and what previous_response_id carried over (the previous
+ * input, then its output), newest first by default; limit, order, after; bad queries. */
+static void test_input_items(void) {
+    rstore_clear();
+    gw_request r;
+    gw_api_error e;
+    sg_buf out, g;
+    sg_buf_init(&out);
+    sg_buf_init(&g);
+    CHECK_EQ_INT(parse(&r, "{\"model\":\"m\",\"input\":\"hi\",\"instructions\":\"sys\"}", "k", &e), 0);
+    CHECK_EQ_INT(render(&r, &out, "tool_calls"), 200);   /* output: a message and a function call */
+    gw_request_free(&r);
+    json_t *first = json_loadb(out.data, out.len, 0, NULL);
+    const char *id1 = json_string_value(json_object_get(first, "id"));
+    CHECK_EQ_INT(http_get(id1, "k", false, "", &g), 200);
+    json_t *page = json_loadb(g.data, g.len, 0, NULL);
+    CHECK_EQ_STR(json_string_value(json_object_get(page, "object")), "list");
+    CHECK_EQ_INT(json_array_size(json_object_get(page, "data")), 1);   /* instructions are not an item */
+    json_t *it = json_array_get(json_object_get(page, "data"), 0);
+    CHECK_EQ_STR(json_string_value(json_object_get(it, "type")), "message");
+    CHECK_EQ_STR(json_string_value(json_object_get(it, "role")), "user");
+    CHECK_EQ_STR(json_string_value(json_object_get(json_array_get(json_object_get(it, "content"), 0), "type")), "input_text");
+    CHECK_EQ_STR(json_string_value(json_object_get(json_array_get(json_object_get(it, "content"), 0), "text")), "hi");
+    CHECK(item_id(page, 0) && !strncmp(item_id(page, 0), "msg_", 4));
+    CHECK(json_is_false(json_object_get(page, "has_more")));
+    json_decref(page);
+
+    char body[1024];
+    snprintf(body, sizeof body, "{\"model\":\"m\",\"previous_response_id\":\"%s\",\"input\":[{\"role\":\"user\","
+             "\"content\":\"more\"}]}", id1);
+    CHECK_EQ_INT(parse(&r, body, "k", &e), 0);
+    sg_buf_reset(&out);
+    CHECK_EQ_INT(render(&r, &out, "stop"), 200);
+    gw_request_free(&r);
+    json_t *second = json_loadb(out.data, out.len, 0, NULL);
+    const char *id2 = json_string_value(json_object_get(second, "id"));
+    CHECK(id2 && strcmp(id1, id2));
+    sg_buf_reset(&g);
+    CHECK_EQ_INT(http_get(id2, "k", false, "", &g), 200);
+    page = json_loadb(g.data, g.len, 0, NULL);
+    CHECK_EQ_INT(json_array_size(json_object_get(page, "data")), 4);   /* more, fc, msg (output), hi */
+    json_t *d = json_object_get(page, "data");
+    CHECK_EQ_STR(json_string_value(json_object_get(json_array_get(json_object_get(json_array_get(d, 0), "content"), 0), "text")), "more");
+    CHECK_EQ_STR(json_string_value(json_object_get(json_array_get(d, 1), "type")), "function_call");
+    CHECK_EQ_STR(json_string_value(json_object_get(json_array_get(d, 2), "id")),
+                 json_string_value(json_object_get(json_array_get(json_object_get(first, "output"), 0), "id")));
+    CHECK_EQ_STR(json_string_value(json_object_get(json_array_get(json_object_get(json_array_get(d, 3), "content"), 0), "text")), "hi");
+    char fid[80], lid[80];
+    snprintf(fid, sizeof fid, "%s", item_id(page, 0));
+    snprintf(lid, sizeof lid, "%s", item_id(page, 1));
+    json_decref(page);
+
+    sg_buf_reset(&g);
+    CHECK_EQ_INT(http_get(id2, "k", false, "limit=2", &g), 200);
+    page = json_loadb(g.data, g.len, 0, NULL);
+    CHECK_EQ_INT(json_array_size(json_object_get(page, "data")), 2);
+    CHECK(json_is_true(json_object_get(page, "has_more")));
+    CHECK_EQ_STR(json_string_value(json_object_get(page, "first_id")), fid);
+    CHECK_EQ_STR(json_string_value(json_object_get(page, "last_id")), lid);
+    json_decref(page);
+    char q[200];
+    snprintf(q, sizeof q, "limit=2&after=%s", lid);
+    sg_buf_reset(&g);
+    CHECK_EQ_INT(http_get(id2, "k", false, q, &g), 200);
+    page = json_loadb(g.data, g.len, 0, NULL);
+    CHECK_EQ_INT(json_array_size(json_object_get(page, "data")), 2);
+    CHECK(json_is_false(json_object_get(page, "has_more")));
+    json_decref(page);
+    sg_buf_reset(&g);
+    CHECK_EQ_INT(http_get(id2, "k", false, "order=asc&limit=1&include%5B%5D=x", &g), 200);
+    page = json_loadb(g.data, g.len, 0, NULL);
+    CHECK_EQ_STR(json_string_value(json_object_get(json_array_get(json_object_get(json_array_get(json_object_get(page, "data"), 0),
+                                                                                   "content"), 0), "text")), "hi");
+    json_decref(page);
+    sg_buf_reset(&g);
+    CHECK_EQ_INT(http_get(id2, "other", false, "", &g), 404);   /* another key's */
+
+    /* bad queries and ids: 400 in OpenAI's shape */
+    static const char *const bad[] = {"limit=0", "limit=101", "limit=abc", "limit=", "limit=99999999999999999999",
+                                      "order=sideways", "after=%FF", "after=a%00b"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        sg_buf_reset(&g);
+        CHECK_MSG(http_get(id2, "k", false, bad[i], &g) == 400, "%s", bad[i]);
+        json_t *ej = json_loadb(g.data, g.len, 0, NULL);
+        CHECK_MSG(json_is_string(json_object_get(json_object_get(ej, "error"), "message")), "%s", bad[i]);
+        CHECK_EQ_STR(json_string_value(json_object_get(json_object_get(ej, "error"), "type")), "invalid_request_error");
+        json_decref(ej);
+    }
+    char huge[400];
+    memset(huge, 'a', sizeof huge - 1);
+    huge[sizeof huge - 1] = 0;
+    static const char *const bad_ids[] = {"", "resp_\xff\xfe", "resp_%20", "resp_a\"b", "resp_/x"};
+    for (size_t i = 0; i < sizeof bad_ids / sizeof bad_ids[0]; i++) {
+        sg_buf_reset(&g);
+        CHECK_EQ_INT(gw_responses_check_id(bad_ids[i], &g), 400);
+        json_t *ej = json_loadb(g.data, g.len, 0, NULL);
+        CHECK(json_is_object(json_object_get(ej, "error")));   /* valid JSON, whatever the bytes */
+        json_decref(ej);
+    }
+    sg_buf_reset(&g);
+    CHECK_EQ_INT(gw_responses_check_id(huge, &g), 400);
+    CHECK_EQ_INT(gw_responses_check_id(id2, &g), 0);
+    sg_buf_reset(&g);
+    CHECK_EQ_INT(gw_responses_unavailable(&g), 503);
+    CHECK(strstr(g.data, "\"server_error\"") != NULL);
+
+    /* the responses a body names, for the fetch before its parse */
+    char *ids[RSTORE_MAX_FETCH];
+    snprintf(body, sizeof body, "{\"previous_response_id\":\"%s\",\"input\":[{\"type\":\"item_reference\",\"id\":\"%s\"},"
+             "{\"type\":\"item_reference\",\"id\":\"%s\"},{\"type\":\"item_reference\",\"id\":\"bogus\"}]}", id2, fid,
+             json_string_value(json_object_get(json_array_get(json_object_get(first, "output"), 0), "id")));
+    size_t n = gw_responses_refs(body, strlen(body), ids, RSTORE_MAX_FETCH);
+    CHECK_EQ_INT(n, 2);   /* id2 (fid, an input of id2, names it again), and id1 (its output item) */
+    if (n == 2) {
+        CHECK_EQ_STR(ids[0], id2);
+        CHECK_EQ_STR(ids[1], id1);
+    }
+    for (size_t i = 0; i < n; i++) free(ids[i]);
+    CHECK_EQ_INT(gw_responses_refs("not json", 8, ids, RSTORE_MAX_FETCH), 0);
+
+    json_decref(first);
+    json_decref(second);
+    sg_buf_free(&g);
+    sg_buf_free(&out);
+    rstore_clear();
+}
+
 static void test_store_bounds(void) {
     rstore_clear();
     rstore_limits saved = rstore_get_limits();
@@ -277,7 +440,7 @@ static void test_store_bounds(void) {
     char id[32];
     for (int i = 0; i < 5; i++) {
         snprintf(id, sizeof id, "resp_%d", i);
-        rstore_put(id, "k", 1000 + i, "{}", "[]");
+        rstore_put(id, "k", 1000 + i, "{}", "[]", "[]");
     }
     CHECK_EQ_INT(rstore_count(), 3);   /* the two oldest went */
     rstore_who who = {"k", false};
@@ -289,9 +452,9 @@ static void test_store_bounds(void) {
     CHECK_EQ_INT(rstore_count(), 0);
     l = (rstore_limits){100, 400, 100};
     rstore_configure(&l);
-    rstore_put("resp_big", "k", 1, "{\"x\":\"................................................................................................................................................................................................................................................................................................................................................................................................................\"}", "[]");
+    rstore_put("resp_big", "k", 1, "{\"x\":\"................................................................................................................................................................................................................................................................................................................................................................................................................\"}", "[]", "[]");
     CHECK_EQ_INT(rstore_count(), 0);   /* over max_bytes alone */
-    rstore_put("resp_a", "k", 1, "{}", "[]");
+    rstore_put("resp_a", "k", 1, "{}", "[]", "[]");
     CHECK_EQ_INT(rstore_count(), 1);
     CHECK(rstore_bytes() > 0 && rstore_bytes() <= 400);
     rstore_configure(&saved);
@@ -304,6 +467,7 @@ int main(int argc, char **argv) {
     RUN(test_parse_errors);
     RUN(test_render_and_store);
     RUN(test_stream_events);
+    RUN(test_input_items);
     RUN(test_store_bounds);
     return tu_finish(argv[0]);
 }

@@ -990,18 +990,24 @@ static void test_responses(void) {
         CHECK_EQ_INT(c->responses.max_count, 10000);
         CHECK_EQ_INT(c->responses.max_bytes, 256 << 20);
         CHECK_EQ_INT(c->responses.max_age_s, 86400);
+        CHECK(!c->responses.memory);   /* the ledger's database by default */
         config_free(c);
     }
-    c = load_text("responses: {max_count: 0, max_bytes: 1048576, max_age_s: 60}\n", none, &err);
+    c = load_text("responses: {max_count: 0, max_bytes: 1048576, max_age_s: 60, backend: memory}\n", none, &err);
     CHECK_MSG(c != NULL, "%s", err.msg);
     if (c) {
         CHECK_EQ_INT(c->responses.max_count, 0);
         CHECK_EQ_INT(c->responses.max_bytes, 1 << 20);
         CHECK_EQ_INT(c->responses.max_age_s, 60);
+        CHECK(c->responses.memory);
         config_free(c);
     }
+    c = load_text("responses: {backend: ledger}\n", none, &err);
+    CHECK_MSG(c != NULL && !c->responses.memory, "%s", err.msg);
+    config_free(c);
     static const char *const bad[] = {"responses: {max_age_s: 0}\n", "responses: {max_count: -1}\n",
-                                      "responses: {max_items: 5}\n", "responses: {max_bytes: big}\n"};
+                                      "responses: {max_items: 5}\n", "responses: {max_bytes: big}\n",
+                                      "responses: {backend: redis}\n", "responses: {backend: [ledger]}\n"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         err.msg[0] = 0;
         c = load_text(bad[i], none, &err);

@@ -102,10 +102,23 @@ extern const gw_client_api gw_api_ai_gateway;
 extern const gw_client_api gw_api_openai_embeddings;
 extern const gw_client_api gw_api_openai_responses;
 
-/* GET and DELETE /v1/responses/{id} (api_openai_responses.c): status and a body in
- * OpenAI's shape. id is the path's last segment; key_id / admin as in gw_request. */
-int gw_responses_get(const char *id, const char *key_id, bool admin, sg_buf *out);
-int gw_responses_delete(const char *id, const char *key_id, bool admin, sg_buf *out);
+/* The stored responses' endpoints (api_openai_responses.c), the reads done by the caller
+ * through response_store.h: each appends a body in OpenAI's shape and returns its status.
+ * gw_responses_check_id: 0 for an id that may exist (letters, digits, '_', '-', at most
+ * RSTORE_MAX_ID), else a 400. gw_responses_get: GET /v1/responses/{id} (en NULL or its
+ * response NULL: 404). gw_responses_input_items: GET /v1/responses/{id}/input_items with
+ * the URL query (limit, order, after: a bad one is a 400). gw_responses_deleted: DELETE
+ * with the store's answer. gw_responses_unavailable: the 503 while the store's database
+ * is away. gw_responses_refs: the stored responses a POST /v1/responses body names
+ * (previous_response_id, item_reference ids), malloc'd into ids[0..cap), what the caller
+ * fetches before parsing it. */
+struct rstore_entry;
+int gw_responses_check_id(const char *id, sg_buf *out);
+int gw_responses_get(const struct rstore_entry *en, const char *id, sg_buf *out);
+int gw_responses_input_items(const struct rstore_entry *en, const char *id, const char *query, sg_buf *out);
+int gw_responses_deleted(int store_status, const char *id, sg_buf *out);
+int gw_responses_unavailable(sg_buf *out);
+size_t gw_responses_refs(const char *raw, size_t len, char **ids, size_t cap);
 extern const gw_client_api gw_api_ollama_chat;       /* api_ollama.c */
 extern const gw_client_api gw_api_ollama_generate;
 extern const gw_client_api gw_api_ollama_embed;      /* POST /api/embed */

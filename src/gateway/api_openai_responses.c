@@ -39,7 +39,9 @@
 typedef struct resp_state {
     json_t *echo;                  /* the request fields the Response object repeats */
     json_t *conv;                  /* the conversation without instructions: stored */
+    json_t *items;                 /* the input items (carried over, then this input): stored */
     bool store;
+    char hex[RESP_ID_HEX + 1];     /* the response id's, chosen at parse for the items' ids */
 } resp_state;
 _Static_assert(sizeof(resp_state) <= GW_API_STATE_BYTES, "GW_API_STATE_BYTES holds the state");
 
@@ -70,6 +72,35 @@ static const char *member(char *buf, const char *param, const char *key) {
 }
 
 static const char *jstr(const json_t *o, const char *k) { return json_string_value(json_object_get(o, k)); }
+
+static void new_hex(char *hex);
+
+/* An input item as input_items lists it: with an id ("msg_HEX_inN": never an output
+ * item's, so an item_reference to it is not found), a message's string content as one
+ * text part, and a status. */
+static json_t *input_item(const json_t *it, const char *hex, size_t n) {
+    json_t *o = json_deep_copy(it);
+    const char *type = jstr(o, "type");
+    if (!type && jstr(o, "role")) json_object_set_new(o, "type", json_string(type = "message"));
+    if (!type) return o;
+    if (!jstr(o, "id")) {
+        const char *pre = !strcmp(type, "message") ? "msg" : !strcmp(type, "function_call") ? "fc"
+                        : !strcmp(type, "function_call_output") ? "fco" : !strcmp(type, "reasoning") ? "rs" : "item";
+        char id[80];
+        snprintf(id, sizeof id, "%s_%s_in%zu", pre, hex, n);
+        json_object_set_new(o, "id", json_string(id));
+    }
+    if (!strcmp(type, "message")) {
+        json_t *c = json_object_get(o, "content");
+        const char *role = jstr(o, "role");
+        if (json_is_string(c))
+            json_object_set_new(o, "content", json_pack("[{s:s,s:O}]", "type", role && !strcmp(role, "assistant")
+                                                        ? "output_text" : "input_text", "text", c));
+    }
+    if (strcmp(type, "item_reference") && !json_object_get(o, "status")) json_object_set_new(o, "status", json_string("completed"));
+    return o;
+}
+
 
 /* The text of a content value: a string, or the texts of its text parts joined. */
 static int content_text(const json_t *c, const char *param, sg_buf *out, gw_api_error *e) {
@@ -371,31 +402,45 @@ static int resp_parse(gw_request *r, gw_api_error *e) {
         json_array_append_new(msgs, json_pack("{s:s,s:O}", "role", "system", "content", v));
 
     /* the conversation: the previous response's, then this input */
-    json_t *conv = json_array();
+    json_t *conv = json_array(), *items = json_array();
     s->conv = conv;
+    s->items = items;
+    new_hex(s->hex);
     v = json_object_get(j, "previous_response_id");
     if (v && !json_is_null(v)) {
         if (!json_is_string(v)) { bad_type(e, "previous_response_id", "a string", v); goto out; }
         rstore_entry en;
-        json_t *prev = NULL;
+        json_t *prev = NULL, *prev_items = NULL, *prev_resp = NULL;
         if (!rstore_get(json_string_value(v), &who, (int64_t)time(NULL), &en)) {
             prev = json_loads(en.messages, 0, NULL);
+            prev_items = json_loads(en.input_items ? en.input_items : "[]", 0, NULL);
+            prev_resp = json_loads(en.response, 0, NULL);
             rstore_entry_free(&en);
         }
         if (!json_is_array(prev)) {
             json_decref(prev);
+            json_decref(prev_items);
+            json_decref(prev_resp);
             gw_api_fail(e, 400, "previous_response_not_found", "previous_response_id",
                         "Previous response with id '%.200s' not found.", json_string_value(v));
             goto out;
         }
         json_array_extend(conv, prev);
+        /* what OpenAI lists as this response's input: the previous one's, and its output */
+        if (json_is_array(prev_items)) json_array_extend(items, prev_items);
+        if (json_is_array(json_object_get(prev_resp, "output"))) json_array_extend(items, json_object_get(prev_resp, "output"));
         json_decref(prev);
+        json_decref(prev_items);
+        json_decref(prev_resp);
     }
     json_t *input = json_object_get(j, "input");
     if (!input || json_is_null(input)) {
         if (!json_array_size(conv)) { gw_api_fail(e, 400, "missing_required_parameter", "input", "Missing required parameter: 'input'."); goto out; }
     } else if (json_is_string(input)) {
         json_array_append_new(conv, json_pack("{s:s,s:O}", "role", "user", "content", input));
+        json_t *m = json_pack("{s:s,s:O}", "role", "user", "content", input);
+        json_array_append_new(items, input_item(m, s->hex, 0));
+        json_decref(m);
     } else if (json_is_array(input)) {
         if (json_array_size(input) > RESP_MAX_INPUT_ITEMS) {
             gw_api_fail(e, 400, "array_above_max_length", "input", "Invalid 'input': array too long. Expected an array "
@@ -409,6 +454,7 @@ static int resp_parse(gw_request *r, gw_api_error *e) {
             char param[48];
             snprintf(param, sizeof param, "input[%zu]", i);
             if (add_item(conv, it, param, &who, 0, e)) goto out;
+            json_array_append_new(items, input_item(it, s->hex, i));
         }
     } else {
         bad_type(e, "input", "a string or an array of input items", input);
@@ -467,7 +513,11 @@ out:
     json_decref(canon);
     json_decref(msgs);
     json_decref(j);
-    if (rc) { json_decref(s->conv); s->conv = NULL; }
+    if (rc) {
+        json_decref(s->conv);
+        json_decref(s->items);
+        s->conv = s->items = NULL;
+    }
     return rc;
 }
 
@@ -480,7 +530,8 @@ static void resp_request_free(gw_request *r) {
     resp_state *s = (resp_state *)r->state;
     json_decref(s->echo);
     json_decref(s->conv);
-    s->echo = s->conv = NULL;
+    json_decref(s->items);
+    s->echo = s->conv = s->items = NULL;
 }
 
 /* ---- rendering ----------------------------------------------------------------------- */
@@ -733,7 +784,9 @@ static void resp_render_init(gw_render *rs, sg_buf *out, const gw_request *req, 
     r->stream = req->canon.stream;
     r->created = created;
     snprintf(r->model, sizeof r->model, "%s", model ? model : "");
-    new_hex(r->hex);
+    const resp_state *s = (const resp_state *)req->state;
+    if (s->hex[0]) memcpy(r->hex, s->hex, sizeof r->hex);
+    else new_hex(r->hex);
     gw_usage_init(&r->usage);
 }
 
@@ -884,38 +937,179 @@ static int resp_render_end(gw_render *rs) {
         char id[64];
         snprintf(id, sizeof id, "resp_%s", r->hex);
         char *conv = conversation_after(r);
-        if (conv) rstore_put(id, r->req->key_id, (int64_t)time(NULL), body.data, conv);
+        char *items = s->items ? json_dumps(s->items, JSON_COMPACT) : NULL;
+        if (conv) rstore_put(id, r->req->key_id, (int64_t)time(NULL), body.data, conv, items ? items : "[]");
         free(conv);
+        free(items);
     }
     sg_buf_free(&body);
     return 200;
 }
 
-/* ---- GET / DELETE /v1/responses/{id} ---------------------------------------------------- */
+/* ---- GET / DELETE /v1/responses/{id}, GET /v1/responses/{id}/input_items --------------- */
 
-static int not_found(sg_buf *out, const char *id) {
+static int error_body(sg_buf *out, int status, const char *type, const char *code, const char *param, const char *msg) {
     gw_api_error e;
-    gw_api_fail(&e, 404, NULL, NULL, "Response with id '%.200s' not found.", id);
-    snprintf(e.type, sizeof e.type, "%s", "invalid_request_error");
+    gw_api_fail(&e, status, code, param, "%s", msg);
+    snprintf(e.type, sizeof e.type, "%s", type);
     oai_error_body(out, &e);
-    return 404;
+    return status;
 }
 
-int gw_responses_get(const char *id, const char *key_id, bool admin, sg_buf *out) {
-    rstore_who who = {key_id, admin};
-    rstore_entry en;
-    if (rstore_get(id, &who, (int64_t)time(NULL), &en)) return not_found(out, id);
-    sg_buf_puts(out, en.response);
-    rstore_entry_free(&en);
+static int not_found(sg_buf *out, const char *id) {
+    char msg[300];
+    snprintf(msg, sizeof msg, "Response with id '%.200s' not found.", id);
+    return error_body(out, 404, "invalid_request_error", NULL, NULL, msg);
+}
+
+/* An id the store may hold: 1..RSTORE_MAX_ID letters, digits, '_', '-'. */
+static bool id_ok(const char *id) {
+    size_t n = strlen(id);
+    bool ok = n > 0 && n <= RSTORE_MAX_ID;
+    for (size_t i = 0; ok && i < n; i++) {
+        unsigned char c = (unsigned char)id[i];
+        ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '-';
+    }
+    return ok;
+}
+
+int gw_responses_check_id(const char *id, sg_buf *out) {
+    if (id_ok(id)) return 0;
+    return error_body(out, 400, "invalid_request_error", "invalid_value", "response_id",
+                      "Invalid 'response_id': expected an id of at most 128 letters, digits, '_' or '-' (such as "
+                      "'resp_...').");
+}
+
+size_t gw_responses_refs(const char *raw, size_t len, char **ids, size_t cap) {
+    json_t *j = json_loadb(raw, len, 0, NULL);
+    size_t n = 0;
+    const char *prev = jstr(j, "previous_response_id");
+    if (prev && n < cap && id_ok(prev)) ids[n++] = sg_xstrdup(prev);   /* another can be no stored one */
+    size_t i;
+    json_t *it;
+    json_array_foreach(json_object_get(j, "input"), i, it) {
+        const char *type = jstr(it, "type"), *id = jstr(it, "id");
+        if (!type || strcmp(type, "item_reference") || !id) continue;
+        const char *u = strchr(id, '_');
+        const char *u2 = u ? strchr(u + 1, '_') : NULL;
+        if (!u || !u2 || u2 - u - 1 != RESP_ID_HEX) continue;
+        char rid[64];
+        snprintf(rid, sizeof rid, "resp_%.*s", RESP_ID_HEX, u + 1);
+        bool seen = false;
+        for (size_t k = 0; k < n && !seen; k++) seen = !strcmp(ids[k], rid);
+        if (seen) continue;
+        if (n == cap) break;
+        ids[n++] = sg_xstrdup(rid);
+    }
+    json_decref(j);
+    return n;
+}
+
+int gw_responses_unavailable(sg_buf *out) {
+    return error_body(out, 503, "server_error", "response_store_unavailable", NULL,
+                      "The stored responses cannot be reached right now (their database is unavailable). "
+                      "Please try again.");
+}
+
+int gw_responses_get(const rstore_entry *en, const char *id, sg_buf *out) {
+    if (!en || !en->response) return not_found(out, id);
+    sg_buf_puts(out, en->response);
     return 200;
 }
 
-int gw_responses_delete(const char *id, const char *key_id, bool admin, sg_buf *out) {
-    rstore_who who = {key_id, admin};
-    if (rstore_delete(id, &who, (int64_t)time(NULL))) return not_found(out, id);
+int gw_responses_deleted(int st, const char *id, sg_buf *out) {
+    if (st == RSTORE_UNAVAILABLE) return gw_responses_unavailable(out);
+    if (st != RSTORE_OK) return not_found(out, id);
     sg_buf_puts(out, "{\"id\":");
     put_str(out, id);
     sg_buf_puts(out, ",\"object\":\"response\",\"deleted\":true}");
+    return 200;
+}
+
+/* The query of input_items: limit (1..100, default 20), order (asc | desc, default desc),
+ * after (an item id); include[] is accepted and ignored. Values are compared
+ * undecoded except for the percent-escapes ids never need. */
+typedef struct items_query {
+    long limit;
+    bool asc;
+    char after[RSTORE_MAX_ID + 1];
+} items_query;
+
+static int query_fail(sg_buf *out, const char *param, const char *msg) {
+    return error_body(out, 400, "invalid_request_error", "invalid_value", param, msg);
+}
+
+static int parse_items_query(const char *q, items_query *iq, sg_buf *out) {
+    *iq = (items_query){.limit = 20};
+    while (q && *q) {
+        const char *amp = strchr(q, '&');
+        size_t n = amp ? (size_t)(amp - q) : strlen(q);
+        const char *eq = memchr(q, '=', n);
+        size_t kn = eq ? (size_t)(eq - q) : n;
+        const char *val = eq ? eq + 1 : q + n;
+        size_t vn = eq ? n - kn - 1 : 0;
+        if (kn == 5 && !memcmp(q, "limit", 5)) {
+            long v = 0;
+            bool ok = vn > 0 && vn <= 3;
+            for (size_t i = 0; ok && i < vn; i++) {
+                ok = val[i] >= '0' && val[i] <= '9';
+                v = v * 10 + (val[i] - '0');
+            }
+            if (!ok || v < 1 || v > 100)
+                return query_fail(out, "limit", "Invalid 'limit': expected an integer from 1 to 100.");
+            iq->limit = v;
+        } else if (kn == 5 && !memcmp(q, "order", 5)) {
+            if (vn == 3 && !memcmp(val, "asc", 3)) iq->asc = true;
+            else if (vn == 4 && !memcmp(val, "desc", 4)) iq->asc = false;
+            else return query_fail(out, "order", "Invalid 'order': expected 'asc' or 'desc'.");
+        } else if (kn == 5 && !memcmp(q, "after", 5)) {
+            bool ok = vn > 0 && vn <= RSTORE_MAX_ID;
+            for (size_t i = 0; ok && i < vn; i++) {
+                unsigned char c = (unsigned char)val[i];
+                ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '-';
+            }
+            if (!ok) return query_fail(out, "after", "Invalid 'after': expected an item id.");
+            memcpy(iq->after, val, vn);
+            iq->after[vn] = 0;
+        }
+        if (!amp) break;
+        q = amp + 1;
+    }
+    return 0;
+}
+
+int gw_responses_input_items(const rstore_entry *en, const char *id, const char *query, sg_buf *out) {
+    items_query iq;
+    int st = parse_items_query(query, &iq, out);
+    if (st) return st;
+    if (!en || !en->response) return not_found(out, id);
+    json_t *items = json_loads(en->input_items ? en->input_items : "[]", 0, NULL);
+    if (!json_is_array(items)) { json_decref(items); items = json_array(); }
+    size_t n = json_array_size(items);
+    /* the walk: newest first (desc) or oldest first (asc), starting after `after` */
+    size_t start = 0;
+    if (iq.after[0]) {
+        start = n;   /* an unknown `after`: an empty page, as a cursor past the end */
+        for (size_t k = 0; k < n; k++) {
+            json_t *it = json_array_get(items, iq.asc ? k : n - 1 - k);
+            const char *iid = jstr(it, "id");
+            if (iid && !strcmp(iid, iq.after)) { start = k + 1; break; }
+        }
+    }
+    json_t *data = json_array();
+    size_t k = start;
+    for (; k < n && json_array_size(data) < (size_t)iq.limit; k++)
+        json_array_append(data, json_array_get(items, iq.asc ? k : n - 1 - k));
+    size_t got = json_array_size(data);
+    json_t *first = got ? json_object_get(json_array_get(data, 0), "id") : NULL;
+    json_t *last = got ? json_object_get(json_array_get(data, got - 1), "id") : NULL;
+    json_t *page = json_pack("{s:s,s:o,s:O,s:O,s:b}", "object", "list", "data", data, "first_id", first ? first : json_null(),
+                             "last_id", last ? last : json_null(), "has_more", k < n);
+    char *text = json_dumps(page, JSON_COMPACT);
+    sg_buf_puts(out, text);
+    free(text);
+    json_decref(page);
+    json_decref(items);
     return 200;
 }
 

@@ -1692,7 +1692,8 @@ static const char *const k_top[] = {"version", "listen", "log_level", "direct", 
                                     "upstream", "responses", NULL};
 static const char *const k_server[] = {"max_connections", "max_header_bytes", "max_body_bytes", "header_timeout_ms",
                                        "body_timeout_ms", "idle_timeout_ms", "write_timeout_ms", "shutdown_grace_ms", NULL};
-static const char *const k_responses[] = {"max_count", "max_bytes", "max_age_s", NULL};
+static const char *const k_responses[] = {"max_count", "max_bytes", "max_age_s", "backend", NULL};
+static const char *const k_responses_backend[] = {"ledger", "memory", NULL};
 static const char *const k_breaker[] = {"failures", "window_ms", "cooldown_ms", "max_cooldown_ms", "max_targets", NULL};
 static const char *const k_state[] = {"redis", "on_redis_error", "key_prefix", "timeout_ms", NULL};
 static const char *const k_ledger[] = {"sqlite", "postgres", "spool_dir", "flush_ms", "batch_max", NULL};
@@ -1780,6 +1781,9 @@ static int read_top(vctx *v, const node *root) {
         get_size(v, rsn, &rsp, "max_bytes", 0, (size_t)1 << 40, &c->responses.max_bytes) ||
         get_u32(v, rsn, &rsp, "max_age_s", 1, 365u * 86400, &c->responses.max_age_s))
         return -1;
+    int backend = c->responses.memory ? 1 : 0;
+    if (get_enum(v, rsn, &rsp, "backend", k_responses_backend, &backend)) return -1;
+    c->responses.memory = backend == 1;
 
     const node *bn = mget(root, "circuit_breaker");
     vpath bp = {NULL, "circuit_breaker", -1};

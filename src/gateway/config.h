@@ -285,6 +285,7 @@ typedef struct gw_config {
         size_t max_count;         /* default 10000; 0: nothing stored */
         size_t max_bytes;         /* default 256 MiB */
         uint32_t max_age_s;       /* default 86400 */
+        bool memory;              /* backend: memory (true) or the ledger's database (default) */
     } responses;
     struct redact_set *secrets;   /* every secret above (provider keys and header values,
                                      gateway key hashes, DSN passwords), for redact.h:

@@ -437,6 +437,118 @@ static void handle_usage(gateway *g, http_exchange *x, const http_request *req, 
     }
 }
 
+/* ---- stored responses: reads and deletes run through response_store.h, off the loop when
+ * the store is the ledger's database; the answer comes back here ---- */
+
+typedef enum { RC_GET, RC_ITEMS, RC_DELETE, RC_CREATE } rcall_kind;
+
+typedef struct responses_call {
+    gateway *g;
+    http_exchange *x;
+    bool gone;
+    rcall_kind kind;
+    char id[RSTORE_MAX_ID + 2];
+    char *ids[RSTORE_MAX_FETCH];   /* RC_CREATE: what the body names */
+    size_t n;
+} responses_call;
+
+static void rcall_free(responses_call *c) {
+    for (size_t i = 0; i < c->n; i++) free(c->ids[i]);
+    free(c);
+}
+
+static void rcall_abort(http_exchange *x, void *arg) {
+    (void)x;
+    ((responses_call *)arg)->gone = true;
+}
+
+static const gw_key *authenticate(gateway *g, const http_request *req, bool *ok);
+
+static void rcall_done(loop *l, void *arg, rstore_status st, rstore_entry *entries) {
+    (void)l;
+    responses_call *c = arg;
+    if (c->gone) { http_exchange_close(c->x); rcall_free(c); return; }
+    http_exchange_on_abort(c->x, NULL, NULL);
+    if (c->kind == RC_CREATE && st == RSTORE_OK) {
+        /* the key again: a reload may have replaced the configuration meanwhile */
+        const http_request *req = http_exchange_request(c->x);
+        bool ok;
+        const gw_key *key = authenticate(c->g, req, &ok);
+        if (!ok) {
+            respond_error(c->x, &gw_api_openai_responses, 401, "invalid_api_key", "a valid smolgate API key is required");
+        } else {
+            rstore_lookaside((const char *const *)c->ids, entries, c->n);   /* what the parse reads */
+            proxy_handle(c->g, c->x, req, &gw_api_openai_responses, key);
+            rstore_lookaside(NULL, NULL, 0);
+        }
+        rcall_free(c);
+        return;
+    }
+    sg_buf b;
+    sg_buf_init(&b);
+    int status = st == RSTORE_UNAVAILABLE ? gw_responses_unavailable(&b)
+               : c->kind == RC_DELETE ? gw_responses_deleted(st, c->id, &b)
+               : c->kind == RC_ITEMS ? gw_responses_input_items(&entries[0], c->id, http_exchange_request(c->x)->query, &b)
+               : gw_responses_get(&entries[0], c->id, &b);
+    respond_json(c->x, status, b.data, b.len);
+    sg_buf_free(&b);
+    rcall_free(c);
+}
+
+static responses_call *rcall_new(gateway *g, http_exchange *x, rcall_kind kind) {
+    responses_call *c = sg_xcalloc(1, sizeof *c);
+    c->g = g;
+    c->x = x;
+    c->kind = kind;
+    http_exchange_on_abort(x, rcall_abort, c);
+    return c;
+}
+
+/* POST /v1/responses: with the store in a database, the responses the body names are
+ * read first (off the loop), then the request goes to the proxy, whose parse finds them. */
+static void handle_create_response(gateway *g, http_exchange *x, const http_request *req, const gw_key *key) {
+    char *ids[RSTORE_MAX_FETCH];
+    size_t n = rstore_uses_db() ? gw_responses_refs(req->body, req->body_len, ids, RSTORE_MAX_FETCH) : 0;
+    if (!n) { proxy_handle(g, x, req, &gw_api_openai_responses, key); return; }
+    responses_call *c = rcall_new(g, x, RC_CREATE);
+    memcpy(c->ids, ids, n * sizeof *ids);
+    c->n = n;
+    rstore_who who = {key ? key->id : NULL, key && key->role == GW_ROLE_ADMIN};
+    rstore_fetch_async(g->loop, (const char *const *)c->ids, n, &who, rcall_done, c);
+}
+
+/* GET /v1/responses/{id}, GET /v1/responses/{id}/input_items, DELETE /v1/responses/{id}
+ * (rest: the path after "/v1/responses/"). */
+static void handle_stored_response(gateway *g, http_exchange *x, const char *rest, bool get, const gw_key *key) {
+    const char *slash = strchr(rest, '/');
+    rcall_kind kind = !get ? RC_DELETE : slash ? RC_ITEMS : RC_GET;
+    sg_buf b;
+    sg_buf_init(&b);
+    char id[RSTORE_MAX_ID + 2];
+    size_t n = slash ? (size_t)(slash - rest) : strlen(rest);
+    snprintf(id, sizeof id, "%.*s", (int)(n < sizeof id - 1 ? n : sizeof id - 1), rest);
+    int status = 0;
+    if (slash && (!get || strcmp(slash, "/input_items"))) {
+        gw_api_error e;   /* the path is not echoed: its bytes may be anything */
+        gw_api_fail(&e, 404, "not_found", NULL, "unknown endpoint: %s under /v1/responses/{id} (GET .../input_items is "
+                    "the only one)", get ? "GET" : "DELETE");
+        oai_error_body(&b, &e);
+        status = 404;
+    } else if (n > RSTORE_MAX_ID) {
+        status = gw_responses_check_id("", &b);
+    } else {
+        status = gw_responses_check_id(id, &b);
+    }
+    if (status) { respond_json(x, status, b.data, b.len); sg_buf_free(&b); return; }
+    sg_buf_free(&b);
+    responses_call *c = rcall_new(g, x, kind);
+    snprintf(c->id, sizeof c->id, "%s", id);
+    rstore_who who = {key ? key->id : NULL, key && key->role == GW_ROLE_ADMIN};
+    const char *ids[1] = {c->id};
+    if (kind == RC_DELETE) rstore_delete_async(g->loop, c->id, &who, rcall_done, c);
+    else rstore_fetch_async(g->loop, ids, 1, &who, rcall_done, c);
+}
+
 /* The gateway key a client presents (Authorization: Bearer or x-api-key). */
 static const gw_key *authenticate(gateway *g, const http_request *req, bool *ok) {
     *ok = true;
@@ -482,7 +594,8 @@ static void handler(http_exchange *x, const http_request *req, void *arg) {
     }
     if (chat_api) {
         if (!post) { respond_error(x, wire, 405, "method_not_allowed", "use POST"); return; }
-        proxy_handle(g, x, req, chat_api, key);
+        if (chat_api == &gw_api_openai_responses) handle_create_response(g, x, req, key);
+        else proxy_handle(g, x, req, chat_api, key);
     } else if (count) {
         if (!post) { respond_error(x, wire, 405, "method_not_allowed", "use POST"); return; }
         count_tokens_handle(g, x, req, key);
@@ -501,15 +614,8 @@ static void handler(http_exchange *x, const http_request *req, void *arg) {
         else respond_error(x, wire, 403, "permission_denied", "GET /metrics needs an admin key or a key with role metrics");
     } else if (!strcmp(path, "/v1/usage") && get) {
         handle_usage(g, x, req, key);
-    } else if (!strncmp(path, "/v1/responses/", 14) && path[14] && !strchr(path + 14, '/') &&
-               (get || !strcmp(m, "DELETE"))) {
-        sg_buf b;
-        sg_buf_init(&b);
-        bool admin = key && key->role == GW_ROLE_ADMIN;
-        int status = get ? gw_responses_get(path + 14, key ? key->id : NULL, admin, &b)
-                         : gw_responses_delete(path + 14, key ? key->id : NULL, admin, &b);
-        respond_json(x, status, b.data, b.len);
-        sg_buf_free(&b);
+    } else if (!strncmp(path, "/v1/responses/", 14) && path[14] && (get || !strcmp(m, "DELETE"))) {
+        handle_stored_response(g, x, path + 14, get, key);
     } else {
         char msg[300];
         snprintf(msg, sizeof msg, "unknown endpoint %s %.200s", m, path);
@@ -584,10 +690,14 @@ static void *close_old_ledger(void *arg) {
     return NULL;
 }
 
-/* The response store's bounds from the configuration (the store is the process's). */
+/* The response store from the configuration: its bounds, and where it lives (the
+ * ledger's database unless `responses.backend: memory`). */
 static void apply_responses(const gw_config *c) {
     rstore_limits l = {c->responses.max_count, c->responses.max_bytes, c->responses.max_age_s};
     rstore_configure(&l);
+    if (c->responses.memory) { rstore_use_memory(); return; }
+    const char *t = c->ledger.kind == GW_LEDGER_POSTGRES ? c->ledger.postgres_url : c->ledger.sqlite_path;
+    rstore_use_db(c->ledger.kind, t);
 }
 
 static void reload_refused(const char *why) { SG_ERROR("reload refused, the running configuration stays: %s", why); }
@@ -856,6 +966,7 @@ int gateway_serve(const gateway_opts *o, sg_error *err) {
 out:
     if (sw.fd >= 0) { loop_watch_remove(g->loop, &sw.w); close(sw.fd); }
     if (g->http) http_server_free(g->http);
+    rstore_shutdown();   /* the responses' worker ends its queue (the exchanges are gone) */
     if (g->up) upstream_free(g->up);
     if (g->limits || g->n_old_limits) {   /* let reconciliations reach Redis (bounded), then free */
         sg_error e2;

@@ -156,17 +156,6 @@ void ledger_opts_from_config(ledger_opts *o, const gw_config *cfg) {
     if (g->batch_max) o->batch_max = g->batch_max;
 }
 
-int ledger_record_fallbacks(const ledger_record *r) {
-    int n = 0;
-    for (size_t i = 1; i < r->n_attempts; i++) {
-        const ledger_attempt *a = &r->attempts[i - 1], *b = &r->attempts[i];
-        if (strcmp(a->provider ? a->provider : "", b->provider ? b->provider : "") ||
-            strcmp(a->model ? a->model : "", b->model ? b->model : ""))
-            n++;
-    }
-    return n;
-}
-
 /* ---- the spool line ------------------------------------------------------------------- */
 
 /* The line is written through a cursor into room reserved once: each string takes at

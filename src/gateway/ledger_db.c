@@ -37,6 +37,12 @@ static const char *const k_sqlite_migrations[] = {
     " request_id TEXT NOT NULL, n INTEGER NOT NULL,"
     " provider TEXT, model TEXT, status INTEGER, error TEXT, latency_ms INTEGER,"
     " PRIMARY KEY (request_id, n));",
+    /* 2: the Responses API's stored responses (response_store_db.c) */
+    "CREATE TABLE responses ("
+    " id TEXT NOT NULL PRIMARY KEY, owner TEXT NOT NULL,"
+    " created_ms INTEGER NOT NULL, bytes INTEGER NOT NULL,"
+    " response TEXT NOT NULL, messages TEXT NOT NULL, input_items TEXT NOT NULL);"
+    "CREATE INDEX responses_created ON responses (created_ms);",
 };
 
 static const char *const k_pg_migrations[] = {
@@ -59,6 +65,11 @@ static const char *const k_pg_migrations[] = {
     " request_id TEXT NOT NULL, n INTEGER NOT NULL,"
     " provider TEXT, model TEXT, status INTEGER, error TEXT, latency_ms BIGINT,"
     " PRIMARY KEY (request_id, n));",
+    "CREATE TABLE responses ("
+    " id TEXT NOT NULL PRIMARY KEY, owner TEXT NOT NULL,"
+    " created_ms BIGINT NOT NULL, bytes BIGINT NOT NULL,"
+    " response TEXT NOT NULL, messages TEXT NOT NULL, input_items TEXT NOT NULL);"
+    "CREATE INDEX responses_created ON responses (created_ms);",
 };
 
 _Static_assert(sizeof k_sqlite_migrations / sizeof k_sqlite_migrations[0] == LEDGER_SCHEMA_VERSION + 1,
@@ -260,6 +271,16 @@ static int sq_select(ledger_db *db, const char *sql, const char *const *params, 
     return 0;
 }
 
+static int64_t sq_write(ledger_db *db, const char *sql, const char *const *params, size_t n_params, sg_error *err) {
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(db->sq, sql, -1, &st, NULL) != SQLITE_OK) return sq_fail(db, err, "statement");
+    for (size_t i = 0; i < n_params; i++) sq_text(st, (int)i + 1, params[i]);
+    int rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE && rc != SQLITE_ROW) return sq_fail(db, err, "statement");
+    return sqlite3_changes(db->sq);
+}
+
 /* ---- PostgreSQL -------------------------------------------------------------------------- */
 
 /* libpq's message, one line (it never contains the password; we never add the URL). */
@@ -458,15 +479,33 @@ out:
     return added;
 }
 
-static int pg_select(ledger_db *db, const char *sql, const char *const *params, size_t n_params,
-                     ledger_db_row_fn row, void *arg, sg_error *err) {
-    sg_buf q;   /* ? -> $1, $2 ... (the SQL we write has no '?' in strings) */
-    sg_buf_init(&q);
+/* sql with `?` placeholders, as PostgreSQL's $1, $2 (the SQL we write has no '?' in strings). */
+static void pg_placeholders(sg_buf *q, const char *sql) {
     int k = 0;
     for (const char *s = sql; *s; s++) {
-        if (*s == '?') sg_buf_printf(&q, "$%d", ++k);
-        else sg_buf_putc(&q, *s);
+        if (*s == '?') sg_buf_printf(q, "$%d", ++k);
+        else sg_buf_putc(q, *s);
     }
+}
+
+static int64_t pg_write(ledger_db *db, const char *sql, const char *const *params, size_t n_params, sg_error *err) {
+    sg_buf q;
+    sg_buf_init(&q);
+    pg_placeholders(&q, sql);
+    PGresult *res = PQexecParams(db->pg, q.data, (int)n_params, NULL, params, NULL, NULL, 0);
+    sg_buf_free(&q);
+    ExecStatusType s = PQresultStatus(res);
+    if (s != PGRES_COMMAND_OK && s != PGRES_TUPLES_OK) { pg_fail(db, err, "statement", res); PQclear(res); return -1; }
+    int64_t n = atoll(PQcmdTuples(res));
+    PQclear(res);
+    return n;
+}
+
+static int pg_select(ledger_db *db, const char *sql, const char *const *params, size_t n_params,
+                     ledger_db_row_fn row, void *arg, sg_error *err) {
+    sg_buf q;
+    sg_buf_init(&q);
+    pg_placeholders(&q, sql);
     PGresult *res = PQexecParams(db->pg, q.data, (int)n_params, NULL, params, NULL, NULL, 0);
     sg_buf_free(&q);
     if (PQresultStatus(res) != PGRES_TUPLES_OK) { pg_fail(db, err, "query", res); PQclear(res); return -1; }
@@ -482,6 +521,19 @@ static int pg_select(ledger_db *db, const char *sql, const char *const *params, 
 }
 
 /* ---- the interface ----------------------------------------------------------------------- */
+
+/* (ledger.h) Here rather than in ledger.c: what the database layer needs of a record, so
+ * that it links without the spool and writer (the response store's users, the fuzzers). */
+int ledger_record_fallbacks(const ledger_record *r) {
+    int n = 0;
+    for (size_t i = 1; i < r->n_attempts; i++) {
+        const ledger_attempt *a = &r->attempts[i - 1], *b = &r->attempts[i];
+        if (strcmp(a->provider ? a->provider : "", b->provider ? b->provider : "") ||
+            strcmp(a->model ? a->model : "", b->model ? b->model : ""))
+            n++;
+    }
+    return n;
+}
 
 ledger_db *ledger_db_open(gw_ledger_kind kind, const char *target, bool read_only, sg_error *err) {
     ledger_db *db = sg_xcalloc(1, sizeof *db);
@@ -521,4 +573,26 @@ int ledger_db_select(ledger_db *db, const char *sql, const char *const *params, 
                      ledger_db_row_fn row, void *arg, sg_error *err) {
     return db->kind == GW_LEDGER_POSTGRES ? pg_select(db, sql, params, n_params, row, arg, err)
                                           : sq_select(db, sql, params, n_params, row, arg, err);
+}
+
+int64_t ledger_db_exec(ledger_db *db, const char *sql, const char *const *params, size_t n_params, sg_error *err) {
+    db->permanent = false;
+    return db->kind == GW_LEDGER_POSTGRES ? pg_write(db, sql, params, n_params, err) : sq_write(db, sql, params, n_params, err);
+}
+
+int ledger_db_begin(ledger_db *db, sg_error *err) {
+    return db->kind == GW_LEDGER_POSTGRES ? pg_exec(db, "BEGIN", err) : sq_exec(db, "BEGIN IMMEDIATE", err);
+}
+
+int ledger_db_commit(ledger_db *db, sg_error *err) {
+    return db->kind == GW_LEDGER_POSTGRES ? pg_exec(db, "COMMIT", err) : sq_exec(db, "COMMIT", err);
+}
+
+void ledger_db_rollback(ledger_db *db) {
+    if (db->kind == GW_LEDGER_POSTGRES) {
+        if (PQstatus(db->pg) == CONNECTION_OK) PQclear(PQexec(db->pg, "ROLLBACK"));
+        else db->ok = false;
+    } else {
+        sqlite3_exec(db->sq, "ROLLBACK", NULL, NULL, NULL);
+    }
 }

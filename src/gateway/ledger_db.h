@@ -29,7 +29,7 @@
 #include "common/error.h"
 #include "gateway/ledger.h"
 
-#define LEDGER_SCHEMA_VERSION 1     /* the newest migration this binary knows */
+#define LEDGER_SCHEMA_VERSION 2     /* the newest migration this binary knows */
 
 typedef struct ledger_db ledger_db;
 
@@ -59,5 +59,15 @@ int ledger_db_schema_version(ledger_db *db, int *version, sg_error *err);
 typedef int (*ledger_db_row_fn)(void *arg, int ncols, const char *const *cols);
 int ledger_db_select(ledger_db *db, const char *sql, const char *const *params, size_t n_params,
                      ledger_db_row_fn row, void *arg, sg_error *err);
+
+/* Runs one statement that returns no rows (placeholders and parameters as in
+ * ledger_db_select; a NULL parameter is SQL NULL): the rows it changed, or -1 with err.
+ * Compare a text parameter with a number through CAST(? AS BIGINT): SQLite compares an
+ * untyped text with an integer as text. */
+int64_t ledger_db_exec(ledger_db *db, const char *sql, const char *const *params, size_t n_params, sg_error *err);
+/* A write transaction around several ledger_db_exec (SQLite: BEGIN IMMEDIATE). */
+int ledger_db_begin(ledger_db *db, sg_error *err);
+int ledger_db_commit(ledger_db *db, sg_error *err);
+void ledger_db_rollback(ledger_db *db);
 
 #endif

@@ -1,8 +1,9 @@
 // responses.test.mjs: the OpenAI Responses API through its clients, unchanged: the
 // `openai` SDK's responses.create (plain, streamed with its typed events, function tools,
-// the tool result chained by previous_response_id, stored responses read back and
-// deleted), the Vercel AI SDK's default OpenAI model (`@ai-sdk/openai`, which speaks the
-// Responses API) through `ai`'s generateText / streamText with and without a tool, and
+// the tool result chained by previous_response_id, stored responses read back, their
+// input items listed (responses.inputItems.list) and deleted), the Vercel AI SDK's
+// default OpenAI model (`@ai-sdk/openai`, which speaks the Responses API) through `ai`'s
+// generateText / streamText with and without a tool, and
 // one `@openai/agents` agent run. Against the fake OpenAI server (TARGET=fake) or
 // smolgate's POST /v1/responses (TARGET=gateway; skipped, saying so, while smolgate
 // answers it with "unknown endpoint"). Expected answers follow tests/fakes/README.md.
@@ -130,6 +131,46 @@ test('function tools: streamed argument deltas, then the result chained by previ
   assert.equal(r2.previous_response_id, final.id);
   // the prompt: the first input, both calls' arguments, both results (compact JSON: a word each)
   expectUsage(r2.usage, words(input) + 2 + 2, words(want));
+});
+
+// The text of an input item's content: a string, or its text parts.
+const itemText = (c) => typeof c === 'string' ? c : (c ?? []).map((p) => p.text ?? '').join('');
+
+test('responses.inputItems.list: the stored input, newest first, paged with after; a chained response carries the previous turn', { skip }, async () => {
+  const n = nonce('rsi');
+  const r1 = await client.responses.create({ model, input: `first ${n} turn` });
+  const p1 = await client.responses.inputItems.list(r1.id);
+  assert.equal(p1.data.length, 1);
+  assert.equal(p1.data[0].type, 'message');
+  assert.equal(p1.data[0].role, 'user');
+  assert.equal(itemText(p1.data[0].content), `first ${n} turn`);
+  const r2 = await client.responses.create({ model, previous_response_id: r1.id, input: [{ role: 'user', content: `second ${n} turn` }] });
+  const all = [];
+  for await (const it of client.responses.inputItems.list(r2.id, { limit: 1 })) all.push(it);   // pages of one, by `after`
+  assert.equal(itemText(all[0].content), `second ${n} turn`);
+  const asc = await client.responses.inputItems.list(r2.id, { order: 'asc' });
+  assert.equal(itemText(asc.data.at(-1).content), `second ${n} turn`);
+  if (GATEWAY) {
+    // as OpenAI lists it: this input, then what previous_response_id carried (its output, its input)
+    assert.equal(all.length, 3, JSON.stringify(all));
+    assert.equal(all[1].role, 'assistant');
+    assert.equal(itemText(all[1].content), r1.output_text);
+    assert.equal(itemText(all[2].content), `first ${n} turn`);
+    assert.equal(new Set(all.map((it) => it.id)).size, 3, 'distinct ids');
+    assert.deepEqual(asc.data.map((it) => it.id), all.map((it) => it.id).reverse());
+    await assert.rejects(client.responses.inputItems.list(r2.id, { limit: 1000 }), (e) => {
+      assert.ok(e instanceof BadRequestError, `not a BadRequestError: ${e}`);
+      assert.equal(e.error?.param, 'limit');
+      return true;
+    });
+  }
+  await assert.rejects(client.responses.inputItems.list(`resp_${n}nope`), (e) => {
+    assert.ok(e instanceof NotFoundError, `not a NotFoundError: ${e}`);
+    return true;
+  });
+  await client.responses.delete(r2.id);
+  await client.responses.delete(r1.id);
+  await assert.rejects(client.responses.inputItems.list(r1.id), NotFoundError);
 });
 
 test('a 400 surfaces as APIError (BadRequestError) with the OpenAI error body (unknown previous_response_id)', { skip }, async () => {

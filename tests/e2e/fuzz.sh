@@ -7,9 +7,10 @@
 # Each target is linked against an archive of every src/common/*.c and src/engine/*.c
 # (the SIMD kernels included: they carry per-function target attributes), plus the
 # gateway's event loop and HTTP server (which need nothing beyond src/common), the canonical
-# chat helpers and embeddings codec, the Responses API's store, and the client APIs' request
-# parsers (api*.c with the OpenAI and Anthropic codecs and chat.c), with
-# -ljansson -lpcre2-8 -lm -lpthread, so a new target needs no change here: the linker
+# chat helpers and embeddings codec, the Responses API's store (with its database layer,
+# response_store_db.c and ledger_db.c), and the client APIs' request parsers (api*.c with
+# the OpenAI and Anthropic codecs and chat.c), with -ljansson -lpcre2-8 -lsqlite3 -lpq -lm
+# -lpthread, so a new target needs no change here: the linker
 # takes the objects it uses. A source file that does not compile (someone's work in
 # progress) is left out with a warning.
 #
@@ -35,15 +36,16 @@ keep=0
 trap '[ $keep -eq 1 ] || rm -rf "$work"' EXIT
 mkdir -p "$work/obj" "$work/bin" "$work/corpus" "$work/artifacts"
 
-CFLAGS="-std=c11 -D_GNU_SOURCE -g -O1 -pthread -Isrc -Itests $(pkg-config --cflags jansson libpcre2-8 2>/dev/null)"
+CFLAGS="-std=c11 -D_GNU_SOURCE -g -O1 -pthread -Isrc -Itests $(pkg-config --cflags jansson libpcre2-8 2>/dev/null) -I/usr/include/postgresql"
 SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer"
-LIBS="-ljansson -lpcre2-8 -lm -lpthread"
+LIBS="-ljansson -lpcre2-8 -lsqlite3 -lpq -lm -lpthread"
 
 # The library, instrumented for coverage.
 objs=()
 for src in src/common/*.c src/engine/*.c src/gateway/loop.c src/gateway/http_server.c \
            src/gateway/chat.c src/gateway/codec_embed.c src/gateway/api*.c src/gateway/codec_openai.c \
-           src/gateway/codec_anthropic.c src/gateway/response_store.c; do
+           src/gateway/codec_anthropic.c src/gateway/response_store.c src/gateway/response_store_db.c \
+           src/gateway/ledger_db.c; do
   obj=$work/obj/$(echo "${src%.c}" | tr / _).o
   if "$CLANG" $CFLAGS $SAN -fsanitize=fuzzer-no-link -c "$src" -o "$obj" 2>"$work/cc.log"; then
     objs+=("$obj")

@@ -5,7 +5,11 @@
  * names the model and has messages; it is then answered with a fixed sequence of events
  * (text, a tool call, finish, usage), rendered both as one Response object, which must
  * be valid JSON with object "response", and as SSE events. Stored responses go to a small
- * store, so that a later input's previous_response_id or item_reference may find one. */
+ * store, so that a later input's previous_response_id or item_reference may find one.
+ * The same bytes are also read as what the stored-response endpoints take from a client:
+ * the stored responses a body names (gw_responses_refs: at most its cap, each an id),
+ * a path id (gw_responses_check_id) and an input_items query string: each answer is a
+ * status in {200, 400, 404} with a JSON body. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -66,5 +70,36 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     }
     gw_api_openai_responses.request_free(&r);
     oai_request_free(&r.canon);
+
+    char *ids[4];
+    size_t n = gw_responses_refs((const char *)data, size, ids, 4);
+    if (n > 4) abort();
+    for (size_t i = 0; i < n; i++) {
+        if (strlen(ids[i]) > RSTORE_MAX_ID) abort();
+        free(ids[i]);
+    }
+    char *text = malloc(size + 1);   /* the bytes as a C string, cut at the first NUL */
+    memcpy(text, data, size);
+    text[size] = 0;
+    sg_buf out;
+    sg_buf_init(&out);
+    int st = gw_responses_check_id(text, &out);
+    if (st != 0 && st != 400) abort();
+    if (st) {
+        json_t *ej = json_loadb(out.data, out.len, 0, NULL);
+        if (!json_is_object(json_object_get(ej, "error"))) abort();
+        json_decref(ej);
+    }
+    sg_buf_reset(&out);
+    rstore_entry en = {.response = "{}", .messages = "[]",
+                       .input_items = "[{\"id\":\"a\"},{\"id\":\"b\"},{\"type\":\"x\"},{\"id\":\"c\"}]", .created = 1};
+    st = gw_responses_input_items(&en, "resp_x", text, &out);
+    json_t *j = json_loadb(out.data, out.len, 0, NULL);
+    if ((st != 200 && st != 400) || !j) abort();
+    if (st == 200 && (json_array_size(json_object_get(j, "data")) > 100 || !json_is_boolean(json_object_get(j, "has_more"))))
+        abort();
+    json_decref(j);
+    free(text);
+    sg_buf_free(&out);
     return 0;
 }
