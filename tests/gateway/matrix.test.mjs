@@ -1,0 +1,457 @@
+// matrix.test.mjs: every client package the tests pin (tests/node/package.json), unchanged,
+// against every provider type behind smolgate, in three modes, one node:test test per cell:
+//
+//   rows     the openai SDK (chat.completions; responses), `ai` with @ai-sdk/openai (its
+//            default, the Responses API; and .chat()), with @ai-sdk/openai-compatible, and
+//            with @ai-sdk/gateway (createGateway, the /v4/ai protocol), @anthropic-ai/sdk
+//            (messages), ollama (/api/chat), @langchain/ollama (ChatOllama), @openai/agents
+//            (its default model, the Responses API)
+//   columns  openai (openai/gpt-4o-mini), anthropic (anthropic/claude-haiku-4-5), google
+//            (google/gemini-2.5-flash), openai-compatible (backup/..., an OpenAI-type
+//            provider of another name), each on the fake upstreams (tests/fakes/), and
+//            local (local/$SMOLGATE_LOCAL_MODEL, gateway.sh's tiny random-weight SmolLM3)
+//          x plain, stream, tools
+//
+// A cell sends real requests through smolgate and asserts what comes back. On the fakes the
+// answer is deterministic (tests/fakes/README.md): the text is exactly "echo: PROMPT", the
+// output token count is its word count; a tool cell's prompt asks for get_weather
+// {"city":"Paris"}, the call must come back with those arguments (valid against the declared
+// schema), and the SDK's tool-result round trip (done by the SDK where it does one, by hand
+// otherwise) must answer "tool result: {"temp_c":21}". On the local model the text is
+// random: it must be non-empty, with usage; its tools cell forces the call (tool_choice
+// required / any), since a random-weight model does not pick a tool by itself, and
+// constrained decoding must give a call of the declared tool whose arguments validate; the
+// round trip must then answer. A combination a package cannot express is a skipped test
+// whose reason is in the table ("n/a"), not left out.
+//
+// At the end the table (package@version per row, PASS / FAIL / n/a per cell, the failures'
+// messages, the n/a reasons and notes under it) is written to MATRIX_REPORT (default
+// $TMPDIR/smolgate-client-matrix.md, and then printed too). Run through tests/e2e/gateway.sh
+// (group `matrix`), which sets MATRIX_REPORT and prints the file.
+
+import test, { after } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { GW, KEY, nonce, words, loadPackage } from './lib.mjs';
+
+const LOCAL = process.env.SMOLGATE_LOCAL_MODEL;
+if (!LOCAL) throw new Error('SMOLGATE_LOCAL_MODEL is not set: run through tests/e2e/gateway.sh');
+const REPORT = process.env.MATRIX_REPORT || path.join(process.env.TMPDIR || os.tmpdir(), 'smolgate-client-matrix.md');
+
+const { default: OpenAI } = await loadPackage('openai');
+const { default: Anthropic } = await loadPackage('@anthropic-ai/sdk');
+const { Ollama } = await loadPackage('ollama');
+const { ChatOllama } = await loadPackage('@langchain/ollama');
+const agents = await loadPackage('@openai/agents');
+globalThis.AI_SDK_LOG_WARNINGS = false;
+const { generateText, streamText, tool, jsonSchema, stepCountIs } = await loadPackage('ai');
+const { createOpenAI } = await loadPackage('@ai-sdk/openai');
+const { createOpenAICompatible } = await loadPackage('@ai-sdk/openai-compatible');
+const { createGateway } = await loadPackage('@ai-sdk/gateway');
+const { default: Ajv } = await loadPackage('ajv');
+
+const NODE_MODULES = new URL('../node/node_modules/', import.meta.url);
+const version = (name) => JSON.parse(readFileSync(new URL(`${name}/package.json`, NODE_MODULES), 'utf8')).version;
+const pkg = (name) => `${name}@${version(name)}`;
+
+const PROVIDERS = [
+  ['openai', 'openai/gpt-4o-mini'],
+  ['anthropic', 'anthropic/claude-haiku-4-5'],
+  ['google', 'google/gemini-2.5-flash'],
+  ['openai-compatible', 'backup/m-matrix-compat'],
+  ['local', `local/${LOCAL}`],
+];
+const MODES = ['plain', 'stream', 'tools'];
+
+// The one tool: bounded arguments, so that a forced call on the local model ends well
+// within its token budget.
+const TOOL = { name: 'get_weather', description: 'Weather in a city' };
+const SCHEMA = { type: 'object', properties: { city: { type: 'string', maxLength: 12 } }, required: ['city'], additionalProperties: false };
+const RESULT = '{"temp_c":21}';            // what every tool returns (compact JSON)
+const TOOL_ANSWER = `tool result: ${RESULT}`;
+const ajv = new Ajv({ allErrors: true, strict: false });
+const validArgs = ajv.compile(SCHEMA);
+
+const openaiClient = new OpenAI({ baseURL: `${GW}/v1`, apiKey: KEY, maxRetries: 0, timeout: 60000 });
+const anthropicClient = new Anthropic({ baseURL: GW, apiKey: KEY, maxRetries: 0, timeout: 60000 });
+const ollamaClient = new Ollama({ host: GW, headers: { authorization: `Bearer ${KEY}` } });
+const aiOpenAI = createOpenAI({ baseURL: `${GW}/v1`, apiKey: KEY });
+const aiCompat = createOpenAICompatible({ name: 'smolgate', baseURL: `${GW}/v1`, apiKey: KEY, includeUsage: true });
+const aiGateway = createGateway({ baseURL: `${GW}/v4/ai`, apiKey: KEY });
+agents.setTracingDisabled(true);
+agents.setDefaultOpenAIClient(new OpenAI({ baseURL: `${GW}/v1`, apiKey: KEY, maxRetries: 0, timeout: 60000 }));
+agents.setOpenAIAPI('responses');
+
+// ---- what a cell checks, given its provider ----
+
+function cell(provider, model) {
+  const local = provider === 'local';
+  const n = nonce('mx');
+  const prompt = `matrix ${n} says hello`;
+  const expected = `echo: ${prompt}`;
+  return {
+    provider, model, local, prompt,
+    // Local: a few random tokens; the fakes cut by words, so give them room.
+    max: local ? 8 : 64,
+    toolMax: local ? 120 : 64,
+    // The fakes answer a tool call for this line; the nonce line is ignored by them.
+    toolPrompt: `call:get_weather {"city":"Paris"}\n${n}`,
+    text(t, what = 'text') {
+      assert.equal(typeof t, 'string', `${what} is a string: ${JSON.stringify(t)}`);
+      if (local) assert.ok(t.length > 0, `${what}: non-empty`);
+      else assert.equal(t, expected, what);
+    },
+    usage(input, output, what = 'usage', max = this.max) {
+      assert.ok(Number.isInteger(input) && input > 0, `${what}: input tokens > 0 (${input})`);
+      assert.ok(Number.isInteger(output) && output > 0, `${what}: output tokens > 0 (${output})`);
+      if (local) assert.ok(output <= max, `${what}: output tokens <= ${max} (${output})`);
+      else assert.equal(output, words(expected), `${what}: output tokens = the answer's words`);
+    },
+    call(name, args, what = 'tool call') {
+      assert.equal(name, TOOL.name, `${what}: the declared tool`);
+      const a = typeof args === 'string' ? JSON.parse(args) : args;
+      assert.ok(validArgs(a), `${what}: arguments valid against the schema: ${JSON.stringify(a)}: ${ajv.errorsText(validArgs.errors)}`);
+      if (!local) assert.deepEqual(a, { city: 'Paris' }, `${what}: the arguments asked for`);
+    },
+    toolAnswer(t, what = 'answer to the tool result') {
+      assert.equal(typeof t, 'string', `${what} is a string: ${JSON.stringify(t)}`);
+      if (!local) assert.equal(t, TOOL_ANSWER, what);
+    },
+  };
+}
+
+// ---- the rows: a client package (API) and its three cells; `na` maps "provider/mode" or
+// "*/mode" to the reason a cell cannot exist ----
+
+const rawTools = [{ type: 'function', function: { ...TOOL, parameters: SCHEMA } }];
+// The local cells of @openai/agents ask for an output type: a random-weight model's free
+// text ends only at the token limit, which the Responses API reports as "incomplete" (as
+// OpenAI does), and the Agents SDK rejects an incomplete response; a JSON-schema answer,
+// under constrained decoding, ends by itself.
+const AGENTS_LOCAL = 'local: with outputType a JSON schema, since a random-weight model\'s free text ends only at max tokens, a Responses "incomplete" that the Agents SDK rejects';
+const ANSWER_SCHEMA = { type: 'object', properties: { answer: { type: 'string', maxLength: 12 } }, required: ['answer'], additionalProperties: false };
+const validAnswer = ajv.compile(ANSWER_SCHEMA);
+const NO_TOOL_CHOICE = "Ollama's API has no tool_choice, and a random-weight model does not pick a tool by itself";
+
+async function aiTools(c, model, providerOptions) {
+  const executed = [];
+  const r = await generateText({
+    model, prompt: c.toolPrompt, maxOutputTokens: c.toolMax, maxRetries: 0, providerOptions,
+    tools: { [TOOL.name]: tool({ description: TOOL.description, inputSchema: jsonSchema(SCHEMA), execute: async (a) => { executed.push(a); return JSON.parse(RESULT); } }) },
+    toolChoice: c.local ? 'required' : 'auto',
+    // The forced choice is for the first step; the answer to the result is free.
+    prepareStep: ({ stepNumber }) => (stepNumber > 0 ? { toolChoice: 'none' } : undefined),
+    stopWhen: stepCountIs(2),
+  });
+  assert.ok(r.steps.length >= 1, 'a step');
+  const s1 = r.steps[0];
+  assert.equal(s1.finishReason, 'tool-calls', `step 1 finish reason (${JSON.stringify(s1.content)})`);
+  assert.equal(s1.toolCalls.length, 1, 'one tool call');
+  c.call(s1.toolCalls[0].toolName, s1.toolCalls[0].input);
+  assert.equal(executed.length, 1, 'the SDK ran the tool');
+  assert.equal(r.steps.length, 2, 'a second step answers the tool result');
+  c.toolAnswer(r.text);
+  assert.ok(r.totalUsage.inputTokens > 0 && r.totalUsage.outputTokens > 0, `usage: ${JSON.stringify(r.totalUsage)}`);
+}
+
+function aiRow(label, packages, modelOf, providerOptionsOf = () => undefined) {
+  return {
+    label, packages,
+    async plain(c) {
+      const r = await generateText({ model: modelOf(c.model), prompt: c.prompt, maxOutputTokens: c.max, maxRetries: 0 });
+      c.text(r.text);
+      c.usage(r.usage.inputTokens, r.usage.outputTokens);
+    },
+    async stream(c) {
+      const r = streamText({ model: modelOf(c.model), prompt: c.prompt, maxOutputTokens: c.max, maxRetries: 0 });
+      const parts = [];
+      for await (const p of r.fullStream) {
+        if (p.type === 'error') throw p.error;
+        if (p.type === 'text-delta') parts.push(p.text);
+      }
+      assert.ok(parts.length >= 1, 'text deltas');
+      c.text(parts.join(''), 'the deltas joined');
+      const u = await r.usage;
+      c.usage(u.inputTokens, u.outputTokens);
+    },
+    async tools(c) {
+      await aiTools(c, modelOf(c.model), c.local ? providerOptionsOf() : undefined);
+    },
+  };
+}
+
+const ROWS = [
+  {
+    label: 'openai: chat.completions', packages: ['openai'],
+    async plain(c) {
+      const r = await openaiClient.chat.completions.create({ model: c.model, max_tokens: c.max, messages: [{ role: 'user', content: c.prompt }] });
+      c.text(r.choices[0].message.content);
+      c.usage(r.usage.prompt_tokens, r.usage.completion_tokens);
+      assert.equal(r.usage.total_tokens, r.usage.prompt_tokens + r.usage.completion_tokens, 'total_tokens');
+    },
+    async stream(c) {
+      const s = await openaiClient.chat.completions.create({ model: c.model, max_tokens: c.max, stream: true,
+        stream_options: { include_usage: true }, messages: [{ role: 'user', content: c.prompt }] });
+      let text = '', usage = null, finish = null;
+      for await (const ch of s) {
+        text += ch.choices[0]?.delta?.content ?? '';
+        finish = ch.choices[0]?.finish_reason ?? finish;
+        if (ch.usage) usage = ch.usage;
+      }
+      assert.ok(finish, 'a finish reason');
+      c.text(text, 'the deltas joined');
+      assert.ok(usage, 'a usage chunk');
+      c.usage(usage.prompt_tokens, usage.completion_tokens);
+    },
+    async tools(c) {
+      const messages = [{ role: 'user', content: c.toolPrompt }];
+      const r1 = await openaiClient.chat.completions.create({ model: c.model, max_tokens: c.toolMax, messages, tools: rawTools,
+        ...(c.local ? { tool_choice: 'required', parallel_tool_calls: false } : {}) });
+      const m = r1.choices[0].message;
+      assert.equal(r1.choices[0].finish_reason, 'tool_calls', `finish_reason (${JSON.stringify(m)})`);
+      assert.equal(m.tool_calls?.length, 1, 'one tool call');
+      const tc = m.tool_calls[0];
+      c.call(tc.function.name, tc.function.arguments);
+      assert.ok(r1.usage.prompt_tokens > 0 && r1.usage.completion_tokens > 0, 'usage');
+      const r2 = await openaiClient.chat.completions.create({ model: c.model, max_tokens: c.max, tools: rawTools,
+        messages: [...messages, m, { role: 'tool', tool_call_id: tc.id, content: RESULT }] });
+      c.toolAnswer(r2.choices[0].message.content);
+    },
+  },
+  {
+    label: 'openai: responses', packages: ['openai'],
+    async plain(c) {
+      const r = await openaiClient.responses.create({ model: c.model, input: c.prompt, max_output_tokens: c.max, store: false });
+      c.text(r.output_text);
+      c.usage(r.usage.input_tokens, r.usage.output_tokens);
+    },
+    async stream(c) {
+      const s = await openaiClient.responses.create({ model: c.model, input: c.prompt, max_output_tokens: c.max, store: false, stream: true });
+      let text = '', done = null;
+      for await (const ev of s) {
+        if (ev.type === 'response.output_text.delta') text += ev.delta;
+        if (ev.type === 'response.completed' || ev.type === 'response.incomplete') done = ev.response;
+        if (ev.type === 'error' || ev.type === 'response.failed') throw new Error(`stream: ${JSON.stringify(ev)}`);
+      }
+      assert.ok(done, 'response.completed or response.incomplete');
+      c.text(text, 'the deltas joined');
+      c.text(done.output_text ?? done.output.flatMap((o) => o.content ?? []).map((p) => p.text ?? '').join(''), 'the final response text');
+      c.usage(done.usage.input_tokens, done.usage.output_tokens);
+    },
+    async tools(c) {
+      const tools = [{ type: 'function', ...TOOL, parameters: SCHEMA, strict: true }];
+      const input = [{ role: 'user', content: c.toolPrompt }];
+      const r1 = await openaiClient.responses.create({ model: c.model, input, tools, max_output_tokens: c.toolMax, store: false,
+        ...(c.local ? { tool_choice: 'required', parallel_tool_calls: false } : {}) });
+      const calls = r1.output.filter((o) => o.type === 'function_call');
+      assert.equal(calls.length, 1, `one function_call item (${JSON.stringify(r1.output)})`);
+      c.call(calls[0].name, calls[0].arguments);
+      assert.ok(r1.usage.input_tokens > 0 && r1.usage.output_tokens > 0, 'usage');
+      const r2 = await openaiClient.responses.create({ model: c.model, tools, max_output_tokens: c.max, store: false,
+        input: [...input, calls[0], { type: 'function_call_output', call_id: calls[0].call_id, output: RESULT }] });
+      c.toolAnswer(r2.output_text);
+    },
+  },
+  aiRow('ai + @ai-sdk/openai (Responses)', ['ai', '@ai-sdk/openai'], (m) => aiOpenAI(m),
+    () => ({ openai: { parallelToolCalls: false } })),
+  aiRow('ai + @ai-sdk/openai .chat()', ['ai', '@ai-sdk/openai'], (m) => aiOpenAI.chat(m),
+    () => ({ openai: { parallelToolCalls: false } })),
+  aiRow('ai + @ai-sdk/openai-compatible', ['ai', '@ai-sdk/openai-compatible'], (m) => aiCompat.chatModel(m)),
+  aiRow('ai + @ai-sdk/gateway', ['ai', '@ai-sdk/gateway'], (m) => aiGateway(m),
+    () => ({ openai: { parallelToolCalls: false } })),
+  {
+    label: '@anthropic-ai/sdk: messages', packages: ['@anthropic-ai/sdk'],
+    async plain(c) {
+      const m = await anthropicClient.messages.create({ model: c.model, max_tokens: c.max, messages: [{ role: 'user', content: c.prompt }] });
+      c.text(m.content.filter((b) => b.type === 'text').map((b) => b.text).join(''));
+      c.usage(m.usage.input_tokens, m.usage.output_tokens);
+    },
+    async stream(c) {
+      const s = anthropicClient.messages.stream({ model: c.model, max_tokens: c.max, messages: [{ role: 'user', content: c.prompt }] });
+      let text = '';
+      for await (const ev of s) if (ev.type === 'content_block_delta' && ev.delta.type === 'text_delta') text += ev.delta.text;
+      const m = await s.finalMessage();
+      c.text(text, 'the deltas joined');
+      c.usage(m.usage.input_tokens, m.usage.output_tokens);
+    },
+    async tools(c) {
+      const tools = [{ ...TOOL, input_schema: SCHEMA }];
+      const messages = [{ role: 'user', content: c.toolPrompt }];
+      const m1 = await anthropicClient.messages.create({ model: c.model, max_tokens: c.toolMax, messages, tools,
+        ...(c.local ? { tool_choice: { type: 'any', disable_parallel_tool_use: true } } : {}) });
+      assert.equal(m1.stop_reason, 'tool_use', `stop_reason (${JSON.stringify(m1.content)})`);
+      const uses = m1.content.filter((b) => b.type === 'tool_use');
+      assert.equal(uses.length, 1, 'one tool_use block');
+      c.call(uses[0].name, uses[0].input);
+      assert.ok(m1.usage.input_tokens > 0 && m1.usage.output_tokens > 0, 'usage');
+      const m2 = await anthropicClient.messages.create({ model: c.model, max_tokens: c.max, tools, messages: [...messages,
+        { role: 'assistant', content: m1.content },
+        { role: 'user', content: [{ type: 'tool_result', tool_use_id: uses[0].id, content: RESULT }] }] });
+      c.toolAnswer(m2.content.filter((b) => b.type === 'text').map((b) => b.text).join(''));
+    },
+  },
+  {
+    label: 'ollama: chat', packages: ['ollama'], na: { 'local/tools': NO_TOOL_CHOICE },
+    async plain(c) {
+      const r = await ollamaClient.chat({ model: c.model, messages: [{ role: 'user', content: c.prompt }], options: { num_predict: c.max } });
+      c.text(r.message.content);
+      c.usage(r.prompt_eval_count, r.eval_count);
+    },
+    async stream(c) {
+      const parts = [];
+      for await (const p of await ollamaClient.chat({ model: c.model, stream: true, messages: [{ role: 'user', content: c.prompt }], options: { num_predict: c.max } })) parts.push(p);
+      assert.equal(parts.at(-1).done, true, 'the last part is done');
+      c.text(parts.map((p) => p.message?.content ?? '').join(''), 'the parts joined');
+      c.usage(parts.at(-1).prompt_eval_count, parts.at(-1).eval_count);
+    },
+    async tools(c) {
+      const messages = [{ role: 'user', content: c.toolPrompt }];
+      const r1 = await ollamaClient.chat({ model: c.model, messages, tools: rawTools, options: { num_predict: c.toolMax } });
+      assert.equal(r1.message.tool_calls?.length, 1, `one tool call (${JSON.stringify(r1.message)})`);
+      c.call(r1.message.tool_calls[0].function.name, r1.message.tool_calls[0].function.arguments);
+      assert.ok(r1.prompt_eval_count > 0 && r1.eval_count > 0, 'counts');
+      const r2 = await ollamaClient.chat({ model: c.model, tools: rawTools, options: { num_predict: c.max },
+        messages: [...messages, r1.message, { role: 'tool', content: RESULT, tool_name: TOOL.name }] });
+      c.toolAnswer(r2.message.content);
+    },
+  },
+  {
+    label: '@langchain/ollama: ChatOllama', packages: ['@langchain/ollama', '@langchain/core'], na: { 'local/tools': NO_TOOL_CHOICE },
+    chat: (c, max) => new ChatOllama({ baseUrl: GW, headers: { authorization: `Bearer ${KEY}` }, model: c.model, maxRetries: 0, numPredict: max }),
+    async plain(c) {
+      const m = await this.chat(c, c.max).invoke([['human', c.prompt]]);
+      c.text(m.content);
+      c.usage(m.usage_metadata?.input_tokens, m.usage_metadata?.output_tokens);
+    },
+    async stream(c) {
+      let acc = null, n = 0;
+      for await (const ch of await this.chat(c, c.max).stream([['human', c.prompt]])) { acc = acc ? acc.concat(ch) : ch; n++; }
+      assert.ok(n >= 1, 'chunks');
+      c.text(acc.content, 'the chunks joined');
+      c.usage(acc.usage_metadata?.input_tokens, acc.usage_metadata?.output_tokens);
+    },
+    async tools(c) {
+      const llm = this.chat(c, c.toolMax).bindTools(rawTools);
+      const messages = [['human', c.toolPrompt]];
+      const m1 = await llm.invoke(messages);
+      assert.equal(m1.tool_calls?.length, 1, `one tool call (${JSON.stringify(m1)})`);
+      c.call(m1.tool_calls[0].name, m1.tool_calls[0].args);
+      const m2 = await llm.invoke([...messages, m1, { role: 'tool', content: RESULT, tool_call_id: m1.tool_calls[0].id, name: TOOL.name }]);
+      c.toolAnswer(m2.content);
+    },
+  },
+  {
+    label: '@openai/agents: run (Responses)', packages: ['@openai/agents', 'openai'], notes: { 'local/*': AGENTS_LOCAL },
+    // Local: a JSON-schema output type, whose constrained answer ends by itself (see AGENTS_LOCAL).
+    agent: (c, { tools = [], settings = {} } = {}) => new agents.Agent({ name: 'matrix', instructions: 'Answer.',
+      model: c.model, tools, modelSettings: { maxTokens: c.local ? c.toolMax : c.max, ...settings },
+      ...(c.local ? { outputType: { type: 'json_schema', name: 'answer', strict: true, schema: ANSWER_SCHEMA } } : {}) }),
+    lastUsage(r) {
+      const u = r.rawResponses.at(-1)?.usage;
+      assert.ok(u, 'usage on the model response');
+      return u;
+    },
+    final(c, out, what) {
+      if (!c.local) return c.text(out, what);
+      assert.ok(validAnswer(out), `${what}: the output type's schema: ${JSON.stringify(out)}: ${ajv.errorsText(validAnswer.errors)}`);
+    },
+    async plain(c) {
+      const r = await agents.run(this.agent(c), c.prompt);
+      this.final(c, r.finalOutput, 'finalOutput');
+      const u = this.lastUsage(r);
+      c.usage(u.inputTokens, u.outputTokens, 'usage', c.toolMax);
+    },
+    async stream(c) {
+      const s = await agents.run(this.agent(c), c.prompt, { stream: true });
+      let text = '';
+      for await (const t of s.toTextStream()) text += t;
+      await s.completed;
+      if (s.error) throw s.error;
+      this.final(c, c.local ? JSON.parse(text) : text, 'the text stream');
+      this.final(c, s.finalOutput, 'finalOutput');
+      const u = this.lastUsage(s);
+      c.usage(u.inputTokens, u.outputTokens, 'usage', c.toolMax);
+    },
+    async tools(c) {
+      const asked = [];
+      const getWeather = agents.tool({ ...TOOL, parameters: SCHEMA, strict: true,
+        execute: async (a) => { asked.push(a); return RESULT; } });
+      const settings = c.local ? { toolChoice: 'required', parallelToolCalls: false } : {};
+      const r = await agents.run(this.agent(c, { tools: [getWeather], settings }), c.toolPrompt, { maxTurns: 3 });
+      assert.equal(asked.length, 1, 'the SDK ran the tool once');
+      const calls = r.newItems.filter((i) => i.type === 'tool_call_item');
+      assert.equal(calls.length, 1, 'one tool call item');
+      c.call(calls[0].rawItem.name, calls[0].rawItem.arguments);
+      if (c.local) this.final(c, r.finalOutput, 'finalOutput after the tool result');
+      else c.toolAnswer(r.finalOutput);
+    },
+  },
+];
+
+// ---- the cells, and the table ----
+
+const results = new Map();   // "row|provider|mode" -> {status, note}
+const short = (e) => String(e?.message ?? e).replace(/\s+/g, ' ').slice(0, 300);
+
+for (const row of ROWS) {
+  for (const [provider, model] of PROVIDERS) {
+    for (const mode of MODES) {
+      const key = `${row.label}|${provider}|${mode}`;
+      const na = row.na?.[`${provider}/${mode}`] ?? row.na?.[`*/${mode}`];
+      const name = `${row.label} × ${provider} × ${mode}`;
+      if (na) {
+        results.set(key, { status: 'n/a', note: na });
+        test(name, { skip: `n/a: ${na}` }, () => {});
+        continue;
+      }
+      const note = row.notes?.[`${provider}/${mode}`] ?? row.notes?.[`${provider}/*`];
+      test(name, async () => {
+        try {
+          await row[mode].call(row, cell(provider, model));
+          results.set(key, { status: 'PASS', note });
+        } catch (e) {
+          results.set(key, { status: 'FAIL', note: short(e) });
+          throw e;
+        }
+      });
+    }
+  }
+}
+
+function table() {
+  const lines = [];
+  lines.push(`# Client matrix: smolgate at ${GW}`, '');
+  lines.push(`Providers: ${PROVIDERS.map(([p, m]) => `${p} = \`${m}\``).join(', ')}; the first four on the fake upstreams, local on a random-weight SmolLM3.`, '');
+  const cols = PROVIDERS.flatMap(([p]) => MODES.map((m) => `${p} ${m}`));
+  lines.push(`| client (package@version) | ${cols.join(' | ')} |`);
+  lines.push(`|---|${cols.map(() => '---').join('|')}|`);
+  const notes = [];
+  for (const row of ROWS) {
+    const cells = [];
+    for (const [p] of PROVIDERS) {
+      for (const m of MODES) {
+        const r = results.get(`${row.label}|${p}|${m}`) ?? { status: 'not run' };
+        if (r.note) {
+          let i = notes.indexOf(r.note);
+          if (i < 0) i = notes.push(r.note) - 1;
+          cells.push(`${r.status} [${i + 1}]`);
+        } else cells.push(r.status);
+      }
+    }
+    lines.push(`| ${row.label} (${row.packages.map(pkg).join(', ')}) | ${cells.join(' | ')} |`);
+  }
+  const count = (s) => [...results.values()].filter((r) => r.status === s).length;
+  lines.push('', `${count('PASS')} PASS, ${count('FAIL')} FAIL, ${count('n/a')} n/a.`);
+  if (notes.length) lines.push('', ...notes.map((t, i) => `[${i + 1}] ${t}`));
+  return lines.join('\n') + '\n';
+}
+
+// gateway.sh names the file and prints it; run alone, the table goes to stdout as well.
+after(() => {
+  const md = table();
+  writeFileSync(REPORT, md);
+  if (!process.env.MATRIX_REPORT) console.log(md);
+  console.log(`matrix.test.mjs: the table is in ${REPORT}`);
+});
