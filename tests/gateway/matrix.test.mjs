@@ -86,16 +86,20 @@ agents.setOpenAIAPI('responses');
 
 // ---- what a cell checks, given its provider ----
 
-function cell(provider, model) {
+function cell(provider, model, row) {
   const local = provider === 'local';
   const n = nonce('mx');
   const prompt = `matrix ${n} says hello`;
   const expected = `echo: ${prompt}`;
   return {
     provider, model, local, prompt,
+    sys: row.systemWords ?? 0,   // words of a system prompt the package adds (the fakes count it)
     // Local: a few random tokens; the fakes cut by words, so give them room.
     max: local ? 8 : 64,
-    toolMax: local ? 120 : 64,
+    // A forced call of one tool (parallel calls off) is a finite language under the grammar:
+    // the fixed text, SCHEMA's bounded string and whitespace (at most 21 characters at a time,
+    // src/engine/json_schema.c) end well within 300 tokens, so it is never cut.
+    toolMax: local ? 300 : 64,
     // The fakes answer a tool call for this line; the nonce line is ignored by them.
     toolPrompt: `call:get_weather {"city":"Paris"}\n${n}`,
     text(t, what = 'text') {
@@ -107,7 +111,15 @@ function cell(provider, model) {
       assert.ok(Number.isInteger(input) && input > 0, `${what}: input tokens > 0 (${input})`);
       assert.ok(Number.isInteger(output) && output > 0, `${what}: output tokens > 0 (${output})`);
       if (local) assert.ok(output <= max, `${what}: output tokens <= ${max} (${output})`);
-      else assert.equal(output, words(expected), `${what}: output tokens = the answer's words`);
+      else {
+        assert.equal(input, words(prompt) + this.sys, `${what}: input tokens = the prompt's words`);
+        assert.equal(output, words(expected), `${what}: output tokens = the answer's words`);
+      }
+    },
+    // The finish reason: the fakes' is exact; the local model's answer stops or is cut.
+    finish(got, fake, localOk, what = 'finish reason') {
+      if (local) assert.ok(localOk.includes(got), `${what}: ${got} in ${localOk.join(', ')}`);
+      else assert.equal(got, fake, what);
     },
     call(name, args, what = 'tool call') {
       assert.equal(name, TOOL.name, `${what}: the declared tool`);
@@ -154,6 +166,27 @@ async function aiTools(c, model, providerOptions) {
   assert.equal(r.steps.length, 2, 'a second step answers the tool result');
   c.toolAnswer(r.text);
   assert.ok(r.totalUsage.inputTokens > 0 && r.totalUsage.outputTokens > 0, `usage: ${JSON.stringify(r.totalUsage)}`);
+
+  // streamed: the input deltas, the call, the SDK's round trip
+  const executed2 = [];
+  const st = streamText({
+    model, prompt: c.toolPrompt, maxOutputTokens: c.toolMax, maxRetries: 0, providerOptions,
+    tools: { [TOOL.name]: tool({ description: TOOL.description, inputSchema: jsonSchema(SCHEMA), execute: async (a) => { executed2.push(a); return JSON.parse(RESULT); } }) },
+    toolChoice: c.local ? 'required' : 'auto',
+    prepareStep: ({ stepNumber }) => (stepNumber > 0 ? { toolChoice: 'none' } : undefined),
+    stopWhen: stepCountIs(2),
+  });
+  const deltas = [], calls = [];
+  for await (const p of st.fullStream) {
+    if (p.type === 'error') throw p.error;
+    if (p.type === 'tool-input-delta') deltas.push(p.delta);
+    if (p.type === 'tool-call') calls.push(p);
+  }
+  assert.equal(calls.length, 1, 'streamed: one tool call');
+  c.call(calls[0].toolName, calls[0].input, 'streamed tool call');
+  assert.deepEqual(JSON.parse(deltas.join('')), calls[0].input, 'streamed: the input deltas join into the call\'s input');
+  assert.equal(executed2.length, 1, 'streamed: the SDK ran the tool');
+  c.toolAnswer(await st.text, 'streamed: the answer to the tool result');
 }
 
 function aiRow(label, packages, modelOf, providerOptionsOf = () => undefined) {
@@ -162,6 +195,7 @@ function aiRow(label, packages, modelOf, providerOptionsOf = () => undefined) {
     async plain(c) {
       const r = await generateText({ model: modelOf(c.model), prompt: c.prompt, maxOutputTokens: c.max, maxRetries: 0 });
       c.text(r.text);
+      c.finish(r.finishReason, 'stop', ['stop', 'length']);
       c.usage(r.usage.inputTokens, r.usage.outputTokens);
     },
     async stream(c) {
@@ -175,6 +209,7 @@ function aiRow(label, packages, modelOf, providerOptionsOf = () => undefined) {
       c.text(parts.join(''), 'the deltas joined');
       const u = await r.usage;
       c.usage(u.inputTokens, u.outputTokens);
+      c.finish(await r.finishReason, 'stop', ['stop', 'length']);
     },
     async tools(c) {
       await aiTools(c, modelOf(c.model), c.local ? providerOptionsOf() : undefined);
@@ -188,6 +223,7 @@ const ROWS = [
     async plain(c) {
       const r = await openaiClient.chat.completions.create({ model: c.model, max_tokens: c.max, messages: [{ role: 'user', content: c.prompt }] });
       c.text(r.choices[0].message.content);
+      c.finish(r.choices[0].finish_reason, 'stop', ['stop', 'length']);
       c.usage(r.usage.prompt_tokens, r.usage.completion_tokens);
       assert.equal(r.usage.total_tokens, r.usage.prompt_tokens + r.usage.completion_tokens, 'total_tokens');
     },
@@ -200,7 +236,7 @@ const ROWS = [
         finish = ch.choices[0]?.finish_reason ?? finish;
         if (ch.usage) usage = ch.usage;
       }
-      assert.ok(finish, 'a finish reason');
+      c.finish(finish, 'stop', ['stop', 'length']);
       c.text(text, 'the deltas joined');
       assert.ok(usage, 'a usage chunk');
       c.usage(usage.prompt_tokens, usage.completion_tokens);
@@ -218,6 +254,24 @@ const ROWS = [
       const r2 = await openaiClient.chat.completions.create({ model: c.model, max_tokens: c.max, tools: rawTools,
         messages: [...messages, m, { role: 'tool', tool_call_id: tc.id, content: RESULT }] });
       c.toolAnswer(r2.choices[0].message.content);
+
+      const s = await openaiClient.chat.completions.create({ model: c.model, max_tokens: c.toolMax, messages, tools: rawTools, stream: true,
+        ...(c.local ? { tool_choice: 'required', parallel_tool_calls: false } : {}) });
+      const calls = [];
+      let finish = null;
+      for await (const ch of s) {
+        for (const d of ch.choices[0]?.delta?.tool_calls ?? []) {
+          calls[d.index] ??= { id: '', name: '', args: '' };
+          calls[d.index].id += d.id ?? '';
+          calls[d.index].name += d.function?.name ?? '';
+          calls[d.index].args += d.function?.arguments ?? '';
+        }
+        finish = ch.choices[0]?.finish_reason ?? finish;
+      }
+      assert.equal(finish, 'tool_calls', 'streamed: finish_reason');
+      assert.equal(calls.length, 1, 'streamed: one tool call');
+      assert.ok(calls[0].id, 'streamed: the call has an id');
+      c.call(calls[0].name, calls[0].args, 'streamed tool call');
     },
   },
   {
@@ -225,6 +279,7 @@ const ROWS = [
     async plain(c) {
       const r = await openaiClient.responses.create({ model: c.model, input: c.prompt, max_output_tokens: c.max, store: false });
       c.text(r.output_text);
+      c.finish(r.status, 'completed', ['completed', 'incomplete'], 'status');
       c.usage(r.usage.input_tokens, r.usage.output_tokens);
     },
     async stream(c) {
@@ -236,6 +291,7 @@ const ROWS = [
         if (ev.type === 'error' || ev.type === 'response.failed') throw new Error(`stream: ${JSON.stringify(ev)}`);
       }
       assert.ok(done, 'response.completed or response.incomplete');
+      c.finish(done.status, 'completed', ['completed', 'incomplete'], 'status');
       c.text(text, 'the deltas joined');
       c.text(done.output_text ?? done.output.flatMap((o) => o.content ?? []).map((p) => p.text ?? '').join(''), 'the final response text');
       c.usage(done.usage.input_tokens, done.usage.output_tokens);
@@ -252,13 +308,29 @@ const ROWS = [
       const r2 = await openaiClient.responses.create({ model: c.model, tools, max_output_tokens: c.max, store: false,
         input: [...input, calls[0], { type: 'function_call_output', call_id: calls[0].call_id, output: RESULT }] });
       c.toolAnswer(r2.output_text);
+
+      const s = await openaiClient.responses.create({ model: c.model, input, tools, max_output_tokens: c.toolMax, store: false, stream: true,
+        ...(c.local ? { tool_choice: 'required', parallel_tool_calls: false } : {}) });
+      let args = '', done = null;
+      for await (const ev of s) {
+        if (ev.type === 'response.function_call_arguments.delta') args += ev.delta;
+        if (ev.type === 'response.completed' || ev.type === 'response.incomplete') done = ev.response;
+        if (ev.type === 'error' || ev.type === 'response.failed') throw new Error(`stream: ${JSON.stringify(ev)}`);
+      }
+      assert.equal(done?.status, 'completed', 'streamed: response.completed');
+      const sc = done.output.filter((o) => o.type === 'function_call');
+      assert.equal(sc.length, 1, `streamed: one function_call item (${JSON.stringify(done.output)})`);
+      c.call(sc[0].name, sc[0].arguments, 'streamed tool call');
+      assert.equal(args, sc[0].arguments, 'streamed: the argument deltas join into the arguments');
     },
   },
   aiRow('ai + @ai-sdk/openai (Responses)', ['ai', '@ai-sdk/openai'], (m) => aiOpenAI(m),
     () => ({ openai: { parallelToolCalls: false } })),
   aiRow('ai + @ai-sdk/openai .chat()', ['ai', '@ai-sdk/openai'], (m) => aiOpenAI.chat(m),
     () => ({ openai: { parallelToolCalls: false } })),
-  aiRow('ai + @ai-sdk/openai-compatible', ['ai', '@ai-sdk/openai-compatible'], (m) => aiCompat.chatModel(m)),
+  // The package sends its provider's options (but its own) as body fields.
+  aiRow('ai + @ai-sdk/openai-compatible', ['ai', '@ai-sdk/openai-compatible'], (m) => aiCompat.chatModel(m),
+    () => ({ smolgate: { parallel_tool_calls: false } })),
   aiRow('ai + @ai-sdk/gateway', ['ai', '@ai-sdk/gateway'], (m) => aiGateway(m),
     () => ({ openai: { parallelToolCalls: false } })),
   {
@@ -266,6 +338,7 @@ const ROWS = [
     async plain(c) {
       const m = await anthropicClient.messages.create({ model: c.model, max_tokens: c.max, messages: [{ role: 'user', content: c.prompt }] });
       c.text(m.content.filter((b) => b.type === 'text').map((b) => b.text).join(''));
+      c.finish(m.stop_reason, 'end_turn', ['end_turn', 'max_tokens'], 'stop_reason');
       c.usage(m.usage.input_tokens, m.usage.output_tokens);
     },
     async stream(c) {
@@ -274,6 +347,7 @@ const ROWS = [
       for await (const ev of s) if (ev.type === 'content_block_delta' && ev.delta.type === 'text_delta') text += ev.delta.text;
       const m = await s.finalMessage();
       c.text(text, 'the deltas joined');
+      c.finish(m.stop_reason, 'end_turn', ['end_turn', 'max_tokens'], 'stop_reason');
       c.usage(m.usage.input_tokens, m.usage.output_tokens);
     },
     async tools(c) {
@@ -290,6 +364,17 @@ const ROWS = [
         { role: 'assistant', content: m1.content },
         { role: 'user', content: [{ type: 'tool_result', tool_use_id: uses[0].id, content: RESULT }] }] });
       c.toolAnswer(m2.content.filter((b) => b.type === 'text').map((b) => b.text).join(''));
+
+      const s = anthropicClient.messages.stream({ model: c.model, max_tokens: c.toolMax, messages, tools,
+        ...(c.local ? { tool_choice: { type: 'any', disable_parallel_tool_use: true } } : {}) });
+      let json = '';
+      for await (const ev of s) if (ev.type === 'content_block_delta' && ev.delta.type === 'input_json_delta') json += ev.delta.partial_json;
+      const fm = await s.finalMessage();
+      assert.equal(fm.stop_reason, 'tool_use', 'streamed: stop_reason');
+      const su = fm.content.filter((b) => b.type === 'tool_use');
+      assert.equal(su.length, 1, 'streamed: one tool_use block');
+      c.call(su[0].name, su[0].input, 'streamed tool call');
+      assert.deepEqual(JSON.parse(json), su[0].input, 'streamed: the input_json_delta pieces join into the input');
     },
   },
   {
@@ -297,12 +382,14 @@ const ROWS = [
     async plain(c) {
       const r = await ollamaClient.chat({ model: c.model, messages: [{ role: 'user', content: c.prompt }], options: { num_predict: c.max } });
       c.text(r.message.content);
+      c.finish(r.done_reason, 'stop', ['stop', 'length'], 'done_reason');
       c.usage(r.prompt_eval_count, r.eval_count);
     },
     async stream(c) {
       const parts = [];
       for await (const p of await ollamaClient.chat({ model: c.model, stream: true, messages: [{ role: 'user', content: c.prompt }], options: { num_predict: c.max } })) parts.push(p);
       assert.equal(parts.at(-1).done, true, 'the last part is done');
+      c.finish(parts.at(-1).done_reason, 'stop', ['stop', 'length'], 'done_reason');
       c.text(parts.map((p) => p.message?.content ?? '').join(''), 'the parts joined');
       c.usage(parts.at(-1).prompt_eval_count, parts.at(-1).eval_count);
     },
@@ -315,6 +402,13 @@ const ROWS = [
       const r2 = await ollamaClient.chat({ model: c.model, tools: rawTools, options: { num_predict: c.max },
         messages: [...messages, r1.message, { role: 'tool', content: RESULT, tool_name: TOOL.name }] });
       c.toolAnswer(r2.message.content);
+
+      const parts = [];
+      for await (const p of await ollamaClient.chat({ model: c.model, messages, tools: rawTools, stream: true, options: { num_predict: c.toolMax } })) parts.push(p);
+      const sc = parts.flatMap((p) => p.message?.tool_calls ?? []);
+      assert.equal(sc.length, 1, 'streamed: one tool call');
+      c.call(sc[0].function.name, sc[0].function.arguments, 'streamed tool call');
+      assert.equal(parts.at(-1).done, true, 'streamed: the last part is done');
     },
   },
   {
@@ -340,10 +434,16 @@ const ROWS = [
       c.call(m1.tool_calls[0].name, m1.tool_calls[0].args);
       const m2 = await llm.invoke([...messages, m1, { role: 'tool', content: RESULT, tool_call_id: m1.tool_calls[0].id, name: TOOL.name }]);
       c.toolAnswer(m2.content);
+
+      let acc = null;
+      for await (const ch of await llm.stream(messages)) acc = acc ? acc.concat(ch) : ch;
+      assert.equal(acc.tool_calls?.length, 1, `streamed: one tool call (${JSON.stringify(acc)})`);
+      c.call(acc.tool_calls[0].name, acc.tool_calls[0].args, 'streamed tool call');
     },
   },
   {
     label: '@openai/agents: run (Responses)', packages: ['@openai/agents', 'openai'], notes: { 'local/*': AGENTS_LOCAL },
+    systemWords: words('Answer.'),
     // Local: a JSON-schema output type, whose constrained answer ends by itself (see AGENTS_LOCAL).
     agent: (c, { tools = [], settings = {} } = {}) => new agents.Agent({ name: 'matrix', instructions: 'Answer.',
       model: c.model, tools, modelSettings: { maxTokens: c.local ? c.toolMax : c.max, ...settings },
@@ -386,6 +486,17 @@ const ROWS = [
       c.call(calls[0].rawItem.name, calls[0].rawItem.arguments);
       if (c.local) this.final(c, r.finalOutput, 'finalOutput after the tool result');
       else c.toolAnswer(r.finalOutput);
+
+      const s = await agents.run(this.agent(c, { tools: [getWeather], settings }), c.toolPrompt, { maxTurns: 3, stream: true });
+      for await (const ev of s) void ev;
+      await s.completed;
+      if (s.error) throw s.error;
+      assert.equal(asked.length, 2, 'streamed: the SDK ran the tool');
+      const sc = s.newItems.filter((i) => i.type === 'tool_call_item');
+      assert.equal(sc.length, 1, 'streamed: one tool call item');
+      c.call(sc[0].rawItem.name, sc[0].rawItem.arguments, 'streamed tool call');
+      if (c.local) this.final(c, s.finalOutput, 'streamed: finalOutput after the tool result');
+      else c.toolAnswer(s.finalOutput, 'streamed: the answer to the tool result');
     },
   },
 ];
@@ -409,7 +520,7 @@ for (const row of ROWS) {
       const note = row.notes?.[`${provider}/${mode}`] ?? row.notes?.[`${provider}/*`];
       test(name, async () => {
         try {
-          await row[mode].call(row, cell(provider, model));
+          await row[mode].call(row, cell(provider, model, row));
           results.set(key, { status: 'PASS', note });
         } catch (e) {
           results.set(key, { status: 'FAIL', note: short(e) });
