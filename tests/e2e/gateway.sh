@@ -279,7 +279,7 @@ export TARGET=gateway SMOLGATE_URL=$url SMOLGATE_API_KEY=sk-smolgate-test FAKE_P
 export SMOLGATE_BIN=$bin SMOLGATE_CONFIG=$cfg SMOLGATE_LOG_FILE=$tmp/gateway.log
 export SMOLGATE_LOCAL_MODEL=$local_name SMOLGATE_LOCAL_DIR=$tmp/$local_name
 
-deadline=$((SECONDS + 300))   # every test group together: 5 minutes at most (about 1 normally)
+deadline=$((SECONDS + 600))   # every test group together: 10 minutes at most (about 5 on two busy cores)
 run_node() {  # label, files...
   local label=$1; shift
   local left=$((deadline - SECONDS))

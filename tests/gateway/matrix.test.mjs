@@ -34,7 +34,7 @@ import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { GW, KEY, nonce, words, loadPackage } from './lib.mjs';
+import { GW, KEY, nonce, words, fakeLog, loadPackage } from './lib.mjs';
 
 const LOCAL = process.env.SMOLGATE_LOCAL_MODEL;
 if (!LOCAL) throw new Error('SMOLGATE_LOCAL_MODEL is not set: run through tests/e2e/gateway.sh');
@@ -55,6 +55,26 @@ const { default: Ajv } = await loadPackage('ajv');
 const NODE_MODULES = new URL('../node/node_modules/', import.meta.url);
 const version = (name) => JSON.parse(readFileSync(new URL(`${name}/package.json`, NODE_MODULES), 'utf8')).version;
 const pkg = (name) => `${name}@${version(name)}`;
+
+// Where a provider's requests land on the fakes, and the model they name there (Gemini's is in
+// the path): a cell's requests carry its nonce, so the fake's log shows they went there.
+const UPSTREAM = {
+  openai: { fake: 'openai', model: 'gpt-4o-mini' },
+  anthropic: { fake: 'anthropic', model: 'claude-haiku-4-5' },
+  google: { fake: 'gemini', path: '/models/gemini-2.5-flash:' },
+  'openai-compatible': { fake: 'openai', model: 'm-matrix-compat' },
+};
+async function checkUpstream(c) {
+  const log = await fakeLog({ match: c.n });
+  if (c.local) return assert.equal(log.length, 0, `the local model answered: no request reached the fakes (${log.map((e) => e.provider)})`);
+  const want = UPSTREAM[c.provider];
+  assert.ok(log.length >= 1, 'the requests reached the fake upstream');
+  for (const e of log) {
+    assert.equal(e.provider, want.fake, `a request went to the ${want.fake} fake (${e.path})`);
+    if (want.model) assert.equal(e.body?.model, want.model, 'the upstream model');
+    if (want.path) assert.ok(e.path.includes(want.path), `the upstream model: ${e.path}`);
+  }
+}
 
 const PROVIDERS = [
   ['openai', 'openai/gpt-4o-mini'],
@@ -88,11 +108,11 @@ agents.setOpenAIAPI('responses');
 
 function cell(provider, model, row) {
   const local = provider === 'local';
-  const n = nonce('mx');
+  const n = `${nonce('mx')}z`;   // the z: no nonce is a prefix of another (the fake matches substrings)
   const prompt = `matrix ${n} says hello`;
   const expected = `echo: ${prompt}`;
   return {
-    provider, model, local, prompt,
+    provider, model, local, prompt, n,
     sys: row.systemWords ?? 0,   // words of a system prompt the package adds (the fakes count it)
     // Local: a few random tokens; the fakes cut by words, so give them room.
     max: local ? 8 : 64,
@@ -525,7 +545,9 @@ for (const row of ROWS) {
       const note = row.notes?.[`${provider}/${mode}`] ?? row.notes?.[`${provider}/*`];
       test(name, async () => {
         try {
-          await row[mode].call(row, cell(provider, model, row));
+          const c = cell(provider, model, row);
+          await row[mode].call(row, c);
+          await checkUpstream(c);
           results.set(key, { status: 'PASS', note });
         } catch (e) {
           results.set(key, { status: 'FAIL', note: short(e) });
