@@ -14,15 +14,19 @@
 //
 // A cell sends real requests through smolgate and asserts what comes back. On the fakes the
 // answer is deterministic (tests/fakes/README.md): the text is exactly "echo: PROMPT", the
-// output token count is its word count; a tool cell's prompt asks for get_weather
-// {"city":"Paris"}, the call must come back with those arguments (valid against the declared
-// schema), and the SDK's tool-result round trip (done by the SDK where it does one, by hand
-// otherwise) must answer "tool result: {"temp_c":21}". On the local model the text is
-// random: it must be non-empty, with usage; its tools cell forces the call (tool_choice
-// required / any), since a random-weight model does not pick a tool by itself, and
-// constrained decoding must give a call of the declared tool whose arguments validate; the
-// round trip must then answer. A combination a package cannot express is a skipped test
-// whose reason is in the table ("n/a"), not left out.
+// finish reason the API's "stop", the input and output token counts the prompt's and the
+// answer's words. A tools cell asks for get_weather {"city":"Paris"}, not streamed and then
+// streamed: the call must come back with those arguments (valid against the declared
+// schema; streamed argument deltas must join into them), and the tool-result round trip
+// (done by the SDK where it does one, by hand otherwise) must answer "tool result:
+// {"temp_c":21}". Every request must have reached the provider the cell names (the fake's
+// log, by the cell's nonce). On the local model the text is random: it must be non-empty,
+// with usage, and no request may reach the fakes; its tools cell forces the call
+// (tool_choice required / any, parallel calls off), since a random-weight model does not
+// pick a tool by itself, and constrained decoding must give one call of the declared tool
+// whose arguments validate; the round trip must then answer. @openai/agents' local cells
+// ask for a JSON-schema output type (AGENTS_LOCAL says why). A combination a package
+// cannot express is a skipped test whose reason is in the table ("n/a"), not left out.
 //
 // At the end the table (package@version per row, PASS / FAIL / n/a per cell, the failures'
 // messages, the n/a reasons and notes under it) is written to MATRIX_REPORT (default
