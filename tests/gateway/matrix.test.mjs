@@ -93,6 +93,7 @@ const MODES = ['plain', 'stream', 'tools'];
 // within its token budget.
 const TOOL = { name: 'get_weather', description: 'Weather in a city' };
 const SCHEMA = { type: 'object', properties: { city: { type: 'string', maxLength: 12 } }, required: ['city'], additionalProperties: false };
+const SAY = 'let me check';             // text the fakes put before their tool call
 const RESULT = '{"temp_c":21}';            // what every tool returns (compact JSON)
 const TOOL_ANSWER = `tool result: ${RESULT}`;
 const ajv = new Ajv({ allErrors: true, strict: false });
@@ -124,8 +125,13 @@ function cell(provider, model, row) {
     // the fixed text, SCHEMA's bounded string and whitespace (at most 21 characters at a time,
     // src/engine/json_schema.c) end well within 300 tokens, so it is never cut.
     toolMax: local ? 300 : 64,
-    // The fakes answer a tool call for this line; the nonce line is ignored by them.
-    toolPrompt: `call:get_weather {"city":"Paris"}\n${n}`,
+    // The fakes answer text, then a tool call, for these lines; the nonce line they ignore.
+    toolPrompt: `say: ${SAY}\ncall:get_weather {"city":"Paris"}\n${n}`,
+    // The text that comes with the call: the fakes' `say:` line; none from a forced call.
+    preText(t, what = 'the text before the call') {
+      if (local) assert.ok(!t, `${what}: none with a forced call: ${JSON.stringify(t)}`);
+      else assert.equal(t, SAY, what);
+    },
     text(t, what = 'text') {
       assert.equal(typeof t, 'string', `${what} is a string: ${JSON.stringify(t)}`);
       if (local) assert.ok(t.length > 0, `${what}: non-empty`);
@@ -191,6 +197,7 @@ async function aiTools(c, baseModel, providerOptions) {
   assert.equal(s1.finishReason, 'tool-calls', `step 1 finish reason (${JSON.stringify(s1.content)})`);
   assert.equal(s1.toolCalls.length, 1, 'one tool call');
   c.call(s1.toolCalls[0].toolName, s1.toolCalls[0].input);
+  c.preText(s1.text);
   assert.equal(executed.length, 1, 'the SDK ran the tool');
   assert.equal(r.steps.length, 2, 'a second step answers the tool result');
   c.toolAnswer(r.text);
@@ -206,13 +213,16 @@ async function aiTools(c, baseModel, providerOptions) {
     stopWhen: stepCountIs(2),
   });
   const deltas = [], calls = [];
+  let pre = '';
   for await (const p of st.fullStream) {
     if (p.type === 'error') throw p.error;
+    if (p.type === 'text-delta' && !calls.length) pre += p.text;
     if (p.type === 'tool-input-delta') deltas.push(p.delta);
     if (p.type === 'tool-call') calls.push(p);
   }
   assert.equal(calls.length, 1, `streamed: one tool call (${JSON.stringify((await st.steps).map((x) => x.content))})`);
   c.call(calls[0].toolName, calls[0].input, 'streamed tool call');
+  c.preText(pre, 'streamed: the text before the call');
   assert.deepEqual(JSON.parse(deltas.join('')), calls[0].input, 'streamed: the input deltas join into the call\'s input');
   assert.equal(executed2.length, 1, 'streamed: the SDK ran the tool');
   c.toolAnswer(await st.text, 'streamed: the answer to the tool result');
@@ -279,6 +289,7 @@ const ROWS = [
       assert.equal(m.tool_calls?.length, 1, 'one tool call');
       const tc = m.tool_calls[0];
       c.call(tc.function.name, tc.function.arguments);
+      c.preText(m.content);
       assert.ok(r1.usage.prompt_tokens > 0 && r1.usage.completion_tokens > 0, 'usage');
       const r2 = await openaiClient.chat.completions.create({ model: c.model, max_tokens: c.max, tools: rawTools,
         messages: [...messages, m, { role: 'tool', tool_call_id: tc.id, content: RESULT }] });
@@ -287,8 +298,9 @@ const ROWS = [
       const s = await openaiClient.chat.completions.create({ model: c.model, max_tokens: c.toolMax, messages, tools: rawTools, stream: true,
         ...(c.local ? { tool_choice: 'required', parallel_tool_calls: false } : {}) });
       const calls = [];
-      let finish = null;
+      let finish = null, pre = '';
       for await (const ch of s) {
+        pre += ch.choices[0]?.delta?.content ?? '';
         for (const d of ch.choices[0]?.delta?.tool_calls ?? []) {
           calls[d.index] ??= { id: '', name: '', args: '' };
           calls[d.index].id += d.id ?? '';
@@ -301,6 +313,7 @@ const ROWS = [
       assert.equal(calls.length, 1, 'streamed: one tool call');
       assert.ok(calls[0].id, 'streamed: the call has an id');
       c.call(calls[0].name, calls[0].args, 'streamed tool call');
+      c.preText(pre, 'streamed: the text before the call');
     },
   },
   {
@@ -333,6 +346,7 @@ const ROWS = [
       const calls = r1.output.filter((o) => o.type === 'function_call');
       assert.equal(calls.length, 1, `one function_call item (${JSON.stringify(r1.output)})`);
       c.call(calls[0].name, calls[0].arguments);
+      c.preText(r1.output_text);
       assert.ok(r1.usage.input_tokens > 0 && r1.usage.output_tokens > 0, 'usage');
       const r2 = await openaiClient.responses.create({ model: c.model, tools, max_output_tokens: c.max, store: false,
         input: [...input, calls[0], { type: 'function_call_output', call_id: calls[0].call_id, output: RESULT }] });
@@ -340,8 +354,9 @@ const ROWS = [
 
       const s = await openaiClient.responses.create({ model: c.model, input, tools, max_output_tokens: c.toolMax, store: false, stream: true,
         ...(c.local ? { tool_choice: 'required', parallel_tool_calls: false } : {}) });
-      let args = '', done = null;
+      let args = '', done = null, pre = '';
       for await (const ev of s) {
+        if (ev.type === 'response.output_text.delta') pre += ev.delta;
         if (ev.type === 'response.function_call_arguments.delta') args += ev.delta;
         if (ev.type === 'response.completed' || ev.type === 'response.incomplete') done = ev.response;
         if (ev.type === 'error' || ev.type === 'response.failed') throw new Error(`stream: ${JSON.stringify(ev)}`);
@@ -350,6 +365,7 @@ const ROWS = [
       const sc = done.output.filter((o) => o.type === 'function_call');
       assert.equal(sc.length, 1, `streamed: one function_call item (${JSON.stringify(done.output)})`);
       c.call(sc[0].name, sc[0].arguments, 'streamed tool call');
+      c.preText(pre, 'streamed: the text before the call');
       assert.equal(args, sc[0].arguments, 'streamed: the argument deltas join into the arguments');
     },
   },
@@ -388,6 +404,7 @@ const ROWS = [
       const uses = m1.content.filter((b) => b.type === 'tool_use');
       assert.equal(uses.length, 1, 'one tool_use block');
       c.call(uses[0].name, uses[0].input);
+      c.preText(m1.content.filter((b) => b.type === 'text').map((b) => b.text).join(''));
       assert.ok(m1.usage.input_tokens > 0 && m1.usage.output_tokens > 0, 'usage');
       const m2 = await anthropicClient.messages.create({ model: c.model, max_tokens: c.max, tools, messages: [...messages,
         { role: 'assistant', content: m1.content },
@@ -396,13 +413,17 @@ const ROWS = [
 
       const s = anthropicClient.messages.stream({ model: c.model, max_tokens: c.toolMax, messages, tools,
         ...(c.local ? { tool_choice: { type: 'any', disable_parallel_tool_use: true } } : {}) });
-      let json = '';
-      for await (const ev of s) if (ev.type === 'content_block_delta' && ev.delta.type === 'input_json_delta') json += ev.delta.partial_json;
+      let json = '', pre = '';
+      for await (const ev of s) {
+        if (ev.type === 'content_block_delta' && ev.delta.type === 'input_json_delta') json += ev.delta.partial_json;
+        if (ev.type === 'content_block_delta' && ev.delta.type === 'text_delta') pre += ev.delta.text;
+      }
       const fm = await s.finalMessage();
       assert.equal(fm.stop_reason, 'tool_use', 'streamed: stop_reason');
       const su = fm.content.filter((b) => b.type === 'tool_use');
       assert.equal(su.length, 1, 'streamed: one tool_use block');
       c.call(su[0].name, su[0].input, 'streamed tool call');
+      c.preText(pre, 'streamed: the text before the call');
       assert.deepEqual(JSON.parse(json), su[0].input, 'streamed: the input_json_delta pieces join into the input');
     },
   },
@@ -427,6 +448,7 @@ const ROWS = [
       const r1 = await ollamaClient.chat({ model: c.model, messages, tools: rawTools, options: { num_predict: c.toolMax } });
       assert.equal(r1.message.tool_calls?.length, 1, `one tool call (${JSON.stringify(r1.message)})`);
       c.call(r1.message.tool_calls[0].function.name, r1.message.tool_calls[0].function.arguments);
+      c.preText(r1.message.content);
       assert.ok(r1.prompt_eval_count > 0 && r1.eval_count > 0, 'counts');
       const r2 = await ollamaClient.chat({ model: c.model, tools: rawTools, options: { num_predict: c.max },
         messages: [...messages, r1.message, { role: 'tool', content: RESULT, tool_name: TOOL.name }] });
@@ -437,6 +459,7 @@ const ROWS = [
       const sc = parts.flatMap((p) => p.message?.tool_calls ?? []);
       assert.equal(sc.length, 1, 'streamed: one tool call');
       c.call(sc[0].function.name, sc[0].function.arguments, 'streamed tool call');
+      c.preText(parts.map((p) => p.message?.content ?? '').join(''), 'streamed: the text before the call');
       assert.equal(parts.at(-1).done, true, 'streamed: the last part is done');
     },
   },
@@ -461,6 +484,7 @@ const ROWS = [
       const m1 = await llm.invoke(messages);
       assert.equal(m1.tool_calls?.length, 1, `one tool call (${JSON.stringify(m1)})`);
       c.call(m1.tool_calls[0].name, m1.tool_calls[0].args);
+      c.preText(m1.content);
       const m2 = await llm.invoke([...messages, m1, { role: 'tool', content: RESULT, tool_call_id: m1.tool_calls[0].id, name: TOOL.name }]);
       c.toolAnswer(m2.content);
 
@@ -468,6 +492,7 @@ const ROWS = [
       for await (const ch of await llm.stream(messages)) acc = acc ? acc.concat(ch) : ch;
       assert.equal(acc.tool_calls?.length, 1, `streamed: one tool call (${JSON.stringify(acc)})`);
       c.call(acc.tool_calls[0].name, acc.tool_calls[0].args, 'streamed tool call');
+      c.preText(acc.content, 'streamed: the text before the call');
     },
   },
   {
