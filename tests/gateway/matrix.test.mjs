@@ -93,6 +93,7 @@ const MODES = ['plain', 'stream', 'tools'];
 // within its token budget.
 const TOOL = { name: 'get_weather', description: 'Weather in a city' };
 const SCHEMA = { type: 'object', properties: { city: { type: 'string', maxLength: 12 } }, required: ['city'], additionalProperties: false };
+const SYSTEM = 'Be brief here.';        // the plain cells' system prompt (the fakes count its words)
 const SAY = 'let me check';             // text the fakes put before their tool call
 const RESULT = '{"temp_c":21}';            // what every tool returns (compact JSON)
 const TOOL_ANSWER = `tool result: ${RESULT}`;
@@ -118,7 +119,9 @@ function cell(provider, model, row) {
   const expected = `echo: ${prompt}`;
   return {
     provider, model, local, prompt, n,
-    sys: row.systemWords ?? 0,   // words of a system prompt the package adds (the fakes count it)
+    sys: row.systemWords ?? 0,   // words of the system prompt (the fakes count them)
+    // The plain cells send SYSTEM, each the way its API does: it must reach the upstream.
+    system() { this.sys += words(SYSTEM); return SYSTEM; },
     // Local: a few random tokens; the fakes cut by words, so give them room.
     max: local ? 8 : 64,
     // A forced call of one tool (parallel calls off) is a finite language under the grammar:
@@ -232,7 +235,7 @@ function aiRow(label, packages, modelOf, providerOptionsOf = () => undefined) {
   return {
     label, packages,
     async plain(c) {
-      const r = await generateText({ model: modelOf(c.model), prompt: c.prompt, maxOutputTokens: c.max, maxRetries: 0 });
+      const r = await generateText({ model: modelOf(c.model), system: c.system(), prompt: c.prompt, maxOutputTokens: c.max, maxRetries: 0 });
       c.text(r.text);
       c.finish(r.finishReason, 'stop', ['stop', 'length']);
       c.usage(r.usage.inputTokens, r.usage.outputTokens);
@@ -260,7 +263,8 @@ const ROWS = [
   {
     label: 'openai: chat.completions', packages: ['openai'],
     async plain(c) {
-      const r = await openaiClient.chat.completions.create({ model: c.model, max_tokens: c.max, messages: [{ role: 'user', content: c.prompt }] });
+      const r = await openaiClient.chat.completions.create({ model: c.model, max_tokens: c.max,
+        messages: [{ role: 'system', content: c.system() }, { role: 'user', content: c.prompt }] });
       c.text(r.choices[0].message.content);
       c.finish(r.choices[0].finish_reason, 'stop', ['stop', 'length']);
       c.usage(r.usage.prompt_tokens, r.usage.completion_tokens);
@@ -319,7 +323,7 @@ const ROWS = [
   {
     label: 'openai: responses', packages: ['openai'],
     async plain(c) {
-      const r = await openaiClient.responses.create({ model: c.model, input: c.prompt, max_output_tokens: c.max, store: false });
+      const r = await openaiClient.responses.create({ model: c.model, instructions: c.system(), input: c.prompt, max_output_tokens: c.max, store: false });
       c.text(r.output_text);
       c.finish(r.status, 'completed', ['completed', 'incomplete'], 'status');
       c.usage(r.usage.input_tokens, r.usage.output_tokens);
@@ -381,7 +385,7 @@ const ROWS = [
   {
     label: '@anthropic-ai/sdk: messages', packages: ['@anthropic-ai/sdk'],
     async plain(c) {
-      const m = await anthropicClient.messages.create({ model: c.model, max_tokens: c.max, messages: [{ role: 'user', content: c.prompt }] });
+      const m = await anthropicClient.messages.create({ model: c.model, max_tokens: c.max, system: c.system(), messages: [{ role: 'user', content: c.prompt }] });
       c.text(m.content.filter((b) => b.type === 'text').map((b) => b.text).join(''));
       c.finish(m.stop_reason, 'end_turn', ['end_turn', 'max_tokens'], 'stop_reason');
       c.usage(m.usage.input_tokens, m.usage.output_tokens);
@@ -430,7 +434,8 @@ const ROWS = [
   {
     label: 'ollama: chat', packages: ['ollama'], na: { 'local/tools': NO_TOOL_CHOICE },
     async plain(c) {
-      const r = await ollamaClient.chat({ model: c.model, messages: [{ role: 'user', content: c.prompt }], options: { num_predict: c.max } });
+      const r = await ollamaClient.chat({ model: c.model, options: { num_predict: c.max },
+        messages: [{ role: 'system', content: c.system() }, { role: 'user', content: c.prompt }] });
       c.text(r.message.content);
       c.finish(r.done_reason, 'stop', ['stop', 'length'], 'done_reason');
       c.usage(r.prompt_eval_count, r.eval_count);
@@ -467,7 +472,7 @@ const ROWS = [
     label: '@langchain/ollama: ChatOllama', packages: ['@langchain/ollama', '@langchain/core'], na: { 'local/tools': NO_TOOL_CHOICE },
     chat: (c, max) => new ChatOllama({ baseUrl: GW, headers: { authorization: `Bearer ${KEY}` }, model: c.model, maxRetries: 0, numPredict: max }),
     async plain(c) {
-      const m = await this.chat(c, c.max).invoke([['human', c.prompt]]);
+      const m = await this.chat(c, c.max).invoke([['system', c.system()], ['human', c.prompt]]);
       c.text(m.content);
       c.usage(m.usage_metadata?.input_tokens, m.usage_metadata?.output_tokens);
     },
