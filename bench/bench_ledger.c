@@ -19,6 +19,7 @@
 #include "common/log.h"
 #include "gateway/cost.h"
 #include "gateway/ledger.h"
+#include "gateway/provider.h"
 
 static int64_t now_ns(void) {
     struct timespec ts;
@@ -133,7 +134,7 @@ static void parts(void) {
     printf("record serialisation: %.2f us per record (%zu bytes)\n", (t1 - t0) / 1e3 / N, b.len);
     sg_buf_free(&b);
     cost_catalog *c = cost_catalog_build(NULL, NULL);
-    gw_provider p = {.name = "anthropic", .type = GW_PROVIDER_ANTHROPIC};
+    gw_provider p = {.name = "anthropic", .type = GW_PROVIDER_ANTHROPIC, .entry = &gw_provider_anthropic};
     gw_usage u = {1200, 4096, 0, 321, -1, false};
     int64_t sum = 0;
     t0 = now_ns();

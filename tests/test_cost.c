@@ -15,6 +15,7 @@
 #include "gateway/codec_openai.h"
 #include "gateway/config.h"
 #include "gateway/cost.h"
+#include "gateway/provider.h"
 #include "testutil.h"
 
 static cost_catalog *g_cat;
@@ -32,6 +33,7 @@ static const gw_provider *provider(gw_provider_type type, const char *name, cons
     gw_provider *p = &ps[n++ % 8];
     memset(p, 0, sizeof *p);
     p->type = type;
+    p->entry = gw_provider_entry_of(type);
     p->name = (char *)name;
     p->base_url = (char *)base_url;
     return p;

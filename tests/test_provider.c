@@ -34,6 +34,59 @@ static void test_table(void) {
     CHECK(gw_provider_anthropic.passthrough_api == NULL);
 }
 
+static const char *header(const gw_upstream_call *c, const char *name);
+
+/* What the entries know about the well-known providers' model names. */
+static void test_model_names(void) {
+    CHECK_EQ_STR(gw_provider_openai.listed_models[0], "gpt-4o-mini");
+    CHECK_EQ_STR(gw_provider_anthropic.listed_models[0], "claude-sonnet-4-5");
+    CHECK_EQ_STR(gw_provider_google.listed_models[0], "gemini-2.5-flash");
+    CHECK(gw_provider_local.listed_models == NULL && gw_provider_local.owns_bare_model == NULL);
+    static const struct { const char *model; const gw_provider_entry *owner; } cases[] = {
+        {"gpt-4o", &gw_provider_openai}, {"chatgpt-4o-latest", &gw_provider_openai},
+        {"text-embedding-3-small", &gw_provider_openai}, {"o3", &gw_provider_openai}, {"o4-mini", &gw_provider_openai},
+        {"o10", NULL}, {"o2", NULL}, {"claude-haiku-4-5", &gw_provider_anthropic}, {"claude", NULL},
+        {"gemini-2.5-pro", &gw_provider_google}, {"llama-3", NULL},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const gw_provider_entry *owner = NULL;
+        for (size_t t = 0; gw_provider_entries[t]; t++)
+            if (gw_provider_entries[t]->owns_bare_model && gw_provider_entries[t]->owns_bare_model(cases[i].model)) {
+                CHECK_MSG(!owner, "%s has two owners", cases[i].model);
+                owner = gw_provider_entries[t];
+            }
+        CHECK_MSG(owner == cases[i].owner, "%s: owner %s", cases[i].model, owner ? owner->type_name : "none");
+    }
+}
+
+/* The token-count hooks: Anthropic's endpoint, the local tokenizer, nothing for the rest. */
+static void test_count_tokens_entries(void) {
+    CHECK(gw_provider_anthropic.build_count_tokens && gw_provider_anthropic.scan_count_tokens);
+    CHECK(!gw_provider_openai.build_count_tokens && !gw_provider_google.build_count_tokens);
+    CHECK(gw_provider_local.count_prompt && !gw_provider_openai.count_prompt);
+    gw_header extra = {"x-extra", "1"};
+    gw_provider pv = {.name = "a", .base_url = "https://api.anthropic.test", .api_key = "sk-ant", .version = "2023-06-01",
+                      .headers = &extra, .n_headers = 1};
+    sg_buf url, body;
+    sg_buf_init(&url);
+    sg_buf_init(&body);
+    gw_upstream_call call = {.url = &url, .body = &body};
+    json_t *req = json_pack("{s:s,s:[{s:s,s:s}]}", "model", "claude-x", "messages", "role", "user", "content", "hi");
+    gw_provider_anthropic.build_count_tokens(req, &pv, "claude-haiku-4-5", &call);
+    CHECK_EQ_STR(url.data, "https://api.anthropic.test/v1/messages/count_tokens");
+    CHECK_EQ_STR(body.data, "{\"model\":\"claude-haiku-4-5\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}");
+    CHECK_EQ_STR(header(&call, "x-api-key"), "sk-ant");
+    CHECK_EQ_STR(header(&call, "anthropic-version"), "2023-06-01");
+    CHECK_EQ_STR(header(&call, "x-extra"), "1");
+    CHECK_EQ_STR(json_string_value(json_object_get(req, "model")), "claude-x");   /* the client's body is left as it was */
+    json_decref(req);
+    sg_buf_free(&url);
+    sg_buf_free(&body);
+    CHECK_EQ_INT(gw_provider_anthropic.scan_count_tokens("{\"input_tokens\":17}", 19), 17);
+    CHECK_EQ_INT(gw_provider_anthropic.scan_count_tokens("{\"input_tokens\":-1}", 19), -1);
+    CHECK_EQ_INT(gw_provider_anthropic.scan_count_tokens("nope", 4), -1);
+}
+
 static const char *header(const gw_upstream_call *c, const char *name) {
     for (size_t i = 0; i < c->n_headers; i++)
         if (!strcmp(c->headers[i].name, name)) return c->headers[i].value;
@@ -168,6 +221,13 @@ static void test_client_apis(void) {
     CHECK(gw_client_api_for_path("/chat/completions") == &gw_api_openai_chat);
     CHECK(gw_client_api_for_path("/v1/messages") == &gw_api_anthropic_messages);
     CHECK(gw_client_api_for_path("/v1/models") == NULL);
+    /* the other endpoints' errors: in the shape of the API whose clients call them */
+    CHECK(gw_client_api_for_errors("/v1/messages/count_tokens") == &gw_api_anthropic_messages);
+    CHECK(gw_client_api_for_errors("/v4/ai/config") == &gw_api_ai_gateway);
+    CHECK(gw_client_api_for_errors("/api/tags") == &gw_api_ollama_chat);
+    CHECK(gw_client_api_for_errors("/api/embed") == &gw_api_ollama_embed);
+    CHECK(gw_client_api_for_errors("/v1/models") == &gw_api_openai_chat);
+    CHECK(gw_client_api_for_errors("/v1/messagesX") == &gw_api_openai_chat);
     CHECK(gw_client_apis[0] == &gw_api_openai_chat);
     gw_api_error e;
     gw_api_fail(&e, 429, "slow_down", NULL, "wait");
@@ -193,6 +253,8 @@ static void test_client_apis(void) {
 int main(int argc, char **argv) {
     (void)argc;
     RUN(test_table);
+    RUN(test_model_names);
+    RUN(test_count_tokens_entries);
     RUN(test_build_requests);
     RUN(test_openai_scan_and_relay);
     RUN(test_retry_after);

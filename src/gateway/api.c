@@ -24,6 +24,16 @@ const gw_client_api *gw_client_api_for_path(const char *path) {
     return NULL;
 }
 
+const gw_client_api *gw_client_api_for_errors(const char *path) {
+    const gw_client_api *api = gw_client_api_for_path(path);
+    if (api) return api;
+    for (size_t i = 0; gw_client_apis[i]; i++) {
+        const char *p = gw_client_apis[i]->error_prefix;
+        if (p && !strncmp(path, p, strlen(p))) return gw_client_apis[i];
+    }
+    return gw_client_apis[0];
+}
+
 int gw_request_parse(gw_request *r, const gw_client_api *api, const char *raw, size_t len, gw_api_error *e) {
     memset(&r->canon, 0, sizeof r->canon);
     r->canon.max_tokens = -1;

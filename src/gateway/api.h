@@ -70,6 +70,8 @@ typedef struct gw_render {
 struct gw_client_api {
     const char *name;              /* "openai-chat", for logs */
     const char *paths[3];          /* the endpoints it serves ("/v1/chat/completions"), NULL-ended */
+    const char *error_prefix;      /* the gateway's other endpoints under this prefix ("/api/")
+                                      word their errors in this API's shape; NULL: none */
     gw_request_kind kind;
     const char *stream_content_type;   /* a streamed answer's content-type; NULL: text/event-stream */
     /* Reads r->raw into r->canon (routing fields, and the body unless read lazily): 0, or
@@ -125,6 +127,9 @@ extern const gw_client_api *const gw_client_apis[];
 
 /* The entry serving path, or NULL. */
 const gw_client_api *gw_client_api_for_path(const char *path);
+/* The entry whose shape path's errors take: the one serving it, else the one whose
+ * error_prefix it starts with, else the first. */
+const gw_client_api *gw_client_api_for_errors(const char *path);
 
 /* Parses raw into r (r is fully initialised first; gw_request_free it either way). */
 int gw_request_parse(gw_request *r, const gw_client_api *api, const char *raw, size_t len, gw_api_error *e);

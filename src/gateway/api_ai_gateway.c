@@ -657,6 +657,7 @@ static void aig_render_free(gw_render *rs) {
 const gw_client_api gw_api_ai_gateway = {
     .name = "ai-gateway",
     .paths = {"/v4/ai/language-model", NULL},
+    .error_prefix = "/v4/ai/",
     .parse = aig_entry_parse,
     .canonical = aig_canonical,
     .request_free = aig_request_free,

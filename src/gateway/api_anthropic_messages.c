@@ -39,6 +39,7 @@ static void anthropic_render_free(gw_render *rs) { anth_render_free((anth_render
 const gw_client_api gw_api_anthropic_messages = {
     .name = "anthropic-messages",
     .paths = {"/v1/messages", NULL},
+    .error_prefix = "/v1/messages/",   /* count_tokens */
     .parse = anthropic_parse,
     .canonical = anthropic_canonical,
     .request_free = anthropic_request_free,

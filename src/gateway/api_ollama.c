@@ -517,6 +517,7 @@ static void ollama_api_render_free(gw_render *rs) { ollama_render_free((ollama_r
 const gw_client_api gw_api_ollama_chat = {
     .name = "ollama-chat",
     .paths = {"/api/chat", NULL},
+    .error_prefix = "/api/",
     .stream_content_type = "application/x-ndjson",
     .parse = chat_parse,
     .canonical = ollama_canonical,

@@ -938,6 +938,7 @@ static void provider_defaults(gw_provider *p, const char *name, gw_provider_type
     p->local.queue = 16;
     p->local.parallel = 4;
     const known_provider *k = gw_provider_entry_of(type);
+    p->entry = k;
     if (k->default_base_url) p->base_url = arena_strdup(a, k->default_base_url);
     if (k->default_version) p->version = arena_strdup(a, k->default_version);
 }
@@ -1159,9 +1160,9 @@ static int read_provider(vctx *v, const pair *pr, const vpath *up, gw_provider *
     p->declared = p->configured = true;
     p->line = pr->k->line;
     if (get_timeouts(v, n, &pp, &p->timeouts) || get_retries(v, n, &pp, &p->retries) ||
-        get_limits(v, n, &pp, "limits", &p->limits) || (type != GW_PROVIDER_LOCAL && read_bounds(v, n, &pp, &p->bounds)))
+        get_limits(v, n, &pp, "limits", &p->limits) || (!p->entry->in_process && read_bounds(v, n, &pp, &p->bounds)))
         return -1;
-    if (type == GW_PROVIDER_LOCAL) {
+    if (p->entry->in_process) {
         const node *mn = mget(n, "models");
         size_t cap = (present(mn) ? mn->n : 0) + extra_models;
         p->local.models = arena_alloc(v->ca, (cap ? cap : 1) * sizeof *p->local.models);
@@ -1202,7 +1203,7 @@ static int read_providers(vctx *v, const node *root, const config_overrides *ov)
         if (mget(n, k_known(i).type_name)) continue;
         gw_provider *p = &c->providers[c->n_providers++];
         provider_defaults(p, k_known(i).type_name, k_known(i).type, v->ca);
-        if (k_known(i).type == GW_PROVIDER_LOCAL) {
+        if (k_known(i).in_process) {
             p->local.models = arena_alloc(v->ca, (n_cli ? n_cli : 1) * sizeof *p->local.models);
         } else {
             if (provider_from_env(v, p, &k_known(i), false, false)) return -1;
@@ -1215,7 +1216,7 @@ static int read_providers(vctx *v, const node *root, const config_overrides *ov)
     if (ov && ov->parallel > 0) local->local.parallel = ov->parallel;
     local_alias(local, v->ca);
     for (size_t i = 0; i < c->n_providers; i++)   /* a local provider without models serves nothing */
-        if (c->providers[i].type == GW_PROVIDER_LOCAL) c->providers[i].configured = c->providers[i].local.n_models > 0;
+        if (c->providers[i].entry->in_process) c->providers[i].configured = c->providers[i].local.n_models > 0;
     return 0;
 }
 
@@ -1236,20 +1237,25 @@ static const gw_local_model *local_find(const gw_provider *p, const char *name) 
     return NULL;
 }
 
-static bool has_prefix(const char *s, const char *p) { return !strncmp(s, p, strlen(p)); }
-
-/* The provider family of a bare model name as users' code sends it, or NULL. */
+/* The well-known provider a bare model name as users' code sends it belongs to (its
+ * type's entry says), or NULL. */
 static const char *family_of(const char *m) {
-    if (has_prefix(m, "gpt-") || has_prefix(m, "chatgpt-") || has_prefix(m, "text-embedding-")) return "openai";
-    if (m[0] == 'o' && (m[1] == '1' || m[1] == '3' || m[1] == '4') && (m[2] == 0 || m[2] == '-')) return "openai";
-    if (has_prefix(m, "claude-")) return "anthropic";
-    if (has_prefix(m, "gemini-")) return "google";
+    for (size_t i = 0; i < N_KNOWN; i++)
+        if (k_known(i).owns_bare_model && k_known(i).owns_bare_model(m)) return k_known(i).type_name;
     return NULL;
+}
+
+/* "gpt-*, o1/o3/o4*, ..., gemini-*": the bare names family_of knows, for errors. */
+static void families(char *out, size_t cap) {
+    size_t o = 0;
+    out[0] = 0;
+    for (size_t i = 0; i < N_KNOWN && o < cap; i++)
+        if (k_known(i).bare_models) o += (size_t)snprintf(out + o, cap - o, "%s%s", o ? ", " : "", k_known(i).bare_models);
 }
 
 static void not_configured(char *why, size_t cap, const gw_provider *p) {
     const known_provider *k = known_by_name(p->name);
-    if (p->type == GW_PROVIDER_LOCAL)
+    if (p->entry->in_process)
         snprintf(why, cap, "provider \"%s\" has no models (give --model PATH, or list them under providers.%s.models)",
                  p->name, p->name);
     else if (k && k->key_env[1])
@@ -1291,19 +1297,20 @@ static int resolve_direct(const gw_config *c, const char *id, gw_resolved *r, ch
         }
     } else {
         for (size_t i = 0; i < c->n_providers && !p; i++)
-            if (c->providers[i].type == GW_PROVIDER_LOCAL && local_find(&c->providers[i], id)) p = &c->providers[i];
+            if (c->providers[i].entry->in_process && local_find(&c->providers[i], id)) p = &c->providers[i];
         if (!p) {
             const char *fam = family_of(id);
             if (!fam) {
-                snprintf(why, cap, "unknown model \"%.100s\": not a route, a local model, or a known family "
-                         "(gpt-*, o1/o3/o4*, chatgpt-*, text-embedding-*, claude-*, gemini-*); "
-                         "write it as provider/model", id);
+                char fams[200];
+                families(fams, sizeof fams);
+                snprintf(why, cap, "unknown model \"%.100s\": not a route, a local model, or a known family (%s); "
+                         "write it as provider/model", id, fams);
                 return -1;
             }
             p = config_provider(c, fam);
         }
     }
-    if (p->type == GW_PROVIDER_LOCAL) {
+    if (p->entry->in_process) {
         const gw_local_model *lm = local_find(p, model);
         if (!lm) {
             size_t o = (size_t)snprintf(why, cap, "unknown local model \"%.100s\" (served:", model);
@@ -1379,7 +1386,7 @@ static int read_models(vctx *v, const node *root) {
             return verr(v, pr->k->line, &ip, "%s", why);
         }
         const char *model = slash + 1;
-        if (p->type == GW_PROVIDER_LOCAL) {
+        if (p->entry->in_process) {
             const gw_local_model *lm = local_find(p, model);
             if (!lm) return verr(v, pr->k->line, &ip, "unknown local model \"%.100s\"", model);
             model = lm->name;
@@ -2065,7 +2072,7 @@ void config_describe_served(const gw_config *c, const gw_key *k, sg_buf *out) {
         size_t n = 0, more = 0;
         for (size_t i = 0; i < c->n_providers; i++) {
             const gw_provider *p = &c->providers[i];
-            if (!p->configured || p->type != GW_PROVIDER_LOCAL) continue;
+            if (!p->configured || !p->entry->in_process) continue;
             for (size_t m = 0; m < p->local.n_models; m++) {
                 if (n == MAX_NAMES) { more++; continue; }
                 const gw_local_model *lm = &p->local.models[m];
@@ -2087,7 +2094,7 @@ void config_describe_served(const gw_config *c, const gw_key *k, sg_buf *out) {
         n = 0;
         for (size_t i = 0; i < c->n_providers && n < MAX_NAMES; i++) {
             const gw_provider *p = &c->providers[i];
-            if (!p->configured || p->type == GW_PROVIDER_LOCAL) continue;
+            if (!p->configured || p->entry->in_process) continue;
             sg_buf_printf(out, "%s%s", n++ ? ", " : parts ? "; or PROVIDER/MODEL for: " : "PROVIDER/MODEL for: ", p->name);
         }
         parts += n > 0;
@@ -2127,7 +2134,7 @@ bool config_ledger_equal(const gw_ledger *a, const gw_ledger *b) {
 static const gw_local_model *local_model_named(const gw_config *c, const char *name) {
     for (size_t i = 0; i < c->n_providers; i++) {
         const gw_provider *p = &c->providers[i];
-        if (p->type != GW_PROVIDER_LOCAL || !p->configured) continue;
+        if (!p->entry->in_process || !p->configured) continue;
         for (size_t k = 0; k < p->local.n_models; k++)
             if (!strcmp(p->local.models[k].name, name)) return &p->local.models[k];
     }
@@ -2155,9 +2162,9 @@ int config_reload_check(const gw_config *run, const gw_config *next, sg_error *e
         if (changed[i]) return sg_fail(err, "server.%s: changed; the HTTP server's bounds need a restart", names[i]);
     for (size_t i = 0; i < next->n_providers; i++) {
         const gw_provider *np = &next->providers[i];
-        if (np->type != GW_PROVIDER_LOCAL || !np->configured) continue;
+        if (!np->entry->in_process || !np->configured) continue;
         const gw_provider *op = config_provider(run, np->name);
-        if (op && op->configured && op->type == GW_PROVIDER_LOCAL &&
+        if (op && op->configured && op->entry->in_process &&
             (op->local.threads != np->local.threads || op->local.queue != np->local.queue ||
              op->local.ctx != np->local.ctx || op->local.parallel != np->local.parallel))
             return sg_fail(err, "providers.%s: threads, queue, ctx or parallel changed; the loaded engines need a restart",
@@ -2217,7 +2224,7 @@ void config_describe(const gw_config *c, sg_buf *b) {
         const gw_provider *p = &c->providers[i];
         if (!p->configured && !p->declared) continue;
         sg_buf_printf(b, "provider %s (%s)", p->name, config_provider_type_name(p->type));
-        if (p->type == GW_PROVIDER_LOCAL) {
+        if (p->entry->in_process) {
             for (size_t j = 0; j < p->local.n_models; j++) {
                 const gw_local_model *m = &p->local.models[j];
                 sg_buf_printf(b, "%s %s", j ? "," : ":", m->name);

@@ -115,6 +115,8 @@ typedef struct gw_local_model {
 typedef struct gw_provider {
     char *name;               /* "openai", "groq", ...: the part before '/' in model ids */
     gw_provider_type type;
+    const struct gw_provider_entry *entry;  /* what serves its type (provider.h): what the
+                                               proxy calls; gw_provider_entry_of(type) */
     bool declared;            /* written under providers: (else implicit) */
     bool configured;          /* usable: remote ones declared, or implicit with a key in
                                  the environment; local ones with at least one model.

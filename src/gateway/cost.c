@@ -228,7 +228,7 @@ void cost_catalog_add_config(cost_catalog *c, const gw_config *cfg) {
             m.price = *p;
             if (m.price.reasoning < 0) m.price.reasoning = m.price.output;
             m.long_threshold = -1;
-        } else if (!old && gw_provider_entry_of(mi->provider->type)->in_process) {
+        } else if (!old && mi->provider->entry->in_process) {
             m.price = k_local_free.price;
         }
         if (mi->context_window > 0) m.context_window = mi->context_window;
@@ -293,7 +293,7 @@ const cost_model *cost_lookup_vendor(const cost_catalog *c, const char *vendor, 
 }
 
 const char *cost_vendor_of(const gw_provider *p) {
-    const gw_provider_entry *e = gw_provider_entry_of(p->type);
+    const gw_provider_entry *e = p->entry;
     return e && e->cost_vendor ? e->cost_vendor(p) : NULL;
 }
 
@@ -301,7 +301,7 @@ const cost_model *cost_lookup(const cost_catalog *c, const gw_provider *p, const
     if (!p || !model) return NULL;
     const cost_model *m = cost_lookup_vendor(c, p->name, model);
     if (m) return m;
-    if (gw_provider_entry_of(p->type)->in_process) return &k_local_free;   /* our own engine */
+    if (p->entry->in_process) return &k_local_free;   /* our own engine */
     const char *v = cost_vendor_of(p);
     if (v && strcmp(v, p->name)) return cost_lookup_vendor(c, v, model);
     return NULL;

@@ -2,12 +2,19 @@
  * /v1/messages without max_tokens, answered {"input_tokens": N}; errors in Anthropic's
  * shape.
  *
- * The model (a route: its first target) decides how N is found:
- *   local      the local tokenizer over the rendered chat template (what the engine feeds)
- *   anthropic  the provider's own POST {base}/v1/messages/count_tokens, its answer relayed
- *              (one call: no retries or fallback; counting is free and not recorded)
- *   other      an estimate of the prompt (gw_prompt_text) with the first local model's
- *              tokenizer when one is loaded, else the bytes-per-token rule (cost.h). */
+ * The model (a route: its first target) decides how N is found, through its provider's
+ * entry (provider.h):
+ *   count_prompt        (in-process, local) the local tokenizer over the rendered chat
+ *                       template: what the engine feeds
+ *   build_count_tokens  (anthropic) the provider's own count endpoint, its answer relayed
+ *   neither             an estimate of the prompt (gw_prompt_text) with the first local
+ *                       model's tokenizer when one is loaded, else the bytes-per-token
+ *                       rule (cost.h)
+ *
+ * Counting is not a chat request: it generates nothing and costs nothing, so it is not
+ * admitted against rate limits or budgets, not recorded in the ledger, and makes one
+ * upstream call at most (no retries, no fallback, no circuit breaker record). The key
+ * must be allowed the model, as for a chat request. */
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,6 +34,7 @@
 typedef struct count_call {
     gateway *gw;
     gw_config *cfg;                /* a reference: the provider lives in it */
+    const gw_provider *pv;
     http_exchange *x;
     upstream_xfer *xfer;
     sg_buf url, body, resp;
@@ -57,7 +65,7 @@ static void respond_count(http_exchange *x, int64_t n) {
 }
 
 static void call_free(count_call *c) {
-    if (c->xfer) upstream_cancel(c->xfer);
+    if (c->xfer) gw_transport_cancel(&c->gw->transport, c->xfer);
     sg_buf_free(&c->url);
     sg_buf_free(&c->body);
     sg_buf_free(&c->resp);
@@ -87,14 +95,12 @@ static void on_done(upstream_xfer *t, const upstream_done *d, void *arg) {
         redact_str(c->cfg->secrets, why, sizeof why);
         respond_error(c->x, 502, "api_error", "the provider's token count failed: %s", why);
     } else if (c->status == 200) {
-        json_t *j = json_loadb(c->resp.data ? c->resp.data : "", c->resp.len, 0, NULL);
-        json_t *n = json_object_get(j, "input_tokens");
-        if (json_is_integer(n) && json_integer_value(n) >= 0) respond_count(c->x, json_integer_value(n));
+        int64_t n = c->pv->entry->scan_count_tokens(c->resp.data ? c->resp.data : "", c->resp.len);
+        if (n >= 0) respond_count(c->x, n);
         else respond_error(c->x, 502, "api_error", "%s", "the provider's token count was malformed");
-        json_decref(j);
     } else {   /* the provider's error, its words without secrets */
         gw_api_error e;
-        gw_classify_error(GW_WIRE_ANTHROPIC, c->status, c->resp.data, c->resp.len, &e);
+        c->pv->entry->classify_error(c->status, c->resp.data, c->resp.len, &e);
         redact_str(c->cfg->secrets, e.message, sizeof e.message);
         sg_buf b;
         sg_buf_init(&b);
@@ -111,26 +117,21 @@ static void on_abort(http_exchange *x, void *arg) {
 }
 
 /* The provider's count: the client's body with the upstream model, without max_tokens. */
-static void ask_anthropic(gateway *g, http_exchange *x, json_t *root, const gw_provider *pv, const char *model) {
+static void ask_provider(gateway *g, http_exchange *x, json_t *root, const gw_provider *pv, const char *model) {
     count_call *c = sg_xcalloc(1, sizeof *c);
     c->gw = g;
     c->cfg = config_ref(g->cfg);
+    c->pv = pv;
     c->x = x;
     sg_buf_init(&c->url);
     sg_buf_init(&c->body);
     sg_buf_init(&c->resp);
-    json_object_set_new(root, "model", json_string(model));
     json_object_del(root, "max_tokens");
     json_object_del(root, "stream");
-    char *s = json_dumps(root, JSON_COMPACT);
-    sg_buf_puts(&c->body, s);
-    free(s);
-    sg_buf_printf(&c->url, "%s/v1/messages/count_tokens", pv->base_url);
+    c->call.url = &c->url;
+    c->call.body = &c->body;
+    pv->entry->build_count_tokens(root, pv, model, &c->call);
     gw_upstream_call *call = &c->call;
-    call->headers[call->n_headers++] = (upstream_header){"content-type", "application/json"};
-    if (pv->api_key) call->headers[call->n_headers++] = (upstream_header){"x-api-key", pv->api_key};
-    call->headers[call->n_headers++] = (upstream_header){"anthropic-version", pv->version ? pv->version : "2023-06-01"};
-    gw_call_add_config_headers(call, pv);
     upstream_request r = {
         .method = "POST", .url = c->url.data, .headers = call->headers, .n_headers = call->n_headers,
         .body = c->body.data, .body_len = c->body.len,
@@ -140,7 +141,7 @@ static void ask_anthropic(gateway *g, http_exchange *x, json_t *root, const gw_p
     };
     sg_error err;
     http_exchange_on_abort(x, on_abort, c);
-    c->xfer = upstream_start(g->up, &r, &err);
+    c->xfer = gw_transport_start(&g->transport, &r, &err);
     if (!c->xfer) {
         respond_error(x, 502, "api_error", "the provider's token count failed: %s", err.msg);
         call_free(c);
@@ -192,14 +193,15 @@ void count_tokens_handle(gateway *g, http_exchange *x, const http_request *req, 
         json_decref(root);
         return;
     }
-    if (pv->type == GW_PROVIDER_ANTHROPIC) {
-        ask_anthropic(g, x, root, pv, model);
-    } else if (pv->type == GW_PROVIDER_LOCAL && gateway_local(g, model)) {
-        int64_t n;
-        if (local_count_prompt(gateway_local(g, model), a.body, &n, &err))
-            respond_error(x, 400, "invalid_request_error", "%s", err.msg);
-        else
-            respond_count(x, n);
+    int64_t n = 0;
+    int counted = 1;   /* 0 counted, -1 the client's error, 1 not here: estimated */
+    if (!pv->entry->build_count_tokens && pv->entry->count_prompt) counted = pv->entry->count_prompt(g, model, a.body, &n, &err);
+    if (pv->entry->build_count_tokens) {
+        ask_provider(g, x, root, pv, model);
+    } else if (counted == 0) {
+        respond_count(x, n);
+    } else if (counted < 0) {
+        respond_error(x, 400, "invalid_request_error", "%s", err.msg);
     } else {
         sg_buf p;
         sg_buf_init(&p);

@@ -21,6 +21,7 @@
 #include "common/version.h"
 #include "gateway/api.h"
 #include "gateway/api_ollama.h"
+#include "gateway/provider.h"
 #include "gateway/chat.h"
 
 /* Where the Vercel AI Gateway protocol is served (api_ai_gateway.c): Vercel's own path. */
@@ -108,20 +109,12 @@ static void each_served_model(gateway *g, const gw_key *key, served_fn fn, void 
         fn(ctx, id, "local", NULL);
     }
     for (size_t i = 0; direct && i < c->n_models; i++) fn(ctx, c->models[i].id, c->models[i].provider->name, NULL);
-    static const struct { gw_provider_type type; const char *models[8]; } known[] = {
-        {GW_PROVIDER_OPENAI, {"gpt-4o-mini", "gpt-4o", "gpt-4.1", "gpt-4.1-mini", "gpt-4.1-nano", "o4-mini", "o3", NULL}},
-        {GW_PROVIDER_ANTHROPIC, {"claude-sonnet-4-5", "claude-haiku-4-5", "claude-opus-4-1", NULL}},
-        {GW_PROVIDER_GOOGLE, {"gemini-2.5-flash", "gemini-2.5-pro", "gemini-2.5-flash-lite", NULL}},
-    };
     for (size_t i = 0; direct && i < c->n_providers; i++) {
         const gw_provider *p = &c->providers[i];
-        if (!p->configured || p->type == GW_PROVIDER_LOCAL || p->declared) continue;
-        for (size_t k = 0; k < sizeof known / sizeof known[0]; k++) {
-            if (known[k].type != p->type) continue;
-            for (const char *const *m = known[k].models; *m; m++) {
-                snprintf(id, sizeof id, "%s/%s", p->name, *m);
-                fn(ctx, id, p->name, NULL);
-            }
+        if (!p->configured || p->declared || !p->entry->listed_models) continue;
+        for (const char *const *m = p->entry->listed_models; *m; m++) {
+            snprintf(id, sizeof id, "%s/%s", p->name, *m);
+            fn(ctx, id, p->name, NULL);
         }
     }
 }
@@ -141,7 +134,7 @@ static void models_add(void *ctx, const char *id, const char *owner, const gw_ro
             const gw_target *tg = &r->targets[t];
             json_t *to = json_pack("{s:s,s:s,s:i}", "provider", tg->provider->name, "model", tg->model, "weight", (json_int_t)tg->weight);
             uint64_t left;
-            if (tg->provider->type != GW_PROVIDER_LOCAL &&
+            if (!tg->provider->entry->in_process &&   /* in-process targets have no breaker */
                 breaker_is_open(l->g->breakers, tg->provider->name, tg->model, loop_now_ms(l->g->loop), &left))
                 json_object_set_new(to, "cooldown_ms", json_integer((json_int_t)left));
             json_array_append_new(targets, to);
@@ -474,11 +467,9 @@ static void handler(http_exchange *x, const http_request *req, void *arg) {
         return;
     }
     const gw_client_api *chat_api = gw_client_api_for_path(path);   /* NULL: not a chat endpoint */
-    bool ai_gateway = !strncmp(path, AI_GATEWAY_BASE "/", sizeof AI_GATEWAY_BASE);   /* errors in its shape */
     bool count = !strcmp(path, "/v1/messages/count_tokens");
     bool ollama = !strncmp(path, "/api/", 5);
-    const gw_client_api *wire = chat_api ? chat_api : count ? &gw_api_anthropic_messages
-                              : ai_gateway ? &gw_api_ai_gateway : ollama ? &gw_api_ollama_chat : gw_client_apis[0];
+    const gw_client_api *wire = gw_client_api_for_errors(path);   /* errors in the shape its clients read */
     bool ok;
     const gw_key *key = authenticate(g, req, &ok);
     if (!ok) {
@@ -528,10 +519,11 @@ static void handler(http_exchange *x, const http_request *req, void *arg) {
 
 /* ---- local models ---- */
 
+/* The engines of the in-process providers (their `models:`, gw_provider.local). */
 static int start_locals(gateway *g, sg_error *err) {
     for (size_t i = 0; i < g->cfg->n_providers; i++) {
         const gw_provider *p = &g->cfg->providers[i];
-        if (p->type != GW_PROVIDER_LOCAL || !p->configured) continue;
+        if (!p->entry->in_process || !p->configured) continue;
         for (size_t k = 0; k < p->local.n_models; k++) {
             const gw_local_model *lm = &p->local.models[k];
             if (gateway_local(g, lm->name)) continue;
@@ -722,7 +714,7 @@ static void print_welcome(const gateway *g, int port) {
     for (size_t i = 0; i < c->n_providers; i++) {
         const gw_provider *p = &c->providers[i];
         if (!p->configured) continue;
-        if (p->type == GW_PROVIDER_LOCAL) {
+        if (p->entry->in_process) {
             for (size_t j = 0; j < p->local.n_models; j++) {
                 const gw_local_model *m = &p->local.models[j];
                 sg_buf_printf(&b, "  %s  %s/%s%s%s%s  %s\n", n_local++ ? "              " : "local models", p->name, m->name,
@@ -732,7 +724,7 @@ static void print_welcome(const gateway *g, int port) {
     }
     for (size_t i = 0; i < c->n_providers; i++) {
         const gw_provider *p = &c->providers[i];
-        if (!p->configured || p->type == GW_PROVIDER_LOCAL) continue;
+        if (!p->configured || p->entry->in_process) continue;
         sg_buf_printf(&b, "%s%s", n_remote++ ? ", " : "  providers     ", p->name);
     }
     if (n_remote) sg_buf_puts(&b, "\n");
@@ -768,7 +760,7 @@ int gateway_serve(const gateway_opts *o, sg_error *err) {
     if (o->check) {   /* the configuration, and every local model's files as they would load */
         for (size_t i = 0; i < cfg->n_providers && !rc; i++) {
             const gw_provider *p = &cfg->providers[i];
-            if (p->type != GW_PROVIDER_LOCAL) continue;
+            if (!p->entry->in_process) continue;
             for (size_t j = 0; j < p->local.n_models && !rc; j++) {
                 sg_model *m = model_load(p->local.models[j].path, err);
                 if (!m) {
@@ -827,6 +819,7 @@ int gateway_serve(const gateway_opts *o, sg_error *err) {
     upstream_config uc;
     upstream_config_defaults(&uc);
     if (!(g->up = upstream_new(g->loop, &uc, err))) goto out;
+    g->transport = (gw_transport){&gw_transport_upstream, g->up};
     if (start_locals(g, err)) goto out;
     http_server_config hc;
     http_server_config_defaults(&hc);

@@ -34,6 +34,7 @@
 #include "gateway/http_server.h"
 #include "gateway/local.h"
 #include "gateway/loop.h"
+#include "gateway/transport.h"
 #include "gateway/upstream.h"
 
 typedef struct gateway_opts {
@@ -57,6 +58,7 @@ typedef struct gateway {
     loop *loop;
     http_server *http;
     upstream *up;
+    gw_transport transport;   /* upstream transfers go through this (transport.h): up */
     gw_config *cfg;           /* current configuration (one reference held) */
     cost_catalog *costs;      /* prices: built in, the config's models:, price files */
     limits *limits;           /* rate limits and budgets (in-process or Redis) */

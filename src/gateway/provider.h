@@ -19,9 +19,16 @@
  *                    request may be spliced (gw_client_api.splice_openai), the answer's
  *                    bytes go to the client as they are and are only scanned
  *   in_process       runs jobs (job_start / job_cancel), no upstream transfer: no
- *                    circuit breaker either
+ *                    circuit breaker either; its section lists the models it loads
+ *                    (gw_provider.local), which the gateway starts
  *   build_embeddings serves POST /v1/embeddings (NULL: it cannot embed, and an
  *                    embeddings request's routing skips it)
+ *   build_count_tokens / count_prompt  how POST /v1/messages/count_tokens counts for it
+ *                    (its endpoint, the local tokenizer; neither: an estimate)
+ *
+ * The gateway's other modules know providers only through this table too: a configured
+ * provider carries its entry (gw_provider.entry), GET /v1/models lists its
+ * listed_models, a bare model name resolves through owns_bare_model.
  *
  * Adding a provider: a file provider_NAME.c defining a const gw_provider_entry, a value
  * in gw_provider_type (config.h), and its row in gw_provider_entries (provider.c).
@@ -81,6 +88,15 @@ typedef struct gw_provider_entry {
     const char *key_env[2];        /* where the SDKs read its key, preferred first */
     const char *url_env[2];        /* ... and its base URL */
     const char *const *config_keys;/* the keys of its providers: section, NULL-terminated */
+    /* What GET /v1/models (and /api/tags, /v4/ai/config) lists for a provider of this type
+     * that is configured without being declared (a key in the environment): its current
+     * models, NULL-terminated; NULL: none. */
+    const char *const *listed_models;
+    /* Whether a bare model name ("claude-sonnet-4-5", no "provider/") as users' code sends
+     * it belongs to the well-known provider of this type; NULL: none does. bare_models
+     * says which, for errors ("claude-*"). */
+    bool (*owns_bare_model)(const char *model);
+    const char *bare_models;
 
     const gw_client_api *passthrough_api;
     bool in_process;
@@ -119,6 +135,18 @@ typedef struct gw_provider_entry {
     /* Its answer: EMBEDDING events in input order, USAGE when reported; 0, 1 malformed,
      * -1 when fn stopped. */
     int (*scan_embeddings)(const char *body, size_t len, gw_event_fn fn, void *ctx);
+
+    /* ---- token counting (POST /v1/messages/count_tokens, count_tokens.c) ---- */
+    /* The provider's own count endpoint: writes the upstream request for body (Anthropic's
+     * Messages shape, already without max_tokens and stream) and model. NULL: none (an
+     * in-process provider counts with count_prompt; others are estimated). */
+    void (*build_count_tokens)(const json_t *body, const gw_provider *pv, const char *model, gw_upstream_call *call);
+    /* Its answer (status 200): the input tokens, or -1 when malformed. Error statuses go
+     * through classify_error. */
+    int64_t (*scan_count_tokens)(const char *body, size_t len);
+    /* In-process: the prompt's exact count (*n); 0, -1 with err (the client's fault), or 1
+     * when this model is not loaded here (the gateway estimates instead). */
+    int (*count_prompt)(struct gateway *g, const char *model, const json_t *body, int64_t *n, sg_error *err);
 
     /* ---- in-process ---- */
     /* Starts a job for model: a handle for job_cancel, or NULL with e (no code when the

@@ -13,6 +13,9 @@ _Static_assert(sizeof(gem_scan) <= GW_SCAN_BYTES, "GW_SCAN_BYTES holds the scann
 static const char *const k_keys[] = {"type", "base_url", "api_key", "version", "headers", "timeouts", "retries", "limits",
                                      "max_response_bytes", "max_sse_line_bytes", "max_header_bytes", NULL};
 
+/* Listed by GET /v1/models for a google provider configured from the environment. */
+static const char *const k_models[] = {"gemini-2.5-flash", "gemini-2.5-pro", "gemini-2.5-flash-lite", NULL};
+
 static const char *google_cost_vendor(const gw_provider *p) { (void)p; return "google"; }
 
 static int google_build(gw_request *req, const gw_provider *pv, const char *model, const gw_model_info *info,
@@ -63,6 +66,8 @@ static gw_failure google_classify(int status, const char *body, size_t len, gw_a
     return gw_classify_error(GW_WIRE_GEMINI, status, body, len, out);
 }
 
+static bool google_owns(const char *m) { return !strncmp(m, "gemini-", 7); }
+
 const gw_provider_entry gw_provider_google = {
     .type = GW_PROVIDER_GOOGLE,
     .type_name = "google",
@@ -71,6 +76,9 @@ const gw_provider_entry gw_provider_google = {
     .key_env = {"GOOGLE_API_KEY", "GEMINI_API_KEY"},
     .url_env = {"GEMINI_BASE_URL", "GOOGLE_GEMINI_BASE_URL"},
     .config_keys = k_keys,
+    .listed_models = k_models,
+    .owns_bare_model = google_owns,
+    .bare_models = "gemini-*",
     .cost_vendor = google_cost_vendor,
     .build_request = google_build,
     .scan_init = google_scan_init,

@@ -61,6 +61,13 @@ static void *local_start(struct gateway *g, const char *model, const json_t *bod
     return c;
 }
 
+/* The local tokenizer over the rendered chat template: what the engine would be fed. */
+static int local_count(struct gateway *g, const char *model, const json_t *body, int64_t *n, sg_error *err) {
+    gw_local *lm = gateway_local(g, model);
+    if (!lm) return 1;
+    return local_count_prompt(lm, body, n, err) ? -1 : 0;
+}
+
 static void local_stop(void *job) {
     local_call *c = job;
     local_cancel(c->job);
@@ -75,4 +82,5 @@ const gw_provider_entry gw_provider_local = {
     .cost_vendor = local_cost_vendor,
     .job_start = local_start,
     .job_cancel = local_stop,
+    .count_prompt = local_count,
 };

@@ -18,8 +18,17 @@ _Static_assert(sizeof(oai_scan) <= GW_SCAN_BYTES, "GW_SCAN_BYTES holds the scann
 static const char *const k_keys[] = {"type", "base_url", "api_key", "headers", "timeouts", "retries", "limits",
                                      "max_response_bytes", "max_sse_line_bytes", "max_header_bytes", NULL};
 
+/* Listed by GET /v1/models for an openai provider configured from the environment. */
+static const char *const k_models[] = {"gpt-4o-mini", "gpt-4o", "gpt-4.1", "gpt-4.1-mini", "gpt-4.1-nano", "o4-mini", "o3", NULL};
+
 /* OpenAI's own prices for api.openai.com under any name; other compatible servers have
  * their own (or none). */
+/* gpt-*, chatgpt-*, text-embedding-*, and o1, o3, o4 with or without a "-suffix". */
+static bool openai_owns(const char *m) {
+    if (!strncmp(m, "gpt-", 4) || !strncmp(m, "chatgpt-", 8) || !strncmp(m, "text-embedding-", 15)) return true;
+    return m[0] == 'o' && (m[1] == '1' || m[1] == '3' || m[1] == '4') && (m[2] == 0 || m[2] == '-');
+}
+
 static const char *openai_cost_vendor(const gw_provider *p) {
     if (!strcmp(p->name, "openai")) return "openai";
     const char *h = p->base_url ? strstr(p->base_url, "://") : NULL;
@@ -141,6 +150,9 @@ const gw_provider_entry gw_provider_openai = {
     .key_env = {"OPENAI_API_KEY", NULL},
     .url_env = {"OPENAI_BASE_URL", NULL},
     .config_keys = k_keys,
+    .listed_models = k_models,
+    .owns_bare_model = openai_owns,
+    .bare_models = "gpt-*, o1/o3/o4*, chatgpt-*, text-embedding-*",
     .passthrough_api = &gw_api_openai_chat,
     .cost_vendor = openai_cost_vendor,
     .build_request = openai_build,

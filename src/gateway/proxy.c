@@ -188,7 +188,7 @@ static void proxy_free(proxy_req *p) {
         if (p->attempts) limits_finish(p->lease, &u);
         else limits_cancel(p->lease);
     }
-    if (p->xfer) upstream_cancel(p->xfer);
+    if (p->xfer) gw_transport_cancel(&p->gw->transport, p->xfer);
     if (p->job) p->up->job_cancel(p->job);
     loop_timer_stop(p->gw->loop, &p->backoff);
     loop_timer_stop(p->gw->loop, &p->defer);
@@ -281,6 +281,10 @@ static void respond_error(proxy_req *p, const gw_api_error *e) {
     if (e->status == 429 && p->retry_after_ms && !refused_here) {
         snprintf(ra, sizeof ra, "%u", (p->retry_after_ms + 999) / 1000);
         h[n++] = (http_header){"retry-after", ra};
+    }
+    if (!p->have_error) {   /* a refusal or a request error: the ledger names it as well */
+        p->last_error = *e;
+        p->have_error = true;
     }
     log_request(p, e->status);   /* the record is spooled before the client has the answer */
     http_respond(p->x, e->status, h, n, b.data, b.len);
@@ -397,6 +401,7 @@ static void fail_mid_stream(proxy_req *p, const char *why) {
     p->req.api->render_error(&p->render, &e);
     client_flush(p);
     if (p->gen.len || p->gen_tokens) { estimate_usage(p); compute_cost(p); }   /* what was generated is billed */
+    record_attempt(p, 200, "stream");   /* it had answered (the client has its head), then broke */
     log_request(p, 502);
     http_stream_end(p->x);
     p->gw->stats.errors++;
@@ -447,7 +452,7 @@ static void up_headers(upstream_xfer *t, const upstream_response *r, void *arg) 
 /* Stops the transfer from inside its callback; deferred_failure decides outside it (a
  * fallback starts a new transfer). */
 static void stop_and_defer(proxy_req *p, upstream_xfer *t) {
-    upstream_cancel(t);
+    gw_transport_cancel(&p->gw->transport, t);
     p->xfer = NULL;
     p->xfer_done = true;
     loop_timer_start(p->gw->loop, &p->defer, 0);
@@ -458,7 +463,7 @@ static void client_drained(http_exchange *x, void *arg) {
     proxy_req *p = arg;
     if (!p->xfer) return;
     p->depth++;                    /* resuming may deliver the rest and end the request */
-    upstream_resume(p->xfer);
+    gw_transport_resume(&p->gw->transport, p->xfer);
     p->depth--;
     if (p->zombie) proxy_free(p);
 }
@@ -491,8 +496,8 @@ static void up_data(upstream_xfer *t, const char *data, size_t len, void *arg) {
     }
     client_flush(p);
     /* a client slower than the provider: hold the provider, not the bytes */
-    if (http_exchange_buffered(p->x) > CLIENT_HIGH_WATER && !upstream_paused(t)) {
-        upstream_pause(t);
+    if (http_exchange_buffered(p->x) > CLIENT_HIGH_WATER && !gw_transport_paused(&p->gw->transport, t)) {
+        gw_transport_pause(&p->gw->transport, t);
         http_exchange_on_drain(p->x, CLIENT_LOW_WATER, client_drained, p);
     }
 }
@@ -613,7 +618,7 @@ static void start_remote(proxy_req *p, const candidate *c) {
     unsigned gen = ++p->attempt_gen;
     p->xfer_done = false;
     p->depth++;
-    upstream_xfer *t = upstream_start(p->gw->up, &r, &err);
+    upstream_xfer *t = gw_transport_start(&p->gw->transport, &r, &err);
     p->depth--;
     if (p->zombie) { proxy_free(p); return; }   /* it finished, and answered, inside */
     if (gen != p->attempt_gen || p->xfer_done) return;   /* done, or a later attempt runs */
@@ -827,7 +832,7 @@ static void send_attempt(proxy_req *p) {
     p->attempts++;
     p->gw->stats.attempts++;
     scan_free(p);                  /* the previous attempt's scanner is its provider's */
-    p->up = gw_provider_entry_of(c->provider->type);
+    p->up = c->provider->entry;
     reset_attempt(p);
     p->passthrough = p->up->passthrough_api == p->req.api;
     if (p->up->in_process) start_job(p, c);
@@ -845,7 +850,7 @@ static void add_candidate(proxy_req *p, const gw_provider *pv, const char *model
     if (p->n_cands >= MAX_TARGETS) return;
     if (p->req.canon.n_only && !provider_listed(p->req.canon.only, p->req.canon.n_only, pv->name)) return;
     if (provider_listed(p->req.canon.ignore, p->req.canon.n_ignore, pv->name)) return;
-    if (p->req.api->kind == GW_REQ_EMBEDDINGS && !gw_provider_entry_of(pv->type)->build_embeddings) {
+    if (p->req.api->kind == GW_REQ_EMBEDDINGS && !pv->entry->build_embeddings) {
         if (!p->n_cannot++) p->cannot = pv;
         return;
     }
@@ -919,7 +924,7 @@ static void apply_breakers(proxy_req *p) {
     int n_open = 0, k = 0;
     for (int i = 0; i < p->n_cands; i++) {
         const candidate *c = &p->cands[i];
-        if (!gw_provider_entry_of(c->provider->type)->in_process &&
+        if (!c->provider->entry->in_process &&
             breaker_is_open(p->gw->breakers, c->provider->name, c->model, loop_now_ms(p->gw->loop), NULL))
             open[n_open++] = *c;
         else p->cands[k++] = *c;
@@ -1037,7 +1042,7 @@ void proxy_handle(gateway *g, http_exchange *x, const http_request *req, const g
         gw_api_error ce;
         gw_api_fail(&ce, 400, "model_not_supported", "model",
                     "\"%s\" cannot serve embeddings: provider \"%s\" (type %s) has no embeddings API%s", p->client_model,
-                    p->cannot->name, gw_provider_entry_of(p->cannot->type)->type_name,
+                    p->cannot->name, p->cannot->entry->type_name,
                     p->n_cannot > 1 ? ", nor has any other target" : "");
         respond_error(p, &ce);
         return;
