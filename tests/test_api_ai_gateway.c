@@ -79,6 +79,46 @@ static void test_prompt_to_canonical(void) {
     gw_request_free(&r);
 }
 
+/* The AI SDK's parallel tool call switches (providerOptions.openai / .anthropic) reach the
+ * canonical parallel_tool_calls; without tools they are dropped; a wrong type is a 400. */
+static void test_parallel_tool_calls(void) {
+    static const char tools[] = "\"tools\":[{\"type\":\"function\",\"name\":\"f\",\"inputSchema\":{\"type\":\"object\"}}]";
+    static const struct { const char *options; int want; } cases[] = {   /* want: -1 absent, 0 false, 1 true */
+        {"{\"openai\":{\"parallelToolCalls\":false}}", 0},
+        {"{\"openai\":{\"parallelToolCalls\":true}}", 1},
+        {"{\"anthropic\":{\"disableParallelToolUse\":true}}", 0},
+        {"{\"anthropic\":{\"disableParallelToolUse\":false}}", 1},
+        {"{\"openai\":{\"parallelToolCalls\":null},\"gateway\":{}}", -1},
+        {"{\"openai\":{\"reasoningEffort\":\"low\"}}", -1},
+    };
+    char body[512];
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        snprintf(body, sizeof body, "{\"prompt\":[{\"role\":\"user\",\"content\":[]}],%s,\"providerOptions\":%s}", tools, cases[i].options);
+        gw_request r;
+        gw_api_error e;
+        CHECK_EQ_INT(parse(&r, "local/m", NULL, body, &e), 0);
+        const json_t *p = canon_path(&r, "parallel_tool_calls");
+        if (cases[i].want < 0) CHECK_MSG(p == NULL, "case %zu: no parallel_tool_calls", i);
+        else CHECK_MSG(json_is_boolean(p) && json_is_true(p) == (cases[i].want == 1), "case %zu: parallel_tool_calls %d", i, cases[i].want);
+        gw_request_free(&r);
+    }
+    /* without tools: nothing to say about their calls */
+    gw_request r;
+    gw_api_error e;
+    CHECK_EQ_INT(parse(&r, "local/m", NULL, "{\"prompt\":[{\"role\":\"user\",\"content\":[]}],\"providerOptions\":{\"openai\":{\"parallelToolCalls\":false}}}", &e), 0);
+    CHECK(canon_path(&r, "parallel_tool_calls") == NULL);
+    gw_request_free(&r);
+    snprintf(body, sizeof body, "{\"prompt\":[{\"role\":\"user\",\"content\":[]}],%s,\"providerOptions\":{\"openai\":{\"parallelToolCalls\":\"no\"}}}", tools);
+    CHECK_EQ_INT(parse(&r, "local/m", NULL, body, &e), -1);
+    CHECK_EQ_INT(e.status, 400);
+    CHECK_EQ_STR(e.param, "providerOptions.openai.parallelToolCalls");
+    gw_request_free(&r);
+    snprintf(body, sizeof body, "{\"prompt\":[{\"role\":\"user\",\"content\":[]}],%s,\"providerOptions\":{\"anthropic\":{\"disableParallelToolUse\":1}}}", tools);
+    CHECK_EQ_INT(parse(&r, "local/m", NULL, body, &e), -1);
+    CHECK_EQ_STR(e.param, "providerOptions.anthropic.disableParallelToolUse");
+    gw_request_free(&r);
+}
+
 static void test_bad_requests(void) {
     static const struct { const char *model, *body, *param; } cases[] = {
         {NULL, "{\"prompt\":[]}", "ai-language-model-id"},
@@ -216,6 +256,7 @@ int main(int argc, char **argv) {
     (void)argc;
     RUN(test_prompt_to_canonical);
     RUN(test_bad_requests);
+    RUN(test_parallel_tool_calls);
     RUN(test_render);
     RUN(test_errors);
     return tu_finish(argv[0]);

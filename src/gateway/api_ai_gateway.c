@@ -7,7 +7,8 @@
  * id and whether to stream come in headers (ai-language-model-id,
  * ai-language-model-streaming). It is translated at once into the canonical
  * (OpenAI-shaped) body; providerOptions.gateway.order / only / models become the provider
- * preferences and the fallback list. The answer: LanguageModelV4 content parts,
+ * preferences and the fallback list, providerOptions.openai.parallelToolCalls and
+ * providerOptions.anthropic.disableParallelToolUse the canonical parallel_tool_calls. The answer: LanguageModelV4 content parts,
  * finishReason {unified, raw} and usage {inputTokens {...}, outputTokens {...}} in one
  * JSON object, or streamed as SSE `data:` lines of stream parts (stream-start,
  * response-metadata, text-start/delta/end, reasoning-*, tool-input-start/delta/end,
@@ -225,6 +226,26 @@ static int convert_tools(const json_t *root, json_t *c, gw_api_error *e) {
     return 0;
 }
 
+/* The AI SDK's per-provider switches for parallel tool calls (providerOptions.openai
+ * .parallelToolCalls, providerOptions.anthropic.disableParallelToolUse): the canonical body
+ * has one field for them, honoured by whichever provider serves the call (a forced tool
+ * choice on the local model keeps to one call). Without tools they mean nothing. */
+static int convert_parallel(const json_t *root, json_t *c, gw_api_error *e) {
+    const json_t *po = json_object_get(root, "providerOptions");
+    if (!json_is_object(po) || !json_object_get(c, "tools")) return 0;
+    const json_t *v = json_object_get(json_object_get(po, "openai"), "parallelToolCalls");
+    if (v && !json_is_null(v)) {
+        if (!json_is_boolean(v)) return bad(e, "providerOptions.openai.parallelToolCalls", "providerOptions.openai.parallelToolCalls must be a boolean%s", NULL);
+        json_object_set(c, "parallel_tool_calls", (json_t *)v);
+    }
+    v = json_object_get(json_object_get(po, "anthropic"), "disableParallelToolUse");
+    if (v && !json_is_null(v)) {
+        if (!json_is_boolean(v)) return bad(e, "providerOptions.anthropic.disableParallelToolUse", "providerOptions.anthropic.disableParallelToolUse must be a boolean%s", NULL);
+        json_object_set_new(c, "parallel_tool_calls", json_boolean(!json_is_true(v)));
+    }
+    return 0;
+}
+
 /* Copies the sampling options that exist in the canonical body under their OpenAI names. */
 static int convert_options(const json_t *root, json_t *c, gw_api_error *e) {
     static const struct { const char *from, *to; bool integer; } opts[] = {
@@ -308,7 +329,7 @@ static int aig_parse(const char *raw, size_t len, const char *model, bool stream
     const json_t *m;
     json_array_foreach(prompt, i, m) if (convert_message(m, i, msgs, e)) goto done;
     json_object_set(c, "messages", msgs);
-    if (convert_options(root, c, e) || convert_tools(root, c, e)) goto done;
+    if (convert_options(root, c, e) || convert_tools(root, c, e) || convert_parallel(root, c, e)) goto done;
     if (stream) {
         json_object_set_new(c, "stream", json_true());
         json_object_set_new(c, "stream_options", json_pack("{s:b}", "include_usage", 1));

@@ -7,6 +7,10 @@
 # anthropic and google on the fakes; routes with fallback; short timeouts, retries and circuit breaker; gateway
 # keys: "tests" (role admin), "hashed", "limited" (routes [chat])), starts build/smolgate serve on a free loopback port, then runs:
 #   (a) the official SDK client tests through the gateway (TARGET=gateway tests/clients/),
+#   (a2) tests/gateway/matrix.test.mjs: every pinned client package x provider (openai,
+#       anthropic, google, openai-compatible on the fakes; the local model) x (plain, stream,
+#       tools), one test per cell; it prints the PASS/FAIL/n/a table and writes it to
+#       MATRIX_REPORT (default $TMPDIR/smolgate-client-matrix.md),
 #   (b) tests/gateway/faults.test.mjs: every injected fault ends in the right outcome,
 #       and tests/gateway/routing.test.mjs: keys, headers and fields sent upstream,
 #       and tests/gateway/aigateway.test.mjs: the Vercel AI Gateway protocol over fetch,
@@ -33,14 +37,14 @@
 # the shell checks). Exit status non-zero on any failure.
 #
 # Environment: SMOLGATE_BIN (default build/smolgate; build-san/smolgate for the sanitizer
-# build), GATEWAY_TESTS (space-separated subset of: clients faults routing hostile responses
-# upstream local constrained segments).
+# build), GATEWAY_TESTS (space-separated subset of: clients matrix faults routing hostile
+# responses upstream local constrained segments).
 set -u
 cd "$(dirname "$0")/../.."
 root=$(pwd)
 
 bin=${SMOLGATE_BIN:-build/smolgate}
-groups=${GATEWAY_TESTS:-clients faults routing hostile responses upstream local constrained segments}
+groups=${GATEWAY_TESTS:-clients matrix faults routing hostile responses upstream local constrained segments}
 tmp=$(mktemp -d /tmp/smolgate-gateway-XXXXXX)
 fake_pid= gw_pid=
 pass=0 fail=0 skip=0
@@ -275,7 +279,7 @@ export TARGET=gateway SMOLGATE_URL=$url SMOLGATE_API_KEY=sk-smolgate-test FAKE_P
 export SMOLGATE_BIN=$bin SMOLGATE_CONFIG=$cfg SMOLGATE_LOG_FILE=$tmp/gateway.log
 export SMOLGATE_LOCAL_MODEL=$local_name SMOLGATE_LOCAL_DIR=$tmp/$local_name
 
-deadline=$((SECONDS + 300))   # every test group together: 5 minutes at most (about 1 normally)
+deadline=$((SECONDS + 600))   # every test group together: 10 minutes at most (about 5 on two busy cores)
 run_node() {  # label, files...
   local label=$1; shift
   local left=$((deadline - SECONDS))
@@ -303,6 +307,12 @@ run_node() {  # label, files...
 for g in $groups; do
   case $g in
     clients) run_node clients tests/clients/*.test.mjs ;;
+    matrix)
+      export MATRIX_REPORT=${MATRIX_REPORT:-${TMPDIR:-/tmp}/smolgate-client-matrix.md}
+      rm -f "$MATRIX_REPORT"
+      run_node matrix tests/gateway/matrix.test.mjs
+      if [ -s "$MATRIX_REPORT" ]; then echo "gateway.sh: (matrix) the table, kept in $MATRIX_REPORT:"; cat "$MATRIX_REPORT"
+      else bad "(matrix) no table written to $MATRIX_REPORT"; fi ;;
     faults)  run_node faults tests/gateway/faults.test.mjs ;;
     routing) run_node routing tests/gateway/routing.test.mjs tests/gateway/aigateway.test.mjs tests/gateway/embeddings.test.mjs ;;
     hostile) run_node hostile tests/gateway/hostile.test.mjs tests/gateway/ollama.test.mjs ;;
