@@ -3,12 +3,21 @@
  *   1. ledger_append's added latency at 1,000 requests/s, as the event loop would call it
  *      (one realistic record per millisecond for 5 s, the writer delivering in the
  *      background every flush_ms): p50, p99, p99.9, max;
- *   2. the cost of the parts: serialising a record, and cost_compute + cost_lookup;
+ *   2. the cost of the parts: a record's spool frame written and read back (and format
+ *      1's JSON line, still read from old segments), cost_compute + cost_lookup, and
+ *      ledger_db_insert alone (SQLite, decoded records, batches of 500 and 5000);
  *   3. delivery throughput: 200,000 records appended as fast as possible, then the time
  *      until the database has them all (records/s), with batch_max 500 (the default)
- *      and 5000.
+ *      and 5000, and the CPU time that took, all threads (append + delivery), per record;
+ *   4. delivery alone: 200,000 records a stopped process left in the spool, adopted by
+ *      a fresh one (the path after a crash): records/s and CPU per record.
+ * CPU times are the process's (CLOCK_PROCESS_CPUTIME_ID), so other load on the machine
+ * inflates them less than it inflates wall-clock rates. Each phase starts from an empty
+ * database: with the gateway's random request ids, an insert costs more as the primary
+ * key's index outgrows SQLite's page cache (the "ordered ids" line shows the difference).
  * SQLite in a temporary folder under $BENCH_DIR (default /tmp); PostgreSQL too when
  * SMOLGATE_BENCH_PG holds a connection URL (a scratch database: the bench adds rows). */
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,11 +28,20 @@
 #include "common/log.h"
 #include "gateway/cost.h"
 #include "gateway/ledger.h"
+#include "gateway/ledger_db.h"
+#include "gateway/ledger_frame.h"
 #include "gateway/provider.h"
+#include <jansson.h>
 
 static int64_t now_ns(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static int64_t cpu_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
@@ -32,11 +50,18 @@ static int cmp_i64(const void *a, const void *b) {
     return x < y ? -1 : x > y;
 }
 
-static char g_run[32];
 static ledger_attempt g_att[2] = {{"openai", "gpt-4o-mini", 429, "retryable", 85}, {"anthropic", "claude-haiku-4-5-20251001", 200, NULL, 1240}};
 
+static uint64_t g_seed;
+
+/* Record i, with an id like the gateway's (16 random hex digits: inserts land all over the
+ * primary key's index, as they do in production). */
 static void make(ledger_record *r, char *id, size_t cap, long i) {
-    snprintf(id, cap, "%s-%016lx", g_run, i);
+    uint64_t z = g_seed + (uint64_t)i * 0x9E3779B97F4A7C15ull;   /* splitmix64 */
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    snprintf(id, cap, "%016llx", (unsigned long long)z);
     memset(r, 0, sizeof *r);
     r->request_id = id;
     r->time_ms = 0;
@@ -56,13 +81,15 @@ static void make(ledger_record *r, char *id, size_t cap, long i) {
     r->stream = true;
 }
 
-static ledger *open_ledger(gw_ledger_kind kind, const char *target, const char *dir, uint32_t batch) {
+static ledger *open_ledger_at(gw_ledger_kind kind, const char *target, const char *dir, uint32_t batch,
+                              const char *spool_name, uint32_t flush_ms) {
     ledger_opts o;
     ledger_opts_defaults(&o);
     o.kind = kind;
+    if (flush_ms) o.flush_ms = flush_ms;
     char db[600], spool[600];
-    snprintf(db, sizeof db, "%s/ledger.db", dir);
-    snprintf(spool, sizeof spool, "%s/spool-%u", dir, batch);
+    snprintf(db, sizeof db, "%s/%s.db", dir, spool_name);   /* each phase from an empty database */
+    snprintf(spool, sizeof spool, "%s/%s", dir, spool_name);
     o.sqlite_path = db;
     o.postgres_url = target;
     o.spool_dir = spool;
@@ -71,6 +98,12 @@ static ledger *open_ledger(gw_ledger_kind kind, const char *target, const char *
     ledger *l = ledger_open(&o, &err);
     if (!l) fprintf(stderr, "bench_ledger: %s\n", err.msg);
     return l;
+}
+
+static ledger *open_ledger(gw_ledger_kind kind, const char *target, const char *dir, uint32_t batch) {
+    char spool[32];
+    snprintf(spool, sizeof spool, "spool-%u", batch);
+    return open_ledger_at(kind, target, dir, batch, spool, 0);
 }
 
 static void append_latency(const char *name, gw_ledger_kind kind, const char *target, const char *dir) {
@@ -108,18 +141,78 @@ static void throughput(const char *name, gw_ledger_kind kind, const char *target
     char id[64];
     ledger_record r;
     sg_error err;
-    int64_t t0 = now_ns();
+    int64_t c0 = cpu_ns(), t0 = now_ns();
     for (long i = 0; i < N; i++) { make(&r, id, sizeof id, 1000000 + (long)batch * 10000000 + i); ledger_append(l, &r, &err); }
     int64_t t1 = now_ns();
     int rc = ledger_flush(l, 300000);
-    int64_t t2 = now_ns();
+    int64_t t2 = now_ns(), c2 = cpu_ns();
     ledger_stats st;
     ledger_get_stats(l, &st);
     printf("delivery (%s, batch_max %u): %d records appended at %.0f/s; all in the database after %.2f s = %.0f records/s%s "
-           "(%llu transactions)\n",
+           "(%llu transactions); CPU %.2f us per record, append + delivery, all threads\n",
            name, batch, N, N / ((t1 - t0) / 1e9), (t2 - t0) / 1e9, N / ((t2 - t0) / 1e9), rc ? " (TIMED OUT)" : "",
-           (unsigned long long)st.batches);
+           (unsigned long long)st.batches, (c2 - c0) / 1e3 / N);
     ledger_close(l, 30000);
+}
+
+/* Delivery alone: a process appends N records and stops before delivering any (a flush
+ * interval longer than the run, a batch larger than N, closed with no time to deliver);
+ * a fresh ledger adopts its segments and delivers them. */
+static void delivery_alone(const char *name, gw_ledger_kind kind, const char *target, const char *dir, uint32_t batch) {
+    enum { N = 200000 };
+    char spool[32];
+    snprintf(spool, sizeof spool, "spool-adopt-%u", batch);
+    ledger *w = open_ledger_at(kind, target, dir, 1u << 30, spool, 3600000);
+    if (!w) return;
+    char id[64];
+    ledger_record r;
+    sg_error err;
+    for (long i = 0; i < N; i++) { make(&r, id, sizeof id, 500000000 + (long)batch * 10000000 + i); ledger_append(w, &r, &err); }
+    ledger_close(w, 0);
+    int64_t c0 = cpu_ns(), t0 = now_ns();
+    ledger *l = open_ledger_at(kind, target, dir, batch, spool, 0);
+    if (!l) return;
+    ledger_stats st;
+    int64_t deadline = t0 + 300 * (int64_t)1000000000;
+    do {
+        usleep(2000);
+        ledger_get_stats(l, &st);
+    } while (st.delivered < N && now_ns() < deadline);
+    int64_t t1 = now_ns(), c1 = cpu_ns();
+    printf("delivery alone (%s, batch_max %u, adopted from a stopped process's spool): %llu records in %.2f s = %.0f records/s%s; "
+           "CPU %.2f us per record\n",
+           name, batch, (unsigned long long)st.delivered, (t1 - t0) / 1e9, st.delivered / ((t1 - t0) / 1e9),
+           st.delivered < N ? " (TIMED OUT)" : "", (c1 - c0) / 1e3 / N);
+    ledger_close(l, 30000);
+}
+
+/* ledger_db_insert alone: records decoded beforehand, batches of `batch`, SQLite. ordered:
+ * ids in increasing order instead of the gateway's random ones (what time-ordered request
+ * ids would cost: each insert lands at the end of the primary key's index). */
+static void insert_alone(const char *dir, uint32_t batch, bool ordered) {
+    enum { N = 200000 };
+    char path[600];
+    snprintf(path, sizeof path, "%s/insert-%u-%d.db", dir, batch, ordered);
+    sg_error err;
+    ledger_db *db = ledger_db_open(GW_LEDGER_SQLITE, path, false, &err);
+    if (!db) { fprintf(stderr, "bench_ledger: %s\n", err.msg); return; }
+    ledger_record *recs = malloc(batch * sizeof *recs);
+    char (*ids)[64] = malloc(batch * sizeof *ids);
+    int64_t c0 = cpu_ns(), t0 = now_ns();
+    for (long i = 0; i < N; i += batch) {
+        uint32_t n = 0;
+        for (; n < batch && i + n < N; n++) {
+            make(&recs[n], ids[n], sizeof ids[n], 900000000 + i + n);
+            if (ordered) snprintf(ids[n], sizeof ids[n], "%016lx", 900000000 + i + (long)n);
+        }
+        if (ledger_db_insert(db, recs, n, &err) < 0) { fprintf(stderr, "bench_ledger: %s\n", err.msg); break; }
+    }
+    int64_t t1 = now_ns(), c1 = cpu_ns();
+    printf("ledger_db_insert alone (SQLite, batches of %u, %s ids): %.0f records/s, CPU %.2f us per record\n", batch,
+           ordered ? "ordered" : "random", N / ((t1 - t0) / 1e9), (c1 - c0) / 1e3 / N);
+    free(recs);
+    free(ids);
+    ledger_db_close(db);
 }
 
 static void parts(void) {
@@ -129,9 +222,28 @@ static void parts(void) {
     char id[64];
     ledger_record r;
     int64_t t0 = now_ns();
-    for (long i = 0; i < N; i++) { make(&r, id, sizeof id, i); sg_buf_reset(&b); ledger_record_json(&r, &b); }
+    for (long i = 0; i < N; i++) { make(&r, id, sizeof id, i); sg_buf_reset(&b); ledger_frame_encode(&r, &b); }
     int64_t t1 = now_ns();
-    printf("record serialisation: %.2f us per record (%zu bytes)\n", (t1 - t0) / 1e3 / N, b.len);
+    printf("spool frame (format 2): written in %.3f us per record (%zu bytes)", (t1 - t0) / 1e3 / N, b.len);
+    ledger_record back;
+    ledger_attempt atts[LEDGER_MAX_ATTEMPTS];
+    size_t used = 0;
+    long ok = 0;
+    t0 = now_ns();
+    for (long i = 0; i < N; i++) ok += ledger_frame_decode(b.data, b.len, &back, atts, &used);
+    t1 = now_ns();
+    printf(", read back in %.3f us (%ld)\n", (t1 - t0) / 1e3 / N, ok);
+    sg_buf_reset(&b);
+    ledger_record_json(&r, &b);
+    ok = 0;
+    t0 = now_ns();
+    for (long i = 0; i < N; i++) {
+        json_t *root = NULL;
+        ok += ledger_frame_parse_json(b.data, b.len - 1, &root, &back, atts) == 0;
+        json_decref(root);
+    }
+    t1 = now_ns();
+    printf("spool line (format 1, JSON, %zu bytes): read back in %.3f us (%ld)\n", b.len, (t1 - t0) / 1e3 / N, ok);
     sg_buf_free(&b);
     cost_catalog *c = cost_catalog_build(NULL, NULL);
     gw_provider p = {.name = "anthropic", .type = GW_PROVIDER_ANTHROPIC, .entry = &gw_provider_anthropic};
@@ -146,20 +258,26 @@ static void parts(void) {
 
 int main(void) {
     sg_log_set_level(SG_LOG_ERROR);
-    snprintf(g_run, sizeof g_run, "bench-%lx", (unsigned long)time(NULL) ^ (unsigned long)getpid() << 16);
+    g_seed = (uint64_t)time(NULL) ^ (uint64_t)getpid() << 32;
     const char *base = getenv("BENCH_DIR") ? getenv("BENCH_DIR") : "/tmp";
     char dir[512];
     snprintf(dir, sizeof dir, "%s/smolgate-bench-ledger-XXXXXX", base);
     if (!mkdtemp(dir)) { perror("mkdtemp"); return 1; }
     append_latency("SQLite", GW_LEDGER_SQLITE, NULL, dir);
     parts();
+    insert_alone(dir, 500, false);
+    insert_alone(dir, 5000, false);
+    insert_alone(dir, 5000, true);
     throughput("SQLite", GW_LEDGER_SQLITE, NULL, dir, 500);
     throughput("SQLite", GW_LEDGER_SQLITE, NULL, dir, 5000);
+    delivery_alone("SQLite", GW_LEDGER_SQLITE, NULL, dir, 500);
+    delivery_alone("SQLite", GW_LEDGER_SQLITE, NULL, dir, 5000);
     const char *pg = getenv("SMOLGATE_BENCH_PG");
     if (pg && *pg) {
         append_latency("PostgreSQL", GW_LEDGER_POSTGRES, pg, dir);
         throughput("PostgreSQL", GW_LEDGER_POSTGRES, pg, dir, 500);
         throughput("PostgreSQL", GW_LEDGER_POSTGRES, pg, dir, 5000);
+        delivery_alone("PostgreSQL", GW_LEDGER_POSTGRES, pg, dir, 5000);
     } else {
         printf("(PostgreSQL: set SMOLGATE_BENCH_PG=postgresql://... to measure it)\n");
     }

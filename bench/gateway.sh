@@ -3,12 +3,15 @@
 # nginx fake upstream, for the upstream directly, a bare nginx proxy hop, and smolgate,
 # non-streamed and streamed, at concurrency 1, 16 and 64. wrk and the upstream run on
 # core 0, the proxy under test on core 1. Prints the harness's lines (figures, no verdict).
-# Needs nginx-light and wrk (make deps-test installs them). BENCH_SECS sets seconds a row.
+# Needs nginx-light and wrk (make deps-test installs them). BENCH_SECS sets seconds a row;
+# SMOLGATE_BIN another binary (A/B against an older build); BENCH_LOG the gateway's log
+# level (default warn: no request log lines; info writes one per request, as serve does
+# by default). The gateways use the default ledger (smolgate.db, smolgate-spool/ here).
 set -u
 cd "$(dirname "$0")/.."
 harness=$(cd "${SMOLGATE_SHARED:-../shared}/bench/gateway" && pwd)
 secs=${BENCH_SECS:-6}
-bin=$PWD/build/smolgate
+bin=${SMOLGATE_BIN:-$PWD/build/smolgate}
 if ! command -v wrk >/dev/null || ! command -v nginx >/dev/null; then
   echo "gateway bench: needs wrk and nginx (make deps-test)"; exit 0
 fi
@@ -25,7 +28,7 @@ taskset -c 1 nginx -c "$harness/nginx-proxy.conf" 2>/dev/null &
 sleep 0.5
 
 gateway() {  # port upstream_port
-  OPENAI_API_KEY=sk-bench OPENAI_BASE_URL=http://127.0.0.1:$2/v1 SMOLGATE_LOG=warn \
+  OPENAI_API_KEY=sk-bench OPENAI_BASE_URL=http://127.0.0.1:$2/v1 SMOLGATE_LOG=${BENCH_LOG:-warn} \
     taskset -c 1 "$bin" serve --listen 127.0.0.1:$1 >/tmp/gwbench/smolgate-$1.log 2>&1 &
   pids+=($!)
 }

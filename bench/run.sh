@@ -5,7 +5,8 @@
 # sequences) on random-weight models written by `smolgate make-model`: the SmolLM2-135M
 # shape always; the full SmolLM3-3B shape when BENCH_3B=1, which writes ~10 GB of files
 # to $BENCH_DIR. Types beyond F16 and Q8_0 come from `smolgate quantize` when it is
-# there. Then the gateway harness and every bench/bench_* program.
+# there. Then the gateway harness (requests/s, and CPU per request per thread) and every
+# bench/bench_* program.
 # Side by side with llama.cpp: bench/vs-llamacpp.sh (not run here).
 set -u
 cd "$(dirname "$0")/.."
@@ -51,6 +52,8 @@ if [ "${BENCH_3B:-0}" = 1 ]; then
 fi
 echo "== gateway overhead (../shared/bench/gateway harness)"
 bench/gateway.sh
+echo "== gateway CPU per request, per thread (ledger and request log on)"
+bench/gateway_cpu.sh
 for b in build/bench/bench_*; do
   [ -x "$b" ] || continue
   echo "== $(basename "$b")"

@@ -20,11 +20,15 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <jansson.h>
+
 #include "common/buf.h"
+#include "common/crc32c.h"
 #include "common/log.h"
 #include "gateway/config.h"
 #include "gateway/ledger.h"
 #include "gateway/ledger_db.h"
+#include "gateway/ledger_frame.h"
 #include "gateway/ledger_usage.h"
 #include "testutil.h"
 
@@ -191,7 +195,7 @@ static void test_fields(void) {
     CHECK(sql_int(db, "SELECT ts_ms FROM requests WHERE request_id='req-2'") > 1700000000000ll);   /* 0 = now */
     CHECK_EQ_INT(sql_int(db, "SELECT MAX(version) FROM schema_version"), LEDGER_SCHEMA_VERSION);
     /* a clean close leaves an empty spool */
-    CHECK_EQ_INT(count_files(o.spool_dir, ".spool"), 0);
+    CHECK_EQ_INT(count_files(o.spool_dir, ".seg"), 0);
     CHECK_EQ_INT(count_files(o.spool_dir, ".lock"), 0);
 }
 
@@ -219,7 +223,7 @@ static void test_append_close_reopen(void) {
     CHECK_EQ_INT(sql_int(db, "SELECT COUNT(DISTINCT request_id) FROM requests"), 1510);
     CHECK_EQ_INT(sql_int(db, "SELECT COUNT(*) FROM attempts"), 1510 + 755);
     CHECK_EQ_INT(sql_int(db, "SELECT COUNT(*) FROM schema_version"), LEDGER_SCHEMA_VERSION);   /* migrated once */
-    CHECK_EQ_INT(count_files(o.spool_dir, ".spool"), 0);
+    CHECK_EQ_INT(count_files(o.spool_dir, ".seg"), 0);
 }
 
 /* ---- batches ---- */
@@ -256,22 +260,140 @@ static void test_rotation(void) {
     tdir_init(&t, "rotate");
     ledger_opts o = opts_for(&t);
     const char *db = t.db, *spool = t.spool;
-    o.segment_bytes = 4096;   /* about 8 records a segment */
+    o.segment_bytes = 2048;   /* about 9 records a segment */
     o.batch_max = 7;
     sg_error err;
     ledger *l = ledger_open(&o, &err);
     if (!l) { CHECK_MSG(0, "%s", err.msg); return; }
     append_n(l, "r", 0, 200);
-    CHECK(count_files(spool, ".spool") > 10);
+    CHECK(count_files(spool, ".seg") > 10);
     CHECK(ledger_flush(l, 10000) == 0);
     /* the writer removes sealed segments once delivered: only the live one stays */
-    for (int i = 0; i < 200 && count_files(spool, ".spool") > 1; i++) usleep(10 * 1000);
-    CHECK_EQ_INT(count_files(spool, ".spool"), 1);
+    for (int i = 0; i < 200 && count_files(spool, ".seg") > 1; i++) usleep(10 * 1000);
+    CHECK_EQ_INT(count_files(spool, ".seg"), 1);
     append_n(l, "r", 200, 100);
     ledger_close(l, 10000);
     CHECK_EQ_INT(sql_int(db, "SELECT COUNT(*) FROM requests"), 300);
-    CHECK_EQ_INT(count_files(spool, ".spool"), 0);
+    CHECK_EQ_INT(count_files(spool, ".seg"), 0);
     CHECK_EQ_INT(count_files(spool, ".done"), 0);
+}
+
+/* ---- the spool's record format ---- */
+
+static void test_crc32c(void) {
+    CHECK_EQ_INT(sg_crc32c(0, "123456789", 9), 0xE3069283u);   /* the standard check value */
+    CHECK_EQ_INT(sg_crc32c_table(0, "123456789", 9), 0xE3069283u);
+    CHECK_EQ_INT(sg_crc32c(0, "", 0), 0);
+    unsigned char data[300];
+    for (size_t i = 0; i < sizeof data; i++) data[i] = (unsigned char)(i * 7 + 3);
+    for (size_t n = 0; n <= sizeof data; n += 13)   /* the hardware path agrees with the table */
+        CHECK_EQ_INT(sg_crc32c(0, data, n), sg_crc32c_table(0, data, n));
+    CHECK_EQ_INT(sg_crc32c(sg_crc32c(0, data, 100), data + 100, 200), sg_crc32c(0, data, 300));   /* continued */
+}
+
+static void check_same(const ledger_record *a, const ledger_record *b) {
+#define STR_EQ(x, y) CHECK_MSG(((x) == NULL) == ((y) == NULL) && (!(x) || !strcmp((x), (y))), "%s vs %s", \
+                               (x) ? (x) : "NULL", (y) ? (y) : "NULL")
+    STR_EQ(a->request_id, b->request_id);
+    STR_EQ(a->key_id, b->key_id);
+    STR_EQ(a->route, b->route);
+    STR_EQ(a->requested_model, b->requested_model);
+    STR_EQ(a->provider, b->provider);
+    STR_EQ(a->model, b->model);
+    STR_EQ(a->error, b->error);
+    CHECK_EQ_INT(a->time_ms, b->time_ms);
+    CHECK_EQ_INT(a->usage.input, b->usage.input);
+    CHECK_EQ_INT(a->usage.cache_read, b->usage.cache_read);
+    CHECK_EQ_INT(a->usage.cache_write, b->usage.cache_write);
+    CHECK_EQ_INT(a->usage.output, b->usage.output);
+    CHECK_EQ_INT(a->usage.reasoning, b->usage.reasoning);
+    CHECK_EQ_INT(a->usage.estimated, b->usage.estimated);
+    CHECK_EQ_INT(a->cost_micro, b->cost_micro);
+    CHECK_EQ_INT(a->latency_ms, b->latency_ms);
+    CHECK_EQ_INT(a->ttft_ms, b->ttft_ms);
+    CHECK_EQ_INT(a->status, b->status);
+    CHECK_EQ_INT(a->stream, b->stream);
+    CHECK_EQ_INT(a->n_attempts, b->n_attempts);
+    for (size_t i = 0; i < a->n_attempts && i < b->n_attempts; i++) {
+        STR_EQ(a->attempts[i].provider, b->attempts[i].provider);
+        STR_EQ(a->attempts[i].model, b->attempts[i].model);
+        STR_EQ(a->attempts[i].error, b->attempts[i].error);
+        CHECK_EQ_INT(a->attempts[i].status, b->attempts[i].status);
+        CHECK_EQ_INT(a->attempts[i].latency_ms, b->attempts[i].latency_ms);
+    }
+#undef STR_EQ
+}
+
+static void test_frame_roundtrip(void) {
+    /* every field, NULLs, negative numbers, cut strings, bad UTF-8, too many attempts */
+    char long_id[300];
+    memset(long_id, 'i', sizeof long_id - 1);
+    long_id[sizeof long_id - 1] = 0;
+    ledger_attempt att[40];
+    for (int i = 0; i < 40; i++)
+        att[i] = (ledger_attempt){i % 2 ? "openai" : NULL, "gpt-\xc3\xa9", 500 + i, i % 3 ? "timeout" : NULL, -1 - i};
+    ledger_record r = {
+        .time_ms = 1732406400123ll, .request_id = long_id, .key_id = NULL, .route = "r\xff" "oute",
+        .requested_model = "m\"odel\n", .provider = "p", .model = "", .attempts = att, .n_attempts = 40,
+        .usage = {5000000000ll, -1, 0, 7, -1, true}, .cost_micro = -5, .latency_ms = 12, .ttft_ms = -1,
+        .status = 502, .error = "upstream", .stream = true,
+    };
+    sg_buf b;
+    sg_buf_init(&b);
+    ledger_frame_encode(&r, &b);
+    CHECK_EQ_INT((unsigned char)b.data[0], LEDGER_FRAME_MAGIC);
+    CHECK_EQ_INT(b.data[1], LEDGER_FRAME_VERSION);
+    ledger_record back;
+    ledger_attempt batt[LEDGER_MAX_ATTEMPTS];
+    size_t used = 0;
+    CHECK_EQ_INT(ledger_frame_decode(b.data, b.len, &back, batt, &used), 1);
+    CHECK_EQ_INT(used, b.len);
+    /* what the JSON line (format 1) made of the same record: the same bounds and fixes */
+    sg_buf j;
+    sg_buf_init(&j);
+    ledger_record_json(&r, &j);
+    ledger_record fromjson;
+    ledger_attempt jatt[LEDGER_MAX_ATTEMPTS];
+    json_t *root = NULL;
+    CHECK_EQ_INT(ledger_frame_parse_json(j.data, j.len - 1, &root, &fromjson, jatt), 0);
+    check_same(&back, &fromjson);
+    json_decref(root);
+    sg_buf_free(&j);
+    CHECK_EQ_INT(strlen(back.request_id), 128);
+    CHECK_EQ_STR(back.route, "r\xef\xbf\xbdoute");   /* U+FFFD */
+    CHECK_EQ_STR(back.requested_model, "m\"odel\n");
+    CHECK_EQ_STR(back.model, "");
+    CHECK(back.key_id == NULL);
+    CHECK_EQ_INT(back.n_attempts, LEDGER_MAX_ATTEMPTS);
+    CHECK_EQ_INT(back.cost_micro, -1);
+    CHECK_EQ_INT(back.usage.input, 5000000000ll);
+    CHECK(back.usage.estimated && back.stream);
+    CHECK(back.attempts[0].provider == NULL && back.attempts[1].provider && !strcmp(back.attempts[1].provider, "openai"));
+    CHECK_EQ_INT(back.attempts[3].latency_ms, -4);
+
+    /* a frame cut anywhere is "not whole yet", never a record */
+    int partial_ok = 1;
+    for (size_t n = 0; n < b.len; n++) partial_ok &= ledger_frame_decode(b.data, n, &back, batt, &used) == 0;
+    CHECK(partial_ok);
+    /* any one byte changed: refused */
+    int flip_ok = 1;
+    for (size_t i = 0; i < b.len; i++) {
+        b.data[i] ^= 0x10;
+        flip_ok &= ledger_frame_decode(b.data, b.len, &back, batt, &used) != 1;
+        b.data[i] ^= 0x10;
+    }
+    CHECK(flip_ok);
+    /* after garbage (with a stray magic byte in it), resync finds the next frame */
+    sg_buf g;
+    sg_buf_init(&g);
+    sg_buf_append(&g, "junk\xa7\x02junk", 10);
+    size_t at = g.len;
+    sg_buf_append(&g, b.data, b.len);
+    CHECK_EQ_INT(ledger_frame_resync(g.data, g.len), at);
+    CHECK_EQ_INT(ledger_frame_resync(g.data, 10), 10);   /* none in the garbage alone */
+    CHECK_EQ_INT(ledger_frame_resync(g.data, at + 5), at);   /* a frame starting: read more */
+    sg_buf_free(&g);
+    sg_buf_free(&b);
 }
 
 /* ---- a dead process's spool ---- */
@@ -280,6 +402,7 @@ static void write_file(const char *path, const char *data, size_t len) {
     CHECK(tu_write(path, data, len) == 0);
 }
 
+/* Format 1 (JSON lines, `.spool`), as a smolgate before format 2 left it. */
 static void test_adopt_orphan(void) {
     tdir t;
     tdir_init(&t, "orphan");
@@ -328,20 +451,87 @@ static void test_adopt_orphan(void) {
     ledger_stats st;
     for (int i = 0; i < 200; i++) {
         ledger_get_stats(l, &st);
-        if (count_files(spool, ".spool") == 1) break;   /* only our own live segment left */
+        if (count_files(spool, ".spool") == 0) break;   /* only our own live segment left */
         usleep(20 * 1000);
     }
     ledger_get_stats(l, &st);
     CHECK_EQ_INT(st.delivered, 12);     /* o-3 .. o-14 */
     CHECK_EQ_INT(st.duplicates, 2);     /* o-3, o-4 were there */
     CHECK_EQ_INT(st.malformed, 1);      /* the torn line */
-    CHECK_EQ_INT(count_files(spool, ".spool"), 1);
+    CHECK_EQ_INT(count_files(spool, ".spool"), 0);
+    CHECK_EQ_INT(count_files(spool, ".seg"), 1);
     CHECK_EQ_INT(count_files(spool, ".lock"), 1);   /* ours */
     ledger_close(l, 5000);
     CHECK_EQ_INT(sql_int(db, "SELECT COUNT(*) FROM requests"), 15);
     CHECK_EQ_INT(sql_int(db, "SELECT COUNT(*) FROM requests WHERE request_id LIKE 'o-%'"), 15);
     CHECK_EQ_INT(sql_int(db, "SELECT COUNT(*) FROM attempts"), 15 + 7);
-    CHECK_EQ_INT(count_files(spool, ".spool") + count_files(spool, ".done") + count_files(spool, ".lock"), 0);
+    CHECK_EQ_INT(count_files(spool, ".spool") + count_files(spool, ".seg") + count_files(spool, ".done") +
+                 count_files(spool, ".lock"), 0);
+}
+
+/* Format 2 (binary frames, `.seg`): a checkpoint, a damaged frame in the middle (skipped,
+ * the records after it delivered) and a torn last frame. */
+static void test_adopt_orphan_frames(void) {
+    tdir t;
+    tdir_init(&t, "orphan2");
+    ledger_opts o = opts_for(&t);
+    const char *db = t.db, *spool = t.spool;
+    mkdir(spool, 0755);
+    sg_error err;
+    ledger_db *d = ledger_db_open(GW_LEDGER_SQLITE, db, false, &err);
+    if (!d) { CHECK_MSG(0, "%s", err.msg); return; }
+    ledger_record recs[5];
+    ledger_attempt att[5][2];
+    char ids[5][32];
+    for (int i = 0; i < 5; i++) make_record(&recs[i], att[i], ids[i], sizeof ids[i], "f", i);
+    CHECK_EQ_INT(ledger_db_insert(d, recs, 5, &err), 5);   /* f-0 .. f-4 delivered before the crash */
+    ledger_db_close(d);
+    /* segment 1: f-0..f-9, checkpoint after f-2, f-5 damaged; segment 2: f-10..f-14 and
+     * the first half of f-15 */
+    sg_buf seg1, seg2;
+    sg_buf_init(&seg1);
+    sg_buf_init(&seg2);
+    size_t ckpt = 0, bad_at = 0;
+    for (int i = 0; i < 16; i++) {
+        ledger_record r;
+        ledger_attempt a[2];
+        char id[32];
+        make_record(&r, a, id, sizeof id, "f", i);
+        if (i == 5) bad_at = seg1.len + LEDGER_FRAME_HEADER + 20;   /* a byte of its payload */
+        size_t before = seg2.len;
+        ledger_frame_encode(&r, i < 10 ? &seg1 : &seg2);
+        if (i == 15) seg2.len = before + (seg2.len - before) / 2;   /* killed mid-write */
+        if (i == 2) ckpt = seg1.len;
+    }
+    seg1.data[bad_at] ^= 0x55;
+    const char *prefix = "sg-1700000001-999998-0badf00d";
+    write_file(tu_path("%s/%s-000001.seg", spool, prefix), seg1.data, seg1.len);
+    write_file(tu_path("%s/%s-000002.seg", spool, prefix), seg2.data, seg2.len);
+    char ck[32];
+    snprintf(ck, sizeof ck, "%020zu\n", ckpt);
+    write_file(tu_path("%s/%s-000001.done", spool, prefix), ck, 21);
+    write_file(tu_path("%s/%s.lock", spool, prefix), "", 0);
+    sg_buf_free(&seg1);
+    sg_buf_free(&seg2);
+
+    ledger *l = ledger_open(&o, &err);
+    if (!l) { CHECK_MSG(0, "%s", err.msg); return; }
+    ledger_stats st;
+    for (int i = 0; i < 200; i++) {
+        if (count_files(spool, ".seg") == 1) break;   /* only our own live segment left */
+        usleep(20 * 1000);
+    }
+    ledger_get_stats(l, &st);
+    CHECK_EQ_INT(st.delivered, 11);     /* f-3, f-4, f-6 .. f-14 */
+    CHECK_EQ_INT(st.duplicates, 2);     /* f-3, f-4 were there */
+    CHECK_EQ_INT(st.malformed, 2);      /* the damaged frame and the torn one */
+    CHECK_EQ_INT(count_files(spool, ".seg"), 1);
+    ledger_close(l, 5000);
+    CHECK_EQ_INT(sql_int(db, "SELECT COUNT(*) FROM requests"), 14);
+    CHECK_EQ_INT(sql_int(db, "SELECT COUNT(*) FROM requests WHERE request_id IN ('f-5', 'f-15')"), 0);
+    CHECK_EQ_INT(sql_int(db, "SELECT COUNT(*) FROM attempts WHERE request_id = 'f-13'"), 2);
+    CHECK_EQ_STR(sql_text(db, "SELECT model FROM requests WHERE request_id = 'f-13'"), "claude-haiku-4-5");
+    CHECK_EQ_INT(count_files(spool, ".seg") + count_files(spool, ".done") + count_files(spool, ".lock"), 0);
 }
 
 static void test_live_spool_not_taken(void) {
@@ -394,15 +584,15 @@ static void test_outage_then_next_start(void) {
     CHECK(!st.db_connected);
     CHECK_EQ_INT(st.pending, 300);
     ledger_close(l, 200);
-    CHECK_EQ_INT(count_files(spool, ".spool"), 1);
+    CHECK_EQ_INT(count_files(spool, ".seg"), 1);
     CHECK_EQ_INT(count_files(spool, ".lock"), 1);   /* left (unlocked) for the next start */
     l = ledger_open(&o, &err);
     CHECK(l != NULL);
     if (!l) return;
-    for (int i = 0; i < 200 && count_files(spool, ".spool") > 1; i++) usleep(20 * 1000);
+    for (int i = 0; i < 200 && count_files(spool, ".seg") > 1; i++) usleep(20 * 1000);
     ledger_close(l, 5000);
     CHECK_EQ_INT(sql_int(db, "SELECT COUNT(*) FROM requests"), 300);
-    CHECK_EQ_INT(count_files(spool, ".spool") + count_files(spool, ".lock"), 0);
+    CHECK_EQ_INT(count_files(spool, ".seg") + count_files(spool, ".lock"), 0);
 }
 
 static void test_poison_record(void) {
@@ -835,7 +1025,10 @@ int main(void) {
     RUN(test_append_close_reopen);
     RUN(test_batch_wakes_writer);
     RUN(test_rotation);
+    RUN(test_crc32c);
+    RUN(test_frame_roundtrip);
     RUN(test_adopt_orphan);
+    RUN(test_adopt_orphan_frames);
     RUN(test_live_spool_not_taken);
     RUN(test_outage_then_next_start);
     RUN(test_poison_record);

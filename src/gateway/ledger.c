@@ -4,7 +4,10 @@
  * Files in spool_dir, for a process whose prefix is P ("sg-<unix s>-<pid>-<random>"):
  *   P.lock            flock()ed while P lives (created as P.lock.tmp, locked, then renamed,
  *                     so nobody can see it unlocked)
- *   P-000001.spool    records, one JSON line each, appended by ledger_append
+ *   P-000001.seg      records, one binary frame each (format 2, ledger_frame.h),
+ *                     appended by ledger_append
+ *   P-000001.spool    format 1 (one JSON line a record): left by an older smolgate, only
+ *                     read (adopted and delivered like any other segment)
  *   P-000001.done     the byte offset delivered so far (20 digits and '\n', rewritten in
  *                     place after each committed batch)
  * A segment is sealed when the appender moves to the next one (past segment_bytes, or
@@ -31,12 +34,12 @@
 #include "common/buf.h"
 #include "common/log.h"
 #include "gateway/ledger_db.h"
+#include "gateway/ledger_frame.h"
 #include "gateway/ledger_usage.h"
 
-#define READ_CHUNK (1u << 20)        /* bytes read from a segment per batch, at most */
-#define MAX_ID 128                   /* bytes kept of ids, names and models */
-#define MAX_NAME 256
-#define MAX_ERROR 63
+#define READ_CHUNK (1u << 20)        /* bytes of a segment held in memory, at most */
+#define REFILL (READ_CHUNK / 2)      /* read more when fewer unread bytes are held: more
+                                        than any record takes, so one always fits */
 
 typedef struct group group;
 
@@ -51,6 +54,7 @@ typedef struct segment {
     uint64_t synced;                 /* fdatasync()ed up to here (writer only) */
     bool sealed;                     /* no more appends (under mu) */
     bool own;
+    int format;                      /* 2: binary frames (.seg); 1: JSON lines (.spool) */
     group *grp;                      /* adopted: the dead process's lock */
 } segment;
 
@@ -62,14 +66,12 @@ struct group {                       /* the segments of one dead process, adopte
 };
 
 /* A batch being delivered (writer thread; reused from batch to batch). Records point into
- * their JSON trees; their attempts sit in one pool, linked once the batch is parsed (the
- * pool may move while it grows). */
+ * the read buffer (format 2) or their JSON trees (format 1); their attempts sit in one
+ * pool, linked once the batch is parsed (the pool may move while it grows). */
 typedef struct batch {
     ledger_record *recs;
-    json_t **roots;
+    json_t **roots;          /* format 1: recs[i]'s tree; NULL for a frame */
     size_t *att_first;       /* recs[i]'s attempts start at atts[att_first[i]] */
-    size_t *line_off;        /* recs[i]'s spool line: rbuf + line_off[i], line_len[i] bytes */
-    size_t *line_len;
     size_t n, cap;
     ledger_attempt *atts;
     size_t n_atts, cap_atts;
@@ -109,7 +111,10 @@ struct ledger {
     ledger_db *db;
     uint32_t backoff_ms;
     int64_t next_retry_ms, last_delivery_ms, next_adopt_ms, last_fail_log_ms;
-    sg_buf rbuf;
+    sg_buf rbuf;                     /* bytes of rseg from offset rbase, kept between
+                                        batches so that each byte is read once */
+    segment *rseg;
+    uint64_t rbase;
     batch b;
 };
 
@@ -156,162 +161,6 @@ void ledger_opts_from_config(ledger_opts *o, const gw_config *cfg) {
     if (g->batch_max) o->batch_max = g->batch_max;
 }
 
-/* ---- the spool line ------------------------------------------------------------------- */
-
-/* The line is written through a cursor into room reserved once: each string takes at
- * most 6 bytes per input byte (\uXXXX) plus its quotes, each number at most 20. */
-static size_t room_str(const char *s, size_t max) { return s ? strnlen(s, max) * 6 + 2 : 4; }
-
-/* A JSON string of at most max bytes of s; invalid UTF-8 becomes U+FFFD, so that the
- * writer's parser (jansson: strict UTF-8) never refuses a line we wrote. */
-static char *w_str(char *o, const char *s, size_t max) {
-    static const char hex[] = "0123456789abcdef";
-    if (!s) { memcpy(o, "null", 4); return o + 4; }
-    size_t n = strnlen(s, max);
-    *o++ = '"';
-    for (size_t i = 0; i < n;) {
-        unsigned char c = (unsigned char)s[i];
-        if (c >= 0x20 && c < 0x80 && c != '"' && c != '\\') { *o++ = (char)c; i++; continue; }
-        if (c < 0x80) {
-            if (c == '"' || c == '\\') { o[0] = '\\'; o[1] = (char)c; o += 2; }
-            else { memcpy(o, "\\u00", 4); o[4] = hex[c >> 4]; o[5] = hex[c & 15]; o += 6; }
-            i++;
-            continue;
-        }
-        /* a multi-byte sequence: copied if valid and whole, else U+FFFD */
-        size_t k = c >= 0xF0 && c <= 0xF4 ? 4 : c >= 0xE0 ? 3 : c >= 0xC2 && c < 0xE0 ? 2 : 0;
-        bool ok = k && i + k <= n;
-        for (size_t j = 1; ok && j < k; j++) ok = ((unsigned char)s[i + j] & 0xC0) == 0x80;
-        if (ok && k == 3) {
-            unsigned char c1 = (unsigned char)s[i + 1];
-            ok = !(c == 0xE0 && c1 < 0xA0) && !(c == 0xED && c1 >= 0xA0);   /* overlong, surrogates */
-        }
-        if (ok && k == 4) {
-            unsigned char c1 = (unsigned char)s[i + 1];
-            ok = !(c == 0xF0 && c1 < 0x90) && !(c == 0xF4 && c1 >= 0x90);
-        }
-        if (ok) { memcpy(o, s + i, k); o += k; i += k; }
-        else { memcpy(o, "\\ufffd", 6); o += 6; i++; }
-    }
-    *o++ = '"';
-    return o;
-}
-
-static char *w_int(char *o, int64_t v) {
-    char tmp[24];
-    char *p = tmp + sizeof tmp;
-    uint64_t u = v < 0 ? (uint64_t)(-(v + 1)) + 1 : (uint64_t)v;
-    do { *--p = (char)('0' + u % 10); u /= 10; } while (u);
-    if (v < 0) *--p = '-';
-    size_t n = (size_t)(tmp + sizeof tmp - p);
-    memcpy(o, p, n);
-    return o + n;
-}
-
-#define W_LIT(o, lit) (memcpy((o), (lit), sizeof(lit) - 1), (o) + sizeof(lit) - 1)
-
-void ledger_record_json(const ledger_record *r, sg_buf *b) {
-    size_t na = r->n_attempts < LEDGER_MAX_ATTEMPTS ? r->n_attempts : LEDGER_MAX_ATTEMPTS;
-    size_t room = 400 + room_str(r->request_id, MAX_ID) + room_str(r->key_id, MAX_ID) + room_str(r->route, MAX_NAME) +
-                  room_str(r->requested_model, MAX_NAME) + room_str(r->provider, MAX_ID) + room_str(r->model, MAX_NAME) +
-                  room_str(r->error, MAX_ERROR);
-    for (size_t i = 0; i < na; i++)
-        room += 60 + room_str(r->attempts[i].provider, MAX_ID) + room_str(r->attempts[i].model, MAX_NAME) +
-                room_str(r->attempts[i].error, MAX_ERROR);
-    sg_buf_reserve(b, room);
-    char *o = b->data + b->len;
-    o = W_LIT(o, "{\"v\":1,\"id\":"); o = w_str(o, r->request_id ? r->request_id : "", MAX_ID);
-    o = W_LIT(o, ",\"ts\":"); o = w_int(o, r->time_ms ? r->time_ms : wall_ms());
-    o = W_LIT(o, ",\"key\":"); o = w_str(o, r->key_id, MAX_ID);
-    o = W_LIT(o, ",\"route\":"); o = w_str(o, r->route, MAX_NAME);
-    o = W_LIT(o, ",\"req\":"); o = w_str(o, r->requested_model, MAX_NAME);
-    o = W_LIT(o, ",\"prov\":"); o = w_str(o, r->provider, MAX_ID);
-    o = W_LIT(o, ",\"model\":"); o = w_str(o, r->model, MAX_NAME);
-    o = W_LIT(o, ",\"status\":"); o = w_int(o, r->status);
-    o = W_LIT(o, ",\"err\":"); o = w_str(o, r->error, MAX_ERROR);
-    if (r->stream) o = W_LIT(o, ",\"stream\":true");
-    else o = W_LIT(o, ",\"stream\":false");
-    o = W_LIT(o, ",\"in\":"); o = w_int(o, r->usage.input);
-    o = W_LIT(o, ",\"cr\":"); o = w_int(o, r->usage.cache_read);
-    o = W_LIT(o, ",\"cw\":"); o = w_int(o, r->usage.cache_write);
-    o = W_LIT(o, ",\"out\":"); o = w_int(o, r->usage.output);
-    o = W_LIT(o, ",\"rs\":"); o = w_int(o, r->usage.reasoning);
-    if (r->usage.estimated) o = W_LIT(o, ",\"est\":true");
-    else o = W_LIT(o, ",\"est\":false");
-    o = W_LIT(o, ",\"cost\":"); o = w_int(o, r->cost_micro < 0 ? -1 : r->cost_micro);
-    o = W_LIT(o, ",\"lat\":"); o = w_int(o, r->latency_ms);
-    o = W_LIT(o, ",\"ttft\":"); o = w_int(o, r->ttft_ms);
-    o = W_LIT(o, ",\"att\":[");
-    for (size_t i = 0; i < na; i++) {
-        const ledger_attempt *a = &r->attempts[i];
-        if (i) *o++ = ',';
-        *o++ = '[';
-        o = w_str(o, a->provider, MAX_ID); *o++ = ',';
-        o = w_str(o, a->model, MAX_NAME); *o++ = ',';
-        o = w_int(o, a->status); *o++ = ',';
-        o = w_str(o, a->error, MAX_ERROR); *o++ = ',';
-        o = w_int(o, a->latency_ms); *o++ = ']';
-    }
-    o = W_LIT(o, "]}\n");
-    b->len = (size_t)(o - b->data);
-    b->data[b->len] = 0;
-}
-
-/* One spool line back into a record whose strings point into *root (kept by the caller);
- * its attempts are appended to b's pool. -1 when the line is not a record. */
-static int parse_line(const char *s, size_t n, json_t **root, ledger_record *r, batch *b) {
-    json_error_t jerr;
-    *root = json_loadb(s, n, 0, &jerr);
-    json_t *o = *root;
-    if (!json_is_object(o)) return -1;
-    memset(r, 0, sizeof *r);
-#define S(k) (json_string_value(json_object_get(o, k)))
-#define I(k, d) (json_is_integer(json_object_get(o, k)) ? (int64_t)json_integer_value(json_object_get(o, k)) : (d))
-    r->request_id = S("id");
-    if (!r->request_id || !*r->request_id) return -1;
-    r->time_ms = I("ts", 0);
-    r->key_id = S("key");
-    r->route = S("route");
-    r->requested_model = S("req");
-    r->provider = S("prov");
-    r->model = S("model");
-    r->status = (int)I("status", 0);
-    r->error = S("err");
-    r->stream = json_is_true(json_object_get(o, "stream"));
-    r->usage.input = I("in", -1);
-    r->usage.cache_read = I("cr", -1);
-    r->usage.cache_write = I("cw", -1);
-    r->usage.output = I("out", -1);
-    r->usage.reasoning = I("rs", -1);
-    r->usage.estimated = json_is_true(json_object_get(o, "est"));
-    r->cost_micro = I("cost", -1);
-    r->latency_ms = I("lat", -1);
-    r->ttft_ms = I("ttft", -1);
-#undef S
-#undef I
-    json_t *att = json_object_get(o, "att");
-    size_t i, na = 0;
-    json_t *a;
-    json_array_foreach(att, i, a) {
-        if (na == LEDGER_MAX_ATTEMPTS || !json_is_array(a)) break;
-        if (b->n_atts == b->cap_atts) {
-            b->cap_atts = b->cap_atts ? b->cap_atts * 2 : 256;
-            b->atts = sg_xrealloc(b->atts, b->cap_atts * sizeof *b->atts);
-        }
-        ledger_attempt *t = &b->atts[b->n_atts++];
-        na++;
-        t->provider = json_string_value(json_array_get(a, 0));
-        t->model = json_string_value(json_array_get(a, 1));
-        t->status = (int)json_integer_value(json_array_get(a, 2));
-        t->error = json_string_value(json_array_get(a, 3));
-        json_t *lat = json_array_get(a, 4);
-        t->latency_ms = json_is_integer(lat) ? (int64_t)json_integer_value(lat) : -1;
-    }
-    r->attempts = NULL;   /* linked by the caller */
-    r->n_attempts = na;
-    return 0;
-}
-
 /* ---- segments ---------------------------------------------------------------------------- */
 
 static char *path_join(const char *dir, const char *name) {
@@ -321,10 +170,11 @@ static char *path_join(const char *dir, const char *name) {
     return p;
 }
 
-static segment *segment_new(const char *dir, const char *prefix, unsigned seq) {
+static segment *segment_new(const char *dir, const char *prefix, unsigned seq, int format) {
     char name[256];
     segment *s = sg_xcalloc(1, sizeof *s);
-    snprintf(name, sizeof name, "%s-%06u.spool", prefix, seq);
+    snprintf(name, sizeof name, "%s-%06u.%s", prefix, seq, format == 1 ? "spool" : "seg");
+    s->format = format;
     s->path = path_join(dir, name);
     snprintf(name, sizeof name, "%s-%06u.done", prefix, seq);
     s->ckpt_path = path_join(dir, name);
@@ -351,7 +201,7 @@ static void segs_push(ledger *l, segment *s) {
 /* Opens the next own segment for writing and reading; the old one is sealed. Appender side
  * (append_mu held). -1 when the file cannot be created (the old one stays in use). */
 static int rotate(ledger *l, sg_error *err) {
-    segment *s = segment_new(l->o.spool_dir, l->prefix, l->seq + 1);
+    segment *s = segment_new(l->o.spool_dir, l->prefix, l->seq + 1, LEDGER_FRAME_VERSION);
     int wfd = open(s->path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
     if (wfd >= 0) s->rfd = open(s->path, O_RDONLY | O_CLOEXEC);
     if (wfd < 0 || s->rfd < 0) {
@@ -395,7 +245,7 @@ int ledger_append(ledger *l, const ledger_record *r, sg_error *err) {
     if (!r->request_id || !*r->request_id) return sg_fail(err, "ledger: a record without a request id");
     pthread_mutex_lock(&l->append_mu);
     sg_buf_reset(&l->line);
-    ledger_record_json(r, &l->line);
+    ledger_frame_encode(r, &l->line);
     size_t n = l->line.len;
     if (l->cur->end > 0 && l->cur->end + n > l->o.segment_bytes) {
         sg_error e2;
@@ -475,6 +325,7 @@ static void segment_remove(ledger *l, segment *s) {
     unlink(s->path);
     unlink(s->ckpt_path);
     group *g = s->grp;
+    if (l->rseg == s) l->rseg = NULL;   /* its bytes in rbuf are stale now */
     segment_free(s);
     if (g && --g->live == 0) {
         unlink(g->lock_path);
@@ -491,6 +342,22 @@ static void segment_remove(ledger *l, segment *s) {
 
 static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
+/* A segment's file name, "P-NNNNNN.seg" (format 2) or "P-NNNNNN.spool" (format 1): the
+ * length of P, the sequence number and the format; 0 when name is not one. */
+static int seg_name(const char *name, size_t *prefix_len, unsigned *seq) {
+    size_t len = strlen(name), tail;
+    int format;
+    if (len > 4 && !strcmp(name + len - 4, ".seg")) { tail = 11; format = 2; }
+    else if (len > 6 && !strcmp(name + len - 6, ".spool")) { tail = 13; format = 1; }
+    else return 0;
+    if (len <= tail || name[len - tail] != '-') return 0;
+    for (size_t i = len - tail + 1; i < len - tail + 7; i++)
+        if (name[i] < '0' || name[i] > '9') return 0;
+    *prefix_len = len - tail;
+    *seq = (unsigned)strtoul(name + len - tail + 1, NULL, 10);
+    return format;
+}
+
 /* Adopts the segments of spool prefixes whose owner is gone (writer thread; takes mu to
  * publish them). */
 static void adopt_orphans(ledger *l) {
@@ -500,10 +367,10 @@ static void adopt_orphans(ledger *l) {
     size_t n = 0, cap = 0;
     struct dirent *e;
     while ((e = readdir(d))) {
-        size_t len = strlen(e->d_name);
+        size_t len = strlen(e->d_name), pl;
+        unsigned seq;
         if (len < 7 || strncmp(e->d_name, "sg-", 3)) continue;
-        if (!(len > 5 && !strcmp(e->d_name + len - 5, ".lock")) && !(len > 6 && !strcmp(e->d_name + len - 6, ".spool")))
-            continue;
+        if (!(len > 5 && !strcmp(e->d_name + len - 5, ".lock")) && !seg_name(e->d_name, &pl, &seq)) continue;
         if (n == cap) { cap = cap ? cap * 2 : 32; names = sg_xrealloc(names, cap * sizeof *names); }
         names[n++] = sg_xstrdup(e->d_name);
     }
@@ -512,9 +379,10 @@ static void adopt_orphans(ledger *l) {
     for (size_t i = 0; i < n; i++) {
         /* the prefix: "P.lock" or "P-NNNNNN.spool" */
         char prefix[256];
-        size_t len = strlen(names[i]);
+        size_t len = strlen(names[i]), pl;
+        unsigned seq;
         if (!strcmp(names[i] + len - 5, ".lock")) snprintf(prefix, sizeof prefix, "%.*s", (int)(len - 5), names[i]);
-        else if (len > 13 && names[i][len - 13] == '-') snprintf(prefix, sizeof prefix, "%.*s", (int)(len - 13), names[i]);
+        else if (seg_name(names[i], &pl, &seq)) snprintf(prefix, sizeof prefix, "%.*s", (int)pl, names[i]);
         else continue;
         if (!strcmp(prefix, l->prefix) || (i > 0 && !strncmp(names[i - 1], prefix, strlen(prefix)) &&
                                            (names[i - 1][strlen(prefix)] == '-' || names[i - 1][strlen(prefix)] == '.')))
@@ -540,11 +408,11 @@ static void adopt_orphans(ledger *l) {
         uint64_t bytes = 0;
         segment *list = NULL, **tail = &list;
         for (size_t k = 0; k < n; k++) {
-            size_t kl = strlen(names[k]), pl = strlen(prefix);
-            if (kl != pl + 13 || strncmp(names[k], prefix, pl) || names[k][pl] != '-' || strcmp(names[k] + kl - 6, ".spool"))
-                continue;
-            unsigned seq = (unsigned)strtoul(names[k] + pl + 1, NULL, 10);
-            segment *s = segment_new(l->o.spool_dir, prefix, seq);
+            size_t kpl;
+            unsigned kseq;
+            int format = seg_name(names[k], &kpl, &kseq);
+            if (!format || kpl != strlen(prefix) || strncmp(names[k], prefix, kpl)) continue;
+            segment *s = segment_new(l->o.spool_dir, prefix, kseq, format);
             struct stat st;
             s->rfd = open(s->path, O_RDONLY | O_CLOEXEC);
             if (s->rfd < 0 || fstat(s->rfd, &st)) { segment_free(s); continue; }
@@ -623,18 +491,23 @@ static segment *next_work(ledger *l, uint64_t *end, bool *sealed) {
 }
 
 /* A batch the database refuses because of its data (never expected: records are made by
- * ledger_record_json): inserts the records one by one and moves those refused on their own
- * to spool_dir/rejected.jsonl, so that one bad record cannot hold up the ledger. Returns
- * the records added, or -1 when the database itself fails meanwhile. */
-static int64_t isolate(ledger *l, segment *s, const char *buf, size_t n, sg_error *err) {
+ * ledger_append): inserts the records one by one and moves those refused on their own to
+ * spool_dir/rejected.jsonl (as JSON lines, ledger_record_json), so that one bad record
+ * cannot hold up the ledger. Returns the records added, or -1 when the database itself
+ * fails meanwhile. */
+static int64_t isolate(ledger *l, segment *s, size_t n, sg_error *err) {
     int64_t added = 0;
+    sg_buf line;
+    sg_buf_init(&line);
     for (size_t i = 0; i < n; i++) {
         int64_t k = ledger_db_insert(l->db, &l->b.recs[i], 1, err);
         if (k >= 0) { added += k; continue; }
-        if (!ledger_db_failure_is_data(l->db)) return -1;
+        if (!ledger_db_failure_is_data(l->db)) { added = -1; break; }
         char *path = path_join(l->o.spool_dir, "rejected.jsonl");
+        sg_buf_reset(&line);
+        ledger_record_json(&l->b.recs[i], &line);
         int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-        bool kept = fd >= 0 && write(fd, buf + l->b.line_off[i], l->b.line_len[i] + 1) == (ssize_t)(l->b.line_len[i] + 1);
+        bool kept = fd >= 0 && write(fd, line.data, line.len) == (ssize_t)line.len;
         if (fd >= 0) close(fd);
         SG_ERROR("ledger: the database refuses record %s from %s (%s); %s %s", l->b.recs[i].request_id, s->path, err->msg,
                  kept ? "kept in" : "COULD NOT BE KEPT in", path);
@@ -643,75 +516,155 @@ static int64_t isolate(ledger *l, segment *s, const char *buf, size_t n, sg_erro
         l->st.rejected++;
         pthread_mutex_unlock(&l->mu);
     }
+    sg_buf_free(&line);
     return added;
 }
 
-/* Delivers up to batch_max whole lines of s from s->delivered. 1 when something was
+/* Room in the batch for one more record and its attempts. */
+static void batch_room(batch *b) {
+    if (b->n == b->cap) {
+        b->cap = b->cap ? b->cap * 2 : 64;
+        b->recs = sg_xrealloc(b->recs, b->cap * sizeof *b->recs);
+        b->roots = sg_xrealloc(b->roots, b->cap * sizeof *b->roots);
+        b->att_first = sg_xrealloc(b->att_first, b->cap * sizeof *b->att_first);
+    }
+    if (b->n_atts + LEDGER_MAX_ATTEMPTS > b->cap_atts) {
+        b->cap_atts = b->cap_atts ? b->cap_atts * 2 : 1024;
+        b->atts = sg_xrealloc(b->atts, b->cap_atts * sizeof *b->atts);
+    }
+}
+
+/* s's bytes from s->delivered (up to end, READ_CHUNK at most) in rbuf: what the last batch
+ * left unread is kept, and the file is read again only when fewer than REFILL bytes of it
+ * are held, so each byte is read (and moved) about once. -1 when the file cannot be read. */
+static int fill(ledger *l, segment *s, uint64_t end, const char **buf, size_t *len) {
+    uint64_t off = s->delivered;
+    if (l->rseg != s || off < l->rbase || off > l->rbase + l->rbuf.len) {
+        l->rseg = s;
+        l->rbase = off;
+        l->rbuf.len = 0;
+    }
+    uint64_t have_end = l->rbase + l->rbuf.len;
+    uint64_t want_end = end - off > READ_CHUNK ? off + READ_CHUNK : end;
+    if (have_end < want_end && have_end - off < REFILL) {
+        size_t keep = (size_t)(have_end - off);
+        if (off > l->rbase) memmove(l->rbuf.data, l->rbuf.data + (off - l->rbase), keep);
+        l->rbase = off;
+        l->rbuf.len = keep;
+        size_t want = (size_t)(want_end - have_end);
+        sg_buf_reserve(&l->rbuf, want);
+        ssize_t got = pread(s->rfd, l->rbuf.data + keep, want, (off_t)have_end);
+        if (got <= 0 && keep == 0) {
+            if (got == 0) errno = ENODATA;   /* shorter than it was */
+            l->rseg = NULL;
+            return -1;
+        }
+        if (got > 0) l->rbuf.len += (size_t)got;
+    }
+    *buf = l->rbuf.data + (off - l->rbase);
+    *len = (size_t)(l->rbase + l->rbuf.len - off);
+    return 0;
+}
+
+/* Format 1: whole JSON lines of buf into the batch. Returns the bytes consumed; counts
+ * lines (*lines) and those that did not parse (*malformed). */
+static size_t parse_lines(ledger *l, const char *buf, size_t len, bool at_end, size_t *lines, size_t *malformed) {
+    batch *b = &l->b;
+    size_t pos = 0;
+    while (pos < len && b->n < l->o.batch_max) {
+        const char *nl = memchr(buf + pos, '\n', len - pos);
+        if (!nl) {
+            if (pos == 0 && len >= REFILL) {   /* no newline where a whole record would fit */
+                pos = len;
+                (*malformed)++;
+                (*lines)++;
+            }
+            break;
+        }
+        size_t ll = (size_t)(nl - (buf + pos));
+        batch_room(b);
+        json_t *root = NULL;
+        if (ledger_frame_parse_json(buf + pos, ll, &root, &b->recs[b->n], b->atts + b->n_atts) == 0) {
+            b->roots[b->n] = root;
+            b->att_first[b->n] = b->n_atts;
+            b->n_atts += b->recs[b->n].n_attempts;
+            b->n++;
+        } else {
+            json_decref(root);
+            (*malformed)++;
+        }
+        (*lines)++;
+        pos += ll + 1;
+    }
+    if (at_end && b->n < l->o.batch_max && pos < len && !memchr(buf + pos, '\n', len - pos)) {
+        pos = len;   /* the torn tail of a sealed segment */
+        (*malformed)++;
+    }
+    return pos;
+}
+
+/* Format 2: whole frames of buf into the batch (records point into buf). more: bytes of
+ * the segment follow buf; at_end: buf ends the sealed segment (a frame cut there is
+ * torn). Returns the bytes consumed; counts records and damaged stretches as above. */
+static size_t parse_frames(ledger *l, const char *buf, size_t len, bool more, bool at_end, size_t *recs,
+                           size_t *malformed) {
+    batch *b = &l->b;
+    size_t pos = 0;
+    while (pos < len && b->n < l->o.batch_max) {
+        batch_room(b);
+        size_t used = 0;
+        int rc = ledger_frame_decode(buf + pos, len - pos, &b->recs[b->n], b->atts + b->n_atts, &used);
+        if (rc > 0) {
+            b->roots[b->n] = NULL;
+            b->att_first[b->n] = b->n_atts;
+            b->n_atts += b->recs[b->n].n_attempts;
+            b->n++;
+            (*recs)++;
+            pos += used;
+            continue;
+        }
+        if (rc == 0) {   /* a frame not whole in buf */
+            if (!more && at_end) {
+                pos = len;   /* torn: the writer died (or the disk filled) mid-record */
+                (*malformed)++;
+                (*recs)++;
+            }
+            break;
+        }
+        pos += ledger_frame_resync(buf + pos, len - pos);   /* damaged: skip to the next good frame */
+        (*malformed)++;
+        (*recs)++;
+    }
+    return pos;
+}
+
+/* Delivers up to batch_max records of s from s->delivered. 1 when something was
  * delivered or skipped, 0 when nothing to do, -1 on a database failure. */
 static int deliver(ledger *l, segment *s, uint64_t end, bool sealed) {
     if (s->delivered >= end) {
         if (sealed) { pthread_mutex_lock(&l->mu); segment_remove(l, s); pthread_mutex_unlock(&l->mu); return 1; }
         return 0;
     }
-    size_t want = end - s->delivered > READ_CHUNK ? READ_CHUNK : (size_t)(end - s->delivered);
-    sg_buf_reset(&l->rbuf);
-    sg_buf_reserve(&l->rbuf, want);
-    ssize_t got = pread(s->rfd, l->rbuf.data, want, (off_t)s->delivered);
-    if (got <= 0) {
-        SG_ERROR("ledger spool: reading %s: %s; skipping the segment", s->path, got < 0 ? strerror(errno) : "truncated");
+    const char *buf;
+    size_t len;
+    if (fill(l, s, end, &buf, &len)) {
+        SG_ERROR("ledger spool: reading %s: %s; skipping the segment", s->path, strerror(errno));
         s->delivered = end;
         return 1;
     }
-    const char *buf = l->rbuf.data;
-    size_t len = (size_t)got;
-    size_t cap = l->o.batch_max, n = 0, malformed = 0, own_lines = 0;
+    bool more = s->delivered + len < end;
+    size_t n = 0, malformed = 0, counted = 0;
     batch *b = &l->b;
     b->n = b->n_atts = 0;
-    size_t pos = 0;
-    while (pos < len && n < cap) {
-        const char *nl = memchr(buf + pos, '\n', len - pos);
-        if (!nl) {
-            if (pos == 0 && (len == READ_CHUNK || (sealed && s->delivered + len == end))) {
-                /* no newline in a whole chunk, or a torn last record of a dead process */
-                pos = len;
-                malformed++;
-            }
-            break;
-        }
-        size_t ll = (size_t)(nl - (buf + pos));
-        if (n == b->cap) {
-            b->cap = b->cap ? b->cap * 2 : 64;
-            b->recs = sg_xrealloc(b->recs, b->cap * sizeof *b->recs);
-            b->roots = sg_xrealloc(b->roots, b->cap * sizeof *b->roots);
-            b->att_first = sg_xrealloc(b->att_first, b->cap * sizeof *b->att_first);
-            b->line_off = sg_xrealloc(b->line_off, b->cap * sizeof *b->line_off);
-            b->line_len = sg_xrealloc(b->line_len, b->cap * sizeof *b->line_len);
-        }
-        json_t *root = NULL;
-        size_t first = b->n_atts;
-        if (parse_line(buf + pos, ll, &root, &b->recs[n], b) == 0) {
-            b->roots[n] = root;
-            b->line_off[n] = pos;
-            b->line_len[n] = ll;
-            b->att_first[n++] = first;
-        } else {
-            json_decref(root);
-            b->n_atts = first;
-            malformed++;
-        }
-        if (s->own) own_lines++;
-        pos += ll + 1;
-    }
-    if (sealed && n < cap && pos < len && !memchr(buf + pos, '\n', len - pos) && s->delivered + len == end) {
-        pos = len;   /* the torn tail of a sealed segment */
-        malformed++;
-    }
+    size_t pos = s->format == 1 ? parse_lines(l, buf, len, sealed && !more, &counted, &malformed)
+                                : parse_frames(l, buf, len, more, sealed, &counted, &malformed);
+    n = b->n;
     for (size_t i = 0; i < n; i++) b->recs[i].attempts = b->atts + b->att_first[i];
     int rc = 1;
     if (n) {
         sg_error err;
         int64_t added = ledger_db_insert(l->db, b->recs, n, &err);
-        if (added < 0 && ledger_db_failure_is_data(l->db)) added = isolate(l, s, buf, n, &err);
+        if (added < 0 && ledger_db_failure_is_data(l->db)) added = isolate(l, s, n, &err);
         if (added < 0) {
             /* these records now wait in the spool: make them survive a power loss too */
             if (s->synced < end) { fdatasync(s->rfd); s->synced = end; }
@@ -732,13 +685,14 @@ static int deliver(ledger *l, segment *s, uint64_t end, bool sealed) {
         pthread_mutex_lock(&l->mu);
         l->st.malformed += malformed;
         if (s->own) {
-            l->delivered_own += own_lines;
+            l->delivered_own += counted;
             pthread_cond_broadcast(&l->done);
         }
         pthread_mutex_unlock(&l->mu);
-        if (malformed) SG_WARN("ledger spool: %zu malformed line(s) in %s skipped", malformed, s->path);
+        if (malformed) SG_WARN("ledger spool: %zu damaged record(s) in %s skipped", malformed, s->path);
     }
-    for (size_t i = 0; i < n; i++) json_decref(b->roots[i]);
+    for (size_t i = 0; i < n; i++)
+        if (b->roots[i]) json_decref(b->roots[i]);
     return rc;
 }
 
@@ -946,8 +900,6 @@ void ledger_close(ledger *l, uint32_t timeout_ms) {
     free(l->b.recs);
     free(l->b.roots);
     free(l->b.att_first);
-    free(l->b.line_off);
-    free(l->b.line_len);
     free(l->b.atts);
     pthread_mutex_destroy(&l->append_mu);
     pthread_mutex_destroy(&l->mu);

@@ -6,27 +6,33 @@
  * while the event loop that serves requests never waits for a database.
  *
  * How a record travels:
- *   1. ledger_append() (the event loop thread, or any thread) serialises the record as one
- *      JSON line and write()s it to the current spool segment in spool_dir: one syscall to
- *      the page cache, no fsync, no database. Once it returns, the record survives the
- *      process being killed (the kernel owns the bytes); the writer thread also
- *      fdatasync()s each segment before delivering from it, so a power loss can lose at
- *      most the last flush_ms of records.
+ *   1. ledger_append() (the event loop thread, or any thread) encodes the record as one
+ *      binary frame (length, CRC-32C, fields: ledger_frame.h) and write()s it to the
+ *      current spool segment in spool_dir: one syscall to the page cache, no fsync, no
+ *      database. Once it returns, the record survives the process being killed (the
+ *      kernel owns the bytes). With the database up, a record is committed (durably)
+ *      within about flush_ms, so a power loss can lose at most the records of the last
+ *      flush_ms; when a delivery fails, the writer fdatasync()s the waiting segment.
  *   2. A writer thread wakes every flush_ms, or as soon as batch_max records wait, reads
- *      whole lines from the spool and inserts them in one transaction per batch (SQLite:
- *      prepared statements; PostgreSQL: multi-row INSERT), `ON CONFLICT DO NOTHING` on the
- *      request id, which is the primary key. Then it records the delivered offset in the
- *      segment's checkpoint file; a segment that is sealed and fully delivered is removed.
- *      A crash between the commit and the checkpoint re-delivers the batch, which the
- *      primary key turns into a no-op: exactly once.
+ *      whole frames from the spool (each byte once: what a read brought beyond the batch
+ *      is kept for the next; the frames are decoded in place, no parse, no allocation)
+ *      and inserts them in one transaction per batch (SQLite: prepared statements;
+ *      PostgreSQL: multi-row INSERT), `ON CONFLICT DO NOTHING` on the request id, which
+ *      is the primary key. Then it records the delivered offset in the segment's
+ *      checkpoint file; a segment that is sealed and fully delivered is removed. A crash
+ *      between the commit and the checkpoint re-delivers the batch, which the primary key
+ *      turns into a no-op: exactly once. A frame that fails its checks (torn by a crash
+ *      mid-write, damaged on disk) is counted as malformed and skipped; the reader
+ *      resynchronises on the next good frame. Segments of format 1 (JSON lines, written
+ *      by smolgate before format 2) are still read and delivered.
  *   3. The database unreachable or failing: the batch stays in the spool, delivery retries
  *      with exponential backoff (retry_min_ms doubling to retry_max_ms), and everything is
- *      delivered when it returns, in order. The spool grows meanwhile (about 400 bytes a
+ *      delivered when it returns, in order. The spool grows meanwhile (about 250 bytes a
  *      record); nothing is dropped.
  *   4. ledger_close() (SIGTERM) delivers what is pending within its time bound; what it
  *      could not deliver stays in the spool for the next start.
  *   5. ledger_open() adopts what a previous process left: each process owns its segments
- *      through an flock()ed lock file (`P.lock` for segments `P-000001.spool`...), so a
+ *      through an flock()ed lock file (`P.lock` for segments `P-000001.seg`...), so a
  *      segment whose lock is free belongs to a dead process, and is delivered by whoever
  *      finds it (at start, then every 30 s). Several processes may share a spool_dir and a
  *      database: each delivers its own records; the primary key keeps one row per request.
@@ -120,7 +126,7 @@ typedef struct ledger ledger;
  * is not an error: records spool until it answers). NULL with err on failure. */
 ledger *ledger_open(const ledger_opts *o, sg_error *err);
 
-/* Spools one record: serialise + one write(). Cheap (a few microseconds) and never waits
+/* Spools one record: encode + one write(). Cheap (a few microseconds) and never waits
  * for the database. -1 with err only when the spool cannot be written (disk full, I/O
  * error): the record is then lost and counted (ledger_stats.append_failures). The ledger
  * logs the loss itself, without flooding: an ERROR line at the first loss, then at most
@@ -143,7 +149,7 @@ typedef struct ledger_stats {
     uint64_t batches;
     uint64_t db_failures;           /* failed connections or transactions */
     uint64_t append_failures;       /* records lost to a spool write error */
-    uint64_t malformed;             /* spool lines that did not parse (torn writes) */
+    uint64_t malformed;             /* spool records that failed their checks (torn writes) */
     uint64_t rejected;              /* records the database refused for their data, kept in
                                        spool_dir/rejected.jsonl (never expected) */
     uint64_t pending;               /* appended by this process, not yet delivered */
@@ -154,7 +160,8 @@ void ledger_get_stats(ledger *l, ledger_stats *s);
 /* Fallbacks in r: attempts that moved to another (provider, model) than the one before. */
 int ledger_record_fallbacks(const ledger_record *r);
 
-/* Serialises r as the spool's JSON line (with '\n') into out: for tests and tools. */
+/* Serialises r as a JSON line (with '\n') into out: spool format 1, which is still read
+ * (ledger_frame.h), and the lines of rejected.jsonl; for tests and tools too. */
 struct sg_buf;
 void ledger_record_json(const ledger_record *r, struct sg_buf *out);
 

@@ -7,7 +7,8 @@
  *
  * Contract:
  * - ledger_db_open connects (SQLite: opens or creates the file, WAL, synchronous=FULL,
- *   busy_timeout 10 s; PostgreSQL: libpq, connect_timeout 5 s unless the URL sets one)
+ *   busy_timeout 10 s; a writer's connection also a 32 MiB page cache and a checkpoint
+ *   every 4000 WAL pages; PostgreSQL: libpq, connect_timeout 5 s unless the URL sets one)
  *   and brings the schema up to date (migrations in order, recorded in schema_version,
  *   one transaction; PostgreSQL holds an advisory lock meanwhile). read_only skips the
  *   migrations and fails when the tables are missing (for reports: never create a stray

@@ -122,8 +122,8 @@ sleep 2
 during=$(progress "$tmp/b.n")
 kill -0 $pid 2>/dev/null && [ "$during" -gt $((before + 1000)) ] && ok "(b) appends go on while the database is down ($before -> $during)" \
   || bad "(b) appends stalled during the outage ($before -> $during)"
-spooled=$(cat "$spool"/*.spool 2>/dev/null | wc -l)
-[ "$spooled" -ge $((during - before)) ] && ok "(b) the outage's records wait in the spool ($spooled lines)" || bad "(b) spool has $spooled lines"
+spooled=$("$driver" --spooled "$spool")
+[ "$spooled" -ge $((during - before)) ] && ok "(b) the outage's records wait in the spool ($spooled records)" || bad "(b) spool has $spooled records"
 pg_start || die "(b) PostgreSQL did not restart"
 sleep 2
 kill -TERM $pid

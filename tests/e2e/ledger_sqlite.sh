@@ -73,7 +73,7 @@ else
   bad "SIGTERM: appended $n, database count=$count distinct=$distinct min=$min max=$max"
 fi
 [ "$attempts" = $((n + n / 2)) ] && ok "SIGTERM: attempts stored once ($attempts)" || bad "SIGTERM: attempts $attempts, expected $((n + n / 2))"
-left=$(ls "$spool" | grep -c -E '\.(spool|lock)$')
+left=$(ls "$spool" | grep -c -E '\.(seg|spool|lock)$')
 [ "$left" = 0 ] && ok "SIGTERM: the spool is empty after a clean exit" || bad "SIGTERM: $left spool files left: $(ls "$spool")"
 
 # ---- (b) kill -9, three times on one spool ----
@@ -85,8 +85,8 @@ for round in 1 2 3; do
   sleep "1.$((RANDOM % 9))"
   kill -9 $pid; wait $pid 2>/dev/null
   n=$((10#$(head -c 20 "$tmp/k9.n")))
-  spooled=$(cat "$spool"/*.spool 2>/dev/null | wc -l)
-  echo "  round $round: $n appends returned before kill -9 ($spooled lines in the spool)"
+  spooled=$("$driver" --spooled "$spool")
+  echo "  round $round: $n appends returned before kill -9 ($spooled records in the spool)"
   # the append in flight may have reached the spool: then its id is total+n
   total=$((total + n))
   "$driver" --spool "$spool" --sqlite "$db" --drain --close-ms 30000 2>"$tmp/drain.$round.log" \
@@ -101,7 +101,7 @@ for round in 1 2 3; do
   [ "$attempts" = $((count + count / 2)) ] && ok "kill -9 round $round: attempts once" || bad "kill -9 round $round: attempts $attempts"
   total=$count   # the next round continues the ids after what is stored
 done
-left=$(ls "$spool" | grep -c -E '\.(spool|lock)$')
+left=$(ls "$spool" | grep -c -E '\.(seg|spool|lock)$')
 [ "$left" = 0 ] && ok "kill -9: the spool is empty after the drains" || bad "kill -9: spool files left: $(ls "$spool")"
 
 # ---- (c) smolgate usage ----

@@ -356,7 +356,7 @@ for i in 0 1; do
   [ "$rc" = 0 ] && ok "instance $i: SIGTERM, exit 0" || bad "instance $i: exit status ${rc:-none after 15 s}"
   [ -n "$rc" ] && gw_pids[$i]=
 done
-left=$(ls "$tmp/spool" 2>/dev/null | grep -c '\.spool$')
+left=$(ls "$tmp/spool" 2>/dev/null | grep -c -E '\.(seg|spool)$')
 [ "$left" = 0 ] && ok "the shared spool folder is empty after both stopped" || bad "spool files left: $(ls "$tmp/spool")"
 crash_re='AddressSanitizer|LeakSanitizer|UndefinedBehaviorSanitizer|runtime error:|Segmentation fault|Assertion .* failed|double free'
 if grep -Eq "$crash_re" "$tmp"/gw*.log; then bad "a sanitizer report or crash in a gateway log"; grep -E -m5 "$crash_re" "$tmp"/gw*.log

@@ -14,6 +14,9 @@
  *     --close-ms) until only its own files remain, closes and exits: 0 when drained.
  *   ledger_driver (--sqlite PATH | --postgres URL) --verify P
  *     prints "count=N distinct=N min=A max=B attempts=M" for the records "P-*".
+ *   ledger_driver --spooled DIR
+ *     prints the number of whole records in DIR's segments (frames in *.seg, lines in
+ *     *.spool), delivered or not.
  *
  * Record P-I has key id P, route "chat", one attempt (two, a fallback, for odd I), usage
  * {100, 10, 0, 50} and cost 42 micro-dollars. Build: see tests/e2e/ledger_sqlite.sh. */
@@ -29,6 +32,7 @@
 #include "common/log.h"
 #include "gateway/ledger.h"
 #include "gateway/ledger_db.h"
+#include "gateway/ledger_frame.h"
 
 static volatile sig_atomic_t g_stop;
 static void on_signal(int sig) { (void)sig; g_stop = 1; }
@@ -39,8 +43,42 @@ static int64_t mono_ns(void) {
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+static int do_spooled(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) { printf("0\n"); return 0; }
+    long long n = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        size_t l = strlen(e->d_name);
+        int frames = l > 4 && !strcmp(e->d_name + l - 4, ".seg"), lines = l > 6 && !strcmp(e->d_name + l - 6, ".spool");
+        if (!frames && !lines) continue;
+        char path[4096];
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        FILE *f = fopen(path, "rb");
+        if (!f) continue;
+        static char buf[64 << 20];
+        size_t len = fread(buf, 1, sizeof buf, f);
+        fclose(f);
+        if (lines) {
+            for (size_t i = 0; i < len; i++) n += buf[i] == '\n';
+            continue;
+        }
+        ledger_record r;
+        ledger_attempt atts[LEDGER_MAX_ATTEMPTS];
+        for (size_t pos = 0, used; pos < len;) {
+            int rc = ledger_frame_decode(buf + pos, len - pos, &r, atts, &used);
+            if (rc == 0) break;
+            if (rc > 0) { n++; pos += used; }
+            else pos += ledger_frame_resync(buf + pos, len - pos);
+        }
+    }
+    closedir(d);
+    printf("%lld\n", n);
+    return 0;
+}
+
 static int files_other_than_one_owner(const char *dir) {
-    /* spool files: at most one .lock and one .spool (ours) once drained */
+    /* spool files: at most one .lock and one segment (ours) once drained */
     DIR *d = opendir(dir);
     if (!d) return -1;
     int locks = 0, spools = 0;
@@ -48,7 +86,7 @@ static int files_other_than_one_owner(const char *dir) {
     while ((e = readdir(d))) {
         size_t l = strlen(e->d_name);
         if (l > 5 && !strcmp(e->d_name + l - 5, ".lock")) locks++;
-        if (l > 6 && !strcmp(e->d_name + l - 6, ".spool")) spools++;
+        if ((l > 6 && !strcmp(e->d_name + l - 6, ".spool")) || (l > 4 && !strcmp(e->d_name + l - 4, ".seg"))) spools++;
     }
     closedir(d);
     return (locks > 1 ? locks - 1 : 0) + (spools > 1 ? spools - 1 : 0);
@@ -97,6 +135,7 @@ int main(int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--drain")) { drain = 1; continue; }
+        if (!strcmp(a, "--spooled") && v) return do_spooled(v);
         if (!v) { fprintf(stderr, "ledger_driver: %s needs a value\n", a); return 2; }
         i++;
         if (!strcmp(a, "--spool")) o.spool_dir = v;
