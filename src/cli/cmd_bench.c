@@ -232,7 +232,8 @@ static int bench_grammar(const sg_model *m, bench_cli *o, double *x, figures *f,
     double t2 = gen_now_ms();
     json_t *req = bench_tools_request();
     sg_grammar *tools = NULL;
-    int rc = local_constraint_grammar(req, &tools, err);
+    bool lazy;
+    int rc = local_constraint_grammar(req, &tools, &lazy, err);
     json_decref(req);
     double t3 = gen_now_ms();
     f->vocab_ms = t1 - t0;
