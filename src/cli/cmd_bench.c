@@ -256,6 +256,7 @@ static int bench_grammar(const sg_model *m, bench_cli *o, double *x, figures *f,
                 fprintf(stderr, "generation, %s, repetition %d...\n", i == 0 ? "unconstrained" : i == 1 ? "nested schema" : "20 tools", r + 1);
             one.seed = p.seed + (uint64_t)r * 1000;
             rc = bench_generate(m, &one, gs[i], &xs[i * p.reps + r], err);
+            if (!rc && !o->json) fprintf(stderr, "  %.2f tok/s\n", xs[i * p.reps + r]);
         }
     }
     for (int i = 0; i < 3 && !rc; i++) bench_mean_sd(xs + i * p.reps, p.reps, out[i], &f->gen_sd[i]);

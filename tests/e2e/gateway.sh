@@ -267,14 +267,15 @@ ledger: {sqlite: $tmp/ledger.db, spool_dir: $tmp/spool}
 EOF
 } >"$cfg"
 
-timeout 20 "$bin" serve --config "$cfg" --model "$tmp/$local_name" --model "$tmp/$tools_name" --listen 127.0.0.1:0 --check >"$tmp/check.out" 2>&1 \
+# two 128k-vocabulary tokenizers to load: under the sanitizers, on a busy machine, slow
+timeout 90 "$bin" serve --config "$cfg" --model "$tmp/$local_name" --model "$tmp/$tools_name" --listen 127.0.0.1:0 --check >"$tmp/check.out" 2>&1 \
   || { cat "$tmp/check.out"; fail_early "smolgate serve --check refused the test configuration"; }
 
 # ---- the gateway ----
 "$bin" serve --config "$cfg" --model "$tmp/$local_name" --model "$tmp/$tools_name" --listen 127.0.0.1:0 >"$tmp/gateway.log" 2>&1 </dev/null &
 gw_pid=$!
 gw_port=
-for _ in $(seq 150); do   # 15 s at most
+for _ in $(seq 900); do   # 90 s at most
   gw_port=$(sed -n 's/.*smolgate listening on .* (port \([0-9]*\)).*/\1/p' "$tmp/gateway.log" | head -n 1)
   [ -n "$gw_port" ] && break
   kill -0 "$gw_pid" 2>/dev/null || break
