@@ -74,7 +74,7 @@ print("%.3f %.3f %.3f" % (g["unconstrained_tok_s"], g["schema_tok_s"], g["tools2
 
 # llama-completion [extra args]: "tok/s generated" from its performance print
 llama_run() {
-  "$lc" -m "$f" -t "$threads" -n "$n" --temp 1 --top-p 1 --top-k 0 --min-p 0 -s "$RANDOM" -no-cnv \
+  "$lc" -m "$f" -t "$threads" -c 512 -n "$n" --temp 1 --top-p 1 --top-k 0 --min-p 0 -s "$RANDOM" -no-cnv \
     --no-display-prompt "${lc_lock[@]}" -p "$prompt" "$@" </dev/null >"$tmp/lc.out" 2>"$tmp/lc.err"
   python3 - "$tmp/lc.err" <<'EOF'
 import re, sys
