@@ -2,12 +2,15 @@
  * compilation (each supported feature accepts what it should and refuses what it
  * should; unsupported features are errors naming them), masks over SmolLM3's real
  * 128,256-token vocabulary checked against a brute-force walk of every token, and
- * adversarial schemas (huge enums, deep nesting, contradictions) with bounded time. */
+ * adversarial schemas (huge enums, deep nesting, contradictions) with bounded time; lazy
+ * grammars (free text until a trigger) checked the same way, and driven through the
+ * generation loop with logits that push toward an invalid call. */
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "common/buf.h"
+#include "engine/generate.h"
 #include "engine/grammar.h"
 #include "engine/json_schema.h"
 #include "testutil.h"
@@ -449,6 +452,174 @@ static void test_masks_real_vocab(void) {
     }
 }
 
+/* ---- lazy grammars: free text until "<tool_call>" */
+
+static const char CALL_GBNF[] =
+    "root ::= \"<tool_call>\\n{\\\"name\\\": \\\"f\\\", \\\"arguments\\\": {\\\"a\\\": \" [0-9]{1,3} \"}}\\n</tool_call>\"\n";
+static const grammar_lazy LAZY = {.trigger = "<tool_call>", .quiet_open = "<think>", .quiet_close = "</think>"};
+
+/* The id of the regular token whose bytes are exactly text, or -1. */
+static int32_t piece_id(const char *text) {
+    for (size_t id = 0; id < tok_n_vocab(g_tok); id++) {
+        size_t len;
+        const char *p = tok_piece(g_tok, (int32_t)id, &len);
+        if (p && len == strlen(text) && !memcmp(p, text, len) && !tok_is_special(g_tok, (int32_t)id)) return (int32_t)id;
+    }
+    return -1;
+}
+
+static bool has_bit(const uint32_t *bits, int32_t id) { return (bits[id >> 5] >> (id & 31)) & 1; }
+
+static void test_lazy_states(void) {
+    if (!g_vocab) return;   /* test_masks_real_vocab reported the missing tokenizer */
+    sg_error err = {{0}};
+    sg_grammar *g = gbnf(CALL_GBNF, &err);
+    CHECK_MSG(g, "%s", err.msg);
+    if (!g) return;
+    const size_t nv = tok_n_vocab(g_tok), words = (nv + 31) / 32;
+    uint32_t *bits = calloc(words, 4);
+    sg_grammar_state *s = grammar_state_new_lazy(g, g_vocab, &LAZY);
+    CHECK(s);
+    if (!s) { free(bits); grammar_unref(g); return; }
+    /* free text: every token, special ones too; may end; not the grammar yet */
+    CHECK_EQ_INT(grammar_state_mask(s, bits), nv);
+    CHECK(!grammar_state_is_triggered(s) && grammar_state_is_accepting(s) && !grammar_state_is_complete(s));
+    sg_ids ids = {0};
+    CHECK(tok_encode(g_tok, "Sure, let me <b>check</b>. <tool", 32, false, &ids, &err) == 0);
+    bool ok = true;
+    for (size_t i = 0; i < ids.n; i++) ok &= grammar_state_advance(s, ids.ids[i]) == 0;
+    CHECK(ok && !grammar_state_is_triggered(s));
+    sg_ids_free(&ids);
+    CHECK_EQ_INT(grammar_state_advance(s, piece_id("_call")), 0);   /* "<tool_call": not yet */
+    CHECK(!grammar_state_is_triggered(s));
+    /* now a token that completes the trigger is allowed iff the grammar takes what
+     * follows it in the token: checked against brute force over the whole vocabulary */
+    size_t n = grammar_state_mask(s, bits), forbidden = 0, bad = 0;
+    for (size_t id = 0; id < nv; id++) {
+        size_t len;
+        const char *p = tok_piece(g_tok, (int32_t)id, &len);
+        char text[512];
+        int tl = snprintf(text, sizeof text, "<tool_call%.*s", (int)(p ? len : 0), p ? p : "");
+        bool want = true;
+        if (tl > 0 && (size_t)tl < sizeof text && memmem(text, (size_t)tl, "<tool_call>", 11)) {
+            sg_grammar_state *t = grammar_state_new(g, NULL);
+            want = grammar_state_advance_bytes(t, text, (size_t)tl) == 0;
+            grammar_state_free(t);
+        }
+        forbidden += !want;
+        if (want != has_bit(bits, (int32_t)id) && bad++ < 3)
+            fprintf(stderr, "    lazy: token %zu '%.*s' want %d\n", id, (int)len, p, want);
+    }
+    CHECK_MSG(bad == 0, "lazy mask: %zu tokens differ from brute force", bad);
+    CHECK(forbidden > 0 && n == nv - forbidden);
+    int32_t gt_nl = piece_id(">\n"), gt_brace = piece_id(">{");
+    CHECK(gt_nl >= 0 && gt_brace >= 0 && has_bit(bits, gt_nl) && !has_bit(bits, gt_brace));
+    CHECK_EQ_INT(grammar_state_advance(s, gt_brace), -1);   /* refused, nothing changed */
+    CHECK(!grammar_state_is_triggered(s));
+    CHECK_EQ_INT(grammar_state_advance(s, gt_nl), 0);
+    CHECK(grammar_state_is_triggered(s) && !grammar_state_is_accepting(s));
+    /* inside the grammar: its mask, special tokens never */
+    int32_t eot = tok_find(g_tok, "<|eot_id|>");
+    grammar_state_mask(s, bits);
+    CHECK(has_bit(bits, piece_id("{\"")) && !has_bit(bits, piece_id("hello")) && !has_bit(bits, eot));
+    const char *rest = "{\"name\": \"f\", \"arguments\": {\"a\": 12}}\n</tool_call>";
+    CHECK_EQ_INT(grammar_state_advance_bytes(s, rest, strlen(rest)), 0);
+    CHECK(grammar_state_is_accepting(s) && grammar_state_is_complete(s));
+    grammar_state_free(s);
+
+    /* the trigger inside one piece of text, with text before it */
+    s = grammar_state_new_lazy(g, g_vocab, &LAZY);
+    CHECK_EQ_INT(grammar_state_advance_bytes(s, "ok <tool_call>{", 15), -1);
+    CHECK(!grammar_state_is_triggered(s));
+    CHECK_EQ_INT(grammar_state_advance_bytes(s, "ok <tool_call>\n{\"na", 19), 0);
+    CHECK(grammar_state_is_triggered(s));
+    grammar_state_free(s);
+
+    /* reasoning: the trigger does not count inside <think> ... </think> */
+    grammar_lazy quiet = LAZY;
+    quiet.in_quiet = true;
+    s = grammar_state_new_lazy(g, g_vocab, &quiet);
+    CHECK_EQ_INT(grammar_state_mask(s, bits), nv);
+    CHECK_EQ_INT(grammar_state_advance_bytes(s, "maybe <tool_call>{x}? </thi", 27), 0);
+    CHECK(!grammar_state_is_triggered(s));
+    CHECK_EQ_INT(grammar_state_advance_bytes(s, "nk>\n<think> <tool_call>?</think> <tool_call>\n", 45), 0);
+    CHECK(grammar_state_is_triggered(s));
+    grammar_state_free(s);
+
+    grammar_lazy empty = {.trigger = ""}, half = {.trigger = "<x>", .quiet_open = "<think>"};
+    CHECK(!grammar_state_new_lazy(g, g_vocab, &empty));
+    CHECK(!grammar_state_new_lazy(g, g_vocab, &half));
+    free(bits);
+    grammar_unref(g);
+}
+
+typedef struct script { const int32_t *ids; size_t n, at; int32_t worse, better; unsigned rng; sg_buf out; } script;
+
+static int collect(void *ctx, int32_t id, const char *text, size_t len, const sg_sample_info *info) {
+    (void)id; (void)info;
+    script *sc = ctx;
+    if (text && len) sg_buf_append(&sc->out, text, len);
+    return 0;
+}
+
+/* The generation loop under a lazy grammar, greedy, with logits that follow a script of
+ * free text up to "<tool_call", then push hardest toward ">{" (a token that completes the
+ * trigger into an invalid call) and then toward noise: the answer keeps its free text and
+ * its call is valid. */
+static void test_lazy_generate(void) {
+    if (!g_vocab) return;
+    sg_error err = {{0}};
+    sg_grammar *g = gbnf(CALL_GBNF, &err);
+    CHECK_MSG(g, "%s", err.msg);
+    if (!g) return;
+    const char *free_text = "Let me call it. <tool";
+    sg_ids ids = {0};
+    CHECK(tok_encode(g_tok, free_text, strlen(free_text), false, &ids, &err) == 0);
+    sg_ids_push(&ids, piece_id("_call"));
+    script sc = {.ids = ids.ids, .n = ids.n, .worse = piece_id(">{"), .better = piece_id(">\n"), .rng = 7};
+    sg_buf_init(&sc.out);
+    sg_model m;
+    memset(&m, 0, sizeof m);
+    m.cfg.n_vocab = (int)tok_n_vocab(g_tok);
+    m.cfg.eos_id = tok_find(g_tok, "<|eot_id|>");
+    m.tok = g_tok;
+    sg_gen_params p;
+    gen_params_default(&p);
+    p.sampling.temperature = 0;
+    p.max_tokens = 80;
+    p.grammar = g;
+    p.lazy = LAZY;
+    int32_t prompt = 9906;
+    sg_gen_seq *q = gen_seq_new(&m, &prompt, 1, 1000, &p);
+    CHECK(q);
+    float *logits = malloc((size_t)m.cfg.n_vocab * sizeof *logits);
+    int32_t next;
+    for (int step = 0; q && step < 200; step++) {
+        for (int i = 0; i < m.cfg.n_vocab; i++) {
+            sc.rng = sc.rng * 1103515245u + 12345u;
+            logits[i] = (float)((sc.rng >> 8) & 0xffff) / 65536.0f;
+        }
+        if (sc.at < sc.n) logits[sc.ids[sc.at++]] = 100;
+        else if (sc.at++ == sc.n) { logits[sc.worse] = 100; logits[sc.better] = 50; }
+        if (gen_seq_step(q, logits, collect, &sc, &next)) break;
+    }
+    const sg_gen_result *r = q ? gen_seq_result(q) : NULL;
+    const char *out = sc.out.data ? sc.out.data : "";
+    const char *call = strstr(out, "<tool_call>");
+    CHECK_MSG(r && !strcmp(r->finish_reason, "stop") && !r->incomplete, "finish %s", r ? r->finish_reason : "-");
+    CHECK_MSG(call && !strncmp(out, "Let me call it. <tool_call>\n{", 29), "output: %s", out);
+    if (call) {
+        sg_grammar_state *t = grammar_state_new(g, NULL);
+        CHECK_MSG(grammar_state_advance_bytes(t, call, strlen(call)) == 0 && grammar_state_is_complete(t), "call: %s", call);
+        grammar_state_free(t);
+    }
+    free(logits);
+    gen_seq_free(q);
+    sg_buf_free(&sc.out);
+    sg_ids_free(&ids);
+    grammar_unref(g);
+}
+
 int main(void) {
     RUN(test_gbnf_basics);
     RUN(test_gbnf_errors);
@@ -461,6 +632,8 @@ int main(void) {
     RUN(test_schema_adversarial);
     RUN(test_cache);
     RUN(test_masks_real_vocab);
+    RUN(test_lazy_states);
+    RUN(test_lazy_generate);
     tok_free(g_tok);
     return tu_finish("test_grammar");
 }

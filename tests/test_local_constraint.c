@@ -3,8 +3,9 @@
  * exactly SmolLM3's <tool_call> blocks naming a declared tool (or the named one) with
  * arguments valid against its schema, one block when parallel_tool_calls is false;
  * response_format json_object / json_schema accept JSON of the form; unconstrained
- * requests get no grammar; unsupported schema features and undeclared names are errors
- * naming them; tool_choice "none" offers no tools. */
+ * requests get no grammar; tool_choice auto gets the call grammar, lazy (or, with a
+ * response_format, that form or calls); unsupported schema features and undeclared names
+ * are errors naming them; tool_choice "none" offers no tools. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -28,12 +29,23 @@ static int feed(sg_grammar *g, const char *text) {
     return r;
 }
 
-/* The grammar of a request (NULL on error, err filled). */
-static sg_grammar *grammar_of(const char *request, sg_error *err) {
+/* The grammar of a request (NULL on error, err filled); *lazy, when asked, whether it
+ * applies from "<tool_call>" on. */
+static sg_grammar *grammar_lazy_of(const char *request, bool *lazy, sg_error *err) {
     json_t *r = req(request);
     sg_grammar *g = NULL;
-    if (local_constraint_grammar(r, &g, err)) g = NULL;
+    bool lz = false;
+    if (local_constraint_grammar(r, &g, &lz, err)) g = NULL;
     json_decref(r);
+    if (lazy) *lazy = lz;
+    return g;
+}
+
+/* The grammar of a request that is not lazy (a lazy one fails the check). */
+static sg_grammar *grammar_of(const char *request, sg_error *err) {
+    bool lazy;
+    sg_grammar *g = grammar_lazy_of(request, &lazy, err);
+    CHECK_MSG(!g || !lazy, "not lazy: %s", request);
     return g;
 }
 
@@ -109,19 +121,63 @@ static void test_response_format(void) {
     grammar_unref(g);
 }
 
+/* tool_choice auto (or absent) with tools: the call grammar, lazy; with a response_format
+ * too: that form or calls, not lazy. */
+static void test_auto(void) {
+    static const char *const autos[] = {"{" TOOLS "}", "{" TOOLS ", \"tool_choice\": \"auto\"}"};
+    for (size_t i = 0; i < 2; i++) {
+        sg_error err = {{0}};
+        bool lazy = false;
+        sg_grammar *g = grammar_lazy_of(autos[i], &lazy, &err);
+        CHECK_MSG(g && lazy, "%s: %s", autos[i], err.msg);
+        if (!g) continue;
+        CHECK_EQ_INT(feed(g, ADD), 1);
+        char two[512];
+        snprintf(two, sizeof two, "%s\n%s", NOW, WEATHER);
+        CHECK_EQ_INT(feed(g, two), 1);
+        CHECK_EQ_INT(feed(g, "<tool_call>\n{\"name\": \"sub\""), -1);
+        grammar_unref(g);
+    }
+    sg_error err = {{0}};
+    bool lazy = true;
+    sg_grammar *g = grammar_lazy_of("{" TOOLS ", \"parallel_tool_calls\": false}", &lazy, &err);
+    CHECK_MSG(g && lazy, "%s", err.msg);
+    if (g) {
+        sg_grammar_state *s = grammar_state_new(g, NULL);
+        CHECK_EQ_INT(grammar_state_advance_bytes(s, ADD, strlen(ADD)), 0);
+        CHECK(grammar_state_is_complete(s));   /* at most one call */
+        grammar_state_free(s);
+        grammar_unref(g);
+    }
+    g = grammar_lazy_of("{" TOOLS ", \"response_format\": {\"type\": \"json_object\"}}", &lazy, &err);
+    CHECK_MSG(g && !lazy, "%s", err.msg);
+    if (g) {
+        CHECK_EQ_INT(feed(g, "{\"x\": 1}"), 1);
+        CHECK_EQ_INT(feed(g, WEATHER), 1);
+        CHECK_EQ_INT(feed(g, "Hello"), -1);
+        grammar_unref(g);
+    }
+    /* an unsupported feature in a tool's parameters is an error in auto too */
+    CHECK(!grammar_lazy_of("{\"tools\": [{\"type\": \"function\", \"function\": {\"name\": \"f\", \"parameters\": "
+                           "{\"type\": \"object\", \"patternProperties\": {}}}}]}", NULL, &err));
+    CHECK_MSG(strstr(err.msg, "tools[0].function.parameters") && strstr(err.msg, "patternProperties"), "%s", err.msg);
+}
+
 static void test_unconstrained(void) {
     static const char *const free_forms[] = {
         "{\"messages\": []}",
-        "{" TOOLS "}",
-        "{" TOOLS ", \"tool_choice\": \"auto\"}",
         "{" TOOLS ", \"tool_choice\": \"none\"}",
+        "{\"tools\": []}",
+        "{\"tools\": [{\"type\": \"custom\"}]}",
         "{\"response_format\": {\"type\": \"text\"}}",
     };
     for (size_t i = 0; i < sizeof free_forms / sizeof free_forms[0]; i++) {
         sg_error err = {{0}};
         json_t *r = req(free_forms[i]);
         sg_grammar *g = (sg_grammar *)1;
-        CHECK_EQ_INT(local_constraint_grammar(r, &g, &err), 0);
+        bool lazy = true;
+        CHECK_EQ_INT(local_constraint_grammar(r, &g, &lazy, &err), 0);
+        CHECK(!lazy);
         CHECK_MSG(g == NULL, "no grammar for %s", free_forms[i]);
         json_decref(r);
     }
@@ -164,6 +220,7 @@ int main(int argc, char **argv) {
     RUN(test_required);
     RUN(test_named_and_single);
     RUN(test_response_format);
+    RUN(test_auto);
     RUN(test_unconstrained);
     RUN(test_errors);
     RUN(test_odd_names);

@@ -51,7 +51,8 @@ sg_gen_seq *gen_seq_new(const sg_model *m, const int32_t *prompt, int n_prompt, 
     if (p->grammar && (!m->tok || !(gv = grammar_vocab_get(m->tok)))) return NULL;
     sg_gen_seq *g = sg_xcalloc(1, sizeof *g);
     if (gv) {
-        g->gst = grammar_state_new(p->grammar, gv);
+        g->gst = p->lazy.trigger ? grammar_state_new_lazy(p->grammar, gv, &p->lazy) : grammar_state_new(p->grammar, gv);
+        if (!g->gst) { free(g); return NULL; }
         g->n_gvocab = grammar_vocab_n(gv);
         g->allow = sg_xcalloc((g->n_gvocab + 31) / 32, sizeof *g->allow);
         g->end_saved = sg_xcalloc(p->n_stop_ids + 1, sizeof *g->end_saved);

@@ -31,6 +31,9 @@ typedef struct sg_gen_params {
      * grammar may end is "length" with incomplete set. Needs the model's tokenizer.
      * Borrowed: each sequence keeps its own reference while it runs. */
     sg_grammar *grammar;
+    /* With grammar: lazy.trigger set makes it a lazy grammar (grammar.h): free text until
+     * the trigger, the grammar from there on. */
+    grammar_lazy lazy;
 } sg_gen_params;
 
 void gen_params_default(sg_gen_params *p);

@@ -633,7 +633,7 @@ struct sg_grammar_vocab {
     int32_t *skip;          /* (n_nodes) index just past the node's subtree */
     int32_t *tok;           /* (n_nodes) a token ending here, or -1 */
     int32_t *dup;           /* (n_vocab) next token with the same bytes, or -1 */
-    uint8_t *blob;          /* the bytes of every allowed token */
+    uint8_t *blob;          /* the bytes of every token (special ones: their text) */
     uint32_t *off;          /* (n_vocab + 1) token id's bytes: blob[off[id] .. off[id+1]) */
     uint8_t *in_trie;       /* (n_vocab) 0 for special and empty tokens: never allowed */
     uint64_t fingerprint;   /* of the tokenizer's pieces: the registry's key */
@@ -657,26 +657,31 @@ static int cmp_tok(const void *a, const void *b) {
 sg_grammar_vocab *grammar_vocab_new(const sg_tokenizer *t) {
     size_t nv = tok_n_vocab(t);
     tok_ent *e = sg_xmalloc((nv ? nv : 1) * sizeof *e);
-    size_t n = 0, total = 0;
+    size_t n = 0, total = 0, all = 0;
     for (size_t i = 0; i < nv; i++) {
         size_t len;
         const char *p = tok_piece(t, (int32_t)i, &len);
+        if (p) all += len;
         if (!p || !len || len > TRIE_MAX_DEPTH || tok_is_special(t, (int32_t)i)) continue;
         e[n++] = (tok_ent){(const uint8_t *)p, len, (int32_t)i};
         total += len;
     }
     sg_grammar_vocab *v = sg_xcalloc(1, sizeof *v);
     v->n_vocab = nv;
-    v->blob = sg_xmalloc(total + 1);
+    v->blob = sg_xmalloc(all + 1);   /* special tokens' text too: lazy triggers read it */
     v->off = sg_xcalloc(nv + 1, sizeof *v->off);
     v->in_trie = sg_xcalloc(nv ? nv : 1, 1);
     {
         size_t at = 0, k = 0;
         for (size_t i = 0; i < nv; i++) {
             v->off[i] = (uint32_t)at;
+            size_t len;
+            const char *p = tok_piece(t, (int32_t)i, &len);
+            if (p && len) {
+                memcpy(v->blob + at, p, len);
+                at += len;
+            }
             if (k < n && e[k].id == (int32_t)i) {
-                memcpy(v->blob + at, e[k].s, e[k].n);
-                at += e[k].n;
                 v->in_trie[i] = 1;
                 k++;
             }
@@ -786,6 +791,21 @@ typedef struct dstate {
 
 typedef struct htab { int32_t *slot; size_t cap; } htab;   /* open addressing, -1 empty */
 
+/* A lazy state's free-text part (see "lazy grammars" below). */
+#define LAZY_MARKER_MAX 64
+
+typedef struct lzpos { bool quiet; size_t n_tail; uint8_t tail[LAZY_MARKER_MAX]; } lzpos;
+
+typedef struct lazy {
+    uint8_t *marker[3];           /* trigger, quiet open, quiet close (NULL: none) */
+    size_t n_marker[3], longest;
+    bool triggered;
+    lzpos pos;
+    int32_t *always; size_t n_always;   /* special tokens and tokens containing the trigger */
+    int32_t *forbid; size_t n_forbid, cap_forbid;
+    uint8_t *w; size_t cap_w;     /* scratch: tail + a token's bytes */
+} lazy;
+
 struct sg_grammar_state {
     sg_grammar *g;
     const sg_grammar_vocab *v;
@@ -796,6 +816,7 @@ struct sg_grammar_state {
     uint32_t *masks; size_t n_masks;
     int32_t cur;
     size_t n_cached;
+    lazy *lz;                  /* grammar_state_new_lazy: free text until the trigger; else NULL */
     int32_t path[TRIE_MAX_DEPTH + 1];
 };
 
@@ -945,6 +966,10 @@ static inline int32_t step(sg_grammar_state *s, int32_t from, uint8_t b) {
     return step_slow(s, from, b);
 }
 
+static void lazy_free(lazy *lz);
+static int lazy_advance(sg_grammar_state *s, const uint8_t *b, size_t n);
+static size_t lazy_mask(sg_grammar_state *s, uint32_t *bits);
+
 sg_grammar_state *grammar_state_new(sg_grammar *g, const sg_grammar_vocab *v) {
     sg_grammar_state *s = sg_xcalloc(1, sizeof *s);
     s->g = grammar_ref(g);
@@ -973,18 +998,30 @@ void grammar_state_free(sg_grammar_state *s) {
     free(s->ids);
     free(s->scratch);
     free(s->masks);
+    lazy_free(s->lz);
     grammar_unref(s->g);
     free(s);
 }
 
-bool grammar_state_is_accepting(const sg_grammar_state *s) { return s->st[s->cur].accepting; }
-bool grammar_state_is_complete(const sg_grammar_state *s) { return !s->st[s->cur].live; }
+bool grammar_state_is_accepting(const sg_grammar_state *s) {
+    return (s->lz && !s->lz->triggered) || s->st[s->cur].accepting;
+}
+bool grammar_state_is_complete(const sg_grammar_state *s) {
+    return !(s->lz && !s->lz->triggered) && !s->st[s->cur].live;
+}
+bool grammar_state_is_triggered(const sg_grammar_state *s) { return !s->lz || s->lz->triggered; }
 size_t grammar_state_n_dfa(const sg_grammar_state *s) { return s->n_st - 1; }
 size_t grammar_state_n_cached(const sg_grammar_state *s) { return s->n_cached; }
 
+/* The DFA state after bytes from state c (DEAD when they leave the grammar). */
+static int32_t run(sg_grammar_state *s, int32_t c, const uint8_t *p, size_t n) {
+    for (size_t i = 0; i < n && c != DEAD; i++) c = step(s, c, p[i]);
+    return c;
+}
+
 int grammar_state_advance_bytes(sg_grammar_state *s, const char *p, size_t n) {
-    int32_t c = s->cur;
-    for (size_t i = 0; i < n && c != DEAD; i++) c = step(s, c, (uint8_t)p[i]);
+    if (s->lz && !s->lz->triggered) return lazy_advance(s, (const uint8_t *)p, n);
+    int32_t c = run(s, s->cur, (const uint8_t *)p, n);
     if (c == DEAD) return -1;
     s->cur = c;
     return 0;
@@ -992,13 +1029,17 @@ int grammar_state_advance_bytes(sg_grammar_state *s, const char *p, size_t n) {
 
 int grammar_state_advance(sg_grammar_state *s, int32_t id) {
     const sg_grammar_vocab *v = s->v;
-    if (id < 0 || (size_t)id >= v->n_vocab || !v->in_trie[id]) return -1;   /* special tokens too */
+    if (id < 0 || (size_t)id >= v->n_vocab) return -1;
+    if (s->lz && !s->lz->triggered)   /* free text: any token, special ones included */
+        return lazy_advance(s, v->blob + v->off[id], v->off[id + 1] - v->off[id]);
+    if (!v->in_trie[id]) return -1;   /* special tokens never, inside the grammar */
     return grammar_state_advance_bytes(s, (const char *)v->blob + v->off[id], v->off[id + 1] - v->off[id]);
 }
 
 size_t grammar_state_mask(sg_grammar_state *s, uint32_t *bits) {
     const sg_grammar_vocab *v = s->v;
     size_t words = (v->n_vocab + 31) / 32;
+    if (s->lz && !s->lz->triggered) return lazy_mask(s, bits);
     dstate *d = &s->st[s->cur];
     if (d->mask >= 0) {
         s->n_cached++;
@@ -1031,6 +1072,155 @@ size_t grammar_state_mask(sg_grammar_state *s, uint32_t *bits) {
         d->mask = (int32_t)s->n_masks++;
     }
     return count;
+}
+
+/* ------------------------------------------------------------------ lazy grammars */
+
+/* Free text until the trigger (grammar.h). The output's last bytes since the last marker
+ * are kept (fewer than the longest marker), so a marker split across tokens is seen when
+ * its last byte comes. Before each step, the tokens that would complete the trigger with
+ * bytes the grammar rejects right after it are forbidden: a token can complete it only
+ * if its text contains the whole trigger, or starts with the trigger's rest after a
+ * prefix the tail ends with (a subtree of the vocabulary trie), or is special (their
+ * text is not in the trie); each such candidate is checked exactly. */
+static void lazy_free(lazy *lz) {
+    if (!lz) return;
+    for (int i = 0; i < 3; i++) free(lz->marker[i]);
+    free(lz->always);
+    free(lz->forbid);
+    free(lz->w);
+    free(lz);
+}
+
+/* Runs n more bytes of output through the markers, updating *pos. Returns the offset in
+ * lz->w (the old tail then b, *wn bytes) where the trigger begins, or -1 when the text
+ * stays free. A trigger and a quiet opening at the same place: the trigger. */
+static long lazy_scan(lazy *lz, lzpos *pos, const uint8_t *b, size_t n, size_t *wn) {
+    size_t need = pos->n_tail + n;
+    if (need > lz->cap_w) {
+        lz->cap_w = need * 2;
+        lz->w = sg_xrealloc(lz->w, lz->cap_w);
+    }
+    uint8_t *w = lz->w;
+    memcpy(w, pos->tail, pos->n_tail);
+    if (n) memcpy(w + pos->n_tail, b, n);
+    *wn = need;
+    size_t at = 0;
+    for (;;) {
+        if (pos->quiet) {
+            const uint8_t *c = memmem(w + at, need - at, lz->marker[2], lz->n_marker[2]);
+            if (!c) break;
+            at = (size_t)(c - w) + lz->n_marker[2];
+            pos->quiet = false;
+            continue;
+        }
+        const uint8_t *t = memmem(w + at, need - at, lz->marker[0], lz->n_marker[0]);
+        const uint8_t *o = lz->marker[1] ? memmem(w + at, need - at, lz->marker[1], lz->n_marker[1]) : NULL;
+        if (t && (!o || t <= o)) return t - w;
+        if (!o) break;
+        at = (size_t)(o - w) + lz->n_marker[1];
+        pos->quiet = lz->marker[2] != NULL;
+    }
+    size_t keep = need - at < lz->longest - 1 ? need - at : lz->longest - 1;
+    memmove(pos->tail, w + need - keep, keep);
+    pos->n_tail = keep;
+    return -1;
+}
+
+static int lazy_advance(sg_grammar_state *s, const uint8_t *b, size_t n) {
+    lazy *lz = s->lz;
+    lzpos p = lz->pos;
+    size_t wn;
+    long t = lazy_scan(lz, &p, b, n, &wn);
+    if (t < 0) { lz->pos = p; return 0; }
+    int32_t c = run(s, s->cur, lz->w + t, wn - (size_t)t);
+    if (c == DEAD) return -1;
+    s->cur = c;
+    lz->triggered = true;
+    return 0;
+}
+
+/* Would token id, next, complete the trigger into bytes the grammar rejects? */
+static bool lazy_rejects(sg_grammar_state *s, int32_t id) {
+    const sg_grammar_vocab *v = s->v;
+    lzpos p = s->lz->pos;
+    size_t wn;
+    long t = lazy_scan(s->lz, &p, v->blob + v->off[id], v->off[id + 1] - v->off[id], &wn);
+    return t >= 0 && run(s, s->cur, s->lz->w + t, wn - (size_t)t) == DEAD;
+}
+
+static void forbid_push(lazy *lz, int32_t id) {
+    for (size_t i = 0; i < lz->n_forbid; i++)
+        if (lz->forbid[i] == id) return;
+    if (lz->n_forbid == lz->cap_forbid) {
+        lz->cap_forbid = lz->cap_forbid ? lz->cap_forbid * 2 : 16;
+        lz->forbid = sg_xrealloc(lz->forbid, lz->cap_forbid * sizeof *lz->forbid);
+    }
+    lz->forbid[lz->n_forbid++] = id;
+}
+
+/* The trie node whose path spells q, or -1. */
+static long trie_find(const sg_grammar_vocab *v, const uint8_t *q, size_t n) {
+    size_t i = 0;
+    for (size_t d = 1; d <= n; d++) {
+        while (i < v->n_nodes && v->depth[i] == d && v->byte[i] != q[d - 1]) i = (size_t)v->skip[i];
+        if (i >= v->n_nodes || v->depth[i] != d) return -1;
+        if (d < n) i++;
+    }
+    return n ? (long)i : -1;
+}
+
+static size_t lazy_mask(sg_grammar_state *s, uint32_t *bits) {
+    const sg_grammar_vocab *v = s->v;
+    lazy *lz = s->lz;
+    size_t words = (v->n_vocab + 31) / 32;
+    memset(bits, 0xff, words * sizeof *bits);
+    lz->n_forbid = 0;
+    for (size_t i = 0; i < lz->n_always; i++)
+        if (lazy_rejects(s, lz->always[i])) forbid_push(lz, lz->always[i]);
+    if (!lz->pos.quiet) {
+        const uint8_t *tr = lz->marker[0];
+        size_t L = lz->n_marker[0], nt = lz->pos.n_tail;
+        for (size_t k = 1; k < L && k <= nt; k++) {
+            if (memcmp(lz->pos.tail + nt - k, tr, k) != 0) continue;
+            long node = trie_find(v, tr + k, L - k);
+            if (node < 0) continue;
+            for (size_t j = (size_t)node; j < (size_t)v->skip[node]; j++)
+                for (int32_t id = v->tok[j]; id >= 0; id = v->dup[id])
+                    if (lazy_rejects(s, id)) forbid_push(lz, id);
+        }
+    }
+    for (size_t i = 0; i < lz->n_forbid; i++) bits[lz->forbid[i] >> 5] &= ~(1u << (lz->forbid[i] & 31));
+    return v->n_vocab - lz->n_forbid;
+}
+
+sg_grammar_state *grammar_state_new_lazy(sg_grammar *g, const sg_grammar_vocab *v, const grammar_lazy *opt) {
+    const char *m[3] = {opt->trigger, opt->quiet_open, opt->quiet_close};
+    if (!m[0] || !*m[0] || !v || (!m[1]) != (!m[2])) return NULL;
+    for (int i = 0; i < 3; i++)
+        if (m[i] && (!*m[i] || strlen(m[i]) >= LAZY_MARKER_MAX)) return NULL;
+    sg_grammar_state *s = grammar_state_new(g, v);
+    lazy *lz = s->lz = sg_xcalloc(1, sizeof *lz);
+    for (int i = 0; i < 3; i++) {
+        if (!m[i]) continue;
+        lz->n_marker[i] = strlen(m[i]);
+        lz->marker[i] = (uint8_t *)sg_xstrdup(m[i]);
+        if (lz->n_marker[i] > lz->longest) lz->longest = lz->n_marker[i];
+    }
+    lz->pos.quiet = opt->in_quiet && m[1];
+    /* special tokens (outside the trie) and tokens whose text holds the whole trigger */
+    size_t cap = 0;
+    for (size_t id = 0; id < v->n_vocab; id++) {
+        const uint8_t *p = v->blob + v->off[id];
+        size_t n = v->off[id + 1] - v->off[id];
+        if (!n || (v->in_trie[id] && !memmem(p, n, lz->marker[0], lz->n_marker[0]))) continue;
+        if (lz->n_always == cap) {
+            cap = cap ? cap * 2 : 64;
+            lz->always = sg_xrealloc(lz->always, cap * sizeof *lz->always);
+        }
+        lz->always[lz->n_always++] = (int32_t)id;
+    }
+    return s;
 }
 
 /* ------------------------------------------------------------------ cache */

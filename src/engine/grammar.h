@@ -84,6 +84,25 @@ int grammar_state_advance_bytes(sg_grammar_state *s, const char *p, size_t n);
 bool grammar_state_is_accepting(const sg_grammar_state *s);
 /* Accepting and no byte can follow: generation is over. */
 bool grammar_state_is_complete(const sg_grammar_state *s);
+
+/* A lazy grammar (tool calls under tool_choice "auto"): the output is free text until the
+ * trigger appears in it (its bytes, whether a special token's text or spelled by regular
+ * tokens, split across tokens or not); from the trigger's first byte on, the output must
+ * follow the grammar (which therefore starts with the trigger). Inside a quiet region
+ * (reasoning: quiet_open ... quiet_close) the trigger does not count. Before the trigger
+ * the mask allows every token, special ones included, but those that would complete the
+ * trigger with bytes the grammar rejects; the state is accepting there (the caller's end
+ * tokens may come) and never complete. */
+typedef struct grammar_lazy {
+    const char *trigger;                   /* e.g. "<tool_call>"; NULL: not lazy */
+    const char *quiet_open, *quiet_close;  /* both or neither; e.g. "<think>", "</think>" */
+    bool in_quiet;                         /* the output begins inside a quiet region */
+} grammar_lazy;
+/* NULL when a marker is empty or 64 bytes or longer, or v is NULL. */
+sg_grammar_state *grammar_state_new_lazy(sg_grammar *g, const sg_grammar_vocab *v, const grammar_lazy *lz);
+/* The grammar applies now (always true for a state made by grammar_state_new). */
+bool grammar_state_is_triggered(const sg_grammar_state *s);
+
 /* Statistics: DFA states built so far, masks served from the cache. */
 size_t grammar_state_n_dfa(const sg_grammar_state *s);
 size_t grammar_state_n_cached(const sg_grammar_state *s);

@@ -29,6 +29,7 @@ struct local_job {
     gw_local *lm;
     json_t *request;              /* own reference */
     sg_grammar *grammar;          /* the answer's form (local_constraint.h), NULL: free */
+    bool lazy;                    /* grammar applies from "<tool_call>" on (tool_choice auto) */
     gw_event_fn on_event;
     local_done_fn on_done;
     void *ctx;
@@ -350,7 +351,7 @@ static void slot_start(gw_local *lm, local_job *j) {
     if (effort) co.enable_thinking = strcmp(effort, "none") != 0;
     const char *thinking = json_string_value(json_object_get(json_object_get(r, "thinking"), "type"));
     if (thinking) co.enable_thinking = strcmp(thinking, "disabled") != 0;   /* the canonical extension */
-    if (j->grammar) co.enable_thinking = 0;   /* the grammar's form starts the answer */
+    if (j->grammar && !j->lazy) co.enable_thinking = 0;   /* the grammar's form starts the answer */
     const json_t *tools = local_constraint_offers_tools(r) ? json_object_get(r, "tools") : NULL;
     if (chat_render(lm->kind, json_object_get(r, "messages"), json_is_array(tools) ? tools : NULL, &co, &text, &err) ||
         tok_encode(lm->m->tok, text.data, text.len, true, &ids, &err))
@@ -376,7 +377,17 @@ static void slot_start(gw_local *lm, local_job *j) {
     sl->gp.stop_ids = lm->turn_end.ids;
     sl->gp.n_stop_ids = lm->turn_end.n;
     sl->gp.grammar = j->grammar;
+    bool opens_reasoning = chat_prompt_opens_reasoning(text.data, text.len);
+    if (j->lazy)
+        sl->gp.lazy = (grammar_lazy){.trigger = LOCAL_CONSTRAINT_TRIGGER, .quiet_open = LOCAL_CONSTRAINT_QUIET_OPEN,
+                                     .quiet_close = LOCAL_CONSTRAINT_QUIET_CLOSE, .in_quiet = opens_reasoning};
     sl->gen = gen_seq_new(lm->m, ids.ids, (int)ids.n, infer_n_ctx(lm->inf) - (int)ids.n, &sl->gp);
+    if (!sl->gen) {   /* a grammar without the model's tokenizer */
+        sl->job = NULL;
+        sl->prompt = (sg_ids){0};
+        sg_fail(&err, "constrained decoding needs the model's tokenizer");
+        goto fail;
+    }
 
     char idbuf[48];
     snprintf(idbuf, sizeof idbuf, "chatcmpl-local-%llx", (unsigned long long)(lm->next_id++ ^ (uint64_t)time(NULL) << 20));
@@ -385,7 +396,7 @@ static void slot_start(gw_local *lm, local_job *j) {
     memset(&sl->g, 0, sizeof sl->g);
     sl->g.job = j;
     sg_buf_init(&sl->g.reasoning);
-    sl->g.cs = chat_stream_new(lm->kind, chat_prompt_opens_reasoning(text.data, text.len), on_chat_event, &sl->g);
+    sl->g.cs = chat_stream_new(lm->kind, opens_reasoning, on_chat_event, &sl->g);
     atomic_fetch_add(&lm->st_reused, (long long)reused);
     sg_buf_free(&text);
     return;
@@ -627,13 +638,15 @@ local_job *local_submit(gw_local *lm, const json_t *request, gw_event_fn on_even
         return NULL;
     }
     sg_grammar *grammar;
-    if (local_constraint_grammar(request, &grammar, err)) {
+    bool lazy;
+    if (local_constraint_grammar(request, &grammar, &lazy, err)) {
         *status = 400;
         return NULL;
     }
     local_job *j = sg_xcalloc(1, sizeof *j);
     j->lm = lm;
     j->grammar = grammar;
+    j->lazy = lazy;
     j->request = json_deep_copy(request);   /* the worker reads it on its own thread */
     j->on_event = on_event;
     j->on_done = on_done;

@@ -118,52 +118,107 @@ done:
     return rc;
 }
 
-int local_constraint_grammar(const json_t *request, sg_grammar **out, sg_error *err) {
-    *out = NULL;
-    const json_t *tc = json_object_get(request, "tool_choice");
-    const json_t *tools = json_object_get(request, "tools");
-    const char *only = NULL;
-    bool forced = false;
-    if (json_is_string(tc) && !strcmp(json_string_value(tc), "required")) forced = true;
-    else if (json_is_object(tc)) {
-        only = json_string_value(json_object_get(json_object_get(tc, "function"), "name"));
-        forced = only != NULL;
+/* Does tools declare a function tool_call_gbnf can name? */
+static bool has_function(const json_t *tools) {
+    size_t i;
+    const json_t *t;
+    json_array_foreach(tools, i, t) {
+        const json_t *fn = json_object_get(t, "function");
+        if (json_string_value(json_object_get(fn ? fn : t, "name"))) return true;
     }
-    if (forced) {
-        if (!json_is_array(tools) || !json_array_size(tools))
-            return sg_fail(err, "tool_choice forces a tool call, but tools is empty");
-        sg_buf g;
-        sg_buf_init(&g);
-        int rc = tool_call_gbnf(tools, only, !json_is_false(json_object_get(request, "parallel_tool_calls")), &g, err);
-        if (!rc) {
-            *out = grammar_compile_cached(GRAMMAR_GBNF, g.data, g.len, err);
-            if (!*out) rc = -1;
-        }
-        sg_buf_free(&g);
-        return rc;
-    }
+    return false;
+}
+
+/* The GBNF of response_format into *out: 1 when it constrains, 0 when it does not (text
+ * or absent), -1 with err. */
+static int response_format_gbnf(const json_t *request, sg_buf *out, sg_error *err) {
     const json_t *rf = json_object_get(request, "response_format");
     const char *type = json_string_value(json_object_get(rf, "type"));
     if (!type || !strcmp(type, "text")) return 0;
-    if (!strcmp(type, "json_object")) {
-        *out = grammar_compile_cached(GRAMMAR_JSON_OBJECT, NULL, 0, err);
-        return *out ? 0 : -1;
+    const json_t *schema = json_object_get(json_object_get(rf, "json_schema"), "schema");
+    /* OpenAI: a json_schema without its schema is any object */
+    if (!strcmp(type, "json_object") || (!strcmp(type, "json_schema") && !json_is_object(schema))) {
+        sg_buf_puts(out, json_schema_object_gbnf());
+        return 1;
     }
-    if (!strcmp(type, "json_schema")) {
-        const json_t *schema = json_object_get(json_object_get(rf, "json_schema"), "schema");
-        if (!json_is_object(schema)) {   /* OpenAI: the schema may be left out; any object then */
-            *out = grammar_compile_cached(GRAMMAR_JSON_OBJECT, NULL, 0, err);
-            return *out ? 0 : -1;
-        }
-        char *text = json_dumps(schema, JSON_COMPACT);
-        *out = grammar_compile_cached(GRAMMAR_JSON_SCHEMA, text, strlen(text), err);
-        free(text);
-        if (*out) return 0;
+    if (strcmp(type, "json_schema") != 0)
+        return sg_fail(err, "response_format.type '%s' is not supported by the local model", type);
+    char *text = json_dumps(schema, JSON_COMPACT);
+    int rc = json_schema_to_gbnf(text, strlen(text), out, err);
+    free(text);
+    if (rc) {
         char m[sizeof err->msg];
         snprintf(m, sizeof m, "%s", err->msg);
         return sg_fail(err, "response_format.json_schema.schema: %s", m);
     }
-    return sg_fail(err, "response_format.type '%s' is not supported by the local model", type);
+    return 1;
+}
+
+static sg_grammar *compile(const sg_buf *g, const char *what, sg_error *err) {
+    sg_grammar *out = grammar_compile_cached(GRAMMAR_GBNF, g->data, g->len, err);
+    if (!out) {
+        char m[sizeof err->msg];
+        snprintf(m, sizeof m, "%s", err->msg);
+        sg_fail(err, "%s: %s", what, m);
+    }
+    return out;
+}
+
+int local_constraint_grammar(const json_t *request, sg_grammar **out, bool *lazy, sg_error *err) {
+    *out = NULL;
+    *lazy = false;
+    const json_t *tc = json_object_get(request, "tool_choice");
+    const json_t *tools = json_object_get(request, "tools");
+    bool parallel = !json_is_false(json_object_get(request, "parallel_tool_calls"));
+    const char *only = NULL;
+    bool forced = false, none = false;
+    if (json_is_string(tc)) {
+        forced = !strcmp(json_string_value(tc), "required");
+        none = !strcmp(json_string_value(tc), "none");
+    } else if (json_is_object(tc)) {
+        only = json_string_value(json_object_get(json_object_get(tc, "function"), "name"));
+        forced = only != NULL;
+    }
+    int rc = -1;
+    sg_buf calls, rf, both;
+    sg_buf_init(&calls);
+    sg_buf_init(&rf);
+    sg_buf_init(&both);
+    if (forced) {
+        if (!json_is_array(tools) || !json_array_size(tools)) {
+            sg_fail(err, "tool_choice forces a tool call, but tools is empty");
+            goto done;
+        }
+        if (tool_call_gbnf(tools, only, parallel, &calls, err)) goto done;
+        if ((*out = compile(&calls, "tools", err))) rc = 0;
+        goto done;
+    }
+    int has_rf = response_format_gbnf(request, &rf, err);
+    if (has_rf < 0) goto done;
+    bool auto_calls = !none && json_is_array(tools) && has_function(tools);
+    if (auto_calls && tool_call_gbnf(tools, NULL, parallel, &calls, err)) goto done;
+    if (auto_calls && has_rf) {
+        /* the answer is the response_format's text or tool calls: one grammar, not lazy */
+        sg_buf_puts(&both, "root ::= rf-root | tc-root\n");
+        append_prefixed(&both, rf.data, rf.len, "rf-");
+        append_prefixed(&both, calls.data, calls.len, "tc-");
+        if ((*out = compile(&both, "response_format and tools", err))) rc = 0;
+    } else if (auto_calls) {
+        /* free text, or tool calls from their first "<tool_call>" on */
+        if ((*out = compile(&calls, "tools", err))) {
+            *lazy = true;
+            rc = 0;
+        }
+    } else if (has_rf) {
+        if ((*out = compile(&rf, "response_format", err))) rc = 0;
+    } else {
+        rc = 0;
+    }
+done:
+    sg_buf_free(&calls);
+    sg_buf_free(&rf);
+    sg_buf_free(&both);
+    return rc;
 }
 
 bool local_constraint_offers_tools(const json_t *request) {

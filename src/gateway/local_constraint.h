@@ -8,9 +8,14 @@
  *     and {type: "tool"} arrive translated to these): the answer is tool calls in
  *     SmolLM3's syntax, <tool_call>\n{"name": "NAME", "arguments": ARGS}\n</tool_call>,
  *     NAME a declared tool (or the named one), ARGS following its parameters' schema;
- *     parallel_tool_calls false: exactly one call, else one or more.
- * A forced tool call takes precedence over response_format. tool_choice "auto" (or
- * absent) is not constrained. The request is the canonical (OpenAI-shaped) body. */
+ *     parallel_tool_calls false: exactly one call, else one or more;
+ *   - tool_choice "auto" (or absent) with tools: the answer is free text, but once the
+ *     model writes "<tool_call>" (outside its reasoning) the rest is the grammar above
+ *     (a lazy grammar, grammar.h), so any call is a valid call of a declared tool;
+ *     parallel_tool_calls false: at most one call. With a response_format as well, the
+ *     answer is either that form or tool calls (one grammar, not lazy).
+ * A forced tool call takes precedence over response_format. The request is the
+ * canonical (OpenAI-shaped) body. */
 #ifndef SG_GATEWAY_LOCAL_CONSTRAINT_H
 #define SG_GATEWAY_LOCAL_CONSTRAINT_H
 
@@ -22,9 +27,15 @@
 
 /* 0 with *out the grammar (a reference to unref; compiled through grammar_compile_cached,
  * so a repeated schema or tool list is compiled once) or NULL when the request asks for
- * no particular form; -1 with err (the request's fault: a 400) naming what cannot be
- * constrained, e.g. "response_format.json_schema.schema: unsupported JSON Schema keyword 'not'". */
-int local_constraint_grammar(const json_t *request, sg_grammar **out, sg_error *err);
+ * no particular form, and *lazy true when it applies from "<tool_call>" on (auto); -1
+ * with err (the request's fault: a 400) naming what cannot be constrained, e.g.
+ * "response_format.json_schema.schema: unsupported JSON Schema keyword 'not'". */
+int local_constraint_grammar(const json_t *request, sg_grammar **out, bool *lazy, sg_error *err);
+
+/* The lazy grammar's markers: its trigger, and the reasoning it does not apply in. */
+#define LOCAL_CONSTRAINT_TRIGGER "<tool_call>"
+#define LOCAL_CONSTRAINT_QUIET_OPEN "<think>"
+#define LOCAL_CONSTRAINT_QUIET_CLOSE "</think>"
 
 /* False when tool_choice is "none": the prompt then offers no tools. */
 bool local_constraint_offers_tools(const json_t *request);

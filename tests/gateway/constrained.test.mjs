@@ -9,7 +9,10 @@
 //     false -> exactly one call; a schema or tool parameters with an unsupported feature
 //     -> 400 naming it; a length cut -> finish_reason "length" and content that is not
 //     JSON (cut answers are excluded from validation, and some must validate);
-//     tool_choice "none" -> no tools in the prompt (the prompt counts as without tools);
+//     tool_choice "none" -> no tools in the prompt (the prompt counts as without tools, on a
+//     second tiny model whose SmolLM3 template renders tools); tool_choice auto (absent, or
+//     with parallel_tool_calls false) -> text stays free, any call is declared and valid with
+//     "tool_calls" (at most one); auto with response_format json_object -> the object or a call;
 //   - Anthropic SDK: tool_choice any / tool -> a tool_use block with valid input,
 //     stop_reason "tool_use";
 //   - AI SDK (@ai-sdk/openai-compatible): generateText with a forced tool, and with
@@ -22,6 +25,10 @@ import { GW, KEY, loadPackage } from './lib.mjs';
 const NAME = process.env.SMOLGATE_LOCAL_MODEL;
 if (!NAME) throw new Error('SMOLGATE_LOCAL_MODEL is not set: run through tests/e2e/gateway.sh');
 const MODEL = `local/${NAME}`;
+// the same shape with SmolLM3's chat template, which renders tools into the prompt
+const TOOLS_NAME = process.env.SMOLGATE_LOCAL_TOOLS_MODEL;
+if (!TOOLS_NAME) throw new Error('SMOLGATE_LOCAL_TOOLS_MODEL is not set: run through tests/e2e/gateway.sh');
+const TOOLS_MODEL = `local/${TOOLS_NAME}`;
 
 const { default: OpenAI } = await loadPackage('openai');
 const { default: Anthropic } = await loadPackage('@anthropic-ai/sdk');
@@ -213,16 +220,67 @@ test('tool_choice required, streamed: the call arrives whole', async () => {
   validate(TOOL_SCHEMA[calls[0].name], JSON.parse(calls[0].args), 'streamed call');
 });
 
-test('tool_choice "none": the prompt offers no tools', async (t) => {
+test('tool_choice "none": the prompt offers no tools (SmolLM3 template, which renders them otherwise)', async () => {
   const messages = [{ role: 'user', content: 'Hello.' }];
-  const none = await client.chat.completions.create({ model: MODEL, seed: 1, max_tokens: 2, messages, tools: TOOLS, tool_choice: 'none' });
-  const bare = await client.chat.completions.create({ model: MODEL, seed: 1, max_tokens: 2, messages });
-  const auto = await client.chat.completions.create({ model: MODEL, seed: 1, max_tokens: 2, messages, tools: TOOLS });
-  if (auto.usage.prompt_tokens === bare.usage.prompt_tokens) {
-    t.skip('the model\'s chat template (ChatML) renders no tools');
-    return;
-  }
+  const ask = (extra) => client.chat.completions.create({ model: TOOLS_MODEL, seed: 1, max_tokens: 2, messages, ...extra });
+  const none = await ask({ tools: TOOLS, tool_choice: 'none' });
+  const bare = await ask({});
+  const auto = await ask({ tools: TOOLS });
+  assert.ok(auto.usage.prompt_tokens > bare.usage.prompt_tokens + 50,
+    `the template renders the tools: ${auto.usage.prompt_tokens} prompt tokens with them, ${bare.usage.prompt_tokens} without`);
   assert.equal(none.usage.prompt_tokens, bare.usage.prompt_tokens, 'tool_choice none: the prompt as without tools');
+});
+
+// A call in an answer, whatever its tool_choice: a declared tool, arguments valid, and
+// finish_reason "tool_calls" exactly when there are calls.
+function checkAnswer(c, { one, what }) {
+  const calls = c.message.tool_calls ?? [];
+  if (c.finish_reason === 'length') return 'cut';
+  if (!calls.length) {
+    assert.equal(c.finish_reason, 'stop', `${what}: finish_reason of a text answer (${JSON.stringify(c.message)})`);
+    return 'text';
+  }
+  assert.equal(c.finish_reason, 'tool_calls', `${what}: finish_reason of an answer with calls`);
+  if (one) assert.equal(calls.length, 1, `${what}: at most one call`);
+  for (const call of calls) {
+    assert.ok(call.function.name in TOOL_SCHEMA, `${what}: a declared tool: ${call.function.name}`);
+    validate(TOOL_SCHEMA[call.function.name], JSON.parse(call.function.arguments), `${what}: ${call.function.name} arguments`);
+  }
+  return 'calls';
+}
+
+test('tool_choice auto (SmolLM3 template, thinking on): text stays free, any call is valid', async (t) => {
+  const seen = { text: 0, calls: 0, cut: 0 };
+  for (const [seed, temperature] of RUNS) {
+    for (const [extra, one] of [[{}, false], [{ tool_choice: 'auto', parallel_tool_calls: false }, true]]) {
+      const r = await client.chat.completions.create({
+        model: TOOLS_MODEL, seed, temperature, max_tokens: 40, tools: TOOLS, ...extra,
+        messages: [{ role: 'user', content: 'What is the weather in Paris?' }],
+      });
+      seen[checkAnswer(r.choices[0], { one, what: `seed ${seed} ${JSON.stringify(extra)}` })]++;
+    }
+  }
+  t.diagnostic(`answers: ${JSON.stringify(seen)}`);
+  // random weights answer in text: auto must not force a call (as "required" does)
+  assert.ok(seen.text + seen.cut >= 1, `some answers in free text (${JSON.stringify(seen)})`);
+});
+
+test('tool_choice auto with response_format json_object: the object or a call, never free text', async (t) => {
+  const seen = { object: 0, calls: 0 };
+  for (const [seed, temperature] of RUNS) {
+    const r = await client.chat.completions.create({
+      model: TOOLS_MODEL, seed, temperature, max_tokens: 100, tools: TOOLS, parallel_tool_calls: false,
+      response_format: { type: 'json_object' }, messages: [{ role: 'user', content: 'Answer in JSON.' }],
+    });
+    const c = r.choices[0];
+    if (c.finish_reason === 'length') continue;
+    if (checkAnswer(c, { one: true, what: `seed ${seed}` }) === 'calls') { seen.calls++; continue; }
+    const v = JSON.parse(c.message.content);
+    assert.ok(v !== null && typeof v === 'object' && !Array.isArray(v), `an object: ${c.message.content}`);
+    seen.object++;
+  }
+  t.diagnostic(`answers: ${JSON.stringify(seen)}`);
+  assert.ok(seen.object + seen.calls >= 1, `a whole answer (${JSON.stringify(seen)})`);
 });
 
 test('Anthropic tool_choice any and tool: a tool_use block with valid input, stop_reason tool_use', async () => {
