@@ -39,6 +39,9 @@
 #define SPEC_MAX_DRAFT 14
 /* Draft tokens per round when the caller does not say (sg_gen_params.draft). */
 #define SPEC_DEFAULT_DRAFT 8
+/* A batched step's decode tokens and drafts together at most (the local provider): a
+ * step stays on the row kernels, and drafts ride along only while few sequences decode. */
+#define SPEC_STEP_TOKENS 15
 /* Decode steps drafting pauses at most after misses. */
 #define SPEC_MAX_PAUSE 256
 
