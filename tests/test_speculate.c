@@ -61,22 +61,26 @@ static void test_adaptive(void) {
     spec_init(&s, 99);
     CHECK_EQ_INT(s.max_draft, SPEC_MAX_DRAFT);
 
-    /* drafts always rejected: the share of steps that pay a verification falls under 1% */
+    /* drafts always rejected: under 3% of the first 256 steps pay a verification, then one
+     * step in SPEC_MAX_PAUSE */
     spec_init(&s, 8);
-    int steps = 20000, rounds = 0, drafted = 0;
+    int steps = 20000, rounds = 0, drafted = 0, early = 0;
     for (int i = 0; i < steps; i++) {
         int k = spec_draft(&s, loop, 64, 100, out);
         if (!k) continue;
         rounds++;
+        early += i < 256;
         drafted += k;
         spec_update(&s, k, 0);
     }
+    CHECK_MSG(early * 100 < 3 * 256, "%d rounds with a draft in the first 256 steps", early);
     CHECK_MSG(rounds * 100 < steps, "%d rounds with a draft in %d steps", rounds, steps);
     CHECK_MSG(drafted <= rounds + 1, "%d draft tokens in %d rounds: rejected drafts shrink to one", drafted, rounds);
-    CHECK(rounds > 2 * steps / SPEC_MAX_PAUSE - 4);   /* and it keeps probing */
+    CHECK(rounds >= steps / (SPEC_MAX_PAUSE + 1) - 2);   /* and it keeps probing */
     /* one accepted token ends the pauses */
     spec_update(&s, 1, 1);
-    CHECK_EQ_INT(s.pause_next, 1);
+    CHECK_EQ_INT(s.pause_next, SPEC_FIRST_PAUSE);
+    CHECK(!s.probing);
 }
 
 static int collect(void *ctx, int32_t id, const char *text, size_t len, const sg_sample_info *info) {

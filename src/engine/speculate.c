@@ -28,7 +28,7 @@ void spec_init(sg_spec *s, int max_draft) {
     s->max_draft = max_draft < 0 ? 0 : max_draft > SPEC_MAX_DRAFT ? SPEC_MAX_DRAFT : max_draft;
     /* start short: a first guess costs little when wrong, and doubles when right */
     s->k = s->max_draft < 2 ? s->max_draft : 2;
-    s->pause_next = 1;
+    s->pause_next = SPEC_FIRST_PAUSE;
     s->source = spec_lookup;
 }
 
@@ -45,21 +45,19 @@ void spec_update(sg_spec *s, int drafted, int accepted) {
     s->rounds++;
     s->drafted += drafted;
     s->accepted += accepted;
-    if (accepted == drafted) {
-        s->k = 2 * s->k < s->max_draft ? 2 * s->k : s->max_draft;
-        s->misses = 0;
-        s->pause_next = 1;
-        return;
-    }
-    s->k = accepted + 1;
+    if (accepted == drafted) s->k = 2 * s->k < s->max_draft ? 2 * s->k : s->max_draft;
+    else s->k = accepted + 1;
     if (accepted > 0) {
         s->misses = 0;
-        s->pause_next = 1;
+        s->probing = false;
+        s->pause_next = SPEC_FIRST_PAUSE;
         return;
     }
-    if (++s->misses < 2) return;
-    /* twice nothing: this text is not being quoted; wait, longer each time it is still not */
+    /* twice nothing (once, for the probe after a pause): this text is not being quoted;
+     * wait, longer each time it is still not */
+    if (!s->probing && ++s->misses < 2) return;
     s->misses = 0;
+    s->probing = true;
     s->pause = s->pause_next;
     s->pause_next = 2 * s->pause_next < SPEC_MAX_PAUSE ? 2 * s->pause_next : SPEC_MAX_PAUSE;
 }

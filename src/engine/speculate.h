@@ -22,13 +22,15 @@
  *
  * Drafting is adaptive (sg_spec, one per sequence): the draft length doubles while
  * whole drafts are accepted and falls back to one past the accepted run after a miss;
- * after two rounds in a row with nothing accepted, drafting pauses for 1, 2, 4, ...,
- * SPEC_MAX_PAUSE decode steps, so where the answer does not quote (drafts rejected),
- * at most two rounds of a one-token draft in SPEC_MAX_PAUSE steps pay a verification:
- * well under 1% of the steps. */
+ * after two rounds in a row with nothing accepted, drafting pauses for 8, 16, 32, ...,
+ * SPEC_MAX_PAUSE decode steps, and a probe after a pause that accepts nothing pauses
+ * again at once. Where the answer does not quote (drafts rejected), 7 rounds of a short
+ * draft in the first 256 steps (under 3%), then one one-token round per SPEC_MAX_PAUSE
+ * steps, pay a verification; any accepted token ends the pauses. */
 #ifndef SG_SPECULATE_H
 #define SG_SPECULATE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -42,7 +44,8 @@
 /* A batched step's decode tokens and drafts together at most (the local provider): a
  * step stays on the row kernels, and drafts ride along only while few sequences decode. */
 #define SPEC_STEP_TOKENS 15
-/* Decode steps drafting pauses at most after misses. */
+/* Decode steps drafting pauses after misses: the first pause, and the longest. */
+#define SPEC_FIRST_PAUSE 8
 #define SPEC_MAX_PAUSE 256
 
 /* Proposes up to k tokens to follow hist[n] into out; returns how many (0: none). */
@@ -57,6 +60,7 @@ typedef struct sg_spec {
     int k;                  /* this round's draft length at most */
     int misses;             /* rounds in a row with nothing accepted */
     int pause, pause_next;  /* decode steps left without drafting; the next pause */
+    bool probing;           /* drafting again after a pause: one miss pauses again */
     spec_source_fn source;  /* spec_lookup unless a caller (benchmark, test) sets another */
     void *source_ctx;
     long long drafted, accepted, rounds;   /* totals, for statistics */
