@@ -171,13 +171,17 @@ static void print_json(const bench_cli *o, const sg_model *m, int threads, const
         const bench_spec *sp = &f->spec;
         sg_buf_printf(&b, ", \"speculation\": {\"draft\": %d, \"pass_ms\": {", o->draft);
         for (int i = 0; i < sp->n_pass; i++) sg_buf_printf(&b, "%s\"%d\": %.3f", i ? ", " : "", sp->pass_k[i], sp->pass_ms[i]);
+        sg_buf_puts(&b, "}, \"pass_cpu_ms\": {");
+        for (int i = 0; i < sp->n_pass; i++) sg_buf_printf(&b, "%s\"%d\": %.3f", i ? ", " : "", sp->pass_k[i], sp->pass_cpu_ms[i]);
         sg_buf_puts(&b, "}");
         const bench_spec_run *runs[4] = {&sp->plain, &sp->quoting, &sp->missing, &sp->lookup};
         static const char *const names[4] = {"plain", "quoting", "missing", "lookup"};
         for (int i = 0; i < 4; i++)
             sg_buf_printf(&b, ", \"%s\": {\"tok_s\": %.3f, \"tok_s_min\": %.3f, \"tok_s_max\": %.3f, \"drafted\": %lld, "
+                          "\"cpu_tok_s\": %.3f, \"cpu_tok_s_min\": %.3f, \"cpu_tok_s_max\": %.3f, "
                           "\"accepted\": %lld, \"passes\": %lld, \"generated\": %lld}",
-                          names[i], runs[i]->mean, runs[i]->min, runs[i]->max, runs[i]->drafted, runs[i]->accepted,
+                          names[i], runs[i]->mean, runs[i]->min, runs[i]->max, runs[i]->drafted, runs[i]->cpu_mean,
+                          runs[i]->cpu_min, runs[i]->cpu_max, runs[i]->accepted,
                           runs[i]->passes, runs[i]->generated);
         sg_buf_puts(&b, "}");
     }
@@ -224,6 +228,10 @@ static void print_text(const bench_cli *o, const sg_model *m, int threads, const
         printf("    verification pass of 1 + k tokens, ms (x a decode step):");
         for (int i = 0; i < sp->n_pass; i++)
             printf(" k=%d %.1f (%.2fx)", sp->pass_k[i], sp->pass_ms[i], sp->pass_ms[0] > 0 ? sp->pass_ms[i] / sp->pass_ms[0] : 0);
+        printf("\n    the same in CPU time, ms:");
+        for (int i = 0; i < sp->n_pass; i++)
+            printf(" k=%d %.1f (%.2fx)", sp->pass_k[i], sp->pass_cpu_ms[i],
+                   sp->pass_cpu_ms[0] > 0 ? sp->pass_cpu_ms[i] / sp->pass_cpu_ms[0] : 0);
         putchar('\n');
         const bench_spec_run *runs[4] = {&sp->plain, &sp->quoting, &sp->missing, &sp->lookup};
         static const char *const names[4] = {"off", "quoting answer", "drafts always miss", "prompt lookup"};
@@ -231,6 +239,8 @@ static void print_text(const bench_cli *o, const sg_model *m, int threads, const
             const bench_spec_run *r = runs[i];
             printf("    %-19s %8.2f tok/s (%.2f-%.2f)", names[i], r->mean, r->min, r->max);
             if (i) printf(" %.2fx off", sp->plain.mean > 0 ? r->mean / sp->plain.mean : 0);
+            printf("; CPU time %.2f tok/s (%.2f-%.2f)", r->cpu_mean, r->cpu_min, r->cpu_max);
+            if (i) printf(" %.2fx off", sp->plain.cpu_mean > 0 ? r->cpu_mean / sp->plain.cpu_mean : 0);
             if (r->drafted) printf(", %lld of %lld drafted accepted", r->accepted, r->drafted);
             if (r->passes) printf(", %.2f tokens per pass", (double)(r->generated - r->n) / (double)r->passes);
             putchar('\n');

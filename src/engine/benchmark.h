@@ -119,7 +119,9 @@ int bench_concurrency(const sg_model *m, const bench_decoder_ops *ops, int n_seq
  * speculation counts summed. */
 typedef struct bench_spec_run {
     int n;
-    double mean, min, max;
+    double mean, min, max;              /* tok/s of wall time */
+    double cpu_mean, cpu_min, cpu_max;  /* tok/s of the process's CPU time: on a shared
+                                           machine, with one thread, what the work costs */
     long long drafted, accepted, passes, generated;
 } bench_spec_run;
 
@@ -127,6 +129,7 @@ typedef struct bench_spec {
     int n_pass;
     int pass_k[8];          /* draft tokens of each pass measured (0: a decode step) */
     double pass_ms[8];      /* ms of a forward pass of 1 + k tokens with every row's logits */
+    double pass_cpu_ms[8];  /* ... of the process's CPU time */
     /* greedy generation of n_gen tokens after n_prompt pseudo-random tokens: */
     bench_spec_run plain;   /* speculation off */
     bench_spec_run quoting; /* drafts from the answer, one token in 16 changed: an answer
