@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 
 #include "common/buf.h"
+#include "engine/speculate.h"
 #include "gateway/config.h"
 #include "testutil.h"
 
@@ -574,15 +575,30 @@ static void test_overrides(void) {
     const char *text = "listen: 127.0.0.1:1\nroutes:\n  - {name: r, targets: [gpt-4o, local/extra-model]}\n";
     tu_write(path, text, strlen(text));
     const char *models[] = {m};
-    config_overrides ov = {"[::1]:0", models, 1, 0};
+    config_overrides ov = {"[::1]:0", models, 1, 0, 0};
     CHECK_EQ_INT(config_load_ex(&c, path, &ov, &e, &err), 0);
     CHECK_MSG(c != NULL, "%s", err.msg);
     if (c) {
         CHECK_EQ_STR(c->listen, "[::1]:0");
         CHECK(c->routes[0].targets[1].local != NULL);
         CHECK_EQ_INT(config_provider(c, "local")->local.parallel, 4);   /* the default */
+        CHECK_EQ_INT(config_provider(c, "local")->local.draft, SPEC_DEFAULT_DRAFT);
         config_free(c);
     }
+    /* --draft N is stored as N + 1 (0: keep the file's); --no-speculate as --draft 0 */
+    ov.draft = 1;
+    CHECK_EQ_INT(config_load_ex(&c, path, &ov, &e, &err), 0);
+    if (c) {
+        CHECK_EQ_INT(config_provider(c, "local")->local.draft, 0);
+        config_free(c);
+    }
+    ov.draft = 5;
+    CHECK_EQ_INT(config_load_ex(&c, path, &ov, &e, &err), 0);
+    if (c) {
+        CHECK_EQ_INT(config_provider(c, "local")->local.draft, 4);
+        config_free(c);
+    }
+    ov.draft = 0;
     /* --parallel sets the local provider's sequences */
     ov.parallel = 7;
     CHECK_EQ_INT(config_load_ex(&c, path, &ov, &e, &err), 0);

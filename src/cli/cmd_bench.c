@@ -17,6 +17,7 @@
 #include "engine/generate.h"
 #include "engine/grammar.h"
 #include "engine/model.h"
+#include "engine/speculate.h"
 #include "gateway/local_constraint.h"
 
 enum { MAX_CONC = 16, MAX_REPS = 1000 };
@@ -36,6 +37,13 @@ static const char bench_usage_text[] =
     "  --bw-runs N       bandwidth passes, the best is kept (default 5)\n"
     "  --grammar         constrained generation too: -n tokens (at least 64) under a nested\n"
     "                    JSON schema and a forced call among 20 tools, vs unconstrained\n"
+    "  --spec            speculative decoding: the cost of verifying k draft tokens in one\n"
+    "                    pass, and greedy tok/s without drafts, with drafts that quote\n"
+    "                    the answer (one token in 16 edited), with drafts that always miss,\n"
+    "                    and with prompt lookup\n"
+    "  --spec-n N        tokens each speculative run generates (default 32)\n"
+    "  --spec-prompt N   prompt tokens of the speculative runs (default 64)\n"
+    "  --draft N         draft tokens per round at most (default 8)\n"
     "  --mlock           lock the weights in memory first (steadier figures where the\n"
     "                    kernel evicts idle page cache; llama-bench -lm mmap+mlock)\n"
     "  --json            print one JSON object\n";
@@ -49,7 +57,8 @@ typedef struct bench_cli {
     bench_params p;
     int conc[MAX_CONC], n_conc, conc_n, conc_prompt, bw_runs;
     long bw_mib;
-    bool json, mlock, grammar;
+    bool json, mlock, grammar, spec;
+    int spec_n, spec_prompt, draft;
 } bench_cli;
 
 static int parse(int argc, char **argv, bench_cli *o) {
@@ -58,6 +67,9 @@ static int parse(int argc, char **argv, bench_cli *o) {
     static const int conc_default[] = {1, 2, 4, 8};
     memcpy(o->conc, conc_default, sizeof conc_default);
     o->n_conc = 4;
+    o->spec_n = 32;
+    o->spec_prompt = 64;
+    o->draft = SPEC_DEFAULT_DRAFT;
     o->conc_n = 32;
     o->conc_prompt = 32;
     o->bw_mib = 1024;
@@ -98,6 +110,10 @@ static int parse(int argc, char **argv, bench_cli *o) {
         else if (!strcmp(a, "--json")) o->json = true;
         else if (!strcmp(a, "--mlock")) o->mlock = true;
         else if (!strcmp(a, "--grammar")) o->grammar = true;
+        else if (!strcmp(a, "--spec")) o->spec = true;
+        else if (!strcmp(a, "--spec-n")) { NEEDV(); if (cli_int(a, v, 1, 1 << 20, &l)) return -1; o->spec_n = (int)l; }
+        else if (!strcmp(a, "--spec-prompt")) { NEEDV(); if (cli_int(a, v, 1, 1 << 20, &l)) return -1; o->spec_prompt = (int)l; }
+        else if (!strcmp(a, "--draft")) { NEEDV(); if (cli_int(a, v, 1, SPEC_MAX_DRAFT, &l)) return -1; o->draft = (int)l; }
         else if (a[0] == '-' && a[1]) { cli_unknown_option("bench", a, bench_usage_text); return -1; }
         else if (!o->model) o->model = a;
         else { fprintf(stderr, "smolgate: unexpected argument %s\n", a); return -1; }
@@ -117,6 +133,8 @@ typedef struct figures {
     double gen_free, gen_schema, gen_tools, vocab_ms, schema_ms, tools_ms;
     double gen_sd[3];                       /* standard deviations of the three */
     double ratio_lo[2], ratio_hi[2];        /* schema, tools / unconstrained, per repetition */
+    bool has_spec;
+    bench_spec spec;
 } figures;
 
 static void json_num(sg_buf *b, const char *key, bool has, double v) {
@@ -151,6 +169,24 @@ static void print_json(const bench_cli *o, const sg_model *m, int threads, const
         sg_buf_printf(&b, ", \"grammar\": {\"unconstrained_tok_s\": %.3f, \"schema_tok_s\": %.3f, \"tools20_tok_s\": %.3f, "
                       "\"vocab_index_ms\": %.1f, \"schema_compile_ms\": %.1f, \"tools20_compile_ms\": %.1f}",
                       f->gen_free, f->gen_schema, f->gen_tools, f->vocab_ms, f->schema_ms, f->tools_ms);
+    if (f->has_spec) {
+        const bench_spec *sp = &f->spec;
+        sg_buf_printf(&b, ", \"speculation\": {\"draft\": %d, \"pass_ms\": {", o->draft);
+        for (int i = 0; i < sp->n_pass; i++) sg_buf_printf(&b, "%s\"%d\": %.3f", i ? ", " : "", sp->pass_k[i], sp->pass_ms[i]);
+        sg_buf_puts(&b, "}, \"pass_cpu_ms\": {");
+        for (int i = 0; i < sp->n_pass; i++) sg_buf_printf(&b, "%s\"%d\": %.3f", i ? ", " : "", sp->pass_k[i], sp->pass_cpu_ms[i]);
+        sg_buf_puts(&b, "}");
+        const bench_spec_run *runs[4] = {&sp->plain, &sp->quoting, &sp->missing, &sp->lookup};
+        static const char *const names[4] = {"plain", "quoting", "missing", "lookup"};
+        for (int i = 0; i < 4; i++)
+            sg_buf_printf(&b, ", \"%s\": {\"tok_s\": %.3f, \"tok_s_min\": %.3f, \"tok_s_max\": %.3f, \"drafted\": %lld, "
+                          "\"cpu_tok_s\": %.3f, \"cpu_tok_s_min\": %.3f, \"cpu_tok_s_max\": %.3f, "
+                          "\"accepted\": %lld, \"passes\": %lld, \"generated\": %lld}",
+                          names[i], runs[i]->mean, runs[i]->min, runs[i]->max, runs[i]->drafted, runs[i]->cpu_mean,
+                          runs[i]->cpu_min, runs[i]->cpu_max, runs[i]->accepted,
+                          runs[i]->passes, runs[i]->generated);
+        sg_buf_puts(&b, "}");
+    }
     sg_buf_puts(&b, "}");
     puts(b.data);
     sg_buf_free(&b);
@@ -188,6 +224,31 @@ static void print_text(const bench_cli *o, const sg_model *m, int threads, const
                100 * f->gen_tools / f->gen_free, 100 * f->ratio_lo[1], 100 * f->ratio_hi[1]);
         printf("  grammar setup, once: vocabulary index %.1f ms, schema compiled in %.1f ms, 20 tools in %.1f ms\n",
                f->vocab_ms, f->schema_ms, f->tools_ms);
+    }
+    if (f->has_spec) {
+        const bench_spec *sp = &f->spec;
+        printf("  speculative decoding (greedy, %d prompt + %d generated tokens, drafts of up to %d, %d reps):\n",
+               o->spec_prompt, o->spec_n, o->draft, o->p.reps);
+        printf("    verification pass of 1 + k tokens, ms (x a decode step):");
+        for (int i = 0; i < sp->n_pass; i++)
+            printf(" k=%d %.1f (%.2fx)", sp->pass_k[i], sp->pass_ms[i], sp->pass_ms[0] > 0 ? sp->pass_ms[i] / sp->pass_ms[0] : 0);
+        printf("\n    the same in CPU time, ms:");
+        for (int i = 0; i < sp->n_pass; i++)
+            printf(" k=%d %.1f (%.2fx)", sp->pass_k[i], sp->pass_cpu_ms[i],
+                   sp->pass_cpu_ms[0] > 0 ? sp->pass_cpu_ms[i] / sp->pass_cpu_ms[0] : 0);
+        putchar('\n');
+        const bench_spec_run *runs[4] = {&sp->plain, &sp->quoting, &sp->missing, &sp->lookup};
+        static const char *const names[4] = {"off", "quoting answer", "drafts always miss", "prompt lookup"};
+        for (int i = 0; i < 4; i++) {
+            const bench_spec_run *r = runs[i];
+            printf("    %-19s %8.2f tok/s (%.2f-%.2f)", names[i], r->mean, r->min, r->max);
+            if (i) printf(" %.2fx off", sp->plain.mean > 0 ? r->mean / sp->plain.mean : 0);
+            printf("; CPU time %.2f tok/s (%.2f-%.2f)", r->cpu_mean, r->cpu_min, r->cpu_max);
+            if (i) printf(" %.2fx off", sp->plain.cpu_mean > 0 ? r->cpu_mean / sp->plain.cpu_mean : 0);
+            if (r->drafted) printf(", %lld of %lld drafted accepted", r->accepted, r->drafted);
+            if (r->passes) printf(", %.2f tokens per pass", (double)(r->generated - r->n) / (double)r->passes);
+            putchar('\n');
+        }
     }
 }
 
@@ -302,6 +363,14 @@ int cli_bench(int argc, char **argv) {
     }
     f.rss = bench_peak_rss_mb();   /* before the N contexts and the bandwidth buffer */
     if (o.grammar && bench_grammar(m, &o, x, &f, &err)) goto fail;
+    if (o.spec) {
+        if (!o.json) fprintf(stderr, "speculative decoding...\n");
+        bench_params sp = o.p;
+        sp.n_prompt = o.spec_prompt;
+        sp.n_gen = o.spec_n;
+        if (bench_speculation(m, &sp, o.draft, &f.spec, &err)) goto fail;
+        f.has_spec = true;
+    }
     for (int i = 0; i < o.n_conc; i++) {
         if (!o.json) fprintf(stderr, "%d concurrent sequences...\n", o.conc[i]);
         if (bench_concurrency(m, &bench_batched, o.conc[i], o.conc_prompt, o.conc_n, &o.p, &f.conc[i], &err)) goto fail;

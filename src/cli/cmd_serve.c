@@ -9,6 +9,7 @@
 
 #include "cli/cli.h"
 #include "common/buf.h"
+#include "engine/speculate.h"
 #include "gateway/gateway.h"
 #include "hub/hub.h"
 
@@ -23,6 +24,10 @@ static const char serve_usage_text[] =
     "                       name (smollm3, OWNER/REPO:QUANT, ollama:NAME; smolgate list)\n"
     "  --parallel N         sequences the local models decode together (1 to 1024;\n"
     "                       default: the configuration's, else 4)\n"
+    "  --draft N            speculative decoding: tokens the local models draft per\n"
+    "                       sequence and step by prompt lookup, at most (0 to 14;\n"
+    "                       default: the configuration's, else 8)\n"
+    "  --no-speculate       speculative decoding off (--draft 0)\n"
     "  --check              validate the configuration, print a summary, exit\n"
     "With no --config and no --model, the local models in ./models/*.gguf and every\n"
     "pulled model (smolgate pull; the Hugging Face cache and Ollama's store) are served;\n"
@@ -127,6 +132,13 @@ int cli_serve(int argc, char **argv) {
             o.overrides.parallel = (int)n;
             i++;
         }
+        else if (!strcmp(a, "--draft") && v) {
+            long n;
+            if (cli_int(a, v, 0, SPEC_MAX_DRAFT, &n)) return 2;
+            o.overrides.draft = (int)n + 1;
+            i++;
+        }
+        else if (!strcmp(a, "--no-speculate")) o.overrides.draft = 1;
         else if (!strcmp(a, "--model") && v) {
             if (n_models == sizeof models / sizeof models[0]) { fputs("smolgate: too many --model\n", stderr); return 2; }
             char *pulled = resolve_model_arg(v);

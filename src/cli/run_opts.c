@@ -79,6 +79,9 @@ static const run_option options[] = {
     {"--json-schema", "JSON|@FILE", OPT_STR, F(json_schema), 0, 0, RUN_CMD_RUN,
      "constrain the output to a JSON Schema (OpenAI's strict subset)", NULL, true},
     {"--json", NULL, OPT_FLAG, F(json), 0, 0, RUN_CMD_RUN, "constrain the output to a JSON object", NULL, true},
+    {"--draft", "N", OPT_INT, F(gp.draft), 0, SPEC_MAX_DRAFT, GEN,
+     "speculative decoding: tokens drafted per step by prompt lookup, at most; 0: off", NULL, false},
+    {"--no-speculate", NULL, OPT_FLAG, F(no_speculate), 0, 0, GEN, "speculative decoding off (--draft 0)", NULL, true},
     {"--ignore-eos", NULL, OPT_FLAG, F(gp.ignore_eos), 0, 0, GEN,
      "keep generating after the end-of-sequence and end-of-turn tokens", NULL, true},
     {"--print-ids", NULL, OPT_FLAG, F(print_ids), 0, 0, RUN_CMD_RUN, "print generated ids as a JSON array instead of text", NULL, true},
@@ -272,6 +275,7 @@ int run_opts_parse(int argc, char **argv, run_opts *o, run_cmd cmd) {
         if (parse_value(op, a, argv[++i], o)) return -1;
     }
     if (!o->model) { run_opts_usage(stderr, cmd); return -1; }
+    if (o->no_speculate) o->gp.draft = 0;
     o->gp.stops = o->stops;
     o->gp.n_stops = (size_t)o->n_stops;
     return 0;
@@ -326,4 +330,7 @@ void run_print_stats(FILE *f, const sg_gen_result *r) {
             r->n_prompt, r->prompt_ms > 0 ? r->n_prompt * 1000.0 / r->prompt_ms : 0.0,
             r->n_generated, r->gen_ms > 0 ? r->n_generated * 1000.0 / r->gen_ms : 0.0, r->finish_reason,
             r->incomplete ? ", incomplete" : "");
+    if (r->n_drafted)   /* speculation: what the drafts bought */
+        fprintf(f, "[speculation: %d of %d drafted tokens accepted, %d tokens in %d forward passes]\n", r->n_accepted,
+                r->n_drafted, r->n_generated, r->n_passes);
 }

@@ -38,6 +38,7 @@ typedef struct run_opts {
     const char *grammar_file;       /* GBNF */
     const char *json_schema;        /* JSON text, or @FILE */
     bool json;                      /* any JSON object */
+    bool no_speculate;              /* --no-speculate: gp.draft = 0 */
 } run_opts;
 
 /* The defaults of cmd (what `--help` prints). */

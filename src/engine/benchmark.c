@@ -400,3 +400,124 @@ int bench_concurrency(const sg_model *m, const bench_decoder_ops *ops, int n_seq
     ops->close(d);
     return rc;
 }
+
+/* ---- speculative decoding ---- */
+
+static double cpu_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* The answer's ids, and the CPU time when its first token came (after the prompt). */
+typedef struct spec_answer {
+    sg_ids ids;
+    double cpu_first;
+} spec_answer;
+
+static int spec_collect(void *ctx, int32_t id, const char *text, size_t len, const sg_sample_info *info) {
+    (void)text; (void)len; (void)info;
+    spec_answer *a = ctx;
+    if (id < 0) return 0;
+    if (a->ids.n == 0) a->cpu_first = cpu_s();
+    sg_ids_push(&a->ids, id);
+    return 0;
+}
+
+/* Drafts from a known answer: the tokens it says next, each one at position % every ==
+ * every - 1 changed (every 0: all of them changed, a draft that always misses). */
+typedef struct answer_draft {
+    const sg_ids *answer;
+    size_t n_prompt;
+    int every, n_vocab;
+} answer_draft;
+
+static int answer_source(void *ctx, const int32_t *hist, size_t n, int k, int32_t *out) {
+    (void)hist;
+    const answer_draft *a = ctx;
+    size_t pos = n - a->n_prompt;
+    int m = 0;
+    for (; m < k && pos + (size_t)m < a->answer->n; m++) {
+        size_t q = pos + (size_t)m;
+        int32_t id = a->answer->ids[q];
+        out[m] = a->every == 0 || q % (size_t)a->every == (size_t)a->every - 1 ? (id + 1) % a->n_vocab : id;
+    }
+    return m;
+}
+
+static void spec_figure(bench_spec_run *r, double tok_s, double cpu_tok_s, const sg_gen_result *res) {
+    if (r->n == 0 || tok_s < r->min) r->min = tok_s;
+    if (r->n == 0 || tok_s > r->max) r->max = tok_s;
+    if (r->n == 0 || cpu_tok_s < r->cpu_min) r->cpu_min = cpu_tok_s;
+    if (r->n == 0 || cpu_tok_s > r->cpu_max) r->cpu_max = cpu_tok_s;
+    r->mean = (r->mean * r->n + tok_s) / (r->n + 1);
+    r->cpu_mean = (r->cpu_mean * r->n + cpu_tok_s) / (r->n + 1);
+    r->n++;
+    r->drafted += res->n_drafted;
+    r->accepted += res->n_accepted;
+    r->passes += res->n_passes;
+    r->generated += res->n_generated;
+}
+
+int bench_speculation(const sg_model *m, const bench_params *p, int draft, bench_spec *r, sg_error *err) {
+    memset(r, 0, sizeof *r);
+    int n_prompt = p->n_prompt > 0 ? p->n_prompt : 64, n_gen = p->n_gen > 0 ? p->n_gen : 32, V = m->cfg.n_vocab;
+    int reps = p->reps > 0 ? p->reps : 1;
+    sg_infer_params ip = p->infer;
+    ip.n_ctx = n_prompt + n_gen + SPEC_MAX_DRAFT + 2;
+    ip.n_seq = 1;
+    sg_infer *s = infer_new(m, &ip, err);
+    if (!s) return -1;
+    int32_t *prompt = sg_xmalloc((size_t)n_prompt * sizeof *prompt);
+    random_ids(p->seed, prompt, n_prompt, V);
+    float *logits = sg_xmalloc((size_t)(SPEC_MAX_DRAFT + 1) * (size_t)V * sizeof(float));
+    int32_t pass[SPEC_MAX_DRAFT + 1];
+    sg_ids answer = {0};
+    spec_answer out = {{0}, 0};
+    int rc = infer_eval(s, prompt, n_prompt, logits, false, err);
+    /* a verification pass of 1 + k tokens (every row's logits) against a decode step, at
+     * the end of the prompt; k = 0 is the decode step */
+    static const int ks[] = {0, 1, 2, 4, 8, 14};
+    r->n_pass = (int)(sizeof ks / sizeof ks[0]);
+    for (int rep = 0; rep <= reps && !rc; rep++)   /* rep 0: warm-up */
+        for (int i = 0; i < r->n_pass && !rc; i++) {
+            random_ids(p->seed + 7 + (uint64_t)i, pass, ks[i] + 1, V);
+            double t0 = now_s(), c0 = cpu_s();
+            rc = infer_eval(s, pass, ks[i] + 1, logits, ks[i] > 0, err);
+            double ms = (now_s() - t0) * 1e3, cpu_ms = (cpu_s() - c0) * 1e3;
+            infer_truncate(s, n_prompt);
+            r->pass_k[i] = ks[i];
+            if (rep > 0) r->pass_ms[i] += ms / reps;
+            if (rep > 0) r->pass_cpu_ms[i] += cpu_ms / reps;
+        }
+    /* generation, greedy, the variants alternating so that a disturbance hits them all */
+    sg_gen_params gp;
+    gen_params_default(&gp);
+    gp.max_tokens = n_gen;
+    gp.ignore_eos = true;
+    answer_draft quote = {&answer, (size_t)n_prompt, 16, V}, miss = {&answer, (size_t)n_prompt, 0, V};
+    bench_spec_run *runs[4] = {&r->plain, &r->quoting, &r->missing, &r->lookup};
+    for (int rep = 0; rep <= reps && !rc; rep++)
+        for (int v = 0; v < 4 && !rc; v++) {
+            gp.draft = v == 0 ? 0 : draft;
+            gp.draft_source = v == 1 || v == 2 ? answer_source : NULL;
+            gp.draft_ctx = v == 1 ? &quote : v == 2 ? &miss : NULL;
+            sg_gen_result res;
+            infer_truncate(s, 0);
+            out.ids.n = 0;
+            rc = gen_run(s, prompt, n_prompt, &gp, spec_collect, &out, &res, err);
+            if (rc) break;
+            double cpu = cpu_s() - out.cpu_first;   /* after the first token, as gen_ms */
+            if (v == 0 && answer.n == 0)
+                for (size_t i = 0; i < out.ids.n; i++) sg_ids_push(&answer, out.ids.ids[i]);
+            if (rep > 0)
+                spec_figure(runs[v], res.gen_ms > 0 ? res.n_generated * 1e3 / res.gen_ms : 0,
+                            cpu > 0 ? (res.n_generated - 1) / cpu : 0, &res);
+        }
+    sg_ids_free(&answer);
+    sg_ids_free(&out.ids);
+    free(prompt);
+    free(logits);
+    infer_free(s);
+    return rc;
+}

@@ -18,6 +18,12 @@
  * Constrained generation (bench_generate): the same generation loop with and without a
  * grammar, so the difference is the cost of the masks (grammar.h).
  *
+ * Speculative decoding (bench_speculation): the cost of a verification pass of 1 + k
+ * tokens against a decode step, and greedy generation with speculation off, with drafts
+ * that quote the answer (what prompt lookup proposes when the answer repeats its prompt,
+ * which a random-weight model does not do by itself), with drafts that always miss, and
+ * with prompt lookup itself.
+ *
  * Concurrent sequences: the aggregate tokens/s when N sequences decode at once.
  * A bench_decoder is what advances N sequences by one token each. bench_batched (what
  * `smolgate bench` and the gateway's local provider use) runs one infer_decode_batch
@@ -106,5 +112,34 @@ extern const bench_decoder_ops bench_batched;
  * *tok_s = n_seq * n_gen / seconds. */
 int bench_concurrency(const sg_model *m, const bench_decoder_ops *ops, int n_seq, int n_prompt, int n_gen,
                       const bench_params *p, double *tok_s, sg_error *err);
+
+/* ---- speculative decoding ---- */
+
+/* One generation variant over the repetitions: tokens/s (generation time), and the
+ * speculation counts summed. */
+typedef struct bench_spec_run {
+    int n;
+    double mean, min, max;              /* tok/s of wall time */
+    double cpu_mean, cpu_min, cpu_max;  /* tok/s of the process's CPU time: on a shared
+                                           machine, with one thread, what the work costs */
+    long long drafted, accepted, passes, generated;
+} bench_spec_run;
+
+typedef struct bench_spec {
+    int n_pass;
+    int pass_k[8];          /* draft tokens of each pass measured (0: a decode step) */
+    double pass_ms[8];      /* ms of a forward pass of 1 + k tokens with every row's logits */
+    double pass_cpu_ms[8];  /* ... of the process's CPU time */
+    /* greedy generation of n_gen tokens after n_prompt pseudo-random tokens: */
+    bench_spec_run plain;   /* speculation off */
+    bench_spec_run quoting; /* drafts from the answer, one token in 16 changed: an answer
+                               that quotes its prompt with edits, as prompt lookup sees it */
+    bench_spec_run missing; /* drafts that are always wrong: the adaptive length's cost */
+    bench_spec_run lookup;  /* prompt lookup on this prompt (a random model does not quote) */
+} bench_spec;
+
+/* Speculative decoding's figures (above) with up to `draft` tokens per round, p->reps
+ * repetitions after a warm-up, the variants alternating. */
+int bench_speculation(const sg_model *m, const bench_params *p, int draft, bench_spec *r, sg_error *err);
 
 #endif

@@ -19,6 +19,7 @@ void gen_params_default(sg_gen_params *p) {
     memset(p, 0, sizeof *p);
     sampler_params_default(&p->sampling);
     p->max_tokens = 256;
+    p->draft = SPEC_DEFAULT_DRAFT;
 }
 
 static bool is_stop_id(const sg_gen_params *p, const sg_model *m, int32_t id) {
@@ -44,6 +45,7 @@ struct sg_gen_seq {
     uint32_t *allow;            /* (n_vocab / 32) the grammar's mask this step */
     float *end_saved;           /* (n_stop_ids) their logits while the mask is applied */
     size_t n_gvocab;            /* ids the grammar's vocabulary covers */
+    sg_spec spec;               /* drafting state (speculate.h) */
 };
 
 sg_gen_seq *gen_seq_new(const sg_model *m, const int32_t *prompt, int n_prompt, int room, const sg_gen_params *p) {
@@ -68,6 +70,11 @@ sg_gen_seq *gen_seq_new(const sg_model *m, const int32_t *prompt, int n_prompt, 
     sg_buf_init(&g->text);
     g->res.n_prompt = n_prompt;
     g->res.finish_reason = "length";
+    spec_init(&g->spec, p->draft);
+    if (p->draft_source) {
+        g->spec.source = p->draft_source;
+        g->spec.source_ctx = p->draft_ctx;
+    }
     return g;
 }
 
@@ -172,13 +179,39 @@ int gen_seq_step(sg_gen_seq *g, float *logits, sg_gen_token_fn on_token, void *c
     return 0;
 }
 
+int gen_seq_draft(sg_gen_seq *g, int room, int32_t *draft) {
+    if (g->ended) return 0;
+    /* each draft token is one more sample: none past the answer's limit */
+    int left = g->limit - g->res.n_generated - 1;
+    int limit = room < left ? room : left;
+    return spec_draft(&g->spec, g->hist.ids, g->hist.n, limit, draft);
+}
+
+int gen_seq_verify(sg_gen_seq *g, float *rows, size_t row_stride, const int32_t *draft, int k,
+                   sg_gen_token_fn on_token, void *ctx, int32_t *next, int *kept) {
+    int accepted = 0, rc;
+    for (;;) {
+        rc = gen_seq_step(g, rows + (size_t)accepted * row_stride, on_token, ctx, next);
+        if (rc != 0 || accepted == k || *next != draft[accepted]) break;
+        accepted++;   /* the token sampled here is the draft's: its row is valid */
+    }
+    *kept = 1 + accepted;
+    g->res.n_drafted += k;
+    g->res.n_accepted += accepted;
+    spec_update(&g->spec, k, accepted);
+    return rc;
+}
+
 int gen_run(sg_infer *inf, const int32_t *prompt, int n_prompt, const sg_gen_params *p,
             sg_gen_token_fn on_token, void *ctx, sg_gen_result *res, sg_error *err) {
     const sg_model *m = infer_model(inf);
     memset(res, 0, sizeof *res);
     res->n_prompt = n_prompt;
     res->finish_reason = "length";
-    float *logits = sg_xmalloc((size_t)m->cfg.n_vocab * sizeof(float));
+    size_t V = (size_t)m->cfg.n_vocab;
+    /* a row per token of a speculation round */
+    float *logits = sg_xmalloc((p->draft > 0 ? 1 + SPEC_MAX_DRAFT : 1) * V * sizeof(float));
+    int32_t round[1 + SPEC_MAX_DRAFT];
     sg_gen_seq *g = NULL;
     int rc = 0;
 
@@ -190,8 +223,21 @@ int gen_run(sg_infer *inf, const int32_t *prompt, int n_prompt, const sg_gen_par
     g = gen_seq_new(m, prompt, n_prompt, infer_n_ctx(inf) - infer_n_past(inf), p);
     if (!g) { rc = sg_fail(err, "a grammar needs the model's tokenizer"); goto done; }
     int32_t next;
-    while (gen_seq_step(g, logits, on_token, ctx, &next) == 0)
-        if (infer_eval(inf, &next, 1, logits, false, err)) { rc = -1; goto done; }
+    int st = gen_seq_step(g, logits, on_token, ctx, &next);
+    while (st == 0) {
+        int base = infer_n_past(inf);
+        int k = gen_seq_draft(g, infer_n_ctx(inf) - base - 1, round + 1);
+        round[0] = next;
+        g->res.n_passes++;
+        if (infer_eval(inf, round, 1 + k, logits, k > 0, err)) { rc = -1; goto done; }
+        if (k == 0) { st = gen_seq_step(g, logits, on_token, ctx, &next); continue; }
+        int kept;
+        st = gen_seq_verify(g, logits, V, round + 1, k, on_token, ctx, &next, &kept);
+        infer_truncate(inf, base + kept);   /* the rejected draft's keys and values go */
+    }
+    res->n_drafted = g->res.n_drafted;
+    res->n_accepted = g->res.n_accepted;
+    res->n_passes = g->res.n_passes;
     res->n_generated = g->res.n_generated;
     res->finish_reason = g->res.finish_reason;
     res->incomplete = g->res.incomplete;

@@ -4,7 +4,10 @@
  *
  * gen_run drives one sequence through infer_eval. sg_gen_seq is the same loop body
  * without the forward pass, for callers that evaluate many sequences in one batched
- * step (the local provider): hand it each step's logits, get the next token back. */
+ * step (the local provider): hand it each step's logits, get the next token back.
+ *
+ * Both speculate (speculate.h) unless sg_gen_params.draft is 0: a round evaluates the
+ * sampled token and a drafted continuation in one pass and keeps the accepted part. */
 #ifndef SG_GENERATE_H
 #define SG_GENERATE_H
 
@@ -16,6 +19,7 @@
 #include "engine/grammar.h"
 #include "engine/infer.h"
 #include "engine/sampler.h"
+#include "engine/speculate.h"
 
 typedef struct sg_gen_params {
     sg_sampler_params sampling;
@@ -34,6 +38,12 @@ typedef struct sg_gen_params {
     /* With grammar: lazy.trigger set makes it a lazy grammar (grammar.h): free text until
      * the trigger, the grammar from there on. */
     grammar_lazy lazy;
+    /* Speculative decoding: draft tokens per round at most (0: off; clamped to
+     * SPEC_MAX_DRAFT); gen_params_default sets SPEC_DEFAULT_DRAFT. draft_source NULL:
+     * prompt lookup (spec_lookup); benchmarks and tests may propose their own. */
+    int draft;
+    spec_source_fn draft_source;
+    void *draft_ctx;
 } sg_gen_params;
 
 void gen_params_default(sg_gen_params *p);
@@ -51,6 +61,8 @@ typedef struct sg_gen_result {
     double prompt_ms, gen_ms;        /* wall time of prompt processing / generation */
     const char *finish_reason;       /* "stop", "length", "cancelled" */
     bool incomplete;                 /* constrained: the answer stopped before the grammar could end */
+    int n_drafted, n_accepted;       /* speculation: draft tokens proposed / accepted */
+    int n_passes;                    /* forward passes of generation (rounds and single steps) */
 } sg_gen_result;
 
 /* Appends prompt[n_prompt] to the sequence in inf and generates. */
@@ -71,6 +83,17 @@ void gen_seq_free(sg_gen_seq *g);
  * in place) and streams its text to on_token. Returns 0 with *next the token to evaluate before the next call, or 1 when
  * generation has ended (held-back text delivered, gen_seq_result says why). */
 int gen_seq_step(sg_gen_seq *g, float *logits, sg_gen_token_fn on_token, void *ctx, int32_t *next);
+/* Speculation, for a caller that evaluates the rounds: the draft to evaluate after
+ * *next (up to room tokens: KV positions left after *next), 0: none this step. */
+int gen_seq_draft(sg_gen_seq *g, int room, int32_t *draft);
+/* A round's verification: rows holds k + 1 logits rows (row i follows the evaluated
+ * token, then draft[0 .. i - 1]), row_stride floats apart. Samples and streams position
+ * after position as gen_seq_step does, while the sampled token equals the draft's.
+ * Returns as gen_seq_step (*next: the token to evaluate next); *kept: tokens of the
+ * round whose keys and values stay valid (the evaluated one and the accepted drafts):
+ * the caller truncates the sequence to its length before the round plus *kept. */
+int gen_seq_verify(sg_gen_seq *g, float *rows, size_t row_stride, const int32_t *draft, int k,
+                   sg_gen_token_fn on_token, void *ctx, int32_t *next, int *kept);
 /* n_generated and finish_reason (timings are the caller's). */
 const sg_gen_result *gen_seq_result(const sg_gen_seq *g);
 

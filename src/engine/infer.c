@@ -239,12 +239,13 @@ int infer_seq_copy(sg_infer *s, int src, int dst, int n, sg_error *err) {
 /* One fork/join computes up to three products of the same x (q/k/v, gate/up). Their rows
  * are handed out in chunks (tp_run_chunks), so a thread that falls behind (another
  * process on its core, a slower memory path) takes fewer chunks instead of holding the
- * others at the join. Decode's chunks shrink as the rows run out, each 1/(2 nth) of what
- * is left (at least MATMUL_MIN_ROWS, a cache line of y): few large ones while there is
- * plenty, small ones at the end so that the threads finish together. A prompt's are one
- * per thread in whole KERN_GEMM_ROWS tiles, the long runs of rows the matrix-matrix
- * kernels want. Decode quantizes x to int8 once, before the fork, rather than once per
- * thread and matrix. */
+ * others at the join. Decode's chunks (a step of fewer than KERN_GEMM_MIN_TOKENS tokens:
+ * one sequence, a few batched ones, a speculation round) shrink as the rows run out,
+ * each 1/(2 nth) of what is left (at least MATMUL_MIN_ROWS, a cache line of y): few large
+ * ones while there is plenty, small ones at the end so that the threads finish together.
+ * A prompt's are one per thread in whole KERN_GEMM_ROWS tiles, the long runs of rows the
+ * matrix-matrix kernels want. Decode quantizes x to int8 once, before the fork, rather
+ * than once per thread and matrix. */
 enum { MATMUL_MAX_OUT = 3, MATMUL_MAX_CHUNKS = 256, MATMUL_MIN_ROWS = 16 };
 
 typedef struct matmul_out {
@@ -312,7 +313,7 @@ static void matmul_n(sg_infer *s, const float *x, int n, const matmul_out *out, 
         int64_t fixed = ((w->rows + nth - 1) / nth + KERN_GEMM_ROWS - 1) & ~(int64_t)(KERN_GEMM_ROWS - 1);
         for (int64_t r = 0; r < w->rows; j.n_chunks++) {
             int64_t size = fixed;
-            if (n == 1) {
+            if (n < KERN_GEMM_MIN_TOKENS) {   /* decode steps, a few sequences or a draft */
                 size = ((w->rows - r) / (2 * nth) + MATMUL_MIN_ROWS - 1) & ~(int64_t)(MATMUL_MIN_ROWS - 1);
                 if (size < MATMUL_MIN_ROWS) size = MATMUL_MIN_ROWS;
             }
@@ -322,8 +323,8 @@ static void matmul_n(sg_infer *s, const float *x, int n, const matmul_out *out, 
             j.of[j.n_chunks] = (uint8_t)i;
         }
     }
-    if (n == 1 && int8 && (j.xq = kern_act_buffer(out[0].w->cols, 1)))
-        kern_act_quantize(s->k, x, out[0].w->cols, 1, out[0].w->cols, (quant_q8_act *)j.xq);
+    if (n < KERN_GEMM_MIN_TOKENS && int8 && (j.xq = kern_act_buffer(out[0].w->cols, n)))
+        kern_act_quantize(s->k, x, out[0].w->cols, n, out[0].w->cols, (quant_q8_act *)j.xq);
     /* Below ~256k multiply-adds a fork/join costs more than it saves. */
     if (work < (1 << 18))
         for (int c = 0; c < j.n_chunks; c++) matmul_chunk(&j, c);

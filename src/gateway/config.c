@@ -16,6 +16,7 @@
 #include "gateway/config.h"
 #include "gateway/provider.h"
 #include "gateway/redact.h"
+#include "engine/speculate.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -937,6 +938,7 @@ static void provider_defaults(gw_provider *p, const char *name, gw_provider_type
     p->bounds = (gw_bounds){0, 0, 0};   /* 0: the upstream: section's (inherit_bounds) */
     p->local.queue = 16;
     p->local.parallel = 4;
+    p->local.draft = SPEC_DEFAULT_DRAFT;
     const known_provider *k = gw_provider_entry_of(type);
     p->entry = k;
     if (k->default_base_url) p->base_url = arena_strdup(a, k->default_base_url);
@@ -1171,7 +1173,8 @@ static int read_provider(vctx *v, const pair *pr, const vpath *up, gw_provider *
                get_int(v, n, &pp, "threads", 0, 4096, &p->local.threads) ||
                get_int(v, n, &pp, "queue", 0, 1000000, &p->local.queue) ||
                get_int(v, n, &pp, "ctx", 0, 1 << 24, &p->local.ctx) ||
-               get_int(v, n, &pp, "parallel", 1, 1024, &p->local.parallel) ? -1 : 0;
+               get_int(v, n, &pp, "parallel", 1, 1024, &p->local.parallel) ||
+               get_int(v, n, &pp, "draft", 0, SPEC_MAX_DRAFT, &p->local.draft) ? -1 : 0;
     }
     const node *kn = mget(n, "api_key"), *un = mget(n, "base_url");
     if (get_url(v, n, &pp, "base_url", &p->base_url) || get_str(v, n, &pp, "api_key", S_SECRET, &p->api_key) ||
@@ -1214,6 +1217,7 @@ static int read_providers(vctx *v, const node *root, const config_overrides *ov)
     for (size_t i = 0; i < n_cli; i++)
         if (add_cli_model(v, local, ov->model_paths[i])) return -1;
     if (ov && ov->parallel > 0) local->local.parallel = ov->parallel;
+    if (ov && ov->draft > 0) local->local.draft = ov->draft - 1;
     local_alias(local, v->ca);
     for (size_t i = 0; i < c->n_providers; i++)   /* a local provider without models serves nothing */
         if (c->providers[i].entry->in_process) c->providers[i].configured = c->providers[i].local.n_models > 0;
@@ -1981,7 +1985,7 @@ int config_load(gw_config **out, const char *path, const config_env *env, sg_err
 }
 
 int config_default(gw_config **out, const char *const *model_paths, size_t n, const config_env *env, sg_error *err) {
-    config_overrides ov = {NULL, model_paths, n, 0};
+    config_overrides ov = {NULL, model_paths, n, 0, 0};
     return config_load_ex(out, NULL, &ov, env, err);
 }
 
@@ -2170,8 +2174,9 @@ int config_reload_check(const gw_config *run, const gw_config *next, sg_error *e
         const gw_provider *op = config_provider(run, np->name);
         if (op && op->configured && op->entry->in_process &&
             (op->local.threads != np->local.threads || op->local.queue != np->local.queue ||
-             op->local.ctx != np->local.ctx || op->local.parallel != np->local.parallel))
-            return sg_fail(err, "providers.%s: threads, queue, ctx or parallel changed; the loaded engines need a restart",
+             op->local.ctx != np->local.ctx || op->local.parallel != np->local.parallel ||
+             op->local.draft != np->local.draft))
+            return sg_fail(err, "providers.%s: threads, queue, ctx, parallel or draft changed; the loaded engines need a restart",
                            np->name);
         for (size_t k = 0; k < np->local.n_models; k++) {
             const gw_local_model *om = local_model_named(run, np->local.models[k].name);

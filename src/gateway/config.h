@@ -141,6 +141,8 @@ typedef struct gw_provider {
         int queue;            /* requests waiting for a slot; beyond: fall back; default 16 */
         int ctx;              /* KV positions per sequence; 0 = min(model max, 4096) */
         int parallel;         /* sequences decoded together; default 4 */
+        int draft;            /* speculative decoding: draft tokens per step at most; 0 = off;
+                                 default SPEC_DEFAULT_DRAFT (engine/speculate.h) */
     } local;
 } gw_provider;
 
@@ -294,12 +296,14 @@ typedef struct gw_config {
 } gw_config;
 
 /* Command-line settings that win over the file: --listen, --model (repeatable;
- * PATH or NAME=PATH, added to the provider "local") and --parallel (its sequences). */
+ * PATH or NAME=PATH, added to the provider "local"), --parallel (its sequences) and
+ * --draft / --no-speculate (its speculative decoding). */
 typedef struct config_overrides {
     const char *listen;           /* NULL: keep the file's */
     const char *const *model_paths;
     size_t n_model_paths;
     int parallel;                 /* 0: keep the file's */
+    int draft;                    /* --draft N + 1 (--no-speculate: 1); 0: keep the file's */
 } config_overrides;
 
 /* Loads and validates path. On failure *out is NULL and err says file:line: key: what. */

@@ -345,11 +345,13 @@ static void handle_status(gateway *g, http_exchange *x, const gw_key *key) {
         if (!all && !key_sees_local(g, key, g->locals[i].lm)) continue;
         local_stats st;
         local_get_stats(g->locals[i].lm, &st);
-        json_array_append_new(locals, json_pack("{s:s,s:i,s:{s:i,s:i,s:i,s:I,s:I,s:I}}", "name", g->locals[i].name, "load",
+        json_array_append_new(locals, json_pack("{s:s,s:i,s:{s:i,s:i,s:i,s:I,s:I,s:I,s:I,s:I}}", "name", g->locals[i].name, "load",
                                                 local_load(g->locals[i].lm), "batch", "parallel", st.slots, "active",
                                                 st.active, "max_active", st.max_active, "steps", (json_int_t)st.steps,
                                                 "batched_steps", (json_int_t)st.batched_steps, "reused_prompt_tokens",
-                                                (json_int_t)st.reused_tokens));
+                                                (json_int_t)st.reused_tokens, "drafted_tokens",
+                                                (json_int_t)st.drafted_tokens, "accepted_draft_tokens",
+                                                (json_int_t)st.accepted_tokens));
     }
     json_t *doc = json_pack("{s:o,s:o}", "targets", br, "local", locals);
     if (all) {   /* every tenant's traffic and the shared stores: not for a user key */
@@ -634,7 +636,7 @@ static int start_locals(gateway *g, sg_error *err) {
             const gw_local_model *lm = &p->local.models[k];
             if (gateway_local(g, lm->name)) continue;
             local_opts o = {.threads = p->local.threads, .queue = p->local.queue, .ctx = p->local.ctx,
-                            .parallel = p->local.parallel};
+                            .parallel = p->local.parallel, .draft = p->local.draft};
             SG_INFO("loading local model %s from %s", lm->name, lm->path);
             gw_local *l = local_new(g->loop, lm->path, &o, err);
             if (!l) return sg_fail_wrap(err, "local model %s", lm->name);

@@ -57,13 +57,14 @@ struct gw_local {
     /* worker only */
     slot *slots;                  /* (n_slots) */
     int n_slots, step_tokens;     /* sequences at once; tokens per forward step */
+    int draft;                    /* draft tokens per sequence and step at most (0: off) */
     int *step_seq;                /* (step_tokens) a step's tokens: sequence, id, logits wanted */
     int32_t *step_tok;
     bool *step_want;
     float *logits;                /* (n_slots, n_vocab) */
     uint64_t step_no;
     /* statistics, read by local_get_stats on any thread */
-    atomic_llong st_steps, st_batched, st_reused;
+    atomic_llong st_steps, st_batched, st_reused, st_drafted, st_accepted;
     atomic_int st_max_active;
     pthread_t thread;
     pthread_mutex_t mu;
@@ -169,6 +170,8 @@ typedef struct slot {
     size_t reused;                /* of those, copied or kept from the prefix cache */
     bool decoding;                /* prompt done: next is the token to evaluate */
     int32_t next;
+    int32_t draft[SPEC_MAX_DRAFT];  /* this step's draft after next (speculate.h) */
+    int n_draft, base;            /* its length; the slot's n_past before the step */
     sg_gen_seq *gen;
     sg_gen_params gp;
     const char *stops[4];         /* into job->request */
@@ -381,6 +384,7 @@ static void slot_start(gw_local *lm, local_job *j) {
     if (j->lazy)
         sl->gp.lazy = (grammar_lazy){.trigger = LOCAL_CONSTRAINT_TRIGGER, .quiet_open = LOCAL_CONSTRAINT_QUIET_OPEN,
                                      .quiet_close = LOCAL_CONSTRAINT_QUIET_CLOSE, .in_quiet = opens_reasoning};
+    sl->gp.draft = lm->draft;
     sl->gen = gen_seq_new(lm->m, ids.ids, (int)ids.n, infer_n_ctx(lm->inf) - (int)ids.n, &sl->gp);
     if (!sl->gen) {   /* a grammar without the model's tokenizer */
         sl->job = NULL;
@@ -449,12 +453,26 @@ static void run_step(gw_local *lm) {
         slot *sl = &lm->slots[i];
         if (sl->job && atomic_load(&sl->job->cancelled)) slot_finish(lm, sl, 499, "cancelled");
     }
+    int n_decoding = 0;
+    for (int i = 0; i < lm->n_slots; i++) n_decoding += lm->slots[i].job && lm->slots[i].decoding;
+    /* drafts ride along while the step's decode tokens stay few (speculate.h) */
+    int spare = SPEC_STEP_TOKENS - n_decoding;
     for (int i = 0; i < lm->n_slots; i++) {
         slot *sl = &lm->slots[i];
+        sl->n_draft = 0;
         if (!sl->job || !sl->decoding) continue;
         lm->step_seq[n] = i;
         lm->step_tok[n] = sl->next;
         lm->step_want[n++] = true;
+        sl->base = infer_seq_n_past(lm->inf, i);
+        int room = infer_n_ctx(lm->inf) - sl->base - 1;
+        if (spare > 0) sl->n_draft = gen_seq_draft(sl->gen, room < spare ? room : spare, sl->draft);
+        spare -= sl->n_draft;
+        for (int k = 0; k < sl->n_draft; k++) {
+            lm->step_seq[n] = i;
+            lm->step_tok[n] = sl->draft[k];
+            lm->step_want[n++] = true;
+        }
         n_out++;
         n_seqs++;
     }
@@ -499,16 +517,31 @@ static void run_step(gw_local *lm) {
         sl->last_step = lm->step_no;
     }
     int row = 0;
+    size_t V = (size_t)lm->m->cfg.n_vocab;
     for (int t = 0; t < n; t++) {
         if (!lm->step_want[t]) continue;
-        slot *sl = &lm->slots[lm->step_seq[t]];
-        float *lg = lm->logits + (size_t)row++ * lm->m->cfg.n_vocab;
+        int i = lm->step_seq[t];
+        slot *sl = &lm->slots[i];
+        float *lg = lm->logits + (size_t)row++ * V;
         if (!sl->decoding) {
             sl->decoding = true;
             sl->t_decode = gen_now_ms();
         }
-        if (gen_seq_step(sl->gen, lg, on_token, &sl->g, &sl->next) != 0)
-            slot_finish(lm, sl, 200, NULL);
+        if (sl->n_draft == 0) {
+            if (gen_seq_step(sl->gen, lg, on_token, &sl->g, &sl->next) != 0) slot_finish(lm, sl, 200, NULL);
+            continue;
+        }
+        /* a speculation round: its rows follow; the rejected draft's keys and values go */
+        int k = sl->n_draft, kept;
+        t += k;
+        row += k;
+        int rc = gen_seq_verify(sl->gen, lg, V, sl->draft, k, on_token, &sl->g, &sl->next, &kept);
+        infer_seq_truncate(lm->inf, i, sl->base + kept);
+        sl->cached.n -= (size_t)(k + 1 - kept);
+        sl->n_draft = 0;
+        atomic_fetch_add(&lm->st_drafted, k);
+        atomic_fetch_add(&lm->st_accepted, kept - 1);
+        if (rc != 0) slot_finish(lm, sl, 200, NULL);
     }
 }
 
@@ -575,7 +608,9 @@ gw_local *local_new(loop *l, const char *path, const local_opts *o, sg_error *er
     lm->step_seq = sg_xmalloc((size_t)lm->step_tokens * sizeof *lm->step_seq);
     lm->step_tok = sg_xmalloc((size_t)lm->step_tokens * sizeof *lm->step_tok);
     lm->step_want = sg_xmalloc((size_t)lm->step_tokens * sizeof *lm->step_want);
-    lm->logits = sg_xmalloc((size_t)lm->n_slots * (size_t)m->cfg.n_vocab * sizeof(float));
+    lm->draft = o ? o->draft : 0;
+    /* logits rows: a step's decode tokens and drafts, and prompts that end in it */
+    lm->logits = sg_xmalloc((size_t)(lm->n_slots + SPEC_STEP_TOKENS) * (size_t)m->cfg.n_vocab * sizeof(float));
     lm->kind = chat_detect(m->chat_template);
     lm->max_queue = o && o->queue > 0 ? o->queue : 16;
     static const char *ends[] = {"<|im_end|>", "<|eot_id|>", "<|end_of_text|>"};
@@ -684,4 +719,6 @@ void local_get_stats(const gw_local *lm, local_stats *st) {
     st->steps = atomic_load(&w->st_steps);
     st->batched_steps = atomic_load(&w->st_batched);
     st->reused_tokens = atomic_load(&w->st_reused);
+    st->drafted_tokens = atomic_load(&w->st_drafted);
+    st->accepted_tokens = atomic_load(&w->st_accepted);
 }

@@ -5,7 +5,9 @@
  * serves up to `parallel` jobs at once by continuous batching: each forward step decodes
  * one token for every running job (one infer_step, so the weights are read once for
  * all), and carries prompt chunks of jobs that just joined; jobs join and leave between
- * steps, and the rest wait in the queue. The KV slot a job leaves keeps its tokens: a
+ * steps, and the rest wait in the queue. A decoding job may carry a draft of the tokens
+ * it will likely say next (prompt lookup, engine/speculate.h) in the same step: the
+ * accepted part saves steps, the rejected part's keys and values are dropped. The KV slot a job leaves keeps its tokens: a
  * later prompt that starts with them (the same system prompt, the previous turn of the
  * conversation) starts from a copy of those keys and values, taken from any slot, a
  * running one included, instead of recomputing them. The worker applies the model's chat template
@@ -32,6 +34,8 @@ typedef struct local_opts {
     int queue;          /* jobs waiting at most (0: 16); beyond it local_submit refuses */
     int ctx;            /* KV cache positions per sequence (0: min(model, 4096)) */
     int parallel;       /* sequences decoded together (0: 4); KV memory is parallel x ctx */
+    int draft;          /* speculative decoding (engine/speculate.h): draft tokens per
+                           sequence and step at most; 0: off */
 } local_opts;
 
 typedef struct gw_local gw_local;
@@ -52,6 +56,8 @@ typedef struct local_stats {
     long long steps;            /* forward steps */
     long long batched_steps;    /* steps that carried two or more sequences */
     long long reused_tokens;    /* prompt tokens taken from the prefix cache, not computed */
+    long long drafted_tokens;   /* speculation: draft tokens verified */
+    long long accepted_tokens;  /* ... and accepted */
 } local_stats;
 void local_get_stats(const gw_local *lm, local_stats *st);
 

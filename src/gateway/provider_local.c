@@ -8,7 +8,7 @@
 #include "gateway/local.h"
 #include "gateway/provider.h"
 
-static const char *const k_keys[] = {"type", "models", "threads", "queue", "ctx", "parallel", "timeouts", "retries", "limits", NULL};
+static const char *const k_keys[] = {"type", "models", "threads", "queue", "ctx", "parallel", "draft", "timeouts", "retries", "limits", NULL};
 
 /* The job as the proxy holds it: the engine's job and where its end is reported. */
 typedef struct local_call {

@@ -11,7 +11,8 @@
 // answer; 4 concurrent greedy requests each get the answer they get alone, and /v1/status
 // shows they were decoded in batched steps; a shared system prompt and the previous turn of
 // a conversation come from the prefix cache (/v1/status counts the reused tokens), with
-// the same answer as when computed afresh; and a route whose remote target fails (503, streamed or not) falls back to the
+// the same answer as when computed afresh (speculative decoding on, as by default: the
+// answers do not depend on it); and a route whose remote target fails (503, streamed or not) falls back to the
 // local model, the fallback of last resort.
 
 import test from 'node:test';
@@ -151,6 +152,9 @@ test('4 concurrent greedy requests: each the answer it gets alone, decoded in ba
   assert.ok(after.batched_steps > before.batched_steps, `batched steps: ${before.batched_steps} -> ${after.batched_steps}`);
   assert.ok(after.max_active >= 2, `max_active ${after.max_active}`);
   assert.equal(after.active, 0, 'every slot is free again');
+  // speculation is on by default: its counts are there, and never more accepted than drafted
+  assert.ok(Number.isInteger(after.drafted_tokens) && Number.isInteger(after.accepted_draft_tokens), 'draft counts');
+  assert.ok(after.accepted_draft_tokens <= after.drafted_tokens, `accepted ${after.accepted_draft_tokens} <= drafted ${after.drafted_tokens}`);
 });
 
 test('a shared system prompt and the previous turn come from the prefix cache, with the same answers', async () => {
