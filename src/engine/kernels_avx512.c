@@ -580,6 +580,11 @@ QDOT_ENTRIES(q4_K, Q4_K_CALL)
 QDOT_ENTRIES(q5_K, Q5_K_CALL)
 QDOT_ENTRIES(q6_K, q6_K_core)
 
+/* attention and SwiGLU, from the width-generic layer */
+#define SIMD_WIDTH 512
+#define SIMD_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")))
+#include "engine/simd.h"
+#include "engine/simd_ops.h"
 
 const kern_table kern_avx512 = {
     .name = "avx512",
@@ -592,6 +597,8 @@ const kern_table kern_avx512 = {
     .qdotn = {[SG_Q4_0] = qdotn_q4_0, [SG_Q8_0] = qdotn_q8_0, [SG_Q4_K] = qdotn_q4_K,
               [SG_Q5_K] = qdotn_q5_K, [SG_Q6_K] = qdotn_q6_K},
     .act_quantize = act_quantize,
+    .attend = simd_attend_avx512,
+    .swiglu = simd_swiglu_avx512,
 };
 #else
 const kern_table kern_avx512 = {0};
