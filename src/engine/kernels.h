@@ -60,6 +60,11 @@ typedef struct kern_table {
     kern_gemm_fn gemm;                 /* NULL: no matrix-matrix kernel */
     /* quant_act_quantize, bit for bit; NULL: that scalar one */
     void (*act_quantize)(const float *x, quant_q8_act *dst, int64_t n);
+    /* ops.h's ops_attend (hd a multiple of 16) and ops_swiglu at this table's width,
+     * written once in simd_ops.h; NULL: ops.c's scalar references */
+    void (*attend)(sg_dtype kv_type, const float *q, const void *k, const void *v, size_t stride, int n, int hd,
+                   float scale, float *scores, float *out);
+    void (*swiglu)(float *gate, const float *up, size_t n);
     const char *gemm_name;
 } kern_table;
 

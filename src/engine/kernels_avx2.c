@@ -447,6 +447,12 @@ QDOT_ENTRIES(q4_K, Q4_K_CALL)
 QDOT_ENTRIES(q5_K, Q5_K_CALL)
 QDOT_ENTRIES(q6_K, q6_K_core)
 
+/* attention and SwiGLU, from the width-generic layer */
+#define SIMD_WIDTH 256
+#define SIMD_TARGET __attribute__((target("avx2,fma,f16c")))
+#include "engine/simd.h"
+#include "engine/simd_ops.h"
+
 const kern_table kern_avx2 = {
     .name = "avx2",
     .dot = {[SG_F32] = dot_f32, [SG_F16] = dot_f16, [SG_BF16] = dot_bf16, [SG_Q8_0] = dot_q8_0,
@@ -456,6 +462,8 @@ const kern_table kern_avx2 = {
              [SG_Q5_K] = qdot_q5_K, [SG_Q6_K] = qdot_q6_K},
     .qdotn = {[SG_Q4_0] = qdotn_q4_0, [SG_Q8_0] = qdotn_q8_0, [SG_Q4_K] = qdotn_q4_K,
               [SG_Q5_K] = qdotn_q5_K, [SG_Q6_K] = qdotn_q6_K},
+    .attend = simd_attend_avx2,
+    .swiglu = simd_swiglu_avx2,
 };
 #else
 const kern_table kern_avx2 = {0};

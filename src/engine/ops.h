@@ -4,9 +4,10 @@
  * Once the matmuls run on matrix-matrix kernels, these are what is left of prompt
  * processing: attention reads every cached key and value once per query head, and the
  * SwiGLU takes an exponential per FFN activation. The scalar versions are the reference
- * (the float arithmetic transformers does, in order); the AVX2 / AVX-512 versions follow
- * kern_active()'s choice (SMOLGATE_SIMD) and agree with them to float rounding, which
- * test_kernels checks on random data. */
+ * (the float arithmetic transformers does, in order); the AVX2 / AVX-512 versions are
+ * kern_active()'s entries (kern_table.attend / .swiglu, written once in simd_ops.h),
+ * follow its choice (SMOLGATE_SIMD) and agree with the references to float rounding,
+ * which test_ops checks on random data. */
 #ifndef SG_OPS_H
 #define SG_OPS_H
 
