@@ -175,7 +175,7 @@ const rawTools = [{ type: 'function', function: { ...TOOL, parameters: SCHEMA } 
 // text ends only at the token limit, which the Responses API reports as "incomplete" (as
 // OpenAI does), and the Agents SDK rejects an incomplete response; a JSON-schema answer,
 // under constrained decoding, ends by itself.
-const AGENTS_LOCAL = 'local: with outputType a JSON schema, since a random-weight model\'s free text ends only at max tokens, a Responses "incomplete" that the Agents SDK rejects';
+const AGENTS_LOCAL = 'local: with outputType a JSON schema, since a random-weight model\'s free text ends only at max tokens, a Responses "incomplete" that the Agents SDK rejects; tools: the forced call, and the run ends with the tool output (stop_on_first_tool)';
 const ANSWER_SCHEMA = { type: 'object', properties: { answer: { type: 'string', maxLength: 12 } }, required: ['answer'], additionalProperties: false };
 const validAnswer = ajv.compile(ANSWER_SCHEMA);
 const NO_TOOL_CHOICE = "Ollama's API has no tool_choice, and a random-weight model does not pick a tool by itself";
@@ -504,8 +504,9 @@ const ROWS = [
     label: '@openai/agents: run (Responses)', packages: ['@openai/agents', 'openai'], notes: { 'local/*': AGENTS_LOCAL },
     systemWords: words('Answer.'),
     // Local: a JSON-schema output type, whose constrained answer ends by itself (see AGENTS_LOCAL).
-    agent: (c, { tools = [], settings = {} } = {}) => new agents.Agent({ name: 'matrix', instructions: 'Answer.',
+    agent: (c, { tools = [], settings = {}, behavior } = {}) => new agents.Agent({ name: 'matrix', instructions: 'Answer.',
       model: c.model, tools, modelSettings: { maxTokens: c.local ? c.toolMax : c.max, ...settings },
+      ...(behavior ? { toolUseBehavior: behavior } : {}),
       ...(c.local ? { outputType: { type: 'json_schema', name: 'answer', strict: true, schema: ANSWER_SCHEMA } } : {}) }),
     lastUsage(r) {
       const u = r.rawResponses.at(-1)?.usage;
@@ -537,16 +538,20 @@ const ROWS = [
       const asked = [];
       const getWeather = agents.tool({ ...TOOL, parameters: SCHEMA, strict: true,
         execute: async (a) => { asked.push(a); return RESULT; } });
+      // Local: the call is forced, and the run ends with the tool's output. After a tool
+      // result the SDK resets tool_choice to auto, where the random model may call again
+      // (auto with an output type allows the JSON answer or a call), turn after turn.
       const settings = c.local ? { toolChoice: 'required', parallelToolCalls: false } : {};
-      const r = await agents.run(this.agent(c, { tools: [getWeather], settings }), c.toolPrompt, { maxTurns: 3 });
+      const behavior = c.local ? 'stop_on_first_tool' : undefined;
+      const r = await agents.run(this.agent(c, { tools: [getWeather], settings, behavior }), c.toolPrompt, { maxTurns: 3 });
       assert.equal(asked.length, 1, 'the SDK ran the tool once');
       const calls = r.newItems.filter((i) => i.type === 'tool_call_item');
       assert.equal(calls.length, 1, 'one tool call item');
       c.call(calls[0].rawItem.name, calls[0].rawItem.arguments);
-      if (c.local) this.final(c, r.finalOutput, 'finalOutput after the tool result');
+      if (c.local) assert.deepEqual(r.finalOutput, JSON.parse(RESULT), 'finalOutput: the tool result');
       else c.toolAnswer(r.finalOutput);
 
-      const s = await agents.run(this.agent(c, { tools: [getWeather], settings }), c.toolPrompt, { maxTurns: 3, stream: true });
+      const s = await agents.run(this.agent(c, { tools: [getWeather], settings, behavior }), c.toolPrompt, { maxTurns: 3, stream: true });
       for await (const ev of s) void ev;
       await s.completed;
       if (s.error) throw s.error;
@@ -554,7 +559,7 @@ const ROWS = [
       const sc = s.newItems.filter((i) => i.type === 'tool_call_item');
       assert.equal(sc.length, 1, 'streamed: one tool call item');
       c.call(sc[0].rawItem.name, sc[0].rawItem.arguments, 'streamed tool call');
-      if (c.local) this.final(c, s.finalOutput, 'streamed: finalOutput after the tool result');
+      if (c.local) assert.deepEqual(s.finalOutput, JSON.parse(RESULT), 'streamed: finalOutput: the tool result');
       else c.toolAnswer(s.finalOutput, 'streamed: the answer to the tool result');
     },
   },
