@@ -284,9 +284,11 @@ check(st.filter((x) => x === 200).length >= 2 && st.at(-1) === 'budget_exceeded'
 process.exit(failed ? 1 : 0);
 EOC
 
-run_phase() {  # label ledger-yaml db-query-command...
+run_phase() {  # label ledger-yaml reloads-expected db-query-command...
   local label=$1 cfg=$tmp/$1.yaml
   write_cfg "$cfg" "$2"
+  set -- "$1" "$3" "${@:4}"   # $2: reloads expected in gw0.log after this phase's SIGHUP
+  local reloads=$2
   shift 2
   : >"$tmp/hook.jsonl"
   timeout 20 "$bin" serve --config "$cfg" --check >"$tmp/check.out" 2>&1 || { cat "$tmp/check.out"; die "$label: serve --check refused the configuration"; }
@@ -317,10 +319,16 @@ run_phase() {  # label ledger-yaml db-query-command...
   else bad "$label: webhook bodies: $(cat "$tmp/hook.jsonl")"; fi
   grep -q "budget key k$label-budget total crossed its alert threshold (10%)" "$tmp"/gw*.log \
     && ok "$label: the alert is logged" || bad "$label: no alert line in the logs"
+  # a reload rebuilds the run-time keys against the new configuration: still served
+  kill -HUP "${gw_pids[0]}"
+  for _ in $(seq 50); do [ "$(grep -c "configuration reloaded" "$tmp/gw0.log")" -ge "$reloads" ] && break; sleep 0.1; done
+  code=$(curl -s -o "$tmp/out" -m 30 -w '%{http_code}' -H "Authorization: Bearer $(tail -1 "$tmp/secrets")" -H 'content-type: application/json' \
+    -d '{"model":"m","messages":[{"role":"user","content":"hi"}]}' "$A/v1/chat/completions")
+  [ "$code" = 200 ] && ok "$label: after SIGHUP on A, a run-time key is still served there" || bad "$label: after SIGHUP: $code $(cat "$tmp/out")"
 }
 
 # ---- SQLite: one file, two instances ----
-run_phase sqlite "{sqlite: \"$tmp/shared.db\", spool_dir: \"$tmp/spool-sqlite\", flush_ms: 200}" sqlite3 "$tmp/shared.db"
+run_phase sqlite "{sqlite: \"$tmp/shared.db\", spool_dir: \"$tmp/spool-sqlite\", flush_ms: 200}" 1 sqlite3 "$tmp/shared.db"
 stop_gws sqlite
 
 # ---- PostgreSQL ----
@@ -344,7 +352,7 @@ node "$tmp/hook.mjs" "$tmp/hook.jsonl" >"$tmp/hook.port" 2>"$tmp/hook.err" </dev
 hook_pid=$!
 : >"$tmp/hook.port"; for _ in $(seq 100); do [ -s "$tmp/hook.port" ] && break; sleep 0.1; done
 hook_port=$(cat "$tmp/hook.port")
-run_phase postgres "{postgres: \"$pg_url\", spool_dir: \"$tmp/spool-pg\", flush_ms: 200}" psql_q
+run_phase postgres "{postgres: \"$pg_url\", spool_dir: \"$tmp/spool-pg\", flush_ms: 200}" 2 psql_q
 
 # ---- PostgreSQL stopped: the last keys read are still served ----
 pg_stop fast || bad "stopping PostgreSQL"
