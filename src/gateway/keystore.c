@@ -806,7 +806,7 @@ void keystore_admin(keystore *ks, const gw_config *c, const char *method, const 
     }
     if (id && !j->id) j->id = sg_xstrdup(id);
     pthread_mutex_lock(&ks->mu);
-    bool full = !ks->running || ks->queued >= KEYSTORE_QUEUE_MAX;
+    bool running = ks->running, full = !running || ks->queued >= KEYSTORE_QUEUE_MAX;
     if (!full) {
         if (ks->tail) ks->tail->next = j;
         else ks->head = j;
@@ -817,6 +817,7 @@ void keystore_admin(keystore *ks, const gw_config *c, const char *method, const 
     pthread_mutex_unlock(&ks->mu);
     if (full) {
         job_free(j);
-        answer_now(done, arg, 503, error_body("keys_unavailable", "too many key calls at once; try again"));
+        answer_now(done, arg, 503, error_body("keys_unavailable", running ? "too many key calls at once; try again"
+                                                                          : "the key database is not in use"));
     }
 }
