@@ -288,8 +288,17 @@ static void test_store(void) {
     snprintf(sec, sizeof sec, "%s", json_string_value(json_object_get(o, "key")) ? json_string_value(json_object_get(o, "key")) : "");
     json_decref(o);
     free(a.body);
-    CHECK(find_secret(l, ks, sec, true, 1999999999) != NULL);
+    const gw_key *soon = find_secret(l, ks, sec, true, 1999999999);
+    CHECK(soon != NULL);
     CHECK(find_secret(l, ks, sec, false, 2000000000) == NULL);
+    /* another key's creation rebuilds the set; the unchanged key is kept, not rebuilt */
+    CHECK_EQ_INT(keystore_count(ks), 1);
+    a = call(l, ks, c, "POST", NULL, "{\"id\":\"later\"}");
+    CHECK_EQ_INT(a.status, 201);
+    free(a.body);
+    for (int i = 0; i < 300 && keystore_count(ks) < 2; i++) loop_run_once(l, 10, &err);
+    CHECK_EQ_INT(keystore_count(ks), 2);
+    CHECK(find_secret(l, ks, sec, true, 1999999999) == soon);
     a = call(l, ks, c, "GET", NULL, NULL);
     CHECK(a.status == 200 && strstr(a.body, "\"soon\"") && !strstr(a.body, "\"dyn\"") && !strstr(a.body, sec));
     free(a.body);

@@ -21,6 +21,8 @@ typedef struct ks_key {
     gw_key k;
     int refs;                  /* the set's one, plus each request holding it */
     int64_t expires_at;        /* unix seconds; 0: never */
+    char *spec;                /* the row's spec, and the configuration it was built */
+    const gw_config *cfg;      /* against: an unchanged key is kept by a rebuild */
 } ks_key;
 
 typedef enum { OP_CREATE, OP_GET, OP_LIST, OP_PATCH, OP_REVOKE } ks_op;
@@ -585,6 +587,7 @@ void keystore_use_db(keystore *ks, gw_ledger_kind kind, const char *target) {
 }
 
 static void key_free(ks_key *k) {
+    free(k->spec);
     free(k->k.id);
     free(k->k.routes);
     free(k);
@@ -622,8 +625,11 @@ static ks_key *key_build(const gw_config *c, json_t *row) {
         if (hi < 0 || lo < 0) { free(k); return NULL; }
         k->k.sha256[i] = (uint8_t)(hi << 4 | lo);
     }
-    json_t *spec = json_loads(json_string_value(json_object_get(row, "spec")), 0, NULL);
+    const char *text = json_string_value(json_object_get(row, "spec"));
+    json_t *spec = json_loads(text ? text : "{}", 0, NULL);
     if (!json_is_object(spec)) { json_decref(spec); spec = json_object(); }
+    k->spec = sg_xstrdup(text ? text : "{}");
+    k->cfg = c;
     k->k.id = sg_xstrdup(id);
     k->k.dyn = k;
     k->refs = 1;
@@ -666,31 +672,68 @@ static void set_clear(keystore *ks) {
     ks->n = ks->cap = 0;
 }
 
-void keystore_rebuild(keystore *ks, const gw_config *c) {
-    ks->cfg = c;
-    set_clear(ks);
-    size_t n = json_array_size(ks->rows);
-    if (!n || !c) return;
-    ks->keys = sg_xcalloc(n, sizeof *ks->keys);
-    ks->cap = 16;
-    while (ks->cap < 2 * n) ks->cap <<= 1;
-    ks->table = sg_xcalloc(ks->cap, sizeof *ks->table);
-    size_t i;
-    json_t *row;
-    json_array_foreach(ks->rows, i, row) {
-        const char *id = json_string_value(json_object_get(row, "id"));
-        if (id && config_key_by_id(c, id)) {
-            SG_WARN("keys: the database's key \"%s\" is not served: the configuration file has a key with that id", id);
-            continue;
-        }
-        ks_key *k = key_build(c, row);
-        if (!k) continue;
-        if (config_key_find_hash(c, k->k.sha256)) { key_free(k); continue; }   /* the file's key wins */
-        size_t s = slot_of(k->k.sha256, ks->cap);
-        while (ks->table[s]) s = (s + 1) & (ks->cap - 1);
-        ks->table[s] = k;
-        ks->keys[ks->n++] = k;
+static ks_key *lookup(ks_key *const *table, size_t cap, const uint8_t *h) {
+    for (size_t s = cap ? slot_of(h, cap) : 0; cap && table[s]; s = (s + 1) & (cap - 1))
+        if (!memcmp(table[s]->k.sha256, h, GW_SHA256_LEN)) return table[s];
+    return NULL;
+}
+
+/* The key a row describes: the one already served when nothing changed (same id, spec
+ * and configuration: a poll that saw another key change rebuilds little), else built. */
+static ks_key *key_for(const keystore *ks, const gw_config *c, json_t *row) {
+    const char *id = json_string_value(json_object_get(row, "id"));
+    const char *hex = json_string_value(json_object_get(row, "sha256"));
+    const char *spec = json_string_value(json_object_get(row, "spec"));
+    uint8_t h[GW_SHA256_LEN];
+    bool ok = hex && strlen(hex) == 2 * GW_SHA256_LEN;
+    for (int i = 0; ok && i < GW_SHA256_LEN; i++) {
+        int hi = hexval(hex[2 * i]), lo = hexval(hex[2 * i + 1]);
+        ok = hi >= 0 && lo >= 0;
+        h[i] = (uint8_t)(hi << 4 | lo);
     }
+    ks_key *old = ok ? lookup(ks->table, ks->cap, h) : NULL;
+    if (old && old->cfg == c && id && spec && !strcmp(old->k.id, id) && !strcmp(old->spec, spec)) {
+        old->refs++;
+        return old;
+    }
+    return key_build(c, row);
+}
+
+void keystore_rebuild(keystore *ks, const gw_config *c) {
+    size_t n = json_array_size(ks->rows);
+    ks_key **keys = NULL, **table = NULL;
+    size_t nk = 0, cap = 0;
+    if (n && c) {
+        keys = sg_xcalloc(n, sizeof *keys);
+        cap = 16;
+        while (cap < 2 * n) cap <<= 1;
+        table = sg_xcalloc(cap, sizeof *table);
+        size_t i;
+        json_t *row;
+        json_array_foreach(ks->rows, i, row) {
+            const char *id = json_string_value(json_object_get(row, "id"));
+            if (id && config_key_by_id(c, id)) {
+                SG_WARN("keys: the database's key \"%s\" is not served: the configuration file has a key with that id", id);
+                continue;
+            }
+            ks_key *k = key_for(ks, c, row);
+            if (!k) continue;
+            if (config_key_find_hash(c, k->k.sha256) || lookup(table, cap, k->k.sha256)) {   /* the file's key wins */
+                keystore_release(&k->k);
+                continue;
+            }
+            size_t s = slot_of(k->k.sha256, cap);
+            while (table[s]) s = (s + 1) & (cap - 1);
+            table[s] = k;
+            keys[nk++] = k;
+        }
+    }
+    set_clear(ks);   /* the old set's references go; what the new one kept lives on */
+    ks->cfg = c;
+    ks->keys = keys;
+    ks->table = table;
+    ks->n = nk;
+    ks->cap = cap;
 }
 
 const gw_key *keystore_find_hash(const keystore *ks, const uint8_t hash[GW_SHA256_LEN], int64_t now_s) {
