@@ -1693,7 +1693,8 @@ static int read_auth(vctx *v, const node *root) {
 
 static const char *const k_top[] = {"version", "listen", "log_level", "direct", "server", "providers", "models",
                                     "routes", "keys", "auth", "circuit_breaker", "state", "ledger", "price_files",
-                                    "upstream", "responses", NULL};
+                                    "upstream", "responses", "alerts", NULL};
+static const char *const k_alerts[] = {"webhook_url", "timeout_ms", "retries", NULL};
 static const char *const k_server[] = {"max_connections", "max_header_bytes", "max_body_bytes", "header_timeout_ms",
                                        "body_timeout_ms", "idle_timeout_ms", "write_timeout_ms", "shutdown_grace_ms", NULL};
 static const char *const k_responses[] = {"max_count", "max_bytes", "max_age_s", "backend", NULL};
@@ -1736,6 +1737,8 @@ static void config_defaults(gw_config *c, const config_env *env, arena *a) {
     c->responses.max_count = 10000;
     c->responses.max_bytes = (size_t)256 << 20;
     c->responses.max_age_s = 86400;
+    c->alerts.timeout_ms = 5000;
+    c->alerts.retries = 3;
     c->state = (gw_state){NULL, true, arena_strdup(a, "smolgate:"), 100};
     c->ledger = (gw_ledger){GW_LEDGER_SQLITE, arena_strdup(a, "smolgate.db"), NULL,
                             arena_strdup(a, "smolgate-spool"), 1000, 500};
@@ -1820,6 +1823,12 @@ static int read_top(vctx *v, const node *root) {
         vpath rp = {&stp, "redis", -1};
         if (why) return verr(v, mget(stn, "redis")->line, &rp, "%s (redis://, rediss:// or unix://; value not shown)", why);
     }
+
+    const node *aln = mget(root, "alerts");
+    vpath alp = {NULL, "alerts", -1};
+    if (map_check(v, aln, &alp, k_alerts) || get_url(v, aln, &alp, "webhook_url", &c->alerts.webhook_url) ||
+        get_ms(v, aln, &alp, "timeout_ms", &c->alerts.timeout_ms) || get_int(v, aln, &alp, "retries", 0, 10, &c->alerts.retries))
+        return -1;
 
     const node *ldn = mget(root, "ledger");
     vpath ldp = {NULL, "ledger", -1};

@@ -216,6 +216,7 @@ typedef struct gw_key {
     size_t n_route_limits;
     gw_budget budget;
     int line;
+    struct ks_key *dyn;       /* a key made at run time (keystore.h); NULL: from the file */
 } gw_key;
 
 /* Inbound HTTP server bounds (defaults match http_server_config_defaults). */
@@ -289,6 +290,11 @@ typedef struct gw_config {
         uint32_t max_age_s;       /* default 86400 */
         bool memory;              /* backend: memory (true) or the ledger's database (default) */
     } responses;
+    struct {                      /* budget alerts (docs/config.md "alerts") */
+        char *webhook_url;        /* secret-ish (may carry a token); NULL: log only */
+        uint32_t timeout_ms;      /* per POST; default 5000 */
+        int retries;              /* after the first try; default 3 */
+    } alerts;
     struct redact_set *secrets;   /* every secret above (provider keys and header values,
                                      gateway key hashes, DSN passwords), for redact.h:
                                      what the gateway relays or logs about upstream errors

@@ -551,7 +551,9 @@ static void handle_stored_response(gateway *g, http_exchange *x, const char *res
     else rstore_fetch_async(g->loop, ids, 1, &who, rcall_done, c);
 }
 
-/* The gateway key a client presents (Authorization: Bearer or x-api-key). */
+/* The gateway key a client presents (Authorization: Bearer or x-api-key): one of the
+ * file's, else one made at run time (keystore.h; only where the file has keys, so that
+ * key management never turns authentication on by itself). */
 static const gw_key *authenticate(gateway *g, const http_request *req, bool *ok) {
     *ok = true;
     if (!g->cfg->n_keys) return NULL;
@@ -560,9 +562,63 @@ static const gw_key *authenticate(gateway *g, const http_request *req, bool *ok)
     if (v && !strncasecmp(v, "Bearer ", 7)) k = v + 7;
     if (!k) k = http_request_header(req, "x-api-key");
     if (!k) k = http_request_header(req, "x-goog-api-key");
-    const gw_key *key = k ? config_key_find(g->cfg, k, strlen(k)) : NULL;
+    const gw_key *key = NULL;
+    uint8_t h[GW_SHA256_LEN];
+    if (k && !config_key_hash(k, strlen(k), h)) {
+        key = config_key_find_hash(g->cfg, h);
+        if (!key) key = keystore_find_hash(g->keys, h, (int64_t)time(NULL));
+        explicit_bzero(h, sizeof h);
+    }
     if (!key) *ok = false;
     return key;
+}
+
+/* ---- /admin/keys: run-time keys (keystore.h); the calls run on its worker ---- */
+
+typedef struct admin_call {
+    http_exchange *x;
+    bool gone;
+} admin_call;
+
+static void admin_abort(http_exchange *x, void *arg) {
+    (void)x;
+    ((admin_call *)arg)->gone = true;
+}
+
+static void admin_done(void *arg, int status, const char *body, size_t len) {   /* loop thread */
+    admin_call *a = arg;
+    if (a->gone) http_exchange_close(a->x);
+    else {
+        http_exchange_on_abort(a->x, NULL, NULL);
+        respond_json(a->x, status, body, len);
+    }
+    free(a);
+}
+
+static void handle_admin_keys(gateway *g, http_exchange *x, const http_request *req, const char *rest, const gw_key *key) {
+    if (!key) {   /* no keys in the file: nothing to manage keys with */
+        respond_error(x, gw_client_apis[0], 403, "permission_denied",
+                      "key management needs gateway keys: add a key with role admin to keys: in the configuration");
+        return;
+    }
+    if (key->role != GW_ROLE_ADMIN) {
+        respond_error(x, gw_client_apis[0], 403, "permission_denied", "/admin/keys needs an admin key");
+        return;
+    }
+    const char *id = NULL;
+    char buf[80];
+    if (*rest == '/') {
+        if (!rest[1] || strlen(rest + 1) >= sizeof buf || strchr(rest + 1, '/')) {
+            respond_error(x, gw_client_apis[0], 404, "key_not_found", "no gateway key by that id");
+            return;
+        }
+        snprintf(buf, sizeof buf, "%s", rest + 1);
+        id = buf;
+    }
+    admin_call *a = sg_xcalloc(1, sizeof *a);
+    a->x = x;
+    http_exchange_on_abort(x, admin_abort, a);
+    keystore_admin(g->keys, g->cfg, req->method, id, req->body, req->body_len, admin_done, a);
 }
 
 static void handler(http_exchange *x, const http_request *req, void *arg) {
@@ -616,6 +672,8 @@ static void handler(http_exchange *x, const http_request *req, void *arg) {
         else respond_error(x, wire, 403, "permission_denied", "GET /metrics needs an admin key or a key with role metrics");
     } else if (!strcmp(path, "/v1/usage") && get) {
         handle_usage(g, x, req, key);
+    } else if (!strncmp(path, "/admin/keys", 11) && (!path[11] || path[11] == '/')) {
+        handle_admin_keys(g, x, req, path + 11, key);
     } else if (!strncmp(path, "/v1/responses/", 14) && path[14] && (get || !strcmp(m, "DELETE"))) {
         handle_stored_response(g, x, path + 14, get, key);
     } else {
@@ -702,6 +760,36 @@ static void apply_responses(const gw_config *c) {
     rstore_use_db(c->ledger.kind, t);
 }
 
+/* A budget crossed its alert threshold (limits.h, which logged it): to the webhook, with
+ * ids and amounts only. */
+static void on_budget_alert(void *ctx, const limits_alert_info *a) {
+    gateway *g = ctx;
+    bool key = !strncmp(a->scope, "key:", 4), route = !strncmp(a->scope, "route:", 6);
+    json_t *o = json_pack("{s:s,s:s,s:s,s:f,s:f,s:i,s:I}", "event", "budget_alert", "scope",
+                          key ? "key" : route ? "route" : "other", "period", a->period, "spent_usd", a->spent / 1e6,
+                          "budget_usd", a->cap / 1e6, "threshold_percent", a->percent, "time", (json_int_t)time(NULL));
+    if (key) json_object_set_new(o, "key_id", json_string(a->scope + 4));
+    if (route) json_object_set_new(o, "route", json_string(a->scope + 6));
+    json_object_set_new(o, "label", json_string(a->label));
+    char *s = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    if (s) alert_hook_send(g->alerts, s);
+    free(s);
+}
+
+static limits *new_limits(gateway *g, const gw_config *c, sg_error *err) {
+    limits_opts o = {.on_budget_alert = on_budget_alert, .alert_ctx = g};
+    return limits_new(g->loop, &c->state, &o, err);
+}
+
+/* Run-time keys live in the ledger's database; the alert webhook is the file's. */
+static void apply_keys(gateway *g, const gw_config *c) {
+    const char *t = c->ledger.kind == GW_LEDGER_POSTGRES ? c->ledger.postgres_url : c->ledger.sqlite_path;
+    keystore_use_db(g->keys, c->ledger.kind, t);
+    keystore_rebuild(g->keys, c);
+    alert_hook_configure(g->alerts, c->alerts.webhook_url, c->alerts.timeout_ms, c->alerts.retries);
+}
+
 static void reload_refused(const char *why) { SG_ERROR("reload refused, the running configuration stays: %s", why); }
 
 static void reload(gateway *g) {
@@ -722,7 +810,7 @@ static void reload(gateway *g) {
     /* Build what the new sections need before touching anything: any failure refuses. */
     limits *lim = NULL;
     bool new_store = !config_state_same_store(&g->cfg->state, &c->state);
-    if (new_store && !(lim = limits_new(g->loop, &c->state, NULL, &err))) {
+    if (new_store && !(lim = new_limits(g, c, &err))) {
         char why[600];
         snprintf(why, sizeof why, "state: %s", err.msg);
         reload_refused(why);
@@ -758,6 +846,7 @@ static void reload(gateway *g) {
     /* Commit. Everything below succeeds. */
     breaker_table_set_max(g->breakers, c->circuit_breaker.max_targets);
     apply_responses(c);
+    apply_keys(g, c);              /* before old goes: run-time keys now point into c */
     cost_catalog_free(g->costs);   /* requests look prices up when they end: swap now */
     g->costs = costs;
     if (lim) {   /* requests in flight end their leases on the old limiter: it stays until then */
@@ -923,7 +1012,10 @@ int gateway_serve(const gateway_opts *o, sg_error *err) {
     if (!(g->loop = loop_new(err))) goto out;
     loop_timer_init(&g->old_limits_timer, sweep_old_limits, g);
     if (!(g->costs = cost_catalog_build(cfg, err))) goto out;
-    if (!(g->limits = limits_new(g->loop, &cfg->state, NULL, err))) goto out;
+    g->alerts = alert_hook_new();
+    if (!(g->limits = new_limits(g, cfg, err))) goto out;
+    g->keys = keystore_new(g->loop);
+    apply_keys(g, cfg);
     ledger_opts lo;
     ledger_opts_from_config(&lo, cfg);
     if (!(g->ledger = ledger_open(&lo, err))) goto out;
@@ -967,6 +1059,7 @@ int gateway_serve(const gateway_opts *o, sg_error *err) {
             (unsigned long long)g->stats.errors, (unsigned long long)g->stats.fallbacks);
 out:
     if (sw.fd >= 0) { loop_watch_remove(g->loop, &sw.w); close(sw.fd); }
+    keystore_free(g->keys);   /* its last answers go out while the exchanges are there */
     if (g->http) http_server_free(g->http);
     rstore_shutdown();   /* the responses' worker ends its queue (the exchanges are gone) */
     if (g->up) upstream_free(g->up);
@@ -989,6 +1082,7 @@ out:
     cost_catalog_free(g->costs);
     if (g->ledger) ledger_close(g->ledger, 5000);   /* what cannot be delivered stays spooled */
     metrics_free(g->metrics);
+    alert_hook_free(g->alerts);
     for (size_t i = 0; i < g->n_locals; i++) {
         bool alias = false;   /* an alias shares its model's engine */
         for (size_t k = 0; k < i; k++) alias |= g->locals[k].lm == g->locals[i].lm;

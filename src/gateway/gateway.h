@@ -13,7 +13,8 @@
  *
  * Endpoints: POST /v1/chat/completions (OpenAI), POST /v1/messages (Anthropic),
  * GET /v1/models, GET /v1/status (open or failing targets, bounded; ledger losses),
- * GET /v1/usage, GET /metrics, GET /healthz, GET /readyz. With gateway keys, what a key
+ * GET /v1/usage, GET /metrics, GET /healthz, GET /readyz, and with an admin key
+ * GET/POST /admin/keys and GET/PATCH/DELETE /admin/keys/{id} (keystore.h). With gateway keys, what a key
  * sees follows its role (config.h, docs/config.md "Roles"): a user key its own usage and
  * the routes and models it may use, an admin key everything, a metrics key /metrics only. */
 #ifndef SG_GATEWAY_GATEWAY_H
@@ -25,9 +26,11 @@
 
 #include "common/error.h"
 #include "gateway/breaker.h"
+#include "gateway/alert_hook.h"
 #include "gateway/api.h"
 #include "gateway/config.h"
 #include "gateway/cost.h"
+#include "gateway/keystore.h"
 #include "gateway/ledger.h"
 #include "gateway/limits.h"
 #include "gateway/metrics.h"
@@ -69,6 +72,8 @@ typedef struct gateway {
     pthread_t *ledger_closers;/* threads closing ledgers replaced by reloads (joined at exit) */
     size_t n_ledger_closers;
     metrics *metrics;         /* GET /metrics */
+    keystore *keys;           /* keys made at run time (/admin/keys), from the ledger's database */
+    alert_hook *alerts;       /* budget alerts to alerts.webhook_url */
     gw_local_entry *locals;
     size_t n_locals;
     breaker_table *breakers;  /* circuit breakers by target (breaker.h) */

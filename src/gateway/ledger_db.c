@@ -43,6 +43,10 @@ static const char *const k_sqlite_migrations[] = {
     " created_ms INTEGER NOT NULL, bytes INTEGER NOT NULL,"
     " response TEXT NOT NULL, messages TEXT NOT NULL, input_items TEXT NOT NULL);"
     "CREATE INDEX responses_created ON responses (created_ms);",
+    /* 3: gateway keys made at run time (keystore.c); only the SHA-256 of each secret */
+    "CREATE TABLE gateway_keys ("
+    " id TEXT NOT NULL PRIMARY KEY, sha256 TEXT NOT NULL UNIQUE, spec TEXT NOT NULL,"
+    " created_ms INTEGER NOT NULL, updated_ms INTEGER NOT NULL, revoked_ms INTEGER);",
 };
 
 static const char *const k_pg_migrations[] = {
@@ -70,6 +74,9 @@ static const char *const k_pg_migrations[] = {
     " created_ms BIGINT NOT NULL, bytes BIGINT NOT NULL,"
     " response TEXT NOT NULL, messages TEXT NOT NULL, input_items TEXT NOT NULL);"
     "CREATE INDEX responses_created ON responses (created_ms);",
+    "CREATE TABLE gateway_keys ("
+    " id TEXT NOT NULL PRIMARY KEY, sha256 TEXT NOT NULL UNIQUE, spec TEXT NOT NULL,"
+    " created_ms BIGINT NOT NULL, updated_ms BIGINT NOT NULL, revoked_ms BIGINT);",
 };
 
 _Static_assert(sizeof k_sqlite_migrations / sizeof k_sqlite_migrations[0] == LEDGER_SCHEMA_VERSION + 1,

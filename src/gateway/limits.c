@@ -284,6 +284,10 @@ void limits_alert(limits *lim, const limits_lease *l, const limits_check *c, int
     put_usd(b, sizeof b, c->limit);
     SG_WARN("limits: %s crossed its alert threshold (%d%%): %s spent of %s", name, c->alert_percent, a, b);
     if (lim->opts.on_alert) lim->opts.on_alert(lim->opts.alert_ctx, name, spent, c->limit);
+    if (lim->opts.on_budget_alert) {
+        limits_alert_info al = {name, l->scopes[c->scope].key, limits_period_name(c->period), c->alert_percent, spent, c->limit};
+        lim->opts.on_budget_alert(lim->opts.alert_ctx, &al);
+    }
 }
 
 /* ---- the in-process backend ---- */

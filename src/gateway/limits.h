@@ -130,6 +130,15 @@ typedef struct limits_usage {
                                 is charged (never less than what might have been spent) */
 } limits_usage;
 
+/* A budget that crossed its alert threshold. */
+typedef struct limits_alert_info {
+    const char *label;       /* "budget key team-a daily" */
+    const char *scope;       /* "key:team-a" or "route:chat" */
+    const char *period;      /* "daily", "monthly", "total" */
+    int percent;             /* the threshold crossed */
+    int64_t spent, cap;      /* micro-dollars */
+} limits_alert_info;
+
 typedef struct limits_opts {
     uint32_t window_ms;      /* rpm / tpm window; 0 = 60000. Shorter only in tests. */
     /* Test clock, microseconds since the epoch; NULL: CLOCK_MONOTONIC for windows and
@@ -139,6 +148,8 @@ typedef struct limits_opts {
     /* Called besides the log when a budget crosses its alert_percent (once per period):
      * label "budget key team-a daily", spent and cap in micro-dollars. */
     void (*on_alert)(void *ctx, const char *label, int64_t spent, int64_t cap);
+    /* The same, with the budget's scope apart (the gateway's alert webhook). */
+    void (*on_budget_alert)(void *ctx, const struct limits_alert_info *a);
     void *alert_ctx;
 } limits_opts;
 

@@ -201,6 +201,7 @@ static void proxy_free(proxy_req *p) {
     scan_free(p);
     render_free(p);
     gw_request_free(&p->req);   /* after the renderer, which is the request's API's */
+    keystore_release(p->key);
     config_unref(p->cfg);
     free(p);
 }
@@ -1002,6 +1003,7 @@ void proxy_handle(gateway *g, http_exchange *x, const http_request *req, const g
     p->cfg = config_ref(g->cfg);
     p->x = x;
     p->key = key;
+    keystore_hold(key);   /* a run-time key stays valid while this request uses it */
     p->t_start = loop_now_ms(g->loop);
     p->cost = COST_UNPRICED;
     struct timespec ts;

@@ -5,7 +5,7 @@
 # Starts PostgreSQL from Debian's package (/usr/lib/postgresql/*/bin: initdb + pg_ctl in a
 # temporary folder, as the postgres user when run as root, password authentication on a
 # free loopback port), builds tests/ledger/ledger_driver.c (see ledger_sqlite.sh), then:
-#   (a) 3000 records: delivered exactly once; the schema is at version 2 (migrations 1, 2);
+#   (a) 3000 records: delivered exactly once; the schema is at version 3 (migrations 1, 2, 3);
 #   (b) PostgreSQL stopped for 2 s while a driver appends at 1000/s, then started again:
 #       the driver keeps appending (spooled), delivers everything when the server is
 #       back, and SIGTERM leaves every record in the database exactly once;
@@ -109,7 +109,7 @@ progress() { echo $((10#$(head -c 20 "$1"))); }
   || { cat "$tmp/a.log"; die "(a) the driver failed"; }
 check_exact "(a) 3000 appended" "$url" once 3000
 v=$(psql_q -d smolgate -c "SELECT string_agg(version::text, ',') FROM schema_version")
-[ "$v" = 1,2 ] && ok "(a) schema_version: 1,2" || bad "(a) schema_version: $v"
+[ "$v" = 1,2,3 ] && ok "(a) schema_version: 1,2,3" || bad "(a) schema_version: $v"
 
 # ---- (b) outage ----
 spool=$tmp/spool-b
@@ -141,7 +141,7 @@ wait_exit $p1 60 && wait_exit $p2 60 && ok "(c) both writers exit 0" || bad "(c)
 check_exact "(c) writer A" "$url2" twoA 4000
 check_exact "(c) writer B" "$url2" twoB 4000
 v=$(PGPASSWORD=$pw "$pgbin/psql" -h 127.0.0.1 -p "$port" -U smolgate -qAtX -d twodb -c "SELECT COUNT(*) FROM schema_version")
-[ "$v" = 2 ] && ok "(c) the schema was created once by two racing writers (migrations 1, 2)" || bad "(c) schema_version rows: $v"
+[ "$v" = 3 ] && ok "(c) the schema was created once by two racing writers (migrations 1, 2, 3)" || bad "(c) schema_version rows: $v"
 "$driver" --spool "$tmp/spool-c1" --postgres "$url2" --prefix dup --count 3000 --flush-ms 10 --batch 100 2>"$tmp/c3.log" &
 p1=$!; pids+=($p1)
 "$driver" --spool "$tmp/spool-c2" --postgres "$url2" --prefix dup --count 3000 --flush-ms 10 --batch 100 2>"$tmp/c4.log" &
