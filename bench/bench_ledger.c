@@ -33,7 +33,7 @@ static int cmp_i64(const void *a, const void *b) {
 }
 
 static char g_run[32];
-static ledger_attempt g_att[2] = {{"openai", "gpt-4o-mini", 429, "retryable", 85}, {"anthropic", "claude-haiku-4-5-20251001", 200, NULL, 1240}};
+static ledger_attempt g_att[2] = {{"openai", "gpt-4o-mini", 429, "retryable", 85, 0}, {"anthropic", "claude-haiku-4-5-20251001", 200, NULL, 1240, 85}};
 
 static void make(ledger_record *r, char *id, size_t cap, long i) {
     snprintf(id, cap, "%s-%016lx", g_run, i);

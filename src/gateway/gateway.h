@@ -69,6 +69,7 @@ typedef struct gateway {
     pthread_t *ledger_closers;/* threads closing ledgers replaced by reloads (joined at exit) */
     size_t n_ledger_closers;
     metrics *metrics;         /* GET /metrics */
+    struct otlp *otlp;        /* request traces out (otlp.h); NULL when tracing is off */
     gw_local_entry *locals;
     size_t n_locals;
     breaker_table *breakers;  /* circuit breakers by target (breaker.h) */
