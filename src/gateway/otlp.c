@@ -205,6 +205,7 @@ struct otlp {
     item **q;                 /* ring of queue_max */
     size_t head, len;
     bool stop;
+    struct timespec stop_by;  /* CLOCK_MONOTONIC: otlp_close's bound */
     uint64_t rng;             /* under mu */
     uint64_t sample_below;    /* a trace id's low 8 bytes below this: sampled */
     bool sample_all;
@@ -290,14 +291,26 @@ void otlp_submit(otlp *o, const ledger_record *r, const char *op, const otlp_con
 static size_t discard(char *p, size_t s, size_t n, void *u) { (void)p; (void)u; return s * n; }
 
 /* One POST. 0: accepted; 1: worth retrying (429, 5xx, no answer); -1: refused for good. */
-static int post(otlp *o, CURL *c, const sg_buf *body) {
+static long ms_left(const struct timespec *by) {
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (long)(by->tv_sec - now.tv_sec) * 1000 + (by->tv_nsec - now.tv_nsec) / 1000000;
+}
+
+static int post(otlp *o, CURL *c, const sg_buf *body, bool final) {
     curl_easy_reset(c);
     curl_easy_setopt(c, CURLOPT_URL, o->url);
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, o->headers);
     curl_easy_setopt(c, CURLOPT_POSTFIELDS, body->data);
     curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body->len);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)o->o.timeout_ms);
-    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, (long)o->o.timeout_ms);
+    long tmo = (long)o->o.timeout_ms;
+    if (final) {   /* closing: within otlp_close's bound (stop_by is set before stop) */
+        long left = ms_left(&o->stop_by);
+        if (left < 1) return -1;
+        if (left < tmo) tmo = left;
+    }
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, tmo);
+    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, tmo);
     curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, discard);
     CURLcode rc = curl_easy_perform(c);
@@ -339,7 +352,7 @@ static void export_batch(otlp *o, CURL *c, item **batch, size_t n, bool final) {
     for (uint32_t t = 0; rc == 1 && t <= o->o.max_retries; t++) {
         if (t && (final || wait_ms(o, backoff))) break;   /* stopping: no more waits */
         backoff = backoff * 2 > 5000 ? 5000 : backoff * 2;
-        rc = post(o, c, &body);
+        rc = post(o, c, &body, final);
         if (rc) {
             pthread_mutex_lock(&o->mu);
             bool first = o->st.export_failures++ == 0;
@@ -441,17 +454,27 @@ otlp *otlp_open(const otlp_opts *in, sg_error *err) {
         free(o);
         return NULL;
     }
-    const char *q = strchr(o->url, '?');
-    SG_INFO("otlp: traces to %.*s (sample ratio %g, batch %u, queue %u)", q ? (int)(q - o->url) : (int)strlen(o->url),
-            o->url, in->sample_ratio, o->o.batch_max, o->o.queue_max);
+    /* logged without user:password@ or a query string, which may hold credentials */
+    const char *host = strstr(o->url, "://");
+    host = host ? host + 3 : o->url;
+    const char *at = strchr(host, '@'), *slash = strchr(host, '/');
+    if (at && (!slash || at < slash)) host = at + 1;
+    const char *q = strchr(host, '?');
+    const char *scheme_end = strstr(o->url, "://");
+    SG_INFO("otlp: traces to %.*s%.*s (sample ratio %g, batch %u, queue %u)",
+            scheme_end ? (int)(scheme_end + 3 - o->url) : 0, o->url, q ? (int)(q - host) : (int)strlen(host), host,
+            in->sample_ratio, o->o.batch_max, o->o.queue_max);
     return o;
 }
 
 void otlp_close(otlp *o, uint32_t timeout_ms) {
     if (!o) return;
     pthread_mutex_lock(&o->mu);
+    clock_gettime(CLOCK_MONOTONIC, &o->stop_by);
+    o->stop_by.tv_sec += timeout_ms / 1000;
+    o->stop_by.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (o->stop_by.tv_nsec >= 1000000000L) { o->stop_by.tv_sec++; o->stop_by.tv_nsec -= 1000000000L; }
     o->stop = true;
-    if (timeout_ms < o->o.timeout_ms) o->o.timeout_ms = timeout_ms ? timeout_ms : 1;
     pthread_cond_broadcast(&o->cv);
     pthread_mutex_unlock(&o->mu);
     pthread_join(o->th, NULL);

@@ -22,7 +22,7 @@
  * slow or dead receiver costs the gateway a bounded amount of memory and nothing else.
  *
  * Secrets: header values (authorization tokens) are sent, never logged; the endpoint is
- * logged without its query string.
+ * logged without user:password@ and its query string.
  *
  * Threads: otlp_submit and otlp_get_stats from any thread; otlp_open/otlp_close from one
  * owner. */
@@ -87,7 +87,9 @@ otlp *otlp_open(const otlp_opts *o, sg_error *err);
  * trace context or NULL; op as for otlp_record_json. Never blocks on I/O. NULL-safe. */
 void otlp_submit(otlp *o, const ledger_record *r, const char *op, const otlp_context *parent);
 
-/* Exports what is queued (one try per batch, within timeout_ms), stops the thread. NULL ok. */
+/* Exports what is queued (one try per batch) within timeout_ms, then drops the rest
+ * (counted); an export already in flight may add up to opts.timeout_ms. Stops the
+ * thread. NULL ok. */
 void otlp_close(otlp *o, uint32_t timeout_ms);
 
 typedef struct otlp_stats {
