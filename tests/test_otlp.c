@@ -245,6 +245,17 @@ static void test_queue_bound_receiver_down(void) {
     CHECK(strstr(m.data, "smolgate_otlp_dropped_queue_full_total 6\n") != NULL);
     CHECK(strstr(m.data, "smolgate_otlp_pending 4\n") != NULL);
     sg_buf_free(&m);
+    /* a record with more attempts than are kept, each with every string: copied whole */
+    ledger_attempt many[LEDGER_MAX_ATTEMPTS + 8];
+    for (size_t i = 0; i < LEDGER_MAX_ATTEMPTS + 8; i++) many[i] = (ledger_attempt){"p", "m", 503, "retryable", 1, (int64_t)i};
+    ledger_record big = r;
+    big.attempts = many;
+    big.n_attempts = LEDGER_MAX_ATTEMPTS + 8;
+    otlp_context sampled;
+    CHECK_EQ_INT(otlp_parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", &sampled), 0);
+    otlp_submit(x, &big, "chat", &sampled);   /* the queue is full: dropped, counted */
+    otlp_get_stats(x, &st);
+    CHECK_EQ_INT(st.dropped_full, 7);
     /* close: one try at the dead receiver, bounded */
     t0 = now_s();
     otlp_close(x, 1000);
@@ -259,6 +270,9 @@ static void test_queue_bound_receiver_down(void) {
     otlp_get_stats(x, &st);
     CHECK_EQ_INT(st.queued, 0);
     CHECK_EQ_INT(st.sampled_out, 5);
+    otlp_submit(x, &big, "chat", &sampled);   /* a sampled caller wins over the ratio; queued */
+    otlp_get_stats(x, &st);
+    CHECK_EQ_INT(st.queued, 1);
     otlp_close(x, 100);
 }
 

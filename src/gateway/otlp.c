@@ -178,7 +178,7 @@ typedef struct item {
     ledger_attempt atts[LEDGER_MAX_ATTEMPTS];
     otlp_ids ids;
     char op[16];
-    char *strs[8 + 2 * LEDGER_MAX_ATTEMPTS];   /* what to free */
+    char *strs[7 + 3 * LEDGER_MAX_ATTEMPTS];   /* what to free: 7 of the record, 3 per attempt */
     int n_strs;
 } item;
 
