@@ -346,7 +346,13 @@ static void test_export(void) {
     otlp_context parent;
     otlp_parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", &parent);
     otlp_submit(x, &r, "chat", &parent);
-    otlp_submit(x, &r, "chat", NULL);
+    /* a long model name is cut at 256 bytes, on a character boundary: "\xc3\xa9" straddles it */
+    char longname[300];
+    memset(longname, 'a', 255);
+    strcpy(longname + 255, "\xc3\xa9tail");
+    ledger_record r2 = r;
+    r2.requested_model = longname;
+    otlp_submit(x, &r2, "chat", NULL);
     otlp_stats st = {0};
     for (int i = 0; i < 200 && st.exported < 6; i++) { usleep(10000); otlp_get_stats(x, &st); }
     CHECK_EQ_INT(st.exported, 6);
@@ -363,6 +369,7 @@ static void test_export(void) {
     CHECK(strcmp(field(json_array_get(spans, 3), "traceId"), "4bf92f3577b34da6a3ce929d0e0e4736") != 0);
     CHECK_EQ_INT(strlen(field(json_array_get(spans, 3), "traceId")), 32);
     CHECK_EQ_STR(field(json_array_get(spans, 4), "parentSpanId"), field(json_array_get(spans, 3), "spanId"));
+    CHECK_EQ_INT(strlen(field(json_array_get(spans, 3), "name")), 5 + 255);   /* "chat " + the name, without the cut character */
     json_decref(doc);
     otlp_close(x, 100);
     close(rv.fd);

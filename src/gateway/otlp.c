@@ -2,7 +2,6 @@
 #include "gateway/otlp.h"
 
 #include <curl/curl.h>
-#include <jansson.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,114 +59,127 @@ static void hex(char *out, const uint8_t *b, size_t n) {
     out[2 * n] = 0;
 }
 
-static json_t *nanos(int64_t ms) {
-    char s[32];
-    snprintf(s, sizeof s, "%lld000000", (long long)(ms > 0 ? ms : 0));
-    return json_string(s);
-}
+/* Written straight into the buffer (not through a JSON tree): the exporter shares the
+ * machine with the loop, and this is several times cheaper per span. */
 
-static void attr_str(json_t *a, const char *k, const char *v) {
+static void key(sg_buf *b, bool *first, const char *k) {
+    sg_buf_puts(b, *first ? "{\"key\":\"" : ",{\"key\":\"");
+    *first = false;
+    sg_buf_puts(b, k);   /* attribute names are our literals */
+    sg_buf_puts(b, "\",\"value\":{");
+}
+static void attr_str(sg_buf *b, bool *first, const char *k, const char *v) {
     if (!v) return;
-    json_array_append_new(a, json_pack("{s:s,s:{s:s}}", "key", k, "value", "stringValue", v));
+    key(b, first, k);
+    sg_buf_puts(b, "\"stringValue\":");
+    sg_buf_json_str(b, v, strlen(v));
+    sg_buf_puts(b, "}}");
 }
 /* OTLP JSON writes 64-bit integers as strings */
-static void attr_int(json_t *a, const char *k, int64_t v) {
-    char s[24];
-    snprintf(s, sizeof s, "%lld", (long long)v);
-    json_array_append_new(a, json_pack("{s:s,s:{s:s}}", "key", k, "value", "intValue", s));
+static void attr_int(sg_buf *b, bool *first, const char *k, int64_t v) {
+    key(b, first, k);
+    sg_buf_printf(b, "\"intValue\":\"%lld\"}}", (long long)v);
 }
-static void attr_double(json_t *a, const char *k, double v) {
-    json_array_append_new(a, json_pack("{s:s,s:{s:f}}", "key", k, "value", "doubleValue", v));
+static void attr_double(sg_buf *b, bool *first, const char *k, double v) {
+    key(b, first, k);
+    sg_buf_printf(b, "\"doubleValue\":%.17g}}", v);
 }
-static void attr_bool(json_t *a, const char *k, bool v) {
-    json_array_append_new(a, json_pack("{s:s,s:{s:b}}", "key", k, "value", "boolValue", v));
+static void attr_bool(sg_buf *b, bool *first, const char *k, bool v) {
+    key(b, first, k);
+    sg_buf_printf(b, "\"boolValue\":%s}}", v ? "true" : "false");
 }
 
 enum { KIND_SERVER = 2, KIND_CLIENT = 3, STATUS_OK = 1, STATUS_ERROR = 2 };
 
-static json_t *span(const uint8_t *trace, const uint8_t *id, const uint8_t *parent, const char *name, int kind,
-                    int64_t start_ms, int64_t end_ms, json_t *attrs, const char *error) {
+/* Opens a span object up to its attribute list ("attributes":[ ... ). */
+static void span_open(sg_buf *b, bool *first_span, const uint8_t *trace, const uint8_t *id, const uint8_t *parent,
+                      const char *op, const char *model, int kind, int64_t start_ms, int64_t end_ms) {
     char t[33], s[17], p[17];
     hex(t, trace, 16);
     hex(s, id, 8);
-    json_t *o = json_pack("{s:s,s:s,s:s,s:i,s:o,s:o,s:o}", "traceId", t, "spanId", s, "name", name, "kind", kind,
-                          "startTimeUnixNano", nanos(start_ms), "endTimeUnixNano", nanos(end_ms), "attributes", attrs);
-    if (parent) { hex(p, parent, 8); json_object_set_new(o, "parentSpanId", json_string(p)); }
-    /* Unset on success, as the GenAI conventions leave it; Error with the kind otherwise */
-    if (error) json_object_set_new(o, "status", json_pack("{s:i,s:s}", "code", STATUS_ERROR, "message", error));
-    return o;
+    if (!*first_span) sg_buf_putc(b, ',');
+    *first_span = false;
+    sg_buf_printf(b, "{\"traceId\":\"%s\",\"spanId\":\"%s\",", t, s);
+    if (parent) { hex(p, parent, 8); sg_buf_printf(b, "\"parentSpanId\":\"%s\",", p); }
+    char name[300];   /* op (< 16) + ' ' + a model (copies are cut at 256 bytes): never cut here */
+    snprintf(name, sizeof name, "%s %s", op, model ? model : "unknown");
+    sg_buf_puts(b, "\"name\":");
+    sg_buf_json_str(b, name, strlen(name));
+    sg_buf_printf(b, ",\"kind\":%d,\"startTimeUnixNano\":\"%lld000000\",\"endTimeUnixNano\":\"%lld000000\",\"attributes\":[",
+                  kind, (long long)(start_ms > 0 ? start_ms : 0), (long long)(end_ms > 0 ? end_ms : 0));
+}
+/* Closes the attribute list and the span; Error status with the kind, unset on success
+ * (as the GenAI conventions leave it). */
+static void span_close(sg_buf *b, const char *error) {
+    sg_buf_putc(b, ']');
+    if (error) {
+        sg_buf_printf(b, ",\"status\":{\"code\":%d,\"message\":", STATUS_ERROR);
+        sg_buf_json_str(b, error, strlen(error));
+        sg_buf_putc(b, '}');
+    }
+    sg_buf_putc(b, '}');
 }
 
-static void add_spans(json_t *spans, const ledger_record *r, const char *op, const otlp_ids *ids) {
-    char name[200];
-    const char *req_model = r->requested_model ? r->requested_model : "unknown";
-    snprintf(name, sizeof name, "%s %s", op, req_model);
-    json_t *a = json_array();
-    attr_str(a, "gen_ai.operation.name", op);
-    attr_str(a, "gen_ai.request.model", r->requested_model);
-    attr_str(a, "gen_ai.response.model", r->model);
-    attr_str(a, "gen_ai.provider.name", r->provider);
+static void add_spans(sg_buf *b, bool *first_span, const ledger_record *r, const char *op, const otlp_ids *ids) {
+    bool f = true;
+    span_open(b, first_span, ids->trace_id, ids->root_id, ids->has_parent ? ids->parent_id : NULL, op,
+              r->requested_model, KIND_SERVER, r->time_ms, r->time_ms + r->latency_ms);
+    attr_str(b, &f, "gen_ai.operation.name", op);
+    attr_str(b, &f, "gen_ai.request.model", r->requested_model);
+    attr_str(b, &f, "gen_ai.response.model", r->model);
+    attr_str(b, &f, "gen_ai.provider.name", r->provider);
     const gw_usage *u = &r->usage;
     if (u->input >= 0)   /* the conventions count cached prompt tokens as input too */
-        attr_int(a, "gen_ai.usage.input_tokens", u->input + (u->cache_read > 0 ? u->cache_read : 0) +
-                                                     (u->cache_write > 0 ? u->cache_write : 0));
-    if (u->output >= 0) attr_int(a, "gen_ai.usage.output_tokens", u->output);
-    if (u->cache_read > 0) attr_int(a, "gen_ai.usage.cache_read.input_tokens", u->cache_read);
-    if (u->cache_write > 0) attr_int(a, "gen_ai.usage.cache_creation.input_tokens", u->cache_write);
-    attr_int(a, "http.response.status_code", r->status);
-    if (r->error) attr_str(a, "error.type", r->error);
-    attr_str(a, "smolgate.request_id", r->request_id);
-    attr_str(a, "smolgate.key_id", r->key_id);
-    attr_str(a, "smolgate.route", r->route);
-    if (r->cost_micro >= 0) attr_double(a, "smolgate.cost_usd", (double)r->cost_micro / 1e6);
-    attr_int(a, "smolgate.attempts", (int64_t)r->n_attempts);
-    if (r->ttft_ms >= 0) attr_int(a, "smolgate.ttft_ms", r->ttft_ms);
-    if (u->estimated) attr_bool(a, "smolgate.usage_estimated", true);
-    attr_bool(a, "smolgate.stream", r->stream);
-    json_array_append_new(spans, span(ids->trace_id, ids->root_id, ids->has_parent ? ids->parent_id : NULL, name,
-                                      KIND_SERVER, r->time_ms, r->time_ms + r->latency_ms, a, r->error));
+        attr_int(b, &f, "gen_ai.usage.input_tokens", u->input + (u->cache_read > 0 ? u->cache_read : 0) +
+                                                         (u->cache_write > 0 ? u->cache_write : 0));
+    if (u->output >= 0) attr_int(b, &f, "gen_ai.usage.output_tokens", u->output);
+    if (u->cache_read > 0) attr_int(b, &f, "gen_ai.usage.cache_read.input_tokens", u->cache_read);
+    if (u->cache_write > 0) attr_int(b, &f, "gen_ai.usage.cache_creation.input_tokens", u->cache_write);
+    attr_int(b, &f, "http.response.status_code", r->status);
+    if (r->error) attr_str(b, &f, "error.type", r->error);
+    attr_str(b, &f, "smolgate.request_id", r->request_id);
+    attr_str(b, &f, "smolgate.key_id", r->key_id);
+    attr_str(b, &f, "smolgate.route", r->route);
+    if (r->cost_micro >= 0) attr_double(b, &f, "smolgate.cost_usd", (double)r->cost_micro / 1e6);
+    attr_int(b, &f, "smolgate.attempts", (int64_t)r->n_attempts);
+    if (r->ttft_ms >= 0) attr_int(b, &f, "smolgate.ttft_ms", r->ttft_ms);
+    if (u->estimated) attr_bool(b, &f, "smolgate.usage_estimated", true);
+    attr_bool(b, &f, "smolgate.stream", r->stream);
+    span_close(b, r->error);
     size_t n = r->n_attempts < LEDGER_MAX_ATTEMPTS ? r->n_attempts : LEDGER_MAX_ATTEMPTS;
     for (size_t i = 0; i < n; i++) {
         const ledger_attempt *t = &r->attempts[i];
-        snprintf(name, sizeof name, "%s %s", op, t->model ? t->model : "unknown");
-        json_t *b = json_array();
-        attr_str(b, "gen_ai.operation.name", op);
-        attr_str(b, "gen_ai.provider.name", t->provider);
-        attr_str(b, "gen_ai.request.model", t->model);
-        if (t->status > 0) attr_int(b, "http.response.status_code", t->status);
-        if (t->error) attr_str(b, "error.type", t->error);
-        attr_int(b, "smolgate.attempt", (int64_t)i + 1);
-        attr_str(b, "smolgate.outcome", t->error ? t->error : "ok");
-        /* why this attempt was made: the one before it failed so */
-        if (i > 0) attr_str(b, "smolgate.retry_reason", r->attempts[i - 1].error ? r->attempts[i - 1].error : "unknown");
         int64_t st = r->time_ms + t->start_ms;
-        json_array_append_new(spans, span(ids->trace_id, ids->att_ids[i], ids->root_id, name, KIND_CLIENT, st,
-                                          st + t->latency_ms, b, t->error));
+        f = true;
+        span_open(b, first_span, ids->trace_id, ids->att_ids[i], ids->root_id, op, t->model, KIND_CLIENT, st,
+                  st + t->latency_ms);
+        attr_str(b, &f, "gen_ai.operation.name", op);
+        attr_str(b, &f, "gen_ai.provider.name", t->provider);
+        attr_str(b, &f, "gen_ai.request.model", t->model);
+        if (t->status > 0) attr_int(b, &f, "http.response.status_code", t->status);
+        if (t->error) attr_str(b, &f, "error.type", t->error);
+        attr_int(b, &f, "smolgate.attempt", (int64_t)i + 1);
+        attr_str(b, &f, "smolgate.outcome", t->error ? t->error : "ok");
+        /* why this attempt was made: the one before it failed so */
+        if (i > 0) attr_str(b, &f, "smolgate.retry_reason", r->attempts[i - 1].error ? r->attempts[i - 1].error : "unknown");
+        span_close(b, t->error);
     }
 }
 
-static json_t *request_doc(const char *service, json_t **spans_out) {
-    json_t *spans = json_array();
-    json_t *res = json_pack("{s:[{s:s,s:{s:s}}]}", "attributes", "key", "service.name", "value", "stringValue",
-                            service ? service : "smolgate");
-    json_t *scope = json_pack("{s:s}", "name", "smolgate");
-    json_t *doc = json_pack("{s:[{s:o,s:[{s:o,s:o}]}]}", "resourceSpans", "resource", res, "scopeSpans", "scope", scope,
-                            "spans", spans);
-    *spans_out = spans;
-    return doc;
+/* The document up to the spans array; doc_close ends it. */
+static void doc_open(sg_buf *b, const char *service) {
+    const char *svc = service ? service : "smolgate";
+    sg_buf_puts(b, "{\"resourceSpans\":[{\"resource\":{\"attributes\":[{\"key\":\"service.name\",\"value\":{\"stringValue\":");
+    sg_buf_json_str(b, svc, strlen(svc));
+    sg_buf_puts(b, "}}]},\"scopeSpans\":[{\"scope\":{\"name\":\"smolgate\"},\"spans\":[");
 }
-
-static void dump(json_t *doc, sg_buf *out) {
-    char *s = json_dumps(doc, JSON_COMPACT);
-    if (s) { sg_buf_puts(out, s); free(s); }
-}
+static void doc_close(sg_buf *b) { sg_buf_puts(b, "]}]}]}"); }
 
 void otlp_record_json(const ledger_record *r, const char *op, const otlp_ids *ids, const char *service_name, sg_buf *out) {
-    json_t *spans;
-    json_t *doc = request_doc(service_name, &spans);
-    add_spans(spans, r, op, ids);
-    dump(doc, out);
-    json_decref(doc);
+    bool first = true;
+    doc_open(out, service_name);
+    add_spans(out, &first, r, op, ids);
+    doc_close(out);
 }
 
 /* ---- the queue ---- */
@@ -184,7 +196,10 @@ typedef struct item {
 
 static const char *keep(item *it, const char *s) {
     if (!s) return NULL;
-    char *d = strndup(s, 256);
+    size_t n = strnlen(s, 256);
+    if (n == 256)   /* cut on a UTF-8 character boundary: the JSON must stay valid */
+        while (n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80) n--;
+    char *d = strndup(s, n);
     if (!d) return NULL;
     it->strs[it->n_strs++] = d;
     return d;
@@ -335,18 +350,17 @@ static bool wait_ms(otlp *o, uint32_t ms) {
 }
 
 static void export_batch(otlp *o, CURL *c, item **batch, size_t n, bool final) {
-    json_t *spans;
-    json_t *doc = request_doc(o->o.service_name, &spans);
+    sg_buf body;
+    sg_buf_init(&body);
+    bool first = true;
+    doc_open(&body, o->o.service_name);
     uint64_t n_spans = 0;
     for (size_t i = 0; i < n; i++) {
-        add_spans(spans, &batch[i]->r, batch[i]->op, &batch[i]->ids);
+        add_spans(&body, &first, &batch[i]->r, batch[i]->op, &batch[i]->ids);
         n_spans += 1 + batch[i]->r.n_attempts;
         item_free(batch[i]);
     }
-    sg_buf body;
-    sg_buf_init(&body);
-    dump(doc, &body);
-    json_decref(doc);
+    doc_close(&body);
     int rc = 1;
     uint32_t backoff = 100;
     for (uint32_t t = 0; rc == 1 && t <= o->o.max_retries; t++) {
