@@ -50,7 +50,7 @@ static int cmp_i64(const void *a, const void *b) {
     return x < y ? -1 : x > y;
 }
 
-static ledger_attempt g_att[2] = {{"openai", "gpt-4o-mini", 429, "retryable", 85}, {"anthropic", "claude-haiku-4-5-20251001", 200, NULL, 1240}};
+static ledger_attempt g_att[2] = {{"openai", "gpt-4o-mini", 429, "retryable", 85, 0}, {"anthropic", "claude-haiku-4-5-20251001", 200, NULL, 1240, 85}};
 
 static uint64_t g_seed;
 

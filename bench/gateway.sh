@@ -7,6 +7,10 @@
 # SMOLGATE_BIN another binary (A/B against an older build); BENCH_LOG the gateway's log
 # level (default warn: no request log lines; info writes one per request, as serve does
 # by default). The gateways use the default ledger (smolgate.db, smolgate-spool/ here).
+# BENCH_TRACING=1: smolgate with request traces on (OTEL_EXPORTER_OTLP_ENDPOINT to an nginx
+# OTLP sink on core 0 that answers 200) is measured too, in rows "smolgate+otlp"
+# alternating with plain "smolgate" rows, BENCH_ROUNDS times (default 2); the exporter
+# thread shares core 1 with the gateway, as it would in production.
 set -u
 cd "$(dirname "$0")/.."
 harness=$(cd "${SMOLGATE_SHARED:-../shared}/bench/gateway" && pwd)
@@ -21,20 +25,55 @@ cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
   [ -f /tmp/gwbench/nginx-proxy.pid ] && kill "$(cat /tmp/gwbench/nginx-proxy.pid)" 2>/dev/null
   [ -f /tmp/gwbench/nginx.pid ] && kill "$(cat /tmp/gwbench/nginx.pid)" 2>/dev/null
+  [ -f /tmp/gwbench/nginx-otlp.pid ] && kill "$(cat /tmp/gwbench/nginx-otlp.pid)" 2>/dev/null
 }
 trap cleanup EXIT
 taskset -c 0 nginx -c "$harness/nginx.conf" 2>/dev/null &
 taskset -c 1 nginx -c "$harness/nginx-proxy.conf" 2>/dev/null &
 sleep 0.5
 
-gateway() {  # port upstream_port
+gateway() {  # port upstream_port [otlp endpoint]
   OPENAI_API_KEY=sk-bench OPENAI_BASE_URL=http://127.0.0.1:$2/v1 SMOLGATE_LOG=${BENCH_LOG:-warn} \
-    taskset -c 1 "$bin" serve --listen 127.0.0.1:$1 >/tmp/gwbench/smolgate-$1.log 2>&1 &
+    OTEL_EXPORTER_OTLP_ENDPOINT=${3:-} taskset -c 1 "$bin" serve --listen 127.0.0.1:$1 >/tmp/gwbench/smolgate-$1.log 2>&1 &
   pids+=($!)
 }
 gateway 18100 18080
 gateway 18101 18081
+if [ "${BENCH_TRACING:-0}" = 1 ]; then
+  cat >/tmp/gwbench/nginx-otlp.conf <<'CONF'
+worker_processes 1;
+daemon off;
+pid /tmp/gwbench/nginx-otlp.pid;
+error_log /tmp/gwbench/error-otlp.log warn;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    client_body_temp_path /tmp/gwbench/body;
+    client_max_body_size 64m;
+    server {
+        listen 127.0.0.1:18110;
+        location = /v1/traces { default_type application/json; return 200 '{}'; }
+    }
+}
+CONF
+  taskset -c 0 nginx -c /tmp/gwbench/nginx-otlp.conf 2>/dev/null &
+  gateway 18102 18080 http://127.0.0.1:18110
+  gateway 18103 18081 http://127.0.0.1:18110
+fi
 sleep 0.5
+
+if [ "${BENCH_TRACING:-0}" = 1 ]; then
+  for round in $(seq "${BENCH_ROUNDS:-2}"); do
+    for stream in 0 1; do
+      "$harness/run.sh" smolgate "http://127.0.0.1:$((18100 + stream))/v1/chat/completions" $stream "" "$secs"
+      "$harness/run.sh" smolgate+otlp "http://127.0.0.1:$((18102 + stream))/v1/chat/completions" $stream "" "$secs"
+    done
+  done
+  for p in 18102 18103; do   # the traced gateways' exporter counters: were spans delivered or dropped?
+    curl -s "http://127.0.0.1:$p/metrics" | grep -E '^smolgate_otlp_(spans_exported|dropped_queue_full|spans_dropped_failed)' | sed "s/^/port $p: /"
+  done
+  exit 0
+fi
 
 for stream in 0 1; do
   up=$((18080 + stream)); px=$((18090 + stream)); sg=$((18100 + stream))

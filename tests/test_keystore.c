@@ -205,9 +205,15 @@ static const gw_key *find_secret(loop *l, keystore *ks, const char *secret, bool
     config_key_hash(secret, strlen(secret), h);
     sg_error err;
     const gw_key *k = NULL;
-    for (int i = 0; i < 300; i++) {   /* the poll: within about KEYSTORE_POLL_MS */
+    /* the poll: within about KEYSTORE_POLL_MS; waited for by the clock (up to 5 s), since
+     * an iteration of the loop returns early whenever an event is due */
+    struct timespec t0, t;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (;;) {
         k = keystore_find_hash(ks, h, now_s);
         if ((k != NULL) == want) break;
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        if ((t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000 > 5000) break;
         loop_run_once(l, 10, &err);
     }
     return k;

@@ -107,8 +107,8 @@ static void make_record(ledger_record *r, ledger_attempt *att, char *id, size_t 
     r->key_id = i % 3 ? "team-a" : "team-b";
     r->route = "chat";
     r->requested_model = "chat";
-    att[0] = (ledger_attempt){"openai", "gpt-4o-mini", i % 2 ? 429 : 200, i % 2 ? "retryable" : NULL, 120};
-    att[1] = (ledger_attempt){"anthropic", "claude-haiku-4-5", 200, NULL, 340};
+    att[0] = (ledger_attempt){"openai", "gpt-4o-mini", i % 2 ? 429 : 200, i % 2 ? "retryable" : NULL, 120, 0};
+    att[1] = (ledger_attempt){"anthropic", "claude-haiku-4-5", 200, NULL, 340, 0};
     r->attempts = att;
     r->n_attempts = i % 2 ? 2 : 1;
     r->provider = i % 2 ? "anthropic" : "openai";
@@ -146,8 +146,8 @@ static void test_fields(void) {
     CHECK_MSG(l != NULL, "%s", err.msg);
     if (!l) return;
     ledger_attempt att[2] = {
-        {"openai", "gpt-4o", 503, "retryable", 1200},
-        {"anthropic", "claude-sonnet-4-5-20250929", 200, NULL, 2300},
+        {"openai", "gpt-4o", 503, "retryable", 1200, 0},
+        {"anthropic", "claude-sonnet-4-5-20250929", 200, NULL, 2300, 120},
     };
     ledger_record r = {
         .time_ms = 1732406400123, .request_id = "req-1", .key_id = "team-\"a\"\n", .route = "r\t\xc3\xa9\xf0\x9f\x99\x82\\",
@@ -331,7 +331,7 @@ static void test_frame_roundtrip(void) {
     long_id[sizeof long_id - 1] = 0;
     ledger_attempt att[40];
     for (int i = 0; i < 40; i++)
-        att[i] = (ledger_attempt){i % 2 ? "openai" : NULL, "gpt-\xc3\xa9", 500 + i, i % 3 ? "timeout" : NULL, -1 - i};
+        att[i] = (ledger_attempt){i % 2 ? "openai" : NULL, "gpt-\xc3\xa9", 500 + i, i % 3 ? "timeout" : NULL, -1 - i, 0};
     ledger_record r = {
         .time_ms = 1732406400123ll, .request_id = long_id, .key_id = NULL, .route = "r\xff" "oute",
         .requested_model = "m\"odel\n", .provider = "p", .model = "", .attempts = att, .n_attempts = 40,
@@ -747,7 +747,7 @@ static char g_usage_db[512];
 
 static void add(ledger_db *d, const char *id, int64_t ts, const char *key, const char *route, const char *prov,
                 const char *model, int status, gw_usage u, int64_t cost, int attempts_moves) {
-    ledger_attempt att[2] = {{"openai", "gpt-4o", 503, "retryable", 10}, {prov, model, status, NULL, 10}};
+    ledger_attempt att[2] = {{"openai", "gpt-4o", 503, "retryable", 10, 0}, {prov, model, status, NULL, 10, 10}};
     ledger_record r = {.request_id = id, .time_ms = ts, .key_id = key, .route = route, .requested_model = route,
                        .provider = prov, .model = model, .status = status, .usage = u, .cost_micro = cost,
                        .latency_ms = 10, .ttft_ms = 5, .attempts = attempts_moves ? att : att + 1,

@@ -992,10 +992,17 @@ static bool header_name_ok(const char *s) {
     return true;
 }
 
+static int read_header_map(vctx *v, const node *n, const vpath *p, gw_header **out, size_t *n_out);
 static int read_headers(vctx *v, const node *n, const vpath *p, gw_provider *prov) {
+    return read_header_map(v, n, p, &prov->headers, &prov->n_headers);
+}
+
+static int read_header_map(vctx *v, const node *n, const vpath *p, gw_header **out, size_t *n_out) {
     if (map_check(v, n, p, NULL)) return -1;
     if (!present(n)) return 0;
-    prov->headers = arena_alloc(v->ca, n->n * sizeof *prov->headers);
+    gw_header *hs = arena_alloc(v->ca, n->n * sizeof *hs);
+    *out = hs;
+    *n_out = 0;
     static const char *const reserved[] = {"host", "content-length", "transfer-encoding", "connection", NULL};
     for (size_t i = 0; i < n->n; i++) {
         const pair *pr = &n->pairs[i];
@@ -1004,13 +1011,13 @@ static int read_headers(vctx *v, const node *n, const vpath *p, gw_provider *pro
         for (size_t j = 0; reserved[j]; j++)
             if (!strcasecmp(pr->k->text, reserved[j])) return verr(v, pr->k->line, &hp, "set by smolgate itself");
         for (size_t j = 0; j < i; j++)
-            if (!strcasecmp(prov->headers[j].name, pr->k->text))
+            if (!strcasecmp(hs[j].name, pr->k->text))
                 return verr(v, pr->k->line, &hp, "duplicate header (header names ignore case; first at line %d)",
                             n->pairs[j].k->line);
-        gw_header *h = &prov->headers[prov->n_headers];
+        gw_header *h = &hs[*n_out];
         h->name = arena_strdup(v->ca, pr->k->text);
         if (read_str(v, pr->v, &hp, S_SECRET | S_EMPTY_OK, &h->value, NULL)) return -1;
-        prov->n_headers++;
+        (*n_out)++;
     }
     return 0;
 }
@@ -1693,7 +1700,7 @@ static int read_auth(vctx *v, const node *root) {
 
 static const char *const k_top[] = {"version", "listen", "log_level", "direct", "server", "providers", "models",
                                     "routes", "keys", "auth", "circuit_breaker", "state", "ledger", "price_files",
-                                    "upstream", "responses", "alerts", NULL};
+                                    "upstream", "responses", "alerts", "tracing", NULL};
 static const char *const k_alerts[] = {"webhook_url", "timeout_ms", "retries", NULL};
 static const char *const k_server[] = {"max_connections", "max_header_bytes", "max_body_bytes", "header_timeout_ms",
                                        "body_timeout_ms", "idle_timeout_ms", "write_timeout_ms", "shutdown_grace_ms", NULL};
@@ -1702,6 +1709,8 @@ static const char *const k_responses_backend[] = {"ledger", "memory", NULL};
 static const char *const k_breaker[] = {"failures", "window_ms", "cooldown_ms", "max_cooldown_ms", "max_targets", NULL};
 static const char *const k_state[] = {"redis", "on_redis_error", "key_prefix", "timeout_ms", NULL};
 static const char *const k_ledger[] = {"sqlite", "postgres", "spool_dir", "flush_ms", "batch_max", NULL};
+static const char *const k_tracing[] = {"enabled", "endpoint", "headers", "service_name", "sample_ratio", "batch_max",
+                                        "queue_max", "flush_ms", "timeout_ms", "max_retries", NULL};
 static const char *const k_levels[] = {"debug", "info", "warn", "error", NULL};
 static const char *const k_on_error[] = {"open", "closed", NULL};
 
@@ -1742,6 +1751,109 @@ static void config_defaults(gw_config *c, const config_env *env, arena *a) {
     c->state = (gw_state){NULL, true, arena_strdup(a, "smolgate:"), 100};
     c->ledger = (gw_ledger){GW_LEDGER_SQLITE, arena_strdup(a, "smolgate.db"), NULL,
                             arena_strdup(a, "smolgate-spool"), 1000, 500};
+    c->tracing = (gw_tracing){NULL, NULL, 0, arena_strdup(a, "smolgate"), 1.0, 256, 4096, 1000, 5000, 3};
+}
+
+/* A ratio 0..1 ("0.25"). */
+static int get_ratio(vctx *v, const node *map, const vpath *up, const char *key, double *out) {
+    const node *n = mget(map, key);
+    if (!present(n)) return 0;
+    vpath p = {up, key, -1};
+    if (want_scalar(v, n, &p, "a number from 0 to 1")) return -1;
+    const char *s;
+    bool t;
+    if (sval(v, n, &p, &s, &t)) return -1;
+    char *end = NULL;
+    double x = strtod(s, &end);
+    char shown[128];
+    if (!*s || *end || !(x >= 0 && x <= 1))
+        return verr(v, n->line, &p, "expected a number from 0 to 1, got %s", vshow(shown, sizeof shown, s, t));
+    *out = x;
+    return 0;
+}
+
+static int hexdig(char c) {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
+
+/* OTEL_EXPORTER_OTLP_HEADERS: "k1=v1,k2=v2", values percent-encoded (W3C baggage form). */
+static int env_headers(vctx *v, const char *s, gw_tracing *t) {
+    size_t cap = 1;
+    for (const char *c = s; *c; c++) cap += *c == ',';
+    t->headers = arena_alloc(v->ca, cap * sizeof *t->headers);
+    t->n_headers = 0;
+    vpath ep = {NULL, "OTEL_EXPORTER_OTLP_HEADERS", -1};
+    while (*s) {
+        const char *e = strchr(s, ',');
+        size_t len = e ? (size_t)(e - s) : strlen(s);
+        char *item = arena_strndup(v->ta, s, len);
+        s += len + (e ? 1 : 0);
+        char *eq = strchr(item, '=');
+        if (!eq) { if (strspn(item, " \t") == strlen(item)) continue; return verr(v, 0, &ep, "expected key=value pairs (value not shown)"); }
+        *eq = 0;
+        char *k = item, *val = eq + 1;
+        while (*k == ' ' || *k == '\t') k++;
+        for (char *z = k + strlen(k); z > k && (z[-1] == ' ' || z[-1] == '\t');) *--z = 0;
+        while (*val == ' ' || *val == '\t') val++;
+        for (char *z = val + strlen(val); z > val && (z[-1] == ' ' || z[-1] == '\t');) *--z = 0;
+        if (!header_name_ok(k)) return verr(v, 0, &ep, "\"%.64s\" is not a valid header name", k);
+        char *d = arena_alloc(v->ca, strlen(val) + 1), *o = d;
+        for (const char *c = val; *c; c++) {
+            int hi, lo;
+            if (*c == '%' && (hi = hexdig(c[1])) >= 0 && (lo = hexdig(c[2])) >= 0) { *o++ = (char)(hi << 4 | lo); c += 2; }
+            else *o++ = *c;
+        }
+        *o = 0;
+        for (const char *c = d; *c; c++)
+            if ((unsigned char)*c < 0x20 || *c == 0x7f) return verr(v, 0, &ep, "a value contains a control character");
+        t->headers[t->n_headers++] = (gw_header){arena_strdup(v->ca, k), d};
+    }
+    return 0;
+}
+
+/* tracing: the file's keys, then the standard OTEL_* variables for what it leaves unset. */
+static int read_tracing(vctx *v, const node *root) {
+    gw_tracing *t = &v->cfg->tracing;
+    const node *tn = mget(root, "tracing");
+    vpath tp = {NULL, "tracing", -1};
+    bool enabled = true;
+    char *endpoint = NULL;
+    if (map_check(v, tn, &tp, k_tracing) || get_bool(v, tn, &tp, "enabled", &enabled) ||
+        get_url(v, tn, &tp, "endpoint", &endpoint) || get_str(v, tn, &tp, "service_name", 0, &t->service_name) ||
+        get_ratio(v, tn, &tp, "sample_ratio", &t->sample_ratio) || get_u32(v, tn, &tp, "batch_max", 1, 100000, &t->batch_max) ||
+        get_u32(v, tn, &tp, "queue_max", 1, 10000000, &t->queue_max) || get_ms(v, tn, &tp, "flush_ms", &t->flush_ms) ||
+        get_ms(v, tn, &tp, "timeout_ms", &t->timeout_ms) || get_u32(v, tn, &tp, "max_retries", 0, 100, &t->max_retries))
+        return -1;
+    vpath hp = {&tp, "headers", -1};
+    if (read_header_map(v, mget(tn, "headers"), &hp, &t->headers, &t->n_headers)) return -1;
+    if (!enabled) return 0;
+    if (endpoint) {   /* a base URL, as OTEL_EXPORTER_OTLP_ENDPOINT */
+        size_t n = strlen(endpoint);
+        t->endpoint = n >= 10 && !strcmp(endpoint + n - 10, "/v1/traces") ? endpoint : arena_printf(v->ca, "%s/v1/traces", endpoint);
+    } else {
+        const char *full = env_nonempty(v->env, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT");
+        const char *base = env_nonempty(v->env, "OTEL_EXPORTER_OTLP_ENDPOINT");
+        const char *u = full ? full : base;
+        const char *var = full ? "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT" : "OTEL_EXPORTER_OTLP_ENDPOINT";
+        if (u) {
+            vpath ep = {NULL, var, -1};
+            const char *why = url_problem(u, k_http_schemes);
+            if (why) return verr(v, 0, &ep, "%s (http:// or https://; value not shown)", why);
+            for (const char *c = u; *c; c++)
+                if ((unsigned char)*c < 0x20 || *c == 0x7f) return verr(v, 0, &ep, "contains a control character");
+            size_t n = strlen(u);
+            while (!full && n && u[n - 1] == '/') n--;
+            t->endpoint = full ? arena_strdup(v->ca, u) : arena_printf(v->ca, "%.*s/v1/traces", (int)n, u);
+        }
+    }
+    const char *hv = env_nonempty(v->env, "OTEL_EXPORTER_OTLP_HEADERS");
+    if (t->endpoint && !t->n_headers && hv && env_headers(v, hv, t)) return -1;
+    const char *sn = env_nonempty(v->env, "OTEL_SERVICE_NAME");
+    if (sn && !present(mget(tn, "service_name"))) t->service_name = arena_strdup(v->ca, sn);
+    return 0;
 }
 
 static int read_top(vctx *v, const node *root) {
@@ -1850,6 +1962,8 @@ static int read_top(vctx *v, const node *root) {
             return verr(v, pg->line, &pp, "expected postgresql://... or a key=value conninfo (value not shown)");
     }
 
+    if (read_tracing(v, root)) return -1;
+
     const node *pfn = mget(root, "price_files");
     vpath pfp = {NULL, "price_files", -1};
     if (seq_check(v, pfn, &pfp)) return -1;
@@ -1930,6 +2044,8 @@ static void collect_secrets(gw_config *c) {
     for (size_t i = 0; i < c->n_keys; i++) redact_add_sha256(s, c->keys[i].sha256);
     redact_add_dsn(s, c->state.redis_url);
     redact_add_dsn(s, c->ledger.postgres_url);
+    for (size_t j = 0; j < c->tracing.n_headers; j++)
+        if (*c->tracing.headers[j].value) redact_add(s, c->tracing.headers[j].value, strlen(c->tracing.headers[j].value));
     c->secrets = s;
 }
 

@@ -260,6 +260,20 @@ typedef struct gw_ledger {
     uint32_t batch_max;           /* records per write; default 500 */
 } gw_ledger;
 
+/* tracing: request spans to an OTLP/HTTP receiver (otlp.h); off while endpoint is NULL. */
+typedef struct gw_tracing {
+    char    *endpoint;            /* base URL (secret-ish: may hold a token); NULL = off */
+    gw_header *headers;           /* sent with each export; values are secrets */
+    size_t   n_headers;
+    char    *service_name;        /* default "smolgate" */
+    double   sample_ratio;        /* default 1.0 */
+    uint32_t batch_max;           /* default 256 */
+    uint32_t queue_max;           /* default 4096 */
+    uint32_t flush_ms;            /* default 1000 */
+    uint32_t timeout_ms;          /* default 5000 */
+    uint32_t max_retries;         /* default 3 */
+} gw_tracing;
+
 typedef struct gw_config {
     char *path;                   /* the file, or NULL for the embedded defaults */
     int   version;                /* schema version: 1 */
@@ -281,6 +295,7 @@ typedef struct gw_config {
     gw_breaker circuit_breaker;
     gw_state state;
     gw_ledger ledger;
+    gw_tracing tracing;
     char **price_files;           /* LiteLLM model_prices_and_context_window.json files */
     size_t n_price_files;
     gw_bounds upstream;           /* defaults of every remote provider's bounds */

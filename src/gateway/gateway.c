@@ -23,6 +23,7 @@
 #include "gateway/api_ollama.h"
 #include "gateway/provider.h"
 #include "gateway/chat.h"
+#include "gateway/otlp.h"
 
 /* Where the Vercel AI Gateway protocol is served (api_ai_gateway.c): Vercel's own path. */
 #define AI_GATEWAY_BASE "/v4/ai"
@@ -392,6 +393,11 @@ static void handle_metrics(gateway *g, http_exchange *x) {
     ledger_stats st;
     ledger_get_stats(g->ledger, &st);
     metrics_render_ledger(&st, &b);
+    if (g->otlp) {
+        otlp_stats os;
+        otlp_get_stats(g->otlp, &os);
+        otlp_render_metrics(&os, &b);
+    }
     http_header h[1] = {{"content-type", "text/plain; version=0.0.4"}};
     http_respond(x, 200, h, 1, b.data, b.len);
     sg_buf_free(&b);
@@ -1020,6 +1026,11 @@ int gateway_serve(const gateway_opts *o, sg_error *err) {
     ledger_opts_from_config(&lo, cfg);
     if (!(g->ledger = ledger_open(&lo, err))) goto out;
     g->metrics = metrics_new(0);
+    if (cfg->tracing.endpoint) {
+        otlp_opts to;
+        otlp_opts_from_config(&to, cfg);
+        if (!(g->otlp = otlp_open(&to, err))) goto out;
+    }
     upstream_config uc;
     upstream_config_defaults(&uc);
     if (!(g->up = upstream_new(g->loop, &uc, err))) goto out;
@@ -1081,6 +1092,7 @@ out:
     free(g->ledger_closers);
     cost_catalog_free(g->costs);
     if (g->ledger) ledger_close(g->ledger, 5000);   /* what cannot be delivered stays spooled */
+    otlp_close(g->otlp, 2000);   /* one bounded try for what is queued */
     metrics_free(g->metrics);
     alert_hook_free(g->alerts);
     for (size_t i = 0; i < g->n_locals; i++) {

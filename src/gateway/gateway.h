@@ -74,6 +74,7 @@ typedef struct gateway {
     metrics *metrics;         /* GET /metrics */
     keystore *keys;           /* keys made at run time (/admin/keys), from the ledger's database */
     alert_hook *alerts;       /* budget alerts to alerts.webhook_url */
+    struct otlp *otlp;        /* request traces out (otlp.h); NULL when tracing is off */
     gw_local_entry *locals;
     size_t n_locals;
     breaker_table *breakers;  /* circuit breakers by target (breaker.h) */

@@ -374,11 +374,14 @@ int keystore_db_patch(ledger_db *db, const char *id, const json_t *patch, int64_
 int keystore_db_revoke(ledger_db *db, const char *id, int64_t now_ms, char **body, sg_error *err) {
     char now[24];
     snprintf(now, sizeof now, "%" PRId64, now_ms);
-    const char *p[] = {now, now, id};
+    /* updated_ms strictly later than the last write, as in a patch: a revocation in the
+     * same millisecond as the patch before it must still change the poll's signature */
+    const char *p[] = {now, now, now, id};
     int64_t n = ledger_db_exec(db,
-                               "UPDATE gateway_keys SET revoked_ms = CAST(? AS BIGINT), updated_ms = CAST(? AS BIGINT) "
+                               "UPDATE gateway_keys SET revoked_ms = CAST(? AS BIGINT), updated_ms = CASE WHEN "
+                               "CAST(? AS BIGINT) > updated_ms THEN CAST(? AS BIGINT) ELSE updated_ms + 1 END "
                                "WHERE id = ? AND revoked_ms IS NULL",
-                               p, 3, err);
+                               p, 4, err);
     if (n < 0) return -1;
     if (n == 0) {
         *body = error_body("key_not_found", "no live gateway key \"%s\" in the database", id);

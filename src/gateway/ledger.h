@@ -73,6 +73,8 @@ typedef struct ledger_attempt {
                                        "client", "quota", "context", "timeout", "connect",
                                        "stream", "cancelled" (free text, <= 63 bytes) */
     int64_t latency_ms;             /* attempt start to its end */
+    int64_t start_ms;               /* attempt start, ms after the request's start (traces;
+                                       not stored in the database) */
 } ledger_attempt;
 
 /* One request. Strings are copied (and cut to a bounded length); NULL = none. */

@@ -40,6 +40,7 @@
 #include "gateway/cost.h"
 #include "gateway/gateway.h"
 #include "gateway/limits.h"
+#include "gateway/otlp.h"
 #include "gateway/provider.h"
 #include "gateway/redact.h"
 #include "gateway/sse.h"
@@ -121,6 +122,8 @@ typedef struct proxy_req {
     uint64_t first_byte_ms;        /* loop clock when the client got its first byte */
     ledger_attempt atts[MAX_RECORDED_ATTEMPTS];
     size_t n_atts;
+    otlp_context trace;            /* the caller's traceparent, when has_trace */
+    bool has_trace;
 
     /* towards the client */
     bool client_started;           /* a byte (the head) went out */
@@ -234,6 +237,9 @@ static void record_request(proxy_req *p, int status, uint64_t ms) {
     sg_error err;
     ledger_append(p->gw->ledger, &r, &err);   /* a loss is counted and logged (rate-limited) there */
     metrics_observe_request(p->gw->metrics, &r);
+    if (p->gw->otlp)
+        otlp_submit(p->gw->otlp, &r, p->req.api && p->req.api->kind == GW_REQ_EMBEDDINGS ? "embeddings" : "chat",
+                    p->has_trace ? &p->trace : NULL);
 }
 
 static void log_request(proxy_req *p, int status) {
@@ -702,7 +708,8 @@ static void record_attempt(proxy_req *p, int status, const char *error) {
     const candidate *c = current(p);
     if (!c || p->n_atts == MAX_RECORDED_ATTEMPTS) return;
     p->atts[p->n_atts++] = (ledger_attempt){c->provider->name, c->model, status, error,
-                                            (int64_t)(loop_now_ms(p->gw->loop) - p->att_start_ms)};
+                                            (int64_t)(loop_now_ms(p->gw->loop) - p->att_start_ms),
+                                            (int64_t)(p->att_start_ms - p->t_start)};
 }
 
 /* Secrets out of an error that came (in part) from an upstream, before it is relayed,
@@ -1022,6 +1029,7 @@ void proxy_handle(gateway *g, http_exchange *x, const http_request *req, const g
     gw_usage_init(&p->usage);
     http_exchange_on_abort(x, on_client_abort, p);
     g->stats.requests++;
+    if (g->otlp) p->has_trace = otlp_parse_traceparent(http_request_header(req, "traceparent"), &p->trace) == 0;
 
     gw_api_error e;
     p->req.http = req;

@@ -29,6 +29,9 @@
 #   (f) tests/gateway/segments.test.mjs: chat requests (1 KB to several MB) split on the
 #       wire at random points, a byte at a time, head and body apart, after a 100-continue,
 #       and through the openai SDK (a private gateway with a larger max_body_bytes),
+#   (g) tests/gateway/otlp.test.mjs: request traces to an OTLP/HTTP receiver run in the
+#       test (a private gateway with tracing:): span structure, ids, parent links, GenAI
+#       attributes, a hanging receiver slowing nothing, the bounded queue,
 # and shell checks: the gateway is still alive and healthy, its log has no sanitizer report
 # or crash, SIGTERM stops it with exit 0, and the SQLite ledger prices failed requests
 # (unpriced model: NULL; priced, nothing used: 0). Everything is stopped on any exit (bounded
@@ -38,13 +41,13 @@
 #
 # Environment: SMOLGATE_BIN (default build/smolgate; build-san/smolgate for the sanitizer
 # build), GATEWAY_TESTS (space-separated subset of: clients matrix faults routing hostile
-# responses upstream local constrained segments).
+# responses upstream local constrained segments otlp).
 set -u
 cd "$(dirname "$0")/../.."
 root=$(pwd)
 
 bin=${SMOLGATE_BIN:-build/smolgate}
-groups=${GATEWAY_TESTS:-clients matrix faults routing hostile responses upstream local constrained segments}
+groups=${GATEWAY_TESTS:-clients matrix faults routing hostile responses upstream local constrained segments otlp}
 tmp=$(mktemp -d /tmp/smolgate-gateway-XXXXXX)
 fake_pid= gw_pid=
 pass=0 fail=0 skip=0
@@ -335,6 +338,7 @@ for g in $groups; do
     local)   run_node local tests/gateway/local.test.mjs ;;
     constrained) run_node constrained tests/gateway/constrained.test.mjs ;;
     segments) run_node segments tests/gateway/segments.test.mjs ;;
+    otlp)    run_node otlp tests/gateway/otlp.test.mjs ;;
     *) bad "unknown test group $g" ;;
   esac
 done

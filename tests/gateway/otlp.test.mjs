@@ -1,0 +1,237 @@
+// otlp.test.mjs: request traces out (tracing:, src/gateway/otlp.h), on a private gateway
+// whose tracing endpoint is an OTLP/HTTP receiver run here. The receiver checks every
+// export against OTLP's JSON encoding (POST /v1/traces, application/json,
+// resourceSpans/scopeSpans/spans, lower-case hex ids of 32/16 digits, unix nanoseconds
+// as decimal strings, SpanKind and status enums, typed attribute values) and keeps the
+// spans. Then:
+//   - a request that falls back (first target 503, second answers) under a caller's W3C
+//     traceparent: one trace (the caller's), a root SERVER span whose parent is the
+//     caller's span, and two CLIENT children, one per attempt, with GenAI attributes,
+//     outcomes, the retry reason and an error status on the failed one only
+//   - a plain request: a new trace of its own, root + 1 child, token usage
+//   - a hostile traceparent is ignored (a new trace), the request unharmed
+//   - the receiver hanging: requests are not slowed or failed, the queue stays within
+//     queue_max and the drops are counted in /metrics
+//   - the exporter's auth header reaches the receiver and never the gateway's log.
+
+import test from 'node:test';
+import assert from 'node:assert/strict';
+import http from 'node:http';
+import { writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { PORTS, CRASH_RE, post, get, chatBody, writeConfig, startGateway, nonce, control, sleep } from './lib.mjs';
+
+const GW_KEY = 'sk-gw-otlp-key-4455667788';
+const OTLP_TOKEN = 'otlp-secret-token-99aa88bb77';
+const QUEUE_MAX = 8;
+
+// ---- the receiver ----
+const HEX32 = /^[0-9a-f]{32}$/, HEX16 = /^[0-9a-f]{16}$/, NANOS = /^[0-9]{1,20}$/;
+const spans = [];
+const problems = [];
+let mode = 'ok';            // 'ok' | 'hang'
+let exports = 0, auths = new Set();
+const hung = [];
+
+function checkValue(v, where) {
+  const keys = Object.keys(v);
+  if (keys.length !== 1) return problems.push(`${where}: AnyValue with ${keys.length} fields`);
+  const [k] = keys;
+  if (k === 'stringValue' && typeof v[k] === 'string') return;
+  if (k === 'intValue' && typeof v[k] === 'string' && /^-?[0-9]+$/.test(v[k])) return;
+  if (k === 'doubleValue' && typeof v[k] === 'number') return;
+  if (k === 'boolValue' && typeof v[k] === 'boolean') return;
+  problems.push(`${where}: bad AnyValue ${JSON.stringify(v)}`);
+}
+function checkAttrs(attrs, where) {
+  if (!Array.isArray(attrs)) return problems.push(`${where}: attributes is not an array`);
+  const seen = new Set();
+  for (const a of attrs) {
+    if (typeof a.key !== 'string' || !a.key) problems.push(`${where}: attribute without a key`);
+    if (seen.has(a.key)) problems.push(`${where}: duplicate attribute ${a.key}`);
+    seen.add(a.key);
+    checkValue(a.value ?? {}, `${where}.${a.key}`);
+  }
+}
+function validate(doc) {
+  if (!Array.isArray(doc.resourceSpans)) return problems.push('no resourceSpans array');
+  for (const rs of doc.resourceSpans) {
+    checkAttrs(rs.resource?.attributes, 'resource');
+    for (const ss of rs.scopeSpans ?? []) {
+      if (typeof ss.scope?.name !== 'string') problems.push('scope without a name');
+      for (const s of ss.spans ?? []) {
+        const w = `span ${s.name}`;
+        if (!HEX32.test(s.traceId)) problems.push(`${w}: traceId ${s.traceId}`);
+        if (!HEX16.test(s.spanId)) problems.push(`${w}: spanId ${s.spanId}`);
+        if (s.parentSpanId !== undefined && !HEX16.test(s.parentSpanId)) problems.push(`${w}: parentSpanId ${s.parentSpanId}`);
+        if (typeof s.name !== 'string' || !s.name) problems.push(`${w}: no name`);
+        if (![0, 1, 2, 3, 4, 5].includes(s.kind)) problems.push(`${w}: kind ${s.kind}`);
+        if (!NANOS.test(s.startTimeUnixNano) || !NANOS.test(s.endTimeUnixNano)) problems.push(`${w}: times not nanosecond strings`);
+        else if (BigInt(s.endTimeUnixNano) < BigInt(s.startTimeUnixNano)) problems.push(`${w}: ends before it starts`);
+        if (s.status !== undefined && ![0, 1, 2].includes(s.status.code)) problems.push(`${w}: status ${JSON.stringify(s.status)}`);
+        checkAttrs(s.attributes, w);
+        spans.push({ ...s, resource: rs.resource, attrs: Object.fromEntries(s.attributes.map((a) => [a.key, Object.values(a.value)[0]])) });
+      }
+    }
+  }
+}
+
+const receiver = http.createServer((req, res) => {
+  let body = '';
+  req.on('data', (d) => { body += d; });
+  req.on('end', () => {
+    if (mode === 'hang') { hung.push(res); return; }   // never answered (until the end)
+    exports++;
+    if (req.headers.authorization) auths.add(req.headers.authorization);
+    if (req.method !== 'POST' || req.url !== '/v1/traces') problems.push(`${req.method} ${req.url}`);
+    if (!String(req.headers['content-type']).startsWith('application/json')) problems.push(`content-type ${req.headers['content-type']}`);
+    try { validate(JSON.parse(body)); } catch (e) { problems.push(`not JSON: ${e.message}`); }
+    res.writeHead(200, { 'content-type': 'application/json' });
+    res.end('{}');
+  });
+});
+await new Promise((r) => receiver.listen(0, '127.0.0.1', r));
+const RECV_PORT = receiver.address().port;
+
+// ---- the gateway ----
+const oa = `http://127.0.0.1:${PORTS.openai}/v1`;
+const { dir, file } = writeConfig('');
+writeFileSync(file, `listen: 127.0.0.1:0
+log_level: info
+providers:
+  openai: {base_url: ${oa}, api_key: sk-fake-openai-dummy, retries: {max: 0}}
+  backup: {type: openai, base_url: ${oa}, api_key: sk-fake-backup-dummy, retries: {max: 0}}
+routes:
+  - name: otlp-fb
+    targets: [openai/m-otlp-primary, backup/m-otlp-backup]
+keys:
+  - {id: otlp-tests, key: ${GW_KEY}, role: admin}
+tracing:
+  endpoint: http://127.0.0.1:${RECV_PORT}
+  headers: {authorization: "Bearer ${OTLP_TOKEN}"}
+  service_name: smolgate-e2e
+  flush_ms: 100
+  batch_max: 4
+  queue_max: ${QUEUE_MAX}
+  timeout_ms: 3000
+  max_retries: 1
+ledger: {sqlite: ${path.join(dir, 'ledger.db')}, spool_dir: ${path.join(dir, 'spool')}}
+`);
+const gw = await startGateway(file, [], {});
+test.after(async () => {
+  for (const r of hung) r.destroy();
+  await gw.stop();
+  receiver.close();
+});
+
+const spansOf = (requestId) => {
+  const root = spans.find((s) => s.attrs['smolgate.request_id'] === requestId);
+  if (!root) return null;
+  return { root, children: spans.filter((s) => s.parentSpanId === root.spanId && s.traceId === root.traceId) };
+};
+async function waitSpans(requestId, n, ms = 5000) {
+  for (const t0 = Date.now(); Date.now() - t0 < ms; await sleep(50)) {
+    const got = spansOf(requestId);
+    if (got && got.children.length >= n) return got;
+  }
+  assert.fail(`no trace with ${n} attempt spans for request ${requestId} within ${ms} ms; spans: ${JSON.stringify(spans.map((s) => s.name))}`);
+}
+
+test('a fallback under a caller traceparent: one trace, root + 2 attempt spans, GenAI attributes', async () => {
+  const n = nonce('otlpfb');
+  await control('/control', { provider: 'openai', match: 'm-otlp-primary', faults: [{ status: 503, count: 1 }] });
+  const traceId = '4bf92f3577b34da6a3ce929d0e0e4736', parent = '00f067aa0ba902b7';
+  const res = await post(chatBody('otlp-fb', `hello ${n}`), { key: GW_KEY, base: gw.url, headers: { traceparent: `00-${traceId}-${parent}-01` } });
+  assert.equal(res.status, 200);
+  assert.equal(res.headers.get('x-smolgate-attempts'), '2');
+  const rid = res.headers.get('x-request-id');
+  const { root, children } = await waitSpans(rid, 2);
+  assert.deepEqual(problems, []);
+  assert.equal(root.traceId, traceId);
+  assert.equal(root.parentSpanId, parent);
+  assert.equal(root.kind, 2);
+  assert.equal(root.name, 'chat otlp-fb');
+  assert.equal(root.status, undefined);
+  const ra = root.attrs;
+  assert.equal(ra['gen_ai.operation.name'], 'chat');
+  assert.equal(ra['gen_ai.request.model'], 'otlp-fb');
+  assert.equal(ra['gen_ai.response.model'], 'm-otlp-backup');
+  assert.equal(ra['gen_ai.provider.name'], 'backup');
+  assert.equal(ra['http.response.status_code'], '200');
+  assert.equal(ra['smolgate.key_id'], 'otlp-tests');
+  assert.equal(ra['smolgate.route'], 'otlp-fb');
+  assert.equal(ra['smolgate.attempts'], '2');
+  assert.ok(Number(ra['gen_ai.usage.input_tokens']) > 0, JSON.stringify(ra));
+  assert.ok(Number(ra['gen_ai.usage.output_tokens']) > 0, JSON.stringify(ra));
+  const svc = root.resource.attributes.find((a) => a.key === 'service.name');
+  assert.equal(svc.value.stringValue, 'smolgate-e2e');
+  assert.equal(children.length, 2);
+  children.sort((a, b) => Number(a.attrs['smolgate.attempt']) - Number(b.attrs['smolgate.attempt']));
+  const [a1, a2] = children;
+  assert.equal(a1.kind, 3);
+  assert.equal(a1.name, 'chat m-otlp-primary');
+  assert.equal(a1.attrs['gen_ai.provider.name'], 'openai');
+  assert.equal(a1.attrs['http.response.status_code'], '503');
+  assert.equal(a1.attrs['smolgate.outcome'], 'retryable');
+  assert.equal(a1.status.code, 2);
+  assert.equal(a2.name, 'chat m-otlp-backup');
+  assert.equal(a2.attrs['gen_ai.provider.name'], 'backup');
+  assert.equal(a2.attrs['smolgate.outcome'], 'ok');
+  assert.equal(a2.attrs['smolgate.retry_reason'], 'retryable');
+  assert.equal(a2.status, undefined);
+  assert.notEqual(a1.spanId, a2.spanId);
+  assert.notEqual(a1.spanId, root.spanId);
+  // the attempts lie inside the request, the second after the first began
+  assert.ok(BigInt(a1.startTimeUnixNano) >= BigInt(root.startTimeUnixNano));
+  assert.ok(BigInt(a2.endTimeUnixNano) <= BigInt(root.endTimeUnixNano));
+  assert.ok(BigInt(a2.startTimeUnixNano) >= BigInt(a1.startTimeUnixNano));
+  assert.ok(auths.has(`Bearer ${OTLP_TOKEN}`), 'the configured header reaches the receiver');
+});
+
+test('a plain request starts a trace of its own; a hostile traceparent is ignored', async () => {
+  const res = await post(chatBody('openai/m-otlp-plain', 'plain'), { key: GW_KEY, base: gw.url });
+  assert.equal(res.status, 200);
+  const { root, children } = await waitSpans(res.headers.get('x-request-id'), 1);
+  assert.equal(root.parentSpanId, undefined);
+  assert.equal(children.length, 1);
+  assert.equal(root.attrs['smolgate.route'], undefined);
+  assert.notEqual(root.traceId, '4bf92f3577b34da6a3ce929d0e0e4736');
+  for (const tp of ['00-00000000000000000000000000000000-00f067aa0ba902b7-01', 'ff-' + 'a'.repeat(32) + '-' + 'b'.repeat(16) + '-01',
+    '00-ZZf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01', 'x'.repeat(4000)]) {
+    const r2 = await post(chatBody('openai/m-otlp-plain', 'hostile'), { key: GW_KEY, base: gw.url, headers: { traceparent: tp } });
+    assert.equal(r2.status, 200);
+    const got = await waitSpans(r2.headers.get('x-request-id'), 1);
+    assert.equal(got.root.parentSpanId, undefined, `a root of its own for ${tp.slice(0, 60)}`);
+    assert.notEqual(got.root.traceId, '0'.repeat(32));
+  }
+  assert.deepEqual(problems, []);
+});
+
+test('the receiver hanging slows and fails no request; the queue stays bounded; drops are counted', async () => {
+  mode = 'hang';
+  await sleep(300);   // the exporter's next batch goes to a receiver that never answers
+  const t0 = Date.now();
+  for (let i = 0; i < 40; i++) {
+    const r = await post(chatBody('openai/m-otlp-hang', `hang ${i}`), { key: GW_KEY, base: gw.url });
+    assert.equal(r.status, 200);
+  }
+  const took = Date.now() - t0;
+  // 40 requests while each export waits 3 s (timeout_ms) and retries: were they waiting on
+  // the exporter, this would take minutes; it takes well under a second on an idle machine
+  assert.ok(took < 20000, `40 requests took ${took} ms with the receiver hanging`);
+  const m = await get('/metrics', { key: GW_KEY, base: gw.url });
+  const text = m.text;
+  const val = (name) => Number((new RegExp(`^${name} (\\d+)$`, 'm').exec(text) ?? [])[1]);
+  assert.ok(val('smolgate_otlp_pending') <= QUEUE_MAX, text);
+  assert.ok(val('smolgate_otlp_dropped_queue_full_total') > 0, `drops counted:\n${text}`);
+  assert.ok(val('smolgate_otlp_spans_exported_total') > 0);
+  const health = await get('/healthz', { key: GW_KEY, base: gw.url });
+  assert.equal(health.status, 200);
+});
+
+test('the gateway log: no exporter secret, no crash', async () => {
+  const log = gw.log();
+  assert.ok(!log.includes(OTLP_TOKEN), 'the exporter token is not logged');
+  assert.match(log, /otlp: traces to http:\/\/127\.0\.0\.1:\d+\/v1\/traces/);
+  assert.doesNotMatch(log, CRASH_RE);
+});

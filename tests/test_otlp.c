@@ -1,0 +1,462 @@
+/* test_otlp.c: the OTLP trace exporter of otlp.h: traceparent parsing (valid, future
+ * versions, hostile values), the span JSON of a request that fell back (structure, ids,
+ * parent links, GenAI attributes, statuses, times), sampling, the bounded queue with a
+ * receiver that is down (drops counted, submit and close bounded in time), an export to a
+ * real socket, and the tracing: section and OTEL_* variables of the configuration. */
+#include <jansson.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/buf.h"
+#include "gateway/config.h"
+#include "gateway/otlp.h"
+#include "testutil.h"
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static void test_traceparent(void) {
+    otlp_context c;
+    CHECK_EQ_INT(otlp_parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", &c), 0);
+    CHECK_EQ_INT(c.trace_id[0], 0x4b);
+    CHECK_EQ_INT(c.trace_id[15], 0x36);
+    CHECK_EQ_INT(c.span_id[0], 0x00);
+    CHECK_EQ_INT(c.span_id[7], 0xb7);
+    CHECK_EQ_INT(c.flags, 1);
+    CHECK_EQ_INT(otlp_parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00", &c), 0);
+    CHECK_EQ_INT(c.flags, 0);
+    /* a later version may add fields after a '-' */
+    CHECK_EQ_INT(otlp_parse_traceparent("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra", &c), 0);
+    CHECK_EQ_INT(otlp_parse_traceparent(" 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01 ", &c), 0);
+    static const char *const bad[] = {
+        "",
+        "00",
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0",          /* short */
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",   /* 00 has no more fields */
+        "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01x",        /* no '-' before the rest */
+        "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",         /* version ff is invalid */
+        "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",         /* upper case */
+        "00-00000000000000000000000000000000-00f067aa0ba902b7-01",         /* zero trace id */
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",         /* zero span id */
+        "00-4bf92f3577b34da6a3ce929d0e0e473g-00f067aa0ba902b7-01",         /* not hex */
+        "00_4bf92f3577b34da6a3ce929d0e0e4736_00f067aa0ba902b7_01",         /* separators */
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-zz",
+        "xx-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\nx: y",
+        NULL,
+    };
+    for (int i = 0; bad[i]; i++) CHECK_MSG(otlp_parse_traceparent(bad[i], &c) == -1, "accepted: %s", bad[i]);
+    CHECK_EQ_INT(otlp_parse_traceparent(NULL, &c), -1);
+    char big[4096];
+    memset(big, 'a', sizeof big - 1);
+    big[sizeof big - 1] = 0;
+    CHECK_EQ_INT(otlp_parse_traceparent(big, &c), -1);
+}
+
+static const json_t *attr(const json_t *span, const char *key) {
+    size_t i;
+    const json_t *a;
+    json_array_foreach(json_object_get(span, "attributes"), i, a)
+        if (!strcmp(json_string_value(json_object_get(a, "key")), key)) return json_object_get(a, "value");
+    return NULL;
+}
+static const char *attr_s(const json_t *span, const char *key) {
+    return json_string_value(json_object_get(attr(span, key), "stringValue"));
+}
+static const char *attr_i(const json_t *span, const char *key) {   /* OTLP JSON: int64 as a string */
+    return json_string_value(json_object_get(attr(span, key), "intValue"));
+}
+static const char *field(const json_t *o, const char *k) { return json_string_value(json_object_get(o, k)); }
+
+static void fill_ids(otlp_ids *ids, bool parent) {
+    memset(ids, 0, sizeof *ids);
+    for (int i = 0; i < 16; i++) ids->trace_id[i] = (uint8_t)(0xa0 + i);
+    for (int i = 0; i < 8; i++) ids->root_id[i] = (uint8_t)(0x10 + i);
+    for (int k = 0; k < 3; k++)
+        for (int i = 0; i < 8; i++) ids->att_ids[k][i] = (uint8_t)(0x20 * (k + 2) + i);
+    if (parent) {
+        ids->has_parent = true;
+        for (int i = 0; i < 8; i++) ids->parent_id[i] = (uint8_t)(0xf0 + i);
+    }
+}
+
+static ledger_record fallback_record(ledger_attempt *atts) {
+    atts[0] = (ledger_attempt){"primary", "gpt-x", 503, "retryable", 40, 0};
+    atts[1] = (ledger_attempt){"backup", "claude-y", 200, NULL, 120, 55};
+    ledger_record r = {
+        .time_ms = 1700000000123, .request_id = "req-1", .key_id = "team-a", .route = "chat",
+        .requested_model = "chat", .provider = "backup", .model = "claude-y", .attempts = atts, .n_attempts = 2,
+        .usage = {10, 5, 0, 7, -1, false}, .cost_micro = 1234, .latency_ms = 180, .ttft_ms = 90, .status = 200,
+    };
+    return r;
+}
+
+static void test_span_json(void) {
+    ledger_attempt atts[2];
+    ledger_record r = fallback_record(atts);
+    otlp_ids ids;
+    fill_ids(&ids, false);
+    sg_buf b;
+    sg_buf_init(&b);
+    otlp_record_json(&r, "chat", &ids, "svc-test", &b);
+    json_error_t je;
+    json_t *doc = json_loads(b.data, 0, &je);
+    CHECK_MSG(doc != NULL, "not JSON: %s", b.data);
+    if (!doc) { sg_buf_free(&b); return; }
+    json_t *rs = json_array_get(json_object_get(doc, "resourceSpans"), 0);
+    json_t *ra = json_array_get(json_object_get(json_object_get(rs, "resource"), "attributes"), 0);
+    CHECK_EQ_STR(field(ra, "key"), "service.name");
+    CHECK_EQ_STR(field(json_object_get(ra, "value"), "stringValue"), "svc-test");
+    json_t *ss = json_array_get(json_object_get(rs, "scopeSpans"), 0);
+    CHECK_EQ_STR(field(json_object_get(ss, "scope"), "name"), "smolgate");
+    json_t *spans = json_object_get(ss, "spans");
+    CHECK_EQ_INT(json_array_size(spans), 3);
+    json_t *root = json_array_get(spans, 0), *a1 = json_array_get(spans, 1), *a2 = json_array_get(spans, 2);
+    if (!root || !a1 || !a2) { json_decref(doc); sg_buf_free(&b); return; }
+    /* ids: lower-case hex; one trace; the attempts are the root's children; no parent on the root */
+    CHECK_EQ_STR(field(root, "traceId"), "a0a1a2a3a4a5a6a7a8a9aaabacadaeaf");
+    CHECK_EQ_STR(field(root, "spanId"), "1011121314151617");
+    CHECK(json_object_get(root, "parentSpanId") == NULL);
+    CHECK_EQ_STR(field(a1, "traceId"), "a0a1a2a3a4a5a6a7a8a9aaabacadaeaf");
+    CHECK_EQ_STR(field(a1, "parentSpanId"), "1011121314151617");
+    CHECK_EQ_STR(field(a2, "parentSpanId"), "1011121314151617");
+    CHECK_EQ_STR(field(a1, "spanId"), "4041424344454647");
+    CHECK_EQ_STR(field(a2, "spanId"), "6061626364656667");
+    /* names and kinds */
+    CHECK_EQ_STR(field(root, "name"), "chat chat");
+    CHECK_EQ_INT(json_integer_value(json_object_get(root, "kind")), 2);
+    CHECK_EQ_STR(field(a1, "name"), "chat gpt-x");
+    CHECK_EQ_INT(json_integer_value(json_object_get(a1, "kind")), 3);
+    CHECK_EQ_STR(field(a2, "name"), "chat claude-y");
+    /* times: unix nanoseconds as strings, from the record and the attempts' offsets */
+    CHECK_EQ_STR(field(root, "startTimeUnixNano"), "1700000000123000000");
+    CHECK_EQ_STR(field(root, "endTimeUnixNano"), "1700000000303000000");
+    CHECK_EQ_STR(field(a1, "startTimeUnixNano"), "1700000000123000000");
+    CHECK_EQ_STR(field(a1, "endTimeUnixNano"), "1700000000163000000");
+    CHECK_EQ_STR(field(a2, "startTimeUnixNano"), "1700000000178000000");
+    CHECK_EQ_STR(field(a2, "endTimeUnixNano"), "1700000000298000000");
+    /* GenAI attributes of the root */
+    CHECK_EQ_STR(attr_s(root, "gen_ai.operation.name"), "chat");
+    CHECK_EQ_STR(attr_s(root, "gen_ai.request.model"), "chat");
+    CHECK_EQ_STR(attr_s(root, "gen_ai.response.model"), "claude-y");
+    CHECK_EQ_STR(attr_s(root, "gen_ai.provider.name"), "backup");
+    CHECK_EQ_STR(attr_i(root, "gen_ai.usage.input_tokens"), "15");   /* cached prompt tokens count as input */
+    CHECK_EQ_STR(attr_i(root, "gen_ai.usage.output_tokens"), "7");
+    CHECK_EQ_STR(attr_i(root, "gen_ai.usage.cache_read.input_tokens"), "5");
+    CHECK_EQ_STR(attr_i(root, "http.response.status_code"), "200");
+    CHECK_EQ_STR(attr_s(root, "smolgate.key_id"), "team-a");
+    CHECK_EQ_STR(attr_s(root, "smolgate.route"), "chat");
+    CHECK_EQ_STR(attr_s(root, "smolgate.request_id"), "req-1");
+    CHECK(json_real_value(json_object_get(attr(root, "smolgate.cost_usd"), "doubleValue")) == 0.001234);
+    CHECK(attr(root, "error.type") == NULL);
+    CHECK(json_object_get(root, "status") == NULL);
+    /* the attempts */
+    CHECK_EQ_STR(attr_s(a1, "gen_ai.provider.name"), "primary");
+    CHECK_EQ_STR(attr_s(a1, "gen_ai.request.model"), "gpt-x");
+    CHECK_EQ_STR(attr_i(a1, "http.response.status_code"), "503");
+    CHECK_EQ_STR(attr_s(a1, "error.type"), "retryable");
+    CHECK_EQ_STR(attr_s(a1, "smolgate.outcome"), "retryable");
+    CHECK(attr(a1, "smolgate.retry_reason") == NULL);
+    CHECK_EQ_INT(json_integer_value(json_object_get(json_object_get(a1, "status"), "code")), 2);
+    CHECK_EQ_STR(attr_s(a2, "smolgate.outcome"), "ok");
+    CHECK_EQ_STR(attr_s(a2, "smolgate.retry_reason"), "retryable");
+    CHECK_EQ_STR(attr_i(a2, "smolgate.attempt"), "2");
+    CHECK(json_object_get(a2, "status") == NULL);
+    json_decref(doc);
+
+    /* a failed request under a caller's span: the root is its child, with an error status */
+    sg_buf_reset(&b);
+    fill_ids(&ids, true);
+    r.status = 502;
+    r.error = "all_targets_failed";
+    r.cost_micro = -1;
+    r.usage = (gw_usage){-1, -1, -1, -1, -1, false};
+    r.key_id = NULL;
+    r.requested_model = "m\"with\\quotes\n";
+    otlp_record_json(&r, "embeddings", &ids, NULL, &b);
+    doc = json_loads(b.data, 0, &je);
+    CHECK_MSG(doc != NULL, "not JSON: %s", b.data);
+    if (!doc) { sg_buf_free(&b); return; }
+    spans = json_object_get(json_array_get(json_object_get(json_array_get(json_object_get(doc, "resourceSpans"), 0), "scopeSpans"), 0), "spans");
+    root = json_array_get(spans, 0);
+    CHECK_EQ_STR(field(root, "parentSpanId"), "f0f1f2f3f4f5f6f7");
+    CHECK_EQ_STR(field(root, "name"), "embeddings m\"with\\quotes\n");
+    CHECK_EQ_STR(attr_s(root, "error.type"), "all_targets_failed");
+    CHECK_EQ_STR(field(json_object_get(root, "status"), "message"), "all_targets_failed");
+    CHECK_EQ_INT(json_integer_value(json_object_get(json_object_get(root, "status"), "code")), 2);
+    CHECK(attr(root, "gen_ai.usage.input_tokens") == NULL);
+    CHECK(attr(root, "smolgate.cost_usd") == NULL);
+    CHECK(attr(root, "smolgate.key_id") == NULL);
+    const json_t *res = json_array_get(json_object_get(json_object_get(json_array_get(json_object_get(doc, "resourceSpans"), 0), "resource"), "attributes"), 0);
+    CHECK_EQ_STR(field(json_object_get(res, "value"), "stringValue"), "smolgate");
+    json_decref(doc);
+    sg_buf_free(&b);
+}
+
+/* A port where nothing listens (bound, never listened on: connections are refused). */
+static int dead_port(int *fd_out) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    bind(fd, (struct sockaddr *)&a, sizeof a);
+    socklen_t len = sizeof a;
+    getsockname(fd, (struct sockaddr *)&a, &len);
+    *fd_out = fd;
+    return ntohs(a.sin_port);
+}
+
+static void test_queue_bound_receiver_down(void) {
+    int fd;
+    char url[64];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/v1/traces", dead_port(&fd));
+    otlp_opts o = {.endpoint = url, .sample_ratio = 1.0, .batch_max = 1000, .queue_max = 4, .flush_ms = 60000,
+                   .timeout_ms = 500, .max_retries = 1};
+    sg_error err;
+    otlp *x = otlp_open(&o, &err);
+    CHECK(x != NULL);
+    if (!x) { close(fd); return; }
+    ledger_attempt atts[2];
+    ledger_record r = fallback_record(atts);
+    double t0 = now_s();
+    for (int i = 0; i < 10; i++) otlp_submit(x, &r, "chat", NULL);
+    double dt = now_s() - t0;
+    CHECK_MSG(dt < 0.5, "10 submits took %.3f s", dt);   /* generous: only memory work */
+    otlp_stats st;
+    otlp_get_stats(x, &st);
+    CHECK_EQ_INT(st.queued, 4);
+    CHECK_EQ_INT(st.dropped_full, 6);
+    CHECK_EQ_INT(st.pending, 4);
+    /* parent-based sampling: a caller that did not sample is not traced */
+    otlp_context unsampled;
+    CHECK_EQ_INT(otlp_parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00", &unsampled), 0);
+    otlp_submit(x, &r, "chat", &unsampled);
+    otlp_get_stats(x, &st);
+    CHECK_EQ_INT(st.sampled_out, 1);
+    sg_buf m;
+    sg_buf_init(&m);
+    otlp_render_metrics(&st, &m);
+    CHECK(strstr(m.data, "smolgate_otlp_dropped_queue_full_total 6\n") != NULL);
+    CHECK(strstr(m.data, "smolgate_otlp_pending 4\n") != NULL);
+    sg_buf_free(&m);
+    /* a record with more attempts than are kept, each with every string: copied whole */
+    ledger_attempt many[LEDGER_MAX_ATTEMPTS + 8];
+    for (size_t i = 0; i < LEDGER_MAX_ATTEMPTS + 8; i++) many[i] = (ledger_attempt){"p", "m", 503, "retryable", 1, (int64_t)i};
+    ledger_record big = r;
+    big.attempts = many;
+    big.n_attempts = LEDGER_MAX_ATTEMPTS + 8;
+    otlp_context sampled;
+    CHECK_EQ_INT(otlp_parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", &sampled), 0);
+    otlp_submit(x, &big, "chat", &sampled);   /* the queue is full: dropped, counted */
+    otlp_get_stats(x, &st);
+    CHECK_EQ_INT(st.dropped_full, 7);
+    /* close: one try at the dead receiver, bounded */
+    t0 = now_s();
+    otlp_close(x, 1000);
+    dt = now_s() - t0;
+    CHECK_MSG(dt < 3.0, "close took %.3f s", dt);
+    close(fd);
+
+    /* sample ratio 0: nothing is queued */
+    o.sample_ratio = 0;
+    x = otlp_open(&o, &err);
+    for (int i = 0; i < 5; i++) otlp_submit(x, &r, "chat", NULL);
+    otlp_get_stats(x, &st);
+    CHECK_EQ_INT(st.queued, 0);
+    CHECK_EQ_INT(st.sampled_out, 5);
+    otlp_submit(x, &big, "chat", &sampled);   /* a sampled caller wins over the ratio; queued */
+    otlp_get_stats(x, &st);
+    CHECK_EQ_INT(st.queued, 1);
+    otlp_close(x, 100);
+}
+
+/* A one-shot receiver: accepts connections, reads each request whole, answers status. */
+typedef struct receiver {
+    int fd, port, status;
+    int requests;
+    char auth[128];
+    sg_buf body;   /* the last body */
+} receiver;
+
+static void *receive(void *arg) {
+    receiver *rv = arg;
+    for (int n = 0; n < 3; n++) {
+        int c = accept(rv->fd, NULL, NULL);
+        if (c < 0) return NULL;
+        sg_buf req;
+        sg_buf_init(&req);
+        char buf[8192];
+        size_t need = (size_t)-1;
+        for (;;) {
+            ssize_t k = read(c, buf, sizeof buf);
+            if (k <= 0) break;
+            sg_buf_append(&req, buf, (size_t)k);
+            char *end = strstr(req.data, "\r\n\r\n");
+            if (end && need == (size_t)-1) {
+                char *cl = strcasestr(req.data, "content-length:");
+                need = (size_t)(end + 4 - req.data) + (cl ? (size_t)atol(cl + 15) : 0);
+            }
+            if (req.len >= need) break;
+        }
+        char *end = req.data ? strstr(req.data, "\r\n\r\n") : NULL;
+        if (end) {
+            sg_buf_reset(&rv->body);
+            sg_buf_puts(&rv->body, end + 4);
+            char *a = strcasestr(req.data, "\r\nauthorization: ");
+            if (a) sscanf(a + 17, "%127[^\r]", rv->auth);
+        }
+        rv->requests++;
+        char resp[128];
+        int s = rv->requests == 1 ? 503 : rv->status;   /* the first try fails: retried */
+        int len = snprintf(resp, sizeof resp, "HTTP/1.1 %d X\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}", s);
+        if (write(c, resp, (size_t)len) < 0) {}
+        close(c);
+        sg_buf_free(&req);
+        if (s == 200) break;
+    }
+    return NULL;
+}
+
+static void test_export(void) {
+    receiver rv = {.status = 200};
+    sg_buf_init(&rv.body);
+    rv.fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    bind(rv.fd, (struct sockaddr *)&a, sizeof a);
+    socklen_t len = sizeof a;
+    getsockname(rv.fd, (struct sockaddr *)&a, &len);
+    listen(rv.fd, 8);
+    pthread_t th;
+    pthread_create(&th, NULL, receive, &rv);
+    char url[64];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/v1/traces", ntohs(a.sin_port));
+    gw_header h = {"authorization", "Bearer tok-123"};
+    otlp_opts o = {.endpoint = url, .headers = &h, .n_headers = 1, .sample_ratio = 1.0, .batch_max = 2,
+                   .queue_max = 10, .flush_ms = 50, .timeout_ms = 2000, .max_retries = 2};
+    sg_error err;
+    otlp *x = otlp_open(&o, &err);
+    ledger_attempt atts[2];
+    ledger_record r = fallback_record(atts);
+    otlp_context parent;
+    otlp_parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", &parent);
+    otlp_submit(x, &r, "chat", &parent);
+    /* a long model name is cut at 256 bytes, on a character boundary: "\xc3\xa9" straddles it */
+    char longname[300];
+    memset(longname, 'a', 255);
+    strcpy(longname + 255, "\xc3\xa9tail");
+    ledger_record r2 = r;
+    r2.requested_model = longname;
+    otlp_submit(x, &r2, "chat", NULL);
+    otlp_stats st = {0};
+    for (int i = 0; i < 200 && st.exported < 6; i++) { usleep(10000); otlp_get_stats(x, &st); }
+    CHECK_EQ_INT(st.exported, 6);
+    CHECK_EQ_INT(st.export_failures, 1);
+    pthread_join(th, NULL);
+    CHECK_EQ_INT(rv.requests, 2);
+    CHECK_EQ_STR(rv.auth, "Bearer tok-123");
+    json_t *doc = json_loads(rv.body.data ? rv.body.data : "", 0, NULL);
+    json_t *spans = json_object_get(json_array_get(json_object_get(json_array_get(json_object_get(doc, "resourceSpans"), 0), "scopeSpans"), 0), "spans");
+    CHECK_EQ_INT(json_array_size(spans), 6);
+    /* the first request continues the caller's trace; the second has one of its own */
+    CHECK_EQ_STR(field(json_array_get(spans, 0), "traceId"), "4bf92f3577b34da6a3ce929d0e0e4736");
+    CHECK_EQ_STR(field(json_array_get(spans, 0), "parentSpanId"), "00f067aa0ba902b7");
+    CHECK(strcmp(field(json_array_get(spans, 3), "traceId"), "4bf92f3577b34da6a3ce929d0e0e4736") != 0);
+    CHECK_EQ_INT(strlen(field(json_array_get(spans, 3), "traceId")), 32);
+    CHECK_EQ_STR(field(json_array_get(spans, 4), "parentSpanId"), field(json_array_get(spans, 3), "spanId"));
+    CHECK_EQ_INT(strlen(field(json_array_get(spans, 3), "name")), 5 + 255);   /* "chat " + the name, without the cut character */
+    json_decref(doc);
+    otlp_close(x, 100);
+    close(rv.fd);
+    sg_buf_free(&rv.body);
+}
+
+/* ---- configuration ---- */
+
+typedef struct kv { const char *k, *v; } kv;
+static const char *env_table(void *ctx, const char *name) {
+    for (const kv *e = ctx; e->k; e++)
+        if (!strcmp(e->k, name)) return e->v;
+    return NULL;
+}
+
+static gw_config *load(const char *text, const kv *env, sg_error *err) {
+    char *path = tu_path("%s/t.yaml", tu_tmpdir());
+    tu_write(path, text, strlen(text));
+    gw_config *c = NULL;
+    config_env e = {env_table, (void *)env};
+    config_load(&c, path, &e, err);
+    return c;
+}
+
+static void test_config(void) {
+    static const kv none[] = {{NULL, NULL}};
+    sg_error err = {{0}};
+    gw_config *c = load("version: 1\n", none, &err);
+    CHECK(c && c->tracing.endpoint == NULL);   /* off by default */
+    config_unref(c);
+    c = load("tracing:\n  endpoint: http://127.0.0.1:4318/\n  headers: {authorization: \"Bearer zz-secret-1\"}\n"
+             "  sample_ratio: 0.25\n  batch_max: 10\n  queue_max: 20\n  service_name: gw1\n", none, &err);
+    CHECK_MSG(c != NULL, "%s", err.msg);
+    if (c) {
+        CHECK_EQ_STR(c->tracing.endpoint, "http://127.0.0.1:4318/v1/traces");
+        CHECK_EQ_INT(c->tracing.n_headers, 1);
+        CHECK_EQ_STR(c->tracing.headers[0].value, "Bearer zz-secret-1");
+        CHECK(c->tracing.sample_ratio == 0.25);
+        CHECK_EQ_INT(c->tracing.batch_max, 10);
+        CHECK_EQ_INT(c->tracing.queue_max, 20);
+        CHECK_EQ_STR(c->tracing.service_name, "gw1");
+    }
+    config_unref(c);
+    c = load("tracing: {endpoint: http://h:1, sample_ratio: 1.5}\n", none, &err);
+    CHECK(c == NULL && strstr(err.msg, "sample_ratio") && strstr(err.msg, "0 to 1"));
+    c = load("tracing: {endpoint: ftp://h:1}\n", none, &err);
+    CHECK(c == NULL && strstr(err.msg, "endpoint"));
+    c = load("tracing: {endpoint: http://h:1, bogus: 1}\n", none, &err);
+    CHECK(c == NULL && strstr(err.msg, "bogus"));
+    /* the standard variables */
+    static const kv env[] = {{"OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318/"},
+                             {"OTEL_EXPORTER_OTLP_HEADERS", "api-key=s%3Dcret-42, x-team = blue"},
+                             {"OTEL_SERVICE_NAME", "edge"}, {NULL, NULL}};
+    c = load("version: 1\n", env, &err);
+    CHECK_MSG(c != NULL, "%s", err.msg);
+    if (c) {
+        CHECK_EQ_STR(c->tracing.endpoint, "http://collector:4318/v1/traces");
+        CHECK_EQ_INT(c->tracing.n_headers, 2);
+        if (c->tracing.n_headers == 2) {
+            CHECK_EQ_STR(c->tracing.headers[0].name, "api-key");
+            CHECK_EQ_STR(c->tracing.headers[0].value, "s=cret-42");
+            CHECK_EQ_STR(c->tracing.headers[1].name, "x-team");
+            CHECK_EQ_STR(c->tracing.headers[1].value, "blue");
+        }
+        CHECK_EQ_STR(c->tracing.service_name, "edge");
+    }
+    config_unref(c);
+    static const kv env2[] = {{"OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318"},
+                              {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://t:1/custom/path"}, {NULL, NULL}};
+    c = load("version: 1\n", env2, &err);
+    CHECK(c && !strcmp(c->tracing.endpoint, "http://t:1/custom/path"));   /* used as it is */
+    config_unref(c);
+    c = load("tracing: {enabled: false}\n", env2, &err);
+    CHECK(c && c->tracing.endpoint == NULL);
+    config_unref(c);
+    static const kv env3[] = {{"OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:1"},
+                              {"OTEL_EXPORTER_OTLP_HEADERS", "bad name=zz-secret-9"}, {NULL, NULL}};
+    c = load("version: 1\n", env3, &err);
+    CHECK(c == NULL && strstr(err.msg, "OTEL_EXPORTER_OTLP_HEADERS") && !strstr(err.msg, "zz-secret-9"));
+}
+
+int main(int argc, char **argv) {
+    (void)argc;
+    RUN(test_traceparent);
+    RUN(test_span_json);
+    RUN(test_queue_bound_receiver_down);
+    RUN(test_export);
+    RUN(test_config);
+    return tu_finish(argv[0]);
+}
