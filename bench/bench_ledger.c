@@ -13,8 +13,11 @@
  *      a fresh one (the path after a crash): records/s and CPU per record.
  * CPU times are the process's (CLOCK_PROCESS_CPUTIME_ID), so other load on the machine
  * inflates them less than it inflates wall-clock rates. Each phase starts from an empty
- * database: with the gateway's random request ids, an insert costs more as the primary
- * key's index outgrows SQLite's page cache (the "ordered ids" line shows the difference).
+ * database. Records carry ids from the gateway's generator (request_id.h: time-ordered, so
+ * each insert lands at the right edge of the primary key's index); BENCH_IDS=random16
+ * gives them the 16 random hex digits of smolgate before it, which land all over the
+ * index and cost more as it outgrows SQLite's page cache (the A/B of that change; the
+ * "random ids" line of ledger_db_insert alone shows it in every run).
  * SQLite in a temporary folder under $BENCH_DIR (default /tmp); PostgreSQL too when
  * SMOLGATE_BENCH_PG holds a connection URL (a scratch database: the bench adds rows). */
 #include <stdbool.h>
@@ -28,6 +31,7 @@
 #include "common/log.h"
 #include "gateway/cost.h"
 #include "gateway/ledger.h"
+#include "gateway/request_id.h"
 #include "gateway/ledger_db.h"
 #include "gateway/ledger_frame.h"
 #include "gateway/provider.h"
@@ -53,15 +57,22 @@ static int cmp_i64(const void *a, const void *b) {
 static ledger_attempt g_att[2] = {{"openai", "gpt-4o-mini", 429, "retryable", 85, 0}, {"anthropic", "claude-haiku-4-5-20251001", 200, NULL, 1240, 85}};
 
 static uint64_t g_seed;
+static bool g_random16;     /* BENCH_IDS=random16: the ids of smolgate before request_id.h */
+static reqid_gen g_ids;
 
-/* Record i, with an id like the gateway's (16 random hex digits: inserts land all over the
- * primary key's index, as they do in production). */
-static void make(ledger_record *r, char *id, size_t cap, long i) {
+/* Record i's id: the gateway's, or (random16) 16 random hex digits. */
+static void make_id(char *id, size_t cap, long i, bool random16) {
+    if (!random16 && cap > REQID_LEN) { reqid_next(&g_ids, id); return; }
     uint64_t z = g_seed + (uint64_t)i * 0x9E3779B97F4A7C15ull;   /* splitmix64 */
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
     z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
     z ^= z >> 31;
     snprintf(id, cap, "%016llx", (unsigned long long)z);
+}
+
+/* Record i, with an id as above. */
+static void make(ledger_record *r, char *id, size_t cap, long i) {
+    make_id(id, cap, i, g_random16);
     memset(r, 0, sizeof *r);
     r->request_id = id;
     r->time_ms = 0;
@@ -186,13 +197,12 @@ static void delivery_alone(const char *name, gw_ledger_kind kind, const char *ta
     ledger_close(l, 30000);
 }
 
-/* ledger_db_insert alone: records decoded beforehand, batches of `batch`, SQLite. ordered:
- * ids in increasing order instead of the gateway's random ones (what time-ordered request
- * ids would cost: each insert lands at the end of the primary key's index). */
-static void insert_alone(const char *dir, uint32_t batch, bool ordered) {
+/* ledger_db_insert alone: records decoded beforehand, batches of `batch`, SQLite. random16:
+ * 16 random hex digits (before request_id.h) instead of the gateway's time-ordered ids. */
+static void insert_alone(const char *dir, uint32_t batch, bool random16) {
     enum { N = 200000 };
     char path[600];
-    snprintf(path, sizeof path, "%s/insert-%u-%d.db", dir, batch, ordered);
+    snprintf(path, sizeof path, "%s/insert-%u-%d.db", dir, batch, random16);
     sg_error err;
     ledger_db *db = ledger_db_open(GW_LEDGER_SQLITE, path, false, &err);
     if (!db) { fprintf(stderr, "bench_ledger: %s\n", err.msg); return; }
@@ -203,13 +213,13 @@ static void insert_alone(const char *dir, uint32_t batch, bool ordered) {
         uint32_t n = 0;
         for (; n < batch && i + n < N; n++) {
             make(&recs[n], ids[n], sizeof ids[n], 900000000 + i + n);
-            if (ordered) snprintf(ids[n], sizeof ids[n], "%016lx", 900000000 + i + (long)n);
+            make_id(ids[n], sizeof ids[n], 900000000 + i + n, random16);
         }
         if (ledger_db_insert(db, recs, n, &err) < 0) { fprintf(stderr, "bench_ledger: %s\n", err.msg); break; }
     }
     int64_t t1 = now_ns(), c1 = cpu_ns();
     printf("ledger_db_insert alone (SQLite, batches of %u, %s ids): %.0f records/s, CPU %.2f us per record\n", batch,
-           ordered ? "ordered" : "random", N / ((t1 - t0) / 1e9), (c1 - c0) / 1e3 / N);
+           random16 ? "random" : "time-ordered", N / ((t1 - t0) / 1e9), (c1 - c0) / 1e3 / N);
     free(recs);
     free(ids);
     ledger_db_close(db);
@@ -259,6 +269,9 @@ static void parts(void) {
 int main(void) {
     sg_log_set_level(SG_LOG_ERROR);
     g_seed = (uint64_t)time(NULL) ^ (uint64_t)getpid() << 32;
+    reqid_init(&g_ids);
+    g_random16 = getenv("BENCH_IDS") && !strcmp(getenv("BENCH_IDS"), "random16");
+    printf("ids: %s\n", g_random16 ? "16 random hex digits (BENCH_IDS=random16)" : "the gateway's, time-ordered (request_id.h)");
     const char *base = getenv("BENCH_DIR") ? getenv("BENCH_DIR") : "/tmp";
     char dir[512];
     snprintf(dir, sizeof dir, "%s/smolgate-bench-ledger-XXXXXX", base);

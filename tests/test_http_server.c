@@ -482,8 +482,13 @@ static void test_simple_get(void) {
     char v[64];
     CHECK(resp_header(&r, "date", v, sizeof v) != NULL);
     CHECK(resp_header(&r, "content-length", v, sizeof v) && !strcmp(v, "5"));
-    CHECK(resp_header(&r, "x-request-id", v, sizeof v) && strlen(v) == 16);
+    CHECK(resp_header(&r, "x-request-id", v, sizeof v) && strlen(v) == 32 && strspn(v, "0123456789abcdef") == 32);
+    CHECK(v[12] == '7');   /* UUIDv7 layout: the id starts with the time */
     CHECK(resp_header(&r, "connection", v, sizeof v) == NULL);  /* keep-alive is implied */
+    sg_buf_free(&r.body);
+    char v2[64];
+    CHECK_EQ_INT(one_shot("GET /hello HTTP/1.1\r\nHost: x\r\n\r\n", &r), 200);
+    CHECK(resp_header(&r, "x-request-id", v2, sizeof v2) && strcmp(v2, v) > 0);   /* later id sorts after */
     sg_buf_free(&r.body);
     CHECK_EQ_INT(one_shot("GET /nope HTTP/1.1\r\nHost: x\r\n\r\n", &r), 404);
     sg_buf_free(&r.body);

@@ -34,7 +34,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <time.h>
@@ -42,6 +41,7 @@
 
 #include "common/buf.h"
 #include "common/log.h"
+#include "gateway/request_id.h"
 
 #define IN_INITIAL     4096
 #define IN_MIN_READ    1024
@@ -75,7 +75,7 @@ typedef struct hdr_span {
 struct http_exchange {
     http_conn   *c;
     http_request req;
-    char         id[17];
+    char         id[REQID_LEN + 1];
     int          status;        /* sent status, 0 before */
     int          streaming;     /* stream_begin done */
     int          chunked;       /* streaming with chunked framing */
@@ -165,7 +165,7 @@ struct http_server {
     size_t       n_live;         /* conns allocated (closed ones may wait on owners) */
     size_t       in_hard_cap;
     http_server_stats stats;
-    uint64_t     rng;
+    reqid_gen    ids;
     time_t       date_sec;
     char         date_line[48];  /* "Date: Tue, 15 Nov 1994 08:12:31 GMT\r\n" */
     size_t       date_len;
@@ -237,19 +237,7 @@ static int hexval(char ch) {
     return -1;
 }
 
-static uint64_t splitmix64(uint64_t *state) {
-    uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-static void make_request_id(http_server *s, char out[17]) {
-    static const char hex[] = "0123456789abcdef";
-    uint64_t v = splitmix64(&s->rng);
-    for (int i = 15; i >= 0; i--, v >>= 4) out[i] = hex[v & 15];
-    out[16] = 0;
-}
+static void make_request_id(http_server *s, char out[REQID_LEN + 1]) { reqid_next(&s->ids, out); }
 
 /* "Date: ..." is the same for a whole second: format it once per second. */
 static void update_date(http_server *s) {
@@ -401,7 +389,7 @@ static void write_head(http_conn *c, http_exchange *x, int status, const http_he
                        int64_t content_length, int chunked) {
     http_server *s = c->s;
     int want_close = 0;
-    size_t need = 160 + s->date_len + s->rid_header_len + 20;
+    size_t need = 160 + s->date_len + s->rid_header_len + REQID_LEN + 4;   /* ": " id "\r\n" */
     size_t *lens = n ? http_exchange_alloc(x, 2 * n * sizeof *lens) : NULL;
     for (size_t i = 0; i < n; i++) {
         lens[2 * i] = h[i].name ? strlen(h[i].name) : 0;
@@ -439,7 +427,7 @@ static void write_head(http_conn *c, http_exchange *x, int status, const http_he
     if (s->rid_header_len) {
         p = put(p, s->rid_header, s->rid_header_len);
         p = put(p, ": ", 2);
-        p = put(p, x->id, 16);
+        p = put(p, x->id, REQID_LEN);
         p = put(p, "\r\n", 2);
     }
     if (chunked) p = put(p, "Transfer-Encoding: chunked\r\n", 28);
@@ -1530,7 +1518,7 @@ http_server *http_server_new(loop *l, const http_server_config *cfg, sg_error *e
     if (!s->cfg.max_uri_bytes) s->cfg.max_uri_bytes = 8192;
     s->in_hard_cap = s->cfg.max_header_bytes + s->cfg.max_body_bytes + CHUNK_LINE_MAX + 64 * 1024;
     s->lfd = -1;
-    if (getrandom(&s->rng, sizeof s->rng, 0) != sizeof s->rng) s->rng = (uint64_t)time(NULL) ^ (uint64_t)(uintptr_t)s;
+    reqid_init(&s->ids);
     loop_timer_init(&s->accept_timer, server_on_accept_timer, s);
     update_date(s);
     if (server_listen(s, err) < 0) {

@@ -84,7 +84,7 @@ typedef struct http_request {
     size_t      n_headers;
     const char *body;           /* body_len bytes, NOT NUL-terminated; "" when empty */
     size_t      body_len;
-    const char *request_id;     /* 16 lowercase hex chars (random 64-bit), NUL-terminated */
+    const char *request_id;     /* 32 lowercase hex chars, time-ordered (request_id.h), NUL-terminated */
     const char *remote_addr;    /* "127.0.0.1:54321" / "[::1]:54321" */
 } http_request;
 

@@ -184,11 +184,12 @@ static int sq_open(ledger_db *db, const char *path, bool read_only, sg_error *er
         if (v < 1) return sg_fail(err, "%s: not a smolgate ledger (no schema_version)", path);
         return 0;
     }
-    /* The writer's connection. Request ids are random, so each insert lands on its own
-     * page of the primary keys' indexes: a page cache that holds them (32 MiB, taken only
-     * as the database grows) saves reading pages back, and a checkpoint every 4000 WAL
-     * pages (16 MiB) instead of 1000 writes a page touched by several batches once.
-     * Neither changes what a commit guarantees. */
+    /* The writer's connection. Request ids start with the time (request_id.h), so inserts
+     * append at the right edge of the primary keys' indexes; ids of an older smolgate (16
+     * random hex digits) land each on its own page, and for those a page cache that holds
+     * the indexes (32 MiB, taken only as the database grows) saves reading pages back, and
+     * a checkpoint every 4000 WAL pages (16 MiB) instead of 1000 writes a page touched by
+     * several batches once. Neither changes what a commit guarantees. */
     if (sq_exec(db, "PRAGMA cache_size=-32768", err) || sq_exec(db, "PRAGMA wal_autocheckpoint=4000", err))
         return sg_fail_wrap(err, "%s", path);
     if (sq_migrate(db, err)) return sg_fail_wrap(err, "%s", path);

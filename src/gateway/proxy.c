@@ -43,6 +43,7 @@
 #include "gateway/otlp.h"
 #include "gateway/provider.h"
 #include "gateway/redact.h"
+#include "gateway/request_id.h"
 #include "gateway/sse.h"
 
 #define MAX_TARGETS 32
@@ -66,7 +67,7 @@ typedef struct proxy_req {
     const gw_key *key;
     gw_request req;                /* the client's request in its API (req.api), canonical */
     const char *client_model;
-    char id[32];                   /* the request id (the exchange's is gone once answered) */
+    char id[REQID_LEN + 1];        /* the request id (the exchange's is gone once answered) */
     const gw_route *route;
     candidate cands[MAX_TARGETS];
     int n_cands, cur;
