@@ -439,6 +439,37 @@ static void test_masks_real_vocab(void) {
     grammar_state_free(s);
     grammar_unref(g);
 
+    /* the pool: a finished state goes back to its grammar, automaton and masks kept, and
+     * the next state under that grammar starts from it, at the start, warm */
+    g = gbnf("root ::= \"{\" [a-z]+ \"}\"\n", &err);
+    CHECK_MSG(g, "%s", err.msg);
+    if (g) {
+        size_t words = (128256 + 31) / 32;
+        uint32_t *m1 = calloc(words, 4), *m2 = calloc(words, 4);
+        sg_grammar_state *p1 = grammar_state_new(g, g_vocab);
+        CHECK(grammar_state_advance_bytes(p1, "{ab", 3) == 0);
+        grammar_state_mask(p1, m1);
+        CHECK_EQ_INT(grammar_state_n_cached(p1), 0);   /* cold: walked the trie */
+        CHECK(grammar_state_advance_bytes(p1, "c}", 2) == 0 && grammar_state_is_complete(p1));
+        grammar_state_free(p1);
+        sg_grammar_state *p2 = grammar_state_new(g, g_vocab);
+        CHECK(!grammar_state_is_accepting(p2) && grammar_state_advance_bytes(p2, "}", 1) == -1);   /* at the start */
+        CHECK(grammar_state_advance_bytes(p2, "{ab", 3) == 0);
+        grammar_state_mask(p2, m2);
+        CHECK_EQ_INT(grammar_state_n_cached(p2), 1);   /* warm: the first state's mask */
+        CHECK(memcmp(m1, m2, words * 4) == 0);
+        sg_grammar_state *p3 = grammar_state_new(g, g_vocab);   /* p2 in use: a new one */
+        grammar_state_advance_bytes(p3, "{ab", 3);
+        grammar_state_mask(p3, m2);
+        CHECK_EQ_INT(grammar_state_n_cached(p3), 0);
+        CHECK(memcmp(m1, m2, words * 4) == 0);
+        grammar_state_free(p3);
+        grammar_state_free(p2);
+        free(m1);
+        free(m2);
+        grammar_unref(g);   /* frees the pooled states too (ASan: no leak) */
+    }
+
     /* a GBNF grammar: the mask of a state that may end, and may go on */
     g = gbnf("root ::= [0-9]+\n", &err);
     CHECK_MSG(g, "%s", err.msg);

@@ -34,8 +34,16 @@ typedef struct grule {
     size_t n_alts, cap_alts;
 } grule;
 
+/* Recogniser states kept for reuse (see "the pool" below). */
+#define STATE_POOL 4
+
 struct sg_grammar {
     atomic_int refs;
+    /* finished recogniser states of this grammar, their automaton and masks kept, so that
+     * the next request's steps find them warm; owned by the grammar (they hold no ref) */
+    pthread_mutex_t pool_mu;
+    struct sg_grammar_state *pool[STATE_POOL];
+    size_t n_pool;
     /* flattened: every alternative of every rule, each ended by EL_END */
     gel *el;
     size_t n_el;
@@ -54,8 +62,12 @@ sg_grammar *grammar_ref(sg_grammar *g) {
     return g;
 }
 
+static void state_destroy(struct sg_grammar_state *s);
+
 void grammar_unref(sg_grammar *g) {
     if (!g || atomic_fetch_sub(&g->refs, 1) != 1) return;
+    for (size_t i = 0; i < g->n_pool; i++) state_destroy(g->pool[i]);
+    pthread_mutex_destroy(&g->pool_mu);
     free(g->el);
     free(g->alt_start);
     free(g->rule_alt0);
@@ -595,6 +607,7 @@ sg_grammar *grammar_parse_gbnf(const char *src, size_t len, sg_error *err) {
     if (parse_rules(&ps) || check_rules(&ps, &root)) { parser_free(&ps); return NULL; }
     sg_grammar *g = sg_xcalloc(1, sizeof *g);
     atomic_init(&g->refs, 1);
+    pthread_mutex_init(&g->pool_mu, NULL);
     size_t n_alt = 0, n_el = 0;
     for (size_t i = 0; i < ps.n_rules; i++) {
         n_alt += ps.rules[i].n_alts;
@@ -637,6 +650,7 @@ struct sg_grammar_vocab {
     uint32_t *off;          /* (n_vocab + 1) token id's bytes: blob[off[id] .. off[id+1]) */
     uint8_t *in_trie;       /* (n_vocab) 0 for special and empty tokens: never allowed */
     uint64_t fingerprint;   /* of the tokenizer's pieces: the registry's key */
+    uint64_t serial;        /* unique in the process: a pooled state's vocabulary is this one */
     int max_depth;
 };
 
@@ -666,7 +680,9 @@ sg_grammar_vocab *grammar_vocab_new(const sg_tokenizer *t) {
         e[n++] = (tok_ent){(const uint8_t *)p, len, (int32_t)i};
         total += len;
     }
+    static atomic_uint_fast64_t serials;
     sg_grammar_vocab *v = sg_xcalloc(1, sizeof *v);
+    v->serial = atomic_fetch_add(&serials, 1) + 1;
     v->n_vocab = nv;
     v->blob = sg_xmalloc(all + 1);   /* special tokens' text too: lazy triggers read it */
     v->off = sg_xcalloc(nv + 1, sizeof *v->off);
@@ -809,6 +825,8 @@ typedef struct lazy {
 struct sg_grammar_state {
     sg_grammar *g;
     const sg_grammar_vocab *v;
+    uint64_t v_serial;         /* v's serial when this state was made (the pool's check) */
+    int32_t start;             /* the state before any byte */
     snode *nodes; size_t n_nodes, cap_nodes; htab node_h;
     dstate *st; size_t n_st, cap_st; htab st_h;
     int32_t *ids; size_t n_ids, cap_ids;       /* stacks of all states */
@@ -970,10 +988,52 @@ static void lazy_free(lazy *lz);
 static int lazy_advance(sg_grammar_state *s, const uint8_t *b, size_t n);
 static size_t lazy_mask(sg_grammar_state *s, uint32_t *bits);
 
+/* The pool. A recogniser state builds its automaton (states, transitions, masks of the
+ * vocabulary) lazily, and most of the cost of a constrained step is a state's first mask.
+ * Requests under one grammar (a schema, a tool list) visit the same states again, so a
+ * finished state object goes back to its grammar, automaton intact, and the next
+ * grammar_state_new under that grammar and vocabulary starts from it, at its start state.
+ * Bounded: STATE_POOL objects a grammar, each at most POOL_MAX_STATES automaton states
+ * (and MAX_MASKS masks); lazy states (free text first) are not pooled. */
+#define POOL_MAX_STATES 4096
+
+static sg_grammar_state *pool_take(sg_grammar *g, const sg_grammar_vocab *v) {
+    sg_grammar_state *s = NULL;
+    pthread_mutex_lock(&g->pool_mu);
+    for (size_t i = g->n_pool; i-- > 0;)
+        if (g->pool[i]->v == v && g->pool[i]->v_serial == (v ? v->serial : 0)) {
+            s = g->pool[i];
+            g->pool[i] = g->pool[--g->n_pool];
+            break;
+        }
+    pthread_mutex_unlock(&g->pool_mu);
+    if (!s) return NULL;
+    s->g = grammar_ref(g);
+    s->cur = s->start;
+    s->n_cached = 0;
+    s->n_scr = 0;
+    return s;
+}
+
+/* Keeps s in its grammar's pool; false when it is not kept (the caller frees it). */
+static bool pool_put(sg_grammar_state *s) {
+    if (s->lz || s->n_st > POOL_MAX_STATES) return false;
+    sg_grammar *g = s->g;
+    bool kept = false;
+    pthread_mutex_lock(&g->pool_mu);
+    if (g->n_pool < STATE_POOL) { g->pool[g->n_pool++] = s; kept = true; }
+    pthread_mutex_unlock(&g->pool_mu);
+    if (kept) grammar_unref(g);   /* the pool does not hold its grammar: it is the grammar's */
+    return kept;
+}
+
 sg_grammar_state *grammar_state_new(sg_grammar *g, const sg_grammar_vocab *v) {
-    sg_grammar_state *s = sg_xcalloc(1, sizeof *s);
+    sg_grammar_state *s = pool_take(g, v);
+    if (s) return s;
+    s = sg_xcalloc(1, sizeof *s);
     s->g = grammar_ref(g);
     s->v = v;
+    s->v_serial = v ? v->serial : 0;   /* NULL: bytes only (grammar_state_advance_bytes) */
     s->cap_nodes = 1024;
     s->nodes = sg_xmalloc(s->cap_nodes * sizeof *s->nodes);
     s->nodes[0] = (snode){-1, -1};
@@ -984,12 +1044,12 @@ sg_grammar_state *grammar_state_new(sg_grammar *g, const sg_grammar_vocab *v) {
     s->n_st = 1;
     s->n_scr = 0;
     for (int32_t a = g->rule_alt0[g->root]; a < g->rule_alt0[g->root + 1]; a++) expand(s, g->alt_start[a], 0);
-    s->cur = state_intern(s);
+    s->start = s->cur = state_intern(s);
     return s;
 }
 
-void grammar_state_free(sg_grammar_state *s) {
-    if (!s) return;
+/* Frees a state's memory; its grammar reference is the caller's business. */
+static void state_destroy(sg_grammar_state *s) {
     for (size_t i = 0; i < s->n_st; i++) free(s->st[i].trans);
     free(s->st);
     free(s->st_h.slot);
@@ -999,8 +1059,14 @@ void grammar_state_free(sg_grammar_state *s) {
     free(s->scratch);
     free(s->masks);
     lazy_free(s->lz);
-    grammar_unref(s->g);
     free(s);
+}
+
+void grammar_state_free(sg_grammar_state *s) {
+    if (!s || pool_put(s)) return;
+    sg_grammar *g = s->g;
+    state_destroy(s);
+    grammar_unref(g);
 }
 
 bool grammar_state_is_accepting(const sg_grammar_state *s) {
