@@ -169,6 +169,27 @@ static int sq_migrate(ledger_db *db, sg_error *err) {
     return sq_exec(db, "COMMIT", err);
 }
 
+/* Runs step until it succeeds, fails for another reason than a lock, or 10 s pass.
+ * Several connections open one file at start (the ledger's writer, the stored responses'
+ * and the run-time keys' workers, other instances): switching a new file to WAL and the
+ * first schema transaction may answer SQLITE_BUSY at once, without the busy handler
+ * (SQLite does so where waiting could deadlock), so the wait is ours. */
+static int sq_retry_busy(ledger_db *db, int (*step)(ledger_db *, sg_error *), sg_error *err) {
+    for (int i = 0;; i++) {
+        if (step(db, err) == 0) return 0;
+        if ((sqlite3_extended_errcode(db->sq) & 0xff) != SQLITE_BUSY &&
+            (sqlite3_extended_errcode(db->sq) & 0xff) != SQLITE_LOCKED && !(err && strstr(err->msg, "locked")))
+            return -1;
+        if (i >= 200) return -1;
+        struct timespec ts = {0, 50 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+}
+
+static int sq_wal(ledger_db *db, sg_error *err) {
+    return sq_exec(db, "PRAGMA journal_mode=WAL", err) || sq_exec(db, "PRAGMA synchronous=FULL", err) ? -1 : 0;
+}
+
 static int sq_open(ledger_db *db, const char *path, bool read_only, sg_error *err) {
     int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | (read_only ? 0 : SQLITE_OPEN_CREATE);
     if (sqlite3_open_v2(path, &db->sq, flags, NULL) != SQLITE_OK) {
@@ -176,8 +197,7 @@ static int sq_open(ledger_db *db, const char *path, bool read_only, sg_error *er
         return -1;
     }
     sqlite3_busy_timeout(db->sq, 10000);
-    if (sq_exec(db, "PRAGMA journal_mode=WAL", err) || sq_exec(db, "PRAGMA synchronous=FULL", err))
-        return sg_fail_wrap(err, "%s", path);
+    if (sq_retry_busy(db, sq_wal, err)) return sg_fail_wrap(err, "%s", path);
     if (read_only) {
         int v;
         if (sq_version(db, &v, err)) return -1;
@@ -192,7 +212,7 @@ static int sq_open(ledger_db *db, const char *path, bool read_only, sg_error *er
      * several batches once. Neither changes what a commit guarantees. */
     if (sq_exec(db, "PRAGMA cache_size=-32768", err) || sq_exec(db, "PRAGMA wal_autocheckpoint=4000", err))
         return sg_fail_wrap(err, "%s", path);
-    if (sq_migrate(db, err)) return sg_fail_wrap(err, "%s", path);
+    if (sq_retry_busy(db, sq_migrate, err)) return sg_fail_wrap(err, "%s", path);
     if (sqlite3_prepare_v2(db->sq, "INSERT INTO requests (" REQ_COLS ") VALUES "
                            "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (request_id) DO NOTHING",
                            -1, &db->ins_req, NULL) != SQLITE_OK ||

@@ -45,7 +45,7 @@ objs=()
 for src in src/common/*.c src/engine/*.c src/gateway/loop.c src/gateway/http_server.c \
            src/gateway/chat.c src/gateway/codec_embed.c src/gateway/api*.c src/gateway/codec_openai.c \
            src/gateway/codec_anthropic.c src/gateway/response_store.c src/gateway/response_store_db.c \
-           src/gateway/ledger_db.c; do
+           src/gateway/ledger_db.c src/gateway/request_id.c; do
   obj=$work/obj/$(echo "${src%.c}" | tr / _).o
   if "$CLANG" $CFLAGS $SAN -fsanitize=fuzzer-no-link -c "$src" -o "$obj" 2>"$work/cc.log"; then
     objs+=("$obj")
