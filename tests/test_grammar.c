@@ -436,6 +436,23 @@ static void test_masks_real_vocab(void) {
     CHECK(all);
     CHECK(ids.n < 7);
     sg_ids_free(&ids);
+    /* drafts: the allowed prefix of a token sequence, the state left where it was */
+    sg_ids d = {0};
+    CHECK(tok_encode(g_tok, ":\"ab\",\"n\":12}", 13, false, &d, &err) == 0);
+    int cut = -1;   /* "}" is refused: tags is required */
+    for (size_t i = 0; i < d.n && cut < 0; i++) {
+        size_t len;
+        const char *p = tok_piece(g_tok, d.ids[i], &len);
+        if (memchr(p, '}', len)) cut = (int)i;
+    }
+    CHECK(cut > 0);
+    CHECK_EQ_INT(grammar_state_allowed_prefix(s, d.ids, (int)d.n), cut);
+    CHECK_EQ_INT(grammar_state_allowed_prefix(s, d.ids, cut), cut);
+    CHECK_EQ_INT(grammar_state_allowed_prefix(s, d.ids, 0), 0);
+    CHECK_EQ_INT(grammar_state_allowed_prefix(s, (const int32_t[]){eot}, 1), 0);
+    CHECK(allowed(s, ":\""));                     /* unmoved: still right after "name" */
+    CHECK(!allowed(s, "\","));
+    sg_ids_free(&d);
     grammar_state_free(s);
     grammar_unref(g);
 
@@ -511,6 +528,10 @@ static void test_lazy_states(void) {
     uint32_t *bits = calloc(words, 4);
     sg_grammar_state *s = grammar_state_new_lazy(g, g_vocab, &LAZY);
     CHECK(s);
+    {   /* free text: any draft goes */
+        int32_t d[3] = {piece_id("hello"), piece_id("}"), 128255};
+        CHECK_EQ_INT(grammar_state_allowed_prefix(s, d, 3), 3);
+    }
     if (!s) { free(bits); grammar_unref(g); return; }
     /* free text: every token, special ones too; may end; not the grammar yet */
     CHECK_EQ_INT(grammar_state_mask(s, bits), nv);

@@ -131,7 +131,8 @@ typedef struct figures {
     /* --grammar: tok/s unconstrained, under the schema, under the tool call; setup ms */
     bool has_grammar;
     double gen_free, gen_schema, gen_tools, vocab_ms, schema_ms, tools_ms;
-    double gen_sd[3];                       /* standard deviations of the three */
+    double gen_sd[3];
+    double grammar_pct[2];                  /* mean share of generation time on the grammar */                       /* standard deviations of the three */
     double ratio_lo[2], ratio_hi[2];        /* schema, tools / unconstrained, per repetition */
     bool has_spec;
     bench_spec spec;
@@ -167,8 +168,10 @@ static void print_json(const bench_cli *o, const sg_model *m, int threads, const
     sg_buf_puts(&b, "}");
     if (f->has_grammar)
         sg_buf_printf(&b, ", \"grammar\": {\"unconstrained_tok_s\": %.3f, \"schema_tok_s\": %.3f, \"tools20_tok_s\": %.3f, "
+                      "\"schema_grammar_pct\": %.2f, \"tools20_grammar_pct\": %.2f, "
                       "\"vocab_index_ms\": %.1f, \"schema_compile_ms\": %.1f, \"tools20_compile_ms\": %.1f}",
-                      f->gen_free, f->gen_schema, f->gen_tools, f->vocab_ms, f->schema_ms, f->tools_ms);
+                      f->gen_free, f->gen_schema, f->gen_tools, f->grammar_pct[0], f->grammar_pct[1], f->vocab_ms,
+                      f->schema_ms, f->tools_ms);
     if (f->has_spec) {
         const bench_spec *sp = &f->spec;
         sg_buf_printf(&b, ", \"speculation\": {\"draft\": %d, \"pass_ms\": {", o->draft);
@@ -222,6 +225,8 @@ static void print_text(const bench_cli *o, const sg_model *m, int threads, const
                o->p.n_gen < 64 ? 64 : o->p.n_gen, o->p.reps, f->gen_free, f->gen_sd[0], f->gen_schema, f->gen_sd[1],
                100 * f->gen_schema / f->gen_free, 100 * f->ratio_lo[0], 100 * f->ratio_hi[0], f->gen_tools, f->gen_sd[2],
                100 * f->gen_tools / f->gen_free, 100 * f->ratio_lo[1], 100 * f->ratio_hi[1]);
+        printf("  time on the grammar (masks, draft checks), share of generation time: nested schema %.2f%%, "
+               "20 tools %.2f%%\n", f->grammar_pct[0], f->grammar_pct[1]);
         printf("  grammar setup, once: vocabulary index %.1f ms, schema compiled in %.1f ms, 20 tools in %.1f ms\n",
                f->vocab_ms, f->schema_ms, f->tools_ms);
     }
@@ -306,22 +311,26 @@ static int bench_grammar(const sg_model *m, bench_cli *o, double *x, figures *f,
     f->tools_ms = t3 - t2;
     sg_grammar *gs[3] = {NULL, schema, tools};
     double *out[3] = {&f->gen_free, &f->gen_schema, &f->gen_tools};
-    /* the three alternate, one repetition each in turn, so that a neighbour on a shared
-     * machine slows all of them alike rather than one */
+    /* the three alternate, one repetition each in turn and the order rotating, so that
+     * a neighbour on a shared machine (or a drift) slows all of them alike rather than one */
     double *xs = sg_xmalloc(3 * (size_t)p.reps * sizeof *xs);
+    double *pct = sg_xcalloc(3 * (size_t)p.reps, sizeof *pct);
     bench_params one = p;
     one.reps = 1;
     for (int r = 0; r < p.reps && !rc; r++) {
-        for (int i = 0; i < 3 && !rc; i++) {
+        for (int j = 0; j < 3 && !rc; j++) {
+            int i = (j + r) % 3;
             if (!o->json)
                 fprintf(stderr, "generation, %s, repetition %d...\n", i == 0 ? "unconstrained" : i == 1 ? "nested schema" : "20 tools", r + 1);
             one.seed = p.seed + (uint64_t)r * 1000;
-            rc = bench_generate(m, &one, gs[i], &xs[i * p.reps + r], err);
+            rc = bench_generate(m, &one, gs[i], &xs[i * p.reps + r], &pct[i * p.reps + r], err);
             if (!rc && !o->json) fprintf(stderr, "  %.2f tok/s\n", xs[i * p.reps + r]);
         }
     }
     for (int i = 0; i < 3 && !rc; i++) bench_mean_sd(xs + i * p.reps, p.reps, out[i], &f->gen_sd[i]);
     for (int k = 0; k < 2 && !rc; k++) {
+        double sd;
+        bench_mean_sd(pct + (k + 1) * p.reps, p.reps, &f->grammar_pct[k], &sd);
         f->ratio_lo[k] = 1e9;
         f->ratio_hi[k] = 0;
         for (int r = 0; r < p.reps; r++) {
@@ -331,6 +340,7 @@ static int bench_grammar(const sg_model *m, bench_cli *o, double *x, figures *f,
         }
     }
     free(xs);
+    free(pct);
     (void)x;
     grammar_unref(schema);
     grammar_unref(tools);

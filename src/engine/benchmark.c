@@ -121,7 +121,7 @@ int bench_tg(const sg_model *m, const bench_params *p, double *tok_s, sg_error *
 
 /* ---- constrained generation ---- */
 
-int bench_generate(const sg_model *m, const bench_params *p, sg_grammar *g, double *tok_s, sg_error *err) {
+int bench_generate(const sg_model *m, const bench_params *p, sg_grammar *g, double *tok_s, double *grammar_pct, sg_error *err) {
     enum { N_PROMPT = 16 };
     if (p->n_gen <= 0) return sg_fail(err, "generation needs at least one token");
     if (g && !m->tok) return sg_fail(err, "constrained generation needs the model's tokenizer");
@@ -136,7 +136,7 @@ int bench_generate(const sg_model *m, const bench_params *p, sg_grammar *g, doub
     uint64_t seed = p->seed;
     for (int r = 0; r < p->reps && !rc; r++) {
         int done = 0;
-        double ms = 0;
+        double ms = 0, gms = 0;
         while (done < p->n_gen && !rc) {
             sg_gen_result res;
             infer_truncate(b.s, 0);
@@ -146,8 +146,10 @@ int bench_generate(const sg_model *m, const bench_params *p, sg_grammar *g, doub
             if (!rc && res.n_generated == 0) rc = sg_fail(err, "a run generated nothing");
             done += res.n_generated;
             ms += res.gen_ms;
+            gms += res.grammar_ms;
         }
         tok_s[r] = ms > 0 ? done * 1000.0 / ms : 0;
+        if (grammar_pct) grammar_pct[r] = ms > 0 ? 100 * gms / ms : 0;
     }
     ctx_close(&b);
     return rc;

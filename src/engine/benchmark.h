@@ -85,8 +85,10 @@ double bench_peak_rss_mb(void);
  * grammar's mask at each step): runs of up to n_gen tokens after a 16-token pseudo-random
  * prompt, repeated with new seeds until n_gen tokens were generated (a grammar may end a
  * run early), tokens/s of generation time per repetition. g NULL: unconstrained, the
- * baseline. Needs the model's tokenizer when g is set. */
-int bench_generate(const sg_model *m, const bench_params *p, sg_grammar *g, double *tok_s, sg_error *err);
+ * baseline. Needs the model's tokenizer when g is set. grammar_pct (may be NULL): per
+ * repetition, the share of generation time spent on the grammar (masks, draft checks),
+ * a figure the machine's neighbours do not move the way they move tokens/s. */
+int bench_generate(const sg_model *m, const bench_params *p, sg_grammar *g, double *tok_s, double *grammar_pct, sg_error *err);
 
 /* ---- concurrent sequences ---- */
 

@@ -140,10 +140,15 @@ int gen_seq_step(sg_gen_seq *g, float *logits, sg_gen_token_fn on_token, void *c
     const sg_model *m = g->m;
     const sg_gen_params *p = &g->p;
     sg_sample_info info = {0};
-    if (g->gst && !grammar_mask(g, logits)) {   /* a dead end: no grammar in this file makes one */
-        g->res.finish_reason = "stop";
-        g->res.incomplete = true;
-        return seq_end(g, false, on_token, ctx);
+    if (g->gst) {
+        double t0 = gen_now_ms();
+        bool alive = grammar_mask(g, logits);
+        g->res.grammar_ms += gen_now_ms() - t0;
+        if (!alive) {   /* a dead end: no grammar in this file makes one */
+            g->res.finish_reason = "stop";
+            g->res.incomplete = true;
+            return seq_end(g, false, on_token, ctx);
+        }
     }
     /* log-probabilities cost a pass over the vocabulary: only when asked for */
     int32_t id = sampler_sample(g->smp, logits, g->hist.ids, g->hist.n, p->sampling.n_logprobs > 0 ? &info : NULL);
@@ -184,7 +189,15 @@ int gen_seq_draft(sg_gen_seq *g, int room, int32_t *draft) {
     /* each draft token is one more sample: none past the answer's limit */
     int left = g->limit - g->res.n_generated - 1;
     int limit = room < left ? room : left;
-    return spec_draft(&g->spec, g->hist.ids, g->hist.n, limit, draft);
+    int k = spec_draft(&g->spec, g->hist.ids, g->hist.n, limit, draft);
+    if (k > 0 && g->gst) {
+        /* a draft token the grammar refuses would only be rejected after a wasted pass
+         * (the draft follows the token sampled last, which the state has taken) */
+        double t0 = gen_now_ms();
+        k = grammar_state_allowed_prefix(g->gst, draft, k);
+        g->res.grammar_ms += gen_now_ms() - t0;
+    }
+    return k;
 }
 
 int gen_seq_verify(sg_gen_seq *g, float *rows, size_t row_stride, const int32_t *draft, int k,
@@ -238,6 +251,7 @@ int gen_run(sg_infer *inf, const int32_t *prompt, int n_prompt, const sg_gen_par
     res->n_drafted = g->res.n_drafted;
     res->n_accepted = g->res.n_accepted;
     res->n_passes = g->res.n_passes;
+    res->grammar_ms = g->res.grammar_ms;
     res->n_generated = g->res.n_generated;
     res->finish_reason = g->res.finish_reason;
     res->incomplete = g->res.incomplete;

@@ -63,6 +63,7 @@ typedef struct sg_gen_result {
     bool incomplete;                 /* constrained: the answer stopped before the grammar could end */
     int n_drafted, n_accepted;       /* speculation: draft tokens proposed / accepted */
     int n_passes;                    /* forward passes of generation (rounds and single steps) */
+    double grammar_ms;               /* of gen_ms: masks computed and applied, drafts checked */
 } sg_gen_result;
 
 /* Appends prompt[n_prompt] to the sequence in inf and generates. */

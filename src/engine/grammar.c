@@ -1102,6 +1102,19 @@ int grammar_state_advance(sg_grammar_state *s, int32_t id) {
     return grammar_state_advance_bytes(s, (const char *)v->blob + v->off[id], v->off[id + 1] - v->off[id]);
 }
 
+int grammar_state_allowed_prefix(sg_grammar_state *s, const int32_t *ids, int n) {
+    const sg_grammar_vocab *v = s->v;
+    if (s->lz && !s->lz->triggered) return n;
+    int32_t c = s->cur;
+    for (int i = 0; i < n; i++) {
+        int32_t id = ids[i];
+        if (id < 0 || (size_t)id >= v->n_vocab || !v->in_trie[id]) return i;
+        c = run(s, c, v->blob + v->off[id], v->off[id + 1] - v->off[id]);
+        if (c == DEAD) return i;
+    }
+    return n;
+}
+
 size_t grammar_state_mask(sg_grammar_state *s, uint32_t *bits) {
     const sg_grammar_vocab *v = s->v;
     size_t words = (v->n_vocab + 31) / 32;

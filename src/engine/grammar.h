@@ -80,6 +80,10 @@ size_t grammar_state_mask(sg_grammar_state *s, uint32_t *bits);
 int grammar_state_advance(sg_grammar_state *s, int32_t id);
 /* Feeds bytes (tests, and prefills). 0, or -1 (state unchanged). */
 int grammar_state_advance_bytes(sg_grammar_state *s, const char *p, size_t n);
+/* How many of ids[0..n), fed in order from here, the grammar allows (the state does not
+ * move): speculative drafts are cut where the grammar would refuse them. A lazy state
+ * before its trigger allows all of them. */
+int grammar_state_allowed_prefix(sg_grammar_state *s, const int32_t *ids, int n);
 /* The output so far is a whole sentence of the grammar: the end token may come now. */
 bool grammar_state_is_accepting(const sg_grammar_state *s);
 /* Accepting and no byte can follow: generation is over. */
