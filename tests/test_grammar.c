@@ -518,6 +518,56 @@ static int32_t piece_id(const char *text) {
 
 static bool has_bit(const uint32_t *bits, int32_t id) { return (bits[id >> 5] >> (id & 31)) & 1; }
 
+/* Markers: a special token whose text a literal of the grammar contains stands for it. */
+static void test_markers(void) {
+    if (!g_vocab) return;
+    sg_error err = {{0}};
+    sg_grammar *g = gbnf("root ::= \"<|start_header_id|>\" [a-z]+ \"<|end_header_id|>\"\n", &err);
+    CHECK_MSG(g, "%s", err.msg);
+    if (!g) return;
+    int32_t open = tok_find(g_tok, "<|start_header_id|>"), close = tok_find(g_tok, "<|end_header_id|>");
+    int32_t eot = tok_find(g_tok, "<|eot_id|>");
+    CHECK(open == 128006 && close == 128007 && eot == 128009);
+    const size_t words = (tok_n_vocab(g_tok) + 31) / 32;
+    uint32_t *bits = calloc(words, 4);
+    sg_grammar_state *s = grammar_state_new(g, g_vocab);
+    grammar_state_mask(s, bits);
+    CHECK(has_bit(bits, open));
+    CHECK(!has_bit(bits, close) && !has_bit(bits, eot));
+    CHECK(has_bit(bits, piece_id("<")));               /* spelled out, too */
+    CHECK_EQ_INT(grammar_state_allowed_prefix(s, (const int32_t[]){open, piece_id("abc"), close}, 3), 3);
+    CHECK_EQ_INT(grammar_state_allowed_prefix(s, (const int32_t[]){open, close}, 2), 1);
+    CHECK_EQ_INT(grammar_state_advance(s, close), -1);
+    CHECK_EQ_INT(grammar_state_advance(s, open), 0);
+    grammar_state_mask(s, bits);
+    CHECK(!has_bit(bits, close) && !has_bit(bits, open));
+    CHECK_EQ_INT(grammar_state_advance_bytes(s, "abc", 3), 0);
+    grammar_state_mask(s, bits);
+    CHECK(has_bit(bits, close));
+    CHECK_EQ_INT(grammar_state_advance(s, close), 0);
+    CHECK(grammar_state_is_complete(s));
+    grammar_state_free(s);
+    /* the same text spelled in ordinary tokens is the same sentence */
+    s = grammar_state_new(g, g_vocab);
+    CHECK_EQ_INT(grammar_state_advance_bytes(s, "<|start_header_id|>x<|end_header_id|>", 37), 0);
+    CHECK(grammar_state_is_complete(s));
+    grammar_state_free(s);
+    grammar_unref(g);
+    /* a special token whose text is only allowed as string content is not a marker */
+    g = schema("{\"type\":\"string\"}", &err);
+    CHECK_MSG(g, "%s", err.msg);
+    if (g) {
+        s = grammar_state_new(g, g_vocab);
+        CHECK_EQ_INT(grammar_state_advance_bytes(s, "\"", 1), 0);
+        grammar_state_mask(s, bits);
+        CHECK(!has_bit(bits, open) && has_bit(bits, piece_id("<")));
+        CHECK_EQ_INT(grammar_state_advance(s, open), -1);
+        grammar_state_free(s);
+        grammar_unref(g);
+    }
+    free(bits);
+}
+
 static void test_lazy_states(void) {
     if (!g_vocab) return;   /* test_masks_real_vocab reported the missing tokenizer */
     sg_error err = {{0}};
@@ -684,6 +734,7 @@ int main(void) {
     RUN(test_schema_adversarial);
     RUN(test_cache);
     RUN(test_masks_real_vocab);
+    RUN(test_markers);
     RUN(test_lazy_states);
     RUN(test_lazy_generate);
     tok_free(g_tok);

@@ -160,7 +160,8 @@ int gen_seq_step(sg_gen_seq *g, float *logits, sg_gen_token_fn on_token, void *c
     sg_buf_reset(&g->text);
     if (m->tok) {
         sg_buf_reset(&g->piece);
-        tok_stream_push(m->tok, &g->ts, id, true, &g->piece);
+        /* special tokens are left out of the text, but those a grammar reads as text */
+        tok_stream_push(m->tok, &g->ts, id, !(g->gst && grammar_token_is_text(g->gst, id)), &g->piece);
         const char *pc = g->piece.data ? g->piece.data : "";
         if (g->stop) stopped = stop_feed(g->stop, pc, g->piece.len, &g->text);
         else sg_buf_append(&g->text, pc, g->piece.len);

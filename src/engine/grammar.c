@@ -53,6 +53,10 @@ struct sg_grammar {
     byteset *sets;
     size_t n_sets;
     int32_t root;
+    /* the bytes of every string literal of two or more bytes, each after its u32 length:
+     * a special token whose text one of them contains may stand for that text */
+    uint8_t *lits;
+    size_t n_lits;
 };
 
 size_t grammar_n_rules(const sg_grammar *g) { return g->n_rules; }
@@ -72,6 +76,7 @@ void grammar_unref(sg_grammar *g) {
     free(g->alt_start);
     free(g->rule_alt0);
     free(g->sets);
+    free(g->lits);
     free(g);
 }
 
@@ -92,6 +97,7 @@ typedef struct parser {
     char **cls_key;
     gel *cls_el;
     size_t n_cls, cap_cls;
+    sg_buf lits;              /* string literals, as sg_grammar's lits */
     sg_error *err;
     bool failed;
 } parser;
@@ -419,6 +425,16 @@ static int parse_sequence(parser *ps, int rule, bool nested) {
             }
             if (ps->p >= ps->end) return perr(ps, "unterminated literal");
             ps->p++;
+            if (ALT->n - last >= 2) {   /* its bytes: each element is a one-byte set */
+                uint32_t n = (uint32_t)(ALT->n - last);
+                sg_buf_append(&ps->lits, &n, sizeof n);
+                for (size_t i = last; i < ALT->n; i++) {
+                    const byteset *bs = &ps->sets[ALT->e[i].v];
+                    uint8_t b = 0;
+                    while (!bs_has(bs, b)) b++;
+                    sg_buf_append(&ps->lits, &b, 1);
+                }
+            }
             if (ALT->n == last) last = (size_t)-1;   /* "" is nothing to repeat */
         } else if (c == '[' || c == '.') {
             cprange rg[256];
@@ -599,6 +615,7 @@ static void parser_free(parser *ps) {
     for (size_t i = 0; i < ps->n_cls; i++) free(ps->cls_key[i]);
     free(ps->cls_key);
     free(ps->cls_el);
+    sg_buf_free(&ps->lits);
 }
 
 sg_grammar *grammar_parse_gbnf(const char *src, size_t len, sg_error *err) {
@@ -632,6 +649,9 @@ sg_grammar *grammar_parse_gbnf(const char *src, size_t len, sg_error *err) {
     g->sets = ps.sets;
     g->n_sets = ps.n_sets;
     ps.sets = NULL;
+    g->n_lits = ps.lits.len;
+    g->lits = ps.lits.len ? sg_xmalloc(ps.lits.len) : NULL;
+    if (ps.lits.len) memcpy(g->lits, ps.lits.data, ps.lits.len);
     parser_free(&ps);
     return g;
 }
@@ -652,6 +672,8 @@ struct sg_grammar_vocab {
     uint64_t fingerprint;   /* of the tokenizer's pieces: the registry's key */
     uint64_t serial;        /* unique in the process: a pooled state's vocabulary is this one */
     int max_depth;
+    int32_t *specials;      /* ids of the special tokens with text (outside the trie) */
+    size_t n_specials;
 };
 
 size_t grammar_vocab_n(const sg_grammar_vocab *v) { return v->n_vocab; }
@@ -704,6 +726,12 @@ sg_grammar_vocab *grammar_vocab_new(const sg_tokenizer *t) {
         }
         v->off[nv] = (uint32_t)at;
         for (size_t i = 0; i < n; i++) e[i].s = v->blob + v->off[e[i].id];
+        for (size_t i = 0; i < nv; i++)
+            if (!v->in_trie[i] && v->off[i + 1] > v->off[i]) v->n_specials++;
+        v->specials = sg_xmalloc((v->n_specials ? v->n_specials : 1) * sizeof *v->specials);
+        v->n_specials = 0;
+        for (size_t i = 0; i < nv; i++)
+            if (!v->in_trie[i] && v->off[i + 1] > v->off[i]) v->specials[v->n_specials++] = (int32_t)i;
     }
     qsort(e, n, sizeof *e, cmp_tok);
     v->byte = sg_xmalloc((total + 1) * sizeof *v->byte);
@@ -754,6 +782,7 @@ void grammar_vocab_free(sg_grammar_vocab *v) {
     free(v->blob);
     free(v->off);
     free(v->in_trie);
+    free(v->specials);
     free(v);
 }
 
@@ -835,6 +864,8 @@ struct sg_grammar_state {
     int32_t cur;
     size_t n_cached;
     lazy *lz;                  /* grammar_state_new_lazy: free text until the trigger; else NULL */
+    int32_t *markers;          /* special tokens that may stand for their text (see marker_of) */
+    size_t n_markers;
     int32_t path[TRIE_MAX_DEPTH + 1];
 };
 
@@ -1027,6 +1058,49 @@ static bool pool_put(sg_grammar_state *s) {
     return kept;
 }
 
+/* Marker tokens. Special tokens never stand for ordinary text, but a model like SmolLM3
+ * writes some markers as one special token (`<tool_call>`, `</tool_call>`): where a
+ * literal of the grammar contains a special token's text, that token may stand for the
+ * text, wherever the grammar accepts its bytes. Found once per state object. */
+static void find_markers(sg_grammar_state *s) {
+    const sg_grammar *g = s->g;
+    const sg_grammar_vocab *v = s->v;
+    for (size_t k = 0; k < v->n_specials; k++) {
+        int32_t id = v->specials[k];
+        const uint8_t *t = v->blob + v->off[id];
+        size_t n = v->off[id + 1] - v->off[id];
+        for (size_t at = 0; at + 4 <= g->n_lits;) {
+            uint32_t len;
+            memcpy(&len, g->lits + at, 4);
+            const uint8_t *lit = g->lits + at + 4;
+            at += 4 + len;
+            if (n <= len && memmem(lit, len, t, n)) {
+                s->markers = sg_xrealloc(s->markers, (s->n_markers + 1) * sizeof *s->markers);
+                s->markers[s->n_markers++] = id;
+                break;
+            }
+        }
+    }
+}
+
+static bool is_marker(const sg_grammar_state *s, int32_t id) {
+    for (size_t i = 0; i < s->n_markers; i++)
+        if (s->markers[i] == id) return true;
+    return false;
+}
+
+bool grammar_token_is_text(const sg_grammar_state *s, int32_t id) {
+    const sg_grammar_vocab *v = s->v;
+    if (!v || id < 0 || (size_t)id >= v->n_vocab || v->in_trie[id]) return false;
+    if (is_marker(s, id)) return true;
+    if (!s->lz) return false;
+    for (int i = 0; i < 3; i++)   /* the trigger and the quiet markers, as one token */
+        if (s->lz->marker[i] && v->off[id + 1] - v->off[id] == s->lz->n_marker[i] &&
+            !memcmp(v->blob + v->off[id], s->lz->marker[i], s->lz->n_marker[i]))
+            return true;
+    return false;
+}
+
 sg_grammar_state *grammar_state_new(sg_grammar *g, const sg_grammar_vocab *v) {
     sg_grammar_state *s = pool_take(g, v);
     if (s) return s;
@@ -1045,6 +1119,7 @@ sg_grammar_state *grammar_state_new(sg_grammar *g, const sg_grammar_vocab *v) {
     s->n_scr = 0;
     for (int32_t a = g->rule_alt0[g->root]; a < g->rule_alt0[g->root + 1]; a++) expand(s, g->alt_start[a], 0);
     s->start = s->cur = state_intern(s);
+    if (v) find_markers(s);
     return s;
 }
 
@@ -1058,6 +1133,7 @@ static void state_destroy(sg_grammar_state *s) {
     free(s->ids);
     free(s->scratch);
     free(s->masks);
+    free(s->markers);
     lazy_free(s->lz);
     free(s);
 }
@@ -1098,7 +1174,7 @@ int grammar_state_advance(sg_grammar_state *s, int32_t id) {
     if (id < 0 || (size_t)id >= v->n_vocab) return -1;
     if (s->lz && !s->lz->triggered)   /* free text: any token, special ones included */
         return lazy_advance(s, v->blob + v->off[id], v->off[id + 1] - v->off[id]);
-    if (!v->in_trie[id]) return -1;   /* special tokens never, inside the grammar */
+    if (!v->in_trie[id] && !is_marker(s, id)) return -1;   /* special tokens: markers only */
     return grammar_state_advance_bytes(s, (const char *)v->blob + v->off[id], v->off[id + 1] - v->off[id]);
 }
 
@@ -1108,7 +1184,7 @@ int grammar_state_allowed_prefix(sg_grammar_state *s, const int32_t *ids, int n)
     int32_t c = s->cur;
     for (int i = 0; i < n; i++) {
         int32_t id = ids[i];
-        if (id < 0 || (size_t)id >= v->n_vocab || !v->in_trie[id]) return i;
+        if (id < 0 || (size_t)id >= v->n_vocab || (!v->in_trie[id] && !is_marker(s, id))) return i;
         c = run(s, c, v->blob + v->off[id], v->off[id + 1] - v->off[id]);
         if (c == DEAD) return i;
     }
@@ -1143,6 +1219,13 @@ size_t grammar_state_mask(sg_grammar_state *s, uint32_t *bits) {
             count++;
         }
         i++;
+    }
+    for (size_t k = 0; k < s->n_markers; k++) {
+        int32_t id = s->markers[k];
+        if (run(s, s->cur, v->blob + v->off[id], v->off[id + 1] - v->off[id]) != DEAD) {
+            bits[id >> 5] |= 1u << (id & 31);
+            count++;
+        }
     }
     d = &s->st[s->cur];
     if (s->n_masks < MAX_MASKS) {

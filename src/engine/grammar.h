@@ -13,9 +13,11 @@
  * Left recursion is rejected when the grammar is compiled (a recursive-descent
  * recogniser would never end on it).
  *
- * Tokens: special tokens are never allowed inside the grammar; the end tokens the caller
- * names (EOS, <|im_end|>) are theirs to allow, where grammar_state_is_accepting says the
- * grammar may end. No library does this over a 128k byte-level vocabulary in C
+ * Tokens: special tokens are not ordinary text inside the grammar, except markers: a
+ * special token whose text a string literal of the grammar contains (SmolLM3 writes
+ * `<tool_call>` and `</tool_call>` as one token each) is allowed wherever the grammar
+ * accepts its text. The end tokens the caller names (EOS, <|im_end|>) are theirs to
+ * allow, where grammar_state_is_accepting says the grammar may end. No library does this over a 128k byte-level vocabulary in C
  * (llama.cpp's sampler is C++ and tied to its own vocabulary type).
  *
  * Threads: an sg_grammar and an sg_grammar_vocab are immutable once made and may be
@@ -73,7 +75,8 @@ typedef struct sg_grammar_state sg_grammar_state;
 sg_grammar_state *grammar_state_new(sg_grammar *g, const sg_grammar_vocab *v);
 void grammar_state_free(sg_grammar_state *s);
 /* Sets bit id of bits (uint32 words, (n_vocab + 31) / 32 of them) for each token whose
- * bytes keep the output inside the grammar, clears the others (special tokens always).
+ * bytes keep the output inside the grammar, clears the others (special tokens but
+ * markers always).
  * Returns the number of tokens allowed. */
 size_t grammar_state_mask(sg_grammar_state *s, uint32_t *bits);
 /* Feeds a token's bytes. 0, or -1 (state unchanged) when the token is not allowed. */
@@ -84,6 +87,9 @@ int grammar_state_advance_bytes(sg_grammar_state *s, const char *p, size_t n);
  * move): speculative drafts are cut where the grammar would refuse them. A lazy state
  * before its trigger allows all of them. */
 int grammar_state_allowed_prefix(sg_grammar_state *s, const int32_t *ids, int n);
+/* The token is a special token that stands for text here (a marker, or a lazy state's
+ * trigger): its text belongs in the output, where special tokens are otherwise left out. */
+bool grammar_token_is_text(const sg_grammar_state *s, int32_t id);
 /* The output so far is a whole sentence of the grammar: the end token may come now. */
 bool grammar_state_is_accepting(const sg_grammar_state *s);
 /* Accepting and no byte can follow: generation is over. */

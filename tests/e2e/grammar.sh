@@ -55,7 +55,9 @@ for s in nested recursive enums arrays anyof formats optional any_object; do
     done
   done
 done
-for g in arith words list; do
+# marker: the grammar's literals are special tokens' texts, which the model may write as
+# the special token itself; the answer's text must carry them either way
+for g in arith words list marker; do
   for t in 0 1 2; do
     for seed in 4 5; do
       [ "$t" = 0 ] && [ $seed -gt 4 ] && continue
