@@ -672,6 +672,28 @@ static void test_breaker_opens_then_half_open(void) {
     sg_buf_free(&r.raw);
 }
 
+/* Streams that break after their first byte count against their target's breaker: two
+ * such failures of pa (the configured threshold) open it, and pb answers first. */
+static void test_stream_failures_open_breaker(void) {
+    fresh();
+    reply r;
+    for (int i = 0; i < 2; i++) {
+        reset_script();
+        script((fake_answer){.status = 200, .chunks = {"data: partial\n\n"}, .end = UPSTREAM_ERR_RESET_DURING_RESPONSE});
+        chat(&r, "ab", true);
+        CHECK_EQ_STR(call_order(), "pa");
+        CHECK(strstr(r.body, "the provider failed mid-response") != NULL);
+        sg_buf_free(&r.raw);
+        CHECK(breaker_is_open(G.breakers, "pa", "m", loop_update_now(G.loop), NULL) == (i == 1));
+    }
+    reset_script();
+    script(ok_body("b|1|1"));
+    chat(&r, "ab", false);
+    CHECK_EQ_INT(r.status, 200);
+    CHECK_EQ_STR(call_order(), "pb");
+    sg_buf_free(&r.raw);
+}
+
 /* A stream that breaks after its first byte reached the client: no retry, no fallback;
  * the client's stream ends with an error, never a clean end. */
 static void test_stream_failure_after_first_byte(void) {
@@ -814,6 +836,7 @@ int main(void) {
     RUN(test_retry_budget_exhausted);
     RUN(test_breaker_opens_then_half_open);
     RUN(test_stream_failure_after_first_byte);
+    RUN(test_stream_failures_open_breaker);
     RUN(test_count_tokens);   /* before test_limits uses up the "limited" route's minute */
     RUN(test_limits_refuse_before_any_attempt);
     RUN(test_budget_exhausted);

@@ -410,6 +410,10 @@ static void fail_mid_stream(proxy_req *p, const char *why) {
     client_flush(p);
     if (p->gen.len || p->gen_tokens) { estimate_usage(p); compute_cost(p); }   /* what was generated is billed */
     record_attempt(p, 200, "stream");   /* it had answered (the client has its head), then broke */
+    const candidate *c = current(p);
+    if (c && !p->up->in_process)   /* a provider that breaks its answers is failing: its breaker counts it */
+        breaker_record(p->gw->breakers, &p->gw->cfg->circuit_breaker, c->provider->name, c->model, false,
+                       loop_now_ms(p->gw->loop));
     log_request(p, 502);
     http_stream_end(p->x);
     p->gw->stats.errors++;
