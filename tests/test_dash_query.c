@@ -101,23 +101,34 @@ static const char *const QUERIES[] = {
     "bucket=hour&route=chat&provider=openai", "by=key&bucket=day&from=2025-12-03",
 };
 
+static void all_same(ledger_db *db) {
+    for (size_t i = 0; i < sizeof QUERIES / sizeof *QUERIES; i++) same_as_usage(db, QUERIES[i]);
+}
+
 static void test_rollup_matches_usage(void) {
     ledger_db *db = open_db("rollup");
     if (!db) return;
     insert(db, 0, 400);
+    all_same(db);   /* nothing rolled up yet: all from the requests past the mark */
     int64_t rolled = -1;
     sg_error err;
-    CHECK_MSG(dashq_rollup(db, &rolled, &err) == 0, "%s", err.msg);
-    CHECK_EQ_INT(rolled, 400);
-    for (size_t i = 0; i < sizeof QUERIES / sizeof *QUERIES; i++) same_as_usage(db, QUERIES[i]);
+    CHECK_MSG(dashq_rollup(db, 150, &rolled, &err) == 0, "%s", err.msg);   /* a bounded step */
+    CHECK_EQ_INT(rolled, 150);
+    all_same(db);   /* part rolled up, part not */
+    CHECK_MSG(dashq_rollup(db, 0, &rolled, &err) == 0, "%s", err.msg);
+    CHECK_EQ_INT(rolled, 250);
+    all_same(db);
     /* more records, some in hours already rolled up: summed into the same rows */
     insert(db, 400, 333);
-    for (size_t i = 0; i < sizeof QUERIES / sizeof *QUERIES; i++) same_as_usage(db, QUERIES[i]);
-    CHECK_MSG(dashq_rollup(db, &rolled, &err) == 0, "%s", err.msg);
-    CHECK_EQ_INT(rolled, 0);   /* dashq_spend rolled them up already */
+    all_same(db);
+    CHECK_MSG(dashq_rollup(db, 0, &rolled, &err) == 0, "%s", err.msg);
+    CHECK_EQ_INT(rolled, 333);
+    all_same(db);
+    CHECK_MSG(dashq_rollup(db, 0, &rolled, &err) == 0, "%s", err.msg);
+    CHECK_EQ_INT(rolled, 0);   /* nothing is rolled up twice */
     /* a batch delivered twice is stored once, and rolled up once */
     insert(db, 100, 200);
-    CHECK_MSG(dashq_rollup(db, &rolled, &err) == 0, "%s", err.msg);
+    CHECK_MSG(dashq_rollup(db, 0, &rolled, &err) == 0, "%s", err.msg);
     CHECK_EQ_INT(rolled, 0);
     same_as_usage(db, "by=key,route,provider,model&bucket=hour");
     usage_filter f;
@@ -126,6 +137,22 @@ static void test_rollup_matches_usage(void) {
     CHECK(dashq_spend(db, &f, &r, &err) == 0);
     CHECK_EQ_INT(r.total.requests, 733);
     usage_result_free(&r);
+    /* which queries the rollup answers: one dimension, filtered on that one only (a
+     * changed rollup row shows through); others are summed over requests */
+    CHECK(ledger_db_exec(db, "UPDATE spend_hourly SET cost_micro = cost_micro + 1000000 WHERE dim = 'key'", NULL, 0, &err) > 0);
+    static const struct { const char *q; bool rollup; } paths[] = {
+        {"by=key&bucket=day", true}, {"by=key&bucket=none&key=team-a", true}, {"bucket=hour&key=team-b", true},
+        {"by=key&bucket=day&route=chat", false}, {"by=key,model&bucket=none", false}, {"by=route&bucket=day", false},
+    };
+    for (size_t i = 0; i < sizeof paths / sizeof *paths; i++) {
+        usage_result a, b;
+        CHECK(dashq_parse_spend(&f, paths[i].q, &err) == 0);
+        CHECK(dashq_spend(db, &f, &a, &err) == 0);
+        CHECK(usage_query(db, &f, &b, &err) == 0);
+        CHECK_MSG((a.total.cost_micro != b.total.cost_micro) == paths[i].rollup, "%s", paths[i].q);
+        usage_result_free(&a);
+        usage_result_free(&b);
+    }
     ledger_db_close(db);
 }
 

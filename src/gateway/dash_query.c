@@ -184,7 +184,7 @@ int dashq_requests(ledger_db *db, const dashq_filter *f, sg_buf *out, sg_error *
     sg_buf sql;
     sg_buf_init(&sql);
     sg_buf_puts(&sql, "SELECT " LIST_COLS " FROM requests WHERE 1 = 1");
-    const char *params[16];
+    const char *params[20];
     size_t np = 0;
     char from[24], to[24], before[24], status[16], like[160];
     if (f->from_ms >= 0) {
@@ -201,8 +201,11 @@ int dashq_requests(ledger_db *db, const dashq_filter *f, sg_buf *out, sg_error *
         snprintf(before, sizeof before, "%" PRId64, f->before_ms);
         params[np++] = before;
         params[np++] = before;
+        params[np++] = before;
         params[np++] = f->before_id;
-        sg_buf_puts(&sql, " AND (ts_ms < CAST(? AS BIGINT) OR (ts_ms = CAST(? AS BIGINT) AND request_id < ?))");
+        /* the first bound alone lets the time index limit the scan */
+        sg_buf_puts(&sql, " AND ts_ms <= CAST(? AS BIGINT)"
+                          " AND (ts_ms < CAST(? AS BIGINT) OR (ts_ms = CAST(? AS BIGINT) AND request_id < ?))");
     }
     if (*f->key) { params[np++] = f->key; sg_buf_puts(&sql, " AND key_id = ?"); }
     if (*f->route) { params[np++] = f->route; sg_buf_puts(&sql, " AND route = ?"); }
@@ -217,7 +220,11 @@ int dashq_requests(ledger_db *db, const dashq_filter *f, sg_buf *out, sg_error *
         sg_buf_puts(&sql, " AND status = CAST(? AS INTEGER)");
     } else if (f->status == -1) sg_buf_puts(&sql, " AND status >= 400");
     else if (f->status == -2) sg_buf_puts(&sql, " AND status < 400");
-    if (*f->q) {   /* a substring anywhere people would look; % and _ taken literally */
+    bool whole_id = strlen(f->q) == 32 && strspn(f->q, "0123456789abcdef") == 32;
+    if (whole_id) {   /* a request id (request_id.h) pasted whole: the primary key finds it */
+        params[np++] = f->q;
+        sg_buf_puts(&sql, " AND request_id = ?");
+    } else if (*f->q) {   /* a substring anywhere people would look; % and _ taken literally */
         size_t o = 0;
         like[o++] = '%';
         for (const char *s = f->q; *s && o + 4 < sizeof like; s++) {
@@ -321,9 +328,23 @@ static int on_int(void *arg, int ncols, const char *const *c) {
     return 0;
 }
 
+/* The rolled-up dimensions: usage_dim, its column in requests, its name in spend_hourly. */
+static const struct { usage_dim d; const char *col, *name; } k_dims[] = {
+    {USAGE_KEY, "key_id", "key"}, {USAGE_ROUTE, "route", "route"},
+    {USAGE_PROVIDER, "provider", "provider"}, {USAGE_MODEL, "model", "model"},
+};
+#define N_DIMS (sizeof k_dims / sizeof *k_dims)
+
+/* The sums of one group of requests, in spend_hourly's column order. */
+#define SUMS_SQL \
+    "COUNT(*), SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END), SUM(fallbacks), SUM(COALESCE(input_tokens, 0))," \
+    " SUM(COALESCE(cache_read_tokens, 0)), SUM(COALESCE(cache_write_tokens, 0)), SUM(COALESCE(output_tokens, 0))," \
+    " SUM(COALESCE(reasoning_tokens, 0)), SUM(COALESCE(cost_micro, 0))," \
+    " SUM(CASE WHEN cost_micro IS NULL THEN 1 ELSE 0 END), SUM(CASE WHEN usage_estimated THEN 1 ELSE 0 END)"
+
 /* Records stored after the high-water mark (SQLite: rowid; PostgreSQL: seq) summed into
- * spend_hourly, '' standing for NULL in the key columns (a primary key has no NULLs). */
-int dashq_rollup(ledger_db *db, int64_t *rolled, sg_error *err) {
+ * spend_hourly once per dimension, '' standing for NULL (a primary key has no NULLs). */
+int dashq_rollup(ledger_db *db, int64_t max_records, int64_t *rolled, sg_error *err) {
     bool pg = ledger_db_kind(db) == GW_LEDGER_POSTGRES;
     const char *seq = pg ? "seq" : "rowid";
     int64_t hw = 0, top = 0, added = 0;
@@ -337,37 +358,32 @@ int dashq_rollup(ledger_db *db, int64_t *rolled, sg_error *err) {
         goto fail;
     snprintf(sql, sizeof sql, "SELECT COALESCE(MAX(%s), 0) FROM requests", seq);
     if (ledger_db_select(db, sql, NULL, 0, on_int, &top, err)) goto fail;
+    if (max_records > 0 && top - hw > max_records) top = hw + max_records;   /* a bounded transaction */
     if (top > hw) {
         char lo[24], hi[24];
         snprintf(lo, sizeof lo, "%" PRId64, hw);
         snprintf(hi, sizeof hi, "%" PRId64, top);
         const char *p[2] = {lo, hi};
-        snprintf(sql, sizeof sql,
-                 "INSERT INTO spend_hourly (hour_ms, key_id, route, provider, model, requests, errors, fallbacks,"
-                 " input_tokens, cache_read_tokens, cache_write_tokens, output_tokens, reasoning_tokens, cost_micro,"
-                 " unpriced, estimated)"
-                 " SELECT (ts_ms / 3600000) * 3600000, COALESCE(key_id, ''), COALESCE(route, ''),"
-                 " COALESCE(provider, ''), COALESCE(model, ''), COUNT(*),"
-                 " SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END), SUM(fallbacks), SUM(COALESCE(input_tokens, 0)),"
-                 " SUM(COALESCE(cache_read_tokens, 0)), SUM(COALESCE(cache_write_tokens, 0)),"
-                 " SUM(COALESCE(output_tokens, 0)), SUM(COALESCE(reasoning_tokens, 0)), SUM(COALESCE(cost_micro, 0)),"
-                 " SUM(CASE WHEN cost_micro IS NULL THEN 1 ELSE 0 END), SUM(CASE WHEN usage_estimated THEN 1 ELSE 0 END)"
-                 " FROM requests WHERE %s > CAST(? AS BIGINT) AND %s <= CAST(? AS BIGINT)"
-                 " GROUP BY 1, 2, 3, 4, 5"
-                 " ON CONFLICT (hour_ms, key_id, route, provider, model) DO UPDATE SET"
-                 " requests = spend_hourly.requests + excluded.requests, errors = spend_hourly.errors + excluded.errors,"
-                 " fallbacks = spend_hourly.fallbacks + excluded.fallbacks,"
-                 " input_tokens = spend_hourly.input_tokens + excluded.input_tokens,"
-                 " cache_read_tokens = spend_hourly.cache_read_tokens + excluded.cache_read_tokens,"
-                 " cache_write_tokens = spend_hourly.cache_write_tokens + excluded.cache_write_tokens,"
-                 " output_tokens = spend_hourly.output_tokens + excluded.output_tokens,"
-                 " reasoning_tokens = spend_hourly.reasoning_tokens + excluded.reasoning_tokens,"
-                 " cost_micro = spend_hourly.cost_micro + excluded.cost_micro,"
-                 " unpriced = spend_hourly.unpriced + excluded.unpriced, estimated = spend_hourly.estimated + excluded.estimated",
-                 seq, seq);
-        /* SQLite needs "WHERE true" between a SELECT and an upsert's ON CONFLICT to parse
-         * it; the WHERE above already is that. */
-        if (ledger_db_exec(db, sql, p, 2, err) < 0) goto fail;
+        for (size_t d = 0; d < N_DIMS; d++) {
+            snprintf(sql, sizeof sql,
+                     "INSERT INTO spend_hourly (dim, hour_ms, value, requests, errors, fallbacks, input_tokens,"
+                     " cache_read_tokens, cache_write_tokens, output_tokens, reasoning_tokens, cost_micro, unpriced,"
+                     " estimated)"
+                     " SELECT '%s', (ts_ms / 3600000) * 3600000, COALESCE(%s, ''), " SUMS_SQL
+                     " FROM requests WHERE %s > CAST(? AS BIGINT) AND %s <= CAST(? AS BIGINT) GROUP BY 2, 3"
+                     " ON CONFLICT (dim, hour_ms, value) DO UPDATE SET"
+                     " requests = spend_hourly.requests + excluded.requests, errors = spend_hourly.errors + excluded.errors,"
+                     " fallbacks = spend_hourly.fallbacks + excluded.fallbacks,"
+                     " input_tokens = spend_hourly.input_tokens + excluded.input_tokens,"
+                     " cache_read_tokens = spend_hourly.cache_read_tokens + excluded.cache_read_tokens,"
+                     " cache_write_tokens = spend_hourly.cache_write_tokens + excluded.cache_write_tokens,"
+                     " output_tokens = spend_hourly.output_tokens + excluded.output_tokens,"
+                     " reasoning_tokens = spend_hourly.reasoning_tokens + excluded.reasoning_tokens,"
+                     " cost_micro = spend_hourly.cost_micro + excluded.cost_micro,"
+                     " unpriced = spend_hourly.unpriced + excluded.unpriced, estimated = spend_hourly.estimated + excluded.estimated",
+                     k_dims[d].name, k_dims[d].col, seq, seq);
+            if (ledger_db_exec(db, sql, p, 2, err) < 0) goto fail;
+        }
         snprintf(sql, sizeof sql, "SELECT COUNT(*) FROM requests WHERE %s > CAST(? AS BIGINT) AND %s <= CAST(? AS BIGINT)",
                  seq, seq);
         if (rolled && ledger_db_select(db, sql, p, 2, on_int, &added, err)) goto fail;
@@ -422,36 +438,79 @@ static int on_spend_row(void *arg, int ncols, const char *const *cols) {
     return 0;
 }
 
+/* The one dimension a query can be answered from the rollup with: its grouping names at
+ * most one of key, route, provider, model, and its filters name only that one. -1: none
+ * (the query runs over requests). *dim_ix: the k_dims entry (route when nothing is named). */
+static bool rollup_serves(const usage_filter *f, size_t *dim_ix) {
+    int want = -1;
+    for (size_t k = 0; k < f->n_group; k++) {
+        if (f->group[k] == USAGE_HOUR || f->group[k] == USAGE_DAY) continue;
+        if (want >= 0) return false;
+        want = (int)f->group[k];
+    }
+    const char *filters[4] = {f->key, f->route, f->provider, f->model};
+    for (int d = 0; d < 4; d++) {
+        if (!*filters[d]) continue;
+        if (want >= 0 && want != (int)k_dims[d].d) return false;
+        want = (int)k_dims[d].d;
+    }
+    *dim_ix = 1;
+    for (size_t d = 0; d < N_DIMS; d++)
+        if ((int)k_dims[d].d == want) *dim_ix = d;
+    return true;
+}
+
 int dashq_spend(ledger_db *db, const usage_filter *f, usage_result *out, sg_error *err) {
+    size_t di;
+    if (!rollup_serves(f, &di)) return usage_query(db, f, out, err);   /* exact, over every record */
     memset(out, 0, sizeof *out);
     out->total.bucket_ms = -1;
-    if (dashq_rollup(db, NULL, err)) return -1;
-    static const char *const dim_sql[USAGE_N_DIMS] = {"key_id", "route", "provider", "model", "hour_ms",
-                                                      "(hour_ms / 86400000) * 86400000"};
+    bool pg = ledger_db_kind(db) == GW_LEDGER_POSTGRES;
+    const char *filters[4] = {f->key, f->route, f->provider, f->model};
+    const char *value = *filters[di] ? filters[di] : NULL;
+    const char *params[8];
+    char from[24], to[24];
+    size_t np = 0;
+    sg_buf where;
+    sg_buf_init(&where);
+    if (f->from_ms >= 0)   /* whole hours: the hour holding from ... */
+        snprintf(from, sizeof from, "%" PRId64, f->from_ms / 3600000 * 3600000);
+    if (f->to_ms >= 0)     /* ... to the hour holding the last millisecond before to */
+        snprintf(to, sizeof to, "%" PRId64, f->to_ms);
+    for (int side = 0; side < 2; side++) {   /* the same filters on both sides of the union */
+        if (f->from_ms >= 0) params[np++] = from;
+        if (f->to_ms >= 0) params[np++] = to;
+        if (value) params[np++] = value;
+    }
+    if (f->from_ms >= 0) sg_buf_puts(&where, " AND hour_ms >= CAST(? AS BIGINT)");
+    if (f->to_ms >= 0) sg_buf_puts(&where, " AND hour_ms < CAST(? AS BIGINT)");
+    if (value) sg_buf_puts(&where, " AND value = ?");
     sg_buf sql;
     sg_buf_init(&sql);
     sg_buf_puts(&sql, "SELECT ");
-    for (size_t k = 0; k < f->n_group; k++) sg_buf_printf(&sql, "%s, ", dim_sql[f->group[k]]);
-    sg_buf_puts(&sql, "SUM(requests), SUM(errors), SUM(fallbacks), SUM(input_tokens), SUM(cache_read_tokens),"
-                      " SUM(cache_write_tokens), SUM(output_tokens), SUM(reasoning_tokens), SUM(cost_micro),"
-                      " SUM(unpriced), SUM(estimated) FROM spend_hourly WHERE 1 = 1");
-    const char *params[6];
-    char from[24], to[24];
-    size_t np = 0;
-    if (f->from_ms >= 0) {   /* whole hours: the hour holding from ... */
-        snprintf(from, sizeof from, "%" PRId64, f->from_ms / 3600000 * 3600000);
-        params[np++] = from;
-        sg_buf_puts(&sql, " AND hour_ms >= CAST(? AS BIGINT)");
-    }
-    if (f->to_ms >= 0) {   /* ... to the hour holding the last millisecond before to */
-        snprintf(to, sizeof to, "%" PRId64, f->to_ms);
-        params[np++] = to;
-        sg_buf_puts(&sql, " AND hour_ms < CAST(? AS BIGINT)");
-    }
-    if (*f->key) { params[np++] = f->key; sg_buf_puts(&sql, " AND key_id = ?"); }
-    if (*f->route) { params[np++] = f->route; sg_buf_puts(&sql, " AND route = ?"); }
-    if (*f->provider) { params[np++] = f->provider; sg_buf_puts(&sql, " AND provider = ?"); }
-    if (*f->model) { params[np++] = f->model; sg_buf_puts(&sql, " AND model = ?"); }
+    for (size_t k = 0; k < f->n_group; k++)
+        sg_buf_puts(&sql, f->group[k] == USAGE_HOUR ? "hour_ms, " : f->group[k] == USAGE_DAY ? "(hour_ms / 86400000) * 86400000, " : "value, ");
+    /* What is rolled up, and the records past the mark summed on the fly: one statement,
+     * so one snapshot of both, and spend is never behind the requests table. */
+    sg_buf_printf(&sql,
+                  "SUM(requests), SUM(errors), SUM(fallbacks), SUM(input_tokens), SUM(cache_read_tokens),"
+                  " SUM(cache_write_tokens), SUM(output_tokens), SUM(reasoning_tokens), SUM(cost_micro),"
+                  " SUM(unpriced), SUM(estimated) FROM ("
+                  "SELECT hour_ms, value, requests, errors, fallbacks, input_tokens, cache_read_tokens,"
+                  " cache_write_tokens, output_tokens, reasoning_tokens, cost_micro, unpriced, estimated"
+                  " FROM spend_hourly WHERE dim = '%s'%s"
+                  " UNION ALL SELECT * FROM (SELECT (ts_ms / 3600000) * 3600000 AS hour_ms, COALESCE(%s, '') AS value,"
+                  " 1 AS requests, CASE WHEN status >= 400 THEN 1 ELSE 0 END AS errors, fallbacks,"
+                  " COALESCE(input_tokens, 0) AS input_tokens, COALESCE(cache_read_tokens, 0) AS cache_read_tokens,"
+                  " COALESCE(cache_write_tokens, 0) AS cache_write_tokens, COALESCE(output_tokens, 0) AS output_tokens,"
+                  " COALESCE(reasoning_tokens, 0) AS reasoning_tokens, COALESCE(cost_micro, 0) AS cost_micro,"
+                  " CASE WHEN cost_micro IS NULL THEN 1 ELSE 0 END AS unpriced,"
+                  " CASE WHEN usage_estimated THEN 1 ELSE 0 END AS estimated"
+                  " FROM requests WHERE %s > (SELECT high_water FROM rollup_state WHERE name = 'spend_hourly')) tail"
+                  " WHERE 1 = 1%s) spend",
+                  k_dims[di].name, where.data ? where.data : "", k_dims[di].col, pg ? "seq" : "rowid",
+                  where.data ? where.data : "");
+    sg_buf_free(&where);
     if (f->n_group) {
         sg_buf_puts(&sql, " GROUP BY ");
         for (size_t k = 0; k < f->n_group; k++) sg_buf_printf(&sql, k ? ", %zu" : "%zu", k + 1);

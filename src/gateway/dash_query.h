@@ -6,12 +6,16 @@
  * record), paged and searched, where /v1/usage is a tenant's sums; the two share the
  * usage_row shape and its renderers so that spend and usage always agree.
  *
- * The rollup (table spend_hourly, schema 4): sums per (hour, key, route, provider,
- * model), brought up to date by dashq_rollup from a high-water mark over the order in
+ * The rollup (table spend_hourly, schema 4): sums per hour and value of each dimension
+ * apart (dim key, route, provider, model: about as many rows an hour as there are keys,
+ * routes, providers and models, not their product), brought up to date by dashq_rollup
+ * from a high-water mark over the order in
  * which records were stored (SQLite: rowid; PostgreSQL: requests.seq), so the ledger's
  * writer never does more per record, and a record stored late (a spool adopted after a
- * crash) is still counted once. dashq_spend rolls up first, then reads the rollup: whole
- * hours only (from rounded down, to rounded up to the hour).
+ * crash) is still counted once. dashq_spend reads the rollup and sums the records past
+ * the mark on the fly (one statement, one snapshot), so it is exact whatever the rollup's
+ * lag; the dashboard's worker keeps the lag small, rolling up in bounded steps when idle.
+ * Spend is by whole hours (from rounded down, to rounded up to the hour).
  *
  * All calls block on the database: run them off the loop thread (dashboard.c's worker).
  * Every function returns 0, or -1 with err (the database's message, never its URL). */
@@ -29,7 +33,8 @@
 #define DASHQ_MAX_LIMIT 500
 
 typedef struct dashq_filter {
-    char q[128];                      /* substring of request id, key, route, model or error */
+    char q[128];                      /* substring of request id, key, route, model or error;
+                                         a whole request id (32 hex digits): that request */
     char key[128], route[256], model[256];   /* exact; model matches the served or requested */
     int status;                       /* 0 any; > 0 exact; -1 errors (>= 400); -2 ok (< 400) */
     int limit;                        /* 1 .. DASHQ_MAX_LIMIT; default 50 */
@@ -59,10 +64,13 @@ int dashq_request(ledger_db *db, const char *id, bool *found, sg_buf *out, sg_er
  * bucket (hour, day or none; default day). */
 int dashq_parse_spend(usage_filter *f, const char *query, sg_error *err);
 
-/* Brings spend_hourly up to date (one transaction; concurrent callers take turns).
- * *rolled: the records added to it (may be NULL). */
-int dashq_rollup(ledger_db *db, int64_t *rolled, sg_error *err);
-/* Rolls up, then sums spend_hourly for f (the usage_query shape and order). */
+/* Adds to spend_hourly the records past the mark, at most max_records of them (<= 0: all),
+ * in one transaction (concurrent callers take turns). *rolled: the records added (may be
+ * NULL). */
+int dashq_rollup(ledger_db *db, int64_t max_records, int64_t *rolled, sg_error *err);
+/* The usage sums for f (usage_query's rows, order and totals): from spend_hourly and the
+ * records not rolled up yet when f groups by at most one dimension and filters only on
+ * that one (what the dashboard asks); else usage_query over requests (exact, slower). */
 int dashq_spend(ledger_db *db, const usage_filter *f, usage_result *out, sg_error *err);
 
 /* The query string's parameters in order, percent-decoded ('+' is a space): fn(name,

@@ -95,8 +95,6 @@ typedef struct dash_job {
     http_exchange *x;
     bool gone;                /* the client left (loop thread only) */
     job_kind kind;
-    gw_ledger_kind lk;
-    char *target;             /* the ledger's database when the call came */
     char *query;              /* the URL's query string; JOB_REQUEST: the id */
     int status;
     sg_buf body;
@@ -111,14 +109,16 @@ struct dashboard {
     size_t queued;
     bool stop;
     bool running;             /* the worker started */
+    gw_ledger_kind kind;      /* the ledger's database (dashboard_use_db); target NULL: none yet */
+    char *target;
     /* worker thread only */
     ledger_db *db;
     gw_ledger_kind db_kind;
     char *db_target;
+    int64_t next_rollup_ms;   /* when an idle worker rolls up again */
 };
 
 static void job_free(dash_job *j) {
-    free(j->target);
     free(j->query);
     sg_buf_free(&j->body);
     free(j);
@@ -142,27 +142,37 @@ static void job_abort(http_exchange *x, void *arg) {
     ((dash_job *)arg)->gone = true;
 }
 
-/* The worker's connection to the database this job names (the configuration may have
- * been reloaded onto another one). NULL with err when it cannot be opened. */
-static ledger_db *connection(dashboard *d, const dash_job *j, sg_error *err) {
-    if (d->db && (d->db_kind != j->lk || strcmp(d->db_target, j->target) || !ledger_db_ok(d->db))) {
+/* The worker's connection to the configured database (a reload may have moved it);
+ * reopened after a failure. NULL with err when it cannot be opened. Worker thread. */
+static ledger_db *connection(dashboard *d, sg_error *err) {
+    pthread_mutex_lock(&d->mu);
+    gw_ledger_kind kind = d->kind;
+    char *target = d->target ? sg_xstrdup(d->target) : NULL;
+    pthread_mutex_unlock(&d->mu);
+    if (!target) {
+        sg_fail(err, "no ledger database configured");
+        return NULL;
+    }
+    if (d->db && (d->db_kind != kind || strcmp(d->db_target, target) || !ledger_db_ok(d->db))) {
         ledger_db_close(d->db);
         d->db = NULL;
     }
     if (!d->db) {
         /* read-write: the rollup writes spend_hourly; opening also migrates (schema 4) */
-        d->db = ledger_db_open(j->lk, j->target, false, err);
-        if (!d->db) return NULL;
-        d->db_kind = j->lk;
-        free(d->db_target);
-        d->db_target = sg_xstrdup(j->target);
+        d->db = ledger_db_open(kind, target, false, err);
+        if (d->db) {
+            d->db_kind = kind;
+            free(d->db_target);
+            d->db_target = sg_xstrdup(target);
+        }
     }
+    free(target);
     return d->db;
 }
 
 static void run_job(dashboard *d, dash_job *j) {
     sg_error err;
-    ledger_db *db = connection(d, j, &err);
+    ledger_db *db = connection(d, &err);
     if (!db) {
         SG_WARN("dashboard: the ledger database cannot be opened: %s", err.msg);
         j->status = 503;
@@ -214,11 +224,48 @@ static void run_job(dashboard *d, dash_job *j) {
     }
 }
 
+static int64_t mono_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Idle work: keep the spend rollup's lag small, in bounded steps so that a query waiting
+ * behind one waits little (a first rollup of a million records takes a few seconds in
+ * all). Every DASHBOARD_ROLLUP_MS while there is nothing else to do. */
+static void idle_rollup(dashboard *d) {
+    sg_error err;
+    ledger_db *db = connection(d, &err);
+    int64_t rolled = 0;
+    if (db && dashq_rollup(db, DASHBOARD_ROLLUP_STEP, &rolled, &err) == 0) {
+        /* more waiting: go on at once (between steps, queued calls go first) */
+        d->next_rollup_ms = mono_ms() + (rolled == DASHBOARD_ROLLUP_STEP ? 0 : DASHBOARD_ROLLUP_MS);
+        return;
+    }
+    SG_DEBUG("dashboard: spend rollup deferred: %s", err.msg);   /* spend stays exact meanwhile */
+    d->next_rollup_ms = mono_ms() + DASHBOARD_ROLLUP_MS * 5;
+}
+
 static void *worker(void *arg) {
     dashboard *d = arg;
     pthread_mutex_lock(&d->mu);
     for (;;) {
-        while (!d->head && !d->stop) pthread_cond_wait(&d->cv, &d->mu);
+        while (!d->head && !d->stop) {
+            int64_t wait = d->next_rollup_ms - mono_ms();
+            if (wait <= 0 && d->target) {
+                pthread_mutex_unlock(&d->mu);
+                idle_rollup(d);
+                pthread_mutex_lock(&d->mu);
+                continue;
+            }
+            if (wait <= 0) wait = DASHBOARD_ROLLUP_MS;
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_sec += wait / 1000;
+            ts.tv_nsec += (wait % 1000) * 1000000;
+            if (ts.tv_nsec >= 1000000000) { ts.tv_sec++; ts.tv_nsec -= 1000000000; }
+            pthread_cond_timedwait(&d->cv, &d->mu, &ts);
+        }
         dash_job *j = d->head;
         if (!j) break;   /* stopping, nothing left */
         d->head = j->next;
@@ -261,20 +308,29 @@ void dashboard_free(dashboard *d) {
     sg_error e;   /* the answers posted refer to exchanges still open: send them now */
     loop_run_once(d->loop, 0, &e);
     free(d->db_target);
+    free(d->target);
     pthread_mutex_destroy(&d->mu);
     pthread_cond_destroy(&d->cv);
     free(d);
 }
 
+void dashboard_use_db(dashboard *d, gw_ledger_kind kind, const char *target) {
+    pthread_mutex_lock(&d->mu);
+    if (!d->target || d->kind != kind || strcmp(d->target, target)) {
+        free(d->target);
+        d->target = sg_xstrdup(target);
+        d->kind = kind;
+        pthread_cond_signal(&d->cv);
+    }
+    pthread_mutex_unlock(&d->mu);
+}
+
 static void submit(gateway *g, http_exchange *x, job_kind kind, const char *query) {
     dashboard *d = g->dash;
-    const gw_config *c = g->cfg;
     dash_job *j = sg_xcalloc(1, sizeof *j);
     j->d = d;
     j->x = x;
     j->kind = kind;
-    j->lk = c->ledger.kind;
-    j->target = sg_xstrdup(c->ledger.kind == GW_LEDGER_POSTGRES ? c->ledger.postgres_url : c->ledger.sqlite_path);
     j->query = sg_xstrdup(query ? query : "");
     sg_buf_init(&j->body);
     pthread_mutex_lock(&d->mu);

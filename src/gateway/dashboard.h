@@ -20,7 +20,9 @@
  *
  * Threads: database reads run on one worker thread that owns its connection (reopened
  * when the configured ledger changes); answers come back to the loop with loop_post. At
- * most DASHBOARD_MAX_QUEUED calls wait at once: beyond, 429. */
+ * most DASHBOARD_MAX_QUEUED calls wait at once: beyond, 429. When idle, the worker keeps
+ * the spend rollup up to date (dash_query.h), DASHBOARD_ROLLUP_STEP records a transaction,
+ * every DASHBOARD_ROLLUP_MS (at once while more wait). */
 #ifndef SG_GATEWAY_DASHBOARD_H
 #define SG_GATEWAY_DASHBOARD_H
 
@@ -31,6 +33,8 @@
 #include "gateway/loop.h"
 
 #define DASHBOARD_MAX_QUEUED 16
+#define DASHBOARD_ROLLUP_STEP 50000
+#define DASHBOARD_ROLLUP_MS 2000
 
 typedef struct dashboard dashboard;
 struct gateway;
@@ -39,6 +43,8 @@ dashboard *dashboard_new(loop *l);
 /* Stops the worker; calls still queued are answered 503 (run the loop once after: the
  * answers are posted to it). NULL ok. */
 void dashboard_free(dashboard *d);
+/* The ledger's database (at start and after each reload; target copied). */
+void dashboard_use_db(dashboard *d, gw_ledger_kind kind, const char *target);
 
 /* GET /dashboard (and /dashboard/FILE, /ui, and / from a browser: redirected). true when
  * req was the page's (answered); false: not the page's, nothing done. */

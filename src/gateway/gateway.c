@@ -796,6 +796,7 @@ static limits *new_limits(gateway *g, const gw_config *c, sg_error *err) {
 static void apply_keys(gateway *g, const gw_config *c) {
     const char *t = c->ledger.kind == GW_LEDGER_POSTGRES ? c->ledger.postgres_url : c->ledger.sqlite_path;
     keystore_use_db(g->keys, c->ledger.kind, t);
+    dashboard_use_db(g->dash, c->ledger.kind, t);
     keystore_rebuild(g->keys, c);
     alert_hook_configure(g->alerts, c->alerts.webhook_url, c->alerts.timeout_ms, c->alerts.retries);
 }

@@ -47,16 +47,15 @@ static const char *const k_sqlite_migrations[] = {
     "CREATE TABLE gateway_keys ("
     " id TEXT NOT NULL PRIMARY KEY, sha256 TEXT NOT NULL UNIQUE, spec TEXT NOT NULL,"
     " created_ms INTEGER NOT NULL, updated_ms INTEGER NOT NULL, revoked_ms INTEGER);",
-    /* 4: the dashboard (dash_query.c): spend per hour per key, route, provider and model,
-     * rolled up from the requests stored after rollup_state's high-water mark (the rowid
-     * here), and captured prompts and answers (payload capture, redacted) */
+    /* 4: the dashboard (dash_query.c): spend per hour per value of each of key, route,
+     * provider and model (dim), rolled up from the requests stored after rollup_state's
+     * high-water mark (the rowid here), and captured prompts and answers */
     "CREATE TABLE spend_hourly ("
-    " hour_ms INTEGER NOT NULL, key_id TEXT NOT NULL, route TEXT NOT NULL, provider TEXT NOT NULL,"
-    " model TEXT NOT NULL, requests INTEGER NOT NULL, errors INTEGER NOT NULL, fallbacks INTEGER NOT NULL,"
+    " dim TEXT NOT NULL, hour_ms INTEGER NOT NULL, value TEXT NOT NULL, requests INTEGER NOT NULL, errors INTEGER NOT NULL, fallbacks INTEGER NOT NULL,"
     " input_tokens INTEGER NOT NULL, cache_read_tokens INTEGER NOT NULL, cache_write_tokens INTEGER NOT NULL,"
     " output_tokens INTEGER NOT NULL, reasoning_tokens INTEGER NOT NULL, cost_micro INTEGER NOT NULL,"
     " unpriced INTEGER NOT NULL, estimated INTEGER NOT NULL,"
-    " PRIMARY KEY (hour_ms, key_id, route, provider, model));"
+    " PRIMARY KEY (dim, hour_ms, value));"
     "CREATE TABLE rollup_state (name TEXT NOT NULL PRIMARY KEY, high_water INTEGER NOT NULL);"
     "INSERT INTO rollup_state (name, high_water) VALUES ('spend_hourly', 0);"
     "CREATE TABLE payloads ("
@@ -97,12 +96,11 @@ static const char *const k_pg_migrations[] = {
     "ALTER TABLE requests ADD COLUMN seq BIGSERIAL;"
     "CREATE INDEX requests_seq ON requests (seq);"
     "CREATE TABLE spend_hourly ("
-    " hour_ms BIGINT NOT NULL, key_id TEXT NOT NULL, route TEXT NOT NULL, provider TEXT NOT NULL,"
-    " model TEXT NOT NULL, requests BIGINT NOT NULL, errors BIGINT NOT NULL, fallbacks BIGINT NOT NULL,"
+    " dim TEXT NOT NULL, hour_ms BIGINT NOT NULL, value TEXT NOT NULL, requests BIGINT NOT NULL, errors BIGINT NOT NULL, fallbacks BIGINT NOT NULL,"
     " input_tokens BIGINT NOT NULL, cache_read_tokens BIGINT NOT NULL, cache_write_tokens BIGINT NOT NULL,"
     " output_tokens BIGINT NOT NULL, reasoning_tokens BIGINT NOT NULL, cost_micro BIGINT NOT NULL,"
     " unpriced BIGINT NOT NULL, estimated BIGINT NOT NULL,"
-    " PRIMARY KEY (hour_ms, key_id, route, provider, model));"
+    " PRIMARY KEY (dim, hour_ms, value));"
     "CREATE TABLE rollup_state (name TEXT NOT NULL PRIMARY KEY, high_water BIGINT NOT NULL);"
     "INSERT INTO rollup_state (name, high_water) VALUES ('spend_hourly', 0);"
     "CREATE TABLE payloads ("
