@@ -15,6 +15,7 @@
 #include "gateway/dash_query.h"
 #include "gateway/gateway.h"
 #include "gateway/ledger_db.h"
+#include "gateway/redact.h"
 #include "gateway/web_assets.h"
 
 /* ---- the page ------------------------------------------------------------------------------ */
@@ -87,7 +88,7 @@ static void respond_error(http_exchange *x, int status, const char *code, const 
 
 /* ---- the worker ---------------------------------------------------------------------------- */
 
-typedef enum { JOB_SPEND, JOB_SPEND_CSV, JOB_REQUESTS, JOB_REQUEST } job_kind;
+typedef enum { JOB_SPEND, JOB_SPEND_CSV, JOB_REQUESTS, JOB_REQUEST, JOB_CAPTURE } job_kind;
 
 typedef struct dash_job {
     struct dash_job *next;
@@ -95,7 +96,9 @@ typedef struct dash_job {
     http_exchange *x;
     bool gone;                /* the client left (loop thread only) */
     job_kind kind;
-    char *query;              /* the URL's query string; JOB_REQUEST: the id */
+    char *query;              /* the URL's query string; JOB_REQUEST, JOB_CAPTURE: the id */
+    char *prompt, *answer;    /* JOB_CAPTURE: redacted, bounded */
+    int64_t captured_ms;
     int status;
     sg_buf body;
 } dash_job;
@@ -107,6 +110,9 @@ struct dashboard {
     pthread_cond_t cv;
     dash_job *head, *tail;
     size_t queued;
+    size_t captures;          /* JOB_CAPTURE among the queued */
+    uint64_t captures_dropped;
+    int64_t retention_ms;     /* captures older than this are deleted */
     bool stop;
     bool running;             /* the worker started */
     gw_ledger_kind kind;      /* the ledger's database (dashboard_use_db); target NULL: none yet */
@@ -120,6 +126,8 @@ struct dashboard {
 
 static void job_free(dash_job *j) {
     free(j->query);
+    free(j->prompt);
+    free(j->answer);
     sg_buf_free(&j->body);
     free(j);
 }
@@ -182,6 +190,16 @@ static void run_job(dashboard *d, dash_job *j) {
     int rc = 0;
     bool bad = false;
     switch (j->kind) {
+    case JOB_CAPTURE: {
+        char ms[24];
+        snprintf(ms, sizeof ms, "%lld", (long long)j->captured_ms);
+        const char *p[4] = {j->query, ms, j->prompt, j->answer};
+        if (ledger_db_exec(db, "INSERT INTO payloads (request_id, captured_ms, request, response)"
+                               " VALUES (?, CAST(? AS BIGINT), ?, ?) ON CONFLICT (request_id) DO NOTHING",
+                           p, 4, &err) < 0)
+            SG_WARN("dashboard: a captured payload was not stored: %s", err.msg);
+        return;
+    }
     case JOB_SPEND:
     case JOB_SPEND_CSV: {
         usage_filter f;
@@ -237,6 +255,18 @@ static void idle_rollup(dashboard *d) {
     sg_error err;
     ledger_db *db = connection(d, &err);
     int64_t rolled = 0;
+    pthread_mutex_lock(&d->mu);
+    int64_t keep_ms = d->retention_ms;
+    pthread_mutex_unlock(&d->mu);
+    if (db && keep_ms > 0) {   /* captured payloads past their retention */
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        char before[24];
+        snprintf(before, sizeof before, "%lld", (long long)((int64_t)ts.tv_sec * 1000 - keep_ms));
+        const char *p[1] = {before};
+        if (ledger_db_exec(db, "DELETE FROM payloads WHERE captured_ms < CAST(? AS BIGINT)", p, 1, &err) < 0)
+            SG_DEBUG("dashboard: captured payloads not purged yet: %s", err.msg);
+    }
     if (db && dashq_rollup(db, DASHBOARD_ROLLUP_STEP, &rolled, &err) == 0) {
         /* more waiting: go on at once (between steps, queued calls go first) */
         d->next_rollup_ms = mono_ms() + (rolled == DASHBOARD_ROLLUP_STEP ? 0 : DASHBOARD_ROLLUP_MS);
@@ -272,7 +302,7 @@ static void *worker(void *arg) {
         if (!d->head) d->tail = NULL;
         bool stopping = d->stop;
         pthread_mutex_unlock(&d->mu);
-        if (stopping) {
+        if (stopping && j->kind != JOB_CAPTURE) {
             j->status = 503;
             error_body(&j->body, 503, "shutting_down", "the gateway is shutting down");
         } else {
@@ -280,7 +310,12 @@ static void *worker(void *arg) {
         }
         pthread_mutex_lock(&d->mu);
         d->queued--;
-        loop_post(d->loop, job_answer, j);
+        if (j->kind == JOB_CAPTURE) {   /* nobody waits for it */
+            d->captures--;
+            job_free(j);
+        } else {
+            loop_post(d->loop, job_answer, j);
+        }
     }
     pthread_mutex_unlock(&d->mu);
     ledger_db_close(d->db);
@@ -325,6 +360,49 @@ void dashboard_use_db(dashboard *d, gw_ledger_kind kind, const char *target) {
     pthread_mutex_unlock(&d->mu);
 }
 
+/* text redacted and cut to max bytes, at a UTF-8 character boundary. */
+static char *redacted(const gw_config *c, const char *text, size_t len, size_t max) {
+    sg_buf b;
+    sg_buf_init(&b);
+    redact_text(c->secrets, text ? text : "", text ? len : 0, &b);
+    size_t n = b.len;
+    if (n > max) {
+        n = max;
+        while (n > 0 && ((unsigned char)b.data[n] & 0xC0) == 0x80) n--;
+    }
+    char *out = sg_xstrndup(b.data ? b.data : "", n);
+    sg_buf_free(&b);
+    return out;
+}
+
+void dashboard_capture(dashboard *d, const gw_config *c, const char *request_id, const char *prompt, size_t prompt_len,
+                       const char *answer, size_t answer_len) {
+    pthread_mutex_lock(&d->mu);
+    d->retention_ms = (int64_t)c->capture.retention_h * 3600000;
+    bool full = d->captures >= DASHBOARD_MAX_CAPTURES || !d->running;
+    if (full) d->captures_dropped++;
+    pthread_mutex_unlock(&d->mu);
+    if (full) return;
+    dash_job *j = sg_xcalloc(1, sizeof *j);
+    j->d = d;
+    j->kind = JOB_CAPTURE;
+    j->query = sg_xstrdup(request_id);
+    j->prompt = redacted(c, prompt, prompt_len, c->capture.max_bytes);
+    j->answer = redacted(c, answer, answer_len, c->capture.max_bytes);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    j->captured_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    sg_buf_init(&j->body);
+    pthread_mutex_lock(&d->mu);
+    d->queued++;
+    d->captures++;
+    if (d->tail) d->tail->next = j;
+    else d->head = j;
+    d->tail = j;
+    pthread_cond_signal(&d->cv);
+    pthread_mutex_unlock(&d->mu);
+}
+
 static void submit(gateway *g, http_exchange *x, job_kind kind, const char *query) {
     dashboard *d = g->dash;
     dash_job *j = sg_xcalloc(1, sizeof *j);
@@ -334,7 +412,7 @@ static void submit(gateway *g, http_exchange *x, job_kind kind, const char *quer
     j->query = sg_xstrdup(query ? query : "");
     sg_buf_init(&j->body);
     pthread_mutex_lock(&d->mu);
-    bool full = d->queued >= DASHBOARD_MAX_QUEUED || !d->running;
+    bool full = d->queued - d->captures >= DASHBOARD_MAX_QUEUED || !d->running;
     if (!full) {
         d->queued++;
         if (d->tail) d->tail->next = j;
@@ -404,6 +482,11 @@ static void handle_stats(gateway *g, http_exchange *x) {
     ledger_get_stats(g->ledger, &ls);
     json_object_set_new(doc, "ledger", json_pack("{s:I,s:I,s:b}", "delivered", (json_int_t)ls.delivered, "pending",
                                                  (json_int_t)ls.pending, "database_up", ls.db_connected));
+    pthread_mutex_lock(&g->dash->mu);
+    uint64_t dropped = g->dash->captures_dropped;
+    pthread_mutex_unlock(&g->dash->mu);
+    json_object_set_new(doc, "capture", json_pack("{s:i,s:i,s:I}", "routes", (int)c->capture.n_routes, "keys",
+                                                  (int)c->capture.n_keys, "dropped", (json_int_t)dropped));
     char *s = json_dumps(doc, JSON_COMPACT);
     json_decref(doc);
     respond_body(x, 200, "application/json", s, strlen(s), NULL);

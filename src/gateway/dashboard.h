@@ -35,6 +35,7 @@
 #define DASHBOARD_MAX_QUEUED 16
 #define DASHBOARD_ROLLUP_STEP 50000
 #define DASHBOARD_ROLLUP_MS 2000
+#define DASHBOARD_MAX_CAPTURES 256
 
 typedef struct dashboard dashboard;
 struct gateway;
@@ -45,6 +46,15 @@ dashboard *dashboard_new(loop *l);
 void dashboard_free(dashboard *d);
 /* The ledger's database (at start and after each reload; target copied). */
 void dashboard_use_db(dashboard *d, gw_ledger_kind kind, const char *target);
+
+/* Payload capture (config capture: routes, keys): keeps request id's prompt (the request
+ * body) and answer (its text), each passed through redact.h with c's secrets and cut to
+ * c->capture.max_bytes at a character boundary, in the payloads table, written by the
+ * worker; the loop never waits. At most DASHBOARD_MAX_CAPTURES wait to be written:
+ * beyond, a capture is dropped and counted (/admin/stats captures_dropped). Captures
+ * older than capture.retention_hours are deleted by the worker when idle. Loop thread. */
+void dashboard_capture(dashboard *d, const gw_config *c, const char *request_id, const char *prompt, size_t prompt_len,
+                       const char *answer, size_t answer_len);
 
 /* GET /dashboard (and /dashboard/FILE, /ui, and / from a browser: redirected). true when
  * req was the page's (answered); false: not the page's, nothing done. */

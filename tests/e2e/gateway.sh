@@ -279,6 +279,7 @@ keys:
     routes: [chat]
 circuit_breaker: {failures: 3, window_ms: 30000, cooldown_ms: 2000, max_cooldown_ms: 8000}
 ledger: {sqlite: $tmp/ledger.db, spool_dir: $tmp/spool}
+dashboard: {capture: {routes: [dash], retention_hours: 1}}   # the dashboard group reads them back
 EOF
 } >"$cfg"
 

@@ -3,7 +3,8 @@
 // (tests/e2e/gateway.sh declares it: openai/m-dash-primary, then backup/m-dash-backup),
 // the first of which fails twice on the primary (500, then its retry) and falls back.
 // Checks what the live, spend, requests and trace views show against that traffic, the
-// CSV export, key management through /admin/keys, and the admin endpoints' refusals.
+// CSV export, payload capture (on for route dash: the prompt, redacted, and the answer in
+// the trace), key management through /admin/keys, and the admin endpoints' refusals.
 // Screenshots go to DASHBOARD_SHOTS (gateway.sh: ${TMPDIR:-/tmp}/smolgate-dashboard).
 //
 // Chromium missing is a failure, not a skip: install it (tools/install-deps.sh --test).
@@ -35,7 +36,8 @@ async function until(what, fn, ms = 15000) {
 test('known traffic: three requests on route dash, one of them after a fallback', async () => {
   await control('/control', { provider: 'openai', match: `${n}-a`, faults: [{ status: 500, count: 2 }] });
   for (const s of ['a', 'b', 'c']) {
-    const r = await post(chatBody('dash', `dashboard ${n}-${s}`));
+    // c carries a provider's key in its prompt: the captured payload must not
+    const r = await post(chatBody('dash', `dashboard ${n}-${s}${s === 'c' ? ' my key is sk-fake-openai-dummy' : ''}`));
     assert.equal(r.status, 200, r.text);
     traffic.push(r);
   }
@@ -110,6 +112,31 @@ test('the endpoints agree with the traffic: spend, CSV, request list, trace', as
   assert.deepEqual(t.json.attempts.map((a) => [a.provider, a.error, a.next_reason]),
     [['openai', 'retryable', 'retryable'], ['openai', 'retryable', 'retryable'], ['backup', null, null]]);
   assert.equal(t.json.attempts[1].start_ms, t.json.attempts[0].latency_ms);
+});
+
+test('payload capture (route dash): the prompt and answer are kept, redacted', async () => {
+  const id = traffic[2].info.requestId;
+  const t = await until('the captured payload', async () => {
+    const r = await get(`/admin/requests/${id}`);
+    return r.status === 200 && r.json.payload ? r.json : null;
+  });
+  assert.ok(t.payload.request.includes(`${n}-c`), t.payload.request);
+  assert.ok(t.payload.request.includes('[REDACTED]'), t.payload.request);
+  assert.ok(!t.payload.request.includes('sk-fake-openai-dummy'), 'the provider key is redacted');
+  const answer = JSON.parse(traffic[2].text).choices[0].message.content;
+  assert.ok(answer.length > 0);
+  // the fake echoes the prompt: the answer as the client got it, the key redacted there too
+  assert.ok(answer.includes('sk-fake-openai-dummy'), answer);
+  assert.equal(t.payload.response, answer.replace('sk-fake-openai-dummy', '[REDACTED]'));
+  assert.ok(t.payload.captured_ms >= t.time_ms);
+  // a route without capture keeps nothing
+  const other = await post(chatBody('chat', `not captured ${n}`));
+  assert.equal(other.status, 200);
+  const o = await until('the chat request in the ledger', async () => {
+    const r = await get(`/admin/requests/${other.info.requestId}`);
+    return r.status === 200 ? r.json : null;
+  });
+  assert.equal(o.payload, null);
 });
 
 test('in chromium: log in, live, spend with chart and CSV, requests and trace, keys', { timeout: 90000 }, async () => {
@@ -203,6 +230,15 @@ test('in chromium: log in, live, spend with chart and CSV, requests and trace, k
     assert.equal(att[2][6], '');
     assert.equal(await page.$$eval('#trace-chart svg rect', (r) => r.length), 3, 'one timeline bar per attempt');
     await page.screenshot({ path: path.join(SHOTS, '3-trace.png'), fullPage: true });
+    // the captured request: its prompt (redacted) and answer in the trace
+    const capId = traffic[2].info.requestId;
+    await page.click(`#req-table tr[data-id="${capId}"]`);
+    await page.waitForFunction((id) => document.getElementById('trace-id').textContent === id, {}, capId);
+    await page.waitForSelector('#trace-payload pre');
+    const pre = await page.$$eval('#trace-payload pre', (ps) => ps.map((p) => p.textContent));
+    assert.ok(pre[0].includes(`${n}-c`) && pre[0].includes('[REDACTED]') && !pre[0].includes('sk-fake-openai-dummy'), pre[0]);
+    assert.ok(pre[1].length > 0, 'the answer is shown');
+    await page.screenshot({ path: path.join(SHOTS, '3b-payload.png'), fullPage: true });
 
     // keys: create one (its secret shown once), then revoke it
     await page.click('#tabs button[data-view=keys]');
@@ -228,5 +264,5 @@ test('in chromium: log in, live, spend with chart and CSV, requests and trace, k
   } finally {
     await browser.close();
   }
-  for (const s of ['0-login', '1-live', '2-spend', '3-trace', '4-keys']) assert.ok(existsSync(path.join(SHOTS, `${s}.png`)), s);
+  for (const s of ['0-login', '1-live', '2-spend', '3-trace', '3b-payload', '4-keys']) assert.ok(existsSync(path.join(SHOTS, `${s}.png`)), s);
 });
