@@ -52,7 +52,7 @@ static void fill(ledger_db *db, int64_t from, int64_t n) {
     ledger_record *rs = calloc(BATCH, sizeof *rs);
     ledger_attempt (*at)[2] = calloc(BATCH, sizeof *at);
     char (*ids)[40] = calloc(BATCH, sizeof *ids);
-    char keys[20][16];
+    char keys[20][24];
     for (int k = 0; k < 20; k++) snprintf(keys[k], sizeof keys[k], "team-%02d", k);
     int64_t span = 30ll * 86400000, t0 = g_end_ms - span;
     sg_error err;

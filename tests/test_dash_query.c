@@ -3,7 +3,8 @@
  * right when rolled up in steps and when a batch is delivered twice, and rolls nothing
  * twice; the request list's filters, search (LIKE's wildcards taken literally) and paging
  * (every row once, newest first); one request's trace (attempts in order, their starts,
- * why the next one was made); parameter errors. */
+ * why the next one was made); parameter errors. SQLite; PostgreSQL too with
+ * DASHQ_POSTGRES (tests/e2e/ledger_postgres.sh). */
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,12 +22,20 @@
 
 #define T0 1764547200000ll   /* 2025-12-01T00:00:00Z */
 
+/* SQLite: a fresh file per test. With DASHQ_POSTGRES set to a database URL (tests/e2e/
+ * ledger_postgres.sh does), the same tests on PostgreSQL, the tables emptied first. */
 static ledger_db *open_db(const char *name) {
+    const char *pg = getenv("DASHQ_POSTGRES");
     char path[512];
     snprintf(path, sizeof path, "%s/%s.db", tu_tmpdir(), name);
     sg_error err;
-    ledger_db *db = ledger_db_open(GW_LEDGER_SQLITE, path, false, &err);
+    ledger_db *db = ledger_db_open(pg ? GW_LEDGER_POSTGRES : GW_LEDGER_SQLITE, pg ? pg : path, false, &err);
     CHECK_MSG(db != NULL, "open: %s", err.msg);
+    if (db && pg)
+        CHECK_MSG(ledger_db_exec(db, "TRUNCATE requests, attempts, spend_hourly, payloads", NULL, 0, &err) >= 0 &&
+                      ledger_db_exec(db, "UPDATE rollup_state SET high_water = 0", NULL, 0, &err) >= 0 &&
+                      ledger_db_exec(db, "SELECT setval('requests_seq_seq', 1, false)", NULL, 0, &err) >= 0,
+                  "empty: %s", err.msg);
     return db;
 }
 
