@@ -1850,8 +1850,8 @@ static int read_dashboard(vctx *v, const node *root) {
     for (size_t i = 0; i < c->capture.n_routes; i++) {
         bool known = false;
         for (size_t r = 0; r < c->n_routes && !known; r++) known = !strcmp(c->routes[r].name, c->capture.routes[i]);
-        vpath rp = {&cp, "routes", (long)i};
-        if (!known) return verr(v, mget(cn, "routes")->line, &rp, "no route named \"%s\" in routes:", c->capture.routes[i]);
+        vpath lp = {&cp, "routes", -1}, rp = {&lp, NULL, (long)i};
+        if (!known) return verr(v, mget(cn, "routes")->line, &rp, "unknown route \"%s\" (not in routes:)", c->capture.routes[i]);
     }
     return 0;
 }
