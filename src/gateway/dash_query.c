@@ -356,6 +356,12 @@ int dashq_rollup(ledger_db *db, int64_t max_records, int64_t *rolled, sg_error *
                                 : "SELECT high_water FROM rollup_state WHERE name = 'spend_hourly'",
                          NULL, 0, on_int, &hw, err))
         goto fail;
+    /* PostgreSQL hands out seq at insert, and a transaction may commit after one that took
+     * a later number: a mark moved past a number still in flight would skip that record.
+     * SHARE mode waits for the inserts in flight and holds new ones back until commit (the
+     * ledger's writers wait a moment; requests never do: they spool). SQLite's writes are
+     * serialised, so its rowids commit in order. */
+    if (pg && ledger_db_exec(db, "LOCK TABLE requests IN SHARE MODE", NULL, 0, err) < 0) goto fail;
     snprintf(sql, sizeof sql, "SELECT COALESCE(MAX(%s), 0) FROM requests", seq);
     if (ledger_db_select(db, sql, NULL, 0, on_int, &top, err)) goto fail;
     if (max_records > 0 && top - hw > max_records) top = hw + max_records;   /* a bounded transaction */
