@@ -10,7 +10,7 @@ const SVG = 'http://www.w3.org/2000/svg';
 
 let liveTimer = null;
 let lastTotals = null;          // {t, requests, series: Map}: for rates between two polls
-let todaySpend = new Map();     // key id -> micro-dollars spent today (UTC)
+let todaySpend = { day: new Map(), month: new Map(), total: new Map() };   // key id -> micro-dollars
 let reqCursor = null;
 
 // ---- talking to the gateway ----------------------------------------------------------------
@@ -104,11 +104,18 @@ function show(view) {
 
 const seriesId = (s) => `${s.route}\u0000${s.provider}\u0000${s.model}`;
 
+// What each key spent this UTC day, this UTC month and ever (from the ledger: its budgets'
+// periods), for the "left" columns.
 async function refreshTodaySpend() {
   const day = new Date();
   day.setUTCHours(0, 0, 0, 0);
-  const doc = await api(`/admin/spend?from=${Math.floor(day / 1000)}&by=key&bucket=none`);
-  todaySpend = new Map(doc.data.map((r) => [r.key, r.cost_micro]));
+  const month = new Date(Date.UTC(day.getUTCFullYear(), day.getUTCMonth(), 1));
+  const spent = async (from) => {
+    const doc = await api(`/admin/spend?${from ? `from=${Math.floor(from / 1000)}&` : ''}by=key&bucket=none`);
+    return new Map(doc.data.map((r) => [r.key, r.cost_micro]));
+  };
+  const [d, m, t] = await Promise.all([spent(day), spent(month), spent(null)]);
+  todaySpend = { day: d, month: m, total: t };
 }
 
 async function refreshLive() {
@@ -131,10 +138,12 @@ async function refreshLive() {
   fill('live-breakers', st.breakers.length ? st.breakers.map((b) => row([b.target, b.state, b.failures, b.cooldown_ms], `breaker-${b.state}`))
     : [row(['no breaker has seen a failure', '', '', ''])]);
   if (!prev || Math.floor(now / 10000) !== Math.floor(prev.t / 10000)) { try { await refreshTodaySpend(); } catch { /* ledger down: keep */ } }
+  const left = (cap, spent) => (cap === null ? '-' : usd(Math.max(0, cap - (spent ?? 0))));
   fill('live-limits', st.keys.map((k) => {
-    const spent = todaySpend.get(k.id) ?? 0, cap = k.budget_micro.daily;
+    const b = k.budget_micro;
     return row([k.id, k.role, k.limits.rpm ?? '-', k.limits.tpm ?? '-', k.limits.concurrency ?? '-',
-      cap === null ? '-' : usd(cap), usd(spent), cap === null ? '-' : usd(Math.max(0, cap - spent))]);
+      usd(todaySpend.day.get(k.id) ?? 0), left(b.daily, todaySpend.day.get(k.id)), left(b.monthly, todaySpend.month.get(k.id)),
+      left(b.total, todaySpend.total.get(k.id))], (b.daily !== null && (todaySpend.day.get(k.id) ?? 0) >= b.daily) ? 'has-errors' : '');
   }));
   // tokens/s of a local model: its output tokens (series with provider "local") between polls
   fill('live-local', st.local.length ? st.local.map((l) => {
@@ -225,7 +234,17 @@ async function refreshSpend(ev) {
     byBucket.get(b).v.set(n, (byBucket.get(b).v.get(n) || 0) + r.cost_micro);
   }
   const names = [...byName.keys()];
-  drawStacked($('spend-chart'), [...byBucket.values()], names, (b, n) => b.v.get(n), (v) => `$${usd(v)}`);
+  // every bucket of the range, spent in or not, so that time reads left to right evenly
+  const from = q.get('from');
+  if (from) {
+    const step = bucket === 'hour' ? 3600000 : 86400000;
+    const label = (t) => (bucket === 'hour' ? new Date(t).toISOString().replace(/\.\d+Z$/, 'Z') : new Date(t).toISOString().slice(0, 10));
+    for (let t = Math.floor((Number(from) * 1000) / step) * step; t <= Date.now(); t += step) {
+      if (!byBucket.has(label(t))) byBucket.set(label(t), { label: label(t), v: new Map() });
+    }
+  }
+  const buckets = [...byBucket.values()].sort((a, b) => (a.label < b.label ? -1 : a.label > b.label ? 1 : 0));
+  drawStacked($('spend-chart'), buckets, names, (b, n) => b.v.get(n), (v) => `$${usd(v)}`);
   $('spend-dim').textContent = by;
   fill('spend-table', names.map((n) => {
     const t = byName.get(n);

@@ -477,6 +477,7 @@ static void handle_stats(gateway *g, http_exchange *x) {
     json_object_set_new(doc, "local", locals);
     json_t *keys = json_array();
     for (size_t i = 0; i < c->n_keys; i++) json_array_append_new(keys, key_limits(&c->keys[i]));
+    for (size_t i = 0; i < keystore_count(g->keys); i++) json_array_append_new(keys, key_limits(keystore_key(g->keys, i)));
     json_object_set_new(doc, "keys", keys);
     ledger_stats ls;
     ledger_get_stats(g->ledger, &ls);

@@ -22,6 +22,8 @@ const USER_KEY = 'sk-smolgate-limited-key';
 
 const n = nonce('dash');
 let traffic = [];   // the three answers: {status, info}
+const budgetKey = `dash-budget-${n}`.replace(/[^A-Za-z0-9._-]/g, '-');
+let budgetRequestId = null;
 
 async function until(what, fn, ms = 15000) {
   const end = Date.now() + ms;
@@ -44,6 +46,15 @@ test('known traffic: three requests on route dash, one of them after a fallback'
   assert.equal(traffic[0].info.provider, 'backup', 'the first request fell back');
   assert.equal(traffic[0].info.attempts, 3, 'two tries of the primary, then the backup');
   assert.equal(traffic[1].info.provider, 'openai');
+  // a run-time key with a daily budget of $1, used once (a priced model, no route): the live view
+  // shows what it spent today and what is left
+  const k = await post({ id: budgetKey, role: 'user', budget: { daily_usd: 1 } }, { path: '/admin/keys' });
+  assert.equal(k.status, 201, k.text);
+  const spend = await until('the new key served', async () => {
+    const r = await post(chatBody('openai/m-dash-primary', `budgeted ${n}`, { max_tokens: 16 }), { key: k.json.key });   // a small reservation
+    return r.status === 200 ? r : null;
+  });
+  budgetRequestId = spend.info.requestId;
   // the ledger delivers within flush_ms (1 s): wait until the three are there
   await until('three dash requests in the ledger', async () => {
     const r = await get('/admin/requests?route=dash&limit=10');
@@ -184,8 +195,26 @@ test('in chromium: log in, live, spend with chart and CSV, requests and trace, k
     assert.equal(served[2], 'm-dash-backup');
     assert.notEqual(served[7], '', 'a p50 latency is shown');
     assert.ok(Number(await page.$eval('#live-requests', (e) => e.textContent)) >= 3);
-    const keys = await page.$$eval('#live-limits tbody tr', (trs) => trs.map((tr) => tr.cells[0].textContent));
-    assert.ok(keys.includes('tests') && keys.includes('limited'), keys.join(','));
+    // keys with their limits and budgets: the admin key spent at least the dash requests today
+    const dashCost = (await get('/admin/requests?route=dash&limit=10')).json.data.reduce((a, r) => a + r.cost_micro, 0);
+    const keys = await until('today\'s spend of key tests', async () => {
+      const rows = await page.$$eval('#live-limits tbody tr', (trs) => trs.map((tr) => [...tr.cells].map((c) => c.textContent)));
+      const t = rows.find((r) => r[0] === 'tests');
+      return t && Number(t[5]) * 1e6 >= dashCost - 0.5 ? rows : null;
+    });
+    assert.ok(keys.some((r) => r[0] === 'limited'), JSON.stringify(keys));
+    assert.deepEqual(keys.find((r) => r[0] === 'tests').slice(6), ['-', '-', '-'], 'no budget: nothing "left"');
+    const br = await until('the budgeted key\'s row', async () => {
+      const t = await get(`/admin/requests/${budgetRequestId}`);
+      if (t.status !== 200) return null;
+      const rows = await page.$$eval('#live-limits tbody tr', (trs) => trs.map((tr) => [...tr.cells].map((c) => c.textContent)));
+      const r = rows.find((x) => x[0] === budgetKey);
+      return r && Number(r[5]) > 0 ? { r, cost: t.json.cost_micro } : null;
+    });
+    assert.ok(br.cost > 0);
+    assert.equal(br.r[5], (br.cost / 1e6).toFixed(6), 'spent today: the one request');
+    assert.equal(br.r[6], ((1e6 - br.cost) / 1e6).toFixed(6), 'daily budget left: $1 less that');
+    assert.equal(br.r[7], '-');
     const locals = await page.$$eval('#live-local tbody tr', (trs) => trs.map((tr) => tr.cells[0].textContent));
     assert.ok(locals.length >= 1, 'the local models are listed');
     await page.screenshot({ path: path.join(SHOTS, '1-live.png'), fullPage: true });
