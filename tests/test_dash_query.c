@@ -3,7 +3,8 @@
  * right when rolled up in steps and when a batch is delivered twice, and rolls nothing
  * twice; the request list's filters, search (LIKE's wildcards taken literally) and paging
  * (every row once, newest first); one request's trace (attempts in order, their starts,
- * why the next one was made); parameter errors. SQLite; PostgreSQL too with
+ * why the next one was made) with its captured payload, stored once and purged by age;
+ * parameter errors. SQLite; PostgreSQL too with
  * DASHQ_POSTGRES (tests/e2e/ledger_postgres.sh). */
 #include <inttypes.h>
 #include <stdio.h>
@@ -260,6 +261,31 @@ static void test_trace(void) {
     CHECK_EQ_INT(json_integer_value(json_object_get(doc, "cost_micro")), 110);
     CHECK_EQ_STR(json_string_value(json_object_get(doc, "key")), "team-b");
     CHECK(json_is_null(json_object_get(doc, "payload")));
+    json_decref(doc);
+    /* a captured payload shows in the trace; stored once; purged by age */
+    CHECK(dashq_store_payload(db, "req-000010", T0 + 5, "{\"messages\":[]}", "hello", &err) == 0);
+    CHECK(dashq_store_payload(db, "req-000010", T0 + 9, "again", "again", &err) == 0);
+    CHECK(dashq_store_payload(db, "req-000011", T0 + 100, "p", "a", &err) == 0);
+    b.len = 0;
+    CHECK(dashq_request(db, "req-000010", &found, &b, &err) == 0 && found);
+    doc = json_loadb(b.data, b.len, 0, NULL);
+    json_t *pl = json_object_get(doc, "payload");
+    CHECK_EQ_STR(json_string_value(json_object_get(pl, "request")), "{\"messages\":[]}");
+    CHECK_EQ_STR(json_string_value(json_object_get(pl, "response")), "hello");
+    CHECK_EQ_INT(json_integer_value(json_object_get(pl, "captured_ms")), T0 + 5);
+    json_decref(doc);
+    int64_t deleted = -1;
+    CHECK(dashq_purge_payloads(db, T0 + 50, &deleted, &err) == 0);
+    CHECK_EQ_INT(deleted, 1);
+    b.len = 0;
+    CHECK(dashq_request(db, "req-000010", &found, &b, &err) == 0 && found);
+    doc = json_loadb(b.data, b.len, 0, NULL);
+    CHECK(json_is_null(json_object_get(doc, "payload")));
+    json_decref(doc);
+    b.len = 0;
+    CHECK(dashq_request(db, "req-000011", &found, &b, &err) == 0 && found);
+    doc = json_loadb(b.data, b.len, 0, NULL);
+    CHECK(json_is_object(json_object_get(doc, "payload")));
     json_decref(doc);
     b.len = 0;
     CHECK(dashq_request(db, "req-999999", &found, &b, &err) == 0);

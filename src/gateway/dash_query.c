@@ -321,6 +321,28 @@ int dashq_request(ledger_db *db, const char *id, bool *found, sg_buf *out, sg_er
     return 0;
 }
 
+/* ---- payload capture ------------------------------------------------------------------------ */
+
+int dashq_store_payload(ledger_db *db, const char *request_id, int64_t captured_ms, const char *prompt,
+                        const char *answer, sg_error *err) {
+    char ms[24];
+    snprintf(ms, sizeof ms, "%" PRId64, captured_ms);
+    const char *p[4] = {request_id, ms, prompt, answer};
+    return ledger_db_exec(db, "INSERT INTO payloads (request_id, captured_ms, request, response)"
+                              " VALUES (?, CAST(? AS BIGINT), ?, ?) ON CONFLICT (request_id) DO NOTHING",
+                          p, 4, err) < 0 ? -1 : 0;
+}
+
+int dashq_purge_payloads(ledger_db *db, int64_t before_ms, int64_t *deleted, sg_error *err) {
+    char ms[24];
+    snprintf(ms, sizeof ms, "%" PRId64, before_ms);
+    const char *p[1] = {ms};
+    int64_t n = ledger_db_exec(db, "DELETE FROM payloads WHERE captured_ms < CAST(? AS BIGINT)", p, 1, err);
+    if (n < 0) return -1;
+    if (deleted) *deleted = n;
+    return 0;
+}
+
 /* ---- spend: the hourly rollup ---------------------------------------------------------------- */
 
 static int on_int(void *arg, int ncols, const char *const *c) {

@@ -73,6 +73,13 @@ int dashq_rollup(ledger_db *db, int64_t max_records, int64_t *rolled, sg_error *
  * that one (what the dashboard asks); else usage_query over requests (exact, slower). */
 int dashq_spend(ledger_db *db, const usage_filter *f, usage_result *out, sg_error *err);
 
+/* Payload capture's rows (table payloads): one request's prompt and answer, stored once
+ * (a second capture of the id is ignored); and the purge of those captured before
+ * before_ms (*deleted: how many; may be NULL). */
+int dashq_store_payload(ledger_db *db, const char *request_id, int64_t captured_ms, const char *prompt,
+                        const char *answer, sg_error *err);
+int dashq_purge_payloads(ledger_db *db, int64_t before_ms, int64_t *deleted, sg_error *err);
+
 /* The query string's parameters in order, percent-decoded ('+' is a space): fn(name,
  * value) returns 0 to go on, else that is returned. -1 with err on a bad escape or a
  * value longer than cap. */

@@ -191,12 +191,7 @@ static void run_job(dashboard *d, dash_job *j) {
     bool bad = false;
     switch (j->kind) {
     case JOB_CAPTURE: {
-        char ms[24];
-        snprintf(ms, sizeof ms, "%lld", (long long)j->captured_ms);
-        const char *p[4] = {j->query, ms, j->prompt, j->answer};
-        if (ledger_db_exec(db, "INSERT INTO payloads (request_id, captured_ms, request, response)"
-                               " VALUES (?, CAST(? AS BIGINT), ?, ?) ON CONFLICT (request_id) DO NOTHING",
-                           p, 4, &err) < 0)
+        if (dashq_store_payload(db, j->query, j->captured_ms, j->prompt, j->answer, &err))
             SG_WARN("dashboard: a captured payload was not stored: %s", err.msg);
         return;
     }
@@ -261,10 +256,7 @@ static void idle_rollup(dashboard *d) {
     if (db && keep_ms > 0) {   /* captured payloads past their retention */
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
-        char before[24];
-        snprintf(before, sizeof before, "%lld", (long long)((int64_t)ts.tv_sec * 1000 - keep_ms));
-        const char *p[1] = {before};
-        if (ledger_db_exec(db, "DELETE FROM payloads WHERE captured_ms < CAST(? AS BIGINT)", p, 1, &err) < 0)
+        if (dashq_purge_payloads(db, (int64_t)ts.tv_sec * 1000 - keep_ms, NULL, &err))
             SG_DEBUG("dashboard: captured payloads not purged yet: %s", err.msg);
     }
     if (db && dashq_rollup(db, DASHBOARD_ROLLUP_STEP, &rolled, &err) == 0) {
