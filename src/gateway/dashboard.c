@@ -92,8 +92,7 @@ typedef enum { JOB_SPEND, JOB_SPEND_CSV, JOB_REQUESTS, JOB_REQUEST, JOB_CAPTURE 
 
 typedef struct dash_job {
     struct dash_job *next;
-    dashboard *d;
-    http_exchange *x;
+    http_exchange *x;         /* NULL for JOB_CAPTURE: nobody waits for it */
     bool gone;                /* the client left (loop thread only) */
     job_kind kind;
     char *query;              /* the URL's query string; JOB_REQUEST, JOB_CAPTURE: the id */
@@ -369,6 +368,7 @@ static char *redacted(const gw_config *c, const char *text, size_t len, size_t m
 
 void dashboard_capture(dashboard *d, const gw_config *c, const char *request_id, const char *prompt, size_t prompt_len,
                        const char *answer, size_t answer_len) {
+    if (!d) return;   /* shutting down: the worker is gone */
     pthread_mutex_lock(&d->mu);
     d->retention_ms = (int64_t)c->capture.retention_h * 3600000;
     bool full = d->captures >= DASHBOARD_MAX_CAPTURES || !d->running;
@@ -376,7 +376,6 @@ void dashboard_capture(dashboard *d, const gw_config *c, const char *request_id,
     pthread_mutex_unlock(&d->mu);
     if (full) return;
     dash_job *j = sg_xcalloc(1, sizeof *j);
-    j->d = d;
     j->kind = JOB_CAPTURE;
     j->query = sg_xstrdup(request_id);
     j->prompt = redacted(c, prompt, prompt_len, c->capture.max_bytes);
@@ -398,7 +397,6 @@ void dashboard_capture(dashboard *d, const gw_config *c, const char *request_id,
 static void submit(gateway *g, http_exchange *x, job_kind kind, const char *query) {
     dashboard *d = g->dash;
     dash_job *j = sg_xcalloc(1, sizeof *j);
-    j->d = d;
     j->x = x;
     j->kind = kind;
     j->query = sg_xstrdup(query ? query : "");

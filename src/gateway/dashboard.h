@@ -52,7 +52,8 @@ void dashboard_use_db(dashboard *d, gw_ledger_kind kind, const char *target);
  * c->capture.max_bytes at a character boundary, in the payloads table, written by the
  * worker; the loop never waits. At most DASHBOARD_MAX_CAPTURES wait to be written:
  * beyond, a capture is dropped and counted (/admin/stats captures_dropped). Captures
- * older than capture.retention_hours are deleted by the worker when idle. Loop thread. */
+ * older than capture.retention_hours are deleted by the worker when idle. Loop thread;
+ * d NULL (after dashboard_free, requests still ending): nothing. */
 void dashboard_capture(dashboard *d, const gw_config *c, const char *request_id, const char *prompt, size_t prompt_len,
                        const char *answer, size_t answer_len);
 

@@ -1078,6 +1078,7 @@ out:
     if (sw.fd >= 0) { loop_watch_remove(g->loop, &sw.w); close(sw.fd); }
     keystore_free(g->keys);   /* its last answers go out while the exchanges are there */
     dashboard_free(g->dash);  /* the same */
+    g->dash = NULL;           /* requests that end as their exchanges close capture nothing */
     if (g->http) http_server_free(g->http);
     rstore_shutdown();   /* the responses' worker ends its queue (the exchanges are gone) */
     if (g->up) upstream_free(g->up);
