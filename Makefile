@@ -23,6 +23,9 @@ LDLIBS  = -ljansson -lpcre2-8 -lcurl -lssl -lcrypto -lsqlite3 -lpq -lhiredis -ly
 
 LIB_SRC  := $(filter-out src/cli/main.c,$(wildcard src/*/*.c))
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
+# The dashboard's page, script and style (web/), compiled into the library as byte arrays.
+WEB_SRC  := $(sort $(wildcard web/*.html web/*.js web/*.css))
+LIB_OBJ  += $(BUILD)/obj/gen/web_assets.o
 TEST_SRC := $(wildcard tests/test_*.c)
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 BENCH_SRC := $(wildcard bench/bench_*.c)
@@ -57,6 +60,14 @@ all: $(BUILD)/smolgate $(TEST_BIN) $(BENCH_BIN) compile_commands.json
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/gen/web_assets.c: $(WEB_SRC) tools/embed.sh
+	@mkdir -p $(dir $@)
+	tools/embed.sh $@ $(WEB_SRC)
+
+$(BUILD)/obj/gen/web_assets.o: $(BUILD)/gen/web_assets.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
 
 $(BUILD)/libsmolgate.a: $(LIB_OBJ)
 	@rm -f $@

@@ -1033,6 +1033,45 @@ static void test_responses(void) {
     }
 }
 
+/* dashboard.capture: off by default; routes (checked against routes:), keys (any id:
+ * run-time keys too), retention and bound with their ranges. */
+static void test_capture(void) {
+    static const kv env[] = {{"OPENAI_API_KEY", "sk-test-openai-0123456789"}, {NULL, NULL}};
+    sg_error err = {{0}};
+    gw_config *c = load_text("routes:\n  - name: chat\n    targets: [gpt-4o]\n", env, &err);
+    CHECK_MSG(c != NULL, "%s", err.msg);
+    if (c) {
+        CHECK_EQ_INT(c->capture.n_routes + c->capture.n_keys, 0);
+        CHECK_EQ_INT(c->capture.retention_h, 24);
+        CHECK_EQ_INT(c->capture.max_bytes, 32768);
+        CHECK(!config_capture_wanted(c, "chat", "team-a"));
+        config_free(c);
+    }
+    c = load_text("routes:\n  - name: chat\n    targets: [gpt-4o]\n  - name: code\n    targets: [gpt-4o]\n"
+                  "dashboard:\n  capture: {routes: [chat], keys: [team-b], retention_hours: 2, max_bytes: 4096}\n",
+                  env, &err);
+    CHECK_MSG(c != NULL, "%s", err.msg);
+    if (c) {
+        CHECK_EQ_INT(c->capture.retention_h, 2);
+        CHECK_EQ_INT(c->capture.max_bytes, 4096);
+        CHECK(config_capture_wanted(c, "chat", NULL));
+        CHECK(config_capture_wanted(c, "code", "team-b"));
+        CHECK(config_capture_wanted(c, NULL, "team-b"));
+        CHECK(!config_capture_wanted(c, "code", "team-a"));
+        CHECK(!config_capture_wanted(c, NULL, NULL));
+        config_free(c);
+    }
+    static const char *const bad[] = {
+        "dashboard:\n  capture: {retention_hours: 0}\n", "dashboard:\n  capture: {max_bytes: 10}\n",
+        "dashboard:\n  capture: {routes: chat}\n", "dashboard:\n  capture: {colour: red}\n", "dashboard:\n  theme: dark\n",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        c = load_text(bad[i], env, &err);
+        CHECK_MSG(c == NULL, "accepted: %s", bad[i]);
+        config_free(c);
+    }
+}
+
 int main(int argc, char **argv) {
     (void)argc;
     RUN(test_responses);
@@ -1048,6 +1087,7 @@ int main(int argc, char **argv) {
     RUN(test_local_model_names);
     RUN(test_resolve);
     RUN(test_keys);
+    RUN(test_capture);
     RUN(test_roles);
     RUN(test_reload_rules);
     RUN(test_bounds);

@@ -113,7 +113,7 @@ static void test_db(void) {
     CHECK_MSG(a && b, "%s", err.msg);
     if (!a || !b) { ledger_db_close(a); ledger_db_close(b); return; }
     int v = 0;
-    CHECK(ledger_db_schema_version(a, &v, &err) == 0 && v == 3);
+    CHECK(ledger_db_schema_version(a, &v, &err) == 0 && v == LEDGER_SCHEMA_VERSION);
     char sig0[128], sig1[128], sig2[128], sig3[128];
     CHECK(keystore_db_signature(b, sig0, sizeof sig0, &err) == 0);
     char *body = NULL;

@@ -2,11 +2,14 @@
  * cost, unpriced and estimated counts land on the serving target's labels; attempts on each
  * attempt's own target with its outcome; histograms are cumulative with +Inf = count and
  * the sum in seconds; label values are escaped; label sets are bounded (model "other",
- * then all "other"); the ledger's counters; and every line is well-formed text format. */
+ * then all "other"); the ledger's counters; and every line is well-formed text format. The
+ * same series as JSON for the dashboard, with p50 / p95 read from the histograms. */
 #include <ctype.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <jansson.h>
 
 #include "common/buf.h"
 #include "gateway/metrics.h"
@@ -165,9 +168,42 @@ static void test_ledger_stats(void) {
     sg_buf_free(&out);
 }
 
+/* metrics_json (the dashboard's live view): one object per series, quantiles as the upper
+ * bound of the histogram bucket that holds them, -1 without observations. */
+static void test_json(void) {
+    metrics *m = metrics_new(0);
+    int64_t lat[] = {3, 30, 30, 30, 300, 300, 300, 300, 300, 4000};   /* buckets 5, 50, 500, 5000 */
+    for (int i = 0; i < 10; i++) {
+        ledger_record r = rec("chat", "openai", "gpt", i == 9 ? 502 : 200, lat[i], i < 5 ? 20 : -1);
+        metrics_observe_request(m, &r);
+    }
+    json_t *a = metrics_json(m);
+    CHECK_EQ_INT(json_array_size(a), 1);
+    json_t *o = json_array_get(a, 0);
+    CHECK_EQ_STR(json_string_value(json_object_get(o, "route")), "chat");
+    CHECK_EQ_INT(json_integer_value(json_object_get(o, "requests")), 10);
+    CHECK_EQ_INT(json_integer_value(json_object_get(o, "errors")), 1);
+    json_t *l = json_object_get(o, "latency_ms"), *t = json_object_get(o, "ttft_ms");
+    CHECK_EQ_INT(json_integer_value(json_object_get(l, "count")), 10);
+    CHECK_EQ_INT(json_integer_value(json_object_get(l, "p50")), 500);   /* the 5th of 10: 300 ms */
+    CHECK_EQ_INT(json_integer_value(json_object_get(l, "p95")), 5000);  /* the 10th: 4000 ms */
+    CHECK_EQ_INT(json_integer_value(json_object_get(t, "count")), 5);
+    CHECK_EQ_INT(json_integer_value(json_object_get(t, "p50")), 25);
+    json_decref(a);
+    metrics_free(m);
+    m = metrics_new(0);
+    ledger_record r = rec("", "openai", "gpt", 200, -1, -1);   /* nothing observed */
+    metrics_observe_request(m, &r);
+    a = metrics_json(m);
+    CHECK_EQ_INT(json_integer_value(json_object_get(json_object_get(json_array_get(a, 0), "latency_ms"), "p95")), -1);
+    json_decref(a);
+    metrics_free(m);
+}
+
 int main(void) {
     RUN(test_counters);
     RUN(test_escaping_and_bounds);
     RUN(test_ledger_stats);
+    RUN(test_json);
     return tu_finish("test_metrics");
 }

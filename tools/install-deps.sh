@@ -4,11 +4,11 @@
 # Tests: redis-server and postgresql (started by the tests themselves on loopback ports),
 # tmux (drives `smolgate chat` in a terminal), jq and the sqlite3 shell (read answers and
 # the ledger in e2e scripts), nodejs/npm for the official-SDK client tests, nginx-light
-# and wrk for the benchmarks.
+# and wrk for the benchmarks, chromium (the dashboard's browser test drives it headless).
 set -e
 pkgs="build-essential pkg-config libjansson-dev libpcre2-dev libcurl4-openssl-dev \
 libsqlite3-dev libpq-dev libhiredis-dev libyaml-dev libssl-dev libedit-dev"
-[ "${1:-}" = "--test" ] && pkgs="$pkgs redis-server postgresql nginx-light wrk python3 curl clang tmux jq sqlite3"
+[ "${1:-}" = "--test" ] && pkgs="$pkgs redis-server postgresql nginx-light wrk python3 curl clang tmux jq sqlite3 chromium"
 missing=
 # Node.js 18+ with npm installs the official SDK clients (tests/node); it may come from
 # elsewhere than Debian (then it is used as it is). The clients themselves need Node >= 22:

@@ -1700,7 +1700,9 @@ static int read_auth(vctx *v, const node *root) {
 
 static const char *const k_top[] = {"version", "listen", "log_level", "direct", "server", "providers", "models",
                                     "routes", "keys", "auth", "circuit_breaker", "state", "ledger", "price_files",
-                                    "upstream", "responses", "alerts", "tracing", NULL};
+                                    "upstream", "responses", "alerts", "tracing", "dashboard", NULL};
+static const char *const k_dashboard[] = {"capture", NULL};
+static const char *const k_capture[] = {"routes", "keys", "retention_hours", "max_bytes", NULL};
 static const char *const k_alerts[] = {"webhook_url", "timeout_ms", "retries", NULL};
 static const char *const k_server[] = {"max_connections", "max_header_bytes", "max_body_bytes", "header_timeout_ms",
                                        "body_timeout_ms", "idle_timeout_ms", "write_timeout_ms", "shutdown_grace_ms", NULL};
@@ -1815,6 +1817,53 @@ static int env_headers(vctx *v, const char *s, gw_tracing *t) {
 }
 
 /* tracing: the file's keys, then the standard OTEL_* variables for what it leaves unset. */
+/* dashboard.capture: which requests' prompts and answers the dashboard keeps. Route names
+ * must be routes of this file; key ids may also be run-time keys'. */
+static int read_names(vctx *v, const node *map, const vpath *up, const char *key, char ***out, size_t *n) {
+    const node *ln = mget(map, key);
+    vpath lp = {up, key, -1};
+    if (seq_check(v, ln, &lp)) return -1;
+    if (!present(ln)) return 0;
+    *out = arena_alloc(v->ca, (ln->n ? ln->n : 1) * sizeof **out);
+    for (size_t i = 0; i < ln->n; i++) {
+        vpath ep = {&lp, NULL, (long)i};
+        if (read_str(v, ln->items[i], &ep, 0, &(*out)[*n], NULL)) return -1;
+        (*n)++;
+    }
+    return 0;
+}
+
+static int read_dashboard(vctx *v, const node *root) {
+    gw_config *c = v->cfg;
+    const node *dn = mget(root, "dashboard");
+    vpath dp = {NULL, "dashboard", -1};
+    const node *cn = mget(dn, "capture");
+    vpath cp = {&dp, "capture", -1};
+    c->capture.retention_h = 24;
+    c->capture.max_bytes = 32768;
+    if (map_check(v, dn, &dp, k_dashboard) || map_check(v, cn, &cp, k_capture) ||
+        read_names(v, cn, &cp, "routes", &c->capture.routes, &c->capture.n_routes) ||
+        read_names(v, cn, &cp, "keys", &c->capture.keys, &c->capture.n_keys) ||
+        get_u32(v, cn, &cp, "retention_hours", 1, 8760, &c->capture.retention_h) ||
+        get_u32(v, cn, &cp, "max_bytes", 1024, 1048576, &c->capture.max_bytes))
+        return -1;
+    for (size_t i = 0; i < c->capture.n_routes; i++) {
+        bool known = false;
+        for (size_t r = 0; r < c->n_routes && !known; r++) known = !strcmp(c->routes[r].name, c->capture.routes[i]);
+        vpath lp = {&cp, "routes", -1}, rp = {&lp, NULL, (long)i};
+        if (!known) return verr(v, mget(cn, "routes")->line, &rp, "unknown route \"%s\" (not in routes:)", c->capture.routes[i]);
+    }
+    return 0;
+}
+
+bool config_capture_wanted(const gw_config *c, const char *route, const char *key_id) {
+    for (size_t i = 0; route && i < c->capture.n_routes; i++)
+        if (!strcmp(c->capture.routes[i], route)) return true;
+    for (size_t i = 0; key_id && i < c->capture.n_keys; i++)
+        if (!strcmp(c->capture.keys[i], key_id)) return true;
+    return false;
+}
+
 static int read_tracing(vctx *v, const node *root) {
     gw_tracing *t = &v->cfg->tracing;
     const node *tn = mget(root, "tracing");
@@ -2078,6 +2127,7 @@ int config_load_ex(gw_config **out, const char *path, const config_overrides *ov
     if (!rc) rc = read_models(&v, root);
     if (!rc) rc = read_routes(&v, root);
     if (!rc) rc = read_keys(&v, root);
+    if (!rc) rc = read_dashboard(&v, root);
     if (!rc) rc = read_auth(&v, root);
     if (!rc) inherit_bounds(c);
     if (!rc) collect_secrets(c);

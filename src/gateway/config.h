@@ -310,6 +310,14 @@ typedef struct gw_config {
         uint32_t timeout_ms;      /* per POST; default 5000 */
         int retries;              /* after the first try; default 3 */
     } alerts;
+    struct {                      /* the dashboard's payload capture (docs/config.md "dashboard") */
+        char **routes;            /* routes whose prompts and answers are kept */
+        size_t n_routes;
+        char **keys;              /* gateway key ids whose prompts and answers are kept */
+        size_t n_keys;
+        uint32_t retention_h;     /* hours a capture is kept; default 24 */
+        uint32_t max_bytes;       /* per prompt and per answer, cut beyond; default 32768 */
+    } capture;
     struct redact_set *secrets;   /* every secret above (provider keys and header values,
                                      gateway key hashes, DSN passwords), for redact.h:
                                      what the gateway relays or logs about upstream errors
@@ -338,7 +346,10 @@ int  config_default(gw_config **out, const char *const *model_paths, size_t n,
                     const config_env *env, sg_error *err);
 
 gw_config *config_ref(gw_config *c);      /* returns c; thread-safe */
-void config_unref(gw_config *c);          /* frees at zero (secrets wiped); NULL ok */
+void config_unref(gw_config *c);
+/* Whether payload capture is on for a request on route (NULL: a direct model id) with key
+ * id key_id (NULL: no key). */
+bool config_capture_wanted(const gw_config *c, const char *route, const char *key_id);          /* frees at zero (secrets wiped); NULL ok */
 void config_free(gw_config *c);           /* = config_unref: drops the loader's reference */
 
 /* Lookups; NULL when absent. */

@@ -23,6 +23,7 @@
 #include "gateway/api_ollama.h"
 #include "gateway/provider.h"
 #include "gateway/chat.h"
+#include "gateway/dashboard.h"
 #include "gateway/otlp.h"
 
 /* Where the Vercel AI Gateway protocol is served (api_ai_gateway.c): Vercel's own path. */
@@ -637,6 +638,7 @@ static void handler(http_exchange *x, const http_request *req, void *arg) {
         else respond_json(x, 200, "{\"status\":\"ready\"}", 18);
         return;
     }
+    if (dashboard_serve_page(x, req)) return;   /* the page itself holds no data: no key */
     if (!strcmp(path, "/") && get) {   /* what Ollama clients probe for */
         http_header h[1] = {{"content-type", "text/plain; charset=utf-8"}};
         http_respond(x, 200, h, 1, "Ollama is running", 17);
@@ -680,6 +682,8 @@ static void handler(http_exchange *x, const http_request *req, void *arg) {
         handle_usage(g, x, req, key);
     } else if (!strncmp(path, "/admin/keys", 11) && (!path[11] || path[11] == '/')) {
         handle_admin_keys(g, x, req, path + 11, key);
+    } else if (dashboard_owns_path(path)) {
+        dashboard_admin(g, x, req, key);
     } else if (!strncmp(path, "/v1/responses/", 14) && path[14] && (get || !strcmp(m, "DELETE"))) {
         handle_stored_response(g, x, path + 14, get, key);
     } else {
@@ -792,6 +796,7 @@ static limits *new_limits(gateway *g, const gw_config *c, sg_error *err) {
 static void apply_keys(gateway *g, const gw_config *c) {
     const char *t = c->ledger.kind == GW_LEDGER_POSTGRES ? c->ledger.postgres_url : c->ledger.sqlite_path;
     keystore_use_db(g->keys, c->ledger.kind, t);
+    dashboard_use_db(g->dash, c->ledger.kind, t);
     keystore_rebuild(g->keys, c);
     alert_hook_configure(g->alerts, c->alerts.webhook_url, c->alerts.timeout_ms, c->alerts.retries);
 }
@@ -1021,6 +1026,7 @@ int gateway_serve(const gateway_opts *o, sg_error *err) {
     g->alerts = alert_hook_new();
     if (!(g->limits = new_limits(g, cfg, err))) goto out;
     g->keys = keystore_new(g->loop);
+    g->dash = dashboard_new(g->loop);
     apply_keys(g, cfg);
     ledger_opts lo;
     ledger_opts_from_config(&lo, cfg);
@@ -1071,6 +1077,8 @@ int gateway_serve(const gateway_opts *o, sg_error *err) {
 out:
     if (sw.fd >= 0) { loop_watch_remove(g->loop, &sw.w); close(sw.fd); }
     keystore_free(g->keys);   /* its last answers go out while the exchanges are there */
+    dashboard_free(g->dash);  /* the same */
+    g->dash = NULL;           /* requests that end as their exchanges close capture nothing */
     if (g->http) http_server_free(g->http);
     rstore_shutdown();   /* the responses' worker ends its queue (the exchanges are gone) */
     if (g->up) upstream_free(g->up);

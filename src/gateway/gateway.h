@@ -73,6 +73,7 @@ typedef struct gateway {
     size_t n_ledger_closers;
     metrics *metrics;         /* GET /metrics */
     keystore *keys;           /* keys made at run time (/admin/keys), from the ledger's database */
+    struct dashboard *dash;   /* the dashboard's page and /admin/ reads (dashboard.h) */
     alert_hook *alerts;       /* budget alerts to alerts.webhook_url */
     struct otlp *otlp;        /* request traces out (otlp.h); NULL when tracing is off */
     gw_local_entry *locals;

@@ -751,6 +751,7 @@ const gw_key *keystore_find_hash(const keystore *ks, const uint8_t hash[GW_SHA25
 }
 
 size_t keystore_count(const keystore *ks) { return ks ? ks->n : 0; }
+const gw_key *keystore_key(const keystore *ks, size_t i) { return ks && i < ks->n ? &ks->keys[i]->k : NULL; }
 
 void keystore_free(keystore *ks) {
     if (!ks) return;

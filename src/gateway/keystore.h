@@ -57,6 +57,9 @@ void keystore_rebuild(keystore *ks, const gw_config *c);
 /* The run-time key with this hash, or NULL (none, or expired at now_s, unix seconds). */
 const gw_key *keystore_find_hash(const keystore *ks, const uint8_t hash[GW_SHA256_LEN], int64_t now_s);
 size_t keystore_count(const keystore *ks);
+/* The run-time key served now, i < keystore_count (loop thread; valid until the next
+ * rebuild: use it at once). */
+const gw_key *keystore_key(const keystore *ks, size_t i);
 /* Keep k valid while a request uses it (no-ops for keys from the file). */
 void keystore_hold(const gw_key *k);
 void keystore_release(const gw_key *k);

@@ -47,6 +47,20 @@ static const char *const k_sqlite_migrations[] = {
     "CREATE TABLE gateway_keys ("
     " id TEXT NOT NULL PRIMARY KEY, sha256 TEXT NOT NULL UNIQUE, spec TEXT NOT NULL,"
     " created_ms INTEGER NOT NULL, updated_ms INTEGER NOT NULL, revoked_ms INTEGER);",
+    /* 4: the dashboard (dash_query.c): spend per hour per value of each of key, route,
+     * provider and model (dim), rolled up from the requests stored after rollup_state's
+     * high-water mark (the rowid here), and captured prompts and answers */
+    "CREATE TABLE spend_hourly ("
+    " dim TEXT NOT NULL, hour_ms INTEGER NOT NULL, value TEXT NOT NULL, requests INTEGER NOT NULL, errors INTEGER NOT NULL, fallbacks INTEGER NOT NULL,"
+    " input_tokens INTEGER NOT NULL, cache_read_tokens INTEGER NOT NULL, cache_write_tokens INTEGER NOT NULL,"
+    " output_tokens INTEGER NOT NULL, reasoning_tokens INTEGER NOT NULL, cost_micro INTEGER NOT NULL,"
+    " unpriced INTEGER NOT NULL, estimated INTEGER NOT NULL,"
+    " PRIMARY KEY (dim, hour_ms, value));"
+    "CREATE TABLE rollup_state (name TEXT NOT NULL PRIMARY KEY, high_water INTEGER NOT NULL);"
+    "INSERT INTO rollup_state (name, high_water) VALUES ('spend_hourly', 0);"
+    "CREATE TABLE payloads ("
+    " request_id TEXT NOT NULL PRIMARY KEY, captured_ms INTEGER NOT NULL, request TEXT, response TEXT);"
+    "CREATE INDEX payloads_captured ON payloads (captured_ms);",
 };
 
 static const char *const k_pg_migrations[] = {
@@ -77,6 +91,21 @@ static const char *const k_pg_migrations[] = {
     "CREATE TABLE gateway_keys ("
     " id TEXT NOT NULL PRIMARY KEY, sha256 TEXT NOT NULL UNIQUE, spec TEXT NOT NULL,"
     " created_ms BIGINT NOT NULL, updated_ms BIGINT NOT NULL, revoked_ms BIGINT);",
+    /* 4: as SQLite's; seq numbers requests in the order they are stored (the rollup's
+     * high-water mark; existing rows are numbered by the ALTER) */
+    "ALTER TABLE requests ADD COLUMN seq BIGSERIAL;"
+    "CREATE INDEX requests_seq ON requests (seq);"
+    "CREATE TABLE spend_hourly ("
+    " dim TEXT NOT NULL, hour_ms BIGINT NOT NULL, value TEXT NOT NULL, requests BIGINT NOT NULL, errors BIGINT NOT NULL, fallbacks BIGINT NOT NULL,"
+    " input_tokens BIGINT NOT NULL, cache_read_tokens BIGINT NOT NULL, cache_write_tokens BIGINT NOT NULL,"
+    " output_tokens BIGINT NOT NULL, reasoning_tokens BIGINT NOT NULL, cost_micro BIGINT NOT NULL,"
+    " unpriced BIGINT NOT NULL, estimated BIGINT NOT NULL,"
+    " PRIMARY KEY (dim, hour_ms, value));"
+    "CREATE TABLE rollup_state (name TEXT NOT NULL PRIMARY KEY, high_water BIGINT NOT NULL);"
+    "INSERT INTO rollup_state (name, high_water) VALUES ('spend_hourly', 0);"
+    "CREATE TABLE payloads ("
+    " request_id TEXT NOT NULL PRIMARY KEY, captured_ms BIGINT NOT NULL, request TEXT, response TEXT);"
+    "CREATE INDEX payloads_captured ON payloads (captured_ms);",
 };
 
 _Static_assert(sizeof k_sqlite_migrations / sizeof k_sqlite_migrations[0] == LEDGER_SCHEMA_VERSION + 1,

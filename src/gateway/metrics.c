@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <jansson.h>
+
 /* Histogram upper bounds in milliseconds (rendered as seconds); +Inf is implied. */
 static const uint32_t k_bounds_ms[] = {5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 120000, 300000};
 #define NB (sizeof k_bounds_ms / sizeof k_bounds_ms[0])
@@ -300,6 +302,40 @@ void metrics_render(const metrics *m, sg_buf *b) {
     }
     histogram(m, b, "smolgate_request_duration_seconds", "Request start to the end of the response.", false);
     histogram(m, b, "smolgate_time_to_first_token_seconds", "Request start to the first byte of the answer.", true);
+}
+
+/* The upper bound (ms) of the bucket holding quantile q of h; past the last bound, the
+ * mean of the observations there is not known: the last bound. -1 when empty. */
+static int64_t quantile_ms(const histo *h, double q) {
+    if (!h->count) return -1;
+    uint64_t want = (uint64_t)(q * (double)h->count + 0.999999), cum = 0;
+    if (!want) want = 1;
+    for (size_t k = 0; k < NB; k++) {
+        cum += h->buckets[k];
+        if (cum >= want) return k_bounds_ms[k];
+    }
+    return k_bounds_ms[NB - 1];
+}
+
+static json_t *histo_json(const histo *h) {
+    return json_pack("{s:I,s:I,s:I,s:I}", "count", (json_int_t)h->count, "sum", (json_int_t)h->sum_ms, "p50",
+                     (json_int_t)quantile_ms(h, 0.5), "p95", (json_int_t)quantile_ms(h, 0.95));
+}
+
+json_t *metrics_json(const metrics *m) {
+    json_t *a = json_array();
+    for (size_t i = 0; i < m->n_s; i++) {
+        const series *s = &m->s[i];
+        json_t *o = json_pack("{s:s,s:s,s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "route", s->route, "provider", s->provider,
+                              "model", s->model, "requests", (json_int_t)s->requests, "errors", (json_int_t)s->errors,
+                              "fallbacks", (json_int_t)s->fallbacks, "cost_micro", (json_int_t)s->cost_micro,
+                              "unpriced", (json_int_t)s->unpriced, "input_tokens", (json_int_t)s->tokens[0],
+                              "output_tokens", (json_int_t)s->tokens[3]);
+        json_object_set_new(o, "latency_ms", histo_json(&s->latency));
+        json_object_set_new(o, "ttft_ms", histo_json(&s->ttft));
+        json_array_append_new(a, o);
+    }
+    return a;
 }
 
 void metrics_render_ledger(const ledger_stats *s, sg_buf *b) {

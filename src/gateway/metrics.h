@@ -42,6 +42,13 @@ void metrics_observe_request(metrics *m, const ledger_record *r);
 
 /* Appends every series. */
 void metrics_render(const metrics *m, sg_buf *out);
+/* The same series as JSON for the dashboard (dashboard.h): an array of {route, provider,
+ * model, requests, errors, fallbacks, cost_micro, unpriced, input_tokens, output_tokens,
+ * latency_ms: {count, sum, p50, p95}, ttft_ms: {...}}. Quantiles are read from the
+ * histogram: the upper bound of the bucket that holds them (so p50 = 250 means
+ * "between 100 and 250 ms"), -1 without observations. */
+struct json_t;
+struct json_t *metrics_json(const metrics *m);
 /* Appends the ledger's counters (ledger_get_stats). */
 void metrics_render_ledger(const ledger_stats *s, sg_buf *out);
 

@@ -38,6 +38,7 @@
 #include "gateway/chat.h"
 #include "gateway/codec_embed.h"
 #include "gateway/cost.h"
+#include "gateway/dashboard.h"
 #include "gateway/gateway.h"
 #include "gateway/limits.h"
 #include "gateway/otlp.h"
@@ -136,6 +137,8 @@ typedef struct proxy_req {
     sg_buf gen;                    /* the answer's text while no usage was reported: what
                                       the tokenizer counts when none comes (estimate_usage) */
     int64_t gen_tokens;            /* tokens of text already counted out of gen (bounded) */
+    bool capture;                  /* payload capture on for this route or key (dashboard.h) */
+    sg_buf cap_req, cap_ans;       /* ... the request body and the answer's text, bounded */
 } proxy_req;
 
 static void start_attempt(proxy_req *p);
@@ -201,6 +204,8 @@ static void proxy_free(proxy_req *p) {
     sg_buf_free(&p->resp);
     sg_buf_free(&p->out);
     sg_buf_free(&p->gen);
+    sg_buf_free(&p->cap_req);
+    sg_buf_free(&p->cap_ans);
     sse_free(&p->sse);
     scan_free(p);
     render_free(p);
@@ -241,6 +246,8 @@ static void record_request(proxy_req *p, int status, uint64_t ms) {
     if (p->gw->otlp)
         otlp_submit(p->gw->otlp, &r, p->req.api && p->req.api->kind == GW_REQ_EMBEDDINGS ? "embeddings" : "chat",
                     p->has_trace ? &p->trace : NULL);
+    if (p->capture)
+        dashboard_capture(p->gw->dash, p->cfg, p->id, p->cap_req.data, p->cap_req.len, p->cap_ans.data, p->cap_ans.len);
 }
 
 static void log_request(proxy_req *p, int status) {
@@ -422,8 +429,18 @@ static void fail_mid_stream(proxy_req *p, const char *why) {
 }
 
 /* Canonical events from any provider: usage is kept, the rest rendered. */
+/* The answer's text for payload capture, up to its bound. */
+static void capture_event(proxy_req *p, const gw_event *ev) {
+    size_t room = p->cfg->capture.max_bytes > p->cap_ans.len ? p->cfg->capture.max_bytes - p->cap_ans.len : 0;
+    if (!room) return;
+    if (ev->kind == GW_EV_TOOL_CALL && ev->name) sg_buf_printf(&p->cap_ans, "[tool call %.200s] ", ev->name);
+    sg_buf_append(&p->cap_ans, ev->text, ev->len < room ? ev->len : room);
+}
+
 static int on_event(void *ctx, const gw_event *ev) {
     proxy_req *p = ctx;
+    if (p->capture && ev->len && (ev->kind == GW_EV_TEXT || ev->kind == GW_EV_REASONING || ev->kind == GW_EV_TOOL_CALL))
+        capture_event(p, ev);
     if (ev->kind == GW_EV_USAGE) p->usage = ev->usage;
     if (ev->kind == GW_EV_FINISH) p->finish = ev->finish;
     if ((ev->kind == GW_EV_TEXT || ev->kind == GW_EV_REASONING || ev->kind == GW_EV_TOOL_CALL) &&
@@ -683,6 +700,7 @@ static void reset_attempt(proxy_req *p) {
     render_init(p);
     gw_usage_init(&p->usage);
     sg_buf_reset(&p->gen);
+    sg_buf_reset(&p->cap_ans);   /* what the client gets is the next attempt's */
     p->gen_tokens = 0;
 }
 
@@ -1027,6 +1045,8 @@ void proxy_handle(gateway *g, http_exchange *x, const http_request *req, const g
     sg_buf_init(&p->resp);
     sg_buf_init(&p->out);
     sg_buf_init(&p->gen);
+    sg_buf_init(&p->cap_req);
+    sg_buf_init(&p->cap_ans);
     p->limited_retry_ms = -1;
     sse_init(&p->sse, 0, on_sse, p);   /* each attempt sets its provider's bound */
     loop_timer_init(&p->backoff, backoff_fired, p);
@@ -1051,6 +1071,9 @@ void proxy_handle(gateway *g, http_exchange *x, const http_request *req, const g
         respond_simple_error(p, 404, "model_not_found", "model", err.msg);
         return;
     }
+    p->capture = config_capture_wanted(p->cfg, p->route ? p->route->name : NULL, key ? key->id : NULL);
+    if (p->capture)   /* the request as the client sent it, redacted when stored */
+        sg_buf_append(&p->cap_req, req->body, req->body_len < p->cfg->capture.max_bytes ? req->body_len : p->cfg->capture.max_bytes);
     apply_order(p);
     apply_breakers(p);
     if (!p->n_cands && p->n_cannot) {

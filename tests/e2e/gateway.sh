@@ -32,6 +32,10 @@
 #   (g) tests/gateway/otlp.test.mjs: request traces to an OTLP/HTTP receiver run in the
 #       test (a private gateway with tracing:): span structure, ids, parent links, GenAI
 #       attributes, a hanging receiver slowing nothing, the bounded queue,
+#   (h) tests/gateway/dashboard.test.mjs: the built-in dashboard in headless chromium
+#       (puppeteer-core) after known traffic on the route dash: live, spend (chart, CSV),
+#       requests and trace, keys; screenshots in DASHBOARD_SHOTS
+#       (${TMPDIR:-/tmp}/smolgate-dashboard); chromium missing is a failure,
 # and shell checks: the gateway is still alive and healthy, its log has no sanitizer report
 # or crash, SIGTERM stops it with exit 0, and the SQLite ledger prices failed requests
 # (unpriced model: NULL; priced, nothing used: 0). Everything is stopped on any exit (bounded
@@ -41,13 +45,13 @@
 #
 # Environment: SMOLGATE_BIN (default build/smolgate; build-san/smolgate for the sanitizer
 # build), GATEWAY_TESTS (space-separated subset of: clients matrix faults routing hostile
-# responses upstream local constrained segments otlp).
+# responses upstream local constrained segments otlp dashboard).
 set -u
 cd "$(dirname "$0")/../.."
 root=$(pwd)
 
 bin=${SMOLGATE_BIN:-build/smolgate}
-groups=${GATEWAY_TESTS:-clients matrix faults routing hostile responses upstream local constrained segments otlp}
+groups=${GATEWAY_TESTS:-clients matrix faults routing hostile responses upstream local constrained segments otlp dashboard}
 tmp=$(mktemp -d /tmp/smolgate-gateway-XXXXXX)
 fake_pid= gw_pid=
 pass=0 fail=0 skip=0
@@ -196,6 +200,8 @@ models:
   backup/m-ctx-mid: {context_window: 1000}
   backup/m-ctx-large: {context_window: 100000}
   backup/text-embedding-3-small: {price: {input: 0.02}}   # OpenAI's price at a server of another name
+  openai/m-dash-primary: {price: {input: 10, output: 20}}   # the dashboard group's route (priced: spend)
+  backup/m-dash-backup: {price: {input: 10, output: 20}}
 routes:
   - name: chat
     targets: [openai/gpt-4o-mini, backup/gpt-4o-mini]
@@ -250,6 +256,8 @@ routes:
     targets: [backup/m-mcap-a, openai/m-mcap-b]
   - name: chat-local
     targets: [openai/m-local-primary, local/$local_name]
+  - name: dash
+    targets: [openai/m-dash-primary, backup/m-dash-backup]
   - name: emb-fb
     targets: [openai/m-embfb-primary, backup/text-embedding-3-small]
   - name: emb-fb-ollama
@@ -271,6 +279,7 @@ keys:
     routes: [chat]
 circuit_breaker: {failures: 3, window_ms: 30000, cooldown_ms: 2000, max_cooldown_ms: 8000}
 ledger: {sqlite: $tmp/ledger.db, spool_dir: $tmp/spool}
+dashboard: {capture: {routes: [dash], retention_hours: 1}}   # the dashboard group reads them back
 EOF
 } >"$cfg"
 
@@ -339,6 +348,9 @@ for g in $groups; do
     constrained) run_node constrained tests/gateway/constrained.test.mjs ;;
     segments) run_node segments tests/gateway/segments.test.mjs ;;
     otlp)    run_node otlp tests/gateway/otlp.test.mjs ;;
+    dashboard)
+      export DASHBOARD_SHOTS=${DASHBOARD_SHOTS:-${TMPDIR:-/tmp}/smolgate-dashboard}
+      run_node dashboard tests/gateway/dashboard.test.mjs ;;
     *) bad "unknown test group $g" ;;
   esac
 done

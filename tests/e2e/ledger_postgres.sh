@@ -109,7 +109,7 @@ progress() { echo $((10#$(head -c 20 "$1"))); }
   || { cat "$tmp/a.log"; die "(a) the driver failed"; }
 check_exact "(a) 3000 appended" "$url" once 3000
 v=$(psql_q -d smolgate -c "SELECT string_agg(version::text, ',') FROM schema_version")
-[ "$v" = 1,2,3 ] && ok "(a) schema_version: 1,2,3" || bad "(a) schema_version: $v"
+[ "$v" = 1,2,3,4 ] && ok "(a) schema_version: 1,2,3,4" || bad "(a) schema_version: $v"
 
 # ---- (b) outage ----
 spool=$tmp/spool-b
@@ -141,7 +141,7 @@ wait_exit $p1 60 && wait_exit $p2 60 && ok "(c) both writers exit 0" || bad "(c)
 check_exact "(c) writer A" "$url2" twoA 4000
 check_exact "(c) writer B" "$url2" twoB 4000
 v=$(PGPASSWORD=$pw "$pgbin/psql" -h 127.0.0.1 -p "$port" -U smolgate -qAtX -d twodb -c "SELECT COUNT(*) FROM schema_version")
-[ "$v" = 3 ] && ok "(c) the schema was created once by two racing writers (migrations 1, 2, 3)" || bad "(c) schema_version rows: $v"
+[ "$v" = 4 ] && ok "(c) the schema was created once by two racing writers (migrations 1 to 4)" || bad "(c) schema_version rows: $v"
 "$driver" --spool "$tmp/spool-c1" --postgres "$url2" --prefix dup --count 3000 --flush-ms 10 --batch 100 2>"$tmp/c3.log" &
 p1=$!; pids+=($p1)
 "$driver" --spool "$tmp/spool-c2" --postgres "$url2" --prefix dup --count 3000 --flush-ms 10 --batch 100 2>"$tmp/c4.log" &
@@ -193,4 +193,14 @@ wrong=$("$bin" usage --postgres "postgresql://smolgate:wrong-$pw@127.0.0.1:$port
 if [ -n "$wrong" ] && ! echo "$wrong" | grep -q -- "$pw"; then ok "(f) a failed login says why without the password"; else bad "(f) $wrong"; fi
 if grep -l -- "$pw" "$tmp"/*.log 2>/dev/null; then bad "(f) the password appears in a log"; else ok "(f) the password is in no log"; fi
 if grep -q -i -E 'AddressSanitizer|runtime error' "$tmp"/*.log; then bad "sanitizer reports in the driver logs"; else ok "no sanitizer reports"; fi
+
+# ---- (g) the dashboard's queries (rollup, spend, request list, trace) on PostgreSQL ----
+dq=build-san/tests/test_dash_query
+[ -x "$dq" ] || dq=build/tests/test_dash_query
+psql_q -d postgres -c "CREATE DATABASE dashq" >/dev/null || die "createdb dashq"
+if out=$(DASHQ_POSTGRES="postgresql://smolgate:$pw@127.0.0.1:$port/dashq" "$dq" 2>&1); then
+  ok "(g) test_dash_query on PostgreSQL: $(printf '%s\n' "$out" | tail -1)"
+else
+  bad "(g) test_dash_query on PostgreSQL:"; printf '%s\n' "$out" | tail -20 | sed 's/^/    /'
+fi
 finish
