@@ -428,7 +428,6 @@ static void fail_mid_stream(proxy_req *p, const char *why) {
     proxy_free(p);
 }
 
-/* Canonical events from any provider: usage is kept, the rest rendered. */
 /* The answer's text for payload capture, up to its bound. */
 static void capture_event(proxy_req *p, const gw_event *ev) {
     size_t room = p->cfg->capture.max_bytes > p->cap_ans.len ? p->cfg->capture.max_bytes - p->cap_ans.len : 0;
@@ -437,6 +436,7 @@ static void capture_event(proxy_req *p, const gw_event *ev) {
     sg_buf_append(&p->cap_ans, ev->text, ev->len < room ? ev->len : room);
 }
 
+/* Canonical events from any provider: usage is kept, the rest rendered. */
 static int on_event(void *ctx, const gw_event *ev) {
     proxy_req *p = ctx;
     if (p->capture && ev->len && (ev->kind == GW_EV_TEXT || ev->kind == GW_EV_REASONING || ev->kind == GW_EV_TOOL_CALL))
