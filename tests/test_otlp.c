@@ -23,6 +23,13 @@ static double now_s(void) {
     return (double)ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
+/* What the proxy does: the request's ids when it arrives, then its record when it ends. */
+static void submit(otlp *x, const ledger_record *r, const otlp_context *parent) {
+    otlp_ids ids;
+    otlp_begin(x, parent, &ids);
+    otlp_submit(x, r, "chat", &ids);
+}
+
 static void test_traceparent(void) {
     otlp_context c;
     CHECK_EQ_INT(otlp_parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", &c), 0);
@@ -201,6 +208,60 @@ static void test_span_json(void) {
     sg_buf_free(&b);
 }
 
+/* Ids and the traceparent sent upstream: the caller's trace and flag, or a new trace
+ * sampled by the ratio; an attempt's id made once; past the kept attempts, the root. */
+static void test_ids(void) {
+    otlp_opts o = {.endpoint = "http://127.0.0.1:9", .sample_ratio = 1.0, .flush_ms = 60000};
+    sg_error err;
+    otlp *x = otlp_open(&o, &err);
+    CHECK(x != NULL);
+    if (!x) return;
+    otlp_ids a, b;
+    otlp_begin(x, NULL, &a);
+    otlp_begin(x, NULL, &b);
+    CHECK(a.sampled && !a.has_parent);
+    CHECK(memcmp(a.trace_id, b.trace_id, 16) != 0);
+    CHECK(memcmp(a.root_id, b.root_id, 8) != 0);
+    static const uint8_t zero[16];
+    CHECK(memcmp(a.trace_id, zero, 16) != 0 && memcmp(a.root_id, zero, 8) != 0);
+    CHECK(memcmp(a.att_ids[0], zero, 8) == 0);   /* made when the attempt starts */
+    char tp[OTLP_TRACEPARENT_LEN + 1], tp2[OTLP_TRACEPARENT_LEN + 1];
+    otlp_attempt_traceparent(&a, 0, tp);
+    CHECK_EQ_INT(strlen(tp), OTLP_TRACEPARENT_LEN);
+    otlp_context back;
+    CHECK_EQ_INT(otlp_parse_traceparent(tp, &back), 0);   /* what we send, we would accept */
+    CHECK(memcmp(back.trace_id, a.trace_id, 16) == 0 && memcmp(back.span_id, a.att_ids[0], 8) == 0);
+    CHECK_EQ_INT(back.flags, 1);
+    otlp_attempt_traceparent(&a, 0, tp2);   /* the same attempt: the same span */
+    CHECK_EQ_STR(tp, tp2);
+    otlp_attempt_traceparent(&a, 1, tp2);
+    CHECK(strcmp(tp, tp2) != 0 && !strncmp(tp, tp2, 36));
+    otlp_attempt_traceparent(&a, LEDGER_MAX_ATTEMPTS + 3, tp2);   /* not exported: the root is its parent */
+    CHECK_EQ_INT(otlp_parse_traceparent(tp2, &back), 0);
+    CHECK(memcmp(back.span_id, a.root_id, 8) == 0);
+    /* an unsampled caller: its trace, not sampled, and the flag goes on as 00 */
+    otlp_context un;
+    CHECK_EQ_INT(otlp_parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00", &un), 0);
+    otlp_begin(x, &un, &a);
+    CHECK(!a.sampled && a.has_parent);
+    otlp_attempt_traceparent(&a, 0, tp);
+    CHECK(!strncmp(tp, "00-4bf92f3577b34da6a3ce929d0e0e4736-", 36));
+    CHECK(!strcmp(tp + 52, "-00"));
+    CHECK(strncmp(tp + 36, "00f067aa0ba902b7", 16) != 0);   /* our span, not the caller's */
+    otlp_close(x, 0);
+    /* ratio 0: new traces are not sampled, and say so upstream */
+    o.sample_ratio = 0;
+    x = otlp_open(&o, &err);
+    otlp_begin(x, NULL, &a);
+    CHECK(!a.sampled);
+    otlp_attempt_traceparent(&a, 0, tp);
+    CHECK(!strcmp(tp + 52, "-00"));
+    otlp_close(x, 0);
+    /* tracing off: nothing */
+    otlp_begin(NULL, NULL, &a);
+    CHECK(!a.sampled && memcmp(a.trace_id, zero, 16) == 0);
+}
+
 /* A port where nothing listens (bound, never listened on: connections are refused). */
 static int dead_port(int *fd_out) {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
@@ -225,7 +286,7 @@ static void test_queue_bound_receiver_down(void) {
     ledger_attempt atts[2];
     ledger_record r = fallback_record(atts);
     double t0 = now_s();
-    for (int i = 0; i < 10; i++) otlp_submit(x, &r, "chat", NULL);
+    for (int i = 0; i < 10; i++) submit(x, &r, NULL);
     double dt = now_s() - t0;
     CHECK_MSG(dt < 0.5, "10 submits took %.3f s", dt);   /* generous: only memory work */
     otlp_stats st;
@@ -236,7 +297,7 @@ static void test_queue_bound_receiver_down(void) {
     /* parent-based sampling: a caller that did not sample is not traced */
     otlp_context unsampled;
     CHECK_EQ_INT(otlp_parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00", &unsampled), 0);
-    otlp_submit(x, &r, "chat", &unsampled);
+    submit(x, &r, &unsampled);
     otlp_get_stats(x, &st);
     CHECK_EQ_INT(st.sampled_out, 1);
     sg_buf m;
@@ -253,7 +314,7 @@ static void test_queue_bound_receiver_down(void) {
     big.n_attempts = LEDGER_MAX_ATTEMPTS + 8;
     otlp_context sampled;
     CHECK_EQ_INT(otlp_parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", &sampled), 0);
-    otlp_submit(x, &big, "chat", &sampled);   /* the queue is full: dropped, counted */
+    submit(x, &big, &sampled);   /* the queue is full: dropped, counted */
     otlp_get_stats(x, &st);
     CHECK_EQ_INT(st.dropped_full, 7);
     /* close: one try at the dead receiver, bounded */
@@ -266,11 +327,11 @@ static void test_queue_bound_receiver_down(void) {
     /* sample ratio 0: nothing is queued */
     o.sample_ratio = 0;
     x = otlp_open(&o, &err);
-    for (int i = 0; i < 5; i++) otlp_submit(x, &r, "chat", NULL);
+    for (int i = 0; i < 5; i++) submit(x, &r, NULL);
     otlp_get_stats(x, &st);
     CHECK_EQ_INT(st.queued, 0);
     CHECK_EQ_INT(st.sampled_out, 5);
-    otlp_submit(x, &big, "chat", &sampled);   /* a sampled caller wins over the ratio; queued */
+    submit(x, &big, &sampled);   /* a sampled caller wins over the ratio; queued */
     otlp_get_stats(x, &st);
     CHECK_EQ_INT(st.queued, 1);
     otlp_close(x, 100);
@@ -345,14 +406,20 @@ static void test_export(void) {
     ledger_record r = fallback_record(atts);
     otlp_context parent;
     otlp_parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", &parent);
-    otlp_submit(x, &r, "chat", &parent);
+    /* the second attempt was sent upstream with a traceparent; the first was not (its id
+     * is made at submit) */
+    otlp_ids ids;
+    otlp_begin(x, &parent, &ids);
+    char tp[OTLP_TRACEPARENT_LEN + 1];
+    otlp_attempt_traceparent(&ids, 1, tp);
+    otlp_submit(x, &r, "chat", &ids);
     /* a long model name is cut at 256 bytes, on a character boundary: "\xc3\xa9" straddles it */
     char longname[300];
     memset(longname, 'a', 255);
     strcpy(longname + 255, "\xc3\xa9tail");
     ledger_record r2 = r;
     r2.requested_model = longname;
-    otlp_submit(x, &r2, "chat", NULL);
+    submit(x, &r2, NULL);
     otlp_stats st = {0};
     for (int i = 0; i < 200 && st.exported < 6; i++) { usleep(10000); otlp_get_stats(x, &st); }
     CHECK_EQ_INT(st.exported, 6);
@@ -366,6 +433,13 @@ static void test_export(void) {
     /* the first request continues the caller's trace; the second has one of its own */
     CHECK_EQ_STR(field(json_array_get(spans, 0), "traceId"), "4bf92f3577b34da6a3ce929d0e0e4736");
     CHECK_EQ_STR(field(json_array_get(spans, 0), "parentSpanId"), "00f067aa0ba902b7");
+    /* the upstream's parent is the exported span of its attempt */
+    char want[OTLP_TRACEPARENT_LEN + 1];
+    snprintf(want, sizeof want, "00-4bf92f3577b34da6a3ce929d0e0e4736-%s-01", field(json_array_get(spans, 2), "spanId"));
+    CHECK_EQ_STR(tp, want);
+    CHECK_EQ_STR(field(json_array_get(spans, 2), "parentSpanId"), field(json_array_get(spans, 0), "spanId"));
+    CHECK_EQ_INT(strlen(field(json_array_get(spans, 1), "spanId")), 16);
+    CHECK(strcmp(field(json_array_get(spans, 1), "spanId"), "0000000000000000") != 0);
     CHECK(strcmp(field(json_array_get(spans, 3), "traceId"), "4bf92f3577b34da6a3ce929d0e0e4736") != 0);
     CHECK_EQ_INT(strlen(field(json_array_get(spans, 3), "traceId")), 32);
     CHECK_EQ_STR(field(json_array_get(spans, 4), "parentSpanId"), field(json_array_get(spans, 3), "spanId"));
@@ -455,6 +529,7 @@ int main(int argc, char **argv) {
     (void)argc;
     RUN(test_traceparent);
     RUN(test_span_json);
+    RUN(test_ids);
     RUN(test_queue_bound_receiver_down);
     RUN(test_export);
     RUN(test_config);

@@ -2264,6 +2264,17 @@ bool config_ledger_equal(const gw_ledger *a, const gw_ledger *b) {
            str_same(a->spool_dir, b->spool_dir) && a->flush_ms == b->flush_ms && a->batch_max == b->batch_max;
 }
 
+bool config_tracing_equal(const gw_tracing *a, const gw_tracing *b) {
+    if (!str_same(a->endpoint, b->endpoint) || !str_same(a->service_name, b->service_name) ||
+        a->sample_ratio != b->sample_ratio || a->batch_max != b->batch_max || a->queue_max != b->queue_max ||
+        a->flush_ms != b->flush_ms || a->timeout_ms != b->timeout_ms || a->max_retries != b->max_retries ||
+        a->n_headers != b->n_headers)
+        return false;
+    for (size_t i = 0; i < a->n_headers; i++)
+        if (strcmp(a->headers[i].name, b->headers[i].name) || strcmp(a->headers[i].value, b->headers[i].value)) return false;
+    return true;
+}
+
 static const gw_local_model *local_model_named(const gw_config *c, const char *name) {
     for (size_t i = 0; i < c->n_providers; i++) {
         const gw_provider *p = &c->providers[i];

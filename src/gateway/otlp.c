@@ -53,68 +53,145 @@ int otlp_parse_traceparent(const char *s, otlp_context *out) {
 
 /* ---- encoding ---- */
 
+/* Written straight into the buffer, without printf or a JSON tree: the exporter shares
+ * the machine with the loop (bench/bench_otlp.c measures it). */
+
+#define LIT(b, s) sg_buf_append((b), (s), sizeof(s) - 1)
+
 static void hex(char *out, const uint8_t *b, size_t n) {
     static const char d[] = "0123456789abcdef";
     for (size_t i = 0; i < n; i++) { out[2 * i] = d[b[i] >> 4]; out[2 * i + 1] = d[b[i] & 15]; }
     out[2 * n] = 0;
 }
 
-/* Written straight into the buffer (not through a JSON tree): the exporter shares the
- * machine with the loop, and this is several times cheaper per span. */
+static void put_hex(sg_buf *b, const uint8_t *id, size_t n) {
+    char h[33];
+    hex(h, id, n);
+    sg_buf_append(b, h, 2 * n);
+}
+
+/* v in decimal (digits only) */
+static void put_u64(sg_buf *b, uint64_t v) {
+    char d[20];
+    int n = 0;
+    do { d[sizeof d - 1 - n++] = (char)('0' + v % 10); v /= 10; } while (v);
+    sg_buf_append(b, d + sizeof d - n, (size_t)n);
+}
+static void put_i64(sg_buf *b, int64_t v) {
+    if (v < 0) { sg_buf_putc(b, '-'); put_u64(b, (uint64_t)0 - (uint64_t)v); }
+    else put_u64(b, (uint64_t)v);
+}
+
+/* s's JSON escape, without the quotes */
+static void put_escaped(sg_buf *b, const char *s, size_t n) {
+    static const char d[] = "0123456789abcdef";
+    size_t run = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c >= 0x20 && c != '"' && c != '\\') continue;
+        sg_buf_append(b, s + run, i - run);
+        run = i + 1;
+        char e[6] = {'\\', (char)c, 0, 0, 0, 0};
+        size_t k = 2;
+        if (c == '\n') e[1] = 'n';
+        else if (c == '\r') e[1] = 'r';
+        else if (c == '\t') e[1] = 't';
+        else if (c < 0x20) { e[1] = 'u'; e[2] = '0'; e[3] = '0'; e[4] = d[c >> 4]; e[5] = d[c & 15]; k = 6; }
+        sg_buf_append(b, e, k);
+    }
+    sg_buf_append(b, s + run, n - run);
+}
+static void put_str(sg_buf *b, const char *s) {
+    sg_buf_putc(b, '"');
+    put_escaped(b, s, strlen(s));
+    sg_buf_putc(b, '"');
+}
 
 static void key(sg_buf *b, bool *first, const char *k) {
-    sg_buf_puts(b, *first ? "{\"key\":\"" : ",{\"key\":\"");
+    if (*first) LIT(b, "{\"key\":\"");
+    else LIT(b, ",{\"key\":\"");
     *first = false;
     sg_buf_puts(b, k);   /* attribute names are our literals */
-    sg_buf_puts(b, "\",\"value\":{");
+    LIT(b, "\",\"value\":{");
 }
 static void attr_str(sg_buf *b, bool *first, const char *k, const char *v) {
     if (!v) return;
     key(b, first, k);
-    sg_buf_puts(b, "\"stringValue\":");
-    sg_buf_json_str(b, v, strlen(v));
-    sg_buf_puts(b, "}}");
+    LIT(b, "\"stringValue\":");
+    put_str(b, v);
+    LIT(b, "}}");
 }
 /* OTLP JSON writes 64-bit integers as strings */
 static void attr_int(sg_buf *b, bool *first, const char *k, int64_t v) {
     key(b, first, k);
-    sg_buf_printf(b, "\"intValue\":\"%lld\"}}", (long long)v);
+    LIT(b, "\"intValue\":\"");
+    put_i64(b, v);
+    LIT(b, "\"}}");
 }
-static void attr_double(sg_buf *b, bool *first, const char *k, double v) {
+/* micro-dollars as dollars: the exact decimal, which parses to the double nearest to it */
+static void attr_usd(sg_buf *b, bool *first, const char *k, int64_t micro) {
     key(b, first, k);
-    sg_buf_printf(b, "\"doubleValue\":%.17g}}", v);
+    LIT(b, "\"doubleValue\":");
+    uint64_t m = micro < 0 ? (uint64_t)0 - (uint64_t)micro : (uint64_t)micro;
+    if (micro < 0) sg_buf_putc(b, '-');
+    put_u64(b, m / 1000000);
+    uint64_t frac = m % 1000000;
+    if (frac) {
+        char d[7] = {'.'};
+        int n = 6;
+        while (frac % 10 == 0) { frac /= 10; n--; }
+        for (int i = n; i > 0; i--) { d[i] = (char)('0' + frac % 10); frac /= 10; }
+        sg_buf_append(b, d, (size_t)n + 1);
+    }
+    LIT(b, "}}");
 }
 static void attr_bool(sg_buf *b, bool *first, const char *k, bool v) {
     key(b, first, k);
-    sg_buf_printf(b, "\"boolValue\":%s}}", v ? "true" : "false");
+    if (v) LIT(b, "\"boolValue\":true}}");
+    else LIT(b, "\"boolValue\":false}}");
 }
 
-enum { KIND_SERVER = 2, KIND_CLIENT = 3, STATUS_OK = 1, STATUS_ERROR = 2 };
+enum { KIND_SERVER = 2, KIND_CLIENT = 3 };
+
+/* unix milliseconds as a nanosecond string */
+static void put_nanos(sg_buf *b, int64_t ms) {
+    sg_buf_putc(b, '"');
+    put_u64(b, ms > 0 ? (uint64_t)ms : 0);
+    if (ms > 0) LIT(b, "000000\"");
+    else sg_buf_putc(b, '"');
+}
 
 /* Opens a span object up to its attribute list ("attributes":[ ... ). */
 static void span_open(sg_buf *b, bool *first_span, const uint8_t *trace, const uint8_t *id, const uint8_t *parent,
                       const char *op, const char *model, int kind, int64_t start_ms, int64_t end_ms) {
-    char t[33], s[17], p[17];
-    hex(t, trace, 16);
-    hex(s, id, 8);
+    sg_buf_reserve(b, 1024);   /* one growth check for most spans */
     if (!*first_span) sg_buf_putc(b, ',');
     *first_span = false;
-    sg_buf_printf(b, "{\"traceId\":\"%s\",\"spanId\":\"%s\",", t, s);
-    if (parent) { hex(p, parent, 8); sg_buf_printf(b, "\"parentSpanId\":\"%s\",", p); }
-    char name[300];   /* op (< 16) + ' ' + a model (copies are cut at 256 bytes): never cut here */
-    snprintf(name, sizeof name, "%s %s", op, model ? model : "unknown");
-    sg_buf_puts(b, "\"name\":");
-    sg_buf_json_str(b, name, strlen(name));
-    sg_buf_printf(b, ",\"kind\":%d,\"startTimeUnixNano\":\"%lld000000\",\"endTimeUnixNano\":\"%lld000000\",\"attributes\":[",
-                  kind, (long long)(start_ms > 0 ? start_ms : 0), (long long)(end_ms > 0 ? end_ms : 0));
+    LIT(b, "{\"traceId\":\"");
+    put_hex(b, trace, 16);
+    LIT(b, "\",\"spanId\":\"");
+    put_hex(b, id, 8);
+    if (parent) { LIT(b, "\",\"parentSpanId\":\""); put_hex(b, parent, 8); }
+    LIT(b, "\",\"name\":\"");
+    put_escaped(b, op, strlen(op));   /* op (< 16) + ' ' + a model (copies are cut at 256 bytes) */
+    sg_buf_putc(b, ' ');
+    const char *m = model ? model : "unknown";
+    put_escaped(b, m, strlen(m));
+    LIT(b, "\",\"kind\":");
+    put_u64(b, (uint64_t)kind);
+    LIT(b, ",\"startTimeUnixNano\":");
+    put_nanos(b, start_ms);
+    LIT(b, ",\"endTimeUnixNano\":");
+    put_nanos(b, end_ms);
+    LIT(b, ",\"attributes\":[");
 }
 /* Closes the attribute list and the span; Error status with the kind, unset on success
  * (as the GenAI conventions leave it). */
 static void span_close(sg_buf *b, const char *error) {
     sg_buf_putc(b, ']');
     if (error) {
-        sg_buf_printf(b, ",\"status\":{\"code\":%d,\"message\":", STATUS_ERROR);
-        sg_buf_json_str(b, error, strlen(error));
+        LIT(b, ",\"status\":{\"code\":2,\"message\":");   /* STATUS_CODE_ERROR */
+        put_str(b, error);
         sg_buf_putc(b, '}');
     }
     sg_buf_putc(b, '}');
@@ -140,7 +217,7 @@ static void add_spans(sg_buf *b, bool *first_span, const ledger_record *r, const
     attr_str(b, &f, "smolgate.request_id", r->request_id);
     attr_str(b, &f, "smolgate.key_id", r->key_id);
     attr_str(b, &f, "smolgate.route", r->route);
-    if (r->cost_micro >= 0) attr_double(b, &f, "smolgate.cost_usd", (double)r->cost_micro / 1e6);
+    if (r->cost_micro >= 0) attr_usd(b, &f, "smolgate.cost_usd", r->cost_micro);
     attr_int(b, &f, "smolgate.attempts", (int64_t)r->n_attempts);
     if (r->ttft_ms >= 0) attr_int(b, &f, "smolgate.ttft_ms", r->ttft_ms);
     if (u->estimated) attr_bool(b, &f, "smolgate.usage_estimated", true);
@@ -169,11 +246,11 @@ static void add_spans(sg_buf *b, bool *first_span, const ledger_record *r, const
 /* The document up to the spans array; doc_close ends it. */
 static void doc_open(sg_buf *b, const char *service) {
     const char *svc = service ? service : "smolgate";
-    sg_buf_puts(b, "{\"resourceSpans\":[{\"resource\":{\"attributes\":[{\"key\":\"service.name\",\"value\":{\"stringValue\":");
-    sg_buf_json_str(b, svc, strlen(svc));
-    sg_buf_puts(b, "}}]},\"scopeSpans\":[{\"scope\":{\"name\":\"smolgate\"},\"spans\":[");
+    LIT(b, "{\"resourceSpans\":[{\"resource\":{\"attributes\":[{\"key\":\"service.name\",\"value\":{\"stringValue\":");
+    put_str(b, svc);
+    LIT(b, "}}]},\"scopeSpans\":[{\"scope\":{\"name\":\"smolgate\"},\"spans\":[");
 }
-static void doc_close(sg_buf *b) { sg_buf_puts(b, "]}]}]}"); }
+static void doc_close(sg_buf *b) { LIT(b, "]}]}]}"); }
 
 void otlp_record_json(const ledger_record *r, const char *op, const otlp_ids *ids, const char *service_name, sg_buf *out) {
     bool first = true;
@@ -182,50 +259,7 @@ void otlp_record_json(const ledger_record *r, const char *op, const otlp_ids *id
     doc_close(out);
 }
 
-/* ---- the queue ---- */
-
-/* A record copied out of the request, with its ids. */
-typedef struct item {
-    ledger_record r;
-    ledger_attempt atts[LEDGER_MAX_ATTEMPTS];
-    otlp_ids ids;
-    char op[16];
-    char *strs[7 + 3 * LEDGER_MAX_ATTEMPTS];   /* what to free: 7 of the record, 3 per attempt */
-    int n_strs;
-} item;
-
-static const char *keep(item *it, const char *s) {
-    if (!s) return NULL;
-    size_t n = strnlen(s, 256);
-    if (n == 256)   /* cut on a UTF-8 character boundary: the JSON must stay valid */
-        while (n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80) n--;
-    char *d = strndup(s, n);
-    if (!d) return NULL;
-    it->strs[it->n_strs++] = d;
-    return d;
-}
-
-static void item_free(item *it) {
-    for (int i = 0; i < it->n_strs; i++) free(it->strs[i]);
-    free(it);
-}
-
-struct otlp {
-    otlp_opts o;
-    char *url;
-    struct curl_slist *headers;
-    pthread_t th;
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    item **q;                 /* ring of queue_max */
-    size_t head, len;
-    bool stop;
-    struct timespec stop_by;  /* CLOCK_MONOTONIC: otlp_close's bound */
-    uint64_t rng;             /* under mu */
-    uint64_t sample_below;    /* a trace id's low 8 bytes below this: sampled */
-    bool sample_all;
-    otlp_stats st;            /* under mu */
-};
+/* ---- ids ---- */
 
 static uint64_t next_rand(uint64_t *s) {   /* splitmix64 */
     uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
@@ -234,54 +268,138 @@ static uint64_t next_rand(uint64_t *s) {   /* splitmix64 */
     return z ^ (z >> 31);
 }
 
-static void rand_bytes(uint64_t *s, uint8_t *out, size_t n) {
+/* Random ids from a per-thread generator seeded by the kernel: the loop makes them with
+ * no lock, and two threads (or two gateways) never share a sequence. */
+static _Thread_local uint64_t tl_rng;
+static _Thread_local bool tl_seeded;
+
+static void rand_bytes(uint8_t *out, size_t n) {
+    if (!tl_seeded) {
+        if (getrandom(&tl_rng, sizeof tl_rng, 0) != sizeof tl_rng)
+            tl_rng = (uint64_t)time(NULL) ^ (uint64_t)(uintptr_t)&tl_rng;
+        tl_seeded = true;
+    }
     do {
         for (size_t i = 0; i < n; i += 8) {
-            uint64_t x = next_rand(s);
+            uint64_t x = next_rand(&tl_rng);
             memcpy(out + i, &x, n - i < 8 ? n - i : 8);
         }
     } while (!out[0] && !memcmp(out, out + 1, n - 1));   /* never all zero */
 }
 
-void otlp_submit(otlp *o, const ledger_record *r, const char *op, const otlp_context *parent) {
-    if (!o) return;
-    item *it = calloc(1, sizeof *it);
-    if (!it) return;
-    pthread_mutex_lock(&o->mu);
-    bool sampled;
-    if (parent) {
-        memcpy(it->ids.trace_id, parent->trace_id, 16);
-        memcpy(it->ids.parent_id, parent->span_id, 8);
-        it->ids.has_parent = true;
-        sampled = parent->flags & 1;   /* parent-based: the caller decided */
-    } else {
-        rand_bytes(&o->rng, it->ids.trace_id, 16);
-        uint64_t low;
-        memcpy(&low, it->ids.trace_id + 8, 8);
-        sampled = o->sample_all || low < o->sample_below;
-    }
-    if (!sampled) { o->st.sampled_out++; pthread_mutex_unlock(&o->mu); free(it); return; }
-    if (o->len == o->o.queue_max) { o->st.dropped_full++; pthread_mutex_unlock(&o->mu); free(it); return; }
-    rand_bytes(&o->rng, it->ids.root_id, 8);
-    size_t n = r->n_attempts < LEDGER_MAX_ATTEMPTS ? r->n_attempts : LEDGER_MAX_ATTEMPTS;
-    for (size_t i = 0; i < n; i++) rand_bytes(&o->rng, it->ids.att_ids[i], 8);
-    pthread_mutex_unlock(&o->mu);
+static bool is_zero(const uint8_t *b, size_t n) { return !b[0] && !memcmp(b, b + 1, n - 1); }
 
-    /* the copy outside the lock: it is ours alone until queued */
+/* ---- the queue ---- */
+
+/* A record copied out of the request with its ids; its strings (cut at 256 bytes) follow
+ * it in the same allocation. */
+typedef struct item {
+    ledger_record r;
+    ledger_attempt atts[LEDGER_MAX_ATTEMPTS];
+    otlp_ids ids;
+    char op[16];
+    char strs[];
+} item;
+
+static void item_free(item *it) { free(it); }
+
+/* Bytes kept of s: at most 256, cut on a UTF-8 character boundary (the JSON must stay
+ * valid); with the NUL. 0 for NULL. */
+static size_t keep_len(const char *s) {
+    if (!s) return 0;
+    size_t n = strnlen(s, 256);
+    if (n == 256)
+        while (n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80) n--;
+    return n + 1;
+}
+static const char *keep(char **at, const char *s) {
+    size_t n = keep_len(s);
+    if (!n) return NULL;
+    char *d = *at;
+    memcpy(d, s, n - 1);
+    d[n - 1] = 0;
+    *at += n;
+    return d;
+}
+
+struct otlp {
+    otlp_opts o;
+    char *url;
+    char *service;            /* o.service_name's copy */
+    struct curl_slist *headers;
+    pthread_t th;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    item **q;                 /* ring of queue_max */
+    size_t head, len;
+    bool stop;
+    struct timespec stop_by;  /* CLOCK_MONOTONIC: otlp_close's bound */
+    uint64_t sample_below;    /* a trace id's low 8 bytes below this: sampled (read only) */
+    bool sample_all;
+    otlp_stats st;            /* under mu */
+};
+
+void otlp_begin(otlp *o, const otlp_context *parent, otlp_ids *ids) {
+    memset(ids, 0, sizeof *ids);
+    if (!o) return;
+    if (parent) {
+        memcpy(ids->trace_id, parent->trace_id, 16);
+        memcpy(ids->parent_id, parent->span_id, 8);
+        ids->has_parent = true;
+        ids->sampled = parent->flags & 1;   /* parent-based: the caller decided */
+    } else {
+        rand_bytes(ids->trace_id, 16);
+        uint64_t low;
+        memcpy(&low, ids->trace_id + 8, 8);
+        ids->sampled = o->sample_all || low < o->sample_below;
+    }
+    rand_bytes(ids->root_id, 8);
+}
+
+void otlp_attempt_traceparent(otlp_ids *ids, size_t i, char out[OTLP_TRACEPARENT_LEN + 1]) {
+    const uint8_t *span = ids->root_id;
+    if (i < LEDGER_MAX_ATTEMPTS) {
+        if (is_zero(ids->att_ids[i], 8)) rand_bytes(ids->att_ids[i], 8);
+        span = ids->att_ids[i];
+    }
+    memcpy(out, "00-", 3);
+    hex(out + 3, ids->trace_id, 16);
+    out[35] = '-';
+    hex(out + 36, span, 8);
+    memcpy(out + 52, ids->sampled ? "-01" : "-00", 4);
+}
+
+void otlp_submit(otlp *o, const ledger_record *r, const char *op, const otlp_ids *ids) {
+    if (!o || !ids) return;
+    if (!ids->sampled) {
+        pthread_mutex_lock(&o->mu);
+        o->st.sampled_out++;
+        pthread_mutex_unlock(&o->mu);
+        return;
+    }
+    size_t n = r->n_attempts < LEDGER_MAX_ATTEMPTS ? r->n_attempts : LEDGER_MAX_ATTEMPTS;
+    size_t bytes = keep_len(r->request_id) + keep_len(r->key_id) + keep_len(r->route) + keep_len(r->requested_model) +
+                   keep_len(r->provider) + keep_len(r->model) + keep_len(r->error);
+    for (size_t i = 0; i < n; i++)   /* failure kinds are mostly static strings, but need not be */
+        bytes += keep_len(r->attempts[i].provider) + keep_len(r->attempts[i].model) + keep_len(r->attempts[i].error);
+    item *it = malloc(sizeof *it + bytes);
+    if (!it) return;
     it->r = *r;
-    it->r.request_id = keep(it, r->request_id);
-    it->r.key_id = keep(it, r->key_id);
-    it->r.route = keep(it, r->route);
-    it->r.requested_model = keep(it, r->requested_model);
-    it->r.provider = keep(it, r->provider);
-    it->r.model = keep(it, r->model);
-    it->r.error = keep(it, r->error);
+    it->ids = *ids;
+    char *at = it->strs;
+    it->r.request_id = keep(&at, r->request_id);
+    it->r.key_id = keep(&at, r->key_id);
+    it->r.route = keep(&at, r->route);
+    it->r.requested_model = keep(&at, r->requested_model);
+    it->r.provider = keep(&at, r->provider);
+    it->r.model = keep(&at, r->model);
+    it->r.error = keep(&at, r->error);
     for (size_t i = 0; i < n; i++) {
         it->atts[i] = r->attempts[i];
-        it->atts[i].provider = keep(it, r->attempts[i].provider);
-        it->atts[i].model = keep(it, r->attempts[i].model);
-        it->atts[i].error = r->attempts[i].error;   /* kinds are static strings... */
-        if (it->atts[i].error) it->atts[i].error = keep(it, r->attempts[i].error);   /* ...but need not be */
+        it->atts[i].provider = keep(&at, r->attempts[i].provider);
+        it->atts[i].model = keep(&at, r->attempts[i].model);
+        it->atts[i].error = keep(&at, r->attempts[i].error);
+        if (is_zero(it->ids.att_ids[i], 8)) rand_bytes(it->ids.att_ids[i], 8);   /* not sent upstream */
     }
     it->r.attempts = it->atts;
     it->r.n_attempts = n;
@@ -349,24 +467,24 @@ static bool wait_ms(otlp *o, uint32_t ms) {
     return s;
 }
 
-static void export_batch(otlp *o, CURL *c, item **batch, size_t n, bool final) {
-    sg_buf body;
-    sg_buf_init(&body);
+/* body: the exporter's buffer, reused from batch to batch */
+static void export_batch(otlp *o, CURL *c, sg_buf *body, item **batch, size_t n, bool final) {
+    sg_buf_reset(body);
     bool first = true;
-    doc_open(&body, o->o.service_name);
+    doc_open(body, o->o.service_name);
     uint64_t n_spans = 0;
     for (size_t i = 0; i < n; i++) {
-        add_spans(&body, &first, &batch[i]->r, batch[i]->op, &batch[i]->ids);
+        add_spans(body, &first, &batch[i]->r, batch[i]->op, &batch[i]->ids);
         n_spans += 1 + batch[i]->r.n_attempts;
         item_free(batch[i]);
     }
-    doc_close(&body);
+    doc_close(body);
     int rc = 1;
     uint32_t backoff = 100;
     for (uint32_t t = 0; rc == 1 && t <= o->o.max_retries; t++) {
         if (t && (final || wait_ms(o, backoff))) break;   /* stopping: no more waits */
         backoff = backoff * 2 > 5000 ? 5000 : backoff * 2;
-        rc = post(o, c, &body, final);
+        rc = post(o, c, body, final);
         if (rc) {
             pthread_mutex_lock(&o->mu);
             bool first = o->st.export_failures++ == 0;
@@ -378,13 +496,14 @@ static void export_batch(otlp *o, CURL *c, item **batch, size_t n, bool final) {
     if (rc == 0) o->st.exported += n_spans;
     else o->st.dropped_failed += n_spans;
     pthread_mutex_unlock(&o->mu);
-    sg_buf_free(&body);
 }
 
 static void *run(void *arg) {
     otlp *o = arg;
     CURL *c = curl_easy_init();
     item **batch = calloc(o->o.batch_max, sizeof *batch);
+    sg_buf body;
+    sg_buf_init(&body);
     struct timespec last;
     clock_gettime(CLOCK_MONOTONIC, &last);
     for (;;) {
@@ -406,11 +525,12 @@ static void *run(void *arg) {
         }
         bool more = o->len > 0;
         pthread_mutex_unlock(&o->mu);
-        if (n && c && batch) export_batch(o, c, batch, n, stop);
+        if (n && c && batch) export_batch(o, c, &body, batch, n, stop);
         else for (size_t i = 0; i < n; i++) item_free(batch[i]);
         if (stop && !more) break;
     }
     free(batch);
+    sg_buf_free(&body);
     if (c) curl_easy_cleanup(c);
     return NULL;
 }
@@ -430,6 +550,11 @@ otlp *otlp_open(const otlp_opts *in, sg_error *err) {
     pthread_once(&curl_once, curl_init_once);
     otlp *o = sg_xcalloc(1, sizeof *o);
     o->o = *in;
+    /* nothing of the configuration is kept: a reload may free it while this one closes */
+    o->o.endpoint = NULL;
+    o->o.headers = NULL;
+    o->o.n_headers = 0;
+    o->o.service_name = o->service = sg_xstrdup(in->service_name ? in->service_name : "smolgate");
     if (!o->o.batch_max) o->o.batch_max = 256;
     if (!o->o.queue_max) o->o.queue_max = 4096;
     if (!o->o.flush_ms) o->o.flush_ms = 1000;
@@ -451,9 +576,6 @@ otlp *otlp_open(const otlp_opts *in, sg_error *err) {
         sg_buf_free(&h);
     }
     o->q = sg_xcalloc(o->o.queue_max, sizeof *o->q);
-    uint64_t seed = 0;
-    if (getrandom(&seed, sizeof seed, 0) != sizeof seed) seed = (uint64_t)time(NULL) ^ (uint64_t)(uintptr_t)o;
-    o->rng = seed;
     o->sample_all = in->sample_ratio >= 1.0;
     o->sample_below = in->sample_ratio <= 0 ? 0 : (uint64_t)(in->sample_ratio * 18446744073709551616.0);
     pthread_mutex_init(&o->mu, NULL);
@@ -465,6 +587,7 @@ otlp *otlp_open(const otlp_opts *in, sg_error *err) {
         curl_slist_free_all(o->headers);
         free(o->q);
         free(o->url);
+        free(o->service);
         free(o);
         return NULL;
     }
@@ -500,6 +623,7 @@ void otlp_close(otlp *o, uint32_t timeout_ms) {
     curl_slist_free_all(o->headers);
     free(o->q);
     free(o->url);
+    free(o->service);
     free(o);
 }
 
