@@ -12,6 +12,12 @@
 //   - a hostile traceparent is ignored (a new trace), the request unharmed
 //   - the receiver hanging: requests are not slowed or failed, the queue stays within
 //     queue_max and the drops are counted in /metrics
+//   - every attempt sent upstream carries a W3C traceparent whose trace is the request's
+//     and whose parent is that attempt's exported span (the fake records the headers it
+//     got), with the caller's sampled flag and tracestate; an unsampled caller's flag 00
+//     goes on too, and nothing is exported for it
+//   - SIGHUP reapplies tracing: (a new service name, tracing off: no spans and no
+//     traceparent upstream, on again)
 //   - the exporter's auth header reaches the receiver and never the gateway's log.
 
 import test from 'node:test';
@@ -19,7 +25,7 @@ import assert from 'node:assert/strict';
 import http from 'node:http';
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { PORTS, CRASH_RE, post, get, chatBody, writeConfig, startGateway, nonce, control, sleep } from './lib.mjs';
+import { PORTS, CRASH_RE, post, get, chatBody, writeConfig, startGateway, nonce, control, fakeLog, sleep } from './lib.mjs';
 
 const GW_KEY = 'sk-gw-otlp-key-4455667788';
 const OTLP_TOKEN = 'otlp-secret-token-99aa88bb77';
@@ -96,7 +102,17 @@ const RECV_PORT = receiver.address().port;
 // ---- the gateway ----
 const oa = `http://127.0.0.1:${PORTS.openai}/v1`;
 const { dir, file } = writeConfig('');
-writeFileSync(file, `listen: 127.0.0.1:0
+const TRACING = `tracing:
+  endpoint: http://127.0.0.1:${RECV_PORT}
+  headers: {authorization: "Bearer ${OTLP_TOKEN}"}
+  service_name: smolgate-e2e
+  flush_ms: 100
+  batch_max: 4
+  queue_max: ${QUEUE_MAX}
+  timeout_ms: 3000
+  max_retries: 1
+`;
+const configText = (tracing) => `listen: 127.0.0.1:0
 log_level: info
 providers:
   openai: {base_url: ${oa}, api_key: sk-fake-openai-dummy, retries: {max: 0}}
@@ -106,17 +122,9 @@ routes:
     targets: [openai/m-otlp-primary, backup/m-otlp-backup]
 keys:
   - {id: otlp-tests, key: ${GW_KEY}, role: admin}
-tracing:
-  endpoint: http://127.0.0.1:${RECV_PORT}
-  headers: {authorization: "Bearer ${OTLP_TOKEN}"}
-  service_name: smolgate-e2e
-  flush_ms: 100
-  batch_max: 4
-  queue_max: ${QUEUE_MAX}
-  timeout_ms: 3000
-  max_retries: 1
-ledger: {sqlite: ${path.join(dir, 'ledger.db')}, spool_dir: ${path.join(dir, 'spool')}}
-`);
+${tracing}ledger: {sqlite: ${path.join(dir, 'ledger.db')}, spool_dir: ${path.join(dir, 'spool')}}
+`;
+writeFileSync(file, configText(TRACING));
 const gw = await startGateway(file, [], {});
 test.after(async () => {
   for (const r of hung) r.destroy();
@@ -141,7 +149,8 @@ test('a fallback under a caller traceparent: one trace, root + 2 attempt spans, 
   const n = nonce('otlpfb');
   await control('/control', { provider: 'openai', match: 'm-otlp-primary', faults: [{ status: 503, count: 1 }] });
   const traceId = '4bf92f3577b34da6a3ce929d0e0e4736', parent = '00f067aa0ba902b7';
-  const res = await post(chatBody('otlp-fb', `hello ${n}`), { key: GW_KEY, base: gw.url, headers: { traceparent: `00-${traceId}-${parent}-01` } });
+  const res = await post(chatBody('otlp-fb', `hello ${n}`), { key: GW_KEY, base: gw.url,
+    headers: { traceparent: `00-${traceId}-${parent}-01`, tracestate: 'vendor1=opaque-a,other=b' } });
   assert.equal(res.status, 200);
   assert.equal(res.headers.get('x-smolgate-attempts'), '2');
   const rid = res.headers.get('x-request-id');
@@ -185,15 +194,28 @@ test('a fallback under a caller traceparent: one trace, root + 2 attempt spans, 
   assert.ok(BigInt(a1.startTimeUnixNano) >= BigInt(root.startTimeUnixNano));
   assert.ok(BigInt(a2.endTimeUnixNano) <= BigInt(root.endTimeUnixNano));
   assert.ok(BigInt(a2.startTimeUnixNano) >= BigInt(a1.startTimeUnixNano));
+  // each attempt went upstream as a child of its own span, in the caller's trace
+  const up = (await fakeLog({ match: n })).sort((x, y) => x.seq - y.seq);
+  assert.equal(up.length, 2);
+  assert.equal(up[0].body.model, 'm-otlp-primary');
+  assert.equal(up[0].headers.traceparent, `00-${traceId}-${a1.spanId}-01`);
+  assert.equal(up[1].headers.traceparent, `00-${traceId}-${a2.spanId}-01`);
+  assert.equal(up[0].headers.tracestate, 'vendor1=opaque-a,other=b');
+  assert.equal(up[1].headers.tracestate, 'vendor1=opaque-a,other=b');
   assert.ok(auths.has(`Bearer ${OTLP_TOKEN}`), 'the configured header reaches the receiver');
 });
 
 test('a plain request starts a trace of its own; a hostile traceparent is ignored', async () => {
-  const res = await post(chatBody('openai/m-otlp-plain', 'plain'), { key: GW_KEY, base: gw.url });
+  const n = nonce('otlpplain');
+  const res = await post(chatBody('openai/m-otlp-plain', `plain ${n}`), { key: GW_KEY, base: gw.url, headers: { tracestate: 'lone=1' } });
   assert.equal(res.status, 200);
   const { root, children } = await waitSpans(res.headers.get('x-request-id'), 1);
   assert.equal(root.parentSpanId, undefined);
   assert.equal(children.length, 1);
+  const [up] = await fakeLog({ match: n });
+  assert.equal(up.headers.traceparent, `00-${root.traceId}-${children[0].spanId}-01`);
+  assert.equal(up.headers.tracestate, undefined, 'a tracestate without a valid traceparent is not passed on');
+  assert.equal(res.headers.get('traceparent'), null, 'no trace header in the response (x-request-id finds the trace)');
   assert.equal(root.attrs['smolgate.route'], undefined);
   assert.notEqual(root.traceId, '4bf92f3577b34da6a3ce929d0e0e4736');
   for (const tp of ['00-00000000000000000000000000000000-00f067aa0ba902b7-01', 'ff-' + 'a'.repeat(32) + '-' + 'b'.repeat(16) + '-01',
@@ -202,8 +224,70 @@ test('a plain request starts a trace of its own; a hostile traceparent is ignore
     assert.equal(r2.status, 200);
     const got = await waitSpans(r2.headers.get('x-request-id'), 1);
     assert.equal(got.root.parentSpanId, undefined, `a root of its own for ${tp.slice(0, 60)}`);
+    assert.notEqual(got.root.traceId, 'a'.repeat(32));
     assert.notEqual(got.root.traceId, '0'.repeat(32));
   }
+  assert.deepEqual(problems, []);
+});
+
+const metric = async (name) => {
+  const m = await get('/metrics', { key: GW_KEY, base: gw.url });
+  return Number((new RegExp(`^${name} (\\d+)$`, 'm').exec(m.text) ?? [])[1] ?? NaN);
+};
+
+test('an unsampled caller: its trace and flag 00 go upstream, nothing is exported', async () => {
+  const n = nonce('otlpun');
+  const traceId = '0af7651916cd43dd8448eb211c80319c';
+  const before = await metric('smolgate_otlp_sampled_out_total');
+  const res = await post(chatBody('openai/m-otlp-unsampled', `unsampled ${n}`), { key: GW_KEY, base: gw.url,
+    headers: { traceparent: `00-${traceId}-b7ad6b7169203331-00`, tracestate: 'congo=t61rcWkgMzE' } });
+  assert.equal(res.status, 200);
+  const [up] = await fakeLog({ match: n });
+  const m = /^00-([0-9a-f]{32})-([0-9a-f]{16})-00$/.exec(up.headers.traceparent ?? '');
+  assert.ok(m, `traceparent upstream: ${up.headers.traceparent}`);
+  assert.equal(m[1], traceId);
+  assert.notEqual(m[2], 'b7ad6b7169203331', 'the parent named upstream is our attempt span, not the caller\'s');
+  assert.equal(up.headers.tracestate, 'congo=t61rcWkgMzE');
+  assert.equal(await metric('smolgate_otlp_sampled_out_total'), before + 1);
+  await sleep(400);   // past flush_ms: had it been queued, it would be exported by now
+  assert.equal(spansOf(res.headers.get('x-request-id')), null);
+});
+
+async function reloadWith(tracing) {
+  writeFileSync(file, configText(tracing));
+  const n = (gw.log().match(/configuration reloaded/g) ?? []).length;
+  gw.proc.kill('SIGHUP');
+  await gw.waitLog(new RegExp(`(?:configuration reloaded[^]*){${n + 1}}`), 5000);
+}
+
+test('SIGHUP reapplies tracing: a new service name, then off (no spans, no traceparent upstream), then on again', async () => {
+  await reloadWith(TRACING.replace('service_name: smolgate-e2e', 'service_name: smolgate-reloaded'));
+  let n = nonce('otlprl1');
+  let res = await post(chatBody('openai/m-otlp-reload', `reload ${n}`), { key: GW_KEY, base: gw.url });
+  assert.equal(res.status, 200);
+  let got = await waitSpans(res.headers.get('x-request-id'), 1);
+  assert.equal(got.root.resource.attributes.find((a) => a.key === 'service.name').value.stringValue, 'smolgate-reloaded');
+
+  await reloadWith('');
+  await gw.waitLog(/tracing: off/, 5000);
+  n = nonce('otlprl2');
+  res = await post(chatBody('openai/m-otlp-reload', `reload ${n}`), { key: GW_KEY, base: gw.url });
+  assert.equal(res.status, 200);
+  const [up] = await fakeLog({ match: n });
+  assert.equal(up.headers.traceparent, undefined, 'tracing off: no traceparent upstream');
+  const m = await get('/metrics', { key: GW_KEY, base: gw.url });
+  assert.doesNotMatch(m.text, /smolgate_otlp_/, 'tracing off: no exporter counters');
+  await sleep(400);
+  assert.equal(spansOf(res.headers.get('x-request-id')), null, 'tracing off: no spans');
+
+  await reloadWith(TRACING);
+  n = nonce('otlprl3');
+  res = await post(chatBody('openai/m-otlp-reload', `reload ${n}`), { key: GW_KEY, base: gw.url });
+  assert.equal(res.status, 200);
+  got = await waitSpans(res.headers.get('x-request-id'), 1);
+  assert.equal(got.root.resource.attributes.find((a) => a.key === 'service.name').value.stringValue, 'smolgate-e2e');
+  const [up3] = await fakeLog({ match: n });
+  assert.equal(up3.headers.traceparent, `00-${got.root.traceId}-${got.children[0].spanId}-01`);
   assert.deepEqual(problems, []);
 });
 
