@@ -208,6 +208,155 @@ static void test_span_json(void) {
     sg_buf_free(&b);
 }
 
+/* ---- protobuf: a reader of the wire format, enough to check what otlp writes ---- */
+
+typedef struct pbf {   /* one field */
+    unsigned num, wt;
+    uint64_t v;          /* varint, fixed64 */
+    const uint8_t *p;    /* length-delimited */
+    size_t n;
+} pbf;
+
+/* The next field of [*p, end): 1, 0 at the end, -1 on anything malformed. */
+static int pb_read(const uint8_t **p, const uint8_t *end, pbf *f) {
+    if (*p == end) return 0;
+    uint64_t x = 0;
+    int sh = 0;
+#define VARINT(out)                                                                   \
+    do {                                                                              \
+        x = 0; sh = 0;                                                                \
+        for (;;) {                                                                    \
+            if (*p == end || sh > 63) return -1;                                      \
+            uint8_t c = *(*p)++;                                                      \
+            x |= (uint64_t)(c & 0x7f) << sh;                                          \
+            sh += 7;                                                                  \
+            if (!(c & 0x80)) break;                                                   \
+        }                                                                             \
+        out = x;                                                                      \
+    } while (0)
+    uint64_t tag;
+    VARINT(tag);
+    f->num = (unsigned)(tag >> 3);
+    f->wt = (unsigned)(tag & 7);
+    if (f->wt == 0) { VARINT(f->v); return 1; }
+    if (f->wt == 1) {
+        if (end - *p < 8) return -1;
+        f->v = 0;
+        for (int i = 0; i < 8; i++) f->v |= (uint64_t)(*p)[i] << (8 * i);
+        *p += 8;
+        return 1;
+    }
+    if (f->wt == 2) {
+        uint64_t n;
+        VARINT(n);
+        if (n > (uint64_t)(end - *p)) return -1;
+        f->p = *p;
+        f->n = (size_t)n;
+        *p += n;
+        return 1;
+    }
+#undef VARINT
+    return -1;
+}
+
+/* The count-th (0-based) field num of a message, or NULL */
+static bool pb_get(const uint8_t *p, size_t n, unsigned num, int count, pbf *out) {
+    const uint8_t *end = p + n;
+    pbf f;
+    int rc;
+    while ((rc = pb_read(&p, end, &f)) == 1)
+        if (f.num == num && count-- == 0) { *out = f; return true; }
+    return false;
+}
+
+/* A well-formed message: every field parses, to its end. */
+static bool pb_valid(const uint8_t *p, size_t n) {
+    const uint8_t *end = p + n;
+    pbf f;
+    int rc;
+    while ((rc = pb_read(&p, end, &f)) == 1) {}
+    return rc == 0;
+}
+
+/* a span's attribute key's AnyValue */
+static bool pb_attr(const pbf *span, const char *key, pbf *any) {
+    pbf kv;
+    for (int i = 0; pb_get(span->p, span->n, 9, i, &kv); i++) {
+        pbf k;
+        if (pb_get(kv.p, kv.n, 1, 0, &k) && k.n == strlen(key) && !memcmp(k.p, key, k.n))
+            return pb_get(kv.p, kv.n, 2, 0, any);
+    }
+    return false;
+}
+static bool pb_is(const pbf *f, const char *s) { return f->wt == 2 && f->n == strlen(s) && !memcmp(f->p, s, f->n); }
+
+static void test_span_protobuf(void) {
+    ledger_attempt atts[2];
+    ledger_record r = fallback_record(atts);
+    otlp_ids ids;
+    fill_ids(&ids, false);
+    sg_buf b;
+    sg_buf_init(&b);
+    otlp_record_protobuf(&r, "chat", &ids, "svc-test", &b);
+    const uint8_t *d = (const uint8_t *)b.data;
+    CHECK(pb_valid(d, b.len));
+    pbf rs = {0}, res = {0}, kv = {0}, f = {0}, ss = {0}, scope = {0}, sp[3] = {{0}}, any = {0};
+    CHECK(pb_get(d, b.len, 1, 0, &rs) && pb_valid(rs.p, rs.n));
+    CHECK(!pb_get(d, b.len, 1, 1, &f));   /* one ResourceSpans */
+    CHECK(pb_get(rs.p, rs.n, 1, 0, &res) && pb_get(res.p, res.n, 1, 0, &kv));
+    CHECK(pb_get(kv.p, kv.n, 1, 0, &f) && pb_is(&f, "service.name"));
+    CHECK(pb_get(kv.p, kv.n, 2, 0, &any) && pb_get(any.p, any.n, 1, 0, &f) && pb_is(&f, "svc-test"));
+    CHECK(pb_get(rs.p, rs.n, 2, 0, &ss));
+    CHECK(pb_get(ss.p, ss.n, 1, 0, &scope) && pb_get(scope.p, scope.n, 1, 0, &f) && pb_is(&f, "smolgate"));
+    for (int i = 0; i < 3; i++) CHECK(pb_get(ss.p, ss.n, 2, i, &sp[i]) && pb_valid(sp[i].p, sp[i].n));
+    CHECK(!pb_get(ss.p, ss.n, 2, 3, &f));
+    /* ids as bytes; the attempts are the root's children; no parent on the root */
+    CHECK(pb_get(sp[0].p, sp[0].n, 1, 0, &f) && f.n == 16 && !memcmp(f.p, ids.trace_id, 16));
+    CHECK(pb_get(sp[0].p, sp[0].n, 2, 0, &f) && f.n == 8 && !memcmp(f.p, ids.root_id, 8));
+    CHECK(!pb_get(sp[0].p, sp[0].n, 4, 0, &f));
+    CHECK(pb_get(sp[1].p, sp[1].n, 4, 0, &f) && f.n == 8 && !memcmp(f.p, ids.root_id, 8));
+    CHECK(pb_get(sp[2].p, sp[2].n, 2, 0, &f) && !memcmp(f.p, ids.att_ids[1], 8));
+    CHECK(pb_get(sp[0].p, sp[0].n, 5, 0, &f) && pb_is(&f, "chat chat"));
+    CHECK(pb_get(sp[1].p, sp[1].n, 5, 0, &f) && pb_is(&f, "chat gpt-x"));
+    CHECK(pb_get(sp[0].p, sp[0].n, 6, 0, &f) && f.wt == 0 && f.v == 2);
+    CHECK(pb_get(sp[1].p, sp[1].n, 6, 0, &f) && f.v == 3);
+    /* times: fixed64 unix nanoseconds */
+    CHECK(pb_get(sp[0].p, sp[0].n, 7, 0, &f) && f.wt == 1 && f.v == 1700000000123000000ull);
+    CHECK(pb_get(sp[0].p, sp[0].n, 8, 0, &f) && f.v == 1700000000303000000ull);
+    CHECK(pb_get(sp[2].p, sp[2].n, 7, 0, &f) && f.v == 1700000000178000000ull);
+    /* attributes: strings, int64, double, bool */
+    CHECK(pb_attr(&sp[0], "gen_ai.response.model", &any) && pb_get(any.p, any.n, 1, 0, &f) && pb_is(&f, "claude-y"));
+    CHECK(pb_attr(&sp[0], "gen_ai.usage.input_tokens", &any) && pb_get(any.p, any.n, 3, 0, &f) && f.v == 15);
+    CHECK(pb_attr(&sp[0], "http.response.status_code", &any) && pb_get(any.p, any.n, 3, 0, &f) && f.v == 200);
+    double usd = 0;
+    if (pb_attr(&sp[0], "smolgate.cost_usd", &any) && pb_get(any.p, any.n, 4, 0, &f)) memcpy(&usd, &f.v, 8);
+    CHECK(usd == 0.001234);
+    CHECK(pb_attr(&sp[0], "smolgate.stream", &any) && pb_get(any.p, any.n, 2, 0, &f) && f.v == 0);
+    CHECK(!pb_attr(&sp[0], "error.type", &any));
+    CHECK(!pb_get(sp[0].p, sp[0].n, 15, 0, &f));   /* no status on success */
+    /* the failed attempt: Error status with the kind */
+    pbf st = {0};
+    CHECK(pb_get(sp[1].p, sp[1].n, 15, 0, &st));
+    CHECK(pb_get(st.p, st.n, 3, 0, &f) && f.v == 2);
+    CHECK(pb_get(st.p, st.n, 2, 0, &f) && pb_is(&f, "retryable"));
+    CHECK(pb_attr(&sp[2], "smolgate.retry_reason", &any) && pb_get(any.p, any.n, 1, 0, &f) && pb_is(&f, "retryable"));
+    CHECK(pb_attr(&sp[2], "smolgate.attempt", &any) && pb_get(any.p, any.n, 3, 0, &f) && f.v == 2);
+    /* a long span name (over 127 bytes: a 2-byte length) and a negative int64 (10 bytes) */
+    sg_buf_reset(&b);
+    char longname[300];
+    memset(longname, 'm', 250);
+    longname[250] = 0;
+    r.requested_model = longname;
+    r.ttft_ms = -1;
+    r.status = -5;
+    otlp_record_protobuf(&r, "chat", &ids, NULL, &b);
+    d = (const uint8_t *)b.data;
+    CHECK(pb_valid(d, b.len) && pb_get(d, b.len, 1, 0, &rs) && pb_get(rs.p, rs.n, 2, 0, &ss) && pb_get(ss.p, ss.n, 2, 0, &sp[0]));
+    CHECK(pb_get(sp[0].p, sp[0].n, 5, 0, &f) && f.n == 255);
+    CHECK(pb_attr(&sp[0], "http.response.status_code", &any) && pb_get(any.p, any.n, 3, 0, &f) && (int64_t)f.v == -5);
+    sg_buf_free(&b);
+}
+
 /* Ids and the traceparent sent upstream: the caller's trace and flag, or a new trace
  * sampled by the ratio; an attempt's id made once; past the kept attempts, the root. */
 static void test_ids(void) {
@@ -529,6 +678,7 @@ int main(int argc, char **argv) {
     (void)argc;
     RUN(test_traceparent);
     RUN(test_span_json);
+    RUN(test_span_protobuf);
     RUN(test_ids);
     RUN(test_queue_bound_receiver_down);
     RUN(test_export);

@@ -1710,7 +1710,8 @@ static const char *const k_breaker[] = {"failures", "window_ms", "cooldown_ms", 
 static const char *const k_state[] = {"redis", "on_redis_error", "key_prefix", "timeout_ms", NULL};
 static const char *const k_ledger[] = {"sqlite", "postgres", "spool_dir", "flush_ms", "batch_max", NULL};
 static const char *const k_tracing[] = {"enabled", "endpoint", "headers", "service_name", "sample_ratio", "batch_max",
-                                        "queue_max", "flush_ms", "timeout_ms", "max_retries", NULL};
+                                        "queue_max", "flush_ms", "timeout_ms", "max_retries", "protocol", NULL};
+static const char *const k_otlp_protocols[] = {"http/json", "http/protobuf", NULL};
 static const char *const k_levels[] = {"debug", "info", "warn", "error", NULL};
 static const char *const k_on_error[] = {"open", "closed", NULL};
 
@@ -1751,7 +1752,7 @@ static void config_defaults(gw_config *c, const config_env *env, arena *a) {
     c->state = (gw_state){NULL, true, arena_strdup(a, "smolgate:"), 100};
     c->ledger = (gw_ledger){GW_LEDGER_SQLITE, arena_strdup(a, "smolgate.db"), NULL,
                             arena_strdup(a, "smolgate-spool"), 1000, 500};
-    c->tracing = (gw_tracing){NULL, NULL, 0, arena_strdup(a, "smolgate"), 1.0, 256, 4096, 1000, 5000, 3};
+    c->tracing = (gw_tracing){NULL, NULL, 0, arena_strdup(a, "smolgate"), 1.0, 256, 4096, 1000, 5000, 3, false};
 }
 
 /* A ratio 0..1 ("0.25"). */
@@ -1827,6 +1828,19 @@ static int read_tracing(vctx *v, const node *root) {
         get_u32(v, tn, &tp, "queue_max", 1, 10000000, &t->queue_max) || get_ms(v, tn, &tp, "flush_ms", &t->flush_ms) ||
         get_ms(v, tn, &tp, "timeout_ms", &t->timeout_ms) || get_u32(v, tn, &tp, "max_retries", 0, 100, &t->max_retries))
         return -1;
+    int proto = -1;
+    if (get_enum(v, tn, &tp, "protocol", k_otlp_protocols, &proto)) return -1;
+    if (proto < 0) {   /* the standard variables, the traces' one first; a value we do not speak is named */
+        const char *var = "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", *pv = env_nonempty(v->env, var);
+        if (!pv) pv = env_nonempty(v->env, var = "OTEL_EXPORTER_OTLP_PROTOCOL");
+        if (pv) {
+            for (int i = 0; k_otlp_protocols[i]; i++)
+                if (!strcmp(pv, k_otlp_protocols[i])) proto = i;
+            vpath pp = {NULL, var, -1};
+            if (proto < 0) return verr(v, 0, &pp, "\"%.40s\" is not http/json or http/protobuf (grpc is not spoken here)", pv);
+        }
+    }
+    t->protobuf = proto == 1;
     vpath hp = {&tp, "headers", -1};
     if (read_header_map(v, mget(tn, "headers"), &hp, &t->headers, &t->n_headers)) return -1;
     if (!enabled) return 0;
@@ -2268,7 +2282,7 @@ bool config_tracing_equal(const gw_tracing *a, const gw_tracing *b) {
     if (!str_same(a->endpoint, b->endpoint) || !str_same(a->service_name, b->service_name) ||
         a->sample_ratio != b->sample_ratio || a->batch_max != b->batch_max || a->queue_max != b->queue_max ||
         a->flush_ms != b->flush_ms || a->timeout_ms != b->timeout_ms || a->max_retries != b->max_retries ||
-        a->n_headers != b->n_headers)
+        a->protobuf != b->protobuf || a->n_headers != b->n_headers)
         return false;
     for (size_t i = 0; i < a->n_headers; i++)
         if (strcmp(a->headers[i].name, b->headers[i].name) || strcmp(a->headers[i].value, b->headers[i].value)) return false;

@@ -107,6 +107,76 @@ static void put_str(sg_buf *b, const char *s) {
     sg_buf_putc(b, '"');
 }
 
+/* ---- protobuf (the OTLP .proto's field numbers) ---- */
+
+enum { WT_VARINT = 0, WT_I64 = 1, WT_LEN = 2 };
+
+static size_t varint_len(uint64_t v) {
+    size_t n = 1;
+    while (v >= 0x80) { v >>= 7; n++; }
+    return n;
+}
+static void pb_varint(sg_buf *b, uint64_t v) {
+    uint8_t d[10];
+    size_t n = 0;
+    while (v >= 0x80) { d[n++] = (uint8_t)(v | 0x80); v >>= 7; }
+    d[n++] = (uint8_t)v;
+    sg_buf_append(b, d, n);
+}
+static void pb_tag(sg_buf *b, unsigned field, unsigned wt) { pb_varint(b, (uint64_t)(field << 3 | wt)); }
+static void pb_bytes(sg_buf *b, unsigned field, const void *p, size_t n) {
+    pb_tag(b, field, WT_LEN);
+    pb_varint(b, n);
+    sg_buf_append(b, p, n);
+}
+static void pb_fixed64(sg_buf *b, unsigned field, uint64_t v) {
+    uint8_t d[8];
+    for (int i = 0; i < 8; i++) d[i] = (uint8_t)(v >> (8 * i));   /* little-endian on the wire */
+    pb_tag(b, field, WT_I64);
+    sg_buf_append(b, d, 8);
+}
+/* A nested message whose length is known only at its end: room for the longest length
+ * varint now, moved down over what is unused at pb_close. */
+enum { PB_LEN_ROOM = 5 };
+static size_t pb_open(sg_buf *b, unsigned field) {
+    pb_tag(b, field, WT_LEN);
+    sg_buf_reserve(b, PB_LEN_ROOM);
+    size_t at = b->len;
+    b->len += PB_LEN_ROOM;
+    return at;
+}
+static void pb_close(sg_buf *b, size_t at) {
+    size_t n = b->len - at - PB_LEN_ROOM, k = varint_len(n);
+    memmove(b->data + at + k, b->data + at + PB_LEN_ROOM, n);
+    uint8_t *d = (uint8_t *)b->data + at;
+    uint64_t v = n;
+    while (v >= 0x80) { *d++ = (uint8_t)(v | 0x80); v >>= 7; }
+    *d = (uint8_t)v;
+    b->len -= PB_LEN_ROOM - k;
+    b->data[b->len] = 0;
+}
+/* KeyValue{key = 1, value = 2: AnyValue{the value, as field vfield}}: lengths known up front */
+static void pb_kv_head(sg_buf *b, unsigned field, const char *k, size_t any_len) {
+    size_t kl = strlen(k);
+    size_t kv = 1 + varint_len(kl) + kl + 1 + varint_len(any_len) + any_len;
+    pb_tag(b, field, WT_LEN);
+    pb_varint(b, kv);
+    pb_bytes(b, 1, k, kl);
+    pb_tag(b, 2, WT_LEN);
+    pb_varint(b, any_len);
+}
+
+/* ---- one writer for both encodings ---- */
+
+/* Where a document or a span is being written, in which encoding. */
+typedef struct wr {
+    sg_buf *b;
+    bool pb;
+    bool first_attr;          /* JSON: no comma before the next attribute */
+    bool first_span;          /* JSON: no comma before the next span */
+    size_t span_at, rs_at, ss_at;   /* protobuf: open messages (span, ResourceSpans, ScopeSpans) */
+} wr;
+
 static void key(sg_buf *b, bool *first, const char *k) {
     if (*first) LIT(b, "{\"key\":\"");
     else LIT(b, ",{\"key\":\"");
@@ -114,23 +184,48 @@ static void key(sg_buf *b, bool *first, const char *k) {
     sg_buf_puts(b, k);   /* attribute names are our literals */
     LIT(b, "\",\"value\":{");
 }
-static void attr_str(sg_buf *b, bool *first, const char *k, const char *v) {
+enum { SPAN_ATTRIBUTES = 9 };   /* Span.attributes */
+static void attr_str(wr *w, const char *k, const char *v) {
     if (!v) return;
-    key(b, first, k);
+    sg_buf *b = w->b;
+    if (w->pb) {
+        size_t vl = strlen(v);
+        pb_kv_head(b, SPAN_ATTRIBUTES, k, 1 + varint_len(vl) + vl);
+        pb_bytes(b, 1, v, vl);   /* AnyValue.string_value */
+        return;
+    }
+    key(b, &w->first_attr, k);
     LIT(b, "\"stringValue\":");
     put_str(b, v);
     LIT(b, "}}");
 }
 /* OTLP JSON writes 64-bit integers as strings */
-static void attr_int(sg_buf *b, bool *first, const char *k, int64_t v) {
-    key(b, first, k);
+static void attr_int(wr *w, const char *k, int64_t v) {
+    sg_buf *b = w->b;
+    if (w->pb) {
+        pb_kv_head(b, SPAN_ATTRIBUTES, k, 1 + varint_len((uint64_t)v));
+        pb_tag(b, 3, WT_VARINT);   /* AnyValue.int_value (int64: two's complement) */
+        pb_varint(b, (uint64_t)v);
+        return;
+    }
+    key(b, &w->first_attr, k);
     LIT(b, "\"intValue\":\"");
     put_i64(b, v);
     LIT(b, "\"}}");
 }
-/* micro-dollars as dollars: the exact decimal, which parses to the double nearest to it */
-static void attr_usd(sg_buf *b, bool *first, const char *k, int64_t micro) {
-    key(b, first, k);
+/* micro-dollars as dollars: JSON the exact decimal, which parses to the double nearest
+ * to it, as the division does */
+static void attr_usd(wr *w, const char *k, int64_t micro) {
+    sg_buf *b = w->b;
+    if (w->pb) {
+        double d = (double)micro / 1e6;
+        uint64_t bits;
+        memcpy(&bits, &d, 8);
+        pb_kv_head(b, SPAN_ATTRIBUTES, k, 9);
+        pb_fixed64(b, 4, bits);   /* AnyValue.double_value */
+        return;
+    }
+    key(b, &w->first_attr, k);
     LIT(b, "\"doubleValue\":");
     uint64_t m = micro < 0 ? (uint64_t)0 - (uint64_t)micro : (uint64_t)micro;
     if (micro < 0) sg_buf_putc(b, '-');
@@ -145,8 +240,15 @@ static void attr_usd(sg_buf *b, bool *first, const char *k, int64_t micro) {
     }
     LIT(b, "}}");
 }
-static void attr_bool(sg_buf *b, bool *first, const char *k, bool v) {
-    key(b, first, k);
+static void attr_bool(wr *w, const char *k, bool v) {
+    sg_buf *b = w->b;
+    if (w->pb) {
+        pb_kv_head(b, SPAN_ATTRIBUTES, k, 2);
+        pb_tag(b, 2, WT_VARINT);   /* AnyValue.bool_value */
+        pb_varint(b, v);
+        return;
+    }
+    key(b, &w->first_attr, k);
     if (v) LIT(b, "\"boolValue\":true}}");
     else LIT(b, "\"boolValue\":false}}");
 }
@@ -161,12 +263,32 @@ static void put_nanos(sg_buf *b, int64_t ms) {
     else sg_buf_putc(b, '"');
 }
 
-/* Opens a span object up to its attribute list ("attributes":[ ... ). */
-static void span_open(sg_buf *b, bool *first_span, const uint8_t *trace, const uint8_t *id, const uint8_t *parent,
-                      const char *op, const char *model, int kind, int64_t start_ms, int64_t end_ms) {
+/* Opens a span up to its attributes. */
+static void span_open(wr *w, const uint8_t *trace, const uint8_t *id, const uint8_t *parent, const char *op,
+                      const char *model, int kind, int64_t start_ms, int64_t end_ms) {
+    sg_buf *b = w->b;
     sg_buf_reserve(b, 1024);   /* one growth check for most spans */
-    if (!*first_span) sg_buf_putc(b, ',');
-    *first_span = false;
+    const char *m = model ? model : "unknown";
+    w->first_attr = true;
+    if (w->pb) {
+        w->span_at = pb_open(b, 2);   /* ScopeSpans.spans */
+        pb_bytes(b, 1, trace, 16);
+        pb_bytes(b, 2, id, 8);
+        if (parent) pb_bytes(b, 4, parent, 8);
+        size_t ol = strlen(op), ml = strlen(m);
+        pb_tag(b, 5, WT_LEN);
+        pb_varint(b, ol + 1 + ml);
+        sg_buf_append(b, op, ol);
+        sg_buf_putc(b, ' ');
+        sg_buf_append(b, m, ml);
+        pb_tag(b, 6, WT_VARINT);
+        pb_varint(b, (uint64_t)kind);
+        pb_fixed64(b, 7, start_ms > 0 ? (uint64_t)start_ms * 1000000 : 0);
+        pb_fixed64(b, 8, end_ms > 0 ? (uint64_t)end_ms * 1000000 : 0);
+        return;
+    }
+    if (!w->first_span) sg_buf_putc(b, ',');
+    w->first_span = false;
     LIT(b, "{\"traceId\":\"");
     put_hex(b, trace, 16);
     LIT(b, "\",\"spanId\":\"");
@@ -175,7 +297,6 @@ static void span_open(sg_buf *b, bool *first_span, const uint8_t *trace, const u
     LIT(b, "\",\"name\":\"");
     put_escaped(b, op, strlen(op));   /* op (< 16) + ' ' + a model (copies are cut at 256 bytes) */
     sg_buf_putc(b, ' ');
-    const char *m = model ? model : "unknown";
     put_escaped(b, m, strlen(m));
     LIT(b, "\",\"kind\":");
     put_u64(b, (uint64_t)kind);
@@ -185,9 +306,22 @@ static void span_open(sg_buf *b, bool *first_span, const uint8_t *trace, const u
     put_nanos(b, end_ms);
     LIT(b, ",\"attributes\":[");
 }
-/* Closes the attribute list and the span; Error status with the kind, unset on success
- * (as the GenAI conventions leave it). */
-static void span_close(sg_buf *b, const char *error) {
+/* Closes the span; Error status with the kind, unset on success (as the GenAI
+ * conventions leave it). */
+static void span_close(wr *w, const char *error) {
+    sg_buf *b = w->b;
+    if (w->pb) {
+        if (error) {   /* Span.status = Status{message = 2, code = 3: STATUS_CODE_ERROR} */
+            size_t el = strlen(error);
+            pb_tag(b, 15, WT_LEN);
+            pb_varint(b, 1 + varint_len(el) + el + 2);
+            pb_bytes(b, 2, error, el);
+            pb_tag(b, 3, WT_VARINT);
+            pb_varint(b, 2);
+        }
+        pb_close(b, w->span_at);
+        return;
+    }
     sg_buf_putc(b, ']');
     if (error) {
         LIT(b, ",\"status\":{\"code\":2,\"message\":");   /* STATUS_CODE_ERROR */
@@ -197,66 +331,94 @@ static void span_close(sg_buf *b, const char *error) {
     sg_buf_putc(b, '}');
 }
 
-static void add_spans(sg_buf *b, bool *first_span, const ledger_record *r, const char *op, const otlp_ids *ids) {
-    bool f = true;
-    span_open(b, first_span, ids->trace_id, ids->root_id, ids->has_parent ? ids->parent_id : NULL, op,
-              r->requested_model, KIND_SERVER, r->time_ms, r->time_ms + r->latency_ms);
-    attr_str(b, &f, "gen_ai.operation.name", op);
-    attr_str(b, &f, "gen_ai.request.model", r->requested_model);
-    attr_str(b, &f, "gen_ai.response.model", r->model);
-    attr_str(b, &f, "gen_ai.provider.name", r->provider);
+static void add_spans(wr *w, const ledger_record *r, const char *op, const otlp_ids *ids) {
+    span_open(w, ids->trace_id, ids->root_id, ids->has_parent ? ids->parent_id : NULL, op, r->requested_model,
+              KIND_SERVER, r->time_ms, r->time_ms + r->latency_ms);
+    attr_str(w, "gen_ai.operation.name", op);
+    attr_str(w, "gen_ai.request.model", r->requested_model);
+    attr_str(w, "gen_ai.response.model", r->model);
+    attr_str(w, "gen_ai.provider.name", r->provider);
     const gw_usage *u = &r->usage;
     if (u->input >= 0)   /* the conventions count cached prompt tokens as input too */
-        attr_int(b, &f, "gen_ai.usage.input_tokens", u->input + (u->cache_read > 0 ? u->cache_read : 0) +
-                                                         (u->cache_write > 0 ? u->cache_write : 0));
-    if (u->output >= 0) attr_int(b, &f, "gen_ai.usage.output_tokens", u->output);
-    if (u->cache_read > 0) attr_int(b, &f, "gen_ai.usage.cache_read.input_tokens", u->cache_read);
-    if (u->cache_write > 0) attr_int(b, &f, "gen_ai.usage.cache_creation.input_tokens", u->cache_write);
-    attr_int(b, &f, "http.response.status_code", r->status);
-    if (r->error) attr_str(b, &f, "error.type", r->error);
-    attr_str(b, &f, "smolgate.request_id", r->request_id);
-    attr_str(b, &f, "smolgate.key_id", r->key_id);
-    attr_str(b, &f, "smolgate.route", r->route);
-    if (r->cost_micro >= 0) attr_usd(b, &f, "smolgate.cost_usd", r->cost_micro);
-    attr_int(b, &f, "smolgate.attempts", (int64_t)r->n_attempts);
-    if (r->ttft_ms >= 0) attr_int(b, &f, "smolgate.ttft_ms", r->ttft_ms);
-    if (u->estimated) attr_bool(b, &f, "smolgate.usage_estimated", true);
-    attr_bool(b, &f, "smolgate.stream", r->stream);
-    span_close(b, r->error);
+        attr_int(w, "gen_ai.usage.input_tokens", u->input + (u->cache_read > 0 ? u->cache_read : 0) +
+                                                     (u->cache_write > 0 ? u->cache_write : 0));
+    if (u->output >= 0) attr_int(w, "gen_ai.usage.output_tokens", u->output);
+    if (u->cache_read > 0) attr_int(w, "gen_ai.usage.cache_read.input_tokens", u->cache_read);
+    if (u->cache_write > 0) attr_int(w, "gen_ai.usage.cache_creation.input_tokens", u->cache_write);
+    attr_int(w, "http.response.status_code", r->status);
+    if (r->error) attr_str(w, "error.type", r->error);
+    attr_str(w, "smolgate.request_id", r->request_id);
+    attr_str(w, "smolgate.key_id", r->key_id);
+    attr_str(w, "smolgate.route", r->route);
+    if (r->cost_micro >= 0) attr_usd(w, "smolgate.cost_usd", r->cost_micro);
+    attr_int(w, "smolgate.attempts", (int64_t)r->n_attempts);
+    if (r->ttft_ms >= 0) attr_int(w, "smolgate.ttft_ms", r->ttft_ms);
+    if (u->estimated) attr_bool(w, "smolgate.usage_estimated", true);
+    attr_bool(w, "smolgate.stream", r->stream);
+    span_close(w, r->error);
     size_t n = r->n_attempts < LEDGER_MAX_ATTEMPTS ? r->n_attempts : LEDGER_MAX_ATTEMPTS;
     for (size_t i = 0; i < n; i++) {
         const ledger_attempt *t = &r->attempts[i];
         int64_t st = r->time_ms + t->start_ms;
-        f = true;
-        span_open(b, first_span, ids->trace_id, ids->att_ids[i], ids->root_id, op, t->model, KIND_CLIENT, st,
-                  st + t->latency_ms);
-        attr_str(b, &f, "gen_ai.operation.name", op);
-        attr_str(b, &f, "gen_ai.provider.name", t->provider);
-        attr_str(b, &f, "gen_ai.request.model", t->model);
-        if (t->status > 0) attr_int(b, &f, "http.response.status_code", t->status);
-        if (t->error) attr_str(b, &f, "error.type", t->error);
-        attr_int(b, &f, "smolgate.attempt", (int64_t)i + 1);
-        attr_str(b, &f, "smolgate.outcome", t->error ? t->error : "ok");
+        span_open(w, ids->trace_id, ids->att_ids[i], ids->root_id, op, t->model, KIND_CLIENT, st, st + t->latency_ms);
+        attr_str(w, "gen_ai.operation.name", op);
+        attr_str(w, "gen_ai.provider.name", t->provider);
+        attr_str(w, "gen_ai.request.model", t->model);
+        if (t->status > 0) attr_int(w, "http.response.status_code", t->status);
+        if (t->error) attr_str(w, "error.type", t->error);
+        attr_int(w, "smolgate.attempt", (int64_t)i + 1);
+        attr_str(w, "smolgate.outcome", t->error ? t->error : "ok");
         /* why this attempt was made: the one before it failed so */
-        if (i > 0) attr_str(b, &f, "smolgate.retry_reason", r->attempts[i - 1].error ? r->attempts[i - 1].error : "unknown");
-        span_close(b, t->error);
+        if (i > 0) attr_str(w, "smolgate.retry_reason", r->attempts[i - 1].error ? r->attempts[i - 1].error : "unknown");
+        span_close(w, t->error);
     }
 }
 
-/* The document up to the spans array; doc_close ends it. */
-static void doc_open(sg_buf *b, const char *service) {
+/* The document up to its spans; doc_close ends it. ExportTraceServiceRequest{
+ * resource_spans = 1: ResourceSpans{resource = 1: Resource{attributes = 1}, scope_spans =
+ * 2: ScopeSpans{scope = 1: InstrumentationScope{name = 1}, spans = 2}}} */
+static void doc_open(wr *w, sg_buf *b, bool pb, const char *service) {
+    *w = (wr){.b = b, .pb = pb, .first_span = true};
     const char *svc = service ? service : "smolgate";
+    if (pb) {
+        w->rs_at = pb_open(b, 1);
+        size_t res = pb_open(b, 1);
+        size_t sl = strlen(svc);
+        pb_kv_head(b, 1, "service.name", 1 + varint_len(sl) + sl);
+        pb_bytes(b, 1, svc, sl);
+        pb_close(b, res);
+        w->ss_at = pb_open(b, 2);
+        pb_tag(b, 1, WT_LEN);
+        pb_varint(b, 10);
+        pb_bytes(b, 1, "smolgate", 8);
+        return;
+    }
     LIT(b, "{\"resourceSpans\":[{\"resource\":{\"attributes\":[{\"key\":\"service.name\",\"value\":{\"stringValue\":");
     put_str(b, svc);
     LIT(b, "}}]},\"scopeSpans\":[{\"scope\":{\"name\":\"smolgate\"},\"spans\":[");
 }
-static void doc_close(sg_buf *b) { LIT(b, "]}]}]}"); }
+static void doc_close(wr *w) {
+    if (w->pb) {
+        pb_close(w->b, w->ss_at);
+        pb_close(w->b, w->rs_at);
+        return;
+    }
+    LIT(w->b, "]}]}]}");
+}
 
 void otlp_record_json(const ledger_record *r, const char *op, const otlp_ids *ids, const char *service_name, sg_buf *out) {
-    bool first = true;
-    doc_open(out, service_name);
-    add_spans(out, &first, r, op, ids);
-    doc_close(out);
+    wr w;
+    doc_open(&w, out, false, service_name);
+    add_spans(&w, r, op, ids);
+    doc_close(&w);
+}
+
+void otlp_record_protobuf(const ledger_record *r, const char *op, const otlp_ids *ids, const char *service_name,
+                          sg_buf *out) {
+    wr w;
+    doc_open(&w, out, true, service_name);
+    add_spans(&w, r, op, ids);
+    doc_close(&w);
 }
 
 /* ---- ids ---- */
@@ -470,15 +632,15 @@ static bool wait_ms(otlp *o, uint32_t ms) {
 /* body: the exporter's buffer, reused from batch to batch */
 static void export_batch(otlp *o, CURL *c, sg_buf *body, item **batch, size_t n, bool final) {
     sg_buf_reset(body);
-    bool first = true;
-    doc_open(body, o->o.service_name);
+    wr w;
+    doc_open(&w, body, o->o.protocol == OTLP_PROTOBUF, o->o.service_name);
     uint64_t n_spans = 0;
     for (size_t i = 0; i < n; i++) {
-        add_spans(body, &first, &batch[i]->r, batch[i]->op, &batch[i]->ids);
+        add_spans(&w, &batch[i]->r, batch[i]->op, &batch[i]->ids);
         n_spans += 1 + batch[i]->r.n_attempts;
         item_free(batch[i]);
     }
-    doc_close(body);
+    doc_close(&w);
     int rc = 1;
     uint32_t backoff = 100;
     for (uint32_t t = 0; rc == 1 && t <= o->o.max_retries; t++) {
@@ -540,7 +702,8 @@ static void *run(void *arg) {
 void otlp_opts_from_config(otlp_opts *o, const gw_config *cfg) {
     const gw_tracing *t = &cfg->tracing;
     *o = (otlp_opts){t->endpoint, t->headers, t->n_headers, t->service_name, t->sample_ratio, t->batch_max,
-                     t->queue_max, t->flush_ms, t->timeout_ms, t->max_retries};
+                     t->queue_max, t->flush_ms, t->timeout_ms, t->max_retries,
+                     t->protobuf ? OTLP_PROTOBUF : OTLP_JSON};
 }
 
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
@@ -565,7 +728,8 @@ otlp *otlp_open(const otlp_opts *in, sg_error *err) {
     size_t cap = el + 16;
     o->url = sg_xmalloc(cap);
     snprintf(o->url, cap, "%.*s%s", (int)el, in->endpoint, full ? "" : "/v1/traces");
-    o->headers = curl_slist_append(NULL, "Content-Type: application/json");
+    o->headers = curl_slist_append(NULL, o->o.protocol == OTLP_PROTOBUF ? "Content-Type: application/x-protobuf"
+                                                                        : "Content-Type: application/json");
     o->headers = curl_slist_append(o->headers, "Expect:");
     for (size_t i = 0; i < in->n_headers; i++) {
         sg_buf h;
@@ -598,9 +762,9 @@ otlp *otlp_open(const otlp_opts *in, sg_error *err) {
     if (at && (!slash || at < slash)) host = at + 1;
     const char *q = strchr(host, '?');
     const char *scheme_end = strstr(o->url, "://");
-    SG_INFO("otlp: traces to %.*s%.*s (sample ratio %g, batch %u, queue %u)",
+    SG_INFO("otlp: traces to %.*s%.*s (%s, sample ratio %g, batch %u, queue %u)",
             scheme_end ? (int)(scheme_end + 3 - o->url) : 0, o->url, q ? (int)(q - host) : (int)strlen(host), host,
-            in->sample_ratio, o->o.batch_max, o->o.queue_max);
+            o->o.protocol == OTLP_PROTOBUF ? "http/protobuf" : "http/json", in->sample_ratio, o->o.batch_max, o->o.queue_max);
     return o;
 }
 

@@ -1,4 +1,4 @@
-/* otlp.h: request traces out, as OpenTelemetry spans over OTLP/HTTP (JSON encoding).
+/* otlp.h: request traces out, as OpenTelemetry spans over OTLP/HTTP (JSON or protobuf).
  *
  * Why: the ledger says what a request cost; a trace says what happened to it (which
  * targets were tried, why the next one was, how long each took) in whatever tracing
@@ -67,6 +67,13 @@ typedef struct otlp_ids {
  * and the exporter. op is gen_ai.operation.name ("chat", "embeddings"). */
 void otlp_record_json(const ledger_record *r, const char *op, const otlp_ids *ids, const char *service_name, sg_buf *out);
 
+/* The same document in OTLP's protobuf encoding (ExportTraceServiceRequest), written by
+ * hand: no library, no tree. */
+void otlp_record_protobuf(const ledger_record *r, const char *op, const otlp_ids *ids, const char *service_name,
+                          sg_buf *out);
+
+typedef enum otlp_protocol { OTLP_JSON, OTLP_PROTOBUF } otlp_protocol;
+
 typedef struct otlp_opts {
     const char *endpoint;     /* base URL; spans go to {endpoint}/v1/traces (an endpoint
                                  already ending in /v1/traces is used as it is) */
@@ -79,6 +86,7 @@ typedef struct otlp_opts {
     uint32_t flush_ms;        /* export at least this often while records wait; 1000 */
     uint32_t timeout_ms;      /* one export POST; default 5000 */
     uint32_t max_retries;     /* per batch on 429/5xx/no answer; default 3 */
+    otlp_protocol protocol;   /* http/json (the default) or http/protobuf */
 } otlp_opts;
 
 void otlp_opts_from_config(otlp_opts *o, const gw_config *cfg);

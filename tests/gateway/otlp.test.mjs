@@ -1,6 +1,6 @@
 // otlp.test.mjs: request traces out (tracing:, src/gateway/otlp.h), on a private gateway
 // whose tracing endpoint is an OTLP/HTTP receiver run here. The receiver checks every
-// export against OTLP's JSON encoding (POST /v1/traces, application/json,
+// export against OTLP's JSON or protobuf encoding (POST /v1/traces, application/json,
 // resourceSpans/scopeSpans/spans, lower-case hex ids of 32/16 digits, unix nanoseconds
 // as decimal strings, SpanKind and status enums, typed attribute values) and keeps the
 // spans. Then:
@@ -18,6 +18,8 @@
 //     goes on too, and nothing is exported for it
 //   - SIGHUP reapplies tracing: (a new service name, tracing off: no spans and no
 //     traceparent upstream, on again)
+//   - tracing.protocol http/protobuf: the receiver decodes OTLP protobuf (a reader of the
+//     wire format here, no library) into the same document and checks it the same way
 //   - the exporter's auth header reaches the receiver and never the gateway's log.
 
 import test from 'node:test';
@@ -82,16 +84,107 @@ function validate(doc) {
   }
 }
 
+// OTLP protobuf (http/protobuf): the wire format read field by field, then the same
+// document as the JSON encoding gives, checked by validate(). Field numbers from
+// opentelemetry-proto (trace.proto, common.proto, resource.proto).
+function pbFields(buf) {
+  const out = [];
+  let i = 0;
+  const varint = () => {
+    let x = 0n, sh = 0n;
+    for (;;) {
+      if (i >= buf.length || sh > 63n) throw new Error('truncated varint');
+      const c = buf[i++];
+      x |= BigInt(c & 0x7f) << sh;
+      sh += 7n;
+      if (!(c & 0x80)) return x;
+    }
+  };
+  while (i < buf.length) {
+    const tag = varint(), num = Number(tag >> 3n), wt = Number(tag & 7n);
+    if (wt === 0) out.push({ num, wt, v: varint() });
+    else if (wt === 1) {
+      if (i + 8 > buf.length) throw new Error('truncated fixed64');
+      out.push({ num, wt, v: buf.readBigUInt64LE(i), bytes: buf.subarray(i, i + 8) });
+      i += 8;
+    } else if (wt === 2) {
+      const n = Number(varint());
+      if (i + n > buf.length) throw new Error(`field ${num}: length ${n} past the end`);
+      out.push({ num, wt, bytes: buf.subarray(i, i + n) });
+      i += n;
+    } else throw new Error(`field ${num}: wire type ${wt}`);
+  }
+  return out;
+}
+const EMPTY = Buffer.alloc(0);
+const pbAll = (fs, num, wt) => fs.filter((f) => {
+  if (f.num !== num) return false;
+  if (f.wt !== wt) problems.push(`protobuf field ${num}: wire type ${f.wt}, not ${wt}`);
+  return true;
+});
+const pbOne = (fs, num, wt) => pbAll(fs, num, wt)[0];
+const utf8 = (f) => f && new TextDecoder('utf-8', { fatal: true }).decode(f.bytes);
+function pbAny(b) {
+  const fs = pbFields(b);
+  if (fs.length !== 1) return {};   // checkValue reports it
+  const [f] = fs;
+  if (f.num === 1 && f.wt === 2) return { stringValue: utf8(f) };
+  if (f.num === 2 && f.wt === 0) return { boolValue: f.v !== 0n };
+  if (f.num === 3 && f.wt === 0) return { intValue: BigInt.asIntN(64, f.v).toString() };
+  if (f.num === 4 && f.wt === 1) return { doubleValue: f.bytes.readDoubleLE(0) };
+  return { [`field${f.num}`]: null };
+}
+function pbKV(b) {
+  const fs = pbFields(b);
+  return { key: utf8(pbOne(fs, 1, 2)), value: pbAny(pbOne(fs, 2, 2)?.bytes ?? EMPTY) };
+}
+function pbSpan(b) {
+  const fs = pbFields(b);
+  const one = (n, wt) => pbOne(fs, n, wt);
+  const s = {
+    traceId: one(1, 2)?.bytes.toString('hex'), spanId: one(2, 2)?.bytes.toString('hex'), name: utf8(one(5, 2)),
+    kind: Number(one(6, 0)?.v ?? 0n), startTimeUnixNano: String(one(7, 1)?.v), endTimeUnixNano: String(one(8, 1)?.v),
+    attributes: pbAll(fs, 9, 2).map((f) => pbKV(f.bytes)),
+  };
+  if (one(4, 2)) s.parentSpanId = one(4, 2).bytes.toString('hex');
+  if (one(15, 2)) {
+    const st = pbFields(one(15, 2).bytes);
+    s.status = { code: Number(pbOne(st, 3, 0)?.v ?? 0n), message: utf8(pbOne(st, 2, 2)) };
+  }
+  return s;
+}
+function pbDoc(buf) {
+  return {
+    resourceSpans: pbAll(pbFields(buf), 1, 2).map((rs) => {
+      const f = pbFields(rs.bytes);
+      return {
+        resource: { attributes: pbAll(pbFields(pbOne(f, 1, 2)?.bytes ?? EMPTY), 1, 2).map((a) => pbKV(a.bytes)) },
+        scopeSpans: pbAll(f, 2, 2).map((ss) => {
+          const g = pbFields(ss.bytes);
+          return { scope: { name: utf8(pbOne(pbFields(pbOne(g, 1, 2)?.bytes ?? EMPTY), 1, 2)) }, spans: pbAll(g, 2, 2).map((x) => pbSpan(x.bytes)) };
+        }),
+      };
+    }),
+  };
+}
+const contentTypes = [];
+
 const receiver = http.createServer((req, res) => {
-  let body = '';
-  req.on('data', (d) => { body += d; });
+  const chunks = [];
+  req.on('data', (d) => { chunks.push(d); });
   req.on('end', () => {
     if (mode === 'hang') { hung.push(res); return; }   // never answered (until the end)
     exports++;
+    const body = Buffer.concat(chunks);
     if (req.headers.authorization) auths.add(req.headers.authorization);
     if (req.method !== 'POST' || req.url !== '/v1/traces') problems.push(`${req.method} ${req.url}`);
-    if (!String(req.headers['content-type']).startsWith('application/json')) problems.push(`content-type ${req.headers['content-type']}`);
-    try { validate(JSON.parse(body)); } catch (e) { problems.push(`not JSON: ${e.message}`); }
+    const ct = String(req.headers['content-type']);
+    contentTypes.push(ct);
+    if (ct === 'application/x-protobuf') {
+      try { validate(pbDoc(body)); } catch (e) { problems.push(`not OTLP protobuf: ${e.message}`); }
+    } else if (ct.startsWith('application/json')) {
+      try { validate(JSON.parse(body.toString('utf8'))); } catch (e) { problems.push(`not JSON: ${e.message}`); }
+    } else problems.push(`content-type ${ct}`);
     res.writeHead(200, { 'content-type': 'application/json' });
     res.end('{}');
   });
@@ -289,6 +382,48 @@ test('SIGHUP reapplies tracing: a new service name, then off (no spans, no trace
   const [up3] = await fakeLog({ match: n });
   assert.equal(up3.headers.traceparent, `00-${got.root.traceId}-${got.children[0].spanId}-01`);
   assert.deepEqual(problems, []);
+});
+
+test('tracing.protocol http/protobuf: the same spans in OTLP protobuf, the same traceparent upstream', async () => {
+  await reloadWith(TRACING + '  protocol: http/protobuf\n');
+  await gw.waitLog(/otlp: traces to \S+ \(http\/protobuf,/, 5000);
+  const seen = contentTypes.length;
+  const n = nonce('otlppb');
+  await control('/control', { provider: 'openai', match: 'm-otlp-primary', faults: [{ status: 503, count: 1 }] });
+  const traceId = '5bf92f3577b34da6a3ce929d0e0e4737';
+  const res = await post(chatBody('otlp-fb', `protobuf ${n} \u00e9t\u00e9`), { key: GW_KEY, base: gw.url,
+    headers: { traceparent: `00-${traceId}-10f067aa0ba902b8-01` } });
+  assert.equal(res.status, 200);
+  const { root, children } = await waitSpans(res.headers.get('x-request-id'), 2);
+  assert.ok(contentTypes.slice(seen).includes('application/x-protobuf'), JSON.stringify(contentTypes.slice(seen)));
+  assert.ok(!contentTypes.slice(seen).some((c) => c.startsWith('application/json')), 'only protobuf after the reload');
+  assert.deepEqual(problems, []);
+  assert.equal(root.traceId, traceId);
+  assert.equal(root.parentSpanId, '10f067aa0ba902b8');
+  assert.equal(root.kind, 2);
+  assert.equal(root.name, 'chat otlp-fb');
+  assert.equal(root.attrs['gen_ai.response.model'], 'm-otlp-backup');
+  assert.equal(root.attrs['http.response.status_code'], '200');
+  assert.equal(root.attrs['smolgate.attempts'], '2');
+  assert.equal(root.attrs['smolgate.stream'], false);
+  assert.ok(Number(root.attrs['gen_ai.usage.input_tokens']) > 0);
+  assert.equal(root.resource.attributes.find((a) => a.key === 'service.name').value.stringValue, 'smolgate-e2e');
+  children.sort((a, b) => Number(a.attrs['smolgate.attempt']) - Number(b.attrs['smolgate.attempt']));
+  assert.equal(children[0].kind, 3);
+  assert.equal(children[0].status.code, 2);
+  assert.equal(children[0].status.message, 'retryable');
+  assert.equal(children[1].attrs['smolgate.retry_reason'], 'retryable');
+  assert.ok(BigInt(children[0].startTimeUnixNano) >= BigInt(root.startTimeUnixNano));
+  const up = (await fakeLog({ match: n })).sort((x, y) => x.seq - y.seq);
+  assert.equal(up.length, 2);
+  assert.equal(up[0].headers.traceparent, `00-${traceId}-${children[0].spanId}-01`);
+  assert.equal(up[1].headers.traceparent, `00-${traceId}-${children[1].spanId}-01`);
+  // back to JSON (a new exporter, counters from zero): a request's spans arrive as JSON
+  await reloadWith(TRACING);
+  const seen2 = contentTypes.length;
+  const r2 = await post(chatBody('openai/m-otlp-plain', 'json again'), { key: GW_KEY, base: gw.url });
+  await waitSpans(r2.headers.get('x-request-id'), 1);
+  assert.ok(contentTypes.slice(seen2).every((c) => c.startsWith('application/json')), JSON.stringify(contentTypes.slice(seen2)));
 });
 
 test('the receiver hanging slows and fails no request; the queue stays bounded; drops are counted', async () => {
