@@ -1,8 +1,8 @@
 /* bench_otlp.c: what request tracing (otlp.h) costs the CPU, per request of a root span
  * and two attempt spans (a fallback): on the event loop, its ids, the traceparents of its
  * attempts and queuing it (otlp_begin, otlp_attempt_traceparent, otlp_submit), and
- * encoding it on the exporter thread (OTLP JSON into a reused buffer, as export_batch
- * does). Figures, no assertions; CPU time of the calling thread (the machine is shared),
+ * encoding it on the exporter thread (OTLP JSON and protobuf into a reused buffer, as
+ * export_batch does). Figures, no assertions; CPU time of the calling thread (the machine is shared),
  * the best of 5 runs. */
 #include <stdio.h>
 #include <string.h>
@@ -60,9 +60,21 @@ int main(void) {
         }
         enc[run] = (now_s() - t0) / N;
     }
+    double pb[RUNS];
+    for (int run = 0; run < RUNS; run++) {
+        double t0 = now_s();
+        for (int i = 0; i < N; i++) {
+            if (i % 256 == 0) { bytes = b.len; sg_buf_reset(&b); }
+            otlp_record_protobuf(&r, "chat", &ids, "smolgate", &b);
+        }
+        pb[run] = (now_s() - t0) / N;
+    }
     sg_buf_reset(&b);
     otlp_record_json(&r, "chat", &ids, "smolgate", &b);
     size_t one = b.len;
+    sg_buf_reset(&b);
+    otlp_record_protobuf(&r, "chat", &ids, "smolgate", &b);
+    size_t one_pb = b.len;
     (void)bytes;
     sg_buf_free(&b);
 
@@ -93,9 +105,11 @@ int main(void) {
         }
         sub[run] = t / (Q * ROUNDS);
     }
-    printf("otlp: one request (root + 2 attempt spans): %zu bytes of OTLP JSON\n", one);
-    printf("otlp: encode %.3f us per request (%.3f us per span), best of %d x %d\n", best_of(enc, RUNS) * 1e6,
+    printf("otlp: one request (root + 2 attempt spans): %zu bytes of OTLP JSON, %zu of protobuf\n", one, one_pb);
+    printf("otlp: encode http/json %.3f us per request (%.3f us per span), best of %d x %d\n", best_of(enc, RUNS) * 1e6,
            best_of(enc, RUNS) * 1e6 / 3, RUNS, N);
+    printf("otlp: encode http/protobuf %.3f us per request (%.3f us per span)\n", best_of(pb, RUNS) * 1e6,
+           best_of(pb, RUNS) * 1e6 / 3);
     printf("otlp: on the loop (otlp_begin, 2 traceparents, otlp_submit) %.3f us per request, best of %d x %d\n", best_of(sub, RUNS) * 1e6, RUNS, Q * ROUNDS);
     return 0;
 }

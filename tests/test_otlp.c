@@ -665,6 +665,36 @@ static void test_config(void) {
     c = load("version: 1\n", env2, &err);
     CHECK(c && !strcmp(c->tracing.endpoint, "http://t:1/custom/path"));   /* used as it is */
     config_unref(c);
+    /* the protocol: the file's key, else the traces' variable, else the general one */
+    c = load("version: 1\n", env2, &err);
+    CHECK(c && c->tracing.protobuf);   /* http/protobuf unless asked */
+    config_unref(c);
+    c = load("tracing: {endpoint: http://h:1, protocol: http/protobuf}\n", none, &err);
+    CHECK(c && c->tracing.protobuf);
+    gw_config *c2 = load("tracing: {endpoint: http://h:1, protocol: http/json}\n", none, &err);
+    CHECK(c2 && !c2->tracing.protobuf);
+    if (c && c2) {   /* what a reload compares */
+        CHECK(!config_tracing_equal(&c->tracing, &c2->tracing));
+        c2->tracing.protobuf = true;
+        CHECK(config_tracing_equal(&c->tracing, &c2->tracing));
+        c2->tracing.sample_ratio = 0.5;
+        CHECK(!config_tracing_equal(&c->tracing, &c2->tracing));
+    }
+    config_unref(c2);
+    config_unref(c);
+    c = load("tracing: {endpoint: http://h:1, protocol: grpc}\n", none, &err);
+    CHECK(c == NULL && strstr(err.msg, "protocol") && strstr(err.msg, "http/protobuf"));
+    static const kv envp[] = {{"OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:1"}, {"OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"},
+                              {"OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/protobuf"}, {NULL, NULL}};
+    c = load("version: 1\n", envp, &err);
+    CHECK_MSG(c && c->tracing.protobuf, "%s", err.msg);
+    config_unref(c);
+    c = load("tracing: {protocol: http/json}\n", envp, &err);   /* the file wins */
+    CHECK(c && !c->tracing.protobuf);
+    config_unref(c);
+    static const kv envg[] = {{"OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:1"}, {"OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"}, {NULL, NULL}};
+    c = load("version: 1\n", envg, &err);
+    CHECK(c == NULL && strstr(err.msg, "OTEL_EXPORTER_OTLP_PROTOCOL") && strstr(err.msg, "grpc"));
     c = load("tracing: {enabled: false}\n", env2, &err);
     CHECK(c && c->tracing.endpoint == NULL);
     config_unref(c);

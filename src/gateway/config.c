@@ -1752,7 +1752,7 @@ static void config_defaults(gw_config *c, const config_env *env, arena *a) {
     c->state = (gw_state){NULL, true, arena_strdup(a, "smolgate:"), 100};
     c->ledger = (gw_ledger){GW_LEDGER_SQLITE, arena_strdup(a, "smolgate.db"), NULL,
                             arena_strdup(a, "smolgate-spool"), 1000, 500};
-    c->tracing = (gw_tracing){NULL, NULL, 0, arena_strdup(a, "smolgate"), 1.0, 256, 4096, 1000, 5000, 3, false};
+    c->tracing = (gw_tracing){NULL, NULL, 0, arena_strdup(a, "smolgate"), 1.0, 256, 4096, 1000, 5000, 3, true};
 }
 
 /* A ratio 0..1 ("0.25"). */
@@ -1828,6 +1828,8 @@ static int read_tracing(vctx *v, const node *root) {
         get_u32(v, tn, &tp, "queue_max", 1, 10000000, &t->queue_max) || get_ms(v, tn, &tp, "flush_ms", &t->flush_ms) ||
         get_ms(v, tn, &tp, "timeout_ms", &t->timeout_ms) || get_u32(v, tn, &tp, "max_retries", 0, 100, &t->max_retries))
         return -1;
+    /* http/protobuf unless asked: OTLP's default, the encoding every receiver must accept
+     * (JSON is optional there), and the cheaper one (bench/bench_otlp.c) */
     int proto = -1;
     if (get_enum(v, tn, &tp, "protocol", k_otlp_protocols, &proto)) return -1;
     if (proto < 0) {   /* the standard variables, the traces' one first; a value we do not speak is named */
@@ -1840,7 +1842,7 @@ static int read_tracing(vctx *v, const node *root) {
             if (proto < 0) return verr(v, 0, &pp, "\"%.40s\" is not http/json or http/protobuf (grpc is not spoken here)", pv);
         }
     }
-    t->protobuf = proto == 1;
+    if (proto >= 0) t->protobuf = proto == 1;
     vpath hp = {&tp, "headers", -1};
     if (read_header_map(v, mget(tn, "headers"), &hp, &t->headers, &t->n_headers)) return -1;
     if (!enabled) return 0;

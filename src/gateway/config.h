@@ -272,7 +272,7 @@ typedef struct gw_tracing {
     uint32_t flush_ms;            /* default 1000 */
     uint32_t timeout_ms;          /* default 5000 */
     uint32_t max_retries;         /* default 3 */
-    bool     protobuf;            /* protocol: http/protobuf; default false (http/json) */
+    bool     protobuf;            /* protocol: http/protobuf (default) or http/json */
 } gw_tracing;
 
 typedef struct gw_config {

@@ -116,31 +116,37 @@ static size_t varint_len(uint64_t v) {
     while (v >= 0x80) { v >>= 7; n++; }
     return n;
 }
-static void pb_varint(sg_buf *b, uint64_t v) {
-    uint8_t d[10];
+/* v as a varint at d; its length (1 to 10) */
+static size_t varint_at(uint8_t *d, uint64_t v) {
     size_t n = 0;
     while (v >= 0x80) { d[n++] = (uint8_t)(v | 0x80); v >>= 7; }
     d[n++] = (uint8_t)v;
-    sg_buf_append(b, d, n);
+    return n;
 }
-static void pb_tag(sg_buf *b, unsigned field, unsigned wt) { pb_varint(b, (uint64_t)(field << 3 | wt)); }
+#define TAG(field, wt) ((uint8_t)((field) << 3 | (wt)))   /* fields below 16: one byte */
+
+/* Each field is built in a few bytes on the stack and appended at once: the buffer's
+ * append per byte would cost more than the encoding. */
+static void pb_varint_field(sg_buf *b, unsigned field, uint64_t v) {
+    uint8_t d[11] = {TAG(field, WT_VARINT)};
+    sg_buf_append(b, d, 1 + varint_at(d + 1, v));
+}
 static void pb_bytes(sg_buf *b, unsigned field, const void *p, size_t n) {
-    pb_tag(b, field, WT_LEN);
-    pb_varint(b, n);
+    uint8_t d[11] = {TAG(field, WT_LEN)};
+    sg_buf_append(b, d, 1 + varint_at(d + 1, n));
     sg_buf_append(b, p, n);
 }
 static void pb_fixed64(sg_buf *b, unsigned field, uint64_t v) {
-    uint8_t d[8];
-    for (int i = 0; i < 8; i++) d[i] = (uint8_t)(v >> (8 * i));   /* little-endian on the wire */
-    pb_tag(b, field, WT_I64);
-    sg_buf_append(b, d, 8);
+    uint8_t d[9] = {TAG(field, WT_I64)};
+    for (int i = 0; i < 8; i++) d[1 + i] = (uint8_t)(v >> (8 * i));   /* little-endian on the wire */
+    sg_buf_append(b, d, 9);
 }
 /* A nested message whose length is known only at its end: room for the longest length
  * varint now, moved down over what is unused at pb_close. */
 enum { PB_LEN_ROOM = 5 };
 static size_t pb_open(sg_buf *b, unsigned field) {
-    pb_tag(b, field, WT_LEN);
-    sg_buf_reserve(b, PB_LEN_ROOM);
+    sg_buf_reserve(b, 1 + PB_LEN_ROOM);
+    b->data[b->len++] = (char)TAG(field, WT_LEN);
     size_t at = b->len;
     b->len += PB_LEN_ROOM;
     return at;
@@ -148,22 +154,23 @@ static size_t pb_open(sg_buf *b, unsigned field) {
 static void pb_close(sg_buf *b, size_t at) {
     size_t n = b->len - at - PB_LEN_ROOM, k = varint_len(n);
     memmove(b->data + at + k, b->data + at + PB_LEN_ROOM, n);
-    uint8_t *d = (uint8_t *)b->data + at;
-    uint64_t v = n;
-    while (v >= 0x80) { *d++ = (uint8_t)(v | 0x80); v >>= 7; }
-    *d = (uint8_t)v;
+    varint_at((uint8_t *)b->data + at, n);
     b->len -= PB_LEN_ROOM - k;
     b->data[b->len] = 0;
 }
-/* KeyValue{key = 1, value = 2: AnyValue{the value, as field vfield}}: lengths known up front */
+/* KeyValue{key = 1, value = 2: AnyValue{...}} up to the AnyValue's content, whose
+ * length is known up front */
 static void pb_kv_head(sg_buf *b, unsigned field, const char *k, size_t any_len) {
     size_t kl = strlen(k);
     size_t kv = 1 + varint_len(kl) + kl + 1 + varint_len(any_len) + any_len;
-    pb_tag(b, field, WT_LEN);
-    pb_varint(b, kv);
-    pb_bytes(b, 1, k, kl);
-    pb_tag(b, 2, WT_LEN);
-    pb_varint(b, any_len);
+    uint8_t d[24] = {TAG(field, WT_LEN)};
+    size_t n = 1 + varint_at(d + 1, kv);
+    d[n++] = TAG(1, WT_LEN);
+    n += varint_at(d + n, kl);
+    sg_buf_append(b, d, n);
+    sg_buf_append(b, k, kl);
+    d[0] = TAG(2, WT_LEN);
+    sg_buf_append(b, d, 1 + varint_at(d + 1, any_len));
 }
 
 /* ---- one writer for both encodings ---- */
@@ -204,8 +211,7 @@ static void attr_int(wr *w, const char *k, int64_t v) {
     sg_buf *b = w->b;
     if (w->pb) {
         pb_kv_head(b, SPAN_ATTRIBUTES, k, 1 + varint_len((uint64_t)v));
-        pb_tag(b, 3, WT_VARINT);   /* AnyValue.int_value (int64: two's complement) */
-        pb_varint(b, (uint64_t)v);
+        pb_varint_field(b, 3, (uint64_t)v);   /* AnyValue.int_value (int64: two's complement) */
         return;
     }
     key(b, &w->first_attr, k);
@@ -244,8 +250,7 @@ static void attr_bool(wr *w, const char *k, bool v) {
     sg_buf *b = w->b;
     if (w->pb) {
         pb_kv_head(b, SPAN_ATTRIBUTES, k, 2);
-        pb_tag(b, 2, WT_VARINT);   /* AnyValue.bool_value */
-        pb_varint(b, v);
+        pb_varint_field(b, 2, v);   /* AnyValue.bool_value */
         return;
     }
     key(b, &w->first_attr, k);
@@ -276,13 +281,12 @@ static void span_open(wr *w, const uint8_t *trace, const uint8_t *id, const uint
         pb_bytes(b, 2, id, 8);
         if (parent) pb_bytes(b, 4, parent, 8);
         size_t ol = strlen(op), ml = strlen(m);
-        pb_tag(b, 5, WT_LEN);
-        pb_varint(b, ol + 1 + ml);
+        uint8_t d[11] = {TAG(5, WT_LEN)};
+        sg_buf_append(b, d, 1 + varint_at(d + 1, ol + 1 + ml));
         sg_buf_append(b, op, ol);
         sg_buf_putc(b, ' ');
         sg_buf_append(b, m, ml);
-        pb_tag(b, 6, WT_VARINT);
-        pb_varint(b, (uint64_t)kind);
+        pb_varint_field(b, 6, (uint64_t)kind);
         pb_fixed64(b, 7, start_ms > 0 ? (uint64_t)start_ms * 1000000 : 0);
         pb_fixed64(b, 8, end_ms > 0 ? (uint64_t)end_ms * 1000000 : 0);
         return;
@@ -313,11 +317,10 @@ static void span_close(wr *w, const char *error) {
     if (w->pb) {
         if (error) {   /* Span.status = Status{message = 2, code = 3: STATUS_CODE_ERROR} */
             size_t el = strlen(error);
-            pb_tag(b, 15, WT_LEN);
-            pb_varint(b, 1 + varint_len(el) + el + 2);
+            uint8_t d[11] = {TAG(15, WT_LEN)};
+            sg_buf_append(b, d, 1 + varint_at(d + 1, 1 + varint_len(el) + el + 2));
             pb_bytes(b, 2, error, el);
-            pb_tag(b, 3, WT_VARINT);
-            pb_varint(b, 2);
+            pb_varint_field(b, 3, 2);
         }
         pb_close(b, w->span_at);
         return;
@@ -388,9 +391,7 @@ static void doc_open(wr *w, sg_buf *b, bool pb, const char *service) {
         pb_bytes(b, 1, svc, sl);
         pb_close(b, res);
         w->ss_at = pb_open(b, 2);
-        pb_tag(b, 1, WT_LEN);
-        pb_varint(b, 10);
-        pb_bytes(b, 1, "smolgate", 8);
+        LIT(b, "\x0a\x0a\x0a\x08smolgate");   /* scope = 1 (10 bytes): name = 1 (8 bytes) */
         return;
     }
     LIT(b, "{\"resourceSpans\":[{\"resource\":{\"attributes\":[{\"key\":\"service.name\",\"value\":{\"stringValue\":");

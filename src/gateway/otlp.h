@@ -86,7 +86,7 @@ typedef struct otlp_opts {
     uint32_t flush_ms;        /* export at least this often while records wait; 1000 */
     uint32_t timeout_ms;      /* one export POST; default 5000 */
     uint32_t max_retries;     /* per batch on 429/5xx/no answer; default 3 */
-    otlp_protocol protocol;   /* http/json (the default) or http/protobuf */
+    otlp_protocol protocol;   /* OTLP_JSON (0) or OTLP_PROTOBUF (the configuration's default) */
 } otlp_opts;
 
 void otlp_opts_from_config(otlp_opts *o, const gw_config *cfg);

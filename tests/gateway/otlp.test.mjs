@@ -18,8 +18,8 @@
 //     goes on too, and nothing is exported for it
 //   - SIGHUP reapplies tracing: (a new service name, tracing off: no spans and no
 //     traceparent upstream, on again)
-//   - tracing.protocol http/protobuf: the receiver decodes OTLP protobuf (a reader of the
-//     wire format here, no library) into the same document and checks it the same way
+//   - both encodings: http/protobuf (the default; the receiver reads the wire format here,
+//     no library, into the same document and checks it the same way) and http/json
 //   - the exporter's auth header reaches the receiver and never the gateway's log.
 
 import test from 'node:test';
@@ -384,19 +384,20 @@ test('SIGHUP reapplies tracing: a new service name, then off (no spans, no trace
   assert.deepEqual(problems, []);
 });
 
-test('tracing.protocol http/protobuf: the same spans in OTLP protobuf, the same traceparent upstream', async () => {
-  await reloadWith(TRACING + '  protocol: http/protobuf\n');
-  await gw.waitLog(/otlp: traces to \S+ \(http\/protobuf,/, 5000);
+test('the encodings: http/protobuf by default, http/json on request (a reload), the same spans and traceparents', async () => {
+  assert.ok(contentTypes.length > 0 && contentTypes.every((c) => c === 'application/x-protobuf'), JSON.stringify([...new Set(contentTypes)]));
+  await reloadWith(TRACING + '  protocol: http/json\n');
+  await gw.waitLog(/otlp: traces to \S+ \(http\/json,/, 5000);
   const seen = contentTypes.length;
-  const n = nonce('otlppb');
+  const n = nonce('otlpjson');
   await control('/control', { provider: 'openai', match: 'm-otlp-primary', faults: [{ status: 503, count: 1 }] });
   const traceId = '5bf92f3577b34da6a3ce929d0e0e4737';
-  const res = await post(chatBody('otlp-fb', `protobuf ${n} \u00e9t\u00e9`), { key: GW_KEY, base: gw.url,
+  const res = await post(chatBody('otlp-fb', `json ${n} \u00e9t\u00e9`), { key: GW_KEY, base: gw.url,
     headers: { traceparent: `00-${traceId}-10f067aa0ba902b8-01` } });
   assert.equal(res.status, 200);
   const { root, children } = await waitSpans(res.headers.get('x-request-id'), 2);
-  assert.ok(contentTypes.slice(seen).includes('application/x-protobuf'), JSON.stringify(contentTypes.slice(seen)));
-  assert.ok(!contentTypes.slice(seen).some((c) => c.startsWith('application/json')), 'only protobuf after the reload');
+  assert.ok(contentTypes.slice(seen).length > 0 && contentTypes.slice(seen).every((c) => c.startsWith('application/json')),
+    JSON.stringify(contentTypes.slice(seen)));
   assert.deepEqual(problems, []);
   assert.equal(root.traceId, traceId);
   assert.equal(root.parentSpanId, '10f067aa0ba902b8');
@@ -418,12 +419,12 @@ test('tracing.protocol http/protobuf: the same spans in OTLP protobuf, the same 
   assert.equal(up.length, 2);
   assert.equal(up[0].headers.traceparent, `00-${traceId}-${children[0].spanId}-01`);
   assert.equal(up[1].headers.traceparent, `00-${traceId}-${children[1].spanId}-01`);
-  // back to JSON (a new exporter, counters from zero): a request's spans arrive as JSON
+  // back to the default (a new exporter, counters from zero): protobuf again
   await reloadWith(TRACING);
   const seen2 = contentTypes.length;
-  const r2 = await post(chatBody('openai/m-otlp-plain', 'json again'), { key: GW_KEY, base: gw.url });
+  const r2 = await post(chatBody('openai/m-otlp-plain', 'protobuf again'), { key: GW_KEY, base: gw.url });
   await waitSpans(r2.headers.get('x-request-id'), 1);
-  assert.ok(contentTypes.slice(seen2).every((c) => c.startsWith('application/json')), JSON.stringify(contentTypes.slice(seen2)));
+  assert.ok(contentTypes.slice(seen2).every((c) => c === 'application/x-protobuf'), JSON.stringify(contentTypes.slice(seen2)));
 });
 
 test('the receiver hanging slows and fails no request; the queue stays bounded; drops are counted', async () => {
