@@ -916,7 +916,7 @@ static void reload(gateway *g) {
         pthread_t th;
         if (was && pthread_create(&th, NULL, close_old_otlp, was)) close_old_otlp(was);
         else if (was) add_closer(g, th);
-        if (!tr) SG_INFO("tracing: off");
+        if (was && !tr) SG_INFO("tracing: off");
     }
     if (old->n_keys && !c->n_keys) SG_WARN("auth: none: the gateway now serves without keys, as the file says");
     config_unref(old);

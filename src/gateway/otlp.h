@@ -18,8 +18,9 @@
  *
  * How it stays off the request path: otlp_submit() (the loop thread) copies the finished
  * request's record (the ledger's, ledger.h) into a bounded queue under a mutex: one
- * allocation, no I/O, no JSON. A background thread takes up to batch_max records every flush_ms (sooner when
- * a batch is full), encodes them and POSTs them to {endpoint}/v1/traces with libcurl;
+ * allocation, no I/O, no encoding. A background thread takes up to batch_max records
+ * every flush_ms (sooner when a batch is full), encodes them (protobuf or JSON, written
+ * straight into one reused buffer) and POSTs them to {endpoint}/v1/traces with libcurl;
  * 429 / 5xx / no answer is retried with backoff, at most max_retries times, then the
  * batch is dropped. A full queue drops the new record (counted, see otlp_stats), so a
  * slow or dead receiver costs the gateway a bounded amount of memory and nothing else.
@@ -27,8 +28,8 @@
  * Secrets: header values (authorization tokens) are sent, never logged; the endpoint is
  * logged without user:password@ and its query string.
  *
- * Threads: otlp_begin, otlp_submit and otlp_get_stats from any thread; otlp_open/otlp_close from one
- * owner. */
+ * Threads: otlp_begin, otlp_attempt_traceparent (on its own ids), otlp_submit and
+ * otlp_get_stats from any thread; otlp_open/otlp_close from one owner. */
 #ifndef SG_GATEWAY_OTLP_H
 #define SG_GATEWAY_OTLP_H
 

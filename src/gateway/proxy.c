@@ -610,7 +610,7 @@ static int build_remote(proxy_req *p, const candidate *c, gw_api_error *e) {
  * not, so that the provider follows our decision), and the caller's tracestate as it came.
  * Unless the provider's configured headers already set one. */
 static void add_trace_headers(proxy_req *p) {
-    if (!p->traced) return;
+    if (!p->traced || !p->gw->otlp) return;   /* off since a reload: no span will name it */
     gw_upstream_call *call = &p->call;
     for (size_t i = 0; i < call->n_headers; i++)
         if (!strcasecmp(call->headers[i].name, "traceparent")) return;
