@@ -10,7 +10,8 @@
 # BENCH_TRACING=1: smolgate with request traces on (OTEL_EXPORTER_OTLP_ENDPOINT to an nginx
 # OTLP sink on core 0 that answers 200) is measured too, in rows "smolgate+otlp"
 # alternating with plain "smolgate" rows, BENCH_ROUNDS times (default 2); the exporter
-# thread shares core 1 with the gateway, as it would in production.
+# thread shares core 1 with the gateway, as it would in production. Last, each gateway's
+# CPU time per request served (from /proc; the traced ones' include their exporter).
 set -u
 cd "$(dirname "$0")/.."
 harness=$(cd "${SMOLGATE_SHARED:-../shared}/bench/gateway" && pwd)
@@ -71,6 +72,15 @@ if [ "${BENCH_TRACING:-0}" = 1 ]; then
   done
   for p in 18102 18103; do   # the traced gateways' exporter counters: were spans delivered or dropped?
     curl -s "http://127.0.0.1:$p/metrics" | grep -E '^smolgate_otlp_(spans_exported|dropped_queue_full|spans_dropped_failed)' | sed "s/^/port $p: /"
+  done
+  # CPU per request of each gateway process (its loop and, traced, its exporter thread):
+  # less sensitive than requests/s to what else runs on a shared machine
+  tck=$(getconf CLK_TCK)
+  i=0
+  for p in 18100 18101 18102 18103; do
+    pid=${pids[$i]}; i=$((i + 1))
+    n=$(curl -s "http://127.0.0.1:$p/metrics" | awk '/^smolgate_requests_total/{s += $2} END {print s + 0}')
+    awk -v n="$n" -v t="$tck" -v p="$p" '{cpu = ($14 + $15) / t; printf "port %s (%s): %.1f s CPU for %d requests: %.1f us per request\n", p, (p >= 18102 ? "traced" : "plain"), cpu, n, n ? cpu * 1e6 / n : 0}' "/proc/$pid/stat"
   done
   exit 0
 fi

@@ -23,6 +23,13 @@ static double now_s(void) {
     return (double)ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
+/* What the proxy does: the request's ids when it arrives, then its record when it ends. */
+static void submit(otlp *x, const ledger_record *r, const otlp_context *parent) {
+    otlp_ids ids;
+    otlp_begin(x, parent, &ids);
+    otlp_submit(x, r, "chat", &ids);
+}
+
 static void test_traceparent(void) {
     otlp_context c;
     CHECK_EQ_INT(otlp_parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", &c), 0);
@@ -201,6 +208,209 @@ static void test_span_json(void) {
     sg_buf_free(&b);
 }
 
+/* ---- protobuf: a reader of the wire format, enough to check what otlp writes ---- */
+
+typedef struct pbf {   /* one field */
+    unsigned num, wt;
+    uint64_t v;          /* varint, fixed64 */
+    const uint8_t *p;    /* length-delimited */
+    size_t n;
+} pbf;
+
+/* The next field of [*p, end): 1, 0 at the end, -1 on anything malformed. */
+static int pb_read(const uint8_t **p, const uint8_t *end, pbf *f) {
+    if (*p == end) return 0;
+    uint64_t x = 0;
+    int sh = 0;
+#define VARINT(out)                                                                   \
+    do {                                                                              \
+        x = 0; sh = 0;                                                                \
+        for (;;) {                                                                    \
+            if (*p == end || sh > 63) return -1;                                      \
+            uint8_t c = *(*p)++;                                                      \
+            x |= (uint64_t)(c & 0x7f) << sh;                                          \
+            sh += 7;                                                                  \
+            if (!(c & 0x80)) break;                                                   \
+        }                                                                             \
+        out = x;                                                                      \
+    } while (0)
+    uint64_t tag;
+    VARINT(tag);
+    f->num = (unsigned)(tag >> 3);
+    f->wt = (unsigned)(tag & 7);
+    if (f->wt == 0) { VARINT(f->v); return 1; }
+    if (f->wt == 1) {
+        if (end - *p < 8) return -1;
+        f->v = 0;
+        for (int i = 0; i < 8; i++) f->v |= (uint64_t)(*p)[i] << (8 * i);
+        *p += 8;
+        return 1;
+    }
+    if (f->wt == 2) {
+        uint64_t n;
+        VARINT(n);
+        if (n > (uint64_t)(end - *p)) return -1;
+        f->p = *p;
+        f->n = (size_t)n;
+        *p += n;
+        return 1;
+    }
+#undef VARINT
+    return -1;
+}
+
+/* The count-th (0-based) field num of a message, or NULL */
+static bool pb_get(const uint8_t *p, size_t n, unsigned num, int count, pbf *out) {
+    const uint8_t *end = p + n;
+    pbf f;
+    int rc;
+    while ((rc = pb_read(&p, end, &f)) == 1)
+        if (f.num == num && count-- == 0) { *out = f; return true; }
+    return false;
+}
+
+/* A well-formed message: every field parses, to its end. */
+static bool pb_valid(const uint8_t *p, size_t n) {
+    const uint8_t *end = p + n;
+    pbf f;
+    int rc;
+    while ((rc = pb_read(&p, end, &f)) == 1) {}
+    return rc == 0;
+}
+
+/* a span's attribute key's AnyValue */
+static bool pb_attr(const pbf *span, const char *key, pbf *any) {
+    pbf kv;
+    for (int i = 0; pb_get(span->p, span->n, 9, i, &kv); i++) {
+        pbf k;
+        if (pb_get(kv.p, kv.n, 1, 0, &k) && k.n == strlen(key) && !memcmp(k.p, key, k.n))
+            return pb_get(kv.p, kv.n, 2, 0, any);
+    }
+    return false;
+}
+static bool pb_is(const pbf *f, const char *s) { return f->wt == 2 && f->n == strlen(s) && !memcmp(f->p, s, f->n); }
+
+static void test_span_protobuf(void) {
+    ledger_attempt atts[2];
+    ledger_record r = fallback_record(atts);
+    otlp_ids ids;
+    fill_ids(&ids, false);
+    sg_buf b;
+    sg_buf_init(&b);
+    otlp_record_protobuf(&r, "chat", &ids, "svc-test", &b);
+    const uint8_t *d = (const uint8_t *)b.data;
+    CHECK(pb_valid(d, b.len));
+    pbf rs = {0}, res = {0}, kv = {0}, f = {0}, ss = {0}, scope = {0}, sp[3] = {{0}}, any = {0};
+    CHECK(pb_get(d, b.len, 1, 0, &rs) && pb_valid(rs.p, rs.n));
+    CHECK(!pb_get(d, b.len, 1, 1, &f));   /* one ResourceSpans */
+    CHECK(pb_get(rs.p, rs.n, 1, 0, &res) && pb_get(res.p, res.n, 1, 0, &kv));
+    CHECK(pb_get(kv.p, kv.n, 1, 0, &f) && pb_is(&f, "service.name"));
+    CHECK(pb_get(kv.p, kv.n, 2, 0, &any) && pb_get(any.p, any.n, 1, 0, &f) && pb_is(&f, "svc-test"));
+    CHECK(pb_get(rs.p, rs.n, 2, 0, &ss));
+    CHECK(pb_get(ss.p, ss.n, 1, 0, &scope) && pb_get(scope.p, scope.n, 1, 0, &f) && pb_is(&f, "smolgate"));
+    for (int i = 0; i < 3; i++) CHECK(pb_get(ss.p, ss.n, 2, i, &sp[i]) && pb_valid(sp[i].p, sp[i].n));
+    CHECK(!pb_get(ss.p, ss.n, 2, 3, &f));
+    /* ids as bytes; the attempts are the root's children; no parent on the root */
+    CHECK(pb_get(sp[0].p, sp[0].n, 1, 0, &f) && f.n == 16 && !memcmp(f.p, ids.trace_id, 16));
+    CHECK(pb_get(sp[0].p, sp[0].n, 2, 0, &f) && f.n == 8 && !memcmp(f.p, ids.root_id, 8));
+    CHECK(!pb_get(sp[0].p, sp[0].n, 4, 0, &f));
+    CHECK(pb_get(sp[1].p, sp[1].n, 4, 0, &f) && f.n == 8 && !memcmp(f.p, ids.root_id, 8));
+    CHECK(pb_get(sp[2].p, sp[2].n, 2, 0, &f) && !memcmp(f.p, ids.att_ids[1], 8));
+    CHECK(pb_get(sp[0].p, sp[0].n, 5, 0, &f) && pb_is(&f, "chat chat"));
+    CHECK(pb_get(sp[1].p, sp[1].n, 5, 0, &f) && pb_is(&f, "chat gpt-x"));
+    CHECK(pb_get(sp[0].p, sp[0].n, 6, 0, &f) && f.wt == 0 && f.v == 2);
+    CHECK(pb_get(sp[1].p, sp[1].n, 6, 0, &f) && f.v == 3);
+    /* times: fixed64 unix nanoseconds */
+    CHECK(pb_get(sp[0].p, sp[0].n, 7, 0, &f) && f.wt == 1 && f.v == 1700000000123000000ull);
+    CHECK(pb_get(sp[0].p, sp[0].n, 8, 0, &f) && f.v == 1700000000303000000ull);
+    CHECK(pb_get(sp[2].p, sp[2].n, 7, 0, &f) && f.v == 1700000000178000000ull);
+    /* attributes: strings, int64, double, bool */
+    CHECK(pb_attr(&sp[0], "gen_ai.response.model", &any) && pb_get(any.p, any.n, 1, 0, &f) && pb_is(&f, "claude-y"));
+    CHECK(pb_attr(&sp[0], "gen_ai.usage.input_tokens", &any) && pb_get(any.p, any.n, 3, 0, &f) && f.v == 15);
+    CHECK(pb_attr(&sp[0], "http.response.status_code", &any) && pb_get(any.p, any.n, 3, 0, &f) && f.v == 200);
+    double usd = 0;
+    if (pb_attr(&sp[0], "smolgate.cost_usd", &any) && pb_get(any.p, any.n, 4, 0, &f)) memcpy(&usd, &f.v, 8);
+    CHECK(usd == 0.001234);
+    CHECK(pb_attr(&sp[0], "smolgate.stream", &any) && pb_get(any.p, any.n, 2, 0, &f) && f.v == 0);
+    CHECK(!pb_attr(&sp[0], "error.type", &any));
+    CHECK(!pb_get(sp[0].p, sp[0].n, 15, 0, &f));   /* no status on success */
+    /* the failed attempt: Error status with the kind */
+    pbf st = {0};
+    CHECK(pb_get(sp[1].p, sp[1].n, 15, 0, &st));
+    CHECK(pb_get(st.p, st.n, 3, 0, &f) && f.v == 2);
+    CHECK(pb_get(st.p, st.n, 2, 0, &f) && pb_is(&f, "retryable"));
+    CHECK(pb_attr(&sp[2], "smolgate.retry_reason", &any) && pb_get(any.p, any.n, 1, 0, &f) && pb_is(&f, "retryable"));
+    CHECK(pb_attr(&sp[2], "smolgate.attempt", &any) && pb_get(any.p, any.n, 3, 0, &f) && f.v == 2);
+    /* a long span name (over 127 bytes: a 2-byte length) and a negative int64 (10 bytes) */
+    sg_buf_reset(&b);
+    char longname[300];
+    memset(longname, 'm', 250);
+    longname[250] = 0;
+    r.requested_model = longname;
+    r.ttft_ms = -1;
+    r.status = -5;
+    otlp_record_protobuf(&r, "chat", &ids, NULL, &b);
+    d = (const uint8_t *)b.data;
+    CHECK(pb_valid(d, b.len) && pb_get(d, b.len, 1, 0, &rs) && pb_get(rs.p, rs.n, 2, 0, &ss) && pb_get(ss.p, ss.n, 2, 0, &sp[0]));
+    CHECK(pb_get(sp[0].p, sp[0].n, 5, 0, &f) && f.n == 255);
+    CHECK(pb_attr(&sp[0], "http.response.status_code", &any) && pb_get(any.p, any.n, 3, 0, &f) && (int64_t)f.v == -5);
+    sg_buf_free(&b);
+}
+
+/* Ids and the traceparent sent upstream: the caller's trace and flag, or a new trace
+ * sampled by the ratio; an attempt's id made once; past the kept attempts, the root. */
+static void test_ids(void) {
+    otlp_opts o = {.endpoint = "http://127.0.0.1:9", .sample_ratio = 1.0, .flush_ms = 60000};
+    sg_error err;
+    otlp *x = otlp_open(&o, &err);
+    CHECK(x != NULL);
+    if (!x) return;
+    otlp_ids a, b;
+    otlp_begin(x, NULL, &a);
+    otlp_begin(x, NULL, &b);
+    CHECK(a.sampled && !a.has_parent);
+    CHECK(memcmp(a.trace_id, b.trace_id, 16) != 0);
+    CHECK(memcmp(a.root_id, b.root_id, 8) != 0);
+    static const uint8_t zero[16];
+    CHECK(memcmp(a.trace_id, zero, 16) != 0 && memcmp(a.root_id, zero, 8) != 0);
+    CHECK(memcmp(a.att_ids[0], zero, 8) == 0);   /* made when the attempt starts */
+    char tp[OTLP_TRACEPARENT_LEN + 1], tp2[OTLP_TRACEPARENT_LEN + 1];
+    otlp_attempt_traceparent(&a, 0, tp);
+    CHECK_EQ_INT(strlen(tp), OTLP_TRACEPARENT_LEN);
+    otlp_context back;
+    CHECK_EQ_INT(otlp_parse_traceparent(tp, &back), 0);   /* what we send, we would accept */
+    CHECK(memcmp(back.trace_id, a.trace_id, 16) == 0 && memcmp(back.span_id, a.att_ids[0], 8) == 0);
+    CHECK_EQ_INT(back.flags, 1);
+    otlp_attempt_traceparent(&a, 0, tp2);   /* the same attempt: the same span */
+    CHECK_EQ_STR(tp, tp2);
+    otlp_attempt_traceparent(&a, 1, tp2);
+    CHECK(strcmp(tp, tp2) != 0 && !strncmp(tp, tp2, 36));
+    otlp_attempt_traceparent(&a, LEDGER_MAX_ATTEMPTS + 3, tp2);   /* not exported: the root is its parent */
+    CHECK_EQ_INT(otlp_parse_traceparent(tp2, &back), 0);
+    CHECK(memcmp(back.span_id, a.root_id, 8) == 0);
+    /* an unsampled caller: its trace, not sampled, and the flag goes on as 00 */
+    otlp_context un;
+    CHECK_EQ_INT(otlp_parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00", &un), 0);
+    otlp_begin(x, &un, &a);
+    CHECK(!a.sampled && a.has_parent);
+    otlp_attempt_traceparent(&a, 0, tp);
+    CHECK(!strncmp(tp, "00-4bf92f3577b34da6a3ce929d0e0e4736-", 36));
+    CHECK(!strcmp(tp + 52, "-00"));
+    CHECK(strncmp(tp + 36, "00f067aa0ba902b7", 16) != 0);   /* our span, not the caller's */
+    otlp_close(x, 0);
+    /* ratio 0: new traces are not sampled, and say so upstream */
+    o.sample_ratio = 0;
+    x = otlp_open(&o, &err);
+    otlp_begin(x, NULL, &a);
+    CHECK(!a.sampled);
+    otlp_attempt_traceparent(&a, 0, tp);
+    CHECK(!strcmp(tp + 52, "-00"));
+    otlp_close(x, 0);
+    /* tracing off: nothing */
+    otlp_begin(NULL, NULL, &a);
+    CHECK(!a.sampled && memcmp(a.trace_id, zero, 16) == 0);
+}
+
 /* A port where nothing listens (bound, never listened on: connections are refused). */
 static int dead_port(int *fd_out) {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
@@ -225,7 +435,7 @@ static void test_queue_bound_receiver_down(void) {
     ledger_attempt atts[2];
     ledger_record r = fallback_record(atts);
     double t0 = now_s();
-    for (int i = 0; i < 10; i++) otlp_submit(x, &r, "chat", NULL);
+    for (int i = 0; i < 10; i++) submit(x, &r, NULL);
     double dt = now_s() - t0;
     CHECK_MSG(dt < 0.5, "10 submits took %.3f s", dt);   /* generous: only memory work */
     otlp_stats st;
@@ -236,7 +446,7 @@ static void test_queue_bound_receiver_down(void) {
     /* parent-based sampling: a caller that did not sample is not traced */
     otlp_context unsampled;
     CHECK_EQ_INT(otlp_parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00", &unsampled), 0);
-    otlp_submit(x, &r, "chat", &unsampled);
+    submit(x, &r, &unsampled);
     otlp_get_stats(x, &st);
     CHECK_EQ_INT(st.sampled_out, 1);
     sg_buf m;
@@ -253,7 +463,7 @@ static void test_queue_bound_receiver_down(void) {
     big.n_attempts = LEDGER_MAX_ATTEMPTS + 8;
     otlp_context sampled;
     CHECK_EQ_INT(otlp_parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", &sampled), 0);
-    otlp_submit(x, &big, "chat", &sampled);   /* the queue is full: dropped, counted */
+    submit(x, &big, &sampled);   /* the queue is full: dropped, counted */
     otlp_get_stats(x, &st);
     CHECK_EQ_INT(st.dropped_full, 7);
     /* close: one try at the dead receiver, bounded */
@@ -266,11 +476,11 @@ static void test_queue_bound_receiver_down(void) {
     /* sample ratio 0: nothing is queued */
     o.sample_ratio = 0;
     x = otlp_open(&o, &err);
-    for (int i = 0; i < 5; i++) otlp_submit(x, &r, "chat", NULL);
+    for (int i = 0; i < 5; i++) submit(x, &r, NULL);
     otlp_get_stats(x, &st);
     CHECK_EQ_INT(st.queued, 0);
     CHECK_EQ_INT(st.sampled_out, 5);
-    otlp_submit(x, &big, "chat", &sampled);   /* a sampled caller wins over the ratio; queued */
+    submit(x, &big, &sampled);   /* a sampled caller wins over the ratio; queued */
     otlp_get_stats(x, &st);
     CHECK_EQ_INT(st.queued, 1);
     otlp_close(x, 100);
@@ -345,14 +555,20 @@ static void test_export(void) {
     ledger_record r = fallback_record(atts);
     otlp_context parent;
     otlp_parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", &parent);
-    otlp_submit(x, &r, "chat", &parent);
+    /* the second attempt was sent upstream with a traceparent; the first was not (its id
+     * is made at submit) */
+    otlp_ids ids;
+    otlp_begin(x, &parent, &ids);
+    char tp[OTLP_TRACEPARENT_LEN + 1];
+    otlp_attempt_traceparent(&ids, 1, tp);
+    otlp_submit(x, &r, "chat", &ids);
     /* a long model name is cut at 256 bytes, on a character boundary: "\xc3\xa9" straddles it */
     char longname[300];
     memset(longname, 'a', 255);
     strcpy(longname + 255, "\xc3\xa9tail");
     ledger_record r2 = r;
     r2.requested_model = longname;
-    otlp_submit(x, &r2, "chat", NULL);
+    submit(x, &r2, NULL);
     otlp_stats st = {0};
     for (int i = 0; i < 200 && st.exported < 6; i++) { usleep(10000); otlp_get_stats(x, &st); }
     CHECK_EQ_INT(st.exported, 6);
@@ -366,6 +582,13 @@ static void test_export(void) {
     /* the first request continues the caller's trace; the second has one of its own */
     CHECK_EQ_STR(field(json_array_get(spans, 0), "traceId"), "4bf92f3577b34da6a3ce929d0e0e4736");
     CHECK_EQ_STR(field(json_array_get(spans, 0), "parentSpanId"), "00f067aa0ba902b7");
+    /* the upstream's parent is the exported span of its attempt */
+    char want[OTLP_TRACEPARENT_LEN + 1];
+    snprintf(want, sizeof want, "00-4bf92f3577b34da6a3ce929d0e0e4736-%s-01", field(json_array_get(spans, 2), "spanId"));
+    CHECK_EQ_STR(tp, want);
+    CHECK_EQ_STR(field(json_array_get(spans, 2), "parentSpanId"), field(json_array_get(spans, 0), "spanId"));
+    CHECK_EQ_INT(strlen(field(json_array_get(spans, 1), "spanId")), 16);
+    CHECK(strcmp(field(json_array_get(spans, 1), "spanId"), "0000000000000000") != 0);
     CHECK(strcmp(field(json_array_get(spans, 3), "traceId"), "4bf92f3577b34da6a3ce929d0e0e4736") != 0);
     CHECK_EQ_INT(strlen(field(json_array_get(spans, 3), "traceId")), 32);
     CHECK_EQ_STR(field(json_array_get(spans, 4), "parentSpanId"), field(json_array_get(spans, 3), "spanId"));
@@ -442,6 +665,36 @@ static void test_config(void) {
     c = load("version: 1\n", env2, &err);
     CHECK(c && !strcmp(c->tracing.endpoint, "http://t:1/custom/path"));   /* used as it is */
     config_unref(c);
+    /* the protocol: the file's key, else the traces' variable, else the general one */
+    c = load("version: 1\n", env2, &err);
+    CHECK(c && c->tracing.protobuf);   /* http/protobuf unless asked */
+    config_unref(c);
+    c = load("tracing: {endpoint: http://h:1, protocol: http/protobuf}\n", none, &err);
+    CHECK(c && c->tracing.protobuf);
+    gw_config *c2 = load("tracing: {endpoint: http://h:1, protocol: http/json}\n", none, &err);
+    CHECK(c2 && !c2->tracing.protobuf);
+    if (c && c2) {   /* what a reload compares */
+        CHECK(!config_tracing_equal(&c->tracing, &c2->tracing));
+        c2->tracing.protobuf = true;
+        CHECK(config_tracing_equal(&c->tracing, &c2->tracing));
+        c2->tracing.sample_ratio = 0.5;
+        CHECK(!config_tracing_equal(&c->tracing, &c2->tracing));
+    }
+    config_unref(c2);
+    config_unref(c);
+    c = load("tracing: {endpoint: http://h:1, protocol: grpc}\n", none, &err);
+    CHECK(c == NULL && strstr(err.msg, "protocol") && strstr(err.msg, "http/protobuf"));
+    static const kv envp[] = {{"OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:1"}, {"OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"},
+                              {"OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/protobuf"}, {NULL, NULL}};
+    c = load("version: 1\n", envp, &err);
+    CHECK_MSG(c && c->tracing.protobuf, "%s", err.msg);
+    config_unref(c);
+    c = load("tracing: {protocol: http/json}\n", envp, &err);   /* the file wins */
+    CHECK(c && !c->tracing.protobuf);
+    config_unref(c);
+    static const kv envg[] = {{"OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:1"}, {"OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"}, {NULL, NULL}};
+    c = load("version: 1\n", envg, &err);
+    CHECK(c == NULL && strstr(err.msg, "OTEL_EXPORTER_OTLP_PROTOCOL") && strstr(err.msg, "grpc"));
     c = load("tracing: {enabled: false}\n", env2, &err);
     CHECK(c && c->tracing.endpoint == NULL);
     config_unref(c);
@@ -455,6 +708,8 @@ int main(int argc, char **argv) {
     (void)argc;
     RUN(test_traceparent);
     RUN(test_span_json);
+    RUN(test_span_protobuf);
+    RUN(test_ids);
     RUN(test_queue_bound_receiver_down);
     RUN(test_export);
     RUN(test_config);

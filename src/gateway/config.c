@@ -1712,7 +1712,8 @@ static const char *const k_breaker[] = {"failures", "window_ms", "cooldown_ms", 
 static const char *const k_state[] = {"redis", "on_redis_error", "key_prefix", "timeout_ms", NULL};
 static const char *const k_ledger[] = {"sqlite", "postgres", "spool_dir", "flush_ms", "batch_max", NULL};
 static const char *const k_tracing[] = {"enabled", "endpoint", "headers", "service_name", "sample_ratio", "batch_max",
-                                        "queue_max", "flush_ms", "timeout_ms", "max_retries", NULL};
+                                        "queue_max", "flush_ms", "timeout_ms", "max_retries", "protocol", NULL};
+static const char *const k_otlp_protocols[] = {"http/json", "http/protobuf", NULL};
 static const char *const k_levels[] = {"debug", "info", "warn", "error", NULL};
 static const char *const k_on_error[] = {"open", "closed", NULL};
 
@@ -1753,7 +1754,7 @@ static void config_defaults(gw_config *c, const config_env *env, arena *a) {
     c->state = (gw_state){NULL, true, arena_strdup(a, "smolgate:"), 100};
     c->ledger = (gw_ledger){GW_LEDGER_SQLITE, arena_strdup(a, "smolgate.db"), NULL,
                             arena_strdup(a, "smolgate-spool"), 1000, 500};
-    c->tracing = (gw_tracing){NULL, NULL, 0, arena_strdup(a, "smolgate"), 1.0, 256, 4096, 1000, 5000, 3};
+    c->tracing = (gw_tracing){NULL, NULL, 0, arena_strdup(a, "smolgate"), 1.0, 256, 4096, 1000, 5000, 3, true};
 }
 
 /* A ratio 0..1 ("0.25"). */
@@ -1876,6 +1877,21 @@ static int read_tracing(vctx *v, const node *root) {
         get_u32(v, tn, &tp, "queue_max", 1, 10000000, &t->queue_max) || get_ms(v, tn, &tp, "flush_ms", &t->flush_ms) ||
         get_ms(v, tn, &tp, "timeout_ms", &t->timeout_ms) || get_u32(v, tn, &tp, "max_retries", 0, 100, &t->max_retries))
         return -1;
+    /* http/protobuf unless asked: OTLP's default, the encoding every receiver must accept
+     * (JSON is optional there), and the cheaper one (bench/bench_otlp.c) */
+    int proto = -1;
+    if (get_enum(v, tn, &tp, "protocol", k_otlp_protocols, &proto)) return -1;
+    if (proto < 0) {   /* the standard variables, the traces' one first; a value we do not speak is named */
+        const char *var = "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", *pv = env_nonempty(v->env, var);
+        if (!pv) pv = env_nonempty(v->env, var = "OTEL_EXPORTER_OTLP_PROTOCOL");
+        if (pv) {
+            for (int i = 0; k_otlp_protocols[i]; i++)
+                if (!strcmp(pv, k_otlp_protocols[i])) proto = i;
+            vpath pp = {NULL, var, -1};
+            if (proto < 0) return verr(v, 0, &pp, "\"%.40s\" is not http/json or http/protobuf (grpc is not spoken here)", pv);
+        }
+    }
+    if (proto >= 0) t->protobuf = proto == 1;
     vpath hp = {&tp, "headers", -1};
     if (read_header_map(v, mget(tn, "headers"), &hp, &t->headers, &t->n_headers)) return -1;
     if (!enabled) return 0;
@@ -2312,6 +2328,17 @@ bool config_state_same_store(const gw_state *a, const gw_state *b) {
 bool config_ledger_equal(const gw_ledger *a, const gw_ledger *b) {
     return a->kind == b->kind && str_same(a->sqlite_path, b->sqlite_path) && str_same(a->postgres_url, b->postgres_url) &&
            str_same(a->spool_dir, b->spool_dir) && a->flush_ms == b->flush_ms && a->batch_max == b->batch_max;
+}
+
+bool config_tracing_equal(const gw_tracing *a, const gw_tracing *b) {
+    if (!str_same(a->endpoint, b->endpoint) || !str_same(a->service_name, b->service_name) ||
+        a->sample_ratio != b->sample_ratio || a->batch_max != b->batch_max || a->queue_max != b->queue_max ||
+        a->flush_ms != b->flush_ms || a->timeout_ms != b->timeout_ms || a->max_retries != b->max_retries ||
+        a->protobuf != b->protobuf || a->n_headers != b->n_headers)
+        return false;
+    for (size_t i = 0; i < a->n_headers; i++)
+        if (strcmp(a->headers[i].name, b->headers[i].name) || strcmp(a->headers[i].value, b->headers[i].value)) return false;
+    return true;
 }
 
 static const gw_local_model *local_model_named(const gw_config *c, const char *name) {

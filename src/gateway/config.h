@@ -272,6 +272,7 @@ typedef struct gw_tracing {
     uint32_t flush_ms;            /* default 1000 */
     uint32_t timeout_ms;          /* default 5000 */
     uint32_t max_retries;         /* default 3 */
+    bool     protobuf;            /* protocol: http/protobuf (default) or http/json */
 } gw_tracing;
 
 typedef struct gw_config {
@@ -413,6 +414,8 @@ int  config_reload_check(const gw_config *running, const gw_config *next, sg_err
  * may differ, and those apply to the running limiter in place. */
 bool config_state_same_store(const gw_state *a, const gw_state *b);
 bool config_ledger_equal(const gw_ledger *a, const gw_ledger *b);
+/* Every tracing key the same (the exporter then runs on untouched by a reload). */
+bool config_tracing_equal(const gw_tracing *a, const gw_tracing *b);
 /* The limits for key k on route r: its route_limits entry, else the route's
  * per_key_limits (fields -1 when none apply). */
 gw_limits config_key_route_limits(const gw_key *k, const gw_route *r);

@@ -760,6 +760,18 @@ static void *close_old_ledger(void *arg) {
     return NULL;
 }
 
+/* A trace exporter a reload replaced: what it holds gets one try (2 s at most, as at
+ * shutdown) on this thread, off the loop. */
+static void *close_old_otlp(void *arg) {
+    otlp_close(arg, 2000);
+    return NULL;
+}
+
+static void add_closer(gateway *g, pthread_t th) {
+    g->closers = sg_xrealloc(g->closers, (g->n_closers + 1) * sizeof *g->closers);
+    g->closers[g->n_closers++] = th;
+}
+
 /* The response store from the configuration: its bounds, and where it lives (the
  * ledger's database unless `responses.backend: memory`). */
 static void apply_responses(const gw_config *c) {
@@ -843,11 +855,29 @@ static void reload(gateway *g) {
             return;
         }
     }
+    /* tracing: a new exporter when any of its keys changed (none when it is now off) */
+    bool new_tracing = !config_tracing_equal(&g->cfg->tracing, &c->tracing);
+    otlp *tr = NULL;
+    if (new_tracing && c->tracing.endpoint) {
+        otlp_opts to;
+        otlp_opts_from_config(&to, c);
+        if (!(tr = otlp_open(&to, &err))) {
+            char why[600];
+            snprintf(why, sizeof why, "tracing: %s", err.msg);
+            reload_refused(why);
+            if (led) ledger_close(led, 0);
+            limits_free(lim);
+            cost_catalog_free(costs);
+            config_unref(c);
+            return;
+        }
+    }
     gw_config *old = g->cfg;
     g->cfg = c;
     if (start_locals(g, &err)) {   /* new local models load now; a failure keeps the old config */
         g->cfg = old;
         reload_refused(err.msg);
+        otlp_close(tr, 0);
         if (led) ledger_close(led, 0);
         limits_free(lim);
         config_unref(c);
@@ -880,11 +910,18 @@ static void reload(gateway *g) {
         if (pthread_create(&th, NULL, close_old_ledger, was)) {
             close_old_ledger(was);   /* no thread: deliver here, bounded */
         } else {
-            g->ledger_closers = sg_xrealloc(g->ledger_closers, (g->n_ledger_closers + 1) * sizeof *g->ledger_closers);
-            g->ledger_closers[g->n_ledger_closers++] = th;
+            add_closer(g, th);
         }
         if (c->ledger.kind == GW_LEDGER_SQLITE) SG_INFO("ledger: now sqlite %s (spool %s)", c->ledger.sqlite_path, c->ledger.spool_dir);
         else SG_INFO("ledger: now postgres (spool %s)", c->ledger.spool_dir);
+    }
+    if (new_tracing) {   /* requests ending from now on go to the new exporter (or none) */
+        otlp *was = g->otlp;
+        g->otlp = tr;
+        pthread_t th;
+        if (was && pthread_create(&th, NULL, close_old_otlp, was)) close_old_otlp(was);
+        else if (was) add_closer(g, th);
+        if (was && !tr) SG_INFO("tracing: off");
     }
     if (old->n_keys && !c->n_keys) SG_WARN("auth: none: the gateway now serves without keys, as the file says");
     config_unref(old);
@@ -1096,8 +1133,8 @@ out:
         for (size_t k = 0; k < g->n_old_limits; k++) limits_free(g->old_limits[k]);
     }
     free(g->old_limits);
-    for (size_t k = 0; k < g->n_ledger_closers; k++) pthread_join(g->ledger_closers[k], NULL);
-    free(g->ledger_closers);
+    for (size_t k = 0; k < g->n_closers; k++) pthread_join(g->closers[k], NULL);
+    free(g->closers);
     cost_catalog_free(g->costs);
     if (g->ledger) ledger_close(g->ledger, 5000);   /* what cannot be delivered stays spooled */
     otlp_close(g->otlp, 2000);   /* one bounded try for what is queued */

@@ -69,8 +69,9 @@ typedef struct gateway {
     limits **old_limits;      /* replaced by reloads; each freed once limits_idle() */
     size_t n_old_limits;
     loop_timer old_limits_timer;
-    pthread_t *ledger_closers;/* threads closing ledgers replaced by reloads (joined at exit) */
-    size_t n_ledger_closers;
+    pthread_t *closers;       /* threads closing the ledgers and trace exporters that
+                                 reloads replaced (joined at exit) */
+    size_t n_closers;
     metrics *metrics;         /* GET /metrics */
     keystore *keys;           /* keys made at run time (/admin/keys), from the ledger's database */
     struct dashboard *dash;   /* the dashboard's page and /admin/ reads (dashboard.h) */

@@ -53,179 +53,376 @@ int otlp_parse_traceparent(const char *s, otlp_context *out) {
 
 /* ---- encoding ---- */
 
+/* Written straight into the buffer, without printf or a JSON tree: the exporter shares
+ * the machine with the loop (bench/bench_otlp.c measures it). */
+
+#define LIT(b, s) sg_buf_append((b), (s), sizeof(s) - 1)
+
 static void hex(char *out, const uint8_t *b, size_t n) {
     static const char d[] = "0123456789abcdef";
     for (size_t i = 0; i < n; i++) { out[2 * i] = d[b[i] >> 4]; out[2 * i + 1] = d[b[i] & 15]; }
     out[2 * n] = 0;
 }
 
-/* Written straight into the buffer (not through a JSON tree): the exporter shares the
- * machine with the loop, and this is several times cheaper per span. */
+static void put_hex(sg_buf *b, const uint8_t *id, size_t n) {
+    char h[33];
+    hex(h, id, n);
+    sg_buf_append(b, h, 2 * n);
+}
+
+/* v in decimal (digits only) */
+static void put_u64(sg_buf *b, uint64_t v) {
+    char d[20];
+    int n = 0;
+    do { d[sizeof d - 1 - n++] = (char)('0' + v % 10); v /= 10; } while (v);
+    sg_buf_append(b, d + sizeof d - n, (size_t)n);
+}
+static void put_i64(sg_buf *b, int64_t v) {
+    if (v < 0) { sg_buf_putc(b, '-'); put_u64(b, (uint64_t)0 - (uint64_t)v); }
+    else put_u64(b, (uint64_t)v);
+}
+
+/* s's JSON escape, without the quotes */
+static void put_escaped(sg_buf *b, const char *s, size_t n) {
+    static const char d[] = "0123456789abcdef";
+    size_t run = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c >= 0x20 && c != '"' && c != '\\') continue;
+        sg_buf_append(b, s + run, i - run);
+        run = i + 1;
+        char e[6] = {'\\', (char)c, 0, 0, 0, 0};
+        size_t k = 2;
+        if (c == '\n') e[1] = 'n';
+        else if (c == '\r') e[1] = 'r';
+        else if (c == '\t') e[1] = 't';
+        else if (c < 0x20) { e[1] = 'u'; e[2] = '0'; e[3] = '0'; e[4] = d[c >> 4]; e[5] = d[c & 15]; k = 6; }
+        sg_buf_append(b, e, k);
+    }
+    sg_buf_append(b, s + run, n - run);
+}
+static void put_str(sg_buf *b, const char *s) {
+    sg_buf_putc(b, '"');
+    put_escaped(b, s, strlen(s));
+    sg_buf_putc(b, '"');
+}
+
+/* ---- protobuf (the OTLP .proto's field numbers) ---- */
+
+enum { WT_VARINT = 0, WT_I64 = 1, WT_LEN = 2 };
+
+static size_t varint_len(uint64_t v) {
+    size_t n = 1;
+    while (v >= 0x80) { v >>= 7; n++; }
+    return n;
+}
+/* v as a varint at d; its length (1 to 10) */
+static size_t varint_at(uint8_t *d, uint64_t v) {
+    size_t n = 0;
+    while (v >= 0x80) { d[n++] = (uint8_t)(v | 0x80); v >>= 7; }
+    d[n++] = (uint8_t)v;
+    return n;
+}
+#define TAG(field, wt) ((uint8_t)((field) << 3 | (wt)))   /* fields below 16: one byte */
+
+/* Each field is built in a few bytes on the stack and appended at once: the buffer's
+ * append per byte would cost more than the encoding. */
+static void pb_varint_field(sg_buf *b, unsigned field, uint64_t v) {
+    uint8_t d[11] = {TAG(field, WT_VARINT)};
+    sg_buf_append(b, d, 1 + varint_at(d + 1, v));
+}
+static void pb_bytes(sg_buf *b, unsigned field, const void *p, size_t n) {
+    uint8_t d[11] = {TAG(field, WT_LEN)};
+    sg_buf_append(b, d, 1 + varint_at(d + 1, n));
+    sg_buf_append(b, p, n);
+}
+static void pb_fixed64(sg_buf *b, unsigned field, uint64_t v) {
+    uint8_t d[9] = {TAG(field, WT_I64)};
+    for (int i = 0; i < 8; i++) d[1 + i] = (uint8_t)(v >> (8 * i));   /* little-endian on the wire */
+    sg_buf_append(b, d, 9);
+}
+/* A nested message whose length is known only at its end: room for the longest length
+ * varint now, moved down over what is unused at pb_close. */
+enum { PB_LEN_ROOM = 5 };
+static size_t pb_open(sg_buf *b, unsigned field) {
+    sg_buf_reserve(b, 1 + PB_LEN_ROOM);
+    b->data[b->len++] = (char)TAG(field, WT_LEN);
+    size_t at = b->len;
+    b->len += PB_LEN_ROOM;
+    return at;
+}
+static void pb_close(sg_buf *b, size_t at) {
+    size_t n = b->len - at - PB_LEN_ROOM, k = varint_len(n);
+    memmove(b->data + at + k, b->data + at + PB_LEN_ROOM, n);
+    varint_at((uint8_t *)b->data + at, n);
+    b->len -= PB_LEN_ROOM - k;
+    b->data[b->len] = 0;
+}
+/* KeyValue{key = 1, value = 2: AnyValue{...}} up to the AnyValue's content, whose
+ * length is known up front */
+static void pb_kv_head(sg_buf *b, unsigned field, const char *k, size_t any_len) {
+    size_t kl = strlen(k);
+    size_t kv = 1 + varint_len(kl) + kl + 1 + varint_len(any_len) + any_len;
+    uint8_t d[24] = {TAG(field, WT_LEN)};
+    size_t n = 1 + varint_at(d + 1, kv);
+    d[n++] = TAG(1, WT_LEN);
+    n += varint_at(d + n, kl);
+    sg_buf_append(b, d, n);
+    sg_buf_append(b, k, kl);
+    d[0] = TAG(2, WT_LEN);
+    sg_buf_append(b, d, 1 + varint_at(d + 1, any_len));
+}
+
+/* ---- one writer for both encodings ---- */
+
+/* Where a document or a span is being written, in which encoding. */
+typedef struct wr {
+    sg_buf *b;
+    bool pb;
+    bool first_attr;          /* JSON: no comma before the next attribute */
+    bool first_span;          /* JSON: no comma before the next span */
+    size_t span_at, rs_at, ss_at;   /* protobuf: open messages (span, ResourceSpans, ScopeSpans) */
+} wr;
 
 static void key(sg_buf *b, bool *first, const char *k) {
-    sg_buf_puts(b, *first ? "{\"key\":\"" : ",{\"key\":\"");
+    if (*first) LIT(b, "{\"key\":\"");
+    else LIT(b, ",{\"key\":\"");
     *first = false;
     sg_buf_puts(b, k);   /* attribute names are our literals */
-    sg_buf_puts(b, "\",\"value\":{");
+    LIT(b, "\",\"value\":{");
 }
-static void attr_str(sg_buf *b, bool *first, const char *k, const char *v) {
+enum { SPAN_ATTRIBUTES = 9 };   /* Span.attributes */
+static void attr_str(wr *w, const char *k, const char *v) {
     if (!v) return;
-    key(b, first, k);
-    sg_buf_puts(b, "\"stringValue\":");
-    sg_buf_json_str(b, v, strlen(v));
-    sg_buf_puts(b, "}}");
+    sg_buf *b = w->b;
+    if (w->pb) {
+        size_t vl = strlen(v);
+        pb_kv_head(b, SPAN_ATTRIBUTES, k, 1 + varint_len(vl) + vl);
+        pb_bytes(b, 1, v, vl);   /* AnyValue.string_value */
+        return;
+    }
+    key(b, &w->first_attr, k);
+    LIT(b, "\"stringValue\":");
+    put_str(b, v);
+    LIT(b, "}}");
 }
 /* OTLP JSON writes 64-bit integers as strings */
-static void attr_int(sg_buf *b, bool *first, const char *k, int64_t v) {
-    key(b, first, k);
-    sg_buf_printf(b, "\"intValue\":\"%lld\"}}", (long long)v);
+static void attr_int(wr *w, const char *k, int64_t v) {
+    sg_buf *b = w->b;
+    if (w->pb) {
+        pb_kv_head(b, SPAN_ATTRIBUTES, k, 1 + varint_len((uint64_t)v));
+        pb_varint_field(b, 3, (uint64_t)v);   /* AnyValue.int_value (int64: two's complement) */
+        return;
+    }
+    key(b, &w->first_attr, k);
+    LIT(b, "\"intValue\":\"");
+    put_i64(b, v);
+    LIT(b, "\"}}");
 }
-static void attr_double(sg_buf *b, bool *first, const char *k, double v) {
-    key(b, first, k);
-    sg_buf_printf(b, "\"doubleValue\":%.17g}}", v);
+/* micro-dollars as dollars: JSON the exact decimal, which parses to the double nearest
+ * to it, as the division does */
+static void attr_usd(wr *w, const char *k, int64_t micro) {
+    sg_buf *b = w->b;
+    if (w->pb) {
+        double d = (double)micro / 1e6;
+        uint64_t bits;
+        memcpy(&bits, &d, 8);
+        pb_kv_head(b, SPAN_ATTRIBUTES, k, 9);
+        pb_fixed64(b, 4, bits);   /* AnyValue.double_value */
+        return;
+    }
+    key(b, &w->first_attr, k);
+    LIT(b, "\"doubleValue\":");
+    uint64_t m = micro < 0 ? (uint64_t)0 - (uint64_t)micro : (uint64_t)micro;
+    if (micro < 0) sg_buf_putc(b, '-');
+    put_u64(b, m / 1000000);
+    uint64_t frac = m % 1000000;
+    if (frac) {
+        char d[7] = {'.'};
+        int n = 6;
+        while (frac % 10 == 0) { frac /= 10; n--; }
+        for (int i = n; i > 0; i--) { d[i] = (char)('0' + frac % 10); frac /= 10; }
+        sg_buf_append(b, d, (size_t)n + 1);
+    }
+    LIT(b, "}}");
 }
-static void attr_bool(sg_buf *b, bool *first, const char *k, bool v) {
-    key(b, first, k);
-    sg_buf_printf(b, "\"boolValue\":%s}}", v ? "true" : "false");
+static void attr_bool(wr *w, const char *k, bool v) {
+    sg_buf *b = w->b;
+    if (w->pb) {
+        pb_kv_head(b, SPAN_ATTRIBUTES, k, 2);
+        pb_varint_field(b, 2, v);   /* AnyValue.bool_value */
+        return;
+    }
+    key(b, &w->first_attr, k);
+    if (v) LIT(b, "\"boolValue\":true}}");
+    else LIT(b, "\"boolValue\":false}}");
 }
 
-enum { KIND_SERVER = 2, KIND_CLIENT = 3, STATUS_OK = 1, STATUS_ERROR = 2 };
+enum { KIND_SERVER = 2, KIND_CLIENT = 3 };
 
-/* Opens a span object up to its attribute list ("attributes":[ ... ). */
-static void span_open(sg_buf *b, bool *first_span, const uint8_t *trace, const uint8_t *id, const uint8_t *parent,
-                      const char *op, const char *model, int kind, int64_t start_ms, int64_t end_ms) {
-    char t[33], s[17], p[17];
-    hex(t, trace, 16);
-    hex(s, id, 8);
-    if (!*first_span) sg_buf_putc(b, ',');
-    *first_span = false;
-    sg_buf_printf(b, "{\"traceId\":\"%s\",\"spanId\":\"%s\",", t, s);
-    if (parent) { hex(p, parent, 8); sg_buf_printf(b, "\"parentSpanId\":\"%s\",", p); }
-    char name[300];   /* op (< 16) + ' ' + a model (copies are cut at 256 bytes): never cut here */
-    snprintf(name, sizeof name, "%s %s", op, model ? model : "unknown");
-    sg_buf_puts(b, "\"name\":");
-    sg_buf_json_str(b, name, strlen(name));
-    sg_buf_printf(b, ",\"kind\":%d,\"startTimeUnixNano\":\"%lld000000\",\"endTimeUnixNano\":\"%lld000000\",\"attributes\":[",
-                  kind, (long long)(start_ms > 0 ? start_ms : 0), (long long)(end_ms > 0 ? end_ms : 0));
+/* unix milliseconds as a nanosecond string */
+static void put_nanos(sg_buf *b, int64_t ms) {
+    sg_buf_putc(b, '"');
+    put_u64(b, ms > 0 ? (uint64_t)ms : 0);
+    if (ms > 0) LIT(b, "000000\"");
+    else sg_buf_putc(b, '"');
 }
-/* Closes the attribute list and the span; Error status with the kind, unset on success
- * (as the GenAI conventions leave it). */
-static void span_close(sg_buf *b, const char *error) {
+
+/* Opens a span up to its attributes. */
+static void span_open(wr *w, const uint8_t *trace, const uint8_t *id, const uint8_t *parent, const char *op,
+                      const char *model, int kind, int64_t start_ms, int64_t end_ms) {
+    sg_buf *b = w->b;
+    sg_buf_reserve(b, 1024);   /* one growth check for most spans */
+    const char *m = model ? model : "unknown";
+    w->first_attr = true;
+    if (w->pb) {
+        w->span_at = pb_open(b, 2);   /* ScopeSpans.spans */
+        pb_bytes(b, 1, trace, 16);
+        pb_bytes(b, 2, id, 8);
+        if (parent) pb_bytes(b, 4, parent, 8);
+        size_t ol = strlen(op), ml = strlen(m);
+        uint8_t d[11] = {TAG(5, WT_LEN)};
+        sg_buf_append(b, d, 1 + varint_at(d + 1, ol + 1 + ml));
+        sg_buf_append(b, op, ol);
+        sg_buf_putc(b, ' ');
+        sg_buf_append(b, m, ml);
+        pb_varint_field(b, 6, (uint64_t)kind);
+        pb_fixed64(b, 7, start_ms > 0 ? (uint64_t)start_ms * 1000000 : 0);
+        pb_fixed64(b, 8, end_ms > 0 ? (uint64_t)end_ms * 1000000 : 0);
+        return;
+    }
+    if (!w->first_span) sg_buf_putc(b, ',');
+    w->first_span = false;
+    LIT(b, "{\"traceId\":\"");
+    put_hex(b, trace, 16);
+    LIT(b, "\",\"spanId\":\"");
+    put_hex(b, id, 8);
+    if (parent) { LIT(b, "\",\"parentSpanId\":\""); put_hex(b, parent, 8); }
+    LIT(b, "\",\"name\":\"");
+    put_escaped(b, op, strlen(op));   /* op (< 16) + ' ' + a model (copies are cut at 256 bytes) */
+    sg_buf_putc(b, ' ');
+    put_escaped(b, m, strlen(m));
+    LIT(b, "\",\"kind\":");
+    put_u64(b, (uint64_t)kind);
+    LIT(b, ",\"startTimeUnixNano\":");
+    put_nanos(b, start_ms);
+    LIT(b, ",\"endTimeUnixNano\":");
+    put_nanos(b, end_ms);
+    LIT(b, ",\"attributes\":[");
+}
+/* Closes the span; Error status with the kind, unset on success (as the GenAI
+ * conventions leave it). */
+static void span_close(wr *w, const char *error) {
+    sg_buf *b = w->b;
+    if (w->pb) {
+        if (error) {   /* Span.status = Status{message = 2, code = 3: STATUS_CODE_ERROR} */
+            size_t el = strlen(error);
+            uint8_t d[11] = {TAG(15, WT_LEN)};
+            sg_buf_append(b, d, 1 + varint_at(d + 1, 1 + varint_len(el) + el + 2));
+            pb_bytes(b, 2, error, el);
+            pb_varint_field(b, 3, 2);
+        }
+        pb_close(b, w->span_at);
+        return;
+    }
     sg_buf_putc(b, ']');
     if (error) {
-        sg_buf_printf(b, ",\"status\":{\"code\":%d,\"message\":", STATUS_ERROR);
-        sg_buf_json_str(b, error, strlen(error));
+        LIT(b, ",\"status\":{\"code\":2,\"message\":");   /* STATUS_CODE_ERROR */
+        put_str(b, error);
         sg_buf_putc(b, '}');
     }
     sg_buf_putc(b, '}');
 }
 
-static void add_spans(sg_buf *b, bool *first_span, const ledger_record *r, const char *op, const otlp_ids *ids) {
-    bool f = true;
-    span_open(b, first_span, ids->trace_id, ids->root_id, ids->has_parent ? ids->parent_id : NULL, op,
-              r->requested_model, KIND_SERVER, r->time_ms, r->time_ms + r->latency_ms);
-    attr_str(b, &f, "gen_ai.operation.name", op);
-    attr_str(b, &f, "gen_ai.request.model", r->requested_model);
-    attr_str(b, &f, "gen_ai.response.model", r->model);
-    attr_str(b, &f, "gen_ai.provider.name", r->provider);
+static void add_spans(wr *w, const ledger_record *r, const char *op, const otlp_ids *ids) {
+    span_open(w, ids->trace_id, ids->root_id, ids->has_parent ? ids->parent_id : NULL, op, r->requested_model,
+              KIND_SERVER, r->time_ms, r->time_ms + r->latency_ms);
+    attr_str(w, "gen_ai.operation.name", op);
+    attr_str(w, "gen_ai.request.model", r->requested_model);
+    attr_str(w, "gen_ai.response.model", r->model);
+    attr_str(w, "gen_ai.provider.name", r->provider);
     const gw_usage *u = &r->usage;
     if (u->input >= 0)   /* the conventions count cached prompt tokens as input too */
-        attr_int(b, &f, "gen_ai.usage.input_tokens", u->input + (u->cache_read > 0 ? u->cache_read : 0) +
-                                                         (u->cache_write > 0 ? u->cache_write : 0));
-    if (u->output >= 0) attr_int(b, &f, "gen_ai.usage.output_tokens", u->output);
-    if (u->cache_read > 0) attr_int(b, &f, "gen_ai.usage.cache_read.input_tokens", u->cache_read);
-    if (u->cache_write > 0) attr_int(b, &f, "gen_ai.usage.cache_creation.input_tokens", u->cache_write);
-    attr_int(b, &f, "http.response.status_code", r->status);
-    if (r->error) attr_str(b, &f, "error.type", r->error);
-    attr_str(b, &f, "smolgate.request_id", r->request_id);
-    attr_str(b, &f, "smolgate.key_id", r->key_id);
-    attr_str(b, &f, "smolgate.route", r->route);
-    if (r->cost_micro >= 0) attr_double(b, &f, "smolgate.cost_usd", (double)r->cost_micro / 1e6);
-    attr_int(b, &f, "smolgate.attempts", (int64_t)r->n_attempts);
-    if (r->ttft_ms >= 0) attr_int(b, &f, "smolgate.ttft_ms", r->ttft_ms);
-    if (u->estimated) attr_bool(b, &f, "smolgate.usage_estimated", true);
-    attr_bool(b, &f, "smolgate.stream", r->stream);
-    span_close(b, r->error);
+        attr_int(w, "gen_ai.usage.input_tokens", u->input + (u->cache_read > 0 ? u->cache_read : 0) +
+                                                     (u->cache_write > 0 ? u->cache_write : 0));
+    if (u->output >= 0) attr_int(w, "gen_ai.usage.output_tokens", u->output);
+    if (u->cache_read > 0) attr_int(w, "gen_ai.usage.cache_read.input_tokens", u->cache_read);
+    if (u->cache_write > 0) attr_int(w, "gen_ai.usage.cache_creation.input_tokens", u->cache_write);
+    attr_int(w, "http.response.status_code", r->status);
+    if (r->error) attr_str(w, "error.type", r->error);
+    attr_str(w, "smolgate.request_id", r->request_id);
+    attr_str(w, "smolgate.key_id", r->key_id);
+    attr_str(w, "smolgate.route", r->route);
+    if (r->cost_micro >= 0) attr_usd(w, "smolgate.cost_usd", r->cost_micro);
+    attr_int(w, "smolgate.attempts", (int64_t)r->n_attempts);
+    if (r->ttft_ms >= 0) attr_int(w, "smolgate.ttft_ms", r->ttft_ms);
+    if (u->estimated) attr_bool(w, "smolgate.usage_estimated", true);
+    attr_bool(w, "smolgate.stream", r->stream);
+    span_close(w, r->error);
     size_t n = r->n_attempts < LEDGER_MAX_ATTEMPTS ? r->n_attempts : LEDGER_MAX_ATTEMPTS;
     for (size_t i = 0; i < n; i++) {
         const ledger_attempt *t = &r->attempts[i];
         int64_t st = r->time_ms + t->start_ms;
-        f = true;
-        span_open(b, first_span, ids->trace_id, ids->att_ids[i], ids->root_id, op, t->model, KIND_CLIENT, st,
-                  st + t->latency_ms);
-        attr_str(b, &f, "gen_ai.operation.name", op);
-        attr_str(b, &f, "gen_ai.provider.name", t->provider);
-        attr_str(b, &f, "gen_ai.request.model", t->model);
-        if (t->status > 0) attr_int(b, &f, "http.response.status_code", t->status);
-        if (t->error) attr_str(b, &f, "error.type", t->error);
-        attr_int(b, &f, "smolgate.attempt", (int64_t)i + 1);
-        attr_str(b, &f, "smolgate.outcome", t->error ? t->error : "ok");
+        span_open(w, ids->trace_id, ids->att_ids[i], ids->root_id, op, t->model, KIND_CLIENT, st, st + t->latency_ms);
+        attr_str(w, "gen_ai.operation.name", op);
+        attr_str(w, "gen_ai.provider.name", t->provider);
+        attr_str(w, "gen_ai.request.model", t->model);
+        if (t->status > 0) attr_int(w, "http.response.status_code", t->status);
+        if (t->error) attr_str(w, "error.type", t->error);
+        attr_int(w, "smolgate.attempt", (int64_t)i + 1);
+        attr_str(w, "smolgate.outcome", t->error ? t->error : "ok");
         /* why this attempt was made: the one before it failed so */
-        if (i > 0) attr_str(b, &f, "smolgate.retry_reason", r->attempts[i - 1].error ? r->attempts[i - 1].error : "unknown");
-        span_close(b, t->error);
+        if (i > 0) attr_str(w, "smolgate.retry_reason", r->attempts[i - 1].error ? r->attempts[i - 1].error : "unknown");
+        span_close(w, t->error);
     }
 }
 
-/* The document up to the spans array; doc_close ends it. */
-static void doc_open(sg_buf *b, const char *service) {
+/* The document up to its spans; doc_close ends it. ExportTraceServiceRequest{
+ * resource_spans = 1: ResourceSpans{resource = 1: Resource{attributes = 1}, scope_spans =
+ * 2: ScopeSpans{scope = 1: InstrumentationScope{name = 1}, spans = 2}}} */
+static void doc_open(wr *w, sg_buf *b, bool pb, const char *service) {
+    *w = (wr){.b = b, .pb = pb, .first_span = true};
     const char *svc = service ? service : "smolgate";
-    sg_buf_puts(b, "{\"resourceSpans\":[{\"resource\":{\"attributes\":[{\"key\":\"service.name\",\"value\":{\"stringValue\":");
-    sg_buf_json_str(b, svc, strlen(svc));
-    sg_buf_puts(b, "}}]},\"scopeSpans\":[{\"scope\":{\"name\":\"smolgate\"},\"spans\":[");
+    if (pb) {
+        w->rs_at = pb_open(b, 1);
+        size_t res = pb_open(b, 1);
+        size_t sl = strlen(svc);
+        pb_kv_head(b, 1, "service.name", 1 + varint_len(sl) + sl);
+        pb_bytes(b, 1, svc, sl);
+        pb_close(b, res);
+        w->ss_at = pb_open(b, 2);
+        LIT(b, "\x0a\x0a\x0a\x08smolgate");   /* scope = 1 (10 bytes): name = 1 (8 bytes) */
+        return;
+    }
+    LIT(b, "{\"resourceSpans\":[{\"resource\":{\"attributes\":[{\"key\":\"service.name\",\"value\":{\"stringValue\":");
+    put_str(b, svc);
+    LIT(b, "}}]},\"scopeSpans\":[{\"scope\":{\"name\":\"smolgate\"},\"spans\":[");
 }
-static void doc_close(sg_buf *b) { sg_buf_puts(b, "]}]}]}"); }
+static void doc_close(wr *w) {
+    if (w->pb) {
+        pb_close(w->b, w->ss_at);
+        pb_close(w->b, w->rs_at);
+        return;
+    }
+    LIT(w->b, "]}]}]}");
+}
 
 void otlp_record_json(const ledger_record *r, const char *op, const otlp_ids *ids, const char *service_name, sg_buf *out) {
-    bool first = true;
-    doc_open(out, service_name);
-    add_spans(out, &first, r, op, ids);
-    doc_close(out);
+    wr w;
+    doc_open(&w, out, false, service_name);
+    add_spans(&w, r, op, ids);
+    doc_close(&w);
 }
 
-/* ---- the queue ---- */
-
-/* A record copied out of the request, with its ids. */
-typedef struct item {
-    ledger_record r;
-    ledger_attempt atts[LEDGER_MAX_ATTEMPTS];
-    otlp_ids ids;
-    char op[16];
-    char *strs[7 + 3 * LEDGER_MAX_ATTEMPTS];   /* what to free: 7 of the record, 3 per attempt */
-    int n_strs;
-} item;
-
-static const char *keep(item *it, const char *s) {
-    if (!s) return NULL;
-    size_t n = strnlen(s, 256);
-    if (n == 256)   /* cut on a UTF-8 character boundary: the JSON must stay valid */
-        while (n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80) n--;
-    char *d = strndup(s, n);
-    if (!d) return NULL;
-    it->strs[it->n_strs++] = d;
-    return d;
+void otlp_record_protobuf(const ledger_record *r, const char *op, const otlp_ids *ids, const char *service_name,
+                          sg_buf *out) {
+    wr w;
+    doc_open(&w, out, true, service_name);
+    add_spans(&w, r, op, ids);
+    doc_close(&w);
 }
 
-static void item_free(item *it) {
-    for (int i = 0; i < it->n_strs; i++) free(it->strs[i]);
-    free(it);
-}
-
-struct otlp {
-    otlp_opts o;
-    char *url;
-    struct curl_slist *headers;
-    pthread_t th;
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    item **q;                 /* ring of queue_max */
-    size_t head, len;
-    bool stop;
-    struct timespec stop_by;  /* CLOCK_MONOTONIC: otlp_close's bound */
-    uint64_t rng;             /* under mu */
-    uint64_t sample_below;    /* a trace id's low 8 bytes below this: sampled */
-    bool sample_all;
-    otlp_stats st;            /* under mu */
-};
+/* ---- ids ---- */
 
 static uint64_t next_rand(uint64_t *s) {   /* splitmix64 */
     uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
@@ -234,54 +431,138 @@ static uint64_t next_rand(uint64_t *s) {   /* splitmix64 */
     return z ^ (z >> 31);
 }
 
-static void rand_bytes(uint64_t *s, uint8_t *out, size_t n) {
+/* Random ids from a per-thread generator seeded by the kernel: the loop makes them with
+ * no lock, and two threads (or two gateways) never share a sequence. */
+static _Thread_local uint64_t tl_rng;
+static _Thread_local bool tl_seeded;
+
+static void rand_bytes(uint8_t *out, size_t n) {
+    if (!tl_seeded) {
+        if (getrandom(&tl_rng, sizeof tl_rng, 0) != sizeof tl_rng)
+            tl_rng = (uint64_t)time(NULL) ^ (uint64_t)(uintptr_t)&tl_rng;
+        tl_seeded = true;
+    }
     do {
         for (size_t i = 0; i < n; i += 8) {
-            uint64_t x = next_rand(s);
+            uint64_t x = next_rand(&tl_rng);
             memcpy(out + i, &x, n - i < 8 ? n - i : 8);
         }
     } while (!out[0] && !memcmp(out, out + 1, n - 1));   /* never all zero */
 }
 
-void otlp_submit(otlp *o, const ledger_record *r, const char *op, const otlp_context *parent) {
-    if (!o) return;
-    item *it = calloc(1, sizeof *it);
-    if (!it) return;
-    pthread_mutex_lock(&o->mu);
-    bool sampled;
-    if (parent) {
-        memcpy(it->ids.trace_id, parent->trace_id, 16);
-        memcpy(it->ids.parent_id, parent->span_id, 8);
-        it->ids.has_parent = true;
-        sampled = parent->flags & 1;   /* parent-based: the caller decided */
-    } else {
-        rand_bytes(&o->rng, it->ids.trace_id, 16);
-        uint64_t low;
-        memcpy(&low, it->ids.trace_id + 8, 8);
-        sampled = o->sample_all || low < o->sample_below;
-    }
-    if (!sampled) { o->st.sampled_out++; pthread_mutex_unlock(&o->mu); free(it); return; }
-    if (o->len == o->o.queue_max) { o->st.dropped_full++; pthread_mutex_unlock(&o->mu); free(it); return; }
-    rand_bytes(&o->rng, it->ids.root_id, 8);
-    size_t n = r->n_attempts < LEDGER_MAX_ATTEMPTS ? r->n_attempts : LEDGER_MAX_ATTEMPTS;
-    for (size_t i = 0; i < n; i++) rand_bytes(&o->rng, it->ids.att_ids[i], 8);
-    pthread_mutex_unlock(&o->mu);
+static bool is_zero(const uint8_t *b, size_t n) { return !b[0] && !memcmp(b, b + 1, n - 1); }
 
-    /* the copy outside the lock: it is ours alone until queued */
+/* ---- the queue ---- */
+
+/* A record copied out of the request with its ids; its strings (cut at 256 bytes) follow
+ * it in the same allocation. */
+typedef struct item {
+    ledger_record r;
+    ledger_attempt atts[LEDGER_MAX_ATTEMPTS];
+    otlp_ids ids;
+    char op[16];
+    char strs[];
+} item;
+
+static void item_free(item *it) { free(it); }
+
+/* Bytes kept of s: at most 256, cut on a UTF-8 character boundary (the JSON must stay
+ * valid); with the NUL. 0 for NULL. */
+static size_t keep_len(const char *s) {
+    if (!s) return 0;
+    size_t n = strnlen(s, 256);
+    if (n == 256)
+        while (n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80) n--;
+    return n + 1;
+}
+static const char *keep(char **at, const char *s) {
+    size_t n = keep_len(s);
+    if (!n) return NULL;
+    char *d = *at;
+    memcpy(d, s, n - 1);
+    d[n - 1] = 0;
+    *at += n;
+    return d;
+}
+
+struct otlp {
+    otlp_opts o;
+    char *url;
+    char *service;            /* o.service_name's copy */
+    struct curl_slist *headers;
+    pthread_t th;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    item **q;                 /* ring of queue_max */
+    size_t head, len;
+    bool stop;
+    struct timespec stop_by;  /* CLOCK_MONOTONIC: otlp_close's bound */
+    uint64_t sample_below;    /* a trace id's low 8 bytes below this: sampled (read only) */
+    bool sample_all;
+    otlp_stats st;            /* under mu */
+};
+
+void otlp_begin(otlp *o, const otlp_context *parent, otlp_ids *ids) {
+    memset(ids, 0, sizeof *ids);
+    if (!o) return;
+    if (parent) {
+        memcpy(ids->trace_id, parent->trace_id, 16);
+        memcpy(ids->parent_id, parent->span_id, 8);
+        ids->has_parent = true;
+        ids->sampled = parent->flags & 1;   /* parent-based: the caller decided */
+    } else {
+        rand_bytes(ids->trace_id, 16);
+        uint64_t low;
+        memcpy(&low, ids->trace_id + 8, 8);
+        ids->sampled = o->sample_all || low < o->sample_below;
+    }
+    rand_bytes(ids->root_id, 8);
+}
+
+void otlp_attempt_traceparent(otlp_ids *ids, size_t i, char out[OTLP_TRACEPARENT_LEN + 1]) {
+    const uint8_t *span = ids->root_id;
+    if (i < LEDGER_MAX_ATTEMPTS) {
+        if (is_zero(ids->att_ids[i], 8)) rand_bytes(ids->att_ids[i], 8);
+        span = ids->att_ids[i];
+    }
+    memcpy(out, "00-", 3);
+    hex(out + 3, ids->trace_id, 16);
+    out[35] = '-';
+    hex(out + 36, span, 8);
+    memcpy(out + 52, ids->sampled ? "-01" : "-00", 4);
+}
+
+void otlp_submit(otlp *o, const ledger_record *r, const char *op, const otlp_ids *ids) {
+    if (!o || !ids) return;
+    if (!ids->sampled) {
+        pthread_mutex_lock(&o->mu);
+        o->st.sampled_out++;
+        pthread_mutex_unlock(&o->mu);
+        return;
+    }
+    size_t n = r->n_attempts < LEDGER_MAX_ATTEMPTS ? r->n_attempts : LEDGER_MAX_ATTEMPTS;
+    size_t bytes = keep_len(r->request_id) + keep_len(r->key_id) + keep_len(r->route) + keep_len(r->requested_model) +
+                   keep_len(r->provider) + keep_len(r->model) + keep_len(r->error);
+    for (size_t i = 0; i < n; i++)   /* failure kinds are mostly static strings, but need not be */
+        bytes += keep_len(r->attempts[i].provider) + keep_len(r->attempts[i].model) + keep_len(r->attempts[i].error);
+    item *it = malloc(sizeof *it + bytes);
+    if (!it) return;
     it->r = *r;
-    it->r.request_id = keep(it, r->request_id);
-    it->r.key_id = keep(it, r->key_id);
-    it->r.route = keep(it, r->route);
-    it->r.requested_model = keep(it, r->requested_model);
-    it->r.provider = keep(it, r->provider);
-    it->r.model = keep(it, r->model);
-    it->r.error = keep(it, r->error);
+    it->ids = *ids;
+    char *at = it->strs;
+    it->r.request_id = keep(&at, r->request_id);
+    it->r.key_id = keep(&at, r->key_id);
+    it->r.route = keep(&at, r->route);
+    it->r.requested_model = keep(&at, r->requested_model);
+    it->r.provider = keep(&at, r->provider);
+    it->r.model = keep(&at, r->model);
+    it->r.error = keep(&at, r->error);
     for (size_t i = 0; i < n; i++) {
         it->atts[i] = r->attempts[i];
-        it->atts[i].provider = keep(it, r->attempts[i].provider);
-        it->atts[i].model = keep(it, r->attempts[i].model);
-        it->atts[i].error = r->attempts[i].error;   /* kinds are static strings... */
-        if (it->atts[i].error) it->atts[i].error = keep(it, r->attempts[i].error);   /* ...but need not be */
+        it->atts[i].provider = keep(&at, r->attempts[i].provider);
+        it->atts[i].model = keep(&at, r->attempts[i].model);
+        it->atts[i].error = keep(&at, r->attempts[i].error);
+        if (is_zero(it->ids.att_ids[i], 8)) rand_bytes(it->ids.att_ids[i], 8);   /* not sent upstream */
     }
     it->r.attempts = it->atts;
     it->r.n_attempts = n;
@@ -349,24 +630,24 @@ static bool wait_ms(otlp *o, uint32_t ms) {
     return s;
 }
 
-static void export_batch(otlp *o, CURL *c, item **batch, size_t n, bool final) {
-    sg_buf body;
-    sg_buf_init(&body);
-    bool first = true;
-    doc_open(&body, o->o.service_name);
+/* body: the exporter's buffer, reused from batch to batch */
+static void export_batch(otlp *o, CURL *c, sg_buf *body, item **batch, size_t n, bool final) {
+    sg_buf_reset(body);
+    wr w;
+    doc_open(&w, body, o->o.protocol == OTLP_PROTOBUF, o->o.service_name);
     uint64_t n_spans = 0;
     for (size_t i = 0; i < n; i++) {
-        add_spans(&body, &first, &batch[i]->r, batch[i]->op, &batch[i]->ids);
+        add_spans(&w, &batch[i]->r, batch[i]->op, &batch[i]->ids);
         n_spans += 1 + batch[i]->r.n_attempts;
         item_free(batch[i]);
     }
-    doc_close(&body);
+    doc_close(&w);
     int rc = 1;
     uint32_t backoff = 100;
     for (uint32_t t = 0; rc == 1 && t <= o->o.max_retries; t++) {
         if (t && (final || wait_ms(o, backoff))) break;   /* stopping: no more waits */
         backoff = backoff * 2 > 5000 ? 5000 : backoff * 2;
-        rc = post(o, c, &body, final);
+        rc = post(o, c, body, final);
         if (rc) {
             pthread_mutex_lock(&o->mu);
             bool first = o->st.export_failures++ == 0;
@@ -378,13 +659,14 @@ static void export_batch(otlp *o, CURL *c, item **batch, size_t n, bool final) {
     if (rc == 0) o->st.exported += n_spans;
     else o->st.dropped_failed += n_spans;
     pthread_mutex_unlock(&o->mu);
-    sg_buf_free(&body);
 }
 
 static void *run(void *arg) {
     otlp *o = arg;
     CURL *c = curl_easy_init();
     item **batch = calloc(o->o.batch_max, sizeof *batch);
+    sg_buf body;
+    sg_buf_init(&body);
     struct timespec last;
     clock_gettime(CLOCK_MONOTONIC, &last);
     for (;;) {
@@ -406,11 +688,12 @@ static void *run(void *arg) {
         }
         bool more = o->len > 0;
         pthread_mutex_unlock(&o->mu);
-        if (n && c && batch) export_batch(o, c, batch, n, stop);
+        if (n && c && batch) export_batch(o, c, &body, batch, n, stop);
         else for (size_t i = 0; i < n; i++) item_free(batch[i]);
         if (stop && !more) break;
     }
     free(batch);
+    sg_buf_free(&body);
     if (c) curl_easy_cleanup(c);
     return NULL;
 }
@@ -420,7 +703,8 @@ static void *run(void *arg) {
 void otlp_opts_from_config(otlp_opts *o, const gw_config *cfg) {
     const gw_tracing *t = &cfg->tracing;
     *o = (otlp_opts){t->endpoint, t->headers, t->n_headers, t->service_name, t->sample_ratio, t->batch_max,
-                     t->queue_max, t->flush_ms, t->timeout_ms, t->max_retries};
+                     t->queue_max, t->flush_ms, t->timeout_ms, t->max_retries,
+                     t->protobuf ? OTLP_PROTOBUF : OTLP_JSON};
 }
 
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
@@ -430,6 +714,11 @@ otlp *otlp_open(const otlp_opts *in, sg_error *err) {
     pthread_once(&curl_once, curl_init_once);
     otlp *o = sg_xcalloc(1, sizeof *o);
     o->o = *in;
+    /* nothing of the configuration is kept: a reload may free it while this one closes */
+    o->o.endpoint = NULL;
+    o->o.headers = NULL;
+    o->o.n_headers = 0;
+    o->o.service_name = o->service = sg_xstrdup(in->service_name ? in->service_name : "smolgate");
     if (!o->o.batch_max) o->o.batch_max = 256;
     if (!o->o.queue_max) o->o.queue_max = 4096;
     if (!o->o.flush_ms) o->o.flush_ms = 1000;
@@ -440,7 +729,8 @@ otlp *otlp_open(const otlp_opts *in, sg_error *err) {
     size_t cap = el + 16;
     o->url = sg_xmalloc(cap);
     snprintf(o->url, cap, "%.*s%s", (int)el, in->endpoint, full ? "" : "/v1/traces");
-    o->headers = curl_slist_append(NULL, "Content-Type: application/json");
+    o->headers = curl_slist_append(NULL, o->o.protocol == OTLP_PROTOBUF ? "Content-Type: application/x-protobuf"
+                                                                        : "Content-Type: application/json");
     o->headers = curl_slist_append(o->headers, "Expect:");
     for (size_t i = 0; i < in->n_headers; i++) {
         sg_buf h;
@@ -451,9 +741,6 @@ otlp *otlp_open(const otlp_opts *in, sg_error *err) {
         sg_buf_free(&h);
     }
     o->q = sg_xcalloc(o->o.queue_max, sizeof *o->q);
-    uint64_t seed = 0;
-    if (getrandom(&seed, sizeof seed, 0) != sizeof seed) seed = (uint64_t)time(NULL) ^ (uint64_t)(uintptr_t)o;
-    o->rng = seed;
     o->sample_all = in->sample_ratio >= 1.0;
     o->sample_below = in->sample_ratio <= 0 ? 0 : (uint64_t)(in->sample_ratio * 18446744073709551616.0);
     pthread_mutex_init(&o->mu, NULL);
@@ -465,6 +752,7 @@ otlp *otlp_open(const otlp_opts *in, sg_error *err) {
         curl_slist_free_all(o->headers);
         free(o->q);
         free(o->url);
+        free(o->service);
         free(o);
         return NULL;
     }
@@ -475,9 +763,9 @@ otlp *otlp_open(const otlp_opts *in, sg_error *err) {
     if (at && (!slash || at < slash)) host = at + 1;
     const char *q = strchr(host, '?');
     const char *scheme_end = strstr(o->url, "://");
-    SG_INFO("otlp: traces to %.*s%.*s (sample ratio %g, batch %u, queue %u)",
+    SG_INFO("otlp: traces to %.*s%.*s (%s, sample ratio %g, batch %u, queue %u)",
             scheme_end ? (int)(scheme_end + 3 - o->url) : 0, o->url, q ? (int)(q - host) : (int)strlen(host), host,
-            in->sample_ratio, o->o.batch_max, o->o.queue_max);
+            o->o.protocol == OTLP_PROTOBUF ? "http/protobuf" : "http/json", in->sample_ratio, o->o.batch_max, o->o.queue_max);
     return o;
 }
 
@@ -500,6 +788,7 @@ void otlp_close(otlp *o, uint32_t timeout_ms) {
     curl_slist_free_all(o->headers);
     free(o->q);
     free(o->url);
+    free(o->service);
     free(o);
 }
 

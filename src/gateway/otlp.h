@@ -1,4 +1,4 @@
-/* otlp.h: request traces out, as OpenTelemetry spans over OTLP/HTTP (JSON encoding).
+/* otlp.h: request traces out, as OpenTelemetry spans over OTLP/HTTP (JSON or protobuf).
  *
  * Why: the ledger says what a request cost; a trace says what happened to it (which
  * targets were tried, why the next one was, how long each took) in whatever tracing
@@ -13,10 +13,14 @@
  * http.response.status_code, error.type and smolgate.* ones (key id, route, cost, outcome,
  * retry reason). docs/gateway.md lists them.
  *
+ * Propagation: each attempt sent to a remote provider carries a W3C traceparent naming
+ * its attempt span (otlp_attempt_traceparent), so the provider's own spans join the trace.
+ *
  * How it stays off the request path: otlp_submit() (the loop thread) copies the finished
- * request's record (the ledger's, ledger.h) into a bounded queue under a mutex: no I/O,
- * no JSON. A background thread takes up to batch_max records every flush_ms (sooner when
- * a batch is full), encodes them and POSTs them to {endpoint}/v1/traces with libcurl;
+ * request's record (the ledger's, ledger.h) into a bounded queue under a mutex: one
+ * allocation, no I/O, no encoding. A background thread takes up to batch_max records
+ * every flush_ms (sooner when a batch is full), encodes them (protobuf or JSON, written
+ * straight into one reused buffer) and POSTs them to {endpoint}/v1/traces with libcurl;
  * 429 / 5xx / no answer is retried with backoff, at most max_retries times, then the
  * batch is dropped. A full queue drops the new record (counted, see otlp_stats), so a
  * slow or dead receiver costs the gateway a bounded amount of memory and nothing else.
@@ -24,8 +28,8 @@
  * Secrets: header values (authorization tokens) are sent, never logged; the endpoint is
  * logged without user:password@ and its query string.
  *
- * Threads: otlp_submit and otlp_get_stats from any thread; otlp_open/otlp_close from one
- * owner. */
+ * Threads: otlp_begin, otlp_attempt_traceparent (on its own ids), otlp_submit and
+ * otlp_get_stats from any thread; otlp_open/otlp_close from one owner. */
 #ifndef SG_GATEWAY_OTLP_H
 #define SG_GATEWAY_OTLP_H
 
@@ -49,18 +53,27 @@ typedef struct otlp_context {
  * then traced as a new trace, as the W3C spec asks. */
 int otlp_parse_traceparent(const char *s, otlp_context *out);
 
-/* The ids of one request's spans. */
+/* The ids of one request's spans, made when it arrives (otlp_begin) and when each attempt
+ * starts (otlp_attempt_traceparent), so that the upstream can be told its parent. */
 typedef struct otlp_ids {
     uint8_t trace_id[16];
     uint8_t root_id[8];
     uint8_t parent_id[8];     /* the caller's span (traceparent); zeros: a root of its own */
     bool has_parent;
-    uint8_t att_ids[LEDGER_MAX_ATTEMPTS][8];
+    bool sampled;             /* exported; the flag sent upstream */
+    uint8_t att_ids[LEDGER_MAX_ATTEMPTS][8];   /* zeros: not made yet (otlp_submit makes them) */
 } otlp_ids;
 
 /* One ExportTraceServiceRequest (OTLP JSON) with r's spans, appended to out: for tests
  * and the exporter. op is gen_ai.operation.name ("chat", "embeddings"). */
 void otlp_record_json(const ledger_record *r, const char *op, const otlp_ids *ids, const char *service_name, sg_buf *out);
+
+/* The same document in OTLP's protobuf encoding (ExportTraceServiceRequest), written by
+ * hand: no library, no tree. */
+void otlp_record_protobuf(const ledger_record *r, const char *op, const otlp_ids *ids, const char *service_name,
+                          sg_buf *out);
+
+typedef enum otlp_protocol { OTLP_JSON, OTLP_PROTOBUF } otlp_protocol;
 
 typedef struct otlp_opts {
     const char *endpoint;     /* base URL; spans go to {endpoint}/v1/traces (an endpoint
@@ -74,6 +87,7 @@ typedef struct otlp_opts {
     uint32_t flush_ms;        /* export at least this often while records wait; 1000 */
     uint32_t timeout_ms;      /* one export POST; default 5000 */
     uint32_t max_retries;     /* per batch on 429/5xx/no answer; default 3 */
+    otlp_protocol protocol;   /* OTLP_JSON (0) or OTLP_PROTOBUF (the configuration's default) */
 } otlp_opts;
 
 void otlp_opts_from_config(otlp_opts *o, const gw_config *cfg);
@@ -83,9 +97,22 @@ typedef struct otlp otlp;
 /* Starts the exporter thread. NULL with err when it cannot start (no thread). */
 otlp *otlp_open(const otlp_opts *o, sg_error *err);
 
-/* Queues r's spans for export (copies what it needs); parent is the request's incoming
- * trace context or NULL; op as for otlp_record_json. Never blocks on I/O. NULL-safe. */
-void otlp_submit(otlp *o, const ledger_record *r, const char *op, const otlp_context *parent);
+/* A request's trace, as it arrives: the caller's trace (parent: its valid traceparent, or
+ * NULL) or a new one, a root span id, and whether it is sampled (the caller's flag, else
+ * sample_ratio). No lock, no I/O (the ids come from a per-thread generator). NULL-safe:
+ * with o NULL, ids are zeroed (not traced). */
+void otlp_begin(otlp *o, const otlp_context *parent, otlp_ids *ids);
+
+/* The span of the request's attempt i (0-based; the ledger record's attempts[i]) gets an
+ * id, and out its W3C traceparent for the upstream request (00-{trace}-{span}-{flags}).
+ * Past LEDGER_MAX_ATTEMPTS (spans not exported) the parent named is the root span. */
+#define OTLP_TRACEPARENT_LEN 55
+void otlp_attempt_traceparent(otlp_ids *ids, size_t i, char out[OTLP_TRACEPARENT_LEN + 1]);
+
+/* Queues r's spans for export under ids (from otlp_begin; attempt ids not made yet are
+ * made here), copying what it needs in one allocation; an unsampled request is only
+ * counted. op as for otlp_record_json. Never blocks on I/O. NULL-safe. */
+void otlp_submit(otlp *o, const ledger_record *r, const char *op, const otlp_ids *ids);
 
 /* Exports what is queued (one try per batch) within timeout_ms, then drops the rest
  * (counted); an export already in flight may add up to opts.timeout_ms. Stops the

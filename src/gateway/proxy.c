@@ -30,6 +30,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include "common/buf.h"
@@ -49,6 +50,7 @@
 
 #define MAX_TARGETS 32
 #define MAX_RECORDED_ATTEMPTS 16
+#define TRACESTATE_MAX 512             /* W3C: what a vendor must pass on at least */
 #define MAX_ERROR_BODY (64 * 1024)      /* of an upstream error body: classified from this much */
 #define CLIENT_HIGH_WATER (1u << 20)    /* stream bytes queued for the client: pause the upstream */
 #define CLIENT_LOW_WATER (256u << 10)   /* ... and resume it below this */
@@ -124,8 +126,10 @@ typedef struct proxy_req {
     uint64_t first_byte_ms;        /* loop clock when the client got its first byte */
     ledger_attempt atts[MAX_RECORDED_ATTEMPTS];
     size_t n_atts;
-    otlp_context trace;            /* the caller's traceparent, when has_trace */
-    bool has_trace;
+    otlp_ids trace;                /* the request's span ids, when traced */
+    bool traced;                   /* otlp_begin made them (tracing was on at arrival) */
+    char traceparent[OTLP_TRACEPARENT_LEN + 1];   /* the current attempt's, sent upstream */
+    char tracestate[TRACESTATE_MAX + 1];          /* the caller's, passed on; "" none */
 
     /* towards the client */
     bool client_started;           /* a byte (the head) went out */
@@ -243,9 +247,11 @@ static void record_request(proxy_req *p, int status, uint64_t ms) {
     sg_error err;
     ledger_append(p->gw->ledger, &r, &err);   /* a loss is counted and logged (rate-limited) there */
     metrics_observe_request(p->gw->metrics, &r);
-    if (p->gw->otlp)
+    if (p->gw->otlp) {
+        if (!p->traced) otlp_begin(p->gw->otlp, NULL, &p->trace);   /* a reload turned tracing on meanwhile */
         otlp_submit(p->gw->otlp, &r, p->req.api && p->req.api->kind == GW_REQ_EMBEDDINGS ? "embeddings" : "chat",
-                    p->has_trace ? &p->trace : NULL);
+                    &p->trace);
+    }
     if (p->capture)
         dashboard_capture(p->gw->dash, p->cfg, p->id, p->cap_req.data, p->cap_req.len, p->cap_ans.data, p->cap_ans.len);
 }
@@ -620,6 +626,22 @@ static int build_remote(proxy_req *p, const candidate *c, gw_api_error *e) {
     return p->up->build_request(&p->req, c->provider, c->model, c->info, &p->call, e);
 }
 
+/* W3C Trace Context out, as OpenTelemetry's HTTP client instrumentation does it: while
+ * tracing is on, every attempt carries a traceparent naming its attempt span (sampled or
+ * not, so that the provider follows our decision), and the caller's tracestate as it came.
+ * Unless the provider's configured headers already set one. */
+static void add_trace_headers(proxy_req *p) {
+    if (!p->traced || !p->gw->otlp) return;   /* off since a reload: no span will name it */
+    gw_upstream_call *call = &p->call;
+    for (size_t i = 0; i < call->n_headers; i++)
+        if (!strcasecmp(call->headers[i].name, "traceparent")) return;
+    otlp_attempt_traceparent(&p->trace, p->n_atts, p->traceparent);   /* n_atts: this attempt's record */
+    if (call->n_headers < GW_CALL_MAX_HEADERS)
+        call->headers[call->n_headers++] = (upstream_header){"traceparent", p->traceparent};
+    if (*p->tracestate && call->n_headers < GW_CALL_MAX_HEADERS)
+        call->headers[call->n_headers++] = (upstream_header){"tracestate", p->tracestate};
+}
+
 static void start_remote(proxy_req *p, const candidate *c) {
     const gw_provider *pv = c->provider;
     gw_api_error e;
@@ -629,6 +651,7 @@ static void start_remote(proxy_req *p, const candidate *c) {
         attempt_failed(p, e.status, e.message, e.status >= 500 ? GW_FAIL_RETRYABLE : GW_FAIL_CLIENT);
         return;
     }
+    add_trace_headers(p);
     uint64_t left = p->deadline_ms - loop_now_ms(p->gw->loop);
     upstream_request r = {
         .method = "POST", .url = p->url.data, .headers = p->call.headers, .n_headers = p->call.n_headers,
@@ -1027,6 +1050,20 @@ static void on_client_abort(http_exchange *x, void *arg) {
     proxy_free(p);
 }
 
+/* The caller's tracestate, passed on unchanged when it is printable ASCII within
+ * TRACESTATE_MAX bytes; anything else is dropped (W3C: a vendor may drop a tracestate it
+ * cannot pass on whole). */
+static void keep_tracestate(proxy_req *p, const char *v) {
+    if (!v) return;
+    size_t n = 0;
+    for (; v[n]; n++)
+        if (n == TRACESTATE_MAX || (unsigned char)v[n] < 0x20 || (unsigned char)v[n] > 0x7e) return;
+    while (n && (v[n - 1] == ' ' || v[n - 1] == '\t')) n--;
+    while (n && (*v == ' ' || *v == '\t')) { v++; n--; }
+    memcpy(p->tracestate, v, n);
+    p->tracestate[n] = 0;
+}
+
 void proxy_handle(gateway *g, http_exchange *x, const http_request *req, const gw_client_api *api, const gw_key *key) {
     proxy_req *p = sg_xcalloc(1, sizeof *p);
     p->gw = g;
@@ -1054,7 +1091,13 @@ void proxy_handle(gateway *g, http_exchange *x, const http_request *req, const g
     gw_usage_init(&p->usage);
     http_exchange_on_abort(x, on_client_abort, p);
     g->stats.requests++;
-    if (g->otlp) p->has_trace = otlp_parse_traceparent(http_request_header(req, "traceparent"), &p->trace) == 0;
+    if (g->otlp) {   /* the caller's trace context, when valid; else a trace of our own */
+        otlp_context caller;
+        bool has = otlp_parse_traceparent(http_request_header(req, "traceparent"), &caller) == 0;
+        otlp_begin(g->otlp, has ? &caller : NULL, &p->trace);
+        p->traced = true;
+        if (has) keep_tracestate(p, http_request_header(req, "tracestate"));
+    }
 
     gw_api_error e;
     p->req.http = req;

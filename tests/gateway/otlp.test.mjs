@@ -1,6 +1,6 @@
 // otlp.test.mjs: request traces out (tracing:, src/gateway/otlp.h), on a private gateway
 // whose tracing endpoint is an OTLP/HTTP receiver run here. The receiver checks every
-// export against OTLP's JSON encoding (POST /v1/traces, application/json,
+// export against OTLP's JSON or protobuf encoding (POST /v1/traces, application/json,
 // resourceSpans/scopeSpans/spans, lower-case hex ids of 32/16 digits, unix nanoseconds
 // as decimal strings, SpanKind and status enums, typed attribute values) and keeps the
 // spans. Then:
@@ -12,6 +12,14 @@
 //   - a hostile traceparent is ignored (a new trace), the request unharmed
 //   - the receiver hanging: requests are not slowed or failed, the queue stays within
 //     queue_max and the drops are counted in /metrics
+//   - every attempt sent upstream carries a W3C traceparent whose trace is the request's
+//     and whose parent is that attempt's exported span (the fake records the headers it
+//     got), with the caller's sampled flag and tracestate; an unsampled caller's flag 00
+//     goes on too, and nothing is exported for it
+//   - SIGHUP reapplies tracing: (a new service name, tracing off: no spans and no
+//     traceparent upstream, on again)
+//   - both encodings: http/protobuf (the default; the receiver reads the wire format here,
+//     no library, into the same document and checks it the same way) and http/json
 //   - the exporter's auth header reaches the receiver and never the gateway's log.
 
 import test from 'node:test';
@@ -19,7 +27,7 @@ import assert from 'node:assert/strict';
 import http from 'node:http';
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { PORTS, CRASH_RE, post, get, chatBody, writeConfig, startGateway, nonce, control, sleep } from './lib.mjs';
+import { PORTS, CRASH_RE, post, get, chatBody, writeConfig, startGateway, nonce, control, fakeLog, sleep } from './lib.mjs';
 
 const GW_KEY = 'sk-gw-otlp-key-4455667788';
 const OTLP_TOKEN = 'otlp-secret-token-99aa88bb77';
@@ -76,16 +84,107 @@ function validate(doc) {
   }
 }
 
+// OTLP protobuf (http/protobuf): the wire format read field by field, then the same
+// document as the JSON encoding gives, checked by validate(). Field numbers from
+// opentelemetry-proto (trace.proto, common.proto, resource.proto).
+function pbFields(buf) {
+  const out = [];
+  let i = 0;
+  const varint = () => {
+    let x = 0n, sh = 0n;
+    for (;;) {
+      if (i >= buf.length || sh > 63n) throw new Error('truncated varint');
+      const c = buf[i++];
+      x |= BigInt(c & 0x7f) << sh;
+      sh += 7n;
+      if (!(c & 0x80)) return x;
+    }
+  };
+  while (i < buf.length) {
+    const tag = varint(), num = Number(tag >> 3n), wt = Number(tag & 7n);
+    if (wt === 0) out.push({ num, wt, v: varint() });
+    else if (wt === 1) {
+      if (i + 8 > buf.length) throw new Error('truncated fixed64');
+      out.push({ num, wt, v: buf.readBigUInt64LE(i), bytes: buf.subarray(i, i + 8) });
+      i += 8;
+    } else if (wt === 2) {
+      const n = Number(varint());
+      if (i + n > buf.length) throw new Error(`field ${num}: length ${n} past the end`);
+      out.push({ num, wt, bytes: buf.subarray(i, i + n) });
+      i += n;
+    } else throw new Error(`field ${num}: wire type ${wt}`);
+  }
+  return out;
+}
+const EMPTY = Buffer.alloc(0);
+const pbAll = (fs, num, wt) => fs.filter((f) => {
+  if (f.num !== num) return false;
+  if (f.wt !== wt) problems.push(`protobuf field ${num}: wire type ${f.wt}, not ${wt}`);
+  return true;
+});
+const pbOne = (fs, num, wt) => pbAll(fs, num, wt)[0];
+const utf8 = (f) => f && new TextDecoder('utf-8', { fatal: true }).decode(f.bytes);
+function pbAny(b) {
+  const fs = pbFields(b);
+  if (fs.length !== 1) return {};   // checkValue reports it
+  const [f] = fs;
+  if (f.num === 1 && f.wt === 2) return { stringValue: utf8(f) };
+  if (f.num === 2 && f.wt === 0) return { boolValue: f.v !== 0n };
+  if (f.num === 3 && f.wt === 0) return { intValue: BigInt.asIntN(64, f.v).toString() };
+  if (f.num === 4 && f.wt === 1) return { doubleValue: f.bytes.readDoubleLE(0) };
+  return { [`field${f.num}`]: null };
+}
+function pbKV(b) {
+  const fs = pbFields(b);
+  return { key: utf8(pbOne(fs, 1, 2)), value: pbAny(pbOne(fs, 2, 2)?.bytes ?? EMPTY) };
+}
+function pbSpan(b) {
+  const fs = pbFields(b);
+  const one = (n, wt) => pbOne(fs, n, wt);
+  const s = {
+    traceId: one(1, 2)?.bytes.toString('hex'), spanId: one(2, 2)?.bytes.toString('hex'), name: utf8(one(5, 2)),
+    kind: Number(one(6, 0)?.v ?? 0n), startTimeUnixNano: String(one(7, 1)?.v), endTimeUnixNano: String(one(8, 1)?.v),
+    attributes: pbAll(fs, 9, 2).map((f) => pbKV(f.bytes)),
+  };
+  if (one(4, 2)) s.parentSpanId = one(4, 2).bytes.toString('hex');
+  if (one(15, 2)) {
+    const st = pbFields(one(15, 2).bytes);
+    s.status = { code: Number(pbOne(st, 3, 0)?.v ?? 0n), message: utf8(pbOne(st, 2, 2)) };
+  }
+  return s;
+}
+function pbDoc(buf) {
+  return {
+    resourceSpans: pbAll(pbFields(buf), 1, 2).map((rs) => {
+      const f = pbFields(rs.bytes);
+      return {
+        resource: { attributes: pbAll(pbFields(pbOne(f, 1, 2)?.bytes ?? EMPTY), 1, 2).map((a) => pbKV(a.bytes)) },
+        scopeSpans: pbAll(f, 2, 2).map((ss) => {
+          const g = pbFields(ss.bytes);
+          return { scope: { name: utf8(pbOne(pbFields(pbOne(g, 1, 2)?.bytes ?? EMPTY), 1, 2)) }, spans: pbAll(g, 2, 2).map((x) => pbSpan(x.bytes)) };
+        }),
+      };
+    }),
+  };
+}
+const contentTypes = [];
+
 const receiver = http.createServer((req, res) => {
-  let body = '';
-  req.on('data', (d) => { body += d; });
+  const chunks = [];
+  req.on('data', (d) => { chunks.push(d); });
   req.on('end', () => {
     if (mode === 'hang') { hung.push(res); return; }   // never answered (until the end)
     exports++;
+    const body = Buffer.concat(chunks);
     if (req.headers.authorization) auths.add(req.headers.authorization);
     if (req.method !== 'POST' || req.url !== '/v1/traces') problems.push(`${req.method} ${req.url}`);
-    if (!String(req.headers['content-type']).startsWith('application/json')) problems.push(`content-type ${req.headers['content-type']}`);
-    try { validate(JSON.parse(body)); } catch (e) { problems.push(`not JSON: ${e.message}`); }
+    const ct = String(req.headers['content-type']);
+    contentTypes.push(ct);
+    if (ct === 'application/x-protobuf') {
+      try { validate(pbDoc(body)); } catch (e) { problems.push(`not OTLP protobuf: ${e.message}`); }
+    } else if (ct.startsWith('application/json')) {
+      try { validate(JSON.parse(body.toString('utf8'))); } catch (e) { problems.push(`not JSON: ${e.message}`); }
+    } else problems.push(`content-type ${ct}`);
     res.writeHead(200, { 'content-type': 'application/json' });
     res.end('{}');
   });
@@ -96,7 +195,17 @@ const RECV_PORT = receiver.address().port;
 // ---- the gateway ----
 const oa = `http://127.0.0.1:${PORTS.openai}/v1`;
 const { dir, file } = writeConfig('');
-writeFileSync(file, `listen: 127.0.0.1:0
+const TRACING = `tracing:
+  endpoint: http://127.0.0.1:${RECV_PORT}
+  headers: {authorization: "Bearer ${OTLP_TOKEN}"}
+  service_name: smolgate-e2e
+  flush_ms: 100
+  batch_max: 4
+  queue_max: ${QUEUE_MAX}
+  timeout_ms: 3000
+  max_retries: 1
+`;
+const configText = (tracing) => `listen: 127.0.0.1:0
 log_level: info
 providers:
   openai: {base_url: ${oa}, api_key: sk-fake-openai-dummy, retries: {max: 0}}
@@ -106,17 +215,9 @@ routes:
     targets: [openai/m-otlp-primary, backup/m-otlp-backup]
 keys:
   - {id: otlp-tests, key: ${GW_KEY}, role: admin}
-tracing:
-  endpoint: http://127.0.0.1:${RECV_PORT}
-  headers: {authorization: "Bearer ${OTLP_TOKEN}"}
-  service_name: smolgate-e2e
-  flush_ms: 100
-  batch_max: 4
-  queue_max: ${QUEUE_MAX}
-  timeout_ms: 3000
-  max_retries: 1
-ledger: {sqlite: ${path.join(dir, 'ledger.db')}, spool_dir: ${path.join(dir, 'spool')}}
-`);
+${tracing}ledger: {sqlite: ${path.join(dir, 'ledger.db')}, spool_dir: ${path.join(dir, 'spool')}}
+`;
+writeFileSync(file, configText(TRACING));
 const gw = await startGateway(file, [], {});
 test.after(async () => {
   for (const r of hung) r.destroy();
@@ -141,7 +242,8 @@ test('a fallback under a caller traceparent: one trace, root + 2 attempt spans, 
   const n = nonce('otlpfb');
   await control('/control', { provider: 'openai', match: 'm-otlp-primary', faults: [{ status: 503, count: 1 }] });
   const traceId = '4bf92f3577b34da6a3ce929d0e0e4736', parent = '00f067aa0ba902b7';
-  const res = await post(chatBody('otlp-fb', `hello ${n}`), { key: GW_KEY, base: gw.url, headers: { traceparent: `00-${traceId}-${parent}-01` } });
+  const res = await post(chatBody('otlp-fb', `hello ${n}`), { key: GW_KEY, base: gw.url,
+    headers: { traceparent: `00-${traceId}-${parent}-01`, tracestate: 'vendor1=opaque-a,other=b' } });
   assert.equal(res.status, 200);
   assert.equal(res.headers.get('x-smolgate-attempts'), '2');
   const rid = res.headers.get('x-request-id');
@@ -185,15 +287,28 @@ test('a fallback under a caller traceparent: one trace, root + 2 attempt spans, 
   assert.ok(BigInt(a1.startTimeUnixNano) >= BigInt(root.startTimeUnixNano));
   assert.ok(BigInt(a2.endTimeUnixNano) <= BigInt(root.endTimeUnixNano));
   assert.ok(BigInt(a2.startTimeUnixNano) >= BigInt(a1.startTimeUnixNano));
+  // each attempt went upstream as a child of its own span, in the caller's trace
+  const up = (await fakeLog({ match: n })).sort((x, y) => x.seq - y.seq);
+  assert.equal(up.length, 2);
+  assert.equal(up[0].body.model, 'm-otlp-primary');
+  assert.equal(up[0].headers.traceparent, `00-${traceId}-${a1.spanId}-01`);
+  assert.equal(up[1].headers.traceparent, `00-${traceId}-${a2.spanId}-01`);
+  assert.equal(up[0].headers.tracestate, 'vendor1=opaque-a,other=b');
+  assert.equal(up[1].headers.tracestate, 'vendor1=opaque-a,other=b');
   assert.ok(auths.has(`Bearer ${OTLP_TOKEN}`), 'the configured header reaches the receiver');
 });
 
 test('a plain request starts a trace of its own; a hostile traceparent is ignored', async () => {
-  const res = await post(chatBody('openai/m-otlp-plain', 'plain'), { key: GW_KEY, base: gw.url });
+  const n = nonce('otlpplain');
+  const res = await post(chatBody('openai/m-otlp-plain', `plain ${n}`), { key: GW_KEY, base: gw.url, headers: { tracestate: 'lone=1' } });
   assert.equal(res.status, 200);
   const { root, children } = await waitSpans(res.headers.get('x-request-id'), 1);
   assert.equal(root.parentSpanId, undefined);
   assert.equal(children.length, 1);
+  const [up] = await fakeLog({ match: n });
+  assert.equal(up.headers.traceparent, `00-${root.traceId}-${children[0].spanId}-01`);
+  assert.equal(up.headers.tracestate, undefined, 'a tracestate without a valid traceparent is not passed on');
+  assert.equal(res.headers.get('traceparent'), null, 'no trace header in the response (x-request-id finds the trace)');
   assert.equal(root.attrs['smolgate.route'], undefined);
   assert.notEqual(root.traceId, '4bf92f3577b34da6a3ce929d0e0e4736');
   for (const tp of ['00-00000000000000000000000000000000-00f067aa0ba902b7-01', 'ff-' + 'a'.repeat(32) + '-' + 'b'.repeat(16) + '-01',
@@ -202,9 +317,114 @@ test('a plain request starts a trace of its own; a hostile traceparent is ignore
     assert.equal(r2.status, 200);
     const got = await waitSpans(r2.headers.get('x-request-id'), 1);
     assert.equal(got.root.parentSpanId, undefined, `a root of its own for ${tp.slice(0, 60)}`);
+    assert.notEqual(got.root.traceId, 'a'.repeat(32));
     assert.notEqual(got.root.traceId, '0'.repeat(32));
   }
   assert.deepEqual(problems, []);
+});
+
+const metric = async (name) => {
+  const m = await get('/metrics', { key: GW_KEY, base: gw.url });
+  return Number((new RegExp(`^${name} (\\d+)$`, 'm').exec(m.text) ?? [])[1] ?? NaN);
+};
+
+test('an unsampled caller: its trace and flag 00 go upstream, nothing is exported', async () => {
+  const n = nonce('otlpun');
+  const traceId = '0af7651916cd43dd8448eb211c80319c';
+  const before = await metric('smolgate_otlp_sampled_out_total');
+  const res = await post(chatBody('openai/m-otlp-unsampled', `unsampled ${n}`), { key: GW_KEY, base: gw.url,
+    headers: { traceparent: `00-${traceId}-b7ad6b7169203331-00`, tracestate: 'congo=t61rcWkgMzE' } });
+  assert.equal(res.status, 200);
+  const [up] = await fakeLog({ match: n });
+  const m = /^00-([0-9a-f]{32})-([0-9a-f]{16})-00$/.exec(up.headers.traceparent ?? '');
+  assert.ok(m, `traceparent upstream: ${up.headers.traceparent}`);
+  assert.equal(m[1], traceId);
+  assert.notEqual(m[2], 'b7ad6b7169203331', 'the parent named upstream is our attempt span, not the caller\'s');
+  assert.equal(up.headers.tracestate, 'congo=t61rcWkgMzE');
+  assert.equal(await metric('smolgate_otlp_sampled_out_total'), before + 1);
+  await sleep(400);   // past flush_ms: had it been queued, it would be exported by now
+  assert.equal(spansOf(res.headers.get('x-request-id')), null);
+});
+
+async function reloadWith(tracing) {
+  writeFileSync(file, configText(tracing));
+  const n = (gw.log().match(/configuration reloaded/g) ?? []).length;
+  gw.proc.kill('SIGHUP');
+  await gw.waitLog(new RegExp(`(?:configuration reloaded[^]*){${n + 1}}`), 5000);
+}
+
+test('SIGHUP reapplies tracing: a new service name, then off (no spans, no traceparent upstream), then on again', async () => {
+  await reloadWith(TRACING.replace('service_name: smolgate-e2e', 'service_name: smolgate-reloaded'));
+  let n = nonce('otlprl1');
+  let res = await post(chatBody('openai/m-otlp-reload', `reload ${n}`), { key: GW_KEY, base: gw.url });
+  assert.equal(res.status, 200);
+  let got = await waitSpans(res.headers.get('x-request-id'), 1);
+  assert.equal(got.root.resource.attributes.find((a) => a.key === 'service.name').value.stringValue, 'smolgate-reloaded');
+
+  await reloadWith('');
+  await gw.waitLog(/tracing: off/, 5000);
+  n = nonce('otlprl2');
+  res = await post(chatBody('openai/m-otlp-reload', `reload ${n}`), { key: GW_KEY, base: gw.url });
+  assert.equal(res.status, 200);
+  const [up] = await fakeLog({ match: n });
+  assert.equal(up.headers.traceparent, undefined, 'tracing off: no traceparent upstream');
+  const m = await get('/metrics', { key: GW_KEY, base: gw.url });
+  assert.doesNotMatch(m.text, /smolgate_otlp_/, 'tracing off: no exporter counters');
+  await sleep(400);
+  assert.equal(spansOf(res.headers.get('x-request-id')), null, 'tracing off: no spans');
+
+  await reloadWith(TRACING);
+  n = nonce('otlprl3');
+  res = await post(chatBody('openai/m-otlp-reload', `reload ${n}`), { key: GW_KEY, base: gw.url });
+  assert.equal(res.status, 200);
+  got = await waitSpans(res.headers.get('x-request-id'), 1);
+  assert.equal(got.root.resource.attributes.find((a) => a.key === 'service.name').value.stringValue, 'smolgate-e2e');
+  const [up3] = await fakeLog({ match: n });
+  assert.equal(up3.headers.traceparent, `00-${got.root.traceId}-${got.children[0].spanId}-01`);
+  assert.deepEqual(problems, []);
+});
+
+test('the encodings: http/protobuf by default, http/json on request (a reload), the same spans and traceparents', async () => {
+  assert.ok(contentTypes.length > 0 && contentTypes.every((c) => c === 'application/x-protobuf'), JSON.stringify([...new Set(contentTypes)]));
+  await reloadWith(TRACING + '  protocol: http/json\n');
+  await gw.waitLog(/otlp: traces to \S+ \(http\/json,/, 5000);
+  const seen = contentTypes.length;
+  const n = nonce('otlpjson');
+  await control('/control', { provider: 'openai', match: 'm-otlp-primary', faults: [{ status: 503, count: 1 }] });
+  const traceId = '5bf92f3577b34da6a3ce929d0e0e4737';
+  const res = await post(chatBody('otlp-fb', `json ${n} \u00e9t\u00e9`), { key: GW_KEY, base: gw.url,
+    headers: { traceparent: `00-${traceId}-10f067aa0ba902b8-01` } });
+  assert.equal(res.status, 200);
+  const { root, children } = await waitSpans(res.headers.get('x-request-id'), 2);
+  assert.ok(contentTypes.slice(seen).length > 0 && contentTypes.slice(seen).every((c) => c.startsWith('application/json')),
+    JSON.stringify(contentTypes.slice(seen)));
+  assert.deepEqual(problems, []);
+  assert.equal(root.traceId, traceId);
+  assert.equal(root.parentSpanId, '10f067aa0ba902b8');
+  assert.equal(root.kind, 2);
+  assert.equal(root.name, 'chat otlp-fb');
+  assert.equal(root.attrs['gen_ai.response.model'], 'm-otlp-backup');
+  assert.equal(root.attrs['http.response.status_code'], '200');
+  assert.equal(root.attrs['smolgate.attempts'], '2');
+  assert.equal(root.attrs['smolgate.stream'], false);
+  assert.ok(Number(root.attrs['gen_ai.usage.input_tokens']) > 0);
+  assert.equal(root.resource.attributes.find((a) => a.key === 'service.name').value.stringValue, 'smolgate-e2e');
+  children.sort((a, b) => Number(a.attrs['smolgate.attempt']) - Number(b.attrs['smolgate.attempt']));
+  assert.equal(children[0].kind, 3);
+  assert.equal(children[0].status.code, 2);
+  assert.equal(children[0].status.message, 'retryable');
+  assert.equal(children[1].attrs['smolgate.retry_reason'], 'retryable');
+  assert.ok(BigInt(children[0].startTimeUnixNano) >= BigInt(root.startTimeUnixNano));
+  const up = (await fakeLog({ match: n })).sort((x, y) => x.seq - y.seq);
+  assert.equal(up.length, 2);
+  assert.equal(up[0].headers.traceparent, `00-${traceId}-${children[0].spanId}-01`);
+  assert.equal(up[1].headers.traceparent, `00-${traceId}-${children[1].spanId}-01`);
+  // back to the default (a new exporter, counters from zero): protobuf again
+  await reloadWith(TRACING);
+  const seen2 = contentTypes.length;
+  const r2 = await post(chatBody('openai/m-otlp-plain', 'protobuf again'), { key: GW_KEY, base: gw.url });
+  await waitSpans(r2.headers.get('x-request-id'), 1);
+  assert.ok(contentTypes.slice(seen2).every((c) => c === 'application/x-protobuf'), JSON.stringify(contentTypes.slice(seen2)));
 });
 
 test('the receiver hanging slows and fails no request; the queue stays bounded; drops are counted', async () => {
