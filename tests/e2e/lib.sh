@@ -1,6 +1,7 @@
 # tests/e2e/lib.sh: the start-up plumbing of the e2e scripts that run smolgate serve
 # instances against Debian's PostgreSQL and the fake upstream (keys_shared.sh,
-# responses_shared.sh, scaleout.sh). Sourced, not run; it holds no test of its own, so a
+# responses_shared.sh, scaleout.sh; ledger_postgres.sh takes its PostgreSQL part).
+# Sourced, not run (tests/run.sh passes it over); it holds no test of its own, so a
 # suite's checks stay in the suite.
 #
 # The sourcing script, from the repository root, sets before it sources this file:
