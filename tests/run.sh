@@ -1,6 +1,7 @@
 #!/bin/bash
 # Runs the whole test suite: every unit test binary built with ASan + UBSan
-# (build-san/tests), then the end-to-end scripts in tests/e2e/ against build/smolgate.
+# (build-san/tests), then the end-to-end scripts in tests/e2e/ against build/smolgate
+# (but tests/e2e/lib.sh, which they source).
 # Prints one line per test file and ends with "N passed, N failed" (test files); checks
 # that cannot run on this CPU are counted as skipped by the files and summed before it.
 set -u
@@ -33,6 +34,7 @@ for t in build-san/tests/test_*; do
 done
 for t in tests/e2e/*.sh; do
   [ -f "$t" ] || continue
+  [ "$t" = tests/e2e/lib.sh ] && continue   # sourced by the suites, not one itself
   [ -n "$only" ] && [[ $t != *$only* ]] && continue
   run_one "$(basename "$t")" bash "$t"
 done

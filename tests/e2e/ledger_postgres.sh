@@ -25,34 +25,11 @@
 # Environment: LEDGER_DRIVER (a prebuilt driver), SMOLGATE_BIN (default build/smolgate).
 set -u
 cd "$(dirname "$0")/../.."
-bin=${SMOLGATE_BIN:-build/smolgate}
+suite=ledger_postgres.sh
 tmp=$(mktemp -d /tmp/smolgate-ledger-pg-XXXXXX)
-chmod 755 "$tmp"
+. tests/e2e/lib.sh
 pids=()
-pass=0 fail=0
-pgbin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
-pgdata=$tmp/pgdata pglog=$tmp/pglog/postgres.log sock=$tmp/sock
-pw="pg-secret-$RANDOM$RANDOM"
-port=
-
-as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
-pg_stop() { [ -d "$pgdata" ] && as_pg "$pgbin/pg_ctl" -D "$pgdata" stop -m "${1:-fast}" -w -t 30 >/dev/null 2>&1; }
-pg_start() {
-  as_pg "$pgbin/pg_ctl" -D "$pgdata" -l "$pglog" -w -t 30 start \
-    -o "-p $port -c listen_addresses=127.0.0.1 -c unix_socket_directories=$sock" >/dev/null 2>&1
-}
-cleanup() {
-  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; done
-  pg_stop immediate
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-ok()  { pass=$((pass + 1)); echo "ok - $*"; }
-bad() { fail=$((fail + 1)); echo "not ok - $*"; }
-finish() { echo "ledger_postgres.sh: $pass passed, $fail failed"; [ $fail -eq 0 ]; exit $?; }
-die() { bad "$*"; [ -s "$pglog" ] && tail -20 "$pglog" | sed 's/^/  pg: /'; finish; }
+cleanup_more() { for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; done; }
 
 [ -n "$pgbin" ] && [ -x "$pgbin/initdb" ] || die "PostgreSQL is not installed (tools/install-deps.sh --test)"
 [ -x "$bin" ] || die "$bin is missing: run make $bin"
@@ -66,21 +43,10 @@ if [ -z "$driver" ]; then
 fi
 
 # ---- PostgreSQL in a temporary folder ----
-mkdir -p "$pgdata" "$sock" "$tmp/pglog"
-printf '%s\n' "$pw" >"$tmp/pwfile"
-[ "$(id -u)" = 0 ] && chown postgres "$pgdata" "$sock" "$tmp/pglog" "$tmp/pwfile"
-as_pg "$pgbin/initdb" -D "$pgdata" -U smolgate --pwfile="$tmp/pwfile" --auth-local=trust \
-  --auth-host=scram-sha-256 -E UTF8 --no-locale -N >"$tmp/initdb.log" 2>&1 || { cat "$tmp/initdb.log"; die "initdb"; }
-started=
-for _ in 1 2 3 4 5; do   # a free loopback port (retry if taken in between)
-  port=$((20000 + RANDOM % 40000))
-  (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && continue
-  pg_start && { started=1; break; }
-done
-[ -n "$started" ] || die "PostgreSQL did not start"
+pg_setup
 psql_q() { PGPASSWORD=$pw "$pgbin/psql" -h 127.0.0.1 -p "$port" -U smolgate -qAtX "$@"; }
-psql_q -d postgres -c "CREATE DATABASE smolgate" -c "CREATE DATABASE twodb" >/dev/null || die "createdb"
-url="postgresql://smolgate:$pw@127.0.0.1:$port/smolgate"
+psql_q -d postgres -c "CREATE DATABASE twodb" >/dev/null || die "createdb"
+url=$pg_url
 url2="postgresql://smolgate:$pw@127.0.0.1:$port/twodb"
 echo "  PostgreSQL $("$pgbin/postgres" --version | awk '{print $3}') on 127.0.0.1:$port"
 

@@ -1,7 +1,7 @@
 #!/bin/bash
 # responses_shared.sh: the Responses API's stored responses shared by two smolgate
 # instances through the ledger's database: first one SQLite file, then PostgreSQL
-# (Debian's package, started here as scaleout.sh does).
+# (Debian's package, started by tests/e2e/lib.sh).
 #
 # For each engine, two `smolgate serve` with one configuration (responses.max_count 6)
 # and the fake upstream (tests/fakes/upstream.mjs); a node client (fetch) checks:
@@ -24,77 +24,16 @@
 # build).
 set -u
 cd "$(dirname "$0")/../.."
-bin=${SMOLGATE_BIN:-build/smolgate}
+suite=responses_shared.sh
 tmp=$(mktemp -d /tmp/smolgate-rshared-XXXXXX)
-chmod 755 "$tmp"
-pass=0 fail=0
-pgbin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
-pgdata=$tmp/pgdata pglog=$tmp/pglog/postgres.log sock=$tmp/sock
-pw="pg-secret-$RANDOM$RANDOM"
-port= fake_pid= gw_pids=("" "") gw_ports=("" "")
-
-as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
-pg_stop() { [ -d "$pgdata" ] && as_pg "$pgbin/pg_ctl" -D "$pgdata" stop -m "${1:-fast}" -w -t 30 >/dev/null 2>&1; }
-pg_start() {
-  as_pg "$pgbin/pg_ctl" -D "$pgdata" -l "$pglog" -w -t 30 start \
-    -o "-p $port -c listen_addresses=127.0.0.1 -c unix_socket_directories=$sock" >/dev/null 2>&1
-}
-stop_pid() {  # pid: SIGTERM, 5 s, then SIGKILL
-  local pid=$1
-  [ -n "$pid" ] || return 0
-  kill -0 "$pid" 2>/dev/null || return 0
-  kill "$pid" 2>/dev/null
-  for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
-  kill -9 "$pid" 2>/dev/null
-}
-cleanup() {
-  stop_pid "${gw_pids[0]}"
-  stop_pid "${gw_pids[1]}"
-  stop_pid "$fake_pid"
-  pg_stop immediate
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-ok()  { pass=$((pass + 1)); echo "ok - $*"; }
-bad() { fail=$((fail + 1)); echo "not ok - $*"; }
-finish() { echo "responses_shared.sh: $pass passed, $fail failed"; [ $fail -eq 0 ] && [ $pass -gt 0 ]; exit $?; }
-die() {
-  bad "$*"
-  for i in 0 1; do [ -s "$tmp/gw$i.log" ] && { echo "  instance $i log (last 30 lines):"; tail -30 "$tmp/gw$i.log" | sed 's/^/  /'; }; done
-  [ -s "$pglog" ] && tail -20 "$pglog" | sed 's/^/  pg: /'
-  finish
-}
-free_port() {  # a loopback port nobody listens on now
-  local p
-  for _ in $(seq 20); do
-    p=$((20000 + RANDOM % 40000))
-    (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null || { echo "$p"; return 0; }
-  done
-  return 1
-}
+. tests/e2e/lib.sh
 
 command -v node >/dev/null || die "node is not installed"
 command -v curl >/dev/null || die "curl is not installed"
 [ -n "$pgbin" ] && [ -x "$pgbin/initdb" ] || die "PostgreSQL is not installed (tools/install-deps.sh --test)"
-[ -x "$bin" ] || die "$bin is missing: run make $bin"
-cp "$bin" "$tmp/smolgate" || die "cannot copy $bin"   # a concurrent rebuild cannot swap it
-echo "responses_shared.sh: testing $bin"
-bin=$tmp/smolgate
+bin_copy
 
-# ---- the fake upstream ----
-node tests/fakes/upstream.mjs >"$tmp/ports" 2>"$tmp/fake.err" </dev/null &
-fake_pid=$!
-ports=
-for _ in $(seq 100); do
-  ports=$(head -n 1 "$tmp/ports" 2>/dev/null)
-  [ -n "$ports" ] && [[ $ports == *'}' ]] && break
-  kill -0 "$fake_pid" 2>/dev/null || break
-  ports= ; sleep 0.1
-done
-[ -n "$ports" ] || { cat "$tmp/fake.err"; die "the fake upstream did not print its ports line"; }
-oa=$(node -e 'console.log(JSON.parse(process.argv[1]).openai)' "$ports")
+fake_start
 
 KA=sk-rshared-team-a-000000001 KB=sk-rshared-team-b-000000002 KADM=sk-rshared-admin-0000000003
 write_cfg() {  # file ledger-yaml
@@ -114,32 +53,6 @@ keys:
 responses: {max_count: 6}
 ledger: $2
 EOF
-}
-
-start_gw() {  # instance config
-  local i=$1 cfg=$2
-  gw_ports[$i]=$(free_port) || die "no free port"
-  "$bin" serve --config "$cfg" --listen "127.0.0.1:${gw_ports[$i]}" >>"$tmp/gw$i.log" 2>&1 </dev/null &
-  gw_pids[$i]=$!
-  for _ in $(seq 150); do
-    code=$(curl -s -o /dev/null -m 2 -w '%{http_code}' "http://127.0.0.1:${gw_ports[$i]}/readyz")
-    [ "$code" = 200 ] && return 0
-    kill -0 "${gw_pids[$i]}" 2>/dev/null || break
-    sleep 0.1
-  done
-  die "instance $i did not become ready"
-}
-stop_gws() {  # label: SIGTERM both, exit 0
-  for i in 0 1; do
-    kill -TERM "${gw_pids[$i]}" 2>/dev/null
-    rc=
-    for _ in $(seq 150); do
-      if ! kill -0 "${gw_pids[$i]}" 2>/dev/null; then wait "${gw_pids[$i]}"; rc=$?; break; fi
-      sleep 0.1
-    done
-    [ "$rc" = 0 ] && ok "$1: instance $i: SIGTERM, exit 0" || bad "$1: instance $i: exit status ${rc:-none after 15 s}"
-    [ -n "$rc" ] && gw_pids[$i]=
-  done
 }
 
 # ---- the client: prints ok / not ok lines; the last response id in $tmp/last_id ----
@@ -271,20 +184,8 @@ n=$(sqlite3 "$tmp/shared.db" "SELECT COUNT(*) FROM responses" 2>/dev/null || ech
 stop_gws sqlite
 
 # ---- PostgreSQL ----
-mkdir -p "$pgdata" "$sock" "$tmp/pglog"
-printf '%s\n' "$pw" >"$tmp/pwfile"
-[ "$(id -u)" = 0 ] && chown postgres "$pgdata" "$sock" "$tmp/pglog" "$tmp/pwfile"
-as_pg "$pgbin/initdb" -D "$pgdata" -U smolgate --pwfile="$tmp/pwfile" --auth-local=trust \
-  --auth-host=scram-sha-256 -E UTF8 --no-locale -N >"$tmp/initdb.log" 2>&1 || { cat "$tmp/initdb.log"; die "initdb"; }
-started=
-for _ in 1 2 3 4 5; do
-  port=$(free_port) || continue
-  pg_start && { started=1; break; }
-done
-[ -n "$started" ] || die "PostgreSQL did not start"
+pg_setup
 psql_q() { PGPASSWORD=$pw "$pgbin/psql" -h 127.0.0.1 -p "$port" -U smolgate -qAtX -d smolgate "$@"; }
-PGPASSWORD=$pw "$pgbin/psql" -h 127.0.0.1 -p "$port" -U smolgate -qAtX -d postgres -c "CREATE DATABASE smolgate" >/dev/null || die "createdb"
-pg_url="postgresql://smolgate:$pw@127.0.0.1:$port/smolgate"
 echo "  PostgreSQL on 127.0.0.1:$port"
 
 run_phase postgres "{postgres: \"$pg_url\", spool_dir: \"$tmp/spool-pg\", flush_ms: 200}"
@@ -319,9 +220,7 @@ done
 [ "$code" = 200 ] && ok "PostgreSQL back: the stored response is read again" || bad "PostgreSQL back: GET $code $(cat "$tmp/get.out")"
 stop_gws postgres
 
-crash_re='AddressSanitizer|LeakSanitizer|UndefinedBehaviorSanitizer|runtime error:|Segmentation fault|Assertion .* failed|double free'
-if grep -Eq "$crash_re" "$tmp"/gw*.log; then bad "a sanitizer report or crash in a gateway log"; grep -E -m5 "$crash_re" "$tmp"/gw*.log
-else ok "no sanitizer report or crash in the gateway logs"; fi
+no_crash_in_logs
 if grep -q -- "$pw\|sk-rshared-\|sk-fake-rshared-" "$tmp"/gw*.log; then bad "a password or key appears in a gateway log"
 else ok "no password or key in the gateway logs"; fi
 finish

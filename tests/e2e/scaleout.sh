@@ -26,82 +26,23 @@
 # build).
 set -u
 cd "$(dirname "$0")/../.."
-bin=${SMOLGATE_BIN:-build/smolgate}
+suite=scaleout.sh
 tmp=$(mktemp -d /tmp/smolgate-scaleout-XXXXXX)
-chmod 755 "$tmp"
-pass=0 fail=0
-pgbin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
-pgdata=$tmp/pgdata pglog=$tmp/pglog/postgres.log sock=$tmp/sock
-pw="pg-secret-$RANDOM$RANDOM"
-port= redis_pid= fake_pid= gw_pids=("" "") gw_ports=("" "") client_pid=
-
-as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
-pg_stop() { [ -d "$pgdata" ] && as_pg "$pgbin/pg_ctl" -D "$pgdata" stop -m "${1:-fast}" -w -t 30 >/dev/null 2>&1; }
-pg_start() {
-  as_pg "$pgbin/pg_ctl" -D "$pgdata" -l "$pglog" -w -t 30 start \
-    -o "-p $port -c listen_addresses=127.0.0.1 -c unix_socket_directories=$sock" >/dev/null 2>&1
-}
-stop_pid() {  # pid: SIGTERM, 5 s, then SIGKILL
-  local pid=$1
-  [ -n "$pid" ] || return 0
-  kill -0 "$pid" 2>/dev/null || return 0
-  kill "$pid" 2>/dev/null
-  for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
-  kill -9 "$pid" 2>/dev/null
-}
-cleanup() {
+. tests/e2e/lib.sh
+redis_pid= client_pid=
+cleanup_more() {
   [ -n "$client_pid" ] && kill -9 "$client_pid" 2>/dev/null
-  stop_pid "${gw_pids[0]}"
-  stop_pid "${gw_pids[1]}"
-  stop_pid "$fake_pid"
   stop_pid "$redis_pid"
-  pg_stop immediate
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-ok()  { pass=$((pass + 1)); echo "ok - $*"; }
-bad() { fail=$((fail + 1)); echo "not ok - $*"; }
-finish() { echo "scaleout.sh: $pass passed, $fail failed"; [ $fail -eq 0 ] && [ $pass -gt 0 ]; exit $?; }
-die() {
-  bad "$*"
-  for i in 0 1; do [ -s "$tmp/gw$i.log" ] && { echo "  instance $i log (last 30 lines):"; tail -30 "$tmp/gw$i.log" | sed 's/^/  /'; }; done
-  [ -s "$pglog" ] && tail -20 "$pglog" | sed 's/^/  pg: /'
-  finish
-}
-free_port() {  # a loopback port nobody listens on now
-  local p
-  for _ in $(seq 20); do
-    p=$((20000 + RANDOM % 40000))
-    (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null || { echo "$p"; return 0; }
-  done
-  return 1
 }
 
 command -v node >/dev/null || die "node is not installed"
 command -v redis-server >/dev/null || die "redis-server is not installed (tools/install-deps.sh --test)"
 [ -n "$pgbin" ] && [ -x "$pgbin/initdb" ] || die "PostgreSQL is not installed (tools/install-deps.sh --test)"
-[ -x "$bin" ] || die "$bin is missing: run make $bin"
-cp "$bin" "$tmp/smolgate" || die "cannot copy $bin"   # a concurrent rebuild cannot swap it
-echo "scaleout.sh: testing $bin"
-bin=$tmp/smolgate
+bin_copy
 
 # ---- PostgreSQL ----
-mkdir -p "$pgdata" "$sock" "$tmp/pglog"
-printf '%s\n' "$pw" >"$tmp/pwfile"
-[ "$(id -u)" = 0 ] && chown postgres "$pgdata" "$sock" "$tmp/pglog" "$tmp/pwfile"
-as_pg "$pgbin/initdb" -D "$pgdata" -U smolgate --pwfile="$tmp/pwfile" --auth-local=trust \
-  --auth-host=scram-sha-256 -E UTF8 --no-locale -N >"$tmp/initdb.log" 2>&1 || { cat "$tmp/initdb.log"; die "initdb"; }
-started=
-for _ in 1 2 3 4 5; do
-  port=$(free_port) || continue
-  pg_start && { started=1; break; }
-done
-[ -n "$started" ] || die "PostgreSQL did not start"
+pg_setup
 psql_q() { PGPASSWORD=$pw "$pgbin/psql" -h 127.0.0.1 -p "$port" -U smolgate -qAtX -d smolgate "$@"; }
-PGPASSWORD=$pw "$pgbin/psql" -h 127.0.0.1 -p "$port" -U smolgate -qAtX -d postgres -c "CREATE DATABASE smolgate" >/dev/null || die "createdb"
-pg_url="postgresql://smolgate:$pw@127.0.0.1:$port/smolgate"
 
 # ---- Redis ----
 rport=
@@ -117,17 +58,7 @@ done
 echo "  PostgreSQL on 127.0.0.1:$port, redis-server on 127.0.0.1:$rport"
 
 # ---- the fakes ----
-node tests/fakes/upstream.mjs >"$tmp/ports" 2>"$tmp/fake.err" </dev/null &
-fake_pid=$!
-ports=
-for _ in $(seq 100); do
-  ports=$(head -n 1 "$tmp/ports" 2>/dev/null)
-  [ -n "$ports" ] && [[ $ports == *'}' ]] && break
-  kill -0 "$fake_pid" 2>/dev/null || break
-  ports= ; sleep 0.1
-done
-[ -n "$ports" ] || { cat "$tmp/fake.err"; die "the fake upstream did not print its ports line"; }
-oa=$(node -e 'console.log(JSON.parse(process.argv[1]).openai)' "$ports")
+fake_start
 ctl=$(node -e 'console.log(JSON.parse(process.argv[1]).control)' "$ports")
 
 # ---- one configuration, two instances ----
@@ -162,21 +93,8 @@ ledger: {postgres: "$pg_url", spool_dir: spool, flush_ms: 200}
 EOF
 timeout 20 "$bin" serve --config "$cfg" --check >"$tmp/check.out" 2>&1 || { cat "$tmp/check.out"; die "serve --check refused the configuration"; }
 
-start_gw() {  # instance index: starts it on its port (the same one on a restart)
-  local i=$1
-  [ -n "${gw_ports[$i]}" ] || gw_ports[$i]=$(free_port) || die "no free port"
-  "$bin" serve --config "$cfg" --listen "127.0.0.1:${gw_ports[$i]}" >>"$tmp/gw$i.log" 2>&1 </dev/null &
-  gw_pids[$i]=$!
-  for _ in $(seq 150); do
-    code=$(curl -s -o /dev/null -m 2 -w '%{http_code}' "http://127.0.0.1:${gw_ports[$i]}/readyz")
-    [ "$code" = 200 ] && return 0
-    kill -0 "${gw_pids[$i]}" 2>/dev/null || break
-    sleep 0.1
-  done
-  die "instance $i did not become ready"
-}
-start_gw 0
-start_gw 1
+start_gw 0 "$cfg"
+start_gw 1 "$cfg"
 urls="[\"http://127.0.0.1:${gw_ports[0]}\",\"http://127.0.0.1:${gw_ports[1]}\"]"
 echo "  instances on ports ${gw_ports[0]} (pid ${gw_pids[0]}) and ${gw_ports[1]} (pid ${gw_pids[1]})"
 
@@ -318,7 +236,7 @@ sleep 1
 kill -9 "${gw_pids[1]}"; wait "${gw_pids[1]}" 2>/dev/null
 echo "  (c) instance 1 killed (-9) under load"
 sleep 0.5
-start_gw 1
+start_gw 1 "$cfg" "${gw_ports[1]}"   # the same port
 t_up=$(now_ms)
 echo "  (c) instance 1 restarted (pid ${gw_pids[1]})"
 wait "$client_pid"; client_pid=
@@ -346,21 +264,10 @@ bad_d=$(q "$tmp/d.jsonl" 'rows.filter((r) => r.s !== 200).length')
 check_ledger "(d) database outage" "$tmp/d.jsonl" 1 "$t_d"
 
 # ---- the end: clean exits, no crash, no secret in any log ----
-for i in 0 1; do
-  kill -TERM "${gw_pids[$i]}" 2>/dev/null
-  rc=
-  for _ in $(seq 150); do
-    if ! kill -0 "${gw_pids[$i]}" 2>/dev/null; then wait "${gw_pids[$i]}"; rc=$?; break; fi
-    sleep 0.1
-  done
-  [ "$rc" = 0 ] && ok "instance $i: SIGTERM, exit 0" || bad "instance $i: exit status ${rc:-none after 15 s}"
-  [ -n "$rc" ] && gw_pids[$i]=
-done
+stop_gws
 left=$(ls "$tmp/spool" 2>/dev/null | grep -c -E '\.(seg|spool)$')
 [ "$left" = 0 ] && ok "the shared spool folder is empty after both stopped" || bad "spool files left: $(ls "$tmp/spool")"
-crash_re='AddressSanitizer|LeakSanitizer|UndefinedBehaviorSanitizer|runtime error:|Segmentation fault|Assertion .* failed|double free'
-if grep -Eq "$crash_re" "$tmp"/gw*.log; then bad "a sanitizer report or crash in a gateway log"; grep -E -m5 "$crash_re" "$tmp"/gw*.log
-else ok "no sanitizer report or crash in the gateway logs"; fi
+no_crash_in_logs
 if grep -q -- "$pw\|sk-scale-\|sk-fake-scale-" "$tmp"/gw*.log; then bad "a password or key appears in a gateway log"
 else ok "no password or key in the gateway logs"; fi
 finish
