@@ -54,7 +54,7 @@ static int cmp_i64(const void *a, const void *b) {
     return x < y ? -1 : x > y;
 }
 
-static ledger_attempt g_att[2] = {{"openai", "gpt-4o-mini", 429, "retryable", 85, 0}, {"anthropic", "claude-haiku-4-5-20251001", 200, NULL, 1240, 85}};
+static ledger_attempt g_att[2] = {{"openai", "gpt-4o-mini", 429, "retryable", 85, 0, 0, 30, 80, -1, -1, 0}, {"anthropic", "claude-haiku-4-5-20251001", 200, NULL, 1240, 85, 0, 0, 400, 1200, 300, 900}};
 
 static uint64_t g_seed;
 static bool g_random16;     /* BENCH_IDS=random16: the ids of smolgate before request_id.h */

@@ -69,9 +69,14 @@ static void insert(ledger_db *db, int from, int n) {
         r->latency_ms = 50 + i % 100;
         r->ttft_ms = i % 4 ? 10 : -1;
         bool fb = i % 7 == 3;
-        at[k][0] = (ledger_attempt){.provider = "flaky", .model = "x", .status = 500, .error = "retryable", .latency_ms = 12};
+        /* the fallback after a backoff of 8 ms; the first attempt's usage unknown (NULL) */
+        at[k][0] = (ledger_attempt){.provider = "flaky", .model = "x", .status = 500, .error = "retryable", .latency_ms = 12,
+                                    .start_ms = 0, .queue_ms = 3, .connect_ms = 4, .ttft_ms = 11, .input_tokens = -1,
+                                    .output_tokens = -1, .cost_micro = 0};
         at[k][1] = (ledger_attempt){.provider = r->provider, .model = r->model, .status = r->status, .error = r->error,
-                                    .latency_ms = 30};
+                                    .latency_ms = 30, .start_ms = fb ? 20 : 0, .queue_ms = 1, .connect_ms = 0,
+                                    .ttft_ms = 9, .input_tokens = r->usage.input, .output_tokens = r->usage.output,
+                                    .cost_micro = r->cost_micro};
         r->attempts = fb ? at[k] : &at[k][1];
         r->n_attempts = fb ? 2 : 1;
     }
@@ -255,12 +260,44 @@ static void test_trace(void) {
     CHECK_EQ_STR(json_string_value(json_object_get(a0, "provider")), "flaky");
     CHECK_EQ_STR(json_string_value(json_object_get(a0, "next_reason")), "retryable");
     CHECK_EQ_INT(json_integer_value(json_object_get(a0, "start_ms")), 0);
-    CHECK_EQ_INT(json_integer_value(json_object_get(a1, "start_ms")), 12);
+    CHECK_EQ_INT(json_integer_value(json_object_get(a1, "start_ms")), 20);   /* after its backoff */
+    CHECK_EQ_INT(json_integer_value(json_object_get(a0, "queue_ms")), 3);
+    CHECK_EQ_INT(json_integer_value(json_object_get(a0, "connect_ms")), 4);
+    CHECK_EQ_INT(json_integer_value(json_object_get(a0, "ttft_ms")), 11);
+    CHECK_EQ_INT(json_integer_value(json_object_get(a0, "latency_ms")), 12);
+    CHECK(json_is_null(json_object_get(a0, "input_tokens")) && json_is_null(json_object_get(a0, "output_tokens")));
+    CHECK_EQ_INT(json_integer_value(json_object_get(a0, "cost_micro")), 0);
+    CHECK_EQ_INT(json_integer_value(json_object_get(a1, "connect_ms")), 0);   /* a reused connection */
+    CHECK_EQ_INT(json_integer_value(json_object_get(a1, "ttft_ms")), 9);
+    CHECK_EQ_INT(json_integer_value(json_object_get(a1, "input_tokens")), 10);   /* 10 + 10 % 5 */
+    CHECK_EQ_INT(json_integer_value(json_object_get(a1, "output_tokens")), 23);  /* 20 + 10 % 7 */
+    CHECK_EQ_INT(json_integer_value(json_object_get(a1, "cost_micro")), 110);
     CHECK(json_is_null(json_object_get(a1, "next_reason")));
     CHECK_EQ_STR(json_string_value(json_object_get(a1, "provider")), "anthropic");   /* 10 % 3 == 1 */
     CHECK_EQ_INT(json_integer_value(json_object_get(doc, "cost_micro")), 110);
     CHECK_EQ_STR(json_string_value(json_object_get(doc, "key")), "team-b");
     CHECK(json_is_null(json_object_get(doc, "payload")));
+    json_decref(doc);
+    /* attempts stored before schema 5 (no start, timings, tokens, cost): placed one after
+     * the other, the rest null */
+    ledger_attempt old[2] = {
+        {.provider = "a", .model = "m", .status = 503, .error = "retryable", .latency_ms = 40, .start_ms = -1, .queue_ms = -1,
+         .connect_ms = -1, .ttft_ms = -1, .input_tokens = -1, .output_tokens = -1, .cost_micro = -1},
+        {.provider = "b", .model = "m", .status = 200, .latency_ms = 25, .start_ms = -1, .queue_ms = -1, .connect_ms = -1,
+         .ttft_ms = -1, .input_tokens = -1, .output_tokens = -1, .cost_micro = -1},
+    };
+    ledger_record ro = {.request_id = "old-1", .time_ms = T0, .status = 200, .cost_micro = -1, .latency_ms = 70,
+                        .ttft_ms = -1, .attempts = old, .n_attempts = 2};
+    gw_usage_init(&ro.usage);
+    CHECK_MSG(ledger_db_insert(db, &ro, 1, &err) == 1, "%s", err.msg);
+    b.len = 0;
+    CHECK(dashq_request(db, "old-1", &found, &b, &err) == 0 && found);
+    doc = json_loadb(b.data, b.len, 0, NULL);
+    att = json_object_get(doc, "attempts");
+    CHECK_EQ_INT(json_integer_value(json_object_get(json_array_get(att, 0), "start_ms")), 0);
+    CHECK_EQ_INT(json_integer_value(json_object_get(json_array_get(att, 1), "start_ms")), 40);
+    CHECK(json_is_null(json_object_get(json_array_get(att, 1), "ttft_ms")));
+    CHECK(json_is_null(json_object_get(json_array_get(att, 1), "cost_micro")));
     json_decref(doc);
     /* a captured payload shows in the trace; stored once; purged by age */
     CHECK(dashq_store_payload(db, "req-000010", T0 + 5, "{\"messages\":[]}", "hello", &err) == 0);

@@ -107,8 +107,8 @@ static void make_record(ledger_record *r, ledger_attempt *att, char *id, size_t 
     r->key_id = i % 3 ? "team-a" : "team-b";
     r->route = "chat";
     r->requested_model = "chat";
-    att[0] = (ledger_attempt){"openai", "gpt-4o-mini", i % 2 ? 429 : 200, i % 2 ? "retryable" : NULL, 120, 0};
-    att[1] = (ledger_attempt){"anthropic", "claude-haiku-4-5", 200, NULL, 340, 0};
+    att[0] = (ledger_attempt){"openai", "gpt-4o-mini", i % 2 ? 429 : 200, i % 2 ? "retryable" : NULL, 120, 0, 5, 30, 60, 100 + i, 40, i % 2 ? 0 : 17};
+    att[1] = (ledger_attempt){"anthropic", "claude-haiku-4-5", 200, NULL, 340, 250, 0, 0, 90, 100 + i, 50, 42};
     r->attempts = att;
     r->n_attempts = i % 2 ? 2 : 1;
     r->provider = i % 2 ? "anthropic" : "openai";
@@ -146,8 +146,8 @@ static void test_fields(void) {
     CHECK_MSG(l != NULL, "%s", err.msg);
     if (!l) return;
     ledger_attempt att[2] = {
-        {"openai", "gpt-4o", 503, "retryable", 1200, 0},
-        {"anthropic", "claude-sonnet-4-5-20250929", 200, NULL, 2300, 120},
+        {"openai", "gpt-4o", 503, "retryable", 1200, 0, 7, 45, 1100, -1, -1, 0},
+        {"anthropic", "claude-sonnet-4-5-20250929", 200, NULL, 2300, 1300, 2, 0, 1200, 50, 400, 16650},
     };
     ledger_record r = {
         .time_ms = 1732406400123, .request_id = "req-1", .key_id = "team-\"a\"\n", .route = "r\t\xc3\xa9\xf0\x9f\x99\x82\\",
@@ -188,6 +188,12 @@ static void test_fields(void) {
     CHECK_EQ_STR(sql_text(db, "SELECT error FROM attempts WHERE request_id='req-1' AND n=0"), "retryable");
     CHECK_EQ_INT(sql_int(db, "SELECT latency_ms FROM attempts WHERE request_id='req-1' AND n=1"), 2300);
     CHECK_EQ_INT(sql_int(db, "SELECT error IS NULL FROM attempts WHERE request_id='req-1' AND n=1"), 1);
+    CHECK_EQ_INT(sql_int(db, "SELECT start_ms * 1000 + queue_ms FROM attempts WHERE request_id='req-1' AND n=1"), 1300002);
+    CHECK_EQ_INT(sql_int(db, "SELECT connect_ms * 10000 + ttft_ms FROM attempts WHERE request_id='req-1' AND n=0"), 451100);
+    CHECK_EQ_INT(sql_int(db, "SELECT connect_ms FROM attempts WHERE request_id='req-1' AND n=1"), 0);   /* reused */
+    CHECK_EQ_INT(sql_int(db, "SELECT input_tokens * 1000 + output_tokens FROM attempts WHERE request_id='req-1' AND n=1"), 50400);
+    CHECK_EQ_INT(sql_int(db, "SELECT cost_micro FROM attempts WHERE request_id='req-1' AND n=1"), 16650);
+    CHECK_EQ_INT(sql_int(db, "SELECT input_tokens IS NULL AND output_tokens IS NULL FROM attempts WHERE request_id='req-1' AND n=0"), 1);
     /* unknown values are NULL, not 0 or -1 */
     CHECK_EQ_INT(sql_int(db, "SELECT cost_micro IS NULL AND input_tokens IS NULL AND ttft_ms IS NULL AND key_id IS NULL "
                              "FROM requests WHERE request_id='req-2'"), 1);
@@ -320,6 +326,13 @@ static void check_same(const ledger_record *a, const ledger_record *b) {
         STR_EQ(a->attempts[i].error, b->attempts[i].error);
         CHECK_EQ_INT(a->attempts[i].status, b->attempts[i].status);
         CHECK_EQ_INT(a->attempts[i].latency_ms, b->attempts[i].latency_ms);
+        CHECK_EQ_INT(a->attempts[i].start_ms, b->attempts[i].start_ms);
+        CHECK_EQ_INT(a->attempts[i].queue_ms, b->attempts[i].queue_ms);
+        CHECK_EQ_INT(a->attempts[i].connect_ms, b->attempts[i].connect_ms);
+        CHECK_EQ_INT(a->attempts[i].ttft_ms, b->attempts[i].ttft_ms);
+        CHECK_EQ_INT(a->attempts[i].input_tokens, b->attempts[i].input_tokens);
+        CHECK_EQ_INT(a->attempts[i].output_tokens, b->attempts[i].output_tokens);
+        CHECK_EQ_INT(a->attempts[i].cost_micro, b->attempts[i].cost_micro);
     }
 #undef STR_EQ
 }
@@ -331,7 +344,7 @@ static void test_frame_roundtrip(void) {
     long_id[sizeof long_id - 1] = 0;
     ledger_attempt att[40];
     for (int i = 0; i < 40; i++)
-        att[i] = (ledger_attempt){i % 2 ? "openai" : NULL, "gpt-\xc3\xa9", 500 + i, i % 3 ? "timeout" : NULL, -1 - i, 0};
+        att[i] = (ledger_attempt){i % 2 ? "openai" : NULL, "gpt-\xc3\xa9", 500 + i, i % 3 ? "timeout" : NULL, -1 - i, i, 3 * i, i % 2 ? -1 : 0, 100 + i, 5000000000ll + i, -1, i % 5 ? 1000 * i : -9};
     ledger_record r = {
         .time_ms = 1732406400123ll, .request_id = long_id, .key_id = NULL, .route = "r\xff" "oute",
         .requested_model = "m\"odel\n", .provider = "p", .model = "", .attempts = att, .n_attempts = 40,
@@ -370,6 +383,17 @@ static void test_frame_roundtrip(void) {
     CHECK(back.usage.estimated && back.stream);
     CHECK(back.attempts[0].provider == NULL && back.attempts[1].provider && !strcmp(back.attempts[1].provider, "openai"));
     CHECK_EQ_INT(back.attempts[3].latency_ms, -4);
+    /* format 3: each attempt's start, timings, tokens and cost */
+    const ledger_attempt *a7 = &back.attempts[7];
+    CHECK_EQ_INT(a7->start_ms, 7);
+    CHECK_EQ_INT(a7->queue_ms, 21);
+    CHECK_EQ_INT(a7->connect_ms, -1);
+    CHECK_EQ_INT(back.attempts[8].connect_ms, 0);
+    CHECK_EQ_INT(a7->ttft_ms, 107);
+    CHECK_EQ_INT(a7->input_tokens, 5000000007ll);
+    CHECK_EQ_INT(a7->output_tokens, -1);
+    CHECK_EQ_INT(a7->cost_micro, 7000);
+    CHECK_EQ_INT(back.attempts[5].cost_micro, -1);   /* negative: unknown */
 
     /* a frame cut anywhere is "not whole yet", never a record */
     int partial_ok = 1;
@@ -393,6 +417,63 @@ static void test_frame_roundtrip(void) {
     CHECK_EQ_INT(ledger_frame_resync(g.data, 10), 10);   /* none in the garbage alone */
     CHECK_EQ_INT(ledger_frame_resync(g.data, at + 5), at);   /* a frame starting: read more */
     sg_buf_free(&g);
+    sg_buf_free(&b);
+}
+
+/* The frame of a one-attempt record at b[at..] (the last in b) rewritten as format 2
+ * wrote it: the attempt's last ATT fields (format 3's) dropped, version 2. */
+static void frame_to_format2(sg_buf *b, size_t at) {
+    unsigned char *h = (unsigned char *)b->data + at;
+    uint32_t L = (uint32_t)h[4] | (uint32_t)h[5] << 8 | (uint32_t)h[6] << 16 | (uint32_t)h[7] << 24;
+    L -= 56;
+    b->len -= 56;
+    h[1] = 2;
+    for (int i = 0; i < 4; i++) h[4 + i] = (unsigned char)(L >> (8 * i));
+    uint32_t crc = sg_crc32c(0, h + LEDGER_FRAME_HEADER, L);
+    for (int i = 0; i < 4; i++) h[8 + i] = (unsigned char)(crc >> (8 * i));
+}
+
+static void test_frame_format2(void) {
+    /* a frame of format 2 (before attempts had timings) still decodes: those are -1 */
+    ledger_record r, back;
+    ledger_attempt att[2], batt[LEDGER_MAX_ATTEMPTS];
+    char id[32];
+    make_record(&r, att, id, sizeof id, "v2", 0);   /* even: one attempt */
+    sg_buf b;
+    sg_buf_init(&b);
+    ledger_frame_encode(&r, &b);
+    size_t used = 0;
+    CHECK_EQ_INT(ledger_frame_decode(b.data, b.len, &back, batt, &used), 1);
+    CHECK_EQ_INT(back.attempts[0].queue_ms, 5);
+    frame_to_format2(&b, 0);
+    CHECK_EQ_INT(ledger_frame_decode(b.data, b.len, &back, batt, &used), 1);
+    CHECK_EQ_INT(used, b.len);
+    CHECK_EQ_STR(back.request_id, "v2-0");
+    CHECK_EQ_INT(back.n_attempts, 1);
+    CHECK_EQ_STR(back.attempts[0].provider, "openai");
+    CHECK_EQ_INT(back.attempts[0].latency_ms, 120);
+    CHECK_EQ_INT(back.attempts[0].start_ms, -1);
+    CHECK_EQ_INT(back.attempts[0].queue_ms, -1);
+    CHECK_EQ_INT(back.attempts[0].ttft_ms, -1);
+    CHECK_EQ_INT(back.attempts[0].input_tokens, -1);
+    CHECK_EQ_INT(back.attempts[0].cost_micro, -1);
+    /* a format 2 frame that carries format 3's fields is refused (its payload is not
+     * filled exactly), as is an unknown version */
+    sg_buf_reset(&b);
+    ledger_frame_encode(&r, &b);
+    b.data[1] = 2;
+    CHECK(ledger_frame_decode(b.data, b.len, &back, batt, &used) == -1);
+    b.data[1] = 4;
+    CHECK(ledger_frame_decode(b.data, b.len, &back, batt, &used) == -1);
+    /* a format 1 line without the attempts' later fields reads them as -1 */
+    const char *line = "{\"v\":1,\"id\":\"j1\",\"ts\":5,\"status\":200,\"att\":[[\"openai\",\"m\",200,null,33]]}";
+    json_t *root = NULL;
+    CHECK_EQ_INT(ledger_frame_parse_json(line, strlen(line), &root, &back, batt), 0);
+    CHECK_EQ_INT(back.n_attempts, 1);
+    CHECK_EQ_INT(back.attempts[0].latency_ms, 33);
+    CHECK_EQ_INT(back.attempts[0].start_ms, -1);
+    CHECK_EQ_INT(back.attempts[0].cost_micro, -1);
+    json_decref(root);
     sg_buf_free(&b);
 }
 
@@ -498,8 +579,9 @@ static void test_adopt_orphan_frames(void) {
         char id[32];
         make_record(&r, a, id, sizeof id, "f", i);
         if (i == 5) bad_at = seg1.len + LEDGER_FRAME_HEADER + 20;   /* a byte of its payload */
-        size_t before = seg2.len;
+        size_t before = seg2.len, before1 = seg1.len;
         ledger_frame_encode(&r, i < 10 ? &seg1 : &seg2);
+        if (i < 10 && i % 2 == 0 && i != 2) frame_to_format2(&seg1, before1);   /* a segment of both formats */
         if (i == 15) seg2.len = before + (seg2.len - before) / 2;   /* killed mid-write */
         if (i == 2) ckpt = seg1.len;
     }
@@ -531,6 +613,13 @@ static void test_adopt_orphan_frames(void) {
     CHECK_EQ_INT(sql_int(db, "SELECT COUNT(*) FROM requests WHERE request_id IN ('f-5', 'f-15')"), 0);
     CHECK_EQ_INT(sql_int(db, "SELECT COUNT(*) FROM attempts WHERE request_id = 'f-13'"), 2);
     CHECK_EQ_STR(sql_text(db, "SELECT model FROM requests WHERE request_id = 'f-13'"), "claude-haiku-4-5");
+    /* format 3's attempts keep their timings, tokens and cost; format 2's have NULLs */
+    CHECK_EQ_INT(sql_int(db, "SELECT queue_ms * 1000000 + connect_ms * 1000 + ttft_ms FROM attempts WHERE request_id = 'f-13' AND n = 0"),
+                 5030060);
+    CHECK_EQ_INT(sql_int(db, "SELECT start_ms * 1000 + input_tokens FROM attempts WHERE request_id = 'f-13' AND n = 1"), 250113);
+    CHECK_EQ_INT(sql_int(db, "SELECT cost_micro FROM attempts WHERE request_id = 'f-13' AND n = 1"), 42);
+    CHECK_EQ_INT(sql_int(db, "SELECT COUNT(*) FROM attempts WHERE request_id = 'f-6' AND start_ms IS NULL AND queue_ms IS NULL "
+                             "AND ttft_ms IS NULL AND cost_micro IS NULL AND latency_ms = 120"), 1);
     CHECK_EQ_INT(count_files(spool, ".seg") + count_files(spool, ".done") + count_files(spool, ".lock"), 0);
 }
 
@@ -747,7 +836,7 @@ static char g_usage_db[512];
 
 static void add(ledger_db *d, const char *id, int64_t ts, const char *key, const char *route, const char *prov,
                 const char *model, int status, gw_usage u, int64_t cost, int attempts_moves) {
-    ledger_attempt att[2] = {{"openai", "gpt-4o", 503, "retryable", 10, 0}, {prov, model, status, NULL, 10, 10}};
+    ledger_attempt att[2] = {{"openai", "gpt-4o", 503, "retryable", 10, 0, -1, -1, -1, -1, -1, -1}, {prov, model, status, NULL, 10, 10, -1, -1, -1, -1, -1, -1}};
     ledger_record r = {.request_id = id, .time_ms = ts, .key_id = key, .route = route, .requested_model = route,
                        .provider = prov, .model = model, .status = status, .usage = u, .cost_micro = cost,
                        .latency_ms = 10, .ttft_ms = 5, .attempts = attempts_moves ? att : att + 1,
@@ -1027,6 +1116,7 @@ int main(void) {
     RUN(test_rotation);
     RUN(test_crc32c);
     RUN(test_frame_roundtrip);
+    RUN(test_frame_format2);
     RUN(test_adopt_orphan);
     RUN(test_adopt_orphan_frames);
     RUN(test_live_spool_not_taken);

@@ -74,7 +74,7 @@ static int well_formed(const char *text) {
 
 static void test_counters(void) {
     metrics *m = metrics_new(0);
-    ledger_attempt att[2] = {{"openai", "gpt-4o", 429, "retryable", 30, 0}, {"anthropic", "claude-haiku-4-5", 200, NULL, 400, 30}};
+    ledger_attempt att[2] = {{"openai", "gpt-4o", 429, "retryable", 30, 0, -1, -1, -1, -1, -1, -1}, {"anthropic", "claude-haiku-4-5", 200, NULL, 400, 30, -1, -1, -1, -1, -1, -1}};
     ledger_record a = rec("chat", "anthropic", "claude-haiku-4-5", 200, 420, 180);
     a.attempts = att;
     a.n_attempts = 2;

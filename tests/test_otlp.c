@@ -96,8 +96,8 @@ static void fill_ids(otlp_ids *ids, bool parent) {
 }
 
 static ledger_record fallback_record(ledger_attempt *atts) {
-    atts[0] = (ledger_attempt){"primary", "gpt-x", 503, "retryable", 40, 0};
-    atts[1] = (ledger_attempt){"backup", "claude-y", 200, NULL, 120, 55};
+    atts[0] = (ledger_attempt){"primary", "gpt-x", 503, "retryable", 40, 0, -1, -1, -1, -1, -1, -1};
+    atts[1] = (ledger_attempt){"backup", "claude-y", 200, NULL, 120, 55, -1, -1, -1, -1, -1, -1};
     ledger_record r = {
         .time_ms = 1700000000123, .request_id = "req-1", .key_id = "team-a", .route = "chat",
         .requested_model = "chat", .provider = "backup", .model = "claude-y", .attempts = atts, .n_attempts = 2,
@@ -457,7 +457,7 @@ static void test_queue_bound_receiver_down(void) {
     sg_buf_free(&m);
     /* a record with more attempts than are kept, each with every string: copied whole */
     ledger_attempt many[LEDGER_MAX_ATTEMPTS + 8];
-    for (size_t i = 0; i < LEDGER_MAX_ATTEMPTS + 8; i++) many[i] = (ledger_attempt){"p", "m", 503, "retryable", 1, (int64_t)i};
+    for (size_t i = 0; i < LEDGER_MAX_ATTEMPTS + 8; i++) many[i] = (ledger_attempt){"p", "m", 503, "retryable", 1, (int64_t)i, -1, -1, -1, -1, -1, -1};
     ledger_record big = r;
     big.attempts = many;
     big.n_attempts = LEDGER_MAX_ATTEMPTS + 8;

@@ -150,6 +150,9 @@ typedef struct fake_answer {
     const char *headers[4][2];
     const char *chunks[6];
     upstream_result end;           /* how the transfer ends after the chunks */
+    int head_ms, tail_ms;          /* the head comes head_ms after the start, the body and
+                                      the end tail_ms after the head */
+    uint32_t connect_ms;           /* what on_done reports as the connect time */
 } fake_answer;
 
 typedef struct fake_call {
@@ -164,6 +167,7 @@ typedef struct fake_xfer {
     void *arg;
     fake_answer a;
     bool cancelled, paused;
+    bool head_sent;
 } fake_xfer;
 
 #define MAX_SCRIPT 32
@@ -186,16 +190,21 @@ static void fake_play(loop *l, loop_timer *t, void *arg) {
     fake_xfer *x = arg;
     upstream_xfer *h = (upstream_xfer *)(void *)x;
     if (x->a.connect_error != UPSTREAM_OK) {
-        upstream_done d = {.result = x->a.connect_error, .error = upstream_result_name(x->a.connect_error)};
+        upstream_done d = {.result = x->a.connect_error, .error = upstream_result_name(x->a.connect_error),
+                           .connect_ms = x->a.connect_ms};
         x->cb.on_done(h, &d, x->arg);
         return;
     }
-    upstream_header hs[4];
-    size_t nh = 0;
-    for (int i = 0; i < 4 && x->a.headers[i][0]; i++) hs[nh++] = (upstream_header){x->a.headers[i][0], x->a.headers[i][1]};
-    upstream_response r = {x->a.status, hs, nh};
-    x->cb.on_headers(h, &r, x->arg);
-    if (x->cancelled) return;
+    if (!x->head_sent) {
+        upstream_header hs[4];
+        size_t nh = 0;
+        for (int i = 0; i < 4 && x->a.headers[i][0]; i++) hs[nh++] = (upstream_header){x->a.headers[i][0], x->a.headers[i][1]};
+        upstream_response r = {x->a.status, hs, nh};
+        x->head_sent = true;
+        x->cb.on_headers(h, &r, x->arg);
+        if (x->cancelled) return;
+        if (x->a.tail_ms > 0) { loop_timer_start(G.loop, &x->timer, (uint64_t)x->a.tail_ms); return; }
+    }
     uint64_t bytes = 0;
     for (int i = 0; i < 6 && x->a.chunks[i]; i++) {
         size_t len = strlen(x->a.chunks[i]);
@@ -205,7 +214,7 @@ static void fake_play(loop *l, loop_timer *t, void *arg) {
     }
     upstream_done d = {.result = x->a.end, .status = x->a.status,
                        .error = x->a.end == UPSTREAM_OK ? "" : upstream_result_name(x->a.end), .body_bytes = bytes,
-                       .requests_sent = 1};
+                       .requests_sent = 1, .connect_ms = x->a.connect_ms, .new_connection = x->a.connect_ms > 0};
     x->cb.on_done(h, &d, x->arg);
 }
 
@@ -226,7 +235,7 @@ static upstream_xfer *fake_start(void *impl, const upstream_request *req, sg_err
     x->arg = req->arg;
     x->a = T.script[T.next++];
     loop_timer_init(&x->timer, fake_play, x);
-    loop_timer_start(G.loop, &x->timer, 0);   /* no callback before start returns */
+    loop_timer_start(G.loop, &x->timer, (uint64_t)x->a.head_ms);   /* no callback before start returns */
     return (upstream_xfer *)(void *)x;
 }
 
@@ -481,6 +490,24 @@ static ledger_row ledger_of(const reply *r) {
     return row;
 }
 
+/* A number of the request's attempt n in the ledger (column col); -999 for NULL. */
+static int64_t attempt_num(const reply *r, int n, const char *col) {
+    char id[64], sql[160];
+    snprintf(id, sizeof id, "%s", header(r, "x-request-id"));
+    CHECK_MSG(ledger_flush(G.ledger, 5000) == 0, "ledger delivery");
+    sqlite3 *db;
+    int64_t v = -1000;
+    if (sqlite3_open_v2(DB, &db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK) return v;
+    snprintf(sql, sizeof sql, "SELECT %s FROM attempts WHERE request_id = ? AND n = %d", col, n);
+    sqlite3_stmt *st;
+    sqlite3_prepare_v2(db, sql, -1, &st, NULL);
+    sqlite3_bind_text(st, 1, id, -1, SQLITE_TRANSIENT);
+    if (sqlite3_step(st) == SQLITE_ROW) v = sqlite3_column_type(st, 0) == SQLITE_NULL ? -999 : sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return v;
+}
+
 static int ledger_count(void) {
     CHECK(ledger_flush(G.ledger, 5000) == 0);
     sqlite3 *db;
@@ -534,6 +561,12 @@ static void test_retry_honours_retry_after(void) {
     CHECK_EQ_STR(header(&r, "x-smolgate-attempts"), "2");
     ledger_row l = ledger_of(&r);
     CHECK_EQ_STR(l.attempts, "pa:429:retryable,pa:200:-");
+    /* the backoff is the gap between the attempts: the retry starts 120 ms or more later */
+    CHECK_EQ_INT(attempt_num(&r, 0, "start_ms"), 0);
+    int64_t end0 = attempt_num(&r, 0, "start_ms + latency_ms"), start1 = attempt_num(&r, 1, "start_ms");
+    CHECK_MSG(start1 >= 120 && start1 >= end0 + 100, "retry started at %lld ms, the first attempt ended at %lld",
+              (long long)start1, (long long)end0);
+    CHECK_EQ_INT(attempt_num(&r, 1, "input_tokens * 100 + output_tokens"), 502);
     sg_buf_free(&r.raw);
 }
 
@@ -611,6 +644,47 @@ static void test_fallback_in_route_order(void) {
     l = ledger_of(&r);
     CHECK_EQ_INT(l.status, 503);
     CHECK_EQ_STR(l.attempts, "pb:504:retryable,pc:500:retryable,pa:500:retryable,pa:500:retryable,pa:503:retryable");
+    sg_buf_free(&r.raw);
+}
+
+/* Each attempt's timings, tokens and cost: pc answers 500 (its head after 60 ms, the end
+ * 40 ms later, on a fresh connection of 7 ms), then pb answers on a reused connection. */
+static void test_attempt_timings(void) {
+    fresh();
+    script((fake_answer){.status = 500, .chunks = {"boom"}, .head_ms = 60, .tail_ms = 40, .connect_ms = 7});
+    script((fake_answer){.status = 200, .chunks = {"from b|11|5"}, .head_ms = 30});
+    reply r;
+    chat(&r, "cb", false);
+    CHECK_EQ_INT(r.status, 200);
+    CHECK_EQ_STR(call_order(), "pc,pb");
+    ledger_row l = ledger_of(&r);
+    CHECK_EQ_STR(l.attempts, "pc:500:retryable,pb:200:-");
+    /* the first: its TTFT is the head's time, its total the end's (a loaded machine may
+     * add to both; a timer never fires early) */
+    int64_t ttft0 = attempt_num(&r, 0, "ttft_ms"), total0 = attempt_num(&r, 0, "latency_ms");
+    CHECK_MSG(ttft0 >= 60 && ttft0 < 60 + 2000, "ttft %lld", (long long)ttft0);
+    CHECK_MSG(total0 >= ttft0 + 40 && total0 < 100 + 2000, "total %lld after a ttft of %lld", (long long)total0,
+              (long long)ttft0);
+    CHECK_EQ_INT(attempt_num(&r, 0, "start_ms"), 0);
+    CHECK_EQ_INT(attempt_num(&r, 0, "connect_ms"), 7);
+    int64_t q0 = attempt_num(&r, 0, "queue_ms");
+    CHECK_MSG(q0 >= 0 && q0 <= ttft0, "queue %lld", (long long)q0);
+    CHECK_EQ_INT(attempt_num(&r, 0, "input_tokens"), -999);   /* an error answer reports none */
+    CHECK_EQ_INT(attempt_num(&r, 0, "cost_micro"), 0);        /* a priced model's failure: $0 */
+    /* the second: after the first, on a reused connection, with the answer's usage and cost */
+    int64_t start1 = attempt_num(&r, 1, "start_ms");
+    CHECK_MSG(start1 >= total0, "the fallback started at %lld, the first ended at %lld", (long long)start1, (long long)total0);
+    CHECK_EQ_INT(attempt_num(&r, 1, "connect_ms"), 0);
+    int64_t ttft1 = attempt_num(&r, 1, "ttft_ms");
+    CHECK_MSG(ttft1 >= 30 && ttft1 <= attempt_num(&r, 1, "latency_ms"), "ttft %lld", (long long)ttft1);
+    CHECK_EQ_INT(attempt_num(&r, 1, "input_tokens"), 11);
+    CHECK_EQ_INT(attempt_num(&r, 1, "output_tokens"), 5);
+    int64_t cost1 = attempt_num(&r, 1, "cost_micro");
+    CHECK_MSG(cost1 > 0, "cost %lld", (long long)cost1);
+    char id[64], sql[200];
+    snprintf(id, sizeof id, "%s", header(&r, "x-request-id"));
+    snprintf(sql, sizeof sql, "cost_micro - (SELECT cost_micro FROM requests WHERE request_id = '%s')", id);
+    CHECK_EQ_INT(attempt_num(&r, 1, sql), 0);   /* the request's cost is its answer's */
     sg_buf_free(&r.raw);
 }
 
@@ -833,6 +907,7 @@ int main(void) {
     RUN(test_retry_after_bounded_by_deadline);
     RUN(test_no_retry_of_client_errors);
     RUN(test_fallback_in_route_order);
+    RUN(test_attempt_timings);
     RUN(test_retry_budget_exhausted);
     RUN(test_breaker_opens_then_half_open);
     RUN(test_stream_failure_after_first_byte);

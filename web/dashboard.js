@@ -141,7 +141,9 @@ async function refreshLive() {
   const left = (cap, spent) => (cap === null ? '-' : usd(Math.max(0, cap - (spent ?? 0))));
   fill('live-limits', st.keys.map((k) => {
     const b = k.budget_micro;
-    return row([k.id, k.role, k.limits.rpm ?? '-', k.limits.tpm ?? '-', k.limits.concurrency ?? '-',
+    const rateLeft = (limit, used) => (limit === null ? '-' : k.now ? Math.max(0, limit - used) : 'n/a');
+    return row([k.id, k.role, k.limits.rpm ?? '-', rateLeft(k.limits.rpm, k.now?.requests), k.limits.tpm ?? '-',
+      rateLeft(k.limits.tpm, k.now?.tokens), k.limits.concurrency ?? '-',
       usd(todaySpend.day.get(k.id) ?? 0), left(b.daily, todaySpend.day.get(k.id)), left(b.monthly, todaySpend.month.get(k.id)),
       left(b.total, todaySpend.total.get(k.id))], (b.daily !== null && (todaySpend.day.get(k.id) ?? 0) >= b.daily) ? 'has-errors' : '');
   }));
@@ -310,24 +312,38 @@ async function showTrace(id) {
     ['tokens in / out', `${t.input_tokens ?? '?'} / ${t.output_tokens ?? '?'}`], ['cost $', usd(t.cost_micro)],
     ['latency ms', ms(t.latency_ms)], ['time to first token ms', ms(t.ttft_ms)], ['stream', t.stream ? 'yes' : 'no']];
   $('trace-summary').replaceChildren(...facts.flatMap(([k, v]) => [el('dt', k), el('dd', v)]));
+  const opt = (v) => (v === null || v === undefined ? '?' : v);
   fill('trace-attempts', t.attempts.map((a) => row([a.n + 1, a.provider ?? '', a.model ?? '',
-    a.error ? `${a.error} (${a.status || 'no response'})` : `ok (${a.status})`, a.start_ms, ms(a.latency_ms),
+    a.error ? `${a.error} (${a.status || 'no response'})` : `ok (${a.status})`, a.start_ms, opt(a.queue_ms),
+    opt(a.connect_ms), a.ttft_ms === null && a.queue_ms !== null ? '-' : opt(a.ttft_ms), ms(a.latency_ms),
+    `${opt(a.input_tokens)} / ${opt(a.output_tokens)}`, a.cost_micro === null ? '?' : usd(a.cost_micro),
     a.next_reason ? (REASONS[a.next_reason] || a.next_reason) : ''], a.error ? 'has-errors attempt' : 'attempt')));
-  // a timeline: one bar per attempt, from its start for its duration
+  // a timeline: one bar per attempt from its start for its duration, in phases: queued,
+  // waiting for the first byte, answering
   const W = 760, rowH = 22, total = Math.max(1, t.latency_ms ?? 0, ...t.attempts.map((a) => a.start_ms + (a.latency_ms ?? 0)));
+  const X = (v) => 200 + (v / total) * (W - 210);
   const svg = document.createElementNS(SVG, 'svg');
   svg.setAttribute('viewBox', `0 0 ${W} ${rowH * t.attempts.length + 8}`);
   t.attempts.forEach((a, i) => {
-    const r = document.createElementNS(SVG, 'rect');
-    r.setAttribute('x', 200 + (a.start_ms / total) * (W - 210));
-    r.setAttribute('y', i * rowH + 4);
-    r.setAttribute('width', Math.max(2, ((a.latency_ms ?? 0) / total) * (W - 210)));
-    r.setAttribute('height', rowH - 8);
-    r.setAttribute('fill', a.error ? '#ef4444' : '#10b981');
+    const dur = a.latency_ms ?? 0, q = Math.min(dur, a.queue_ms ?? 0), first = a.ttft_ms === null ? dur : Math.min(dur, a.ttft_ms);
+    const phases = [[0, q, 0.35, 'queue'], [q, first, 0.6, 'wait'], [first, dur, 1, 'answer']];
+    for (const [from, to, opacity, phase] of phases) {
+      if (to <= from && !(phase === 'answer' && dur === 0)) continue;
+      const r = document.createElementNS(SVG, 'rect');
+      r.setAttribute('x', X(a.start_ms + from));
+      r.setAttribute('y', i * rowH + 4);
+      r.setAttribute('width', Math.max(2, ((to - from) / total) * (W - 210)));
+      r.setAttribute('height', rowH - 8);
+      r.setAttribute('fill', a.error ? '#ef4444' : '#10b981');
+      r.setAttribute('fill-opacity', opacity);
+      r.setAttribute('class', `phase-${phase}`);
+      r.dataset.attempt = i;
+      svg.append(r);
+    }
     const lab = document.createElementNS(SVG, 'text');
     lab.setAttribute('x', 0); lab.setAttribute('y', i * rowH + 16); lab.setAttribute('class', 'axis');
-    lab.textContent = `${a.provider}/${a.model} ${ms(a.latency_ms)} ms`;
-    svg.append(r, lab);
+    lab.textContent = `${a.provider}/${a.model} ${ms(a.latency_ms)} ms${a.ttft_ms !== null && a.ttft_ms !== undefined ? ` (TTFT ${a.ttft_ms})` : ''}`;
+    svg.append(lab);
   });
   $('trace-chart').replaceChildren(svg);
   const p = $('trace-payload');

@@ -263,10 +263,18 @@ int dashq_requests(ledger_db *db, const dashq_filter *f, sg_buf *out, sg_error *
 /* ---- one request's trace ------------------------------------------------------------------ */
 
 static int on_attempt(void *arg, int ncols, const char *const *c) {
-    if (ncols < 6) return 1;
-    json_array_append_new(arg, json_pack("{s:o,s:o,s:o,s:o,s:o,s:o}", "n", num_or_null(c[0]), "provider",
-                                         str_or_null(c[1]), "model", str_or_null(c[2]), "status", num_or_null(c[3]),
-                                         "error", str_or_null(c[4]), "latency_ms", num_or_null(c[5])));
+    if (ncols < 13) return 1;
+    json_t *a = json_pack("{s:o,s:o,s:o,s:o,s:o,s:o}", "n", num_or_null(c[0]), "provider", str_or_null(c[1]), "model",
+                          str_or_null(c[2]), "status", num_or_null(c[3]), "error", str_or_null(c[4]), "latency_ms",
+                          num_or_null(c[5]));
+    json_object_set_new(a, "start_ms", num_or_null(c[6]));   /* NULL before schema 5: placed below */
+    json_object_set_new(a, "queue_ms", num_or_null(c[7]));
+    json_object_set_new(a, "connect_ms", num_or_null(c[8]));
+    json_object_set_new(a, "ttft_ms", num_or_null(c[9]));
+    json_object_set_new(a, "input_tokens", num_or_null(c[10]));
+    json_object_set_new(a, "output_tokens", num_or_null(c[11]));
+    json_object_set_new(a, "cost_micro", num_or_null(c[12]));
+    json_array_append_new(arg, a);
     return 0;
 }
 
@@ -289,7 +297,8 @@ int dashq_request(ledger_db *db, const char *id, bool *found, sg_buf *out, sg_er
     if (!json_array_size(rows)) { json_decref(rows); return 0; }
     json_t *doc = json_incref(json_array_get(rows, 0)), *att = json_array(), *payload = NULL;
     json_decref(rows);
-    if (ledger_db_select(db, "SELECT n, provider, model, status, error, latency_ms FROM attempts WHERE request_id = ? ORDER BY n",
+    if (ledger_db_select(db, "SELECT n, provider, model, status, error, latency_ms, start_ms, queue_ms, connect_ms, ttft_ms, "
+                         "input_tokens, output_tokens, cost_micro FROM attempts WHERE request_id = ? ORDER BY n",
                          p, 1, on_attempt, att, err) ||
         ledger_db_select(db, "SELECT captured_ms, request, response FROM payloads WHERE request_id = ?", p, 1, on_payload,
                          &payload, err)) {
@@ -298,14 +307,17 @@ int dashq_request(ledger_db *db, const char *id, bool *found, sg_buf *out, sg_er
         json_decref(payload);
         return -1;
     }
-    /* Each attempt starts where the one before ended (the proxy tries targets one after
-     * another; the ledger keeps each attempt's duration). Why the next one was made: the
-     * failure of this one. */
+    /* Each attempt starts where the ledger says (backoff waits are the gaps); an attempt
+     * stored before schema 5 has no start: it is placed where the one before ended (the
+     * proxy tries targets one after another). Why the next one was made: the failure of
+     * this one. */
     int64_t at = 0;
     size_t n = json_array_size(att);
     for (size_t i = 0; i < n; i++) {
         json_t *a = json_array_get(att, i);
-        json_object_set_new(a, "start_ms", json_integer(at));
+        json_t *st = json_object_get(a, "start_ms");
+        if (json_is_integer(st)) at = json_integer_value(st);
+        else json_object_set_new(a, "start_ms", json_integer(at));
         json_t *lat = json_object_get(a, "latency_ms");
         if (json_is_integer(lat)) at += json_integer_value(lat);
         json_t *e = json_object_get(a, "error");

@@ -54,8 +54,11 @@ int dashq_parse_requests(dashq_filter *f, const char *query, sg_error *err);
 int dashq_requests(ledger_db *db, const dashq_filter *f, sg_buf *out, sg_error *err);
 
 /* One request with "attempts": [{n, provider, model, status, error, start_ms, latency_ms,
- * next_reason}] (next_reason: why the next attempt was made, the failed attempt's error
- * kind; null for the last) and "payload" ({"request","response","captured_ms"} when
+ * queue_ms, connect_ms, ttft_ms, input_tokens, output_tokens, cost_micro, next_reason}]
+ * (ms; start_ms after the request's start, the others from the attempt's start as
+ * ledger_attempt says; null when unknown, as for attempts stored before schema 5, whose
+ * start_ms is where the attempt before ended; next_reason: why the next attempt was made,
+ * the failed attempt's error kind; null for the last) and "payload" ({"request","response","captured_ms"} when
  * captured, else null). *found false (and nothing written) when there is no such id. */
 int dashq_request(ledger_db *db, const char *id, bool *found, sg_buf *out, sg_error *err);
 

@@ -422,14 +422,23 @@ static void submit(gateway *g, http_exchange *x, job_kind kind, const char *quer
 
 static json_t *usd_or_null(int64_t micro) { return micro >= 0 ? json_integer(micro) : json_null(); }
 
-static json_t *key_limits(const gw_key *k) {
-    return json_pack("{s:s,s:s,s:s,s:{s:o,s:o,s:o},s:{s:o,s:o,s:o}}", "id", k->id, "role", config_key_role_name(k->role),
+/* A key's limits and budgets, and what its rpm/tpm windows and concurrency hold now
+ * ("now": null with Redis limits, whose counts are not read from here). */
+static json_t *key_limits(limits *lim, const gw_key *k) {
+    limits_now n;
+    json_t *now = lim && limits_key_now(lim, k->id, &n)
+                      ? json_pack("{s:I,s:I,s:I}", "requests", (json_int_t)n.requests, "tokens", (json_int_t)n.tokens,
+                                  "inflight", (json_int_t)n.inflight)
+                      : json_null();
+    json_t *o = json_pack("{s:s,s:s,s:s,s:{s:o,s:o,s:o},s:{s:o,s:o,s:o}}", "id", k->id, "role", config_key_role_name(k->role),
                      "source", k->dyn ? "runtime" : "config", "limits", "rpm",
                      k->limits.rpm >= 0 ? json_integer(k->limits.rpm) : json_null(), "tpm",
                      k->limits.tpm >= 0 ? json_integer(k->limits.tpm) : json_null(), "concurrency",
                      k->limits.concurrency >= 0 ? json_integer(k->limits.concurrency) : json_null(), "budget_micro",
                      "daily", usd_or_null(k->budget.daily_usd), "monthly", usd_or_null(k->budget.monthly_usd), "total",
                      usd_or_null(k->budget.total_usd));
+    json_object_set_new(o, "now", now);
+    return o;
 }
 
 static void handle_stats(gateway *g, http_exchange *x) {
@@ -466,8 +475,8 @@ static void handle_stats(gateway *g, http_exchange *x) {
     }
     json_object_set_new(doc, "local", locals);
     json_t *keys = json_array();
-    for (size_t i = 0; i < c->n_keys; i++) json_array_append_new(keys, key_limits(&c->keys[i]));
-    for (size_t i = 0; i < keystore_count(g->keys); i++) json_array_append_new(keys, key_limits(keystore_key(g->keys, i)));
+    for (size_t i = 0; i < c->n_keys; i++) json_array_append_new(keys, key_limits(g->limits, &c->keys[i]));
+    for (size_t i = 0; i < keystore_count(g->keys); i++) json_array_append_new(keys, key_limits(g->limits, keystore_key(g->keys, i)));
     json_object_set_new(doc, "keys", keys);
     ledger_stats ls;
     ledger_get_stats(g->ledger, &ls);

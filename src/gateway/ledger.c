@@ -4,7 +4,7 @@
  * Files in spool_dir, for a process whose prefix is P ("sg-<unix s>-<pid>-<random>"):
  *   P.lock            flock()ed while P lives (created as P.lock.tmp, locked, then renamed,
  *                     so nobody can see it unlocked)
- *   P-000001.seg      records, one binary frame each (format 2, ledger_frame.h),
+ *   P-000001.seg      records, one binary frame each (formats 2 and 3, ledger_frame.h),
  *                     appended by ledger_append
  *   P-000001.spool    format 1 (one JSON line a record): left by an older smolgate, only
  *                     read (adopted and delivered like any other segment)
@@ -54,7 +54,7 @@ typedef struct segment {
     uint64_t synced;                 /* fdatasync()ed up to here (writer only) */
     bool sealed;                     /* no more appends (under mu) */
     bool own;
-    int format;                      /* 2: binary frames (.seg); 1: JSON lines (.spool) */
+    int format;                      /* >= 2: binary frames (.seg); 1: JSON lines (.spool) */
     group *grp;                      /* adopted: the dead process's lock */
 } segment;
 

@@ -72,9 +72,22 @@ typedef struct ledger_attempt {
     const char *error;              /* NULL on success; else a short kind: "retryable",
                                        "client", "quota", "context", "timeout", "connect",
                                        "stream", "cancelled" (free text, <= 63 bytes) */
-    int64_t latency_ms;             /* attempt start to its end */
-    int64_t start_ms;               /* attempt start, ms after the request's start (traces;
-                                       not stored in the database) */
+    int64_t latency_ms;             /* total: the attempt's start to its end (queue included) */
+    int64_t start_ms;               /* the attempt's start, ms after the request's start: the
+                                       first attempt's is 0 (its admission wait is its
+                                       queue); a retry's is after its backoff wait */
+    /* Since format 3 / schema 5; -1 = unknown (a record of an older smolgate, NULL in the
+     * database). Times in ms from the attempt's start. */
+    int64_t queue_ms;               /* before the request could go out: admission (first
+                                       attempt), the provider account's limits */
+    int64_t connect_ms;             /* DNS + TCP + TLS of a fresh upstream connection as the
+                                       transport reports it; 0 on a reused keep-alive
+                                       connection; -1 none (local model, never sent) */
+    int64_t ttft_ms;                /* to the first byte of the upstream's answer (local
+                                       model: its first event); -1 none came */
+    int64_t input_tokens;           /* what this attempt used, when known */
+    int64_t output_tokens;
+    int64_t cost_micro;             /* micro-dollars of this attempt; -1 unpriced/unknown */
 } ledger_attempt;
 
 /* One request. Strings are copied (and cut to a bounded length); NULL = none. */

@@ -61,6 +61,15 @@ static const char *const k_sqlite_migrations[] = {
     "CREATE TABLE payloads ("
     " request_id TEXT NOT NULL PRIMARY KEY, captured_ms INTEGER NOT NULL, request TEXT, response TEXT);"
     "CREATE INDEX payloads_captured ON payloads (captured_ms);",
+    /* 5: each attempt's place on the trace's timeline, its timings, tokens and cost
+     * (ledger_attempt); NULL for the attempts stored before */
+    "ALTER TABLE attempts ADD COLUMN start_ms INTEGER;"
+    "ALTER TABLE attempts ADD COLUMN queue_ms INTEGER;"
+    "ALTER TABLE attempts ADD COLUMN connect_ms INTEGER;"
+    "ALTER TABLE attempts ADD COLUMN ttft_ms INTEGER;"
+    "ALTER TABLE attempts ADD COLUMN input_tokens INTEGER;"
+    "ALTER TABLE attempts ADD COLUMN output_tokens INTEGER;"
+    "ALTER TABLE attempts ADD COLUMN cost_micro INTEGER;",
 };
 
 static const char *const k_pg_migrations[] = {
@@ -106,6 +115,9 @@ static const char *const k_pg_migrations[] = {
     "CREATE TABLE payloads ("
     " request_id TEXT NOT NULL PRIMARY KEY, captured_ms BIGINT NOT NULL, request TEXT, response TEXT);"
     "CREATE INDEX payloads_captured ON payloads (captured_ms);",
+    "ALTER TABLE attempts ADD COLUMN start_ms BIGINT, ADD COLUMN queue_ms BIGINT, ADD COLUMN connect_ms BIGINT,"
+    " ADD COLUMN ttft_ms BIGINT, ADD COLUMN input_tokens BIGINT, ADD COLUMN output_tokens BIGINT,"
+    " ADD COLUMN cost_micro BIGINT;",
 };
 
 _Static_assert(sizeof k_sqlite_migrations / sizeof k_sqlite_migrations[0] == LEDGER_SCHEMA_VERSION + 1,
@@ -117,8 +129,9 @@ _Static_assert(sizeof k_pg_migrations / sizeof k_pg_migrations[0] == LEDGER_SCHE
                  "stream, n_attempts, fallbacks, input_tokens, cache_read_tokens, cache_write_tokens, " \
                  "output_tokens, reasoning_tokens, usage_estimated, cost_micro, latency_ms, ttft_ms"
 #define N_REQ_COLS 21
-#define ATT_COLS "request_id, n, provider, model, status, error, latency_ms"
-#define N_ATT_COLS 7
+#define ATT_COLS "request_id, n, provider, model, status, error, latency_ms, " \
+                 "start_ms, queue_ms, connect_ms, ttft_ms, input_tokens, output_tokens, cost_micro"
+#define N_ATT_COLS 14
 #define PG_ROWS_PER_INSERT 1000     /* 21 000 parameters, under libpq's 65 535 */
 #define PG_LOCK_KEY "7261001"       /* advisory lock held while migrating */
 
@@ -245,7 +258,7 @@ static int sq_open(ledger_db *db, const char *path, bool read_only, sg_error *er
     if (sqlite3_prepare_v2(db->sq, "INSERT INTO requests (" REQ_COLS ") VALUES "
                            "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (request_id) DO NOTHING",
                            -1, &db->ins_req, NULL) != SQLITE_OK ||
-        sqlite3_prepare_v2(db->sq, "INSERT INTO attempts (" ATT_COLS ") VALUES (?,?,?,?,?,?,?) "
+        sqlite3_prepare_v2(db->sq, "INSERT INTO attempts (" ATT_COLS ") VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
                            "ON CONFLICT (request_id, n) DO NOTHING", -1, &db->ins_att, NULL) != SQLITE_OK)
         return sq_fail(db, err, "prepare");
     return 0;
@@ -304,6 +317,13 @@ static int64_t sq_insert(ledger_db *db, const ledger_record *recs, size_t n, sg_
             sq_int(sa, 5, a->status, false);
             sq_text(sa, 6, a->error);
             sq_int(sa, 7, a->latency_ms, true);
+            sq_int(sa, 8, a->start_ms, true);
+            sq_int(sa, 9, a->queue_ms, true);
+            sq_int(sa, 10, a->connect_ms, true);
+            sq_int(sa, 11, a->ttft_ms, true);
+            sq_int(sa, 12, a->input_tokens, true);
+            sq_int(sa, 13, a->output_tokens, true);
+            sq_int(sa, 14, a->cost_micro, true);
             if (sqlite3_step(sa) != SQLITE_DONE) { sq_fail(db, err, "insert attempt"); goto fail; }
         }
     }
@@ -510,6 +530,13 @@ static int64_t pg_insert(ledger_db *db, const ledger_record *recs, size_t n, sg_
             pp_int(&at, a->status, false);
             pp_add(&at, a->error);
             pp_int(&at, a->latency_ms, true);
+            pp_int(&at, a->start_ms, true);
+            pp_int(&at, a->queue_ms, true);
+            pp_int(&at, a->connect_ms, true);
+            pp_int(&at, a->ttft_ms, true);
+            pp_int(&at, a->input_tokens, true);
+            pp_int(&at, a->output_tokens, true);
+            pp_int(&at, a->cost_micro, true);
         }
     }
     const char **vals = sg_xmalloc(PG_ROWS_PER_INSERT * N_REQ_COLS * sizeof *vals);

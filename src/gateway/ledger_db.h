@@ -30,7 +30,7 @@
 #include "common/error.h"
 #include "gateway/ledger.h"
 
-#define LEDGER_SCHEMA_VERSION 4     /* the newest migration this binary knows */
+#define LEDGER_SCHEMA_VERSION 5     /* the newest migration this binary knows */
 
 typedef struct ledger_db ledger_db;
 

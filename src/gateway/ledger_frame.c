@@ -15,6 +15,7 @@
 #define MAX_ERROR 63
 #define FIXED 80                     /* the payload's numbers: 9 x i64, i32, u8, u8, u16 */
 #define NULL_STR 0xFFFF
+#define ATT_TIMES 56                 /* format 3's per-attempt numbers: 7 x i64 */
 
 static int64_t wall_ms(void) {
     struct timespec ts;
@@ -87,7 +88,7 @@ void ledger_frame_encode(const ledger_record *r, sg_buf *b) {
                   room_bin(r->key_id, MAX_ID) + room_bin(r->route, MAX_NAME) + room_bin(r->requested_model, MAX_NAME) +
                   room_bin(r->provider, MAX_ID) + room_bin(r->model, MAX_NAME) + room_bin(r->error, MAX_ERROR);
     for (size_t i = 0; i < na; i++)
-        room += 12 + room_bin(r->attempts[i].provider, MAX_ID) + room_bin(r->attempts[i].model, MAX_NAME) +
+        room += 12 + ATT_TIMES + room_bin(r->attempts[i].provider, MAX_ID) + room_bin(r->attempts[i].model, MAX_NAME) +
                 room_bin(r->attempts[i].error, MAX_ERROR);
     sg_buf_reserve(b, room);
     char *h = b->data + b->len, *o = h + LEDGER_FRAME_HEADER;
@@ -118,6 +119,13 @@ void ledger_frame_encode(const ledger_record *r, sg_buf *b) {
         o = put_str(o, a->provider, MAX_ID);
         o = put_str(o, a->model, MAX_NAME);
         o = put_str(o, a->error, MAX_ERROR);
+        o = put_i64(o, a->start_ms);
+        o = put_i64(o, a->queue_ms);
+        o = put_i64(o, a->connect_ms);
+        o = put_i64(o, a->ttft_ms);
+        o = put_i64(o, a->input_tokens);
+        o = put_i64(o, a->output_tokens);
+        o = put_i64(o, a->cost_micro < 0 ? -1 : a->cost_micro);
     }
     uint32_t len = (uint32_t)(o - (h + LEDGER_FRAME_HEADER));
     h[0] = (char)LEDGER_FRAME_MAGIC;
@@ -170,7 +178,8 @@ int ledger_frame_decode(const char *buf, size_t len, ledger_record *r, ledger_at
     if (len < 1) return 0;
     if (p[0] != LEDGER_FRAME_MAGIC) return -1;
     if (len < 2) return 0;
-    if (p[1] != LEDGER_FRAME_VERSION) return -1;
+    unsigned version = p[1];   /* 2: attempts without their timings, tokens and cost */
+    if (version != 2 && version != LEDGER_FRAME_VERSION) return -1;
     if ((len > 2 && p[2]) || (len > 3 && p[3])) return -1;   /* judged as early as the bytes allow */
     if (len < 8) return 0;
     uint32_t L = get_u32(p + 4);
@@ -208,6 +217,18 @@ int ledger_frame_decode(const char *buf, size_t len, ledger_record *r, ledger_at
         a->provider = get_str(&c);
         a->model = get_str(&c);
         a->error = get_str(&c);
+        if (version >= 3) {
+            a->start_ms = get_i64(&c);
+            a->queue_ms = get_i64(&c);
+            a->connect_ms = get_i64(&c);
+            a->ttft_ms = get_i64(&c);
+            a->input_tokens = get_i64(&c);
+            a->output_tokens = get_i64(&c);
+            a->cost_micro = get_i64(&c);
+        } else {
+            a->start_ms = a->queue_ms = a->connect_ms = a->ttft_ms = -1;
+            a->input_tokens = a->output_tokens = a->cost_micro = -1;
+        }
     }
     if (c.bad || c.p != c.end || !r->request_id || !*r->request_id) return -1;
     r->attempts = atts;
@@ -276,7 +297,7 @@ void ledger_record_json(const ledger_record *r, sg_buf *b) {
                   room_str(r->requested_model, MAX_NAME) + room_str(r->provider, MAX_ID) + room_str(r->model, MAX_NAME) +
                   room_str(r->error, MAX_ERROR);
     for (size_t i = 0; i < na; i++)
-        room += 60 + room_str(r->attempts[i].provider, MAX_ID) + room_str(r->attempts[i].model, MAX_NAME) +
+        room += 240 + room_str(r->attempts[i].provider, MAX_ID) + room_str(r->attempts[i].model, MAX_NAME) +
                 room_str(r->attempts[i].error, MAX_ERROR);
     sg_buf_reserve(b, room);
     char *o = b->data + b->len;
@@ -310,7 +331,14 @@ void ledger_record_json(const ledger_record *r, sg_buf *b) {
         o = w_str(o, a->model, MAX_NAME); *o++ = ',';
         o = w_int(o, a->status); *o++ = ',';
         o = w_str(o, a->error, MAX_ERROR); *o++ = ',';
-        o = w_int(o, a->latency_ms); *o++ = ']';
+        o = w_int(o, a->latency_ms); *o++ = ',';
+        o = w_int(o, a->start_ms); *o++ = ',';
+        o = w_int(o, a->queue_ms); *o++ = ',';
+        o = w_int(o, a->connect_ms); *o++ = ',';
+        o = w_int(o, a->ttft_ms); *o++ = ',';
+        o = w_int(o, a->input_tokens); *o++ = ',';
+        o = w_int(o, a->output_tokens); *o++ = ',';
+        o = w_int(o, a->cost_micro < 0 ? -1 : a->cost_micro); *o++ = ']';
     }
     o = W_LIT(o, "]}\n");
     b->len = (size_t)(o - b->data);
@@ -359,6 +387,12 @@ int ledger_frame_parse_json(const char *s, size_t n, json_t **root, ledger_recor
         t->error = json_string_value(json_array_get(a, 3));
         json_t *lat = json_array_get(a, 4);
         t->latency_ms = json_is_integer(lat) ? (int64_t)json_integer_value(lat) : -1;
+        int64_t *more[] = {&t->start_ms, &t->queue_ms, &t->connect_ms, &t->ttft_ms, &t->input_tokens,
+                           &t->output_tokens, &t->cost_micro};   /* absent in older lines: -1 */
+        for (size_t k = 0; k < sizeof more / sizeof more[0]; k++) {
+            json_t *v = json_array_get(a, 5 + k);
+            *more[k] = json_is_integer(v) ? (int64_t)json_integer_value(v) : -1;
+        }
     }
     r->attempts = atts;
     r->n_attempts = na;

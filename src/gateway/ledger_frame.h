@@ -4,8 +4,9 @@
  * Why its own module: the spool is the ledger's durable copy, so its format is a contract
  * with every earlier and later smolgate that may find a segment in a shared spool_dir.
  *
- * Format 2 (segments named `P-NNNNNN.seg`): one binary frame per record, little-endian.
- *   header (12 bytes): u8 0xA7 (magic), u8 2 (format version), u16 0 (reserved),
+ * Formats 2 and 3 (segments named `P-NNNNNN.seg`): one binary frame per record,
+ * little-endian; format 3 is written, both are read (a segment may hold either).
+ *   header (12 bytes): u8 0xA7 (magic), u8 3 (format version; 2), u16 0 (reserved),
  *                      u32 L (payload bytes), u32 CRC-32C of the payload
  *   payload (L bytes): i64 time_ms, input, cache_read, cache_write, output, reasoning,
  *                      cost_micro (-1: unpriced), latency_ms, ttft_ms;
@@ -13,7 +14,10 @@
  *                      u8 n_attempts (<= LEDGER_MAX_ATTEMPTS); u16 0;
  *                      the strings request_id, key_id, route, requested_model, provider,
  *                      model, error; then per attempt: i64 latency_ms, i32 status, and
- *                      the strings provider, model, error.
+ *                      the strings provider, model, error; format 3 adds to each
+ *                      attempt i64 start_ms, queue_ms, connect_ms, ttft_ms,
+ *                      input_tokens, output_tokens, cost_micro (-1: unknown), which a
+ *                      format 2 attempt reads as -1.
  *   a string: u16 length (0xFFFF: NULL), the bytes (valid UTF-8, no NUL), then a NUL, so
  *   that a decoded record points into the frame without copying.
  * Strings are cut to the ledger's bounds (ids 128 bytes, names 256, errors 63) and invalid
@@ -23,7 +27,9 @@
  * never half-read, and the reader finds the next good frame after it.
  *
  * Format 1 (segments `P-NNNNNN.spool`, smolgate before format 2): one JSON line per
- * record ({"v":1,"id":...}). Still read, so that segments an older process left are
+ * record ({"v":1,"id":...}; an attempt is [provider, model, status, error, latency_ms,
+ * then since format 3 start_ms, queue_ms, connect_ms, ttft_ms, input_tokens,
+ * output_tokens, cost_micro], the later ones -1 when absent). Still read, so that segments an older process left are
  * delivered; no longer written (ledger_record_json writes the same JSON for
  * rejected.jsonl and tools).
  *
@@ -37,7 +43,7 @@
 #include "gateway/ledger.h"
 
 #define LEDGER_FRAME_MAGIC 0xA7
-#define LEDGER_FRAME_VERSION 2
+#define LEDGER_FRAME_VERSION 3   /* written; 2 is still read */
 #define LEDGER_FRAME_HEADER 12
 #define LEDGER_FRAME_MAX (64u << 10)   /* bytes, header included: the largest record fits */
 

@@ -543,6 +543,23 @@ void limits_free(limits *lim) {
     free(lim);
 }
 
+bool limits_key_now(limits *lim, const char *key_id, limits_now *out) {
+    *out = (limits_now){0, 0, 0};
+    if (!lim->mem || !key_id) return false;
+    char key[208];
+    snprintf(key, sizeof key, "key:%s", key_id);
+    struct limits_mem *m = lim->mem;
+    uint64_t h = hash_str(key);
+    mem_entry *e = m->b[h & (m->nb - 1)];
+    while (e && !(e->hash == h && !strcmp(e->key, key))) e = e->next;
+    if (!e) return true;   /* nothing counted yet: looked up without adding an entry */
+    int64_t now = limits_now_mono_us(lim);
+    win_expire(&e->rpm, now, lim->window_us);
+    win_expire(&e->tpm, now, lim->window_us);
+    *out = (limits_now){e->rpm.sum, e->tpm.sum, e->inflight};
+    return true;
+}
+
 void limits_get_stats(const limits *lim, limits_stats *out) {
     *out = lim->stats;
     out->in_flight = limits_redis_in_flight(lim);

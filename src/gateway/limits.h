@@ -209,6 +209,17 @@ void limits_format_duration(int64_t ms, char *buf, size_t cap);
 
 void limits_get_stats(const limits *lim, limits_stats *out);
 
+/* What a gateway key's own rpm and tpm windows and concurrency hold now (the dashboard's
+ * live view): counted in the last 60 s, or in flight. The in-process backend only; with
+ * Redis the counts live there and this answers false (nothing is asked of Redis from
+ * here). A key nothing was counted for yet has zeros. */
+typedef struct limits_now {
+    int64_t requests;        /* admissions in the rpm window */
+    int64_t tokens;          /* tokens charged in the tpm window */
+    int64_t inflight;        /* leases holding a concurrency slot */
+} limits_now;
+bool limits_key_now(limits *lim, const char *key_id, limits_now *out);
+
 /* on_redis_error and timeout_ms from st, for the decisions from now on (a reload). */
 void limits_set_policy(limits *lim, const gw_state *st);
 /* No live lease and no Redis call in flight: limits_free() drops nothing. */

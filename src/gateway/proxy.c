@@ -122,7 +122,13 @@ typedef struct proxy_req {
 
     /* the ledger record */
     int64_t wall_start_ms;         /* unix ms at arrival */
-    uint64_t att_start_ms;         /* loop clock at the current attempt's start */
+    uint64_t att_start_ms;         /* loop clock at the current attempt's start: the
+                                      request's for the first (admission is its queue),
+                                      after the backoff for a retry */
+    uint64_t att_sent_ms;          /* ... when it went out (its provider limits passed) */
+    bool att_sent;                 /* ... it did (else it was skipped or is still queued) */
+    uint64_t att_first_ms;         /* ... its upstream's first byte (0: none yet) */
+    int64_t att_connect_ms;        /* the transport's connect time; -1 unknown */
     uint64_t first_byte_ms;        /* loop clock when the client got its first byte */
     ledger_attempt atts[MAX_RECORDED_ATTEMPTS];
     size_t n_atts;
@@ -445,6 +451,7 @@ static void capture_event(proxy_req *p, const gw_event *ev) {
 /* Canonical events from any provider: usage is kept, the rest rendered. */
 static int on_event(void *ctx, const gw_event *ev) {
     proxy_req *p = ctx;
+    if (!p->att_first_ms) p->att_first_ms = loop_now_ms(p->gw->loop);   /* an in-process provider's first */
     if (p->capture && ev->len && (ev->kind == GW_EV_TEXT || ev->kind == GW_EV_REASONING || ev->kind == GW_EV_TOOL_CALL))
         capture_event(p, ev);
     if (ev->kind == GW_EV_USAGE) p->usage = ev->usage;
@@ -480,6 +487,7 @@ static int on_sse(void *ctx, const char *event, const char *data, size_t len) {
 static void up_headers(upstream_xfer *t, const upstream_response *r, void *arg) {
     proxy_req *p = arg;
     p->xfer = t;   /* callbacks may run inside upstream_start, before it returns t */
+    if (!p->att_first_ms) p->att_first_ms = loop_now_ms(p->gw->loop);
     p->up_status = r->status;
     p->retry_after_ms = r->status == 200 ? 0 : p->up->retry_after_ms(r);
 }
@@ -573,6 +581,7 @@ static void up_done(upstream_xfer *t, const upstream_done *d, void *arg) {
     proxy_req *p = arg;
     p->xfer = NULL;
     p->xfer_done = true;
+    p->att_connect_ms = d->connect_ms;
     if (d->requests_sent > 1) {   /* the client resent on a fresh connection: attempts too */
         int extra = d->requests_sent - 1;
         p->attempts += extra;
@@ -750,12 +759,26 @@ static void no_more_targets(proxy_req *p, int status, const char *why) {
     respond_error(p, &e);
 }
 
+/* The attempt's line in the ledger: its times from its start (queue: until it went out;
+ * one never sent, skipped at its provider's limit, queued all along), the usage it
+ * reported and its cost (a success's is the answer's, p->cost; a failure's as
+ * record_request prices one). */
 static void record_attempt(proxy_req *p, int status, const char *error) {
     const candidate *c = current(p);
     if (!c || p->n_atts == MAX_RECORDED_ATTEMPTS) return;
-    p->atts[p->n_atts++] = (ledger_attempt){c->provider->name, c->model, status, error,
-                                            (int64_t)(loop_now_ms(p->gw->loop) - p->att_start_ms),
-                                            (int64_t)(p->att_start_ms - p->t_start)};
+    uint64_t now = loop_now_ms(p->gw->loop), start = p->att_start_ms;
+    bool sent = p->att_sent;
+    int64_t cost = !sent ? 0 : status == 200 && !error ? p->cost
+                 : cost_of_failure(cost_lookup(p->gw->costs, c->provider, c->model), &p->usage);
+    p->atts[p->n_atts++] = (ledger_attempt){
+        .provider = c->provider->name, .model = c->model, .status = status, .error = error,
+        .latency_ms = (int64_t)(now - start), .start_ms = (int64_t)(start - p->t_start),
+        .queue_ms = (int64_t)((sent ? p->att_sent_ms : now) - start),
+        .connect_ms = sent ? p->att_connect_ms : -1,
+        .ttft_ms = sent && p->att_first_ms ? (int64_t)(p->att_first_ms - start) : -1,
+        .input_tokens = sent ? p->usage.input : 0, .output_tokens = sent ? p->usage.output : 0,
+        .cost_micro = cost < 0 ? -1 : cost,
+    };
 }
 
 /* Secrets out of an error that came (in part) from an upstream, before it is relayed,
@@ -869,9 +892,12 @@ static bool has_limits(const gw_limits *l) { return l->rpm >= 0 || l->tpm >= 0 |
  * against concurrency. The reservation is reconciled with the usage when the attempt ends. */
 static void start_attempt(proxy_req *p) {
     const candidate *c = &p->cands[p->cur];
-    p->att_start_ms = loop_now_ms(p->gw->loop);
+    p->att_start_ms = p->n_atts ? loop_now_ms(p->gw->loop) : p->t_start;
+    p->att_sent = false;
+    p->att_first_ms = 0;
+    p->att_connect_ms = -1;
     if (!has_limits(&c->provider->limits) && !(c->info && has_limits(&c->info->limits))) { send_attempt(p); return; }
-    uint64_t left = p->deadline_ms > p->att_start_ms ? p->deadline_ms - p->att_start_ms : 1;
+    uint64_t now = loop_now_ms(p->gw->loop), left = p->deadline_ms > now ? p->deadline_ms - now : 1;
     limits_lease *lease = NULL;
     int rc = limits_attempt(p->gw->limits, c->provider, c->info, p->est_tokens, (uint32_t)(left < UINT32_MAX ? left : UINT32_MAX),
                             &lease, &p->att_lim, on_attempt_limits, p);
@@ -881,7 +907,10 @@ static void start_attempt(proxy_req *p) {
 
 static void send_attempt(proxy_req *p) {
     const candidate *c = &p->cands[p->cur];
-    p->att_start_ms = loop_now_ms(p->gw->loop);
+    p->att_sent_ms = loop_now_ms(p->gw->loop);
+    p->att_sent = true;
+    p->att_first_ms = 0;
+    p->att_connect_ms = -1;
     p->last_sent = p->cur;
     p->attempts++;
     p->gw->stats.attempts++;
@@ -1071,7 +1100,7 @@ void proxy_handle(gateway *g, http_exchange *x, const http_request *req, const g
     p->x = x;
     p->key = key;
     keystore_hold(key);   /* a run-time key stays valid while this request uses it */
-    p->t_start = loop_now_ms(g->loop);
+    p->t_start = p->att_start_ms = loop_now_ms(g->loop);
     p->cost = COST_UNPRICED;
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);

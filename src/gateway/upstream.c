@@ -489,6 +489,14 @@ static void xfer_finish(upstream_xfer *t, CURLcode rc) {
     long nconn = 0;
     curl_easy_getinfo(t->easy, CURLINFO_NUM_CONNECTS, &nconn);
     d.new_connection = nconn > 0;
+    if (d.new_connection) {   /* microseconds from the start: TLS done, else TCP connected */
+        curl_off_t tcp = 0, tls = 0;
+        curl_easy_getinfo(t->easy, CURLINFO_CONNECT_TIME_T, &tcp);
+        curl_easy_getinfo(t->easy, CURLINFO_APPCONNECT_TIME_T, &tls);
+        d.connect_ms = (uint32_t)((tls > tcp ? tls : tcp) / 1000);
+    } else if (t->phase == PH_CONNECT) {
+        d.connect_ms = d.elapsed_ms;   /* never connected: the time spent trying */
+    }
     d.requests_sent = t->phase != PH_CONNECT;
     /* Detach first so on_done may start requests that reuse this very connection. */
     xfer_detach(t);

@@ -112,6 +112,9 @@ typedef struct upstream_done {
     uint32_t    elapsed_ms;      /* start to end */
     uint32_t    ttfb_ms;         /* start to first response byte, 0 if none */
     int         new_connection;  /* 1 if this request opened a connection (0: reused) */
+    uint32_t    connect_ms;      /* start to the connection being ready (DNS + TCP + TLS)
+                                    when this request opened it; 0 on a reused one; the
+                                    time spent trying when no connection was made */
     int         requests_sent;   /* times the request went out: 0 if no connection was
                                     made, 2 when a reused connection failed before any
                                     response byte and it was sent again on a fresh one

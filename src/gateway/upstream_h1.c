@@ -137,6 +137,7 @@ struct h1_xfer {
     loop_timer timer;
     int        phase;
     uint64_t   start_ms, phase_deadline, total_deadline, last_byte_ms, first_byte_ms;
+    uint64_t   sent_ms;              /* the request last went out (0: never) */
     uint32_t   idle_ms, ttfb_ms, connect_ms;
     upstream_result pending;     /* a failure waiting to be reported from the timer */
     char       msg[200];
@@ -734,7 +735,8 @@ static void conn_send(h1_conn *k) {
     t->rstate = R_HEAD;
     t->hscan = 0;
     t->phase = PH_TTFB;
-    t->phase_deadline = after(loop_now_ms(t->c->l), t->ttfb_ms);
+    t->sent_ms = loop_now_ms(t->c->l);
+    t->phase_deadline = after(t->sent_ms, t->ttfb_ms);
     xfer_arm(t);
     conn_write(k);
 }
@@ -814,6 +816,7 @@ static void xfer_finish(h1_xfer *t, upstream_result r, const char *msg) {
     d.elapsed_ms = (uint32_t)(now - t->start_ms);
     d.ttfb_ms = t->first_byte_ms ? (uint32_t)(t->first_byte_ms - t->start_ms) : 0;
     d.new_connection = t->new_conn;
+    d.connect_ms = !t->sent_ms ? d.elapsed_ms : t->new_conn ? (uint32_t)(t->sent_ms - t->start_ms) : 0;
     d.requests_sent = t->requests_sent;
     if (r == UPSTREAM_OK) c->stats->completed++;
     else c->stats->failed++;
@@ -1514,7 +1517,7 @@ upstream_xfer *h1_start(h1_client *c, const upstream_request *req, int *declined
     t->body_bytes = 0;
     t->max_body = req->max_body_bytes;
     t->max_head = req->max_head_bytes ? req->max_head_bytes : c->cfg.max_head_bytes;
-    t->first_byte_ms = t->last_byte_ms = 0;
+    t->first_byte_ms = t->last_byte_ms = t->sent_ms = 0;
     t->pending = UPSTREAM_OK;
     t->msg[0] = 0;
     t->is_head = !strcmp(req->method, "HEAD");

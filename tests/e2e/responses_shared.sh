@@ -192,7 +192,7 @@ run_phase postgres "{postgres: \"$pg_url\", spool_dir: \"$tmp/spool-pg\", flush_
 n=$(psql_q -c "SELECT COUNT(*) FROM responses")
 [ "$n" = 6 ] && ok "postgres: the responses table holds 6 rows" || bad "postgres: the responses table holds $n rows, expected 6"
 v=$(psql_q -c "SELECT MAX(version) FROM schema_version")
-[ "$v" = 4 ] && ok "postgres: schema migrated to version 4 by smolgate" || bad "postgres: schema version $v"
+[ "$v" = 5 ] && ok "postgres: schema migrated to version 5 by smolgate" || bad "postgres: schema version $v"
 
 # ---- PostgreSQL stopped: 503 for what needs the store, the rest answered; back: read again ----
 last=$(cat "$tmp/last_id" 2>/dev/null)

@@ -24,6 +24,7 @@ const n = nonce('dash');
 let traffic = [];   // the three answers: {status, info}
 const budgetKey = `dash-budget-${n}`.replace(/[^A-Za-z0-9._-]/g, '-');
 let budgetRequestId = null;
+let budgetKeySecret = null;
 
 async function until(what, fn, ms = 15000) {
   const end = Date.now() + ms;
@@ -46,15 +47,16 @@ test('known traffic: three requests on route dash, one of them after a fallback'
   assert.equal(traffic[0].info.provider, 'backup', 'the first request fell back');
   assert.equal(traffic[0].info.attempts, 3, 'two tries of the primary, then the backup');
   assert.equal(traffic[1].info.provider, 'openai');
-  // a run-time key with a daily budget of $1, used once (a priced model, no route): the live view
-  // shows what it spent today and what is left
-  const k = await post({ id: budgetKey, role: 'user', budget: { daily_usd: 1 } }, { path: '/admin/keys' });
+  // a run-time key with a daily budget of $1 and rpm/tpm limits, used once (a priced model, no
+  // route): the live view shows what it spent today and what is left of each
+  const k = await post({ id: budgetKey, role: 'user', budget: { daily_usd: 1 }, limits: { rpm: 50, tpm: 100000 } }, { path: '/admin/keys' });
   assert.equal(k.status, 201, k.text);
   const spend = await until('the new key served', async () => {
     const r = await post(chatBody('openai/m-dash-primary', `budgeted ${n}`, { max_tokens: 16 }), { key: k.json.key });   // a small reservation
     return r.status === 200 ? r : null;
   });
   budgetRequestId = spend.info.requestId;
+  budgetKeySecret = k.json.key;
   // the ledger delivers within flush_ms (1 s): wait until the three are there
   await until('three dash requests in the ledger', async () => {
     const r = await get('/admin/requests?route=dash&limit=10');
@@ -122,7 +124,27 @@ test('the endpoints agree with the traffic: spend, CSV, request list, trace', as
   assert.equal(t.status, 200);
   assert.deepEqual(t.json.attempts.map((a) => [a.provider, a.error, a.next_reason]),
     [['openai', 'retryable', 'retryable'], ['openai', 'retryable', 'retryable'], ['backup', null, null]]);
-  assert.equal(t.json.attempts[1].start_ms, t.json.attempts[0].latency_ms);
+  // each attempt's place and timings: a retry starts after the one before ended (its backoff
+  // is the gap); queue, connect and TTFT fall within the attempt
+  const a = t.json.attempts;
+  assert.equal(a[0].start_ms, 0);
+  for (let i = 0; i < a.length; i++) {
+    const x = a[i];
+    assert.ok(Number.isInteger(x.latency_ms) && x.latency_ms >= 0 && x.latency_ms < 10000, JSON.stringify(x));
+    assert.ok(Number.isInteger(x.queue_ms) && x.queue_ms >= 0 && x.queue_ms <= x.latency_ms, JSON.stringify(x));
+    assert.ok(Number.isInteger(x.connect_ms) && x.connect_ms >= 0 && x.connect_ms <= x.latency_ms, JSON.stringify(x));
+    assert.ok(Number.isInteger(x.ttft_ms) && x.ttft_ms >= x.queue_ms && x.ttft_ms <= x.latency_ms, JSON.stringify(x));
+    if (i) assert.ok(x.start_ms >= a[i - 1].start_ms + a[i - 1].latency_ms, `attempt ${i} starts after the one before: ${JSON.stringify(a)}`);
+  }
+  assert.ok(a[2].start_ms + a[2].latency_ms <= t.json.latency_ms + 1, 'the attempts end within the request');
+  // the failed tries used nothing and cost nothing; the backup's tokens and cost are the request's
+  assert.equal(a[0].input_tokens, null);
+  assert.equal(a[0].cost_micro, 0);
+  assert.ok(a[2].input_tokens > 0 && a[2].output_tokens > 0, JSON.stringify(a[2]));
+  assert.equal(a[2].input_tokens, t.json.input_tokens);
+  assert.equal(a[2].output_tokens, t.json.output_tokens);
+  assert.equal(a[2].cost_micro, t.json.cost_micro);
+  assert.ok(a[2].cost_micro > 0);
 });
 
 test('payload capture (route dash): the prompt and answer are kept, redacted', async () => {
@@ -200,21 +222,40 @@ test('in chromium: log in, live, spend with chart and CSV, requests and trace, k
     const keys = await until('today\'s spend of key tests', async () => {
       const rows = await page.$$eval('#live-limits tbody tr', (trs) => trs.map((tr) => [...tr.cells].map((c) => c.textContent)));
       const t = rows.find((r) => r[0] === 'tests');
-      return t && Number(t[5]) * 1e6 >= dashCost - 0.5 ? rows : null;
+      return t && Number(t[7]) * 1e6 >= dashCost - 0.5 ? rows : null;
     });
     assert.ok(keys.some((r) => r[0] === 'limited'), JSON.stringify(keys));
-    assert.deepEqual(keys.find((r) => r[0] === 'tests').slice(6), ['-', '-', '-'], 'no budget: nothing "left"');
+    assert.deepEqual(keys.find((r) => r[0] === 'tests').slice(8), ['-', '-', '-'], 'no budget: nothing "left"');
+    assert.deepEqual(keys.find((r) => r[0] === 'tests').slice(2, 6), ['-', '-', '-', '-'], 'no rpm/tpm: nothing "left"');
     const br = await until('the budgeted key\'s row', async () => {
       const t = await get(`/admin/requests/${budgetRequestId}`);
       if (t.status !== 200) return null;
       const rows = await page.$$eval('#live-limits tbody tr', (trs) => trs.map((tr) => [...tr.cells].map((c) => c.textContent)));
       const r = rows.find((x) => x[0] === budgetKey);
-      return r && Number(r[5]) > 0 ? { r, cost: t.json.cost_micro } : null;
+      return r && Number(r[7]) > 0 ? { r, cost: t.json.cost_micro, used: t.json.input_tokens + t.json.output_tokens } : null;
     });
     assert.ok(br.cost > 0);
-    assert.equal(br.r[5], (br.cost / 1e6).toFixed(6), 'spent today: the one request');
-    assert.equal(br.r[6], ((1e6 - br.cost) / 1e6).toFixed(6), 'daily budget left: $1 less that');
-    assert.equal(br.r[7], '-');
+    assert.equal(br.r[7], (br.cost / 1e6).toFixed(6), 'spent today: the one request');
+    assert.equal(br.r[8], ((1e6 - br.cost) / 1e6).toFixed(6), 'daily budget left: $1 less that');
+    assert.equal(br.r[9], '-');
+    // rpm and tpm left now: one more request with the key (the first may have left the minute's
+    // window by now); /admin/stats counts it at once, and the page shows what is left
+    assert.equal(br.r[2], '50');
+    assert.equal(br.r[4], '100000');
+    const again = await post(chatBody('openai/m-dash-primary', `budgeted again ${n}`, { max_tokens: 16 }), { key: budgetKeySecret });
+    assert.equal(again.status, 200, again.text);
+    const st = await get('/admin/stats');
+    const mine = st.json.keys.find((x) => x.id === budgetKey);
+    assert.ok(mine.now.requests >= 1 && mine.now.requests <= 2, JSON.stringify(mine));
+    assert.ok(mine.now.tokens > 0 && mine.now.inflight === 0, JSON.stringify(mine));
+    assert.deepEqual(st.json.keys.find((x) => x.id === 'tests').now, { requests: 0, tokens: 0, inflight: 0 }, 'a key without limits counts nothing');
+    const rl = await until('rpm and tpm left of the limited key', async () => {
+      const rows = await page.$$eval('#live-limits tbody tr', (trs) => trs.map((tr) => [...tr.cells].map((c) => c.textContent)));
+      const r = rows.find((x) => x[0] === budgetKey);
+      return r && Number(r[3]) < 50 ? r : null;
+    });
+    assert.ok(Number(rl[3]) >= 48, `rpm left: 50 less one or two requests: ${rl}`);
+    assert.ok(Number(rl[5]) < 100000 && Number(rl[5]) >= 100000 - 2 * 5000, `tpm left: 100000 less what they used: ${rl}`);
     const locals = await page.$$eval('#live-local tbody tr', (trs) => trs.map((tr) => tr.cells[0].textContent));
     assert.ok(locals.length >= 1, 'the local models are listed');
     await page.screenshot({ path: path.join(SHOTS, '1-live.png'), fullPage: true });
@@ -254,10 +295,22 @@ test('in chromium: log in, live, spend with chart and CSV, requests and trace, k
     assert.equal(att.length, 3);
     assert.deepEqual(att.map((a) => a[1]), ['openai', 'openai', 'backup']);
     assert.match(att[0][3], /^retryable \(500\)/);
-    assert.match(att[0][6], /retryable error/);
+    assert.match(att[0][11], /retryable error/);
     assert.match(att[2][3], /^ok \(200\)/);
-    assert.equal(att[2][6], '');
-    assert.equal(await page.$$eval('#trace-chart svg rect', (r) => r.length), 3, 'one timeline bar per attempt');
+    assert.equal(att[2][11], '');
+    // the timing columns: start, queue, connect, TTFT, total (ms), within the attempt
+    for (const r of att) {
+      const [start, queue, connect, ttft, total] = r.slice(4, 9).map(Number);
+      assert.ok([start, queue, connect, ttft, total].every((v) => Number.isInteger(v) && v >= 0), r.join(' | '));
+      assert.ok(queue <= total && connect <= total && ttft <= total && total < 10000, r.join(' | '));
+    }
+    assert.ok(Number(att[1][4]) >= Number(att[0][4]) + Number(att[0][8]), 'the retry starts after the first try');
+    assert.equal(att[0][9], '? / ?', 'a failed try reported no tokens');
+    assert.equal(att[0][10], '0.000000');
+    assert.match(att[2][9], /^[1-9]\d* \/ [1-9]\d*$/);
+    assert.ok(Number(att[2][10]) > 0, `the backup's cost: ${att[2][10]}`);
+    const bars = await page.$$eval('#trace-chart svg rect', (r) => [...new Set(r.map((x) => x.dataset.attempt))]);
+    assert.deepEqual(bars.sort(), ['0', '1', '2'], 'timeline bars for each attempt');
     await page.screenshot({ path: path.join(SHOTS, '3-trace.png'), fullPage: true });
     // the captured request: its prompt (redacted) and answer in the trace
     const capId = traffic[2].info.requestId;

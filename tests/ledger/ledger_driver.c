@@ -182,7 +182,7 @@ int main(int argc, char **argv) {
     long long n = 0;
     int rc = 0;
     char id[128];
-    ledger_attempt att[2] = {{"openai", "gpt-4o-mini", 503, "retryable", 25}, {"anthropic", "claude-haiku-4-5", 200, NULL, 300}};
+    ledger_attempt att[2] = {{"openai", "gpt-4o-mini", 503, "retryable", 25, 0, 0, 10, 20, -1, -1, 0}, {"anthropic", "claude-haiku-4-5", 200, NULL, 300, 25, 0, 0, 150, 120, 40, 90}};
     while (!g_stop && (count == 0 || n < count)) {
         if (period) {
             int64_t due = t0 + n * period;
