@@ -231,6 +231,40 @@ static void test_tpm_reserve_reconcile(void) {
     limits_free(lim);
 }
 
+/* What a key's windows hold now (the dashboard's live view): its requests and tokens in
+ * the last minute and its slots, reconciled with the usage; nothing added for a key never
+ * counted. */
+static void test_key_now(void) {
+    limits *lim = new_limits();
+    gw_key k = make_key("team-a");
+    k.limits.rpm = 10;
+    k.limits.tpm = 1000;
+    k.limits.concurrency = 5;
+    limits_result r;
+    limits_now n;
+    g_now = 500 * SEC;
+    CHECK(limits_key_now(lim, "team-a", &n));
+    CHECK(n.requests == 0 && n.tokens == 0 && n.inflight == 0);
+    limits_lease *a = admit(lim, &k, NULL, 300, 0, &r);
+    g_now += 10 * SEC;
+    limits_lease *b = admit(lim, &k, NULL, 200, 0, &r);
+    CHECK(limits_key_now(lim, "team-a", &n));
+    CHECK_EQ_INT(n.requests, 2);
+    CHECK_EQ_INT(n.tokens, 500);
+    CHECK_EQ_INT(n.inflight, 2);
+    limits_finish(a, &(limits_usage){120, -1});   /* the charge becomes the usage */
+    CHECK(limits_key_now(lim, "team-a", &n));
+    CHECK_EQ_INT(n.tokens, 320);
+    CHECK_EQ_INT(n.inflight, 1);
+    g_now += 55 * SEC;   /* a (at 500 s) has left the window, b (510 s) not */
+    CHECK(limits_key_now(lim, "team-a", &n));
+    CHECK_EQ_INT(n.requests, 1);
+    CHECK_EQ_INT(n.tokens, 200);
+    limits_finish(b, &(limits_usage){50, -1});
+    CHECK(limits_key_now(lim, "nobody", &n) && n.requests == 0 && n.tokens == 0);
+    limits_free(lim);
+}
+
 /* Random reservations and actual usage <= reservation: at every admission the window's
  * charges plus the reservation fit, refusals happen only when they would not, and the
  * actual tokens of admissions in any window never exceed the limit. */
@@ -757,6 +791,7 @@ int main(int argc, char **argv) {
     RUN(test_rpm_basic);
     RUN(test_rpm_exact_random);
     RUN(test_tpm_reserve_reconcile);
+    RUN(test_key_now);
     RUN(test_tpm_exact_random);
     RUN(test_concurrency);
     RUN(test_scopes_all_or_nothing);

@@ -496,6 +496,7 @@ static void test_basic(void) {
     CHECK_EQ_STR(r.body.data, "hello");
     CHECK_EQ_INT(r.d.body_bytes, 5);
     CHECK_EQ_INT(r.d.new_connection, 1);
+    CHECK(r.d.connect_ms <= r.d.elapsed_ms);   /* a fresh connection: its connect time */
     CHECK_EQ_INT(r.d.requests_sent, 1);
     CHECK_EQ_STR(r.d.error, "");
     sg_buf_free(&r.body);
@@ -510,6 +511,7 @@ static void test_basic(void) {
     CHECK_EQ_STR(r.seen_test, "42");
     CHECK_EQ_STR(r.saw_expect, "0");
     CHECK_EQ_INT(r.d.new_connection, 0);
+    CHECK_EQ_INT(r.d.connect_ms, 0);   /* reused: no connect */
     pthread_mutex_lock(&S.mu);
     CHECK(!strcasestr(S.last_head, "X-Injected") && !strcasestr(S.last_head, "X-Evil"));
     pthread_mutex_unlock(&S.mu);
