@@ -20,8 +20,8 @@ static double now_s(void) {
 
 /* a chat request that fell back once, as the gateway records it */
 static ledger_record sample(ledger_attempt *atts) {
-    atts[0] = (ledger_attempt){"openai", "gpt-4o-mini-2024-07-18", 503, "retryable", 41, 0};
-    atts[1] = (ledger_attempt){"anthropic", "claude-3-5-haiku-20241022", 200, NULL, 612, 43};
+    atts[0] = (ledger_attempt){"openai", "gpt-4o-mini-2024-07-18", 503, "retryable", 41, 0, 0, 12, 40, -1, -1, 0};
+    atts[1] = (ledger_attempt){"anthropic", "claude-3-5-haiku-20241022", 200, NULL, 612, 43, 0, 0, 180, 812, 96, 1234};
     return (ledger_record){
         .time_ms = 1765100000123, .request_id = "d2f1c7a9e35b4c1e", .key_id = "team-search", .route = "chat",
         .requested_model = "chat", .provider = "anthropic", .model = "claude-3-5-haiku-20241022", .attempts = atts,
