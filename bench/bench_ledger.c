@@ -266,6 +266,16 @@ static void parts(void) {
     cost_catalog_free(c);
 }
 
+/* BENCH_ONLY=latency,parts,insert,throughput,alone: those phases only (all by default). */
+static bool phase(const char *name) {
+    const char *only = getenv("BENCH_ONLY");
+    if (!only || !*only) return true;
+    size_t n = strlen(name);
+    for (const char *p = only; (p = strstr(p, name)); p += n)
+        if ((p == only || p[-1] == ',') && (p[n] == ',' || !p[n])) return true;
+    return false;
+}
+
 int main(void) {
     sg_log_set_level(SG_LOG_ERROR);
     g_seed = (uint64_t)time(NULL) ^ (uint64_t)getpid() << 32;
@@ -276,15 +286,21 @@ int main(void) {
     char dir[512];
     snprintf(dir, sizeof dir, "%s/smolgate-bench-ledger-XXXXXX", base);
     if (!mkdtemp(dir)) { perror("mkdtemp"); return 1; }
-    append_latency("SQLite", GW_LEDGER_SQLITE, NULL, dir);
-    parts();
-    insert_alone(dir, 500, false);
-    insert_alone(dir, 5000, false);
-    insert_alone(dir, 5000, true);
-    throughput("SQLite", GW_LEDGER_SQLITE, NULL, dir, 500);
-    throughput("SQLite", GW_LEDGER_SQLITE, NULL, dir, 5000);
-    delivery_alone("SQLite", GW_LEDGER_SQLITE, NULL, dir, 500);
-    delivery_alone("SQLite", GW_LEDGER_SQLITE, NULL, dir, 5000);
+    if (phase("latency")) append_latency("SQLite", GW_LEDGER_SQLITE, NULL, dir);
+    if (phase("parts")) parts();
+    if (phase("insert")) {
+        insert_alone(dir, 500, false);
+        insert_alone(dir, 5000, false);
+        insert_alone(dir, 5000, true);
+    }
+    if (phase("throughput")) {
+        throughput("SQLite", GW_LEDGER_SQLITE, NULL, dir, 500);
+        throughput("SQLite", GW_LEDGER_SQLITE, NULL, dir, 5000);
+    }
+    if (phase("alone")) {
+        delivery_alone("SQLite", GW_LEDGER_SQLITE, NULL, dir, 500);
+        delivery_alone("SQLite", GW_LEDGER_SQLITE, NULL, dir, 5000);
+    }
     const char *pg = getenv("SMOLGATE_BENCH_PG");
     if (pg && *pg) {
         append_latency("PostgreSQL", GW_LEDGER_POSTGRES, pg, dir);
