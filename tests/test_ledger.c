@@ -657,7 +657,7 @@ static void test_opts_from_config(void) {
     CHECK_EQ_STR(d.sqlite_path, "smolgate.db");
     CHECK_EQ_STR(d.spool_dir, "smolgate-spool");
     CHECK_EQ_INT(d.flush_ms, 1000);
-    CHECK_EQ_INT(d.batch_max, 500);
+    CHECK_EQ_INT(d.batch_max, 5000);
 }
 
 static void test_open_errors(void) {
