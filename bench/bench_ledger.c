@@ -333,7 +333,7 @@ static void parts(void) {
     cost_catalog_free(c);
 }
 
-/* BENCH_ONLY=latency,parts,insert,floor,throughput,alone: those phases only (all by default). */
+/* BENCH_ONLY=latency,parts,insert,floor,throughput,alone,postgres: those phases only (all by default). */
 static bool phase(const char *name) {
     const char *only = getenv("BENCH_ONLY");
     if (!only || !*only) return true;
@@ -373,7 +373,7 @@ int main(void) {
         delivery_alone("SQLite", GW_LEDGER_SQLITE, NULL, dir, 5000);
     }
     const char *pg = getenv("SMOLGATE_BENCH_PG");
-    if (pg && *pg) {
+    if (pg && *pg && phase("postgres")) {
         append_latency("PostgreSQL", GW_LEDGER_POSTGRES, pg, dir);
         throughput("PostgreSQL", GW_LEDGER_POSTGRES, pg, dir, 500);
         throughput("PostgreSQL", GW_LEDGER_POSTGRES, pg, dir, 5000);
