@@ -36,6 +36,7 @@
 #include "gateway/ledger_frame.h"
 #include "gateway/provider.h"
 #include <jansson.h>
+#include <sqlite3.h>
 
 static int64_t now_ns(void) {
     struct timespec ts;
@@ -225,6 +226,72 @@ static void insert_alone(const char *dir, uint32_t batch, bool random16) {
     ledger_db_close(db);
 }
 
+/* The floor: what SQLite itself costs for a row of this shape, without the ledger. A
+ * bare table with the 21 columns of `requests` (no primary key, no index, no attempts),
+ * one prepared single-row INSERT in a loop, transactions of 5000, the writer's settings
+ * (WAL, synchronous=FULL, 16 KiB pages). multi: 32 rows a statement, as ledger_db does. */
+static void insert_floor(const char *dir, bool multi) {
+    enum { N = 200000, TX = 5000, ROWS = 32, COLS = 21 };
+    char path[600];
+    snprintf(path, sizeof path, "%s/floor-%d.db", dir, multi);
+    sqlite3 *db;
+    if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) return;
+    sqlite3_exec(db, "PRAGMA page_size=16384; PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA cache_size=-32768;"
+                     "CREATE TABLE r (request_id TEXT, ts_ms INTEGER, key_id TEXT, route TEXT, requested_model TEXT,"
+                     " provider TEXT, model TEXT, status INTEGER, error TEXT, stream INTEGER, n_attempts INTEGER,"
+                     " fallbacks INTEGER, input_tokens INTEGER, cache_read_tokens INTEGER, cache_write_tokens INTEGER,"
+                     " output_tokens INTEGER, reasoning_tokens INTEGER, usage_estimated INTEGER, cost_micro INTEGER,"
+                     " latency_ms INTEGER, ttft_ms INTEGER)", NULL, NULL, NULL);
+    int rows = multi ? ROWS : 1;
+    sg_buf sql;
+    sg_buf_init(&sql);
+    sg_buf_puts(&sql, "INSERT INTO r VALUES ");
+    for (int r = 0; r < rows; r++) sg_buf_puts(&sql, r ? ",(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)" : "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(db, sql.data, -1, &st, NULL) != SQLITE_OK) { sqlite3_close(db); sg_buf_free(&sql); return; }
+    sg_buf_free(&sql);
+    char id[64];
+    ledger_record r;
+    int64_t c0 = cpu_ns(), t0 = now_ns();
+    for (long i = 0; i < N; i += rows) {
+        if (i % TX == 0) sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+        for (int k = 0; k < rows; k++) {
+            make(&r, id, sizeof id, 700000000 + i + k);
+            int p = k * COLS;
+            sqlite3_bind_text(st, p + 1, r.request_id, -1, SQLITE_TRANSIENT);   /* id[] is reused */
+            sqlite3_bind_int64(st, p + 2, r.time_ms);
+            sqlite3_bind_text(st, p + 3, r.key_id, -1, SQLITE_STATIC);
+            sqlite3_bind_text(st, p + 4, r.route, -1, SQLITE_STATIC);
+            sqlite3_bind_text(st, p + 5, r.requested_model, -1, SQLITE_STATIC);
+            sqlite3_bind_text(st, p + 6, r.provider, -1, SQLITE_STATIC);
+            sqlite3_bind_text(st, p + 7, r.model, -1, SQLITE_STATIC);
+            sqlite3_bind_int64(st, p + 8, r.status);
+            sqlite3_bind_null(st, p + 9);
+            sqlite3_bind_int64(st, p + 10, r.stream);
+            sqlite3_bind_int64(st, p + 11, (int64_t)r.n_attempts);
+            sqlite3_bind_int64(st, p + 12, 0);
+            sqlite3_bind_int64(st, p + 13, r.usage.input);
+            sqlite3_bind_int64(st, p + 14, r.usage.cache_read);
+            sqlite3_bind_int64(st, p + 15, r.usage.cache_write);
+            sqlite3_bind_int64(st, p + 16, r.usage.output);
+            sqlite3_bind_null(st, p + 17);
+            sqlite3_bind_int64(st, p + 18, 0);
+            sqlite3_bind_int64(st, p + 19, r.cost_micro);
+            sqlite3_bind_int64(st, p + 20, r.latency_ms);
+            sqlite3_bind_int64(st, p + 21, r.ttft_ms);
+        }
+        if (sqlite3_step(st) != SQLITE_DONE) fprintf(stderr, "bench_ledger: floor: %s\n", sqlite3_errmsg(db));
+        sqlite3_reset(st);
+        if ((i + rows) % TX == 0 || i + rows >= N) sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
+    }
+    int64_t t1 = now_ns(), c1 = cpu_ns();
+    printf("the floor: a bare INSERT of a requests row (no key, no index, no attempts; %s, transactions of %d): "
+           "%.0f records/s, CPU %.2f us per record\n",
+           multi ? "32 rows a statement" : "one row a statement", TX, N / ((t1 - t0) / 1e9), (c1 - c0) / 1e3 / N);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+}
+
 static void parts(void) {
     enum { N = 200000 };
     sg_buf b;
@@ -266,6 +333,16 @@ static void parts(void) {
     cost_catalog_free(c);
 }
 
+/* BENCH_ONLY=latency,parts,insert,floor,throughput,alone,postgres: those phases only (all by default). */
+static bool phase(const char *name) {
+    const char *only = getenv("BENCH_ONLY");
+    if (!only || !*only) return true;
+    size_t n = strlen(name);
+    for (const char *p = only; (p = strstr(p, name)); p += n)
+        if ((p == only || p[-1] == ',') && (p[n] == ',' || !p[n])) return true;
+    return false;
+}
+
 int main(void) {
     sg_log_set_level(SG_LOG_ERROR);
     g_seed = (uint64_t)time(NULL) ^ (uint64_t)getpid() << 32;
@@ -276,17 +353,27 @@ int main(void) {
     char dir[512];
     snprintf(dir, sizeof dir, "%s/smolgate-bench-ledger-XXXXXX", base);
     if (!mkdtemp(dir)) { perror("mkdtemp"); return 1; }
-    append_latency("SQLite", GW_LEDGER_SQLITE, NULL, dir);
-    parts();
-    insert_alone(dir, 500, false);
-    insert_alone(dir, 5000, false);
-    insert_alone(dir, 5000, true);
-    throughput("SQLite", GW_LEDGER_SQLITE, NULL, dir, 500);
-    throughput("SQLite", GW_LEDGER_SQLITE, NULL, dir, 5000);
-    delivery_alone("SQLite", GW_LEDGER_SQLITE, NULL, dir, 500);
-    delivery_alone("SQLite", GW_LEDGER_SQLITE, NULL, dir, 5000);
+    if (phase("latency")) append_latency("SQLite", GW_LEDGER_SQLITE, NULL, dir);
+    if (phase("parts")) parts();
+    if (phase("insert")) {
+        insert_alone(dir, 500, false);
+        insert_alone(dir, 5000, false);
+        insert_alone(dir, 5000, true);
+    }
+    if (phase("floor")) {
+        insert_floor(dir, false);
+        insert_floor(dir, true);
+    }
+    if (phase("throughput")) {
+        throughput("SQLite", GW_LEDGER_SQLITE, NULL, dir, 500);
+        throughput("SQLite", GW_LEDGER_SQLITE, NULL, dir, 5000);
+    }
+    if (phase("alone")) {
+        delivery_alone("SQLite", GW_LEDGER_SQLITE, NULL, dir, 500);
+        delivery_alone("SQLite", GW_LEDGER_SQLITE, NULL, dir, 5000);
+    }
     const char *pg = getenv("SMOLGATE_BENCH_PG");
-    if (pg && *pg) {
+    if (pg && *pg && phase("postgres")) {
         append_latency("PostgreSQL", GW_LEDGER_POSTGRES, pg, dir);
         throughput("PostgreSQL", GW_LEDGER_POSTGRES, pg, dir, 500);
         throughput("PostgreSQL", GW_LEDGER_POSTGRES, pg, dir, 5000);

@@ -477,6 +477,59 @@ static void test_frame_format2(void) {
     sg_buf_free(&b);
 }
 
+/* ---- ledger_db_insert's multi-row statements ---- */
+
+/* SQLite inserts 32 rows a statement, then 16, 8, 4, 2, 1 for the rest: batches that cut
+ * those statements anywhere, records with 0, 1 and 2 attempts (the attempts' statements
+ * are cut elsewhere than the requests'), duplicates and new records in one statement, and
+ * a record without an id refusing the whole batch. */
+static void test_insert_batches(void) {
+    tdir t;
+    tdir_init(&t, "multirow");
+    sg_error err;
+    ledger_db *d = ledger_db_open(GW_LEDGER_SQLITE, t.db, false, &err);
+    CHECK_MSG(d != NULL, "%s", err.msg);
+    if (!d) return;
+    enum { N = 77 };
+    ledger_record recs[N];
+    ledger_attempt att[N][2];
+    char ids[N][32];
+    int n_att = 0;
+    for (int i = 0; i < N; i++) {
+        make_record(&recs[i], att[i], ids[i], sizeof ids[i], "m", i);
+        if (i % 7 == 3) recs[i].n_attempts = 0;   /* refused before any target */
+        n_att += (int)recs[i].n_attempts;
+    }
+    CHECK_EQ_INT(sql_int(t.db, "PRAGMA page_size"), 16384);   /* a new database */
+    CHECK_EQ_INT(ledger_db_insert(d, recs, 40, &err), 40);
+    CHECK_EQ_INT(ledger_db_insert(d, recs, N, &err), N - 40);   /* 40 again, 37 new */
+    CHECK_EQ_INT(ledger_db_insert(d, recs + 5, 1, &err), 0);
+    CHECK_EQ_INT(ledger_db_insert(d, recs, N, &err), 0);
+    CHECK_EQ_INT(sql_int(t.db, "SELECT COUNT(*) FROM requests"), N);
+    CHECK_EQ_INT(sql_int(t.db, "SELECT COUNT(*) FROM attempts"), n_att);
+    CHECK_EQ_INT(sql_int(t.db, "SELECT SUM(n_attempts) FROM requests"), n_att);
+    /* every record's fields in their own row: compare what each row holds with its i */
+    CHECK_EQ_INT(sql_int(t.db, "SELECT COUNT(*) FROM requests WHERE input_tokens = 100 + CAST(substr(request_id, 3) AS INTEGER) "
+                               "AND ts_ms = 1732406400000 + CAST(substr(request_id, 3) AS INTEGER) "
+                               "AND stream = CAST(substr(request_id, 3) AS INTEGER) % 2 AND reasoning_tokens IS NULL"), N);
+    CHECK_EQ_INT(sql_int(t.db, "SELECT COUNT(*) FROM attempts a JOIN requests r USING (request_id) "
+                               "WHERE a.n < r.n_attempts AND (a.n = 0) = (a.provider = 'openai')"), n_att);
+    CHECK_EQ_INT(sql_int(t.db, "SELECT latency_ms FROM attempts WHERE request_id = 'm-75' AND n = 1"), 340);
+    CHECK_EQ_INT(sql_int(t.db, "SELECT COUNT(*) FROM attempts WHERE request_id = 'm-73'"), 0);
+    /* a record without an id: the batch is refused as the data's fault, nothing of it stays */
+    ledger_record more[3];
+    ledger_attempt matt[3][2];
+    char mids[3][32];
+    for (int i = 0; i < 3; i++) make_record(&more[i], matt[i], mids[i], sizeof mids[i], "n", i);
+    more[1].request_id = NULL;
+    CHECK_EQ_INT(ledger_db_insert(d, more, 3, &err), -1);
+    CHECK(ledger_db_failure_is_data(d));
+    CHECK_EQ_INT(sql_int(t.db, "SELECT COUNT(*) FROM requests"), N);
+    CHECK_EQ_INT(ledger_db_insert(d, more + 2, 1, &err), 1);
+    CHECK(!ledger_db_failure_is_data(d));
+    ledger_db_close(d);
+}
+
 /* ---- a dead process's spool ---- */
 
 static void write_file(const char *path, const char *data, size_t len) {
@@ -746,7 +799,7 @@ static void test_opts_from_config(void) {
     CHECK_EQ_STR(d.sqlite_path, "smolgate.db");
     CHECK_EQ_STR(d.spool_dir, "smolgate-spool");
     CHECK_EQ_INT(d.flush_ms, 1000);
-    CHECK_EQ_INT(d.batch_max, 500);
+    CHECK_EQ_INT(d.batch_max, 5000);
 }
 
 static void test_open_errors(void) {
@@ -1117,6 +1170,7 @@ int main(void) {
     RUN(test_crc32c);
     RUN(test_frame_roundtrip);
     RUN(test_frame_format2);
+    RUN(test_insert_batches);
     RUN(test_adopt_orphan);
     RUN(test_adopt_orphan_frames);
     RUN(test_live_spool_not_taken);

@@ -257,7 +257,7 @@ typedef struct gw_ledger {
     char    *spool_dir;           /* records wait here while the database is away;
                                      default "smolgate-spool" */
     uint32_t flush_ms;            /* batch interval; default 1000 */
-    uint32_t batch_max;           /* records per write; default 500 */
+    uint32_t batch_max;           /* records per write; default 5000 */
 } gw_ledger;
 
 /* tracing: request spans to an OTLP/HTTP receiver (otlp.h); off while endpoint is NULL. */

@@ -37,7 +37,9 @@
 #include "gateway/ledger_frame.h"
 #include "gateway/ledger_usage.h"
 
-#define READ_CHUNK (1u << 20)        /* bytes of a segment held in memory, at most */
+#define READ_CHUNK (4u << 20)        /* bytes of a segment held in memory, at most: a whole
+                                        segment (segment_bytes), so that a batch of batch_max
+                                        (5000 records of about 250 bytes) is not cut short */
 #define REFILL (READ_CHUNK / 2)      /* read more when fewer unread bytes are held: more
                                         than any record takes, so one always fits */
 
@@ -142,7 +144,7 @@ void ledger_opts_defaults(ledger_opts *o) {
     o->sqlite_path = "smolgate.db";
     o->spool_dir = "smolgate-spool";
     o->flush_ms = 1000;
-    o->batch_max = 500;
+    o->batch_max = 5000;
     o->segment_bytes = 4u << 20;
     o->retry_min_ms = 100;
     o->retry_max_ms = 30000;

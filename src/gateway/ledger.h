@@ -16,9 +16,9 @@
  *   2. A writer thread wakes every flush_ms, or as soon as batch_max records wait, reads
  *      whole frames from the spool (each byte once: what a read brought beyond the batch
  *      is kept for the next; the frames are decoded in place, no parse, no allocation)
- *      and inserts them in one transaction per batch (SQLite: prepared statements;
- *      PostgreSQL: multi-row INSERT), `ON CONFLICT DO NOTHING` on the request id, which
- *      is the primary key. Then it records the delivered offset in the segment's
+ *      and inserts them in one transaction per batch (multi-row INSERTs: SQLite's INSERT
+ *      OR IGNORE, PostgreSQL's ON CONFLICT DO NOTHING, on the request id, which is the
+ *      primary key). Then it records the delivered offset in the segment's
  *      checkpoint file; a segment that is sealed and fully delivered is removed. A crash
  *      between the commit and the checkpoint re-delivers the batch, which the primary key
  *      turns into a no-op: exactly once. A frame that fails its checks (torn by a crash
@@ -119,7 +119,7 @@ typedef struct ledger_opts {
     const char *postgres_url;       /* secret: conninfo or postgresql:// URL */
     const char *spool_dir;          /* default "smolgate-spool" (created if missing) */
     uint32_t flush_ms;              /* delivery interval; default 1000 */
-    uint32_t batch_max;             /* records per transaction; default 500 */
+    uint32_t batch_max;             /* records per transaction; default 5000 */
     size_t   segment_bytes;         /* a spool segment is sealed past this; default 4 MiB */
     uint32_t retry_min_ms;          /* database backoff; default 100 */
     uint32_t retry_max_ms;          /* default 30000 */

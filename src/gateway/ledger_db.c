@@ -125,22 +125,123 @@ _Static_assert(sizeof k_sqlite_migrations / sizeof k_sqlite_migrations[0] == LED
 _Static_assert(sizeof k_pg_migrations / sizeof k_pg_migrations[0] == LEDGER_SCHEMA_VERSION + 1,
                "one PostgreSQL migration per schema version");
 
-#define REQ_COLS "request_id, ts_ms, key_id, route, requested_model, provider, model, status, error, " \
-                 "stream, n_attempts, fallbacks, input_tokens, cache_read_tokens, cache_write_tokens, " \
-                 "output_tokens, reasoning_tokens, usage_estimated, cost_micro, latency_ms, ttft_ms"
-#define N_REQ_COLS 21
-#define ATT_COLS "request_id, n, provider, model, status, error, latency_ms, " \
-                 "start_ms, queue_ms, connect_ms, ttft_ms, input_tokens, output_tokens, cost_micro"
-#define N_ATT_COLS 14
-#define PG_ROWS_PER_INSERT 1000     /* 21 000 parameters, under libpq's 65 535 */
+#define PG_ROWS_PER_INSERT 1000     /* rows per statement; 21 000 parameters, under libpq's 65 535 */
 #define PG_LOCK_KEY "7261001"       /* advisory lock held while migrating */
+#define SQ_ROWS_MAX 32              /* rows per SQLite INSERT statement (see sq_insert) */
+#define SQ_SIZES 6                  /* statements of 32, 16, 8, 4, 2 and 1 rows */
+#define SQ_PAGE_SIZE "16384"        /* bytes, for a new SQLite database (see sq_open) */
+
+/* ---- the rows ----------------------------------------------------------------------------
+ * What a record puts in each table, for both engines, in one place: each column is named
+ * where its value is given, and the INSERT statements are built from these same calls
+ * (row_cols), so a new column is one line here plus its migration. A sink receives the
+ * values in order: SQLite binds them, PostgreSQL formats them as text parameters. */
+typedef struct row_sink row_sink;
+struct row_sink {
+    void (*text)(row_sink *s, const char *col, const char *v);             /* NULL: SQL NULL */
+    void (*i64)(row_sink *s, const char *col, int64_t v);
+    void (*opt)(row_sink *s, const char *col, int64_t v);                  /* < 0: SQL NULL */
+    void (*flag)(row_sink *s, const char *col, bool v);                    /* boolean */
+};
+
+typedef enum { T_REQUESTS, T_ATTEMPTS, T_COUNT } ledger_table;
+
+/* Row k of a record in table t: the request (k = 0), or its attempt k. The key's columns
+ * (request_id; request_id, n) are never NULL: SQLite's INSERT OR IGNORE would skip such a
+ * row instead of failing it, so sq_insert refuses a record without an id first. */
+static void put_row(row_sink *s, ledger_table t, const ledger_record *r, size_t k) {
+    if (t == T_REQUESTS) {
+        s->text(s, "request_id", r->request_id);
+        s->i64(s, "ts_ms", r->time_ms);
+        s->text(s, "key_id", r->key_id);
+        s->text(s, "route", r->route);
+        s->text(s, "requested_model", r->requested_model);
+        s->text(s, "provider", r->provider);
+        s->text(s, "model", r->model);
+        s->i64(s, "status", r->status);
+        s->text(s, "error", r->error);
+        s->flag(s, "stream", r->stream);
+        s->i64(s, "n_attempts", (int64_t)r->n_attempts);
+        s->i64(s, "fallbacks", ledger_record_fallbacks(r));
+        s->opt(s, "input_tokens", r->usage.input);
+        s->opt(s, "cache_read_tokens", r->usage.cache_read);
+        s->opt(s, "cache_write_tokens", r->usage.cache_write);
+        s->opt(s, "output_tokens", r->usage.output);
+        s->opt(s, "reasoning_tokens", r->usage.reasoning);
+        s->flag(s, "usage_estimated", r->usage.estimated);
+        s->opt(s, "cost_micro", r->cost_micro);
+        s->opt(s, "latency_ms", r->latency_ms);
+        s->opt(s, "ttft_ms", r->ttft_ms);
+    } else {
+        const ledger_attempt *a = &r->attempts[k];
+        s->text(s, "request_id", r->request_id);
+        s->i64(s, "n", (int64_t)k);
+        s->text(s, "provider", a->provider);
+        s->text(s, "model", a->model);
+        s->i64(s, "status", a->status);
+        s->text(s, "error", a->error);
+        s->opt(s, "latency_ms", a->latency_ms);
+        s->opt(s, "start_ms", a->start_ms);
+        s->opt(s, "queue_ms", a->queue_ms);
+        s->opt(s, "connect_ms", a->connect_ms);
+        s->opt(s, "ttft_ms", a->ttft_ms);
+        s->opt(s, "input_tokens", a->input_tokens);
+        s->opt(s, "output_tokens", a->output_tokens);
+        s->opt(s, "cost_micro", a->cost_micro);
+    }
+}
+
+static const char *const k_table_names[T_COUNT] = {"requests", "attempts"};
+static const char *const k_table_keys[T_COUNT] = {"request_id", "request_id, n"};
+
+/* A table's column list ("request_id, ts_ms, ...") and count, from put_row. */
+typedef struct cols_sink {
+    row_sink s;
+    sg_buf *out;
+    int n;
+} cols_sink;
+static void cols_add(row_sink *s, const char *col) {
+    cols_sink *c = (cols_sink *)s;
+    if (c->n++) sg_buf_puts(c->out, ", ");
+    sg_buf_puts(c->out, col);
+}
+static void cols_text(row_sink *s, const char *col, const char *v) { (void)v; cols_add(s, col); }
+static void cols_i64(row_sink *s, const char *col, int64_t v) { (void)v; cols_add(s, col); }
+static void cols_flag(row_sink *s, const char *col, bool v) { (void)v; cols_add(s, col); }
+
+static int row_cols(ledger_table t, sg_buf *out) {
+    static const ledger_attempt att = {0};
+    const ledger_record r = {.request_id = "", .attempts = &att, .n_attempts = 1};
+    cols_sink c = {{cols_text, cols_i64, cols_i64, cols_flag}, out, 0};
+    put_row(&c.s, t, &r, 0);
+    return c.n;
+}
+
+/* "INSERT ... INTO t (cols) VALUES (?, ...), ... " with rows rows of placeholders ($1, $2
+ * ... when dollar), between head ("INSERT OR IGNORE INTO" / "INSERT INTO") and tail. */
+static void insert_sql(sg_buf *sql, ledger_table t, size_t rows, bool dollar, const char *head, const char *tail) {
+    sg_buf_printf(sql, "%s %s (", head, k_table_names[t]);
+    int n = row_cols(t, sql);
+    sg_buf_puts(sql, ") VALUES ");
+    size_t p = 0;
+    for (size_t r = 0; r < rows; r++) {
+        sg_buf_puts(sql, r ? ",(" : "(");
+        for (int c = 0; c < n; c++) {
+            p++;
+            if (dollar) sg_buf_printf(sql, c ? ",$%zu" : "$%zu", p);
+            else sg_buf_puts(sql, c ? ",?" : "?");
+        }
+        sg_buf_putc(sql, ')');
+    }
+    sg_buf_puts(sql, tail);
+}
 
 struct ledger_db {
     gw_ledger_kind kind;
     bool ok;
     bool permanent;           /* the last failure was the data's (see ledger_db_failure_is_data) */
     sqlite3 *sq;
-    sqlite3_stmt *ins_req, *ins_att;
+    sqlite3_stmt *ins[T_COUNT][SQ_SIZES];   /* INSERT of 32 >> i rows, prepared on first use */
     PGconn *pg;
 };
 
@@ -239,6 +340,11 @@ static int sq_open(ledger_db *db, const char *path, bool read_only, sg_error *er
         return -1;
     }
     sqlite3_busy_timeout(db->sq, 10000);
+    /* A new database gets 16 KiB pages (SQLite's default is 4 KiB; an existing file keeps
+     * its size): the ledger appends rows at the right edge of its b-trees and writes each
+     * page twice (the WAL, then the checkpoint), one system call per page and per frame
+     * header, so larger pages cut the system calls of a record by four. */
+    if (!read_only && sq_exec(db, "PRAGMA page_size=" SQ_PAGE_SIZE, err)) return sg_fail_wrap(err, "%s", path);
     if (sq_retry_busy(db, sq_wal, err)) return sg_fail_wrap(err, "%s", path);
     if (read_only) {
         int v;
@@ -250,17 +356,19 @@ static int sq_open(ledger_db *db, const char *path, bool read_only, sg_error *er
      * append at the right edge of the primary keys' indexes; ids of an older smolgate (16
      * random hex digits) land each on its own page, and for those a page cache that holds
      * the indexes (32 MiB, taken only as the database grows) saves reading pages back, and
-     * a checkpoint every 4000 WAL pages (16 MiB) instead of 1000 writes a page touched by
-     * several batches once. Neither changes what a commit guarantees. */
-    if (sq_exec(db, "PRAGMA cache_size=-32768", err) || sq_exec(db, "PRAGMA wal_autocheckpoint=4000", err))
-        return sg_fail_wrap(err, "%s", path);
+     * a checkpoint every 16 MiB of WAL (4000 pages of 4 KiB) instead of SQLite's 1000 pages
+     * writes a page touched by several batches once. Neither changes what a commit
+     * guarantees. */
+    sqlite3_stmt *ps;
+    int page = 4096;
+    if (sqlite3_prepare_v2(db->sq, "PRAGMA page_size", -1, &ps, NULL) == SQLITE_OK) {
+        if (sqlite3_step(ps) == SQLITE_ROW && sqlite3_column_int(ps, 0) >= 512) page = sqlite3_column_int(ps, 0);
+        sqlite3_finalize(ps);
+    }
+    char ckpt[64];
+    snprintf(ckpt, sizeof ckpt, "PRAGMA wal_autocheckpoint=%d", (16 << 20) / page);
+    if (sq_exec(db, "PRAGMA cache_size=-32768", err) || sq_exec(db, ckpt, err)) return sg_fail_wrap(err, "%s", path);
     if (sq_retry_busy(db, sq_migrate, err)) return sg_fail_wrap(err, "%s", path);
-    if (sqlite3_prepare_v2(db->sq, "INSERT INTO requests (" REQ_COLS ") VALUES "
-                           "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (request_id) DO NOTHING",
-                           -1, &db->ins_req, NULL) != SQLITE_OK ||
-        sqlite3_prepare_v2(db->sq, "INSERT INTO attempts (" ATT_COLS ") VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
-                           "ON CONFLICT (request_id, n) DO NOTHING", -1, &db->ins_att, NULL) != SQLITE_OK)
-        return sq_fail(db, err, "prepare");
     return 0;
 }
 
@@ -269,73 +377,96 @@ static void sq_text(sqlite3_stmt *st, int i, const char *s) {
     else sqlite3_bind_null(st, i);
 }
 
-static void sq_int(sqlite3_stmt *st, int i, int64_t v, bool null_if_negative) {
-    if (null_if_negative && v < 0) sqlite3_bind_null(st, i);
-    else sqlite3_bind_int64(st, i, v);
+/* Binds a row's values to the next placeholders of a multi-row statement. The strings
+ * are bound SQLITE_STATIC: they live in the batch (the spool's read buffer) until the
+ * statement has run. */
+typedef struct sq_sink {
+    row_sink s;
+    sqlite3_stmt *st;
+    int i;                     /* the last placeholder bound */
+} sq_sink;
+static void sq_bind_text(row_sink *s, const char *col, const char *v) {
+    (void)col;
+    sq_sink *q = (sq_sink *)s;
+    sq_text(q->st, ++q->i, v);
+}
+static void sq_bind_i64(row_sink *s, const char *col, int64_t v) {
+    (void)col;
+    sq_sink *q = (sq_sink *)s;
+    sqlite3_bind_int64(q->st, ++q->i, v);
+}
+static void sq_bind_opt(row_sink *s, const char *col, int64_t v) {
+    (void)col;
+    sq_sink *q = (sq_sink *)s;
+    if (v < 0) sqlite3_bind_null(q->st, ++q->i);
+    else sqlite3_bind_int64(q->st, ++q->i, v);
+}
+static void sq_bind_flag(row_sink *s, const char *col, bool v) { sq_bind_i64(s, col, v); }
+
+/* The INSERT of table t for 32 >> size rows, prepared on first use. */
+static sqlite3_stmt *sq_ins_stmt(ledger_db *db, ledger_table t, int size, sg_error *err) {
+    if (db->ins[t][size]) return db->ins[t][size];
+    sg_buf sql;
+    sg_buf_init(&sql);
+    insert_sql(&sql, t, (size_t)SQ_ROWS_MAX >> size, false, "INSERT OR IGNORE INTO", "");
+    int rc = sqlite3_prepare_v2(db->sq, sql.data, -1, &db->ins[t][size], NULL);
+    sg_buf_free(&sql);
+    if (rc != SQLITE_OK) { sq_fail(db, err, "prepare"); return NULL; }
+    return db->ins[t][size];
 }
 
-static int64_t sq_insert(ledger_db *db, const ledger_record *recs, size_t n, sg_error *err) {
-    if (sq_exec(db, "BEGIN IMMEDIATE", err)) return -1;
-    int64_t added = 0;
-    for (size_t i = 0; i < n; i++) {
-        const ledger_record *r = &recs[i];
-        sqlite3_stmt *st = db->ins_req;
-        sqlite3_reset(st);
-        sq_text(st, 1, r->request_id);
-        sq_int(st, 2, r->time_ms, false);
-        sq_text(st, 3, r->key_id);
-        sq_text(st, 4, r->route);
-        sq_text(st, 5, r->requested_model);
-        sq_text(st, 6, r->provider);
-        sq_text(st, 7, r->model);
-        sq_int(st, 8, r->status, false);
-        sq_text(st, 9, r->error);
-        sq_int(st, 10, r->stream, false);
-        sq_int(st, 11, (int64_t)r->n_attempts, false);
-        sq_int(st, 12, ledger_record_fallbacks(r), false);
-        sq_int(st, 13, r->usage.input, true);
-        sq_int(st, 14, r->usage.cache_read, true);
-        sq_int(st, 15, r->usage.cache_write, true);
-        sq_int(st, 16, r->usage.output, true);
-        sq_int(st, 17, r->usage.reasoning, true);
-        sq_int(st, 18, r->usage.estimated, false);
-        sq_int(st, 19, r->cost_micro, true);
-        sq_int(st, 20, r->latency_ms, true);
-        sq_int(st, 21, r->ttft_ms, true);
-        if (sqlite3_step(st) != SQLITE_DONE) { sq_fail(db, err, "insert"); goto fail; }
-        int fresh = sqlite3_changes(db->sq);
-        added += fresh;
-        if (!fresh) continue;   /* delivered before: its attempts are there too */
-        for (size_t k = 0; k < r->n_attempts; k++) {
-            const ledger_attempt *a = &r->attempts[k];
-            sqlite3_stmt *sa = db->ins_att;
-            sqlite3_reset(sa);
-            sq_text(sa, 1, r->request_id);
-            sq_int(sa, 2, (int64_t)k, false);
-            sq_text(sa, 3, a->provider);
-            sq_text(sa, 4, a->model);
-            sq_int(sa, 5, a->status, false);
-            sq_text(sa, 6, a->error);
-            sq_int(sa, 7, a->latency_ms, true);
-            sq_int(sa, 8, a->start_ms, true);
-            sq_int(sa, 9, a->queue_ms, true);
-            sq_int(sa, 10, a->connect_ms, true);
-            sq_int(sa, 11, a->ttft_ms, true);
-            sq_int(sa, 12, a->input_tokens, true);
-            sq_int(sa, 13, a->output_tokens, true);
-            sq_int(sa, 14, a->cost_micro, true);
-            if (sqlite3_step(sa) != SQLITE_DONE) { sq_fail(db, err, "insert attempt"); goto fail; }
+/* The n_rows rows of table t that recs hold (t = requests: one per record; attempts: all
+ * their attempts, in order), in as few statements as it can: 32 rows each, then one of 16,
+ * 8, 4, 2, 1 for what is left. Adds the rows inserted to *added. */
+static int sq_insert_rows(ledger_db *db, ledger_table t, const ledger_record *recs, size_t n_rows, int64_t *added,
+                          sg_error *err) {
+    sq_sink q = {{sq_bind_text, sq_bind_i64, sq_bind_opt, sq_bind_flag}, NULL, 0};
+    size_t rec = 0, att = 0;
+    for (size_t done = 0; done < n_rows;) {
+        int size = 0;
+        while ((size_t)SQ_ROWS_MAX >> size > n_rows - done) size++;
+        size_t rows = (size_t)SQ_ROWS_MAX >> size;
+        if (!(q.st = sq_ins_stmt(db, t, size, err))) return -1;
+        q.i = 0;
+        for (size_t k = 0; k < rows; k++) {
+            if (t == T_REQUESTS) {
+                put_row(&q.s, t, &recs[rec++], 0);
+            } else {
+                while (att >= recs[rec].n_attempts) { rec++; att = 0; }
+                put_row(&q.s, t, &recs[rec], att++);
+            }
         }
+        int rc = sqlite3_step(q.st);
+        sqlite3_reset(q.st);
+        if (rc != SQLITE_DONE) return sq_fail(db, err, t == T_REQUESTS ? "insert" : "insert attempts");
+        *added += sqlite3_changes(db->sq);
+        done += rows;
     }
-    sqlite3_reset(db->ins_req);
-    sqlite3_reset(db->ins_att);
-    if (sq_exec(db, "COMMIT", err)) goto fail;
+    return 0;
+}
+
+/* One transaction: the requests, then their attempts, each as multi-row INSERT OR IGNORE
+ * (a row whose key is there is skipped: a re-delivery). Multi-row statements execute a
+ * fraction of the virtual machine code of one row at a time; OR IGNORE rather than ON
+ * CONFLICT DO NOTHING because a statement that may abort half-way (a NOT NULL failure)
+ * keeps a statement journal, which a 32-row statement spills to a temporary file. */
+static int64_t sq_insert(ledger_db *db, const ledger_record *recs, size_t n, sg_error *err) {
+    size_t n_att = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!recs[i].request_id) {   /* what the PRIMARY KEY's NOT NULL would refuse */
+            db->permanent = true;
+            return sg_fail(err, "sqlite: insert: a record without a request id");
+        }
+        n_att += recs[i].n_attempts;
+    }
+    if (sq_exec(db, "BEGIN IMMEDIATE", err)) return -1;
+    int64_t added = 0, added_att = 0;
+    if (sq_insert_rows(db, T_REQUESTS, recs, n, &added, err) ||
+        sq_insert_rows(db, T_ATTEMPTS, recs, n_att, &added_att, err) || sq_exec(db, "COMMIT", err)) {
+        sqlite3_exec(db->sq, "ROLLBACK", NULL, NULL, NULL);
+        return -1;
+    }
     return added;
-fail:
-    sqlite3_reset(db->ins_req);
-    sqlite3_reset(db->ins_att);
-    sqlite3_exec(db->sq, "ROLLBACK", NULL, NULL, NULL);
-    return -1;
 }
 
 static int sq_select(ledger_db *db, const char *sql, const char *const *params, size_t n_params,
@@ -447,39 +578,52 @@ static int pg_open(ledger_db *db, const char *url, bool read_only, sg_error *err
     return pg_migrate(db, err);
 }
 
-/* Text parameters of a batch: every value formatted into one buffer, pointers taken after. */
+/* Text parameters of a batch: every value formatted into one buffer, pointers taken
+ * after; a sink for put_row. */
 typedef struct pg_params {
+    row_sink s;
     sg_buf text;
     size_t *offs;             /* (size_t)-1 = NULL */
     size_t n, cap;
 } pg_params;
 
-static void pp_add(pg_params *p, const char *s) {
+static void pp_add(row_sink *s, const char *col, const char *v) {
+    (void)col;
+    pg_params *p = (pg_params *)s;
     if (p->n == p->cap) { p->cap = p->cap ? p->cap * 2 : 256; p->offs = sg_xrealloc(p->offs, p->cap * sizeof *p->offs); }
-    if (!s) { p->offs[p->n++] = (size_t)-1; return; }
+    if (!v) { p->offs[p->n++] = (size_t)-1; return; }
     p->offs[p->n++] = p->text.len;
-    sg_buf_append(&p->text, s, strlen(s) + 1);
+    sg_buf_append(&p->text, v, strlen(v) + 1);
 }
 
-static void pp_int(pg_params *p, int64_t v, bool null_if_negative) {
-    if (null_if_negative && v < 0) { pp_add(p, NULL); return; }
+static void pp_i64(row_sink *s, const char *col, int64_t v) {
     char b[24];
     snprintf(b, sizeof b, "%" PRId64, v);
-    pp_add(p, b);
+    pp_add(s, col, b);
 }
 
-/* One multi-row INSERT of the parameters [first, first + rows * cols). Rows added, or -1. */
-static int64_t pg_insert_rows(ledger_db *db, const char *head, const char *conflict, int cols, pg_params *p,
-                              size_t first, size_t rows, const char **vals, sg_error *err) {
-    sg_buf sql;
+static void pp_opt(row_sink *s, const char *col, int64_t v) {
+    if (v < 0) pp_add(s, col, NULL);
+    else pp_i64(s, col, v);
+}
+
+static void pp_flag(row_sink *s, const char *col, bool v) { pp_add(s, col, v ? "t" : "f"); }
+
+static void pp_init(pg_params *p) {
+    *p = (pg_params){{pp_add, pp_i64, pp_opt, pp_flag}, {0}, NULL, 0, 0};
+    sg_buf_init(&p->text);
+}
+
+/* One multi-row INSERT into t of the parameters [first, first + rows * cols). Rows added,
+ * or -1. */
+static int64_t pg_insert_rows(ledger_db *db, ledger_table t, int cols, pg_params *p, size_t first, size_t rows,
+                              const char **vals, sg_error *err) {
+    sg_buf sql, tail;
     sg_buf_init(&sql);
-    sg_buf_puts(&sql, head);
-    for (size_t r = 0; r < rows; r++) {
-        sg_buf_puts(&sql, r ? ",(" : "(");
-        for (int c = 0; c < cols; c++) sg_buf_printf(&sql, c ? ",$%zu" : "$%zu", r * (size_t)cols + (size_t)c + 1);
-        sg_buf_putc(&sql, ')');
-    }
-    sg_buf_puts(&sql, conflict);
+    sg_buf_init(&tail);
+    sg_buf_printf(&tail, " ON CONFLICT (%s) DO NOTHING", k_table_keys[t]);
+    insert_sql(&sql, t, rows, true, "INSERT INTO", tail.data);
+    sg_buf_free(&tail);
     size_t np = rows * (size_t)cols;
     for (size_t i = 0; i < np; i++) {
         size_t o = p->offs[first + i];
@@ -494,66 +638,32 @@ static int64_t pg_insert_rows(ledger_db *db, const char *head, const char *confl
 }
 
 static int64_t pg_insert(ledger_db *db, const ledger_record *recs, size_t n, sg_error *err) {
-    pg_params rq = {0}, at = {0};
-    sg_buf_init(&rq.text);
-    sg_buf_init(&at.text);
-    size_t n_att = 0;
+    pg_params par[T_COUNT];
+    size_t rows[T_COUNT] = {n, 0};
+    for (int t = 0; t < T_COUNT; t++) pp_init(&par[t]);
     for (size_t i = 0; i < n; i++) {
-        const ledger_record *r = &recs[i];
-        pp_add(&rq, r->request_id);
-        pp_int(&rq, r->time_ms, false);
-        pp_add(&rq, r->key_id);
-        pp_add(&rq, r->route);
-        pp_add(&rq, r->requested_model);
-        pp_add(&rq, r->provider);
-        pp_add(&rq, r->model);
-        pp_int(&rq, r->status, false);
-        pp_add(&rq, r->error);
-        pp_add(&rq, r->stream ? "t" : "f");
-        pp_int(&rq, (int64_t)r->n_attempts, false);
-        pp_int(&rq, ledger_record_fallbacks(r), false);
-        pp_int(&rq, r->usage.input, true);
-        pp_int(&rq, r->usage.cache_read, true);
-        pp_int(&rq, r->usage.cache_write, true);
-        pp_int(&rq, r->usage.output, true);
-        pp_int(&rq, r->usage.reasoning, true);
-        pp_add(&rq, r->usage.estimated ? "t" : "f");
-        pp_int(&rq, r->cost_micro, true);
-        pp_int(&rq, r->latency_ms, true);
-        pp_int(&rq, r->ttft_ms, true);
-        for (size_t k = 0; k < r->n_attempts; k++, n_att++) {
-            const ledger_attempt *a = &r->attempts[k];
-            pp_add(&at, r->request_id);
-            pp_int(&at, (int64_t)k, false);
-            pp_add(&at, a->provider);
-            pp_add(&at, a->model);
-            pp_int(&at, a->status, false);
-            pp_add(&at, a->error);
-            pp_int(&at, a->latency_ms, true);
-            pp_int(&at, a->start_ms, true);
-            pp_int(&at, a->queue_ms, true);
-            pp_int(&at, a->connect_ms, true);
-            pp_int(&at, a->ttft_ms, true);
-            pp_int(&at, a->input_tokens, true);
-            pp_int(&at, a->output_tokens, true);
-            pp_int(&at, a->cost_micro, true);
-        }
+        put_row(&par[T_REQUESTS].s, T_REQUESTS, &recs[i], 0);
+        for (size_t k = 0; k < recs[i].n_attempts; k++, rows[T_ATTEMPTS]++) put_row(&par[T_ATTEMPTS].s, T_ATTEMPTS, &recs[i], k);
     }
-    const char **vals = sg_xmalloc(PG_ROWS_PER_INSERT * N_REQ_COLS * sizeof *vals);
+    int cols[T_COUNT];
+    size_t most = 0;
+    for (int t = 0; t < T_COUNT; t++) {
+        sg_buf scratch;
+        sg_buf_init(&scratch);
+        cols[t] = row_cols((ledger_table)t, &scratch);
+        sg_buf_free(&scratch);
+        if ((size_t)cols[t] > most) most = (size_t)cols[t];
+    }
+    const char **vals = sg_xmalloc(PG_ROWS_PER_INSERT * most * sizeof *vals);
     int64_t added = 0;
     if (pg_exec(db, "BEGIN", err)) { added = -1; goto out; }
-    for (size_t i = 0; i < n; i += PG_ROWS_PER_INSERT) {
-        size_t rows = n - i < PG_ROWS_PER_INSERT ? n - i : PG_ROWS_PER_INSERT;
-        int64_t k = pg_insert_rows(db, "INSERT INTO requests (" REQ_COLS ") VALUES ", " ON CONFLICT (request_id) DO NOTHING",
-                                   N_REQ_COLS, &rq, i * N_REQ_COLS, rows, vals, err);
-        if (k < 0) goto fail;
-        added += k;
-    }
-    for (size_t i = 0; i < n_att; i += PG_ROWS_PER_INSERT) {
-        size_t rows = n_att - i < PG_ROWS_PER_INSERT ? n_att - i : PG_ROWS_PER_INSERT;
-        if (pg_insert_rows(db, "INSERT INTO attempts (" ATT_COLS ") VALUES ", " ON CONFLICT (request_id, n) DO NOTHING",
-                           N_ATT_COLS, &at, i * N_ATT_COLS, rows, vals, err) < 0)
-            goto fail;
+    for (int t = 0; t < T_COUNT; t++) {
+        for (size_t i = 0; i < rows[t]; i += PG_ROWS_PER_INSERT) {
+            size_t r = rows[t] - i < PG_ROWS_PER_INSERT ? rows[t] - i : PG_ROWS_PER_INSERT;
+            int64_t k = pg_insert_rows(db, (ledger_table)t, cols[t], &par[t], i * (size_t)cols[t], r, vals, err);
+            if (k < 0) goto fail;
+            if (t == T_REQUESTS) added += k;
+        }
     }
     if (pg_exec(db, "COMMIT", err)) goto fail;
     goto out;
@@ -563,10 +673,10 @@ fail:
     added = -1;
 out:
     free(vals);
-    sg_buf_free(&rq.text);
-    sg_buf_free(&at.text);
-    free(rq.offs);
-    free(at.offs);
+    for (int t = 0; t < T_COUNT; t++) {
+        sg_buf_free(&par[t].text);
+        free(par[t].offs);
+    }
     return added;
 }
 
@@ -638,8 +748,9 @@ ledger_db *ledger_db_open(gw_ledger_kind kind, const char *target, bool read_onl
 
 void ledger_db_close(ledger_db *db) {
     if (!db) return;
-    if (db->ins_req) sqlite3_finalize(db->ins_req);
-    if (db->ins_att) sqlite3_finalize(db->ins_att);
+    for (int t = 0; t < T_COUNT; t++)
+        for (int k = 0; k < SQ_SIZES; k++)
+            if (db->ins[t][k]) sqlite3_finalize(db->ins[t][k]);
     if (db->sq) sqlite3_close(db->sq);
     if (db->pg) PQfinish(db->pg);
     free(db);

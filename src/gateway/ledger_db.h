@@ -6,18 +6,22 @@
  * that knows them.
  *
  * Contract:
- * - ledger_db_open connects (SQLite: opens or creates the file, WAL, synchronous=FULL,
- *   busy_timeout 10 s; a writer's connection also a 32 MiB page cache and a checkpoint
- *   every 4000 WAL pages; PostgreSQL: libpq, connect_timeout 5 s unless the URL sets one)
+ * - ledger_db_open connects (SQLite: opens or creates the file, 16 KiB pages when it
+ *   creates it, WAL, synchronous=FULL, busy_timeout 10 s; a writer's connection also a
+ *   32 MiB page cache and a checkpoint every 16 MiB of WAL; PostgreSQL: libpq,
+ *   connect_timeout 5 s unless the URL sets one)
  *   and brings the schema up to date (migrations in order, recorded in schema_version,
  *   one transaction; PostgreSQL holds an advisory lock meanwhile). read_only skips the
  *   migrations and fails when the tables are missing (for reports: never create a stray
  *   database from a typo).
- * - ledger_db_insert writes records in one transaction: rows of `requests` and of
- *   `attempts`, each `ON CONFLICT DO NOTHING`, so a record delivered twice is stored
- *   once. It returns the number of records that were new; on any failure it rolls back and
- *   the caller retries the whole batch later (the connection may be dropped: call
- *   ledger_db_ok to know).
+ * - ledger_db_insert writes records in one transaction: rows of `requests`, then of
+ *   `attempts`, in multi-row INSERTs that skip a row whose key is already there (SQLite:
+ *   INSERT OR IGNORE, 32 rows a statement; PostgreSQL: ON CONFLICT DO NOTHING, 1000), so
+ *   a record delivered twice is stored once. It returns the number of records that were
+ *   new; on any failure it rolls back and the caller retries the whole batch later (the
+ *   connection may be dropped: call ledger_db_ok to know). A record without a request id
+ *   is refused as a data failure. The columns each record fills are listed once, in
+ *   ledger_db.c (put_row), for both engines.
  * - One ledger_db is used by one thread at a time.
  * - Error messages never contain the PostgreSQL URL. */
 #ifndef SG_GATEWAY_LEDGER_DB_H
