@@ -125,11 +125,16 @@ static void check_qdot(const kern_table *simd) {
                         for (int i = 0; i < n; i++) xs[i] = x[i] * (float)(k + 1) * (k % 2 ? -1.0f : 1.0f);
                         quant_act_quantize(xs, xn + k * groups, n);
                     }
-                    simd->qdotn[t](q, xn, groups, n, out);
-                    for (int k = 0; k < KERN_QDOT_TOKENS; k++) {
-                        float rk = ref(q, xn + k * groups, n);
-                        CHECK_MSG(fabs(rk - out[k]) <= 1e-5 * mag * (k + 1) + 1e-6, "%s qdotn %s n=%d row %d: %.9g vs %.9g",
-                                  simd->name, dtype_info(t)->name, n, k, out[k], rk);
+                    for (int nt = 2; nt <= KERN_QDOT_TOKENS; nt++) {
+                        for (int k = 0; k < KERN_QDOT_TOKENS; k++) out[k] = NAN;
+                        simd->qdotn[t](q, xn, groups, n, nt, out);
+                        for (int k = 0; k < nt; k++) {
+                            float rk = ref(q, xn + k * groups, n);
+                            CHECK_MSG(fabs(rk - out[k]) <= 1e-5 * mag * (k + 1) + 1e-6,
+                                      "%s qdotn(%d) %s n=%d row %d: %.9g vs %.9g", simd->name, nt,
+                                      dtype_info(t)->name, n, k, out[k], rk);
+                        }
+                        for (int k = nt; k < KERN_QDOT_TOKENS; k++) CHECK(isnan(out[k]));   /* untouched */
                     }
                     free(xn);
                     free(xs);

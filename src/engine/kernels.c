@@ -201,10 +201,12 @@ void kern_matmul_rows_q8(const kern_table *k, sg_dtype w_type, const void *w, ui
     for (int64_t r = r0; r < r1; r++) {
         const void *row = wb + (uint64_t)r * w_row_bytes;
         int t = 0;
-        for (; qdotn && t + KERN_QDOT_TOKENS <= n_tok; t += KERN_QDOT_TOKENS) {
+        while (qdotn && n_tok - t >= 2) {   /* 4 at a time, then 3 or 2 */
+            int m = n_tok - t < KERN_QDOT_TOKENS ? n_tok - t : KERN_QDOT_TOKENS;
             float out[KERN_QDOT_TOKENS];
-            qdotn(row, xq + t * groups, groups, cols, out);
-            for (int k2 = 0; k2 < KERN_QDOT_TOKENS; k2++) y[(t + k2) * y_stride + r] = out[k2];
+            qdotn(row, xq + t * groups, groups, cols, m, out);
+            for (int k2 = 0; k2 < m; k2++) y[(t + k2) * y_stride + r] = out[k2];
+            t += m;
         }
         for (; t < n_tok; t++) y[t * y_stride + r] = qdot(row, xq + t * groups, cols);
     }

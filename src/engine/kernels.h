@@ -30,12 +30,12 @@ typedef float (*kern_dot_fn)(const void *w, const float *x, int64_t n);
 /* One dot product of a block-quantized weight row (n weights) with an int8 activation
  * row from quant_act_quantize. */
 typedef float (*kern_qdot_fn)(const void *w, const quant_q8_act *a, int64_t n);
-/* The same for KERN_QDOT_TOKENS activation rows at once (row t's groups start at
- * a + t * a_stride), so that the weights are unpacked once for all of them: prompt
- * processing is bound by that unpacking. out[t] as kern_qdot_fn would give, to float
- * rounding. */
+/* The same for nt activation rows at once, 2 <= nt <= KERN_QDOT_TOKENS (row t's groups
+ * start at a + t * a_stride), so that the weights are unpacked once for all of them: a
+ * step of a few sequences, a speculative round and prompt processing are bound by that
+ * unpacking. out[t] as kern_qdot_fn would give, to float rounding. */
 #define KERN_QDOT_TOKENS 4
-typedef void (*kern_qdotn_fn)(const void *w, const quant_q8_act *a, int64_t a_stride, int64_t n, float *out);
+typedef void (*kern_qdotn_fn)(const void *w, const quant_q8_act *a, int64_t a_stride, int64_t n, int nt, float *out);
 
 /* A matrix-matrix kernel for prompt processing: computes what kern_matmul_rows computes
  * (y[t * y_stride + r] = W row r . x row t, for t < n_tok and r0 <= r < r1) with the

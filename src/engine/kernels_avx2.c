@@ -426,15 +426,20 @@ CORE void q6_K_core(const void *w, const quant_q8_act *a, int64_t a_stride, int6
     for (int t = 0; t < nt; t++) out[t] = hsum(_mm256_add_ps(acc[t][0], acc[t][1])) - 32 * hsum(acc_off[t]);
 }
 
-/* The table's entry points: one activation row (decode) and KERN_QDOT_TOKENS rows. */
+/* The table's entry points: one activation row (decode) and 2 to KERN_QDOT_TOKENS rows,
+ * each count its own copy of the core (nt a constant). */
 #define QDOT_ENTRIES(name, core_call)                                                                      \
     SIMD static float qdot_##name(const void *w, const quant_q8_act *a, int64_t n) {                       \
         float out;                                                                                         \
         core_call(w, a, 0, n, 1, &out);                                                                    \
         return out;                                                                                        \
     }                                                                                                      \
-    SIMD static void qdotn_##name(const void *w, const quant_q8_act *a, int64_t a_stride, int64_t n, float *out) { \
-        core_call(w, a, a_stride, n, KERN_QDOT_TOKENS, out);                                               \
+    SIMD static void qdotn_##name(const void *w, const quant_q8_act *a, int64_t a_stride, int64_t n, int nt, \
+                                  float *out) {                                                            \
+        _Static_assert(KERN_QDOT_TOKENS == 4, "the cases below");                                          \
+        if (nt == 2) core_call(w, a, a_stride, n, 2, out);                                                 \
+        else if (nt == 3) core_call(w, a, a_stride, n, 3, out);                                            \
+        else core_call(w, a, a_stride, n, 4, out);                                                         \
     }
 
 #define Q4_0_CALL(w, a, s, n, nt, out) q32_core(w, false, a, s, n, nt, out)

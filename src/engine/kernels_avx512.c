@@ -560,7 +560,9 @@ SIMD static void act_quantize(const float *x, quant_q8_act *dst, int64_t n) {
     }
 }
 
-/* The table's entry points: one activation row (decode) and KERN_QDOT_TOKENS rows. */
+/* The table's entry points: one activation row (decode) and 2 to KERN_QDOT_TOKENS rows,
+ * each count its own copy of the core (nt a constant: its loops unrolled, its
+ * accumulators in registers). */
 #define QDOT_ENTRIES(name, core_call)                                                                    \
     SIMD_VNNI static float qdot_##name(const void *w, const quant_q8_act *a, int64_t n) {                \
         float out;                                                                                       \
@@ -568,8 +570,11 @@ SIMD static void act_quantize(const float *x, quant_q8_act *dst, int64_t n) {
         return out;                                                                                      \
     }                                                                                                    \
     SIMD_VNNI static void qdotn_##name(const void *w, const quant_q8_act *a, int64_t a_stride, int64_t n, \
-                                       float *out) {                                                     \
-        core_call(w, a, a_stride, n, KERN_QDOT_TOKENS, out);                                             \
+                                       int nt, float *out) {                                             \
+        _Static_assert(KERN_QDOT_TOKENS == 4, "the cases below");                                        \
+        if (nt == 2) core_call(w, a, a_stride, n, 2, out);                                               \
+        else if (nt == 3) core_call(w, a, a_stride, n, 3, out);                                          \
+        else core_call(w, a, a_stride, n, 4, out);                                                       \
     }
 
 #define Q4_K_CALL(w, a, s, n, nt, out) k4_core(w, sizeof(quant_q4_K), false, a, s, n, nt, out)
