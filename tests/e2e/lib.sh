@@ -31,8 +31,9 @@
 #   fake_start               tests/fakes/upstream.mjs; sets fake_pid, ports (its JSON
 #                            ports line) and oa (its OpenAI-compatible port)
 #   start_gw I CFG [PORT]    smolgate serve CFG as instance I (0 or 1) on PORT (default a
-#                            free one), its output appended to $tmp/gwI.log; dies unless
-#                            /readyz answers 200 within about 15 s
+#                            free one, another if it is taken before the bind), its output
+#                            appended to $tmp/gwI.log; dies unless /readyz answers 200
+#                            within about 15 s
 #   stop_gws [LABEL]         SIGTERM both instances: a check each that it exits 0
 #   no_crash_in_logs         a check: no sanitizer report or crash in $tmp/gw*.log
 
@@ -125,15 +126,23 @@ fake_start() {
 }
 
 start_gw() {  # instance config [port]
-  local i=$1 cfg=$2 code
-  gw_ports[$i]=${3:-$(free_port)} || die "no free port"
-  "$bin" serve --config "$cfg" --listen "127.0.0.1:${gw_ports[$i]}" >>"$tmp/gw$i.log" 2>&1 </dev/null &
-  gw_pids[$i]=$!
-  for _ in $(seq 150); do
-    code=$(curl -s -o /dev/null -m 2 -w '%{http_code}' "http://127.0.0.1:${gw_ports[$i]}/readyz")
-    [ "$code" = 200 ] && return 0
-    kill -0 "${gw_pids[$i]}" 2>/dev/null || break
-    sleep 0.1
+  local i=$1 cfg=$2 code try at
+  # a port free_port found can be taken before the gateway binds it: another one then,
+  # unless the caller named the port (a restart on the same address)
+  for try in 1 2 3; do
+    gw_ports[$i]=${3:-$(free_port)} || die "no free port"
+    at=$(stat -c %s "$tmp/gw$i.log" 2>/dev/null || echo 0)
+    "$bin" serve --config "$cfg" --listen "127.0.0.1:${gw_ports[$i]}" >>"$tmp/gw$i.log" 2>&1 </dev/null &
+    gw_pids[$i]=$!
+    for _ in $(seq 150); do
+      code=$(curl -s -o /dev/null -m 2 -w '%{http_code}' "http://127.0.0.1:${gw_ports[$i]}/readyz")
+      [ "$code" = 200 ] && return 0
+      kill -0 "${gw_pids[$i]}" 2>/dev/null || break
+      sleep 0.1
+    done
+    [ -z "${3:-}" ] && ! kill -0 "${gw_pids[$i]}" 2>/dev/null &&
+      tail -c +$((at + 1)) "$tmp/gw$i.log" | grep -q 'Address already in use' || break
+    echo "# instance $i: port ${gw_ports[$i]} was taken before it could bind; another port (try $try)"
   done
   die "instance $i did not become ready"
 }
