@@ -2,7 +2,6 @@
  * the hourly spend rollup and the spend read from it; the same SQL on both engines. */
 #include "gateway/dash_query.h"
 
-#include <ctype.h>
 #include <inttypes.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -12,49 +11,6 @@
 #include "gateway/ledger_db.h"
 
 /* ---- query strings ------------------------------------------------------------------------ */
-
-static int hexval(char c) {
-    return isdigit((unsigned char)c) ? c - '0' : isxdigit((unsigned char)c) ? tolower((unsigned char)c) - 'a' + 10 : -1;
-}
-
-static int decode(const char *s, size_t n, char *out, size_t cap) {
-    size_t o = 0;
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        if (c == '+') c = ' ';
-        else if (c == '%') {
-            if (i + 2 >= n) return -1;
-            int hi = hexval(s[i + 1]), lo = hexval(s[i + 2]);
-            if (hi < 0 || lo < 0) return -1;
-            c = (char)(hi * 16 + lo);
-            i += 2;
-        }
-        if (c == 0 || o + 1 >= cap) return -1;
-        out[o++] = c;
-    }
-    out[o] = 0;
-    return 0;
-}
-
-int dashq_each_param(const char *q, dashq_param_fn fn, void *arg, sg_error *err) {
-    while (q && *q) {
-        const char *amp = strchr(q, '&');
-        size_t n = amp ? (size_t)(amp - q) : strlen(q);
-        if (n) {
-            const char *eq = memchr(q, '=', n);
-            size_t kn = eq ? (size_t)(eq - q) : n;
-            char name[32], value[512];
-            if (decode(q, kn, name, sizeof name)) return sg_fail(err, "bad query parameter name");
-            if (decode(eq ? eq + 1 : q + n, eq ? n - kn - 1 : 0, value, sizeof value))
-                return sg_fail(err, "%s: bad or too long value", name);
-            int rc = fn(arg, name, value, err);
-            if (rc) return rc;
-        }
-        if (!amp) break;
-        q = amp + 1;
-    }
-    return 0;
-}
 
 static int copy(char *dst, size_t cap, const char *name, const char *v, sg_error *err) {
     if (strlen(v) >= cap) return sg_fail(err, "%s: longer than %zu bytes", name, cap - 1);
@@ -110,7 +66,7 @@ static int requests_param(void *arg, const char *name, const char *v, sg_error *
 }
 
 int dashq_parse_requests(dashq_filter *f, const char *query, sg_error *err) {
-    return dashq_each_param(query, requests_param, f, err);
+    return usage_each_param(query, requests_param, f, err);
 }
 
 typedef struct spend_parse {
@@ -132,7 +88,7 @@ static int spend_param(void *arg, const char *name, const char *v, sg_error *err
 int dashq_parse_spend(usage_filter *f, const char *query, sg_error *err) {
     usage_filter_init(f);
     spend_parse p = {.f = f, .bucket = "day"};
-    if (dashq_each_param(query, spend_param, &p, err)) return -1;
+    if (usage_each_param(query, spend_param, &p, err)) return -1;
     for (const char *s = p.by; *s; s++)   /* only dimensions here: time is bucket's */
         if (!strncmp(s, "hour", 4) || !strncmp(s, "day", 3)) return sg_fail(err, "by: key, route, provider or model");
     char group[160];

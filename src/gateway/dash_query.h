@@ -83,10 +83,4 @@ int dashq_store_payload(ledger_db *db, const char *request_id, int64_t captured_
                         const char *answer, sg_error *err);
 int dashq_purge_payloads(ledger_db *db, int64_t before_ms, int64_t *deleted, sg_error *err);
 
-/* The query string's parameters in order, percent-decoded ('+' is a space): fn(name,
- * value) returns 0 to go on, else that is returned. -1 with err on a bad escape or a
- * value longer than cap. */
-typedef int (*dashq_param_fn)(void *arg, const char *name, const char *value, sg_error *err);
-int dashq_each_param(const char *query, dashq_param_fn fn, void *arg, sg_error *err);
-
 #endif

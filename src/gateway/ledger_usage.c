@@ -203,9 +203,8 @@ static int url_decode(const char *s, size_t n, char *out, size_t cap) {
     return 0;
 }
 
-int usage_parse_query(usage_filter *f, const char *q, sg_error *err) {
-    if (!q) return 0;
-    while (*q) {
+int usage_each_param(const char *q, usage_param_fn fn, void *arg, sg_error *err) {
+    while (q && *q) {
         const char *amp = strchr(q, '&');
         size_t n = amp ? (size_t)(amp - q) : strlen(q);
         if (n) {
@@ -215,12 +214,21 @@ int usage_parse_query(usage_filter *f, const char *q, sg_error *err) {
             if (url_decode(q, kn, name, sizeof name)) return sg_fail(err, "bad query parameter name");
             if (url_decode(eq ? eq + 1 : q + n, eq ? n - kn - 1 : 0, value, sizeof value))
                 return sg_fail(err, "%s: bad or too long value", name);
-            if (usage_filter_set(f, name, value, err)) return -1;
+            int rc = fn(arg, name, value, err);
+            if (rc) return rc;
         }
         if (!amp) break;
         q = amp + 1;
     }
     return 0;
+}
+
+static int filter_param(void *arg, const char *name, const char *value, sg_error *err) {
+    return usage_filter_set(arg, name, value, err) ? -1 : 0;
+}
+
+int usage_parse_query(usage_filter *f, const char *q, sg_error *err) {
+    return usage_each_param(q, filter_param, f, err);
 }
 
 /* ---- the query --------------------------------------------------------------------------- */

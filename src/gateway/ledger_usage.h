@@ -64,6 +64,12 @@ void usage_filter_init(usage_filter *f);
 int usage_filter_set(usage_filter *f, const char *name, const char *value, sg_error *err);
 /* Parses a URL query string (percent-decoding, '+' as space). */
 int usage_parse_query(usage_filter *f, const char *query, sg_error *err);
+/* The query string's parameters in order, percent-decoded ('+' is a space): fn(name,
+ * value) returns 0 to go on, else that is returned. -1 with err on a bad escape or a
+ * name or value too long (31 and 511 bytes). usage_parse_query and the dashboard's
+ * queries read their parameters through it. */
+typedef int (*usage_param_fn)(void *arg, const char *name, const char *value, sg_error *err);
+int usage_each_param(const char *query, usage_param_fn fn, void *arg, sg_error *err);
 /* "2025-11-24T10:00:00Z" and the other forms above into unix ms. -1 on error. */
 int usage_parse_time(const char *s, int64_t *ms);
 const char *usage_dim_name(usage_dim d);
