@@ -536,6 +536,21 @@ static void write_file(const char *path, const char *data, size_t len) {
     CHECK(tu_write(path, data, len) == 0);
 }
 
+/* What a killed process leaves in spool: its two segments (ext ".spool" or ".seg"), the
+ * first one's checkpoint at byte ckpt, and its lock file (nobody holds it). Frees the
+ * segments' buffers. */
+static void plant_orphan(const char *spool, const char *prefix, const char *ext, sg_buf *seg1, sg_buf *seg2,
+                         size_t ckpt) {
+    write_file(tu_path("%s/%s-000001%s", spool, prefix, ext), seg1->data, seg1->len);
+    write_file(tu_path("%s/%s-000002%s", spool, prefix, ext), seg2->data, seg2->len);
+    char ck[32];
+    snprintf(ck, sizeof ck, "%020zu\n", ckpt);
+    write_file(tu_path("%s/%s-000001.done", spool, prefix), ck, 21);
+    write_file(tu_path("%s/%s.lock", spool, prefix), "", 0);
+    sg_buf_free(seg1);
+    sg_buf_free(seg2);
+}
+
 /* Format 1 (JSON lines, `.spool`), as a smolgate before format 2 left it. */
 static void test_adopt_orphan(void) {
     tdir t;
@@ -570,15 +585,7 @@ static void test_adopt_orphan(void) {
         if (i == 2) ckpt = seg1.len;
     }
     sg_buf_puts(&seg2, "{\"v\":1,\"id\":\"o-15\",\"ts\":17324");   /* killed mid-write */
-    const char *prefix = "sg-1700000000-999999-0badf00d";
-    write_file(tu_path("%s/%s-000001.spool", spool, prefix), seg1.data, seg1.len);
-    write_file(tu_path("%s/%s-000002.spool", spool, prefix), seg2.data, seg2.len);
-    char ck[32];
-    snprintf(ck, sizeof ck, "%020zu\n", ckpt);
-    write_file(tu_path("%s/%s-000001.done", spool, prefix), ck, 21);
-    write_file(tu_path("%s/%s.lock", spool, prefix), "", 0);
-    sg_buf_free(&seg1);
-    sg_buf_free(&seg2);
+    plant_orphan(spool, "sg-1700000000-999999-0badf00d", ".spool", &seg1, &seg2, ckpt);
 
     ledger *l = ledger_open(&o, &err);
     if (!l) { CHECK_MSG(0, "%s", err.msg); return; }
@@ -639,15 +646,7 @@ static void test_adopt_orphan_frames(void) {
         if (i == 2) ckpt = seg1.len;
     }
     seg1.data[bad_at] ^= 0x55;
-    const char *prefix = "sg-1700000001-999998-0badf00d";
-    write_file(tu_path("%s/%s-000001.seg", spool, prefix), seg1.data, seg1.len);
-    write_file(tu_path("%s/%s-000002.seg", spool, prefix), seg2.data, seg2.len);
-    char ck[32];
-    snprintf(ck, sizeof ck, "%020zu\n", ckpt);
-    write_file(tu_path("%s/%s-000001.done", spool, prefix), ck, 21);
-    write_file(tu_path("%s/%s.lock", spool, prefix), "", 0);
-    sg_buf_free(&seg1);
-    sg_buf_free(&seg2);
+    plant_orphan(spool, "sg-1700000001-999998-0badf00d", ".seg", &seg1, &seg2, ckpt);
 
     ledger *l = ledger_open(&o, &err);
     if (!l) { CHECK_MSG(0, "%s", err.msg); return; }
