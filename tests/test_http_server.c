@@ -33,6 +33,9 @@ typedef struct fixture {
     atomic_int   drains;          /* on_drain callbacks run */
     atomic_int   shutdown_done;
     atomic_size_t max_buffered;
+    atomic_int   hellos;          /* /hello requests handled */
+    atomic_int   hook_calls;      /* before_send calls */
+    atomic_int   hook_saw_hellos; /* hellos at the last before_send call */
 } fixture;
 
 static fixture F;
@@ -157,6 +160,7 @@ static void handler(http_exchange *x, const http_request *r, void *arg) {
         check_request(x, r);
     } else if (!strcmp(r->path, "/hello")) {
         static const http_header h[] = {{"Content-Type", "text/plain"}};
+        atomic_fetch_add(&F.hellos, 1);
         http_respond(x, 200, h, 1, "hello", 5);
     } else if (!strcmp(r->path, "/echo")) {
         char len[32];
@@ -976,6 +980,42 @@ static void test_backpressure(void) {
     stop_server();
 }
 
+static void before_send_hook(void *arg) {
+    (void)arg;
+    atomic_fetch_add(&F.hook_calls, 1);
+    atomic_store(&F.hook_saw_hellos, atomic_load(&F.hellos));
+}
+
+/* before_send runs after a handler queued its answer and before the answer's bytes go
+ * out (a client that has answer i saw the hook run with i answers queued), and again
+ * each time a write-blocked connection's output goes on. */
+static void test_before_send(void) {
+    http_server_config cfg;
+    http_server_config_defaults(&cfg);
+    cfg.before_send = before_send_hook;
+    start_server(&cfg);
+    for (int i = 1; i <= 5; i++) {
+        response r;
+        CHECK_EQ_INT(one_shot("GET /hello HTTP/1.1\r\nHost: x\r\n\r\n", &r), 200);
+        CHECK_EQ_INT(atomic_load(&F.hook_saw_hellos), i);
+        sg_buf_free(&r.body);
+    }
+    client c;
+    client_open(&c);
+    int small = 16 * 1024;
+    setsockopt(c.fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+    int before = atomic_load(&F.hook_calls);
+    client_sends(&c, "GET /flood?bytes=4194304 HTTP/1.1\r\nHost: x\r\n\r\n");
+    usleep(100 * 1000);   /* the server's socket buffer fills: the rest waits for writability */
+    response r;
+    CHECK(client_response(&c, &r) == 0 && r.status == 200);
+    CHECK_EQ_INT(r.body.len, 4194304);
+    CHECK_MSG(atomic_load(&F.hook_calls) - before > 2, "%d calls", atomic_load(&F.hook_calls) - before);
+    sg_buf_free(&r.body);
+    client_close(&c);
+    stop_server();
+}
+
 static void test_big_body(void) {
     start_default();
     client c;
@@ -1457,6 +1497,7 @@ int main(int argc, char **argv) {
     ONLY(test_streaming);
     ONLY(test_disconnect_mid_stream);
     ONLY(test_backpressure);
+    ONLY(test_before_send);
     ONLY(test_big_body);
     ONLY(test_large_body_in_pieces);
     ONLY(test_pipelined_during_large_body);

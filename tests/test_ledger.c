@@ -284,6 +284,95 @@ static void test_rotation(void) {
     CHECK_EQ_INT(count_files(spool, ".done"), 0);
 }
 
+/* Bytes of the spool's segments: what has been written to them. */
+static long spool_bytes(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return -1;
+    long n = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        size_t l = strlen(e->d_name);
+        if (l <= 4 || strcmp(e->d_name + l - 4, ".seg")) continue;
+        char path[700];
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        struct stat st;
+        if (stat(path, &st) == 0) n += (long)st.st_size;
+    }
+    closedir(d);
+    return n;
+}
+
+static void append_deferred_n(ledger *l, const char *prefix, int from, int n) {
+    for (int i = from; i < from + n; i++) {
+        ledger_record r;
+        ledger_attempt att[2];
+        char id[64];
+        make_record(&r, att, id, sizeof id, prefix, i);
+        ledger_append_deferred(l, &r);
+    }
+}
+
+/* ledger_append_deferred: nothing reaches the spool until ledger_flush_appends, the next
+ * ledger_append (which keeps the order), LEDGER_DEFER_BYTES of frames, or ledger_close;
+ * then every record is delivered once, across segment rotations too. */
+static void test_deferred_appends(void) {
+    tdir t;
+    tdir_init(&t, "deferred");
+    ledger_opts o = opts_for(&t);
+    o.flush_ms = 60000;
+    o.batch_max = 100000;   /* only flushes and close deliver */
+    sg_error err;
+    ledger *l = ledger_open(&o, &err);
+    if (!l) { CHECK_MSG(0, "%s", err.msg); return; }
+    long b0 = spool_bytes(t.spool);
+    append_deferred_n(l, "d", 0, 5);
+    ledger_stats st;
+    ledger_get_stats(l, &st);
+    CHECK_EQ_INT(st.appended, 0);
+    CHECK_EQ_INT(spool_bytes(t.spool), b0);
+    CHECK_EQ_INT(ledger_flush_appends(l, &err), 0);
+    ledger_get_stats(l, &st);
+    CHECK_EQ_INT(st.appended, 5);
+    long b1 = spool_bytes(t.spool);
+    CHECK(b1 > b0);
+    CHECK_EQ_INT(ledger_flush_appends(l, &err), 0);   /* nothing waits: no write */
+    CHECK_EQ_INT(spool_bytes(t.spool), b1);
+
+    append_deferred_n(l, "d", 5, 3);
+    CHECK_EQ_INT(append_n(l, "i", 0, 1), 1);          /* the 3 deferred go first */
+    ledger_get_stats(l, &st);
+    CHECK_EQ_INT(st.appended, 9);
+
+    /* a long iteration: the frames go out at LEDGER_DEFER_BYTES without a flush */
+    int big = 2 * LEDGER_DEFER_BYTES / 200;
+    append_deferred_n(l, "b", 0, big);
+    ledger_get_stats(l, &st);
+    CHECK(st.appended > 9 && st.appended < 9 + (uint64_t)big);
+    append_deferred_n(l, "e", 0, 2);
+    ledger_close(l, 10000);                           /* writes what waits, delivers all */
+    CHECK_EQ_INT(sql_int(t.db, "SELECT COUNT(*) FROM requests"), 11 + big);
+    CHECK_EQ_INT(sql_int(t.db, "SELECT COUNT(DISTINCT request_id) FROM requests"), 11 + big);
+    CHECK_EQ_INT(sql_int(t.db, "SELECT MAX(rowid) FROM requests WHERE request_id LIKE 'd-%'") <
+                     sql_int(t.db, "SELECT rowid FROM requests WHERE request_id = 'i-0'"), 1);
+    CHECK_EQ_INT(count_files(t.spool, ".seg"), 0);
+
+    /* flushes bigger than a segment: each goes whole into one, then the next rotates */
+    tdir t2;
+    tdir_init(&t2, "deferred-rotate");
+    o = opts_for(&t2);
+    o.segment_bytes = 2048;
+    o.batch_max = 7;
+    if (!(l = ledger_open(&o, &err))) { CHECK_MSG(0, "%s", err.msg); return; }
+    for (int k = 0; k < 20; k++) {
+        append_deferred_n(l, "r", 10 * k, 10);
+        CHECK_EQ_INT(ledger_flush_appends(l, &err), 0);
+    }
+    CHECK(count_files(t2.spool, ".seg") >= 10);
+    ledger_close(l, 10000);
+    CHECK_EQ_INT(sql_int(t2.db, "SELECT COUNT(*) FROM requests"), 200);
+    CHECK_EQ_INT(sql_int(t2.db, "SELECT COUNT(*) FROM attempts"), 300);
+}
+
 /* ---- the spool's record format ---- */
 
 static void test_crc32c(void) {
@@ -1166,6 +1255,7 @@ int main(void) {
     RUN(test_append_close_reopen);
     RUN(test_batch_wakes_writer);
     RUN(test_rotation);
+    RUN(test_deferred_appends);
     RUN(test_crc32c);
     RUN(test_frame_roundtrip);
     RUN(test_frame_format2);

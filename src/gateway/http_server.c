@@ -335,6 +335,7 @@ static void server_prepare(loop *l, void *arg) {
     (void)l;
     http_server *s = arg;
     http_conn *c;
+    if (s->flush_head && s->cfg.before_send) s->cfg.before_send(s->cfg.before_send_arg);
     while ((c = s->flush_head)) {
         flush_remove(c);
         c->busy++;
@@ -1211,6 +1212,7 @@ static void conn_on_io(loop *l, loop_watch *w, unsigned events, void *arg) {
         }
         if (c->fd >= 0 && (events & LOOP_WRITE) && c->write_blocked) {
             c->write_blocked = 0;
+            if (c->s->cfg.before_send) c->s->cfg.before_send(c->s->cfg.before_send_arg);
             conn_flush(c);
         }
     }

@@ -123,6 +123,11 @@ typedef struct http_server_config {
                                     "x-request-id"; NULL or "" sends none */
     http_handler_fn handler;
     void    *handler_arg;
+    /* Called on the loop before any queued output is sent (NULL: none): what the handlers
+     * left to write out first (the gateway's deferred ledger records) reaches the disk
+     * before a client can see the answer it belongs to. */
+    void   (*before_send)(void *arg);
+    void    *before_send_arg;
 } http_server_config;
 
 /* Fills every field with the defaults above (listen "127.0.0.1:8080", no handler). */

@@ -88,6 +88,8 @@ struct ledger {
     /* the append side (append_mu) */
     pthread_mutex_t append_mu;
     sg_buf line;
+    sg_buf deferred;                 /* frames of ledger_append_deferred not yet written */
+    uint64_t n_deferred;
     int wfd;
     segment *cur;
     unsigned seq;
@@ -243,19 +245,20 @@ static void log_losses_since(ledger *l, uint64_t n, uint64_t total) {
              n, l->loss_errno ? strerror(l->loss_errno) : "short write", total);
 }
 
-int ledger_append(ledger *l, const ledger_record *r, sg_error *err) {
-    if (!r->request_id || !*r->request_id) return sg_fail(err, "ledger: a record without a request id");
-    pthread_mutex_lock(&l->append_mu);
-    sg_buf_reset(&l->line);
-    ledger_frame_encode(r, &l->line);
-    size_t n = l->line.len;
+static int flush_deferred_locked(ledger *l, sg_error *err);
+
+/* Writes n bytes of count whole frames to the current segment (append_mu held), rotating
+ * first when they would overflow it. On a write error the frames are lost, counted and
+ * logged (first_id names the record when it is one), and the segment is sealed at its last
+ * whole frame. */
+static int write_frames(ledger *l, const char *data, size_t n, uint64_t count, const char *first_id, sg_error *err) {
     if (l->cur->end > 0 && l->cur->end + n > l->o.segment_bytes) {
         sg_error e2;
         if (rotate(l, &e2)) SG_WARN("%s (still appending to the current segment)", e2.msg);
     }
     size_t off = 0;
     while (off < n) {
-        ssize_t w = write(l->wfd, l->line.data + off, n - off);
+        ssize_t w = write(l->wfd, data + off, n - off);
         if (w < 0 && errno == EINTR) continue;
         if (w <= 0) break;
         off += (size_t)w;
@@ -263,40 +266,82 @@ int ledger_append(ledger *l, const ledger_record *r, sg_error *err) {
     if (off == n) {
         pthread_mutex_lock(&l->mu);
         l->cur->end += n;
-        uint64_t pending = ++l->appended - l->delivered_own;
-        l->st.appended++;
+        uint64_t before = l->appended - l->delivered_own;
+        l->appended += count;
+        uint64_t pending = l->appended - l->delivered_own;
+        l->st.appended += count;
         /* a batch is full, or the first record after idle: the writer (asleep until its
          * next orphan sweep) starts its flush_ms countdown now */
-        if (pending == 1 || pending % l->o.batch_max == 0) pthread_cond_signal(&l->wake);
+        if (before == 0 || before / l->o.batch_max != pending / l->o.batch_max) pthread_cond_signal(&l->wake);
         pthread_mutex_unlock(&l->mu);
-        pthread_mutex_unlock(&l->append_mu);
         return 0;
     }
     int e = errno;
     uint64_t lost = 0, total = 0;
     int64_t now = mono_ms(), since = 0;
     pthread_mutex_lock(&l->mu);
-    l->st.append_failures++;
-    l->lost_unlogged++;
+    l->st.append_failures += count;
+    l->lost_unlogged += count;
     l->loss_errno = e;
     since = l->loss_logged_ms;
     bool report = take_loss_report(l, now, false, &lost, &total);
     if (report) pthread_cond_signal(&l->wake);   /* the writer reports what follows, if it stops */
     pthread_mutex_unlock(&l->mu);
-    /* A partial line may now follow the segment's last whole record: seal it there (the
+    /* A partial frame may now follow the segment's last whole record: seal it there (the
      * reader stops at `end`) and go on in a fresh segment. */
     sg_error e2;
     if (off > 0 && rotate(l, &e2) && report) SG_ERROR("%s", e2.msg);
     const char *path = l->cur->path;
-    pthread_mutex_unlock(&l->append_mu);
-    if (report && lost == 1)
+    if (report && lost == 1 && first_id)
         SG_ERROR("ledger spool: writing %s: %s: record %s lost (%" PRIu64 " since start; further losses are "
-                 "summarised every %u ms)", path, e ? strerror(e) : "short write", r->request_id, total,
+                 "summarised every %u ms)", path, e ? strerror(e) : "short write", first_id, total,
                  l->o.loss_log_ms);
     else if (report)
         SG_ERROR("ledger spool: writing %s: %s: %" PRIu64 " records lost in the last %" PRId64 " ms (%" PRIu64
                  " since start)", path, e ? strerror(e) : "short write", lost, now - since, total);
     return sg_fail(err, "ledger spool: %s", e ? strerror(e) : "short write");
+}
+
+int ledger_append(ledger *l, const ledger_record *r, sg_error *err) {
+    if (!r->request_id || !*r->request_id) return sg_fail(err, "ledger: a record without a request id");
+    pthread_mutex_lock(&l->append_mu);
+    int rc = flush_deferred_locked(l, err);   /* keeps the spool in append order */
+    sg_buf_reset(&l->line);
+    ledger_frame_encode(r, &l->line);
+    if (write_frames(l, l->line.data, l->line.len, 1, r->request_id, rc ? NULL : err)) rc = -1;
+    pthread_mutex_unlock(&l->append_mu);
+    return rc;
+}
+
+/* The deferred frames out in one write (append_mu held). */
+static int flush_deferred_locked(ledger *l, sg_error *err) {
+    if (!l->n_deferred) return 0;
+    uint64_t n = l->n_deferred;
+    l->n_deferred = 0;
+    int rc = write_frames(l, l->deferred.data, l->deferred.len, n, NULL, err);
+    sg_buf_reset(&l->deferred);
+    return rc;
+}
+
+void ledger_append_deferred(ledger *l, const ledger_record *r) {
+    if (!r->request_id || !*r->request_id) {
+        SG_ERROR("ledger: a record without a request id");
+        return;
+    }
+    pthread_mutex_lock(&l->append_mu);
+    ledger_frame_encode(r, &l->deferred);
+    l->n_deferred++;
+    sg_error err;
+    if (l->deferred.len >= LEDGER_DEFER_BYTES) flush_deferred_locked(l, &err);   /* a loss is logged there */
+    pthread_mutex_unlock(&l->append_mu);
+}
+
+int ledger_flush_appends(ledger *l, sg_error *err) {
+    if (!l) return 0;
+    pthread_mutex_lock(&l->append_mu);
+    int rc = flush_deferred_locked(l, err);
+    pthread_mutex_unlock(&l->append_mu);
+    return rc;
 }
 
 /* ---- the writer thread ----------------------------------------------------------------- */
@@ -799,6 +844,7 @@ ledger *ledger_open(const ledger_opts *o, sg_error *err) {
     pthread_cond_init(&l->done, &ca);
     pthread_condattr_destroy(&ca);
     sg_buf_init(&l->line);
+    sg_buf_init(&l->deferred);
     sg_buf_init(&l->rbuf);
 
     if (l->o.kind == GW_LEDGER_POSTGRES && !l->o.postgres_url) { sg_fail(err, "ledger: postgres without a URL"); goto fail; }
@@ -836,6 +882,8 @@ fail:
 }
 
 int ledger_flush(ledger *l, uint32_t timeout_ms) {
+    sg_error err;
+    ledger_flush_appends(l, &err);   /* a loss is counted and logged there */
     int64_t deadline = mono_ms() + timeout_ms;
     struct timespec ts;
     deadline_ts(&ts, deadline);
@@ -854,6 +902,8 @@ int ledger_flush(ledger *l, uint32_t timeout_ms) {
 
 void ledger_close(ledger *l, uint32_t timeout_ms) {
     if (!l) return;
+    sg_error err;
+    ledger_flush_appends(l, &err);
     if (l->writer_started) {
         pthread_mutex_lock(&l->mu);
         l->stopping = true;
@@ -898,6 +948,7 @@ void ledger_close(ledger *l, uint32_t timeout_ms) {
         SG_WARN("ledger: %" PRIu64 " record(s) not delivered at exit stay in %s for the next start", pending, l->o.spool_dir);
     ledger_db_close(l->db);
     sg_buf_free(&l->line);
+    sg_buf_free(&l->deferred);
     sg_buf_free(&l->rbuf);
     free(l->b.recs);
     free(l->b.roots);

@@ -48,7 +48,8 @@
  * Secrets: a record holds the gateway key's id, never the key; the PostgreSQL URL (which
  * may hold a password) is never logged or put in an error message.
  *
- * Threads: ledger_append, ledger_flush and ledger_stats may be called from any thread;
+ * Threads: ledger_append, ledger_append_deferred, ledger_flush_appends, ledger_flush and
+ * ledger_stats may be called from any thread;
  * ledger_open and ledger_close from one owner. The writer thread never calls back. */
 #ifndef SG_GATEWAY_LEDGER_H
 #define SG_GATEWAY_LEDGER_H
@@ -148,6 +149,18 @@ ledger *ledger_open(const ledger_opts *o, sg_error *err);
  * one per loss_log_ms with the count lost since (the writer thread, or ledger_close,
  * reports the rest when losses stop). Callers need not log it again. */
 int ledger_append(ledger *l, const ledger_record *r, sg_error *err);
+
+/* Spools one record later: its frame waits in memory until ledger_flush_appends (or until
+ * LEDGER_DEFER_BYTES wait, or the next ledger_append, ledger_flush or ledger_close), and
+ * is written then, with every other waiting frame, in one write(). For the event loop,
+ * which appends while it handles an iteration's events and flushes before it sends any
+ * answer (http_server's before_send hook): a client never holds an answer whose record is
+ * not in the spool, and one syscall carries an iteration's records instead of one each.
+ * Losses are counted and logged as for ledger_append. */
+#define LEDGER_DEFER_BYTES (256 * 1024)
+void ledger_append_deferred(ledger *l, const ledger_record *r);
+/* Writes the deferred frames: 0, or -1 with err when they were lost. NULL l ok. */
+int ledger_flush_appends(ledger *l, sg_error *err);
 
 /* Waits until every record appended before the call is delivered, or timeout_ms passes.
  * 0 when delivered, -1 on timeout (tests and benchmarks; the gateway never needs it). */

@@ -454,14 +454,15 @@ static bool is_zero(const uint8_t *b, size_t n) { return !b[0] && !memcmp(b, b +
 
 /* ---- the queue ---- */
 
-/* A record copied out of the request with its ids; its strings (cut at 256 bytes) follow
- * it in the same allocation. */
+/* A record copied out of the request with its ids; its attempts and its strings (cut at
+ * 256 bytes) follow it in the same allocation, sized to the record: most requests make
+ * one attempt, and a small block is cheap to allocate on the loop and free on the
+ * exporter's thread. */
 typedef struct item {
     ledger_record r;
-    ledger_attempt atts[LEDGER_MAX_ATTEMPTS];
     otlp_ids ids;
     char op[16];
-    char strs[];
+    ledger_attempt atts[];   /* r.n_attempts of them, then the strings */
 } item;
 
 static void item_free(item *it) { free(it); }
@@ -545,11 +546,11 @@ void otlp_submit(otlp *o, const ledger_record *r, const char *op, const otlp_ids
                    keep_len(r->provider) + keep_len(r->model) + keep_len(r->error);
     for (size_t i = 0; i < n; i++)   /* failure kinds are mostly static strings, but need not be */
         bytes += keep_len(r->attempts[i].provider) + keep_len(r->attempts[i].model) + keep_len(r->attempts[i].error);
-    item *it = malloc(sizeof *it + bytes);
+    item *it = malloc(sizeof *it + n * sizeof *it->atts + bytes);
     if (!it) return;
     it->r = *r;
     it->ids = *ids;
-    char *at = it->strs;
+    char *at = (char *)(it->atts + n);
     it->r.request_id = keep(&at, r->request_id);
     it->r.key_id = keep(&at, r->key_id);
     it->r.route = keep(&at, r->route);

@@ -250,8 +250,9 @@ static void record_request(proxy_req *p, int status, uint64_t ms) {
         .ttft_ms = p->first_byte_ms ? (int64_t)(p->first_byte_ms - p->t_start) : -1, .status = status,
         .error = status == 200 ? NULL : (p->have_error ? p->last_error.code : "error"), .stream = p->req.canon.stream,
     };
-    sg_error err;
-    ledger_append(p->gw->ledger, &r, &err);   /* a loss is counted and logged (rate-limited) there */
+    /* written before the answer is sent (the server's before_send hook): a loss is
+     * counted and logged (rate-limited) there */
+    ledger_append_deferred(p->gw->ledger, &r);
     metrics_observe_request(p->gw->metrics, &r);
     if (p->gw->otlp) {
         if (!p->traced) otlp_begin(p->gw->otlp, NULL, &p->trace);   /* a reload turned tracing on meanwhile */
