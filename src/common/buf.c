@@ -33,23 +33,13 @@ void sg_buf_init(sg_buf *b) { b->data = NULL; b->len = b->cap = 0; }
 void sg_buf_free(sg_buf *b) { free(b->data); sg_buf_init(b); }
 void sg_buf_reset(sg_buf *b) { b->len = 0; if (b->data) b->data[0] = 0; }
 
-void sg_buf_reserve(sg_buf *b, size_t extra) {
-    size_t need = b->len + extra + 1;
+void sg_buf_grow(sg_buf *b, size_t need) {
     if (need <= b->cap) return;
     size_t cap = b->cap ? b->cap : 64;
     while (cap < need) cap *= 2;
     b->data = sg_xrealloc(b->data, cap);
     b->cap = cap;
 }
-
-void sg_buf_append(sg_buf *b, const void *p, size_t n) {
-    sg_buf_reserve(b, n);
-    if (n) memcpy(b->data + b->len, p, n);
-    b->len += n;
-    b->data[b->len] = 0;
-}
-void sg_buf_puts(sg_buf *b, const char *s) { sg_buf_append(b, s, strlen(s)); }
-void sg_buf_putc(sg_buf *b, char c) { sg_buf_append(b, &c, 1); }
 
 void sg_buf_printf(sg_buf *b, const char *fmt, ...) {
     va_list ap;

@@ -4,6 +4,7 @@
 #define SG_BUF_H
 
 #include <stddef.h>
+#include <string.h>
 
 typedef struct sg_buf {
     char  *data;
@@ -14,10 +15,26 @@ typedef struct sg_buf {
 void sg_buf_init(sg_buf *b);
 void sg_buf_free(sg_buf *b);
 void sg_buf_reset(sg_buf *b);                        /* len = 0, keeps the memory */
-void sg_buf_reserve(sg_buf *b, size_t extra);        /* room for len + extra + NUL */
-void sg_buf_append(sg_buf *b, const void *p, size_t n);
-void sg_buf_puts(sg_buf *b, const char *s);
-void sg_buf_putc(sg_buf *b, char c);
+/* The slow path of sg_buf_reserve: grows the memory to hold need bytes. */
+void sg_buf_grow(sg_buf *b, size_t need);
+
+/* Inline: JSON rendering and the trace encoder append a few bytes at a time, and a call
+ * per append cost them more than the copying. */
+static inline void sg_buf_reserve(sg_buf *b, size_t extra) {   /* room for len + extra + NUL */
+    if (b->len + extra + 1 > b->cap) sg_buf_grow(b, b->len + extra + 1);
+}
+static inline void sg_buf_append(sg_buf *b, const void *p, size_t n) {
+    sg_buf_reserve(b, n);
+    if (n) memcpy(b->data + b->len, p, n);
+    b->len += n;
+    b->data[b->len] = 0;
+}
+static inline void sg_buf_puts(sg_buf *b, const char *s) { sg_buf_append(b, s, strlen(s)); }
+static inline void sg_buf_putc(sg_buf *b, char c) {
+    sg_buf_reserve(b, 1);
+    b->data[b->len++] = c;
+    b->data[b->len] = 0;
+}
 void sg_buf_printf(sg_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Appends s as a JSON string literal, quotes included. */
 void sg_buf_json_str(sg_buf *b, const char *s, size_t n);
