@@ -133,6 +133,10 @@ static void check_qdot(const kern_table *simd) {
                             CHECK_MSG(fabs(rk - out[k]) <= 1e-5 * mag * (k + 1) + 1e-6,
                                       "%s qdotn(%d) %s n=%d row %d: %.9g vs %.9g", simd->name, nt,
                                       dtype_info(t)->name, n, k, out[k], rk);
+                            /* and bit for bit the one-row dot (speculation relies on it) */
+                            float one = simd->qdot[t](q, xn + k * groups, n);
+                            CHECK_MSG(memcmp(&one, &out[k], sizeof one) == 0, "%s qdotn(%d) %s n=%d row %d: %.9g, qdot %.9g",
+                                      simd->name, nt, dtype_info(t)->name, n, k, out[k], one);
                         }
                         for (int k = nt; k < KERN_QDOT_TOKENS; k++) CHECK(isnan(out[k]));   /* untouched */
                     }

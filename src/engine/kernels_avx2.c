@@ -271,7 +271,11 @@ SIMD static inline __m256 dup2(__m256 v, int base) {
 /* Each integer dot is written once as a core over NT activation rows (NT 1 for decode,
  * KERN_QDOT_TOKENS for a prompt's tokens), so the weights are unpacked once for all rows;
  * the cores are inlined with a constant NT. Activation row t's groups start at
- * a + t * a_stride. */
+ * a + t * a_stride. *
+ * CHAINS: a row's sum is accumulated the same way whatever NT is (the k-quants: two
+ * chains, alternating), so a row computed with others (a speculative verification pass,
+ * batched sequences) is bit for bit the row computed alone (a decode step): verified
+ * drafts are accepted exactly when plain decoding would have produced them. */
 #define CORE SIMD static inline __attribute__((always_inline))
 #define NTMAX KERN_QDOT_TOKENS
 
@@ -306,7 +310,7 @@ CORE void q32_core(const void *w, bool q8, const quant_q8_act *a, int64_t a_stri
         for (int t = 0; t < nt; t++) {
             const quant_q8_act *g = a + t * a_stride + i / 8;
             __m256i x = _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)(g->qs + 32 * j)), v);
-            int k = nt == 1 ? (int)(i & 1) : 0;
+            int k = (int)(i & 1);   /* two chains for every row count: see CHAINS */
             acc[t][k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot_u8s8(av, x)), block32_factor(g, j, dw), acc[t][k]);
         }
     }
@@ -369,7 +373,7 @@ CORE void k4_core(const void *w, bool q5, const quant_q8_act *a, int64_t a_strid
                 for (int t = 0; t < nt; t++) {
                     const quant_q8_act *g = a + t * a_stride + i;
                     __m256i dot = dot_u8s8(v[h], _mm256_loadu_si256((const __m256i *)(g->qs + 64 * c + 32 * h)));
-                    int k = nt == 1 ? h : 0;
+                    int k = h;   /* see CHAINS */
                     acc[t][k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), block32_factor(g, 2 * c + h, wsc), acc[t][k]);
                 }
             }
@@ -416,7 +420,7 @@ CORE void q6_K_core(const void *w, const quant_q8_act *a, int64_t a_stride, int6
                 for (int t = 0; t < nt; t++) {
                     const quant_q8_act *g = a + t * a_stride + i;
                     __m256i dot = dot_u8s8(v, _mm256_loadu_si256((const __m256i *)(g->qs + 128 * h + 32 * k)));
-                    int j = nt == 1 ? k & 1 : 0;
+                    int j = k & 1;   /* see CHAINS */
                     acc[t][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), block32_factor(g, 4 * h + k, wsc), acc[t][j]);
                 }
             }

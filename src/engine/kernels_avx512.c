@@ -307,7 +307,11 @@ SIMD_VNNI static inline void factors_32(__m512 w32, const quant_q8_act *g, __m51
  * KERN_QDOT_TOKENS for a prompt's tokens): the weights are loaded and unpacked once and
  * used for every row, which is what prompt processing is bound by. The cores are inlined
  * with a constant NT, so the per-row loops unroll and the accumulators stay in registers.
- * Activation row t's groups start at a + t * a_stride. */
+ * Activation row t's groups start at a + t * a_stride. *
+ * CHAINS: a row's sum is accumulated the same way whatever NT is (the k-quants: two
+ * chains, alternating), so a row computed with others (a speculative verification pass,
+ * batched sequences) is bit for bit the row computed alone (a decode step): verified
+ * drafts are accepted exactly when plain decoding would have produced them. */
 #define CORE SIMD_VNNI static inline __attribute__((always_inline))
 #define NTMAX KERN_QDOT_TOKENS
 
@@ -467,7 +471,7 @@ CORE void k4_core(const void *w, size_t block_bytes, bool q5, const quant_q8_act
             for (int t = 0; t < nt; t++) {
                 const quant_q8_act *g = a + t * a_stride + i;
                 __m512i dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q, _mm512_loadu_si512(g->qs + 64 * c));
-                int k = nt == 1 ? c & 1 : 0;   /* two chains for one row; rows are chains enough */
+                int k = c & 1;   /* see CHAINS */
                 acc[t][k] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), chunk_factor(fac[t], c), acc[t][k]);
             }
         }
@@ -518,7 +522,7 @@ CORE void q6_K_core(const void *w, const quant_q8_act *a, int64_t a_stride, int6
                 __m512i d0 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q0, _mm512_loadu_si512(g->qs + 128 * h));
                 __m512i d1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q1, _mm512_loadu_si512(g->qs + 128 * h + 64));
                 acc[t][0] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d0), chunk_factor(fac[t], 2 * h), acc[t][0]);
-                acc[t][nt == 1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d1), chunk_factor(fac[t], 2 * h + 1), acc[t][nt == 1]);
+                acc[t][1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d1), chunk_factor(fac[t], 2 * h + 1), acc[t][1]);
             }
         }
     }
