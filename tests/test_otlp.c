@@ -97,7 +97,7 @@ static void fill_ids(otlp_ids *ids, bool parent) {
 
 static ledger_record fallback_record(ledger_attempt *atts) {
     atts[0] = (ledger_attempt){"primary", "gpt-x", 503, "retryable", 40, 0, -1, -1, -1, -1, -1, -1};
-    atts[1] = (ledger_attempt){"backup", "claude-y", 200, NULL, 120, 55, -1, -1, -1, -1, -1, -1};
+    atts[1] = (ledger_attempt){"backup", "claude-y", 200, NULL, 120, 55, 3, 0, 41, 15, 7, 1234};
     ledger_record r = {
         .time_ms = 1700000000123, .request_id = "req-1", .key_id = "team-a", .route = "chat",
         .requested_model = "chat", .provider = "backup", .model = "claude-y", .attempts = atts, .n_attempts = 2,
@@ -176,6 +176,15 @@ static void test_span_json(void) {
     CHECK_EQ_STR(attr_s(a2, "smolgate.outcome"), "ok");
     CHECK_EQ_STR(attr_s(a2, "smolgate.retry_reason"), "retryable");
     CHECK_EQ_STR(attr_i(a2, "smolgate.attempt"), "2");
+    /* each attempt's usage, cost and timings; none when unknown (the first attempt) */
+    CHECK_EQ_STR(attr_i(a2, "gen_ai.usage.input_tokens"), "15");
+    CHECK_EQ_STR(attr_i(a2, "gen_ai.usage.output_tokens"), "7");
+    CHECK(json_real_value(json_object_get(attr(a2, "smolgate.cost_usd"), "doubleValue")) == 0.001234);
+    CHECK_EQ_STR(attr_i(a2, "smolgate.queue_ms"), "3");
+    CHECK_EQ_STR(attr_i(a2, "smolgate.connect_ms"), "0");
+    CHECK_EQ_STR(attr_i(a2, "smolgate.ttft_ms"), "41");
+    CHECK(attr(a1, "gen_ai.usage.input_tokens") == NULL && attr(a1, "smolgate.ttft_ms") == NULL);
+    CHECK(attr(a1, "smolgate.cost_usd") == NULL && attr(a1, "smolgate.queue_ms") == NULL);
     CHECK(json_object_get(a2, "status") == NULL);
     json_decref(doc);
 

@@ -376,6 +376,14 @@ static void add_spans(wr *w, const ledger_record *r, const char *op, const otlp_
         attr_str(w, "gen_ai.request.model", t->model);
         if (t->status > 0) attr_int(w, "http.response.status_code", t->status);
         if (t->error) attr_str(w, "error.type", t->error);
+        /* what this call to the provider used and how its time went (as the dashboard's
+         * trace shows them); unknown ones are left out */
+        if (t->input_tokens >= 0) attr_int(w, "gen_ai.usage.input_tokens", t->input_tokens);
+        if (t->output_tokens >= 0) attr_int(w, "gen_ai.usage.output_tokens", t->output_tokens);
+        if (t->cost_micro >= 0) attr_usd(w, "smolgate.cost_usd", t->cost_micro);
+        if (t->queue_ms >= 0) attr_int(w, "smolgate.queue_ms", t->queue_ms);
+        if (t->connect_ms >= 0) attr_int(w, "smolgate.connect_ms", t->connect_ms);
+        if (t->ttft_ms >= 0) attr_int(w, "smolgate.ttft_ms", t->ttft_ms);
         attr_int(w, "smolgate.attempt", (int64_t)i + 1);
         attr_str(w, "smolgate.outcome", t->error ? t->error : "ok");
         /* why this attempt was made: the one before it failed so */

@@ -280,6 +280,10 @@ test('a fallback under a caller traceparent: one trace, root + 2 attempt spans, 
   assert.equal(a2.attrs['gen_ai.provider.name'], 'backup');
   assert.equal(a2.attrs['smolgate.outcome'], 'ok');
   assert.equal(a2.attrs['smolgate.retry_reason'], 'retryable');
+  // the attempt that answered: its own usage and timings
+  assert.ok(Number(a2.attrs['gen_ai.usage.output_tokens']) > 0, JSON.stringify(a2.attrs));
+  assert.ok(Number(a2.attrs['smolgate.ttft_ms']) >= 0, JSON.stringify(a2.attrs));
+  assert.ok(Number(a2.attrs['smolgate.queue_ms']) >= 0, JSON.stringify(a2.attrs));
   assert.equal(a2.status, undefined);
   assert.notEqual(a1.spanId, a2.spanId);
   assert.notEqual(a1.spanId, root.spanId);
