@@ -27,19 +27,45 @@ enum { LOG_BUF = 64 * 1024, LOG_LINE = 2048 };
 static __thread char t_buf[LOG_BUF];   /* sg_log_buffered's pending lines */
 static __thread size_t t_len;
 
-/* Formats one line ("time LEVEL message\n") into line; returns its length. */
-static size_t format_line(char *line, sg_log_level level, const char *fmt, va_list ap) {
-    static const char *names[] = {"DEBUG", "INFO", "WARN", "ERROR"};
+/* The line's time, "2026-12-08T00:42:52.206Z": the date and time of day formatted once a
+ * second per thread (the request log writes a line per request). */
+static size_t format_time(char *out) {
+    static __thread time_t t_sec = -1;
+    static __thread char t_prefix[32];
+    static __thread size_t t_prefix_len;
     struct timeval tv;
     gettimeofday(&tv, NULL);
-    struct tm tm;
-    gmtime_r(&tv.tv_sec, &tm);
-    int n = (int)strftime(line, LOG_LINE, "%Y-%m-%dT%H:%M:%S", &tm);
-    n += snprintf(line + n, LOG_LINE - (size_t)n, ".%03dZ %s ", (int)(tv.tv_usec / 1000), names[level]);
-    int m = vsnprintf(line + n, LOG_LINE - (size_t)n, fmt, ap);
-    n = (m < 0 || (size_t)(n + m) >= LOG_LINE - 1) ? LOG_LINE - 2 : n + m;
+    if (tv.tv_sec != t_sec) {
+        struct tm tm;
+        gmtime_r(&tv.tv_sec, &tm);
+        t_prefix_len = strftime(t_prefix, sizeof t_prefix, "%Y-%m-%dT%H:%M:%S", &tm);
+        t_sec = tv.tv_sec;
+    }
+    memcpy(out, t_prefix, t_prefix_len);
+    int ms = (int)(tv.tv_usec / 1000);
+    char *p = out + t_prefix_len;
+    *p++ = '.';
+    *p++ = (char)('0' + ms / 100);
+    *p++ = (char)('0' + ms / 10 % 10);
+    *p++ = (char)('0' + ms % 10);
+    *p++ = 'Z';
+    return (size_t)(p - out);
+}
+
+static const char *const k_level_names[] = {"DEBUG", "INFO", "WARN", "ERROR"};
+
+/* Formats one line ("time LEVEL message\n") into line (LOG_LINE bytes); its length. */
+static size_t format_line(char *line, sg_log_level level, const char *fmt, va_list ap) {
+    size_t n = format_time(line);
+    line[n++] = ' ';
+    size_t ln = strlen(k_level_names[level]);
+    memcpy(line + n, k_level_names[level], ln);
+    n += ln;
+    line[n++] = ' ';
+    int m = vsnprintf(line + n, LOG_LINE - n, fmt, ap);
+    n = (m < 0 || n + (size_t)m >= LOG_LINE - 1) ? LOG_LINE - 2 : n + (size_t)m;
     line[n++] = '\n';
-    return (size_t)n;
+    return n;
 }
 
 void sg_log_flush(void) {
@@ -62,21 +88,12 @@ void sg_log_buffered(sg_log_level level, const char *fmt, ...) {
 }
 
 void sg_log(sg_log_level level, const char *fmt, ...) {
-    static const char *names[] = {"DEBUG", "INFO", "WARN", "ERROR"};
     if (level < g_level) return;
-    char line[2048];
-    struct timeval tv;
-    gettimeofday(&tv, NULL);
-    struct tm tm;
-    gmtime_r(&tv.tv_sec, &tm);
-    int n = (int)strftime(line, sizeof line, "%Y-%m-%dT%H:%M:%S", &tm);
-    n += snprintf(line + n, sizeof line - (size_t)n, ".%03dZ %s ", (int)(tv.tv_usec / 1000), names[level]);
+    char line[LOG_LINE];
     va_list ap;
     va_start(ap, fmt);
-    int m = vsnprintf(line + n, sizeof line - (size_t)n, fmt, ap);
+    size_t n = format_line(line, level, fmt, ap);
     va_end(ap);
-    n = (m < 0 || (size_t)(n + m) >= sizeof line - 1) ? (int)sizeof line - 2 : n + m;
-    line[n++] = '\n';
-    ssize_t w = write(2, line, (size_t)n);
+    ssize_t w = write(2, line, n);
     (void)w;
 }
