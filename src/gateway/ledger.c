@@ -305,10 +305,11 @@ static int write_frames(ledger *l, const char *data, size_t n, uint64_t count, c
 int ledger_append(ledger *l, const ledger_record *r, sg_error *err) {
     if (!r->request_id || !*r->request_id) return sg_fail(err, "ledger: a record without a request id");
     pthread_mutex_lock(&l->append_mu);
-    int rc = flush_deferred_locked(l, err);   /* keeps the spool in append order */
+    sg_error ferr;
+    flush_deferred_locked(l, &ferr);   /* first: the spool keeps the append order (a loss is logged there) */
     sg_buf_reset(&l->line);
     ledger_frame_encode(r, &l->line);
-    if (write_frames(l, l->line.data, l->line.len, 1, r->request_id, rc ? NULL : err)) rc = -1;
+    int rc = write_frames(l, l->line.data, l->line.len, 1, r->request_id, err);
     pthread_mutex_unlock(&l->append_mu);
     return rc;
 }
