@@ -87,6 +87,23 @@ void sg_log_buffered(sg_log_level level, const char *fmt, ...) {
     va_end(ap);
 }
 
+void sg_log_buffered_text(sg_log_level level, const char *msg, size_t len) {
+    if (level < g_level) return;
+    if (t_len > LOG_BUF - LOG_LINE) sg_log_flush();
+    char *line = t_buf + t_len;
+    size_t n = format_time(line);
+    line[n++] = ' ';
+    size_t ln = strlen(k_level_names[level]);
+    memcpy(line + n, k_level_names[level], ln);
+    n += ln;
+    line[n++] = ' ';
+    if (len > LOG_LINE - 2 - n) len = LOG_LINE - 2 - n;
+    memcpy(line + n, msg, len);
+    n += len;
+    line[n++] = '\n';
+    t_len += n;
+}
+
 void sg_log(sg_log_level level, const char *fmt, ...) {
     if (level < g_level) return;
     char line[LOG_LINE];

@@ -552,6 +552,11 @@ test('every proxied response has x-request-id (unique, logged), x-smolgate-provi
     await sleep(100);
     const log = readFileSync(LOG_FILE, 'utf8');
     for (const id of ids) assert.match(log, new RegExp(`id=${id}\\b`), `request ${id} is in the gateway log`);
+    // the whole line of the 200: every field, in order
+    const line = log.split('\n').find((l) => l.includes(`request id=${ids[1]} `));
+    assert.match(line ?? '', new RegExp(`^\\d{4}-\\d{2}-\\d{2}T\\d{2}:\\d{2}:\\d{2}\\.\\d{3}Z INFO request id=${ids[1]} ` +
+      'model=f-hdr route=f-hdr provider=openai upstream_model=m-hdr-primary attempts=1 status=200 ms=\\d+ ' +
+      'input=-?\\d+ cache_read=-?\\d+ output=-?\\d+ cost=(unpriced|\\d+\\.\\d{6})$'), line);
   }
   const bad = await post(chatBody('no-such-model-anywhere', 'x'));
   assert.equal(bad.status, 404);
