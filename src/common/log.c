@@ -54,14 +54,20 @@ static size_t format_time(char *out) {
 
 static const char *const k_level_names[] = {"DEBUG", "INFO", "WARN", "ERROR"};
 
-/* Formats one line ("time LEVEL message\n") into line (LOG_LINE bytes); its length. */
-static size_t format_line(char *line, sg_log_level level, const char *fmt, va_list ap) {
+/* A line's "time LEVEL " into line; its length. */
+static size_t format_prefix(char *line, sg_log_level level) {
     size_t n = format_time(line);
     line[n++] = ' ';
     size_t ln = strlen(k_level_names[level]);
     memcpy(line + n, k_level_names[level], ln);
     n += ln;
     line[n++] = ' ';
+    return n;
+}
+
+/* Formats one line ("time LEVEL message\n") into line (LOG_LINE bytes); its length. */
+static size_t format_line(char *line, sg_log_level level, const char *fmt, va_list ap) {
+    size_t n = format_prefix(line, level);
     int m = vsnprintf(line + n, LOG_LINE - n, fmt, ap);
     n = (m < 0 || n + (size_t)m >= LOG_LINE - 1) ? LOG_LINE - 2 : n + (size_t)m;
     line[n++] = '\n';
@@ -91,12 +97,7 @@ void sg_log_buffered_text(sg_log_level level, const char *msg, size_t len) {
     if (level < g_level) return;
     if (t_len > LOG_BUF - LOG_LINE) sg_log_flush();
     char *line = t_buf + t_len;
-    size_t n = format_time(line);
-    line[n++] = ' ';
-    size_t ln = strlen(k_level_names[level]);
-    memcpy(line + n, k_level_names[level], ln);
-    n += ln;
-    line[n++] = ' ';
+    size_t n = format_prefix(line, level);
     if (len > LOG_LINE - 2 - n) len = LOG_LINE - 2 - n;
     memcpy(line + n, msg, len);
     n += len;
