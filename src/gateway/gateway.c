@@ -813,76 +813,45 @@ static void apply_keys(gateway *g, const gw_config *c) {
     alert_hook_configure(g->alerts, c->alerts.webhook_url, c->alerts.timeout_ms, c->alerts.retries);
 }
 
-static void reload_refused(const char *why) { SG_ERROR("reload refused, the running configuration stays: %s", why); }
-
 static void reload(gateway *g) {
     gw_config *c = NULL;
-    sg_error err;
-    if (config_load_ex(&c, g->config_path, &g->overrides, NULL, &err)) { reload_refused(err.msg); return; }
-    if (config_reload_check(g->cfg, c, &err)) {
-        reload_refused(err.msg);
-        config_unref(c);
-        return;
-    }
-    cost_catalog *costs = cost_catalog_build(c, &err);
-    if (!costs) {
-        reload_refused(err.msg);
-        config_unref(c);
-        return;
-    }
-    /* Build what the new sections need before touching anything: any failure refuses. */
+    cost_catalog *costs = NULL;
     limits *lim = NULL;
-    bool new_store = !config_state_same_store(&g->cfg->state, &c->state);
-    if (new_store && !(lim = new_limits(g, c, &err))) {
-        char why[600];
-        snprintf(why, sizeof why, "state: %s", err.msg);
-        reload_refused(why);
-        cost_catalog_free(costs);
-        config_unref(c);
-        return;
-    }
     ledger *led = NULL;
+    otlp *tr = NULL;
+    const char *section = "";   /* where a refusal came from, for its log line */
+    sg_error err;
+    if (config_load_ex(&c, g->config_path, &g->overrides, NULL, &err) || config_reload_check(g->cfg, c, &err) ||
+        !(costs = cost_catalog_build(c, &err)))
+        goto refuse;
+    /* Build what the new sections need before touching anything: any failure refuses. */
+    if (!config_state_same_store(&g->cfg->state, &c->state) && !(lim = new_limits(g, c, &err))) {
+        section = "state: ";
+        goto refuse;
+    }
     if (!config_ledger_equal(&g->cfg->ledger, &c->ledger)) {
         ledger_opts lo;
         ledger_opts_from_config(&lo, c);
         if (!(led = ledger_open(&lo, &err))) {
-            char why[600];
-            snprintf(why, sizeof why, "ledger: %s", err.msg);
-            reload_refused(why);
-            limits_free(lim);
-            cost_catalog_free(costs);
-            config_unref(c);
-            return;
+            section = "ledger: ";
+            goto refuse;
         }
     }
     /* tracing: a new exporter when any of its keys changed (none when it is now off) */
     bool new_tracing = !config_tracing_equal(&g->cfg->tracing, &c->tracing);
-    otlp *tr = NULL;
     if (new_tracing && c->tracing.endpoint) {
         otlp_opts to;
         otlp_opts_from_config(&to, c);
         if (!(tr = otlp_open(&to, &err))) {
-            char why[600];
-            snprintf(why, sizeof why, "tracing: %s", err.msg);
-            reload_refused(why);
-            if (led) ledger_close(led, 0);
-            limits_free(lim);
-            cost_catalog_free(costs);
-            config_unref(c);
-            return;
+            section = "tracing: ";
+            goto refuse;
         }
     }
     gw_config *old = g->cfg;
     g->cfg = c;
     if (start_locals(g, &err)) {   /* new local models load now; a failure keeps the old config */
         g->cfg = old;
-        reload_refused(err.msg);
-        otlp_close(tr, 0);
-        if (led) ledger_close(led, 0);
-        limits_free(lim);
-        config_unref(c);
-        cost_catalog_free(costs);
-        return;
+        goto refuse;
     }
     /* Commit. Everything below succeeds. */
     breaker_table_set_max(g->breakers, c->circuit_breaker.max_targets);
@@ -929,6 +898,14 @@ static void reload(gateway *g) {
     config_unref(old);
     sg_log_set_level(c->log_level);
     SG_INFO("configuration reloaded from %s", g->config_path ? g->config_path : "the environment");
+    return;
+refuse:
+    SG_ERROR("reload refused, the running configuration stays: %s%s", section, err.msg);
+    otlp_close(tr, 0);
+    ledger_close(led, 0);
+    limits_free(lim);
+    cost_catalog_free(costs);
+    config_unref(c);
 }
 
 static void on_signal(loop *l, loop_watch *w, unsigned events, void *arg) {
