@@ -6,6 +6,7 @@
  * vendor rules; LiteLLM's price file read from its decimal text; the config's models:
  * overrides; token estimates. */
 #include <stdlib.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "common/buf.h"
@@ -323,6 +324,25 @@ static void test_unpriced_and_rounding(void) {
     CHECK_EQ_STR(usd, "0.016650");
     cost_format_usd(123456789, usd, sizeof usd);
     CHECK_EQ_STR(usd, "123.456789");
+    /* the edges of its printf-free digits (sg_fmt_u64 / sg_fmt_i64) */
+    CHECK_EQ_INT(cost_format_usd(0, usd, sizeof usd), 8);
+    CHECK_EQ_STR(usd, "0.000000");
+    cost_format_usd(-1, usd, sizeof usd);
+    CHECK_EQ_STR(usd, "-0.000001");
+    cost_format_usd(INT64_MIN, usd, sizeof usd);
+    CHECK_EQ_STR(usd, "-9223372036854.775808");
+    cost_format_usd(INT64_MAX, usd, sizeof usd);
+    CHECK_EQ_STR(usd, "9223372036854.775807");
+    char small[5];
+    cost_format_usd(123456789, small, sizeof small);
+    CHECK_EQ_STR(small, "123.");
+    char d[21];
+    CHECK_EQ_INT(sg_fmt_i64(d, INT64_MIN), 20);
+    CHECK(!memcmp(d, "-9223372036854775808", 20));
+    CHECK_EQ_INT(sg_fmt_u64(d, UINT64_MAX), 20);
+    CHECK(!memcmp(d, "18446744073709551615", 20));
+    CHECK_EQ_INT(sg_fmt_i64(d, 0), 1);
+    CHECK(d[0] == '0');
 }
 
 static void test_max_cost(void) {

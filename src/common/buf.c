@@ -54,10 +54,29 @@ void sg_buf_printf(sg_buf *b, const char *fmt, ...) {
     b->len += (size_t)n;
 }
 
+size_t sg_fmt_u64(char *out, uint64_t v) {
+    char tmp[20];
+    size_t n = 0;
+    do { tmp[n++] = (char)('0' + v % 10); v /= 10; } while (v);
+    for (size_t i = 0; i < n; i++) out[i] = tmp[n - 1 - i];
+    return n;
+}
+
+size_t sg_fmt_i64(char *out, int64_t v) {
+    if (v >= 0) return sg_fmt_u64(out, (uint64_t)v);
+    out[0] = '-';
+    return 1 + sg_fmt_u64(out + 1, (uint64_t)0 - (uint64_t)v);
+}
+
 void sg_buf_json_str(sg_buf *b, const char *s, size_t n) {
-    static const char hex[] = "0123456789abcdef";
     sg_buf_reserve(b, n + 2);
     sg_buf_putc(b, '"');
+    sg_buf_json_escape(b, s, n);
+    sg_buf_putc(b, '"');
+}
+
+void sg_buf_json_escape(sg_buf *b, const char *s, size_t n) {
+    static const char hex[] = "0123456789abcdef";
     size_t run = 0;
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
@@ -77,7 +96,6 @@ void sg_buf_json_str(sg_buf *b, const char *s, size_t n) {
         }
     }
     sg_buf_append(b, s + run, n - run);
-    sg_buf_putc(b, '"');
 }
 
 char *sg_buf_steal(sg_buf *b) {

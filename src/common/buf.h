@@ -4,6 +4,7 @@
 #define SG_BUF_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <string.h>
 
 typedef struct sg_buf {
@@ -38,6 +39,23 @@ static inline void sg_buf_putc(sg_buf *b, char c) {
 void sg_buf_printf(sg_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Appends s as a JSON string literal, quotes included. */
 void sg_buf_json_str(sg_buf *b, const char *s, size_t n);
+/* The same without the quotes (a string written in pieces). */
+void sg_buf_json_escape(sg_buf *b, const char *s, size_t n);
+
+/* v in decimal at out, without printf (hot paths write numbers a few at a time): its
+ * length, at most 20 (u64) or 20 with the sign (i64); no NUL. */
+size_t sg_fmt_u64(char *out, uint64_t v);
+size_t sg_fmt_i64(char *out, int64_t v);
+static inline void sg_buf_put_u64(sg_buf *b, uint64_t v) {
+    sg_buf_reserve(b, 20);
+    b->len += sg_fmt_u64(b->data + b->len, v);
+    b->data[b->len] = 0;
+}
+static inline void sg_buf_put_i64(sg_buf *b, int64_t v) {
+    sg_buf_reserve(b, 20);
+    b->len += sg_fmt_i64(b->data + b->len, v);
+    b->data[b->len] = 0;
+}
 /* Hands the memory to the caller (who frees it) and resets b. */
 char *sg_buf_steal(sg_buf *b);
 

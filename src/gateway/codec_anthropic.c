@@ -1016,18 +1016,10 @@ static anth_render_block *block_for(anth_render *r, anth_block_kind kind, const 
     return open_block(r, kind, ev->index, ev->id, ev->name);
 }
 
-/* Appends a small unsigned number without printf (deltas are the hot path). */
-static void put_uint(sg_buf *b, size_t v) {
-    char tmp[24];
-    size_t i = sizeof tmp;
-    do { tmp[--i] = (char)('0' + v % 10); v /= 10; } while (v);
-    sg_buf_append(b, tmp + i, sizeof tmp - i);
-}
-
 static void delta(anth_render *r, const char *type_and_field, const char *s, size_t n) {
     sg_buf_reserve(r->out, n + 128);
     sg_buf_puts(r->out, "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":");
-    put_uint(r->out, r->n_blocks - 1);
+    sg_buf_put_u64(r->out, r->n_blocks - 1);   /* no printf: deltas are the hot path */
     sg_buf_puts(r->out, type_and_field);
     sg_buf_json_str(r->out, s, n);
     sg_buf_puts(r->out, "}}\n\n");

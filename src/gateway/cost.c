@@ -745,11 +745,19 @@ void cost_estimate_usage(const sg_tokenizer *tok, const char *prompt, size_t pro
 
 /* ---- money text -------------------------------------------------------------------------- */
 
-int cost_format_usd(int64_t micro, char *out, size_t cap) {
-    const char *sign = "";
-    uint64_t v;
-    if (micro < 0) { sign = "-"; v = (uint64_t)(-(micro + 1)) + 1; }
-    else v = (uint64_t)micro;
-    int n = snprintf(out, cap, "%s%llu.%06llu", sign, (unsigned long long)(v / 1000000), (unsigned long long)(v % 1000000));
-    return n < 0 ? 0 : n;
+int cost_format_usd(int64_t micro, char *out, size_t cap) {   /* no printf: a request log line has one */
+    char t[24];
+    size_t n = 0;
+    uint64_t v = micro < 0 ? (uint64_t)0 - (uint64_t)micro : (uint64_t)micro;
+    if (micro < 0) t[n++] = '-';
+    n += sg_fmt_u64(t + n, v / 1000000);
+    t[n++] = '.';
+    uint64_t frac = v % 1000000;
+    for (int i = 6; i > 0; i--, frac /= 10) t[n + (size_t)i - 1] = (char)('0' + frac % 10);
+    n += 6;
+    if (!cap) return 0;
+    if (n > cap - 1) n = cap - 1;
+    memcpy(out, t, n);
+    out[n] = 0;
+    return (int)n;
 }

@@ -360,14 +360,6 @@ static inline char *put(char *p, const void *src, size_t n) {
     return p + n;
 }
 
-static char *put_u64(char *p, uint64_t v) {
-    char tmp[24];
-    int n = 0;
-    do { tmp[n++] = (char)('0' + v % 10); v /= 10; } while (v);
-    while (n) *p++ = tmp[--n];
-    return p;
-}
-
 /* Framing and hop-by-hop headers are the server's to write. Returns 1 to skip. */
 static int header_reserved(const char *name, size_t len, const char *value, int *want_close) {
     switch (len) {
@@ -434,7 +426,7 @@ static void write_head(http_conn *c, http_exchange *x, int status, const http_he
     if (chunked) p = put(p, "Transfer-Encoding: chunked\r\n", 28);
     else if (content_length >= 0) {
         p = put(p, "Content-Length: ", 16);
-        p = put_u64(p, (uint64_t)content_length);
+        p += sg_fmt_u64(p, (uint64_t)content_length);
         p = put(p, "\r\n", 2);
     }
     int keep = c->keep_alive && !want_close && !s->shutting_down;

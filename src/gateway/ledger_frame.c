@@ -278,16 +278,7 @@ static char *w_str(char *o, const char *s, size_t max) {
     return o;
 }
 
-static char *w_int(char *o, int64_t v) {
-    char tmp[24];
-    char *p = tmp + sizeof tmp;
-    uint64_t u = v < 0 ? (uint64_t)(-(v + 1)) + 1 : (uint64_t)v;
-    do { *--p = (char)('0' + u % 10); u /= 10; } while (u);
-    if (v < 0) *--p = '-';
-    size_t n = (size_t)(tmp + sizeof tmp - p);
-    memcpy(o, p, n);
-    return o + n;
-}
+static char *w_int(char *o, int64_t v) { return o + sg_fmt_i64(o, v); }
 
 #define W_LIT(o, lit) (memcpy((o), (lit), sizeof(lit) - 1), (o) + sizeof(lit) - 1)
 

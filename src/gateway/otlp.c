@@ -70,42 +70,8 @@ static void put_hex(sg_buf *b, const uint8_t *id, size_t n) {
     sg_buf_append(b, h, 2 * n);
 }
 
-/* v in decimal (digits only) */
-static void put_u64(sg_buf *b, uint64_t v) {
-    char d[20];
-    int n = 0;
-    do { d[sizeof d - 1 - n++] = (char)('0' + v % 10); v /= 10; } while (v);
-    sg_buf_append(b, d + sizeof d - n, (size_t)n);
-}
-static void put_i64(sg_buf *b, int64_t v) {
-    if (v < 0) { sg_buf_putc(b, '-'); put_u64(b, (uint64_t)0 - (uint64_t)v); }
-    else put_u64(b, (uint64_t)v);
-}
-
-/* s's JSON escape, without the quotes */
-static void put_escaped(sg_buf *b, const char *s, size_t n) {
-    static const char d[] = "0123456789abcdef";
-    size_t run = 0;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c >= 0x20 && c != '"' && c != '\\') continue;
-        sg_buf_append(b, s + run, i - run);
-        run = i + 1;
-        char e[6] = {'\\', (char)c, 0, 0, 0, 0};
-        size_t k = 2;
-        if (c == '\n') e[1] = 'n';
-        else if (c == '\r') e[1] = 'r';
-        else if (c == '\t') e[1] = 't';
-        else if (c < 0x20) { e[1] = 'u'; e[2] = '0'; e[3] = '0'; e[4] = d[c >> 4]; e[5] = d[c & 15]; k = 6; }
-        sg_buf_append(b, e, k);
-    }
-    sg_buf_append(b, s + run, n - run);
-}
-static void put_str(sg_buf *b, const char *s) {
-    sg_buf_putc(b, '"');
-    put_escaped(b, s, strlen(s));
-    sg_buf_putc(b, '"');
-}
+/* s as a JSON string literal */
+static void put_str(sg_buf *b, const char *s) { sg_buf_json_str(b, s, strlen(s)); }
 
 /* ---- protobuf (the OTLP .proto's field numbers) ---- */
 
@@ -223,7 +189,7 @@ static void attr_int(wr *w, const char *k, int64_t v) {
     }
     key(b, &w->first_attr, k);
     LIT(b, "\"intValue\":\"");
-    put_i64(b, v);
+    sg_buf_put_i64(b, v);
     LIT(b, "\"}}");
 }
 /* micro-dollars as dollars: JSON the exact decimal, which parses to the double nearest
@@ -242,7 +208,7 @@ static void attr_usd(wr *w, const char *k, int64_t micro) {
     LIT(b, "\"doubleValue\":");
     uint64_t m = micro < 0 ? (uint64_t)0 - (uint64_t)micro : (uint64_t)micro;
     if (micro < 0) sg_buf_putc(b, '-');
-    put_u64(b, m / 1000000);
+    sg_buf_put_u64(b, m / 1000000);
     uint64_t frac = m % 1000000;
     if (frac) {
         char d[7] = {'.'};
@@ -270,7 +236,7 @@ enum { KIND_SERVER = 2, KIND_CLIENT = 3 };
 /* unix milliseconds as a nanosecond string */
 static void put_nanos(sg_buf *b, int64_t ms) {
     sg_buf_putc(b, '"');
-    put_u64(b, ms > 0 ? (uint64_t)ms : 0);
+    sg_buf_put_u64(b, ms > 0 ? (uint64_t)ms : 0);
     if (ms > 0) LIT(b, "000000\"");
     else sg_buf_putc(b, '"');
 }
@@ -306,11 +272,11 @@ static void span_open(wr *w, const uint8_t *trace, const uint8_t *id, const uint
     put_hex(b, id, 8);
     if (parent) { LIT(b, "\",\"parentSpanId\":\""); put_hex(b, parent, 8); }
     LIT(b, "\",\"name\":\"");
-    put_escaped(b, op, strlen(op));   /* op (< 16) + ' ' + a model (copies are cut at 256 bytes) */
+    sg_buf_json_escape(b, op, strlen(op));   /* op (< 16) + ' ' + a model (copies are cut at 256 bytes) */
     sg_buf_putc(b, ' ');
-    put_escaped(b, m, strlen(m));
+    sg_buf_json_escape(b, m, strlen(m));
     LIT(b, "\",\"kind\":");
-    put_u64(b, (uint64_t)kind);
+    sg_buf_put_u64(b, (uint64_t)kind);
     LIT(b, ",\"startTimeUnixNano\":");
     put_nanos(b, start_ms);
     LIT(b, ",\"endTimeUnixNano\":");

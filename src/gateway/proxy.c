@@ -277,20 +277,8 @@ static void lw_put(line_w *w, const char *s, size_t n) {
 }
 static void lw_str(line_w *w, const char *s) { lw_put(w, s, strlen(s)); }
 static void lw_int(line_w *w, int64_t v) {
-    char d[24];
-    size_t k = sizeof d;
-    uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
-    do { d[--k] = (char)('0' + u % 10); u /= 10; } while (u);
-    if (v < 0) d[--k] = '-';
-    lw_put(w, d + k, sizeof d - k);
-}
-/* micro-dollars as dollars with six decimals, as cost_format_usd */
-static void lw_usd(line_w *w, int64_t micro) {
-    lw_int(w, micro / 1000000);
-    char f[7] = {'.'};
-    int64_t frac = micro % 1000000;
-    for (int i = 6; i > 0; i--, frac /= 10) f[i] = (char)('0' + frac % 10);
-    lw_put(w, f, 7);
+    char d[21];
+    lw_put(w, d, sg_fmt_i64(d, v));
 }
 
 static void log_request(proxy_req *p, int status) {
@@ -321,9 +309,10 @@ static void log_request(proxy_req *p, int status) {
     lw_int(&w, p->usage.cache_read);
     lw_str(&w, " output=");
     lw_int(&w, p->usage.output);
+    char usd[32] = "unpriced";
+    if (p->cost >= 0) cost_format_usd(p->cost, usd, sizeof usd);
     lw_str(&w, " cost=");
-    if (p->cost >= 0) lw_usd(&w, p->cost);
-    else lw_str(&w, "unpriced");
+    lw_str(&w, usd);
     sg_log_buffered_text(SG_LOG_INFO, w.buf, w.n);
 }
 
