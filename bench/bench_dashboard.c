@@ -26,20 +26,10 @@
 #include "gateway/ledger.h"
 #include "gateway/ledger_db.h"
 #include "gateway/ledger_usage.h"
+#include "bench_util.h"
 
 #define BATCH 5000
 #define RUNS 5
-
-static int64_t now_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-static int cmp_i64(const void *a, const void *b) {
-    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
-    return x < y ? -1 : x > y;
-}
 
 static int64_t g_end_ms;   /* the newest record's time */
 
@@ -139,12 +129,12 @@ static int q_trace(ledger_db *db, const char *q) {
 static void timed(ledger_db *db, const char *label, query_fn fn, const char *q) {
     int64_t t[RUNS];
     for (int i = 0; i < RUNS; i++) {
-        int64_t a = now_ns();
+        int64_t a = bench_now_ns();
         if (fn(db, q)) { printf("  %-44s failed\n", label); return; }
-        t[i] = now_ns() - a;
+        t[i] = bench_now_ns() - a;
     }
     int64_t first = t[0];
-    qsort(t, RUNS, sizeof *t, cmp_i64);
+    qsort(t, RUNS, sizeof *t, bench_cmp_i64);
     printf("  %-44s %9.2f ms median  (first %.2f)\n", label, t[RUNS / 2] / 1e6, first / 1e6);
 }
 
@@ -165,24 +155,24 @@ int main(void) {
     if (!db) { fprintf(stderr, "open: %s\n", err.msg); return 1; }
     g_end_ms = (int64_t)time(NULL) * 1000;
     printf("== dashboard queries on a SQLite ledger of %" PRId64 " records (%s)\n", n, path);
-    int64_t a = now_ns();
+    int64_t a = bench_now_ns();
     fill(db, 0, n);
-    printf("  %-44s %9.2f s\n", "fill (ledger_db_insert, batches of 5000)", (now_ns() - a) / 1e9);
+    printf("  %-44s %9.2f s\n", "fill (ledger_db_insert, batches of 5000)", (bench_now_ns() - a) / 1e9);
     char q[256];
     int64_t now_s = g_end_ms / 1000;
     snprintf(q, sizeof q, "by=key&bucket=day&from=%" PRId64, now_s - 30 * 86400);
     timed(db, "spend by key, day, 30 days (none rolled up)", q_spend, q);
-    a = now_ns();
+    a = bench_now_ns();
     int64_t rolled = 0, step, steps = 0, worst = 0;
     do {   /* as the worker does: bounded steps */
-        int64_t s0 = now_ns();
+        int64_t s0 = bench_now_ns();
         if (dashq_rollup(db, 50000, &step, &err)) { fprintf(stderr, "rollup: %s\n", err.msg); return 1; }
-        if (now_ns() - s0 > worst) worst = now_ns() - s0;
+        if (bench_now_ns() - s0 > worst) worst = bench_now_ns() - s0;
         rolled += step;
         steps++;
     } while (step > 0);
     printf("  %-44s %9.2f ms  (%" PRId64 " records, %" PRId64 " steps of 50000, longest %.0f ms)\n", "first rollup",
-           (now_ns() - a) / 1e6, rolled, steps - 1, worst / 1e6);
+           (bench_now_ns() - a) / 1e6, rolled, steps - 1, worst / 1e6);
     struct { const char *label, *fmt; } spend[] = {
         {"spend by key, day, 30 days", "by=key&bucket=day&from=%" PRId64},
         {"spend by model, hour, 7 days", "by=model&bucket=hour&from=%" PRId64},
@@ -200,9 +190,9 @@ int main(void) {
     }
     fill(db, n, 1000);
     snprintf(q, sizeof q, "by=key&bucket=day&from=%" PRId64, now_s - 30 * 86400);
-    int64_t b0 = now_ns();
+    int64_t b0 = bench_now_ns();
     q_spend(db, q);
-    printf("  %-44s %9.2f ms  (1000 not rolled up)\n", "1000 new records, then spend by key, day", (now_ns() - b0) / 1e6);
+    printf("  %-44s %9.2f ms  (1000 not rolled up)\n", "1000 new records, then spend by key, day", (bench_now_ns() - b0) / 1e6);
     timed(db, "requests: newest 50", q_requests, "limit=50");
     timed(db, "requests: key and status=error, 50", q_requests, "key=team-07&status=error&limit=50");
     timed(db, "requests: route + model, 50", q_requests, "route=code&model=claude-haiku-4-5&limit=50");

@@ -18,19 +18,9 @@
 
 #include "common/log.h"
 #include "gateway/keystore.h"
+#include "bench_util.h"
 
 #define N 10000
-
-static int64_t now_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-static int cmp_i64(const void *a, const void *b) {
-    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
-    return x < y ? -1 : x > y;
-}
 
 int main(void) {
     char dir[] = "/tmp/bench-keys-XXXXXX";
@@ -67,11 +57,11 @@ int main(void) {
 
     loop *l = loop_new(&err);
     keystore *ks = keystore_new(l);
-    int64_t t0 = now_ns();
+    int64_t t0 = bench_now_ns();
     keystore_use_db(ks, GW_LEDGER_SQLITE, path);
     keystore_rebuild(ks, c);
-    while (keystore_count(ks) < N && now_ns() - t0 < 30000000000ll) loop_run_once(l, 5, &err);
-    double load_ms = (now_ns() - t0) / 1e6;
+    while (keystore_count(ks) < N && bench_now_ns() - t0 < 30000000000ll) loop_run_once(l, 5, &err);
+    double load_ms = (bench_now_ns() - t0) / 1e6;
     if (keystore_count(ks) < N) { fprintf(stderr, "only %zu keys served\n", keystore_count(ks)); return 1; }
 
     enum { ROUNDS = 200000 };
@@ -79,13 +69,13 @@ int main(void) {
     size_t found = 0;
     for (int r = 0; r < ROUNDS; r++) {
         const char *s = secrets[(r * 7919) % N];
-        int64_t a = now_ns();
+        int64_t a = bench_now_ns();
         uint8_t h[GW_SHA256_LEN];
         config_key_hash(s, KEYSTORE_SECRET_LEN, h);
         found += keystore_find_hash(ks, h, 1800000000) != NULL;
-        ns[r] = now_ns() - a;
+        ns[r] = bench_now_ns() - a;
     }
-    qsort(ns, ROUNDS, sizeof *ns, cmp_i64);
+    qsort(ns, ROUNDS, sizeof *ns, bench_cmp_i64);
     printf("lookup (SHA-256 + table), %d keys        p50 %6.2f us   p99 %6.2f us   (%zu/%d found)\n", N,
            ns[ROUNDS / 2] / 1000.0, ns[(size_t)(ROUNDS * 0.99)] / 1000.0, found, ROUNDS);
     printf("first load of %d keys (poll + rows + build) %8.1f ms\n", N, load_ms);
@@ -93,15 +83,15 @@ int main(void) {
     if (config_load(&c2, cfgp, NULL, &err)) return 1;
     int64_t rb[20], rf[20];
     for (int i = 0; i < 20; i++) {
-        int64_t a = now_ns();
+        int64_t a = bench_now_ns();
         keystore_rebuild(ks, i % 2 ? c : c2);   /* another configuration: every key built */
-        rf[i] = now_ns() - a;
-        a = now_ns();
+        rf[i] = bench_now_ns() - a;
+        a = bench_now_ns();
         keystore_rebuild(ks, i % 2 ? c : c2);   /* the same: every key kept */
-        rb[i] = now_ns() - a;
+        rb[i] = bench_now_ns() - a;
     }
-    qsort(rb, 20, sizeof *rb, cmp_i64);
-    qsort(rf, 20, sizeof *rf, cmp_i64);
+    qsort(rb, 20, sizeof *rb, bench_cmp_i64);
+    qsort(rf, 20, sizeof *rf, bench_cmp_i64);
     printf("rebuild, %d keys unchanged (a poll)      p50 %6.2f ms   max %6.2f ms\n", N, rb[10] / 1e6, rb[19] / 1e6);
     printf("rebuild, %d keys built (a reload)        p50 %6.2f ms   max %6.2f ms\n", N, rf[10] / 1e6, rf[19] / 1e6);
     keystore_rebuild(ks, c);

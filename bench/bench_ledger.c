@@ -35,25 +35,9 @@
 #include "gateway/ledger_db.h"
 #include "gateway/ledger_frame.h"
 #include "gateway/provider.h"
+#include "bench_util.h"
 #include <jansson.h>
 #include <sqlite3.h>
-
-static int64_t now_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-static int64_t cpu_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-static int cmp_i64(const void *a, const void *b) {
-    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
-    return x < y ? -1 : x > y;
-}
 
 static ledger_attempt g_att[2] = {{"openai", "gpt-4o-mini", 429, "retryable", 85, 0, 0, 30, 80, -1, -1, 0}, {"anthropic", "claude-haiku-4-5-20251001", 200, NULL, 1240, 85, 0, 0, 400, 1200, 300, 900}};
 
@@ -128,19 +112,19 @@ static void append_latency(const char *name, gw_ledger_kind kind, const char *ta
     sg_error err;
     for (long i = 0; i < WARM; i++) { make(&r, id, sizeof id, i); ledger_append(l, &r, &err); }
     ledger_flush(l, 10000);
-    int64_t t0 = now_ns();
+    int64_t t0 = bench_now_ns();
     for (long i = 0; i < N; i++) {
         int64_t due = t0 + i * 1000000;   /* 1,000 per second */
         struct timespec ts = {(time_t)(due / 1000000000), (long)(due % 1000000000)};
         clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL);
         make(&r, id, sizeof id, WARM + i);
-        int64_t a = now_ns();
+        int64_t a = bench_now_ns();
         ledger_append(l, &r, &err);
-        lat[i] = now_ns() - a;
+        lat[i] = bench_now_ns() - a;
     }
-    qsort(lat, N, sizeof *lat, cmp_i64);
+    qsort(lat, N, sizeof *lat, bench_cmp_i64);
     printf("ledger_append at 1,000 req/s (%s, %d records over %.1f s): p50 %.1f us, p99 %.1f us, p99.9 %.1f us, max %.1f us\n",
-           name, N, (double)(now_ns() - t0) / 1e9, lat[N / 2] / 1e3, lat[N * 99 / 100] / 1e3, lat[N * 999 / 1000] / 1e3,
+           name, N, (double)(bench_now_ns() - t0) / 1e9, lat[N / 2] / 1e3, lat[N * 99 / 100] / 1e3, lat[N * 999 / 1000] / 1e3,
            lat[N - 1] / 1e3);
     free(lat);
     ledger_close(l, 30000);
@@ -153,11 +137,11 @@ static void throughput(const char *name, gw_ledger_kind kind, const char *target
     char id[64];
     ledger_record r;
     sg_error err;
-    int64_t c0 = cpu_ns(), t0 = now_ns();
+    int64_t c0 = bench_cpu_ns(), t0 = bench_now_ns();
     for (long i = 0; i < N; i++) { make(&r, id, sizeof id, 1000000 + (long)batch * 10000000 + i); ledger_append(l, &r, &err); }
-    int64_t t1 = now_ns();
+    int64_t t1 = bench_now_ns();
     int rc = ledger_flush(l, 300000);
-    int64_t t2 = now_ns(), c2 = cpu_ns();
+    int64_t t2 = bench_now_ns(), c2 = bench_cpu_ns();
     ledger_stats st;
     ledger_get_stats(l, &st);
     printf("delivery (%s, batch_max %u): %d records appended at %.0f/s; all in the database after %.2f s = %.0f records/s%s "
@@ -181,7 +165,7 @@ static void delivery_alone(const char *name, gw_ledger_kind kind, const char *ta
     sg_error err;
     for (long i = 0; i < N; i++) { make(&r, id, sizeof id, 500000000 + (long)batch * 10000000 + i); ledger_append(w, &r, &err); }
     ledger_close(w, 0);
-    int64_t c0 = cpu_ns(), t0 = now_ns();
+    int64_t c0 = bench_cpu_ns(), t0 = bench_now_ns();
     ledger *l = open_ledger_at(kind, target, dir, batch, spool, 0);
     if (!l) return;
     ledger_stats st;
@@ -189,8 +173,8 @@ static void delivery_alone(const char *name, gw_ledger_kind kind, const char *ta
     do {
         usleep(2000);
         ledger_get_stats(l, &st);
-    } while (st.delivered < N && now_ns() < deadline);
-    int64_t t1 = now_ns(), c1 = cpu_ns();
+    } while (st.delivered < N && bench_now_ns() < deadline);
+    int64_t t1 = bench_now_ns(), c1 = bench_cpu_ns();
     printf("delivery alone (%s, batch_max %u, adopted from a stopped process's spool): %llu records in %.2f s = %.0f records/s%s; "
            "CPU %.2f us per record\n",
            name, batch, (unsigned long long)st.delivered, (t1 - t0) / 1e9, st.delivered / ((t1 - t0) / 1e9),
@@ -209,7 +193,7 @@ static void insert_alone(const char *dir, uint32_t batch, bool random16) {
     if (!db) { fprintf(stderr, "bench_ledger: %s\n", err.msg); return; }
     ledger_record *recs = malloc(batch * sizeof *recs);
     char (*ids)[64] = malloc(batch * sizeof *ids);
-    int64_t c0 = cpu_ns(), t0 = now_ns();
+    int64_t c0 = bench_cpu_ns(), t0 = bench_now_ns();
     for (long i = 0; i < N; i += batch) {
         uint32_t n = 0;
         for (; n < batch && i + n < N; n++) {
@@ -218,7 +202,7 @@ static void insert_alone(const char *dir, uint32_t batch, bool random16) {
         }
         if (ledger_db_insert(db, recs, n, &err) < 0) { fprintf(stderr, "bench_ledger: %s\n", err.msg); break; }
     }
-    int64_t t1 = now_ns(), c1 = cpu_ns();
+    int64_t t1 = bench_now_ns(), c1 = bench_cpu_ns();
     printf("ledger_db_insert alone (SQLite, batches of %u, %s ids): %.0f records/s, CPU %.2f us per record\n", batch,
            random16 ? "random" : "time-ordered", N / ((t1 - t0) / 1e9), (c1 - c0) / 1e3 / N);
     free(recs);
@@ -252,7 +236,7 @@ static void insert_floor(const char *dir, bool multi) {
     sg_buf_free(&sql);
     char id[64];
     ledger_record r;
-    int64_t c0 = cpu_ns(), t0 = now_ns();
+    int64_t c0 = bench_cpu_ns(), t0 = bench_now_ns();
     for (long i = 0; i < N; i += rows) {
         if (i % TX == 0) sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
         for (int k = 0; k < rows; k++) {
@@ -284,7 +268,7 @@ static void insert_floor(const char *dir, bool multi) {
         sqlite3_reset(st);
         if ((i + rows) % TX == 0 || i + rows >= N) sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
     }
-    int64_t t1 = now_ns(), c1 = cpu_ns();
+    int64_t t1 = bench_now_ns(), c1 = bench_cpu_ns();
     printf("the floor: a bare INSERT of a requests row (no key, no index, no attempts; %s, transactions of %d): "
            "%.0f records/s, CPU %.2f us per record\n",
            multi ? "32 rows a statement" : "one row a statement", TX, N / ((t1 - t0) / 1e9), (c1 - c0) / 1e3 / N);
@@ -298,37 +282,37 @@ static void parts(void) {
     sg_buf_init(&b);
     char id[64];
     ledger_record r;
-    int64_t t0 = now_ns();
+    int64_t t0 = bench_now_ns();
     for (long i = 0; i < N; i++) { make(&r, id, sizeof id, i); sg_buf_reset(&b); ledger_frame_encode(&r, &b); }
-    int64_t t1 = now_ns();
+    int64_t t1 = bench_now_ns();
     printf("spool frame (format 2): written in %.3f us per record (%zu bytes)", (t1 - t0) / 1e3 / N, b.len);
     ledger_record back;
     ledger_attempt atts[LEDGER_MAX_ATTEMPTS];
     size_t used = 0;
     long ok = 0;
-    t0 = now_ns();
+    t0 = bench_now_ns();
     for (long i = 0; i < N; i++) ok += ledger_frame_decode(b.data, b.len, &back, atts, &used);
-    t1 = now_ns();
+    t1 = bench_now_ns();
     printf(", read back in %.3f us (%ld)\n", (t1 - t0) / 1e3 / N, ok);
     sg_buf_reset(&b);
     ledger_record_json(&r, &b);
     ok = 0;
-    t0 = now_ns();
+    t0 = bench_now_ns();
     for (long i = 0; i < N; i++) {
         json_t *root = NULL;
         ok += ledger_frame_parse_json(b.data, b.len - 1, &root, &back, atts) == 0;
         json_decref(root);
     }
-    t1 = now_ns();
+    t1 = bench_now_ns();
     printf("spool line (format 1, JSON, %zu bytes): read back in %.3f us (%ld)\n", b.len, (t1 - t0) / 1e3 / N, ok);
     sg_buf_free(&b);
     cost_catalog *c = cost_catalog_build(NULL, NULL);
     gw_provider p = {.name = "anthropic", .type = GW_PROVIDER_ANTHROPIC, .entry = &gw_provider_anthropic};
     gw_usage u = {1200, 4096, 0, 321, -1, false};
     int64_t sum = 0;
-    t0 = now_ns();
+    t0 = bench_now_ns();
     for (long i = 0; i < N; i++) sum += cost_compute(cost_lookup(c, &p, "claude-haiku-4-5-20251001"), &u);
-    t1 = now_ns();
+    t1 = bench_now_ns();
     printf("cost_lookup (dated alias) + cost_compute: %.3f us per request (%lld)\n", (t1 - t0) / 1e3 / N, (long long)(sum / N));
     cost_catalog_free(c);
 }

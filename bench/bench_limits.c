@@ -23,20 +23,10 @@
 #include "common/log.h"
 #include "gateway/limits.h"
 #include "../tests/limits/redis_server.h"
-
-static int64_t now_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-static int cmp_i64(const void *a, const void *b) {
-    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
-    return x < y ? -1 : x > y;
-}
+#include "bench_util.h"
 
 static void report(const char *what, int64_t *ns, size_t n, double seconds) {
-    qsort(ns, n, sizeof *ns, cmp_i64);
+    qsort(ns, n, sizeof *ns, bench_cmp_i64);
     printf("%-40s p50 %8.2f us   p99 %8.2f us", what, ns[n / 2] / 1000.0, ns[(size_t)(n * 0.99)] / 1000.0);
     if (seconds > 0) printf("   %9.0f checks/s", n / seconds);
     printf("\n");
@@ -94,23 +84,23 @@ static void bench_inprocess(void) {
     int64_t *ns = malloc(sizeof *ns * N_MAX);
     limits_result r;
     limits_lease *l;
-    int64_t t0 = now_ns();
+    int64_t t0 = bench_now_ns();
     for (int i = 0; i < N_PACED; i++) {
-        while (now_ns() < t0 + (int64_t)i * 1000000) ;   /* one per millisecond */
-        int64_t a = now_ns();
+        while (bench_now_ns() < t0 + (int64_t)i * 1000000) ;   /* one per millisecond */
+        int64_t a = bench_now_ns();
         limits_admit(lim, g_req, &l, &r, noop_cb, NULL);
-        ns[i] = now_ns() - a;
+        ns[i] = bench_now_ns() - a;
         limits_finish(l, &(limits_usage){700, 900});
     }
-    report("in-process, 1,000 checks/s", ns, N_PACED, (now_ns() - t0) / 1e9);
-    t0 = now_ns();
+    report("in-process, 1,000 checks/s", ns, N_PACED, (bench_now_ns() - t0) / 1e9);
+    t0 = bench_now_ns();
     for (int i = 0; i < N_MAX; i++) {
-        int64_t a = now_ns();
+        int64_t a = bench_now_ns();
         limits_admit(lim, g_req, &l, &r, noop_cb, NULL);
-        ns[i] = now_ns() - a;
+        ns[i] = bench_now_ns() - a;
         limits_finish(l, &(limits_usage){700, 900});
     }
-    double secs = (now_ns() - t0) / 1e9;
+    double secs = (bench_now_ns() - t0) / 1e9;
     report("in-process, max rate (one thread)", ns, N_MAX, secs);
     free(ns);
     limits_free(lim);
@@ -140,7 +130,7 @@ static void issue(rb *b);
 
 static void done(rb *b, call *c, limits_lease *l, const limits_result *r) {
     if (r->outcome != LIMITS_ADMITTED || r->degraded) b->failures++;
-    if (b->n < b->want) b->ns[b->n++] = now_ns() - c->start;
+    if (b->n < b->want) b->ns[b->n++] = bench_now_ns() - c->start;
     limits_finish(l, &(limits_usage){700, 900});
     free(c);
     b->in_flight--;
@@ -155,7 +145,7 @@ static void on_cb(void *arg, limits_lease *l, const limits_result *r) {
 static void issue(rb *b) {
     call *c = malloc(sizeof *c);
     c->b = b;
-    c->start = now_ns();
+    c->start = bench_now_ns();
     b->in_flight++;
     limits_lease *l;
     limits_result r;
@@ -176,7 +166,7 @@ static void run_redis(rb *b, const char *what, size_t want, bool paced, int dept
     b->paced = paced;
     b->depth = depth;
     b->failures = 0;
-    b->t0 = now_ns();
+    b->t0 = bench_now_ns();
     if (paced) {
         b->t0_ms = loop_update_now(b->lp);
         loop_timer_init(&b->pace, pace_fire, b);
@@ -184,14 +174,14 @@ static void run_redis(rb *b, const char *what, size_t want, bool paced, int dept
     } else {
         for (int i = 0; i < depth; i++) issue(b);
     }
-    int64_t until = now_ns() + 60 * 1000000000LL;
-    while ((b->n < want || b->in_flight) && now_ns() < until) loop_run_once(b->lp, 1, NULL);
-    double secs = (now_ns() - b->t0) / 1e9;
+    int64_t until = bench_now_ns() + 60 * 1000000000LL;
+    while ((b->n < want || b->in_flight) && bench_now_ns() < until) loop_run_once(b->lp, 1, NULL);
+    double secs = (bench_now_ns() - b->t0) / 1e9;
     limits_stats s;
     do {
         loop_run_once(b->lp, 1, NULL);
         limits_get_stats(b->lim, &s);
-    } while (s.in_flight && now_ns() < until);
+    } while (s.in_flight && bench_now_ns() < until);
     report(what, b->ns, b->n, secs);
     if (b->failures) printf("  (%d checks were not admitted by Redis: degraded or refused)\n", b->failures);
 }
