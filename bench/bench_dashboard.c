@@ -52,7 +52,7 @@ static void fill(ledger_db *db, int64_t from, int64_t n) {
             int64_t i = base + (int64_t)k;
             uint64_t h = (uint64_t)i * 0x9E3779B97F4A7C15ull;
             snprintf(ids[k], sizeof ids[k], "%016" PRIx64 "%016" PRIx64, (uint64_t)i, h);
-            int p = (int)(h >> 20) % 4, mi = p * 3 + (int)((h >> 30) % 3);
+            int p = (int)((h >> 20) % 4), mi = p * 3 + (int)((h >> 30) % 3);
             ledger_record *r = &rs[k];
             r->time_ms = t0 + (i * span) / 1000000 % span;
             r->request_id = ids[k];
