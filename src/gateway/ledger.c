@@ -87,8 +87,7 @@ struct ledger {
 
     /* the append side (append_mu) */
     pthread_mutex_t append_mu;
-    sg_buf line;
-    sg_buf deferred;                 /* frames of ledger_append_deferred not yet written */
+    sg_buf deferred;                 /* frames not written yet (ledger_append_deferred's) */
     uint64_t n_deferred;
     int wfd;
     segment *cur;
@@ -245,8 +244,6 @@ static void log_losses_since(ledger *l, uint64_t n, uint64_t total) {
              n, l->loss_errno ? strerror(l->loss_errno) : "short write", total);
 }
 
-static int flush_deferred_locked(ledger *l, sg_error *err);
-
 /* Writes n bytes of count whole frames to the current segment (append_mu held), rotating
  * first when they would overflow it. On a write error the frames are lost, counted and
  * logged (first_id names the record when it is one), and the segment is sealed at its last
@@ -302,25 +299,23 @@ static int write_frames(ledger *l, const char *data, size_t n, uint64_t count, c
     return sg_fail(err, "ledger spool: %s", e ? strerror(e) : "short write");
 }
 
-int ledger_append(ledger *l, const ledger_record *r, sg_error *err) {
-    if (!r->request_id || !*r->request_id) return sg_fail(err, "ledger: a record without a request id");
-    pthread_mutex_lock(&l->append_mu);
-    sg_error ferr;
-    flush_deferred_locked(l, &ferr);   /* first: the spool keeps the append order (a loss is logged there) */
-    sg_buf_reset(&l->line);
-    ledger_frame_encode(r, &l->line);
-    int rc = write_frames(l, l->line.data, l->line.len, 1, r->request_id, err);
-    pthread_mutex_unlock(&l->append_mu);
+/* The frames waiting in `deferred` out in one write (append_mu held); only_id: the
+ * record's id when the frames are that one record's (for a loss's log line). */
+static int flush_deferred_locked(ledger *l, const char *only_id, sg_error *err) {
+    if (!l->n_deferred) return 0;
+    int rc = write_frames(l, l->deferred.data, l->deferred.len, l->n_deferred, l->n_deferred == 1 ? only_id : NULL, err);
+    l->n_deferred = 0;
+    sg_buf_reset(&l->deferred);
     return rc;
 }
 
-/* The deferred frames out in one write (append_mu held). */
-static int flush_deferred_locked(ledger *l, sg_error *err) {
-    if (!l->n_deferred) return 0;
-    uint64_t n = l->n_deferred;
-    l->n_deferred = 0;
-    int rc = write_frames(l, l->deferred.data, l->deferred.len, n, NULL, err);
-    sg_buf_reset(&l->deferred);
+int ledger_append(ledger *l, const ledger_record *r, sg_error *err) {
+    if (!r->request_id || !*r->request_id) return sg_fail(err, "ledger: a record without a request id");
+    pthread_mutex_lock(&l->append_mu);
+    ledger_frame_encode(r, &l->deferred);   /* after any deferred ones: the spool keeps the order */
+    l->n_deferred++;
+    int rc = flush_deferred_locked(l, r->request_id, err);
+    pthread_mutex_unlock(&l->append_mu);
     return rc;
 }
 
@@ -333,14 +328,14 @@ void ledger_append_deferred(ledger *l, const ledger_record *r) {
     ledger_frame_encode(r, &l->deferred);
     l->n_deferred++;
     sg_error err;
-    if (l->deferred.len >= LEDGER_DEFER_BYTES) flush_deferred_locked(l, &err);   /* a loss is logged there */
+    if (l->deferred.len >= LEDGER_DEFER_BYTES) flush_deferred_locked(l, NULL, &err);   /* a loss is logged there */
     pthread_mutex_unlock(&l->append_mu);
 }
 
 int ledger_flush_appends(ledger *l, sg_error *err) {
     if (!l) return 0;
     pthread_mutex_lock(&l->append_mu);
-    int rc = flush_deferred_locked(l, err);
+    int rc = flush_deferred_locked(l, NULL, err);
     pthread_mutex_unlock(&l->append_mu);
     return rc;
 }
@@ -844,7 +839,6 @@ ledger *ledger_open(const ledger_opts *o, sg_error *err) {
     pthread_cond_init(&l->wake, &ca);
     pthread_cond_init(&l->done, &ca);
     pthread_condattr_destroy(&ca);
-    sg_buf_init(&l->line);
     sg_buf_init(&l->deferred);
     sg_buf_init(&l->rbuf);
 
@@ -948,7 +942,6 @@ void ledger_close(ledger *l, uint32_t timeout_ms) {
     if (pending && l->writer_started)
         SG_WARN("ledger: %" PRIu64 " record(s) not delivered at exit stay in %s for the next start", pending, l->o.spool_dir);
     ledger_db_close(l->db);
-    sg_buf_free(&l->line);
     sg_buf_free(&l->deferred);
     sg_buf_free(&l->rbuf);
     free(l->b.recs);
