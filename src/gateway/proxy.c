@@ -934,9 +934,7 @@ static bool has_limits(const gw_limits *l) { return l->rpm >= 0 || l->tpm >= 0 |
 static void start_attempt(proxy_req *p) {
     const candidate *c = &p->cands[p->cur];
     p->att_start_ms = p->n_atts ? loop_now_ms(p->gw->loop) : p->t_start;
-    p->att_sent = false;
-    p->att_first_ms = 0;
-    p->att_connect_ms = -1;
+    p->att_sent = false;   /* send_attempt sets the rest of the attempt's times */
     if (!has_limits(&c->provider->limits) && !(c->info && has_limits(&c->info->limits))) { send_attempt(p); return; }
     uint64_t now = loop_now_ms(p->gw->loop), left = p->deadline_ms > now ? p->deadline_ms - now : 1;
     limits_lease *lease = NULL;
