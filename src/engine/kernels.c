@@ -97,7 +97,24 @@ static bool cpu_has_avx2(void) {
 #endif
 }
 
+int kern_prefetch_bytes = 2048;
+
+static int prefetch_default(void) {
+    const char *env = getenv("SMOLGATE_PREFETCH");
+    if (env && *env) {
+        char *end;
+        long v = strtol(env, &end, 10);
+        if (!*end && v >= 0 && v <= 65536) return (int)v;
+    }
+#if defined(__x86_64__)
+    __builtin_cpu_init();
+    if (__builtin_cpu_is("amd")) return 6144;
+#endif
+    return 2048;
+}
+
 const char *kern_select(const char *force) {
+    kern_prefetch_bytes = prefetch_default();
     if (!force || !*force) force = getenv("SMOLGATE_SIMD");
     const kern_table *t;
     if (force && !strcmp(force, "scalar")) t = &kern_scalar;

@@ -112,10 +112,17 @@ bool kern_gemm_vnni(sg_dtype w_type, const void *w, uint64_t w_row_bytes, int64_
  * "avx512"; SMOLGATE_SIMD when force is NULL) and whether its integer path is used
  * (SMOLGATE_INT8=0 turns it off; the AVX-512 integer dots need VNNI, without it the AVX2
  * ones are used) and its matrix-matrix kernel (AMX when available, else AVX-512 VNNI;
- * SMOLGATE_GEMM=0 turns it off, =amx or =vnni forces one). Returns the table's name. Not thread-safe: call it at start-up. */
+ * SMOLGATE_GEMM=0 turns it off, =amx or =vnni forces one) and kern_prefetch_bytes. Returns the table's name. Not thread-safe: call it at start-up. */
 const char *kern_select(const char *force);
 /* The chosen table (a copy of one of those above, integer entries adjusted). */
 const kern_table *kern_active(void);
+
+/* How far ahead of the row being multiplied the decode kernels prefetch weights, in
+ * bytes: single-row decode streams each weight once, and the distance that keeps enough
+ * loads in flight depends on the core. kern_select sets it: 6144 on AMD (Zen 5: a Q4_K
+ * row streams at ~24 GB/s a core against ~18 at 2048), 2048 elsewhere (tuned on Intel
+ * Xeon), or SMOLGATE_PREFETCH (bytes, 0 to 65536). */
+extern int kern_prefetch_bytes;
 
 bool kern_supports(sg_dtype t);
 /* Dequantizes / converts n values of type t to f32 (n a multiple of the block size). */

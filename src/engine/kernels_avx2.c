@@ -9,13 +9,13 @@
 /* Every function here is compiled for these instructions whatever the file's flags. */
 #define SIMD __attribute__((target("avx2,fma,f16c")))
 
-/* Decoding streams each weight row from memory once: prefetching this far ahead (into
- * the next row at a row's end) keeps more loads in flight than the hardware prefetcher. */
-#define PREFETCH_AHEAD 2048
+/* Decoding streams each weight row from memory once: prefetching kern_prefetch_bytes
+ * ahead (into the next row at a row's end) keeps more loads in flight than the hardware
+ * prefetcher. Each kernel reads the distance once, into a register. */
 
-/* Prefetches the `bytes` (a block's size) PREFETCH_AHEAD beyond p. */
-SIMD static inline __attribute__((always_inline)) void prefetch_ahead(const void *p, int bytes) {
-    const char *q = (const char *)p + PREFETCH_AHEAD;
+/* Prefetches the `bytes` (a block's size) `ahead` bytes beyond p. */
+SIMD static inline __attribute__((always_inline)) void prefetch_ahead(const void *p, int ahead, int bytes) {
+    const char *q = (const char *)p + ahead;
     for (int o = 0; o < bytes; o += 64) __builtin_prefetch(q + o, 0, 3);
 }
 
@@ -43,8 +43,9 @@ SIMD static float dot_f16(const void *w, const float *x, int64_t n) {
     const uint16_t *a = w;
     __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
     int64_t i = 0;
+    const int ahead = kern_prefetch_bytes;
     for (; i + 16 <= n; i += 16) {
-        if (i % 32 == 0) _mm_prefetch((const char *)(a + i) + PREFETCH_AHEAD, _MM_HINT_T0);
+        if (i % 32 == 0) _mm_prefetch((const char *)(a + i) + ahead, _MM_HINT_T0);
         s0 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(a + i))), _mm256_loadu_ps(x + i), s0);
         s1 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(a + i + 8))), _mm256_loadu_ps(x + i + 8), s1);
     }
@@ -286,6 +287,7 @@ SIMD static inline __m256 block32_factor(const quant_q8_act *g, int j, __m256 dw
 
 /* Q4_0 and Q8_0: signed weights (Q4_0's nibbles minus 8), one 32-block at a time. */
 CORE void q32_core(const void *w, bool q8, const quant_q8_act *a, int64_t a_stride, int64_t n, int nt, float *out) {
+    const int ahead = kern_prefetch_bytes;
     const __m256i m4 = _mm256_set1_epi8(15), eight = _mm256_set1_epi8(8);
     __m256 acc[NTMAX][2];
 #pragma GCC unroll 8
@@ -294,7 +296,7 @@ CORE void q32_core(const void *w, bool q8, const quant_q8_act *a, int64_t a_stri
     size_t bytes = q8 ? sizeof(quant_q8_0) : sizeof(quant_q4_0);
     for (int64_t i = 0; i < n / 32; i++, blk += bytes) {
         int j = (int)(i % 8);
-        prefetch_ahead(blk, (int)bytes);
+        prefetch_ahead(blk, ahead, (int)bytes);
         __m256i v;
         if (q8) {
             v = _mm256_loadu_si256((const __m256i *)((const quant_q8_0 *)blk)->qs);
@@ -334,6 +336,7 @@ SIMD static inline __m256 u64x8_ps(uint64_t v) { return u8x8_ps(_mm_cvtsi64_si12
 /* Q4_K and Q5_K (q5: the 5th bits from qh): per 32-block j, d * sc_j * dx over its
  * 8-blocks; the mins' share dmin * m_j * sum_j(x) goes into acc_min. */
 CORE void k4_core(const void *w, bool q5, const quant_q8_act *a, int64_t a_stride, int64_t n, int nt, float *out) {
+    const int ahead = kern_prefetch_bytes;
     const __m256i m4 = _mm256_set1_epi8(15), one = _mm256_set1_epi8(1);
     __m256 acc[NTMAX][2], acc_min[NTMAX];
 #pragma GCC unroll 8
@@ -343,7 +346,7 @@ CORE void k4_core(const void *w, bool q5, const quant_q8_act *a, int64_t a_strid
     for (int64_t i = 0; i < n / 256; i++, blk += bytes) {
         const quant_q4_K *b4 = (const quant_q4_K *)blk;   /* d, dmin, scales: the same in both */
         const uint8_t *qs = q5 ? ((const quant_q5_K *)blk)->qs : b4->qs;
-        prefetch_ahead(blk, (int)bytes);
+        prefetch_ahead(blk, ahead, (int)bytes);
         uint64_t sc, m;
         scales_k4(b4->scales, &sc, &m);
         float dsc[8];
@@ -384,13 +387,14 @@ CORE void k4_core(const void *w, bool q5, const quant_q8_act *a, int64_t a_strid
 }
 
 CORE void q6_K_core(const void *w, const quant_q8_act *a, int64_t a_stride, int64_t n, int nt, float *out) {
+    const int ahead = kern_prefetch_bytes;
     const quant_q6_K *b = w;
     const __m256i m4 = _mm256_set1_epi8(15), m2 = _mm256_set1_epi8(3);
     __m256 acc[NTMAX][2], acc_off[NTMAX];
 #pragma GCC unroll 8
     for (int t = 0; t < nt; t++) acc[t][0] = acc[t][1] = acc_off[t] = _mm256_setzero_ps();
     for (int64_t i = 0; i < n / 256; i++) {
-        prefetch_ahead(b + i, sizeof *b);
+        prefetch_ahead(b + i, ahead, sizeof *b);
         /* d * scale_k per 16-block k, in two vectors of 8 */
         __m256 d = _mm256_set1_ps(f16s(&b[i].d)), sc[2];
 #pragma GCC unroll 8

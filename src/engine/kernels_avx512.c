@@ -6,15 +6,10 @@
 #if defined(__x86_64__)
 #include <immintrin.h>
 
-/* Decoding streams each weight row from memory once: prefetching this far ahead (into
- * the next row at a row's end: rows are contiguous) keeps more loads in flight than the
- * hardware prefetcher alone; single-thread streaming went from ~7 to ~11 GB/s here. */
-#ifndef PREFETCH_AHEAD
-#define PREFETCH_AHEAD 2048
-#endif
-#ifndef PREFETCH_HINT
-#define PREFETCH_HINT 3
-#endif
+/* Decoding streams each weight row from memory once: prefetching kern_prefetch_bytes
+ * ahead (into the next row at a row's end: rows are contiguous) keeps more loads in
+ * flight than the hardware prefetcher alone (single-thread streaming on a Xeon went from
+ * ~7 to ~11 GB/s). Each kernel reads the distance once, into a register. */
 
 /* Every function here is compiled for these instructions whatever the file's flags. */
 #define SIMD __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")))
@@ -46,8 +41,9 @@ SIMD static float dot_f16(const void *w, const float *x, int64_t n) {
     const uint16_t *a = w;
     __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
     int64_t i = 0;
+    const int ahead = kern_prefetch_bytes;
     for (; i + 32 <= n; i += 32) {
-        _mm_prefetch((const char *)(a + i) + PREFETCH_AHEAD, _MM_HINT_T0);
+        _mm_prefetch((const char *)(a + i) + ahead, _MM_HINT_T0);
         s0 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(a + i))), _mm512_loadu_ps(x + i), s0);
         s1 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(a + i + 16))), _mm512_loadu_ps(x + i + 16), s1);
     }
@@ -255,10 +251,10 @@ SIMD static float dot_q6_K(const void *w, const float *x, int64_t n) {
 
 #define SIMD_VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")))
 
-/* Prefetches the `bytes` (a block's size) PREFETCH_AHEAD beyond p. */
-SIMD_VNNI static inline __attribute__((always_inline)) void prefetch_ahead(const void *p, int bytes) {
-    const char *q = (const char *)p + PREFETCH_AHEAD;
-    for (int o = 0; o < bytes; o += 64) __builtin_prefetch(q + o, 0, PREFETCH_HINT);
+/* Prefetches the `bytes` (a block's size) `ahead` bytes beyond p. */
+SIMD_VNNI static inline __attribute__((always_inline)) void prefetch_ahead(const void *p, int ahead, int bytes) {
+    const char *q = (const char *)p + ahead;
+    for (int o = 0; o < bytes; o += 64) __builtin_prefetch(q + o, 0, 3);
 }
 
 /* Lane l of the result takes v[base + l / 2] (one 8-block's factor over its two lanes). */
@@ -318,6 +314,7 @@ SIMD_VNNI static inline void factors_32(__m512 w32, const quant_q8_act *g, __m51
 /* Q4_0 and Q8_0: groups of eight 32-blocks against one activation group, two blocks per
  * vector; a partial last group is finished by the scalar reference. */
 CORE void q4_0_core(const void *w, const quant_q8_act *a, int64_t a_stride, int64_t n, int nt, float *out) {
+    const int ahead = kern_prefetch_bytes;
     const quant_q4_0 *b = w;
     const __m512i m4 = _mm512_set1_epi8(15);
     const __m512i shift = _mm512_set_epi64(4, 4, 0, 0, 4, 4, 0, 0);   /* per 16 bytes: low nibbles, then high */
@@ -327,7 +324,7 @@ CORE void q4_0_core(const void *w, const quant_q8_act *a, int64_t a_stride, int6
     int64_t groups = n / 256;
     for (int64_t gi = 0; gi < groups; gi++) {
         const quant_q4_0 *bb = b + 8 * gi;
-        prefetch_ahead(bb, 8 * sizeof *bb);
+        prefetch_ahead(bb, ahead, 8 * sizeof *bb);
         __m512 dw = _mm512_castps256_ps512(f16x8_q4_0(bb)), fac[NTMAX][2];
         __m512 dw2 = _mm512_permutexvar_ps(dup2_index(0), dw);
         #pragma GCC unroll 8
@@ -358,6 +355,7 @@ CORE void q4_0_core(const void *w, const quant_q8_act *a, int64_t a_stride, int6
 }
 
 CORE void q8_0_core(const void *w, const quant_q8_act *a, int64_t a_stride, int64_t n, int nt, float *out) {
+    const int ahead = kern_prefetch_bytes;
     const quant_q8_0 *b = w;
     const __m512i flip = _mm512_set1_epi8((char)0x80);   /* q + 128: the unsigned operand */
     __m512 acc[NTMAX], acc_off[NTMAX];
@@ -366,7 +364,7 @@ CORE void q8_0_core(const void *w, const quant_q8_act *a, int64_t a_stride, int6
     int64_t groups = n / 256;
     for (int64_t gi = 0; gi < groups; gi++) {
         const quant_q8_0 *bb = b + 8 * gi;
-        prefetch_ahead(bb, 8 * sizeof *bb);
+        prefetch_ahead(bb, ahead, 8 * sizeof *bb);
         __m512 dw = _mm512_castps256_ps512(f16x8_q8_0(bb)), fac[NTMAX][2];
         __m512 dw2 = _mm512_permutexvar_ps(dup2_index(0), dw);
         #pragma GCC unroll 8
@@ -416,6 +414,7 @@ SIMD_VNNI static inline void scales_k4(const uint8_t *s, uint64_t *sc, uint64_t 
  * interleaved, so one multiply by (d, dmin, d, dmin, ...) scales them all. */
 CORE void k4_core(const void *w, size_t block_bytes, bool q5, const quant_q8_act *a, int64_t a_stride, int64_t n,
                   int nt, float *out) {
+    const int ahead = kern_prefetch_bytes;
     const __m512i m4 = _mm512_set1_epi8(15), sixteen = _mm512_set1_epi8(16);
     const __m512i shift = _mm512_set_epi64(4, 4, 4, 4, 0, 0, 0, 0);   /* low nibbles, then high */
     /* Q4_K: per 64-weight chunk, low nibbles in the first 32 bytes, high ones in place */
@@ -438,7 +437,7 @@ CORE void k4_core(const void *w, size_t block_bytes, bool q5, const quant_q8_act
         /* Q4_K: d, dmin, scales[12], qs[128]; Q5_K: the same with qh[32] before qs */
         const quant_q4_K *b4 = (const quant_q4_K *)blk;
         const uint8_t *qs = q5 ? ((const quant_q5_K *)blk)->qs : b4->qs;
-        prefetch_ahead(blk, (int)block_bytes);
+        prefetch_ahead(blk, ahead, (int)block_bytes);
         uint64_t sc, m;
         scales_k4(b4->scales, &sc, &m);
         uint32_t dd;   /* d and dmin */
@@ -484,6 +483,7 @@ CORE void k4_core(const void *w, size_t block_bytes, bool q5, const quant_q8_act
 }
 
 CORE void q6_K_core(const void *w, const quant_q8_act *a, int64_t a_stride, int64_t n, int nt, float *out) {
+    const int ahead = kern_prefetch_bytes;
     const quant_q6_K *b = w;
     const __m512i m4 = _mm512_set1_epi8(15), m30 = _mm512_set1_epi8(0x30);
     /* per 256-bit half of a vector, quarter k's two bits of qh (bits 2k, 2k + 1) moved to
@@ -495,7 +495,7 @@ CORE void q6_K_core(const void *w, const quant_q8_act *a, int64_t a_stride, int6
     #pragma GCC unroll 8
     for (int t = 0; t < nt; t++) acc[t][0] = acc[t][1] = acc_off[t] = _mm512_setzero_ps();
     for (int64_t i = 0; i < n / 256; i++) {
-        prefetch_ahead(b + i, sizeof *b);
+        prefetch_ahead(b + i, ahead, sizeof *b);
         /* d * scale_k per 16-block k; an 8-block's factor is that times its dx */
         __m512 sc = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)b[i].scales))),
                                   _mm512_set1_ps(f16s(&b[i].d)));
