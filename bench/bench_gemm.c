@@ -2,20 +2,22 @@
  * weight shapes (q/o projections 2048x2048, gate/up 11008x2048, down 2048x11008; rows x
  * columns) at 256 tokens (a default prefill step), per weight type: the AMX matrix-matrix
  * kernel in its default mode (kern_gemm_amx: fast for block-quantized types, gemm_amx.c)
- * and its exact mode (kern_gemm_amx_exact, what SMOLGATE_INT8=0 runs) against the
+ * and its exact mode (kern_gemm_amx_exact, what SMOLGATE_INT8=0 runs), and the AVX-512
+ * VNNI kernel CPUs without AMX get (kern_gemm_vnni, gemm_vnni.c), against the
  * row-by-row path kern_matmul_rows takes without one (the integer qdotn dots where the
- * type has them, else the float dots).
+ * type has them, else the float dots). A column is "-" where the CPU lacks its kernel.
  * Prints GFLOP/s (2 * rows * cols * tokens per call), medians of a few calls since the
  * machine is shared; asserts nothing.
  *
  * Weights are random blocks with sane f16 scales (speed does not depend on the values,
  * and quantizing 22M weights with the reference quantizer would take longer than the
- * benchmark). SMOLGATE_BENCH_TOKENS overrides the token count; SMOLGATE_BENCH_TYPE (a type
+ * benchmark), in 4 KiB pages as a mapped model file's are (the TLB is part of the cost). SMOLGATE_BENCH_TOKENS overrides the token count; SMOLGATE_BENCH_TYPE (a type
  * name, e.g. Q4_K) and SMOLGATE_BENCH_AMX_ONLY=1 narrow the run, for profiling. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/mman.h>
 
 #include "engine/dtype.h"
 #include "engine/kernels.h"
@@ -47,6 +49,9 @@ static void *random_matrix(sg_dtype t, int64_t rows, int64_t cols) {
     const sg_dtype_info *ti = dtype_info(t);
     size_t bytes = dtype_row_bytes(t, (uint64_t)cols) * (size_t)rows;
     unsigned char *p = malloc(bytes);
+#ifdef MADV_NOHUGEPAGE
+    madvise((void *)((uintptr_t)p & ~(uintptr_t)4095), bytes + 4096, MADV_NOHUGEPAGE);
+#endif
     if (t == SG_F16 || t == SG_BF16) {
         uint16_t *h = (uint16_t *)p;
         for (size_t i = 0; i < bytes / 2; i++) h[i] = t == SG_F16 ? sg_f32_to_f16(frand() * 0.05f) : sg_f32_to_bf16(frand() * 0.05f);
@@ -86,16 +91,19 @@ int main(void) {
     kern_select(NULL);
     kern_table rows_path = *kern_active();
     rows_path.gemm = NULL;
-    kern_table amx = rows_path, exact = rows_path;
+    kern_table amx = rows_path, exact = rows_path, vnni = rows_path;
     amx.gemm = kern_gemm_amx;
     exact.gemm = kern_gemm_amx_exact;
+    vnni.gemm = kern_gemm_vnni;
     bool have_amx = kern_amx_available();
+    __builtin_cpu_init();
+    bool have_vnni = __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512bw");
     printf("bench_gemm: %d tokens, 1 thread, table %s; GFLOP/s (2 * rows * cols * tokens / time)\n", n_tok,
            rows_path.name);
-    if (!have_amx) printf("  AMX not available on this CPU / OS: row path only\n");
+    if (!have_amx) printf("  AMX not available on this CPU / OS\n");
     static const struct { int64_t rows, cols; } shapes[] = {{2048, 2048}, {11008, 2048}, {2048, 11008}};
     static const sg_dtype types[] = {SG_Q4_K, SG_Q6_K, SG_Q8_0, SG_Q4_0, SG_F16};
-    printf("  %-6s %-12s %10s %10s %10s %8s\n", "type", "rows x cols", "rows", "amx", "amx exact", "speedup");
+    printf("  %-6s %-12s %10s %10s %10s %10s\n", "type", "rows x cols", "rows", "vnni", "amx", "amx exact");
     for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++)
         for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
             int64_t rows = shapes[si].rows, cols = shapes[si].cols;
@@ -109,18 +117,17 @@ int main(void) {
             double flop = 2.0 * (double)rows * (double)cols * n_tok;
             bool skip_rows = amx_only && !strcmp(amx_only, "1") && have_amx;
             double t_rows = skip_rows ? 0 : time_matmul(&rows_path, t, w, rows, cols, x, n_tok, y);
+            double t_vnni = have_vnni && !skip_rows ? time_matmul(&vnni, t, w, rows, cols, x, n_tok, y) : 0;
             double t_amx = have_amx ? time_matmul(&amx, t, w, rows, cols, x, n_tok, y) : 0;
             double t_exact = have_amx ? time_matmul(&exact, t, w, rows, cols, x, n_tok, y) : 0;
-            char shape[32];
+            char shape[32], col[4][16];
             snprintf(shape, sizeof shape, "%lldx%lld", (long long)rows, (long long)cols);
-            if (skip_rows)
-                printf("  %-6s %-12s %10s %10.1f %10.1f\n", dtype_info(t)->name, shape, "-", flop / t_amx * 1e-9,
-                       flop / t_exact * 1e-9);
-            else if (have_amx)
-                printf("  %-6s %-12s %10.1f %10.1f %10.1f %7.1fx\n", dtype_info(t)->name, shape, flop / t_rows * 1e-9,
-                       flop / t_amx * 1e-9, flop / t_exact * 1e-9, t_rows / t_amx);
-            else
-                printf("  %-6s %-12s %10.1f %10s\n", dtype_info(t)->name, shape, flop / t_rows * 1e-9, "-");
+            double ts[4] = {t_rows, t_vnni, t_amx, t_exact};
+            for (int c = 0; c < 4; c++) {
+                if (ts[c] > 0) snprintf(col[c], sizeof col[c], "%.1f", flop / ts[c] * 1e-9);
+                else snprintf(col[c], sizeof col[c], "-");
+            }
+            printf("  %-6s %-12s %10s %10s %10s %10s\n", dtype_info(t)->name, shape, col[0], col[1], col[2], col[3]);
             fflush(stdout);
             free(w);
             free(x);
