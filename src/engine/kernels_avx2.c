@@ -1,6 +1,6 @@
 /* kernels_avx2.c: AVX2 + FMA + F16C dot products (see kernels.h), for x86 CPUs without
- * AVX-512 (and the integer dots of AVX-512 CPUs without VNNI). Plain-type tails fall
- * back to scalar code; block types take whole blocks. */
+ * AVX-512 (and the integer dots of AVX-512 CPUs without VNNI). Block types take whole
+ * blocks; the float dots (F32, F16, BF16) are simd_ops.h's at this width. */
 #include "engine/kernels.h"
 
 #if defined(__x86_64__)
@@ -24,52 +24,6 @@ SIMD static inline float hsum(__m256 v) {
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     s = _mm_add_ss(s, _mm_movehdup_ps(s));
     return _mm_cvtss_f32(s);
-}
-
-SIMD static float dot_f32(const void *w, const float *x, int64_t n) {
-    const float *a = w;
-    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
-    int64_t i = 0;
-    for (; i + 16 <= n; i += 16) {
-        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(x + i), s0);
-        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(x + i + 8), s1);
-    }
-    float s = hsum(_mm256_add_ps(s0, s1));
-    for (; i < n; i++) s += a[i] * x[i];
-    return s;
-}
-
-SIMD static float dot_f16(const void *w, const float *x, int64_t n) {
-    const uint16_t *a = w;
-    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
-    int64_t i = 0;
-    const int ahead = kern_prefetch_bytes;
-    for (; i + 16 <= n; i += 16) {
-        if (i % 32 == 0) _mm_prefetch((const char *)(a + i) + ahead, _MM_HINT_T0);
-        s0 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(a + i))), _mm256_loadu_ps(x + i), s0);
-        s1 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(a + i + 8))), _mm256_loadu_ps(x + i + 8), s1);
-    }
-    float s = hsum(_mm256_add_ps(s0, s1));
-    for (; i < n; i++) s += sg_f16_to_f32(a[i]) * x[i];
-    return s;
-}
-
-SIMD static inline __m256 load_bf16(const uint16_t *p) {
-    __m256i v = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p));
-    return _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
-}
-
-SIMD static float dot_bf16(const void *w, const float *x, int64_t n) {
-    const uint16_t *a = w;
-    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
-    int64_t i = 0;
-    for (; i + 16 <= n; i += 16) {
-        s0 = _mm256_fmadd_ps(load_bf16(a + i), _mm256_loadu_ps(x + i), s0);
-        s1 = _mm256_fmadd_ps(load_bf16(a + i + 8), _mm256_loadu_ps(x + i + 8), s1);
-    }
-    float s = hsum(_mm256_add_ps(s0, s1));
-    for (; i < n; i++) s += sg_bf16_to_f32(a[i]) * x[i];
-    return s;
 }
 
 /* ---- block-quantized weights against f32 activations: blocks unpacked to exact float
@@ -460,7 +414,7 @@ QDOT_ENTRIES(q4_K, Q4_K_CALL)
 QDOT_ENTRIES(q5_K, Q5_K_CALL)
 QDOT_ENTRIES(q6_K, q6_K_core)
 
-/* attention and SwiGLU, from the width-generic layer */
+/* the float dots, attention and SwiGLU, from the width-generic layer */
 #define SIMD_WIDTH 256
 #define SIMD_TARGET __attribute__((target("avx2,fma,f16c")))
 #include "engine/simd.h"
@@ -468,7 +422,7 @@ QDOT_ENTRIES(q6_K, q6_K_core)
 
 const kern_table kern_avx2 = {
     .name = "avx2",
-    .dot = {[SG_F32] = dot_f32, [SG_F16] = dot_f16, [SG_BF16] = dot_bf16, [SG_Q8_0] = dot_q8_0,
+    .dot = {[SG_F32] = simd_dot_f32_avx2, [SG_F16] = simd_dot_f16_avx2, [SG_BF16] = simd_dot_bf16_avx2, [SG_Q8_0] = dot_q8_0,
             [SG_Q4_0] = dot_q4_0, [SG_Q4_K] = dot_q4_K, [SG_Q5_K] = dot_q5_K, [SG_Q6_K] = dot_q6_K,
             [SG_Q4_1] = dot_q4_1, [SG_Q5_0] = dot_q5_0, [SG_Q5_1] = dot_q5_1},
     .qdot = {[SG_Q4_0] = qdot_q4_0, [SG_Q8_0] = qdot_q8_0, [SG_Q4_K] = qdot_q4_K,

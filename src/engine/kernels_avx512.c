@@ -1,6 +1,6 @@
 /* kernels_avx512.c: AVX-512 dot products (see kernels.h), called only when the CPU
- * reports AVX-512F/BW/VL/DQ (and VNNI for the integer dots). Plain-type tails use masked
- * loads, so any row length works; block types take whole blocks. */
+ * reports AVX-512F/BW/VL/DQ (and VNNI for the integer dots). Block types take whole
+ * blocks; the float dots (F32, F16, BF16) are simd_ops.h's at this width. */
 #include "engine/kernels.h"
 
 #if defined(__x86_64__)
@@ -13,66 +13,6 @@
 
 /* Every function here is compiled for these instructions whatever the file's flags. */
 #define SIMD __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")))
-
-SIMD static inline __mmask16 tail_mask(int64_t left) {
-    return left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1);
-}
-
-SIMD static float dot_f32(const void *w, const float *x, int64_t n) {
-    const float *a = w;
-    __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
-    int64_t i = 0;
-    for (; i + 32 <= n; i += 32) {
-        s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(x + i), s0);
-        s1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 16), _mm512_loadu_ps(x + i + 16), s1);
-    }
-    for (; i < n; i += 16) {
-        __mmask16 m = tail_mask(n - i);
-        s0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + i), _mm512_maskz_loadu_ps(m, x + i), s0);
-    }
-    return _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
-}
-
-SIMD static inline __m512 load_f16(const uint16_t *p, __mmask16 m) {
-    return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p));
-}
-
-SIMD static float dot_f16(const void *w, const float *x, int64_t n) {
-    const uint16_t *a = w;
-    __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
-    int64_t i = 0;
-    const int ahead = kern_prefetch_bytes;
-    for (; i + 32 <= n; i += 32) {
-        _mm_prefetch((const char *)(a + i) + ahead, _MM_HINT_T0);
-        s0 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(a + i))), _mm512_loadu_ps(x + i), s0);
-        s1 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(a + i + 16))), _mm512_loadu_ps(x + i + 16), s1);
-    }
-    for (; i < n; i += 16) {
-        __mmask16 m = tail_mask(n - i);
-        s0 = _mm512_fmadd_ps(load_f16(a + i, m), _mm512_maskz_loadu_ps(m, x + i), s0);
-    }
-    return _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
-}
-
-SIMD static inline __m512 load_bf16(const uint16_t *p, __mmask16 m) {
-    __m512i v = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, p));
-    return _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
-}
-
-SIMD static float dot_bf16(const void *w, const float *x, int64_t n) {
-    const uint16_t *a = w;
-    __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
-    int64_t i = 0;
-    for (; i + 32 <= n; i += 32) {
-        s0 = _mm512_fmadd_ps(load_bf16(a + i, 0xFFFF), _mm512_loadu_ps(x + i), s0);
-        s1 = _mm512_fmadd_ps(load_bf16(a + i + 16, 0xFFFF), _mm512_loadu_ps(x + i + 16), s1);
-    }
-    for (; i < n; i += 16) {
-        __mmask16 m = tail_mask(n - i);
-        s0 = _mm512_fmadd_ps(load_bf16(a + i, m), _mm512_maskz_loadu_ps(m, x + i), s0);
-    }
-    return _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
-}
 
 /* ---- block-quantized weights against f32 activations: each block is unpacked to
  * exact float weights in registers (as quant.c's scalar unpacking computes them) and
@@ -589,7 +529,7 @@ QDOT_ENTRIES(q4_K, Q4_K_CALL)
 QDOT_ENTRIES(q5_K, Q5_K_CALL)
 QDOT_ENTRIES(q6_K, q6_K_core)
 
-/* attention and SwiGLU, from the width-generic layer */
+/* the float dots, attention and SwiGLU, from the width-generic layer */
 #define SIMD_WIDTH 512
 #define SIMD_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")))
 #include "engine/simd.h"
@@ -597,7 +537,7 @@ QDOT_ENTRIES(q6_K, q6_K_core)
 
 const kern_table kern_avx512 = {
     .name = "avx512",
-    .dot = {[SG_F32] = dot_f32, [SG_F16] = dot_f16, [SG_BF16] = dot_bf16, [SG_Q8_0] = dot_q8_0,
+    .dot = {[SG_F32] = simd_dot_f32_avx512, [SG_F16] = simd_dot_f16_avx512, [SG_BF16] = simd_dot_bf16_avx512, [SG_Q8_0] = dot_q8_0,
             [SG_Q4_0] = dot_q4_0, [SG_Q4_K] = dot_q4_K, [SG_Q5_K] = dot_q5_K, [SG_Q6_K] = dot_q6_K,
             [SG_Q4_1] = dot_q4_1, [SG_Q5_0] = dot_q5_0, [SG_Q5_1] = dot_q5_1},
     /* the integer dots need AVX512-VNNI; kern_select substitutes AVX2's without it */
