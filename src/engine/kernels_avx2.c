@@ -26,9 +26,6 @@ SIMD static inline float hsum(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
-/* ---- block-quantized weights against f32 activations: blocks unpacked to exact float
- * weights in registers, then FMA with x. ---- */
-
 SIMD static inline float f16s(const uint16_t *p) {
     uint16_t h;
     __builtin_memcpy(&h, p, 2);
@@ -38,175 +35,6 @@ SIMD static inline float f16s(const uint16_t *p) {
 /* 8 unsigned / signed bytes to 8 floats. */
 SIMD static inline __m256 u8x8_ps(__m128i v) { return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(v)); }
 SIMD static inline __m256 i8x8_ps(__m128i v) { return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v)); }
-
-SIMD static float dot_q8_0(const void *w, const float *x, int64_t n) {
-    const quant_q8_0 *b = w;
-    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-    for (int64_t i = 0; i < n / 32; i++, x += 32) {
-        __m256 d = _mm256_set1_ps(f16s(&b[i].d));
-        for (int j = 0; j < 32; j += 16) {
-            __m256 q0 = i8x8_ps(_mm_loadl_epi64((const __m128i *)(b[i].qs + j)));
-            __m256 q1 = i8x8_ps(_mm_loadl_epi64((const __m128i *)(b[i].qs + j + 8)));
-            acc0 = _mm256_fmadd_ps(_mm256_mul_ps(d, q0), _mm256_loadu_ps(x + j), acc0);
-            acc1 = _mm256_fmadd_ps(_mm256_mul_ps(d, q1), _mm256_loadu_ps(x + j + 8), acc1);
-        }
-    }
-    return hsum(_mm256_add_ps(acc0, acc1));
-}
-
-SIMD static float dot_q4_0(const void *w, const float *x, int64_t n) {
-    const quant_q4_0 *b = w;
-    const __m128i m4 = _mm_set1_epi8(15);
-    const __m256 eight = _mm256_set1_ps(8);
-    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-    for (int64_t i = 0; i < n / 32; i++, x += 32) {
-        __m128i q = _mm_loadu_si128((const __m128i *)b[i].qs);
-        __m128i lo = _mm_and_si128(q, m4), hi = _mm_and_si128(_mm_srli_epi16(q, 4), m4);
-        __m256 d = _mm256_set1_ps(f16s(&b[i].d));
-        __m128i parts[4] = {lo, _mm_srli_si128(lo, 8), hi, _mm_srli_si128(hi, 8)};
-        for (int k = 0; k < 4; k += 2) {
-            __m256 w0 = _mm256_mul_ps(_mm256_sub_ps(u8x8_ps(parts[k]), eight), d);
-            __m256 w1 = _mm256_mul_ps(_mm256_sub_ps(u8x8_ps(parts[k + 1]), eight), d);
-            acc0 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x + 8 * k), acc0);
-            acc1 = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x + 8 * k + 8), acc1);
-        }
-    }
-    return hsum(_mm256_add_ps(acc0, acc1));
-}
-
-/* The fallback 32-block types (llama.cpp's recipes use them for rows that are not whole
- * 256-blocks): w = d * q + m, q the nibble plus, for Q5_0 / Q5_1, the 5th bit from qh
- * (bit j for weight j). */
-SIMD static inline void legacy32(const __m128i qs, uint32_t qh, bool five, float d, float m, const float *x, __m256 *acc) {
-    const __m128i m4 = _mm_set1_epi8(15);
-    const __m256i bit = _mm256_set_epi32(128, 64, 32, 16, 8, 4, 2, 1), sixteen = _mm256_set1_epi32(16);
-    __m128i lo = _mm_and_si128(qs, m4), hi = _mm_and_si128(_mm_srli_epi16(qs, 4), m4);
-    __m128i parts[4] = {lo, _mm_srli_si128(lo, 8), hi, _mm_srli_si128(hi, 8)};
-    __m256 vd = _mm256_set1_ps(d), vm = _mm256_set1_ps(m);
-    for (int k = 0; k < 4; k++) {
-        __m256i q = _mm256_cvtepu8_epi32(parts[k]);
-        if (five) {   /* lanes whose bit of qh (weights 8k .. 8k + 7) is set get 16 */
-            __m256i hb = _mm256_and_si256(_mm256_set1_epi32((int)(qh >> (8 * k))), bit);
-            q = _mm256_add_epi32(q, _mm256_and_si256(_mm256_cmpeq_epi32(hb, bit), sixteen));
-        }
-        acc[k & 1] = _mm256_fmadd_ps(_mm256_fmadd_ps(vd, _mm256_cvtepi32_ps(q), vm), _mm256_loadu_ps(x + 8 * k), acc[k & 1]);
-    }
-}
-
-SIMD static float dot_q4_1(const void *w, const float *x, int64_t n) {
-    const quant_q4_1 *b = w;
-    __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
-    for (int64_t i = 0; i < n / 32; i++, x += 32)
-        legacy32(_mm_loadu_si128((const __m128i *)b[i].qs), 0, false, f16s(&b[i].d), f16s(&b[i].m), x, acc);
-    return hsum(_mm256_add_ps(acc[0], acc[1]));
-}
-
-SIMD static float dot_q5_0(const void *w, const float *x, int64_t n) {
-    const quant_q5_0 *b = w;
-    __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
-    for (int64_t i = 0; i < n / 32; i++, x += 32) {
-        uint32_t qh;
-        __builtin_memcpy(&qh, b[i].qh, 4);
-        float d = f16s(&b[i].d);
-        legacy32(_mm_loadu_si128((const __m128i *)b[i].qs), qh, true, d, -16 * d, x, acc);
-    }
-    return hsum(_mm256_add_ps(acc[0], acc[1]));
-}
-
-SIMD static float dot_q5_1(const void *w, const float *x, int64_t n) {
-    const quant_q5_1 *b = w;
-    __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
-    for (int64_t i = 0; i < n / 32; i++, x += 32) {
-        uint32_t qh;
-        __builtin_memcpy(&qh, b[i].qh, 4);
-        legacy32(_mm_loadu_si128((const __m128i *)b[i].qs), qh, true, f16s(&b[i].d), f16s(&b[i].m), x, acc);
-    }
-    return hsum(_mm256_add_ps(acc[0], acc[1]));
-}
-
-/* acc += (dq * q - dm) * x over 32 weights q (bytes, 0..31) and x. */
-SIMD static inline __m256 fma_sub32(__m256i q, float dq, float dm, const float *x, __m256 acc) {
-    __m256 vd = _mm256_set1_ps(dq), vm = _mm256_set1_ps(dm);
-    __m128i lo = _mm256_castsi256_si128(q), hi = _mm256_extracti128_si256(q, 1);
-    __m128i parts[4] = {lo, _mm_srli_si128(lo, 8), hi, _mm_srli_si128(hi, 8)};
-    for (int k = 0; k < 4; k++)
-        acc = _mm256_fmadd_ps(_mm256_fmsub_ps(vd, u8x8_ps(parts[k]), vm), _mm256_loadu_ps(x + 8 * k), acc);
-    return acc;
-}
-
-SIMD static float dot_q4_K(const void *w, const float *x, int64_t n) {
-    const quant_q4_K *b = w;
-    const __m256i m4 = _mm256_set1_epi8(15);
-    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-    for (int64_t i = 0; i < n / 256; i++, x += 256) {
-        float d = f16s(&b[i].d), dmin = f16s(&b[i].dmin);
-        for (int c = 0; c < 4; c++) {
-            uint8_t sc0, m0, sc1, m1;
-            quant_scale_min_k4(2 * c, b[i].scales, &sc0, &m0);
-            quant_scale_min_k4(2 * c + 1, b[i].scales, &sc1, &m1);
-            __m256i q = _mm256_loadu_si256((const __m256i *)(b[i].qs + 32 * c));
-            acc0 = fma_sub32(_mm256_and_si256(q, m4), d * sc0, dmin * m0, x + 64 * c, acc0);
-            acc1 = fma_sub32(_mm256_and_si256(_mm256_srli_epi16(q, 4), m4), d * sc1, dmin * m1, x + 64 * c + 32, acc1);
-        }
-    }
-    return hsum(_mm256_add_ps(acc0, acc1));
-}
-
-SIMD static float dot_q5_K(const void *w, const float *x, int64_t n) {
-    const quant_q5_K *b = w;
-    const __m256i m4 = _mm256_set1_epi8(15), one = _mm256_set1_epi8(1);
-    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-    for (int64_t i = 0; i < n / 256; i++, x += 256) {
-        float d = f16s(&b[i].d), dmin = f16s(&b[i].dmin);
-        __m256i qh = _mm256_loadu_si256((const __m256i *)b[i].qh);
-        for (int c = 0; c < 4; c++) {
-            uint8_t sc0, m0, sc1, m1;
-            quant_scale_min_k4(2 * c, b[i].scales, &sc0, &m0);
-            quant_scale_min_k4(2 * c + 1, b[i].scales, &sc1, &m1);
-            __m256i q = _mm256_loadu_si256((const __m256i *)(b[i].qs + 32 * c));
-            __m256i h0 = _mm256_slli_epi16(_mm256_and_si256(qh, one), 4);                       /* bit 2c */
-            __m256i h1 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 1), one), 4);  /* bit 2c+1 */
-            qh = _mm256_srli_epi16(qh, 2);
-            acc0 = fma_sub32(_mm256_or_si256(_mm256_and_si256(q, m4), h0), d * sc0, dmin * m0, x + 64 * c, acc0);
-            acc1 = fma_sub32(_mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 4), m4), h1), d * sc1, dmin * m1,
-                             x + 64 * c + 32, acc1);
-        }
-    }
-    return hsum(_mm256_add_ps(acc0, acc1));
-}
-
-SIMD static float dot_q6_K(const void *w, const float *x, int64_t n) {
-    const quant_q6_K *b = w;
-    const __m256i m4 = _mm256_set1_epi8(15), m2 = _mm256_set1_epi8(3);
-    const __m256 off = _mm256_set1_ps(32);
-    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-    for (int64_t i = 0; i < n / 256; i++) {
-        float d = f16s(&b[i].d);
-        for (int h = 0; h < 2; h++, x += 128) {
-            __m256i l0 = _mm256_loadu_si256((const __m256i *)(b[i].ql + 64 * h));
-            __m256i l1 = _mm256_loadu_si256((const __m256i *)(b[i].ql + 64 * h + 32));
-            __m256i qh = _mm256_loadu_si256((const __m256i *)(b[i].qh + 32 * h));
-            __m256i q[4] = {
-                _mm256_and_si256(l0, m4), _mm256_and_si256(l1, m4),
-                _mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), _mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
-            };
-            for (int k = 0; k < 4; k++) {   /* quarter k: weights 32k .. 32k + 31 of this half */
-                __m256i v = _mm256_or_si256(q[k], _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * k), m2), 4));
-                const int8_t *sc = b[i].scales + 8 * h + 2 * k;
-                __m128i lo = _mm256_castsi256_si128(v), hi = _mm256_extracti128_si256(v, 1);
-                __m128i parts[4] = {lo, _mm_srli_si128(lo, 8), hi, _mm_srli_si128(hi, 8)};
-                for (int j = 0; j < 4; j += 2) {
-                    __m256 f = _mm256_set1_ps(d * sc[j / 2]);
-                    __m256 w0 = _mm256_mul_ps(f, _mm256_sub_ps(u8x8_ps(parts[j]), off));
-                    __m256 w1 = _mm256_mul_ps(f, _mm256_sub_ps(u8x8_ps(parts[j + 1]), off));
-                    acc0 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x + 32 * k + 8 * j), acc0);
-                    acc1 = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x + 32 * k + 8 * j + 8), acc1);
-                }
-            }
-        }
-    }
-    return hsum(_mm256_add_ps(acc0, acc1));
-}
 
 /* ---- integer dots against quant_q8_act activations, with maddubs (unsigned bytes times
  * signed bytes, adjacent pairs summed to int16: no pair here can reach 32767) and madd
@@ -422,9 +250,10 @@ QDOT_ENTRIES(q6_K, q6_K_core)
 
 const kern_table kern_avx2 = {
     .name = "avx2",
-    .dot = {[SG_F32] = simd_dot_f32_avx2, [SG_F16] = simd_dot_f16_avx2, [SG_BF16] = simd_dot_bf16_avx2, [SG_Q8_0] = dot_q8_0,
-            [SG_Q4_0] = dot_q4_0, [SG_Q4_K] = dot_q4_K, [SG_Q5_K] = dot_q5_K, [SG_Q6_K] = dot_q6_K,
-            [SG_Q4_1] = dot_q4_1, [SG_Q5_0] = dot_q5_0, [SG_Q5_1] = dot_q5_1},
+    .dot = {[SG_F32] = simd_dot_f32_avx2, [SG_F16] = simd_dot_f16_avx2, [SG_BF16] = simd_dot_bf16_avx2,
+            [SG_Q8_0] = simd_dot_q8_0_avx2, [SG_Q4_0] = simd_dot_q4_0_avx2, [SG_Q4_K] = simd_dot_q4_K_avx2,
+            [SG_Q5_K] = simd_dot_q5_K_avx2, [SG_Q6_K] = simd_dot_q6_K_avx2, [SG_Q4_1] = simd_dot_q4_1_avx2,
+            [SG_Q5_0] = simd_dot_q5_0_avx2, [SG_Q5_1] = simd_dot_q5_1_avx2},
     .qdot = {[SG_Q4_0] = qdot_q4_0, [SG_Q8_0] = qdot_q8_0, [SG_Q4_K] = qdot_q4_K,
              [SG_Q5_K] = qdot_q5_K, [SG_Q6_K] = qdot_q6_K},
     .qdotn = {[SG_Q4_0] = qdotn_q4_0, [SG_Q8_0] = qdotn_q8_0, [SG_Q4_K] = qdotn_q4_K,

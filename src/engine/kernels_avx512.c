@@ -14,172 +14,10 @@
 /* Every function here is compiled for these instructions whatever the file's flags. */
 #define SIMD __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")))
 
-/* ---- block-quantized weights against f32 activations: each block is unpacked to
- * exact float weights in registers (as quant.c's scalar unpacking computes them) and
- * multiplied with x by FMA. ---- */
-
 SIMD static inline float f16s(const uint16_t *p) {
     uint16_t h;
     __builtin_memcpy(&h, p, 2);
     return _cvtsh_ss(h);
-}
-
-/* 16 unsigned bytes to 16 floats. */
-SIMD static inline __m512 u8x16_ps(__m128i v) { return _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(v)); }
-
-SIMD static float dot_q8_0(const void *w, const float *x, int64_t n) {
-    const quant_q8_0 *b = w;
-    __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
-    for (int64_t i = 0; i < n / 32; i++, x += 32) {
-        __m512 q0 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)b[i].qs)));
-        __m512 q1 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(b[i].qs + 16))));
-        __m512 d = _mm512_set1_ps(f16s(&b[i].d));
-        acc0 = _mm512_fmadd_ps(_mm512_mul_ps(d, q0), _mm512_loadu_ps(x), acc0);
-        acc1 = _mm512_fmadd_ps(_mm512_mul_ps(d, q1), _mm512_loadu_ps(x + 16), acc1);
-    }
-    return _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
-}
-
-SIMD static float dot_q4_0(const void *w, const float *x, int64_t n) {
-    const quant_q4_0 *b = w;
-    const __m128i m4 = _mm_set1_epi8(15);
-    const __m512 eight = _mm512_set1_ps(8);
-    __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
-    for (int64_t i = 0; i < n / 32; i++, x += 32) {
-        __m128i q = _mm_loadu_si128((const __m128i *)b[i].qs);
-        __m512 d = _mm512_set1_ps(f16s(&b[i].d));
-        __m512 lo = _mm512_sub_ps(u8x16_ps(_mm_and_si128(q, m4)), eight);
-        __m512 hi = _mm512_sub_ps(u8x16_ps(_mm_and_si128(_mm_srli_epi16(q, 4), m4)), eight);
-        acc0 = _mm512_fmadd_ps(_mm512_mul_ps(lo, d), _mm512_loadu_ps(x), acc0);
-        acc1 = _mm512_fmadd_ps(_mm512_mul_ps(hi, d), _mm512_loadu_ps(x + 16), acc1);
-    }
-    return _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
-}
-
-/* The fallback 32-block types (llama.cpp's recipes use them for rows that are not whole
- * 256-blocks): w = d * q + m over 16-lane halves, q the nibble plus, for Q5_0 / Q5_1, the
- * 5th bit from qh (bit j for weight j). */
-SIMD static inline void legacy32(const __m128i qs, uint32_t qh, bool five, float d, float m, const float *x, __m512 *acc) {
-    const __m128i m4 = _mm_set1_epi8(15);
-    __m512i lo = _mm512_cvtepu8_epi32(_mm_and_si128(qs, m4));
-    __m512i hi = _mm512_cvtepu8_epi32(_mm_and_si128(_mm_srli_epi16(qs, 4), m4));
-    if (five) {
-        lo = _mm512_mask_add_epi32(lo, (__mmask16)(qh & 0xffff), lo, _mm512_set1_epi32(16));
-        hi = _mm512_mask_add_epi32(hi, (__mmask16)(qh >> 16), hi, _mm512_set1_epi32(16));
-    }
-    __m512 vd = _mm512_set1_ps(d), vm = _mm512_set1_ps(m);
-    acc[0] = _mm512_fmadd_ps(_mm512_fmadd_ps(vd, _mm512_cvtepi32_ps(lo), vm), _mm512_loadu_ps(x), acc[0]);
-    acc[1] = _mm512_fmadd_ps(_mm512_fmadd_ps(vd, _mm512_cvtepi32_ps(hi), vm), _mm512_loadu_ps(x + 16), acc[1]);
-}
-
-SIMD static float dot_q4_1(const void *w, const float *x, int64_t n) {
-    const quant_q4_1 *b = w;
-    __m512 acc[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
-    for (int64_t i = 0; i < n / 32; i++, x += 32)
-        legacy32(_mm_loadu_si128((const __m128i *)b[i].qs), 0, false, f16s(&b[i].d), f16s(&b[i].m), x, acc);
-    return _mm512_reduce_add_ps(_mm512_add_ps(acc[0], acc[1]));
-}
-
-SIMD static float dot_q5_0(const void *w, const float *x, int64_t n) {
-    const quant_q5_0 *b = w;
-    __m512 acc[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
-    for (int64_t i = 0; i < n / 32; i++, x += 32) {
-        uint32_t qh;
-        __builtin_memcpy(&qh, b[i].qh, 4);
-        float d = f16s(&b[i].d);
-        legacy32(_mm_loadu_si128((const __m128i *)b[i].qs), qh, true, d, -16 * d, x, acc);
-    }
-    return _mm512_reduce_add_ps(_mm512_add_ps(acc[0], acc[1]));
-}
-
-SIMD static float dot_q5_1(const void *w, const float *x, int64_t n) {
-    const quant_q5_1 *b = w;
-    __m512 acc[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
-    for (int64_t i = 0; i < n / 32; i++, x += 32) {
-        uint32_t qh;
-        __builtin_memcpy(&qh, b[i].qh, 4);
-        legacy32(_mm_loadu_si128((const __m128i *)b[i].qs), qh, true, f16s(&b[i].d), f16s(&b[i].m), x, acc);
-    }
-    return _mm512_reduce_add_ps(_mm512_add_ps(acc[0], acc[1]));
-}
-
-/* acc += (dq * q - dm) * x over 32 weights q (bytes, 0..31) and x. */
-SIMD static inline __m512 fma_sub32(__m256i q, float dq, float dm, const float *x, __m512 acc) {
-    __m512 vd = _mm512_set1_ps(dq), vm = _mm512_set1_ps(dm);
-    __m512 w0 = _mm512_fmsub_ps(vd, u8x16_ps(_mm256_castsi256_si128(q)), vm);
-    __m512 w1 = _mm512_fmsub_ps(vd, u8x16_ps(_mm256_extracti128_si256(q, 1)), vm);
-    acc = _mm512_fmadd_ps(w0, _mm512_loadu_ps(x), acc);
-    return _mm512_fmadd_ps(w1, _mm512_loadu_ps(x + 16), acc);
-}
-
-SIMD static float dot_q4_K(const void *w, const float *x, int64_t n) {
-    const quant_q4_K *b = w;
-    const __m256i m4 = _mm256_set1_epi8(15);
-    __m512 acc = _mm512_setzero_ps();
-    for (int64_t i = 0; i < n / 256; i++, x += 256) {
-        float d = f16s(&b[i].d), dmin = f16s(&b[i].dmin);
-        for (int c = 0; c < 4; c++) {
-            uint8_t sc0, m0, sc1, m1;
-            quant_scale_min_k4(2 * c, b[i].scales, &sc0, &m0);
-            quant_scale_min_k4(2 * c + 1, b[i].scales, &sc1, &m1);
-            __m256i q = _mm256_loadu_si256((const __m256i *)(b[i].qs + 32 * c));
-            acc = fma_sub32(_mm256_and_si256(q, m4), d * sc0, dmin * m0, x + 64 * c, acc);
-            acc = fma_sub32(_mm256_and_si256(_mm256_srli_epi16(q, 4), m4), d * sc1, dmin * m1, x + 64 * c + 32, acc);
-        }
-    }
-    return _mm512_reduce_add_ps(acc);
-}
-
-SIMD static float dot_q5_K(const void *w, const float *x, int64_t n) {
-    const quant_q5_K *b = w;
-    const __m256i m4 = _mm256_set1_epi8(15), one = _mm256_set1_epi8(1);
-    __m512 acc = _mm512_setzero_ps();
-    for (int64_t i = 0; i < n / 256; i++, x += 256) {
-        float d = f16s(&b[i].d), dmin = f16s(&b[i].dmin);
-        __m256i qh = _mm256_loadu_si256((const __m256i *)b[i].qh);
-        for (int c = 0; c < 4; c++) {
-            uint8_t sc0, m0, sc1, m1;
-            quant_scale_min_k4(2 * c, b[i].scales, &sc0, &m0);
-            quant_scale_min_k4(2 * c + 1, b[i].scales, &sc1, &m1);
-            __m256i q = _mm256_loadu_si256((const __m256i *)(b[i].qs + 32 * c));
-            __m256i h0 = _mm256_slli_epi16(_mm256_and_si256(qh, one), 4);                       /* bit 2c */
-            __m256i h1 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 1), one), 4);  /* bit 2c+1 */
-            qh = _mm256_srli_epi16(qh, 2);
-            acc = fma_sub32(_mm256_or_si256(_mm256_and_si256(q, m4), h0), d * sc0, dmin * m0, x + 64 * c, acc);
-            acc = fma_sub32(_mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 4), m4), h1), d * sc1, dmin * m1,
-                            x + 64 * c + 32, acc);
-        }
-    }
-    return _mm512_reduce_add_ps(acc);
-}
-
-SIMD static float dot_q6_K(const void *w, const float *x, int64_t n) {
-    const quant_q6_K *b = w;
-    const __m256i m4 = _mm256_set1_epi8(15), m2 = _mm256_set1_epi8(3);
-    const __m512 off = _mm512_set1_ps(32);
-    __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
-    for (int64_t i = 0; i < n / 256; i++) {
-        float d = f16s(&b[i].d);
-        for (int h = 0; h < 2; h++, x += 128) {
-            __m256i l0 = _mm256_loadu_si256((const __m256i *)(b[i].ql + 64 * h));
-            __m256i l1 = _mm256_loadu_si256((const __m256i *)(b[i].ql + 64 * h + 32));
-            __m256i qh = _mm256_loadu_si256((const __m256i *)(b[i].qh + 32 * h));
-            __m256i q[4] = {
-                _mm256_and_si256(l0, m4), _mm256_and_si256(l1, m4),
-                _mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), _mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
-            };
-            for (int k = 0; k < 4; k++) {   /* quarter k: weights 32k .. 32k + 31 of this half */
-                __m256i hb = _mm256_and_si256(_mm256_srli_epi16(qh, 2 * k), m2);
-                __m256i v = _mm256_or_si256(q[k], _mm256_slli_epi16(hb, 4));
-                const int8_t *sc = b[i].scales + 8 * h + 2 * k;
-                __m512 w0 = _mm512_mul_ps(_mm512_set1_ps(d * sc[0]), _mm512_sub_ps(u8x16_ps(_mm256_castsi256_si128(v)), off));
-                __m512 w1 = _mm512_mul_ps(_mm512_set1_ps(d * sc[1]), _mm512_sub_ps(u8x16_ps(_mm256_extracti128_si256(v, 1)), off));
-                acc0 = _mm512_fmadd_ps(w0, _mm512_loadu_ps(x + 32 * k), acc0);
-                acc1 = _mm512_fmadd_ps(w1, _mm512_loadu_ps(x + 32 * k + 16), acc1);
-            }
-        }
-    }
-    return _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
 }
 
 /* ---- integer dots against quant_q8_act activations, with AVX-512 VNNI (vpdpbusd:
@@ -537,9 +375,10 @@ QDOT_ENTRIES(q6_K, q6_K_core)
 
 const kern_table kern_avx512 = {
     .name = "avx512",
-    .dot = {[SG_F32] = simd_dot_f32_avx512, [SG_F16] = simd_dot_f16_avx512, [SG_BF16] = simd_dot_bf16_avx512, [SG_Q8_0] = dot_q8_0,
-            [SG_Q4_0] = dot_q4_0, [SG_Q4_K] = dot_q4_K, [SG_Q5_K] = dot_q5_K, [SG_Q6_K] = dot_q6_K,
-            [SG_Q4_1] = dot_q4_1, [SG_Q5_0] = dot_q5_0, [SG_Q5_1] = dot_q5_1},
+    .dot = {[SG_F32] = simd_dot_f32_avx512, [SG_F16] = simd_dot_f16_avx512, [SG_BF16] = simd_dot_bf16_avx512,
+            [SG_Q8_0] = simd_dot_q8_0_avx512, [SG_Q4_0] = simd_dot_q4_0_avx512, [SG_Q4_K] = simd_dot_q4_K_avx512,
+            [SG_Q5_K] = simd_dot_q5_K_avx512, [SG_Q6_K] = simd_dot_q6_K_avx512, [SG_Q4_1] = simd_dot_q4_1_avx512,
+            [SG_Q5_0] = simd_dot_q5_0_avx512, [SG_Q5_1] = simd_dot_q5_1_avx512},
     /* the integer dots need AVX512-VNNI; kern_select substitutes AVX2's without it */
     .qdot = {[SG_Q4_0] = qdot_q4_0, [SG_Q8_0] = qdot_q8_0, [SG_Q4_K] = qdot_q4_K,
              [SG_Q5_K] = qdot_q5_K, [SG_Q6_K] = qdot_q6_K},

@@ -8,6 +8,8 @@
  *   vf_load, vf_store     unaligned loads and stores of VF_N floats
  *   vf_load_f16           VF_N f16 values converted to float (F16C)
  *   vf_load_bf16          VF_N bf16 values widened to float (exact: bf16 is float's top half)
+ *   vf_from_u8x32         VF_N of the 32 unsigned bytes in an AVX2 register (part p)
+ *                         converted to float
  *   vf_load_kv            VF_N floats or f16 values, by sg_dtype
  *   vf_add, vf_sub, vf_mul, vf_div, vf_max, vf_min, vf_fmadd (a * b + c)
  *   vf_reduce_add         the sum of the lanes
@@ -41,6 +43,9 @@ SIMD_FN vf vf_set1(float x) { return _mm512_set1_ps(x); }
 SIMD_FN vf vf_load(const float *p) { return _mm512_loadu_ps(p); }
 SIMD_FN void vf_store(float *p, vf v) { _mm512_storeu_ps(p, v); }
 SIMD_FN vf vf_load_f16(const void *p) { return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p)); }
+SIMD_FN vf vf_from_u8x32(__m256i v, int p) {
+    return _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(p ? _mm256_extracti128_si256(v, 1) : _mm256_castsi256_si128(v)));
+}
 SIMD_FN vf vf_load_bf16(const void *p) {
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p)), 16));
 }
@@ -65,6 +70,10 @@ SIMD_FN vf vf_set1(float x) { return _mm256_set1_ps(x); }
 SIMD_FN vf vf_load(const float *p) { return _mm256_loadu_ps(p); }
 SIMD_FN void vf_store(float *p, vf v) { _mm256_storeu_ps(p, v); }
 SIMD_FN vf vf_load_f16(const void *p) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p)); }
+SIMD_FN vf vf_from_u8x32(__m256i v, int p) {
+    __m128i h = p & 2 ? _mm256_extracti128_si256(v, 1) : _mm256_castsi256_si128(v);
+    return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(p & 1 ? _mm_srli_si128(h, 8) : h));
+}
 SIMD_FN vf vf_load_bf16(const void *p) {
     return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p)), 16));
 }
