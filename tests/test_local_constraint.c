@@ -204,6 +204,56 @@ static void test_errors(void) {
     CHECK_MSG(strstr(err.msg, "'xml'"), "%s", err.msg);
 }
 
+/* The two steps the local provider takes apart (the text on the loop thread, the compile
+ * on its worker): every error of the request's shows in the first, what they make is what
+ * local_constraint_grammar makes, and a text that does not compile names its part. */
+static void test_two_steps(void) {
+    static const struct { const char *request, *what; bool lazy; } cases[] = {
+        {"{" TOOLS "}", "tools", true},
+        {"{" TOOLS ", \"tool_choice\": \"required\"}", "tools", false},
+        {"{\"response_format\": {\"type\": \"json_object\"}}", "response_format", false},
+        {"{" TOOLS ", \"response_format\": {\"type\": \"json_object\"}}", "response_format and tools", false},
+        {"{\"messages\": []}", NULL, false},
+        {"{" TOOLS ", \"tool_choice\": \"none\"}", NULL, false},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        sg_error err = {{0}};
+        json_t *r = req(cases[i].request);
+        sg_buf gbnf;
+        sg_buf_init(&gbnf);
+        const char *what = "unset";
+        bool lazy = !cases[i].lazy;
+        CHECK_EQ_INT(local_constraint_gbnf(r, &gbnf, &lazy, &what, &err), 0);
+        CHECK_MSG(cases[i].what ? what && !strcmp(what, cases[i].what) : what == NULL, "%s: %s", cases[i].request,
+                  what ? what : "(none)");
+        CHECK(lazy == cases[i].lazy);
+        CHECK(cases[i].what ? gbnf.len > 0 : gbnf.len == 0);
+        if (cases[i].what) {
+            sg_grammar *a = local_constraint_compile(gbnf.data, gbnf.len, what, &err), *b = NULL;
+            bool lz;
+            CHECK_EQ_INT(local_constraint_grammar(r, &b, &lz, &err), 0);
+            CHECK_MSG(a && a == b, "the same (cached) grammar both ways: %s", cases[i].request);
+            grammar_unref(a);
+            grammar_unref(b);
+        }
+        sg_buf_free(&gbnf);
+        json_decref(r);
+    }
+    sg_error err = {{0}};
+    json_t *r = req("{\"response_format\": {\"type\": \"json_schema\", \"json_schema\": {\"name\": \"p\", "
+                    "\"schema\": {\"type\": \"object\", \"properties\": {\"a\": {\"not\": {}}}}}}}");
+    sg_buf gbnf;
+    sg_buf_init(&gbnf);
+    const char *what;
+    bool lazy;
+    CHECK_EQ_INT(local_constraint_gbnf(r, &gbnf, &lazy, &what, &err), -1);
+    CHECK_MSG(strstr(err.msg, "'not'"), "%s", err.msg);
+    sg_buf_free(&gbnf);
+    json_decref(r);
+    CHECK(!local_constraint_compile("root ::= (", 10, "tools", &err));
+    CHECK_MSG(!strncmp(err.msg, "tools: ", 7), "%s", err.msg);
+}
+
 /* Names needing escapes in JSON and in GBNF literals are matched as JSON writes them. */
 static void test_odd_names(void) {
     sg_error err = {{0}};
@@ -223,6 +273,7 @@ int main(int argc, char **argv) {
     RUN(test_auto);
     RUN(test_unconstrained);
     RUN(test_errors);
+    RUN(test_two_steps);
     RUN(test_odd_names);
     return tu_finish(argv[0]);
 }

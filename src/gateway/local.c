@@ -28,7 +28,9 @@ typedef struct queued_event {
 struct local_job {
     gw_local *lm;
     json_t *request;              /* own reference */
-    sg_grammar *grammar;          /* the answer's form (local_constraint.h), NULL: free */
+    sg_buf gbnf;                  /* the answer's form (local_constraint.h), compiled by the worker */
+    const char *gbnf_what;        /* the request's part it comes from; NULL: a free answer */
+    sg_grammar *grammar;          /* gbnf compiled, on the worker thread (slot_start) */
     bool lazy;                    /* grammar applies from "<tool_call>" on (tool_choice auto) */
     gw_event_fn on_event;
     local_done_fn on_done;
@@ -83,6 +85,7 @@ static void job_release(local_job *j) {
     free(j->events);
     free(j->message);
     grammar_unref(j->grammar);
+    sg_buf_free(&j->gbnf);
     json_decref(j->request);
     pthread_mutex_destroy(&j->mu);
     free(j);
@@ -346,6 +349,9 @@ static void slot_start(gw_local *lm, local_job *j) {
     sg_buf_init(&text);
     sg_ids ids = {0};
 
+    /* compiled here, not on the loop thread: a new tool list takes milliseconds */
+    if (j->gbnf_what && !j->grammar && !(j->grammar = local_constraint_compile(j->gbnf.data, j->gbnf.len, j->gbnf_what, &err)))
+        goto fail;
     chat_options co = {.enable_thinking = -1, .add_generation_prompt = true};
     const json_t *kw = json_object_get(r, "chat_template_kwargs");
     const json_t *et = json_object_get(kw, "enable_thinking");
@@ -672,16 +678,15 @@ local_job *local_submit(gw_local *lm, const json_t *request, gw_event_fn on_even
         sg_fail(err, "messages must be an array");
         return NULL;
     }
-    sg_grammar *grammar;
-    bool lazy;
-    if (local_constraint_grammar(request, &grammar, &lazy, err)) {
+    local_job *j = sg_xcalloc(1, sizeof *j);
+    sg_buf_init(&j->gbnf);
+    if (local_constraint_gbnf(request, &j->gbnf, &j->lazy, &j->gbnf_what, err)) {
+        sg_buf_free(&j->gbnf);
+        free(j);
         *status = 400;
         return NULL;
     }
-    local_job *j = sg_xcalloc(1, sizeof *j);
     j->lm = lm;
-    j->grammar = grammar;
-    j->lazy = lazy;
     j->request = json_deep_copy(request);   /* the worker reads it on its own thread */
     j->on_event = on_event;
     j->on_done = on_done;

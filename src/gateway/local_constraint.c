@@ -154,8 +154,8 @@ static int response_format_gbnf(const json_t *request, sg_buf *out, sg_error *er
     return 1;
 }
 
-static sg_grammar *compile(const sg_buf *g, const char *what, sg_error *err) {
-    sg_grammar *out = grammar_compile_cached(GRAMMAR_GBNF, g->data, g->len, err);
+sg_grammar *local_constraint_compile(const char *gbnf, size_t len, const char *what, sg_error *err) {
+    sg_grammar *out = grammar_compile_cached(GRAMMAR_GBNF, gbnf, len, err);
     if (!out) {
         char m[sizeof err->msg];
         snprintf(m, sizeof m, "%s", err->msg);
@@ -164,9 +164,9 @@ static sg_grammar *compile(const sg_buf *g, const char *what, sg_error *err) {
     return out;
 }
 
-int local_constraint_grammar(const json_t *request, sg_grammar **out, bool *lazy, sg_error *err) {
-    *out = NULL;
+int local_constraint_gbnf(const json_t *request, sg_buf *gbnf, bool *lazy, const char **what, sg_error *err) {
     *lazy = false;
+    *what = NULL;
     const json_t *tc = json_object_get(request, "tool_choice");
     const json_t *tools = json_object_get(request, "tools");
     bool parallel = !json_is_false(json_object_get(request, "parallel_tool_calls"));
@@ -180,17 +180,17 @@ int local_constraint_grammar(const json_t *request, sg_grammar **out, bool *lazy
         forced = only != NULL;
     }
     int rc = -1;
-    sg_buf calls, rf, both;
+    sg_buf calls, rf;
     sg_buf_init(&calls);
     sg_buf_init(&rf);
-    sg_buf_init(&both);
     if (forced) {
         if (!json_is_array(tools) || !json_array_size(tools)) {
             sg_fail(err, "tool_choice forces a tool call, but tools is empty");
             goto done;
         }
-        if (tool_call_gbnf(tools, only, parallel, &calls, err)) goto done;
-        if ((*out = compile(&calls, "tools", err))) rc = 0;
+        if (tool_call_gbnf(tools, only, parallel, gbnf, err)) goto done;
+        *what = "tools";
+        rc = 0;
         goto done;
     }
     int has_rf = response_format_gbnf(request, &rf, err);
@@ -199,25 +199,35 @@ int local_constraint_grammar(const json_t *request, sg_grammar **out, bool *lazy
     if (auto_calls && tool_call_gbnf(tools, NULL, parallel, &calls, err)) goto done;
     if (auto_calls && has_rf) {
         /* the answer is the response_format's text or tool calls: one grammar, not lazy */
-        sg_buf_puts(&both, "root ::= rf-root | tc-root\n");
-        append_prefixed(&both, rf.data, rf.len, "rf-");
-        append_prefixed(&both, calls.data, calls.len, "tc-");
-        if ((*out = compile(&both, "response_format and tools", err))) rc = 0;
+        sg_buf_puts(gbnf, "root ::= rf-root | tc-root\n");
+        append_prefixed(gbnf, rf.data, rf.len, "rf-");
+        append_prefixed(gbnf, calls.data, calls.len, "tc-");
+        *what = "response_format and tools";
     } else if (auto_calls) {
         /* free text, or tool calls from their first "<tool_call>" on */
-        if ((*out = compile(&calls, "tools", err))) {
-            *lazy = true;
-            rc = 0;
-        }
+        sg_buf_append(gbnf, calls.data, calls.len);
+        *what = "tools";
+        *lazy = true;
     } else if (has_rf) {
-        if ((*out = compile(&rf, "response_format", err))) rc = 0;
-    } else {
-        rc = 0;
+        sg_buf_append(gbnf, rf.data, rf.len);
+        *what = "response_format";
     }
+    rc = 0;
 done:
     sg_buf_free(&calls);
     sg_buf_free(&rf);
-    sg_buf_free(&both);
+    return rc;
+}
+
+int local_constraint_grammar(const json_t *request, sg_grammar **out, bool *lazy, sg_error *err) {
+    *out = NULL;
+    sg_buf gbnf;
+    sg_buf_init(&gbnf);
+    const char *what;
+    int rc = local_constraint_gbnf(request, &gbnf, lazy, &what, err);
+    if (!rc && what && !(*out = local_constraint_compile(gbnf.data, gbnf.len, what, err))) rc = -1;
+    if (rc) *lazy = false;
+    sg_buf_free(&gbnf);
     return rc;
 }
 
