@@ -1120,16 +1120,28 @@ static void on_client_abort(http_exchange *x, void *arg) {
 
 /* The caller's tracestate, passed on unchanged when it is printable ASCII within
  * TRACESTATE_MAX bytes; anything else is dropped (W3C: a vendor may drop a tracestate it
- * cannot pass on whole). */
-static void keep_tracestate(proxy_req *p, const char *v) {
-    if (!v) return;
-    size_t n = 0;
-    for (; v[n]; n++)
-        if (n == TRACESTATE_MAX || (unsigned char)v[n] < 0x20 || (unsigned char)v[n] > 0x7e) return;
-    while (n && (v[n - 1] == ' ' || v[n - 1] == '\t')) n--;
-    while (n && (*v == ' ' || *v == '\t')) { v++; n--; }
-    memcpy(p->tracestate, v, n);
-    p->tracestate[n] = 0;
+ * cannot pass on whole). Several tracestate fields are one list, joined with commas in
+ * the order they came (W3C Trace Context, as RFC 9110 combines a repeated field). */
+static void keep_tracestate(proxy_req *p, const http_request *req) {
+    size_t len = 0;
+    for (size_t h = 0; h < req->n_headers; h++) {
+        if (strcasecmp(req->headers[h].name, "tracestate")) continue;
+        const char *v = req->headers[h].value;
+        size_t n = 0;
+        for (; v[n]; n++)
+            if (n == TRACESTATE_MAX || (unsigned char)v[n] < 0x20 || (unsigned char)v[n] > 0x7e) goto drop;
+        while (n && (v[n - 1] == ' ' || v[n - 1] == '\t')) n--;
+        while (n && (*v == ' ' || *v == '\t')) { v++; n--; }
+        if (!n) continue;
+        if (len + (len > 0) + n > TRACESTATE_MAX) goto drop;
+        if (len) p->tracestate[len++] = ',';
+        memcpy(p->tracestate + len, v, n);
+        len += n;
+    }
+    p->tracestate[len] = 0;
+    return;
+drop:
+    p->tracestate[0] = 0;
 }
 
 void proxy_handle(gateway *g, http_exchange *x, const http_request *req, const gw_client_api *api, const gw_key *key) {
@@ -1164,7 +1176,7 @@ void proxy_handle(gateway *g, http_exchange *x, const http_request *req, const g
         bool has = otlp_parse_traceparent(http_request_header(req, "traceparent"), &caller) == 0;
         otlp_begin(g->otlp, has ? &caller : NULL, &p->trace);
         p->traced = true;
-        if (has) keep_tracestate(p, http_request_header(req, "tracestate"));
+        if (has) keep_tracestate(p, req);
     }
 
     gw_api_error e;

@@ -14,7 +14,8 @@
 //     queue_max and the drops are counted in /metrics
 //   - every attempt sent upstream carries a W3C traceparent whose trace is the request's
 //     and whose parent is that attempt's exported span (the fake records the headers it
-//     got), with the caller's sampled flag and tracestate; an unsampled caller's flag 00
+//     got), with the caller's sampled flag and tracestate (several fields joined in order,
+//     dropped past 512 bytes); an unsampled caller's flag 00
 //     goes on too, and nothing is exported for it
 //   - SIGHUP reapplies tracing: (a new service name, tracing off: no spans and no
 //     traceparent upstream, on again)
@@ -325,6 +326,41 @@ test('a plain request starts a trace of its own; a hostile traceparent is ignore
     assert.notEqual(got.root.traceId, '0'.repeat(32));
   }
   assert.deepEqual(problems, []);
+});
+
+// A POST whose tracestate arrives as several header fields (fetch would join them itself).
+function postFields(body, fields) {
+  const payload = JSON.stringify(body);
+  return new Promise((resolve, reject) => {
+    const req = http.request(gw.url + '/v1/chat/completions', {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${GW_KEY}`, 'content-length': Buffer.byteLength(payload), ...fields },
+    }, (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (c) => { text += c; });
+      res.on('end', () => resolve({ status: res.statusCode, headers: res.headers, text }));
+    });
+    req.on('error', reject);
+    req.end(payload);
+  });
+}
+
+test('tracestate in several fields goes upstream as one list, in order; too long a list is dropped', async () => {
+  const traceId = '5bf92f3577b34da6a3ce929d0e0e4736';
+  const n = nonce('otlpts');
+  const res = await postFields(chatBody('openai/m-otlp-plain', `fields ${n}`),
+    { traceparent: `00-${traceId}-00f067aa0ba902b7-01`, tracestate: ['congo=t61rcWkgMzE', ' rojo=00f067aa0ba902b7 '] });
+  assert.equal(res.status, 200);
+  const [up] = await fakeLog({ match: n });
+  assert.equal(up.headers.tracestate, 'congo=t61rcWkgMzE,rojo=00f067aa0ba902b7');
+  const n2 = nonce('otlpts2');
+  const res2 = await postFields(chatBody('openai/m-otlp-plain', `fields ${n2}`),
+    { traceparent: `00-${traceId}-00f067aa0ba902b7-01`, tracestate: ['a=' + 'x'.repeat(300), 'b=' + 'y'.repeat(300)] });
+  assert.equal(res2.status, 200);
+  const [up2] = await fakeLog({ match: n2 });
+  assert.equal(up2.headers.tracestate, undefined, 'over 512 bytes together: not passed on');
+  assert.ok(/^00-5bf92f3577b34da6a3ce929d0e0e4736-[0-9a-f]{16}-01$/.test(up2.headers.traceparent ?? ''));
 });
 
 const metric = async (name) => {
