@@ -63,6 +63,8 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "engine/unpack_x86.h"
+
 #define ARCH_GET_XCOMP_PERM 0x1022
 #define ARCH_REQ_XCOMP_PERM 0x1023
 #define XFEATURE_XTILEDATA 18
@@ -108,11 +110,6 @@ bool kern_amx_available(void) {
  * of the block size) into floats, zeros past cols. Same values as quant.c's scalar
  * unpacking, to float rounding. ---- */
 
-SIMD static inline float f16s(const uint16_t *p) {
-    uint16_t h;
-    memcpy(&h, p, 2);
-    return _cvtsh_ss(h);
-}
 
 SIMD static inline __m512 u8_ps(__m128i v) { return _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(v)); }
 
@@ -155,7 +152,7 @@ SIMD static void dequant(sg_dtype t, const unsigned char *row, int64_t k0, int64
     case SG_Q8_0: {
         const quant_q8_0 *b = (const quant_q8_0 *)row + k0 / 32;
         for (int64_t i = 0; i < kn / 32; i++, out += 32) {
-            __m512 d = _mm512_set1_ps(f16s(&b[i].d));
+            __m512 d = _mm512_set1_ps(unpack_f16(&b[i].d));
             __m512 q0 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)b[i].qs)));
             __m512 q1 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(b[i].qs + 16))));
             _mm512_storeu_ps(out, _mm512_mul_ps(d, q0));
@@ -166,14 +163,14 @@ SIMD static void dequant(sg_dtype t, const unsigned char *row, int64_t k0, int64
     case SG_Q4_0: {
         const quant_q4_0 *b = (const quant_q4_0 *)row + k0 / 32;
         for (int64_t i = 0; i < kn / 32; i++, out += 32) {
-            float d = f16s(&b[i].d);
+            float d = unpack_f16(&b[i].d);
             legacy32(b[i].qs, 0, d, -8 * d, out);
         }
         return;
     }
     case SG_Q4_1: {
         const quant_q4_1 *b = (const quant_q4_1 *)row + k0 / 32;
-        for (int64_t i = 0; i < kn / 32; i++, out += 32) legacy32(b[i].qs, 0, f16s(&b[i].d), f16s(&b[i].m), out);
+        for (int64_t i = 0; i < kn / 32; i++, out += 32) legacy32(b[i].qs, 0, unpack_f16(&b[i].d), unpack_f16(&b[i].m), out);
         return;
     }
     case SG_Q5_0: {
@@ -181,7 +178,7 @@ SIMD static void dequant(sg_dtype t, const unsigned char *row, int64_t k0, int64
         for (int64_t i = 0; i < kn / 32; i++, out += 32) {
             uint32_t qh;
             memcpy(&qh, b[i].qh, 4);
-            float d = f16s(&b[i].d);
+            float d = unpack_f16(&b[i].d);
             legacy32(b[i].qs, qh, d, -16 * d, out);
         }
         return;
@@ -191,7 +188,7 @@ SIMD static void dequant(sg_dtype t, const unsigned char *row, int64_t k0, int64
         for (int64_t i = 0; i < kn / 32; i++, out += 32) {
             uint32_t qh;
             memcpy(&qh, b[i].qh, 4);
-            legacy32(b[i].qs, qh, f16s(&b[i].d), f16s(&b[i].m), out);
+            legacy32(b[i].qs, qh, unpack_f16(&b[i].d), unpack_f16(&b[i].m), out);
         }
         return;
     }
@@ -204,7 +201,7 @@ SIMD static void dequant(sg_dtype t, const unsigned char *row, int64_t k0, int64
             const uint8_t *qs = t == SG_Q4_K ? b4->qs : ((const quant_q5_K *)blk)->qs;
             __m256i qh = t == SG_Q5_K ? _mm256_loadu_si256((const __m256i *)((const quant_q5_K *)blk)->qh)
                                       : _mm256_setzero_si256();
-            float d = f16s(&b4->d), dmin = f16s(&b4->dmin);
+            float d = unpack_f16(&b4->d), dmin = unpack_f16(&b4->dmin);
             /* the 8 six-bit scales and mins at once (quant_scale_min_k4's bit layout, four
              * bytes per word): sub-block scales d * sc, offsets dmin * m */
             uint32_t a[3];
@@ -229,28 +226,20 @@ SIMD static void dequant(sg_dtype t, const unsigned char *row, int64_t k0, int64
         return;
     }
     case SG_Q6_K: {
-        const __m256i m4 = _mm256_set1_epi8(15), m2 = _mm256_set1_epi8(3);
         const quant_q6_K *b = (const quant_q6_K *)row + k0 / 256;
         for (int64_t i = 0; i < kn / 256; i++) {
             /* the 16 sub-block scales d * sc at once */
             float ds[16];
-            _mm512_storeu_ps(ds, _mm512_mul_ps(_mm512_set1_ps(f16s(&b[i].d)),
+            _mm512_storeu_ps(ds, _mm512_mul_ps(_mm512_set1_ps(unpack_f16(&b[i].d)),
                                                _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)b[i].scales)))));
             for (int h = 0; h < 2; h++, out += 128) {
-                __m256i l0 = _mm256_loadu_si256((const __m256i *)(b[i].ql + 64 * h));
-                __m256i l1 = _mm256_loadu_si256((const __m256i *)(b[i].ql + 64 * h + 32));
-                __m256i qh = _mm256_loadu_si256((const __m256i *)(b[i].qh + 32 * h));
-                __m256i q[4] = {
-                    _mm256_and_si256(l0, m4), _mm256_and_si256(l1, m4),
-                    _mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), _mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
-                };
+                __m256i q[4];
+                unpack_q6_K_half(&b[i], h, q);
                 for (int k = 0; k < 4; k++) {   /* quarter k: weights 32k .. 32k + 31 of this half */
-                    __m256i hb = _mm256_and_si256(_mm256_srli_epi16(qh, 2 * k), m2);
-                    __m256i v = _mm256_or_si256(q[k], _mm256_slli_epi16(hb, 4));
                     float d0 = ds[8 * h + 2 * k], d1 = ds[8 * h + 2 * k + 1];
-                    _mm512_storeu_ps(out + 32 * k, _mm512_fmsub_ps(_mm512_set1_ps(d0), u8_ps(_mm256_castsi256_si128(v)),
+                    _mm512_storeu_ps(out + 32 * k, _mm512_fmsub_ps(_mm512_set1_ps(d0), u8_ps(_mm256_castsi256_si128(q[k])),
                                                                    _mm512_set1_ps(32 * d0)));
-                    _mm512_storeu_ps(out + 32 * k + 16, _mm512_fmsub_ps(_mm512_set1_ps(d1), u8_ps(_mm256_extracti128_si256(v, 1)),
+                    _mm512_storeu_ps(out + 32 * k + 16, _mm512_fmsub_ps(_mm512_set1_ps(d1), u8_ps(_mm256_extracti128_si256(q[k], 1)),
                                                                         _mm512_set1_ps(32 * d1)));
                 }
             }

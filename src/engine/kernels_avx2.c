@@ -6,6 +6,8 @@
 #if defined(__x86_64__)
 #include <immintrin.h>
 
+#include "engine/unpack_x86.h"
+
 /* Every function here is compiled for these instructions whatever the file's flags. */
 #define SIMD __attribute__((target("avx2,fma,f16c")))
 
@@ -26,11 +28,6 @@ SIMD static inline float hsum(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
-SIMD static inline float f16s(const uint16_t *p) {
-    uint16_t h;
-    __builtin_memcpy(&h, p, 2);
-    return _cvtsh_ss(h);
-}
 
 /* 8 unsigned / signed bytes to 8 floats. */
 SIMD static inline __m256 u8x8_ps(__m128i v) { return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(v)); }
@@ -89,7 +86,7 @@ CORE void q32_core(const void *w, bool q8, const quant_q8_act *a, int64_t a_stri
         /* maddubs needs an unsigned side: |w| against x with w's sign (|w| <= 128, |x| <= 127:
          * a pair stays below 32767) */
         __m256i av = _mm256_sign_epi8(v, v);
-        __m256 dw = _mm256_set1_ps(f16s((const uint16_t *)blk));
+        __m256 dw = _mm256_set1_ps(unpack_f16((const uint16_t *)blk));
 #pragma GCC unroll 8
         for (int t = 0; t < nt; t++) {
             const quant_q8_act *g = a + t * a_stride + i / 8;
@@ -171,14 +168,13 @@ CORE void k4_core(const void *w, bool q5, const quant_q8_act *a, int64_t a_strid
 CORE void q6_K_core(const void *w, const quant_q8_act *a, int64_t a_stride, int64_t n, int nt, float *out) {
     const int ahead = kern_prefetch_bytes;
     const quant_q6_K *b = w;
-    const __m256i m4 = _mm256_set1_epi8(15), m2 = _mm256_set1_epi8(3);
     __m256 acc[NTMAX][2], acc_off[NTMAX];
 #pragma GCC unroll 8
     for (int t = 0; t < nt; t++) acc[t][0] = acc[t][1] = acc_off[t] = _mm256_setzero_ps();
     for (int64_t i = 0; i < n / 256; i++) {
         prefetch_ahead(b + i, ahead, sizeof *b);
         /* d * scale_k per 16-block k, in two vectors of 8 */
-        __m256 d = _mm256_set1_ps(f16s(&b[i].d)), sc[2];
+        __m256 d = _mm256_set1_ps(unpack_f16(&b[i].d)), sc[2];
 #pragma GCC unroll 8
         for (int h = 0; h < 2; h++) sc[h] = _mm256_mul_ps(i8x8_ps(_mm_loadl_epi64((const __m128i *)(b[i].scales + 8 * h))), d);
 #pragma GCC unroll 8
@@ -189,23 +185,17 @@ CORE void q6_K_core(const void *w, const quant_q8_act *a, int64_t a_stride, int6
         }
 #pragma GCC unroll 8
         for (int h = 0; h < 2; h++) {
-            __m256i l0 = _mm256_loadu_si256((const __m256i *)(b[i].ql + 64 * h));
-            __m256i l1 = _mm256_loadu_si256((const __m256i *)(b[i].ql + 64 * h + 32));
-            __m256i qh = _mm256_loadu_si256((const __m256i *)(b[i].qh + 32 * h));
-            __m256i q[4] = {
-                _mm256_and_si256(l0, m4), _mm256_and_si256(l1, m4),
-                _mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), _mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
-            };
+            __m256i q[4];
+            unpack_q6_K_half(&b[i], h, q);
 #pragma GCC unroll 8
             for (int k = 0; k < 4; k++) {   /* quarter k: 16-blocks 8h + 2k, 8h + 2k + 1 */
-                __m256i v = _mm256_or_si256(q[k], _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * k), m2), 4));
                 /* lanes 0..3: 16-block 2k, lanes 4..7: 2k+1 (each pair of lanes one 8-block) */
                 __m256 wsc = _mm256_permutevar8x32_ps(sc[h], _mm256_set_epi32(2 * k + 1, 2 * k + 1, 2 * k + 1, 2 * k + 1,
                                                                                2 * k, 2 * k, 2 * k, 2 * k));
 #pragma GCC unroll 8
                 for (int t = 0; t < nt; t++) {
                     const quant_q8_act *g = a + t * a_stride + i;
-                    __m256i dot = dot_u8s8(v, _mm256_loadu_si256((const __m256i *)(g->qs + 128 * h + 32 * k)));
+                    __m256i dot = dot_u8s8(q[k], _mm256_loadu_si256((const __m256i *)(g->qs + 128 * h + 32 * k)));
                     int j = k & 1;   /* see CHAINS */
                     acc[t][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), block32_factor(g, 4 * h + k, wsc), acc[t][j]);
                 }

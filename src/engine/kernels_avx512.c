@@ -6,6 +6,8 @@
 #if defined(__x86_64__)
 #include <immintrin.h>
 
+#include "engine/unpack_x86.h"
+
 /* Decoding streams each weight row from memory once: prefetching kern_prefetch_bytes
  * ahead (into the next row at a row's end: rows are contiguous) keeps more loads in
  * flight than the hardware prefetcher alone (single-thread streaming on a Xeon went from
@@ -14,11 +16,6 @@
 /* Every function here is compiled for these instructions whatever the file's flags. */
 #define SIMD __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")))
 
-SIMD static inline float f16s(const uint16_t *p) {
-    uint16_t h;
-    __builtin_memcpy(&h, p, 2);
-    return _cvtsh_ss(h);
-}
 
 /* ---- integer dots against quant_q8_act activations, with AVX-512 VNNI (vpdpbusd:
  * unsigned bytes times signed bytes, summed in fours into int32). Weights go in as the
@@ -276,7 +273,7 @@ CORE void q6_K_core(const void *w, const quant_q8_act *a, int64_t a_stride, int6
         prefetch_ahead(b + i, ahead, sizeof *b);
         /* d * scale_k per 16-block k; an 8-block's factor is that times its dx */
         __m512 sc = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)b[i].scales))),
-                                  _mm512_set1_ps(f16s(&b[i].d)));
+                                  _mm512_set1_ps(unpack_f16(&b[i].d)));
         __m512 e0 = _mm512_permutexvar_ps(dup2_index(0), sc), e1 = _mm512_permutexvar_ps(dup2_index(8), sc);
         __m512 fac[NTMAX][2];
         #pragma GCC unroll 8

@@ -15,6 +15,7 @@
 #include "engine/kernels.h"
 #include "engine/ops.h"
 #include "engine/quant.h"
+#include "engine/unpack_x86.h"
 
 /* sum(w[i] * x[i]) for a row of n weights: two accumulators over 2 * VF_N values (FMA
  * latency), the last n % (2 * VF_N) in scalar code. LOAD(p) gives VF_N weights from p,
@@ -53,12 +54,6 @@ SIMD_FLOAT_DOT(simd_dot_bf16, uint16_t, vf_load_bf16, BF16_AT, false)
  * by FMA. Every w is exact in float (d an f16 times a scale of at most 8 bits, q at most
  * 6 bits), as quant.c's scalar unpacking computes it. ---- */
 
-SIMD_FN float f16_at(const uint16_t *p) {
-    uint16_t h;
-    memcpy(&h, p, 2);
-    return _cvtsh_ss(h);
-}
-
 /* acc[0 / 1, alternating per vector] += (d * q + m) * x over the 32 bytes q in v, with
  * (d0, m0) for the first 16 weights and (d1, m1) for the next 16. */
 SIMD_FN void fma32(__m256i v, float d0, float m0, float d1, float m1, const float *x, vf acc[2]) {
@@ -93,51 +88,37 @@ SIMD_TARGET static float SIMD_SUFFIX(simd_dot_q8_0)(const void *w, const float *
     vf acc[2] = {vf_zero(), vf_zero()};
     for (int64_t i = 0; i < n / 32; i++, x += 32) {   /* q + 128 as the unsigned byte, m = -128 d */
         __m256i v = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)b[i].qs), _mm256_set1_epi8((char)0x80));
-        float d = f16_at(&b[i].d);
+        float d = unpack_f16(&b[i].d);
         fma32(v, d, -128 * d, d, -128 * d, x, acc);
     }
     return vf_reduce_add(vf_add(acc[0], acc[1]));
 }
 
-/* Q4_0 (w = d (q - 8)), Q4_1 (d q + m), Q5_0 (d (q - 16), q with its 5th bit), Q5_1 */
+/* Q4_0 (w = d (q - 8)), Q4_1 (d q + m), Q5_0 (d (q - 16), q with its 5th bit) and Q5_1:
+ * f16 d, then (has_m) f16 m, then (five) qh[4], then qs[16] (quant.h). */
+SIMD_FN float dot_q32(const uint8_t *blk, size_t block_bytes, bool has_m, bool five, const float *x, int64_t n) {
+    vf acc[2] = {vf_zero(), vf_zero()};
+    size_t qh_at = has_m ? 4 : 2, qs_at = qh_at + (five ? 4 : 0);
+    for (int64_t i = 0; i < n / 32; i++, blk += block_bytes, x += 32) {
+        float d = unpack_f16((const uint16_t *)blk), m = has_m ? unpack_f16((const uint16_t *)blk + 1) : (five ? -16 : -8) * d;
+        __m256i q = unpack_nibbles16(blk + qs_at);
+        if (five) q = add_fifth_bits(blk + qh_at, q);
+        fma32(q, d, m, d, m, x, acc);
+    }
+    return vf_reduce_add(vf_add(acc[0], acc[1]));
+}
+
 SIMD_TARGET static float SIMD_SUFFIX(simd_dot_q4_0)(const void *w, const float *x, int64_t n) {
-    const quant_q4_0 *b = w;
-    vf acc[2] = {vf_zero(), vf_zero()};
-    for (int64_t i = 0; i < n / 32; i++, x += 32) {
-        float d = f16_at(&b[i].d);
-        fma32(unpack_nibbles16(b[i].qs), d, -8 * d, d, -8 * d, x, acc);
-    }
-    return vf_reduce_add(vf_add(acc[0], acc[1]));
+    return dot_q32(w, sizeof(quant_q4_0), false, false, x, n);
 }
-
 SIMD_TARGET static float SIMD_SUFFIX(simd_dot_q4_1)(const void *w, const float *x, int64_t n) {
-    const quant_q4_1 *b = w;
-    vf acc[2] = {vf_zero(), vf_zero()};
-    for (int64_t i = 0; i < n / 32; i++, x += 32) {
-        float d = f16_at(&b[i].d), m = f16_at(&b[i].m);
-        fma32(unpack_nibbles16(b[i].qs), d, m, d, m, x, acc);
-    }
-    return vf_reduce_add(vf_add(acc[0], acc[1]));
+    return dot_q32(w, sizeof(quant_q4_1), true, false, x, n);
 }
-
 SIMD_TARGET static float SIMD_SUFFIX(simd_dot_q5_0)(const void *w, const float *x, int64_t n) {
-    const quant_q5_0 *b = w;
-    vf acc[2] = {vf_zero(), vf_zero()};
-    for (int64_t i = 0; i < n / 32; i++, x += 32) {
-        float d = f16_at(&b[i].d);
-        fma32(add_fifth_bits(b[i].qh, unpack_nibbles16(b[i].qs)), d, -16 * d, d, -16 * d, x, acc);
-    }
-    return vf_reduce_add(vf_add(acc[0], acc[1]));
+    return dot_q32(w, sizeof(quant_q5_0), false, true, x, n);
 }
-
 SIMD_TARGET static float SIMD_SUFFIX(simd_dot_q5_1)(const void *w, const float *x, int64_t n) {
-    const quant_q5_1 *b = w;
-    vf acc[2] = {vf_zero(), vf_zero()};
-    for (int64_t i = 0; i < n / 32; i++, x += 32) {
-        float d = f16_at(&b[i].d), m = f16_at(&b[i].m);
-        fma32(add_fifth_bits(b[i].qh, unpack_nibbles16(b[i].qs)), d, m, d, m, x, acc);
-    }
-    return vf_reduce_add(vf_add(acc[0], acc[1]));
+    return dot_q32(w, sizeof(quant_q5_1), true, true, x, n);
 }
 
 /* Q4_K and Q5_K (q5: the 5th bits from qh): sub-block j of 32 weights, w = d sc_j q -
@@ -148,7 +129,7 @@ SIMD_FN float dot_k4(const uint8_t *blk, size_t block_bytes, bool q5, const floa
     for (int64_t i = 0; i < n / 256; i++, blk += block_bytes, x += 256) {
         const quant_q4_K *b4 = (const quant_q4_K *)blk;
         const uint8_t *qs = q5 ? ((const quant_q5_K *)blk)->qs : b4->qs;
-        float d = f16_at(&b4->d), dmin = f16_at(&b4->dmin);
+        float d = unpack_f16(&b4->d), dmin = unpack_f16(&b4->dmin);
         __m256i qh = q5 ? _mm256_loadu_si256((const __m256i *)((const quant_q5_K *)blk)->qh) : _mm256_setzero_si256();
         for (int c = 0; c < 4; c++) {
             __m256i v = _mm256_loadu_si256((const __m256i *)(qs + 32 * c));
@@ -173,28 +154,19 @@ SIMD_TARGET static float SIMD_SUFFIX(simd_dot_q5_K)(const void *w, const float *
     return dot_k4(w, sizeof(quant_q5_K), true, x, n);
 }
 
-/* Q6_K: per half of 128 weights, quarter k (weights 32k .. 32k + 31) is the low (k < 2)
- * or high nibble of ql[l + 32 (k & 1)] with bits 2k, 2k + 1 of qh[l] on top; a scale per
- * 16 weights, w = d sc (q - 32). */
+/* Q6_K: a scale per 16 weights, w = d sc (q - 32). */
 SIMD_TARGET static float SIMD_SUFFIX(simd_dot_q6_K)(const void *w, const float *x, int64_t n) {
     const quant_q6_K *b = w;
-    const __m256i m4 = _mm256_set1_epi8(15), m2 = _mm256_set1_epi8(3);
     vf acc[2] = {vf_zero(), vf_zero()};
     for (int64_t i = 0; i < n / 256; i++) {
-        float d = f16_at(&b[i].d);
+        float d = unpack_f16(&b[i].d);
         for (int h = 0; h < 2; h++, x += 128) {
-            __m256i l0 = _mm256_loadu_si256((const __m256i *)(b[i].ql + 64 * h));
-            __m256i l1 = _mm256_loadu_si256((const __m256i *)(b[i].ql + 64 * h + 32));
-            __m256i qh = _mm256_loadu_si256((const __m256i *)(b[i].qh + 32 * h));
-            __m256i nib[4] = {
-                _mm256_and_si256(l0, m4), _mm256_and_si256(l1, m4),
-                _mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), _mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
-            };
+            __m256i q[4];
+            unpack_q6_K_half(&b[i], h, q);
             for (int k = 0; k < 4; k++) {
-                __m256i top = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * k), m2), 4);
                 const int8_t *sc = b[i].scales + 8 * h + 2 * k;
                 float f0 = d * sc[0], f1 = d * sc[1];
-                fma32(_mm256_or_si256(nib[k], top), f0, -32 * f0, f1, -32 * f1, x + 32 * k, acc);
+                fma32(q[k], f0, -32 * f0, f1, -32 * f1, x + 32 * k, acc);
             }
         }
     }
