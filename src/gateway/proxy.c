@@ -1126,12 +1126,10 @@ static void keep_tracestate(proxy_req *p, const http_request *req) {
     size_t len = 0;
     for (size_t h = 0; h < req->n_headers; h++) {
         if (strcasecmp(req->headers[h].name, "tracestate")) continue;
-        const char *v = req->headers[h].value;
+        const char *v = req->headers[h].value;   /* the server trimmed its whitespace */
         size_t n = 0;
         for (; v[n]; n++)
             if (n == TRACESTATE_MAX || (unsigned char)v[n] < 0x20 || (unsigned char)v[n] > 0x7e) goto drop;
-        while (n && (v[n - 1] == ' ' || v[n - 1] == '\t')) n--;
-        while (n && (*v == ' ' || *v == '\t')) { v++; n--; }
         if (!n) continue;
         if (len + (len > 0) + n > TRACESTATE_MAX) goto drop;
         if (len) p->tracestate[len++] = ',';
